@@ -1,0 +1,117 @@
+-- Beta, the executor: carries out each step Alpha sends, leaves an artifact per
+-- step on the blackboard, reports back, and asks for validation when done.
+local validate = require("validate")
+
+local M = {}
+
+-- Step actions by name. Each gets the step and returns the artifact's output
+-- table, or raises. Add an action here (or in your own beta) to extend plans.
+M.actions = {}
+
+function M.actions.analyze(step)
+  return {
+    service = task.inputs.service or task.id,
+    constraints = task.constraints,
+    environment = task.inputs.environment or "sandbox",
+  }
+end
+
+function M.actions.build(step)
+  local service = task.inputs.service or task.id
+  local version = task.inputs.version or "0.1.0"
+  return { image = ("%s:%s"):format(service, version), layers = 3 }
+end
+
+function M.actions.configure(step)
+  local config = {}
+  for k, v in pairs(task.inputs.config or {}) do
+    config[k] = v
+  end
+  -- Honour no-secrets: nothing secret-looking goes into the rendered config.
+  if validate.has_constraint(task, "no-secrets") then
+    for k, v in pairs(config) do
+      if type(v) == "string" then config[k] = validate.redact(v) end
+      if #validate.find_secrets({ [k] = v }) > 0 then config[k] = "***" end
+    end
+  end
+  return { config = config }
+end
+
+function M.actions.deploy(step)
+  local target = task.inputs.environment or "sandbox"
+  if validate.has_constraint(task, "sandbox-only") and target ~= "sandbox" then
+    error(("constraint sandbox-only forbids deploying to '%s'"):format(target))
+  end
+  local build = blackboard.get("artifacts/step-2")
+  local replicas = task.inputs.replicas or 1
+  local deployment = {
+    target = target,
+    image = build and build.output.image or "unknown",
+    replicas = replicas,
+    url = ("http://%s.%s.local"):format(task.inputs.service or task.id, target),
+  }
+  task.output("deployment", deployment)
+  return deployment
+end
+
+function M.actions.verify(step)
+  local deployed = task.outputs().deployment
+  if not deployed then error("nothing was deployed") end
+  return { healthy = true, checked = deployed.url }
+end
+
+function M.actions.execute(step)
+  return { done = true }
+end
+
+function M.actions.report(step)
+  return { summary = ("%s finished"):format(task.id) }
+end
+
+function M.start(self)
+  self.done, self.failed, self.total = 0, 0, nil
+end
+
+local function run_step(self, msg)
+  if state.get() ~= "EXECUTING" then state.set("EXECUTING") end
+  local step = msg.payload.step
+  local action = M.actions[step.action]
+  local ok, output
+  if action then
+    ok, output = pcall(action, step)
+  else
+    ok, output = false, ("no action '%s' in beta.lua"):format(step.action)
+  end
+  local artifact = {
+    step = step.id,
+    action = step.action,
+    status = ok and "ok" or "failed",
+    output = ok and output or nil,
+    error = (not ok) and tostring(output) or nil,
+    produced_by = agent.id,
+  }
+  blackboard.set("artifacts/" .. step.id, artifact)
+  if ok then
+    self.done = self.done + 1
+    bus.send(msg.from, "step_done", { step = step.id })
+  else
+    self.failed = self.failed + 1
+    log.warn("step " .. step.id .. " failed: " .. tostring(output))
+    bus.send(msg.from, "step_failed", { step = step.id, error = tostring(output) })
+  end
+end
+
+function M.on_message(self, msg)
+  if msg.type == "step_ready" then
+    run_step(self, msg)
+  elseif msg.type == "plan_complete" then
+    state.set("VALIDATING")
+    local total = msg.payload.total
+    local confidence = total > 0 and self.done / total or 0
+    task.output("execution", { steps = total, done = self.done, failed = self.failed })
+    spawn.signal("VALIDATION_NEEDED", confidence)
+    agent.finish()
+  end
+end
+
+return M

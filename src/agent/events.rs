@@ -1,0 +1,190 @@
+//! The agent's event loop: bus messages and blackboard changes, one callback at
+//! a time, with a reload check between callbacks.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mlua::{Function, Table, Value};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use super::{Agent, errors};
+use crate::error::Result;
+use crate::lua_api::{self, HANDLERS, WATCHES, pattern_matches};
+use crate::store::{BlackboardEvent, Delivery};
+
+enum Event {
+    Message(Delivery),
+    Change(BlackboardEvent),
+    Stop,
+}
+
+impl Agent {
+    /// Handles events until the agent finishes or the task stops.
+    pub(super) async fn event_loop(&mut self) -> Result<()> {
+        loop {
+            if self.ctx.local.lock().finished {
+                return Ok(());
+            }
+            self.maybe_reload();
+            match self.next_event().await? {
+                Event::Message(d) => self.dispatch_message(d).await?,
+                Event::Change(ev) => self.dispatch_change(ev).await,
+                Event::Stop => return Ok(()),
+            }
+        }
+    }
+
+    /// The next event; while there is none the agent counts as idle.
+    async fn next_event(&mut self) -> Result<Event> {
+        let ctx = self.ctx.clone();
+        let mut watch_rx = ctx.local.lock().watch_rx.take();
+        let event = self.next_event_with(&mut watch_rx).await;
+        ctx.local.lock().watch_rx = watch_rx;
+        event
+    }
+
+    async fn next_event_with(
+        &mut self,
+        watch_rx: &mut Option<tokio::sync::broadcast::Receiver<BlackboardEvent>>,
+    ) -> Result<Event> {
+        let ctx = &self.ctx;
+        if let Some(rx) = watch_rx.as_mut() {
+            match rx.try_recv() {
+                Ok(ev) => return Ok(Event::Change(ev)),
+                Err(TryRecvError::Lagged(n)) => warn_lagged(&ctx.id, n),
+                Err(_) => {}
+            }
+        }
+        if let Some(d) = ctx
+            .coord
+            .bus
+            .take(&ctx.queues, &ctx.id, Duration::ZERO)
+            .await?
+        {
+            return Ok(Event::Message(d));
+        }
+        if *self.stop.borrow() {
+            return Ok(Event::Stop);
+        }
+        let activity = &ctx.coord.activity;
+        activity.idle();
+        let wait = Duration::from_millis(ctx.coord.config.message_timeout);
+        let event = loop {
+            let changed = async {
+                match watch_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                taken = ctx.coord.bus.take(&ctx.queues, &ctx.id, wait) => match taken {
+                    Ok(Some(d)) => break Ok(Event::Message(d)),
+                    Ok(None) => continue,
+                    Err(e) => break Err(e),
+                },
+                ev = changed => match ev {
+                    Ok(ev) => break Ok(Event::Change(ev)),
+                    Err(RecvError::Lagged(n)) => warn_lagged(&ctx.id, n),
+                    Err(RecvError::Closed) => *watch_rx = None,
+                },
+                _ = self.stop.changed() => break Ok(Event::Stop),
+            }
+        };
+        activity.busy();
+        event
+    }
+
+    async fn dispatch_message(&mut self, delivery: Delivery) -> Result<()> {
+        let ctx = self.ctx.clone();
+        ctx.counters
+            .messages_received
+            .fetch_add(1, Ordering::Relaxed);
+        let result = self.handle_message(&delivery).await;
+        let ok = result.is_ok();
+        if let Err(e) = result {
+            self.record_handler_error(format!(
+                "message '{}' from {}: {}",
+                delivery.envelope.kind,
+                delivery.envelope.from,
+                errors::describe(&e)
+            ));
+        }
+        lua_api::settle_held(&ctx, ok).await?;
+        if ok {
+            ctx.coord.bus.ack(&delivery).await?;
+        } else if ctx.coord.bus.nack(&delivery).await? {
+            self.record_handler_error(format!(
+                "message '{}' ({}) dead-lettered after {} attempts",
+                delivery.envelope.kind, delivery.envelope.id, delivery.envelope.attempts
+            ));
+        }
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, delivery: &Delivery) -> mlua::Result<()> {
+        let msg = lua_api::message_table(&self.lua, &delivery.envelope)?;
+        let handlers: Table = self.lua.named_registry_value(HANDLERS)?;
+        let mut handled = false;
+        // Collected first: the iterator borrows the VM and must not live across an await.
+        let entries: Vec<Table> = handlers
+            .sequence_values::<Table>()
+            .collect::<mlua::Result<_>>()?;
+        for entry in entries {
+            let kind: Option<String> = entry.get("type")?;
+            if kind.is_none_or(|k| k == delivery.envelope.kind) {
+                handled = true;
+                entry
+                    .get::<Function>("fn")?
+                    .call_async::<()>(msg.clone())
+                    .await?;
+            }
+        }
+        if handled {
+            return Ok(());
+        }
+        match self.module.get::<Value>("on_message")? {
+            Value::Function(f) => f.call_async::<()>((self.state.clone(), msg)).await,
+            _ => {
+                tracing::warn!(agent = %self.ctx.id, kind = %delivery.envelope.kind, "message has no handler; dropped");
+                Ok(())
+            }
+        }
+    }
+
+    async fn dispatch_change(&mut self, ev: BlackboardEvent) {
+        if let Err(e) = self.handle_change(&ev).await {
+            self.record_handler_error(format!("watch of '{}': {}", ev.key, errors::describe(&e)));
+        }
+    }
+
+    async fn handle_change(&mut self, ev: &BlackboardEvent) -> mlua::Result<()> {
+        let watches: Table = self.lua.named_registry_value(WATCHES)?;
+        let value = match &ev.value {
+            Some(v) => lua_api::to_lua(&self.lua, v)?,
+            None => Value::Nil,
+        };
+        let entries: Vec<Table> = watches
+            .sequence_values::<Table>()
+            .collect::<mlua::Result<_>>()?;
+        for entry in entries {
+            let pattern: String = entry.get("pattern")?;
+            if pattern_matches(&pattern, &ev.key) {
+                entry
+                    .get::<Function>("fn")?
+                    .call_async::<()>((ev.key.as_str(), value.clone()))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn record_handler_error(&mut self, message: String) {
+        tracing::error!(agent = %self.ctx.id, "{message}");
+        self.ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.handler_errors.push(message);
+    }
+}
+
+fn warn_lagged(agent: &str, n: u64) {
+    tracing::warn!(agent = %agent, "watch fell behind: {n} blackboard changes skipped");
+}

@@ -1,0 +1,98 @@
+//! Builds an agent's Lua VM: safe standard libraries only, text-only `load`,
+//! `require` confined to the script registry, and a heap limit.
+
+use std::sync::Arc;
+
+use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value, chunk::ChunkMode};
+
+use crate::scripts::ScriptRegistry;
+
+/// `os` functions that only read the clock.
+const SAFE_OS: &[&str] = &["time", "clock", "date", "difftime"];
+
+/// Globals removed from every VM: they reach the file system or load bytecode.
+const REMOVED_GLOBALS: &[&str] = &["dofile", "loadfile"];
+
+/// A fresh VM with only the safe libraries and `memory_limit` bytes of heap.
+pub fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Result<Lua> {
+    let libs = StdLib::COROUTINE
+        | StdLib::TABLE
+        | StdLib::STRING
+        | StdLib::UTF8
+        | StdLib::MATH
+        | StdLib::OS;
+    let lua = Lua::new_with(libs, LuaOptions::default())?;
+    let globals = lua.globals();
+
+    for name in REMOVED_GLOBALS {
+        globals.set(*name, Value::Nil)?;
+    }
+    let os: Table = globals.get("os")?;
+    let safe_os = lua.create_table()?;
+    for name in SAFE_OS {
+        safe_os.set(*name, os.get::<Value>(*name)?)?;
+    }
+    globals.set("os", safe_os)?;
+    let string: Table = globals.get("string")?;
+    string.set("dump", Value::Nil)?;
+
+    // `load` may only compile text: bytecode can break the VM's invariants.
+    let raw_load: Function = globals.get("load")?;
+    globals.set(
+        "load",
+        lua.create_function(
+            move |_, (chunk, name, _mode, env): (Value, Value, Value, Value)| {
+                raw_load.call::<mlua::MultiValue>((chunk, name, "t", env))
+            },
+        )?,
+    )?;
+
+    install_require(&lua, registry)?;
+    lua.set_named_registry_value(crate::lua_api::WATCHES, lua.create_table()?)?;
+    lua.set_named_registry_value(crate::lua_api::HANDLERS, lua.create_table()?)?;
+    lua.set_memory_limit(memory_limit)?;
+    Ok(lua)
+}
+
+/// `require(name)` finds modules in the script registry only: the scripts
+/// directory's own modules, then the stdlib. No file system, no C modules.
+fn install_require(lua: &Lua, registry: Arc<ScriptRegistry>) -> mlua::Result<()> {
+    let loaded: Table = match lua.named_registry_value::<Value>("_LOADED")? {
+        Value::Table(t) => t,
+        _ => {
+            let t = lua.create_table()?;
+            lua.set_named_registry_value("_LOADED", &t)?;
+            t
+        }
+    };
+    let package = lua.create_table()?;
+    package.set("loaded", &loaded)?;
+    lua.globals().set("package", package)?;
+    let require = lua.create_function(move |lua, name: String| {
+        let loaded: Table = lua.named_registry_value("_LOADED")?;
+        let cached: Value = loaded.get(name.as_str())?;
+        if !cached.is_nil() {
+            return Ok(cached);
+        }
+        let script = registry.module(&name).ok_or_else(|| {
+            mlua::Error::runtime(format!(
+                "module '{name}' not found: no {}/{}.lua and no stdlib module of that name",
+                registry.scripts_dir().display(),
+                name.replace('.', "/")
+            ))
+        })?;
+        let value: Value = lua
+            .load(&*script.source)
+            .set_name(script.chunk_name())
+            .set_mode(ChunkMode::Text)
+            .call(name.as_str())?;
+        let value = if value.is_nil() {
+            Value::Boolean(true)
+        } else {
+            value
+        };
+        loaded.set(name.as_str(), &value)?;
+        Ok(value)
+    })?;
+    lua.globals().set("require", require)
+}

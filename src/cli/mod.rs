@@ -1,0 +1,127 @@
+//! Command-line parsing and the commands. `anyhow` lives here only; the library
+//! returns typed errors, which map to exit codes.
+
+mod check;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use orrery::config::{Config, ConfigLayer};
+use orrery::error::{Error, exit};
+
+/// Multi-agent systems written as Lua scripts.
+#[derive(Debug, Parser)]
+#[command(name = "orrery", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a task file (TOML or JSON) with the agents of a scripts directory.
+    Run(run::RunArgs),
+    /// Compile every script and stdlib module without running anything.
+    Check(check::CheckArgs),
+}
+
+/// Settings flags shared by the commands that load a configuration.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// Config file (default: ./orrery.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of agent scripts: every DIR/<role>.lua is a role.
+    #[arg(long, value_name = "DIR")]
+    pub scripts: Option<PathBuf>,
+    /// Directory of Lua modules overriding the built-in stdlib.
+    #[arg(long, value_name = "DIR")]
+    pub stdlib: Option<PathBuf>,
+    /// Most agents live at once.
+    #[arg(long, value_name = "N")]
+    pub max_agents: Option<usize>,
+    /// Store: `memory` (default) or a redis:// URL.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+}
+
+impl ConfigArgs {
+    /// Defaults < config file < ORRERY_* environment < flags.
+    pub fn resolve(&self) -> Result<Config, Error> {
+        let mut layers = Vec::new();
+        match &self.config {
+            Some(path) => layers.push(ConfigLayer::from_file(path)?),
+            None if std::path::Path::new("orrery.toml").is_file() => {
+                layers.push(ConfigLayer::from_file(std::path::Path::new("orrery.toml"))?)
+            }
+            None => {}
+        }
+        layers.push(ConfigLayer::from_env(|k| std::env::var(k).ok())?);
+        layers.push(ConfigLayer {
+            scripts: self.scripts.clone(),
+            stdlib: self.stdlib.clone(),
+            max_agents: self.max_agents,
+            store: self.store.clone(),
+            ..ConfigLayer::default()
+        });
+        Config::resolve(&layers)
+    }
+}
+
+impl Cli {
+    /// Parses the process arguments; on bad flags prints clap's message and
+    /// returns the bad-input exit code (help and version exit 0).
+    pub fn parse_args() -> Result<Cli, i32> {
+        Cli::try_parse().map_err(|e| {
+            let _ = e.print();
+            if e.use_stderr() {
+                exit::BAD_INPUT
+            } else {
+                exit::OK
+            }
+        })
+    }
+
+    /// Runs the command; returns the exit code.
+    pub fn execute(self) -> i32 {
+        let result = match self.command {
+            Command::Run(args) => run::execute(args),
+            Command::Check(args) => check::execute(args),
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => report_error(&e),
+        }
+    }
+}
+
+/// Prints an error for the user and returns its exit code.
+pub fn report_error(e: &anyhow::Error) -> i32 {
+    eprintln!("error: {e:#}");
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Error>())
+        .map_or(exit::INTERNAL, Error::exit_code)
+}
+
+/// Logs to stderr; `ORRERY_LOG` (or `RUST_LOG`) picks the level, default:
+/// script logs at info, the host at warn.
+pub fn init_tracing() {
+    let filter = std::env::var("ORRERY_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "warn,orrery::script=info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+}
+
+/// A multi-threaded tokio runtime for a command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

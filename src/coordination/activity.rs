@@ -1,0 +1,44 @@
+//! Tracks which agents are busy, so the orchestrator can tell when a task has
+//! gone quiet: every agent idle, every queue empty.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+/// Busy-agent count plus an epoch that moves on every change.
+#[derive(Default)]
+pub struct Activity {
+    busy: AtomicUsize,
+    epoch: AtomicU64,
+    changed: Notify,
+}
+
+impl Activity {
+    /// An agent started working (it was created, or woke up with an event).
+    pub fn busy(&self) {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// An agent has nothing to do until an event arrives (or it ended).
+    pub fn idle(&self) {
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Agents currently busy.
+    pub fn busy_count(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// A counter that changes whenever any agent goes busy or idle.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Waits until some agent goes idle.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+}

@@ -1,0 +1,175 @@
+//! The message bus: `{from, to, type, payload}` messages between agents.
+//!
+//! Every agent reads two queues: its own (`beta-1`) and its role's (`beta`).
+//! A message to a role is handled by exactly one agent of that role; a
+//! broadcast (`to = "*"`) is copied to every live agent's own queue. Delivery is
+//! at-least-once: a message is acknowledged after its handler returns and given
+//! back (redelivered, then dead-lettered) when the handler fails.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use serde_json::Value;
+
+use super::blackboard::check_size;
+use crate::error::{Error, Result};
+use crate::store::{Delivery, Envelope, Store};
+
+/// The address every live agent gets a copy of a message sent to.
+pub const BROADCAST: &str = "*";
+
+/// Sends and takes messages of one task.
+pub struct MessageBus {
+    store: Arc<dyn Store>,
+    task: String,
+    max_attempts: u32,
+    max_value_bytes: usize,
+    /// Unique per process, so message ids never collide across hosts.
+    origin: String,
+    next_id: AtomicU64,
+    /// Live agents of this process: id -> role.
+    directory: RwLock<BTreeMap<String, String>>,
+    /// Roles that have a script, so a message to a role nobody runs yet is accepted.
+    known_roles: RwLock<Vec<String>>,
+}
+
+impl MessageBus {
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        task: &str,
+        max_attempts: u32,
+        max_value_bytes: usize,
+    ) -> Self {
+        MessageBus {
+            store,
+            task: task.to_string(),
+            max_attempts,
+            max_value_bytes,
+            origin: format!("{:08x}", rand::random::<u32>()),
+            next_id: AtomicU64::new(1),
+            directory: RwLock::default(),
+            known_roles: RwLock::default(),
+        }
+    }
+
+    /// Records a live agent, so it can be addressed and receives broadcasts.
+    pub fn join(&self, id: &str, role: &str) {
+        self.directory
+            .write()
+            .insert(id.to_string(), role.to_string());
+    }
+
+    /// Removes an agent that ended.
+    pub fn leave(&self, id: &str) {
+        self.directory.write().remove(id);
+    }
+
+    /// Sets the roles that may be addressed even when none of their agents is live.
+    pub fn set_known_roles(&self, roles: Vec<String>) {
+        *self.known_roles.write() = roles;
+    }
+
+    /// The queues agent `id` of `role` reads, own queue first.
+    pub fn queues_of(id: &str, role: &str) -> Vec<String> {
+        vec![id.to_string(), role.to_string()]
+    }
+
+    /// Sends a message; returns its id. `to` is an agent id, a role, or `*`.
+    pub async fn send(&self, from: &str, to: &str, kind: &str, payload: Value) -> Result<String> {
+        check_size(
+            &format!("message '{kind}' to '{to}'"),
+            &payload,
+            self.max_value_bytes,
+        )?;
+        let id = format!(
+            "{}-{}",
+            self.origin,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let envelope = Envelope {
+            id: id.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
+            kind: kind.to_string(),
+            payload,
+            attempts: 0,
+        };
+        if to == BROADCAST {
+            let targets: Vec<String> = self
+                .directory
+                .read()
+                .keys()
+                .filter(|a| a.as_str() != from)
+                .cloned()
+                .collect();
+            for target in targets {
+                self.store
+                    .queue_push(&self.task, &target, &envelope)
+                    .await?;
+            }
+        } else {
+            self.check_recipient(to).await?;
+            self.store.queue_push(&self.task, to, &envelope).await?;
+        }
+        Ok(id)
+    }
+
+    async fn check_recipient(&self, to: &str) -> Result<()> {
+        if self.directory.read().contains_key(to) || self.known_roles.read().iter().any(|r| r == to)
+        {
+            return Ok(());
+        }
+        // An agent of another process sharing the store.
+        if self.store.agent_get(&self.task, to).await?.is_some() {
+            return Ok(());
+        }
+        Err(Error::bad_input(
+            format!("bus recipient '{to}'"),
+            "no live agent has this id and no script has this role",
+        ))
+    }
+
+    /// Takes the next message for an agent reading `queues`, waiting up to `wait`.
+    pub async fn take(
+        &self,
+        queues: &[String],
+        consumer: &str,
+        wait: Duration,
+    ) -> Result<Option<Delivery>> {
+        Ok(self
+            .store
+            .queue_take(&self.task, queues, consumer, wait)
+            .await?)
+    }
+
+    /// The handler of `delivery` returned: the message is done.
+    pub async fn ack(&self, delivery: &Delivery) -> Result<()> {
+        Ok(self.store.queue_ack(&self.task, delivery).await?)
+    }
+
+    /// The handler of `delivery` failed: redeliver it, or dead-letter it after
+    /// `max_attempts`. True when dead-lettered.
+    pub async fn nack(&self, delivery: &Delivery) -> Result<bool> {
+        Ok(self
+            .store
+            .queue_nack(&self.task, delivery, self.max_attempts)
+            .await?)
+    }
+
+    /// Gives back every message agent `consumer` took and did not acknowledge.
+    pub async fn release(&self, consumer: &str) -> Result<usize> {
+        Ok(self
+            .store
+            .queue_release_consumer(&self.task, consumer)
+            .await?)
+    }
+
+    /// True when no message waits or is in flight (dead letters do not count).
+    pub async fn is_drained(&self) -> Result<bool> {
+        let list = self.store.queue_list(&self.task).await?;
+        Ok(list.iter().all(|m| m.state == "dead"))
+    }
+}

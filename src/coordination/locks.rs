@@ -1,0 +1,108 @@
+//! Named locks with a TTL, an owner token and a fencing number.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::MetricsCollector;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// A held lock: release it with the same grant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LockGrant {
+    /// Lock name.
+    pub name: String,
+    /// Random owner token; only its holder can release or extend.
+    pub token: String,
+    /// Grows with every grant of this lock: lets a resource refuse a stale holder.
+    pub fence: u64,
+}
+
+/// Acquires and releases the task's locks.
+pub struct LockManager {
+    store: Arc<dyn Store>,
+    task: String,
+    metrics: Arc<MetricsCollector>,
+}
+
+/// Longest pause between two tries while waiting.
+const MAX_BACKOFF: Duration = Duration::from_millis(20);
+
+impl LockManager {
+    pub(super) fn new(store: Arc<dyn Store>, task: &str, metrics: Arc<MetricsCollector>) -> Self {
+        LockManager {
+            store,
+            task: task.to_string(),
+            metrics,
+        }
+    }
+
+    /// Takes `name` for `ttl`, waiting up to `wait` for it to be free. `None` when
+    /// the wait ran out.
+    pub async fn acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Option<LockGrant>> {
+        check_name(name)?;
+        let token = format!("{:032x}", rand::random::<u128>());
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_micros(200);
+        let mut waited = false;
+        loop {
+            if let Some(fence) = self
+                .store
+                .lock_try_acquire(&self.task, name, &token, ttl)
+                .await?
+            {
+                return Ok(Some(LockGrant {
+                    name: name.to_string(),
+                    token,
+                    fence,
+                }));
+            }
+            if !waited {
+                waited = true;
+                self.metrics
+                    .host
+                    .lock_waits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Releases a grant; false when it had already expired or been taken over.
+    pub async fn release(&self, grant: &LockGrant) -> Result<bool> {
+        Ok(self
+            .store
+            .lock_release(&self.task, &grant.name, &grant.token)
+            .await?)
+    }
+
+    /// Extends a grant to `ttl` from now; false when it is no longer held.
+    pub async fn extend(&self, grant: &LockGrant, ttl: Duration) -> Result<bool> {
+        Ok(self
+            .store
+            .lock_extend(&self.task, &grant.name, &grant.token, ttl)
+            .await?)
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(Error::bad_input(
+            format!("lock name {name:?}"),
+            "must be 1 to 256 bytes with no control characters",
+        ));
+    }
+    Ok(())
+}

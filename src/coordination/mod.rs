@@ -1,0 +1,97 @@
+//! The coordination primitives of one task, built over a [`Store`]:
+//! [`Blackboard`], [`MessageBus`], [`AgentStateManager`], [`SpawnController`],
+//! [`LockManager`] and [`MetricsCollector`], bundled as [`Coordination`].
+//!
+//! Nothing here knows of Lua; the Lua API wraps these types.
+
+mod activity;
+mod blackboard;
+mod bus;
+mod locks;
+mod metrics;
+mod spawn;
+mod state;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use activity::Activity;
+pub use blackboard::Blackboard;
+pub use bus::{BROADCAST, MessageBus};
+pub use locks::{LockGrant, LockManager};
+pub use metrics::{
+    AgentCounters, AgentMetrics, CoordinationMetrics, HostCounters, MetricsCollector,
+};
+pub use spawn::{SpawnController, SpawnRequest};
+pub use state::{AgentPhase, AgentStateManager, PhaseChange};
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::task::Task;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Everything the agents of one task share.
+pub struct Coordination {
+    /// The task being run.
+    pub task: Arc<Task>,
+    /// Resolved settings.
+    pub config: Arc<Config>,
+    /// The backing store.
+    pub store: Arc<dyn Store>,
+    /// Shared key/value state.
+    pub blackboard: Blackboard,
+    /// Messages between agents.
+    pub bus: MessageBus,
+    /// Agent phases and history.
+    pub states: AgentStateManager,
+    /// Spawn conditions and the live-agent bound.
+    pub spawner: SpawnController,
+    /// Named locks.
+    pub locks: LockManager,
+    /// Counters of the run.
+    pub metrics: Arc<MetricsCollector>,
+    /// Which agents are busy, for detecting a task that has gone quiet.
+    pub activity: Activity,
+}
+
+impl Coordination {
+    /// Builds the primitives of `task` over `store`. Spawn requests go to `launcher`.
+    pub fn new(
+        task: Arc<Task>,
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        launcher: tokio::sync::mpsc::UnboundedSender<SpawnRequest>,
+    ) -> Arc<Coordination> {
+        let metrics = Arc::new(MetricsCollector::new(&task.id));
+        let ttl = Duration::from_secs(config.blackboard_ttl);
+        Arc::new(Coordination {
+            blackboard: Blackboard::new(
+                store.clone(),
+                &task.id,
+                ttl,
+                metrics.clone(),
+                config.max_value_bytes,
+            ),
+            bus: MessageBus::new(
+                store.clone(),
+                &task.id,
+                config.max_attempts,
+                config.max_value_bytes,
+            ),
+            states: AgentStateManager::new(store.clone(), &task.id),
+            spawner: SpawnController::new(&task, &config, store.clone(), metrics.clone(), launcher),
+            locks: LockManager::new(store.clone(), &task.id, metrics.clone()),
+            activity: Activity::default(),
+            metrics,
+            task,
+            config,
+            store,
+        })
+    }
+}

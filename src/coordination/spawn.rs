@@ -1,0 +1,149 @@
+//! Spawn conditions and the bound on live agents.
+//!
+//! An agent reports `signal(trigger, value)`; every registered condition on that
+//! trigger whose threshold the value reaches starts its role (once, unless the
+//! condition repeats). The orchestrator does the starting: the controller sends
+//! it a [`SpawnRequest`] and waits at most `spawn_timeout` for the answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use super::MetricsCollector;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::task::{SpawnCondition, Task};
+
+/// A request to the orchestrator to start an agent of `role`.
+pub struct SpawnRequest {
+    /// Role to start.
+    pub role: String,
+    /// Agent that asked (for the record).
+    pub parent: Option<String>,
+    /// The new agent's id, or why it could not start.
+    pub reply: oneshot::Sender<Result<String>>,
+}
+
+/// Starts agents on signals and on request, within `max_agents`.
+pub struct SpawnController {
+    task: String,
+    store: Arc<dyn Store>,
+    metrics: Arc<MetricsCollector>,
+    conditions: Mutex<Vec<SpawnCondition>>,
+    launcher: mpsc::UnboundedSender<SpawnRequest>,
+    live: AtomicUsize,
+    max_agents: usize,
+    spawn_timeout: Duration,
+}
+
+impl SpawnController {
+    pub(super) fn new(
+        task: &Task,
+        config: &Config,
+        store: Arc<dyn Store>,
+        metrics: Arc<MetricsCollector>,
+        launcher: mpsc::UnboundedSender<SpawnRequest>,
+    ) -> Self {
+        SpawnController {
+            task: task.id.clone(),
+            store,
+            metrics,
+            conditions: Mutex::new(task.spawn.clone()),
+            launcher,
+            live: AtomicUsize::new(0),
+            max_agents: config.max_agents,
+            spawn_timeout: Duration::from_millis(config.spawn_timeout),
+        }
+    }
+
+    /// Adds a condition.
+    pub fn register(&self, condition: SpawnCondition) {
+        self.conditions.lock().push(condition);
+    }
+
+    /// The registered conditions.
+    pub fn conditions(&self) -> Vec<SpawnCondition> {
+        self.conditions.lock().clone()
+    }
+
+    /// Agents live now.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Reserves a slot for a new agent of `role`, or fails with SpawnLimit.
+    pub fn reserve(&self, role: &str) -> Result<()> {
+        self.live
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_agents).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|live| Error::SpawnLimit {
+                role: role.to_string(),
+                live,
+                max: self.max_agents,
+            })
+    }
+
+    /// Frees the slot of an agent that ended.
+    pub fn release(&self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Reports `value` for `trigger`; starts what it satisfies. Returns the new agents' ids.
+    pub async fn signal(&self, from: &str, trigger: &str, value: f64) -> Result<Vec<String>> {
+        let due: Vec<(usize, SpawnCondition)> = self
+            .conditions
+            .lock()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.trigger == trigger && value >= c.threshold)
+            .map(|(i, c)| (i, c.clone()))
+            .collect();
+        let mut started = Vec::new();
+        for (index, condition) in due {
+            // The claim lives in the store, so a condition fires once even when
+            // several hosts see the signal.
+            let claim = format!("spawn:{trigger}:{index}:{}", condition.agent);
+            if !condition.repeat && !self.store.claim(&self.task, &claim).await? {
+                continue;
+            }
+            started.push(self.spawn(&condition.agent, Some(from)).await?);
+        }
+        Ok(started)
+    }
+
+    /// Starts an agent of `role` now; returns its id.
+    pub async fn spawn(&self, role: &str, parent: Option<&str>) -> Result<String> {
+        let (reply, answer) = oneshot::channel();
+        self.launcher
+            .send(SpawnRequest {
+                role: role.to_string(),
+                parent: parent.map(str::to_string),
+                reply,
+            })
+            .map_err(|_| {
+                Error::Coordination(format!("cannot spawn '{role}': the task is shutting down"))
+            })?;
+        let id = match tokio::time::timeout(self.spawn_timeout, answer).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => {
+                return Err(Error::Coordination(format!(
+                    "cannot spawn '{role}': the task is shutting down"
+                )));
+            }
+            Err(_) => {
+                return Err(Error::AgentTimeout {
+                    what: format!("spawn of '{role}'"),
+                    limit_ms: self.spawn_timeout.as_millis() as u64,
+                });
+            }
+        };
+        self.metrics.spawn_event();
+        Ok(id)
+    }
+}

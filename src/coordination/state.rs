@@ -1,0 +1,205 @@
+//! Agent lifecycle: `INIT → READY → PLANNING → EXECUTING → VALIDATING → COMPLETE`,
+//! `FAILED` from any phase that has not ended.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use super::now_ms;
+use crate::error::{Error, Result};
+use crate::store::{AgentRecord, PhaseEntry, Store};
+
+/// A phase of an agent's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AgentPhase {
+    /// Created, script not loaded yet.
+    Init,
+    /// Script loaded, about to start.
+    Ready,
+    /// Working out what to do.
+    Planning,
+    /// Doing it.
+    Executing,
+    /// Checking the results.
+    Validating,
+    /// Done (terminal).
+    Complete,
+    /// Failed (terminal).
+    Failed,
+}
+
+impl AgentPhase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [AgentPhase; 7] = [
+        AgentPhase::Init,
+        AgentPhase::Ready,
+        AgentPhase::Planning,
+        AgentPhase::Executing,
+        AgentPhase::Validating,
+        AgentPhase::Complete,
+        AgentPhase::Failed,
+    ];
+
+    /// The name scripts and stores use (`EXECUTING`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentPhase::Init => "INIT",
+            AgentPhase::Ready => "READY",
+            AgentPhase::Planning => "PLANNING",
+            AgentPhase::Executing => "EXECUTING",
+            AgentPhase::Validating => "VALIDATING",
+            AgentPhase::Complete => "COMPLETE",
+            AgentPhase::Failed => "FAILED",
+        }
+    }
+
+    /// True for COMPLETE and FAILED.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, AgentPhase::Complete | AgentPhase::Failed)
+    }
+
+    /// Legal moves: forward along the lifecycle (phases may be skipped, as a
+    /// validator has nothing to plan), or to FAILED, never out of a terminal phase.
+    pub fn can_move_to(self, next: AgentPhase) -> bool {
+        !self.is_terminal() && (next == AgentPhase::Failed || next > self)
+    }
+}
+
+impl fmt::Display for AgentPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AgentPhase {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        AgentPhase::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                Error::bad_input(
+                    format!("phase '{s}'"),
+                    "expected one of INIT, READY, PLANNING, EXECUTING, VALIDATING, COMPLETE, FAILED",
+                )
+            })
+    }
+}
+
+/// A phase change, as shown live on stderr.
+#[derive(Debug, Clone)]
+pub struct PhaseChange {
+    /// Agent id.
+    pub agent: String,
+    /// Phase before.
+    pub from: Option<AgentPhase>,
+    /// Phase after.
+    pub to: AgentPhase,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// The failure reason, for FAILED.
+    pub reason: Option<String>,
+}
+
+/// Keeps every agent's phase and history in the store.
+pub struct AgentStateManager {
+    store: Arc<dyn Store>,
+    task: String,
+    host: String,
+    changes: broadcast::Sender<PhaseChange>,
+}
+
+impl AgentStateManager {
+    pub(super) fn new(store: Arc<dyn Store>, task: &str) -> Self {
+        AgentStateManager {
+            store,
+            task: task.to_string(),
+            host: hostname(),
+            changes: broadcast::channel(256).0,
+        }
+    }
+
+    /// Phase changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<PhaseChange> {
+        self.changes.subscribe()
+    }
+
+    /// Records a new agent in INIT.
+    pub async fn register(&self, id: &str, role: &str) -> Result<()> {
+        let now = now_ms();
+        let record = AgentRecord {
+            id: id.to_string(),
+            role: role.to_string(),
+            phase: AgentPhase::Init.as_str().to_string(),
+            history: vec![PhaseEntry {
+                phase: AgentPhase::Init.as_str().to_string(),
+                at_ms: now,
+            }],
+            heartbeat_ms: now,
+            host: self.host.clone(),
+            error: None,
+        };
+        self.store.agent_put(&self.task, &record).await?;
+        let _ = self.changes.send(PhaseChange {
+            agent: id.to_string(),
+            from: None,
+            to: AgentPhase::Init,
+            at_ms: now,
+            reason: None,
+        });
+        Ok(())
+    }
+
+    /// Moves agent `id` to `to`. Illegal moves are a Coordination error naming both phases.
+    pub async fn transition(&self, id: &str, to: AgentPhase, reason: Option<String>) -> Result<()> {
+        let mut record = self.store.agent_get(&self.task, id).await?.ok_or_else(|| {
+            Error::Coordination(format!("no agent '{id}' in task '{}'", self.task))
+        })?;
+        let from: AgentPhase = record.phase.parse()?;
+        if !from.can_move_to(to) {
+            return Err(Error::Coordination(format!(
+                "illegal phase transition for agent '{id}': {from} -> {to}"
+            )));
+        }
+        let now = now_ms();
+        record.phase = to.as_str().to_string();
+        record.history.push(PhaseEntry {
+            phase: record.phase.clone(),
+            at_ms: now,
+        });
+        record.heartbeat_ms = now;
+        if reason.is_some() {
+            record.error = reason.clone();
+        }
+        self.store.agent_put(&self.task, &record).await?;
+        let _ = self.changes.send(PhaseChange {
+            agent: id.to_string(),
+            from: Some(from),
+            to,
+            at_ms: now,
+            reason,
+        });
+        Ok(())
+    }
+
+    /// Agent `id`'s record.
+    pub async fn get(&self, id: &str) -> Result<Option<AgentRecord>> {
+        Ok(self.store.agent_get(&self.task, id).await?)
+    }
+
+    /// Every agent's record.
+    pub async fn list(&self) -> Result<Vec<AgentRecord>> {
+        Ok(self.store.agent_list(&self.task).await?)
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

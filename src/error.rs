@@ -1,0 +1,128 @@
+//! The host's typed errors and the exit code each one maps to.
+//!
+//! Every message names the file, line, key, agent or flag at fault, because the
+//! person reading it is a script author in the middle of a run.
+
+use std::path::PathBuf;
+
+use crate::store::StoreError;
+
+/// Exit codes of the `orrery` binary, one per error kind (documented in README.md).
+pub mod exit {
+    /// The task completed.
+    pub const OK: i32 = 0;
+    /// A bug or an unexpected failure in the host itself.
+    pub const INTERNAL: i32 = 1;
+    /// Bad input: a malformed task or config file, an unknown role, a bad flag.
+    pub const BAD_INPUT: i32 = 2;
+    /// A script raised an error (or failed to compile).
+    pub const SCRIPT: i32 = 3;
+    /// The task or an agent ran out of time.
+    pub const TIMEOUT: i32 = 4;
+    /// The store or the message bus failed.
+    pub const COORDINATION: i32 = 5;
+    /// A spawn would have exceeded `max_agents`.
+    pub const SPAWN_LIMIT: i32 = 6;
+    /// An agent reported failure on its own (for example a validator rejecting the results).
+    pub const TASK_FAILED: i32 = 7;
+}
+
+/// Everything that can go wrong in the host, typed so the CLI can map it to an exit code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// A task, config or script file (or a flag) the user gave is malformed.
+    #[error("{origin}: {message}")]
+    BadInput {
+        /// The file (with line where known), key or flag at fault.
+        origin: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A role with no script behind it was asked for.
+    #[error("unknown role '{role}': no {dir}/{role}.lua")]
+    UnknownRole {
+        /// The role that was asked for.
+        role: String,
+        /// The scripts directory that was searched.
+        dir: PathBuf,
+    },
+    /// A script failed to compile or raised an error; the message carries `path:line`.
+    #[error("{message}")]
+    Script {
+        /// `path:line: message`, followed by the Lua traceback when there is one.
+        message: String,
+    },
+    /// The task or an agent exceeded its time.
+    #[error("timeout: {what} exceeded {limit_ms} ms")]
+    AgentTimeout {
+        /// The task or agent that ran out of time.
+        what: String,
+        /// The limit it exceeded.
+        limit_ms: u64,
+    },
+    /// The store or the bus failed, or a coordination rule was broken.
+    #[error("coordination: {0}")]
+    Coordination(String),
+    /// A spawn would exceed the number of live agents allowed.
+    #[error("spawn limit: cannot start '{role}', {live} agents live and max_agents is {max}")]
+    SpawnLimit {
+        /// The role whose spawn was refused.
+        role: String,
+        /// Agents live at the time.
+        live: usize,
+        /// The configured bound.
+        max: usize,
+    },
+    /// An agent moved itself to FAILED with a reason.
+    #[error("agent {agent} failed: {reason}")]
+    AgentFailed {
+        /// The agent that failed.
+        agent: String,
+        /// The reason it gave.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Builds a [`Error::BadInput`] from anything printable.
+    pub fn bad_input(origin: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::BadInput {
+            origin: origin.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The exit code the CLI uses for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::BadInput { .. } | Error::UnknownRole { .. } => exit::BAD_INPUT,
+            Error::Script { .. } => exit::SCRIPT,
+            Error::AgentTimeout { .. } => exit::TIMEOUT,
+            Error::Coordination(_) => exit::COORDINATION,
+            Error::SpawnLimit { .. } => exit::SPAWN_LIMIT,
+            Error::AgentFailed { .. } => exit::TASK_FAILED,
+        }
+    }
+
+    /// A short, stable name of the error kind, as shown in JSON reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::BadInput { .. } => "bad_input",
+            Error::UnknownRole { .. } => "unknown_role",
+            Error::Script { .. } => "script",
+            Error::AgentTimeout { .. } => "timeout",
+            Error::Coordination(_) => "coordination",
+            Error::SpawnLimit { .. } => "spawn_limit",
+            Error::AgentFailed { .. } => "failed",
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Coordination(e.to_string())
+    }
+}
+
+/// Result with the host's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

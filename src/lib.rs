@@ -1,0 +1,20 @@
+//! orrery: a host for multi-agent systems written as Lua scripts.
+//!
+//! Layers, each depending only on the ones after it:
+//! [`orchestrator`] → [`agent`] (one Lua VM per agent) → [`lua_api`] (one file
+//! per Lua table) → [`coordination`] (blackboard, bus, states, spawning, locks,
+//! metrics) → [`store`] (embedded or Redis). [`scripts`] holds the code agents run.
+
+pub mod agent;
+pub mod config;
+pub mod coordination;
+pub mod error;
+pub mod llm;
+pub mod lua_api;
+pub mod orchestrator;
+pub mod report;
+pub mod scripts;
+pub mod store;
+pub mod task;
+
+pub use error::{Error, Result};

@@ -1,0 +1,167 @@
+//! `blackboard`: shared key/value state of the task.
+//!
+//! `set(key, value)`, `get(key)`, `delete(key)`, `keys(prefix)`,
+//! `cas(key, expected, new)`, `update(key, fn)`, `watch(pattern, fn)`.
+
+use std::sync::Arc;
+
+use mlua::{Function, Lua, Table, Value as LuaValue};
+
+use super::{AgentContext, arg_err, host_err, store_fn, to_json, to_lua};
+
+/// Name of the registry table holding this agent's watches: `{pattern, fn}` pairs.
+pub const WATCHES: &str = "orrery.watches";
+
+/// `update` written in Lua over `get` and `cas`: the function may call host
+/// functions, which a Rust callback could not let it do.
+const UPDATE: &str = r#"
+local get, cas = ...
+return function(key, fn)
+  if type(fn) ~= "function" then
+    error("blackboard.update: expected function, got " .. type(fn), 2)
+  end
+  for _ = 1, 1000 do
+    local current = get(key)
+    local new = fn(current)
+    if cas(key, current, new) then return new end
+  end
+  error("blackboard.update: key '" .. tostring(key) .. "' changed under us 1000 times in a row", 2)
+end
+"#;
+
+pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let embedded = ctx.embedded();
+
+    let c = ctx.clone();
+    t.set(
+        "set",
+        store_fn(
+            lua,
+            embedded,
+            move |lua, (key, value): (String, LuaValue)| {
+                let c = c.clone();
+                let json = to_json(&lua, value, &format!("blackboard.set('{key}')"));
+                async move {
+                    c.coord
+                        .blackboard
+                        .set(&key, &json?)
+                        .await
+                        .map_err(host_err)?;
+                    Ok(())
+                }
+            },
+        )?,
+    )?;
+
+    let c = ctx.clone();
+    t.set(
+        "get",
+        store_fn(lua, embedded, move |lua, key: String| {
+            let c = c.clone();
+            async move {
+                match c.coord.blackboard.get(&key).await.map_err(host_err)? {
+                    Some(v) => to_lua(&lua, &v),
+                    None => Ok(LuaValue::Nil),
+                }
+            }
+        })?,
+    )?;
+
+    let c = ctx.clone();
+    t.set(
+        "delete",
+        store_fn(lua, embedded, move |_, key: String| {
+            let c = c.clone();
+            async move { c.coord.blackboard.delete(&key).await.map_err(host_err) }
+        })?,
+    )?;
+
+    let c = ctx.clone();
+    t.set(
+        "keys",
+        store_fn(lua, embedded, move |_, prefix: Option<String>| {
+            let c = c.clone();
+            async move {
+                c.coord
+                    .blackboard
+                    .keys(prefix.as_deref().unwrap_or(""))
+                    .await
+                    .map_err(host_err)
+            }
+        })?,
+    )?;
+
+    let c = ctx.clone();
+    let cas = store_fn(
+        lua,
+        embedded,
+        move |lua, (key, expected, new): (String, LuaValue, LuaValue)| {
+            let c = c.clone();
+            let what = format!("blackboard.cas('{key}')");
+            let expected = (!expected.is_nil())
+                .then(|| to_json(&lua, expected, &what))
+                .transpose();
+            let new = (!new.is_nil())
+                .then(|| to_json(&lua, new, &what))
+                .transpose();
+            async move {
+                let (expected, new) = (expected?, new?);
+                c.coord
+                    .blackboard
+                    .compare_and_set(&key, expected.as_ref(), new.as_ref())
+                    .await
+                    .map_err(host_err)
+            }
+        },
+    )?;
+    t.set("cas", &cas)?;
+    let update: Function = lua
+        .load(UPDATE)
+        .set_name("=blackboard.update")
+        .call((t.get::<Function>("get")?, cas))?;
+    t.set("update", update)?;
+
+    let c = ctx.clone();
+    t.set(
+        "watch",
+        store_fn(
+            lua,
+            embedded,
+            move |lua, (pattern, f): (String, LuaValue)| {
+                let c = c.clone();
+                let checked = match f {
+                    LuaValue::Function(f) => Ok(f),
+                    other => Err(arg_err(
+                        "blackboard.watch",
+                        format!("expected function, got {}", other.type_name()),
+                    )),
+                };
+                async move {
+                    let f = checked?;
+                    let watches: Table = lua.named_registry_value(WATCHES)?;
+                    let entry = lua.create_table()?;
+                    entry.set("pattern", pattern)?;
+                    entry.set("fn", f)?;
+                    watches.push(entry)?;
+                    let needs_subscription = c.local.lock().watch_rx.is_none();
+                    if needs_subscription {
+                        let rx = c.coord.blackboard.subscribe().await.map_err(host_err)?;
+                        c.local.lock().watch_rx = Some(rx);
+                    }
+                    c.local.lock().has_handlers = true;
+                    Ok(())
+                }
+            },
+        )?,
+    )?;
+    Ok(t)
+}
+
+/// True when `key` matches a watch pattern: exact, or a prefix ending in `*`.
+pub fn pattern_matches(pattern: &str, key: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => key.starts_with(prefix),
+        None => pattern == key,
+    }
+}

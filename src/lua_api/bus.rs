@@ -1,0 +1,170 @@
+//! `bus`: messages between agents.
+//!
+//! `send(to, type, payload)`, `broadcast(type, payload)`, `receive([timeout_ms])`,
+//! `subscribe([type,] fn)`. Messages are tables `{id, from, to, type, payload, attempts}`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mlua::{Function, Lua, Table, Value as LuaValue};
+
+use super::{AgentContext, arg_err, host_err, store_fn, to_json, to_lua};
+use crate::coordination::BROADCAST;
+use crate::store::{Delivery, Envelope};
+
+/// Name of the registry table holding `{type, fn}` subscriptions.
+pub const HANDLERS: &str = "orrery.handlers";
+
+/// `receive` tries without waiting first, so a waiting message costs no coroutine yield.
+const RECEIVE: &str = r#"
+local try_receive, wait_receive, default_timeout = ...
+return function(timeout)
+  if timeout ~= nil and type(timeout) ~= "number" then
+    error("bus.receive: expected timeout in ms (number), got " .. type(timeout), 2)
+  end
+  local msg = try_receive()
+  if msg ~= nil then return msg end
+  timeout = timeout or default_timeout
+  if timeout <= 0 then return nil end
+  return wait_receive(timeout)
+end
+"#;
+
+pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let embedded = ctx.embedded();
+
+    let c = ctx.clone();
+    t.set(
+        "send",
+        store_fn(
+            lua,
+            embedded,
+            move |lua, (to, kind, payload): (String, String, LuaValue)| {
+                let c = c.clone();
+                let payload = to_json(&lua, payload, &format!("bus.send('{to}', '{kind}')"));
+                async move { send(&c, &to, &kind, payload?).await }
+            },
+        )?,
+    )?;
+
+    let c = ctx.clone();
+    t.set(
+        "broadcast",
+        store_fn(
+            lua,
+            embedded,
+            move |lua, (kind, payload): (String, LuaValue)| {
+                let c = c.clone();
+                let payload = to_json(&lua, payload, &format!("bus.broadcast('{kind}')"));
+                async move { send(&c, BROADCAST, &kind, payload?).await }
+            },
+        )?,
+    )?;
+
+    let c = ctx.clone();
+    let try_receive = store_fn(lua, embedded, move |lua, ()| {
+        let c = c.clone();
+        async move { receive(&lua, &c, Duration::ZERO).await }
+    })?;
+    let c = ctx.clone();
+    let wait_receive = lua.create_async_function(move |lua, timeout_ms: f64| {
+        let c = c.clone();
+        async move { receive(&lua, &c, Duration::from_millis(timeout_ms.max(0.0) as u64)).await }
+    })?;
+    let receive: Function = lua.load(RECEIVE).set_name("=bus.receive").call((
+        try_receive,
+        wait_receive,
+        ctx.coord.config.message_timeout,
+    ))?;
+    t.set("receive", receive)?;
+
+    let c = ctx.clone();
+    t.set(
+        "subscribe",
+        lua.create_function(move |lua, (a, b): (LuaValue, Option<Function>)| {
+            let (kind, f) = match (a, b) {
+                (LuaValue::Function(f), None) => (None, f),
+                (LuaValue::String(k), Some(f)) => (Some(k.to_str()?.to_string()), f),
+                (a, _) => {
+                    return Err(arg_err(
+                        "bus.subscribe",
+                        format!("expected ([type,] function), got {}", a.type_name()),
+                    ));
+                }
+            };
+            let handlers: Table = lua.named_registry_value(HANDLERS)?;
+            let entry = lua.create_table()?;
+            entry.set("type", kind)?;
+            entry.set("fn", f)?;
+            handlers.push(entry)?;
+            c.local.lock().has_handlers = true;
+            Ok(())
+        })?,
+    )?;
+    Ok(t)
+}
+
+async fn send(
+    c: &AgentContext,
+    to: &str,
+    kind: &str,
+    payload: serde_json::Value,
+) -> mlua::Result<String> {
+    let id = c
+        .coord
+        .bus
+        .send(&c.id, to, kind, payload)
+        .await
+        .map_err(host_err)?;
+    c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+    Ok(id)
+}
+
+/// Acknowledges what the agent held, then takes the next message.
+async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<LuaValue> {
+    let held = std::mem::take(&mut c.local.lock().held);
+    for d in &held {
+        c.coord.bus.ack(d).await.map_err(host_err)?;
+    }
+    let Some(delivery) = c
+        .coord
+        .bus
+        .take(&c.queues, &c.id, wait)
+        .await
+        .map_err(host_err)?
+    else {
+        return Ok(LuaValue::Nil);
+    };
+    let msg = message_table(lua, &delivery.envelope)?;
+    c.counters.messages_received.fetch_add(1, Ordering::Relaxed);
+    c.local.lock().held.push(delivery);
+    Ok(LuaValue::Table(msg))
+}
+
+/// The Lua form of a message.
+pub fn message_table(lua: &Lua, e: &Envelope) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 6)?;
+    t.set("id", e.id.as_str())?;
+    t.set("from", e.from.as_str())?;
+    t.set("to", e.to.as_str())?;
+    t.set("type", e.kind.as_str())?;
+    t.set("payload", to_lua(lua, &e.payload)?)?;
+    t.set("attempts", e.attempts)?;
+    Ok(t)
+}
+
+/// Settles the messages an agent took with `receive` during a callback:
+/// acknowledged when it returned, given back when it failed.
+pub async fn settle_held(c: &AgentContext, ok: bool) -> crate::error::Result<()> {
+    let held: Vec<Delivery> = std::mem::take(&mut c.local.lock().held);
+    for d in &held {
+        if ok {
+            c.coord.bus.ack(d).await?;
+        } else {
+            c.coord.bus.nack(d).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `task`: the task definition (read-only) and its outputs.
+//!
+//! Fields `id`, `type`, `description`, `constraints`, `timeout`, `inputs`;
+//! `output(name, value)` records an output of the run, `outputs()` reads them all.
+
+use std::sync::Arc;
+
+use mlua::{Function, Lua, LuaSerdeExt, Table, Value as LuaValue};
+
+use super::{AgentContext, host_err, store_fn, to_json, to_lua};
+
+/// Outputs are blackboard keys under this prefix, so every host sees them.
+pub const OUTPUT_PREFIX: &str = "outputs/";
+
+const FREEZE: &str = r#"
+local function freeze(t, path)
+  for k, v in pairs(t) do
+    if type(v) == "table" then t[k] = freeze(v, path .. "." .. tostring(k)) end
+  end
+  return setmetatable({}, {
+    __index = t,
+    __newindex = function(_, k)
+      error(path .. " is read-only (tried to set '" .. tostring(k) .. "')", 2)
+    end,
+    __len = function() return #t end,
+    __pairs = function() return next, t, nil end,
+    __metatable = false,
+  })
+end
+return freeze(..., "task")
+"#;
+
+pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
+    let data: Table = lua
+        .to_value(&*ctx.coord.task)?
+        .as_table()
+        .cloned()
+        .unwrap_or(lua.create_table()?);
+    // Spawn conditions and start roles are the host's business, not the scripts'.
+    data.set("agents", LuaValue::Nil)?;
+    data.set("spawn", LuaValue::Nil)?;
+    let embedded = ctx.embedded();
+
+    let c = ctx.clone();
+    data.set(
+        "output",
+        store_fn(
+            lua,
+            embedded,
+            move |lua, (name, value): (String, LuaValue)| {
+                let c = c.clone();
+                let json = to_json(&lua, value, &format!("task.output('{name}')"));
+                async move {
+                    let key = format!("{OUTPUT_PREFIX}{name}");
+                    c.coord.blackboard.set(&key, &json?).await.map_err(host_err)
+                }
+            },
+        )?,
+    )?;
+
+    let c = ctx.clone();
+    data.set(
+        "outputs",
+        store_fn(lua, embedded, move |lua, ()| {
+            let c = c.clone();
+            async move {
+                let out = lua.create_table()?;
+                let bb = &c.coord.blackboard;
+                for key in bb.keys(OUTPUT_PREFIX).await.map_err(host_err)? {
+                    if let Some(v) = bb.get(&key).await.map_err(host_err)? {
+                        out.set(&key[OUTPUT_PREFIX.len()..], to_lua(&lua, &v)?)?;
+                    }
+                }
+                Ok(out)
+            }
+        })?,
+    )?;
+    let freeze: Function = lua.load(FREEZE).set_name("=task").into_function()?;
+    freeze.call(data)
+}

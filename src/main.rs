@@ -1,0 +1,14 @@
+//! The `orrery` command line: run a task, check scripts, benchmark the host.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::init_tracing();
+    let code = match cli::Cli::parse_args() {
+        Ok(cli) => cli.execute(),
+        Err(code) => code,
+    };
+    ExitCode::from(code as u8)
+}

@@ -1,0 +1,156 @@
+//! The task definition a run starts from, loaded from a TOML or JSON file.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Default task timeout when the file gives none (ms).
+pub const DEFAULT_TIMEOUT_MS: u64 = 300_000;
+
+/// What the agents work on: read-only for them, shown to them as `task`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Task {
+    /// Unique id; names every store key of the task.
+    pub id: String,
+    /// Kind of task (`deployment`, ...), for the planner.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Human description.
+    pub description: String,
+    /// Rules the agents must honour (`sandbox-only`, `no-secrets`, ...).
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    /// Time the whole task may take (ms).
+    #[serde(default = "default_timeout")]
+    pub timeout: u64,
+    /// Free-form inputs for the scripts.
+    #[serde(default = "empty_object")]
+    pub inputs: Value,
+    /// Roles started up front. Default: every role in the scripts directory that
+    /// no spawn condition of the task starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<String>>,
+    /// Spawn conditions registered before any agent starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spawn: Vec<SpawnCondition>,
+}
+
+/// `{trigger, threshold, agent}`: start `agent` when a signal `trigger` reaches `threshold`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnCondition {
+    /// Signal name.
+    pub trigger: String,
+    /// The signal value at or above which the agent starts.
+    pub threshold: f64,
+    /// Role to start.
+    pub agent: String,
+    /// Fire on every qualifying signal instead of once.
+    #[serde(default)]
+    pub repeat: bool,
+}
+
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+impl Task {
+    /// Reads a task from a `.toml` or `.json` file (by extension; other
+    /// extensions are tried as TOML). Errors name the file and, for syntax and
+    /// type errors, the line.
+    pub fn load(path: &Path) -> Result<Task> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::bad_input(&origin, format!("cannot read task file: {e}")))?;
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let task = if is_json {
+            Self::from_json(&text, &origin)?
+        } else {
+            Self::from_toml(&text, &origin)?
+        };
+        task.validate(&origin)?;
+        Ok(task)
+    }
+
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Task> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| {
+                    format!(
+                        ":{}",
+                        1 + text[..s.start.min(text.len())].matches('\n').count()
+                    )
+                })
+                .unwrap_or_default();
+            Error::bad_input(format!("{origin}{line}"), e.message().to_string())
+        })
+    }
+
+    /// Parses JSON text; `origin` names it in errors.
+    pub fn from_json(text: &str, origin: &str) -> Result<Task> {
+        serde_json::from_str(text).map_err(|e| {
+            Error::bad_input(
+                format!("{origin}:{}", e.line()),
+                strip_position(&e.to_string()),
+            )
+        })
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad =
+            |field: &str, msg: String| Err(Error::bad_input(format!("{origin}: {field}"), msg));
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return bad(
+                "id",
+                format!(
+                    "'{}' must be non-empty and use only letters, digits, '-', '_' and '.'",
+                    self.id
+                ),
+            );
+        }
+        if self.timeout == 0 {
+            return bad("timeout", "must be greater than 0 ms".into());
+        }
+        if !self.inputs.is_object() {
+            return bad("inputs", "must be a table".into());
+        }
+        for (i, c) in self.spawn.iter().enumerate() {
+            if !c.threshold.is_finite() {
+                return bad(
+                    &format!("spawn[{i}].threshold"),
+                    "must be a finite number".into(),
+                );
+            }
+            if c.trigger.is_empty() {
+                return bad(&format!("spawn[{i}].trigger"), "must not be empty".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// serde_json appends " at line L column C"; the origin already carries the line.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
