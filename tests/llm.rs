@@ -19,5 +19,7 @@ mod redaction;
 mod replay;
 #[path = "llm/retries.rs"]
 mod retries;
+#[path = "llm/tls.rs"]
+mod tls;
 #[path = "llm/util.rs"]
 mod util;
