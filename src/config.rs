@@ -171,8 +171,8 @@ impl ConfigLayer {
             max_value_bytes,
             connect_timeout
         );
-        let llm = LlmSettings::from_vars(&get)
-            .map_err(|e| Error::bad_input("environment", e.to_string()))?;
+        let llm =
+            LlmSettings::from_vars(&get).map_err(|e| Error::bad_llm_settings("environment", e))?;
         layer.llm = (llm != LlmSettings::default()).then_some(llm);
         Ok(layer)
     }

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::llm::LlmError;
 use crate::store::StoreError;
 
 /// Exit codes of the `orrery` binary, one per error kind (documented in README.md).
@@ -130,6 +131,17 @@ impl Error {
             Error::SpawnLimit { .. } => "spawn_limit",
             Error::AgentFailed { .. } => "failed",
             Error::LlmBudget { .. } => "llm_budget",
+        }
+    }
+}
+
+impl Error {
+    /// A [`Error::BadInput`] for LLM settings that could not be used
+    /// (`origin` says where they came from, e.g. "LLM settings").
+    pub fn bad_llm_settings(origin: &str, e: LlmError) -> Self {
+        match e {
+            LlmError::Config { message } => Error::bad_input(origin, message),
+            other => Error::bad_input(origin, other.to_string()),
         }
     }
 }

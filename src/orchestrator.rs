@@ -63,7 +63,7 @@ impl Orchestrator {
             registry.role(role)?;
         }
         let client = LlmClient::new(config.llm.clone())
-            .map_err(|e| Error::bad_input("LLM settings", e.to_string()))?;
+            .map_err(|e| Error::bad_llm_settings("LLM settings", e))?;
         let (budget_spent, budget_rx) = mpsc::unbounded_channel();
         let (launcher, spawn_rx) = mpsc::unbounded_channel();
         let coord = Coordination::new(Arc::new(task), Arc::new(config), store, launcher);

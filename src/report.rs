@@ -129,7 +129,11 @@ impl RunReport {
             };
             let _ = writeln!(s, "  llm: {}", usage(&llm.task));
             for (model, u) in &llm.task.per_model {
-                let _ = writeln!(s, "    {model}: {} calls, {} tokens", u.calls, u.total_tokens);
+                let _ = writeln!(
+                    s,
+                    "    {model}: {} calls, {} tokens",
+                    u.calls, u.total_tokens
+                );
             }
             for (id, u) in &llm.per_agent {
                 let _ = writeln!(s, "    {id}: {}", usage(u));

@@ -225,7 +225,10 @@ impl MetricsCollector {
         }
         for (model, usage) in &llm.task.per_model {
             m.insert(format!("llm.model.{model}.calls"), usage.calls as i64);
-            m.insert(format!("llm.model.{model}.tokens"), usage.total_tokens as i64);
+            m.insert(
+                format!("llm.model.{model}.tokens"),
+                usage.total_tokens as i64,
+            );
         }
         drop(llm);
         for (name, v) in self.custom.lock().iter() {

@@ -209,7 +209,10 @@ impl Recorder {
         // several agents answer at once.
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = file.write_all(line.as_bytes()) {
-            tracing::warn!("cannot append to the LLM record file {}: {e}", self.path.display());
+            tracing::warn!(
+                "cannot append to the LLM record file {}: {e}",
+                self.path.display()
+            );
         }
     }
 }

@@ -41,15 +41,16 @@ const OPTIONS: [&str; 8] = [
     "timeout",
 ];
 
-/// Raises what the host function hands back: argument errors as strings (so
-/// Lua prefixes the caller's line), call failures as error tables.
+/// Raises what the host function hands back: argument errors as strings,
+/// call failures as error tables; both already name the calling line (which
+/// `error`'s level could not do under `pcall(llm.chat, ...)`).
 const CHAT: &str = r#"
 local call, error_mt = ...
 return function(opts)
   local ok, result = call(opts)
   if ok then return result end
-  if type(result) == "string" then error(result, 2) end
-  error(setmetatable(result, error_mt), 2)
+  if type(result) == "string" then error(result, 0) end
+  error(setmetatable(result, error_mt), 0)
 end
 "#;
 
@@ -72,7 +73,13 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         async move {
             match request {
                 Ok(req) => chat(&lua, &c, req, location).await,
-                Err(message) => Ok((false, LuaValue::String(lua.create_string(message)?))),
+                Err(message) => {
+                    let message = match location {
+                        Some(at) => format!("{at}: {message}"),
+                        None => message,
+                    };
+                    Ok((false, LuaValue::String(lua.create_string(message)?)))
+                }
             }
         }
     })?;
@@ -114,7 +121,10 @@ async fn chat(
         .metrics
         .llm_call(&c.id, &model, result.as_ref().ok().map(|r| &r.usage));
     match result {
-        Ok(resp) => Ok((true, LuaValue::Table(response_table(lua, &resp, wants_json)?))),
+        Ok(resp) => Ok((
+            true,
+            LuaValue::Table(response_table(lua, &resp, wants_json)?),
+        )),
         Err(e) => {
             if let LlmError::BudgetExhausted { used, budget } = e {
                 // The receiver is gone only once the run is over.
@@ -146,7 +156,8 @@ fn parse_request(opts: LuaValue) -> Result<ChatRequest, String> {
         if !known {
             return Err(format!(
                 "llm.chat: unknown option {} (options: {})",
-                key.to_string().map_or_else(|_| key.type_name().into(), |k| format!("'{k}'")),
+                key.to_string()
+                    .map_or_else(|_| key.type_name().into(), |k| format!("'{k}'")),
                 OPTIONS.join(", ")
             ));
         }
@@ -175,7 +186,9 @@ fn parse_request(opts: LuaValue) -> Result<ChatRequest, String> {
         model: string_opt(&t, "model")?,
         temperature: number_opt(&t, "temperature")?,
         max_tokens: whole_opt(&t, "max_tokens")?
-            .map(|n| u32::try_from(n).map_err(|_| "llm.chat: 'max_tokens' is too large".to_string()))
+            .map(|n| {
+                u32::try_from(n).map_err(|_| "llm.chat: 'max_tokens' is too large".to_string())
+            })
             .transpose()?,
         json: match t.get::<LuaValue>("json") {
             Ok(LuaValue::Nil) => false,
