@@ -229,60 +229,40 @@ impl LlmSettings {
     /// not parse.
     pub fn from_vars(vars: impl Fn(&str) -> Option<String>) -> Result<LlmSettings, LlmError> {
         let get = |name: &str| non_empty(vars(name));
-        let number = |name: &str| get(name).map(|v| parse_var(name, &v)).transpose();
         Ok(LlmSettings {
             url: get("ORRERY_LLM_URL"),
             model: get("ORRERY_LLM_MODEL"),
-            timeout_ms: number("ORRERY_LLM_TIMEOUT_MS")?,
-            max_retries: get("ORRERY_LLM_MAX_RETRIES")
-                .map(|v| parse_var("ORRERY_LLM_MAX_RETRIES", &v))
-                .transpose()?,
-            backoff_ms: number("ORRERY_LLM_BACKOFF_MS")?,
-            max_concurrent: get("ORRERY_LLM_MAX_CONCURRENT")
-                .map(|v| parse_var("ORRERY_LLM_MAX_CONCURRENT", &v))
-                .transpose()?,
+            timeout_ms: parse_opt(&get, "ORRERY_LLM_TIMEOUT_MS")?,
+            max_retries: parse_opt(&get, "ORRERY_LLM_MAX_RETRIES")?,
+            backoff_ms: parse_opt(&get, "ORRERY_LLM_BACKOFF_MS")?,
+            max_concurrent: parse_opt(&get, "ORRERY_LLM_MAX_CONCURRENT")?,
             mock: get("ORRERY_LLM_MOCK")
                 .map(|v| parse_bool("ORRERY_LLM_MOCK", &v))
                 .transpose()?,
             replay: get("ORRERY_LLM_REPLAY").map(PathBuf::from),
             record: get("ORRERY_LLM_RECORD").map(PathBuf::from),
-            token_budget: number("ORRERY_LLM_TOKEN_BUDGET")?,
+            token_budget: parse_opt(&get, "ORRERY_LLM_TOKEN_BUDGET")?,
         })
     }
 
     /// Writes every set field into `cfg`.
     pub fn apply_to(&self, cfg: &mut LlmConfig) {
-        let s = self.clone();
-        if let Some(url) = s.url {
-            cfg.url = Some(url);
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
         }
-        if let Some(model) = s.model {
-            cfg.model = model;
-        }
-        if let Some(v) = s.timeout_ms {
-            cfg.timeout_ms = v;
-        }
-        if let Some(v) = s.max_retries {
-            cfg.max_retries = v;
-        }
-        if let Some(v) = s.backoff_ms {
-            cfg.backoff_base_ms = v;
-        }
-        if let Some(v) = s.max_concurrent {
-            cfg.max_concurrent = v;
-        }
-        if let Some(v) = s.mock {
-            cfg.mock = v;
-        }
-        if let Some(path) = s.replay {
-            cfg.replay = Some(path);
-        }
-        if let Some(path) = s.record {
-            cfg.record = Some(path);
-        }
-        if let Some(v) = s.token_budget {
-            cfg.token_budget = Some(v);
-        }
+        set(&mut cfg.model, &self.model);
+        set(&mut cfg.timeout_ms, &self.timeout_ms);
+        set(&mut cfg.max_retries, &self.max_retries);
+        set(&mut cfg.backoff_base_ms, &self.backoff_ms);
+        set(&mut cfg.max_concurrent, &self.max_concurrent);
+        set(&mut cfg.mock, &self.mock);
+        // Settings that are themselves optional: a layer can set, not unset.
+        cfg.url = self.url.clone().or(cfg.url.take());
+        cfg.replay = self.replay.clone().or(cfg.replay.take());
+        cfg.record = self.record.clone().or(cfg.record.take());
+        cfg.token_budget = self.token_budget.or(cfg.token_budget);
     }
 }
 
@@ -297,6 +277,14 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// The variable `name` parsed as a number, when it is set.
+fn parse_opt<T: std::str::FromStr>(
+    get: impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<T>, LlmError> {
+    get(name).map(|v| parse_var(name, &v)).transpose()
 }
 
 fn parse_var<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, LlmError> {

@@ -390,3 +390,31 @@ async fn mock_mode_answers_offline() {
         &json!({"mode": "mock", "available": false, "source": "mock", "first": "analyze"})
     );
 }
+
+#[tokio::test]
+async fn a_call_blocks_only_the_calling_agent() {
+    // The test runs on a single-threaded runtime: had `llm.chat` blocked the
+    // thread, `other` could not run before `caller`'s answer arrived.
+    let server = MockServer::start().await;
+    chat_endpoint()
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(completion("slow", "m", 1, 1))
+                .set_delay(Duration::from_millis(500)),
+        )
+        .mount(&server)
+        .await;
+    let scripts = Scratch::new(&[
+        (
+            "caller.lua",
+            r#"return { start = function()
+                 llm.chat{ prompt = "take your time" }
+                 task.output("other_ran_during_the_call", blackboard.get("other") == true)
+               end }"#,
+        ),
+        ("other.lua", r#"return { start = function() blackboard.set("other", true) end }"#),
+    ]);
+    let report = run_with_llm(&scripts.scripts(), task("blocking", 10_000), live_config(&server)).await;
+    assert_eq!(report.status, TaskStatus::Complete, "{:#?}", report.errors);
+    assert_eq!(output(&report, "other_ran_during_the_call"), true);
+}
