@@ -214,23 +214,24 @@ impl MetricsCollector {
                 c.errors.load(Ordering::Relaxed) as i64,
             );
         }
-        let llm = self.llm.lock();
-        let usage_fields = |m: &mut BTreeMap<String, i64>, prefix: String, u: &UsageReport| {
-            m.insert(format!("{prefix}.calls"), u.total.calls as i64);
-            m.insert(format!("{prefix}.failed_calls"), u.failed_calls as i64);
-            m.insert(format!("{prefix}.tokens"), u.total.total_tokens as i64);
-        };
-        for (id, usage) in &llm.per_agent {
-            usage_fields(&mut m, format!("llm.agent.{id}"), usage);
+        {
+            let llm = self.llm.lock();
+            for (id, u) in &llm.per_agent {
+                m.insert(format!("llm.agent.{id}.calls"), u.total.calls as i64);
+                m.insert(
+                    format!("llm.agent.{id}.failed_calls"),
+                    u.failed_calls as i64,
+                );
+                m.insert(
+                    format!("llm.agent.{id}.tokens"),
+                    u.total.total_tokens as i64,
+                );
+            }
+            for (model, u) in &llm.task.per_model {
+                m.insert(format!("llm.model.{model}.calls"), u.calls as i64);
+                m.insert(format!("llm.model.{model}.tokens"), u.total_tokens as i64);
+            }
         }
-        for (model, usage) in &llm.task.per_model {
-            m.insert(format!("llm.model.{model}.calls"), usage.calls as i64);
-            m.insert(
-                format!("llm.model.{model}.tokens"),
-                usage.total_tokens as i64,
-            );
-        }
-        drop(llm);
         for (name, v) in self.custom.lock().iter() {
             m.insert(format!("custom.{name}"), *v);
         }

@@ -232,16 +232,16 @@ impl LlmSettings {
         Ok(LlmSettings {
             url: get("ORRERY_LLM_URL"),
             model: get("ORRERY_LLM_MODEL"),
-            timeout_ms: parse_opt(&get, "ORRERY_LLM_TIMEOUT_MS")?,
-            max_retries: parse_opt(&get, "ORRERY_LLM_MAX_RETRIES")?,
-            backoff_ms: parse_opt(&get, "ORRERY_LLM_BACKOFF_MS")?,
-            max_concurrent: parse_opt(&get, "ORRERY_LLM_MAX_CONCURRENT")?,
+            timeout_ms: parse_opt(get, "ORRERY_LLM_TIMEOUT_MS")?,
+            max_retries: parse_opt(get, "ORRERY_LLM_MAX_RETRIES")?,
+            backoff_ms: parse_opt(get, "ORRERY_LLM_BACKOFF_MS")?,
+            max_concurrent: parse_opt(get, "ORRERY_LLM_MAX_CONCURRENT")?,
             mock: get("ORRERY_LLM_MOCK")
                 .map(|v| parse_bool("ORRERY_LLM_MOCK", &v))
                 .transpose()?,
             replay: get("ORRERY_LLM_REPLAY").map(PathBuf::from),
             record: get("ORRERY_LLM_RECORD").map(PathBuf::from),
-            token_budget: parse_opt(&get, "ORRERY_LLM_TOKEN_BUDGET")?,
+            token_budget: parse_opt(get, "ORRERY_LLM_TOKEN_BUDGET")?,
         })
     }
 

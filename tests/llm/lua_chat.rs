@@ -412,9 +412,17 @@ async fn a_call_blocks_only_the_calling_agent() {
                  task.output("other_ran_during_the_call", blackboard.get("other") == true)
                end }"#,
         ),
-        ("other.lua", r#"return { start = function() blackboard.set("other", true) end }"#),
+        (
+            "other.lua",
+            r#"return { start = function() blackboard.set("other", true) end }"#,
+        ),
     ]);
-    let report = run_with_llm(&scripts.scripts(), task("blocking", 10_000), live_config(&server)).await;
+    let report = run_with_llm(
+        &scripts.scripts(),
+        task("blocking", 10_000),
+        live_config(&server),
+    )
+    .await;
     assert_eq!(report.status, TaskStatus::Complete, "{:#?}", report.errors);
     assert_eq!(output(&report, "other_ran_during_the_call"), true);
 }
