@@ -201,8 +201,15 @@ async fn default_agents_never_show_the_key() {
         opinion["error"].as_str().unwrap().contains("Bearer ***"),
         "{opinion}"
     );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "LLM plan unusable, using the rule-based planner: the LLM call failed (http)"
+        ),
+        "Alpha logs why it fell back:\n{stderr}"
+    );
     assert_no_key("stdout", &String::from_utf8_lossy(&out.stdout));
-    assert_no_key("stderr", &String::from_utf8_lossy(&out.stderr));
+    assert_no_key("stderr", &stderr);
 }
 
 #[test]
