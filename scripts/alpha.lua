@@ -1,18 +1,60 @@
 -- Alpha, the planner: turns the task into an ordered plan on the blackboard,
 -- hands each step to Beta over the bus, and follows Beta's progress reports.
+-- With an LLM configured (llm.available()) it asks the LLM for the plan and
+-- falls back to the rule-based planner when the answer is unusable.
 local plan = require("plan")
+local prompt = require("prompt")
 
 local M = {}
 
+local PLANNER = [[You are the planner of a multi-agent system. Answer with one JSON object and
+nothing else, of the form {"steps": [{"id": "step-1", "action": "analyze", "description": "..."}]}.
+Step ids are unique. An action is one lower-case word; prefer those the executor knows:
+analyze, build, configure, deploy, verify, execute, report.]]
+
+-- The LLM's plan, or nil and why it can't be used.
+local function llm_plan()
+  local ok, answer = pcall(llm.chat, {
+    system = PLANNER,
+    prompt = "Plan this task.\n" .. prompt.task(task),
+    json = true,
+    temperature = 0,
+  })
+  if not ok then
+    if type(answer) == "table" then
+      return nil, ("the LLM call failed (%s): %s"):format(answer.kind, answer.message)
+    end
+    return nil, tostring(answer)
+  end
+  if answer.json == nil then return nil, answer.json_error end
+  local valid, why = plan.validate(answer.json)
+  if not valid then return nil, "the LLM's plan is invalid: " .. why end
+  return { steps = answer.json.steps, task_id = task.id }, answer.model
+end
+
+-- The plan to follow and where it came from: "llm", "fallback" (the LLM's
+-- answer was unusable, `reason` says why) or "rules" (no LLM configured).
+local function make_plan()
+  if llm.available() then
+    local p, model_or_reason = llm_plan()
+    if p then return p, { source = "llm", model = model_or_reason } end
+    log.warn("LLM plan unusable, using the rule-based planner: " .. model_or_reason)
+    return plan.for_task(task), { source = "fallback", reason = model_or_reason }
+  end
+  return plan.for_task(task), { source = "rules" }
+end
+
 function M.start(self)
   state.set("PLANNING")
-  local p = plan.for_task(task)
+  local p, origin = make_plan()
   local ok, why = plan.validate(p)
   if not ok then error("alpha produced an invalid plan: " .. why) end
 
   blackboard.set("plan", p)
-  task.output("plan", { source = "rules", steps = #p.steps })
-  log.info(("planned %d steps for %s"):format(#p.steps, task.id))
+  origin.steps = #p.steps
+  task.output("plan", origin)
+  task.output("plan_steps", p.steps)
+  log.info(("planned %d steps for %s (%s)"):format(#p.steps, task.id, origin.source))
 
   state.set("EXECUTING")
   self.remaining = #p.steps

@@ -1,8 +1,15 @@
 -- Beta, the executor: carries out each step Alpha sends, leaves an artifact per
 -- step on the blackboard, reports back, and asks for validation when done.
+-- A step whose action has no handler below is asked of the LLM when one is
+-- configured (llm.available()), and its answer is also recorded as the output
+-- "<step id>.<action>"; without an LLM, that step fails.
+local prompt = require("prompt")
 local validate = require("validate")
 
 local M = {}
+
+local EXECUTOR = [[You are the executor of a multi-agent system. Carry out the step you are
+given for the task and answer with its result: what you did or produced, briefly.]]
 
 -- Step actions by name. Each gets the step and returns the artifact's output
 -- table, or raises. Add an action here (or in your own beta) to extend plans.
@@ -68,6 +75,17 @@ function M.actions.report(step)
   return { summary = ("%s finished"):format(task.id) }
 end
 
+-- Carries out a step no handler knows by asking the LLM; the answer is the result.
+local function ask_llm(step)
+  local text = ("The task:\n%s\n\nThe step: %s, action '%s': %s"):format(
+    prompt.task(task), step.id, step.action, step.description)
+  local answer = llm.chat({ system = EXECUTOR, prompt = text })
+  local result = { answer = answer.content, model = answer.model, source = answer.source }
+  -- What the LLM produced is a result of the run, not just an artifact.
+  task.output(step.id .. "." .. step.action, result)
+  return result
+end
+
 function M.start(self)
   self.done, self.failed, self.total = 0, 0, nil
 end
@@ -79,8 +97,11 @@ local function run_step(self, msg)
   local ok, output
   if action then
     ok, output = pcall(action, step)
+  elseif llm.available() then
+    ok, output = pcall(ask_llm, step)
   else
-    ok, output = false, ("no action '%s' in beta.lua"):format(step.action)
+    ok, output = false, ("no action '%s' in beta.lua, and no LLM is configured to carry it out"
+      .. " (see --llm-url, --llm-replay)"):format(step.action)
   end
   local artifact = {
     step = step.id,

@@ -1,11 +1,14 @@
 //! Host settings: defaults, then the config file, then `ORRERY_*` environment
-//! variables, then flags (flags win).
+//! variables, then flags (flags win). The LLM settings are the `[llm]` table
+//! ([`LlmSettings`]); the LLM API key is the one setting read from the
+//! environment only.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::llm::{API_KEY_VARS, LlmConfig, LlmSettings};
 
 /// Every setting of a run, resolved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -36,6 +39,9 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// Time allowed to connect to the store before a Coordination error (ms).
     pub connect_timeout: u64,
+    /// LLM access for `llm.chat` (the `[llm]` table, `ORRERY_LLM_*`, the LLM
+    /// flags; the key from the environment only). Serializes without the key.
+    pub llm: LlmConfig,
 }
 
 impl Default for Config {
@@ -54,6 +60,7 @@ impl Default for Config {
             callback_timeout: 10_000,
             max_value_bytes: 1024 * 1024,
             connect_timeout: 3_000,
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -89,6 +96,8 @@ pub struct ConfigLayer {
     pub max_value_bytes: Option<usize>,
     #[allow(missing_docs)]
     pub connect_timeout: Option<u64>,
+    /// The `[llm]` table; its fields replace those of the layer below one by one.
+    pub llm: Option<LlmSettings>,
 }
 
 /// Applies `$layer`'s set fields over `$cfg`, for every listed field.
@@ -129,7 +138,16 @@ impl ConfigLayer {
                     )
                 })
                 .unwrap_or_default();
-            Error::bad_input(format!("{origin}{line}"), e.message().to_string())
+            let message = match e.message() {
+                m if m.starts_with("unknown field `api_key`") => {
+                    format!(
+                        "the LLM API key is not read from files; set {} in the environment",
+                        API_KEY_VARS.join(", ")
+                    )
+                }
+                m => m.to_string(),
+            };
+            Error::bad_input(format!("{origin}{line}"), message)
         })
     }
 
@@ -153,6 +171,9 @@ impl ConfigLayer {
             max_value_bytes,
             connect_timeout
         );
+        let llm =
+            LlmSettings::from_vars(&get).map_err(|e| Error::bad_llm_settings("environment", e))?;
+        layer.llm = (llm != LlmSettings::default()).then_some(llm);
         Ok(layer)
     }
 }
@@ -179,6 +200,9 @@ impl Config {
                 max_value_bytes,
                 connect_timeout
             );
+            if let Some(llm) = &layer.llm {
+                llm.apply_to(&mut cfg.llm);
+            }
         }
         cfg.validate()?;
         Ok(cfg)
@@ -194,7 +218,16 @@ impl Config {
             ("callback_timeout", self.callback_timeout),
             ("connect_timeout", self.connect_timeout),
         ];
-        for (name, value) in positive {
+        let llm = &self.llm;
+        let llm_positive = [
+            ("llm.timeout_ms", Some(llm.timeout_ms)),
+            ("llm.max_concurrent", Some(llm.max_concurrent as u64)),
+            ("llm.token_budget", llm.token_budget),
+        ];
+        let llm_positive = llm_positive
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v)));
+        for (name, value) in positive.into_iter().chain(llm_positive) {
             if value == 0 {
                 return Err(Error::bad_input(
                     format!("setting {name}"),

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::llm::LlmError;
 use crate::store::StoreError;
 
 /// Exit codes of the `orrery` binary, one per error kind (documented in README.md).
@@ -25,6 +26,8 @@ pub mod exit {
     pub const SPAWN_LIMIT: i32 = 6;
     /// An agent reported failure on its own (for example a validator rejecting the results).
     pub const TASK_FAILED: i32 = 7;
+    /// The task's LLM token budget was spent and an agent asked for more.
+    pub const LLM_BUDGET: i32 = 8;
 }
 
 /// Everything that can go wrong in the host, typed so the CLI can map it to an exit code.
@@ -73,6 +76,18 @@ pub enum Error {
         /// The configured bound.
         max: usize,
     },
+    /// An agent asked the LLM for more once the task's token budget was spent.
+    #[error(
+        "LLM token budget exhausted: {agent} asked for more after {used} of {budget} tokens were used"
+    )]
+    LlmBudget {
+        /// The agent whose call was refused.
+        agent: String,
+        /// Tokens used by the task when the call was refused.
+        used: u64,
+        /// The task's budget (`--token-budget`, `[llm] token_budget`).
+        budget: u64,
+    },
     /// An agent moved itself to FAILED with a reason.
     #[error("agent {agent} failed: {reason}")]
     AgentFailed {
@@ -101,6 +116,7 @@ impl Error {
             Error::Coordination(_) => exit::COORDINATION,
             Error::SpawnLimit { .. } => exit::SPAWN_LIMIT,
             Error::AgentFailed { .. } => exit::TASK_FAILED,
+            Error::LlmBudget { .. } => exit::LLM_BUDGET,
         }
     }
 
@@ -114,6 +130,18 @@ impl Error {
             Error::Coordination(_) => "coordination",
             Error::SpawnLimit { .. } => "spawn_limit",
             Error::AgentFailed { .. } => "failed",
+            Error::LlmBudget { .. } => "llm_budget",
+        }
+    }
+}
+
+impl Error {
+    /// A [`Error::BadInput`] for LLM settings that could not be used
+    /// (`origin` says where they came from, e.g. "LLM settings").
+    pub fn bad_llm_settings(origin: &str, e: LlmError) -> Self {
+        match e {
+            LlmError::Config { message } => Error::bad_input(origin, message),
+            other => Error::bad_input(origin, other.to_string()),
         }
     }
 }

@@ -15,7 +15,8 @@ use crate::agent::{Agent, AgentOutcome};
 use crate::config::Config;
 use crate::coordination::{AgentPhase, Coordination, MessageBus, SpawnRequest, now_ms};
 use crate::error::{Error, Result};
-use crate::lua_api::{AgentContext, AgentLocal, OUTPUT_PREFIX};
+use crate::llm::LlmClient;
+use crate::lua_api::{AgentContext, AgentLocal, OUTPUT_PREFIX, TaskLlm};
 use crate::report::{ReportedError, RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
 use crate::store::Store;
@@ -36,11 +37,17 @@ pub struct Orchestrator {
     started: Vec<String>,
     errors: Vec<ReportedError>,
     next_index: HashMap<String, u32>,
+    llm: TaskLlm,
+    budget_rx: mpsc::UnboundedReceiver<Error>,
+    /// The refused LLM call that ended the task, once there is one.
+    budget_error: Option<ReportedError>,
 }
 
 impl Orchestrator {
     /// Prepares a run of `task`. Fails with UnknownRole when the task names a
-    /// role that has no script, before anything is stored.
+    /// role that has no script, and with BadInput when the LLM settings
+    /// (`config.llm`) are unusable (bad URL, unreadable replay file), before
+    /// anything is stored.
     pub fn new(
         task: Task,
         config: Config,
@@ -55,6 +62,9 @@ impl Orchestrator {
         {
             registry.role(role)?;
         }
+        let client = LlmClient::new(config.llm.clone())
+            .map_err(|e| Error::bad_llm_settings("LLM settings", e))?;
+        let (budget_spent, budget_rx) = mpsc::unbounded_channel();
         let (launcher, spawn_rx) = mpsc::unbounded_channel();
         let coord = Coordination::new(Arc::new(task), Arc::new(config), store, launcher);
         coord.bus.set_known_roles(registry.roles());
@@ -68,7 +78,18 @@ impl Orchestrator {
             started: Vec::new(),
             errors: Vec::new(),
             next_index: HashMap::new(),
+            llm: TaskLlm {
+                client,
+                budget_spent,
+            },
+            budget_rx,
+            budget_error: None,
         })
+    }
+
+    /// The task's LLM client (its mode, usage totals and token budget).
+    pub fn llm(&self) -> &LlmClient {
+        &self.llm.client
     }
 
     /// The task's primitives (subscribe to phase changes here before [`run`](Self::run)).
@@ -108,6 +129,7 @@ impl Orchestrator {
                     let _ = request.reply.send(result);
                 }
                 Some(joined) = self.agents.join_next_with_id() => self.finish_agent(joined).await,
+                Some(spent) = self.budget_rx.recv() => self.stop_on_budget(spent),
                 _ = self.coord.activity.changed() => {
                     if self.is_quiet().await {
                         let _ = self.stop_tx.send(true);
@@ -146,6 +168,7 @@ impl Orchestrator {
             coord: self.coord.clone(),
             registry: self.registry.clone(),
             local: Mutex::new(AgentLocal::default()),
+            llm: self.llm.clone(),
         });
         self.coord.bus.join(&id, role);
         self.coord.activity.busy();
@@ -219,6 +242,27 @@ impl Orchestrator {
             tracing::error!(agent = %outcome.id, "{e}");
             self.record(&outcome.id, e, true);
         }
+    }
+
+    /// The token budget is spent and an agent asked for more: the task
+    /// fails with that error, and the agents stop at their next event (what
+    /// they are running now finishes; further LLM calls are refused).
+    fn stop_on_budget(&mut self, spent: Error) {
+        if self.budget_error.is_some() {
+            return;
+        }
+        let Error::LlmBudget { agent, .. } = &spent else {
+            return;
+        };
+        tracing::error!("{spent}");
+        self.budget_error = Some(ReportedError {
+            agent: agent.clone(),
+            kind: spent.kind().to_string(),
+            message: spent.to_string(),
+            fatal: true,
+            exit_code: spent.exit_code(),
+        });
+        let _ = self.stop_tx.send(true);
     }
 
     fn record(&mut self, agent: &str, e: &Error, fatal: bool) {
@@ -316,6 +360,15 @@ impl Orchestrator {
                 )
             })
             .collect();
+        // A refusal may have come in after the last agent ended.
+        while let Ok(spent) = self.budget_rx.try_recv() {
+            self.stop_on_budget(spent);
+        }
+        // The spent budget is why the task failed, whatever the agents then
+        // raised: it goes first, so it sets the exit code.
+        if let Some(spent) = self.budget_error.take() {
+            self.errors.insert(0, spent);
+        }
         let status = if timed_out {
             TaskStatus::Timeout
         } else if self.errors.iter().any(|e| e.fatal) {

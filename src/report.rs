@@ -119,6 +119,26 @@ impl RunReport {
                 a.phases.join(" > ")
             );
         }
+        let llm = &m.llm;
+        if llm.task.total.calls + llm.task.failed_calls > 0 {
+            let usage = |u: &crate::llm::UsageReport| {
+                format!(
+                    "{} calls, {} failed, {} tokens",
+                    u.total.calls, u.failed_calls, u.total.total_tokens
+                )
+            };
+            let _ = writeln!(s, "  llm: {}", usage(&llm.task));
+            for (model, u) in &llm.task.per_model {
+                let _ = writeln!(
+                    s,
+                    "    {model}: {} calls, {} tokens",
+                    u.calls, u.total_tokens
+                );
+            }
+            for (id, u) in &llm.per_agent {
+                let _ = writeln!(s, "    {id}: {}", usage(u));
+            }
+        }
         if !m.custom.is_empty() {
             let custom: Vec<String> = m.custom.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(s, "  custom: {}", custom.join(", "));

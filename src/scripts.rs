@@ -21,6 +21,7 @@ const EMBEDDED_STDLIB: &[(&str, &str)] = &[
     ("retry", include_str!("../stdlib/retry.lua")),
     ("pretty", include_str!("../stdlib/pretty.lua")),
     ("testing", include_str!("../stdlib/testing.lua")),
+    ("prompt", include_str!("../stdlib/prompt.lua")),
 ];
 
 /// One Lua source file.

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use orrery::config::{Config, ConfigLayer};
 use orrery::error::{Error, exit};
+use orrery::llm::LlmSettings;
 
 /// Multi-agent systems written as Lua scripts.
 #[derive(Debug, Parser)]
@@ -49,6 +50,12 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     /// Defaults < config file < ORRERY_* environment < flags.
     pub fn resolve(&self) -> Result<Config, Error> {
+        self.resolve_with(None)
+    }
+
+    /// Like [`ConfigArgs::resolve`], with the LLM flags of a command as the
+    /// top `[llm]` layer. The LLM API key comes from the environment only.
+    pub fn resolve_with(&self, llm_flags: Option<LlmSettings>) -> Result<Config, Error> {
         let mut layers = Vec::new();
         match &self.config {
             Some(path) => layers.push(ConfigLayer::from_file(path)?),
@@ -63,9 +70,12 @@ impl ConfigArgs {
             stdlib: self.stdlib.clone(),
             max_agents: self.max_agents,
             store: self.store.clone(),
+            llm: llm_flags,
             ..ConfigLayer::default()
         });
-        Config::resolve(&layers)
+        let mut config = Config::resolve(&layers)?;
+        config.llm = config.llm.with_env_key();
+        Ok(config)
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use orrery::coordination::PhaseChange;
+use orrery::llm::{LlmMode, LlmSettings};
 use orrery::orchestrator::Orchestrator;
 use orrery::scripts::ScriptRegistry;
 use orrery::store;
@@ -28,10 +29,54 @@ pub struct RunArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+/// Where `llm.chat` gets its answers. The API key is read from the
+/// environment only (ORRERY_LLM_KEY, OPENAI_API_KEY or OPENROUTER_API_KEY).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "LLM")]
+pub struct LlmArgs {
+    /// Model for calls that name none (default anthropic/claude-sonnet-4).
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Base URL of an OpenAI-compatible API, e.g. https://openrouter.ai/api/v1
+    /// or http://127.0.0.1:11434/v1 (Ollama).
+    #[arg(long, value_name = "URL")]
+    pub llm_url: Option<String>,
+    /// Answer with the offline deterministic responder, whatever else is set.
+    #[arg(long, conflicts_with = "llm_replay")]
+    pub mock: bool,
+    /// Answer from the request/response pairs recorded in FILE (JSON Lines).
+    #[arg(long, value_name = "FILE")]
+    pub llm_replay: Option<PathBuf>,
+    /// Append every answered call to FILE, in the --llm-replay format.
+    #[arg(long, value_name = "FILE")]
+    pub llm_record: Option<PathBuf>,
+    /// LLM tokens the task may spend; a call beyond them fails the task (exit 8).
+    #[arg(long, value_name = "N")]
+    pub token_budget: Option<u64>,
+}
+
+impl LlmArgs {
+    /// The flags as the top settings layer (`None` when no flag is given).
+    fn settings(&self) -> Option<LlmSettings> {
+        let settings = LlmSettings {
+            url: self.llm_url.clone(),
+            model: self.model.clone(),
+            mock: self.mock.then_some(true),
+            replay: self.llm_replay.clone(),
+            record: self.llm_record.clone(),
+            token_budget: self.token_budget,
+            ..LlmSettings::default()
+        };
+        (settings != LlmSettings::default()).then_some(settings)
+    }
 }
 
 pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
-    let config = args.config.resolve()?;
+    let config = args.config.resolve_with(args.llm.settings())?;
     let mut task = Task::load(&args.task)?;
     if let Some(ms) = args.timeout {
         if ms == 0 {
@@ -45,7 +90,11 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let runtime = super::runtime()?;
     let report = runtime.block_on(async {
         let store = store::open(&config).await?;
+        let llm_line = describe_llm(&config.llm);
         let orchestrator = Orchestrator::new(task, config, store, registry)?;
+        if !args.quiet && orchestrator.llm().mode() != LlmMode::Mock {
+            eprintln!("{}", orchestrator.llm().redact(&llm_line));
+        }
         let printer = (!args.quiet).then(|| {
             let mut changes = orchestrator.coordination().states.subscribe();
             let start = orchestrator.coordination().metrics.start_time();
@@ -69,6 +118,15 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         print!("{}", report.summary());
     }
     Ok(report.exit_code())
+}
+
+/// One line saying where LLM answers come from (the key is never shown).
+fn describe_llm(llm: &orrery::llm::LlmConfig) -> String {
+    match (&llm.replay, &llm.url) {
+        (Some(file), _) => format!("llm: replaying answers from {}", file.display()),
+        (None, Some(url)) => format!("llm: {} at {url}", llm.model),
+        (None, None) => "llm: offline mock".to_string(),
+    }
 }
 
 fn format_change(c: &PhaseChange, start_ms: u64) -> String {

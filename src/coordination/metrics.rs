@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::llm::{Usage, UsageReport};
 use crate::store::Store;
 
 /// Per-agent counters, held by the agent itself for cheap updates.
@@ -31,9 +32,9 @@ pub struct HostCounters {
     pub reloads: AtomicU64,
     /// Reloads refused because the new code failed.
     pub reload_errors: AtomicU64,
-    /// LLM calls made.
+    /// LLM calls made, answered or failed.
     pub llm_calls: AtomicU64,
-    /// LLM tokens used.
+    /// LLM tokens used (prompt and completion).
     pub llm_tokens: AtomicU64,
     /// Lock acquisitions that had to wait.
     pub lock_waits: AtomicU64,
@@ -49,6 +50,7 @@ pub struct MetricsCollector {
     /// The host's own counters.
     pub host: HostCounters,
     agents: Mutex<BTreeMap<String, Arc<AgentCounters>>>,
+    llm: Mutex<LlmMetrics>,
     custom: Mutex<BTreeMap<String, i64>>,
     flushed: Mutex<BTreeMap<String, i64>>,
 }
@@ -66,7 +68,18 @@ pub struct AgentMetrics {
     pub errors: u64,
 }
 
-/// The metrics of a run, in the original system's shape plus `custom` and `host`.
+/// LLM calls and tokens of a run: for the whole task (`total`,
+/// `failed_calls`, `per_model`, flattened in) and the same for each agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LlmMetrics {
+    /// The task's answered calls and tokens, overall and per model, and its failed calls.
+    #[serde(flatten)]
+    pub task: UsageReport,
+    /// The same figures for each agent that called the LLM, by agent id.
+    pub per_agent: BTreeMap<String, UsageReport>,
+}
+
+/// The metrics of a run, in the original system's shape plus `custom`, `host` and `llm`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CoordinationMetrics {
     /// Task id.
@@ -87,6 +100,8 @@ pub struct CoordinationMetrics {
     pub custom: BTreeMap<String, i64>,
     /// The host's own counters.
     pub host: BTreeMap<String, u64>,
+    /// LLM use per model and per agent.
+    pub llm: LlmMetrics,
 }
 
 impl MetricsCollector {
@@ -100,6 +115,7 @@ impl MetricsCollector {
             spawn_events: AtomicU64::new(0),
             host: HostCounters::default(),
             agents: Mutex::default(),
+            llm: Mutex::default(),
             custom: Mutex::default(),
             flushed: Mutex::default(),
         }
@@ -129,6 +145,28 @@ impl MetricsCollector {
             .entry(id.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Counts one LLM call of `agent` to `model`: answered with `usage`, or
+    /// failed when `usage` is `None`.
+    pub fn llm_call(&self, agent: &str, model: &str, usage: Option<&Usage>) {
+        self.host.llm_calls.fetch_add(1, Ordering::Relaxed);
+        let mut llm = self.llm.lock();
+        let LlmMetrics { task, per_agent } = &mut *llm;
+        let of_agent = per_agent.entry(agent.to_string()).or_default();
+        match usage {
+            Some(usage) => {
+                self.host
+                    .llm_tokens
+                    .fetch_add(usage.total_tokens, Ordering::Relaxed);
+                task.record_success(model, usage);
+                of_agent.record_success(model, usage);
+            }
+            None => {
+                task.record_failure();
+                of_agent.record_failure();
+            }
+        }
     }
 
     /// Adds `delta` to the custom counter `name`; returns the new value.
@@ -175,6 +213,24 @@ impl MetricsCollector {
                 format!("agent.{id}.errors"),
                 c.errors.load(Ordering::Relaxed) as i64,
             );
+        }
+        {
+            let llm = self.llm.lock();
+            for (id, u) in &llm.per_agent {
+                m.insert(format!("llm.agent.{id}.calls"), u.total.calls as i64);
+                m.insert(
+                    format!("llm.agent.{id}.failed_calls"),
+                    u.failed_calls as i64,
+                );
+                m.insert(
+                    format!("llm.agent.{id}.tokens"),
+                    u.total.total_tokens as i64,
+                );
+            }
+            for (model, u) in &llm.task.per_model {
+                m.insert(format!("llm.model.{model}.calls"), u.calls as i64);
+                m.insert(format!("llm.model.{model}.tokens"), u.total_tokens as i64);
+            }
         }
         for (name, v) in self.custom.lock().iter() {
             m.insert(format!("custom.{name}"), *v);
@@ -254,6 +310,7 @@ impl MetricsCollector {
             spawn_events: self.spawn_events.load(Ordering::Relaxed),
             custom: self.custom.lock().clone(),
             host: self.host_map(),
+            llm: self.llm.lock().clone(),
         }
     }
 }

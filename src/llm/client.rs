@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::live::LiveEndpoint;
-use super::replay::ReplayBook;
+use super::replay::{Recorder, ReplayBook};
 use super::usage::Ledger;
 use super::{ApiKey, ChatRequest, ChatResponse, LlmConfig, LlmError, LlmMode, UsageReport, mock};
 
@@ -30,6 +30,7 @@ struct Shared {
     key: Option<ApiKey>,
     live: Option<LiveEndpoint>,
     replay: Option<ReplayBook>,
+    recorder: Option<Recorder>,
 }
 
 impl LlmClient {
@@ -39,9 +40,10 @@ impl LlmClient {
     /// `Mock` (an API key without a URL is not enough: the client does not
     /// guess the endpoint).
     ///
-    /// Fails with [`LlmError::Config`] for an unusable URL, `timeout_ms` 0 or
-    /// `max_concurrent` 0, and with [`LlmError::Replay`] when the replay file
-    /// can't be read or has a bad line (naming `file:line`).
+    /// Fails with [`LlmError::Config`] for an unusable URL, `timeout_ms` 0,
+    /// `max_concurrent` 0 or a record file that can't be opened, and with
+    /// [`LlmError::Replay`] when the replay file can't be read or has a bad
+    /// line (naming `file:line`). A record file is ignored in replay mode.
     pub fn new(cfg: LlmConfig) -> Result<LlmClient, LlmError> {
         if cfg.timeout_ms == 0 {
             return Err(LlmError::config("timeout_ms must be at least 1"));
@@ -65,6 +67,10 @@ impl LlmClient {
             (Some(path), LlmMode::Replay) => Some(ReplayBook::load(path)?),
             _ => None,
         };
+        let recorder = match (&cfg.record, mode) {
+            (Some(path), LlmMode::Live | LlmMode::Mock) => Some(Recorder::open(path)?),
+            _ => None,
+        };
         let shared = Shared {
             mode,
             model: cfg.model,
@@ -72,6 +78,7 @@ impl LlmClient {
             key: cfg.api_key,
             live,
             replay,
+            recorder,
         };
         Ok(LlmClient {
             shared: Arc::new(shared),
@@ -111,18 +118,28 @@ impl LlmClient {
     /// (nothing is sent); [`LlmError::Config`] for a request without messages;
     /// in live mode `Timeout`, `RateLimited`, `Http` or `Malformed` (see the
     /// [`live`](super::live) module for retries and the timeout); in replay
-    /// mode [`LlmError::Replay`] when no entry matches. Every message is
-    /// redacted. A success adds its usage to the totals; an error counts as a
-    /// failed call.
+    /// mode [`LlmError::Replay`] when no entry matches. Every message, and
+    /// the answer's content and model, is redacted. A success adds its usage
+    /// to the totals (and, with `record` set, a line to the record file); an
+    /// error counts as a failed call.
     pub async fn chat(&self, req: ChatRequest) -> Result<ChatResponse, LlmError> {
         let model = req
             .model
             .clone()
             .unwrap_or_else(|| self.shared.model.clone());
-        let result = self.answer(&req, &model).await;
+        // A misbehaving endpoint could echo the key back in an answer: what
+        // leaves the client is redacted like its errors are.
+        let result = self.answer(&req, &model).await.map(|resp| ChatResponse {
+            content: self.redact(&resp.content),
+            model: self.redact(&resp.model),
+            ..resp
+        });
         match &result {
             Ok(resp) => {
                 self.ledger.record_success(&model, &resp.usage);
+                if let Some(recorder) = &self.shared.recorder {
+                    recorder.write(&req, resp);
+                }
                 tracing::debug!(
                     source = resp.source,
                     model = %model,
@@ -181,6 +198,7 @@ impl fmt::Debug for LlmClient {
             .field("model", &self.shared.model)
             .field("live", &self.shared.live)
             .field("replay", &self.shared.replay.as_ref().map(|_| "loaded"))
+            .field("recorder", &self.shared.recorder)
             .field("api_key", &self.shared.key)
             .field("usage", &self.ledger.report())
             .finish()

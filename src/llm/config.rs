@@ -1,11 +1,15 @@
 //! Where the LLM comes from: [`LlmConfig`] and the [`ApiKey`] it may carry.
 //!
-//! The CLI builds an `LlmConfig` from flags > environment > config file:
-//! start from [`LlmConfig::default`] (or the file's values), overlay the
-//! environment with [`LlmConfig::from_env_and`], then apply the flags.
+//! The host builds an `LlmConfig` from flags > environment > config file:
+//! each of those is an [`LlmSettings`] layer applied over
+//! [`LlmConfig::default`] in turn; the API key comes from the environment
+//! only ([`LlmConfig::with_env_key`]). [`LlmConfig::from_env_and`] does the
+//! environment part in one step.
 
 use std::fmt;
 use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 
 use super::LlmError;
 
@@ -58,7 +62,9 @@ impl fmt::Display for ApiKey {
 ///
 /// Which answerer is used follows from these fields; see
 /// [`LlmClient::mode`](super::LlmClient::mode).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// It serializes without its key, so a resolved configuration can be shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LlmConfig {
     /// Base URL of an OpenAI-compatible API, e.g. `https://openrouter.ai/api/v1`
     /// or `http://127.0.0.1:11434/v1`; calls go to `{url}/chat/completions`.
@@ -68,6 +74,7 @@ pub struct LlmConfig {
     pub model: String,
     /// Sent as `Authorization: Bearer <key>` when present. A URL without a key
     /// is fine (local Ollama or llama.cpp servers need none).
+    #[serde(skip)]
     pub api_key: Option<ApiKey>,
     /// Per-call timeout in milliseconds, covering the wait for a concurrency
     /// slot, every attempt and every backoff. Default 60000.
@@ -88,6 +95,9 @@ pub struct LlmConfig {
     /// Tokens one task may spend; once the running total reaches it, the next
     /// call fails with [`LlmError::BudgetExhausted`]. `None`: no limit.
     pub token_budget: Option<u64>,
+    /// Append every answered call (live or mock; not replayed ones) to this
+    /// JSON Lines file in the replay format, so a run can be replayed later.
+    pub record: Option<PathBuf>,
 }
 
 impl Default for LlmConfig {
@@ -103,9 +113,17 @@ impl Default for LlmConfig {
             mock: false,
             replay: None,
             token_budget: None,
+            record: None,
         }
     }
 }
+
+/// Where requests go when the key came from a service's own variable and
+/// no URL is configured: the variable names the service unambiguously.
+pub const KNOWN_ENDPOINTS: [(&str, &str); 2] = [
+    ("OPENAI_API_KEY", "https://api.openai.com/v1"),
+    ("OPENROUTER_API_KEY", "https://openrouter.ai/api/v1"),
+];
 
 impl LlmConfig {
     /// The first non-empty of `ORRERY_LLM_KEY`, `OPENAI_API_KEY`,
@@ -117,20 +135,38 @@ impl LlmConfig {
     /// Like [`LlmConfig::api_key_from_env`], reading variables through `vars`
     /// (for tests, or a CLI that gathers the environment itself).
     pub fn api_key_from_vars(vars: impl Fn(&str) -> Option<String>) -> Option<ApiKey> {
-        API_KEY_VARS
-            .iter()
-            .filter_map(|name| non_empty(vars(name)))
-            .map(ApiKey::new)
-            .next()
+        key_var(&vars).map(|(_, key)| key)
+    }
+
+    /// `self` with the API key of the process environment; see
+    /// [`LlmConfig::with_key_from_vars`].
+    pub fn with_env_key(self) -> LlmConfig {
+        self.with_key_from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// `self` with the API key read through `vars` ([`API_KEY_VARS`], first
+    /// non-empty wins; none found leaves the key as it is). When no URL is
+    /// set and the key came from `OPENAI_API_KEY` or `OPENROUTER_API_KEY`,
+    /// the URL becomes that service's endpoint ([`KNOWN_ENDPOINTS`]), so a
+    /// key alone is enough to go live; a key from `ORRERY_LLM_KEY` names no
+    /// service and needs a URL.
+    pub fn with_key_from_vars(mut self, vars: impl Fn(&str) -> Option<String>) -> LlmConfig {
+        let Some((var, key)) = key_var(&vars) else {
+            return self;
+        };
+        self.api_key = Some(key);
+        if self.url.is_none() {
+            self.url = KNOWN_ENDPOINTS
+                .iter()
+                .find(|(name, _)| *name == var)
+                .map(|(_, url)| url.to_string());
+        }
+        self
     }
 
     /// `base` with every setting given in the process environment replacing
-    /// its value. Variables (empty ones count as unset):
-    /// `ORRERY_LLM_URL`, `ORRERY_LLM_MODEL`, the key variables of
-    /// [`API_KEY_VARS`], `ORRERY_LLM_TIMEOUT_MS`, `ORRERY_LLM_MAX_RETRIES`,
-    /// `ORRERY_LLM_BACKOFF_MS`, `ORRERY_LLM_MAX_CONCURRENT`, `ORRERY_LLM_MOCK`
-    /// (`1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`), `ORRERY_LLM_REPLAY`,
-    /// `ORRERY_LLM_TOKEN_BUDGET`.
+    /// its value: the variables of [`LlmSettings::from_vars`], then the key
+    /// as [`LlmConfig::with_key_from_vars`] reads it.
     ///
     /// Fails with [`LlmError::Config`] naming the variable whose value does
     /// not parse.
@@ -143,46 +179,112 @@ impl LlmConfig {
         base: LlmConfig,
         vars: impl Fn(&str) -> Option<String>,
     ) -> Result<LlmConfig, LlmError> {
-        let get = |name: &str| non_empty(vars(name));
         let mut cfg = base;
-        if let Some(url) = get("ORRERY_LLM_URL") {
-            cfg.url = Some(url);
-        }
-        if let Some(model) = get("ORRERY_LLM_MODEL") {
-            cfg.model = model;
-        }
-        if let Some(key) = LlmConfig::api_key_from_vars(&vars) {
-            cfg.api_key = Some(key);
-        }
-        if let Some(v) = get("ORRERY_LLM_TIMEOUT_MS") {
-            cfg.timeout_ms = parse_var("ORRERY_LLM_TIMEOUT_MS", &v)?;
-        }
-        if let Some(v) = get("ORRERY_LLM_MAX_RETRIES") {
-            cfg.max_retries = parse_var("ORRERY_LLM_MAX_RETRIES", &v)?;
-        }
-        if let Some(v) = get("ORRERY_LLM_BACKOFF_MS") {
-            cfg.backoff_base_ms = parse_var("ORRERY_LLM_BACKOFF_MS", &v)?;
-        }
-        if let Some(v) = get("ORRERY_LLM_MAX_CONCURRENT") {
-            cfg.max_concurrent = parse_var("ORRERY_LLM_MAX_CONCURRENT", &v)?;
-        }
-        if let Some(v) = get("ORRERY_LLM_MOCK") {
-            cfg.mock = parse_bool("ORRERY_LLM_MOCK", &v)?;
-        }
-        if let Some(path) = get("ORRERY_LLM_REPLAY") {
-            cfg.replay = Some(PathBuf::from(path));
-        }
-        if let Some(v) = get("ORRERY_LLM_TOKEN_BUDGET") {
-            cfg.token_budget = Some(parse_var("ORRERY_LLM_TOKEN_BUDGET", &v)?);
-        }
-        Ok(cfg)
+        LlmSettings::from_vars(&vars)?.apply_to(&mut cfg);
+        Ok(cfg.with_key_from_vars(vars))
     }
+}
+
+/// One layer of LLM settings: the `[llm]` table of a config file, the
+/// environment, or the command line. Set fields replace the value of the
+/// layer below ([`LlmSettings::apply_to`]).
+///
+/// There is deliberately no key here: the API key is read from the
+/// environment only ([`LlmConfig::with_env_key`]), so it never sits in a
+/// config file that gets committed or in a shell history.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    /// [`LlmConfig::url`].
+    pub url: Option<String>,
+    /// [`LlmConfig::model`].
+    pub model: Option<String>,
+    /// [`LlmConfig::timeout_ms`].
+    pub timeout_ms: Option<u64>,
+    /// [`LlmConfig::max_retries`].
+    pub max_retries: Option<u32>,
+    /// [`LlmConfig::backoff_base_ms`].
+    pub backoff_ms: Option<u64>,
+    /// [`LlmConfig::max_concurrent`].
+    pub max_concurrent: Option<usize>,
+    /// [`LlmConfig::mock`].
+    pub mock: Option<bool>,
+    /// [`LlmConfig::replay`].
+    pub replay: Option<PathBuf>,
+    /// [`LlmConfig::record`].
+    pub record: Option<PathBuf>,
+    /// [`LlmConfig::token_budget`].
+    pub token_budget: Option<u64>,
+}
+
+impl LlmSettings {
+    /// The settings given by environment variables (empty ones count as
+    /// unset): `ORRERY_LLM_URL`, `ORRERY_LLM_MODEL`, `ORRERY_LLM_TIMEOUT_MS`,
+    /// `ORRERY_LLM_MAX_RETRIES`, `ORRERY_LLM_BACKOFF_MS`,
+    /// `ORRERY_LLM_MAX_CONCURRENT`, `ORRERY_LLM_MOCK`
+    /// (`1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`), `ORRERY_LLM_REPLAY`,
+    /// `ORRERY_LLM_RECORD`, `ORRERY_LLM_TOKEN_BUDGET`.
+    ///
+    /// Fails with [`LlmError::Config`] naming the variable whose value does
+    /// not parse.
+    pub fn from_vars(vars: impl Fn(&str) -> Option<String>) -> Result<LlmSettings, LlmError> {
+        let get = |name: &str| non_empty(vars(name));
+        Ok(LlmSettings {
+            url: get("ORRERY_LLM_URL"),
+            model: get("ORRERY_LLM_MODEL"),
+            timeout_ms: parse_opt(get, "ORRERY_LLM_TIMEOUT_MS")?,
+            max_retries: parse_opt(get, "ORRERY_LLM_MAX_RETRIES")?,
+            backoff_ms: parse_opt(get, "ORRERY_LLM_BACKOFF_MS")?,
+            max_concurrent: parse_opt(get, "ORRERY_LLM_MAX_CONCURRENT")?,
+            mock: get("ORRERY_LLM_MOCK")
+                .map(|v| parse_bool("ORRERY_LLM_MOCK", &v))
+                .transpose()?,
+            replay: get("ORRERY_LLM_REPLAY").map(PathBuf::from),
+            record: get("ORRERY_LLM_RECORD").map(PathBuf::from),
+            token_budget: parse_opt(get, "ORRERY_LLM_TOKEN_BUDGET")?,
+        })
+    }
+
+    /// Writes every set field into `cfg`.
+    pub fn apply_to(&self, cfg: &mut LlmConfig) {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
+        }
+        set(&mut cfg.model, &self.model);
+        set(&mut cfg.timeout_ms, &self.timeout_ms);
+        set(&mut cfg.max_retries, &self.max_retries);
+        set(&mut cfg.backoff_base_ms, &self.backoff_ms);
+        set(&mut cfg.max_concurrent, &self.max_concurrent);
+        set(&mut cfg.mock, &self.mock);
+        // Settings that are themselves optional: a layer can set, not unset.
+        cfg.url = self.url.clone().or(cfg.url.take());
+        cfg.replay = self.replay.clone().or(cfg.replay.take());
+        cfg.record = self.record.clone().or(cfg.record.take());
+        cfg.token_budget = self.token_budget.or(cfg.token_budget);
+    }
+}
+
+/// The first key variable with a non-empty value, and the key.
+fn key_var(vars: &impl Fn(&str) -> Option<String>) -> Option<(&'static str, ApiKey)> {
+    API_KEY_VARS
+        .iter()
+        .find_map(|name| non_empty(vars(name)).map(|v| (*name, ApiKey::new(v))))
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// The variable `name` parsed as a number, when it is set.
+fn parse_opt<T: std::str::FromStr>(
+    get: impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<T>, LlmError> {
+    get(name).map(|v| parse_var(name, &v)).transpose()
 }
 
 fn parse_var<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, LlmError> {

@@ -75,7 +75,7 @@ pub enum LlmError {
     },
 
     /// A setting or a request is unusable (bad URL, bad environment variable,
-    /// empty message list, HTTPS without TLS support...).
+    /// empty message list...).
     #[error("LLM configuration: {message}")]
     Config {
         /// What is wrong, naming the setting or variable.

@@ -10,6 +10,12 @@
 //! deadline is not attempted: the call then fails at once with the last
 //! attempt's error (`RateLimited` or `Http`), which says more than a timeout.
 //! Timeouts themselves are not retried.
+//!
+//! # TLS
+//!
+//! `https://` endpoints go through rustls with the `ring` crypto provider
+//! (installed at client construction unless the program chose another) and
+//! the platform's certificate store (on Linux the `ca-certificates` bundle).
 
 use std::fmt;
 use std::sync::Arc;
@@ -152,6 +158,7 @@ impl LiveEndpoint {
         if cfg.max_concurrent == 0 {
             return Err(LlmError::config("max_concurrent must be at least 1"));
         }
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| LlmError::config(format!("cannot build the HTTP client: {e}")))?;
@@ -274,17 +281,6 @@ impl LiveEndpoint {
             true => self.redact(&err.to_string()),
             false => self.redact(&causes.join(": ")),
         };
-        // A reqwest built without a TLS feature refuses https URLs with this
-        // connector error; retrying cannot help, and the fix is a build flag.
-        if self.endpoint.scheme() == "https" && detail.contains("scheme is not http") {
-            return Failure::Unusable {
-                message: format!(
-                    "cannot call {}: this build of orrery has no TLS support for https:// \
-                     (reqwest needs its \"rustls\" or \"native-tls\" feature); use an http:// endpoint",
-                    self.shown_url
-                ),
-            };
-        }
         if err.is_builder() {
             return Failure::Unusable {
                 message: format!("cannot call {}: {detail}", self.shown_url),
@@ -372,5 +368,20 @@ impl LiveEndpoint {
             Some(key) => key.redact(text),
             None => text.to_string(),
         }
+    }
+}
+
+/// Makes rustls's `ring` backend the process-wide crypto provider unless the
+/// program installed one already.
+///
+/// reqwest is built with `rustls-no-provider`: its default provider,
+/// aws-lc-rs, is a large C build, while `ring` builds in seconds. reqwest
+/// takes whatever provider is installed when a client is built (and panics
+/// when there is none), so this runs before every `Client::build`.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race against another thread installing one is fine: some
+        // provider is then installed, which is all reqwest needs.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }

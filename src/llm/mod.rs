@@ -23,7 +23,7 @@ mod types;
 mod usage;
 
 pub use client::LlmClient;
-pub use config::{API_KEY_VARS, ApiKey, DEFAULT_MODEL, LlmConfig};
+pub use config::{API_KEY_VARS, ApiKey, DEFAULT_MODEL, KNOWN_ENDPOINTS, LlmConfig, LlmSettings};
 pub use error::LlmError;
 pub use replay::record_line;
 pub use types::{ChatMessage, ChatRequest, ChatResponse, LlmMode, Usage, estimate_tokens};

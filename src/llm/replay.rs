@@ -22,10 +22,13 @@
 //!
 //! A request matches an entry when its messages are equal (role and content,
 //! in order) and the model matches; the first matching entry in the file
-//! answers, every time. [`record_line`] writes lines in this format.
+//! answers, every time. [`record_line`] writes lines in this format, and a
+//! client with `LlmConfig::record` set appends one for every answered call.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -168,6 +171,50 @@ pub fn record_line(req: &ChatRequest, resp: &ChatResponse) -> String {
     };
     // Serializing plain strings and numbers cannot fail.
     serde_json::to_string(&entry).expect("a replay entry serializes")
+}
+
+/// Appends answered calls to a replay file (`LlmConfig::record`).
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+impl Recorder {
+    /// Opens `path` for appending, creating it when missing. Fails with
+    /// [`LlmError::Config`] naming the file.
+    pub(crate) fn open(path: &Path) -> Result<Recorder, LlmError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                LlmError::config(format!(
+                    "cannot open the record file {}: {e}",
+                    path.display()
+                ))
+            })?;
+        Ok(Recorder {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Appends one [`record_line`]. A failed write is logged, not returned:
+    /// the call itself succeeded, and losing a recording must not fail a run.
+    pub(crate) fn write(&self, req: &ChatRequest, resp: &ChatResponse) {
+        let mut line = record_line(req, resp);
+        line.push('\n');
+        // One write_all per line under the lock keeps lines whole when
+        // several agents answer at once.
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            tracing::warn!(
+                "cannot append to the LLM record file {}: {e}",
+                self.path.display()
+            );
+        }
+    }
 }
 
 /// A serde error without its "at line 1 column N" (every entry is line 1 of

@@ -2,8 +2,9 @@
 //! per-task ledger that enforces the token budget.
 //!
 //! Per-agent accounting is the caller's business (it sees each
-//! [`ChatResponse::usage`](super::ChatResponse::usage)); this module keeps the
-//! totals of one client (one task), split per model.
+//! [`ChatResponse::usage`](super::ChatResponse::usage), and can keep a
+//! [`UsageReport`] per agent); this module keeps the totals of one client
+//! (one task), split per model.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -26,7 +27,8 @@ pub struct ModelUsage {
 }
 
 impl ModelUsage {
-    fn add(&mut self, usage: &Usage) {
+    /// Counts one successful call that used `usage`.
+    pub fn add(&mut self, usage: &Usage) {
         self.calls += 1;
         self.prompt_tokens += usage.prompt_tokens;
         self.completion_tokens += usage.completion_tokens;
@@ -44,6 +46,22 @@ pub struct UsageReport {
     /// Successful calls per requested model (the request's `model`, or the
     /// config's default), so keys match what scripts and config name.
     pub per_model: BTreeMap<String, ModelUsage>,
+}
+
+impl UsageReport {
+    /// Counts a successful call to `model` that used `usage`.
+    pub fn record_success(&mut self, model: &str, usage: &Usage) {
+        self.total.add(usage);
+        self.per_model
+            .entry(model.to_string())
+            .or_default()
+            .add(usage);
+    }
+
+    /// Counts a call that returned an error.
+    pub fn record_failure(&mut self) {
+        self.failed_calls += 1;
+    }
 }
 
 /// The running totals of one task and its optional token budget.
@@ -77,17 +95,11 @@ impl Ledger {
     }
 
     pub(crate) fn record_success(&self, model: &str, usage: &Usage) {
-        let mut report = self.lock();
-        report.total.add(usage);
-        report
-            .per_model
-            .entry(model.to_string())
-            .or_default()
-            .add(usage);
+        self.lock().record_success(model, usage);
     }
 
     pub(crate) fn record_failure(&self) {
-        self.lock().failed_calls += 1;
+        self.lock().record_failure();
     }
 
     pub(crate) fn report(&self) -> UsageReport {

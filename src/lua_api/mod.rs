@@ -7,6 +7,7 @@ mod agent;
 mod blackboard;
 mod bus;
 mod json;
+mod llm;
 mod lock;
 mod log;
 mod metrics;
@@ -30,6 +31,7 @@ use crate::store::Delivery;
 
 pub use blackboard::{WATCHES, pattern_matches};
 pub use bus::{HANDLERS, message_table, settle_held};
+pub use llm::TaskLlm;
 pub use task::OUTPUT_PREFIX;
 
 /// What the host functions of one agent's VM act on.
@@ -48,6 +50,8 @@ pub struct AgentContext {
     pub queues: Vec<String>,
     /// Agent-local state the host keeps between calls.
     pub local: Mutex<AgentLocal>,
+    /// The task's LLM client, shared by its agents.
+    pub llm: TaskLlm,
 }
 
 /// Host-side state of one agent.
@@ -74,7 +78,7 @@ impl AgentContext {
 
 /// Registers every API table in `lua` for the agent `ctx`.
 pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
-    let tables: [(&str, Table); 11] = [
+    let tables: [(&str, Table); 12] = [
         ("task", task::register(lua, ctx)?),
         ("agent", agent::register(lua, ctx)?),
         ("blackboard", blackboard::register(lua, ctx)?),
@@ -84,6 +88,7 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
         ("lock", lock::register(lua, ctx)?),
         ("metrics", metrics::register(lua, ctx)?),
         ("log", log::register(lua, ctx)?),
+        ("llm", llm::register(lua, ctx)?),
         ("json", json::register(lua)?),
         ("time", time::register(lua)?),
     ];
