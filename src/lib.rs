@@ -12,6 +12,7 @@ pub mod error;
 pub mod llm;
 pub mod lua_api;
 pub mod orchestrator;
+pub mod reload;
 pub mod report;
 pub mod scripts;
 pub mod store;
