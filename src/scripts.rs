@@ -196,10 +196,15 @@ impl ScriptRegistry {
     /// annotations). Fails for a top-level scripts file whose name cannot name
     /// a role.
     pub fn classify(&self, path: &Path) -> Result<Option<(ScriptKind, String)>> {
-        let file_name = path.file_name().map(|n| n.to_string_lossy());
-        if path.extension().is_none_or(|e| e != "lua")
-            || file_name.is_none_or(|n| is_editor_artifact(&n))
-        {
+        let root = [&self.stdlib_dir, &self.scripts_dir]
+            .into_iter()
+            .find(|root| path.starts_with(root));
+        let rel = root.map_or(path, |root| path.strip_prefix(root).unwrap_or(path));
+        // Scratch files, and anything in a hidden directory (`.git`), as `load` skips them.
+        let scratch = rel
+            .components()
+            .any(|c| is_editor_artifact(&c.as_os_str().to_string_lossy()));
+        if path.extension().is_none_or(|e| e != "lua") || scratch {
             return Ok(None);
         }
         if let Ok(rel) = path.strip_prefix(&self.stdlib_dir) {

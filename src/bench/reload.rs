@@ -167,14 +167,16 @@ fn summarise(samples: &[Duration], debounce: Duration) -> ReloadLatency {
     ms.sort_by(f64::total_cmp);
     // Nearest rank.
     let percentile = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    // Microseconds are plenty: more digits would only be noise.
+    let round = |x: f64| (x * 1e3).round() / 1e3;
     ReloadLatency {
         edits: ms.len(),
-        debounce_ms: debounce.as_secs_f64() * 1e3,
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
-        min_ms: ms[0],
-        max_ms: ms[ms.len() - 1],
-        mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+        debounce_ms: round(debounce.as_secs_f64() * 1e3),
+        p50_ms: round(percentile(0.50)),
+        p99_ms: round(percentile(0.99)),
+        min_ms: round(ms[0]),
+        max_ms: round(ms[ms.len() - 1]),
+        mean_ms: round(ms.iter().sum::<f64>() / ms.len() as f64),
     }
 }
 

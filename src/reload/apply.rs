@@ -50,6 +50,9 @@ pub(super) struct Applier {
     /// Roles the bus accepts messages for: only grows, since agents of a
     /// deleted role still read their role's queue.
     known_roles: BTreeSet<String>,
+    /// Files whose last version was refused: saving them back to the running
+    /// code is reported as a reload, so the user sees the error is gone.
+    refused: BTreeSet<PathBuf>,
 }
 
 impl Applier {
@@ -67,6 +70,7 @@ impl Applier {
             roots,
             events,
             known_roles,
+            refused: BTreeSet::new(),
         }
     }
 
@@ -167,7 +171,7 @@ impl Applier {
             }
         };
         if let Some(current) = &current {
-            if current.path == path && *current.source == *source {
+            if current.path == path && *current.source == *source && !self.refused.contains(path) {
                 return; // a second event for a save already applied
             }
             if kind == ScriptKind::Module && self.shadows(&current.path, path) {
@@ -185,6 +189,7 @@ impl Applier {
             return self.refused(path, error, agents, changed_at, started);
         }
         let script = self.registry.put(kind, name, path, &source);
+        self.refused.remove(path);
         let change = if current.is_some() {
             Change::Updated {
                 kind,
@@ -216,7 +221,8 @@ impl Applier {
             (Change::Added { .. }, _) if kind == ScriptKind::Role => "now spawnable".to_string(),
             (Change::Added { .. }, _) => "now requirable".to_string(),
             (_, []) => "no live agent uses it".to_string(),
-            (_, agents) => format!("{} switch at their next callback", agents.join(", ")),
+            (_, [agent]) => format!("agent {agent} switches at its next callback"),
+            (_, agents) => format!("agents {} switch at their next callback", agents.join(", ")),
         };
         tracing::info!(
             target: LOG_TARGET,
@@ -256,6 +262,7 @@ impl Applier {
                 had
             }
         };
+        self.refused.remove(path);
         if !removed {
             return;
         }
@@ -264,10 +271,10 @@ impl Applier {
             name: name.to_string(),
         };
         let event = self.event(path, change, agents, changed_at, started);
-        let running = if event.agents.is_empty() {
-            String::new()
-        } else {
-            format!("; {} keep their code", event.agents.join(", "))
+        let running = match event.agents.as_slice() {
+            [] => String::new(),
+            [agent] => format!("; agent {agent} keeps its code"),
+            agents => format!("; agents {} keep their code", agents.join(", ")),
         };
         match kind {
             ScriptKind::Role => tracing::warn!(
@@ -297,14 +304,18 @@ impl Applier {
             .host
             .reload_errors
             .fetch_add(1, Ordering::Relaxed);
+        self.refused.insert(path.to_path_buf());
         let event = self.event(path, Change::Refused { error }, agents, changed_at, started);
         let Change::Refused { error } = &event.change else {
             unreachable!("built as Refused above")
         };
-        let keep = if event.agents.is_empty() {
-            "the running code stays".to_string()
-        } else {
-            format!("{} keep running the previous code", event.agents.join(", "))
+        let keep = match event.agents.as_slice() {
+            [] => "the running code stays".to_string(),
+            [agent] => format!("agent {agent} keeps running the previous code"),
+            agents => format!(
+                "agents {} keep running the previous code",
+                agents.join(", ")
+            ),
         };
         tracing::error!(
             target: LOG_TARGET,

@@ -38,6 +38,10 @@ pub fn check(
         Arc::new(MemoryStore::new()),
         launcher,
     );
+    // Messages the chunk sends at load go to the scratch bus: let them find their roles.
+    let mut roles = registry.roles();
+    roles.push(script.name.clone());
+    scratch.bus.set_known_roles(roles);
     let id = format!("{}-reload-check", script.name.replace('.', "_"));
     let ctx = Arc::new(AgentContext {
         role: script.name.clone(),

@@ -28,9 +28,10 @@ return M
     )
 }
 
-/// The binary running in the background, its stderr lines arriving on a channel.
+/// The binary running in the background, its stderr lines arriving on a
+/// channel; killed if the test fails before it exits.
 struct Watching {
-    child: Child,
+    child: Option<Child>,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
@@ -57,7 +58,7 @@ impl Watching {
             }
         });
         Watching {
-            child,
+            child: Some(child),
             lines,
             seen: Vec::new(),
         }
@@ -83,14 +84,14 @@ impl Watching {
 
     /// Sends SIGINT, as Ctrl-C does, and returns the exit code and stdout.
     fn interrupt(mut self) -> (i32, String) {
+        let mut child = self.child.take().unwrap();
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args(["-INT", &child.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success());
         let (tx, done) = mpsc::channel();
-        let mut stdout = self.child.stdout.take().unwrap();
-        let mut child = self.child;
+        let mut stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
             let mut out = String::new();
             let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
@@ -100,6 +101,15 @@ impl Watching {
             .recv_timeout(PATIENCE)
             .expect("orrery exits after Ctrl-C");
         (status.code().expect("exit code"), out)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -114,14 +124,15 @@ fn run_watch_reloads_edits_refuses_broken_code_and_stops_on_ctrl_c() {
     scratch.write("scripts/ticker.lua", "local M = {\nreturn M\n");
     let refused = orrery.line_with("scripts/ticker.lua:2:");
     assert!(refused.contains("ERROR"), "{refused}");
-    orrery
-        .line_with("reload of scripts/ticker.lua refused: ticker-1 keep running the previous code");
+    orrery.line_with(
+        "reload of scripts/ticker.lua refused: agent ticker-1 keeps running the previous code",
+    );
     orrery.line_with("tick v1");
 
     scratch.write("scripts/ticker.lua", &ticker("v2"));
     let reloaded = orrery.line_with("reloaded scripts/ticker.lua");
     assert!(
-        reloaded.contains("ticker-1 switch at their next callback"),
+        reloaded.contains("agent ticker-1 switches at its next callback"),
         "{reloaded}"
     );
     orrery.line_with("tick v2");

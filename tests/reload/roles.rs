@@ -122,11 +122,16 @@ async fn broken_code_is_refused_and_the_old_code_serves_until_a_fix() {
         );
     }
 
+    // Undoing back to the running code is reported too, so the error is seen to be gone.
+    s.save(ECHO, &echo("v1"));
+    s.reloaded(ECHO).await;
+    assert_eq!(s.ask("echo", "ping", json!({})).await["version"], "v1");
+
     s.save(ECHO, &echo("v2"));
     s.reloaded(ECHO).await;
     assert_eq!(s.ask("echo", "ping", json!({})).await["version"], "v2");
     assert_eq!(s.host_counter("reload_errors"), broken.len() as u64);
-    assert_eq!(s.host_counter("reloads"), 1);
+    assert_eq!(s.host_counter("reloads"), 2);
     s.stop().await;
 }
 
