@@ -135,6 +135,22 @@ async fn broken_code_is_refused_and_the_old_code_serves_until_a_fix() {
     s.stop().await;
 }
 
+/// A role counting messages in `self.total`, with the given `on_reload` body.
+fn totalling(version: &str, on_reload: &str) -> String {
+    format!(
+        r#"local M = {{ VERSION = "{version}" }}
+function M.on_reload(self, old)
+  {on_reload}
+end
+function M.on_message(self, msg)
+  self.total = self.total + 1
+  blackboard.set("reply/" .. msg.payload.seq, {{ version = M.VERSION, total = self.total, from = self.from }})
+end
+return M
+"#
+    )
+}
+
 #[tokio::test]
 async fn state_survives_and_on_reload_migrates_it() {
     let mut s = Session::start(&[(ECHO, &echo("v1"))], true).await;
@@ -142,16 +158,8 @@ async fn state_survives_and_on_reload_migrates_it() {
     assert_eq!(s.ask("echo", "ping", json!({})).await["count"], 2);
 
     // Migrates in place: `count` becomes `total`, and notes the old version.
-    s.save(ECHO, r#"local M = { VERSION = "v2" }
-function M.on_reload(self, old)
-  self.total, self.count, self.from = self.count, nil, old.VERSION
-end
-function M.on_message(self, msg)
-  self.total = self.total + 1
-  blackboard.set("reply/" .. msg.payload.seq, { version = M.VERSION, total = self.total, from = self.from })
-end
-return M
-"#);
+    let in_place = "self.total, self.count, self.from = self.count, nil, old.VERSION";
+    s.save(ECHO, &totalling("v2", in_place));
     s.reloaded(ECHO).await;
     assert_eq!(
         s.ask("echo", "ping", json!({})).await,
@@ -159,16 +167,8 @@ return M
     );
 
     // Returns a new state table, as Erlang's code_change does.
-    s.save(ECHO, r#"local M = { VERSION = "v3" }
-function M.on_reload(self, old)
-  return { total = self.total * 10, from = old.VERSION }
-end
-function M.on_message(self, msg)
-  self.total = self.total + 1
-  blackboard.set("reply/" .. msg.payload.seq, { version = M.VERSION, total = self.total, from = self.from })
-end
-return M
-"#);
+    let new_table = "return { total = self.total * 10, from = old.VERSION }";
+    s.save(ECHO, &totalling("v3", new_table));
     s.reloaded(ECHO).await;
     assert_eq!(
         s.ask("echo", "ping", json!({})).await,
@@ -176,16 +176,8 @@ return M
     );
 
     // A hook that raises: the agent stays on v3 with its state.
-    s.save(
-        ECHO,
-        r#"local M = { VERSION = "v4" }
-function M.on_reload(self, old) error("cannot migrate from " .. old.VERSION) end
-function M.on_message(self, msg)
-  blackboard.set("reply/" .. msg.payload.seq, { version = M.VERSION })
-end
-return M
-"#,
-    );
+    let raising = r#"error("cannot migrate from " .. old.VERSION)"#;
+    s.save(ECHO, &totalling("v4", raising));
     s.reloaded(ECHO).await;
     assert_eq!(
         s.ask("echo", "ping", json!({})).await,
@@ -196,6 +188,12 @@ return M
         1,
         "the agent's failed switch is counted"
     );
+
+    // A hook returning something that is not a state: refused the same way.
+    s.save(ECHO, &totalling("v5", "return 42"));
+    s.reloaded(ECHO).await;
+    assert_eq!(s.ask("echo", "ping", json!({})).await["version"], "v3");
+    assert_eq!(s.host_counter("reload_errors"), 2);
     s.stop().await;
 }
 
