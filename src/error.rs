@@ -28,6 +28,8 @@ pub mod exit {
     pub const TASK_FAILED: i32 = 7;
     /// The task's LLM token budget was spent and an agent asked for more.
     pub const LLM_BUDGET: i32 = 8;
+    /// The run was stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
+    pub const INTERRUPTED: i32 = 130;
 }
 
 /// Everything that can go wrong in the host, typed so the CLI can map it to an exit code.
@@ -48,6 +50,18 @@ pub enum Error {
         role: String,
         /// The scripts directory that was searched.
         dir: PathBuf,
+    },
+    /// A role whose file was deleted while the task ran (hot reload) was asked for.
+    #[error(
+        "role '{role}' cannot start: {path} was deleted while the task ran \
+         (agents of the role already running keep their code)",
+        path = path.display()
+    )]
+    RoleDeleted {
+        /// The role that was asked for.
+        role: String,
+        /// Its deleted file.
+        path: PathBuf,
     },
     /// A script failed to compile or raised an error; the message carries `path:line`.
     #[error("{message}")]
@@ -88,6 +102,12 @@ pub enum Error {
         /// The task's budget (`--token-budget`, `[llm] token_budget`).
         budget: u64,
     },
+    /// The run was stopped from outside (Ctrl-C) twice, and this agent was still running.
+    #[error("interrupted: agent {agent} was still running when the run was aborted")]
+    Interrupted {
+        /// The agent that was aborted.
+        agent: String,
+    },
     /// An agent moved itself to FAILED with a reason.
     #[error("agent {agent} failed: {reason}")]
     AgentFailed {
@@ -110,13 +130,16 @@ impl Error {
     /// The exit code the CLI uses for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::BadInput { .. } | Error::UnknownRole { .. } => exit::BAD_INPUT,
+            Error::BadInput { .. } | Error::UnknownRole { .. } | Error::RoleDeleted { .. } => {
+                exit::BAD_INPUT
+            }
             Error::Script { .. } => exit::SCRIPT,
             Error::AgentTimeout { .. } => exit::TIMEOUT,
             Error::Coordination(_) => exit::COORDINATION,
             Error::SpawnLimit { .. } => exit::SPAWN_LIMIT,
             Error::AgentFailed { .. } => exit::TASK_FAILED,
             Error::LlmBudget { .. } => exit::LLM_BUDGET,
+            Error::Interrupted { .. } => exit::INTERRUPTED,
         }
     }
 
@@ -125,12 +148,14 @@ impl Error {
         match self {
             Error::BadInput { .. } => "bad_input",
             Error::UnknownRole { .. } => "unknown_role",
+            Error::RoleDeleted { .. } => "role_deleted",
             Error::Script { .. } => "script",
             Error::AgentTimeout { .. } => "timeout",
             Error::Coordination(_) => "coordination",
             Error::SpawnLimit { .. } => "spawn_limit",
             Error::AgentFailed { .. } => "failed",
             Error::LlmBudget { .. } => "llm_budget",
+            Error::Interrupted { .. } => "interrupted",
         }
     }
 }

@@ -6,12 +6,14 @@
 //! metrics) → [`store`] (embedded or Redis). [`scripts`] holds the code agents run.
 
 pub mod agent;
+pub mod bench;
 pub mod config;
 pub mod coordination;
 pub mod error;
 pub mod llm;
 pub mod lua_api;
 pub mod orchestrator;
+pub mod reload;
 pub mod report;
 pub mod scripts;
 pub mod store;

@@ -1,5 +1,10 @@
 //! Runs one task: starts the agents, serves spawn requests, watches for the
-//! end (every agent done, the task gone quiet, or the timeout), and reports.
+//! end (every agent done, the task gone quiet, the timeout, or a
+//! [`Stopper`]), and reports.
+//!
+//! In watch mode ([`Orchestrator::watch`]) a [`Reloader`] keeps the agents'
+//! code in step with the files, and a quiet task does not end: it runs until
+//! its agents finish, the timeout, or a stop from outside (Ctrl-C in the CLI).
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -17,6 +22,7 @@ use crate::coordination::{AgentPhase, Coordination, MessageBus, SpawnRequest, no
 use crate::error::{Error, Result};
 use crate::llm::LlmClient;
 use crate::lua_api::{AgentContext, AgentLocal, OUTPUT_PREFIX, TaskLlm};
+use crate::reload::{ReloadEvent, ReloadOptions, Reloader};
 use crate::report::{ReportedError, RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
 use crate::store::Store;
@@ -41,6 +47,21 @@ pub struct Orchestrator {
     budget_rx: mpsc::UnboundedReceiver<Error>,
     /// The refused LLM call that ended the task, once there is one.
     budget_error: Option<ReportedError>,
+    reloader: Option<Reloader>,
+    stop_requests: (mpsc::UnboundedSender<()>, mpsc::UnboundedReceiver<()>),
+}
+
+/// Stops a running task from outside, as Ctrl-C does: the first
+/// [`stop`](Self::stop) lets every agent finish the callback it is in and run
+/// its `stop` callback; a second one aborts the agents still running.
+#[derive(Clone)]
+pub struct Stopper(mpsc::UnboundedSender<()>);
+
+impl Stopper {
+    /// Asks the run to stop (see [`Stopper`]); does nothing once it has ended.
+    pub fn stop(&self) {
+        let _ = self.0.send(());
+    }
 }
 
 impl Orchestrator {
@@ -84,12 +105,33 @@ impl Orchestrator {
             },
             budget_rx,
             budget_error: None,
+            reloader: None,
+            stop_requests: mpsc::unbounded_channel(),
         })
     }
 
     /// The task's LLM client (its mode, usage totals and token budget).
     pub fn llm(&self) -> &LlmClient {
         &self.llm.client
+    }
+
+    /// Watch mode: starts hot reload of the scripts and stdlib directories for
+    /// this run, and keeps the task running when it goes quiet. Fails when a
+    /// directory cannot be watched.
+    pub fn watch(&mut self, options: ReloadOptions) -> Result<()> {
+        let reloader = Reloader::start(self.registry.clone(), self.coord.clone(), options)?;
+        self.reloader = Some(reloader);
+        Ok(())
+    }
+
+    /// Reloads from now on; `None` unless [`watch`](Self::watch) was called.
+    pub fn reload_events(&self) -> Option<tokio::sync::broadcast::Receiver<ReloadEvent>> {
+        self.reloader.as_ref().map(Reloader::subscribe)
+    }
+
+    /// A handle that stops the run from outside.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop_requests.0.clone())
     }
 
     /// The task's primitives (subscribe to phase changes here before [`run`](Self::run)).
@@ -121,7 +163,8 @@ impl Orchestrator {
         let flusher = self.spawn_metrics_flusher();
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let mut timed_out = false;
+        let mut end = End::Finished;
+        let watching = self.reloader.is_some();
         while !self.agents.is_empty() {
             tokio::select! {
                 Some(request) = self.spawn_rx.recv() => {
@@ -130,20 +173,34 @@ impl Orchestrator {
                 }
                 Some(joined) = self.agents.join_next_with_id() => self.finish_agent(joined).await,
                 Some(spent) = self.budget_rx.recv() => self.stop_on_budget(spent),
-                _ = self.coord.activity.changed() => {
+                _ = self.coord.activity.changed(), if !watching => {
                     if self.is_quiet().await {
                         let _ = self.stop_tx.send(true);
                     }
                 }
+                Some(()) = self.stop_requests.1.recv() => {
+                    if end == End::Interrupted {
+                        self.abort_all(|id| Error::Interrupted { agent: id.to_string() }).await;
+                        break;
+                    }
+                    end = End::Interrupted;
+                    let _ = self.stop_tx.send(true);
+                }
                 _ = &mut deadline => {
-                    timed_out = true;
-                    self.stop_on_timeout().await;
+                    end = End::TimedOut;
+                    let limit_ms = self.coord.task.timeout;
+                    let task = self.coord.task.id.clone();
+                    self.abort_all(|id| Error::AgentTimeout {
+                        what: format!("task '{task}' (agent {id} still running)"),
+                        limit_ms,
+                    }).await;
                     break;
                 }
             }
         }
+        self.reloader = None;
         flusher.abort();
-        self.report(started_at, timed_out).await
+        self.report(started_at, end).await
     }
 
     async fn start_agent(&mut self, role: &str, parent: Option<&str>) -> Result<String> {
@@ -172,6 +229,7 @@ impl Orchestrator {
         });
         self.coord.bus.join(&id, role);
         self.coord.activity.busy();
+        self.registry.users().started(&id, role);
         let stop = self.stop_tx.subscribe();
         let handle = self.agents.spawn(run_agent(ctx, stop));
         self.running
@@ -221,6 +279,7 @@ impl Orchestrator {
         self.coord.activity.idle();
         self.coord.spawner.release();
         self.coord.bus.leave(&outcome.id);
+        self.registry.users().ended(&outcome.id);
         if let Err(e) = self.coord.bus.release(&outcome.id).await {
             self.record(&outcome.id, &e, true);
         }
@@ -290,10 +349,10 @@ impl Orchestrator {
         activity.busy_count() == 0 && activity.epoch() == epoch && self.spawn_rx.is_empty()
     }
 
-    async fn stop_on_timeout(&mut self) {
+    /// Aborts every agent still running; each gets the error `why(id)`.
+    async fn abort_all(&mut self, why: impl Fn(&str) -> Error) {
         let _ = self.stop_tx.send(true);
         self.agents.abort_all();
-        let limit_ms = self.coord.task.timeout;
         while let Some(joined) = self.agents.join_next_with_id().await {
             let task_id = match &joined {
                 Ok((id, _)) => *id,
@@ -308,10 +367,7 @@ impl Orchestrator {
                 continue;
             }
             self.running.remove(&task_id);
-            let e = Error::AgentTimeout {
-                what: format!("task '{}' (agent {id} still running)", self.coord.task.id),
-                limit_ms,
-            };
+            let e = why(&id);
             let _ = self
                 .coord
                 .states
@@ -319,6 +375,7 @@ impl Orchestrator {
                 .await;
             self.coord.spawner.release();
             self.coord.bus.leave(&id);
+            self.registry.users().ended(&id);
             let _ = self.coord.bus.release(&id).await;
             self.record(&id, &e, true);
         }
@@ -339,7 +396,7 @@ impl Orchestrator {
         })
     }
 
-    async fn report(mut self, started_at: Instant, timed_out: bool) -> Result<RunReport> {
+    async fn report(mut self, started_at: Instant, end: End) -> Result<RunReport> {
         let coord = self.coord.clone();
         if let Err(e) = coord.metrics.flush(coord.store.as_ref()).await {
             self.record("host", &e, false);
@@ -369,8 +426,10 @@ impl Orchestrator {
         if let Some(spent) = self.budget_error.take() {
             self.errors.insert(0, spent);
         }
-        let status = if timed_out {
+        let status = if end == End::TimedOut {
             TaskStatus::Timeout
+        } else if end == End::Interrupted {
+            TaskStatus::Interrupted
         } else if self.errors.iter().any(|e| e.fatal) {
             TaskStatus::Failed
         } else {
@@ -386,6 +445,17 @@ impl Orchestrator {
             metrics: coord.metrics.snapshot(&phases, Some(now_ms())),
         })
     }
+}
+
+/// Why the run loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Every agent ended (on its own, or stopped because the task went quiet).
+    Finished,
+    /// The task's timeout passed.
+    TimedOut,
+    /// A [`Stopper`] (Ctrl-C) stopped it.
+    Interrupted,
 }
 
 /// An agent's whole life on its task: load, run, and turn a panic in host code

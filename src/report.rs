@@ -19,6 +19,8 @@ pub enum TaskStatus {
     Failed,
     /// The task ran out of time.
     Timeout,
+    /// The run was stopped from outside (Ctrl-C).
+    Interrupted,
 }
 
 /// An error reported by the run.
@@ -42,7 +44,7 @@ pub struct ReportedError {
 pub struct RunReport {
     /// Task id.
     pub task_id: String,
-    /// `complete`, `failed` or `timeout`.
+    /// `complete`, `failed`, `timeout` or `interrupted`.
     pub status: TaskStatus,
     /// Wall time of the run.
     pub duration_ms: u64,
@@ -57,11 +59,13 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// The exit code of the run: 0 when complete, else the code of the first fatal error.
+    /// The exit code of the run: 0 when complete, 4 on timeout, 130 when
+    /// interrupted, else the code of the first fatal error.
     pub fn exit_code(&self) -> i32 {
         match self.status {
             TaskStatus::Complete => exit::OK,
             TaskStatus::Timeout => exit::TIMEOUT,
+            TaskStatus::Interrupted => exit::INTERRUPTED,
             TaskStatus::Failed => self
                 .errors
                 .iter()
@@ -77,6 +81,7 @@ impl RunReport {
             TaskStatus::Complete => "complete",
             TaskStatus::Failed => "FAILED",
             TaskStatus::Timeout => "TIMEOUT",
+            TaskStatus::Interrupted => "INTERRUPTED",
         };
         let _ = writeln!(
             s,

@@ -2,7 +2,11 @@
 //! by name, with a version that moves on every change.
 //!
 //! Agents read code from here, never from disk, so the reloader can swap a
-//! script for all agents by replacing one entry.
+//! script for all agents by replacing one entry. The registry also keeps which
+//! live agent runs which code ([`CodeUsers`]), so a reload can name the agents
+//! it affects.
+
+mod users;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
+
+pub use users::CodeUsers;
 
 /// The stdlib modules compiled into the binary; a file of the same name in the
 /// stdlib directory overrides one.
@@ -59,7 +65,39 @@ pub struct ScriptRegistry {
     stdlib_dir: PathBuf,
     roles: RwLock<BTreeMap<String, Arc<Script>>>,
     modules: RwLock<BTreeMap<String, Arc<Script>>>,
+    /// Roles whose file was deleted while the task ran, with that file.
+    deleted: RwLock<BTreeMap<String, PathBuf>>,
+    /// Moves on every change; bumped while the changed map is write-locked, so
+    /// a reader that saw the new version and then reads the map sees the change.
     version: AtomicU64,
+    users: CodeUsers,
+}
+
+/// True for the names of files editors write beside the one being edited —
+/// swap files, backups, lock files, temporary copies (`.beta.lua.swp`,
+/// `beta.lua~`, `.#beta.lua`, `#beta.lua#`, `4913`, `beta.lua.tmp`,
+/// `beta.lua___jb_tmp___`) — and of hidden files: they are never scripts.
+pub fn is_editor_artifact(file_name: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        "~",
+        ".swp",
+        ".swo",
+        ".swx",
+        ".tmp",
+        ".temp",
+        ".bak",
+        ".orig",
+        "___jb_tmp___",
+        "___jb_old___",
+        ".kate-swp",
+        ".crswap",
+    ];
+    file_name.is_empty()
+        || file_name.starts_with('.')
+        || file_name.starts_with('#')
+        || file_name.starts_with('~')
+        || file_name == "4913"
+        || SUFFIXES.iter().any(|s| file_name.ends_with(s))
 }
 
 /// True for names a role file may have: they become agent ids `name-N`.
@@ -85,7 +123,9 @@ impl ScriptRegistry {
             stdlib_dir: stdlib_dir.to_path_buf(),
             roles: RwLock::default(),
             modules: RwLock::default(),
+            deleted: RwLock::default(),
             version: AtomicU64::new(1),
+            users: CodeUsers::default(),
         };
         for (name, source) in EMBEDDED_STDLIB {
             registry.modules.write().insert(
@@ -98,24 +138,15 @@ impl ScriptRegistry {
                 }),
             );
         }
+        let mut files = Vec::new();
         if stdlib_dir.is_dir() {
-            for (name, path) in lua_files(stdlib_dir, stdlib_dir)? {
-                if !path.starts_with(stdlib_dir.join("meta")) {
-                    registry.put_from_disk(ScriptKind::Module, &name, &path)?;
-                }
-            }
+            files.extend(lua_files(stdlib_dir)?);
         }
-        for (name, path) in lua_files(scripts_dir, scripts_dir)? {
-            let top_level = path.parent() == Some(scripts_dir);
-            if top_level && is_role_name(&name) {
-                registry.put_from_disk(ScriptKind::Role, &name, &path)?;
-            } else if !top_level {
-                registry.put_from_disk(ScriptKind::Module, &name, &path)?;
-            } else {
-                return Err(Error::bad_input(
-                    path.display().to_string(),
-                    "a role file name must be letters, digits and '_' (it names the agents)",
-                ));
+        // Scripts after the stdlib: a module of the scripts directory overrides one of the stdlib.
+        files.extend(lua_files(scripts_dir)?);
+        for path in files {
+            if let Some((kind, name)) = registry.classify(&path)? {
+                registry.put_from_disk(kind, &name, &path)?;
             }
         }
         if registry.roles.read().is_empty() {
@@ -142,16 +173,63 @@ impl ScriptRegistry {
         self.version.load(Ordering::Acquire)
     }
 
-    /// The script of `role`, or UnknownRole.
+    /// The script of `role`; RoleDeleted when its file was deleted while the
+    /// task ran, UnknownRole when there never was one.
     pub fn role(&self, role: &str) -> Result<Arc<Script>> {
-        self.roles
-            .read()
-            .get(role)
-            .cloned()
-            .ok_or_else(|| Error::UnknownRole {
+        if let Some(script) = self.roles.read().get(role) {
+            return Ok(script.clone());
+        }
+        match self.deleted.read().get(role) {
+            Some(path) => Err(Error::RoleDeleted {
+                role: role.to_string(),
+                path: path.clone(),
+            }),
+            None => Err(Error::UnknownRole {
                 role: role.to_string(),
                 dir: self.scripts_dir.clone(),
-            })
+            }),
+        }
+    }
+
+    /// What `path` (a path as the user wrote it, below the scripts or stdlib
+    /// directory) is: a role, a module, or nothing the registry holds (`None`:
+    /// not a `.lua` file, an editor's scratch file, or the stdlib's `meta/`
+    /// annotations). Fails for a top-level scripts file whose name cannot name
+    /// a role.
+    pub fn classify(&self, path: &Path) -> Result<Option<(ScriptKind, String)>> {
+        let root = [&self.stdlib_dir, &self.scripts_dir]
+            .into_iter()
+            .find(|root| path.starts_with(root));
+        let rel = root.map_or(path, |root| path.strip_prefix(root).unwrap_or(path));
+        // Scratch files, and anything in a hidden directory (`.git`), as `load` skips them.
+        let scratch = rel
+            .components()
+            .any(|c| is_editor_artifact(&c.as_os_str().to_string_lossy()));
+        if path.extension().is_none_or(|e| e != "lua") || scratch {
+            return Ok(None);
+        }
+        if let Ok(rel) = path.strip_prefix(&self.stdlib_dir) {
+            if rel.starts_with("meta") {
+                return Ok(None);
+            }
+            return Ok(module_name(&self.stdlib_dir, path).map(|n| (ScriptKind::Module, n)));
+        }
+        if path.parent() == Some(self.scripts_dir.as_path()) {
+            let name = module_name(&self.scripts_dir, path).unwrap_or_default();
+            if !is_role_name(&name) {
+                return Err(Error::bad_input(
+                    path.display().to_string(),
+                    "a role file name must be letters, digits and '_' (it names the agents)",
+                ));
+            }
+            return Ok(Some((ScriptKind::Role, name)));
+        }
+        Ok(module_name(&self.scripts_dir, path).map(|n| (ScriptKind::Module, n)))
+    }
+
+    /// Which live agent runs which code.
+    pub fn users(&self) -> &CodeUsers {
+        &self.users
     }
 
     /// Every role name, sorted.
@@ -174,8 +252,10 @@ impl ScriptRegistry {
         self.roles.read().values().cloned().collect()
     }
 
-    /// Replaces (or adds) a script with new source; returns the new entry.
+    /// Replaces (or adds) a script with new source; returns the new entry. A
+    /// role put back after its file was deleted can be spawned again.
     pub fn put(&self, kind: ScriptKind, name: &str, path: &Path, source: &str) -> Arc<Script> {
+        let mut map = self.map(kind).write();
         let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
         let script = Arc::new(Script {
             name: name.to_string(),
@@ -183,21 +263,61 @@ impl ScriptRegistry {
             source: Arc::from(source),
             version,
         });
-        let map = match kind {
-            ScriptKind::Role => &self.roles,
-            ScriptKind::Module => &self.modules,
-        };
-        map.write().insert(name.to_string(), script.clone());
+        map.insert(name.to_string(), script.clone());
+        if kind == ScriptKind::Role {
+            self.deleted.write().remove(name);
+        }
         script
     }
 
-    /// Removes a role: running agents keep their code, new spawns are refused.
+    /// Removes a role whose file was deleted: running agents keep their code,
+    /// new spawns fail with RoleDeleted. False when there was no such role.
     pub fn remove_role(&self, name: &str) -> bool {
-        let removed = self.roles.write().remove(name).is_some();
-        if removed {
-            self.version.fetch_add(1, Ordering::AcqRel);
+        let mut roles = self.roles.write();
+        let Some(script) = roles.remove(name) else {
+            return false;
+        };
+        self.deleted
+            .write()
+            .insert(name.to_string(), script.path.clone());
+        self.version.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// Removes the module loaded from `path`, whose file was deleted: agents
+    /// keep what they already required; a later `require` gets the built-in
+    /// stdlib module of that name, if there is one, or fails. Returns the entry
+    /// that replaced it, if any. Does nothing when the module came from
+    /// another file (a scripts module shadowing a stdlib one).
+    pub fn remove_module(&self, name: &str, path: &Path) -> Option<Arc<Script>> {
+        let mut modules = self.modules.write();
+        if modules.get(name).is_none_or(|s| s.path != path) {
+            return None;
         }
-        removed
+        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        match EMBEDDED_STDLIB.iter().find(|(n, _)| *n == name) {
+            Some((_, source)) => {
+                let script = Arc::new(Script {
+                    name: name.to_string(),
+                    path: PathBuf::from(format!("stdlib/{name}.lua")),
+                    source: Arc::from(*source),
+                    version,
+                });
+                modules.insert(name.to_string(), script.clone());
+                Some(script)
+            }
+            None => {
+                modules.remove(name);
+                None
+            }
+        }
+    }
+
+    fn map(&self, kind: ScriptKind) -> &RwLock<BTreeMap<String, Arc<Script>>> {
+        match kind {
+            ScriptKind::Role => &self.roles,
+            ScriptKind::Module => &self.modules,
+        }
     }
 
     fn put_from_disk(&self, kind: ScriptKind, name: &str, path: &Path) -> Result<()> {
@@ -213,11 +333,7 @@ impl ScriptRegistry {
             source: Arc::from(source),
             version: 1,
         });
-        let map = match kind {
-            ScriptKind::Role => &self.roles,
-            ScriptKind::Module => &self.modules,
-        };
-        map.write().insert(name.to_string(), script);
+        self.map(kind).write().insert(name.to_string(), script);
         Ok(())
     }
 }
@@ -233,8 +349,8 @@ pub fn module_name(root: &Path, path: &Path) -> Option<String> {
     Some(parts.join("."))
 }
 
-/// Every `*.lua` below `dir` (recursively), with its module name relative to `root`.
-fn lua_files(dir: &Path, root: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// Every `*.lua` below `dir` (recursively), sorted, without editors' scratch files.
+fn lua_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| {
         Error::bad_input(
@@ -245,12 +361,16 @@ fn lua_files(dir: &Path, root: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for path in paths {
+        let scratch = path
+            .file_name()
+            .is_some_and(|n| is_editor_artifact(&n.to_string_lossy()));
+        if scratch {
+            continue;
+        }
         if path.is_dir() {
-            out.extend(lua_files(&path, root)?);
-        } else if path.extension().is_some_and(|e| e == "lua")
-            && let Some(name) = module_name(root, &path)
-        {
-            out.push((name, path));
+            out.extend(lua_files(&path)?);
+        } else if path.extension().is_some_and(|e| e == "lua") {
+            out.push(path);
         }
     }
     Ok(out)

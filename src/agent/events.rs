@@ -25,12 +25,17 @@ impl Agent {
             if self.ctx.local.lock().finished {
                 return Ok(());
             }
-            self.maybe_reload();
-            match self.next_event().await? {
+            let event = self.next_event().await?;
+            // After waking and before dispatching: an event that arrived after
+            // new code was registered is handled by the new code.
+            self.maybe_reload().await;
+            match event {
                 Event::Message(d) => self.dispatch_message(d).await?,
                 Event::Change(ev) => self.dispatch_change(ev).await,
                 Event::Stop => return Ok(()),
             }
+            // A callback may have required a module lazily.
+            self.publish_modules();
         }
     }
 
@@ -55,6 +60,11 @@ impl Agent {
                 Err(_) => {}
             }
         }
+        // A stopped task takes no new work, even while messages keep coming
+        // (when it stopped because it went quiet, none are queued anyway).
+        if *self.stop.borrow() {
+            return Ok(Event::Stop);
+        }
         if let Some(d) = ctx
             .coord
             .bus
@@ -62,9 +72,6 @@ impl Agent {
             .await?
         {
             return Ok(Event::Message(d));
-        }
-        if *self.stop.borrow() {
-            return Ok(Event::Stop);
         }
         let activity = &ctx.coord.activity;
         activity.idle();

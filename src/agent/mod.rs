@@ -4,11 +4,14 @@
 //! then, while the agent has message handlers or watches, delivers each event
 //! to them (`on_message(self, msg)`, `bus.subscribe` handlers, `blackboard.watch`
 //! callbacks) one at a time. Between two callbacks it picks up new code of the
-//! role (hot reload). The agent ends when `agent.finish()` was called, when it
-//! has nothing left to handle, or when the task stops.
+//! role and of its modules (hot reload, see [`reload`](self::reload)). The
+//! agent ends when `agent.finish()` was called, when it has nothing left to
+//! handle, or when the task stops.
 
 pub mod errors;
 mod events;
+pub mod modules;
+pub mod reload;
 pub mod sandbox;
 
 use std::sync::Arc;
@@ -20,6 +23,9 @@ use crate::coordination::AgentPhase;
 use crate::error::{Error, Result};
 use crate::lua_api::{self, AgentContext};
 use crate::scripts::Script;
+
+/// The callbacks a role module may define; anything else in it is the script's own.
+pub const CALLBACKS: &[&str] = &["start", "on_message", "on_reload", "stop"];
 
 /// How an agent ended.
 #[derive(Debug)]
@@ -42,6 +48,10 @@ pub struct Agent {
     /// The agent's own state, passed as `self` to every callback; kept across reloads.
     state: Table,
     script: Arc<Script>,
+    /// Registry version last checked for new code.
+    seen_version: u64,
+    /// [`modules::ModuleGraph::generation`] last reported to the registry's users.
+    published_modules: u64,
     stop: watch::Receiver<bool>,
     handler_errors: Vec<String>,
 }
@@ -51,21 +61,27 @@ impl Agent {
     /// the file and line when the script does not compile, raises while loading,
     /// or does not return a table.
     pub fn load(ctx: Arc<AgentContext>, stop: watch::Receiver<bool>) -> Result<Agent> {
+        // Read before the script: a change registered in between is picked up at the first boundary.
+        let seen_version = ctx.registry.version();
         let script = ctx.registry.role(&ctx.role)?;
         let lua = sandbox::new_vm(ctx.registry.clone(), ctx.coord.config.memory_limit)
             .map_err(|e| errors::from_lua(&e))?;
         lua_api::register_all(&lua, &ctx).map_err(|e| errors::from_lua(&e))?;
         let module = load_module(&lua, &script)?;
         let state = lua.create_table().map_err(|e| errors::from_lua(&e))?;
-        Ok(Agent {
+        let mut agent = Agent {
             ctx,
             lua,
             module,
             state,
             script,
+            seen_version,
+            published_modules: 0,
             stop,
             handler_errors: Vec::new(),
-        })
+        };
+        agent.publish_modules();
+        Ok(agent)
     }
 
     /// Runs the agent to its end and reports how it went. Phase changes
@@ -112,6 +128,7 @@ impl Agent {
             .states
             .transition(&ctx.id, AgentPhase::Ready, None)
             .await?;
+        self.maybe_reload().await;
         if let Some(start) = self.callback("start")? {
             let result = start.call_async::<()>(self.state.clone()).await;
             lua_api::settle_held(&ctx, result.is_ok()).await?;
@@ -120,6 +137,7 @@ impl Agent {
         if self.wants_events()? {
             self.event_loop().await?;
         }
+        self.maybe_reload().await;
         if let Some(stop) = self.callback("stop")? {
             stop.call_async::<()>(self.state.clone())
                 .await
@@ -152,57 +170,41 @@ impl Agent {
             Err(e) => Err(errors::from_lua(&e)),
         }
     }
-
-    /// Switches to the registry's newer code of this role, if there is any.
-    /// A script that fails to load leaves the running code in place.
-    fn maybe_reload(&mut self) {
-        let Ok(latest) = self.ctx.registry.role(&self.ctx.role) else {
-            return; // deleted: keep running the code we have
-        };
-        if latest.version == self.script.version {
-            return;
-        }
-        match load_module(&self.lua, &latest) {
-            Ok(module) => {
-                let old = std::mem::replace(&mut self.module, module);
-                self.script = latest;
-                if let Ok(Some(hook)) = self.callback("on_reload") {
-                    if let Err(e) = hook.call::<()>((self.state.clone(), old)) {
-                        tracing::error!(agent = %self.ctx.id, "on_reload failed: {}", errors::describe(&e));
-                    }
-                }
-                tracing::info!(agent = %self.ctx.id, file = %self.script.path.display(), "agent switched to new code");
-            }
-            Err(e) => {
-                // Keep the old code; the reloader reports the error once for all agents.
-                self.script = Arc::new(Script {
-                    version: latest.version,
-                    ..(*self.script).clone()
-                });
-                tracing::debug!(agent = %self.ctx.id, "new code not loaded: {e}");
-            }
-        }
-    }
 }
 
-/// Runs a role script and checks that it returns a table.
+/// Runs a role script and checks that it returns a table whose
+/// [`CALLBACKS`] are functions where present. What the chunk requires is
+/// recorded in the VM's [`modules::ModuleGraph`] as the role's.
 pub fn load_module(lua: &Lua, script: &Script) -> Result<Table> {
-    let value: Value = lua
-        .load(&*script.source)
-        .set_name(script.chunk_name())
-        .set_mode(ChunkMode::Text)
-        .call(())
-        .map_err(|e| errors::from_lua(&e))?;
-    match value {
-        Value::Table(t) => Ok(t),
-        other => Err(Error::Script {
+    let value: Value = modules::loading(lua, modules::Loader::Role, || {
+        lua.load(&*script.source)
+            .set_name(script.chunk_name())
+            .set_mode(ChunkMode::Text)
+            .call(())
+    })
+    .map_err(|e| errors::from_lua(&e))?;
+    let Value::Table(module) = value else {
+        return Err(Error::Script {
             message: format!(
                 "{}: a role script must return a table of callbacks (start, on_message, ...), got {}",
                 script.path.display(),
-                other.type_name()
+                value.type_name()
             ),
-        }),
+        });
+    };
+    for name in CALLBACKS {
+        let field: Value = module.get(*name).map_err(|e| errors::from_lua(&e))?;
+        if !matches!(field, Value::Nil | Value::Function(_)) {
+            return Err(Error::Script {
+                message: format!(
+                    "{}: field '{name}' of the returned table must be a function, got {}",
+                    script.path.display(),
+                    field.type_name()
+                ),
+            });
+        }
     }
+    Ok(module)
 }
 
 fn first_line(s: &str) -> String {

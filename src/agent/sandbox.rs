@@ -1,10 +1,12 @@
 //! Builds an agent's Lua VM: safe standard libraries only, text-only `load`,
-//! `require` confined to the script registry, and a heap limit.
+//! `require` confined to the script registry (and recording what it loads, for
+//! hot reload), and a heap limit.
 
 use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value, chunk::ChunkMode};
 
+use super::modules::{self, Loader, ModuleGraph};
 use crate::scripts::ScriptRegistry;
 
 /// `os` functions that only read the clock.
@@ -47,6 +49,7 @@ pub fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Resul
         )?,
     )?;
 
+    lua.set_app_data(ModuleGraph::default());
     install_require(&lua, registry)?;
     lua.set_named_registry_value(crate::lua_api::WATCHES, lua.create_table()?)?;
     lua.set_named_registry_value(crate::lua_api::HANDLERS, lua.create_table()?)?;
@@ -71,6 +74,7 @@ fn install_require(lua: &Lua, registry: Arc<ScriptRegistry>) -> mlua::Result<()>
     let require = lua.create_function(move |lua, name: String| {
         let loaded: Table = lua.named_registry_value("_LOADED")?;
         let cached: Value = loaded.get(name.as_str())?;
+        modules::with_graph(lua, |g| g.required(&name));
         if !cached.is_nil() {
             return Ok(cached);
         }
@@ -81,17 +85,19 @@ fn install_require(lua: &Lua, registry: Arc<ScriptRegistry>) -> mlua::Result<()>
                 name.replace('.', "/")
             ))
         })?;
-        let value: Value = lua
-            .load(&*script.source)
-            .set_name(script.chunk_name())
-            .set_mode(ChunkMode::Text)
-            .call(name.as_str())?;
+        let value: Value = modules::loading(lua, Loader::Module(name.clone()), || {
+            lua.load(&*script.source)
+                .set_name(script.chunk_name())
+                .set_mode(ChunkMode::Text)
+                .call(name.as_str())
+        })?;
         let value = if value.is_nil() {
             Value::Boolean(true)
         } else {
             value
         };
         loaded.set(name.as_str(), &value)?;
+        modules::with_graph(lua, |g| g.loaded(&name, script.version));
         Ok(value)
     })?;
     lua.globals().set("require", require)

@@ -23,6 +23,8 @@ pub struct Cli {
 enum Command {
     /// Run a task file (TOML or JSON) with the agents of a scripts directory.
     Run(run::RunArgs),
+    /// Run a task with hot reload: `orrery run --watch`.
+    Dev(run::RunArgs),
     /// Compile every script and stdlib module without running anything.
     Check(check::CheckArgs),
 }
@@ -97,6 +99,10 @@ impl Cli {
     pub fn execute(self) -> i32 {
         let result = match self.command {
             Command::Run(args) => run::execute(args),
+            Command::Dev(args) => run::execute(run::RunArgs {
+                watch: true,
+                ..args
+            }),
             Command::Check(args) => check::execute(args),
         };
         match result {
@@ -115,11 +121,11 @@ pub fn report_error(e: &anyhow::Error) -> i32 {
 }
 
 /// Logs to stderr; `ORRERY_LOG` (or `RUST_LOG`) picks the level, default:
-/// script logs at info, the host at warn.
+/// script logs and hot reloads at info, the rest of the host at warn.
 pub fn init_tracing() {
     let filter = std::env::var("ORRERY_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "warn,orrery::script=info".to_string());
+        .unwrap_or_else(|_| "warn,orrery::script=info,orrery::reload=info".to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -1,4 +1,6 @@
-//! `orrery run TASK`: run a task and print its report.
+//! `orrery run TASK [--watch]` (and `orrery dev TASK`, the same with
+//! `--watch`): run a task and print its report. Ctrl-C stops the run and
+//! still prints the report; a second Ctrl-C aborts the agents still running.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,7 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use orrery::coordination::PhaseChange;
 use orrery::llm::{LlmMode, LlmSettings};
-use orrery::orchestrator::Orchestrator;
+use orrery::orchestrator::{Orchestrator, Stopper};
+use orrery::reload::ReloadOptions;
 use orrery::scripts::ScriptRegistry;
 use orrery::store;
 use orrery::task::Task;
@@ -27,6 +30,11 @@ pub struct RunArgs {
     /// Do not show phase changes while the task runs.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Hot reload: apply edits of the scripts and stdlib directories to the
+    /// running agents, and keep the task running when it goes quiet (until its
+    /// agents finish, the timeout, or Ctrl-C).
+    #[arg(long)]
+    pub watch: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
     #[command(flatten)]
@@ -87,14 +95,28 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         task.timeout = ms;
     }
     let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
+    let watched = if config.stdlib.is_dir() {
+        format!(
+            "{} and {}",
+            config.scripts.display(),
+            config.stdlib.display()
+        )
+    } else {
+        config.scripts.display().to_string()
+    };
     let runtime = super::runtime()?;
     let report = runtime.block_on(async {
         let store = store::open(&config).await?;
         let llm_line = describe_llm(&config.llm);
-        let orchestrator = Orchestrator::new(task, config, store, registry)?;
+        let mut orchestrator = Orchestrator::new(task, config, store, registry)?;
         if !args.quiet && orchestrator.llm().mode() != LlmMode::Mock {
             eprintln!("{}", orchestrator.llm().redact(&llm_line));
         }
+        if args.watch {
+            orchestrator.watch(ReloadOptions::default())?;
+            eprintln!("watching {watched} for changes (Ctrl-C to stop)");
+        }
+        let interrupts = tokio::spawn(forward_interrupts(orchestrator.stopper()));
         let printer = (!args.quiet).then(|| {
             let mut changes = orchestrator.coordination().states.subscribe();
             let start = orchestrator.coordination().metrics.start_time();
@@ -105,6 +127,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             })
         });
         let report = orchestrator.run().await;
+        interrupts.abort();
         // Every sender is gone once the run ended: let the printer finish its lines.
         if let Some(printer) = printer {
             let _ = tokio::time::timeout(std::time::Duration::from_millis(200), printer).await;
@@ -126,6 +149,20 @@ fn describe_llm(llm: &orrery::llm::LlmConfig) -> String {
         (Some(file), _) => format!("llm: replaying answers from {}", file.display()),
         (None, Some(url)) => format!("llm: {} at {url}", llm.model),
         (None, None) => "llm: offline mock".to_string(),
+    }
+}
+
+/// Ctrl-C: the first stops the run gracefully, the next aborts it.
+async fn forward_interrupts(stopper: Stopper) {
+    let mut first = true;
+    while tokio::signal::ctrl_c().await.is_ok() {
+        if first {
+            eprintln!("stopping: agents finish what they are doing (Ctrl-C again to abort)");
+        } else {
+            eprintln!("aborting the agents still running");
+        }
+        first = false;
+        stopper.stop();
     }
 }
 

@@ -77,7 +77,9 @@ impl Scratch {
 /// A minimal task with the given id and timeout.
 pub fn task(id: &str, timeout_ms: u64) -> Task {
     Task::from_toml(
-        &format!("id = \"{id}\"\ntype = \"test\"\ndescription = \"test task\"\ntimeout = {timeout_ms}\n"),
+        &format!(
+            "id = \"{id}\"\ntype = \"test\"\ndescription = \"test task\"\ntimeout = {timeout_ms}\n"
+        ),
         "test",
     )
     .unwrap()
@@ -98,7 +100,12 @@ impl Backend {
 }
 
 /// Runs `task` in-process with the scripts of `scripts_dir` on `backend`.
-pub async fn run_in_process(backend: Backend, scripts_dir: &Path, task: Task, config: Config) -> RunReport {
+pub async fn run_in_process(
+    backend: Backend,
+    scripts_dir: &Path,
+    task: Task,
+    config: Config,
+) -> RunReport {
     let mut config = config;
     config.scripts = scripts_dir.to_path_buf();
     let _server;
@@ -107,7 +114,8 @@ pub async fn run_in_process(backend: Backend, scripts_dir: &Path, task: Task, co
         config.store = server.url();
         _server = Some(server);
     }
-    let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib).expect("scripts load"));
+    let registry =
+        Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib).expect("scripts load"));
     let store = orrery::store::open(&config).await.expect("store opens");
     Orchestrator::new(task, config, store, registry)
         .expect("task accepted")
@@ -130,7 +138,16 @@ impl RedisServer {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -142,7 +159,11 @@ impl RedisServer {
                      to a redis-server or dragonfly binary)."
                 )
             });
-        let server = RedisServer { child, port, _dir: dir };
+        let server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
         server.wait_ready();
         server
     }
@@ -159,7 +180,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("redis-server on port {} did not start within 10 s", self.port);
+        panic!(
+            "redis-server on port {} did not start within 10 s",
+            self.port
+        );
     }
 }
 
@@ -172,5 +196,9 @@ impl Drop for RedisServer {
 
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,0 +1,3 @@
+//! Benchmarks of the host, as library functions returning their figures.
+
+pub mod reload;
