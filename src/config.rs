@@ -1,10 +1,12 @@
 //! Host settings: defaults, then the config file, then `ORRERY_*` environment
 //! variables, then flags (flags win).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::capabilities::RoleConfig;
 use crate::error::{Error, Result};
 
 /// Every setting of a run, resolved.
@@ -36,6 +38,10 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// Time allowed to connect to the store before a Coordination error (ms).
     pub connect_timeout: u64,
+    /// Longest an agent may live, awaiting included (ms); AgentTimeout beyond.
+    pub agent_timeout: u64,
+    /// Per-role settings (capabilities), from the config file only.
+    pub roles: BTreeMap<String, RoleConfig>,
 }
 
 impl Default for Config {
@@ -54,6 +60,8 @@ impl Default for Config {
             callback_timeout: 10_000,
             max_value_bytes: 1024 * 1024,
             connect_timeout: 3_000,
+            agent_timeout: 3_600_000,
+            roles: BTreeMap::new(),
         }
     }
 }
@@ -89,6 +97,10 @@ pub struct ConfigLayer {
     pub max_value_bytes: Option<usize>,
     #[allow(missing_docs)]
     pub connect_timeout: Option<u64>,
+    #[allow(missing_docs)]
+    pub agent_timeout: Option<u64>,
+    #[allow(missing_docs)]
+    pub roles: Option<BTreeMap<String, RoleConfig>>,
 }
 
 /// Applies `$layer`'s set fields over `$cfg`, for every listed field.
@@ -119,7 +131,7 @@ impl ConfigLayer {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::bad_input(&origin, format!("cannot read config file: {e}")))?;
-        toml::from_str(&text).map_err(|e| {
+        let mut layer: ConfigLayer = toml::from_str(&text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| {
@@ -130,7 +142,15 @@ impl ConfigLayer {
                 })
                 .unwrap_or_default();
             Error::bad_input(format!("{origin}{line}"), e.message().to_string())
-        })
+        })?;
+        if let Some(store) = &layer.store {
+            check_store_url(store).map_err(|m| Error::bad_input(format!("{origin}: store"), m))?;
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for role in layer.roles.iter_mut().flat_map(|r| r.values_mut()) {
+            role.capabilities.resolve_paths(base);
+        }
+        Ok(layer)
     }
 
     /// Reads `ORRERY_*` variables through `get` (the process environment in the CLI).
@@ -151,8 +171,13 @@ impl ConfigLayer {
             memory_limit,
             callback_timeout,
             max_value_bytes,
-            connect_timeout
+            connect_timeout,
+            agent_timeout
         );
+        if let Some(store) = &layer.store {
+            check_store_url(store)
+                .map_err(|m| Error::bad_input("environment variable ORRERY_STORE", m))?;
+        }
         Ok(layer)
     }
 }
@@ -177,7 +202,9 @@ impl Config {
                 memory_limit,
                 callback_timeout,
                 max_value_bytes,
-                connect_timeout
+                connect_timeout,
+                agent_timeout,
+                roles
             );
         }
         cfg.validate()?;
@@ -193,6 +220,7 @@ impl Config {
             ("max_attempts", self.max_attempts as u64),
             ("callback_timeout", self.callback_timeout),
             ("connect_timeout", self.connect_timeout),
+            ("agent_timeout", self.agent_timeout),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -208,13 +236,34 @@ impl Config {
                 "must be at least 1048576 bytes (1 MiB)",
             ));
         }
-        let store = self.store.as_str();
-        if store != "memory" && !store.starts_with("redis://") && !store.starts_with("rediss://") {
-            return Err(Error::bad_input(
-                "setting store",
-                format!("'{store}' is neither 'memory' nor a redis:// or rediss:// URL"),
-            ));
+        check_store_url(&self.store).map_err(|m| Error::bad_input("setting store", m))?;
+        for (role, settings) in &self.roles {
+            if !crate::scripts::is_role_name(role) {
+                return Err(Error::bad_input(
+                    format!("setting roles.{role}"),
+                    "a role name is letters, digits and '_'",
+                ));
+            }
+            settings.capabilities.validate(role)?;
         }
         Ok(())
+    }
+}
+
+/// Checks a store setting: `memory`, or a well-formed `redis://` / `rediss://`
+/// URL with a host. The message says what is wrong.
+pub fn check_store_url(store: &str) -> std::result::Result<(), String> {
+    if store == "memory" {
+        return Ok(());
+    }
+    if !store.starts_with("redis://") && !store.starts_with("rediss://") {
+        return Err(format!(
+            "'{store}' is neither 'memory' nor a redis:// or rediss:// URL"
+        ));
+    }
+    match redis::parse_redis_url(store) {
+        Some(url) if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Some(_) => Err(format!("'{store}' names no host (expected redis://HOST[:PORT][/DB])")),
+        None => Err(format!("'{store}' is not a valid URL (expected redis://HOST[:PORT][/DB])")),
     }
 }

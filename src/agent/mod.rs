@@ -7,11 +7,15 @@
 //! role (hot reload). The agent ends when `agent.finish()` was called, when it
 //! has nothing left to handle, or when the task stops.
 
+pub mod budget;
 pub mod errors;
 mod events;
+pub mod patterns;
+mod safe_std;
 pub mod sandbox;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mlua::{Function, Lua, Table, Value, chunk::ChunkMode};
 use tokio::sync::watch;
@@ -20,6 +24,7 @@ use crate::coordination::AgentPhase;
 use crate::error::{Error, Result};
 use crate::lua_api::{self, AgentContext};
 use crate::scripts::Script;
+use budget::Budget;
 
 /// How an agent ended.
 #[derive(Debug)]
@@ -44,28 +49,71 @@ pub struct Agent {
     script: Arc<Script>,
     stop: watch::Receiver<bool>,
     handler_errors: Vec<String>,
+    budget: Budget,
 }
 
 impl Agent {
     /// Builds the VM and loads the role's code. Fails with a Script error naming
     /// the file and line when the script does not compile, raises while loading,
-    /// or does not return a table.
+    /// or does not return a table; with AgentTimeout when its top level runs
+    /// past `callback_timeout`.
     pub fn load(ctx: Arc<AgentContext>, stop: watch::Receiver<bool>) -> Result<Agent> {
         let script = ctx.registry.role(&ctx.role)?;
-        let lua = sandbox::new_vm(ctx.registry.clone(), ctx.coord.config.memory_limit)
+        let config = &ctx.coord.config;
+        let lua = sandbox::new_vm(ctx.registry.clone(), config.memory_limit)
             .map_err(|e| errors::from_lua(&e))?;
         lua_api::register_all(&lua, &ctx).map_err(|e| errors::from_lua(&e))?;
-        let module = load_module(&lua, &script)?;
+        let limit = Duration::from_millis(config.callback_timeout);
+        let budget = Budget::install(&lua, &ctx.id, limit).map_err(|e| errors::from_lua(&e))?;
+        let value = budget.metered_sync(&lua, "load", || run_chunk(&lua, &script));
         let state = lua.create_table().map_err(|e| errors::from_lua(&e))?;
-        Ok(Agent {
+        let mut agent = Agent {
             ctx,
             lua,
-            module,
+            module: state.clone(),
             state,
             script,
             stop,
             handler_errors: Vec::new(),
-        })
+            budget,
+        };
+        let value = agent
+            .judge("load", value)
+            .map_err(CallbackFailure::into_error)?;
+        agent.module = module_of(&agent.script, value)?;
+        Ok(agent)
+    }
+
+    /// Runs one callback future under the budget and turns its result into the
+    /// host's error: AgentTimeout when the budget ran out (whatever the script
+    /// made of the interruption), a `memory:` Script error when the heap did.
+    async fn run_callback<T>(
+        &self,
+        name: &str,
+        fut: impl std::future::Future<Output = mlua::Result<T>>,
+    ) -> std::result::Result<T, CallbackFailure> {
+        let result = self.budget.metered(&self.lua, name, fut).await;
+        self.judge(name, result)
+    }
+
+    /// Classifies the result of the callback `name`.
+    fn judge<T>(
+        &self,
+        name: &str,
+        result: mlua::Result<T>,
+    ) -> std::result::Result<T, CallbackFailure> {
+        if let Some(timeout) = self.budget.exceeded() {
+            return Err(CallbackFailure::Fatal(timeout));
+        }
+        match result {
+            Ok(v) => Ok(v),
+            Err(e) if errors::is_memory(&e) => Err(CallbackFailure::Fatal(errors::out_of_memory(
+                &self.ctx.id,
+                name,
+                self.ctx.coord.config.memory_limit,
+            ))),
+            Err(e) => Err(CallbackFailure::Script(e)),
+        }
     }
 
     /// Runs the agent to its end and reports how it went. Phase changes
@@ -113,17 +161,19 @@ impl Agent {
             .transition(&ctx.id, AgentPhase::Ready, None)
             .await?;
         if let Some(start) = self.callback("start")? {
-            let result = start.call_async::<()>(self.state.clone()).await;
+            let result = self
+                .run_callback("start", start.call_async::<()>(self.state.clone()))
+                .await;
             lua_api::settle_held(&ctx, result.is_ok()).await?;
-            result.map_err(|e| errors::from_lua(&e))?;
+            result.map_err(CallbackFailure::into_error)?;
         }
         if self.wants_events()? {
             self.event_loop().await?;
         }
         if let Some(stop) = self.callback("stop")? {
-            stop.call_async::<()>(self.state.clone())
+            self.run_callback("stop", stop.call_async::<()>(self.state.clone()))
                 .await
-                .map_err(|e| errors::from_lua(&e))?;
+                .map_err(CallbackFailure::into_error)?;
         }
         Ok(())
     }
@@ -162,13 +212,19 @@ impl Agent {
         if latest.version == self.script.version {
             return;
         }
-        match load_module(&self.lua, &latest) {
+        let loaded = self
+            .budget
+            .metered_sync(&self.lua, "load", || load_module(&self.lua, &latest));
+        match loaded {
             Ok(module) => {
                 let old = std::mem::replace(&mut self.module, module);
                 self.script = latest;
                 if let Ok(Some(hook)) = self.callback("on_reload") {
-                    if let Err(e) = hook.call::<()>((self.state.clone(), old)) {
-                        tracing::error!(agent = %self.ctx.id, "on_reload failed: {}", errors::describe(&e));
+                    let result = self.budget.metered_sync(&self.lua, "on_reload", || {
+                        hook.call::<()>((self.state.clone(), old))
+                    });
+                    if let Err(e) = self.judge("on_reload", result) {
+                        tracing::error!(agent = %self.ctx.id, "on_reload failed: {}", e.into_error());
                     }
                 }
                 tracing::info!(agent = %self.ctx.id, file = %self.script.path.display(), "agent switched to new code");
@@ -185,14 +241,40 @@ impl Agent {
     }
 }
 
+/// How a callback failed.
+pub(crate) enum CallbackFailure {
+    /// The agent cannot go on: its budget or its heap ran out.
+    Fatal(Error),
+    /// The script raised an error.
+    Script(mlua::Error),
+}
+
+impl CallbackFailure {
+    /// The host error to report.
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            CallbackFailure::Fatal(e) => e,
+            CallbackFailure::Script(e) => errors::from_lua(&e),
+        }
+    }
+}
+
 /// Runs a role script and checks that it returns a table.
 pub fn load_module(lua: &Lua, script: &Script) -> Result<Table> {
-    let value: Value = lua
-        .load(&*script.source)
+    let value = run_chunk(lua, script).map_err(|e| errors::from_lua(&e))?;
+    module_of(script, value)
+}
+
+/// Runs a script's top level, named after its path, as text only.
+fn run_chunk(lua: &Lua, script: &Script) -> mlua::Result<Value> {
+    lua.load(&*script.source)
         .set_name(script.chunk_name())
         .set_mode(ChunkMode::Text)
         .call(())
-        .map_err(|e| errors::from_lua(&e))?;
+}
+
+/// The module table a role script returned, or a Script error naming the file.
+fn module_of(script: &Script, value: Value) -> Result<Table> {
     match value {
         Value::Table(t) => Ok(t),
         other => Err(Error::Script {

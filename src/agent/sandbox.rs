@@ -1,5 +1,13 @@
 //! Builds an agent's Lua VM: safe standard libraries only, text-only `load`,
 //! `require` confined to the script registry, and a heap limit.
+//!
+//! What a VM has: the base functions (less `dofile`, `loadfile`), `coroutine`,
+//! `table`, `string` (less `string.dump`), `utf8`, `math` and the clock part
+//! of `os` (`time`, `clock`, `date`, `difftime`). Not `io`, `debug`,
+//! `package.loadlib`, C modules, `os.execute`/`exit`/`remove`/`getenv`, nor
+//! bytecode. The functions that could stall the host are replaced (see
+//! [`super::safe_std`]). A Rust panic is never caught by the script's `pcall`:
+//! it reaches the agent's runner, which fails the agent.
 
 use std::sync::Arc;
 
@@ -21,7 +29,8 @@ pub fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Resul
         | StdLib::UTF8
         | StdLib::MATH
         | StdLib::OS;
-    let lua = Lua::new_with(libs, LuaOptions::default())?;
+    // A panic in host code must fail the agent, so `pcall` may not swallow it.
+    let lua = Lua::new_with(libs, LuaOptions::new().catch_rust_panics(false))?;
     let globals = lua.globals();
 
     for name in REMOVED_GLOBALS {
@@ -47,6 +56,7 @@ pub fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Resul
         )?,
     )?;
 
+    super::safe_std::install(&lua, memory_limit)?;
     install_require(&lua, registry)?;
     lua.set_named_registry_value(crate::lua_api::WATCHES, lua.create_table()?)?;
     lua.set_named_registry_value(crate::lua_api::HANDLERS, lua.create_table()?)?;
