@@ -8,6 +8,7 @@
 //! has nothing left to handle, or when the task stops.
 
 pub mod budget;
+mod bytecode;
 pub mod errors;
 mod events;
 pub mod patterns;
@@ -17,7 +18,7 @@ pub mod sandbox;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlua::{Function, Lua, Table, Value, chunk::ChunkMode};
+use mlua::{Function, Lua, Table, Value};
 use tokio::sync::watch;
 
 use crate::coordination::AgentPhase;
@@ -267,10 +268,7 @@ pub fn load_module(lua: &Lua, script: &Script) -> Result<Table> {
 
 /// Runs a script's top level, named after its path, as text only.
 fn run_chunk(lua: &Lua, script: &Script) -> mlua::Result<Value> {
-    lua.load(&*script.source)
-        .set_name(script.chunk_name())
-        .set_mode(ChunkMode::Text)
-        .call(())
+    sandbox::compile(lua, script)?.call(())
 }
 
 /// The module table a role script returned, or a Script error naming the file.

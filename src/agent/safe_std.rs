@@ -9,6 +9,8 @@
 //!   [`MAX_SHIFT`] elements (a `__len` of 1e15 would keep them in C for days).
 //! - `setmetatable` refuses metatables with `__gc`: Lua runs finalizers with
 //!   hooks off, so a looping finalizer could never be interrupted.
+//! - `xpcall` calls its message handler after unwinding, like `pcall` and then
+//!   the handler: Lua would run it inside the hook's error, with hooks off.
 //! - `collectgarbage` offers only `collect`, `count`, `step` and `isrunning`.
 //! - `print` writes to the host's log, never to its stdout.
 
@@ -80,6 +82,9 @@ pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
         })?,
     )?;
 
+    let xpcall: Function = lua.load(XPCALL).set_name("=xpcall").call(())?;
+    globals.set("xpcall", xpcall)?;
+
     let stock: Function = globals.get("collectgarbage")?;
     globals.set(
         "collectgarbage",
@@ -116,6 +121,20 @@ pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
         })?,
     )
 }
+
+/// `xpcall(f, msgh, ...)` over `pcall`, with the handler run after unwinding.
+const XPCALL: &str = r#"
+local pcall, type, error, pack, unpack = pcall, type, error, table.pack, table.unpack
+return function(f, msgh, ...)
+  if type(msgh) ~= "function" then
+    error("bad argument #2 to 'xpcall' (function expected, got " .. type(msgh) .. ")", 2)
+  end
+  local r = pack(pcall(f, ...))
+  if r[1] then return unpack(r, 1, r.n) end
+  local _, handled = pcall(msgh, r[2])
+  return false, handled
+end
+"#;
 
 /// Refuses calls that would move more than [`MAX_SHIFT`] elements.
 fn check_shift(name: &str, args: &MultiValue) -> mlua::Result<()> {
