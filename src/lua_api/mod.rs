@@ -84,9 +84,10 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
         ("lock", lock::register(lua, ctx)?),
         ("metrics", metrics::register(lua, ctx)?),
         ("log", log::register(lua, ctx)?),
-        ("json", json::register(lua)?),
+        ("json", json::register(lua, ctx.coord.config.max_value_bytes)?),
         ("time", time::register(lua)?),
     ];
+    lua.set_app_data(MaxValueBytes(ctx.coord.config.max_value_bytes));
     let globals = lua.globals();
     let loaded: Table = lua.named_registry_value("_LOADED")?;
     for (name, table) in tables {
@@ -133,6 +134,12 @@ pub(crate) fn to_json(lua: &Lua, value: mlua::Value, what: &str) -> mlua::Result
                 "{what}: a userdata cannot be stored"
             )));
         }
+        mlua::Value::Table(t) => {
+            let limit = lua
+                .app_data_ref::<MaxValueBytes>()
+                .map_or(usize::MAX, |l| l.0);
+            check_shape(t, what, limit)?
+        }
         _ => {}
     }
     lua.from_value_with::<Value>(value, JSON_OPTIONS)
@@ -142,6 +149,49 @@ pub(crate) fn to_json(lua: &Lua, value: mlua::Value, what: &str) -> mlua::Result
                 short(&e)
             ))
         })
+}
+
+/// Deepest nesting of tables a value may have: JSON parsers (serde_json
+/// included) refuse deeper documents, and converting one would recurse deeply.
+pub const MAX_DEPTH: usize = 128;
+
+/// The `max_value_bytes` of the agent, kept in the VM for [`to_json`].
+struct MaxValueBytes(usize);
+
+/// Walks a table before it is converted: refuses nesting deeper than
+/// [`MAX_DEPTH`] (a cycle is infinitely deep), and values that cannot fit in
+/// `limit` bytes of JSON, counting every occurrence of a shared sub-table (a
+/// table holding the same table twice, 64 times over, would expand to 2^64
+/// entries in the host, where nothing could interrupt it).
+fn check_shape(root: &Table, what: &str, limit: usize) -> mlua::Result<()> {
+    let mut stack = vec![(root.clone(), 1usize)];
+    let mut size = 0usize;
+    while let Some((t, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Err(mlua::Error::runtime(format!(
+                "{what}: value is nested deeper than {MAX_DEPTH} levels (or contains a cycle)"
+            )));
+        }
+        for pair in t.pairs::<mlua::Value, mlua::Value>() {
+            let (k, v) = pair?;
+            for x in [k, v] {
+                size += match x {
+                    mlua::Value::String(s) => s.as_bytes().len() + 2,
+                    mlua::Value::Table(inner) => {
+                        stack.push((inner, depth + 1));
+                        2
+                    }
+                    _ => 1,
+                };
+            }
+            if size > limit {
+                return Err(mlua::Error::runtime(format!(
+                    "{what}: value is larger than max_value_bytes ({limit} bytes)"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Converts JSON to a Lua value (objects and arrays become tables; null inside
