@@ -9,6 +9,9 @@
 //!   [`MAX_SHIFT`] elements (a `__len` of 1e15 would keep them in C for days).
 //! - `setmetatable` refuses metatables with `__gc`: Lua runs finalizers with
 //!   hooks off, so a looping finalizer could never be interrupted.
+//! - `pcall`, `coroutine.resume` and `coroutine.close` hand a Rust panic on
+//!   instead of returning it as an error value (mlua's own non-yielding
+//!   `pcall` would forbid async host calls inside it).
 //! - `xpcall` calls its message handler after unwinding, like `pcall` and then
 //!   the handler: Lua would run it inside the hook's error, with hooks off.
 //! - `collectgarbage` offers only `collect`, `count`, `step` and `isrunning`.
@@ -82,6 +85,19 @@ pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
         })?,
     )?;
 
+    // `surface` reads every value in Rust, where mlua resumes a caught panic.
+    let surface = lua.create_function(|_, values: MultiValue| Ok(values))?;
+    let coroutine: Table = globals.get("coroutine")?;
+    let (pcall, resume, close): (Function, Function, Function) =
+        lua.load(SURFACE_PANICS).set_name("=pcall").call((
+            globals.get::<Function>("pcall")?,
+            coroutine.get::<Function>("resume")?,
+            coroutine.get::<Function>("close")?,
+            surface,
+        ))?;
+    globals.set("pcall", pcall)?;
+    coroutine.set("resume", resume)?;
+    coroutine.set("close", close)?;
     let xpcall: Function = lua.load(XPCALL).set_name("=xpcall").call(())?;
     globals.set("xpcall", xpcall)?;
 
@@ -121,6 +137,14 @@ pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
         })?,
     )
 }
+
+/// `pcall`, `coroutine.resume` and `coroutine.close` whose results pass through `surface`.
+const SURFACE_PANICS: &str = r#"
+local pcall, resume, close, surface = ...
+return function(f, ...) return surface(pcall(f, ...)) end,
+  function(co, ...) return surface(resume(co, ...)) end,
+  function(co) return surface(close(co)) end
+"#;
 
 /// `xpcall(f, msgh, ...)` over `pcall`, with the handler run after unwinding.
 const XPCALL: &str = r#"

@@ -6,8 +6,9 @@
 //! of `os` (`time`, `clock`, `date`, `difftime`). Not `io`, `debug`,
 //! `package.loadlib`, C modules, `os.execute`/`exit`/`remove`/`getenv`, nor
 //! bytecode. The functions that could stall the host are replaced (see
-//! [`super::safe_std`]). A Rust panic is never caught by the script's `pcall`:
-//! it reaches the agent's runner, which fails the agent.
+//! [`super::safe_std`]). A Rust panic is never swallowed by the script's
+//! `pcall` or `coroutine.resume`: it reaches the agent's runner, which fails
+//! the agent.
 
 use std::sync::Arc;
 
@@ -30,8 +31,7 @@ pub fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Resul
         | StdLib::UTF8
         | StdLib::MATH
         | StdLib::OS;
-    // A panic in host code must fail the agent, so `pcall` may not swallow it.
-    let lua = Lua::new_with(libs, LuaOptions::new().catch_rust_panics(false))?;
+    let lua = Lua::new_with(libs, LuaOptions::default())?;
     let globals = lua.globals();
 
     for name in REMOVED_GLOBALS {

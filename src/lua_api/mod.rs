@@ -6,6 +6,9 @@
 mod agent;
 mod blackboard;
 mod bus;
+mod exec;
+mod fs;
+mod http;
 mod json;
 mod lock;
 mod log;
@@ -74,7 +77,7 @@ impl AgentContext {
 
 /// Registers every API table in `lua` for the agent `ctx`.
 pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
-    let tables: [(&str, Table); 11] = [
+    let tables: [(&str, Table); 14] = [
         ("task", task::register(lua, ctx)?),
         ("agent", agent::register(lua, ctx)?),
         ("blackboard", blackboard::register(lua, ctx)?),
@@ -86,6 +89,9 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
         ("log", log::register(lua, ctx)?),
         ("json", json::register(lua, ctx.coord.config.max_value_bytes)?),
         ("time", time::register(lua)?),
+        ("fs", fs::register(lua, ctx)?),
+        ("exec", exec::register(lua, ctx)?),
+        ("http", http::register(lua, ctx)?),
     ];
     lua.set_app_data(MaxValueBytes(ctx.coord.config.max_value_bytes));
     let globals = lua.globals();
@@ -105,6 +111,27 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
 /// out of the VM with its kind intact.
 pub(crate) fn host_err(e: Error) -> mlua::Error {
     mlua::Error::external(e)
+}
+
+/// The table standing for a capability the role was not granted: indexing it
+/// fails with a message saying how to grant it (`setting` is the line to add).
+pub(crate) fn not_granted(lua: &Lua, name: &str, role: &str, setting: &str) -> mlua::Result<Table> {
+    let (name, role, setting) = (name.to_string(), role.to_string(), setting.to_string());
+    let meta = lua.create_table()?;
+    meta.set(
+        "__index",
+        lua.create_function(move |_, (_, key): (mlua::Value, mlua::Value)| -> mlua::Result<()> {
+            let key = key.to_string().unwrap_or_default();
+            Err(mlua::Error::runtime(format!(
+                "{name}.{key}: capability not granted to role '{role}' \
+                 (grant it in orrery.toml: [roles.{role}.capabilities] {setting})"
+            )))
+        })?,
+    )?;
+    meta.set("__metatable", false)?;
+    let t = lua.create_table()?;
+    t.set_metatable(Some(meta))?;
+    Ok(t)
 }
 
 /// Argument error in the style `blackboard.set: expected string key, got nil`.
