@@ -93,6 +93,10 @@ impl Capabilities {
 
 /// Splits `host[:port]`.
 fn parse_host(entry: &str) -> std::result::Result<(&str, Option<u16>), String> {
+    const FORM: &str = "expected host or host:port (no scheme, no path)";
+    if entry.contains('/') {
+        return Err(FORM.into());
+    }
     let (host, port) = match entry.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
             let port = p
@@ -102,8 +106,8 @@ fn parse_host(entry: &str) -> std::result::Result<(&str, Option<u16>), String> {
         }
         _ => (entry, None),
     };
-    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
-        return Err("expected host or host:port (no scheme, no path)".into());
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(FORM.into());
     }
     Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
 }
