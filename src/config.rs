@@ -263,7 +263,11 @@ pub fn check_store_url(store: &str) -> std::result::Result<(), String> {
     }
     match redis::parse_redis_url(store) {
         Some(url) if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
-        Some(_) => Err(format!("'{store}' names no host (expected redis://HOST[:PORT][/DB])")),
-        None => Err(format!("'{store}' is not a valid URL (expected redis://HOST[:PORT][/DB])")),
+        Some(_) => Err(format!(
+            "'{store}' names no host (expected redis://HOST[:PORT][/DB])"
+        )),
+        None => Err(format!(
+            "'{store}' is not a valid URL (expected redis://HOST[:PORT][/DB])"
+        )),
     }
 }

@@ -79,7 +79,9 @@ impl Reader<'_> {
         self.size()?; // lastlinedefined
         self.skip(3)?; // numparams, is_vararg, maxstacksize
         let n = self.size()?;
-        let code = self.bytes.get(self.at..self.at.checked_add(n.checked_mul(4)?)?)?;
+        let code = self
+            .bytes
+            .get(self.at..self.at.checked_add(n.checked_mul(4)?)?)?;
         let mut found = code
             .chunks_exact(4)
             .any(|i| u32::from_ne_bytes([i[0], i[1], i[2], i[3]]) & 0x7f == OP_TBC);

@@ -34,8 +34,14 @@ const GC_OPTIONS: &[&str] = &["collect", "count", "step", "isrunning"];
 pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
     let globals = lua.globals();
     let string: Table = globals.get("string")?;
-    string.set("find", lua.create_function(|lua, a| find_aux(lua, a, true))?)?;
-    string.set("match", lua.create_function(|lua, a| find_aux(lua, a, false))?)?;
+    string.set(
+        "find",
+        lua.create_function(|lua, a| find_aux(lua, a, true))?,
+    )?;
+    string.set(
+        "match",
+        lua.create_function(|lua, a| find_aux(lua, a, false))?,
+    )?;
     string.set("gmatch", lua.create_function(gmatch)?)?;
     string.set(
         "gsub",
@@ -51,7 +57,9 @@ pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
                 _ => false,
             };
             if empty(&s) && empty(&sep) && lua.coerce_integer(n.clone())?.is_some() {
-                return Ok(MultiValue::from_iter([Value::String(lua.create_string("")?)]));
+                return Ok(MultiValue::from_iter([Value::String(
+                    lua.create_string("")?,
+                )]));
             }
             rep.call::<MultiValue>((s, n, sep))
         })?,
@@ -230,7 +238,12 @@ fn checker(lua: &Lua) -> impl Fn() -> Result<(), crate::error::Error> + use<> {
     move || budget.as_ref().map_or(Ok(()), Budget::check)
 }
 
-fn push_captures(lua: &Lua, src: &[u8], caps: Vec<Capture>, out: &mut Vec<Value>) -> mlua::Result<()> {
+fn push_captures(
+    lua: &Lua,
+    src: &[u8],
+    caps: Vec<Capture>,
+    out: &mut Vec<Value>,
+) -> mlua::Result<()> {
     for c in caps {
         out.push(match c {
             Capture::Text(s, e) => Value::String(lua.create_string(&src[s..e])?),
@@ -331,7 +344,11 @@ fn gsub(
     let p = arg_string(lua, p, 2, "gsub")?;
     if !matches!(
         repl,
-        Value::String(_) | Value::Integer(_) | Value::Number(_) | Value::Table(_) | Value::Function(_)
+        Value::String(_)
+            | Value::Integer(_)
+            | Value::Number(_)
+            | Value::Table(_)
+            | Value::Function(_)
     ) {
         return Err(bad_arg(3, "gsub", "string/function/table", &repl));
     }
@@ -396,12 +413,19 @@ fn add_value(
     let value = match repl {
         Value::Function(f) => {
             let mut caps = Vec::new();
-            push_captures(lua, src, m.captures(s, e, true).map_err(lua_err)?, &mut caps)?;
+            push_captures(
+                lua,
+                src,
+                m.captures(s, e, true).map_err(lua_err)?,
+                &mut caps,
+            )?;
             f.call::<Value>(MultiValue::from_iter(caps))?
         }
         Value::Table(t) => t.get::<Value>(capture_value(m.capture(0, s, e).map_err(lua_err)?)?)?,
         _ => {
-            let template = lua.coerce_string(repl.clone())?.expect("checked: string or number");
+            let template = lua
+                .coerce_string(repl.clone())?
+                .expect("checked: string or number");
             add_template(lua, m, src, s, e, &template.as_bytes(), out)?;
             return Ok(true);
         }
@@ -448,7 +472,9 @@ fn add_template(
                 match m.capture((d - b'1') as usize, s, e).map_err(lua_err)? {
                     Capture::Text(a, b) => out.extend_from_slice(&src[a..b]),
                     Capture::Position(p) => {
-                        let text = lua.coerce_string(Value::Integer(p as Integer))?.expect("integer");
+                        let text = lua
+                            .coerce_string(Value::Integer(p as Integer))?
+                            .expect("integer");
                         out.extend_from_slice(&text.as_bytes());
                     }
                 }

@@ -65,7 +65,10 @@ pub fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Resul
             {
                 let message = e.to_string();
                 let message = lua.create_string(message.trim_start_matches("runtime error: "))?;
-                return Ok(mlua::MultiValue::from_iter([Value::Nil, Value::String(message)]));
+                return Ok(mlua::MultiValue::from_iter([
+                    Value::Nil,
+                    Value::String(message),
+                ]));
             }
             Ok(loaded)
         })?,

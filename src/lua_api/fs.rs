@@ -22,7 +22,10 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     };
     // Resolved once: the directory's real path is the fence.
     let root = Arc::new(std::fs::canonicalize(&dir).map_err(|e| {
-        arg_err("fs", format!("granted directory {} is unusable: {e}", dir.display()))
+        arg_err(
+            "fs",
+            format!("granted directory {} is unusable: {e}", dir.display()),
+        )
     })?);
     let max_bytes = ctx.coord.config.max_value_bytes;
     let t = lua.create_table()?;
@@ -35,14 +38,18 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             async move {
                 let func = format!("fs.read('{path}')");
                 let full = confine(&root, &path).map_err(|m| arg_err(&func, m))?;
-                let meta = tokio::fs::metadata(&full).await.map_err(|e| arg_err(&func, e))?;
+                let meta = tokio::fs::metadata(&full)
+                    .await
+                    .map_err(|e| arg_err(&func, e))?;
                 if meta.len() > max_bytes as u64 {
                     return Err(arg_err(
                         &func,
                         format!("file is larger than max_value_bytes ({max_bytes} bytes)"),
                     ));
                 }
-                let bytes = tokio::fs::read(&full).await.map_err(|e| arg_err(&func, e))?;
+                let bytes = tokio::fs::read(&full)
+                    .await
+                    .map_err(|e| arg_err(&func, e))?;
                 lua.create_string(bytes)
             }
         })?,

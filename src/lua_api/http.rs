@@ -30,7 +30,12 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| arg_err("http", e))?;
-    let shared = Arc::new((caps, client, ctx.role.clone(), ctx.coord.config.max_value_bytes));
+    let shared = Arc::new((
+        caps,
+        client,
+        ctx.role.clone(),
+        ctx.coord.config.max_value_bytes,
+    ));
     let t = lua.create_table()?;
 
     let s = shared.clone();
@@ -77,7 +82,12 @@ async fn request(
     let default_port = match parsed.scheme() {
         "http" => 80,
         "https" => 443,
-        other => return Err(arg_err(&func, format!("scheme '{other}' is not http or https"))),
+        other => {
+            return Err(arg_err(
+                &func,
+                format!("scheme '{other}' is not http or https"),
+            ));
+        }
     };
     let host = parsed.host_str().unwrap_or_default();
     let port = parsed.port().unwrap_or(default_port);
@@ -102,7 +112,10 @@ async fn request(
     if let Some((bytes, content_type)) = body {
         req = req.header("content-type", content_type).body(bytes);
     }
-    if let Some(headers) = opts.as_ref().and_then(|o| o.get::<Option<Table>>("headers").ok().flatten()) {
+    if let Some(headers) = opts
+        .as_ref()
+        .and_then(|o| o.get::<Option<Table>>("headers").ok().flatten())
+    {
         for pair in headers.pairs::<String, String>() {
             let (k, v) = pair?;
             req = req.header(k, v);
@@ -124,7 +137,10 @@ async fn request(
     out.set("body", lua.create_string(bytes)?)?;
     let headers = lua.create_table()?;
     for (name, value) in resp.headers() {
-        headers.set(name.as_str(), String::from_utf8_lossy(value.as_bytes()).into_owned())?;
+        headers.set(
+            name.as_str(),
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        )?;
     }
     out.set("headers", headers)?;
     Ok(out)

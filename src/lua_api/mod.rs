@@ -87,7 +87,10 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
         ("lock", lock::register(lua, ctx)?),
         ("metrics", metrics::register(lua, ctx)?),
         ("log", log::register(lua, ctx)?),
-        ("json", json::register(lua, ctx.coord.config.max_value_bytes)?),
+        (
+            "json",
+            json::register(lua, ctx.coord.config.max_value_bytes)?,
+        ),
         ("time", time::register(lua)?),
         ("fs", fs::register(lua, ctx)?),
         ("exec", exec::register(lua, ctx)?),
@@ -120,13 +123,15 @@ pub(crate) fn not_granted(lua: &Lua, name: &str, role: &str, setting: &str) -> m
     let meta = lua.create_table()?;
     meta.set(
         "__index",
-        lua.create_function(move |_, (_, key): (mlua::Value, mlua::Value)| -> mlua::Result<()> {
-            let key = key.to_string().unwrap_or_default();
-            Err(mlua::Error::runtime(format!(
-                "{name}.{key}: capability not granted to role '{role}' \
+        lua.create_function(
+            move |_, (_, key): (mlua::Value, mlua::Value)| -> mlua::Result<()> {
+                let key = key.to_string().unwrap_or_default();
+                Err(mlua::Error::runtime(format!(
+                    "{name}.{key}: capability not granted to role '{role}' \
                  (grant it in orrery.toml: [roles.{role}.capabilities] {setting})"
-            )))
-        })?,
+                )))
+            },
+        )?,
     )?;
     meta.set("__metatable", false)?;
     let t = lua.create_table()?;

@@ -15,7 +15,11 @@ async fn assert_start_times_out(body: &str) -> orrery::report::RunReport {
     let e = fatal(&report, "spin-1");
     assert_eq!(e.kind, "timeout", "{report:#?}");
     assert_eq!(e.exit_code, 4);
-    assert!(e.message.contains("callback 'start' of agent spin-1"), "{}", e.message);
+    assert!(
+        e.message.contains("callback 'start' of agent spin-1"),
+        "{}",
+        e.message
+    );
     assert!(e.message.contains("callback_timeout"), "{}", e.message);
     assert!(e.message.contains("exceeded 200 ms"), "{}", e.message);
     assert_eq!(report.status, TaskStatus::Failed);
@@ -28,7 +32,11 @@ async fn assert_start_times_out(body: &str) -> orrery::report::RunReport {
 async fn an_infinite_loop_fails_its_agent_and_names_the_line() {
     let report = assert_start_times_out("  local n = 0\n  while true do n = n + 1 end").await;
     let e = fatal(&report, "spin-1");
-    assert!(e.message.contains("scripts/spin.lua:4) exceeded"), "{}", e.message);
+    assert!(
+        e.message.contains("scripts/spin.lua:4) exceeded"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +89,11 @@ async fn a_top_level_loop_fails_at_load() {
     let report = run(&[("spin.lua", "while true do end\nreturn {}")], config()).await;
     let e = fatal(&report, "spin-1");
     assert_eq!(e.kind, "timeout");
-    assert!(e.message.contains("callback 'load' of agent spin-1"), "{}", e.message);
+    assert!(
+        e.message.contains("callback 'load' of agent spin-1"),
+        "{}",
+        e.message
+    );
     assert_rest_intact(&report);
 }
 
@@ -96,7 +108,11 @@ return M
     let report = run(&[("spin.lua", spin)], config()).await;
     let e = fatal(&report, "spin-1");
     assert_eq!(e.kind, "timeout");
-    assert!(e.message.contains("callback 'message 'go' from spin-1'"), "{}", e.message);
+    assert!(
+        e.message.contains("callback 'message 'go' from spin-1'"),
+        "{}",
+        e.message
+    );
     assert_rest_intact(&report);
 }
 
@@ -131,9 +147,18 @@ return M
     let report = run(&[("stuck.lua", stuck)], cfg).await;
     let e = fatal(&report, "stuck-1");
     assert_eq!(e.kind, "timeout");
-    assert!(e.message.contains("agent stuck-1 (setting agent_timeout) exceeded 300 ms"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("agent stuck-1 (setting agent_timeout) exceeded 300 ms"),
+        "{}",
+        e.message
+    );
     assert_eq!(report.exit_code(), 4);
     assert_rest_intact(&report);
     let phases = &report.metrics.agent_metrics["stuck-1"].phases;
-    assert_eq!(phases.last().map(String::as_str), Some("FAILED"), "{phases:?}");
+    assert_eq!(
+        phases.last().map(String::as_str),
+        Some("FAILED"),
+        "{phases:?}"
+    );
 }

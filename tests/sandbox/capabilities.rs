@@ -16,7 +16,11 @@ use crate::util::config;
 
 /// Runs role `user` (granted `caps`) and role `other` (granted nothing), both
 /// running `body`; returns their outputs `user` and `other`.
-async fn run_with(caps: Capabilities, body: &str, scratch: Option<&Scratch>) -> BTreeMap<String, Value> {
+async fn run_with(
+    caps: Capabilities,
+    body: &str,
+    scratch: Option<&Scratch>,
+) -> BTreeMap<String, Value> {
     let script = |name: &str| {
         format!(
             "local M = {{}}\nfunction M.start(self)\n  local function try(code) \
@@ -42,7 +46,13 @@ async fn run_with(caps: Capabilities, body: &str, scratch: Option<&Scratch>) -> 
         roles: BTreeMap::from([("user".to_string(), RoleConfig { capabilities: caps })]),
         ..config()
     };
-    let report = run_in_process(crate::common::Backend::Memory, &scratch.scripts(), task("caps", 60_000), cfg).await;
+    let report = run_in_process(
+        crate::common::Backend::Memory,
+        &scratch.scripts(),
+        task("caps", 60_000),
+        cfg,
+    )
+    .await;
     assert_eq!(report.status, TaskStatus::Complete, "{report:#?}");
     report.outputs.into_iter().collect()
 }
@@ -57,7 +67,11 @@ async fn read_files_reads_below_its_directory_only() {
     scratch.write("data/a.txt", "alpha");
     scratch.write("data/sub/b.txt", "beta");
     scratch.write("secret.txt", "top secret");
-    std::os::unix::fs::symlink(scratch.path().join("secret.txt"), scratch.path().join("data/link")).unwrap();
+    std::os::unix::fs::symlink(
+        scratch.path().join("secret.txt"),
+        scratch.path().join("data/link"),
+    )
+    .unwrap();
     let caps = Capabilities {
         read_files: Some(scratch.path().join("data")),
         ..Capabilities::default()
@@ -77,7 +91,11 @@ async fn read_files_reads_below_its_directory_only() {
     assert_eq!(user["b"], json!("beta"));
     assert_eq!(user["list"], json!(["a.txt", "link", "sub"]));
     for refused in ["up", "around", "symlink"] {
-        assert!(text(&user[refused]).contains("leads outside the granted directory"), "{refused}: {}", user[refused]);
+        assert!(
+            text(&user[refused]).contains("leads outside the granted directory"),
+            "{refused}: {}",
+            user[refused]
+        );
     }
     assert!(text(&user["absolute"]).contains("expected a path relative to the granted directory"));
     assert!(text(&user["missing"]).contains("fs.read('nope.txt'): cannot open"));
@@ -93,7 +111,13 @@ async fn read_files_reads_below_its_directory_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_run_only_the_granted_programs_without_a_shell_or_secrets() {
     let caps = Capabilities {
-        commands: vec!["echo".into(), "cat".into(), "env".into(), "sleep".into(), "yes".into()],
+        commands: vec![
+            "echo".into(),
+            "cat".into(),
+            "env".into(),
+            "sleep".into(),
+            "yes".into(),
+        ],
         ..Capabilities::default()
     };
     // SAFETY: set before any agent starts; read only by the child's environment.
@@ -112,12 +136,20 @@ async fn commands_run_only_the_granted_programs_without_a_shell_or_secrets() {
     assert_eq!(user["echo"], json!([0, true, "hello $HOME; rm -rf /\n"]));
     assert_eq!(user["stdin"], json!("piped in"));
     let env = text(&user["env"]);
-    assert!(!env.contains("hunter2") && env.starts_with("PATH="), "{env}");
-    assert!(text(&user["not_granted"]).contains("'ls' is not among the commands granted to role 'user'"));
+    assert!(
+        !env.contains("hunter2") && env.starts_with("PATH="),
+        "{env}"
+    );
+    assert!(
+        text(&user["not_granted"])
+            .contains("'ls' is not among the commands granted to role 'user'")
+    );
     assert!(text(&user["shell"]).contains("is not among the commands granted"));
     assert!(text(&user["timeout"]).contains("exec.run('sleep'): timed out after 100 ms"));
     assert!(text(&user["flood"]).contains("output is larger than max_value_bytes (4096 bytes)"));
-    assert!(text(&out["other"]["echo"]).contains("exec.run: capability not granted to role 'other'"));
+    assert!(
+        text(&out["other"]["echo"]).contains("exec.run: capability not granted to role 'other'")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,20 +157,27 @@ async fn http_reaches_only_the_granted_hosts() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/hello"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("hi").insert_header("x-served-by", "mock"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("hi")
+                .insert_header("x-served-by", "mock"),
+        )
         .mount(&server)
         .await;
     Mock::given(method("POST"))
         .and(path("/echo"))
-        .respond_with(|req: &wiremock::Request| ResponseTemplate::new(201).set_body_bytes(req.body.clone()))
+        .respond_with(|req: &wiremock::Request| {
+            ResponseTemplate::new(201).set_body_bytes(req.body.clone())
+        })
         .mount(&server)
         .await;
     let refused_port = free_port();
     Mock::given(method("GET"))
         .and(path("/away"))
-        .respond_with(
-            ResponseTemplate::new(302).insert_header("location", format!("http://127.0.0.1:{refused_port}/x").as_str()),
-        )
+        .respond_with(ResponseTemplate::new(302).insert_header(
+            "location",
+            format!("http://127.0.0.1:{refused_port}/x").as_str(),
+        ))
         .mount(&server)
         .await;
     let port = server.address().port();
@@ -162,12 +201,16 @@ async fn http_reaches_only_the_granted_hosts() {
     assert_eq!(user["post"], json!([201, "{\"n\":1}"]));
     assert_eq!(user["redirect"], json!(302), "redirects are not followed");
     assert!(
-        text(&user["other_port"]).contains(&format!("127.0.0.1:{refused_port} is not among the hosts granted to role 'user'")),
+        text(&user["other_port"]).contains(&format!(
+            "127.0.0.1:{refused_port} is not among the hosts granted to role 'user'"
+        )),
         "{}",
         user["other_port"]
     );
     assert!(text(&user["other_name"]).contains("is not among the hosts granted"));
     assert!(text(&user["scheme"]).contains("scheme 'file' is not http or https"));
-    assert!(text(&out["other"]["get"]).contains("http.get: capability not granted to role 'other'"));
+    assert!(
+        text(&out["other"]["get"]).contains("http.get: capability not granted to role 'other'")
+    );
     assert_eq!(server.received_requests().await.unwrap().len(), 3);
 }

@@ -56,7 +56,12 @@ async fn unsafe_libraries_and_functions_are_absent() {
     ];
     let results = probe(&absent).await;
     for (name, _) in absent {
-        assert_eq!(value(&results, name), &json!("nil"), "{name}: {:?}", results[name]);
+        assert_eq!(
+            value(&results, name),
+            &json!("nil"),
+            "{name}: {:?}",
+            results[name]
+        );
     }
 }
 
@@ -73,7 +78,11 @@ async fn require_reaches_only_the_scripts_directory_and_the_stdlib() {
     .await;
     assert_eq!(value(&results, "stdlib"), &json!("table"));
     for name in ["io", "debug", "traversal", "absolute", "c module"] {
-        assert!(err(&results, name).contains("not found"), "{name}: {:?}", results[name]);
+        assert!(
+            err(&results, name).contains("not found"),
+            "{name}: {:?}",
+            results[name]
+        );
     }
 }
 
@@ -82,13 +91,22 @@ async fn load_compiles_text_only_in_the_sandbox() {
     let results = probe(&[
         ("binary", r#"select(2, load("\27Lua\84\0"))"#),
         ("binary mode", r#"select(2, load("\27Lua\84\0", "x", "b"))"#),
-        ("own env", "(function() local env = {} load('x = 42', 'c', 't', env)() return env.x end)()"),
-        ("globals untouched", "(function() load('y = 1', 'c', 't', {})() return y end)()"),
+        (
+            "own env",
+            "(function() local env = {} load('x = 42', 'c', 't', env)() return env.x end)()",
+        ),
+        (
+            "globals untouched",
+            "(function() load('y = 1', 'c', 't', {})() return y end)()",
+        ),
     ])
     .await;
     for name in ["binary", "binary mode"] {
         assert!(
-            value(&results, name).as_str().unwrap().contains("binary chunk"),
+            value(&results, name)
+                .as_str()
+                .unwrap()
+                .contains("binary chunk"),
             "{name}: {:?}",
             results[name]
         );
@@ -100,12 +118,21 @@ async fn load_compiles_text_only_in_the_sandbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finalizers_to_be_closed_variables_and_gc_control_are_refused() {
     let results = probe(&[
-        ("__gc", "setmetatable({}, { __gc = function() while true do end end })"),
-        ("plain metatable", "getmetatable(setmetatable({}, { __index = {} })) ~= nil"),
+        (
+            "__gc",
+            "setmetatable({}, { __gc = function() while true do end end })",
+        ),
+        (
+            "plain metatable",
+            "getmetatable(setmetatable({}, { __index = {} })) ~= nil",
+        ),
         ("gc stop", "collectgarbage('stop')"),
         ("gc generational", "collectgarbage('generational')"),
         ("gc count", "type(collectgarbage('count'))"),
-        ("<close> via load", "select(2, load('local x <close> = nil'))"),
+        (
+            "<close> via load",
+            "select(2, load('local x <close> = nil'))",
+        ),
     ])
     .await;
     assert!(err(&results, "__gc").contains("__gc metamethods are not available"));
@@ -113,7 +140,12 @@ async fn finalizers_to_be_closed_variables_and_gc_control_are_refused() {
     assert!(err(&results, "gc stop").contains("option 'stop' is not available"));
     assert!(err(&results, "gc generational").contains("not available"));
     assert_eq!(value(&results, "gc count"), &json!("number"));
-    assert!(value(&results, "<close> via load").as_str().unwrap().contains("to-be-closed variables"));
+    assert!(
+        value(&results, "<close> via load")
+            .as_str()
+            .unwrap()
+            .contains("to-be-closed variables")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +154,12 @@ async fn a_script_declaring_close_variables_fails_at_load_naming_the_file() {
     let report = run(&[("closer.lua", script)], config()).await;
     let e = fatal(&report, "closer-1");
     assert_eq!(e.kind, "script");
-    assert!(e.message.contains("closer.lua: to-be-closed variables (<close>) are not available"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("closer.lua: to-be-closed variables (<close>) are not available"),
+        "{}",
+        e.message
+    );
     assert_rest_intact(&report);
 }
 
@@ -151,7 +188,10 @@ return M
 "#;
     let report = run(&[("vandal.lua", vandal), ("reader.lua", reader)], config()).await;
     assert!(report.errors.is_empty(), "{report:#?}");
-    assert_eq!(report.outputs["reader"], json!({ "find": 2, "id": "sandbox" }));
+    assert_eq!(
+        report.outputs["reader"],
+        json!({ "find": 2, "id": "sandbox" })
+    );
     assert_eq!(report.task_id, "sandbox");
     assert_rest_intact(&report);
 }

@@ -76,7 +76,11 @@ async fn run_task(store: Arc<dyn Store>, id: &str, script: &str, cfg: &Config) -
     let mut t = task(id, 60_000);
     t.inputs = json!({ "keys": serde_json::to_string(TRICKY).unwrap() });
     let registry = Arc::new(ScriptRegistry::load(&cfg.scripts, &cfg.stdlib).unwrap());
-    Orchestrator::new(t, cfg, store, registry).unwrap().run().await.unwrap()
+    Orchestrator::new(t, cfg, store, registry)
+        .unwrap()
+        .run()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,25 +100,51 @@ async fn no_key_a_script_passes_escapes_its_task() {
         let a = run_task(store.clone(), "A", WRITER, &cfg).await;
         assert_eq!(a.status, TaskStatus::Complete, "{backend:?}: {a:#?}");
         let n = TRICKY.len() as i64;
-        assert_eq!(a.outputs["back"], json!((1..=n).collect::<Vec<_>>()), "{backend:?}");
+        assert_eq!(
+            a.outputs["back"],
+            json!((1..=n).collect::<Vec<_>>()),
+            "{backend:?}"
+        );
         let refused = a.outputs["refused"].as_array().unwrap();
         assert_eq!(refused.len(), 4);
         for r in refused {
-            assert!(r.as_str().unwrap().contains("no control characters"), "{backend:?}: {r}");
+            assert!(
+                r.as_str().unwrap().contains("no control characters"),
+                "{backend:?}: {r}"
+            );
         }
-        assert_eq!(a.outputs["glob"], json!(["*"]), "{backend:?}: keys('*') is a literal prefix");
-        assert_eq!(a.outputs["task_prefix"], json!(["task:B:blackboard:x"]), "{backend:?}");
+        assert_eq!(
+            a.outputs["glob"],
+            json!(["*"]),
+            "{backend:?}: keys('*') is a literal prefix"
+        );
+        assert_eq!(
+            a.outputs["task_prefix"],
+            json!(["task:B:blackboard:x"]),
+            "{backend:?}"
+        );
 
         let b = run_task(store.clone(), "B", READER, &cfg).await;
         assert_eq!(b.status, TaskStatus::Complete, "{backend:?}: {b:#?}");
         assert_eq!(b.outputs["seen"], json!([]), "{backend:?}");
         assert_eq!(b.outputs["x"], json!(null), "{backend:?}");
-        let all: Vec<&str> = b.outputs["all"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert!(all.iter().all(|k| k.starts_with("outputs/")), "{backend:?}: B sees {all:?}");
+        let all: Vec<&str> = b.outputs["all"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            all.iter().all(|k| k.starts_with("outputs/")),
+            "{backend:?}: B sees {all:?}"
+        );
         // And A's keys are all still there, each under A.
         let a_keys = store.bb_keys("A", "").await.unwrap();
         for k in TRICKY {
-            assert!(a_keys.iter().any(|x| x == k), "{backend:?}: {k} missing from A");
+            assert!(
+                a_keys.iter().any(|x| x == k),
+                "{backend:?}: {k} missing from A"
+            );
         }
     }
 }

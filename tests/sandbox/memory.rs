@@ -48,7 +48,11 @@ async fn a_gsub_that_builds_a_giant_result_fails_its_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_at_the_top_level_fails_at_load() {
-    assert_out_of_memory("local t = {}\nwhile true do t[#t + 1] = {} end\nreturn {}", "load").await;
+    assert_out_of_memory(
+        "local t = {}\nwhile true do t[#t + 1] = {} end\nreturn {}",
+        "load",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

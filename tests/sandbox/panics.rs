@@ -11,7 +11,8 @@ use orrery::orchestrator::Orchestrator;
 use orrery::report::TaskStatus;
 use orrery::scripts::ScriptRegistry;
 use orrery::store::{
-    AgentRecord, BlackboardEvent, Delivery, Envelope, MemoryStore, QueuedMessage, Store, StoreResult,
+    AgentRecord, BlackboardEvent, Delivery, Envelope, MemoryStore, QueuedMessage, Store,
+    StoreResult,
 };
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -51,7 +52,9 @@ impl Store for PanickingStore {
         new: Option<&Value>,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        self.0.bb_compare_and_set(task, key, expected, new, ttl).await
+        self.0
+            .bb_compare_and_set(task, key, expected, new, ttl)
+            .await
     }
     async fn bb_subscribe(&self, task: &str) -> StoreResult<broadcast::Receiver<BlackboardEvent>> {
         self.0.bb_subscribe(task).await
@@ -101,7 +104,13 @@ impl Store for PanickingStore {
     async fn lock_release(&self, task: &str, name: &str, token: &str) -> StoreResult<bool> {
         self.0.lock_release(task, name, token).await
     }
-    async fn lock_extend(&self, task: &str, name: &str, token: &str, ttl: Duration) -> StoreResult<bool> {
+    async fn lock_extend(
+        &self,
+        task: &str,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
         self.0.lock_extend(task, name, token, ttl).await
     }
     async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()> {
@@ -142,7 +151,11 @@ return M
         .unwrap();
 
     assert_eq!(report.status, TaskStatus::Failed, "{report:#?}");
-    let e = report.errors.iter().find(|e| e.agent == "crasher-1").unwrap();
+    let e = report
+        .errors
+        .iter()
+        .find(|e| e.agent == "crasher-1")
+        .unwrap();
     assert!(e.fatal);
     assert_eq!(e.kind, "coordination");
     assert!(
@@ -152,9 +165,20 @@ return M
     );
     assert_eq!(report.exit_code(), 5);
     // The rest of the task went on, and what was stored before the panic is there.
-    assert_eq!(report.outputs.get("witness"), Some(&json!("done")), "{report:#?}");
-    assert_eq!(store.bb_get("panics", "before").await.unwrap(), Some(json!("kept")));
+    assert_eq!(
+        report.outputs.get("witness"),
+        Some(&json!("done")),
+        "{report:#?}"
+    );
+    assert_eq!(
+        store.bb_get("panics", "before").await.unwrap(),
+        Some(json!("kept"))
+    );
     assert_eq!(store.bb_get("panics", "after").await.unwrap(), None);
-    let record = store.agent_get("panics", "crasher-1").await.unwrap().unwrap();
+    let record = store
+        .agent_get("panics", "crasher-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.phase, "FAILED");
 }

@@ -27,7 +27,11 @@ async fn backtracking_patterns_cannot_stall_past_the_budget() {
         let report = run(&[("matcher.lua", &script)], config()).await;
         let e = fatal(&report, "matcher-1");
         assert_eq!(e.kind, "timeout", "{call}: {report:#?}");
-        assert!(e.message.contains("callback 'start' of agent matcher-1"), "{}", e.message);
+        assert!(
+            e.message.contains("callback 'start' of agent matcher-1"),
+            "{}",
+            e.message
+        );
         assert_rest_intact(&report);
     }
 }
@@ -73,7 +77,8 @@ async fn patterns_still_work_within_the_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeating_an_empty_string_returns_at_once() {
-    let script = start("  task.output('rep', { #(''):rep(1e15), #(''):rep(1e15, ''), ('ab'):rep(3, ',') })");
+    let script =
+        start("  task.output('rep', { #(''):rep(1e15), #(''):rep(1e15, ''), ('ab'):rep(3, ',') })");
     let report = run(&[("rep.lua", &script)], config()).await;
     assert_eq!(report.status, TaskStatus::Complete, "{report:#?}");
     assert_eq!(report.outputs["rep"], json!([0, 0, "ab,ab,ab"]));

@@ -20,7 +20,8 @@ use serde_json::{Map, Value, json};
 use crate::common::{Scratch, task};
 use crate::util::config;
 
-const VALID: &str = "id = \"t\"\ntype = \"test\"\ndescription = \"d\"\ntimeout = 1000\n[inputs]\na = [1, 2]\n";
+const VALID: &str =
+    "id = \"t\"\ntype = \"test\"\ndescription = \"d\"\ntimeout = 1000\n[inputs]\na = [1, 2]\n";
 
 /// The valid task with one byte range replaced by `insert`.
 fn mutate(text: &str, at: usize, len: usize, insert: &str) -> String {
@@ -70,7 +71,12 @@ fn vm() -> Vm {
     let registry = Arc::new(ScriptRegistry::load(&cfg.scripts, &cfg.stdlib).unwrap());
     let store = Arc::new(MemoryStore::new());
     let (launcher, _) = tokio::sync::mpsc::unbounded_channel();
-    let coord = Coordination::new(Arc::new(task("props", 1000)), Arc::new(cfg.clone()), store.clone(), launcher);
+    let coord = Coordination::new(
+        Arc::new(task("props", 1000)),
+        Arc::new(cfg.clone()),
+        store.clone(),
+        launcher,
+    );
     let ctx = Arc::new(AgentContext {
         id: "probe-1".into(),
         role: "probe".into(),
@@ -82,7 +88,11 @@ fn vm() -> Vm {
     });
     let lua = sandbox::new_vm(registry, cfg.memory_limit).unwrap();
     lua_api::register_all(&lua, &ctx).unwrap();
-    Vm { lua, store, _scratch: scratch }
+    Vm {
+        lua,
+        store,
+        _scratch: scratch,
+    }
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -107,7 +117,9 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn through_lua(v: &Value) -> Value {
     match v {
         Value::Object(m) if m.is_empty() => json!([]),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), through_lua(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), through_lua(v))).collect())
+        }
         Value::Array(a) => Value::Array(a.iter().map(through_lua).collect()),
         other => other.clone(),
     }
@@ -151,9 +163,13 @@ fn lua_value() -> impl Strategy<Value = String> {
     ];
     leaf.prop_recursive(4, 48, 5, |inner| {
         prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(|v| format!("{{{}}}", v.join(", "))),
+            prop::collection::vec(inner.clone(), 0..5)
+                .prop_map(|v| format!("{{{}}}", v.join(", "))),
             prop::collection::vec((inner.clone(), inner.clone()), 0..4).prop_map(|kv| {
-                let fields: Vec<String> = kv.iter().map(|(k, v)| format!("[({k}) or 1] = {v}")).collect();
+                let fields: Vec<String> = kv
+                    .iter()
+                    .map(|(k, v)| format!("[({k}) or 1] = {v}"))
+                    .collect();
                 format!("{{{}}}", fields.join(", "))
             }),
             inner.prop_map(|v| format!("(function() local t = {{ {v} }} t.me = t return t end)()")),
@@ -183,13 +199,27 @@ proptest! {
 
 fn pattern() -> impl Strategy<Value = String> {
     let token = prop_oneof![
-        "[ab]", Just(".".to_string()), Just("%a".to_string()), Just("%d".to_string()),
-        Just("[ab]".to_string()), Just("[^a]".to_string()), Just("%b()".to_string()),
-        Just("%f[%a]".to_string()), Just("(".to_string()), Just(")".to_string()), Just("()".to_string()),
-        Just("%1".to_string()), Just("$".to_string()), Just("^".to_string()), Just("%".to_string()),
+        "[ab]",
+        Just(".".to_string()),
+        Just("%a".to_string()),
+        Just("%d".to_string()),
+        Just("[ab]".to_string()),
+        Just("[^a]".to_string()),
+        Just("%b()".to_string()),
+        Just("%f[%a]".to_string()),
+        Just("(".to_string()),
+        Just(")".to_string()),
+        Just("()".to_string()),
+        Just("%1".to_string()),
+        Just("$".to_string()),
+        Just("^".to_string()),
+        Just("%".to_string()),
         Just("[".to_string()),
     ];
-    let quantified = (token, prop_oneof![Just(""), Just("*"), Just("+"), Just("-"), Just("?")])
+    let quantified = (
+        token,
+        prop_oneof![Just(""), Just("*"), Just("+"), Just("-"), Just("?")],
+    )
         .prop_map(|(t, q)| format!("{t}{q}"));
     prop::collection::vec(quantified, 0..6).prop_map(|v| v.concat())
 }

@@ -32,11 +32,26 @@ return M
     let report = run(&[("sizer.lua", script)], config()).await;
     assert_eq!(report.status, TaskStatus::Complete, "{report:#?}");
     let errors = &report.outputs["errors"];
-    for call in ["set", "set_table", "cas", "send", "broadcast", "output", "encode", "decode"] {
+    for call in [
+        "set",
+        "set_table",
+        "cas",
+        "send",
+        "broadcast",
+        "output",
+        "encode",
+        "decode",
+    ] {
         let e = errors[call].as_str().unwrap();
-        assert!(e.contains("larger than max_value_bytes (4096 bytes)"), "{call}: {e}");
+        assert!(
+            e.contains("larger than max_value_bytes (4096 bytes)"),
+            "{call}: {e}"
+        );
     }
-    assert!(errors["set"].as_str().unwrap().contains("blackboard"), "{errors}");
+    assert!(
+        errors["set"].as_str().unwrap().contains("blackboard"),
+        "{errors}"
+    );
     assert_eq!(report.outputs["after"], json!("small"));
     assert_eq!(report.outputs["kept"], json!("small"));
     assert_rest_intact(&report);
@@ -67,9 +82,33 @@ return M
     let report = run(&[("nester.lua", script)], config()).await;
     assert_eq!(report.status, TaskStatus::Complete, "{report:#?}");
     let errors = &report.outputs["errors"];
-    assert!(errors["deep"].as_str().unwrap().contains("nested deeper than 128 levels"), "{errors}");
-    assert!(errors["cyclic"].as_str().unwrap().contains("nested deeper than 128 levels"), "{errors}");
-    assert!(errors["shared"].as_str().unwrap().contains("larger than max_value_bytes"), "{errors}");
-    assert!(errors["fn"].as_str().unwrap().contains("a function cannot be stored"), "{errors}");
+    assert!(
+        errors["deep"]
+            .as_str()
+            .unwrap()
+            .contains("nested deeper than 128 levels"),
+        "{errors}"
+    );
+    assert!(
+        errors["cyclic"]
+            .as_str()
+            .unwrap()
+            .contains("nested deeper than 128 levels"),
+        "{errors}"
+    );
+    assert!(
+        errors["shared"]
+            .as_str()
+            .unwrap()
+            .contains("larger than max_value_bytes"),
+        "{errors}"
+    );
+    assert!(
+        errors["fn"]
+            .as_str()
+            .unwrap()
+            .contains("a function cannot be stored"),
+        "{errors}"
+    );
     assert_rest_intact(&report);
 }

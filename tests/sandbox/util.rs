@@ -57,7 +57,11 @@ pub fn fatal<'a>(report: &'a RunReport, agent: &str) -> &'a ReportedError {
 /// own timeout (so the failure was the agent's alone).
 pub fn assert_rest_intact(report: &RunReport) {
     assert_ne!(report.status, TaskStatus::Timeout, "{report:#?}");
-    assert_eq!(report.outputs.get("witness"), Some(&json!("done")), "{report:#?}");
+    assert_eq!(
+        report.outputs.get("witness"),
+        Some(&json!("done")),
+        "{report:#?}"
+    );
     assert!(
         !report.errors.iter().any(|e| e.agent.starts_with("witness")),
         "{report:#?}"
