@@ -211,6 +211,14 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The capabilities granted to `role` (none when the config names no such role).
+    pub fn capabilities(&self, role: &str) -> crate::capabilities::Capabilities {
+        self.roles
+            .get(role)
+            .map(|r| r.capabilities.clone())
+            .unwrap_or_default()
+    }
+
     fn validate(&self) -> Result<()> {
         let positive = [
             ("max_agents", self.max_agents as u64),

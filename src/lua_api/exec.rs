@@ -17,13 +17,7 @@ use super::{AgentContext, arg_err, not_granted};
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
-    let commands = ctx
-        .coord
-        .config
-        .roles
-        .get(&ctx.role)
-        .map(|r| r.capabilities.commands.clone())
-        .unwrap_or_default();
+    let commands = ctx.coord.config.capabilities(&ctx.role).commands;
     if commands.is_empty() {
         return not_granted(lua, "exec", &ctx.role, "commands = [\"PROGRAM\", ...]");
     }

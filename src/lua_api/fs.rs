@@ -11,13 +11,7 @@ use mlua::{Lua, Table};
 use super::{AgentContext, arg_err, not_granted};
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
-    let granted = ctx
-        .coord
-        .config
-        .roles
-        .get(&ctx.role)
-        .and_then(|r| r.capabilities.read_files.clone());
-    let Some(dir) = granted else {
+    let Some(dir) = ctx.coord.config.capabilities(&ctx.role).read_files else {
         return not_granted(lua, "fs", &ctx.role, "read_files = \"DIR\"");
     };
     // Resolved once: the directory's real path is the fence.

@@ -16,13 +16,7 @@ use crate::capabilities::Capabilities;
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
-    let caps = ctx
-        .coord
-        .config
-        .roles
-        .get(&ctx.role)
-        .map(|r| r.capabilities.clone())
-        .unwrap_or_default();
+    let caps = ctx.coord.config.capabilities(&ctx.role);
     if caps.http.is_empty() {
         return not_granted(lua, "http", &ctx.role, "http = [\"HOST:PORT\", ...]");
     }

@@ -5,12 +5,12 @@ use orrery::config::Config;
 use orrery::report::TaskStatus;
 use serde_json::json;
 
-use crate::util::{assert_rest_intact, config, fatal, run};
+use crate::util::{assert_rest_intact, config, fatal, run, start};
 
 /// Runs `body` as the `start` of role `spin` and returns the report, asserting
 /// that spin-1 failed with a timeout naming the callback while the rest went on.
 async fn assert_start_times_out(body: &str) -> orrery::report::RunReport {
-    let script = format!("local M = {{}}\nfunction M.start(self)\n{body}\nend\nreturn M\n");
+    let script = start(body);
     let report = run(&[("spin.lua", &script)], config()).await;
     let e = fatal(&report, "spin-1");
     assert_eq!(e.kind, "timeout", "{report:#?}");

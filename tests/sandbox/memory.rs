@@ -3,7 +3,7 @@
 
 use orrery::config::Config;
 
-use crate::util::{assert_rest_intact, config, fatal, run};
+use crate::util::{assert_rest_intact, config, fatal, run, start};
 
 /// Runs `body` as `start` of role `bomb` and checks the memory failure.
 async fn assert_out_of_memory(role_script: &str, callback: &str) {
@@ -22,10 +22,6 @@ async fn assert_out_of_memory(role_script: &str, callback: &str) {
     assert!(e.message.starts_with(&expected), "{}", e.message);
     assert_eq!(report.exit_code(), 3);
     assert_rest_intact(&report);
-}
-
-fn start(body: &str) -> String {
-    format!("local M = {{}}\nfunction M.start(self)\n{body}\nend\nreturn M\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,11 +4,7 @@
 use orrery::report::TaskStatus;
 use serde_json::json;
 
-use crate::util::{assert_rest_intact, config, fatal, run};
-
-fn start(body: &str) -> String {
-    format!("local M = {{}}\nfunction M.start(self)\n{body}\nend\nreturn M\n")
-}
+use crate::util::{assert_rest_intact, config, fatal, run, start};
 
 /// A subject and pattern the stock matcher would chew on for hours.
 const EVIL: &str = "local s, p = ('a'):rep(5000), ('a*'):rep(40) .. 'b'";

@@ -67,3 +67,8 @@ pub fn assert_rest_intact(report: &RunReport) {
         "{report:#?}"
     );
 }
+
+/// A role script whose `start` runs `body`.
+pub fn start(body: &str) -> String {
+    format!("local M = {{}}\nfunction M.start(self)\n{body}\nend\nreturn M\n")
+}
