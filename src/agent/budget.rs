@@ -45,8 +45,8 @@ struct Meter {
     running_since: Option<Instant>,
     /// The budget ran out; kept until the next callback starts.
     exceeded: Option<Error>,
-    /// Lua running outside any callback (finalizers cannot: see the sandbox's
-    /// `setmetatable`), timed from the first look at it.
+    /// Lua running while no callback is being polled (a dropped callback
+    /// unwinding), timed from the first look at it.
     stray_since: Option<Instant>,
 }
 
@@ -75,7 +75,10 @@ impl Meter {
             return Some(e.clone());
         }
         let now = Instant::now();
-        if self.callback.is_none() {
+        if self.running_since.is_none() {
+            // Lua runs while no callback is being polled: a callback future
+            // being dropped (agent_timeout) unwinds its coroutine, and the
+            // script's `pcall` could catch that and loop. Bounded all the same.
             let since = *self.stray_since.get_or_insert(now);
             return (now - since > self.limit).then(|| self.timeout(location()));
         }
