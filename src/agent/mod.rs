@@ -13,6 +13,7 @@ pub mod errors;
 mod events;
 pub mod patterns;
 mod safe_std;
+mod safe_string;
 pub mod sandbox;
 
 use std::sync::Arc;
