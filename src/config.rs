@@ -3,10 +3,12 @@
 //! ([`LlmSettings`]); the LLM API key is the one setting read from the
 //! environment only.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::capabilities::RoleConfig;
 use crate::error::{Error, Result};
 use crate::llm::{API_KEY_VARS, LlmConfig, LlmSettings};
 
@@ -42,6 +44,10 @@ pub struct Config {
     /// LLM access for `llm.chat` (the `[llm]` table, `ORRERY_LLM_*`, the LLM
     /// flags; the key from the environment only). Serializes without the key.
     pub llm: LlmConfig,
+    /// Longest an agent may live, awaiting included (ms); AgentTimeout beyond.
+    pub agent_timeout: u64,
+    /// Per-role settings (capabilities), from the config file only.
+    pub roles: BTreeMap<String, RoleConfig>,
 }
 
 impl Default for Config {
@@ -61,6 +67,8 @@ impl Default for Config {
             max_value_bytes: 1024 * 1024,
             connect_timeout: 3_000,
             llm: LlmConfig::default(),
+            agent_timeout: 3_600_000,
+            roles: BTreeMap::new(),
         }
     }
 }
@@ -98,6 +106,10 @@ pub struct ConfigLayer {
     pub connect_timeout: Option<u64>,
     /// The `[llm]` table; its fields replace those of the layer below one by one.
     pub llm: Option<LlmSettings>,
+    #[allow(missing_docs)]
+    pub agent_timeout: Option<u64>,
+    #[allow(missing_docs)]
+    pub roles: Option<BTreeMap<String, RoleConfig>>,
 }
 
 /// Applies `$layer`'s set fields over `$cfg`, for every listed field.
@@ -128,7 +140,7 @@ impl ConfigLayer {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::bad_input(&origin, format!("cannot read config file: {e}")))?;
-        toml::from_str(&text).map_err(|e| {
+        let mut layer: ConfigLayer = toml::from_str(&text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| {
@@ -148,7 +160,15 @@ impl ConfigLayer {
                 m => m.to_string(),
             };
             Error::bad_input(format!("{origin}{line}"), message)
-        })
+        })?;
+        if let Some(store) = &layer.store {
+            check_store_url(store).map_err(|m| Error::bad_input(format!("{origin}: store"), m))?;
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for role in layer.roles.iter_mut().flat_map(|r| r.values_mut()) {
+            role.capabilities.resolve_paths(base);
+        }
+        Ok(layer)
     }
 
     /// Reads `ORRERY_*` variables through `get` (the process environment in the CLI).
@@ -169,11 +189,16 @@ impl ConfigLayer {
             memory_limit,
             callback_timeout,
             max_value_bytes,
-            connect_timeout
+            connect_timeout,
+            agent_timeout
         );
         let llm =
             LlmSettings::from_vars(&get).map_err(|e| Error::bad_llm_settings("environment", e))?;
         layer.llm = (llm != LlmSettings::default()).then_some(llm);
+        if let Some(store) = &layer.store {
+            check_store_url(store)
+                .map_err(|m| Error::bad_input("environment variable ORRERY_STORE", m))?;
+        }
         Ok(layer)
     }
 }
@@ -198,7 +223,9 @@ impl Config {
                 memory_limit,
                 callback_timeout,
                 max_value_bytes,
-                connect_timeout
+                connect_timeout,
+                agent_timeout,
+                roles
             );
             if let Some(llm) = &layer.llm {
                 llm.apply_to(&mut cfg.llm);
@@ -206,6 +233,14 @@ impl Config {
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The capabilities granted to `role` (none when the config names no such role).
+    pub fn capabilities(&self, role: &str) -> crate::capabilities::Capabilities {
+        self.roles
+            .get(role)
+            .map(|r| r.capabilities.clone())
+            .unwrap_or_default()
     }
 
     fn validate(&self) -> Result<()> {
@@ -217,6 +252,7 @@ impl Config {
             ("max_attempts", self.max_attempts as u64),
             ("callback_timeout", self.callback_timeout),
             ("connect_timeout", self.connect_timeout),
+            ("agent_timeout", self.agent_timeout),
         ];
         let llm = &self.llm;
         let llm_positive = [
@@ -241,13 +277,38 @@ impl Config {
                 "must be at least 1048576 bytes (1 MiB)",
             ));
         }
-        let store = self.store.as_str();
-        if store != "memory" && !store.starts_with("redis://") && !store.starts_with("rediss://") {
-            return Err(Error::bad_input(
-                "setting store",
-                format!("'{store}' is neither 'memory' nor a redis:// or rediss:// URL"),
-            ));
+        check_store_url(&self.store).map_err(|m| Error::bad_input("setting store", m))?;
+        for (role, settings) in &self.roles {
+            if !crate::scripts::is_role_name(role) {
+                return Err(Error::bad_input(
+                    format!("setting roles.{role}"),
+                    "a role name is letters, digits and '_'",
+                ));
+            }
+            settings.capabilities.validate(role)?;
         }
         Ok(())
+    }
+}
+
+/// Checks a store setting: `memory`, or a well-formed `redis://` / `rediss://`
+/// URL with a host. The message says what is wrong.
+pub fn check_store_url(store: &str) -> std::result::Result<(), String> {
+    if store == "memory" {
+        return Ok(());
+    }
+    if !store.starts_with("redis://") && !store.starts_with("rediss://") {
+        return Err(format!(
+            "'{store}' is neither 'memory' nor a redis:// or rediss:// URL"
+        ));
+    }
+    match redis::parse_redis_url(store) {
+        Some(url) if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Some(_) => Err(format!(
+            "'{store}' names no host (expected redis://HOST[:PORT][/DB])"
+        )),
+        None => Err(format!(
+            "'{store}' is not a valid URL (expected redis://HOST[:PORT][/DB])"
+        )),
     }
 }

@@ -7,9 +7,11 @@
 
 pub mod agent;
 pub mod bench;
+pub mod capabilities;
 pub mod config;
 pub mod coordination;
 pub mod error;
+pub mod http_client;
 pub mod llm;
 pub mod lua_api;
 pub mod orchestrator;

@@ -12,16 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{Id as TaskId, JoinSet};
 
 use crate::agent::{Agent, AgentOutcome};
 use crate::config::Config;
-use crate::coordination::{AgentPhase, Coordination, MessageBus, SpawnRequest, now_ms};
+use crate::coordination::{AgentPhase, Coordination, SpawnRequest, now_ms};
 use crate::error::{Error, Result};
 use crate::llm::LlmClient;
-use crate::lua_api::{AgentContext, AgentLocal, OUTPUT_PREFIX, TaskLlm};
+use crate::lua_api::{AgentContext, OUTPUT_PREFIX, TaskLlm};
 use crate::reload::{ReloadEvent, ReloadOptions, Reloader};
 use crate::report::{ReportedError, RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
@@ -217,16 +216,13 @@ impl Orchestrator {
         if let Some(parent) = parent {
             tracing::info!(agent = %id, parent = %parent, "spawned");
         }
-        let ctx = Arc::new(AgentContext {
-            id: id.clone(),
-            role: role.to_string(),
-            counters: self.coord.metrics.agent(&id),
-            queues: MessageBus::queues_of(&id, role),
-            coord: self.coord.clone(),
-            registry: self.registry.clone(),
-            local: Mutex::new(AgentLocal::default()),
-            llm: self.llm.clone(),
-        });
+        let ctx = AgentContext::new(
+            &id,
+            role,
+            self.coord.clone(),
+            self.registry.clone(),
+            self.llm.clone(),
+        );
         self.coord.bus.join(&id, role);
         self.coord.activity.busy();
         self.registry.users().started(&id, role);
@@ -459,44 +455,56 @@ enum End {
 }
 
 /// An agent's whole life on its task: load, run, and turn a panic in host code
-/// into a failure of this agent alone.
+/// or a life longer than `agent_timeout` into a failure of this agent alone.
 async fn run_agent(ctx: Arc<AgentContext>, stop: watch::Receiver<bool>) -> AgentOutcome {
-    let id = ctx.id.clone();
-    let role = ctx.role.clone();
     let life = async {
         match Agent::load(ctx.clone(), stop) {
             Ok(agent) => agent.run().await,
-            Err(e) => {
-                let _ = ctx
-                    .coord
-                    .states
-                    .transition(&ctx.id, AgentPhase::Failed, Some(e.to_string()))
-                    .await;
-                AgentOutcome {
-                    id: ctx.id.clone(),
-                    role: ctx.role.clone(),
-                    fatal: Some(e),
-                    handler_errors: Vec::new(),
-                }
-            }
+            Err(e) => fail_agent(&ctx, e).await,
         }
     };
-    match AssertUnwindSafe(life).catch_unwind().await {
-        Ok(outcome) => outcome,
-        Err(panic) => {
+    let limit_ms = ctx.coord.config.agent_timeout;
+    let life = AssertUnwindSafe(life).catch_unwind();
+    match tokio::time::timeout(Duration::from_millis(limit_ms), life).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => {
             let what = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            AgentOutcome {
-                id,
-                role,
-                fatal: Some(Error::Coordination(format!(
-                    "host bug while serving this agent: {what}"
-                ))),
-                handler_errors: Vec::new(),
-            }
+            let e = Error::Coordination(format!("host bug while serving this agent: {what}"));
+            fail_agent(&ctx, e).await
         }
+        Err(_) => {
+            let e = Error::AgentTimeout {
+                what: format!("agent {} (setting agent_timeout)", ctx.id),
+                limit_ms,
+            };
+            fail_agent(&ctx, e).await
+        }
+    }
+}
+
+/// Records that the agent failed with `e` (unless it already ended) and
+/// reports the failure.
+async fn fail_agent(ctx: &AgentContext, e: Error) -> AgentOutcome {
+    let ended = matches!(
+        ctx.coord.states.get(&ctx.id).await,
+        Ok(Some(r)) if r.phase.parse::<AgentPhase>().is_ok_and(AgentPhase::is_terminal)
+    );
+    if !ended {
+        let reason = e.to_string().lines().next().unwrap_or_default().to_string();
+        let _ = ctx
+            .coord
+            .states
+            .transition(&ctx.id, AgentPhase::Failed, Some(reason))
+            .await;
+    }
+    AgentOutcome {
+        id: ctx.id.clone(),
+        role: ctx.role.clone(),
+        fatal: Some(e),
+        handler_errors: Vec::new(),
     }
 }

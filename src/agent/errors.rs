@@ -20,6 +20,28 @@ pub fn from_lua(e: &mlua::Error) -> Error {
     }
 }
 
+/// True when `e` is (or was caused by) the VM running out of heap.
+pub fn is_memory(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            is_memory(cause)
+        }
+        _ => false,
+    }
+}
+
+/// The error of an agent whose Lua heap reached `memory_limit` in `callback`:
+/// a Script error whose message starts with `memory:`.
+pub fn out_of_memory(agent: &str, callback: &str, limit: usize) -> Error {
+    Error::Script {
+        message: format!(
+            "memory: agent {agent} ran out of Lua heap in callback '{callback}' \
+             (setting memory_limit = {limit} bytes)"
+        ),
+    }
+}
+
 /// The host error carried inside `e`, if any.
 pub fn host_error(e: &mlua::Error) -> Option<&Error> {
     match e {

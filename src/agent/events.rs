@@ -7,7 +7,7 @@ use std::time::Duration;
 use mlua::{Function, Table, Value};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use super::{Agent, errors};
+use super::{Agent, CallbackFailure, errors};
 use crate::error::Result;
 use crate::lua_api::{self, HANDLERS, WATCHES, pattern_matches};
 use crate::store::{BlackboardEvent, Delivery};
@@ -31,7 +31,7 @@ impl Agent {
             self.maybe_reload().await;
             match event {
                 Event::Message(d) => self.dispatch_message(d).await?,
-                Event::Change(ev) => self.dispatch_change(ev).await,
+                Event::Change(ev) => self.dispatch_change(ev).await?,
                 Event::Stop => return Ok(()),
             }
             // A callback may have required a module lazily.
@@ -101,21 +101,27 @@ impl Agent {
         event
     }
 
+    /// Runs the handlers of one message; fails only when the agent cannot go on
+    /// (budget or heap spent), after giving the message back.
     async fn dispatch_message(&mut self, delivery: Delivery) -> Result<()> {
         let ctx = self.ctx.clone();
         ctx.counters
             .messages_received
             .fetch_add(1, Ordering::Relaxed);
-        let result = self.handle_message(&delivery).await;
+        let envelope = &delivery.envelope;
+        let label = format!("message '{}' from {}", envelope.kind, envelope.from);
+        let result = self
+            .run_callback(&label, self.handle_message(&delivery))
+            .await;
         let ok = result.is_ok();
-        if let Err(e) = result {
-            self.record_handler_error(format!(
-                "message '{}' from {}: {}",
-                delivery.envelope.kind,
-                delivery.envelope.from,
-                errors::describe(&e)
-            ));
-        }
+        let fatal = match result {
+            Ok(()) => None,
+            Err(CallbackFailure::Script(e)) => {
+                self.record_handler_error(format!("{label}: {}", errors::describe(&e)));
+                None
+            }
+            Err(CallbackFailure::Fatal(e)) => Some(e),
+        };
         lua_api::settle_held(&ctx, ok).await?;
         if ok {
             ctx.coord.bus.ack(&delivery).await?;
@@ -125,10 +131,10 @@ impl Agent {
                 delivery.envelope.kind, delivery.envelope.id, delivery.envelope.attempts
             ));
         }
-        Ok(())
+        fatal.map_or(Ok(()), Err)
     }
 
-    async fn handle_message(&mut self, delivery: &Delivery) -> mlua::Result<()> {
+    async fn handle_message(&self, delivery: &Delivery) -> mlua::Result<()> {
         let msg = lua_api::message_table(&self.lua, &delivery.envelope)?;
         let handlers: Table = self.lua.named_registry_value(HANDLERS)?;
         let mut handled = false;
@@ -158,13 +164,20 @@ impl Agent {
         }
     }
 
-    async fn dispatch_change(&mut self, ev: BlackboardEvent) {
-        if let Err(e) = self.handle_change(&ev).await {
-            self.record_handler_error(format!("watch of '{}': {}", ev.key, errors::describe(&e)));
+    /// Runs the watches of one change; fails only when the agent cannot go on.
+    async fn dispatch_change(&mut self, ev: BlackboardEvent) -> Result<()> {
+        let label = format!("watch of '{}'", ev.key);
+        match self.run_callback(&label, self.handle_change(&ev)).await {
+            Ok(()) => Ok(()),
+            Err(CallbackFailure::Script(e)) => {
+                self.record_handler_error(format!("{label}: {}", errors::describe(&e)));
+                Ok(())
+            }
+            Err(CallbackFailure::Fatal(e)) => Err(e),
         }
     }
 
-    async fn handle_change(&mut self, ev: &BlackboardEvent) -> mlua::Result<()> {
+    async fn handle_change(&self, ev: &BlackboardEvent) -> mlua::Result<()> {
         let watches: Table = self.lua.named_registry_value(WATCHES)?;
         let value = match &ev.value {
             Some(v) => lua_api::to_lua(&self.lua, v)?,

@@ -8,15 +8,22 @@
 //! agent ends when `agent.finish()` was called, when it has nothing left to
 //! handle, or when the task stops.
 
+pub mod budget;
+mod bytecode;
 pub mod errors;
 mod events;
 pub mod modules;
+pub mod patterns;
 pub mod reload;
+mod safe_std;
+mod safe_string;
 pub mod sandbox;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use mlua::{Function, Lua, Table, Value, chunk::ChunkMode};
+use budget::Budget;
+use mlua::{Function, Lua, Table, Value};
 use tokio::sync::watch;
 
 use crate::coordination::AgentPhase;
@@ -54,34 +61,78 @@ pub struct Agent {
     published_modules: u64,
     stop: watch::Receiver<bool>,
     handler_errors: Vec<String>,
+    budget: Budget,
 }
 
 impl Agent {
     /// Builds the VM and loads the role's code. Fails with a Script error naming
     /// the file and line when the script does not compile, raises while loading,
-    /// or does not return a table.
+    /// or does not return a table; with AgentTimeout when its top level runs
+    /// past `callback_timeout`.
     pub fn load(ctx: Arc<AgentContext>, stop: watch::Receiver<bool>) -> Result<Agent> {
         // Read before the script: a change registered in between is picked up at the first boundary.
         let seen_version = ctx.registry.version();
         let script = ctx.registry.role(&ctx.role)?;
-        let lua = sandbox::new_vm(ctx.registry.clone(), ctx.coord.config.memory_limit)
+        let config = &ctx.coord.config;
+        let lua = sandbox::new_vm(ctx.registry.clone(), config.memory_limit)
             .map_err(|e| errors::from_lua(&e))?;
         lua_api::register_all(&lua, &ctx).map_err(|e| errors::from_lua(&e))?;
-        let module = load_module(&lua, &script)?;
+        let limit = Duration::from_millis(config.callback_timeout);
+        let budget = Budget::install(&lua, &ctx.id, limit).map_err(|e| errors::from_lua(&e))?;
         let state = lua.create_table().map_err(|e| errors::from_lua(&e))?;
         let mut agent = Agent {
             ctx,
             lua,
-            module,
+            module: state.clone(),
             state,
             script,
             seen_version,
             published_modules: 0,
             stop,
             handler_errors: Vec::new(),
+            budget,
         };
+        let loaded = agent.budget.metered_sync(&agent.lua, "load", || {
+            run_role_chunk(&agent.lua, &agent.script)
+        });
+        let value = agent
+            .judge("load", loaded)
+            .map_err(CallbackFailure::into_error)?;
+        agent.module = module_of(&agent.script, value)?;
         agent.publish_modules();
         Ok(agent)
+    }
+
+    /// Runs one callback future under the budget and turns its result into the
+    /// host's error: AgentTimeout when the budget ran out (whatever the script
+    /// made of the interruption), a `memory:` Script error when the heap did.
+    async fn run_callback<T>(
+        &self,
+        name: &str,
+        fut: impl std::future::Future<Output = mlua::Result<T>>,
+    ) -> std::result::Result<T, CallbackFailure> {
+        let result = self.budget.metered(&self.lua, name, fut).await;
+        self.judge(name, result)
+    }
+
+    /// Classifies the result of the callback `name`.
+    fn judge<T>(
+        &self,
+        name: &str,
+        result: mlua::Result<T>,
+    ) -> std::result::Result<T, CallbackFailure> {
+        if let Some(timeout) = self.budget.exceeded() {
+            return Err(CallbackFailure::Fatal(timeout));
+        }
+        match result {
+            Ok(v) => Ok(v),
+            Err(e) if errors::is_memory(&e) => Err(CallbackFailure::Fatal(errors::out_of_memory(
+                &self.ctx.id,
+                name,
+                self.ctx.coord.config.memory_limit,
+            ))),
+            Err(e) => Err(CallbackFailure::Script(e)),
+        }
     }
 
     /// Runs the agent to its end and reports how it went. Phase changes
@@ -130,18 +181,20 @@ impl Agent {
             .await?;
         self.maybe_reload().await;
         if let Some(start) = self.callback("start")? {
-            let result = start.call_async::<()>(self.state.clone()).await;
+            let result = self
+                .run_callback("start", start.call_async::<()>(self.state.clone()))
+                .await;
             lua_api::settle_held(&ctx, result.is_ok()).await?;
-            result.map_err(|e| errors::from_lua(&e))?;
+            result.map_err(CallbackFailure::into_error)?;
         }
         if self.wants_events()? {
             self.event_loop().await?;
         }
         self.maybe_reload().await;
         if let Some(stop) = self.callback("stop")? {
-            stop.call_async::<()>(self.state.clone())
+            self.run_callback("stop", stop.call_async::<()>(self.state.clone()))
                 .await
-                .map_err(|e| errors::from_lua(&e))?;
+                .map_err(CallbackFailure::into_error)?;
         }
         Ok(())
     }
@@ -172,17 +225,42 @@ impl Agent {
     }
 }
 
+/// How a callback failed.
+pub(crate) enum CallbackFailure {
+    /// The agent cannot go on: its budget or its heap ran out.
+    Fatal(Error),
+    /// The script raised an error.
+    Script(mlua::Error),
+}
+
+impl CallbackFailure {
+    /// The host error to report.
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            CallbackFailure::Fatal(e) => e,
+            CallbackFailure::Script(e) => errors::from_lua(&e),
+        }
+    }
+}
+
 /// Runs a role script and checks that it returns a table whose
 /// [`CALLBACKS`] are functions where present. What the chunk requires is
 /// recorded in the VM's [`modules::ModuleGraph`] as the role's.
 pub fn load_module(lua: &Lua, script: &Script) -> Result<Table> {
-    let value: Value = modules::loading(lua, modules::Loader::Role, || {
-        lua.load(&*script.source)
-            .set_name(script.chunk_name())
-            .set_mode(ChunkMode::Text)
-            .call(())
+    let value = run_role_chunk(lua, script).map_err(|e| errors::from_lua(&e))?;
+    module_of(script, value)
+}
+
+/// Runs a role script's top level (text only, no `<close>`), recording what it requires.
+fn run_role_chunk(lua: &Lua, script: &Script) -> mlua::Result<Value> {
+    modules::loading(lua, modules::Loader::Role, || {
+        sandbox::compile(lua, script)?.call(())
     })
-    .map_err(|e| errors::from_lua(&e))?;
+}
+
+/// The module table a role script returned, with its [`CALLBACKS`] checked,
+/// or a Script error naming the file.
+fn module_of(script: &Script, value: Value) -> Result<Table> {
     let Value::Table(module) = value else {
         return Err(Error::Script {
             message: format!(

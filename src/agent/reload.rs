@@ -195,7 +195,9 @@ impl Agent {
 
     /// Runs the new role chunk, takes its table, and lets its `on_reload` migrate the state.
     async fn take_new_code(&mut self, script: Arc<Script>) -> Result<()> {
-        let module = load_module(&self.lua, &script)?;
+        let module = self
+            .budget
+            .metered_sync(&self.lua, "load", || load_module(&self.lua, &script))?;
         let old = std::mem::replace(&mut self.module, module);
         self.script = script;
         let Some(hook) = self.callback("on_reload")? else {
@@ -207,9 +209,14 @@ impl Agent {
         };
         fresh(HANDLERS).map_err(|e| errors::from_lua(&e))?;
         fresh(WATCHES).map_err(|e| errors::from_lua(&e))?;
-        let result = hook.call_async::<Value>((self.state.clone(), old)).await;
+        let result = self
+            .run_callback(
+                "on_reload",
+                hook.call_async::<Value>((self.state.clone(), old)),
+            )
+            .await;
         lua_api::settle_held(&self.ctx, result.is_ok()).await?;
-        match result.map_err(|e| errors::from_lua(&e))? {
+        match result.map_err(super::CallbackFailure::into_error)? {
             Value::Table(state) => self.state = state,
             Value::Nil => {}
             other => {

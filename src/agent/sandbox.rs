@@ -1,13 +1,23 @@
 //! Builds an agent's Lua VM: safe standard libraries only, text-only `load`,
 //! `require` confined to the script registry (and recording what it loads, for
 //! hot reload), and a heap limit.
+//!
+//! What a VM has: the base functions (less `dofile`, `loadfile`), `coroutine`,
+//! `table`, `string` (less `string.dump`), `utf8`, `math` and the clock part
+//! of `os` (`time`, `clock`, `date`, `difftime`). Not `io`, `debug`,
+//! `package.loadlib`, C modules, `os.execute`/`exit`/`remove`/`getenv`, nor
+//! bytecode. The functions that could stall the host are replaced (see
+//! [`super::safe_std`]). A Rust panic is never swallowed by the script's
+//! `pcall` or `coroutine.resume`: it reaches the agent's runner, which fails
+//! the agent.
 
 use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value, chunk::ChunkMode};
 
+use super::bytecode::check_no_close;
 use super::modules::{self, Loader, ModuleGraph};
-use crate::scripts::ScriptRegistry;
+use crate::scripts::{Script, ScriptRegistry};
 
 /// `os` functions that only read the clock.
 const SAFE_OS: &[&str] = &["time", "clock", "date", "difftime"];
@@ -42,14 +52,32 @@ pub fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Resul
     let raw_load: Function = globals.get("load")?;
     globals.set(
         "load",
-        lua.create_function(
-            move |_, (chunk, name, _mode, env): (Value, Value, Value, Value)| {
-                raw_load.call::<mlua::MultiValue>((chunk, name, "t", env))
-            },
-        )?,
+        lua.create_function(move |lua, args: mlua::MultiValue| {
+            let mut args: Vec<Value> = args.into_iter().collect();
+            let chunk_name = match args.get(1) {
+                Some(Value::String(s)) => s.to_string_lossy(),
+                _ => "load".to_string(),
+            };
+            // Force text mode; pass `env` only when given (an explicit nil env is nil).
+            args.resize(args.len().max(3), Value::Nil);
+            args[2] = Value::String(lua.create_string("t")?);
+            let loaded = raw_load.call::<mlua::MultiValue>(mlua::MultiValue::from_iter(args))?;
+            if let Some(Value::Function(f)) = loaded.front()
+                && let Err(e) = check_no_close(f, &chunk_name)
+            {
+                let message = e.to_string();
+                let message = lua.create_string(message.trim_start_matches("runtime error: "))?;
+                return Ok(mlua::MultiValue::from_iter([
+                    Value::Nil,
+                    Value::String(message),
+                ]));
+            }
+            Ok(loaded)
+        })?,
     )?;
 
     lua.set_app_data(ModuleGraph::default());
+    super::safe_std::install(&lua, memory_limit)?;
     install_require(&lua, registry)?;
     lua.set_named_registry_value(crate::lua_api::WATCHES, lua.create_table()?)?;
     lua.set_named_registry_value(crate::lua_api::HANDLERS, lua.create_table()?)?;
@@ -86,10 +114,7 @@ fn install_require(lua: &Lua, registry: Arc<ScriptRegistry>) -> mlua::Result<()>
             ))
         })?;
         let value: Value = modules::loading(lua, Loader::Module(name.clone()), || {
-            lua.load(&*script.source)
-                .set_name(script.chunk_name())
-                .set_mode(ChunkMode::Text)
-                .call(name.as_str())
+            compile(lua, &script)?.call(name.as_str())
         })?;
         let value = if value.is_nil() {
             Value::Boolean(true)
@@ -101,4 +126,16 @@ fn install_require(lua: &Lua, registry: Arc<ScriptRegistry>) -> mlua::Result<()>
         Ok(value)
     })?;
     lua.globals().set("require", require)
+}
+
+/// Compiles `script` as text, named after its path, and refuses it when it
+/// declares to-be-closed variables (see [`super::bytecode`]).
+pub fn compile(lua: &Lua, script: &Script) -> mlua::Result<Function> {
+    let f = lua
+        .load(&*script.source)
+        .set_name(script.chunk_name())
+        .set_mode(ChunkMode::Text)
+        .into_function()?;
+    check_no_close(&f, &script.path.display().to_string())?;
+    Ok(f)
 }

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mlua::chunk::ChunkMode;
 use orrery::agent::sandbox;
 use orrery::error::exit;
 use orrery::scripts::ScriptRegistry;
@@ -31,11 +30,7 @@ pub fn execute(args: CheckArgs) -> anyhow::Result<i32> {
         .collect();
     let mut failures = 0;
     for script in &scripts {
-        let compiled = lua
-            .load(&*script.source)
-            .set_name(script.chunk_name())
-            .set_mode(ChunkMode::Text)
-            .into_function();
+        let compiled = sandbox::compile(&lua, script);
         if let Err(e) = compiled {
             failures += 1;
             println!("{}", orrery::agent::errors::describe(&e));

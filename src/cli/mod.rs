@@ -67,6 +67,10 @@ impl ConfigArgs {
             None => {}
         }
         layers.push(ConfigLayer::from_env(|k| std::env::var(k).ok())?);
+        if let Some(store) = &self.store {
+            orrery::config::check_store_url(store)
+                .map_err(|m| Error::bad_input("flag --store", m))?;
+        }
         layers.push(ConfigLayer {
             scripts: self.scripts.clone(),
             stdlib: self.stdlib.clone(),

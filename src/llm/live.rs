@@ -158,8 +158,7 @@ impl LiveEndpoint {
         if cfg.max_concurrent == 0 {
             return Err(LlmError::config("max_concurrent must be at least 1"));
         }
-        install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
             .build()
             .map_err(|e| LlmError::config(format!("cannot build the HTTP client: {e}")))?;
         Ok(LiveEndpoint {
@@ -368,20 +367,5 @@ impl LiveEndpoint {
             Some(key) => key.redact(text),
             None => text.to_string(),
         }
-    }
-}
-
-/// Makes rustls's `ring` backend the process-wide crypto provider unless the
-/// program installed one already.
-///
-/// reqwest is built with `rustls-no-provider`: its default provider,
-/// aws-lc-rs, is a large C build, while `ring` builds in seconds. reqwest
-/// takes whatever provider is installed when a client is built (and panics
-/// when there is none), so this runs before every `Client::build`.
-fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race against another thread installing one is fine: some
-        // provider is then installed, which is all reqwest needs.
-        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }

@@ -29,6 +29,21 @@ pub struct TaskLlm {
     pub budget_spent: mpsc::UnboundedSender<Error>,
 }
 
+impl TaskLlm {
+    /// The offline mock responder with no budget, for VMs that must never reach
+    /// a real LLM (the reload check, tests).
+    pub fn offline() -> TaskLlm {
+        let config = crate::llm::LlmConfig {
+            mock: true,
+            ..Default::default()
+        };
+        TaskLlm {
+            client: LlmClient::new(config).expect("the mock LLM needs no settings"),
+            budget_spent: mpsc::unbounded_channel().0,
+        }
+    }
+}
+
 /// The options `llm.chat` accepts; anything else is a typo worth reporting.
 const OPTIONS: [&str; 8] = [
     "messages",

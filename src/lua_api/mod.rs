@@ -6,6 +6,9 @@
 mod agent;
 mod blackboard;
 mod bus;
+mod exec;
+mod fs;
+mod http;
 mod json;
 mod llm;
 mod lock;
@@ -70,6 +73,26 @@ pub struct AgentLocal {
 }
 
 impl AgentContext {
+    /// The context of agent `id` of `role` in the task of `coord`.
+    pub fn new(
+        id: &str,
+        role: &str,
+        coord: Arc<Coordination>,
+        registry: Arc<ScriptRegistry>,
+        llm: TaskLlm,
+    ) -> Arc<AgentContext> {
+        Arc::new(AgentContext {
+            id: id.to_string(),
+            role: role.to_string(),
+            counters: coord.metrics.agent(id),
+            queues: crate::coordination::MessageBus::queues_of(id, role),
+            coord,
+            registry,
+            local: Mutex::new(AgentLocal::default()),
+            llm,
+        })
+    }
+
     /// True when host calls complete without waiting (embedded store).
     pub fn embedded(&self) -> bool {
         self.coord.store.is_embedded()
@@ -78,7 +101,7 @@ impl AgentContext {
 
 /// Registers every API table in `lua` for the agent `ctx`.
 pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
-    let tables: [(&str, Table); 12] = [
+    let tables: [(&str, Table); 15] = [
         ("task", task::register(lua, ctx)?),
         ("agent", agent::register(lua, ctx)?),
         ("blackboard", blackboard::register(lua, ctx)?),
@@ -89,9 +112,16 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
         ("metrics", metrics::register(lua, ctx)?),
         ("log", log::register(lua, ctx)?),
         ("llm", llm::register(lua, ctx)?),
-        ("json", json::register(lua)?),
+        (
+            "json",
+            json::register(lua, ctx.coord.config.max_value_bytes)?,
+        ),
         ("time", time::register(lua)?),
+        ("fs", fs::register(lua, ctx)?),
+        ("exec", exec::register(lua, ctx)?),
+        ("http", http::register(lua, ctx)?),
     ];
+    lua.set_app_data(MaxValueBytes(ctx.coord.config.max_value_bytes));
     let globals = lua.globals();
     let loaded: Table = lua.named_registry_value("_LOADED")?;
     for (name, table) in tables {
@@ -109,6 +139,29 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
 /// out of the VM with its kind intact.
 pub(crate) fn host_err(e: Error) -> mlua::Error {
     mlua::Error::external(e)
+}
+
+/// The table standing for a capability the role was not granted: indexing it
+/// fails with a message saying how to grant it (`setting` is the line to add).
+pub(crate) fn not_granted(lua: &Lua, name: &str, role: &str, setting: &str) -> mlua::Result<Table> {
+    let (name, role, setting) = (name.to_string(), role.to_string(), setting.to_string());
+    let meta = lua.create_table()?;
+    meta.set(
+        "__index",
+        lua.create_function(
+            move |_, (_, key): (mlua::Value, mlua::Value)| -> mlua::Result<()> {
+                let key = key.to_string().unwrap_or_default();
+                Err(mlua::Error::runtime(format!(
+                    "{name}.{key}: capability not granted to role '{role}' \
+                 (grant it in orrery.toml: [roles.{role}.capabilities] {setting})"
+                )))
+            },
+        )?,
+    )?;
+    meta.set("__metatable", false)?;
+    let t = lua.create_table()?;
+    t.set_metatable(Some(meta))?;
+    Ok(t)
 }
 
 /// Argument error in the style `blackboard.set: expected string key, got nil`.
@@ -138,6 +191,12 @@ pub(crate) fn to_json(lua: &Lua, value: mlua::Value, what: &str) -> mlua::Result
                 "{what}: a userdata cannot be stored"
             )));
         }
+        mlua::Value::Table(t) => {
+            let limit = lua
+                .app_data_ref::<MaxValueBytes>()
+                .map_or(usize::MAX, |l| l.0);
+            check_shape(t, what, limit)?
+        }
         _ => {}
     }
     lua.from_value_with::<Value>(value, JSON_OPTIONS)
@@ -147,6 +206,49 @@ pub(crate) fn to_json(lua: &Lua, value: mlua::Value, what: &str) -> mlua::Result
                 short(&e)
             ))
         })
+}
+
+/// Deepest nesting of tables a value may have: JSON parsers (serde_json
+/// included) refuse deeper documents, and converting one would recurse deeply.
+pub const MAX_DEPTH: usize = 128;
+
+/// The `max_value_bytes` of the agent, kept in the VM for [`to_json`].
+struct MaxValueBytes(usize);
+
+/// Walks a table before it is converted: refuses nesting deeper than
+/// [`MAX_DEPTH`] (a cycle is infinitely deep), and values that cannot fit in
+/// `limit` bytes of JSON, counting every occurrence of a shared sub-table (a
+/// table holding the same table twice, 64 times over, would expand to 2^64
+/// entries in the host, where nothing could interrupt it).
+fn check_shape(root: &Table, what: &str, limit: usize) -> mlua::Result<()> {
+    let mut stack = vec![(root.clone(), 1usize)];
+    let mut size = 0usize;
+    while let Some((t, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Err(mlua::Error::runtime(format!(
+                "{what}: value is nested deeper than {MAX_DEPTH} levels (or contains a cycle)"
+            )));
+        }
+        for pair in t.pairs::<mlua::Value, mlua::Value>() {
+            let (k, v) = pair?;
+            for x in [k, v] {
+                size += match x {
+                    mlua::Value::String(s) => s.as_bytes().len() + 2,
+                    mlua::Value::Table(inner) => {
+                        stack.push((inner, depth + 1));
+                        2
+                    }
+                    _ => 1,
+                };
+            }
+            if size > limit {
+                return Err(mlua::Error::runtime(format!(
+                    "{what}: value is larger than max_value_bytes ({limit} bytes)"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Converts JSON to a Lua value (objects and arrays become tables; null inside

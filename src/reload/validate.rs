@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlua::{HookTriggers, Value, VmState, chunk::ChunkMode};
-use parking_lot::Mutex;
 
 use crate::agent::{errors, load_module, sandbox};
-use crate::coordination::{Coordination, MessageBus};
-use crate::lua_api::{self, AgentContext, AgentLocal};
+use crate::coordination::Coordination;
+use crate::lua_api::{self, AgentContext, TaskLlm};
 use crate::scripts::{Script, ScriptKind, ScriptRegistry};
 use crate::store::MemoryStore;
 
@@ -43,29 +42,14 @@ pub fn check(
     roles.push(script.name.clone());
     scratch.bus.set_known_roles(roles);
     let id = format!("{}-reload-check", script.name.replace('.', "_"));
-    let ctx = Arc::new(AgentContext {
-        role: script.name.clone(),
-        counters: scratch.metrics.agent(&id),
-        queues: MessageBus::queues_of(&id, &script.name),
-        coord: scratch,
-        registry: registry.clone(),
-        local: Mutex::new(AgentLocal::default()),
-        // Top-level code that calls the LLM gets the offline mock: a check must not spend tokens.
-        llm: lua_api::TaskLlm {
-            client: crate::llm::LlmClient::new(crate::llm::LlmConfig {
-                mock: true,
-                ..Default::default()
-            })
-            .map_err(|e| {
-                format!(
-                    "cannot build the mock LLM to check {}: {e}",
-                    script.path.display()
-                )
-            })?,
-            budget_spent: tokio::sync::mpsc::unbounded_channel().0,
-        },
-        id,
-    });
+    // Top-level code that calls the LLM gets the offline mock: a check must not spend tokens.
+    let ctx = AgentContext::new(
+        &id,
+        &script.name,
+        scratch,
+        registry.clone(),
+        TaskLlm::offline(),
+    );
     let lua = sandbox::new_vm(registry.clone(), config.memory_limit)
         .and_then(|lua| lua_api::register_all(&lua, &ctx).map(|()| lua))
         .map_err(|e| format!("cannot build a VM to check {}: {e}", script.path.display()))?;

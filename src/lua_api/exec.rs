@@ -1,0 +1,131 @@
+//! `exec` (capability `commands`): `run(cmd [, args [, {timeout = ms, stdin = text}]])`
+//! starts one of the programs granted to the role, directly (no shell), with
+//! an empty environment but `PATH`, and returns `{status, ok, stdout, stderr}`.
+//! Output beyond `max_value_bytes` or a run past the timeout (default 10 s)
+//! kills the program and fails the call.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlua::{Lua, Table};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{AgentContext, arg_err, not_granted};
+
+/// Time a program may run when the call gives no `timeout` (ms).
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
+    let commands = ctx.coord.config.capabilities(&ctx.role).commands;
+    if commands.is_empty() {
+        return not_granted(lua, "exec", &ctx.role, "commands = [\"PROGRAM\", ...]");
+    }
+    let commands = Arc::new(commands);
+    let role = ctx.role.clone();
+    let max_bytes = ctx.coord.config.max_value_bytes;
+    let t = lua.create_table()?;
+    t.set(
+        "run",
+        lua.create_async_function(
+            move |lua, (cmd, args, opts): (String, Option<Vec<String>>, Option<Table>)| {
+                let commands = commands.clone();
+                let role = role.clone();
+                async move {
+                    let func = format!("exec.run('{cmd}')");
+                    if !commands.contains(&cmd) {
+                        return Err(arg_err(
+                            &func,
+                            format!(
+                                "'{cmd}' is not among the commands granted to role '{role}' ({})",
+                                commands.join(", ")
+                            ),
+                        ));
+                    }
+                    let timeout: u64 = opts
+                        .as_ref()
+                        .and_then(|o| o.get("timeout").ok())
+                        .unwrap_or(DEFAULT_TIMEOUT_MS);
+                    let stdin: Option<mlua::LuaString> =
+                        opts.as_ref().and_then(|o| o.get("stdin").ok());
+                    let stdin = stdin.map(|s| s.as_bytes().to_vec());
+                    let args = args.unwrap_or_default();
+                    let run = run(&cmd, &args, stdin, max_bytes);
+                    let (status, stdout, stderr) =
+                        tokio::time::timeout(Duration::from_millis(timeout), run)
+                            .await
+                            .map_err(|_| arg_err(&func, format!("timed out after {timeout} ms")))?
+                            .map_err(|m| arg_err(&func, m))?;
+                    let out = lua.create_table()?;
+                    out.set("status", status)?;
+                    out.set("ok", status == Some(0))?;
+                    out.set("stdout", lua.create_string(stdout)?)?;
+                    out.set("stderr", lua.create_string(stderr)?)?;
+                    Ok(out)
+                }
+            },
+        )?,
+    )?;
+    Ok(t)
+}
+
+/// Runs `cmd` to its end; (exit status, stdout, stderr). The child is killed
+/// when this future is dropped (timeout) or its output is too large.
+async fn run(
+    cmd: &str,
+    args: &[String],
+    stdin: Option<Vec<u8>>,
+    max_bytes: usize,
+) -> Result<(Option<i32>, Vec<u8>, Vec<u8>), String> {
+    let mut child = tokio::process::Command::new(cmd)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A program that does not read its input must not block us.
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&input).await;
+        });
+    }
+    // Each reader fails as soon as its pipe passes the limit, which ends both
+    // reads at once (a flooding program would otherwise never close the other pipe).
+    let read = |pipe: Option<_>| async move {
+        let mut pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match pipe {
+            Some(p) => p,
+            None => return Ok(Vec::new()),
+        };
+        let mut buf = Vec::new();
+        (&mut pipe)
+            .take(max_bytes as u64 + 1)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| format!("cannot read its output: {e}"))?;
+        if buf.len() > max_bytes {
+            return Err(format!(
+                "output is larger than max_value_bytes ({max_bytes} bytes); the program was stopped"
+            ));
+        }
+        Ok(buf)
+    };
+    let out = child.stdout.take().map(|p| Box::new(p) as Box<_>);
+    let err = child.stderr.take().map(|p| Box::new(p) as Box<_>);
+    let (stdout, stderr) = match tokio::try_join!(read(out), read(err)) {
+        Ok(both) => both,
+        Err(e) => {
+            let _ = child.kill().await;
+            return Err(e);
+        }
+    };
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    Ok((status.code(), stdout, stderr))
+}
