@@ -34,8 +34,13 @@ pub struct Config {
     pub callback_timeout: u64,
     /// Largest value (as JSON bytes) a script may store or send.
     pub max_value_bytes: usize,
-    /// Time allowed to connect to the store before a Coordination error (ms).
+    /// Time allowed to reach the store, at start and after losing the
+    /// connection, before a Coordination error (ms).
     pub connect_timeout: u64,
+    /// Period of the heartbeat each process writes for a shared task (ms); a
+    /// process silent for 5 periods is lost, and its agents' messages go back
+    /// to their queues.
+    pub heartbeat_interval: u64,
 }
 
 impl Default for Config {
@@ -54,6 +59,7 @@ impl Default for Config {
             callback_timeout: 10_000,
             max_value_bytes: 1024 * 1024,
             connect_timeout: 3_000,
+            heartbeat_interval: 1_000,
         }
     }
 }
@@ -89,6 +95,8 @@ pub struct ConfigLayer {
     pub max_value_bytes: Option<usize>,
     #[allow(missing_docs)]
     pub connect_timeout: Option<u64>,
+    #[allow(missing_docs)]
+    pub heartbeat_interval: Option<u64>,
 }
 
 /// Applies `$layer`'s set fields over `$cfg`, for every listed field.
@@ -151,7 +159,8 @@ impl ConfigLayer {
             memory_limit,
             callback_timeout,
             max_value_bytes,
-            connect_timeout
+            connect_timeout,
+            heartbeat_interval
         );
         Ok(layer)
     }
@@ -177,7 +186,8 @@ impl Config {
                 memory_limit,
                 callback_timeout,
                 max_value_bytes,
-                connect_timeout
+                connect_timeout,
+                heartbeat_interval
             );
         }
         cfg.validate()?;
@@ -193,6 +203,7 @@ impl Config {
             ("max_attempts", self.max_attempts as u64),
             ("callback_timeout", self.callback_timeout),
             ("connect_timeout", self.connect_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
         ];
         for (name, value) in positive {
             if value == 0 {

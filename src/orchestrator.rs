@@ -1,5 +1,11 @@
 //! Runs one task: starts the agents, serves spawn requests, watches for the
 //! end (every agent done, the task gone quiet, or the timeout), and reports.
+//!
+//! A task in a shared store can span processes: the one that runs it owns it
+//! and decides its end; others join it with agents of given roles (see
+//! [`shared`]).
+
+mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -20,10 +26,19 @@ use crate::report::{ReportedError, RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
 use crate::store::Store;
 use crate::task::Task;
+pub use shared::Mode;
 
 /// How long the task must stay quiet (every agent idle, no message queued)
 /// before it is considered done.
 const QUIET_CONFIRM: Duration = Duration::from_millis(5);
+
+/// The same when other processes take part: their activity reaches us
+/// through the store, so allow for a few round trips.
+const QUIET_CONFIRM_SHARED: Duration = Duration::from_millis(100);
+
+/// How often the owner looks for quiet while other processes take part
+/// (their agents going idle does not wake this process).
+const QUIET_POLL: Duration = Duration::from_millis(100);
 
 /// Runs one task to its end.
 pub struct Orchestrator {
@@ -36,6 +51,11 @@ pub struct Orchestrator {
     started: Vec<String>,
     errors: Vec<ReportedError>,
     next_index: HashMap<String, u32>,
+    mode: Mode,
+    /// Other live processes take part in the task.
+    shared: bool,
+    /// The end was decided (quiet, or the owner's end for a joiner).
+    stopping: bool,
 }
 
 impl Orchestrator {
@@ -46,6 +66,16 @@ impl Orchestrator {
         config: Config,
         store: Arc<dyn Store>,
         registry: Arc<ScriptRegistry>,
+    ) -> Result<Self> {
+        Self::with_mode(task, config, store, registry, Mode::Owner)
+    }
+
+    fn with_mode(
+        task: Task,
+        config: Config,
+        store: Arc<dyn Store>,
+        registry: Arc<ScriptRegistry>,
+        mode: Mode,
     ) -> Result<Self> {
         for role in task
             .agents
@@ -58,6 +88,9 @@ impl Orchestrator {
         let (launcher, spawn_rx) = mpsc::unbounded_channel();
         let coord = Coordination::new(Arc::new(task), Arc::new(config), store, launcher);
         coord.bus.set_known_roles(registry.roles());
+        if let Mode::Joiner { owner_roles, .. } = &mode {
+            coord.bus.set_known_roles(owner_roles.clone());
+        }
         Ok(Orchestrator {
             coord,
             registry,
@@ -68,6 +101,9 @@ impl Orchestrator {
             started: Vec::new(),
             errors: Vec::new(),
             next_index: HashMap::new(),
+            mode,
+            shared: false,
+            stopping: false,
         })
     }
 
@@ -77,8 +113,11 @@ impl Orchestrator {
     }
 
     /// The roles started up front: the task's `agents`, or every role that no
-    /// spawn condition starts.
+    /// spawn condition starts; for a joiner, the roles it was asked for.
     pub fn initial_roles(&self) -> Vec<String> {
+        if let Mode::Joiner { roles, .. } = &self.mode {
+            return roles.clone();
+        }
         let task = &self.coord.task;
         task.agents.clone().unwrap_or_else(|| {
             self.registry
@@ -90,18 +129,22 @@ impl Orchestrator {
     }
 
     /// Runs the task to its end. Errors only when the run could not start
-    /// (SpawnLimit, store failure); failures of agents are in the report.
+    /// (SpawnLimit, store failure, a live run of the same task in a shared
+    /// store); failures of agents are in the report.
     pub async fn run(mut self) -> Result<RunReport> {
         let started_at = Instant::now();
-        let timeout = Duration::from_millis(self.coord.task.timeout);
+        let deadline = self.open().await?;
         for role in self.initial_roles() {
             self.start_agent(&role, None).await?;
         }
+        self.beat().await;
         let flusher = self.spawn_metrics_flusher();
-        let deadline = tokio::time::sleep(timeout);
+        let deadline = tokio::time::sleep_until(deadline);
         tokio::pin!(deadline);
+        let mut heartbeat = tokio::time::interval(self.coord.presence.interval());
+        let mut quiet_poll = tokio::time::interval(QUIET_POLL);
         let mut timed_out = false;
-        while !self.agents.is_empty() {
+        while !self.is_over() {
             tokio::select! {
                 Some(request) = self.spawn_rx.recv() => {
                     let result = self.start_agent(&request.role, request.parent.as_deref()).await;
@@ -109,8 +152,15 @@ impl Orchestrator {
                 }
                 Some(joined) = self.agents.join_next_with_id() => self.finish_agent(joined).await,
                 _ = self.coord.activity.changed() => {
+                    if self.mode.is_owner() && self.is_quiet().await {
+                        self.stop().await;
+                    }
+                }
+                _ = self.coord.activity.moved(), if !self.mode.is_owner() => self.beat().await,
+                _ = heartbeat.tick() => self.on_heartbeat().await,
+                _ = quiet_poll.tick(), if self.shared && self.mode.is_owner() && !self.stopping => {
                     if self.is_quiet().await {
-                        let _ = self.stop_tx.send(true);
+                        self.stop().await;
                     }
                 }
                 _ = &mut deadline => {
@@ -121,7 +171,27 @@ impl Orchestrator {
             }
         }
         flusher.abort();
-        self.report(started_at, timed_out).await
+        let report = self.report(started_at, timed_out).await;
+        self.close(report.as_ref().ok()).await;
+        report
+    }
+
+    /// True when this process has nothing left to wait for: its agents ended
+    /// and, for the owner of a task other processes work on, theirs too.
+    fn is_over(&self) -> bool {
+        self.agents.is_empty() && (self.stopping || !self.mode.is_owner() || !self.shared)
+    }
+
+    /// Stops every agent of this process (and, for the owner, records the end
+    /// so joined processes stop theirs).
+    async fn stop(&mut self) {
+        let _ = self.stop_tx.send(true);
+        if !self.stopping {
+            self.stopping = true;
+            if self.mode.is_owner() {
+                self.mark_stopping().await;
+            }
+        }
     }
 
     async fn start_agent(&mut self, role: &str, parent: Option<&str>) -> Result<String> {
@@ -232,18 +302,41 @@ impl Orchestrator {
     }
 
     /// True when every agent is idle, no spawn is pending and no message is queued,
-    /// and that stays so for a moment (a woken agent moves the epoch).
+    /// and that stays so for a moment (a woken agent moves the epoch). With
+    /// other processes taking part, their agents must be idle too.
     async fn is_quiet(&self) -> bool {
         let activity = &self.coord.activity;
         if activity.busy_count() != 0 || !self.spawn_rx.is_empty() {
             return false;
         }
         let epoch = activity.epoch();
-        if !matches!(self.coord.bus.is_drained().await, Ok(true)) {
+        let remote = match self.remote_activity().await {
+            Some(r) if r.iter().all(|(_, busy, _)| *busy == 0) => r,
+            _ => return false,
+        };
+        if !self.settled().await {
             return false;
         }
-        tokio::time::sleep(QUIET_CONFIRM).await;
-        activity.busy_count() == 0 && activity.epoch() == epoch && self.spawn_rx.is_empty()
+        let confirm = if remote.is_empty() {
+            QUIET_CONFIRM
+        } else {
+            QUIET_CONFIRM_SHARED
+        };
+        tokio::time::sleep(confirm).await;
+        let still =
+            activity.busy_count() == 0 && activity.epoch() == epoch && self.spawn_rx.is_empty();
+        if !still || remote.is_empty() {
+            return still;
+        }
+        self.remote_activity().await == Some(remote) && self.settled().await
+    }
+
+    /// No message waits anywhere and no blackboard change of ours is still on
+    /// its way to a watcher.
+    async fn settled(&self) -> bool {
+        let store = &self.coord.store;
+        store.events_in_flight(&self.coord.task.id) == 0
+            && matches!(self.coord.bus.is_drained().await, Ok(true))
     }
 
     async fn stop_on_timeout(&mut self) {
@@ -295,14 +388,17 @@ impl Orchestrator {
         })
     }
 
-    async fn report(mut self, started_at: Instant, timed_out: bool) -> Result<RunReport> {
+    async fn report(&mut self, started_at: Instant, timed_out: bool) -> Result<RunReport> {
         let coord = self.coord.clone();
         if let Err(e) = coord.metrics.flush(coord.store.as_ref()).await {
             self.record("host", &e, false);
         }
+        // Read past the blackboard's counters: they were just flushed, and the
+        // store's totals must equal the report's.
+        let (store, id) = (&coord.store, &coord.task.id);
         let mut outputs = BTreeMap::new();
-        for key in coord.blackboard.keys(OUTPUT_PREFIX).await? {
-            if let Some(v) = coord.blackboard.get(&key).await? {
+        for key in store.bb_keys(id, OUTPUT_PREFIX).await? {
+            if let Some(v) = store.bb_get(id, &key).await? {
                 outputs.insert(key[OUTPUT_PREFIX.len()..].to_string(), v);
             }
         }
@@ -329,7 +425,7 @@ impl Orchestrator {
             duration_ms: started_at.elapsed().as_millis() as u64,
             agents_used: self.started.clone(),
             outputs,
-            errors: self.errors,
+            errors: std::mem::take(&mut self.errors),
             metrics: coord.metrics.snapshot(&phases, Some(now_ms())),
         })
     }

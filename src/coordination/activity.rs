@@ -11,6 +11,7 @@ pub struct Activity {
     busy: AtomicUsize,
     epoch: AtomicU64,
     changed: Notify,
+    moved: Notify,
 }
 
 impl Activity {
@@ -18,6 +19,7 @@ impl Activity {
     pub fn busy(&self) {
         self.busy.fetch_add(1, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.moved.notify_one();
     }
 
     /// An agent has nothing to do until an event arrives (or it ended).
@@ -25,6 +27,7 @@ impl Activity {
         self.busy.fetch_sub(1, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
+        self.moved.notify_one();
     }
 
     /// Agents currently busy.
@@ -40,5 +43,12 @@ impl Activity {
     /// Waits until some agent goes idle.
     pub async fn changed(&self) {
         self.changed.notified().await
+    }
+
+    /// Waits until some agent went busy or idle since the last call returned
+    /// (a change while nobody waits is kept, so none is missed). For the one
+    /// task that publishes this process's activity to other processes.
+    pub async fn moved(&self) {
+        self.moved.notified().await
     }
 }

@@ -6,7 +6,7 @@
 //! at-least-once: a message is acknowledged after its handler returns and given
 //! back (redelivered, then dead-lettered) when the handler fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use serde_json::Value;
 
+use super::AgentPhase;
 use super::blackboard::check_size;
 use crate::error::{Error, Result};
 use crate::store::{Delivery, Envelope, Store};
@@ -67,9 +68,13 @@ impl MessageBus {
         self.directory.write().remove(id);
     }
 
-    /// Sets the roles that may be addressed even when none of their agents is live.
+    /// Adds roles that may be addressed even when none of their agents is live
+    /// (this process's scripts, and the roles of the task's owner).
     pub fn set_known_roles(&self, roles: Vec<String>) {
-        *self.known_roles.write() = roles;
+        let mut known = self.known_roles.write();
+        known.extend(roles);
+        known.sort();
+        known.dedup();
     }
 
     /// The queues agent `id` of `role` reads, own queue first.
@@ -98,14 +103,7 @@ impl MessageBus {
             attempts: 0,
         };
         if to == BROADCAST {
-            let targets: Vec<String> = self
-                .directory
-                .read()
-                .keys()
-                .filter(|a| a.as_str() != from)
-                .cloned()
-                .collect();
-            for target in targets {
+            for target in self.broadcast_targets(from).await? {
                 self.store
                     .queue_push(&self.task, &target, &envelope)
                     .await?;
@@ -115,6 +113,23 @@ impl MessageBus {
             self.store.queue_push(&self.task, to, &envelope).await?;
         }
         Ok(id)
+    }
+
+    /// Every live agent but the sender: this process's, and those of other
+    /// processes sharing the store (their records have not ended).
+    async fn broadcast_targets(&self, from: &str) -> Result<BTreeSet<String>> {
+        let mut targets: BTreeSet<String> = self.directory.read().keys().cloned().collect();
+        for record in self.store.agent_list(&self.task).await? {
+            let ended = record
+                .phase
+                .parse::<AgentPhase>()
+                .map_or(true, AgentPhase::is_terminal);
+            if !ended {
+                targets.insert(record.id);
+            }
+        }
+        targets.remove(from);
+        Ok(targets)
     }
 
     async fn check_recipient(&self, to: &str) -> Result<()> {
@@ -167,9 +182,9 @@ impl MessageBus {
             .await?)
     }
 
-    /// True when no message waits or is in flight (dead letters do not count).
+    /// True when no message waits or is in flight (dead letters do not count),
+    /// in any process sharing the store.
     pub async fn is_drained(&self) -> Result<bool> {
-        let list = self.store.queue_list(&self.task).await?;
-        Ok(list.iter().all(|m| m.state == "dead"))
+        Ok(self.store.queue_is_drained(&self.task).await?)
     }
 }

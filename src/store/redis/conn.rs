@@ -8,8 +8,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline, RedisError, RedisResult,
-    RetryMethod, Script, ScriptInvocation,
+    AsyncConnectionConfig, Client, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError,
+    RedisResult, RetryMethod, Script, ScriptInvocation,
 };
 use tokio::time::Instant;
 
@@ -33,6 +33,14 @@ pub(super) struct Connection {
 /// True for failures that a reconnect can cure: the server is restarting,
 /// unreachable, or still loading its data.
 pub(super) fn is_transient(e: &RedisError) -> bool {
+    if matches!(
+        e.kind(),
+        ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig
+    ) || e.code() == Some("NOAUTH")
+        || e.code() == Some("WRONGPASS")
+    {
+        return false;
+    }
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
