@@ -151,7 +151,7 @@ impl Connection {
                     pause = (pause * 2).min(MAX_BACKOFF);
                 }
                 Ok(Err(e)) => return Err(command_error(what, &e)),
-                Err(_) => return Err(self.gave_up("no answer")),
+                Err(_) => return Err(self.gave_up("no connection or no answer")),
             }
         }
     }
