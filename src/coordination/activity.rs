@@ -26,7 +26,10 @@ impl Activity {
     pub fn idle(&self) {
         self.busy.fetch_sub(1, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
+        // A permit, not a wake-up of current waiters only: an agent going idle
+        // while the orchestrator is busy confirming an earlier quiet (or doing
+        // anything else) must still trigger a check, or the task never ends.
+        self.changed.notify_one();
         self.moved.notify_one();
     }
 
@@ -40,7 +43,8 @@ impl Activity {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Waits until some agent goes idle.
+    /// Waits until some agent went idle since the last call returned (for the
+    /// one task that watches for quiet).
     pub async fn changed(&self) {
         self.changed.notified().await
     }

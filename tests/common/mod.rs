@@ -77,7 +77,9 @@ impl Scratch {
 /// A minimal task with the given id and timeout.
 pub fn task(id: &str, timeout_ms: u64) -> Task {
     Task::from_toml(
-        &format!("id = \"{id}\"\ntype = \"test\"\ndescription = \"test task\"\ntimeout = {timeout_ms}\n"),
+        &format!(
+            "id = \"{id}\"\ntype = \"test\"\ndescription = \"test task\"\ntimeout = {timeout_ms}\n"
+        ),
         "test",
     )
     .unwrap()
@@ -98,7 +100,12 @@ impl Backend {
 }
 
 /// Runs `task` in-process with the scripts of `scripts_dir` on `backend`.
-pub async fn run_in_process(backend: Backend, scripts_dir: &Path, task: Task, config: Config) -> RunReport {
+pub async fn run_in_process(
+    backend: Backend,
+    scripts_dir: &Path,
+    task: Task,
+    config: Config,
+) -> RunReport {
     let mut config = config;
     config.scripts = scripts_dir.to_path_buf();
     let _server;
@@ -107,7 +114,8 @@ pub async fn run_in_process(backend: Backend, scripts_dir: &Path, task: Task, co
         config.store = server.url();
         _server = Some(server);
     }
-    let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib).expect("scripts load"));
+    let registry =
+        Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib).expect("scripts load"));
     let store = orrery::store::open(&config).await.expect("store opens");
     Orchestrator::new(task, config, store, registry)
         .expect("task accepted")
@@ -200,7 +208,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("redis-server on port {} did not start within 10 s", self.port);
+        panic!(
+            "redis-server on port {} did not start within 10 s",
+            self.port
+        );
     }
 }
 
@@ -235,7 +246,10 @@ pub fn spawn_orrery(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running 
     let (tx, lines) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 break;
             }
@@ -247,7 +261,12 @@ pub fn spawn_orrery(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running 
         let _ = stdout.read_to_string(&mut s);
         s
     });
-    Running { child, lines, stderr: Vec::new(), stdout }
+    Running {
+        child,
+        lines,
+        stderr: Vec::new(),
+        stdout,
+    }
 }
 
 /// How a background `orrery` ended.
@@ -260,7 +279,10 @@ pub struct Finished {
 impl Finished {
     /// Describes the run for assertion messages.
     pub fn show(&self) -> String {
-        format!("exit: {:?}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "exit: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -318,11 +340,19 @@ impl Running {
         };
         let stdout = self.stdout.join().unwrap_or_default();
         self.stderr.extend(self.lines.iter());
-        Finished { code: status.code(), stdout, stderr: self.stderr.join("\n") }
+        Finished {
+            code: status.code(),
+            stdout,
+            stderr: self.stderr.join("\n"),
+        }
     }
 }
 
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

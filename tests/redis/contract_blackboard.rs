@@ -12,7 +12,17 @@ const TTL: Duration = Duration::from_secs(60);
 /// Keys are plain text: `:`, `..` and glob characters mean nothing special.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_plain_text() {
-    let tricky = ["a:b", "..", "*", "[x]", "?", "a*", "a", "ü/ß", "task:other:blackboard:x"];
+    let tricky = [
+        "a:b",
+        "..",
+        "*",
+        "[x]",
+        "?",
+        "a*",
+        "a",
+        "ü/ß",
+        "task:other:blackboard:x",
+    ];
     for backend in Backend::all() {
         let s = open(backend).await;
         for (i, k) in tricky.iter().enumerate() {
@@ -28,11 +38,18 @@ async fn keys_are_plain_text() {
         let mut all: Vec<String> = tricky.iter().map(|k| k.to_string()).collect();
         all.sort();
         assert_eq!(s.bb_keys("t1", "").await.unwrap(), all, "{backend:?}");
-        assert_eq!(s.bb_keys("t1", "a").await.unwrap(), ["a", "a*", "a:b"], "{backend:?}");
+        assert_eq!(
+            s.bb_keys("t1", "a").await.unwrap(),
+            ["a", "a*", "a:b"],
+            "{backend:?}"
+        );
         assert_eq!(s.bb_keys("t1", "*").await.unwrap(), ["*"], "{backend:?}");
         assert_eq!(s.bb_keys("t1", "[").await.unwrap(), ["[x]"], "{backend:?}");
         assert_eq!(s.bb_keys("t1", "?").await.unwrap(), ["?"], "{backend:?}");
-        assert!(s.bb_keys("t1", "zz").await.unwrap().is_empty(), "{backend:?}");
+        assert!(
+            s.bb_keys("t1", "zz").await.unwrap().is_empty(),
+            "{backend:?}"
+        );
         // Another task sees none of it.
         assert!(s.bb_keys("t2", "").await.unwrap().is_empty(), "{backend:?}");
         assert_eq!(s.bb_get("t2", "a:b").await.unwrap(), None, "{backend:?}");
@@ -40,7 +57,12 @@ async fn keys_are_plain_text() {
         assert!(s.bb_delete("t1", "*").await.unwrap(), "{backend:?}");
         assert!(!s.bb_delete("t1", "*").await.unwrap(), "{backend:?}");
         assert_eq!(s.bb_get("t1", "*").await.unwrap(), None, "{backend:?}");
-        assert!(!s.bb_keys("t1", "").await.unwrap().contains(&"*".to_string()));
+        assert!(
+            !s.bb_keys("t1", "")
+                .await
+                .unwrap()
+                .contains(&"*".to_string())
+        );
     }
 }
 
@@ -61,7 +83,11 @@ async fn values_round_trip() {
         for (i, v) in values.iter().enumerate() {
             let key = format!("v{i}");
             s.bb_set("t", &key, v, TTL).await.unwrap();
-            assert_eq!(s.bb_get("t", &key).await.unwrap().as_ref(), Some(v), "{backend:?}");
+            assert_eq!(
+                s.bb_get("t", &key).await.unwrap().as_ref(),
+                Some(v),
+                "{backend:?}"
+            );
         }
     }
 }
@@ -71,19 +97,50 @@ async fn compare_and_set_follows_the_current_value() {
     for backend in Backend::all() {
         let s = open(backend).await;
         let one = json!({ "a": 1, "b": [1, 2] });
-        assert!(s.bb_compare_and_set("t", "k", None, Some(&one), TTL).await.unwrap());
-        assert!(!s.bb_compare_and_set("t", "k", None, Some(&one), TTL).await.unwrap(), "{backend:?}: absent expected");
+        assert!(
+            s.bb_compare_and_set("t", "k", None, Some(&one), TTL)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.bb_compare_and_set("t", "k", None, Some(&one), TTL)
+                .await
+                .unwrap(),
+            "{backend:?}: absent expected"
+        );
         let wrong = json!({ "a": 2, "b": [1, 2] });
-        assert!(!s.bb_compare_and_set("t", "k", Some(&wrong), None, TTL).await.unwrap());
+        assert!(
+            !s.bb_compare_and_set("t", "k", Some(&wrong), None, TTL)
+                .await
+                .unwrap()
+        );
         // Equal values, whatever order their fields were built in.
         let same: serde_json::Value = serde_json::from_str(r#"{"b":[1,2],"a":1}"#).unwrap();
         let two = json!(2);
-        assert!(s.bb_compare_and_set("t", "k", Some(&same), Some(&two), TTL).await.unwrap(), "{backend:?}");
+        assert!(
+            s.bb_compare_and_set("t", "k", Some(&same), Some(&two), TTL)
+                .await
+                .unwrap(),
+            "{backend:?}"
+        );
         assert_eq!(s.bb_get("t", "k").await.unwrap(), Some(json!(2)));
         // 2 and 2.0 are different values.
-        assert!(!s.bb_compare_and_set("t", "k", Some(&json!(2.0)), None, TTL).await.unwrap(), "{backend:?}");
-        assert!(s.bb_compare_and_set("t", "k", Some(&two), None, TTL).await.unwrap());
-        assert_eq!(s.bb_get("t", "k").await.unwrap(), None, "{backend:?}: deleted by cas");
+        assert!(
+            !s.bb_compare_and_set("t", "k", Some(&json!(2.0)), None, TTL)
+                .await
+                .unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            s.bb_compare_and_set("t", "k", Some(&two), None, TTL)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.bb_get("t", "k").await.unwrap(),
+            None,
+            "{backend:?}: deleted by cas"
+        );
         assert!(s.bb_keys("t", "").await.unwrap().is_empty(), "{backend:?}");
     }
 }
@@ -99,7 +156,11 @@ async fn compare_and_set_under_concurrent_writers() {
         let other = opened.another().await;
         let mut writers = Vec::new();
         for w in 0..WRITERS {
-            let s = if w % 2 == 0 { opened.store.clone() } else { other.clone() };
+            let s = if w % 2 == 0 {
+                opened.store.clone()
+            } else {
+                other.clone()
+            };
             writers.push(tokio::spawn(async move {
                 let mut retries = 0;
                 for _ in 0..EACH {
@@ -135,7 +196,9 @@ async fn compare_and_set_under_concurrent_writers() {
 async fn entries_expire() {
     for backend in Backend::all() {
         let s = open(backend).await;
-        s.bb_set("t", "short", &json!(1), Duration::from_millis(150)).await.unwrap();
+        s.bb_set("t", "short", &json!(1), Duration::from_millis(150))
+            .await
+            .unwrap();
         s.bb_set("t", "long", &json!(2), TTL).await.unwrap();
         assert_eq!(s.bb_get("t", "short").await.unwrap(), Some(json!(1)));
         // Waiting for time itself to pass: there is no event to await.
@@ -144,7 +207,11 @@ async fn entries_expire() {
         assert_eq!(s.bb_keys("t", "").await.unwrap(), ["long"], "{backend:?}");
         // A fresh set after expiry lives again.
         s.bb_set("t", "short", &json!(3), TTL).await.unwrap();
-        assert_eq!(s.bb_keys("t", "").await.unwrap(), ["long", "short"], "{backend:?}");
+        assert_eq!(
+            s.bb_keys("t", "").await.unwrap(),
+            ["long", "short"],
+            "{backend:?}"
+        );
     }
 }
 
@@ -157,12 +224,19 @@ async fn changes_are_published() {
         let mut events = s.bb_subscribe("t").await.unwrap();
         // A write through another connection (another process) is seen too.
         let writer = opened.another().await;
-        writer.bb_set("t", "a:b", &json!({ "x": 1 }), TTL).await.unwrap();
+        writer
+            .bb_set("t", "a:b", &json!({ "x": 1 }), TTL)
+            .await
+            .unwrap();
         s.bb_delete("t", "missing").await.unwrap();
-        s.bb_compare_and_set("t", "c", None, Some(&json!(null)), TTL).await.unwrap();
+        s.bb_compare_and_set("t", "c", None, Some(&json!(null)), TTL)
+            .await
+            .unwrap();
         s.bb_delete("t", "a:b").await.unwrap();
         s.bb_set("other-task", "x", &json!(0), TTL).await.unwrap();
-        s.bb_compare_and_set("t", "c", Some(&json!(null)), None, TTL).await.unwrap();
+        s.bb_compare_and_set("t", "c", Some(&json!(null)), None, TTL)
+            .await
+            .unwrap();
         let mut seen = Vec::new();
         for _ in 0..4 {
             let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
@@ -182,6 +256,10 @@ async fn changes_are_published() {
             "{backend:?}"
         );
         assert!(events.try_recv().is_err(), "{backend:?}: nothing else");
-        assert_eq!(s.events_in_flight("t"), 0, "{backend:?}: every own event came back");
+        assert_eq!(
+            s.events_in_flight("t"),
+            0,
+            "{backend:?}: every own event came back"
+        );
     }
 }

@@ -56,7 +56,11 @@ pub async fn connect(url: &str) -> Arc<dyn Store> {
         store: url.to_string(),
         ..Config::default()
     };
-    Arc::new(RedisStore::connect(&config).await.expect("redis store connects"))
+    Arc::new(
+        RedisStore::connect(&config)
+            .await
+            .expect("redis store connects"),
+    )
 }
 
 /// A message with the given id and type.
