@@ -144,7 +144,7 @@ impl Orchestrator {
         let mut heartbeat = tokio::time::interval(self.coord.presence.interval());
         let mut quiet_poll = tokio::time::interval(QUIET_POLL);
         let mut timed_out = false;
-        while !self.is_over() {
+        while !self.is_over().await {
             tokio::select! {
                 Some(request) = self.spawn_rx.recv() => {
                     let result = self.start_agent(&request.role, request.parent.as_deref()).await;
@@ -177,9 +177,17 @@ impl Orchestrator {
     }
 
     /// True when this process has nothing left to wait for: its agents ended
-    /// and, for the owner of a task other processes work on, theirs too.
-    fn is_over(&self) -> bool {
-        self.agents.is_empty() && (self.stopping || !self.mode.is_owner() || !self.shared)
+    /// and, for the owner, no other process takes part any more (while one
+    /// does, the owner waits for the whole task to go quiet).
+    async fn is_over(&mut self) -> bool {
+        if !self.agents.is_empty() {
+            return false;
+        }
+        if self.stopping || !self.mode.is_owner() {
+            return true;
+        }
+        self.refresh_shared().await;
+        !self.shared
     }
 
     /// Stops every agent of this process (and, for the owner, records the end

@@ -213,11 +213,17 @@ impl Orchestrator {
                     }
                     Err(e) => tracing::warn!("looking for lost processes failed: {e}"),
                 }
-                if let Ok(others) = coord.presence.others().await {
-                    self.shared = !others.is_empty();
-                }
+                self.refresh_shared().await;
             }
             Mode::Joiner { owner, .. } => self.check_owner(&owner).await,
+        }
+    }
+
+    /// Notes whether other live processes take part (kept as it was when the
+    /// store cannot tell).
+    pub(super) async fn refresh_shared(&mut self) {
+        if let Ok(others) = self.coord.presence.others().await {
+            self.shared = !others.is_empty();
         }
     }
 
