@@ -25,5 +25,7 @@ mod inspect;
 mod multiprocess;
 #[path = "redis/runs.rs"]
 mod runs;
+#[path = "redis/tls.rs"]
+mod tls;
 #[path = "redis/util.rs"]
 mod util;
