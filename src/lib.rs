@@ -7,6 +7,7 @@
 //! [`inspect`] reads what a task left in a shared store.
 
 pub mod agent;
+pub mod bench;
 pub mod config;
 pub mod coordination;
 pub mod error;
