@@ -69,6 +69,10 @@ pub struct Figure {
     pub ratio: f64,
     /// The ratio aimed for.
     pub aim: f64,
+    /// The same commands sent straight through the Redis client library from
+    /// this process (plain SET/GET, no Lua, no store logic): what the async
+    /// runtime and the multiplexed connection reach on their own.
+    pub client_ops_per_sec: f64,
 }
 
 /// Both figures of one run.
@@ -127,7 +131,7 @@ pub async fn run(url: &str, options: &RedisBenchOptions) -> Result<RedisBenchRep
     let (ops, seconds) = measure(&config, &store, "seq", 1, json!({ "pairs": pairs })).await?;
     let c1 = target.run(1, options.baseline_requests, "set,get")?;
     let c1_mean = (c1.set + c1.get.unwrap_or(c1.set)) / 2.0;
-    let sequential = figure(
+    let mut sequential = figure(
         "sequential blackboard.set + blackboard.get, one agent",
         1,
         ops,
@@ -136,12 +140,13 @@ pub async fn run(url: &str, options: &RedisBenchOptions) -> Result<RedisBenchRep
         c1_mean,
         0.8,
     );
+    sequential.client_ops_per_sec = client_floor(url, 1, pairs, true).await?;
 
     let agents = options.agents.max(1);
     let sets = json!({ "sets": options.sets_per_agent.max(1) });
     let (ops, seconds) = measure(&config, &store, "writer", agents, sets).await?;
     let cn = target.run(agents, options.baseline_requests, "set")?;
-    let concurrent = figure(
+    let mut concurrent = figure(
         &format!("concurrent blackboard.set, {agents} agents"),
         agents,
         ops,
@@ -150,6 +155,8 @@ pub async fn run(url: &str, options: &RedisBenchOptions) -> Result<RedisBenchRep
         cn.set,
         1.0,
     );
+    concurrent.client_ops_per_sec =
+        client_floor(url, agents, options.sets_per_agent.max(1), false).await?;
     Ok(RedisBenchReport {
         store: store.describe(),
         sequential,
@@ -177,7 +184,49 @@ fn figure(
         baseline_ops_per_sec,
         ratio: ops_per_sec / baseline_ops_per_sec.max(1e-9),
         aim,
+        client_ops_per_sec: 0.0,
     }
+}
+
+/// `tasks` tokio tasks each sending `rounds` SETs (and GETs when `with_get`)
+/// over one multiplexed connection; returns commands per second.
+async fn client_floor(url: &str, tasks: usize, rounds: u64, with_get: bool) -> Result<f64> {
+    let unavailable =
+        |e: ::redis::RedisError| Error::Coordination(format!("benchmark client: {e}"));
+    let client = ::redis::Client::open(url).map_err(unavailable)?;
+    let conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(unavailable)?;
+    let started = std::time::Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let mut conn = conn.clone();
+        workers.spawn(async move {
+            let key = format!("orrery-bench-client-{t}");
+            for i in 0..rounds {
+                let () = ::redis::cmd("SET")
+                    .arg(&key)
+                    .arg(i)
+                    .query_async(&mut conn)
+                    .await?;
+                if with_get {
+                    let _: Option<String> =
+                        ::redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+                }
+            }
+            ::redis::cmd("DEL")
+                .arg(&key)
+                .query_async::<()>(&mut conn)
+                .await
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.map_err(|e| Error::Coordination(format!("benchmark client: {e}")))?
+            .map_err(unavailable)?;
+    }
+    let commands = tasks as u64 * rounds * if with_get { 2 } else { 1 };
+    Ok(commands as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Runs `agents` agents of `role` on a fresh task; returns the operations
@@ -221,7 +270,10 @@ async fn measure(
         )));
     }
     let field = |v: &Value, name: &str| v[name].as_f64().unwrap_or(0.0);
-    let start = timings.iter().map(|t| field(t, "start")).fold(f64::MAX, f64::min);
+    let start = timings
+        .iter()
+        .map(|t| field(t, "start"))
+        .fold(f64::MAX, f64::min);
     let stop = timings.iter().map(|t| field(t, "stop")).fold(0.0, f64::max);
     let ops = timings.iter().map(|t| field(t, "ops") as u64).sum();
     Ok((ops, (stop - start) / 1000.0))
@@ -307,7 +359,12 @@ impl Baseline {
                 String::from_utf8_lossy(&out.stderr)
             ))
         })?;
-        let shown: Vec<&str> = self.shown.iter().chain(&extra).map(String::as_str).collect();
+        let shown: Vec<&str> = self
+            .shown
+            .iter()
+            .chain(&extra)
+            .map(String::as_str)
+            .collect();
         Ok(Measured {
             command: format!("redis-benchmark {}", shown.join(" ")),
             set,

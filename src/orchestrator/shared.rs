@@ -48,9 +48,6 @@ impl Mode {
     }
 }
 
-/// Busy agents and activity epoch of each other live process, sorted by host.
-pub(super) type RemoteActivity = Vec<(String, usize, u64)>;
-
 impl Orchestrator {
     /// Prepares to add agents of `roles` to the task `task_id` that another
     /// process runs on the shared `store`. Fails with BadInput when the store
@@ -263,25 +260,6 @@ impl Orchestrator {
             self.stopping = true;
             let _ = self.stop_tx.send(true);
         }
-    }
-
-    /// Busy count and epoch of every other live process; `None` when the
-    /// store could not tell (then the task is not considered quiet).
-    pub(super) async fn remote_activity(&self) -> Option<RemoteActivity> {
-        if !self.shared {
-            return Some(Vec::new());
-        }
-        let mut others: RemoteActivity = self
-            .coord
-            .presence
-            .others()
-            .await
-            .ok()?
-            .into_iter()
-            .map(|h| (h.id, h.busy, h.epoch))
-            .collect();
-        others.sort();
-        Some(others)
     }
 
     /// The owner decided the end: joined processes stop their agents now.

@@ -28,8 +28,12 @@ async fn the_benchmark_measures_both_figures() {
     assert_eq!(conc.agents, options.agents);
     for f in [seq, conc] {
         assert!(f.ops_per_sec > 0.0 && f.baseline_ops_per_sec > 0.0, "{f:?}");
+        assert!(f.client_ops_per_sec > 0.0, "{f:?}");
         assert!(f.ratio.is_finite() && f.ratio > 0.0, "{f:?}");
-        assert!(f.baseline.starts_with("redis-benchmark -h 127.0.0.1 -p "), "{f:?}");
+        assert!(
+            f.baseline.starts_with("redis-benchmark -h 127.0.0.1 -p "),
+            "{f:?}"
+        );
     }
     assert!(seq.baseline.contains("-c 1 ") && seq.baseline.contains("-t set,get"));
     assert!(conc.baseline.contains(&format!("-c {} ", options.agents)));

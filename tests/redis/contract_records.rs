@@ -176,7 +176,7 @@ async fn records_of_agents_hosts_and_the_task() {
             .unwrap();
         assert_eq!(
             s.host_list("t").await.unwrap(),
-            [host.clone()],
+            std::slice::from_ref(&host),
             "{backend:?}"
         );
         assert_eq!(

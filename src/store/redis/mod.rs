@@ -17,6 +17,7 @@ mod events;
 mod keys;
 mod queues;
 mod records;
+mod reply;
 mod scripts;
 
 use std::collections::{BTreeMap, HashSet};

@@ -17,6 +17,9 @@ use super::Server;
 use super::blackboard::decode;
 use super::conn::{command_error, is_no_group};
 use super::keys::{GROUP, Keys, RETURNED, token};
+use super::reply::{
+    array, entry_delivery, field, id_text, pending_counts, read_reply, unexpected, usize_of,
+};
 use super::scripts::{ACK, NACK, POLL, PUSH, RELEASE};
 use crate::store::{Delivery, Envelope, QueuedMessage, StoreResult};
 
@@ -379,101 +382,4 @@ impl Server {
             known.remove(s);
         }
     }
-}
-
-/// Parses an XREADGROUP reply into deliveries.
-fn read_reply(keys: &Keys, reply: RedisValue, deliveries: u32) -> RedisResult<Vec<Delivery>> {
-    let mut out = Vec::new();
-    for stream in array(&reply) {
-        let [name, entries] = array(stream) else {
-            return Err(unexpected("XREADGROUP"));
-        };
-        let name = id_text(name).ok_or_else(|| unexpected("XREADGROUP"))?;
-        let queue = keys.queue_of(&name).to_string();
-        for entry in array(entries) {
-            let [id, fields] = array(entry) else {
-                return Err(unexpected("XREADGROUP"));
-            };
-            // A pending entry whose message was deleted reads as nil fields.
-            if matches!(fields, RedisValue::Nil) {
-                continue;
-            }
-            out.push(entry_delivery(&queue, id, fields, deliveries)?);
-        }
-    }
-    Ok(out)
-}
-
-/// A delivery from a stream entry whose field `m` holds the envelope.
-fn entry_delivery(
-    queue: &str,
-    id: &RedisValue,
-    fields: &RedisValue,
-    deliveries: u32,
-) -> RedisResult<Delivery> {
-    let id = id_text(id).ok_or_else(|| unexpected("stream entry id"))?;
-    let m = field(array(fields), "m").ok_or_else(|| unexpected("stream entry without 'm'"))?;
-    let mut envelope: Envelope = serde_json::from_str(&m).map_err(|e| {
-        redis::RedisError::from((
-            redis::ErrorKind::Parse,
-            "corrupt message",
-            format!("entry {id} of queue '{queue}': {e}"),
-        ))
-    })?;
-    envelope.attempts = deliveries;
-    Ok(Delivery {
-        queue: queue.to_string(),
-        envelope,
-        receipt: id,
-    })
-}
-
-/// `(entry id, deliveries)` of an extended XPENDING reply.
-fn pending_counts(reply: &RedisValue) -> Vec<(String, u64)> {
-    array(reply)
-        .iter()
-        .filter_map(|p| match array(p) {
-            [id, _, _, count] => Some((id_text(id)?, usize_of(count)? as u64)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn array(v: &RedisValue) -> &[RedisValue] {
-    match v {
-        RedisValue::Array(a) => a,
-        _ => &[],
-    }
-}
-
-fn id_text(v: &RedisValue) -> Option<String> {
-    match v {
-        RedisValue::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        RedisValue::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn usize_of(v: &RedisValue) -> Option<usize> {
-    match v {
-        RedisValue::Int(n) => usize::try_from(*n).ok(),
-        other => id_text(other)?.parse().ok(),
-    }
-}
-
-/// The value of `name` in a flat `[field, value, ...]` list.
-fn field(fields: &[RedisValue], name: &str) -> Option<String> {
-    fields
-        .chunks(2)
-        .find(|kv| id_text(&kv[0]).as_deref() == Some(name))
-        .and_then(|kv| kv.get(1))
-        .and_then(id_text)
-}
-
-fn unexpected(what: &str) -> redis::RedisError {
-    redis::RedisError::from((
-        redis::ErrorKind::UnexpectedReturnType,
-        "unexpected reply",
-        what.to_string(),
-    ))
 }
