@@ -106,6 +106,9 @@ impl Orchestrator {
         match &self.mode {
             Mode::Owner => {
                 self.claim_task().await?;
+                // Alive before any agent shows, so a joiner never finds the
+                // task without a live owner.
+                self.beat().await;
                 Ok(Instant::now() + timeout)
             }
             Mode::Joiner { started_ms, .. } => {

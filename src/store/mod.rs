@@ -122,7 +122,7 @@ pub struct AgentRecord {
     pub history: Vec<PhaseEntry>,
     /// Last time the agent was seen alive (ms since the epoch).
     pub heartbeat_ms: u64,
-    /// Host name of the process running it.
+    /// Id of the process running it (`hostname:pid-xxxx`).
     pub host: String,
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
