@@ -229,8 +229,9 @@ impl Server {
         let mut pause = Duration::from_millis(10);
         loop {
             let step = async {
-                if let Some(d) = self.poll_once(task, queues, consumer).await? {
-                    return Ok(vec![d]);
+                let found = self.poll_once(task, queues, consumer).await?;
+                if !found.is_empty() {
+                    return Ok(found);
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {

@@ -20,7 +20,7 @@ use super::keys::{GROUP, Keys, RETURNED, token};
 use super::reply::{
     array, entry_delivery, field, id_text, pending_counts, read_reply, unexpected, usize_of,
 };
-use super::scripts::{ACK, NACK, POLL, PUSH, RELEASE};
+use super::scripts::{ACK, CLAIM_RETURNED, NACK, PUSH, RELEASE};
 use crate::store::{Delivery, Envelope, QueuedMessage, StoreResult};
 
 impl Server {
@@ -47,45 +47,88 @@ impl Server {
         Ok(())
     }
 
-    /// Takes one message without waiting (a message given back first).
+    /// Takes what is there without waiting, from the first of `queues` that
+    /// has anything: its oldest message given back, then its next new one.
     /// One attempt: the caller decides about retries.
+    ///
+    /// New messages are read with a plain XREADGROUP, never inside a script
+    /// (older Dragonfly versions could crash on an XREADGROUP of an empty
+    /// stream in a script); the same round trip asks whether the queue holds a
+    /// message given back, and only then a script claims it atomically.
     pub(super) async fn poll_once(
         &self,
         task: &str,
         queues: &[String],
         consumer: &str,
-    ) -> RedisResult<Option<Delivery>> {
+    ) -> RedisResult<Vec<Delivery>> {
         let keys = Keys::new(task);
         let streams: Vec<String> = queues.iter().map(|q| keys.bus(q)).collect();
         self.ensure_groups(&streams).await?;
-        let mut invocation = POLL.prepare_invoke();
-        for s in &streams {
-            invocation.key(s);
+        for stream in &streams {
+            let mut pipe = redis::pipe();
+            pipe.cmd("XPENDING")
+                .arg(stream)
+                .arg(GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(1)
+                .arg(RETURNED);
+            pipe.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(1)
+                .arg("STREAMS")
+                .arg(stream)
+                .arg(">");
+            let (parked, new): (RedisValue, RedisValue) =
+                match pipe.query_async(&mut self.conn.shared()).await {
+                    Err(e) if is_no_group(&e) => {
+                        // Nothing was read: both commands need the group.
+                        self.forget_groups(&streams);
+                        return Ok(Vec::new());
+                    }
+                    other => other?,
+                };
+            let mut found = Vec::new();
+            if !array(&parked).is_empty() {
+                found.extend(self.claim_returned(&keys, &[stream], consumer).await?);
+            }
+            found.extend(read_reply(&keys, new, 1)?);
+            if !found.is_empty() {
+                return Ok(found);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Claims the oldest message given back on the first of `streams` that
+    /// still has one (another consumer may have been quicker).
+    async fn claim_returned(
+        &self,
+        keys: &Keys,
+        streams: &[&String],
+        consumer: &str,
+    ) -> RedisResult<Option<Delivery>> {
+        let mut invocation = CLAIM_RETURNED.prepare_invoke();
+        for s in streams {
+            invocation.key(*s);
         }
         invocation.arg(GROUP).arg(consumer).arg(RETURNED);
-        let mut conn = self.conn.shared();
-        let reply: RedisValue = match invocation.invoke_async(&mut conn).await {
-            Err(e) if is_no_group(&e) => {
-                self.forget_groups(&streams);
-                return Ok(None);
-            }
-            other => other?,
-        };
+        let reply: RedisValue = invocation.invoke_async(&mut self.conn.shared()).await?;
         let RedisValue::Array(parts) = reply else {
             return Ok(None);
         };
         let [index, id, fields, deliveries] = parts.as_slice() else {
-            return Err(unexpected("POLL"));
+            return Err(unexpected("CLAIM_RETURNED"));
         };
-        let queue = usize_of(index)
-            .and_then(|i| queues.get(i.wrapping_sub(1)))
-            .ok_or_else(|| unexpected("POLL"))?;
-        Ok(Some(entry_delivery(
-            queue,
-            id,
-            fields,
-            usize_of(deliveries).unwrap_or(1) as u32,
-        )?))
+        let stream = usize_of(index)
+            .and_then(|i| streams.get(i.wrapping_sub(1)))
+            .ok_or_else(|| unexpected("CLAIM_RETURNED"))?;
+        let queue = keys.queue_of(stream);
+        let deliveries = usize_of(deliveries).unwrap_or(1) as u32;
+        Ok(Some(entry_delivery(queue, id, fields, deliveries)?))
     }
 
     /// Waits up to `wait` for new messages on a dedicated connection (a

@@ -83,11 +83,10 @@ return 1
     )
 });
 
-/// Takes the next message without waiting: for each queue in order, first a
-/// message given back (parked on the `~returned` consumer, oldest first), then
-/// a new one. Returns {queue index, entry id, fields, deliveries} or false.
-/// KEYS: streams. ARGV: group, consumer, returned-consumer.
-pub(super) static POLL: LazyLock<Script> = LazyLock::new(|| {
+/// Claims the oldest message given back (parked on the `~returned` consumer)
+/// of the first stream that has one. Returns {stream index, entry id, fields,
+/// deliveries} or false. KEYS: streams. ARGV: group, consumer, returned-consumer.
+pub(super) static CLAIM_RETURNED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 for i = 1, #KEYS do
@@ -98,12 +97,6 @@ for i = 1, #KEYS do
     if claimed[1] and claimed[1][2] then
       return {i, id, claimed[1][2], parked[1][4] + 1}
     end
-  end
-  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
-    'STREAMS', KEYS[i], '>')
-  if got and got[1] and got[1][2][1] then
-    local entry = got[1][2][1]
-    return {i, entry[1], entry[2], 1}
   end
 end
 return false
