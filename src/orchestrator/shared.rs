@@ -267,13 +267,13 @@ impl Orchestrator {
 
     /// The owner decided the end: joined processes stop their agents now.
     pub(super) async fn mark_stopping(&self) {
-        let record = self.task_record("stopping", None);
-        if let Err(e) = self
-            .coord
-            .store
-            .task_put(&self.coord.task.id, &record)
-            .await
-        {
+        self.record_status("stopping", None).await;
+    }
+
+    async fn record_status(&self, status: &str, ended_ms: Option<u64>) {
+        let record = self.task_record(status, ended_ms);
+        let store = &self.coord.store;
+        if let Err(e) = store.task_put(&self.coord.task.id, &record).await {
             tracing::warn!("cannot record the end of the task: {e}");
         }
     }
@@ -286,15 +286,7 @@ impl Orchestrator {
                 Some(TaskStatus::Timeout) => "timeout",
                 _ => "failed",
             };
-            let record = self.task_record(status, Some(now_ms()));
-            if let Err(e) = self
-                .coord
-                .store
-                .task_put(&self.coord.task.id, &record)
-                .await
-            {
-                tracing::warn!("cannot record the end of the task: {e}");
-            }
+            self.record_status(status, Some(now_ms())).await;
         }
         self.beat_as("left").await;
     }

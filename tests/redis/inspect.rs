@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use crate::common::{RedisServer, Scratch, orrery, repo, show, spawn_orrery};
 use crate::multiprocess::{PATIENCE, inspect, task_file};
+use crate::runs::{FAILING, SENDER};
 use crate::util::{connect, envelope};
 
 fn text(out: &std::process::Output) -> String {
@@ -79,18 +80,6 @@ fn inspect_shows_a_finished_run() {
     );
 }
 
-const SENDER: &str = r#"
-local M = {}
-function M.start(self) bus.send("failing", "job", { n = 7 }) end
-return M
-"#;
-
-const FAILING: &str = r#"
-local M = {}
-function M.on_message(self, msg) error("no") end
-return M
-"#;
-
 /// Dead letters and pending messages are listed with their queue and attempts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_shows_pending_and_dead_letters() {
@@ -118,7 +107,7 @@ async fn inspect_shows_pending_and_dead_letters() {
     assert_eq!(dead[0]["queue"], "failing");
     assert_eq!(dead[0]["envelope"]["type"], "job");
     assert_eq!(dead[0]["envelope"]["attempts"], json!(2));
-    assert_eq!(dead[0]["envelope"]["payload"], json!({ "n": 7 }));
+    assert_eq!(dead[0]["envelope"]["payload"], json!({ "n": 1 }));
     let pending = state["pending"].as_array().unwrap();
     assert_eq!(pending.len(), 1, "{state:#}");
     assert_eq!(

@@ -36,6 +36,18 @@ async fn run_keeping_store(
     (report, opened.store.clone(), opened.server)
 }
 
+/// Runs task `id` with one agent per entry of `roles`, from the scripts of `scratch`.
+async fn run_roles(
+    backend: Backend,
+    scratch: &Scratch,
+    id: &str,
+    roles: &[&str],
+) -> (RunReport, Arc<dyn Store>, Option<RedisServer>) {
+    let mut t = task(id, 30_000);
+    t.agents = Some(roles.iter().map(|r| r.to_string()).collect());
+    run_keeping_store(backend, &scratch.scripts(), t).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_task_runs_alike_on_both_stores() {
     let mut outputs = Vec::new();
@@ -132,9 +144,8 @@ return M
 async fn watchers_see_every_change_before_the_end() {
     let scratch = Scratch::new(&[("writer.lua", WRITER), ("watcher.lua", WATCHER)]);
     for backend in Backend::all() {
-        let mut t = task("watch", 30_000);
-        t.agents = Some(vec!["watcher".into(), "writer".into()]);
-        let (report, store, _server) = run_keeping_store(backend, &scratch.scripts(), t).await;
+        let (report, store, _server) =
+            run_roles(backend, &scratch, "watch", &["watcher", "writer"]).await;
         assert_eq!(
             report.status,
             TaskStatus::Complete,
@@ -168,9 +179,13 @@ return M
 async fn broadcasts_reach_every_agent() {
     let scratch = Scratch::new(&[("shouter.lua", SHOUTER), ("listener.lua", LISTENER)]);
     for backend in Backend::all() {
-        let mut t = task("shout", 30_000);
-        t.agents = Some(vec!["listener".into(), "listener".into(), "shouter".into()]);
-        let (report, store, _server) = run_keeping_store(backend, &scratch.scripts(), t).await;
+        let (report, store, _server) = run_roles(
+            backend,
+            &scratch,
+            "shout",
+            &["listener", "listener", "shouter"],
+        )
+        .await;
         assert_eq!(
             report.status,
             TaskStatus::Complete,
@@ -185,13 +200,13 @@ async fn broadcasts_reach_every_agent() {
     }
 }
 
-const SENDER: &str = r#"
+pub const SENDER: &str = r#"
 local M = {}
 function M.start(self) bus.send("failing", "job", { n = 1 }) end
 return M
 "#;
 
-const FAILING: &str = r#"
+pub const FAILING: &str = r#"
 local M = {}
 function M.on_message(self, msg)
   metrics.incr("tries")
@@ -206,9 +221,8 @@ return M
 async fn failing_handlers_dead_letter_alike() {
     let scratch = Scratch::new(&[("sender.lua", SENDER), ("failing.lua", FAILING)]);
     for backend in Backend::all() {
-        let mut t = task("dead", 30_000);
-        t.agents = Some(vec!["failing".into(), "sender".into()]);
-        let (report, store, _server) = run_keeping_store(backend, &scratch.scripts(), t).await;
+        let (report, store, _server) =
+            run_roles(backend, &scratch, "dead", &["failing", "sender"]).await;
         assert_eq!(
             report.metrics.custom["tries"],
             5,

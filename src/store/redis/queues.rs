@@ -62,8 +62,7 @@ impl Server {
         consumer: &str,
     ) -> RedisResult<Vec<Delivery>> {
         let keys = Keys::new(task);
-        let streams: Vec<String> = queues.iter().map(|q| keys.bus(q)).collect();
-        self.ensure_groups(&streams).await?;
+        let streams = self.group_streams(&keys, queues).await?;
         for stream in &streams {
             let mut pipe = redis::pipe();
             pipe.cmd("XPENDING")
@@ -142,8 +141,7 @@ impl Server {
         wait: Duration,
     ) -> RedisResult<Vec<Delivery>> {
         let keys = Keys::new(task);
-        let streams: Vec<String> = queues.iter().map(|q| keys.bus(q)).collect();
-        self.ensure_groups(&streams).await?;
+        let streams = self.group_streams(&keys, queues).await?;
         let mut conn = self.conn.checkout().await?;
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
@@ -192,8 +190,7 @@ impl Server {
         consumer: &str,
     ) -> RedisResult<Vec<Delivery>> {
         let keys = Keys::new(task);
-        let streams: Vec<String> = queues.iter().map(|q| keys.bus(q)).collect();
-        self.ensure_groups(&streams).await?;
+        let streams = self.group_streams(&keys, queues).await?;
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(GROUP)
@@ -382,6 +379,13 @@ impl Server {
             })
             .await?;
         Ok(lengths.iter().all(|n| *n == 0))
+    }
+
+    /// The streams of `queues`, each with its consumer group.
+    async fn group_streams(&self, keys: &Keys, queues: &[String]) -> RedisResult<Vec<String>> {
+        let streams: Vec<String> = queues.iter().map(|q| keys.bus(q)).collect();
+        self.ensure_groups(&streams).await?;
+        Ok(streams)
     }
 
     /// Creates the consumer group of each stream this process has not seen yet.
