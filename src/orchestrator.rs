@@ -79,7 +79,7 @@ impl Orchestrator {
         let coord = Coordination::new(Arc::new(task), Arc::new(config), store, launcher);
         coord.bus.set_known_roles(registry.roles());
         if let Mode::Joiner { owner_roles, .. } = &mode {
-            coord.bus.set_known_roles(owner_roles.clone());
+            coord.bus.set_remote_roles(owner_roles.clone());
         }
         Ok(Orchestrator {
             coord,

@@ -35,6 +35,8 @@ pub struct MessageBus {
     directory: RwLock<BTreeMap<String, String>>,
     /// Roles that have a script, so a message to a role nobody runs yet is accepted.
     known_roles: RwLock<Vec<String>>,
+    /// Roles another process of the task has scripts for.
+    remote_roles: RwLock<Vec<String>>,
 }
 
 impl MessageBus {
@@ -53,6 +55,7 @@ impl MessageBus {
             next_id: AtomicU64::new(1),
             directory: RwLock::default(),
             known_roles: RwLock::default(),
+            remote_roles: RwLock::default(),
         }
     }
 
@@ -68,13 +71,15 @@ impl MessageBus {
         self.directory.write().remove(id);
     }
 
-    /// Adds roles that may be addressed even when none of their agents is live
-    /// (this process's scripts, and the roles of the task's owner).
+    /// Sets the roles that may be addressed even when none of their agents is live.
     pub fn set_known_roles(&self, roles: Vec<String>) {
-        let mut known = self.known_roles.write();
-        known.extend(roles);
-        known.sort();
-        known.dedup();
+        *self.known_roles.write() = roles;
+    }
+
+    /// Sets the roles another process sharing the task has scripts for (the
+    /// owner's, for a joined process): they may be addressed from here too.
+    pub fn set_remote_roles(&self, roles: Vec<String>) {
+        *self.remote_roles.write() = roles;
     }
 
     /// The queues agent `id` of `role` reads, own queue first.
@@ -133,7 +138,10 @@ impl MessageBus {
     }
 
     async fn check_recipient(&self, to: &str) -> Result<()> {
-        if self.directory.read().contains_key(to) || self.known_roles.read().iter().any(|r| r == to)
+        let known = |roles: &RwLock<Vec<String>>| roles.read().iter().any(|r| r == to);
+        if self.directory.read().contains_key(to)
+            || known(&self.known_roles)
+            || known(&self.remote_roles)
         {
             return Ok(());
         }
