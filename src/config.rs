@@ -39,7 +39,8 @@ pub struct Config {
     pub callback_timeout: u64,
     /// Largest value (as JSON bytes) a script may store or send.
     pub max_value_bytes: usize,
-    /// Time allowed to connect to the store before a Coordination error (ms).
+    /// Time allowed to reach the store, at start and after losing the
+    /// connection, before a Coordination error (ms).
     pub connect_timeout: u64,
     /// LLM access for `llm.chat` (the `[llm]` table, `ORRERY_LLM_*`, the LLM
     /// flags; the key from the environment only). Serializes without the key.
@@ -48,6 +49,10 @@ pub struct Config {
     pub agent_timeout: u64,
     /// Per-role settings (capabilities), from the config file only.
     pub roles: BTreeMap<String, RoleConfig>,
+    /// Period of the heartbeat each process writes for a shared task (ms); a
+    /// process silent for 5 periods is lost, and its agents' messages go back
+    /// to their queues.
+    pub heartbeat_interval: u64,
 }
 
 impl Default for Config {
@@ -69,6 +74,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             agent_timeout: 3_600_000,
             roles: BTreeMap::new(),
+            heartbeat_interval: 1_000,
         }
     }
 }
@@ -110,6 +116,8 @@ pub struct ConfigLayer {
     pub agent_timeout: Option<u64>,
     #[allow(missing_docs)]
     pub roles: Option<BTreeMap<String, RoleConfig>>,
+    #[allow(missing_docs)]
+    pub heartbeat_interval: Option<u64>,
 }
 
 /// Applies `$layer`'s set fields over `$cfg`, for every listed field.
@@ -190,7 +198,8 @@ impl ConfigLayer {
             callback_timeout,
             max_value_bytes,
             connect_timeout,
-            agent_timeout
+            agent_timeout,
+            heartbeat_interval
         );
         let llm =
             LlmSettings::from_vars(&get).map_err(|e| Error::bad_llm_settings("environment", e))?;
@@ -225,7 +234,8 @@ impl Config {
                 max_value_bytes,
                 connect_timeout,
                 agent_timeout,
-                roles
+                roles,
+                heartbeat_interval
             );
             if let Some(llm) = &layer.llm {
                 llm.apply_to(&mut cfg.llm);
@@ -253,6 +263,7 @@ impl Config {
             ("callback_timeout", self.callback_timeout),
             ("connect_timeout", self.connect_timeout),
             ("agent_timeout", self.agent_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
         ];
         let llm = &self.llm;
         let llm_positive = [

@@ -3,7 +3,8 @@
 //! Layers, each depending only on the ones after it:
 //! [`orchestrator`] → [`agent`] (one Lua VM per agent) → [`lua_api`] (one file
 //! per Lua table) → [`coordination`] (blackboard, bus, states, spawning, locks,
-//! metrics) → [`store`] (embedded or Redis). [`scripts`] holds the code agents run.
+//! metrics) → [`store`] (embedded or Redis). [`scripts`] holds the code agents run;
+//! [`inspect`] reads what a task left in a shared store.
 
 pub mod agent;
 pub mod bench;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod coordination;
 pub mod error;
 pub mod http_client;
+pub mod inspect;
 pub mod llm;
 pub mod lua_api;
 pub mod orchestrator;

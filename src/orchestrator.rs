@@ -5,6 +5,13 @@
 //! In watch mode ([`Orchestrator::watch`]) a [`Reloader`] keeps the agents'
 //! code in step with the files, and a quiet task does not end: it runs until
 //! its agents finish, the timeout, or a stop from outside (Ctrl-C in the CLI).
+//!
+//! A task in a shared store can span processes: the one that runs it owns it
+//! and decides its end; others join it with agents of given roles (see
+//! [`shared`]).
+
+mod quiet;
+mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -27,9 +34,8 @@ use crate::scripts::ScriptRegistry;
 use crate::store::Store;
 use crate::task::Task;
 
-/// How long the task must stay quiet (every agent idle, no message queued)
-/// before it is considered done.
-const QUIET_CONFIRM: Duration = Duration::from_millis(5);
+use quiet::QUIET_POLL;
+pub use shared::Mode;
 
 /// Runs one task to its end.
 pub struct Orchestrator {
@@ -48,6 +54,11 @@ pub struct Orchestrator {
     budget_error: Option<ReportedError>,
     reloader: Option<Reloader>,
     stop_requests: (mpsc::UnboundedSender<()>, mpsc::UnboundedReceiver<()>),
+    mode: Mode,
+    /// Other live processes take part in the task.
+    shared: bool,
+    /// The end was decided (quiet, a stop, or the owner's end for a joiner).
+    stopping: bool,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -74,6 +85,16 @@ impl Orchestrator {
         store: Arc<dyn Store>,
         registry: Arc<ScriptRegistry>,
     ) -> Result<Self> {
+        Self::with_mode(task, config, store, registry, Mode::Owner)
+    }
+
+    fn with_mode(
+        task: Task,
+        config: Config,
+        store: Arc<dyn Store>,
+        registry: Arc<ScriptRegistry>,
+        mode: Mode,
+    ) -> Result<Self> {
         for role in task
             .agents
             .iter()
@@ -88,6 +109,9 @@ impl Orchestrator {
         let (launcher, spawn_rx) = mpsc::unbounded_channel();
         let coord = Coordination::new(Arc::new(task), Arc::new(config), store, launcher);
         coord.bus.set_known_roles(registry.roles());
+        if let Mode::Joiner { owner_roles, .. } = &mode {
+            coord.bus.set_remote_roles(owner_roles.clone());
+        }
         Ok(Orchestrator {
             coord,
             registry,
@@ -106,6 +130,9 @@ impl Orchestrator {
             budget_error: None,
             reloader: None,
             stop_requests: mpsc::unbounded_channel(),
+            mode,
+            shared: false,
+            stopping: false,
         })
     }
 
@@ -139,8 +166,11 @@ impl Orchestrator {
     }
 
     /// The roles started up front: the task's `agents`, or every role that no
-    /// spawn condition starts.
+    /// spawn condition starts; for a joiner, the roles it was asked for.
     pub fn initial_roles(&self) -> Vec<String> {
+        if let Mode::Joiner { roles, .. } = &self.mode {
+            return roles.clone();
+        }
         let task = &self.coord.task;
         task.agents.clone().unwrap_or_else(|| {
             self.registry
@@ -152,29 +182,44 @@ impl Orchestrator {
     }
 
     /// Runs the task to its end. Errors only when the run could not start
-    /// (SpawnLimit, store failure); failures of agents are in the report.
+    /// (SpawnLimit, store failure, a live run of the same task in a shared
+    /// store); failures of agents are in the report.
     pub async fn run(mut self) -> Result<RunReport> {
         let started_at = Instant::now();
-        let timeout = Duration::from_millis(self.coord.task.timeout);
+        let deadline = self.open().await?;
         for role in self.initial_roles() {
             self.start_agent(&role, None).await?;
         }
+        self.beat().await;
         let flusher = self.spawn_metrics_flusher();
-        let deadline = tokio::time::sleep(timeout);
+        let deadline = tokio::time::sleep_until(deadline);
         tokio::pin!(deadline);
+        let mut heartbeat = tokio::time::interval(self.coord.presence.interval());
+        let mut quiet_poll = tokio::time::interval(QUIET_POLL);
         let mut end = End::Finished;
         let watching = self.reloader.is_some();
-        while !self.agents.is_empty() {
+        while !self.is_over().await {
             tokio::select! {
                 Some(request) = self.spawn_rx.recv() => {
                     let result = self.start_agent(&request.role, request.parent.as_deref()).await;
                     let _ = request.reply.send(result);
                 }
                 Some(joined) = self.agents.join_next_with_id() => self.finish_agent(joined).await,
-                Some(spent) = self.budget_rx.recv() => self.stop_on_budget(spent),
+                Some(spent) = self.budget_rx.recv() => {
+                    if self.stop_on_budget(spent) {
+                        self.stop().await;
+                    }
+                }
                 _ = self.coord.activity.changed(), if !watching => {
+                    if self.mode.is_owner() && self.is_quiet().await {
+                        self.stop().await;
+                    }
+                }
+                _ = self.coord.activity.moved(), if !self.mode.is_owner() => self.beat().await,
+                _ = heartbeat.tick() => self.on_heartbeat().await,
+                _ = quiet_poll.tick(), if !watching && self.shared && self.mode.is_owner() && !self.stopping => {
                     if self.is_quiet().await {
-                        let _ = self.stop_tx.send(true);
+                        self.stop().await;
                     }
                 }
                 Some(()) = self.stop_requests.1.recv() => {
@@ -183,7 +228,7 @@ impl Orchestrator {
                         break;
                     }
                     end = End::Interrupted;
-                    let _ = self.stop_tx.send(true);
+                    self.stop().await;
                 }
                 _ = &mut deadline => {
                     end = End::TimedOut;
@@ -199,7 +244,35 @@ impl Orchestrator {
         }
         self.reloader = None;
         flusher.abort();
-        self.report(started_at, end).await
+        let report = self.report(started_at, end).await;
+        self.close(report.as_ref().ok()).await;
+        report
+    }
+
+    /// True when this process has nothing left to wait for: its agents ended
+    /// and, for the owner, no other process takes part any more (while one
+    /// does, the owner waits for the whole task to go quiet).
+    async fn is_over(&mut self) -> bool {
+        if !self.agents.is_empty() {
+            return false;
+        }
+        if self.stopping || !self.mode.is_owner() {
+            return true;
+        }
+        self.refresh_shared().await;
+        !self.shared
+    }
+
+    /// Stops every agent of this process (and, for the owner, records the end
+    /// so joined processes stop theirs).
+    async fn stop(&mut self) {
+        let _ = self.stop_tx.send(true);
+        if !self.stopping {
+            self.stopping = true;
+            if self.mode.is_owner() {
+                self.mark_stopping().await;
+            }
+        }
     }
 
     async fn start_agent(&mut self, role: &str, parent: Option<&str>) -> Result<String> {
@@ -302,12 +375,13 @@ impl Orchestrator {
     /// The token budget is spent and an agent asked for more: the task
     /// fails with that error, and the agents stop at their next event (what
     /// they are running now finishes; further LLM calls are refused).
-    fn stop_on_budget(&mut self, spent: Error) {
+    /// Records the first refused LLM call; true when the task must stop for it.
+    fn stop_on_budget(&mut self, spent: Error) -> bool {
         if self.budget_error.is_some() {
-            return;
+            return false;
         }
         let Error::LlmBudget { agent, .. } = &spent else {
-            return;
+            return false;
         };
         tracing::error!("{spent}");
         self.budget_error = Some(ReportedError {
@@ -317,7 +391,7 @@ impl Orchestrator {
             fatal: true,
             exit_code: spent.exit_code(),
         });
-        let _ = self.stop_tx.send(true);
+        true
     }
 
     fn record(&mut self, agent: &str, e: &Error, fatal: bool) {
@@ -328,21 +402,6 @@ impl Orchestrator {
             fatal,
             exit_code: e.exit_code(),
         });
-    }
-
-    /// True when every agent is idle, no spawn is pending and no message is queued,
-    /// and that stays so for a moment (a woken agent moves the epoch).
-    async fn is_quiet(&self) -> bool {
-        let activity = &self.coord.activity;
-        if activity.busy_count() != 0 || !self.spawn_rx.is_empty() {
-            return false;
-        }
-        let epoch = activity.epoch();
-        if !matches!(self.coord.bus.is_drained().await, Ok(true)) {
-            return false;
-        }
-        tokio::time::sleep(QUIET_CONFIRM).await;
-        activity.busy_count() == 0 && activity.epoch() == epoch && self.spawn_rx.is_empty()
     }
 
     /// Aborts every agent still running; each gets the error `why(id)`.
@@ -392,14 +451,17 @@ impl Orchestrator {
         })
     }
 
-    async fn report(mut self, started_at: Instant, end: End) -> Result<RunReport> {
+    async fn report(&mut self, started_at: Instant, end: End) -> Result<RunReport> {
         let coord = self.coord.clone();
         if let Err(e) = coord.metrics.flush(coord.store.as_ref()).await {
             self.record("host", &e, false);
         }
+        // Read past the blackboard's counters: they were just flushed, and the
+        // store's totals must equal the report's.
+        let (store, id) = (&coord.store, &coord.task.id);
         let mut outputs = BTreeMap::new();
-        for key in coord.blackboard.keys(OUTPUT_PREFIX).await? {
-            if let Some(v) = coord.blackboard.get(&key).await? {
+        for key in store.bb_keys(id, OUTPUT_PREFIX).await? {
+            if let Some(v) = store.bb_get(id, &key).await? {
                 outputs.insert(key[OUTPUT_PREFIX.len()..].to_string(), v);
             }
         }
@@ -415,7 +477,7 @@ impl Orchestrator {
             .collect();
         // A refusal may have come in after the last agent ended.
         while let Ok(spent) = self.budget_rx.try_recv() {
-            self.stop_on_budget(spent);
+            let _ = self.stop_on_budget(spent);
         }
         // The spent budget is why the task failed, whatever the agents then
         // raised: it goes first, so it sets the exit code.
@@ -437,7 +499,7 @@ impl Orchestrator {
             duration_ms: started_at.elapsed().as_millis() as u64,
             agents_used: self.started.clone(),
             outputs,
-            errors: self.errors,
+            errors: std::mem::take(&mut self.errors),
             metrics: coord.metrics.snapshot(&phases, Some(now_ms())),
         })
     }

@@ -112,20 +112,7 @@ impl Task {
     pub fn validate(&self, origin: &str) -> Result<()> {
         let bad =
             |field: &str, msg: String| Err(Error::bad_input(format!("{origin}: {field}"), msg));
-        if self.id.is_empty()
-            || !self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return bad(
-                "id",
-                format!(
-                    "'{}' must be non-empty and use only letters, digits, '-', '_' and '.'",
-                    self.id
-                ),
-            );
-        }
+        check_id(&self.id, &format!("{origin}: id"))?;
         if self.timeout == 0 {
             return bad("timeout", "must be greater than 0 ms".into());
         }
@@ -145,6 +132,22 @@ impl Task {
         }
         Ok(())
     }
+}
+
+/// Checks a task id (it names every store key of the task, so it may hold
+/// only letters, digits, `-`, `_` and `.`); `origin` names where it came from.
+pub fn check_id(id: &str, origin: &str) -> Result<()> {
+    let valid = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !valid {
+        return Err(Error::bad_input(
+            origin,
+            format!("'{id}' must be non-empty and use only letters, digits, '-', '_' and '.'"),
+        ));
+    }
+    Ok(())
 }
 
 /// serde_json appends " at line L column C"; the origin already carries the line.

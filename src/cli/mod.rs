@@ -2,6 +2,9 @@
 //! returns typed errors, which map to exit codes.
 
 mod check;
+mod clean;
+mod inspect;
+mod join;
 mod run;
 
 use std::path::PathBuf;
@@ -27,6 +30,10 @@ enum Command {
     Dev(run::RunArgs),
     /// Compile every script and stdlib module without running anything.
     Check(check::CheckArgs),
+    /// Show what a task holds in a shared store: run, agents, blackboard, messages, metrics.
+    Inspect(inspect::InspectArgs),
+    /// Delete every key of a task from a shared store.
+    Clean(clean::CleanArgs),
 }
 
 /// Settings flags shared by the commands that load a configuration.
@@ -44,7 +51,7 @@ pub struct ConfigArgs {
     /// Most agents live at once.
     #[arg(long, value_name = "N")]
     pub max_agents: Option<usize>,
-    /// Store: `memory` (default) or a redis:// URL.
+    /// Store: `memory` (default) or a redis:// or rediss:// URL (user, password and db in it).
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
 }
@@ -108,12 +115,29 @@ impl Cli {
                 ..args
             }),
             Command::Check(args) => check::execute(args),
+            Command::Inspect(args) => inspect::execute(args),
+            Command::Clean(args) => clean::execute(args),
         };
         match result {
             Ok(code) => code,
             Err(e) => report_error(&e),
         }
     }
+}
+
+/// Refuses the embedded store for a command that needs to reach a task
+/// another process ran: that store lives and dies with its process.
+pub fn require_shared_store(config: &Config, what: &str) -> Result<(), Error> {
+    if config.store == "memory" {
+        return Err(Error::bad_input(
+            "setting store",
+            format!(
+                "{what} needs a shared store: pass --store redis://HOST:PORT/DB (or set \
+                 ORRERY_STORE); the embedded store lives only as long as the process running the task"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Prints an error for the user and returns its exit code.

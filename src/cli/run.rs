@@ -1,6 +1,8 @@
 //! `orrery run TASK [--watch]` (and `orrery dev TASK`, the same with
 //! `--watch`): run a task and print its report. Ctrl-C stops the run and
 //! still prints the report; a second Ctrl-C aborts the agents still running.
+//! With `--join TASK_ID --role ROLE`, add agents to a task another process
+//! runs (see `join.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use orrery::coordination::PhaseChange;
 use orrery::llm::{LlmMode, LlmSettings};
 use orrery::orchestrator::{Orchestrator, Stopper};
 use orrery::reload::ReloadOptions;
+use orrery::report::RunReport;
 use orrery::scripts::ScriptRegistry;
 use orrery::store;
 use orrery::task::Task;
@@ -19,13 +22,20 @@ use super::ConfigArgs;
 /// Arguments of `orrery run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Task file (.toml or .json).
-    pub task: PathBuf,
+    /// Task file (.toml or .json). Not with --join.
+    #[arg(required_unless_present = "join", conflicts_with = "join")]
+    pub task: Option<PathBuf>,
+    /// Join the running task TASK_ID of a shared store instead of starting one.
+    #[arg(long, value_name = "TASK_ID", requires = "role")]
+    pub join: Option<String>,
+    /// With --join: start one agent of ROLE (repeat the flag for more).
+    #[arg(long, value_name = "ROLE", requires = "join")]
+    pub role: Vec<String>,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
     /// Override the task's timeout (ms).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", conflicts_with = "join")]
     pub timeout: Option<u64>,
     /// Do not show phase changes while the task runs.
     #[arg(long, short)]
@@ -85,7 +95,14 @@ impl LlmArgs {
 
 pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let config = args.config.resolve_with(args.llm.settings())?;
-    let mut task = Task::load(&args.task)?;
+    if let Some(task_id) = &args.join {
+        return super::join::execute(task_id, &args, config);
+    }
+    let path = args
+        .task
+        .as_ref()
+        .expect("clap requires TASK without --join");
+    let mut task = Task::load(path)?;
     if let Some(ms) = args.timeout {
         if ms == 0 {
             return Err(
@@ -116,27 +133,36 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             orchestrator.watch(ReloadOptions::default())?;
             eprintln!("watching {watched} for changes (Ctrl-C to stop)");
         }
-        let interrupts = tokio::spawn(forward_interrupts(orchestrator.stopper()));
-        let printer = (!args.quiet).then(|| {
-            let mut changes = orchestrator.coordination().states.subscribe();
-            let start = orchestrator.coordination().metrics.start_time();
-            tokio::spawn(async move {
-                while let Ok(change) = changes.recv().await {
-                    eprintln!("{}", format_change(&change, start));
-                }
-            })
-        });
-        let report = orchestrator.run().await;
-        interrupts.abort();
-        // Every sender is gone once the run ended: let the printer finish its lines.
-        if let Some(printer) = printer {
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), printer).await;
-        }
-        report
+        drive(orchestrator, args.quiet).await
     });
-    let report = report.context("task did not run")?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    print_report(&report.context("task did not run")?, args.json)
+}
+
+/// Runs `orchestrator`, showing phase changes unless `quiet` and forwarding Ctrl-C.
+pub(super) async fn drive(orchestrator: Orchestrator, quiet: bool) -> orrery::Result<RunReport> {
+    let interrupts = tokio::spawn(forward_interrupts(orchestrator.stopper()));
+    let printer = (!quiet).then(|| {
+        let mut changes = orchestrator.coordination().states.subscribe();
+        let start = orchestrator.coordination().metrics.start_time();
+        tokio::spawn(async move {
+            while let Ok(change) = changes.recv().await {
+                eprintln!("{}", format_change(&change, start));
+            }
+        })
+    });
+    let report = orchestrator.run().await;
+    interrupts.abort();
+    // Every sender is gone once the run ended: let the printer finish its lines.
+    if let Some(printer) = printer {
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), printer).await;
+    }
+    report
+}
+
+/// Prints a report as text or JSON; returns the exit code it maps to.
+pub(super) fn print_report(report: &RunReport, json: bool) -> anyhow::Result<i32> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         print!("{}", report.summary());
     }

@@ -11,6 +11,7 @@ pub struct Activity {
     busy: AtomicUsize,
     epoch: AtomicU64,
     changed: Notify,
+    moved: Notify,
 }
 
 impl Activity {
@@ -18,13 +19,18 @@ impl Activity {
     pub fn busy(&self) {
         self.busy.fetch_add(1, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.moved.notify_one();
     }
 
     /// An agent has nothing to do until an event arrives (or it ended).
     pub fn idle(&self) {
         self.busy.fetch_sub(1, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
+        // A permit, not a wake-up of current waiters only: an agent going idle
+        // while the orchestrator is busy confirming an earlier quiet (or doing
+        // anything else) must still trigger a check, or the task never ends.
+        self.changed.notify_one();
+        self.moved.notify_one();
     }
 
     /// Agents currently busy.
@@ -37,8 +43,16 @@ impl Activity {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Waits until some agent goes idle.
+    /// Waits until some agent went idle since the last call returned (for the
+    /// one task that watches for quiet).
     pub async fn changed(&self) {
         self.changed.notified().await
+    }
+
+    /// Waits until some agent went busy or idle since the last call returned
+    /// (a change while nobody waits is kept, so none is missed). For the one
+    /// task that publishes this process's activity to other processes.
+    pub async fn moved(&self) {
+        self.moved.notified().await
     }
 }

@@ -6,7 +6,7 @@
 //! at-least-once: a message is acknowledged after its handler returns and given
 //! back (redelivered, then dead-lettered) when the handler fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use serde_json::Value;
 
+use super::AgentPhase;
 use super::blackboard::check_size;
 use crate::error::{Error, Result};
 use crate::store::{Delivery, Envelope, Store};
@@ -34,6 +35,8 @@ pub struct MessageBus {
     directory: RwLock<BTreeMap<String, String>>,
     /// Roles that have a script, so a message to a role nobody runs yet is accepted.
     known_roles: RwLock<Vec<String>>,
+    /// Roles another process of the task has scripts for.
+    remote_roles: RwLock<Vec<String>>,
 }
 
 impl MessageBus {
@@ -52,6 +55,7 @@ impl MessageBus {
             next_id: AtomicU64::new(1),
             directory: RwLock::default(),
             known_roles: RwLock::default(),
+            remote_roles: RwLock::default(),
         }
     }
 
@@ -70,6 +74,12 @@ impl MessageBus {
     /// Sets the roles that may be addressed even when none of their agents is live.
     pub fn set_known_roles(&self, roles: Vec<String>) {
         *self.known_roles.write() = roles;
+    }
+
+    /// Sets the roles another process sharing the task has scripts for (the
+    /// owner's, for a joined process): they may be addressed from here too.
+    pub fn set_remote_roles(&self, roles: Vec<String>) {
+        *self.remote_roles.write() = roles;
     }
 
     /// The queues agent `id` of `role` reads, own queue first.
@@ -98,14 +108,7 @@ impl MessageBus {
             attempts: 0,
         };
         if to == BROADCAST {
-            let targets: Vec<String> = self
-                .directory
-                .read()
-                .keys()
-                .filter(|a| a.as_str() != from)
-                .cloned()
-                .collect();
-            for target in targets {
+            for target in self.broadcast_targets(from).await? {
                 self.store
                     .queue_push(&self.task, &target, &envelope)
                     .await?;
@@ -117,8 +120,28 @@ impl MessageBus {
         Ok(id)
     }
 
+    /// Every live agent but the sender: this process's, and those of other
+    /// processes sharing the store (their records have not ended).
+    async fn broadcast_targets(&self, from: &str) -> Result<BTreeSet<String>> {
+        let mut targets: BTreeSet<String> = self.directory.read().keys().cloned().collect();
+        for record in self.store.agent_list(&self.task).await? {
+            let ended = record
+                .phase
+                .parse::<AgentPhase>()
+                .map_or(true, AgentPhase::is_terminal);
+            if !ended {
+                targets.insert(record.id);
+            }
+        }
+        targets.remove(from);
+        Ok(targets)
+    }
+
     async fn check_recipient(&self, to: &str) -> Result<()> {
-        if self.directory.read().contains_key(to) || self.known_roles.read().iter().any(|r| r == to)
+        let known = |roles: &RwLock<Vec<String>>| roles.read().iter().any(|r| r == to);
+        if self.directory.read().contains_key(to)
+            || known(&self.known_roles)
+            || known(&self.remote_roles)
         {
             return Ok(());
         }
@@ -167,9 +190,9 @@ impl MessageBus {
             .await?)
     }
 
-    /// True when no message waits or is in flight (dead letters do not count).
+    /// True when no message waits or is in flight (dead letters do not count),
+    /// in any process sharing the store.
     pub async fn is_drained(&self) -> Result<bool> {
-        let list = self.store.queue_list(&self.task).await?;
-        Ok(list.iter().all(|m| m.state == "dead"))
+        Ok(self.store.queue_is_drained(&self.task).await?)
     }
 }

@@ -9,6 +9,7 @@ mod blackboard;
 mod bus;
 mod locks;
 mod metrics;
+mod presence;
 mod spawn;
 mod state;
 
@@ -22,6 +23,7 @@ pub use locks::{LockGrant, LockManager};
 pub use metrics::{
     AgentCounters, AgentMetrics, CoordinationMetrics, HostCounters, MetricsCollector,
 };
+pub use presence::{LOST_AFTER_BEATS, LostAgent, Presence};
 pub use spawn::{SpawnController, SpawnRequest};
 pub use state::{AgentPhase, AgentStateManager, PhaseChange};
 
@@ -58,6 +60,8 @@ pub struct Coordination {
     pub metrics: Arc<MetricsCollector>,
     /// Which agents are busy, for detecting a task that has gone quiet.
     pub activity: Activity,
+    /// This process among those sharing the task.
+    pub presence: Presence,
 }
 
 impl Coordination {
@@ -70,6 +74,11 @@ impl Coordination {
     ) -> Arc<Coordination> {
         let metrics = Arc::new(MetricsCollector::new(&task.id));
         let ttl = Duration::from_secs(config.blackboard_ttl);
+        let presence = Presence::new(
+            store.clone(),
+            &task.id,
+            Duration::from_millis(config.heartbeat_interval),
+        );
         Arc::new(Coordination {
             blackboard: Blackboard::new(
                 store.clone(),
@@ -84,10 +93,11 @@ impl Coordination {
                 config.max_attempts,
                 config.max_value_bytes,
             ),
-            states: AgentStateManager::new(store.clone(), &task.id),
+            states: AgentStateManager::new(store.clone(), &task.id, presence.host()),
             spawner: SpawnController::new(&task, &config, store.clone(), metrics.clone(), launcher),
             locks: LockManager::new(store.clone(), &task.id, metrics.clone()),
             activity: Activity::default(),
+            presence,
             metrics,
             task,
             config,

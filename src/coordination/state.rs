@@ -112,11 +112,11 @@ pub struct AgentStateManager {
 }
 
 impl AgentStateManager {
-    pub(super) fn new(store: Arc<dyn Store>, task: &str) -> Self {
+    pub(super) fn new(store: Arc<dyn Store>, task: &str, host: &str) -> Self {
         AgentStateManager {
             store,
             task: task.to_string(),
-            host: hostname(),
+            host: host.to_string(),
             changes: broadcast::channel(256).0,
         }
     }
@@ -193,13 +193,4 @@ impl AgentStateManager {
     pub async fn list(&self) -> Result<Vec<AgentRecord>> {
         Ok(self.store.agent_list(&self.task).await?)
     }
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
 }

@@ -13,7 +13,10 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
 
-use super::{AgentRecord, BlackboardEvent, Delivery, Envelope, QueuedMessage, Store, StoreResult};
+use super::{
+    AgentRecord, BlackboardEvent, Delivery, Envelope, HostRecord, QueuedMessage, Store,
+    StoreResult, TaskRecord,
+};
 
 /// How many unread blackboard events a slow watcher may fall behind by.
 const EVENT_BUFFER: usize = 1024;
@@ -53,6 +56,8 @@ struct TaskData {
     fences: Mutex<HashMap<String, u64>>,
     metrics: Mutex<BTreeMap<String, i64>>,
     claims: Mutex<HashSet<String>>,
+    record: Mutex<Option<TaskRecord>>,
+    hosts: Mutex<BTreeMap<String, HostRecord>>,
 }
 
 impl TaskData {
@@ -68,6 +73,8 @@ impl TaskData {
             fences: Mutex::default(),
             metrics: Mutex::default(),
             claims: Mutex::default(),
+            record: Mutex::default(),
+            hosts: Mutex::default(),
         }
     }
 
@@ -352,6 +359,31 @@ impl Store for MemoryStore {
 
     async fn agent_list(&self, task: &str) -> StoreResult<Vec<AgentRecord>> {
         Ok(self.task(task).agents.lock().values().cloned().collect())
+    }
+
+    async fn task_put(&self, task: &str, record: &TaskRecord) -> StoreResult<()> {
+        *self.task(task).record.lock() = Some(record.clone());
+        Ok(())
+    }
+
+    async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>> {
+        Ok(self.task(task).record.lock().clone())
+    }
+
+    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
+        let t = self.task(task);
+        t.hosts.lock().insert(host.id.clone(), host.clone());
+        let mut records = t.agents.lock();
+        for id in agents {
+            if let Some(r) = records.get_mut(id) {
+                r.heartbeat_ms = host.heartbeat_ms;
+            }
+        }
+        Ok(())
+    }
+
+    async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
+        Ok(self.task(task).hosts.lock().values().cloned().collect())
     }
 
     async fn lock_try_acquire(

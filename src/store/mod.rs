@@ -5,6 +5,7 @@
 //! atomic on its own, for one task at a time. A new backend is a new file here.
 
 mod memory;
+mod redis;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,17 +16,24 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 pub use memory::MemoryStore;
+pub use redis::{RedisStore, redact_url};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-/// Opens the store the configuration names: `memory`, or a Redis-protocol server.
+/// Opens the store the configuration names: `memory`, or a Redis-protocol server
+/// (`redis://` or `rediss://`). A server that cannot be reached within
+/// `connect_timeout` is a Coordination error naming the URL (without password);
+/// a URL that does not parse is a BadInput error naming the setting.
 pub async fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>> {
     match config.store.as_str() {
         "memory" => Ok(std::sync::Arc::new(MemoryStore::new())),
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Ok(std::sync::Arc::new(RedisStore::connect(config).await?))
+        }
         other => Err(Error::bad_input(
             "setting store",
-            format!("'{other}': the Redis store is not part of this build yet"),
+            format!("'{other}' is neither 'memory' nor a redis:// or rediss:// URL"),
         )),
     }
 }
@@ -114,7 +122,7 @@ pub struct AgentRecord {
     pub history: Vec<PhaseEntry>,
     /// Last time the agent was seen alive (ms since the epoch).
     pub heartbeat_ms: u64,
-    /// Host name of the process running it.
+    /// Id of the process running it (`hostname:pid-xxxx`).
     pub host: String,
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,6 +147,50 @@ pub struct QueuedMessage {
     pub envelope: Envelope,
     /// `pending` (waiting or delivered but not acknowledged) or `dead`.
     pub state: &'static str,
+}
+
+/// Where a task stands, as the process that owns it records it in the store, so
+/// other processes can join it and `orrery inspect` can show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task definition (the task file, as JSON).
+    pub definition: Value,
+    /// `running`, then `complete`, `failed` or `timeout`.
+    pub status: String,
+    /// Host id of the owning process (`hostname:pid`).
+    pub owner: String,
+    /// Roles the owner has scripts for, so joiners can address them.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// When the run started (ms since the epoch).
+    pub started_ms: u64,
+    /// When it ended (ms since the epoch), once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+}
+
+impl TaskRecord {
+    /// True while the owner has not recorded an end.
+    pub fn is_running(&self) -> bool {
+        self.status == "running"
+    }
+}
+
+/// A process taking part in a task: its liveness and whether its agents are busy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// `hostname:pid`.
+    pub id: String,
+    /// `owner` (runs the task) or `joiner` (adds agents to it).
+    pub role: String,
+    /// `alive`, `left` (ended normally) or `lost` (stopped heartbeating).
+    pub state: String,
+    /// Last heartbeat (ms since the epoch).
+    pub heartbeat_ms: u64,
+    /// Agents of this host busy at the last heartbeat.
+    pub busy: usize,
+    /// Moves whenever one of its agents goes busy or idle.
+    pub epoch: u64,
 }
 
 /// The operations the host needs from shared state, scoped by task id.
@@ -185,7 +237,14 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_push(&self, task: &str, queue: &str, envelope: &Envelope) -> StoreResult<()>;
     /// Takes the oldest message from the first of `queues` that has one, waiting
     /// up to `wait` for one to arrive. `consumer` names the taker, so a message it
-    /// never acknowledges can be handed to another consumer later.
+    /// never acknowledges can be handed to another consumer later. A message
+    /// given back (nack, released consumer) comes before newer ones.
+    ///
+    /// Cancel safety: the future may be dropped while it waits (the agent's
+    /// event loop races it against blackboard changes and the stop signal). No
+    /// message is lost then: one taken for `consumer` after the drop is kept for
+    /// that consumer and returned by its next `queue_take`, or handed back by
+    /// [`queue_release_consumer`](Store::queue_release_consumer).
     async fn queue_take(
         &self,
         task: &str,
@@ -208,6 +267,12 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_release_consumer(&self, task: &str, consumer: &str) -> StoreResult<usize>;
     /// Messages waiting, in flight and dead-lettered, for inspection.
     async fn queue_list(&self, task: &str) -> StoreResult<Vec<QueuedMessage>>;
+    /// True when no message of the task waits or is in flight (dead letters do
+    /// not count), in every process sharing the store.
+    async fn queue_is_drained(&self, task: &str) -> StoreResult<bool> {
+        let list = self.queue_list(task).await?;
+        Ok(list.iter().all(|m| m.state == "dead"))
+    }
 
     // ---- agent records ----
 
@@ -217,6 +282,23 @@ pub trait Store: Send + Sync + 'static {
     async fn agent_get(&self, task: &str, agent: &str) -> StoreResult<Option<AgentRecord>>;
     /// Every agent record of the task, sorted by id.
     async fn agent_list(&self, task: &str) -> StoreResult<Vec<AgentRecord>>;
+
+    // ---- the task and the processes sharing it ----
+
+    /// Writes the task's record (only its owner does).
+    async fn task_put(&self, task: &str, record: &TaskRecord) -> StoreResult<()>;
+    /// Reads the task's record; `None` when no process has started the task.
+    async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>>;
+    /// Records that `host` is alive with its activity, and sets the heartbeat of
+    /// each of its `agents` to `host.heartbeat_ms`.
+    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()>;
+    /// Every process that took part in the task, sorted by id.
+    async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>>;
+    /// Blackboard changes this process published that its own watchers have not
+    /// received yet. The embedded store delivers them before the write returns.
+    fn events_in_flight(&self, _task: &str) -> usize {
+        0
+    }
 
     // ---- locks ----
 

@@ -95,7 +95,7 @@ pub enum Backend {
 impl Backend {
     /// Every backend the parametrised suite covers.
     pub fn all() -> Vec<Backend> {
-        vec![Backend::Memory]
+        vec![Backend::Memory, Backend::Redis]
     }
 }
 
@@ -126,29 +126,48 @@ pub async fn run_in_process(
 
 /// A `redis-server` on a free port, killed on drop.
 pub struct RedisServer {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl RedisServer {
-    /// Starts a server; fails the test with an install hint when there is no binary.
+    /// Starts a server keeping nothing on disk; fails the test with an install
+    /// hint when there is no binary.
     pub fn start() -> RedisServer {
+        Self::launch(false)
+    }
+
+    /// Starts a server that writes every change to its append-only file before
+    /// answering, so a [`restart`](Self::restart) loses nothing acknowledged.
+    pub fn start_persistent() -> RedisServer {
+        Self::launch(true)
+    }
+
+    fn launch(persistent: bool) -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            persistent,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
         let bin = std::env::var("ORRERY_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
+        let port = self.port.to_string();
+        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+        if self.persistent {
+            args.extend(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            args.extend(["--appendonly", "no"]);
+        }
         let child = Command::new(&bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .current_dir(dir.path())
+            .args(&args)
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -159,17 +178,26 @@ impl RedisServer {
                      to a redis-server or dragonfly binary)."
                 )
             });
-        let server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        server.wait_ready();
-        server
+        self.child = Some(child);
+        self.wait_ready();
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server (SIGKILL, as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts it again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
     }
 
     fn wait_ready(&self) {
@@ -189,8 +217,134 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An `orrery` process running in the background, whose stderr lines can be
+/// awaited while it runs.
+pub struct Running {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: Vec<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+/// Starts `orrery args` in `dir` with extra environment `env`.
+pub fn spawn_orrery(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orrery"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("ORRERY_STORE")
+        .env("ORRERY_LOG", "warn,orrery::script=info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the orrery binary");
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    Running {
+        child,
+        lines,
+        stderr: Vec::new(),
+        stdout,
+    }
+}
+
+/// How a background `orrery` ended.
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Describes the run for assertion messages.
+    pub fn show(&self) -> String {
+        format!(
+            "exit: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Running {
+    /// Waits until a stderr line contains `needle`; panics with what was seen
+    /// after `within`, or when the process ended first.
+    pub fn wait_for(&mut self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.stderr.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line containing {needle:?} within {within:?}; seen:\n{}",
+                    self.stderr.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The process id, to signal it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits for the process to end (at most `within`, then kills it and panics).
+    pub fn finish(mut self, within: Duration) -> Finished {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                let rest: Vec<String> = self.lines.try_iter().collect();
+                panic!(
+                    "orrery did not end within {within:?}; stderr:\n{}\n{}",
+                    self.stderr.join("\n"),
+                    rest.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self.stdout.join().unwrap_or_default();
+        self.stderr.extend(self.lines.iter());
+        Finished {
+            code: status.code(),
+            stdout,
+            stderr: self.stderr.join("\n"),
+        }
     }
 }
 

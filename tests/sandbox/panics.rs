@@ -11,8 +11,8 @@ use orrery::orchestrator::Orchestrator;
 use orrery::report::TaskStatus;
 use orrery::scripts::ScriptRegistry;
 use orrery::store::{
-    AgentRecord, BlackboardEvent, Delivery, Envelope, MemoryStore, QueuedMessage, Store,
-    StoreResult,
+    AgentRecord, BlackboardEvent, Delivery, Envelope, HostRecord, MemoryStore, QueuedMessage,
+    Store, StoreResult, TaskRecord,
 };
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -34,6 +34,18 @@ impl Store for PanickingStore {
     async fn bb_set(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> StoreResult<()> {
         assert_ne!(key, "boom", "store bug triggered by key 'boom'");
         self.0.bb_set(task, key, value, ttl).await
+    }
+    async fn task_put(&self, task: &str, record: &TaskRecord) -> StoreResult<()> {
+        self.0.task_put(task, record).await
+    }
+    async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>> {
+        self.0.task_get(task).await
+    }
+    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
+        self.0.heartbeat(task, host, agents).await
+    }
+    async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
+        self.0.host_list(task).await
     }
     async fn bb_get(&self, task: &str, key: &str) -> StoreResult<Option<Value>> {
         self.0.bb_get(task, key).await

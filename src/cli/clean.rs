@@ -1,0 +1,55 @@
+//! `orrery clean TASK_ID [--force]`: delete every key of a task from a shared
+//! store. A task whose owner is still running is kept unless `--force`.
+
+use orrery::coordination::{LOST_AFTER_BEATS, now_ms};
+use orrery::error::exit;
+use orrery::store;
+
+use super::ConfigArgs;
+
+/// Arguments of `orrery clean`.
+#[derive(Debug, clap::Args)]
+pub struct CleanArgs {
+    /// Id of the task to delete.
+    pub task_id: String,
+    /// Delete even when the task is running.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+pub fn execute(args: CleanArgs) -> anyhow::Result<i32> {
+    let config = args.config.resolve()?;
+    let id = &args.task_id;
+    orrery::task::check_id(id, "TASK_ID")?;
+    super::require_shared_store(&config, "orrery clean")?;
+    let lost_after = config.heartbeat_interval * LOST_AFTER_BEATS;
+    let (removed, url) = super::runtime()?.block_on(async {
+        let store = store::open(&config).await?;
+        if !args.force
+            && let Some(record) = store.task_get(id).await?
+            && record.is_running()
+        {
+            let now = now_ms();
+            let owner_alive = store.host_list(id).await?.iter().any(|h| {
+                h.id == record.owner
+                    && h.state == "alive"
+                    && now.saturating_sub(h.heartbeat_ms) <= lost_after
+            });
+            if owner_alive {
+                return Err(orrery::Error::Coordination(format!(
+                    "task '{id}' is running (owned by {}); wait for it to end, or pass --force",
+                    record.owner
+                )));
+            }
+        }
+        Ok::<_, orrery::Error>((store.clean(id).await?, store.describe()))
+    })?;
+    if removed == 0 {
+        println!("nothing to remove: {url} holds no key of task '{id}'");
+    } else {
+        println!("removed {removed} keys of task '{id}' from {url}");
+    }
+    Ok(exit::OK)
+}

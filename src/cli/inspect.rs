@@ -1,0 +1,45 @@
+//! `orrery inspect TASK_ID [--json]`: show what a task holds in a shared
+//! store: its run, processes, agents with phase history, blackboard, pending
+//! and dead-lettered messages, and metrics.
+
+use orrery::coordination::now_ms;
+use orrery::error::exit;
+use orrery::inspect::TaskSnapshot;
+use orrery::store;
+
+use super::ConfigArgs;
+
+/// Arguments of `orrery inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Id of the task to show.
+    pub task_id: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+pub fn execute(args: InspectArgs) -> anyhow::Result<i32> {
+    let config = args.config.resolve()?;
+    orrery::task::check_id(&args.task_id, "TASK_ID")?;
+    super::require_shared_store(&config, "orrery inspect")?;
+    let snapshot = super::runtime()?.block_on(async {
+        let store = store::open(&config).await?;
+        TaskSnapshot::read(store.as_ref(), &args.task_id).await
+    })?;
+    if snapshot.is_empty() {
+        return Err(orrery::Error::bad_input(
+            format!("TASK_ID '{}'", args.task_id),
+            format!("the store {} holds nothing for this task", snapshot.store),
+        )
+        .into());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+    } else {
+        print!("{}", snapshot.render(now_ms()));
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,27 @@
+//! `orrery run --join TASK_ID --role ROLE [--role ROLE ...]`: add agents to a
+//! task that another process runs on a shared store. They work until the
+//! owner records the task's end (or they finish on their own).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use orrery::config::Config;
+use orrery::orchestrator::Orchestrator;
+use orrery::scripts::ScriptRegistry;
+use orrery::store;
+
+use super::run::{RunArgs, drive, print_report};
+
+pub fn execute(task_id: &str, args: &RunArgs, config: Config) -> anyhow::Result<i32> {
+    orrery::task::check_id(task_id, &format!("flag --join {task_id}"))?;
+    super::require_shared_store(&config, "--join")?;
+    let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
+    let roles = args.role.clone();
+    let runtime = super::runtime()?;
+    let report = runtime.block_on(async {
+        let store = store::open(&config).await?;
+        let orchestrator = Orchestrator::join(task_id, roles, config, store, registry).await?;
+        drive(orchestrator, args.quiet).await
+    });
+    print_report(&report.context("could not join the task")?, args.json)
+}

@@ -1,0 +1,188 @@
+//! The processes sharing a task: this process's heartbeat and activity in the
+//! store, the liveness of the others, and recovering the agents of one that
+//! died (their unacknowledged messages go back to their queues).
+//!
+//! One process owns a task (`orrery run TASK`): it decides when the task ends
+//! and records that in the store. Others join it (`orrery run --join`) and
+//! stop when the owner records the end. Each writes a heartbeat every
+//! `heartbeat_interval`, and its busy-agent count whenever that changes, so the
+//! owner can tell when every process has gone quiet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Activity, AgentPhase, AgentStateManager, MessageBus, now_ms};
+use crate::error::Result;
+use crate::store::{HostRecord, Store};
+
+/// A process that missed this many heartbeats in a row is lost.
+pub const LOST_AFTER_BEATS: u64 = 5;
+
+/// An agent of a lost process, recovered by the owner.
+#[derive(Debug, Clone)]
+pub struct LostAgent {
+    /// Agent id.
+    pub id: String,
+    /// The process it ran in.
+    pub host: String,
+    /// Messages it held that went back to their queues.
+    pub released: usize,
+}
+
+/// This process's part in a task.
+pub struct Presence {
+    store: Arc<dyn Store>,
+    task: String,
+    host: String,
+    interval: Duration,
+}
+
+impl Presence {
+    pub(super) fn new(store: Arc<dyn Store>, task: &str, interval: Duration) -> Self {
+        Presence {
+            store,
+            task: task.to_string(),
+            host: host_id(),
+            interval,
+        }
+    }
+
+    /// This process's id in the task: `hostname:pid-xxxx`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// How often heartbeats are written.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Writes this process's heartbeat: `role` (`owner` or `joiner`), `state`
+    /// (`alive` or `left`), its activity, and the heartbeat of its `agents`.
+    pub async fn beat(
+        &self,
+        role: &str,
+        state: &str,
+        activity: &Activity,
+        agents: &[String],
+    ) -> Result<()> {
+        let record = HostRecord {
+            id: self.host.clone(),
+            role: role.to_string(),
+            state: state.to_string(),
+            heartbeat_ms: now_ms(),
+            busy: activity.busy_count(),
+            epoch: activity.epoch(),
+        };
+        Ok(self.store.heartbeat(&self.task, &record, agents).await?)
+    }
+
+    /// True when `host` has beaten recently and has not left.
+    pub fn is_alive(&self, host: &HostRecord, now_ms: u64) -> bool {
+        let silence = now_ms.saturating_sub(host.heartbeat_ms);
+        host.state == "alive" && silence <= self.lost_after_ms()
+    }
+
+    fn lost_after_ms(&self) -> u64 {
+        self.interval.as_millis() as u64 * LOST_AFTER_BEATS
+    }
+
+    /// The other processes of the task that are alive now.
+    pub async fn others(&self) -> Result<Vec<HostRecord>> {
+        let now = now_ms();
+        Ok(self
+            .store
+            .host_list(&self.task)
+            .await?
+            .into_iter()
+            .filter(|h| h.id != self.host && self.is_alive(h, now))
+            .collect())
+    }
+
+    /// True when an agent of another live process has not ended yet.
+    pub async fn remote_agents_running(&self, states: &AgentStateManager) -> Result<bool> {
+        let others = self.others().await?;
+        if others.is_empty() {
+            return Ok(false);
+        }
+        Ok(states.list().await?.iter().any(|a| {
+            others.iter().any(|h| h.id == a.host)
+                && a.phase
+                    .parse::<AgentPhase>()
+                    .is_ok_and(|p| !p.is_terminal())
+        }))
+    }
+
+    /// Finds processes that stopped heartbeating, marks them lost (once, even
+    /// with several processes looking), fails their running agents and gives
+    /// back the messages those agents held.
+    pub async fn reap(
+        &self,
+        states: &AgentStateManager,
+        bus: &MessageBus,
+    ) -> Result<Vec<LostAgent>> {
+        let now = now_ms();
+        let silent: Vec<HostRecord> = self
+            .store
+            .host_list(&self.task)
+            .await?
+            .into_iter()
+            .filter(|h| h.id != self.host && h.state == "alive" && !self.is_alive(h, now))
+            .collect();
+        let mut lost = Vec::new();
+        for mut host in silent {
+            if !self
+                .store
+                .claim(&self.task, &format!("lost:{}", host.id))
+                .await?
+            {
+                continue;
+            }
+            let silence = now.saturating_sub(host.heartbeat_ms);
+            host.state = "lost".into();
+            self.store.heartbeat(&self.task, &host, &[]).await?;
+            for agent in states.list().await? {
+                let running = agent
+                    .phase
+                    .parse::<AgentPhase>()
+                    .is_ok_and(|p| !p.is_terminal());
+                if agent.host != host.id || !running {
+                    continue;
+                }
+                let reason = format!(
+                    "lost: its process {} stopped heartbeating ({silence} ms without a beat)",
+                    host.id
+                );
+                states
+                    .transition(&agent.id, AgentPhase::Failed, Some(reason))
+                    .await?;
+                let released = bus.release(&agent.id).await?;
+                lost.push(LostAgent {
+                    id: agent.id,
+                    host: host.id.clone(),
+                    released,
+                });
+            }
+        }
+        Ok(lost)
+    }
+}
+
+/// `hostname:pid-xxxx`: unique per process, and per orchestrator within one.
+fn host_id() -> String {
+    format!(
+        "{}:{}-{:04x}",
+        hostname(),
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

@@ -1,0 +1,140 @@
+//! The key schema. Every key of a task starts with `task:{id}:`, then a fixed
+//! family name; a user's key or name comes last, so `:` or glob characters in
+//! it can never reach another family (task ids cannot hold `:`).
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `task:{id}:blackboard:{key}` | string | a JSON value, with TTL `blackboard_ttl` |
+//! | `task:{id}:bbindex` | sorted set | every blackboard key, for `keys(prefix)` |
+//! | `task:{id}:state:{agent}` | hash | `record` (JSON phase, history, host) and `heartbeat` |
+//! | `task:{id}:agents` | set | every agent id |
+//! | `task:{id}:bus:{queue}` | stream | the queue's messages, consumer group `orrery` |
+//! | `task:{id}:queues` | set | every queue written to |
+//! | `task:{id}:deadletter` | stream | dead-lettered messages |
+//! | `task:{id}:metrics` | hash | counters, flushed with HINCRBY |
+//! | `task:{id}:locks:{name}` | string | the holder's token, with the lock's TTL |
+//! | `task:{id}:fences` | hash | the fencing number of each lock |
+//! | `task:{id}:claims` | hash | once-only claims (spawn conditions, agent ids) |
+//! | `task:{id}:meta` | string | the task record (definition, status, owner) |
+//! | `task:{id}:hosts` | hash | each process's heartbeat and activity |
+//! | `task:{id}:once:{token}` | string | a retried operation's done-marker (60 s) |
+//!
+//! Blackboard changes are published on the channel `task:{id}:events`.
+
+/// Consumer group every queue stream is read through.
+pub(super) const GROUP: &str = "orrery";
+
+/// Pseudo-consumer holding messages given back, until a consumer claims them.
+/// Agent ids are `role-N`, so no agent can be called this.
+pub(super) const RETURNED: &str = "~returned";
+
+/// The keys of one task.
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys of `task`.
+    pub fn new(task: &str) -> Keys {
+        Keys {
+            prefix: format!("task:{task}:"),
+        }
+    }
+
+    fn key(&self, family: &str) -> String {
+        format!("{}{family}", self.prefix)
+    }
+
+    /// `task:{id}:blackboard:{key}`.
+    pub fn blackboard(&self, key: &str) -> String {
+        format!("{}blackboard:{key}", self.prefix)
+    }
+
+    /// The index of blackboard keys.
+    pub fn bb_index(&self) -> String {
+        self.key("bbindex")
+    }
+
+    /// The channel blackboard changes are published on.
+    pub fn events(&self) -> String {
+        self.key("events")
+    }
+
+    /// `task:{id}:state:{agent}`.
+    pub fn state(&self, agent: &str) -> String {
+        format!("{}state:{agent}", self.prefix)
+    }
+
+    /// The set of agent ids.
+    pub fn agents(&self) -> String {
+        self.key("agents")
+    }
+
+    /// `task:{id}:bus:{queue}`.
+    pub fn bus(&self, queue: &str) -> String {
+        format!("{}bus:{queue}", self.prefix)
+    }
+
+    /// The queue name of a `bus` key.
+    pub fn queue_of<'a>(&self, stream: &'a str) -> &'a str {
+        stream
+            .strip_prefix(&self.prefix)
+            .and_then(|s| s.strip_prefix("bus:"))
+            .unwrap_or(stream)
+    }
+
+    /// The set of queues written to.
+    pub fn queues(&self) -> String {
+        self.key("queues")
+    }
+
+    /// Dead-lettered messages.
+    pub fn dead_letters(&self) -> String {
+        self.key("deadletter")
+    }
+
+    /// The metric counters.
+    pub fn metrics(&self) -> String {
+        self.key("metrics")
+    }
+
+    /// `task:{id}:locks:{name}`.
+    pub fn lock(&self, name: &str) -> String {
+        format!("{}locks:{name}", self.prefix)
+    }
+
+    /// Fencing numbers of the locks.
+    pub fn fences(&self) -> String {
+        self.key("fences")
+    }
+
+    /// Once-only claims.
+    pub fn claims(&self) -> String {
+        self.key("claims")
+    }
+
+    /// The task record.
+    pub fn meta(&self) -> String {
+        self.key("meta")
+    }
+
+    /// The processes taking part.
+    pub fn hosts(&self) -> String {
+        self.key("hosts")
+    }
+
+    /// The done-marker of a retried operation.
+    pub fn once(&self, token: &str) -> String {
+        format!("{}once:{token}", self.prefix)
+    }
+
+    /// A SCAN pattern matching every key of the task (task ids hold no glob characters).
+    pub fn all(&self) -> String {
+        format!("{}*", self.prefix)
+    }
+}
+
+/// A random token for a done-marker or an owner.
+pub(super) fn token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

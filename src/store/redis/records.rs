@@ -1,0 +1,282 @@
+//! Agent records, the task record, host heartbeats, locks, metric counters,
+//! claims, and cleaning a task's keys.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::Server;
+use super::blackboard::{decode, millis};
+use super::keys::{Keys, token};
+use super::scripts::{CLAIM, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, METRICS_ADD};
+use crate::store::{AgentRecord, HostRecord, StoreResult, TaskRecord};
+
+/// Keys deleted per UNLINK while cleaning.
+const CLEAN_BATCH: usize = 500;
+
+impl Server {
+    pub(super) async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()> {
+        let keys = Keys::new(task);
+        let (state, agents) = (keys.state(&record.id), keys.agents());
+        let json = serde_json::to_string(record).expect("a record always serializes");
+        self.conn
+            .pipeline("agent put", || {
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .hset_multiple(
+                        &state,
+                        &[
+                            ("record", json.as_str()),
+                            ("heartbeat", &record.heartbeat_ms.to_string()),
+                        ],
+                    )
+                    .ignore()
+                    .sadd(&agents, &record.id)
+                    .ignore();
+                pipe
+            })
+            .await
+    }
+
+    pub(super) async fn agent_get(
+        &self,
+        task: &str,
+        agent: &str,
+    ) -> StoreResult<Option<AgentRecord>> {
+        let state = Keys::new(task).state(agent);
+        let fields: BTreeMap<String, String> =
+            self.conn.query("agent get", || hash_all(&state)).await?;
+        record_from(&state, fields)
+    }
+
+    pub(super) async fn agent_list(&self, task: &str) -> StoreResult<Vec<AgentRecord>> {
+        let keys = Keys::new(task);
+        let set = keys.agents();
+        let mut ids: Vec<String> = self
+            .conn
+            .query("agent list", || {
+                let mut cmd = redis::cmd("SMEMBERS");
+                cmd.arg(&set);
+                cmd
+            })
+            .await?;
+        ids.sort();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all: Vec<BTreeMap<String, String>> = self
+            .conn
+            .pipeline("agent list", || {
+                let mut pipe = redis::pipe();
+                for id in &ids {
+                    pipe.add_command(hash_all(&keys.state(id)));
+                }
+                pipe
+            })
+            .await?;
+        let mut out = Vec::new();
+        for (id, fields) in ids.iter().zip(all) {
+            if let Some(r) = record_from(&keys.state(id), fields)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn task_put(&self, task: &str, record: &TaskRecord) -> StoreResult<()> {
+        let meta = Keys::new(task).meta();
+        let json = serde_json::to_string(record).expect("a record always serializes");
+        self.conn
+            .query("task put", || {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&meta).arg(&json);
+                cmd
+            })
+            .await
+    }
+
+    pub(super) async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>> {
+        let meta = Keys::new(task).meta();
+        let raw: Option<String> = self
+            .conn
+            .query("task get", || {
+                let mut cmd = redis::cmd("GET");
+                cmd.arg(&meta);
+                cmd
+            })
+            .await?;
+        raw.map(|s| decode(&meta, &s)).transpose()
+    }
+
+    pub(super) async fn heartbeat(
+        &self,
+        task: &str,
+        host: &HostRecord,
+        agents: &[String],
+    ) -> StoreResult<()> {
+        let keys = Keys::new(task);
+        let json = serde_json::to_string(host).expect("a record always serializes");
+        self.conn
+            .pipeline("heartbeat", || {
+                let mut pipe = redis::pipe();
+                pipe.hset(keys.hosts(), &host.id, &json).ignore();
+                for a in agents {
+                    pipe.hset(keys.state(a), "heartbeat", host.heartbeat_ms)
+                        .ignore();
+                }
+                pipe
+            })
+            .await
+    }
+
+    pub(super) async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
+        let hosts = Keys::new(task).hosts();
+        let all: BTreeMap<String, String> =
+            self.conn.query("host list", || hash_all(&hosts)).await?;
+        all.values().map(|json| decode(&hosts, json)).collect()
+    }
+
+    pub(super) async fn lock_acquire(
+        &self,
+        task: &str,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<u64>> {
+        let keys = Keys::new(task);
+        let (lock, fences) = (keys.lock(name), keys.fences());
+        self.conn
+            .eval("lock acquire", &LOCK_ACQUIRE, |s| {
+                s.key(&lock)
+                    .key(&fences)
+                    .arg(token)
+                    .arg(millis(ttl))
+                    .arg(name);
+            })
+            .await
+    }
+
+    pub(super) async fn lock_release(
+        &self,
+        task: &str,
+        name: &str,
+        token: &str,
+    ) -> StoreResult<bool> {
+        let lock = Keys::new(task).lock(name);
+        self.conn
+            .eval("lock release", &LOCK_RELEASE, |s| {
+                s.key(&lock).arg(token);
+            })
+            .await
+    }
+
+    pub(super) async fn lock_extend(
+        &self,
+        task: &str,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let lock = Keys::new(task).lock(name);
+        self.conn
+            .eval("lock extend", &LOCK_EXTEND, |s| {
+                s.key(&lock).arg(token).arg(millis(ttl));
+            })
+            .await
+    }
+
+    pub(super) async fn metrics_add(
+        &self,
+        task: &str,
+        deltas: &[(String, i64)],
+    ) -> StoreResult<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let keys = Keys::new(task);
+        let (metrics, once) = (keys.metrics(), keys.once(&token()));
+        self.conn
+            .eval::<i64>("metrics flush", &METRICS_ADD, |s| {
+                s.key(&metrics).key(&once);
+                for (name, delta) in deltas {
+                    s.arg(name).arg(*delta);
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>> {
+        let metrics = Keys::new(task).metrics();
+        self.conn.query("metrics get", || hash_all(&metrics)).await
+    }
+
+    pub(super) async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
+        let claims = Keys::new(task).claims();
+        let mine = token();
+        self.conn
+            .eval("claim", &CLAIM, |s| {
+                s.key(&claims).arg(name).arg(&mine);
+            })
+            .await
+    }
+
+    /// Deletes every key of the task (SCAN + UNLINK); returns how many.
+    pub(super) async fn clean(&self, task: &str) -> StoreResult<usize> {
+        let pattern = Keys::new(task).all();
+        let mut removed = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .conn
+                .query("clean", || {
+                    let mut cmd = redis::cmd("SCAN");
+                    cmd.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(CLEAN_BATCH);
+                    cmd
+                })
+                .await?;
+            if !batch.is_empty() {
+                let n: usize = self
+                    .conn
+                    .query("clean", || {
+                        let mut cmd = redis::cmd("UNLINK");
+                        cmd.arg(&batch);
+                        cmd
+                    })
+                    .await?;
+                removed += n;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        self.forget_task(task);
+        Ok(removed)
+    }
+}
+
+fn hash_all(key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("HGETALL");
+    cmd.arg(key);
+    cmd
+}
+
+/// An agent record from its hash: `record` JSON, with `heartbeat` (written
+/// on its own by heartbeats) taking precedence.
+fn record_from(
+    key: &str,
+    mut fields: BTreeMap<String, String>,
+) -> StoreResult<Option<AgentRecord>> {
+    let Some(json) = fields.remove("record") else {
+        return Ok(None);
+    };
+    let mut record: AgentRecord = decode(key, &json)?;
+    if let Some(beat) = fields.get("heartbeat").and_then(|h| h.parse().ok()) {
+        record.heartbeat_ms = record.heartbeat_ms.max(beat);
+    }
+    Ok(Some(record))
+}

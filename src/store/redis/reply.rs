@@ -1,0 +1,108 @@
+//! Parsing the replies of stream commands (RESP2 arrays) into deliveries.
+
+use redis::RedisResult;
+use redis::Value as RedisValue;
+
+use super::keys::Keys;
+use crate::store::{Delivery, Envelope};
+
+/// Parses an XREADGROUP reply into deliveries.
+pub(super) fn read_reply(
+    keys: &Keys,
+    reply: RedisValue,
+    deliveries: u32,
+) -> RedisResult<Vec<Delivery>> {
+    let mut out = Vec::new();
+    for stream in array(&reply) {
+        let [name, entries] = array(stream) else {
+            return Err(unexpected("XREADGROUP"));
+        };
+        let name = id_text(name).ok_or_else(|| unexpected("XREADGROUP"))?;
+        let queue = keys.queue_of(&name).to_string();
+        for entry in array(entries) {
+            let [id, fields] = array(entry) else {
+                return Err(unexpected("XREADGROUP"));
+            };
+            // A pending entry whose message was deleted reads as nil fields.
+            if matches!(fields, RedisValue::Nil) {
+                continue;
+            }
+            out.push(entry_delivery(&queue, id, fields, deliveries)?);
+        }
+    }
+    Ok(out)
+}
+
+/// A delivery from a stream entry whose field `m` holds the envelope.
+pub(super) fn entry_delivery(
+    queue: &str,
+    id: &RedisValue,
+    fields: &RedisValue,
+    deliveries: u32,
+) -> RedisResult<Delivery> {
+    let id = id_text(id).ok_or_else(|| unexpected("stream entry id"))?;
+    let m = field(array(fields), "m").ok_or_else(|| unexpected("stream entry without 'm'"))?;
+    let mut envelope: Envelope = serde_json::from_str(&m).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "corrupt message",
+            format!("entry {id} of queue '{queue}': {e}"),
+        ))
+    })?;
+    envelope.attempts = deliveries;
+    Ok(Delivery {
+        queue: queue.to_string(),
+        envelope,
+        receipt: id,
+    })
+}
+
+/// `(entry id, deliveries)` of an extended XPENDING reply.
+pub(super) fn pending_counts(reply: &RedisValue) -> Vec<(String, u64)> {
+    array(reply)
+        .iter()
+        .filter_map(|p| match array(p) {
+            [id, _, _, count] => Some((id_text(id)?, usize_of(count)? as u64)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn array(v: &RedisValue) -> &[RedisValue] {
+    match v {
+        RedisValue::Array(a) => a,
+        _ => &[],
+    }
+}
+
+pub(super) fn id_text(v: &RedisValue) -> Option<String> {
+    match v {
+        RedisValue::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        RedisValue::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+pub(super) fn usize_of(v: &RedisValue) -> Option<usize> {
+    match v {
+        RedisValue::Int(n) => usize::try_from(*n).ok(),
+        other => id_text(other)?.parse().ok(),
+    }
+}
+
+/// The value of `name` in a flat `[field, value, ...]` list.
+pub(super) fn field(fields: &[RedisValue], name: &str) -> Option<String> {
+    fields
+        .chunks(2)
+        .find(|kv| id_text(&kv[0]).as_deref() == Some(name))
+        .and_then(|kv| kv.get(1))
+        .and_then(id_text)
+}
+
+pub(super) fn unexpected(what: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply",
+        what.to_string(),
+    ))
+}

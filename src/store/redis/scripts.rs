@@ -1,0 +1,216 @@
+//! The server-side Lua scripts. Each declares in KEYS every key it touches (as
+//! Dragonfly requires) and uses only commands Dragonfly supports; channel
+//! names are not keys. Scripts run with EVALSHA and are loaded again after a
+//! server restart (the client retries on NOSCRIPT).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Sets a blackboard key, indexes it, and publishes the change.
+/// KEYS: value, index. ARGV: json, ttl ms, key, channel, event prefix.
+pub(super) static BB_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], 0, ARGV[3])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. ARGV[1] .. '}')
+return 1
+"#,
+    )
+});
+
+/// Deletes a blackboard key and publishes the change if it existed.
+/// KEYS: value, index. ARGV: key, channel, event.
+pub(super) static BB_DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if n == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return n
+"#,
+    )
+});
+
+/// Compare-and-set: values are compared as canonical JSON text. A retry of a
+/// swap that already happened finds its done-marker and reports success.
+/// KEYS: value, index, once. ARGV: has expected, expected, has new, new,
+/// ttl ms, key, channel, event prefix (set) or event (delete).
+pub(super) static BB_CAS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+  redis.call('ZADD', KEYS[2], 0, ARGV[6])
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[5]) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  end
+  redis.call('PUBLISH', ARGV[7], ARGV[8] .. ARGV[4] .. '}')
+else
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[6])
+  redis.call('PUBLISH', ARGV[7], ARGV[8])
+end
+redis.call('SET', KEYS[3], '1', 'PX', 60000)
+return 1
+"#,
+    )
+});
+
+/// Appends a message to a queue once (a retry finds the done-marker), making
+/// sure the queue's consumer group exists and the queue is registered.
+/// KEYS: stream, queue set, once. ARGV: queue, envelope json, group.
+pub(super) static PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', 60000) then return 0 end
+redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[3], '0', 'MKSTREAM')
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Claims the oldest message given back (parked on the `~returned` consumer)
+/// of the first stream that has one. Returns {stream index, entry id, fields,
+/// deliveries} or false. KEYS: streams. ARGV: group, consumer, returned-consumer.
+pub(super) static CLAIM_RETURNED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for i = 1, #KEYS do
+  local parked = redis.call('XPENDING', KEYS[i], ARGV[1], '-', '+', 1, ARGV[3])
+  if #parked > 0 then
+    local id = parked[1][1]
+    local claimed = redis.call('XCLAIM', KEYS[i], ARGV[1], ARGV[2], 0, id)
+    if claimed[1] and claimed[1][2] then
+      return {i, id, claimed[1][2], parked[1][4] + 1}
+    end
+  end
+end
+return false
+"#,
+    )
+});
+
+/// Acknowledges a message: out of the group and out of the stream.
+/// KEYS: stream. ARGV: group, entry id.
+pub(super) static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// Gives a message back: parked for redelivery, or dead-lettered once it has
+/// been delivered max-attempts times. Returns 1 dead-lettered, 0 parked, -1
+/// when the consumer no longer holds it (acknowledged, or handed to another).
+/// KEYS: stream, dead letters. ARGV: group, entry id, consumer, returned-consumer,
+/// max attempts, queue, envelope json.
+pub(super) static NACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] then return -1 end
+local deliveries = p[1][4]
+if deliveries >= tonumber(ARGV[5]) then
+  redis.call('XADD', KEYS[2], '*', 'q', ARGV[6], 'm', ARGV[7], 'a', deliveries)
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+  return 1
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[4], 0, ARGV[2], 'JUSTID')
+return 0
+"#,
+    )
+});
+
+/// Parks every message a consumer holds on one queue; returns how many.
+/// KEYS: stream. ARGV: group, consumer, returned-consumer.
+pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 100000, ARGV[2])
+if p.err then return 0 end
+for _, e in ipairs(p) do
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, e[1], 'JUSTID')
+end
+return #p
+"#,
+    )
+});
+
+/// Grants a lock: SET NX PX with the owner's token, and a fencing number that
+/// grows with every grant. A retry by the same owner gets its grant back.
+/// KEYS: lock, fences. ARGV: token, ttl ms, name.
+pub(super) static LOCK_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return tonumber(redis.call('HGET', KEYS[2], ARGV[3]))
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+end
+return false
+"#,
+    )
+});
+
+/// Releases a lock only for its owner (compare-and-delete).
+/// KEYS: lock. ARGV: token.
+pub(super) static LOCK_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});
+
+/// Extends a lock only for its owner. KEYS: lock. ARGV: token, ttl ms.
+pub(super) static LOCK_EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"#,
+    )
+});
+
+/// Adds counter deltas with HINCRBY, once. KEYS: metrics, once. ARGV: name, delta, ...
+pub(super) static METRICS_ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', 60000) then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"#,
+    )
+});
+
+/// Claims a name for the first caller; a retry by that caller still wins.
+/// KEYS: claims. ARGV: name, token.
+pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return 1 end
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 1 end
+return 0
+"#,
+    )
+});

@@ -1,0 +1,248 @@
+//! The store contract, the rest: locks, metrics, claims, agent and task
+//! records, heartbeats, and cleaning a task. Same assertions on every backend.
+
+use std::time::Duration;
+
+use orrery::store::{AgentRecord, HostRecord, PhaseEntry, TaskRecord};
+use serde_json::json;
+
+use crate::common::Backend;
+use crate::util::{envelope, open};
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_fence_and_belong_to_their_owner() {
+    for backend in Backend::all() {
+        let s = open(backend).await;
+        assert_eq!(
+            s.lock_try_acquire("t", "a:b*", "one", LONG).await.unwrap(),
+            Some(1),
+            "{backend:?}"
+        );
+        assert_eq!(
+            s.lock_try_acquire("t", "a:b*", "two", LONG).await.unwrap(),
+            None,
+            "{backend:?}"
+        );
+        assert!(
+            !s.lock_release("t", "a:b*", "two").await.unwrap(),
+            "{backend:?}: not the owner"
+        );
+        assert!(
+            !s.lock_extend("t", "a:b*", "two", LONG).await.unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            s.lock_extend("t", "a:b*", "one", LONG).await.unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            s.lock_release("t", "a:b*", "one").await.unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            !s.lock_release("t", "a:b*", "one").await.unwrap(),
+            "{backend:?}: released once"
+        );
+        assert_eq!(
+            s.lock_try_acquire("t", "a:b*", "two", LONG).await.unwrap(),
+            Some(2),
+            "{backend:?}"
+        );
+        // Other names and other tasks are other locks.
+        assert_eq!(
+            s.lock_try_acquire("t", "a:b", "two", LONG).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            s.lock_try_acquire("u", "a:b*", "two", LONG).await.unwrap(),
+            Some(1)
+        );
+    }
+}
+
+/// A holder that never releases (a dead process) loses the lock at its TTL,
+/// and can no longer release or extend it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_expire() {
+    for backend in Backend::all() {
+        let s = open(backend).await;
+        let short = Duration::from_millis(150);
+        assert_eq!(
+            s.lock_try_acquire("t", "l", "dead", short).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            s.lock_try_acquire("t", "l", "next", short).await.unwrap(),
+            None
+        );
+        // Waiting for the TTL to run out: time itself is the event.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            s.lock_try_acquire("t", "l", "next", LONG).await.unwrap(),
+            Some(2),
+            "{backend:?}"
+        );
+        assert!(
+            !s.lock_release("t", "l", "dead").await.unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            !s.lock_extend("t", "l", "dead", LONG).await.unwrap(),
+            "{backend:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_add_up_and_claims_are_won_once() {
+    for backend in Backend::all() {
+        let opened = open(backend).await;
+        let (s, other) = (opened.store.clone(), opened.another().await);
+        s.metrics_add("t", &[("a".into(), 2), ("b".into(), -1)])
+            .await
+            .unwrap();
+        other.metrics_add("t", &[("a".into(), 3)]).await.unwrap();
+        let m = s.metrics_get("t").await.unwrap();
+        assert_eq!((m["a"], m["b"]), (5, -1), "{backend:?}");
+        assert!(s.metrics_get("u").await.unwrap().is_empty());
+
+        assert!(
+            s.claim("t", "spawn:x:0:gamma").await.unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            !other.claim("t", "spawn:x:0:gamma").await.unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            !s.claim("t", "spawn:x:0:gamma").await.unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            other.claim("u", "spawn:x:0:gamma").await.unwrap(),
+            "{backend:?}"
+        );
+    }
+}
+
+fn agent(id: &str, phase: &str, host: &str) -> AgentRecord {
+    AgentRecord {
+        id: id.to_string(),
+        role: id.split('-').next().unwrap().to_string(),
+        phase: phase.to_string(),
+        history: vec![PhaseEntry {
+            phase: phase.to_string(),
+            at_ms: 7,
+        }],
+        heartbeat_ms: 7,
+        host: host.to_string(),
+        error: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_agents_hosts_and_the_task() {
+    for backend in Backend::all() {
+        let s = open(backend).await;
+        s.agent_put("t", &agent("beta-1", "READY", "h:1"))
+            .await
+            .unwrap();
+        s.agent_put("t", &agent("alpha-1", "INIT", "h:1"))
+            .await
+            .unwrap();
+        let mut done = agent("alpha-1", "COMPLETE", "h:1");
+        done.error = Some("none".into());
+        s.agent_put("t", &done).await.unwrap();
+        let list = s.agent_list("t").await.unwrap();
+        assert_eq!(
+            list.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["alpha-1", "beta-1"]
+        );
+        assert_eq!(list[0], done, "{backend:?}");
+        assert_eq!(s.agent_get("t", "nobody").await.unwrap(), None);
+
+        let host = HostRecord {
+            id: "h:1".into(),
+            role: "owner".into(),
+            state: "alive".into(),
+            heartbeat_ms: 1000,
+            busy: 2,
+            epoch: 9,
+        };
+        s.heartbeat("t", &host, &["beta-1".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(
+            s.host_list("t").await.unwrap(),
+            std::slice::from_ref(&host),
+            "{backend:?}"
+        );
+        assert_eq!(
+            s.agent_get("t", "beta-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .heartbeat_ms,
+            1000
+        );
+        assert_eq!(
+            s.agent_get("t", "alpha-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .heartbeat_ms,
+            7
+        );
+
+        assert_eq!(s.task_get("t").await.unwrap(), None);
+        let record = TaskRecord {
+            definition: json!({ "id": "t", "type": "test" }),
+            status: "running".into(),
+            owner: "h:1".into(),
+            roles: vec!["alpha".into()],
+            started_ms: 5,
+            ended_ms: None,
+        };
+        s.task_put("t", &record).await.unwrap();
+        assert_eq!(s.task_get("t").await.unwrap(), Some(record), "{backend:?}");
+    }
+}
+
+/// `clean` removes every trace of one task and nothing of another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_removes_a_task() {
+    for backend in Backend::all() {
+        let s = open(backend).await;
+        for task in ["t", "keep"] {
+            s.bb_set(task, "k", &json!(1), LONG).await.unwrap();
+            s.agent_put(task, &agent("alpha-1", "INIT", "h"))
+                .await
+                .unwrap();
+            s.queue_push(task, "beta", &envelope("m", "x"))
+                .await
+                .unwrap();
+            s.metrics_add(task, &[("n".into(), 1)]).await.unwrap();
+            s.claim(task, "c").await.unwrap();
+            s.lock_try_acquire(task, "l", "tok", LONG).await.unwrap();
+        }
+        assert!(s.clean("t").await.unwrap() > 0, "{backend:?}");
+        assert!(s.bb_keys("t", "").await.unwrap().is_empty(), "{backend:?}");
+        assert!(s.agent_list("t").await.unwrap().is_empty(), "{backend:?}");
+        assert!(s.queue_list("t").await.unwrap().is_empty(), "{backend:?}");
+        assert!(s.metrics_get("t").await.unwrap().is_empty(), "{backend:?}");
+        assert!(
+            s.claim("t", "c").await.unwrap(),
+            "{backend:?}: claims are gone"
+        );
+        assert_eq!(
+            s.lock_try_acquire("t", "l", "new", LONG).await.unwrap(),
+            Some(1)
+        );
+        // The other task is untouched.
+        assert_eq!(s.bb_keys("keep", "").await.unwrap(), ["k"], "{backend:?}");
+        assert_eq!(s.queue_list("keep").await.unwrap().len(), 1, "{backend:?}");
+        assert!(!s.claim("keep", "c").await.unwrap());
+    }
+}
