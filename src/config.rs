@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, toml_error};
 
 /// Every setting of a run, resolved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -119,18 +119,7 @@ impl ConfigLayer {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::bad_input(&origin, format!("cannot read config file: {e}")))?;
-        toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| {
-                    format!(
-                        ":{}",
-                        1 + text[..s.start.min(text.len())].matches('\n').count()
-                    )
-                })
-                .unwrap_or_default();
-            Error::bad_input(format!("{origin}{line}"), e.message().to_string())
-        })
+        toml::from_str(&text).map_err(|e| toml_error(&origin, &text, &e))
     }
 
     /// Reads `ORRERY_*` variables through `get` (the process environment in the CLI).

@@ -21,10 +21,6 @@ use crate::scripts::ScriptRegistry;
 use crate::store::Store;
 use crate::task::Task;
 
-/// How long the task must stay quiet (every agent idle, no message queued)
-/// before it is considered done.
-const QUIET_CONFIRM: Duration = Duration::from_millis(5);
-
 /// Runs one task to its end.
 pub struct Orchestrator {
     coord: Arc<Coordination>,
@@ -36,25 +32,22 @@ pub struct Orchestrator {
     started: Vec<String>,
     errors: Vec<ReportedError>,
     next_index: HashMap<String, u32>,
+    /// The quiescence probe in flight: its generation and the epoch it started at.
+    probe: Option<(u64, u64)>,
 }
 
 impl Orchestrator {
-    /// Prepares a run of `task`. Fails with UnknownRole when the task names a
-    /// role that has no script, before anything is stored.
+    /// Prepares a run of `task`. Fails with BadInput naming the field when the
+    /// task names a role that has no script, before anything is stored.
     pub fn new(
         task: Task,
         config: Config,
         store: Arc<dyn Store>,
         registry: Arc<ScriptRegistry>,
     ) -> Result<Self> {
-        for role in task
-            .agents
-            .iter()
-            .flatten()
-            .chain(task.spawn.iter().map(|c| &c.agent))
-        {
-            registry.role(role)?;
-        }
+        task.check_roles(&format!("task '{}'", task.id), |role| {
+            registry.role(role).map(|_| ())
+        })?;
         let (launcher, spawn_rx) = mpsc::unbounded_channel();
         let coord = Coordination::new(Arc::new(task), Arc::new(config), store, launcher);
         coord.bus.set_known_roles(registry.roles());
@@ -68,6 +61,7 @@ impl Orchestrator {
             started: Vec::new(),
             errors: Vec::new(),
             next_index: HashMap::new(),
+            probe: None,
         })
     }
 
@@ -231,19 +225,29 @@ impl Orchestrator {
         });
     }
 
-    /// True when every agent is idle, no spawn is pending and no message is queued,
-    /// and that stays so for a moment (a woken agent moves the epoch).
-    async fn is_quiet(&self) -> bool {
+    /// True once the task has gone quiet: every agent idle, no spawn pending,
+    /// no message queued or in flight, and every agent answered a probe round
+    /// during which none of them woke up (so no blackboard change was waiting
+    /// for one). Starts a probe round when the rest holds and none is running.
+    async fn is_quiet(&mut self) -> bool {
         let activity = &self.coord.activity;
-        if activity.busy_count() != 0 || !self.spawn_rx.is_empty() {
+        let settled = activity.busy_count() == 0
+            && self.spawn_rx.is_empty()
+            && matches!(self.coord.bus.is_drained().await, Ok(true));
+        if !settled {
+            self.probe = None;
             return false;
         }
-        let epoch = activity.epoch();
-        if !matches!(self.coord.bus.is_drained().await, Ok(true)) {
-            return false;
+        match self.probe {
+            Some((generation, epoch)) if activity.epoch() == epoch => {
+                activity.answers(generation) >= self.agents.len()
+            }
+            _ => {
+                let epoch = activity.epoch();
+                self.probe = Some((activity.probe(), epoch));
+                false
+            }
         }
-        tokio::time::sleep(QUIET_CONFIRM).await;
-        activity.busy_count() == 0 && activity.epoch() == epoch && self.spawn_rx.is_empty()
     }
 
     async fn stop_on_timeout(&mut self) {
@@ -300,11 +304,24 @@ impl Orchestrator {
         if let Err(e) = coord.metrics.flush(coord.store.as_ref()).await {
             self.record("host", &e, false);
         }
+        // Read past the Blackboard, so the report does not count as agents' reads.
+        let task_id = &coord.task.id;
         let mut outputs = BTreeMap::new();
-        for key in coord.blackboard.keys(OUTPUT_PREFIX).await? {
-            if let Some(v) = coord.blackboard.get(&key).await? {
+        for key in coord.store.bb_keys(task_id, OUTPUT_PREFIX).await? {
+            if let Some(v) = coord.store.bb_get(task_id, &key).await? {
                 outputs.insert(key[OUTPUT_PREFIX.len()..].to_string(), v);
             }
+        }
+        for (queue, count) in coord.bus.undelivered().await? {
+            self.errors.push(ReportedError {
+                agent: "host".into(),
+                kind: "undelivered".into(),
+                message: format!(
+                    "{count} message(s) to '{queue}' were never taken: no agent read them before the task ended"
+                ),
+                fatal: false,
+                exit_code: crate::error::exit::OK,
+            });
         }
         let records = coord.states.list().await?;
         let phases: BTreeMap<String, Vec<String>> = records

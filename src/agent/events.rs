@@ -76,18 +76,25 @@ impl Agent {
                     None => std::future::pending().await,
                 }
             };
+            // Biased, probe last: an agent answers a quiescence probe only when
+            // no event is ready for it (see `coordination::Activity`).
             tokio::select! {
-                taken = ctx.coord.bus.take(&ctx.queues, &ctx.id, wait) => match taken {
-                    Ok(Some(d)) => break Ok(Event::Message(d)),
-                    Ok(None) => continue,
-                    Err(e) => break Err(e),
-                },
+                biased;
                 ev = changed => match ev {
                     Ok(ev) => break Ok(Event::Change(ev)),
                     Err(RecvError::Lagged(n)) => warn_lagged(&ctx.id, n),
                     Err(RecvError::Closed) => *watch_rx = None,
                 },
+                taken = ctx.coord.bus.take(&ctx.queues, &ctx.id, wait) => match taken {
+                    Ok(Some(d)) => break Ok(Event::Message(d)),
+                    Ok(None) => continue,
+                    Err(e) => break Err(e),
+                },
                 _ = self.stop.changed() => break Ok(Event::Stop),
+                Ok(()) = self.probe.changed() => {
+                    let generation = *self.probe.borrow_and_update();
+                    activity.answer(generation);
+                }
             }
         };
         activity.busy();

@@ -43,6 +43,8 @@ pub struct Agent {
     state: Table,
     script: Arc<Script>,
     stop: watch::Receiver<bool>,
+    /// Quiescence probes of the orchestrator (see `coordination::Activity`).
+    probe: watch::Receiver<u64>,
     handler_errors: Vec<String>,
 }
 
@@ -57,6 +59,7 @@ impl Agent {
         lua_api::register_all(&lua, &ctx).map_err(|e| errors::from_lua(&e))?;
         let module = load_module(&lua, &script)?;
         let state = lua.create_table().map_err(|e| errors::from_lua(&e))?;
+        let probe = ctx.coord.activity.probe_receiver();
         Ok(Agent {
             ctx,
             lua,
@@ -64,6 +67,7 @@ impl Agent {
             state,
             script,
             stop,
+            probe,
             handler_errors: Vec::new(),
         })
     }

@@ -42,6 +42,9 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         task.timeout = ms;
     }
     let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
+    task.check_roles(&args.task.display().to_string(), |role| {
+        registry.role(role).map(|_| ())
+    })?;
     let runtime = super::runtime()?;
     let report = runtime.block_on(async {
         let store = store::open(&config).await?;

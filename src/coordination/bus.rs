@@ -79,11 +79,9 @@ impl MessageBus {
 
     /// Sends a message; returns its id. `to` is an agent id, a role, or `*`.
     pub async fn send(&self, from: &str, to: &str, kind: &str, payload: Value) -> Result<String> {
-        check_size(
-            &format!("message '{kind}' to '{to}'"),
-            &payload,
-            self.max_value_bytes,
-        )?;
+        check_size(&payload, self.max_value_bytes, || {
+            format!("message '{kind}' to '{to}'")
+        })?;
         let id = format!(
             "{}-{}",
             self.origin,
@@ -167,9 +165,26 @@ impl MessageBus {
             .await?)
     }
 
-    /// True when no message waits or is in flight (dead letters do not count).
+    /// True when no message waits or is in flight on a queue a live agent of
+    /// this process reads (dead letters do not count, and neither do messages
+    /// to an agent that ended or a role nobody runs: nobody can take those).
     pub async fn is_drained(&self) -> Result<bool> {
         let list = self.store.queue_list(&self.task).await?;
-        Ok(list.iter().all(|m| m.state == "dead"))
+        let directory = self.directory.read();
+        let read = |queue: &str| {
+            directory.contains_key(queue) || directory.values().any(|role| role == queue)
+        };
+        Ok(list.iter().all(|m| m.state == "dead" || !read(&m.queue)))
+    }
+
+    /// Messages still waiting for a reader, by queue: `(queue, count)`.
+    pub async fn undelivered(&self) -> Result<Vec<(String, usize)>> {
+        let mut counts = BTreeMap::new();
+        for m in self.store.queue_list(&self.task).await? {
+            if m.state != "dead" {
+                *counts.entry(m.queue).or_insert(0) += 1;
+            }
+        }
+        Ok(counts.into_iter().collect())
     }
 }

@@ -41,7 +41,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |lua, (key, value): (String, LuaValue)| {
                 let c = c.clone();
-                let json = to_json(&lua, value, &format!("blackboard.set('{key}')"));
+                let json = to_json(&lua, value, || format!("blackboard.set('{key}')"));
                 async move {
                     c.coord
                         .blackboard
@@ -98,12 +98,15 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         embedded,
         move |lua, (key, expected, new): (String, LuaValue, LuaValue)| {
             let c = c.clone();
-            let what = format!("blackboard.cas('{key}')");
             let expected = (!expected.is_nil())
-                .then(|| to_json(&lua, expected, &what))
+                .then(|| {
+                    to_json(&lua, expected, || {
+                        format!("blackboard.cas('{key}') expected")
+                    })
+                })
                 .transpose();
             let new = (!new.is_nil())
-                .then(|| to_json(&lua, new, &what))
+                .then(|| to_json(&lua, new, || format!("blackboard.cas('{key}') new")))
                 .transpose();
             async move {
                 let (expected, new) = (expected?, new?);

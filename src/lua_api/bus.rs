@@ -43,7 +43,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |lua, (to, kind, payload): (String, String, LuaValue)| {
                 let c = c.clone();
-                let payload = to_json(&lua, payload, &format!("bus.send('{to}', '{kind}')"));
+                let payload = to_json(&lua, payload, || format!("bus.send('{to}', '{kind}')"));
                 async move { send(&c, &to, &kind, payload?).await }
             },
         )?,
@@ -57,7 +57,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |lua, (kind, payload): (String, LuaValue)| {
                 let c = c.clone();
-                let payload = to_json(&lua, payload, &format!("bus.broadcast('{kind}')"));
+                let payload = to_json(&lua, payload, || format!("bus.broadcast('{kind}')"));
                 async move { send(&c, BROADCAST, &kind, payload?).await }
             },
         )?,

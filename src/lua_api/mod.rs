@@ -107,8 +107,11 @@ pub(crate) fn host_err(e: Error) -> mlua::Error {
 }
 
 /// Argument error in the style `blackboard.set: expected string key, got nil`.
+///
+/// Built as an external error so scripts that catch it with `pcall` see the
+/// message itself, not mlua's "runtime error: " prefix.
 pub(crate) fn arg_err(func: &str, msg: impl std::fmt::Display) -> mlua::Error {
-    mlua::Error::runtime(format!("{func}: {msg}"))
+    mlua::Error::external(format!("{func}: {msg}"))
 }
 
 /// How Lua tables become JSON: an empty table is an empty array (lists are far
@@ -118,30 +121,49 @@ const JSON_OPTIONS: mlua::serde::DeserializeOptions = mlua::serde::DeserializeOp
     .encode_empty_tables_as_array(true)
     .detect_mixed_tables(true);
 
-/// Converts a Lua value to JSON, naming the call and what was passed on failure
-/// (a function, userdata, or cyclic table cannot be stored).
-pub(crate) fn to_json(lua: &Lua, value: mlua::Value, what: &str) -> mlua::Result<Value> {
-    match &value {
-        mlua::Value::Function(_) | mlua::Value::Thread(_) => {
-            return Err(mlua::Error::runtime(format!(
-                "{what}: a {} cannot be stored (only nil, booleans, numbers, strings and tables)",
-                value.type_name()
-            )));
-        }
-        mlua::Value::UserData(_) | mlua::Value::LightUserData(_) if !value.is_null() => {
-            return Err(mlua::Error::runtime(format!(
-                "{what}: a userdata cannot be stored"
-            )));
-        }
-        _ => {}
+/// Converts a Lua value to JSON; on failure the error names the call (`what`,
+/// built only then) and what was passed (a function, userdata, coroutine, or
+/// cyclic table cannot be stored).
+pub(crate) fn to_json(
+    lua: &Lua,
+    value: mlua::Value,
+    what: impl FnOnce() -> String,
+) -> mlua::Result<Value> {
+    let refused = match &value {
+        mlua::Value::Function(_) => Some("a function"),
+        mlua::Value::Thread(_) => Some("a coroutine"),
+        mlua::Value::UserData(_) => Some("a userdata"),
+        mlua::Value::LightUserData(_) if !value.is_null() => Some("a light userdata"),
+        _ => None,
+    };
+    if let Some(kind) = refused {
+        return Err(arg_err(
+            &what(),
+            format!(
+                "{kind} cannot be stored (only nil, booleans, numbers, strings and tables of those)"
+            ),
+        ));
     }
     lua.from_value_with::<Value>(value, JSON_OPTIONS)
-        .map_err(|e| {
-            mlua::Error::runtime(format!(
-                "{what}: value cannot be stored as JSON: {}",
-                short(&e)
-            ))
-        })
+        .map_err(|e| arg_err(&what(), json_refusal(&e)))
+}
+
+/// Why mlua could not turn a value into JSON, in a script author's words.
+fn json_refusal(e: &mlua::Error) -> String {
+    let reason = short(e);
+    let reason = reason.trim_start_matches("deserialize error: ");
+    if reason.contains("recursive table") {
+        "a table that contains itself (a cycle) cannot be stored".to_string()
+    } else if let Some(kind) = reason
+        .strip_prefix("unsupported value type `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        format!(
+            "the value holds a {kind}, which cannot be stored (only nil, booleans, numbers, strings and tables of those)"
+        )
+    } else {
+        format!("value cannot be stored as JSON: {reason}")
+    }
 }
 
 /// Converts JSON to a Lua value (objects and arrays become tables; null inside

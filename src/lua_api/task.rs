@@ -49,7 +49,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |lua, (name, value): (String, LuaValue)| {
                 let c = c.clone();
-                let json = to_json(&lua, value, &format!("task.output('{name}')"));
+                let json = to_json(&lua, value, || format!("task.output('{name}')"));
                 async move {
                     let key = format!("{OUTPUT_PREFIX}{name}");
                     c.coord.blackboard.set(&key, &json?).await.map_err(host_err)
