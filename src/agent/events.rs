@@ -120,10 +120,16 @@ impl Agent {
         if ok {
             ctx.coord.bus.ack(&delivery).await?;
         } else if ctx.coord.bus.nack(&delivery).await? {
-            self.record_handler_error(format!(
-                "message '{}' ({}) dead-lettered after {} attempts",
-                delivery.envelope.kind, delivery.envelope.id, delivery.envelope.attempts
-            ));
+            // Reported, but not counted again: the handler's error already was.
+            let message = format!(
+                "message '{}' ({}) from {} dead-lettered after {} attempts",
+                delivery.envelope.kind,
+                delivery.envelope.id,
+                delivery.envelope.from,
+                delivery.envelope.attempts
+            );
+            tracing::error!(agent = %ctx.id, "{message}");
+            self.handler_errors.push(message);
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! `blackboard`: shared key/value state of the task.
 //!
-//! `set(key, value)`, `get(key)`, `delete(key)`, `keys(prefix)`,
+//! `set(key, value)` (nil deletes), `get(key)`, `delete(key)`, `keys([prefix])`,
 //! `cas(key, expected, new)`, `update(key, fn)`, `watch(pattern, fn)`.
 
 use std::sync::Arc;
@@ -41,14 +41,16 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |lua, (key, value): (String, LuaValue)| {
                 let c = c.clone();
-                let json = to_json(&lua, value, || format!("blackboard.set('{key}')"));
+                // As with a Lua table field, setting nil removes the key.
+                let json = (!value.is_nil())
+                    .then(|| to_json(&lua, value, || format!("blackboard.set('{key}')")))
+                    .transpose();
                 async move {
-                    c.coord
-                        .blackboard
-                        .set(&key, &json?)
-                        .await
-                        .map_err(host_err)?;
-                    Ok(())
+                    let bb = &c.coord.blackboard;
+                    match json? {
+                        Some(v) => bb.set(&key, &v).await.map_err(host_err),
+                        None => bb.delete(&key).await.map(|_| ()).map_err(host_err),
+                    }
                 }
             },
         )?,

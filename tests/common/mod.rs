@@ -21,11 +21,17 @@ pub fn repo() -> PathBuf {
 
 /// Runs the `orrery` binary with `args` in `dir`; on failure to start, panics.
 pub fn orrery(dir: &Path, args: &[&str]) -> Output {
+    orrery_env(dir, args, &[])
+}
+
+/// Runs the `orrery` binary like [`orrery`], with extra environment variables.
+pub fn orrery_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_orrery"))
         .args(args)
         .current_dir(dir)
         .env_remove("ORRERY_STORE")
         .env("ORRERY_LOG", "warn,orrery::script=info")
+        .envs(env.iter().copied())
         .output()
         .expect("cannot start the orrery binary")
 }
@@ -77,7 +83,9 @@ impl Scratch {
 /// A minimal task with the given id and timeout.
 pub fn task(id: &str, timeout_ms: u64) -> Task {
     Task::from_toml(
-        &format!("id = \"{id}\"\ntype = \"test\"\ndescription = \"test task\"\ntimeout = {timeout_ms}\n"),
+        &format!(
+            "id = \"{id}\"\ntype = \"test\"\ndescription = \"test task\"\ntimeout = {timeout_ms}\n"
+        ),
         "test",
     )
     .unwrap()
@@ -98,7 +106,12 @@ impl Backend {
 }
 
 /// Runs `task` in-process with the scripts of `scripts_dir` on `backend`.
-pub async fn run_in_process(backend: Backend, scripts_dir: &Path, task: Task, config: Config) -> RunReport {
+pub async fn run_in_process(
+    backend: Backend,
+    scripts_dir: &Path,
+    task: Task,
+    config: Config,
+) -> RunReport {
     let mut config = config;
     config.scripts = scripts_dir.to_path_buf();
     let _server;
@@ -107,7 +120,8 @@ pub async fn run_in_process(backend: Backend, scripts_dir: &Path, task: Task, co
         config.store = server.url();
         _server = Some(server);
     }
-    let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib).expect("scripts load"));
+    let registry =
+        Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib).expect("scripts load"));
     let store = orrery::store::open(&config).await.expect("store opens");
     Orchestrator::new(task, config, store, registry)
         .expect("task accepted")
@@ -130,7 +144,16 @@ impl RedisServer {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -142,7 +165,11 @@ impl RedisServer {
                      to a redis-server or dragonfly binary)."
                 )
             });
-        let server = RedisServer { child, port, _dir: dir };
+        let server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
         server.wait_ready();
         server
     }
@@ -159,7 +186,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("redis-server on port {} did not start within 10 s", self.port);
+        panic!(
+            "redis-server on port {} did not start within 10 s",
+            self.port
+        );
     }
 }
 
@@ -172,5 +202,9 @@ impl Drop for RedisServer {
 
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
