@@ -6,6 +6,7 @@
 //! metrics) → [`store`] (embedded or Redis). [`scripts`] holds the code agents run.
 
 pub mod agent;
+pub mod bench;
 pub mod config;
 pub mod coordination;
 pub mod error;

@@ -79,24 +79,7 @@ impl ScriptRegistry {
         if !scripts_dir.is_dir() {
             return Err(Error::bad_input(origin, "scripts directory does not exist"));
         }
-        let registry = ScriptRegistry {
-            scripts_dir: scripts_dir.to_path_buf(),
-            stdlib_dir: stdlib_dir.to_path_buf(),
-            roles: RwLock::default(),
-            modules: RwLock::default(),
-            version: AtomicU64::new(1),
-        };
-        for (name, source) in EMBEDDED_STDLIB {
-            registry.modules.write().insert(
-                name.to_string(),
-                Arc::new(Script {
-                    name: name.to_string(),
-                    path: PathBuf::from(format!("stdlib/{name}.lua")),
-                    source: Arc::from(*source),
-                    version: 1,
-                }),
-            );
-        }
+        let registry = Self::with_embedded_stdlib(scripts_dir, stdlib_dir);
         if stdlib_dir.is_dir() {
             for (name, path) in lua_files(stdlib_dir, stdlib_dir)? {
                 if !path.starts_with(stdlib_dir.join("meta")) {
@@ -124,6 +107,47 @@ impl ScriptRegistry {
             ));
         }
         Ok(registry)
+    }
+
+    /// A registry of the built-in stdlib and `roles` given as `(name, source)`,
+    /// for programs that carry their agents with them (the benchmarks). Each
+    /// role's path reads `<scripts_dir>/<name>.lua`; nothing is read from disk.
+    pub fn from_sources(scripts_dir: &Path, roles: &[(&str, &str)]) -> ScriptRegistry {
+        let registry = Self::with_embedded_stdlib(scripts_dir, Path::new("stdlib"));
+        for (name, source) in roles {
+            registry.roles.write().insert(
+                name.to_string(),
+                Arc::new(Script {
+                    name: name.to_string(),
+                    path: scripts_dir.join(format!("{name}.lua")),
+                    source: Arc::from(*source),
+                    version: 1,
+                }),
+            );
+        }
+        registry
+    }
+
+    fn with_embedded_stdlib(scripts_dir: &Path, stdlib_dir: &Path) -> ScriptRegistry {
+        let registry = ScriptRegistry {
+            scripts_dir: scripts_dir.to_path_buf(),
+            stdlib_dir: stdlib_dir.to_path_buf(),
+            roles: RwLock::default(),
+            modules: RwLock::default(),
+            version: AtomicU64::new(1),
+        };
+        for (name, source) in EMBEDDED_STDLIB {
+            registry.modules.write().insert(
+                name.to_string(),
+                Arc::new(Script {
+                    name: name.to_string(),
+                    path: PathBuf::from(format!("stdlib/{name}.lua")),
+                    source: Arc::from(*source),
+                    version: 1,
+                }),
+            );
+        }
+        registry
     }
 
     /// The scripts directory.

@@ -170,10 +170,10 @@ impl Agent {
             Ok(module) => {
                 let old = std::mem::replace(&mut self.module, module);
                 self.script = latest;
-                if let Ok(Some(hook)) = self.callback("on_reload") {
-                    if let Err(e) = hook.call::<()>((self.state.clone(), old)) {
-                        tracing::error!(agent = %self.ctx.id, "on_reload failed: {}", errors::describe(&e));
-                    }
+                if let Ok(Some(hook)) = self.callback("on_reload")
+                    && let Err(e) = hook.call::<()>((self.state.clone(), old))
+                {
+                    tracing::error!(agent = %self.ctx.id, "on_reload failed: {}", errors::describe(&e));
                 }
                 tracing::info!(agent = %self.ctx.id, file = %self.script.path.display(), "agent switched to new code");
             }

@@ -1,6 +1,7 @@
 //! Command-line parsing and the commands. `anyhow` lives here only; the library
 //! returns typed errors, which map to exit codes.
 
+mod bench;
 mod check;
 mod run;
 
@@ -24,6 +25,8 @@ enum Command {
     Run(run::RunArgs),
     /// Compile every script and stdlib module without running anything.
     Check(check::CheckArgs),
+    /// Measure the host on the embedded store and print the figures.
+    Bench(bench::BenchArgs),
 }
 
 /// Settings flags shared by the commands that load a configuration.
@@ -88,6 +91,7 @@ impl Cli {
         let result = match self.command {
             Command::Run(args) => run::execute(args),
             Command::Check(args) => check::execute(args),
+            Command::Bench(args) => bench::execute(args),
         };
         match result {
             Ok(code) => code,

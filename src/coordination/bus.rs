@@ -78,10 +78,22 @@ impl MessageBus {
     }
 
     /// Sends a message; returns its id. `to` is an agent id, a role, or `*`.
-    pub async fn send(&self, from: &str, to: &str, kind: &str, payload: Value) -> Result<String> {
+    /// (`to` and `kind` are taken as given, so callers holding Strings hand
+    /// them over without a copy.)
+    pub async fn send(
+        &self,
+        from: &str,
+        to: impl Into<String>,
+        kind: impl Into<String>,
+        payload: Value,
+    ) -> Result<String> {
+        let (to, kind) = (to.into(), kind.into());
         check_size(&payload, self.max_value_bytes, || {
             format!("message '{kind}' to '{to}'")
         })?;
+        if to != BROADCAST {
+            self.check_recipient(&to).await?;
+        }
         let id = format!(
             "{}-{}",
             self.origin,
@@ -90,12 +102,12 @@ impl MessageBus {
         let envelope = Envelope {
             id: id.clone(),
             from: from.to_string(),
-            to: to.to_string(),
-            kind: kind.to_string(),
+            to,
+            kind,
             payload,
             attempts: 0,
         };
-        if to == BROADCAST {
+        if envelope.to == BROADCAST {
             let targets: Vec<String> = self
                 .directory
                 .read()
@@ -109,8 +121,10 @@ impl MessageBus {
                     .await?;
             }
         } else {
-            self.check_recipient(to).await?;
-            self.store.queue_push(&self.task, to, &envelope).await?;
+            let queue = envelope.to.clone();
+            self.store
+                .queue_push_owned(&self.task, &queue, envelope)
+                .await?;
         }
         Ok(id)
     }

@@ -123,7 +123,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     t.set("cas", &cas)?;
     let update: Function = lua
         .load(UPDATE)
-        .set_name("=blackboard.update")
+        .set_name("=[orrery] blackboard.update")
         .call((t.get::<Function>("get")?, cas))?;
     t.set("update", update)?;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mlua::{Function, Lua, Table, Value as LuaValue};
+use mlua::{Function, Lua, MultiValue, Table, Value as LuaValue};
 
 use super::{AgentContext, arg_err, host_err, store_fn, to_json, to_lua};
 use crate::coordination::BROADCAST;
@@ -16,18 +16,31 @@ use crate::store::{Delivery, Envelope};
 /// Name of the registry table holding `{type, fn}` subscriptions.
 pub const HANDLERS: &str = "orrery.handlers";
 
+/// Name of the registry entry holding [`PACK`].
+const MESSAGE: &str = "orrery.message";
+
+/// Builds a message table from its fields. A table constructor in Lua is far
+/// cheaper than six `Table::set` calls from Rust, each a protected call once
+/// the VM has a memory limit.
+const PACK: &str = r#"
+return function(id, from, to, kind, payload, attempts)
+  if id == nil then return nil end
+  return { id = id, from = from, to = to, type = kind, payload = payload, attempts = attempts }
+end
+"#;
+
 /// `receive` tries without waiting first, so a waiting message costs no coroutine yield.
 const RECEIVE: &str = r#"
-local try_receive, wait_receive, default_timeout = ...
+local try_receive, wait_receive, pack, default_timeout = ...
 return function(timeout)
   if timeout ~= nil and type(timeout) ~= "number" then
     error("bus.receive: expected timeout in ms (number), got " .. type(timeout), 2)
   end
-  local msg = try_receive()
+  local msg = pack(try_receive())
   if msg ~= nil then return msg end
   timeout = timeout or default_timeout
   if timeout <= 0 then return nil end
-  return wait_receive(timeout)
+  return pack(wait_receive(timeout))
 end
 "#;
 
@@ -44,7 +57,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             move |lua, (to, kind, payload): (String, String, LuaValue)| {
                 let c = c.clone();
                 let payload = to_json(&lua, payload, || format!("bus.send('{to}', '{kind}')"));
-                async move { send(&c, &to, &kind, payload?).await }
+                async move { send(&c, to, kind, payload?).await }
             },
         )?,
     )?;
@@ -58,7 +71,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             move |lua, (kind, payload): (String, LuaValue)| {
                 let c = c.clone();
                 let payload = to_json(&lua, payload, || format!("bus.broadcast('{kind}')"));
-                async move { send(&c, BROADCAST, &kind, payload?).await }
+                async move { send(&c, BROADCAST.into(), kind, payload?).await }
             },
         )?,
     )?;
@@ -73,9 +86,12 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         let c = c.clone();
         async move { receive(&lua, &c, Duration::from_millis(timeout_ms.max(0.0) as u64)).await }
     })?;
-    let receive: Function = lua.load(RECEIVE).set_name("=bus.receive").call((
+    let pack: Function = lua.load(PACK).set_name("=[orrery] bus.message").call(())?;
+    lua.set_named_registry_value(MESSAGE, &pack)?;
+    let receive: Function = lua.load(RECEIVE).set_name("=[orrery] bus.receive").call((
         try_receive,
         wait_receive,
+        pack,
         ctx.coord.config.message_timeout,
     ))?;
     t.set("receive", receive)?;
@@ -108,8 +124,8 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
 
 async fn send(
     c: &AgentContext,
-    to: &str,
-    kind: &str,
+    to: String,
+    kind: String,
     payload: serde_json::Value,
 ) -> mlua::Result<String> {
     let id = c
@@ -122,8 +138,9 @@ async fn send(
     Ok(id)
 }
 
-/// Acknowledges what the agent held, then takes the next message.
-async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<LuaValue> {
+/// Acknowledges what the agent held, then takes the next message; returns its
+/// fields for [`PACK`] (nothing when no message came).
+async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<MultiValue> {
     let held = std::mem::take(&mut c.local.lock().held);
     for d in &held {
         c.coord.bus.ack(d).await.map_err(host_err)?;
@@ -135,24 +152,30 @@ async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<Lu
         .await
         .map_err(host_err)?
     else {
-        return Ok(LuaValue::Nil);
+        return Ok(MultiValue::new());
     };
-    let msg = message_table(lua, &delivery.envelope)?;
+    let fields = message_fields(lua, &delivery.envelope)?;
     c.counters.messages_received.fetch_add(1, Ordering::Relaxed);
     c.local.lock().held.push(delivery);
-    Ok(LuaValue::Table(msg))
+    Ok(fields)
 }
 
-/// The Lua form of a message.
+/// A message's fields in [`PACK`]'s argument order.
+fn message_fields(lua: &Lua, e: &Envelope) -> mlua::Result<MultiValue> {
+    Ok(MultiValue::from_iter([
+        LuaValue::String(lua.create_string(&e.id)?),
+        LuaValue::String(lua.create_string(&e.from)?),
+        LuaValue::String(lua.create_string(&e.to)?),
+        LuaValue::String(lua.create_string(&e.kind)?),
+        to_lua(lua, &e.payload)?,
+        LuaValue::Integer(e.attempts.into()),
+    ]))
+}
+
+/// The Lua form of a message: `{id, from, to, type, payload, attempts}`.
 pub fn message_table(lua: &Lua, e: &Envelope) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(0, 6)?;
-    t.set("id", e.id.as_str())?;
-    t.set("from", e.from.as_str())?;
-    t.set("to", e.to.as_str())?;
-    t.set("type", e.kind.as_str())?;
-    t.set("payload", to_lua(lua, &e.payload)?)?;
-    t.set("attempts", e.attempts)?;
-    Ok(t)
+    let pack: Function = lua.named_registry_value(MESSAGE)?;
+    pack.call(message_fields(lua, e)?)
 }
 
 /// Settles the messages an agent took with `receive` during a callback:

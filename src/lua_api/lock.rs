@@ -132,7 +132,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
 
     let with: Function = lua
         .load(WITH)
-        .set_name("=lock.with")
+        .set_name("=[orrery] lock.with")
         .call((acquire, release))?;
     t.set("with", with)?;
     Ok(t)

@@ -75,6 +75,9 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             }
         })?,
     )?;
-    let freeze: Function = lua.load(FREEZE).set_name("=task").into_function()?;
+    let freeze: Function = lua
+        .load(FREEZE)
+        .set_name("=[orrery] task")
+        .into_function()?;
     freeze.call(data)
 }
