@@ -13,7 +13,7 @@ pub mod sandbox;
 
 use std::sync::Arc;
 
-use mlua::{Function, Lua, Table, Value, chunk::ChunkMode};
+use mlua::{Function, Lua, Table, Value};
 use tokio::sync::watch;
 
 use crate::coordination::AgentPhase;
@@ -56,7 +56,13 @@ impl Agent {
         let script = ctx.registry.role(&ctx.role)?;
         let lua = sandbox::new_vm(ctx.registry.clone(), ctx.coord.config.memory_limit)
             .map_err(|e| errors::from_lua(&e))?;
+        // The API is host code with a bounded footprint: registered with the
+        // heap limit lifted, mlua skips the protected call it otherwise wraps
+        // around every allocation, which takes a good part off each spawn.
+        let limit = lua.set_memory_limit(0).map_err(|e| errors::from_lua(&e))?;
         lua_api::register_all(&lua, &ctx).map_err(|e| errors::from_lua(&e))?;
+        lua.set_memory_limit(limit)
+            .map_err(|e| errors::from_lua(&e))?;
         let module = load_module(&lua, &script)?;
         let state = lua.create_table().map_err(|e| errors::from_lua(&e))?;
         let probe = ctx.coord.activity.probe_receiver();
@@ -191,11 +197,8 @@ impl Agent {
 
 /// Runs a role script and checks that it returns a table.
 pub fn load_module(lua: &Lua, script: &Script) -> Result<Table> {
-    let value: Value = lua
-        .load(&*script.source)
-        .set_name(script.chunk_name())
-        .set_mode(ChunkMode::Text)
-        .call(())
+    let value: Value = lua_api::chunks::compile(lua, &script.chunk_name(), &script.source)
+        .and_then(|f| f.call(()))
         .map_err(|e| errors::from_lua(&e))?;
     match value {
         Value::Table(t) => Ok(t),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
-use super::{AgentContext, arg_err, host_err, store_fn, to_json, to_lua};
+use super::{AgentContext, arg_err, chunks, host_err, store_fn, to_json, to_lua};
 
 /// Name of the registry table holding this agent's watches: `{pattern, fn}` pairs.
 pub const WATCHES: &str = "orrery.watches";
@@ -121,10 +121,8 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         },
     )?;
     t.set("cas", &cas)?;
-    let update: Function = lua
-        .load(UPDATE)
-        .set_name("=[orrery] blackboard.update")
-        .call((t.get::<Function>("get")?, cas))?;
+    let update: Function =
+        chunks::host(lua, "blackboard.update", UPDATE)?.call((t.get::<Function>("get")?, cas))?;
     t.set("update", update)?;
 
     let c = ctx.clone();

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mlua::{Function, Lua, MultiValue, Table, Value as LuaValue};
+use mlua::{Function, Lua, Table, Value as LuaValue};
 
-use super::{AgentContext, arg_err, host_err, store_fn, to_json, to_lua};
+use super::{AgentContext, arg_err, chunks, host_err, interned, store_fn, to_json, to_lua};
 use crate::coordination::BROADCAST;
 use crate::store::{Delivery, Envelope};
 
@@ -86,9 +86,9 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         let c = c.clone();
         async move { receive(&lua, &c, Duration::from_millis(timeout_ms.max(0.0) as u64)).await }
     })?;
-    let pack: Function = lua.load(PACK).set_name("=[orrery] bus.message").call(())?;
+    let pack: Function = chunks::host(lua, "bus.message", PACK)?.call(())?;
     lua.set_named_registry_value(MESSAGE, &pack)?;
-    let receive: Function = lua.load(RECEIVE).set_name("=[orrery] bus.receive").call((
+    let receive: Function = chunks::host(lua, "bus.receive", RECEIVE)?.call((
         try_receive,
         wait_receive,
         pack,
@@ -138,9 +138,13 @@ async fn send(
     Ok(id)
 }
 
-/// Acknowledges what the agent held, then takes the next message; returns its
-/// fields for [`PACK`] (nothing when no message came).
-async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<MultiValue> {
+/// A message's fields in [`PACK`]'s argument order: id, from, to, type,
+/// payload, attempts (all nil for no message). A tuple, not a `MultiValue`,
+/// so returning it allocates nothing on the Rust side.
+type MessageFields = (LuaValue, LuaValue, LuaValue, LuaValue, LuaValue, LuaValue);
+
+/// Acknowledges what the agent held, then takes the next message.
+async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<MessageFields> {
     let held = std::mem::take(&mut c.local.lock().held);
     for d in &held {
         c.coord.bus.ack(d).await.map_err(host_err)?;
@@ -152,7 +156,7 @@ async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<Mu
         .await
         .map_err(host_err)?
     else {
-        return Ok(MultiValue::new());
+        return Ok(Default::default());
     };
     let fields = message_fields(lua, &delivery.envelope)?;
     c.counters.messages_received.fetch_add(1, Ordering::Relaxed);
@@ -160,16 +164,15 @@ async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<Mu
     Ok(fields)
 }
 
-/// A message's fields in [`PACK`]'s argument order.
-fn message_fields(lua: &Lua, e: &Envelope) -> mlua::Result<MultiValue> {
-    Ok(MultiValue::from_iter([
+fn message_fields(lua: &Lua, e: &Envelope) -> mlua::Result<MessageFields> {
+    Ok((
         LuaValue::String(lua.create_string(&e.id)?),
-        LuaValue::String(lua.create_string(&e.from)?),
-        LuaValue::String(lua.create_string(&e.to)?),
-        LuaValue::String(lua.create_string(&e.kind)?),
+        interned(lua, &e.from)?,
+        interned(lua, &e.to)?,
+        interned(lua, &e.kind)?,
         to_lua(lua, &e.payload)?,
         LuaValue::Integer(e.attempts.into()),
-    ]))
+    ))
 }
 
 /// The Lua form of a message: `{id, from, to, type, payload, attempts}`.

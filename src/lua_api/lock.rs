@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mlua::{Function, Lua, Table};
 
-use super::{AgentContext, arg_err, host_err, store_fn};
+use super::{AgentContext, arg_err, chunks, host_err, store_fn};
 use crate::coordination::LockGrant;
 
 /// Default TTL of a lock (ms).
@@ -130,10 +130,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         })?,
     )?;
 
-    let with: Function = lua
-        .load(WITH)
-        .set_name("=[orrery] lock.with")
-        .call((acquire, release))?;
+    let with: Function = chunks::host(lua, "lock.with", WITH)?.call((acquire, release))?;
     t.set("with", with)?;
     Ok(t)
 }

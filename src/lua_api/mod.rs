@@ -6,6 +6,7 @@
 mod agent;
 mod blackboard;
 mod bus;
+pub mod chunks;
 mod json;
 mod lock;
 mod log;
@@ -15,6 +16,7 @@ mod state;
 mod task;
 mod time;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -87,6 +89,7 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
         ("json", json::register(lua)?),
         ("time", time::register(lua)?),
     ];
+    lua.set_app_data(Interned::default());
     let globals = lua.globals();
     let loaded: Table = lua.named_registry_value("_LOADED")?;
     for (name, table) in tables {
@@ -170,6 +173,30 @@ fn json_refusal(e: &mlua::Error) -> String {
 /// arrays and objects becomes `json.null`).
 pub fn to_lua(lua: &Lua, value: &Value) -> mlua::Result<mlua::Value> {
     lua.to_value(value)
+}
+
+/// Lua strings of names the API hands out again and again (agent ids, roles,
+/// message types), kept per VM: handing out a kept string allocates nothing,
+/// where creating one is a protected call once the VM has a memory limit.
+#[derive(Default)]
+struct Interned(HashMap<String, mlua::LuaString>);
+
+/// Most names kept per VM; past it, new names are created each time.
+const MAX_INTERNED: usize = 256;
+
+/// `text` as a Lua string, kept for the next time when there is room.
+pub(crate) fn interned(lua: &Lua, text: &str) -> mlua::Result<mlua::Value> {
+    let Ok(Some(mut kept)) = lua.try_app_data_mut::<Interned>() else {
+        return lua.create_string(text).map(mlua::Value::String);
+    };
+    if let Some(s) = kept.0.get(text) {
+        return Ok(mlua::Value::String(s.clone()));
+    }
+    let s = lua.create_string(text)?;
+    if kept.0.len() < MAX_INTERNED {
+        kept.0.insert(text.to_string(), s.clone());
+    }
+    Ok(mlua::Value::String(s))
 }
 
 /// The first line of an mlua error, without the "runtime error: " noise.

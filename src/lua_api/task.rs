@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value as LuaValue};
 
-use super::{AgentContext, host_err, store_fn, to_json, to_lua};
+use super::{AgentContext, chunks, host_err, store_fn, to_json, to_lua};
 
 /// Outputs are blackboard keys under this prefix, so every host sees them.
 pub const OUTPUT_PREFIX: &str = "outputs/";
@@ -75,9 +75,6 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             }
         })?,
     )?;
-    let freeze: Function = lua
-        .load(FREEZE)
-        .set_name("=[orrery] task")
-        .into_function()?;
+    let freeze: Function = chunks::host(lua, "task", FREEZE)?;
     freeze.call(data)
 }
