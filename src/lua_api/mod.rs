@@ -7,6 +7,7 @@ mod agent;
 mod blackboard;
 mod bus;
 pub mod chunks;
+mod convert;
 mod json;
 mod lock;
 mod log;
@@ -21,9 +22,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, Table};
+use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table};
 use parking_lot::Mutex;
-use serde_json::Value;
 
 use crate::coordination::{AgentCounters, Coordination};
 use crate::error::Error;
@@ -32,6 +32,8 @@ use crate::store::Delivery;
 
 pub use blackboard::{WATCHES, pattern_matches};
 pub use bus::{HANDLERS, message_table, settle_held};
+pub use convert::to_lua;
+pub(crate) use convert::{FROZEN, to_json};
 pub use task::OUTPUT_PREFIX;
 
 /// What the host functions of one agent's VM act on.
@@ -117,64 +119,6 @@ pub(crate) fn arg_err(func: &str, msg: impl std::fmt::Display) -> mlua::Error {
     mlua::Error::external(format!("{func}: {msg}"))
 }
 
-/// How Lua tables become JSON: an empty table is an empty array (lists are far
-/// more common than empty objects in agent state), and a table mixing list and
-/// map entries becomes an object instead of silently dropping the map part.
-const JSON_OPTIONS: mlua::serde::DeserializeOptions = mlua::serde::DeserializeOptions::new()
-    .encode_empty_tables_as_array(true)
-    .detect_mixed_tables(true);
-
-/// Converts a Lua value to JSON; on failure the error names the call (`what`,
-/// built only then) and what was passed (a function, userdata, coroutine, or
-/// cyclic table cannot be stored).
-pub(crate) fn to_json(
-    lua: &Lua,
-    value: mlua::Value,
-    what: impl FnOnce() -> String,
-) -> mlua::Result<Value> {
-    let refused = match &value {
-        mlua::Value::Function(_) => Some("a function"),
-        mlua::Value::Thread(_) => Some("a coroutine"),
-        mlua::Value::UserData(_) => Some("a userdata"),
-        mlua::Value::LightUserData(_) if !value.is_null() => Some("a light userdata"),
-        _ => None,
-    };
-    if let Some(kind) = refused {
-        return Err(arg_err(
-            &what(),
-            format!(
-                "{kind} cannot be stored (only nil, booleans, numbers, strings and tables of those)"
-            ),
-        ));
-    }
-    lua.from_value_with::<Value>(value, JSON_OPTIONS)
-        .map_err(|e| arg_err(&what(), json_refusal(&e)))
-}
-
-/// Why mlua could not turn a value into JSON, in a script author's words.
-fn json_refusal(e: &mlua::Error) -> String {
-    let reason = short(e);
-    let reason = reason.trim_start_matches("deserialize error: ");
-    if reason.contains("recursive table") {
-        "a table that contains itself (a cycle) cannot be stored".to_string()
-    } else if let Some(kind) = reason
-        .strip_prefix("unsupported value type `")
-        .and_then(|r| r.strip_suffix('`'))
-    {
-        format!(
-            "the value holds a {kind}, which cannot be stored (only nil, booleans, numbers, strings and tables of those)"
-        )
-    } else {
-        format!("value cannot be stored as JSON: {reason}")
-    }
-}
-
-/// Converts JSON to a Lua value (objects and arrays become tables; null inside
-/// arrays and objects becomes `json.null`).
-pub fn to_lua(lua: &Lua, value: &Value) -> mlua::Result<mlua::Value> {
-    lua.to_value(value)
-}
-
 /// Lua strings of names the API hands out again and again (agent ids, roles,
 /// message types), kept per VM: handing out a kept string allocates nothing,
 /// where creating one is a protected call once the VM has a memory limit.
@@ -197,13 +141,6 @@ pub(crate) fn interned(lua: &Lua, text: &str) -> mlua::Result<mlua::Value> {
         kept.0.insert(text.to_string(), s.clone());
     }
     Ok(mlua::Value::String(s))
-}
-
-/// The first line of an mlua error, without the "runtime error: " noise.
-fn short(e: &mlua::Error) -> String {
-    let s = e.to_string();
-    let first = s.lines().next().unwrap_or_default();
-    first.trim_start_matches("runtime error: ").to_string()
 }
 
 /// Registers a host function that calls the store: synchronous when the store

@@ -7,12 +7,16 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value as LuaValue};
 
-use super::{AgentContext, chunks, host_err, store_fn, to_json, to_lua};
+use super::{AgentContext, FROZEN, chunks, host_err, store_fn, to_json, to_lua};
 
 /// Outputs are blackboard keys under this prefix, so every host sees them.
 pub const OUTPUT_PREFIX: &str = "outputs/";
 
+/// Wraps the task's tables in read-only proxies. Each proxy's metatable keeps
+/// the table it shows under the [`FROZEN`] key, so storing a part of the task
+/// (`blackboard.set("c", task.constraints)`) stores its contents.
 const FREEZE: &str = r#"
+local data, frozen = ...
 local function freeze(t, path)
   for k, v in pairs(t) do
     if type(v) == "table" then t[k] = freeze(v, path .. "." .. tostring(k)) end
@@ -25,9 +29,10 @@ local function freeze(t, path)
     __len = function() return #t end,
     __pairs = function() return next, t, nil end,
     __metatable = false,
+    [frozen] = t,
   })
 end
-return freeze(..., "task")
+return freeze(data, "task")
 "#;
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
@@ -76,5 +81,5 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         })?,
     )?;
     let freeze: Function = chunks::host(lua, "task", FREEZE)?;
-    freeze.call(data)
+    freeze.call((data, FROZEN))
 }

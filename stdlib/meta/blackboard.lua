@@ -1,9 +1,15 @@
 ---@meta
--- Shared key/value state of the task. Values are JSON-like: nil, booleans,
--- numbers, strings and tables of those (an empty table is stored as an empty
--- list). A function, coroutine, userdata or cyclic table is an error at the
--- call, naming the call and the key. Keys are 1 to 512 bytes of printable
+-- Shared key/value state of the task. Keys are 1 to 512 bytes of printable
 -- text; every key is confined to the task.
+--
+-- Values are JSON-like: nil, booleans, numbers (not NaN or infinity), UTF-8
+-- strings and tables of those. A table whose keys are 1..n is a list (holes
+-- come back as `json.null`); any other table is an object whose keys are
+-- strings (number keys become their decimal text); an empty table is an
+-- empty list. A function, coroutine, userdata or cyclic table is an error at
+-- the call, naming the call, the key and the place in the value
+-- (`blackboard.set('plan'): a function at steps[2].run cannot be stored`).
+-- The same holds for messages, outputs and `json.encode`.
 --
 -- On the embedded store these calls never yield; on a remote store they do,
 -- so do not call them from inside a C function (a `table.sort` comparator, a

@@ -51,6 +51,16 @@ function M.start(self)
   t.eq(blackboard.update("u", function(v) return { was = v } end), { was = 10 })
   t.eq(blackboard.update("u", function() return nil end), nil, "update to nil deletes")
   t.eq(blackboard.get("u"), nil)
+
+  -- The read-only task tables are stored by their contents.
+  blackboard.set("from_task", { constraints = task.constraints, inputs = task.inputs })
+  t.eq(blackboard.get("from_task"), { constraints = { "x", "y" }, inputs = { n = 1 } })
+  -- A table mixing list items and named keys is stored as an object.
+  blackboard.set("mixed", { "a", "b", name = "c" })
+  t.eq(blackboard.get("mixed"), { ["1"] = "a", ["2"] = "b", name = "c" })
+  -- Holes in a list are kept as json.null.
+  blackboard.set("holes", { 1, nil, 3 })
+  t.eq(blackboard.get("holes"), { 1, json.null, 3 })
   task.output("checked", true)
 end
 return M
@@ -62,7 +72,10 @@ async fn set_get_delete_keys_cas_and_update_behave_as_documented() {
         let report = run(
             backend,
             &[("bb.lua", SEMANTICS)],
-            task("bb-semantics", ""),
+            task(
+                "bb-semantics",
+                "constraints = [\"x\", \"y\"]\n[inputs]\nn = 1\n",
+            ),
             Config::default(),
         )
         .await;
@@ -215,6 +228,7 @@ function M.start(self)
     broadcast = try(bus.broadcast, "t", cycle),
     output = try(task.output, "x", coroutine.create(print)),
     encode = try(json.encode, { print }),
+    nan = try(blackboard.set, "k", { ratio = 0 / 0 }),
   })
   task.output("nothing_stored", blackboard.get("k") == nil)
 end
@@ -239,23 +253,30 @@ async fn values_lua_cannot_store_are_an_error_at_the_call_naming_it() {
             ("co", "blackboard.set('k'): a coroutine cannot be stored"),
             (
                 "cycle",
-                "blackboard.set('k'): a table that contains itself (a cycle) cannot be stored",
+                "blackboard.set('k'): a table that contains itself (a cycle) at self cannot be stored",
             ),
-            ("nested", "blackboard.set('k'): the value holds a function"),
+            (
+                "nested",
+                "blackboard.set('k'): a function at deep.handler cannot be stored",
+            ),
             (
                 "cas",
                 "blackboard.cas('k') new: a function cannot be stored",
             ),
             (
                 "send",
-                "bus.send('keeper', 't'): the value holds a function",
+                "bus.send('keeper', 't'): a function at f cannot be stored",
             ),
             (
                 "broadcast",
                 "bus.broadcast('t'): a table that contains itself",
             ),
             ("output", "task.output('x'): a coroutine cannot be stored"),
-            ("encode", "json.encode: the value holds a function"),
+            ("encode", "json.encode: a function at [1] cannot be stored"),
+            (
+                "nan",
+                "blackboard.set('k'): the number NaN at ratio cannot be stored (JSON has no NaN",
+            ),
         ];
         for (case, fragment) in expect {
             let message = errors[case].as_str().unwrap();

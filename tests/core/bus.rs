@@ -160,6 +160,8 @@ function M.start(self)
   r.own = msg and msg.payload.text
   r.fields = msg and { msg.from, msg.to, msg.type, msg.attempts, type(msg.id) }
   r.after = bus.receive(0) == nil
+  bus.send(agent.id, "bare")
+  r.bare_payload_is_nil = bus.receive(0).payload == nil
   task.output("receive", r)
 end
 return M
@@ -184,6 +186,7 @@ async fn receive_returns_nil_when_nothing_arrives_within_the_timeout() {
                 "own": "to myself",
                 "fields": ["solo-1", "solo-1", "note", 1, "string"],
                 "after": true,
+                "bare_payload_is_nil": true,
             })
         );
     }
