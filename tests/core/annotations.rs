@@ -60,10 +60,11 @@ fn declared(table: &str, text: &str) -> Declared {
                 Some(f) => d.functions.insert(f.to_string()),
                 None => d.globals.insert(name.to_string()),
             };
-        } else if let Some(rest) = line.strip_prefix(&format!("{table}.")) {
-            if let Some((field, _)) = rest.split_once(" = ") {
-                d.fields.insert(field.trim().to_string());
-            }
+        } else if let Some((field, _)) = line
+            .strip_prefix(&format!("{table}."))
+            .and_then(|rest| rest.split_once(" = "))
+        {
+            d.fields.insert(field.trim().to_string());
         }
     }
     d
