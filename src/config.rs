@@ -191,6 +191,24 @@ impl Config {
                 ));
             }
         }
+        // Past a year the clock arithmetic of the waits overflows.
+        const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+        let durations = [
+            ("spawn_timeout", self.spawn_timeout),
+            ("message_timeout", self.message_timeout),
+            ("metrics_interval", self.metrics_interval),
+            ("blackboard_ttl", self.blackboard_ttl.saturating_mul(1000)),
+            ("callback_timeout", self.callback_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ];
+        for (name, ms) in durations {
+            if ms > YEAR_MS {
+                return Err(Error::bad_input(
+                    format!("setting {name}"),
+                    "must be at most a year",
+                ));
+            }
+        }
         if self.memory_limit < 1024 * 1024 {
             return Err(Error::bad_input(
                 "setting memory_limit",

@@ -14,6 +14,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use serde_json::Value;
 
+use super::AgentPhase;
 use super::blackboard::check_size;
 use crate::error::{Error, Result};
 use crate::store::{Delivery, Envelope, Store};
@@ -130,9 +131,16 @@ impl MessageBus {
         {
             return Ok(());
         }
-        // An agent of another process sharing the store.
-        if self.store.agent_get(&self.task, to).await?.is_some() {
-            return Ok(());
+        // An agent of another process sharing the store, unless it ended:
+        // nobody would ever read a message to it.
+        if let Some(record) = self.store.agent_get(&self.task, to).await? {
+            if !record.phase.parse().is_ok_and(AgentPhase::is_terminal) {
+                return Ok(());
+            }
+            return Err(Error::bad_input(
+                format!("bus recipient '{to}'"),
+                format!("the agent has ended ({})", record.phase),
+            ));
         }
         Err(Error::bad_input(
             format!("bus recipient '{to}'"),

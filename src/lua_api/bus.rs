@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
-use super::{AgentContext, arg_err, chunks, host_err, interned, store_fn, to_json, to_lua};
+use super::{AgentContext, arg_err, chunks, host_err, interned, millis, store_fn, to_json, to_lua};
 use crate::coordination::BROADCAST;
 use crate::store::{Delivery, Envelope};
 
@@ -84,7 +84,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let c = ctx.clone();
     let wait_receive = lua.create_async_function(move |lua, timeout_ms: f64| {
         let c = c.clone();
-        async move { receive(&lua, &c, Duration::from_millis(timeout_ms.max(0.0) as u64)).await }
+        async move { receive(&lua, &c, millis(timeout_ms)).await }
     })?;
     let pack: Function = chunks::host(lua, "bus.message", PACK)?.call(())?;
     lua.set_named_registry_value(MESSAGE, &pack)?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mlua::{Function, Lua, Table};
 
-use super::{AgentContext, arg_err, chunks, host_err, store_fn};
+use super::{AgentContext, arg_err, chunks, host_err, millis, store_fn};
 use crate::coordination::LockGrant;
 
 /// Default TTL of a lock (ms).
@@ -33,15 +33,16 @@ return function(name, fn, opts)
 end
 "#;
 
-/// Reads option `name` of `lock.acquire` as milliseconds, `default` when absent.
-fn ms_option(opts: Option<&Table>, name: &str, default: u64) -> mlua::Result<u64> {
+/// Reads option `name` of `lock.acquire` as milliseconds (`math.huge`: as
+/// long as a script may ask for), `default` when absent.
+fn ms_option(opts: Option<&Table>, name: &str, default: u64) -> mlua::Result<Duration> {
     let Some(opts) = opts else {
-        return Ok(default);
+        return Ok(Duration::from_millis(default));
     };
     match opts.get::<mlua::Value>(name)? {
-        mlua::Value::Nil => Ok(default),
-        mlua::Value::Integer(n) if n >= 0 => Ok(n as u64),
-        mlua::Value::Number(n) if n >= 0.0 && n.is_finite() => Ok(n as u64),
+        mlua::Value::Nil => Ok(Duration::from_millis(default)),
+        mlua::Value::Integer(n) if n >= 0 => Ok(millis(n as f64)),
+        mlua::Value::Number(n) if n >= 0.0 => Ok(millis(n)),
         other => Err(arg_err(
             "lock.acquire",
             format!(
@@ -86,11 +87,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                 let grant = c
                     .coord
                     .locks
-                    .acquire(
-                        &name,
-                        Duration::from_millis(ttl),
-                        Duration::from_millis(wait),
-                    )
+                    .acquire(&name, ttl, wait)
                     .await
                     .map_err(host_err)?;
                 let Some(g) = grant else {
@@ -117,13 +114,13 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let c = ctx.clone();
     t.set(
         "extend",
-        store_fn(lua, embedded, move |_, (grant, ttl): (Table, u64)| {
+        store_fn(lua, embedded, move |_, (grant, ttl): (Table, f64)| {
             let c = c.clone();
             let grant = grant_from("lock.extend", &grant);
             async move {
                 c.coord
                     .locks
-                    .extend(&grant?, Duration::from_millis(ttl))
+                    .extend(&grant?, millis(ttl))
                     .await
                     .map_err(host_err)
             }

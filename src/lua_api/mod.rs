@@ -119,6 +119,21 @@ pub(crate) fn arg_err(func: &str, msg: impl std::fmt::Display) -> mlua::Error {
     mlua::Error::external(format!("{func}: {msg}"))
 }
 
+/// Longest wait or lifetime a script can ask for (a year): past it the clock
+/// arithmetic would overflow, and no task runs that long.
+const MAX_MS: f64 = 365.0 * 24.0 * 3600.0 * 1000.0;
+
+/// A script's milliseconds as a duration: negative and NaN are zero, and
+/// anything longer than [`MAX_MS`] (`math.huge` included) is that.
+pub(crate) fn millis(ms: f64) -> std::time::Duration {
+    let ms = if ms.is_nan() {
+        0.0
+    } else {
+        ms.clamp(0.0, MAX_MS)
+    };
+    std::time::Duration::from_secs_f64(ms / 1000.0)
+}
+
 /// Lua strings of names the API hands out again and again (agent ids, roles,
 /// message types), kept per VM: handing out a kept string allocates nothing,
 /// where creating one is a protected call once the VM has a memory limit.

@@ -333,3 +333,39 @@ async fn sending_to_an_unknown_recipient_is_an_error_naming_it() {
         );
     }
 }
+
+const EARLY: &str = "local M = {}\nfunction M.start(self) end\nreturn M\n";
+
+/// Waits for `early-1` to end (the API has no event for another agent's
+/// phase, so it polls), then messages it.
+const LATE: &str = r#"
+local M = {}
+function M.start(self)
+  for _ = 1, 2000 do
+    if state.get("early-1") == "COMPLETE" then break end
+    sleep(5)
+  end
+  local ok, err = pcall(bus.send, "early-1", "hello", {})
+  task.output("error", tostring(err))
+end
+return M
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_to_an_agent_that_ended_is_an_error_naming_it() {
+    for backend in Backend::all() {
+        let report = run(
+            backend,
+            &[("early.lua", EARLY), ("late.lua", LATE)],
+            task("bus-ended", ""),
+            Config::default(),
+        )
+        .await;
+        assert_clean(backend, &report);
+        let error = output(&report, "error").as_str().unwrap();
+        assert!(
+            error.starts_with("bus recipient 'early-1': the agent has ended (COMPLETE)"),
+            "{error}"
+        );
+    }
+}
