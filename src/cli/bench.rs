@@ -28,9 +28,9 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
         embedded,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?));
     } else {
-        print!("{}", embedded::table(&report.embedded));
+        super::print_out(&embedded::table(&report.embedded));
     }
     Ok(exit::OK)
 }

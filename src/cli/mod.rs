@@ -100,6 +100,14 @@ impl Cli {
     }
 }
 
+/// Writes a command's result to stdout. A reader that went away (`| head`)
+/// is not an error of the command: the rest is dropped, not a panic.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// Prints an error for the user and returns its exit code.
 pub fn report_error(e: &anyhow::Error) -> i32 {
     eprintln!("error: {e:#}");

@@ -67,9 +67,9 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     });
     let report = report.context("task did not run")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?));
     } else {
-        print!("{}", report.summary());
+        super::print_out(&report.summary());
     }
     Ok(report.exit_code())
 }
