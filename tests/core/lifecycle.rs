@@ -153,3 +153,67 @@ async fn agent_finish_ends_an_agent_that_still_has_handlers() {
         assert!(report.errors.iter().all(|e| !e.fatal));
     }
 }
+
+/// Waits in each host call that waits while `other` must act for the wait to
+/// end well. On a one-thread runtime a call that blocked its thread would
+/// starve `other`, and every answer below would come back wrong.
+const WAITER: &str = r#"
+local M = {}
+function M.start(self)
+  local r = {}
+  bus.send("other", "write", {})
+  sleep(50)
+  r.saw_write_during_sleep = blackboard.get("written") == true
+
+  bus.send("other", "reply", {})
+  local msg = bus.receive(10000)
+  r.got_reply_during_receive = msg ~= nil and msg.type == "reply"
+
+  local held = assert(lock.acquire("L", { wait = 0 }))
+  bus.send("other", "take_lock", {})
+  sleep(50) -- other now waits in lock.acquire
+  lock.release(held)
+  local done = bus.receive(10000)
+  r.other_got_lock = done ~= nil and done.payload.got == true
+  task.output("waits", r)
+end
+return M
+"#;
+
+const OTHER: &str = r#"
+local M = {}
+function M.on_message(self, msg)
+  if msg.type == "write" then
+    blackboard.set("written", true)
+  elseif msg.type == "reply" then
+    bus.send(msg.from, "reply", {})
+  elseif msg.type == "take_lock" then
+    local grant = lock.acquire("L", { wait = 10000 })
+    bus.send(msg.from, "lock_taken", { got = grant ~= nil })
+    if grant then lock.release(grant) end
+  end
+end
+return M
+"#;
+
+#[tokio::test(flavor = "current_thread")]
+async fn host_calls_that_wait_block_only_the_calling_agent() {
+    for backend in Backend::all() {
+        let report = run(
+            backend,
+            &[("waiter.lua", WAITER), ("other.lua", OTHER)],
+            task("waits", ""),
+            Config::default(),
+        )
+        .await;
+        assert_clean(backend, &report);
+        assert_eq!(
+            output(&report, "waits"),
+            &json!({
+                "saw_write_during_sleep": true,
+                "got_reply_during_receive": true,
+                "other_got_lock": true,
+            })
+        );
+    }
+}
