@@ -272,13 +272,13 @@ impl Orchestrator {
                 what: format!("task '{}' (agent {id} still running)", self.coord.task.id),
                 limit_ms,
             };
+            self.coord.bus.leave(&id);
             let _ = self
                 .coord
                 .states
                 .transition(&id, AgentPhase::Failed, Some(e.to_string()))
                 .await;
             self.coord.spawner.release();
-            self.coord.bus.leave(&id);
             let _ = self.coord.bus.release(&id).await;
             self.record(&id, &e, true);
         }
@@ -361,6 +361,7 @@ async fn run_agent(ctx: Arc<AgentContext>, stop: watch::Receiver<bool>) -> Agent
         match Agent::load(ctx.clone(), stop) {
             Ok(agent) => agent.run().await,
             Err(e) => {
+                ctx.coord.bus.leave(&ctx.id);
                 let _ = ctx
                     .coord
                     .states

@@ -82,6 +82,9 @@ impl Agent {
     /// (READY, then COMPLETE or FAILED) are recorded on the way.
     pub async fn run(mut self) -> AgentOutcome {
         let mut fatal = self.drive().await.err();
+        // Off the bus before the final phase is written, so an agent that sees
+        // the phase cannot still send this one a message nobody would read.
+        self.ctx.coord.bus.leave(&self.ctx.id);
         let states = &self.ctx.coord.states;
         match states.get(&self.ctx.id).await {
             Ok(Some(record)) => match record.phase.parse::<AgentPhase>() {

@@ -6,7 +6,7 @@
 //! at-least-once: a message is acknowledged after its handler returns and given
 //! back (redelivered, then dead-lettered) when the handler fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,6 +33,9 @@ pub struct MessageBus {
     next_id: AtomicU64,
     /// Live agents of this process: id -> role.
     directory: RwLock<BTreeMap<String, String>>,
+    /// Agents of this process that have ended (or are ending): messages to
+    /// them are refused, as nobody would read them.
+    departed: RwLock<HashSet<String>>,
     /// Roles that have a script, so a message to a role nobody runs yet is accepted.
     known_roles: RwLock<Vec<String>>,
 }
@@ -52,6 +55,7 @@ impl MessageBus {
             origin: format!("{:08x}", rand::random::<u32>()),
             next_id: AtomicU64::new(1),
             directory: RwLock::default(),
+            departed: RwLock::default(),
             known_roles: RwLock::default(),
         }
     }
@@ -63,9 +67,12 @@ impl MessageBus {
             .insert(id.to_string(), role.to_string());
     }
 
-    /// Removes an agent that ended.
+    /// Removes an agent that ends: it gets no more broadcasts, and messages
+    /// to it are refused from now on.
     pub fn leave(&self, id: &str) {
-        self.directory.write().remove(id);
+        if self.directory.write().remove(id).is_some() {
+            self.departed.write().insert(id.to_string());
+        }
     }
 
     /// Sets the roles that may be addressed even when none of their agents is live.
@@ -131,16 +138,22 @@ impl MessageBus {
         {
             return Ok(());
         }
+        let ended = |how: &str| {
+            Err(Error::bad_input(
+                format!("bus recipient '{to}'"),
+                format!("the agent has ended{how}: nobody would read the message"),
+            ))
+        };
+        if self.departed.read().contains(to) {
+            return ended("");
+        }
         // An agent of another process sharing the store, unless it ended:
         // nobody would ever read a message to it.
         if let Some(record) = self.store.agent_get(&self.task, to).await? {
             if !record.phase.parse().is_ok_and(AgentPhase::is_terminal) {
                 return Ok(());
             }
-            return Err(Error::bad_input(
-                format!("bus recipient '{to}'"),
-                format!("the agent has ended ({})", record.phase),
-            ));
+            return ended(&format!(" ({})", record.phase));
         }
         Err(Error::bad_input(
             format!("bus recipient '{to}'"),
