@@ -145,22 +145,27 @@ type MessageFields = (LuaValue, LuaValue, LuaValue, LuaValue, LuaValue, LuaValue
 
 /// Acknowledges what the agent held, then takes the next message.
 async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<MessageFields> {
-    let held = std::mem::take(&mut c.local.lock().held);
-    for d in &held {
-        c.coord.bus.ack(d).await.map_err(host_err)?;
+    // The list goes back afterwards, so its buffer serves every receive.
+    let mut held = std::mem::take(&mut c.local.lock().held);
+    for d in held.drain(..) {
+        c.coord.bus.ack(&d).await.map_err(host_err)?;
     }
-    let Some(delivery) = c
+    let taken = c
         .coord
         .bus
         .take(&c.queues, &c.id, wait)
         .await
-        .map_err(host_err)?
-    else {
-        return Ok(Default::default());
+        .map_err(host_err)?;
+    let fields = match taken {
+        Some(delivery) => {
+            let fields = message_fields(lua, &delivery.envelope)?;
+            c.counters.messages_received.fetch_add(1, Ordering::Relaxed);
+            held.push(delivery);
+            fields
+        }
+        None => Default::default(),
     };
-    let fields = message_fields(lua, &delivery.envelope)?;
-    c.counters.messages_received.fetch_add(1, Ordering::Relaxed);
-    c.local.lock().held.push(delivery);
+    c.local.lock().held = held;
     Ok(fields)
 }
 
