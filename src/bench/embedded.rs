@@ -90,89 +90,20 @@ pub struct EmbeddedReport {
     pub sizes: Sizes,
 }
 
-const BLACKBOARD: &str = r#"
-local M = {}
-function M.start(self)
-  local set, get = blackboard.set, blackboard.get
-  local keys = {}
-  for i = 1, 64 do keys[i] = "bench/key-" .. i end
-  for i = 1, 2000 do set(keys[i % 64 + 1], i); get(keys[i % 64 + 1]) end -- warm-up
-  local loops = task.inputs.loops
-  local t0 = now()
-  for i = 1, loops do
-    local k = keys[i % 64 + 1]
-    set(k, i)
-    get(k)
-  end
-  task.output("elapsed_ms", now() - t0)
-end
-return M
-"#;
+const BLACKBOARD: &str = include_str!("agents/blackboard.lua");
 
-const SENDER: &str = r#"
-local M = {}
-function M.start(self)
-  assert(bus.receive(60000), "the receiver never got ready")
-  local send, n = bus.send, task.inputs.messages
-  send("receiver", "start", now())
-  for i = 1, n do send("receiver", "m", i) end
-end
-return M
-"#;
+const SENDER: &str = include_str!("agents/sender.lua");
 
-const RECEIVER: &str = r#"
-local M = {}
-function M.start(self)
-  bus.send("sender", "ready", {})
-  local receive, n = bus.receive, task.inputs.messages
-  local t0 = assert(receive(60000), "the sender never started").payload
-  for i = 1, n do
-    if receive(60000) == nil then error("message " .. i .. " never arrived") end
-  end
-  task.output("elapsed_ms", now() - t0)
-end
-return M
-"#;
+const RECEIVER: &str = include_str!("agents/receiver.lua");
 
-const SPAWNER: &str = r#"
-local M = {}
-function M.start(self)
-  local samples, warmup = {}, task.inputs.warmup
-  for i = 1, warmup + task.inputs.spawns do
-    local t0 = now()
-    spawn.agent("probe")
-    local up = assert(bus.receive(60000), "a probe never started")
-    if i > warmup then samples[#samples + 1] = up.payload - t0 end
-  end
-  task.output("samples_ms", samples)
-end
-return M
-"#;
+const SPAWNER: &str = include_str!("agents/spawner.lua");
 
-const PROBE: &str = r#"
-local M = {}
-function M.start(self) bus.send("spawner", "up", now()) end
-return M
-"#;
+const PROBE: &str = include_str!("agents/probe.lua");
 
 /// Busy until told to stop, so the task does not go quiet under the idle agents.
-const KEEPER: &str = r#"
-local M = {}
-function M.start(self) assert(bus.receive(600000), "never told to stop") end
-return M
-"#;
+const KEEPER: &str = include_str!("agents/keeper.lua");
 
-const IDLE: &str = r#"
-local M = {}
-function M.start(self)
-  if collectgarbage then
-    collectgarbage("collect")
-    metrics.incr("lua_heap_bytes", math.floor(collectgarbage("count") * 1024))
-  end
-end
-function M.on_message(self, msg) end
-return M
-"#;
+const IDLE: &str = include_str!("agents/idle.lua");
 
 /// Runs the four measurements, memory first (before the others have grown the heap).
 pub async fn run(sizes: Sizes) -> Result<EmbeddedReport> {
