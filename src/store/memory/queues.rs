@@ -163,7 +163,8 @@ impl Queues {
     /// Forgets a delivered message.
     pub(super) fn ack(&self, delivery: &Delivery) {
         if let Ok(receipt) = delivery.receipt.parse::<u64>() {
-            self.lists.lock().in_flight.remove(&receipt);
+            let finished = self.lists.lock().in_flight.remove(&receipt);
+            drop(finished); // freed outside the lock
         }
     }
 
