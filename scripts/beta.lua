@@ -87,7 +87,9 @@ local function ask_llm(step)
 end
 
 function M.start(self)
-  self.done, self.failed, self.total = 0, 0, nil
+  -- Planning, for an executor, is getting ready to take steps: nothing done yet.
+  state.set("PLANNING")
+  self.done, self.failed = 0, 0
 end
 
 local function run_step(self, msg)

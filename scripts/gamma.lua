@@ -33,21 +33,25 @@ local function second_opinion(p, problems)
 end
 
 function M.start(self)
-  state.set("VALIDATING")
+  -- Planning: what is there to check?
+  state.set("PLANNING")
   local p = blackboard.get("plan")
   local problems = {}
-  if not p then
-    problems[1] = "no plan on the blackboard"
-  else
-    for _, step in ipairs(p.steps) do
-      local artifact = blackboard.get("artifacts/" .. step.id)
-      if not artifact then
-        problems[#problems + 1] = step.id .. ": no artifact"
-      elseif artifact.status ~= "ok" then
-        problems[#problems + 1] = step.id .. ": " .. tostring(artifact.error)
-      end
+  if not p then problems[1] = "no plan on the blackboard" end
+
+  -- Executing: check every step's artifact.
+  state.set("EXECUTING")
+  for _, step in ipairs(p and p.steps or {}) do
+    local artifact = blackboard.get("artifacts/" .. step.id)
+    if not artifact then
+      problems[#problems + 1] = step.id .. ": no artifact"
+    elseif artifact.status ~= "ok" then
+      problems[#problems + 1] = step.id .. ": " .. tostring(artifact.error)
     end
   end
+
+  -- Validating: hold the whole run against the task's constraints.
+  state.set("VALIDATING")
 
   if validate.has_constraint(task, "no-secrets") then
     for _, key in ipairs(blackboard.keys("")) do

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::RoleConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, toml_error};
 use crate::llm::{API_KEY_VARS, LlmConfig, LlmSettings};
 
 /// Every setting of a run, resolved.
@@ -149,25 +149,23 @@ impl ConfigLayer {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::bad_input(&origin, format!("cannot read config file: {e}")))?;
         let mut layer: ConfigLayer = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| {
-                    format!(
-                        ":{}",
-                        1 + text[..s.start.min(text.len())].matches('\n').count()
-                    )
-                })
-                .unwrap_or_default();
-            let message = match e.message() {
-                m if m.starts_with("unknown field `api_key`") => {
-                    format!(
-                        "the LLM API key is not read from files; set {} in the environment",
-                        API_KEY_VARS.join(", ")
-                    )
-                }
-                m => m.to_string(),
-            };
-            Error::bad_input(format!("{origin}{line}"), message)
+            if e.message().starts_with("unknown field `api_key`") {
+                let message = format!(
+                    "the LLM API key is not read from files; set {} in the environment",
+                    API_KEY_VARS.join(", ")
+                );
+                let line = e
+                    .span()
+                    .map(|s| {
+                        format!(
+                            ":{}",
+                            1 + text[..s.start.min(text.len())].matches('\n').count()
+                        )
+                    })
+                    .unwrap_or_default();
+                return Error::bad_input(format!("{origin}{line}"), message);
+            }
+            toml_error(&origin, &text, &e)
         })?;
         if let Some(store) = &layer.store {
             check_store_url(store).map_err(|m| Error::bad_input(format!("{origin}: store"), m))?;
@@ -279,6 +277,24 @@ impl Config {
                 return Err(Error::bad_input(
                     format!("setting {name}"),
                     "must be greater than 0",
+                ));
+            }
+        }
+        // Past a year the clock arithmetic of the waits overflows.
+        const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+        let durations = [
+            ("spawn_timeout", self.spawn_timeout),
+            ("message_timeout", self.message_timeout),
+            ("metrics_interval", self.metrics_interval),
+            ("blackboard_ttl", self.blackboard_ttl.saturating_mul(1000)),
+            ("callback_timeout", self.callback_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ];
+        for (name, ms) in durations {
+            if ms > YEAR_MS {
+                return Err(Error::bad_input(
+                    format!("setting {name}"),
+                    "must be at most a year",
                 ));
             }
         }

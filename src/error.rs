@@ -177,5 +177,64 @@ impl From<StoreError> for Error {
     }
 }
 
+/// A TOML error in `text` (read from `origin`) as BadInput naming
+/// `origin:line` and, when a value has the wrong type, its key.
+pub(crate) fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> Error {
+    let message = e.message().to_string();
+    let Some(span) = e.span() else {
+        return Error::bad_input(origin, message);
+    };
+    let at = span.start.min(text.len());
+    file_error(origin, text, at, message)
+}
+
+/// A JSON error in `text` (read from `origin`) as BadInput naming
+/// `origin:line` and, when a value has the wrong type, its key.
+pub(crate) fn json_error(origin: &str, text: &str, e: &serde_json::Error) -> Error {
+    let full = e.to_string();
+    // serde_json appends " at line L column C"; the origin carries the line.
+    let message = match full.rfind(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    };
+    if e.line() == 0 {
+        return Error::bad_input(origin, message);
+    }
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(e.line() - 1)
+        .map(str::len)
+        .sum();
+    let at = (line_start + e.column().saturating_sub(1)).min(text.len());
+    file_error(origin, text, at, message)
+}
+
+/// `origin:line: [key: ]message` for an error at byte `at` of `text` (the key
+/// only for a value of the wrong kind; syntax errors name no key).
+fn file_error(origin: &str, text: &str, at: usize, message: String) -> Error {
+    let line = 1 + text[..at].matches('\n').count();
+    let bad_value = ["invalid type", "invalid value", "invalid length"]
+        .iter()
+        .any(|p| message.starts_with(p));
+    match key_before(&text[..at]).filter(|_| bad_value) {
+        Some(key) => Error::bad_input(format!("{origin}:{line}"), format!("{key}: {message}")),
+        None => Error::bad_input(format!("{origin}:{line}"), message),
+    }
+}
+
+/// The key of the value that ends `before`: the nearest `key =` (TOML) or
+/// `"key":` (JSON) on its last line.
+fn key_before(before: &str) -> Option<String> {
+    let line = before.rsplit('\n').next()?;
+    let sep = line.rfind([':', '='])?;
+    let key = line[..sep].trim().trim_matches('"').trim();
+    let key = key.rsplit([',', '{', ' ']).next()?.trim_matches('"');
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_-.".contains(c));
+    plain.then(|| key.to_string())
+}
+
 /// Result with the host's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -59,6 +59,9 @@ pub struct Orchestrator {
     shared: bool,
     /// The end was decided (quiet, a stop, or the owner's end for a joiner).
     stopping: bool,
+    /// The quiescence probe in flight: its generation, the epoch it started at,
+    /// and what the other processes were doing then.
+    probe: Option<(u64, u64, quiet::RemoteActivity)>,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -75,8 +78,8 @@ impl Stopper {
 }
 
 impl Orchestrator {
-    /// Prepares a run of `task`. Fails with UnknownRole when the task names a
-    /// role that has no script, and with BadInput when the LLM settings
+    /// Prepares a run of `task`. Fails with BadInput naming the field when the
+    /// task names a role that has no script, and when the LLM settings
     /// (`config.llm`) are unusable (bad URL, unreadable replay file), before
     /// anything is stored.
     pub fn new(
@@ -95,14 +98,9 @@ impl Orchestrator {
         registry: Arc<ScriptRegistry>,
         mode: Mode,
     ) -> Result<Self> {
-        for role in task
-            .agents
-            .iter()
-            .flatten()
-            .chain(task.spawn.iter().map(|c| &c.agent))
-        {
-            registry.role(role)?;
-        }
+        task.check_roles(&format!("task '{}'", task.id), |role| {
+            registry.role(role).map(|_| ())
+        })?;
         let client = LlmClient::new(config.llm.clone())
             .map_err(|e| Error::bad_llm_settings("LLM settings", e))?;
         let (budget_spent, budget_rx) = mpsc::unbounded_channel();
@@ -133,6 +131,7 @@ impl Orchestrator {
             mode,
             shared: false,
             stopping: false,
+            probe: None,
         })
     }
 
@@ -423,13 +422,14 @@ impl Orchestrator {
             }
             self.running.remove(&task_id);
             let e = why(&id);
+            // Off the bus before the final phase: whoever sees it can no longer send to it.
+            self.coord.bus.leave(&id);
             let _ = self
                 .coord
                 .states
                 .transition(&id, AgentPhase::Failed, Some(e.to_string()))
                 .await;
             self.coord.spawner.release();
-            self.coord.bus.leave(&id);
             self.registry.users().ended(&id);
             let _ = self.coord.bus.release(&id).await;
             self.record(&id, &e, true);
@@ -464,6 +464,17 @@ impl Orchestrator {
             if let Some(v) = store.bb_get(id, &key).await? {
                 outputs.insert(key[OUTPUT_PREFIX.len()..].to_string(), v);
             }
+        }
+        for (queue, count) in coord.bus.undelivered().await? {
+            self.errors.push(ReportedError {
+                agent: "host".into(),
+                kind: "undelivered".into(),
+                message: format!(
+                    "{count} message(s) to '{queue}' were never taken: no agent read them before the task ended"
+                ),
+                fatal: false,
+                exit_code: crate::error::exit::OK,
+            });
         }
         let records = coord.states.list().await?;
         let phases: BTreeMap<String, Vec<String>> = records
@@ -551,6 +562,7 @@ async fn run_agent(ctx: Arc<AgentContext>, stop: watch::Receiver<bool>) -> Agent
 /// Records that the agent failed with `e` (unless it already ended) and
 /// reports the failure.
 async fn fail_agent(ctx: &AgentContext, e: Error) -> AgentOutcome {
+    ctx.coord.bus.leave(&ctx.id);
     let ended = matches!(
         ctx.coord.states.get(&ctx.id).await,
         Ok(Some(r)) if r.phase.parse::<AgentPhase>().is_ok_and(AgentPhase::is_terminal)

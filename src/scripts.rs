@@ -118,6 +118,47 @@ impl ScriptRegistry {
         if !scripts_dir.is_dir() {
             return Err(Error::bad_input(origin, "scripts directory does not exist"));
         }
+        let registry = Self::with_embedded_stdlib(scripts_dir, stdlib_dir);
+        let mut files = Vec::new();
+        if stdlib_dir.is_dir() {
+            files.extend(lua_files(stdlib_dir)?);
+        }
+        // Scripts after the stdlib: a module of the scripts directory overrides one of the stdlib.
+        files.extend(lua_files(scripts_dir)?);
+        for path in files {
+            if let Some((kind, name)) = registry.classify(&path)? {
+                registry.put_from_disk(kind, &name, &path)?;
+            }
+        }
+        if registry.roles.read().is_empty() {
+            return Err(Error::bad_input(
+                origin,
+                "scripts directory has no <role>.lua file",
+            ));
+        }
+        Ok(registry)
+    }
+
+    /// A registry of the built-in stdlib and `roles` given as `(name, source)`,
+    /// for programs that carry their agents with them (the benchmarks). Each
+    /// role's path reads `<scripts_dir>/<name>.lua`; nothing is read from disk.
+    pub fn from_sources(scripts_dir: &Path, roles: &[(&str, &str)]) -> ScriptRegistry {
+        let registry = Self::with_embedded_stdlib(scripts_dir, Path::new("stdlib"));
+        for (name, source) in roles {
+            registry.roles.write().insert(
+                name.to_string(),
+                Arc::new(Script {
+                    name: name.to_string(),
+                    path: scripts_dir.join(format!("{name}.lua")),
+                    source: Arc::from(*source),
+                    version: 1,
+                }),
+            );
+        }
+        registry
+    }
+
+    fn with_embedded_stdlib(scripts_dir: &Path, stdlib_dir: &Path) -> ScriptRegistry {
         let registry = ScriptRegistry {
             scripts_dir: scripts_dir.to_path_buf(),
             stdlib_dir: stdlib_dir.to_path_buf(),
@@ -138,24 +179,7 @@ impl ScriptRegistry {
                 }),
             );
         }
-        let mut files = Vec::new();
-        if stdlib_dir.is_dir() {
-            files.extend(lua_files(stdlib_dir)?);
-        }
-        // Scripts after the stdlib: a module of the scripts directory overrides one of the stdlib.
-        files.extend(lua_files(scripts_dir)?);
-        for path in files {
-            if let Some((kind, name)) = registry.classify(&path)? {
-                registry.put_from_disk(kind, &name, &path)?;
-            }
-        }
-        if registry.roles.read().is_empty() {
-            return Err(Error::bad_input(
-                origin,
-                "scripts directory has no <role>.lua file",
-            ));
-        }
-        Ok(registry)
+        registry
     }
 
     /// The scripts directory.

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, json_error, toml_error};
 
 /// Default task timeout when the file gives none (ms).
 pub const DEFAULT_TIMEOUT_MS: u64 = 300_000;
@@ -84,28 +84,39 @@ impl Task {
 
     /// Parses TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Task> {
-        toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| {
-                    format!(
-                        ":{}",
-                        1 + text[..s.start.min(text.len())].matches('\n').count()
-                    )
-                })
-                .unwrap_or_default();
-            Error::bad_input(format!("{origin}{line}"), e.message().to_string())
-        })
+        toml::from_str(text).map_err(|e| toml_error(origin, text, &e))
     }
 
     /// Parses JSON text; `origin` names it in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<Task> {
-        serde_json::from_str(text).map_err(|e| {
-            Error::bad_input(
-                format!("{origin}:{}", e.line()),
-                strip_position(&e.to_string()),
-            )
-        })
+        serde_json::from_str(text).map_err(|e| json_error(origin, text, &e))
+    }
+
+    /// Checks that every role the task names (`agents`, `spawn[].agent`) has a
+    /// script, asking `role_exists`; the error names `origin`, the field and
+    /// the role.
+    pub fn check_roles(
+        &self,
+        origin: &str,
+        role_exists: impl Fn(&str) -> Result<()>,
+    ) -> Result<()> {
+        let named = self
+            .agents
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, r)| (format!("agents[{i}]"), r))
+            .chain(
+                self.spawn
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("spawn[{i}].agent"), &c.agent)),
+            );
+        for (field, role) in named {
+            role_exists(role)
+                .map_err(|e| Error::bad_input(format!("{origin}: {field}"), e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Checks what the types alone cannot.
@@ -148,12 +159,4 @@ pub fn check_id(id: &str, origin: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// serde_json appends " at line L column C"; the origin already carries the line.
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
 }

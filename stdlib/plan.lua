@@ -28,7 +28,7 @@ M.RULES = {
 --- Builds one step.
 ---@param id string
 ---@param action string
----@param description string
+---@param description? string defaults to the action
 ---@return table step
 function M.step(id, action, description)
   check_arg("step", "id", id, "string")

@@ -17,7 +17,11 @@ local function deep_equal(a, b, seen)
   return true
 end
 
-M.deep_equal = deep_equal
+--- True when `a` and `b` are equal, tables compared by content (cycles allowed).
+---@param a any
+---@param b any
+---@return boolean
+M.deep_equal = function(a, b) return deep_equal(a, b) end
 
 local function show(v)
   if type(v) == "table" then return require("pretty").format(v) end
@@ -25,6 +29,9 @@ local function show(v)
 end
 
 --- Fails unless `actual` deep-equals `expected`.
+---@param actual any
+---@param expected any
+---@param message? string what is being checked, put in front of the error
 function M.eq(actual, expected, message)
   if not deep_equal(actual, expected) then
     error(("%sexpected %s, got %s"):format(message and (message .. ": ") or "", show(expected), show(actual)), 2)
@@ -32,11 +39,17 @@ function M.eq(actual, expected, message)
 end
 
 --- Fails unless `value` is truthy.
+---@param value any
+---@param message? string
 function M.truthy(value, message)
   if not value then error((message or "expected a truthy value") .. ", got " .. tostring(value), 2) end
 end
 
 --- Fails unless `fn` raises an error whose text contains `fragment` (plain text).
+--- Returns the error.
+---@param fn fun()
+---@param fragment? string
+---@return any err
 function M.raises(fn, fragment)
   local ok, err = pcall(fn)
   if ok then error("expected an error" .. (fragment and (" containing '" .. fragment .. "'") or ""), 2) end

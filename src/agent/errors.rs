@@ -57,17 +57,39 @@ pub fn describe(e: &mlua::Error) -> String {
     match e {
         mlua::Error::CallbackError { traceback, cause } => {
             let message = innermost(cause);
-            match script_location(traceback) {
-                Some(loc) if !message.starts_with(&loc) => format!("{loc}: {message}\n{traceback}"),
-                _ => format!("{message}\n{traceback}"),
-            }
+            with_location(&message, traceback)
         }
         mlua::Error::SyntaxError { message, .. } => message.clone(),
-        mlua::Error::RuntimeError(message) => message.clone(),
+        // An error raised by Lua code: the message already holds its traceback.
+        mlua::Error::RuntimeError(message) => match message.find("\nstack traceback:") {
+            Some(i) => with_location(&message[..i], &message[i + 1..]),
+            None => message.clone(),
+        },
         mlua::Error::MemoryError(message) => format!("memory: {message}"),
         other => other.to_string(),
     }
 }
+
+/// `message` with the first script frame of `traceback` in front (unless it
+/// already starts with one), then the traceback.
+fn with_location(message: &str, traceback: &str) -> String {
+    let hint = if message.contains("attempt to yield across a C-call boundary") {
+        YIELD_HINT
+    } else {
+        ""
+    };
+    match script_location(traceback) {
+        Some(loc) if script_location(message).is_none_or(|m| !message.starts_with(&m)) => {
+            format!("{loc}: {message}{hint}\n{traceback}")
+        }
+        _ => format!("{message}{hint}\n{traceback}"),
+    }
+}
+
+/// Why a script hits "attempt to yield across a C-call boundary", and the way out.
+const YIELD_HINT: &str = " (a host function that waits — bus.receive, sleep, lock.acquire, \
+spawn.*, or any store call on a remote store — was called from inside a C function \
+such as a table.sort comparator or a string.gsub replacement; call it outside)";
 
 /// The message of the innermost cause (a host error, or a script's `error(...)`).
 fn innermost(e: &mlua::Error) -> String {
@@ -80,16 +102,16 @@ fn innermost(e: &mlua::Error) -> String {
     }
 }
 
-/// The first `path:line` of a Lua frame in a traceback (skipping `[C]` frames).
+/// The first `path:line` of a script frame in a traceback: frames of `.lua`
+/// files only, skipping `[C]` frames and the host's own Lua wrappers.
 fn script_location(traceback: &str) -> Option<String> {
-    traceback.lines().skip(1).find_map(|line| {
-        let frame = line.trim();
-        if frame.starts_with('[') {
-            return None;
-        }
-        let mut parts = frame.splitn(3, ':');
+    traceback.lines().find_map(|line| {
+        let mut parts = line.trim().splitn(3, ':');
         let path = parts.next()?;
         let line_no = parts.next()?;
+        if !path.ends_with(".lua") {
+            return None;
+        }
         line_no.parse::<u32>().ok().map(|n| format!("{path}:{n}"))
     })
 }

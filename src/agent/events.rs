@@ -83,18 +83,25 @@ impl Agent {
                     None => std::future::pending().await,
                 }
             };
+            // Biased, probe last: an agent answers a quiescence probe only when
+            // no event is ready for it (see `coordination::Activity`).
             tokio::select! {
-                taken = ctx.coord.bus.take(&ctx.queues, &ctx.id, wait) => match taken {
-                    Ok(Some(d)) => break Ok(Event::Message(d)),
-                    Ok(None) => continue,
-                    Err(e) => break Err(e),
-                },
+                biased;
                 ev = changed => match ev {
                     Ok(ev) => break Ok(Event::Change(ev)),
                     Err(RecvError::Lagged(n)) => warn_lagged(&ctx.id, n),
                     Err(RecvError::Closed) => *watch_rx = None,
                 },
+                taken = ctx.coord.bus.take(&ctx.queues, &ctx.id, wait) => match taken {
+                    Ok(Some(d)) => break Ok(Event::Message(d)),
+                    Ok(None) => continue,
+                    Err(e) => break Err(e),
+                },
                 _ = self.stop.changed() => break Ok(Event::Stop),
+                Ok(()) = self.probe.changed() => {
+                    let generation = *self.probe.borrow_and_update();
+                    activity.answer(generation);
+                }
             }
         };
         activity.busy();
@@ -126,10 +133,16 @@ impl Agent {
         if ok {
             ctx.coord.bus.ack(&delivery).await?;
         } else if ctx.coord.bus.nack(&delivery).await? {
-            self.record_handler_error(format!(
-                "message '{}' ({}) dead-lettered after {} attempts",
-                delivery.envelope.kind, delivery.envelope.id, delivery.envelope.attempts
-            ));
+            // Reported, but not counted again: the handler's error already was.
+            let message = format!(
+                "message '{}' ({}) from {} dead-lettered after {} attempts",
+                delivery.envelope.kind,
+                delivery.envelope.id,
+                delivery.envelope.from,
+                delivery.envelope.attempts
+            );
+            tracing::error!(agent = %ctx.id, "{message}");
+            self.handler_errors.push(message);
         }
         fatal.map_or(Ok(()), Err)
     }

@@ -60,6 +60,8 @@ pub struct Agent {
     /// [`modules::ModuleGraph::generation`] last reported to the registry's users.
     published_modules: u64,
     stop: watch::Receiver<bool>,
+    /// Quiescence probes of the orchestrator (see `coordination::Activity`).
+    probe: watch::Receiver<u64>,
     handler_errors: Vec<String>,
     budget: Budget,
 }
@@ -76,10 +78,17 @@ impl Agent {
         let config = &ctx.coord.config;
         let lua = sandbox::new_vm(ctx.registry.clone(), config.memory_limit)
             .map_err(|e| errors::from_lua(&e))?;
+        // The API is host code with a bounded footprint: registered with the
+        // heap limit lifted, mlua skips the protected call it otherwise wraps
+        // around every allocation, which takes a good part off each spawn.
+        let memory_limit = lua.set_memory_limit(0).map_err(|e| errors::from_lua(&e))?;
         lua_api::register_all(&lua, &ctx).map_err(|e| errors::from_lua(&e))?;
+        lua.set_memory_limit(memory_limit)
+            .map_err(|e| errors::from_lua(&e))?;
         let limit = Duration::from_millis(config.callback_timeout);
         let budget = Budget::install(&lua, &ctx.id, limit).map_err(|e| errors::from_lua(&e))?;
         let state = lua.create_table().map_err(|e| errors::from_lua(&e))?;
+        let probe = ctx.coord.activity.probe_receiver();
         let mut agent = Agent {
             ctx,
             lua,
@@ -89,6 +98,7 @@ impl Agent {
             seen_version,
             published_modules: 0,
             stop,
+            probe,
             handler_errors: Vec::new(),
             budget,
         };
@@ -139,6 +149,9 @@ impl Agent {
     /// (READY, then COMPLETE or FAILED) are recorded on the way.
     pub async fn run(mut self) -> AgentOutcome {
         let mut fatal = self.drive().await.err();
+        // Off the bus before the final phase is written, so an agent that sees
+        // the phase cannot still send this one a message nobody would read.
+        self.ctx.coord.bus.leave(&self.ctx.id);
         let states = &self.ctx.coord.states;
         match states.get(&self.ctx.id).await {
             Ok(Some(record)) => match record.phase.parse::<AgentPhase>() {

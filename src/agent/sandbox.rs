@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value, chunk::ChunkMode};
+use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
 
 use super::bytecode::check_no_close;
 use super::modules::{self, Loader, ModuleGraph};
@@ -129,13 +129,10 @@ fn install_require(lua: &Lua, registry: Arc<ScriptRegistry>) -> mlua::Result<()>
 }
 
 /// Compiles `script` as text, named after its path, and refuses it when it
-/// declares to-be-closed variables (see [`super::bytecode`]).
+/// declares to-be-closed variables (see [`super::bytecode`]). The bytecode is
+/// kept for the next VM that loads the same script (see [`crate::lua_api::chunks`]).
 pub fn compile(lua: &Lua, script: &Script) -> mlua::Result<Function> {
-    let f = lua
-        .load(&*script.source)
-        .set_name(script.chunk_name())
-        .set_mode(ChunkMode::Text)
-        .into_function()?;
-    check_no_close(&f, &script.path.display().to_string())?;
-    Ok(f)
+    crate::lua_api::chunks::compile(lua, &script.chunk_name(), &script.source, |f| {
+        check_no_close(f, &script.path.display().to_string())
+    })
 }

@@ -1,6 +1,7 @@
 //! Command-line parsing and the commands. `anyhow` lives here only; the library
 //! returns typed errors, which map to exit codes.
 
+mod bench;
 mod check;
 mod clean;
 mod inspect;
@@ -34,6 +35,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Delete every key of a task from a shared store.
     Clean(clean::CleanArgs),
+    /// Measure the host on the embedded store and print the figures.
+    Bench(bench::BenchArgs),
 }
 
 /// Settings flags shared by the commands that load a configuration.
@@ -117,6 +120,7 @@ impl Cli {
             Command::Check(args) => check::execute(args),
             Command::Inspect(args) => inspect::execute(args),
             Command::Clean(args) => clean::execute(args),
+            Command::Bench(args) => bench::execute(args),
         };
         match result {
             Ok(code) => code,
@@ -138,6 +142,14 @@ pub fn require_shared_store(config: &Config, what: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// Writes a command's result to stdout. A reader that went away (`| head`)
+/// is not an error of the command: the rest is dropped, not a panic.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Prints an error for the user and returns its exit code.

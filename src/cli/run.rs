@@ -112,6 +112,9 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         task.timeout = ms;
     }
     let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
+    task.check_roles(&path.display().to_string(), |role| {
+        registry.role(role).map(|_| ())
+    })?;
     let watched = if config.stdlib.is_dir() {
         format!(
             "{} and {}",
@@ -162,9 +165,9 @@ pub(super) async fn drive(orchestrator: Orchestrator, quiet: bool) -> orrery::Re
 /// Prints a report as text or JSON; returns the exit code it maps to.
 pub(super) fn print_report(report: &RunReport, json: bool) -> anyhow::Result<i32> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        super::print_out(&format!("{}\n", serde_json::to_string_pretty(report)?));
     } else {
-        print!("{}", report.summary());
+        super::print_out(&report.summary());
     }
     Ok(report.exit_code())
 }

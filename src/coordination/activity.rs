@@ -1,17 +1,43 @@
 //! Tracks which agents are busy, so the orchestrator can tell when a task has
-//! gone quiet: every agent idle, every queue empty.
+//! gone quiet: every agent idle, every queue empty, no event waiting.
+//!
+//! "Every agent idle" alone is not enough: a blackboard change can sit in an
+//! idle agent's watch stream that the agent has not been scheduled to pick up
+//! yet. So the orchestrator confirms with a *probe*: it moves a generation
+//! number, and each idle agent answers it only when nothing else is ready for
+//! it (an agent's wait prefers events over the probe). An agent that finds an
+//! event goes busy instead, which moves the epoch and voids the round.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use tokio::sync::Notify;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
 
-/// Busy-agent count plus an epoch that moves on every change.
-#[derive(Default)]
+/// Busy-agent count, an epoch that moves on every change, and the probe rounds.
 pub struct Activity {
     busy: AtomicUsize,
     epoch: AtomicU64,
+    /// One waiter (the orchestrator): `notify_one` keeps a permit when it is not
+    /// waiting, so a change it was too busy to see is not lost.
     changed: Notify,
+    /// Like `changed`, for busy and idle alike (the heartbeat of a shared task).
     moved: Notify,
+    probe: watch::Sender<u64>,
+    /// (generation, agents that answered it).
+    answers: Mutex<(u64, usize)>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            busy: AtomicUsize::new(0),
+            epoch: AtomicU64::new(0),
+            changed: Notify::new(),
+            moved: Notify::new(),
+            probe: watch::channel(0).0,
+            answers: Mutex::new((0, 0)),
+        }
+    }
 }
 
 impl Activity {
@@ -43,8 +69,8 @@ impl Activity {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Waits until some agent went idle since the last call returned (for the
-    /// one task that watches for quiet).
+    /// Waits until some agent goes idle or answers a probe (returns at once if
+    /// that happened since the last wait).
     pub async fn changed(&self) {
         self.changed.notified().await
     }
@@ -54,5 +80,39 @@ impl Activity {
     /// task that publishes this process's activity to other processes.
     pub async fn moved(&self) {
         self.moved.notified().await
+    }
+
+    /// Starts a probe round; returns its generation.
+    pub fn probe(&self) -> u64 {
+        let mut answers = self.answers.lock();
+        let generation = answers.0 + 1;
+        *answers = (generation, 0);
+        self.probe.send_replace(generation);
+        generation
+    }
+
+    /// What an agent watches for probes.
+    pub fn probe_receiver(&self) -> watch::Receiver<u64> {
+        self.probe.subscribe()
+    }
+
+    /// An idle agent with nothing ready answers probe `generation`.
+    pub fn answer(&self, generation: u64) {
+        let mut answers = self.answers.lock();
+        if answers.0 == generation {
+            answers.1 += 1;
+            drop(answers);
+            self.changed.notify_one();
+        }
+    }
+
+    /// How many agents answered probe `generation` (0 once a newer round started).
+    pub fn answers(&self, generation: u64) -> usize {
+        let answers = self.answers.lock();
+        if answers.0 == generation {
+            answers.1
+        } else {
+            0
+        }
     }
 }

@@ -42,11 +42,9 @@ impl Blackboard {
     /// Stores `value` under `key`. Fails on a bad key, a value over the size limit, or a store failure.
     pub async fn set(&self, key: &str, value: &Value) -> Result<()> {
         check_key(key)?;
-        check_size(
-            &format!("blackboard key '{key}'"),
-            value,
-            self.max_value_bytes,
-        )?;
+        check_size(value, self.max_value_bytes, || {
+            format!("blackboard key '{key}'")
+        })?;
         self.store.bb_set(&self.task, key, value, self.ttl).await?;
         self.metrics.blackboard_write();
         Ok(())
@@ -87,7 +85,9 @@ impl Blackboard {
     ) -> Result<bool> {
         check_key(key)?;
         if let Some(v) = new {
-            check_size(&format!("blackboard key '{key}'"), v, self.max_value_bytes)?;
+            check_size(v, self.max_value_bytes, || {
+                format!("blackboard key '{key}'")
+            })?;
         }
         let swapped = self
             .store
@@ -122,12 +122,13 @@ fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses values whose JSON form is larger than `limit` bytes.
-pub(crate) fn check_size(what: &str, value: &Value, limit: usize) -> Result<()> {
+/// Refuses values whose JSON form is larger than `limit` bytes; the error
+/// names `what` (built only then).
+pub(crate) fn check_size(value: &Value, limit: usize, what: impl FnOnce() -> String) -> Result<()> {
     let size = json_size(value, limit);
     if size > limit {
         return Err(Error::bad_input(
-            what.to_string(),
+            what(),
             format!("value is larger than max_value_bytes ({limit} bytes)"),
         ));
     }

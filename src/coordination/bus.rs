@@ -6,7 +6,7 @@
 //! at-least-once: a message is acknowledged after its handler returns and given
 //! back (redelivered, then dead-lettered) when the handler fails.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,6 +33,9 @@ pub struct MessageBus {
     next_id: AtomicU64,
     /// Live agents of this process: id -> role.
     directory: RwLock<BTreeMap<String, String>>,
+    /// Agents of this process that have ended (or are ending): messages to
+    /// them are refused, as nobody would read them.
+    departed: RwLock<HashSet<String>>,
     /// Roles that have a script, so a message to a role nobody runs yet is accepted.
     known_roles: RwLock<Vec<String>>,
     /// Roles another process of the task has scripts for.
@@ -54,6 +57,7 @@ impl MessageBus {
             origin: format!("{:08x}", rand::random::<u32>()),
             next_id: AtomicU64::new(1),
             directory: RwLock::default(),
+            departed: RwLock::default(),
             known_roles: RwLock::default(),
             remote_roles: RwLock::default(),
         }
@@ -66,9 +70,12 @@ impl MessageBus {
             .insert(id.to_string(), role.to_string());
     }
 
-    /// Removes an agent that ended.
+    /// Removes an agent that ends: it gets no more broadcasts, and messages
+    /// to it are refused from now on.
     pub fn leave(&self, id: &str) {
-        self.directory.write().remove(id);
+        if self.directory.write().remove(id).is_some() {
+            self.departed.write().insert(id.to_string());
+        }
     }
 
     /// Sets the roles that may be addressed even when none of their agents is live.
@@ -88,34 +95,42 @@ impl MessageBus {
     }
 
     /// Sends a message; returns its id. `to` is an agent id, a role, or `*`.
-    pub async fn send(&self, from: &str, to: &str, kind: &str, payload: Value) -> Result<String> {
-        check_size(
-            &format!("message '{kind}' to '{to}'"),
-            &payload,
-            self.max_value_bytes,
-        )?;
-        let id = format!(
-            "{}-{}",
-            self.origin,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
+    /// (`to` and `kind` are taken as given, so callers holding Strings hand
+    /// them over without a copy.)
+    pub async fn send(
+        &self,
+        from: &str,
+        to: impl Into<String>,
+        kind: impl Into<String>,
+        payload: Value,
+    ) -> Result<String> {
+        let (to, kind) = (to.into(), kind.into());
+        check_size(&payload, self.max_value_bytes, || {
+            format!("message '{kind}' to '{to}'")
+        })?;
+        if to != BROADCAST {
+            self.check_recipient(&to).await?;
+        }
+        let id = message_id(&self.origin, self.next_id.fetch_add(1, Ordering::Relaxed));
         let envelope = Envelope {
             id: id.clone(),
             from: from.to_string(),
-            to: to.to_string(),
-            kind: kind.to_string(),
+            to,
+            kind,
             payload,
             attempts: 0,
         };
-        if to == BROADCAST {
+        if envelope.to == BROADCAST {
             for target in self.broadcast_targets(from).await? {
                 self.store
                     .queue_push(&self.task, &target, &envelope)
                     .await?;
             }
         } else {
-            self.check_recipient(to).await?;
-            self.store.queue_push(&self.task, to, &envelope).await?;
+            let queue = envelope.to.clone();
+            self.store
+                .queue_push_owned(&self.task, &queue, envelope)
+                .await?;
         }
         Ok(id)
     }
@@ -145,9 +160,22 @@ impl MessageBus {
         {
             return Ok(());
         }
-        // An agent of another process sharing the store.
-        if self.store.agent_get(&self.task, to).await?.is_some() {
-            return Ok(());
+        let ended = |how: &str| {
+            Err(Error::bad_input(
+                format!("bus recipient '{to}'"),
+                format!("the agent has ended{how}: nobody would read the message"),
+            ))
+        };
+        if self.departed.read().contains(to) {
+            return ended("");
+        }
+        // An agent of another process sharing the store, unless it ended:
+        // nobody would ever read a message to it.
+        if let Some(record) = self.store.agent_get(&self.task, to).await? {
+            if !record.phase.parse().is_ok_and(AgentPhase::is_terminal) {
+                return Ok(());
+            }
+            return ended(&format!(" ({})", record.phase));
         }
         Err(Error::bad_input(
             format!("bus recipient '{to}'"),
@@ -190,9 +218,83 @@ impl MessageBus {
             .await?)
     }
 
-    /// True when no message waits or is in flight (dead letters do not count),
-    /// in any process sharing the store.
+    /// True when no message waits or is in flight on a queue a live agent
+    /// reads, in any process sharing the store (dead letters do not count,
+    /// and neither do messages to an agent that ended or a role nobody runs:
+    /// nobody can take those).
     pub async fn is_drained(&self) -> Result<bool> {
-        Ok(self.store.queue_is_drained(&self.task).await?)
+        if self.store.queue_is_drained(&self.task).await? {
+            return Ok(true);
+        }
+        let readers = self.live_readers().await?;
+        let list = self.store.queue_list(&self.task).await?;
+        Ok(list
+            .iter()
+            .all(|m| m.state == "dead" || !readers.contains(&m.queue)))
+    }
+
+    /// The queues some live agent reads: its id and its role, for the agents
+    /// of this process and, on a shared store, of the others.
+    async fn live_readers(&self) -> Result<HashSet<String>> {
+        let mut readers: HashSet<String> = HashSet::new();
+        for (id, role) in self.directory.read().iter() {
+            readers.insert(id.clone());
+            readers.insert(role.clone());
+        }
+        if !self.store.is_embedded() {
+            for record in self.store.agent_list(&self.task).await? {
+                let ended = record
+                    .phase
+                    .parse::<AgentPhase>()
+                    .map_or(true, AgentPhase::is_terminal);
+                if !ended {
+                    readers.insert(record.id);
+                    readers.insert(record.role);
+                }
+            }
+        }
+        Ok(readers)
+    }
+
+    /// Messages still waiting for a reader, by queue: `(queue, count)`.
+    pub async fn undelivered(&self) -> Result<Vec<(String, usize)>> {
+        let mut counts = BTreeMap::new();
+        for m in self.store.queue_list(&self.task).await? {
+            if m.state != "dead" {
+                *counts.entry(m.queue).or_insert(0) += 1;
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
+}
+
+/// `origin-n`, written by hand: `format!` costs more than the rest of
+/// building a message.
+fn message_id(origin: &str, n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = n;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut id = String::with_capacity(origin.len() + 1 + digits.len() - start);
+    id.push_str(origin);
+    id.push('-');
+    id.extend(digits[start..].iter().map(|&d| char::from(d)));
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn message_ids_are_origin_dash_number() {
+        assert_eq!(super::message_id("ab12", 0), "ab12-0");
+        assert_eq!(super::message_id("ab12", 907), "ab12-907");
+        assert_eq!(super::message_id("x", u64::MAX), format!("x-{}", u64::MAX));
     }
 }

@@ -152,16 +152,22 @@ impl AgentStateManager {
         Ok(())
     }
 
-    /// Moves agent `id` to `to`. Illegal moves are a Coordination error naming both phases.
+    /// Moves agent `id` to `to`. An illegal move is the caller's mistake, not a
+    /// store failure: a BadInput error naming the agent and both phases (a
+    /// script that asks for one gets a script error at its line).
     pub async fn transition(&self, id: &str, to: AgentPhase, reason: Option<String>) -> Result<()> {
         let mut record = self.store.agent_get(&self.task, id).await?.ok_or_else(|| {
             Error::Coordination(format!("no agent '{id}' in task '{}'", self.task))
         })?;
         let from: AgentPhase = record.phase.parse()?;
         if !from.can_move_to(to) {
-            return Err(Error::Coordination(format!(
-                "illegal phase transition for agent '{id}': {from} -> {to}"
-            )));
+            return Err(Error::bad_input(
+                format!("state.set('{to}') of agent '{id}'"),
+                format!(
+                    "illegal phase transition {from} -> {to}: {}",
+                    why_illegal(from)
+                ),
+            ));
         }
         let now = now_ms();
         record.phase = to.as_str().to_string();
@@ -192,5 +198,14 @@ impl AgentStateManager {
     /// Every agent's record.
     pub async fn list(&self) -> Result<Vec<AgentRecord>> {
         Ok(self.store.agent_list(&self.task).await?)
+    }
+}
+
+/// Why no move out of `from` to the phase asked for is legal.
+fn why_illegal(from: AgentPhase) -> &'static str {
+    if from.is_terminal() {
+        "COMPLETE and FAILED are final"
+    } else {
+        "phases only move forward (INIT, READY, PLANNING, EXECUTING, VALIDATING, COMPLETE), or to FAILED"
     }
 }

@@ -1,13 +1,13 @@
 //! `blackboard`: shared key/value state of the task.
 //!
-//! `set(key, value)`, `get(key)`, `delete(key)`, `keys(prefix)`,
+//! `set(key, value)` (nil deletes), `get(key)`, `delete(key)`, `keys([prefix])`,
 //! `cas(key, expected, new)`, `update(key, fn)`, `watch(pattern, fn)`.
 
 use std::sync::Arc;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
-use super::{AgentContext, arg_err, host_err, store_fn, to_json, to_lua};
+use super::{AgentContext, arg_err, chunks, host_err, store_fn, to_json, to_lua};
 
 /// Name of the registry table holding this agent's watches: `{pattern, fn}` pairs.
 pub const WATCHES: &str = "orrery.watches";
@@ -41,14 +41,16 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |lua, (key, value): (String, LuaValue)| {
                 let c = c.clone();
-                let json = to_json(&lua, value, &format!("blackboard.set('{key}')"));
+                // As with a Lua table field, setting nil removes the key.
+                let json = (!value.is_nil())
+                    .then(|| to_json(&lua, value, || format!("blackboard.set('{key}')")))
+                    .transpose();
                 async move {
-                    c.coord
-                        .blackboard
-                        .set(&key, &json?)
-                        .await
-                        .map_err(host_err)?;
-                    Ok(())
+                    let bb = &c.coord.blackboard;
+                    match json? {
+                        Some(v) => bb.set(&key, &v).await.map_err(host_err),
+                        None => bb.delete(&key).await.map(|_| ()).map_err(host_err),
+                    }
                 }
             },
         )?,
@@ -98,12 +100,15 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         embedded,
         move |lua, (key, expected, new): (String, LuaValue, LuaValue)| {
             let c = c.clone();
-            let what = format!("blackboard.cas('{key}')");
             let expected = (!expected.is_nil())
-                .then(|| to_json(&lua, expected, &what))
+                .then(|| {
+                    to_json(&lua, expected, || {
+                        format!("blackboard.cas('{key}') expected")
+                    })
+                })
                 .transpose();
             let new = (!new.is_nil())
-                .then(|| to_json(&lua, new, &what))
+                .then(|| to_json(&lua, new, || format!("blackboard.cas('{key}') new")))
                 .transpose();
             async move {
                 let (expected, new) = (expected?, new?);
@@ -116,10 +121,8 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         },
     )?;
     t.set("cas", &cas)?;
-    let update: Function = lua
-        .load(UPDATE)
-        .set_name("=blackboard.update")
-        .call((t.get::<Function>("get")?, cas))?;
+    let update: Function =
+        chunks::host(lua, "blackboard.update", UPDATE)?.call((t.get::<Function>("get")?, cas))?;
     t.set("update", update)?;
 
     let c = ctx.clone();

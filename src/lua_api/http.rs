@@ -49,7 +49,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     let body = match body {
                         LuaValue::String(s) => (s.as_bytes().to_vec(), "text/plain; charset=utf-8"),
                         other => {
-                            let json = to_json(&lua, other, &format!("http.post('{url}')"))?;
+                            let json = to_json(&lua, other, || format!("http.post('{url}')"))?;
                             (json.to_string().into_bytes(), "application/json")
                         }
                     };

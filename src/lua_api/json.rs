@@ -16,7 +16,7 @@ pub(super) fn register(lua: &Lua, max_bytes: usize) -> mlua::Result<Table> {
     t.set(
         "encode",
         lua.create_function(move |lua, (value, opts): (LuaValue, Option<Table>)| {
-            let json = to_json(lua, value, "json.encode")?;
+            let json = to_json(lua, value, || "json.encode".into())?;
             let pretty = opts
                 .map(|o| o.get::<bool>("pretty").unwrap_or(false))
                 .unwrap_or(false);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mlua::{Function, Lua, Table};
 
-use super::{AgentContext, host_err, store_fn};
+use super::{AgentContext, arg_err, chunks, host_err, millis, store_fn};
 use crate::coordination::LockGrant;
 
 /// Default TTL of a lock (ms).
@@ -33,11 +33,42 @@ return function(name, fn, opts)
 end
 "#;
 
-fn grant_from(t: &Table) -> mlua::Result<LockGrant> {
-    Ok(LockGrant {
-        name: t.get("name")?,
-        token: t.get("token")?,
-        fence: t.get("fence")?,
+/// Reads option `name` of `lock.acquire` as milliseconds (`math.huge`: as
+/// long as a script may ask for), `default` when absent.
+fn ms_option(opts: Option<&Table>, name: &str, default: u64) -> mlua::Result<Duration> {
+    let Some(opts) = opts else {
+        return Ok(Duration::from_millis(default));
+    };
+    match opts.get::<mlua::Value>(name)? {
+        mlua::Value::Nil => Ok(Duration::from_millis(default)),
+        mlua::Value::Integer(n) if n >= 0 => Ok(millis(n as f64)),
+        mlua::Value::Number(n) if n >= 0.0 => Ok(millis(n)),
+        other => Err(arg_err(
+            "lock.acquire",
+            format!(
+                "option '{name}' must be a number of milliseconds >= 0, got {}",
+                other
+                    .to_string()
+                    .unwrap_or_else(|_| other.type_name().into())
+            ),
+        )),
+    }
+}
+
+/// The grant table `lock.acquire` returned, read back for `func`.
+fn grant_from(func: &str, t: &Table) -> mlua::Result<LockGrant> {
+    let read = || -> mlua::Result<LockGrant> {
+        Ok(LockGrant {
+            name: t.get("name")?,
+            token: t.get("token")?,
+            fence: t.get("fence")?,
+        })
+    };
+    read().map_err(|_| {
+        arg_err(
+            func,
+            "expected the grant lock.acquire returned ({name, token, fence})",
+        )
     })
 }
 
@@ -49,23 +80,14 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let acquire =
         lua.create_async_function(move |lua, (name, opts): (String, Option<Table>)| {
             let c = c.clone();
+            let ttl = ms_option(opts.as_ref(), "ttl", DEFAULT_TTL_MS);
+            let wait = ms_option(opts.as_ref(), "wait", message_timeout);
             async move {
-                let ttl: u64 = opts
-                    .as_ref()
-                    .and_then(|o| o.get("ttl").ok())
-                    .unwrap_or(DEFAULT_TTL_MS);
-                let wait: u64 = opts
-                    .as_ref()
-                    .and_then(|o| o.get("wait").ok())
-                    .unwrap_or(message_timeout);
+                let (ttl, wait) = (ttl?, wait?);
                 let grant = c
                     .coord
                     .locks
-                    .acquire(
-                        &name,
-                        Duration::from_millis(ttl),
-                        Duration::from_millis(wait),
-                    )
+                    .acquire(&name, ttl, wait)
                     .await
                     .map_err(host_err)?;
                 let Some(g) = grant else {
@@ -84,7 +106,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let c = ctx.clone();
     let release = store_fn(lua, embedded, move |_, grant: Table| {
         let c = c.clone();
-        let grant = grant_from(&grant);
+        let grant = grant_from("lock.release", &grant);
         async move { c.coord.locks.release(&grant?).await.map_err(host_err) }
     })?;
     t.set("release", &release)?;
@@ -92,23 +114,20 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let c = ctx.clone();
     t.set(
         "extend",
-        store_fn(lua, embedded, move |_, (grant, ttl): (Table, u64)| {
+        store_fn(lua, embedded, move |_, (grant, ttl): (Table, f64)| {
             let c = c.clone();
-            let grant = grant_from(&grant);
+            let grant = grant_from("lock.extend", &grant);
             async move {
                 c.coord
                     .locks
-                    .extend(&grant?, Duration::from_millis(ttl))
+                    .extend(&grant?, millis(ttl))
                     .await
                     .map_err(host_err)
             }
         })?,
     )?;
 
-    let with: Function = lua
-        .load(WITH)
-        .set_name("=lock.with")
-        .call((acquire, release))?;
+    let with: Function = chunks::host(lua, "lock.with", WITH)?.call((acquire, release))?;
     t.set("with", with)?;
     Ok(t)
 }

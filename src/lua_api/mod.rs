@@ -6,6 +6,8 @@
 mod agent;
 mod blackboard;
 mod bus;
+pub mod chunks;
+mod convert;
 mod exec;
 mod fs;
 mod http;
@@ -19,13 +21,13 @@ mod state;
 mod task;
 mod time;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, Table};
+use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table};
 use parking_lot::Mutex;
-use serde_json::Value;
 
 use crate::coordination::{AgentCounters, Coordination};
 use crate::error::Error;
@@ -34,6 +36,8 @@ use crate::store::Delivery;
 
 pub use blackboard::{WATCHES, pattern_matches};
 pub use bus::{HANDLERS, message_table, settle_held};
+pub use convert::to_lua;
+pub(crate) use convert::{FROZEN, MaxValueBytes, to_json};
 pub use llm::TaskLlm;
 pub use task::OUTPUT_PREFIX;
 
@@ -122,6 +126,7 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
         ("http", http::register(lua, ctx)?),
     ];
     lua.set_app_data(MaxValueBytes(ctx.coord.config.max_value_bytes));
+    lua.set_app_data(Interned::default());
     let globals = lua.globals();
     let loaded: Table = lua.named_registry_value("_LOADED")?;
     for (name, table) in tables {
@@ -165,103 +170,50 @@ pub(crate) fn not_granted(lua: &Lua, name: &str, role: &str, setting: &str) -> m
 }
 
 /// Argument error in the style `blackboard.set: expected string key, got nil`.
+///
+/// Built as an external error so scripts that catch it with `pcall` see the
+/// message itself, not mlua's "runtime error: " prefix.
 pub(crate) fn arg_err(func: &str, msg: impl std::fmt::Display) -> mlua::Error {
-    mlua::Error::runtime(format!("{func}: {msg}"))
+    mlua::Error::external(format!("{func}: {msg}"))
 }
 
-/// How Lua tables become JSON: an empty table is an empty array (lists are far
-/// more common than empty objects in agent state), and a table mixing list and
-/// map entries becomes an object instead of silently dropping the map part.
-const JSON_OPTIONS: mlua::serde::DeserializeOptions = mlua::serde::DeserializeOptions::new()
-    .encode_empty_tables_as_array(true)
-    .detect_mixed_tables(true);
+/// Longest wait or lifetime a script can ask for (a year): past it the clock
+/// arithmetic would overflow, and no task runs that long.
+const MAX_MS: f64 = 365.0 * 24.0 * 3600.0 * 1000.0;
 
-/// Converts a Lua value to JSON, naming the call and what was passed on failure
-/// (a function, userdata, or cyclic table cannot be stored).
-pub(crate) fn to_json(lua: &Lua, value: mlua::Value, what: &str) -> mlua::Result<Value> {
-    match &value {
-        mlua::Value::Function(_) | mlua::Value::Thread(_) => {
-            return Err(mlua::Error::runtime(format!(
-                "{what}: a {} cannot be stored (only nil, booleans, numbers, strings and tables)",
-                value.type_name()
-            )));
-        }
-        mlua::Value::UserData(_) | mlua::Value::LightUserData(_) if !value.is_null() => {
-            return Err(mlua::Error::runtime(format!(
-                "{what}: a userdata cannot be stored"
-            )));
-        }
-        mlua::Value::Table(t) => {
-            let limit = lua
-                .app_data_ref::<MaxValueBytes>()
-                .map_or(usize::MAX, |l| l.0);
-            check_shape(t, what, limit)?
-        }
-        _ => {}
+/// A script's milliseconds as a duration: negative and NaN are zero, and
+/// anything longer than [`MAX_MS`] (`math.huge` included) is that.
+pub(crate) fn millis(ms: f64) -> std::time::Duration {
+    let ms = if ms.is_nan() {
+        0.0
+    } else {
+        ms.clamp(0.0, MAX_MS)
+    };
+    std::time::Duration::from_secs_f64(ms / 1000.0)
+}
+
+/// Lua strings of names the API hands out again and again (agent ids, roles,
+/// message types), kept per VM: handing out a kept string allocates nothing,
+/// where creating one is a protected call once the VM has a memory limit.
+#[derive(Default)]
+struct Interned(HashMap<String, mlua::LuaString>);
+
+/// Most names kept per VM; past it, new names are created each time.
+const MAX_INTERNED: usize = 256;
+
+/// `text` as a Lua string, kept for the next time when there is room.
+pub(crate) fn interned(lua: &Lua, text: &str) -> mlua::Result<mlua::Value> {
+    let Ok(Some(mut kept)) = lua.try_app_data_mut::<Interned>() else {
+        return lua.create_string(text).map(mlua::Value::String);
+    };
+    if let Some(s) = kept.0.get(text) {
+        return Ok(mlua::Value::String(s.clone()));
     }
-    lua.from_value_with::<Value>(value, JSON_OPTIONS)
-        .map_err(|e| {
-            mlua::Error::runtime(format!(
-                "{what}: value cannot be stored as JSON: {}",
-                short(&e)
-            ))
-        })
-}
-
-/// Deepest nesting of tables a value may have: JSON parsers (serde_json
-/// included) refuse deeper documents, and converting one would recurse deeply.
-pub const MAX_DEPTH: usize = 128;
-
-/// The `max_value_bytes` of the agent, kept in the VM for [`to_json`].
-struct MaxValueBytes(usize);
-
-/// Walks a table before it is converted: refuses nesting deeper than
-/// [`MAX_DEPTH`] (a cycle is infinitely deep), and values that cannot fit in
-/// `limit` bytes of JSON, counting every occurrence of a shared sub-table (a
-/// table holding the same table twice, 64 times over, would expand to 2^64
-/// entries in the host, where nothing could interrupt it).
-fn check_shape(root: &Table, what: &str, limit: usize) -> mlua::Result<()> {
-    let mut stack = vec![(root.clone(), 1usize)];
-    let mut size = 0usize;
-    while let Some((t, depth)) = stack.pop() {
-        if depth > MAX_DEPTH {
-            return Err(mlua::Error::runtime(format!(
-                "{what}: value is nested deeper than {MAX_DEPTH} levels (or contains a cycle)"
-            )));
-        }
-        for pair in t.pairs::<mlua::Value, mlua::Value>() {
-            let (k, v) = pair?;
-            for x in [k, v] {
-                size += match x {
-                    mlua::Value::String(s) => s.as_bytes().len() + 2,
-                    mlua::Value::Table(inner) => {
-                        stack.push((inner, depth + 1));
-                        2
-                    }
-                    _ => 1,
-                };
-            }
-            if size > limit {
-                return Err(mlua::Error::runtime(format!(
-                    "{what}: value is larger than max_value_bytes ({limit} bytes)"
-                )));
-            }
-        }
+    let s = lua.create_string(text)?;
+    if kept.0.len() < MAX_INTERNED {
+        kept.0.insert(text.to_string(), s.clone());
     }
-    Ok(())
-}
-
-/// Converts JSON to a Lua value (objects and arrays become tables; null inside
-/// arrays and objects becomes `json.null`).
-pub fn to_lua(lua: &Lua, value: &Value) -> mlua::Result<mlua::Value> {
-    lua.to_value(value)
-}
-
-/// The first line of an mlua error, without the "runtime error: " noise.
-fn short(e: &mlua::Error) -> String {
-    let s = e.to_string();
-    let first = s.lines().next().unwrap_or_default();
-    first.trim_start_matches("runtime error: ").to_string()
+    Ok(mlua::Value::String(s))
 }
 
 /// Registers a host function that calls the store: synchronous when the store

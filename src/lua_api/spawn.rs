@@ -23,6 +23,12 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                         format!("expected {{trigger, threshold, agent [, repeat]}}: {e}"),
                     )
                 })?;
+            if condition.trigger.is_empty() || !condition.threshold.is_finite() {
+                return Err(arg_err(
+                    "spawn.when",
+                    "trigger must be a non-empty string and threshold a finite number",
+                ));
+            }
             c.registry.role(&condition.agent).map_err(host_err)?;
             c.coord.spawner.register(condition);
             Ok(())

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use mlua::{Lua, Table, Value as LuaValue};
+use mlua::{Lua, Table};
 
 use super::{AgentContext, host_err, store_fn};
 use crate::coordination::AgentPhase;
@@ -94,12 +94,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     e.set("role", r.role)?;
                     e.set("phase", r.phase)?;
                     e.set("host", r.host)?;
-                    e.set(
-                        "error",
-                        r.error.map_or(LuaValue::Nil, |s| {
-                            LuaValue::String(lua.create_string(s).unwrap())
-                        }),
-                    )?;
+                    e.set("error", r.error)?;
                     out.push(e)?;
                 }
                 Ok(out)

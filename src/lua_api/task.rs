@@ -7,12 +7,16 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value as LuaValue};
 
-use super::{AgentContext, host_err, store_fn, to_json, to_lua};
+use super::{AgentContext, FROZEN, chunks, host_err, store_fn, to_json, to_lua};
 
 /// Outputs are blackboard keys under this prefix, so every host sees them.
 pub const OUTPUT_PREFIX: &str = "outputs/";
 
+/// Wraps the task's tables in read-only proxies. Each proxy's metatable keeps
+/// the table it shows under the [`FROZEN`] key, so storing a part of the task
+/// (`blackboard.set("c", task.constraints)`) stores its contents.
 const FREEZE: &str = r#"
+local data, frozen = ...
 local function freeze(t, path)
   for k, v in pairs(t) do
     if type(v) == "table" then t[k] = freeze(v, path .. "." .. tostring(k)) end
@@ -25,9 +29,10 @@ local function freeze(t, path)
     __len = function() return #t end,
     __pairs = function() return next, t, nil end,
     __metatable = false,
+    [frozen] = t,
   })
 end
-return freeze(..., "task")
+return freeze(data, "task")
 "#;
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
@@ -49,7 +54,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |lua, (name, value): (String, LuaValue)| {
                 let c = c.clone();
-                let json = to_json(&lua, value, &format!("task.output('{name}')"));
+                let json = to_json(&lua, value, || format!("task.output('{name}')"));
                 async move {
                     let key = format!("{OUTPUT_PREFIX}{name}");
                     c.coord.blackboard.set(&key, &json?).await.map_err(host_err)
@@ -75,6 +80,6 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             }
         })?,
     )?;
-    let freeze: Function = lua.load(FREEZE).set_name("=task").into_function()?;
-    freeze.call(data)
+    let freeze: Function = chunks::host(lua, "task", FREEZE)?;
+    freeze.call((data, FROZEN))
 }

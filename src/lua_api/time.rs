@@ -1,16 +1,18 @@
 //! `time`: `sleep(ms)` (blocks only this agent) and `now()` (ms since the epoch,
 //! with sub-millisecond precision). Also available as the globals `sleep` and `now`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use mlua::{Lua, Table};
+
+use super::millis;
 
 pub(super) fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
         "sleep",
         lua.create_async_function(|_, ms: f64| async move {
-            tokio::time::sleep(Duration::from_secs_f64(ms.max(0.0) / 1000.0)).await;
+            tokio::time::sleep(millis(ms)).await;
             Ok(())
         })?,
     )?;

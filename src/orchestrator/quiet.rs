@@ -6,10 +6,6 @@ use std::time::Duration;
 
 use super::Orchestrator;
 
-/// How long the task must stay quiet (every agent idle, no message queued)
-/// before it is considered done.
-const QUIET_CONFIRM: Duration = Duration::from_millis(5);
-
 /// The same when other processes take part: their activity reaches us
 /// through the store, so allow for a few round trips.
 const QUIET_CONFIRM_SHARED: Duration = Duration::from_millis(100);
@@ -19,37 +15,49 @@ const QUIET_CONFIRM_SHARED: Duration = Duration::from_millis(100);
 pub(super) const QUIET_POLL: Duration = Duration::from_millis(100);
 
 /// Busy agents and activity epoch of each other live process, sorted by host.
-type RemoteActivity = Vec<(String, usize, u64)>;
+pub(super) type RemoteActivity = Vec<(String, usize, u64)>;
 
 impl Orchestrator {
-    /// True when every agent is idle, no spawn is pending and no message is queued,
-    /// and that stays so for a moment (a woken agent moves the epoch). With
-    /// other processes taking part, their agents must be idle too.
-    pub(super) async fn is_quiet(&self) -> bool {
+    /// True once the task has gone quiet: every agent idle (in every process
+    /// taking part), no spawn pending, no message queued or in flight, and
+    /// every local agent answered a probe round during which none of them woke
+    /// up (so no blackboard change was waiting for one). Starts a probe round
+    /// when the rest holds and none is running. With other processes, their
+    /// activity must also stay the same for a few store round trips.
+    pub(super) async fn is_quiet(&mut self) -> bool {
         let activity = &self.coord.activity;
-        if activity.busy_count() != 0 || !self.spawn_rx.is_empty() {
-            return false;
-        }
-        let epoch = activity.epoch();
-        let remote = match self.remote_activity().await {
-            Some(r) if r.iter().all(|(_, busy, _)| *busy == 0) => r,
-            _ => return false,
+        let local = activity.busy_count() == 0 && self.spawn_rx.is_empty();
+        let remote = match local {
+            true => self.remote_activity().await,
+            false => None,
         };
-        if !self.settled().await {
-            return false;
-        }
-        let confirm = if remote.is_empty() {
-            QUIET_CONFIRM
-        } else {
-            QUIET_CONFIRM_SHARED
+        let remote = match remote {
+            Some(r) if r.iter().all(|(_, busy, _)| *busy == 0) && self.settled().await => r,
+            _ => {
+                self.probe = None;
+                return false;
+            }
         };
-        tokio::time::sleep(confirm).await;
-        let still =
-            activity.busy_count() == 0 && activity.epoch() == epoch && self.spawn_rx.is_empty();
-        if !still || remote.is_empty() {
-            return still;
+        let activity = &self.coord.activity;
+        match &self.probe {
+            Some((generation, epoch, seen)) if activity.epoch() == *epoch && *seen == remote => {
+                if activity.answers(*generation) < self.agents.len() {
+                    return false;
+                }
+                if remote.is_empty() {
+                    return true;
+                }
+                tokio::time::sleep(QUIET_CONFIRM_SHARED).await;
+                activity.epoch() == *epoch
+                    && self.remote_activity().await == Some(remote)
+                    && self.settled().await
+            }
+            _ => {
+                let epoch = activity.epoch();
+                self.probe = Some((activity.probe(), epoch, remote));
+                false
+            }
         }
-        self.remote_activity().await == Some(remote) && self.settled().await
     }
 
     /// No message waits anywhere and no blackboard change of ours is still on

@@ -235,6 +235,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends `envelope` to `queue`.
     async fn queue_push(&self, task: &str, queue: &str, envelope: &Envelope) -> StoreResult<()>;
+    /// Appends `envelope` to `queue`, taking it by value, so a store that keeps
+    /// envelopes as they are (the embedded one) saves a copy per message.
+    async fn queue_push_owned(
+        &self,
+        task: &str,
+        queue: &str,
+        envelope: Envelope,
+    ) -> StoreResult<()> {
+        self.queue_push(task, queue, &envelope).await
+    }
     /// Takes the oldest message from the first of `queues` that has one, waiting
     /// up to `wait` for one to arrive. `consumer` names the taker, so a message it
     /// never acknowledges can be handed to another consumer later. A message

@@ -21,11 +21,17 @@ pub fn repo() -> PathBuf {
 
 /// Runs the `orrery` binary with `args` in `dir`; on failure to start, panics.
 pub fn orrery(dir: &Path, args: &[&str]) -> Output {
+    orrery_env(dir, args, &[])
+}
+
+/// Runs the `orrery` binary like [`orrery`], with extra environment variables.
+pub fn orrery_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_orrery"))
         .args(args)
         .current_dir(dir)
         .env_remove("ORRERY_STORE")
         .env("ORRERY_LOG", "warn,orrery::script=info")
+        .envs(env.iter().copied())
         .output()
         .expect("cannot start the orrery binary")
 }

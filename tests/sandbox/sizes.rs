@@ -86,14 +86,14 @@ return M
         errors["deep"]
             .as_str()
             .unwrap()
-            .contains("nested deeper than 128 levels"),
+            .contains("nested deeper than 100 levels"),
         "{errors}"
     );
     assert!(
         errors["cyclic"]
             .as_str()
             .unwrap()
-            .contains("nested deeper than 128 levels"),
+            .contains("a table that contains itself (a cycle)"),
         "{errors}"
     );
     assert!(

@@ -1,0 +1,361 @@
+//! The embedded-store benchmarks: four figures, each taken by Lua agents
+//! calling the real API, run by the real orchestrator.
+//!
+//! - **Blackboard ops/s**: one agent calls `blackboard.set(k, i)` then
+//!   `blackboard.get(k)` in a Lua loop over 64 keys; each call is one op.
+//! - **Messages/s**: one agent sends N messages with `bus.send`, another takes
+//!   them one by one with `bus.receive` (the pull path, with an
+//!   acknowledgement per message); the clock runs from the first send to the
+//!   last receive.
+//! - **Spawn time** (p50, p99): from a script's `spawn.agent(role)` call to the
+//!   first line of the new agent's `start`, one spawn at a time. That covers
+//!   the orchestrator's bookkeeping, a fresh VM with the API, loading the role
+//!   script and the READY transition.
+//! - **Memory per idle agent**: growth of the process's resident set over K
+//!   agents that wait for messages, divided by K (Lua heap, VM and host side
+//!   together). The Lua heap alone (`collectgarbage("count")` after a full
+//!   collection at the end of `start`) is reported beside it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::coordination::Coordination;
+use crate::error::{Error, Result};
+use crate::orchestrator::Orchestrator;
+use crate::report::{RunReport, TaskStatus};
+use crate::scripts::ScriptRegistry;
+use crate::store::MemoryStore;
+use crate::task::Task;
+
+/// How much work each measurement does.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sizes {
+    /// set+get pairs in the blackboard loop.
+    pub blackboard_loops: u64,
+    /// Messages sent from one agent to the other.
+    pub messages: u64,
+    /// Spawns timed (after `warmup_spawns` untimed ones).
+    pub spawns: u64,
+    /// Spawns run first and not timed.
+    pub warmup_spawns: u64,
+    /// Idle agents held at once for the memory figure.
+    pub idle_agents: u64,
+}
+
+impl Sizes {
+    /// Enough work for stable figures (a few seconds).
+    pub fn full() -> Sizes {
+        Sizes {
+            blackboard_loops: 1_000_000,
+            messages: 500_000,
+            spawns: 1_000,
+            warmup_spawns: 50,
+            idle_agents: 500,
+        }
+    }
+
+    /// A smoke run: every path once, rough figures.
+    pub fn quick() -> Sizes {
+        Sizes {
+            blackboard_loops: 20_000,
+            messages: 20_000,
+            spawns: 50,
+            warmup_spawns: 5,
+            idle_agents: 20,
+        }
+    }
+}
+
+/// The four figures of the embedded store.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbeddedReport {
+    /// `blackboard.set` and `blackboard.get` calls per second from one agent.
+    pub blackboard_ops_per_sec: f64,
+    /// Messages per second from one agent to another (`bus.send` → `bus.receive`).
+    pub messages_per_sec: f64,
+    /// Median time from `spawn.agent` to the new agent's `start` (µs).
+    pub spawn_p50_us: f64,
+    /// 99th percentile of the same (µs).
+    pub spawn_p99_us: f64,
+    /// Resident memory per idle agent (bytes); `None` where the OS does not tell.
+    pub idle_agent_bytes: Option<u64>,
+    /// Lua heap per idle agent (bytes).
+    pub idle_agent_lua_heap_bytes: u64,
+    /// The work each figure is based on.
+    pub sizes: Sizes,
+}
+
+const BLACKBOARD: &str = include_str!("agents/blackboard.lua");
+
+const SENDER: &str = include_str!("agents/sender.lua");
+
+const RECEIVER: &str = include_str!("agents/receiver.lua");
+
+const SPAWNER: &str = include_str!("agents/spawner.lua");
+
+const PROBE: &str = include_str!("agents/probe.lua");
+
+/// Busy until told to stop, so the task does not go quiet under the idle agents.
+const KEEPER: &str = include_str!("agents/keeper.lua");
+
+const IDLE: &str = include_str!("agents/idle.lua");
+
+/// Runs the four measurements, memory first (before the others have grown the heap).
+pub async fn run(sizes: Sizes) -> Result<EmbeddedReport> {
+    let (idle_agent_bytes, idle_agent_lua_heap_bytes) = idle_memory(sizes.idle_agents).await?;
+    let blackboard_ops_per_sec = blackboard_ops(sizes.blackboard_loops).await?;
+    let messages_per_sec = messages(sizes.messages).await?;
+    let (spawn_p50_us, spawn_p99_us) = spawn_times(sizes.spawns, sizes.warmup_spawns).await?;
+    Ok(EmbeddedReport {
+        blackboard_ops_per_sec,
+        messages_per_sec,
+        spawn_p50_us,
+        spawn_p99_us,
+        idle_agent_bytes,
+        idle_agent_lua_heap_bytes,
+        sizes,
+    })
+}
+
+async fn blackboard_ops(loops: u64) -> Result<f64> {
+    let report = run_to_end(Bench::new(
+        "blackboard",
+        &[("bb", BLACKBOARD)],
+        &["bb"],
+        json!({ "loops": loops }),
+    ))
+    .await?;
+    let seconds = output_f64(&report, "elapsed_ms")? / 1000.0;
+    Ok((2 * loops) as f64 / seconds)
+}
+
+async fn messages(count: u64) -> Result<f64> {
+    let bench = Bench::new(
+        "messages",
+        &[("sender", SENDER), ("receiver", RECEIVER)],
+        &["receiver", "sender"],
+        json!({ "messages": count }),
+    );
+    let report = run_to_end(bench).await?;
+    let seconds = output_f64(&report, "elapsed_ms")? / 1000.0;
+    Ok(count as f64 / seconds)
+}
+
+async fn spawn_times(spawns: u64, warmup: u64) -> Result<(f64, f64)> {
+    let mut bench = Bench::new(
+        "spawn",
+        &[("spawner", SPAWNER), ("probe", PROBE)],
+        &["spawner"],
+        json!({ "spawns": spawns, "warmup": warmup }),
+    );
+    // Probes end on their own, but may not be joined yet when the next starts.
+    bench.config.max_agents = 64;
+    let report = run_to_end(bench).await?;
+    let mut samples_us: Vec<f64> = report
+        .outputs
+        .get("samples_ms")
+        .and_then(Value::as_array)
+        .ok_or_else(|| failed("spawn", "no samples"))?
+        .iter()
+        .filter_map(Value::as_f64)
+        .map(|ms| ms * 1000.0)
+        .collect();
+    if samples_us.is_empty() {
+        return Err(failed("spawn", "no samples"));
+    }
+    samples_us.sort_by(f64::total_cmp);
+    Ok((percentile(&samples_us, 0.50), percentile(&samples_us, 0.99)))
+}
+
+/// Resident bytes and Lua heap bytes per idle agent.
+async fn idle_memory(agents: u64) -> Result<(Option<u64>, u64)> {
+    let mut bench = Bench::new(
+        "memory",
+        &[("keeper", KEEPER), ("idle", IDLE)],
+        &["keeper"],
+        json!({}),
+    );
+    bench.config.max_agents = agents as usize + 1;
+    let orchestrator = bench.orchestrator()?;
+    let coord = orchestrator.coordination().clone();
+    let running = tokio::spawn(orchestrator.run());
+
+    // Only the keeper, busy in its start.
+    settle(&coord, 1).await?;
+    let before = resident_bytes();
+    for _ in 0..agents {
+        coord.spawner.spawn("idle", None).await?;
+    }
+    settle(&coord, 1).await?;
+    let after = resident_bytes();
+
+    coord
+        .bus
+        .send("bench", "keeper", "stop", Value::Null)
+        .await?;
+    let report = running
+        .await
+        .map_err(|e| failed("memory", &e.to_string()))??;
+    check(&report, "memory")?;
+    let heap = report
+        .metrics
+        .custom
+        .get("lua_heap_bytes")
+        .copied()
+        .unwrap_or(0);
+    let per_agent = |total: u64| total / agents.max(1);
+    let resident = before
+        .zip(after)
+        .map(|(b, a)| per_agent(a.saturating_sub(b)));
+    Ok((resident, per_agent(heap.max(0) as u64)))
+}
+
+/// Waits until exactly `busy` agents are busy (the rest idle) and the task has
+/// at least that many agents.
+async fn settle(coord: &Coordination, busy: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while coord.activity.busy_count() != busy || coord.spawner.live() < busy {
+        if Instant::now() > deadline {
+            return Err(failed("memory", "agents did not settle within 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+/// One benchmark task: its agents (carried as source) and settings.
+struct Bench {
+    name: &'static str,
+    registry: Arc<ScriptRegistry>,
+    task: Task,
+    config: Config,
+}
+
+impl Bench {
+    fn new(name: &'static str, roles: &[(&str, &str)], start: &[&str], inputs: Value) -> Bench {
+        let task = Task {
+            id: format!("bench-{name}-{:08x}", rand::random::<u32>()),
+            kind: "benchmark".into(),
+            description: format!("orrery bench: {name}"),
+            constraints: Vec::new(),
+            timeout: 600_000,
+            inputs,
+            agents: Some(start.iter().map(|s| s.to_string()).collect()),
+            spawn: Vec::new(),
+        };
+        Bench {
+            name,
+            registry: Arc::new(ScriptRegistry::from_sources(Path::new("bench"), roles)),
+            task,
+            config: Config::default(),
+        }
+    }
+
+    fn orchestrator(self) -> Result<Orchestrator> {
+        Orchestrator::new(
+            self.task,
+            self.config,
+            Arc::new(MemoryStore::new()),
+            self.registry,
+        )
+    }
+}
+
+async fn run_to_end(bench: Bench) -> Result<RunReport> {
+    let name = bench.name;
+    let report = bench.orchestrator()?.run().await?;
+    check(&report, name)?;
+    Ok(report)
+}
+
+fn check(report: &RunReport, name: &str) -> Result<()> {
+    if report.status == TaskStatus::Complete && report.errors.iter().all(|e| !e.fatal) {
+        return Ok(());
+    }
+    let why = report
+        .errors
+        .first()
+        .map_or("the task did not complete".to_string(), |e| {
+            e.message.clone()
+        });
+    Err(failed(name, &why))
+}
+
+fn output_f64(report: &RunReport, key: &str) -> Result<f64> {
+    report
+        .outputs
+        .get(key)
+        .and_then(Value::as_f64)
+        .filter(|v| *v > 0.0)
+        .ok_or_else(|| failed(&report.task_id, &format!("no output '{key}'")))
+}
+
+fn failed(name: &str, why: &str) -> Error {
+    Error::Coordination(format!("benchmark {name} failed: {why}"))
+}
+
+/// The `q` quantile of sorted `samples` (nearest rank).
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// The process's resident set (Linux `/proc/self/status`), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Renders the figures as a table, each beside its target from the design.
+pub fn table(r: &EmbeddedReport) -> String {
+    let kb = |bytes: u64| bytes as f64 / 1024.0;
+    let memory = match r.idle_agent_bytes {
+        Some(b) => format!(
+            "{:.0} KB (Lua heap {:.0} KB)",
+            kb(b),
+            kb(r.idle_agent_lua_heap_bytes)
+        ),
+        None => format!("Lua heap {:.0} KB", kb(r.idle_agent_lua_heap_bytes)),
+    };
+    let rows = [
+        (
+            "blackboard ops/s (set+get, one agent)",
+            format!("{:.0}", r.blackboard_ops_per_sec),
+            ">= 1000000",
+            r.blackboard_ops_per_sec >= 1_000_000.0,
+        ),
+        (
+            "messages/s (bus.send -> bus.receive)",
+            format!("{:.0}", r.messages_per_sec),
+            ">= 500000",
+            r.messages_per_sec >= 500_000.0,
+        ),
+        (
+            "spawn p50 / p99 (spawn.agent -> start)",
+            format!("{:.0} / {:.0} us", r.spawn_p50_us, r.spawn_p99_us),
+            "p50 <= 300 us",
+            r.spawn_p50_us <= 300.0,
+        ),
+        (
+            "memory per idle agent",
+            memory,
+            "<= 200 KB",
+            r.idle_agent_bytes.unwrap_or(r.idle_agent_lua_heap_bytes) <= 200 * 1024,
+        ),
+    ];
+    let mut out = String::from("embedded store\n");
+    for (what, figure, target, met) in rows {
+        let verdict = if met { "ok" } else { "MISSED" };
+        out.push_str(&format!(
+            "  {what:<40} {figure:>28}   target {target:<14} {verdict}\n"
+        ));
+    }
+    out
+}

@@ -1,0 +1,245 @@
+//! The embedded store's message queues: one FIFO per queue name, messages in
+//! flight until acknowledged, dead letters, and wake-ups for waiting takers.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::store::{Delivery, Envelope, QueuedMessage};
+
+/// FNV-1a. The maps here are keyed by short names and counters the host
+/// makes, for which SipHash's flooding resistance buys nothing and costs a
+/// visible share of every message.
+pub(super) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A `HashMap` with [`Fnv`] hashing.
+pub(super) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+struct InFlight {
+    queue: String,
+    consumer: String,
+    envelope: Envelope,
+}
+
+#[derive(Default)]
+struct Lists {
+    waiting: FastMap<String, VecDeque<Envelope>>,
+    in_flight: FastMap<u64, InFlight>,
+    dead: Vec<(String, Envelope)>,
+}
+
+/// Every queue of one task.
+#[derive(Default)]
+pub(super) struct Queues {
+    lists: Mutex<Lists>,
+    next_receipt: AtomicU64,
+    /// Takers parked in [`Queues::take`]; a push wakes them only when there
+    /// are any, so a busy consumer costs its producer no wake-up.
+    waiters: AtomicUsize,
+    pushed: Notify,
+}
+
+/// Counts a parked taker for as long as it waits (also when its wait is dropped).
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(waiters: &'a AtomicUsize) -> Self {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        Parked(waiters)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Queues {
+    fn wake(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.pushed.notify_waiters();
+        }
+    }
+
+    /// Appends `envelope` to `queue`.
+    pub(super) fn push(&self, queue: &str, envelope: Envelope) {
+        {
+            let mut lists = self.lists.lock();
+            match lists.waiting.get_mut(queue) {
+                Some(list) => list.push_back(envelope),
+                None => {
+                    lists
+                        .waiting
+                        .insert(queue.to_string(), VecDeque::from([envelope]));
+                }
+            }
+        }
+        self.wake();
+    }
+
+    /// Takes the oldest message of the first of `queues` that has one,
+    /// waiting up to `wait` for one to arrive.
+    pub(super) async fn take(
+        &self,
+        queues: &[String],
+        consumer: &str,
+        wait: Duration,
+    ) -> Option<Delivery> {
+        if let Some(d) = self.take_now(queues, consumer) {
+            return Some(d);
+        }
+        if wait.is_zero() {
+            return None;
+        }
+        let deadline = Instant::now() + wait;
+        let _parked = Parked::new(&self.waiters);
+        loop {
+            // Register for wake-ups before looking, so a push between the look
+            // and the wait is not missed.
+            let pushed = self.pushed.notified();
+            tokio::pin!(pushed);
+            pushed.as_mut().enable();
+            if let Some(d) = self.take_now(queues, consumer) {
+                return Some(d);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            if tokio::time::timeout(deadline - now, pushed).await.is_err() {
+                return self.take_now(queues, consumer);
+            }
+        }
+    }
+
+    /// Takes the oldest message of the first of `queues` that has one, now.
+    pub(super) fn take_now(&self, queues: &[String], consumer: &str) -> Option<Delivery> {
+        let mut lists = self.lists.lock();
+        for name in queues {
+            let Some(mut envelope) = lists.waiting.get_mut(name).and_then(VecDeque::pop_front)
+            else {
+                continue;
+            };
+            envelope.attempts += 1;
+            let receipt = self.next_receipt.fetch_add(1, Ordering::Relaxed);
+            let in_flight = InFlight {
+                queue: name.clone(),
+                consumer: consumer.to_string(),
+                envelope: envelope.clone(),
+            };
+            lists.in_flight.insert(receipt, in_flight);
+            return Some(Delivery {
+                queue: name.clone(),
+                envelope,
+                receipt: receipt.to_string(),
+            });
+        }
+        None
+    }
+
+    /// Forgets a delivered message.
+    pub(super) fn ack(&self, delivery: &Delivery) {
+        if let Ok(receipt) = delivery.receipt.parse::<u64>() {
+            let finished = self.lists.lock().in_flight.remove(&receipt);
+            drop(finished); // freed outside the lock
+        }
+    }
+
+    /// Puts a delivered message back in front of its queue, or among the dead
+    /// letters once it has been delivered `max_attempts` times. True when dead.
+    pub(super) fn nack(&self, delivery: &Delivery, max_attempts: u32) -> bool {
+        let Ok(receipt) = delivery.receipt.parse::<u64>() else {
+            return false;
+        };
+        let dead = {
+            let mut lists = self.lists.lock();
+            let Some(f) = lists.in_flight.remove(&receipt) else {
+                return false;
+            };
+            if f.envelope.attempts >= max_attempts {
+                lists.dead.push((f.queue, f.envelope));
+                true
+            } else {
+                lists
+                    .waiting
+                    .entry(f.queue)
+                    .or_default()
+                    .push_front(f.envelope);
+                false
+            }
+        };
+        self.wake();
+        dead
+    }
+
+    /// Puts every message `consumer` holds back in front of its queue.
+    pub(super) fn release_consumer(&self, consumer: &str) -> usize {
+        let released = {
+            let mut lists = self.lists.lock();
+            let receipts: Vec<u64> = lists
+                .in_flight
+                .iter()
+                .filter(|(_, f)| f.consumer == consumer)
+                .map(|(r, _)| *r)
+                .collect();
+            for r in &receipts {
+                if let Some(f) = lists.in_flight.remove(r) {
+                    lists
+                        .waiting
+                        .entry(f.queue)
+                        .or_default()
+                        .push_front(f.envelope);
+                }
+            }
+            receipts.len()
+        };
+        self.wake();
+        released
+    }
+
+    /// Every message, waiting, in flight or dead.
+    pub(super) fn list(&self) -> Vec<QueuedMessage> {
+        let lists = self.lists.lock();
+        let waiting = lists.waiting.iter().flat_map(|(name, msgs)| {
+            msgs.iter().map(move |m| QueuedMessage {
+                queue: name.clone(),
+                envelope: m.clone(),
+                state: "pending",
+            })
+        });
+        let in_flight = lists.in_flight.values().map(|f| QueuedMessage {
+            queue: f.queue.clone(),
+            envelope: f.envelope.clone(),
+            state: "pending",
+        });
+        let dead = lists.dead.iter().map(|(name, m)| QueuedMessage {
+            queue: name.clone(),
+            envelope: m.clone(),
+            state: "dead",
+        });
+        waiting.chain(in_flight).chain(dead).collect()
+    }
+}

@@ -1,0 +1,23 @@
+---@meta
+-- Who this agent is, and how it ends.
+
+---@class orrery.Agent
+---@field id string This agent's id: `<role>-<n>` (`beta-1`).
+---@field role string Its role: the script's file name (`beta` for `scripts/beta.lua`).
+---@field task_id string The id of the task it works on.
+agent = {}
+
+--- Ends this agent once the current callback returns: no more messages or
+--- watch events are delivered, `stop(self)` runs if the script has one, and
+--- the agent moves to COMPLETE (unless it set another final phase itself).
+--- Messages still queued for it are reported as undelivered.
+function agent.finish() end
+
+--- The shape of a role script: `scripts/<role>.lua` returns this table.
+--- Every callback gets the agent's own state table as `self`; it is kept
+--- across hot reloads.
+---@class orrery.Role
+---@field start? fun(self: table) Called once, first.
+---@field on_message? fun(self: table, msg: orrery.Message) Each message no `bus.subscribe` handler took. An error gives the message back: it is redelivered, then dead-lettered after `max_attempts`.
+---@field stop? fun(self: table) Called once when the agent ends normally (it finished, had nothing left to handle, or the task went quiet); not after an error or a timeout.
+---@field on_reload? fun(self: table, old: orrery.Role) Called after new code of the role was loaded, with the old module.

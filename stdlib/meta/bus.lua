@@ -1,0 +1,48 @@
+---@meta
+-- Messages between agents. Delivery is at least once: a message handed to a
+-- handler is acknowledged when the handler returns and given back (redelivered,
+-- then dead-lettered after `max_attempts` deliveries) when it raises. Messages
+-- from one sender to one queue arrive in the order they were sent.
+
+---@class orrery.Message
+---@field id string Unique within the task.
+---@field from string Sender agent id.
+---@field to string The address the sender used: an agent id, a role, or `*`.
+---@field type string Chosen by the sender.
+---@field payload any JSON-like value.
+---@field attempts integer How many times it has been delivered, this time included.
+
+bus = {}
+
+--- Sends a message to an agent id (`beta-1`) or a role (`beta`: exactly one
+--- agent of the role gets it, possibly one spawned later). Returns its id.
+--- Raises when no live agent has that id and no script has that role, or
+--- when the payload cannot be stored or is larger than `max_value_bytes`.
+---@param to string
+---@param type string
+---@param payload any
+---@return string id
+function bus.send(to, type, payload) end
+
+--- Sends a copy of a message to every other live agent (`to` reads `*`).
+---@param type string
+---@param payload any
+---@return string id
+function bus.broadcast(type, payload) end
+
+--- The next message for this agent (its own queue first, then its role's),
+--- waiting up to `timeout_ms` (default: the `message_timeout` setting) while
+--- other agents run. Nil when none came in time. A received message is
+--- acknowledged at the next `receive` or when the callback returns, and given
+--- back if the callback raises.
+---@param timeout_ms? number 0 takes only a message already waiting
+---@return orrery.Message|nil
+function bus.receive(timeout_ms) end
+
+--- Calls `fn(msg)` for every later message of `type` (every type when only a
+--- function is given). Messages no handler takes go to the role's
+--- `on_message`. Handlers run one at a time, between other callbacks.
+---@overload fun(fn: fun(msg: orrery.Message))
+---@param type string
+---@param fn fun(msg: orrery.Message)
+function bus.subscribe(type, fn) end

@@ -1,0 +1,32 @@
+---@meta
+-- Starting agents. At most `max_agents` agents are live at once; a spawn
+-- beyond raises a SpawnLimit error naming the role and the limit (exit code 6
+-- if uncaught). A spawn waits for the new agent at most `spawn_timeout` ms.
+-- Each call waits while other agents run.
+
+---@class orrery.SpawnCondition
+---@field trigger string Signal name.
+---@field threshold number The agent starts when a signal's value is >= this.
+---@field agent string Role to start.
+---@field repeat? boolean Start one on every qualifying signal, not only the first (write `["repeat"] = true`: `repeat` is a Lua keyword).
+
+spawn = {}
+
+--- Registers a condition, as the task file's `[[spawn]]` tables do. Raises on
+--- a malformed table or a role with no script.
+---@param condition orrery.SpawnCondition
+function spawn.when(condition) end
+
+--- Reports `value` for `trigger`: every condition on that trigger whose
+--- threshold it reaches starts its role (once per condition across the whole
+--- task, unless the condition repeats). Returns the ids of the agents started.
+---@param trigger string
+---@param value number
+---@return string[] started
+function spawn.signal(trigger, value) end
+
+--- Starts an agent of `role` now (any `scripts/<role>.lua`); returns its id
+--- once it is created. Raises for a role with no script, or SpawnLimit.
+---@param role string
+---@return string id
+function spawn.agent(role) end

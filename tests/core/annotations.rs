@@ -1,0 +1,149 @@
+//! The LuaLS annotations in `stdlib/meta/` stay in step with the API: every
+//! function and field each API table has in a running agent is declared in
+//! `stdlib/meta/<table>.lua`, and nothing declared there is missing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use orrery::config::Config;
+use serde_json::Value;
+
+use crate::common::{Backend, repo};
+use crate::util::{assert_clean, output, run, task};
+
+/// Lists, for every global table with a `stdlib/meta` file, its keys as
+/// `name:type`; plus the global functions the meta files declare.
+const LISTER: &str = r#"
+local M = {}
+function M.start(self)
+  local tables, globals = {}, {}
+  for _, name in ipairs(task.inputs.tables) do
+    local t = _G[name]
+    if type(t) == "table" then
+      local keys = {}
+      for k, v in pairs(t) do keys[#keys + 1] = k .. ":" .. type(v) end
+      table.sort(keys)
+      tables[name] = keys
+    end
+  end
+  for _, name in ipairs(task.inputs.globals) do globals[name] = type(_G[name]) end
+  task.output("tables", tables)
+  task.output("globals", globals)
+end
+return M
+"#;
+
+/// What one meta file declares for its table.
+#[derive(Debug, Default)]
+struct Declared {
+    functions: BTreeSet<String>,
+    fields: BTreeSet<String>,
+    globals: BTreeSet<String>,
+}
+
+/// Reads `function t.f(`, `t.x = ` and the `---@field`s of the class that
+/// describes `t` (the one right before `t = {}`), plus global `function g(`.
+fn declared(table: &str, text: &str) -> Declared {
+    let mut d = Declared::default();
+    let mut class_fields = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("---@class") {
+            class_fields.clear();
+        } else if let Some(field) = line.strip_prefix("---@field ") {
+            let name = field.split_whitespace().next().unwrap_or_default();
+            class_fields.push(name.trim_end_matches('?').to_string());
+        } else if line == format!("{table} = {{}}") {
+            d.fields.extend(class_fields.drain(..));
+        } else if let Some(rest) = line.strip_prefix("function ") {
+            let name = rest.split('(').next().unwrap_or_default();
+            match name.strip_prefix(&format!("{table}.")) {
+                Some(f) => d.functions.insert(f.to_string()),
+                None => d.globals.insert(name.to_string()),
+            };
+        } else if let Some((field, _)) = line
+            .strip_prefix(&format!("{table}."))
+            .and_then(|rest| rest.split_once(" = "))
+        {
+            d.fields.insert(field.trim().to_string());
+        }
+    }
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_table_matches_its_annotations() {
+    let meta_dir = repo().join("stdlib/meta");
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(&meta_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let table = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("---@meta"),
+            "{} must start with ---@meta",
+            path.display()
+        );
+        files.insert(table, text);
+    }
+    for table in [
+        "task",
+        "agent",
+        "blackboard",
+        "bus",
+        "state",
+        "spawn",
+        "lock",
+        "metrics",
+        "log",
+        "json",
+        "time",
+    ] {
+        assert!(files.contains_key(table), "no stdlib/meta/{table}.lua");
+    }
+    let decls: BTreeMap<&String, Declared> = files
+        .iter()
+        .map(|(table, text)| (table, declared(table, text)))
+        .collect();
+    let globals: BTreeSet<&String> = decls.values().flat_map(|d| &d.globals).collect();
+    let inputs =
+        serde_json::json!({ "tables": files.keys().collect::<Vec<_>>(), "globals": globals });
+
+    for backend in Backend::all() {
+        let mut t = task("annotations", "");
+        t.inputs = inputs.clone();
+        let report = run(backend, &[("lister.lua", LISTER)], t, Config::default()).await;
+        assert_clean(backend, &report);
+        let tables = output(&report, "tables").as_object().unwrap();
+        for (table, d) in &decls {
+            // A meta file may describe a table this build does not have (yet).
+            let Some(keys) = tables.get(table.as_str()) else {
+                continue;
+            };
+            let mut functions = BTreeSet::new();
+            let mut fields = BTreeSet::new();
+            for key in keys.as_array().unwrap().iter().filter_map(Value::as_str) {
+                let (name, kind) = key.rsplit_once(':').unwrap();
+                if kind == "function" {
+                    functions.insert(name.to_string());
+                } else {
+                    fields.insert(name.to_string());
+                }
+            }
+            assert_eq!(
+                functions, d.functions,
+                "functions of '{table}' (left: the running API, right: stdlib/meta/{table}.lua)"
+            );
+            let undeclared: Vec<_> = fields.difference(&d.fields).collect();
+            assert!(
+                undeclared.is_empty(),
+                "fields of '{table}' missing from stdlib/meta/{table}.lua: {undeclared:?}"
+            );
+        }
+        for (name, kind) in output(&report, "globals").as_object().unwrap() {
+            assert_eq!(
+                kind, "function",
+                "global '{name}' declared in stdlib/meta but absent"
+            );
+        }
+    }
+}

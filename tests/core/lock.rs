@@ -1,0 +1,156 @@
+//! `lock`: mutual exclusion between agents, release on error, fencing
+//! numbers, and an acquire whose wait runs out.
+
+use orrery::config::Config;
+use serde_json::json;
+
+use crate::common::Backend;
+use crate::util::{assert_clean, output, run, task};
+
+/// A read-then-write increment that loses updates unless the lock serialises it.
+const WORKER: &str = r#"
+local M = {}
+function M.start(self)
+  local fences = {}
+  for _ = 1, 25 do
+    lock.with("counter", function(grant)
+      fences[#fences + 1] = grant.fence
+      local n = blackboard.get("n") or 0
+      sleep(1) -- yield inside the critical section: other agents run meanwhile
+      blackboard.set("n", n + 1)
+    end)
+  end
+  for i = 2, #fences do
+    assert(fences[i] > fences[i - 1], "fencing numbers must grow")
+  end
+  bus.send("tally", "done", {})
+end
+return M
+"#;
+
+const TALLY: &str = r#"
+local M = {}
+function M.start(self)
+  for _ = 1, 4 do assert(bus.receive(30000), "a worker never finished") end
+  task.output("n", blackboard.get("n"))
+end
+return M
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_with_excludes_other_agents_from_a_read_then_write() {
+    for backend in Backend::all() {
+        let report = run(
+            backend,
+            &[("worker.lua", WORKER), ("tally.lua", TALLY)],
+            task(
+                "lock-exclusion",
+                r#"agents = ["worker", "worker", "worker", "worker", "tally"]"#,
+            ),
+            Config::default(),
+        )
+        .await;
+        assert_clean(backend, &report);
+        assert_eq!(
+            output(&report, "n"),
+            &json!(100),
+            "{backend:?}: updates were lost"
+        );
+        assert!(
+            report.metrics.host["lock_waits"] > 0,
+            "{backend:?}: the workers never contended"
+        );
+    }
+}
+
+const HOLDER: &str = r#"
+local M = {}
+function M.start(self)
+  local r = {}
+  local ok, err = pcall(lock.with, "L", function(grant)
+    r.fence_in_with = grant.fence
+    error("boom inside the lock")
+  end)
+  r.with_error = tostring(err)
+
+  local g1 = lock.acquire("F", { wait = 0 })
+  r.released = lock.release(g1)
+  r.released_again = lock.release(g1)
+  local g2 = lock.acquire("F", { wait = 0, ttl = 5000 })
+  r.extended = lock.extend(g2, 10000)
+  lock.release(g2)
+  r.fences = { g1.fence, g2.fence }
+  r.with_returns = { lock.with("R", function() return "value", 2 end) }
+
+  bus.send("contender", "go", {})
+  local held = lock.acquire("H")
+  bus.send("contender", "held", {})
+  assert(bus.receive(20000), "the contender never tried")
+  lock.release(held)
+  task.output("holder", r)
+end
+return M
+"#;
+
+const CONTENDER: &str = r#"
+local M = {}
+function M.start(self)
+  local r = {}
+  assert(bus.receive(20000), "no go")
+  -- lock.with released L although its function raised.
+  local g = lock.acquire("L", { wait = 0 })
+  r.got_l = g ~= nil
+  r.l_fence = g and g.fence
+  lock.release(g)
+  assert(bus.receive(20000), "no held")
+  r.h_while_held = lock.acquire("H", { wait = 20 }) == nil
+  local ok, err = pcall(lock.with, "H", function() end, { wait = 0 })
+  r.with_timeout = tostring(err)
+  bus.send("holder", "tried", {})
+  task.output("contender", r)
+end
+return M
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_releases_on_error_fences_grow_and_a_wait_can_run_out() {
+    for backend in Backend::all() {
+        let report = run(
+            backend,
+            &[("holder.lua", HOLDER), ("contender.lua", CONTENDER)],
+            task("lock-release", ""),
+            Config::default(),
+        )
+        .await;
+        assert_clean(backend, &report);
+        let h = output(&report, "holder");
+        assert!(
+            h["with_error"]
+                .as_str()
+                .unwrap()
+                .contains("boom inside the lock"),
+            "{h:#}"
+        );
+        assert_eq!(h["released"], true);
+        assert_eq!(h["released_again"], false);
+        assert_eq!(h["extended"], true);
+        let fences = h["fences"].as_array().unwrap();
+        assert!(fences[1].as_u64() > fences[0].as_u64(), "{h:#}");
+        assert_eq!(h["with_returns"], json!(["value", 2]));
+
+        let c = output(&report, "contender");
+        assert_eq!(c["got_l"], true);
+        assert!(
+            c["l_fence"].as_u64() > h["fence_in_with"].as_u64(),
+            "{c:#} {h:#}"
+        );
+        assert_eq!(c["h_while_held"], true);
+        assert!(
+            c["with_timeout"]
+                .as_str()
+                .unwrap()
+                .contains("lock.with: timed out waiting for lock 'H'"),
+            "{c:#}"
+        );
+    }
+}

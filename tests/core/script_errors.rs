@@ -1,0 +1,237 @@
+//! Script errors name the script's `path:line` and carry a traceback: runtime
+//! errors, errors raised inside host calls, syntax errors, and `orrery check`.
+
+use orrery::config::Config;
+use orrery::report::TaskStatus;
+use serde_json::Value;
+
+use crate::common::{Backend, Scratch, orrery, run_in_process, show};
+use crate::util::{error_messages, line_of, task};
+
+const BROKEN: &str = r#"local M = {}
+
+local function explode(n)
+  error("exploded at " .. n)
+end
+
+function M.start(self)
+  explode(3)
+end
+
+return M
+"#;
+
+fn write_task(scratch: &Scratch) {
+    scratch.write(
+        "task.toml",
+        "id = \"errors\"\ntype = \"test\"\ndescription = \"d\"\n",
+    );
+}
+
+#[test]
+fn a_runtime_error_exits_3_with_path_line_and_traceback_on_stderr_and_in_json() {
+    let scratch = Scratch::new(&[("broken.lua", BROKEN)]);
+    write_task(&scratch);
+    let out = orrery(scratch.path(), &["run", "task.toml", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+
+    let path = "scripts/broken.lua";
+    let raise = line_of(BROKEN, "error(\"exploded");
+    let call = line_of(BROKEN, "explode(3)");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "failed");
+    let error = &report["errors"][0];
+    assert_eq!(error["kind"], "script");
+    assert_eq!(error["agent"], "broken-1");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("{path}:{raise}: exploded at 3\n")),
+        "{message}"
+    );
+    assert!(message.contains("stack traceback:"), "{message}");
+    assert!(message.contains(&format!("{path}:{call}:")), "{message}");
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{path}:{raise}: exploded at 3")),
+        "{}",
+        show(&out)
+    );
+}
+
+/// Each case: a script whose start fails, and the text its error starts with
+/// after `path:line: ` (the line holding `needle`).
+const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
+    (
+        "local M = {}\nfunction M.start(self)\n  local x = 1\n  bus.send('ghost', 'hello', {})\nend\nreturn M\n",
+        "bus.send",
+        "bus recipient 'ghost': no live agent has this id",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  bus.receive('soon')\nend\nreturn M\n",
+        "bus.receive",
+        "bus.receive: expected timeout in ms (number), got string",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  spawn.agent('ghost')\nend\nreturn M\n",
+        "spawn.agent",
+        "unknown role 'ghost'",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  blackboard.update('k', 'not a function')\nend\nreturn M\n",
+        "blackboard.update",
+        "blackboard.update: expected function, got string",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  lock.acquire('L', { ttl = 'long' })\nend\nreturn M\n",
+        "lock.acquire",
+        "lock.acquire: option 'ttl' must be a number of milliseconds >= 0, got long",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  local held = lock.acquire('L')\n  lock.with('L', function() end, { wait = 0 })\nend\nreturn M\n",
+        "lock.with(",
+        "lock.with: timed out waiting for lock 'L'",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  task.id = 'mine'\nend\nreturn M\n",
+        "task.id",
+        "task is read-only (tried to set 'id')",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  table.sort({ 3, 1, 2 }, function(a, b) sleep(1) return a < b end)\nend\nreturn M\n",
+        "table.sort",
+        "attempt to yield across a C-call boundary (a host function that waits",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_raised_inside_a_host_call_points_at_the_script_line() {
+    for backend in Backend::all() {
+        for (source, needle, expected) in HOST_CALL_CASES {
+            let scratch = Scratch::new(&[("caller.lua", source)]);
+            let report = run_in_process(
+                backend,
+                &scratch.scripts(),
+                task("host-call-error", ""),
+                Config::default(),
+            )
+            .await;
+            assert_eq!(report.status, TaskStatus::Failed, "{needle}");
+            let prefix = format!(
+                "{}:{}: {expected}",
+                scratch.scripts().join("caller.lua").display(),
+                line_of(source, needle)
+            );
+            let errors = error_messages(&report);
+            assert!(
+                errors[0].starts_with(&prefix),
+                "{backend:?} {needle}: expected '{prefix}…', got {errors:#?}"
+            );
+            assert!(errors[0].contains("stack traceback:"), "{errors:#?}");
+        }
+    }
+}
+
+const USES_MODULE: &str = "local util = require('lib.util')\nlocal M = {}\nfunction M.start(self)\n  util.check(nil)\nend\nreturn M\n";
+const MODULE: &str = "local M = {}\nfunction M.check(v)\n  if v == nil then error('util.check: value is missing', 2) end\nend\nreturn M\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_raised_for_the_caller_by_a_module_points_at_the_caller() {
+    for backend in Backend::all() {
+        let scratch = Scratch::new(&[("user.lua", USES_MODULE), ("lib/util.lua", MODULE)]);
+        let report = run_in_process(
+            backend,
+            &scratch.scripts(),
+            task("module-error", ""),
+            Config::default(),
+        )
+        .await;
+        let errors = error_messages(&report);
+        let prefix = format!(
+            "{}:4: util.check: value is missing",
+            scratch.scripts().join("user.lua").display()
+        );
+        assert!(errors[0].starts_with(&prefix), "{errors:#?}");
+        assert!(errors[0].contains("lib/util.lua:3:"), "{errors:#?}");
+    }
+}
+
+const SYNTAX: &str = "local M = {}\nfunction M.start(self)\n  local x = = 1\nend\nreturn M\n";
+
+#[test]
+fn a_syntax_error_fails_the_run_with_path_and_line() {
+    let scratch = Scratch::new(&[("typo.lua", SYNTAX)]);
+    write_task(&scratch);
+    let out = orrery(scratch.path(), &["run", "task.toml", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = report["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("scripts/typo.lua:3: unexpected symbol near '='"),
+        "{message}"
+    );
+    assert_eq!(
+        report["metrics"]["agent_metrics"]["typo-1"]["phases"],
+        serde_json::json!(["INIT", "FAILED"])
+    );
+}
+
+#[test]
+fn check_reports_each_syntax_error_as_path_line_message_and_fails() {
+    let scratch = Scratch::new(&[
+        ("typo.lua", SYNTAX),
+        ("fine.lua", "return {}\n"),
+        ("lib/half.lua", "local t = {\n"),
+    ]);
+    let out = orrery(scratch.path(), &["check", "scripts"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "scripts/typo.lua:3: unexpected symbol near '='"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("scripts/lib/half.lua:2: ")),
+        "{}",
+        show(&out)
+    );
+    assert!(stdout.contains("2 of "), "{}", show(&out));
+}
+
+#[test]
+fn check_passes_on_the_default_scripts() {
+    let out = orrery(&crate::common::repo(), &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ok: "),
+        "{}",
+        show(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_script_that_returns_no_table_is_named() {
+    for backend in Backend::all() {
+        let scratch = Scratch::new(&[("empty.lua", "local x = 1\n")]);
+        let report = run_in_process(
+            backend,
+            &scratch.scripts(),
+            task("no-table", ""),
+            Config::default(),
+        )
+        .await;
+        let errors = error_messages(&report);
+        assert!(
+            errors[0].starts_with(&format!(
+                "{}: a role script must return a table of callbacks",
+                scratch.scripts().join("empty.lua").display()
+            )),
+            "{errors:#?}"
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! `spawn`: conditions below, at and above their threshold (once, or every
+//! time with `repeat`), spawning a role added as a file, and `max_agents`.
+
+use orrery::config::Config;
+use orrery::report::TaskStatus;
+use serde_json::{Value, json};
+
+use crate::common::{Backend, Scratch, orrery, show};
+use crate::util::{assert_clean, config, output, phases, run, show_report, task};
+
+const SIGNALER: &str = r#"
+local M = {}
+function M.start(self)
+  local r = {}
+  r.below = spawn.signal("GO", 0.4)
+  r.at = spawn.signal("GO", 0.5)
+  r.above = spawn.signal("GO", 0.9) -- the condition already fired: once only
+  r.other_trigger = spawn.signal("OTHER", 1)
+  spawn.when({ trigger = "AGAIN", threshold = 1, agent = "helper", ["repeat"] = true })
+  r.repeat_below = spawn.signal("AGAIN", 0.99)
+  r.repeat_first = spawn.signal("AGAIN", 1)
+  r.repeat_second = spawn.signal("AGAIN", 7)
+  task.output("started", r)
+end
+return M
+"#;
+
+const HELPER: &str = r#"
+local M = {}
+function M.start(self) task.output(agent.id, agent.role) end
+return M
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_starts_its_role_at_or_above_the_threshold_once_unless_it_repeats() {
+    for backend in Backend::all() {
+        let report = run(
+            backend,
+            &[("signaler.lua", SIGNALER), ("helper.lua", HELPER)],
+            task(
+                "spawn-thresholds",
+                "[[spawn]]\ntrigger = \"GO\"\nthreshold = 0.5\nagent = \"helper\"\n",
+            ),
+            Config::default(),
+        )
+        .await;
+        assert_clean(backend, &report);
+        assert_eq!(
+            output(&report, "started"),
+            &json!({
+                "below": [],
+                "at": ["helper-1"],
+                "above": [],
+                "other_trigger": [],
+                "repeat_below": [],
+                "repeat_first": ["helper-2"],
+                "repeat_second": ["helper-3"],
+            })
+        );
+        // Helpers are not started up front: a condition names them.
+        assert_eq!(
+            report.agents_used,
+            ["signaler-1", "helper-1", "helper-2", "helper-3"]
+        );
+        assert_eq!(report.metrics.spawn_events, 3);
+        for id in ["helper-1", "helper-2", "helper-3"] {
+            assert_eq!(output(&report, id), "helper");
+            assert_eq!(phases(&report, id), ["INIT", "READY", "COMPLETE"]);
+        }
+    }
+}
+
+const BOSS: &str = r#"
+local M = {}
+function M.start(self)
+  local id = spawn.agent("delta")
+  local msg = assert(bus.receive(20000), "delta never said hello")
+  local ok, err = pcall(spawn.agent, "epsilon")
+  task.output("boss", { spawned = id, hello = msg.payload, from = msg.from, unknown = tostring(err) })
+end
+return M
+"#;
+
+const DELTA: &str = r#"
+local M = {}
+function M.start(self)
+  bus.send("boss", "hello", { me = agent.id, role = agent.role, task = agent.task_id == task.id })
+end
+return M
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_added_as_a_file_is_spawned_from_another_script() {
+    for backend in Backend::all() {
+        let report = run(
+            backend,
+            &[("boss.lua", BOSS), ("delta.lua", DELTA)],
+            task("spawn-delta", r#"agents = ["boss"]"#),
+            Config::default(),
+        )
+        .await;
+        assert_clean(backend, &report);
+        let boss = output(&report, "boss");
+        assert_eq!(boss["spawned"], "delta-1");
+        assert_eq!(boss["from"], "delta-1");
+        assert_eq!(
+            boss["hello"],
+            json!({"me": "delta-1", "role": "delta", "task": true})
+        );
+        assert!(
+            boss["unknown"]
+                .as_str()
+                .unwrap()
+                .starts_with("unknown role 'epsilon': no "),
+            "{boss:#}"
+        );
+        assert_eq!(report.agents_used, ["boss-1", "delta-1"]);
+        assert_eq!(report.metrics.spawn_events, 1);
+    }
+}
+
+const SPAWNER: &str = r#"
+local M = {}
+function M.start(self)
+  spawn.agent("idle")
+  spawn.agent("idle")
+end
+return M
+"#;
+
+/// Stays live (it has a handler) without doing anything.
+const IDLE: &str = r#"
+local M = {}
+function M.on_message(self, msg) end
+return M
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawning_past_max_agents_fails_with_spawn_limit() {
+    for backend in Backend::all() {
+        let report = run(
+            backend,
+            &[("spawner.lua", SPAWNER), ("idle.lua", IDLE)],
+            task("spawn-limit", r#"agents = ["spawner"]"#),
+            config(|c| c.max_agents = 2),
+        )
+        .await;
+        assert_eq!(
+            report.status,
+            TaskStatus::Failed,
+            "{}",
+            show_report(&report)
+        );
+        assert_eq!(report.exit_code(), orrery::error::exit::SPAWN_LIMIT);
+        let fatal: Vec<_> = report.errors.iter().filter(|e| e.fatal).collect();
+        assert_eq!(fatal.len(), 1, "{}", show_report(&report));
+        assert_eq!(fatal[0].kind, "spawn_limit");
+        assert_eq!(fatal[0].agent, "spawner-1");
+        assert_eq!(
+            fatal[0].message,
+            "spawn limit: cannot start 'idle', 2 agents live and max_agents is 2"
+        );
+        assert_eq!(report.agents_used, ["spawner-1", "idle-1"]);
+    }
+}
+
+#[test]
+fn spawn_limit_exits_with_its_own_code_through_the_binary() {
+    let scratch = Scratch::new(&[("spawner.lua", SPAWNER), ("idle.lua", IDLE)]);
+    scratch.write(
+        "task.toml",
+        "id = \"limit\"\ntype = \"test\"\ndescription = \"d\"\nagents = [\"spawner\"]\n",
+    );
+    let out = orrery(
+        scratch.path(),
+        &["run", "task.toml", "--json", "--max-agents", "2"],
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "failed");
+    let message = report["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot start 'idle'") && message.contains("max_agents is 2"),
+        "{}",
+        show(&out)
+    );
+}

@@ -1,0 +1,94 @@
+//! A task that runs out of time stops its agents and still reports what it
+//! has: status `timeout`, partial outputs, metrics, agents moved to FAILED.
+
+use orrery::config::Config;
+use orrery::report::TaskStatus;
+use serde_json::{Value, json};
+
+use crate::common::{Backend, Scratch, orrery, show};
+use crate::util::{output, phases, run, show_report, task_with_timeout};
+
+const SLOW: &str = r#"
+local M = {}
+function M.start(self)
+  state.set("EXECUTING")
+  task.output("partial", { step = 1 })
+  metrics.incr("before_sleep")
+  sleep(60000)
+  task.output("never", true)
+end
+return M
+"#;
+
+const WAITER: &str = r#"
+local M = {}
+function M.start(self)
+  bus.receive(60000)
+end
+return M
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_times_out_stops_its_agents_and_reports_what_it_has() {
+    for backend in Backend::all() {
+        let report = run(
+            backend,
+            &[("slow.lua", SLOW), ("waiter.lua", WAITER)],
+            task_with_timeout("timeout", 300, ""),
+            Config::default(),
+        )
+        .await;
+        assert_eq!(
+            report.status,
+            TaskStatus::Timeout,
+            "{}",
+            show_report(&report)
+        );
+        assert_eq!(report.exit_code(), orrery::error::exit::TIMEOUT);
+        assert_eq!(output(&report, "partial"), &json!({"step": 1}));
+        assert!(!report.outputs.contains_key("never"));
+        assert_eq!(report.metrics.custom["before_sleep"], 1);
+        assert!(report.metrics.end_time.is_some());
+        assert_eq!(
+            phases(&report, "slow-1"),
+            ["INIT", "READY", "EXECUTING", "FAILED"]
+        );
+        assert_eq!(phases(&report, "waiter-1"), ["INIT", "READY", "FAILED"]);
+        for id in ["slow-1", "waiter-1"] {
+            let e = report
+                .errors
+                .iter()
+                .find(|e| e.agent == id)
+                .unwrap_or_else(|| panic!("no error for {id}: {}", show_report(&report)));
+            assert_eq!(e.kind, "timeout");
+            assert!(e.fatal);
+            assert!(
+                e.message.contains("exceeded 300 ms") && e.message.contains(id),
+                "{}",
+                e.message
+            );
+        }
+    }
+}
+
+#[test]
+fn timeout_exits_with_its_own_code_and_prints_the_partial_report() {
+    let scratch = Scratch::new(&[("slow.lua", SLOW)]);
+    scratch.write(
+        "task.toml",
+        "id = \"slow\"\ntype = \"test\"\ndescription = \"d\"\ntimeout = 60000\n",
+    );
+    let out = orrery(
+        scratch.path(),
+        &["run", "task.toml", "--json", "--timeout", "300"],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "timeout");
+    assert_eq!(report["outputs"]["partial"], json!({"step": 1}));
+    assert_eq!(
+        report["metrics"]["agent_metrics"]["slow-1"]["phases"],
+        json!(["INIT", "READY", "EXECUTING", "FAILED"])
+    );
+    assert_eq!(report["errors"][0]["kind"], "timeout");
+}
