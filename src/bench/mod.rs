@@ -17,4 +17,9 @@ pub struct BenchReport {
     pub quick: bool,
     /// The embedded store.
     pub embedded: embedded::EmbeddedReport,
+    /// Time from a script edit to the first message handled by the new code.
+    pub reload: reload::ReloadLatency,
+    /// The Redis store beside `redis-benchmark`, when a server was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<redis::RedisBenchReport>,
 }
