@@ -289,6 +289,8 @@ impl Config {
             ("blackboard_ttl", self.blackboard_ttl.saturating_mul(1000)),
             ("callback_timeout", self.callback_timeout),
             ("connect_timeout", self.connect_timeout),
+            ("agent_timeout", self.agent_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
         ];
         for (name, ms) in durations {
             if ms > YEAR_MS {

@@ -173,7 +173,7 @@ impl MetricsCollector {
     pub fn incr(&self, name: &str, delta: i64) -> i64 {
         let mut custom = self.custom.lock();
         let v = custom.entry(name.to_string()).or_insert(0);
-        *v += delta;
+        *v = v.saturating_add(delta);
         *v
     }
 

@@ -53,6 +53,13 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                             (json.to_string().into_bytes(), "application/json")
                         }
                     };
+                    let limit = s.3;
+                    if body.0.len() > limit {
+                        return Err(arg_err(
+                            &format!("http.post('{url}')"),
+                            format!("body is larger than max_value_bytes ({limit} bytes)"),
+                        ));
+                    }
                     request(&lua, &s, "post", url, Some(body), opts).await
                 }
             },

@@ -54,10 +54,16 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |lua, (name, value): (String, LuaValue)| {
                 let c = c.clone();
-                let json = to_json(&lua, value, || format!("task.output('{name}')"));
+                let json = (!value.is_nil())
+                    .then(|| to_json(&lua, value, || format!("task.output('{name}')")))
+                    .transpose();
                 async move {
                     let key = format!("{OUTPUT_PREFIX}{name}");
-                    c.coord.blackboard.set(&key, &json?).await.map_err(host_err)
+                    // nil removes the output, as blackboard.set(key, nil) deletes.
+                    match json? {
+                        Some(v) => c.coord.blackboard.set(&key, &v).await.map_err(host_err),
+                        None => c.coord.blackboard.delete(&key).await.map(|_| ()).map_err(host_err),
+                    }
                 }
             },
         )?,
