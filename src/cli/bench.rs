@@ -30,7 +30,11 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
         };
         (embedded::Sizes::quick(), 5, options)
     } else {
-        (embedded::Sizes::full(), 200, redis::RedisBenchOptions::default())
+        (
+            embedded::Sizes::full(),
+            200,
+            redis::RedisBenchOptions::default(),
+        )
     };
     let runtime = super::runtime()?;
     let report = runtime.block_on(async {

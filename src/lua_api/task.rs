@@ -62,7 +62,13 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     // nil removes the output, as blackboard.set(key, nil) deletes.
                     match json? {
                         Some(v) => c.coord.blackboard.set(&key, &v).await.map_err(host_err),
-                        None => c.coord.blackboard.delete(&key).await.map(|_| ()).map_err(host_err),
+                        None => c
+                            .coord
+                            .blackboard
+                            .delete(&key)
+                            .await
+                            .map(|_| ())
+                            .map_err(host_err),
                     }
                 }
             },

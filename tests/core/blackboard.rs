@@ -61,6 +61,11 @@ function M.start(self)
   -- Holes in a list are kept as json.null.
   blackboard.set("holes", { 1, nil, 3 })
   t.eq(blackboard.get("holes"), { 1, json.null, 3 })
+  -- An output set to nil is removed, like a blackboard key.
+  task.output("scratch", "draft")
+  t.eq(task.outputs().scratch, "draft")
+  task.output("scratch", nil)
+  t.eq(task.outputs().scratch, nil, "task.output(name, nil) removes it")
   task.output("checked", true)
 end
 return M

@@ -191,6 +191,7 @@ async fn http_reaches_only_the_granted_hosts() {
   out.get = try[[(function() local r = http.get(base .. "/hello") return {{ r.status, r.body, r.headers["x-served-by"] }} end)()]]
   out.post = try[[(function() local r = http.post(base .. "/echo", {{ n = 1 }}) return {{ r.status, r.body }} end)()]]
   out.redirect = try[[http.get(base .. "/away").status]]
+  out.big_text = try[[http.post(base .. "/echo", string.rep("x", 5000))]]
   out.other_port = try[[http.get("http://127.0.0.1:{refused_port}/")]]
   out.other_name = try[[http.get("http://localhost:{port}/hello")]]
   out.scheme = try[[http.get("file:///etc/passwd")]]"#
@@ -200,6 +201,10 @@ async fn http_reaches_only_the_granted_hosts() {
     assert_eq!(user["get"], json!([200, "hi", "mock"]));
     assert_eq!(user["post"], json!([201, "{\"n\":1}"]));
     assert_eq!(user["redirect"], json!(302), "redirects are not followed");
+    assert!(
+        text(&user["big_text"]).contains("body is larger than max_value_bytes (4096 bytes)"),
+        "{user}"
+    );
     assert!(
         text(&user["other_port"]).contains(&format!(
             "127.0.0.1:{refused_port} is not among the hosts granted to role 'user'"
