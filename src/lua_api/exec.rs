@@ -6,12 +6,11 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mlua::{Lua, Table};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{AgentContext, arg_err, not_granted};
+use super::{AgentContext, arg_err, ms_option, not_granted};
 
 /// Time a program may run when the call gives no `timeout` (ms).
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -42,20 +41,18 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                             ),
                         ));
                     }
-                    let timeout: u64 = opts
-                        .as_ref()
-                        .and_then(|o| o.get("timeout").ok())
-                        .unwrap_or(DEFAULT_TIMEOUT_MS);
+                    let timeout = ms_option(&func, opts.as_ref(), "timeout", DEFAULT_TIMEOUT_MS)?;
                     let stdin: Option<mlua::LuaString> =
                         opts.as_ref().and_then(|o| o.get("stdin").ok());
                     let stdin = stdin.map(|s| s.as_bytes().to_vec());
                     let args = args.unwrap_or_default();
                     let run = run(&cmd, &args, stdin, max_bytes);
-                    let (status, stdout, stderr) =
-                        tokio::time::timeout(Duration::from_millis(timeout), run)
-                            .await
-                            .map_err(|_| arg_err(&func, format!("timed out after {timeout} ms")))?
-                            .map_err(|m| arg_err(&func, m))?;
+                    let (status, stdout, stderr) = tokio::time::timeout(timeout, run)
+                        .await
+                        .map_err(|_| {
+                            arg_err(&func, format!("timed out after {} ms", timeout.as_millis()))
+                        })?
+                        .map_err(|m| arg_err(&func, m))?;
                     let out = lua.create_table()?;
                     out.set("status", status)?;
                     out.set("ok", status == Some(0))?;

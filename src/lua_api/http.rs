@@ -5,11 +5,10 @@
 //! a body beyond `max_value_bytes` fails the call.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use mlua::{Lua, Table, Value as LuaValue};
 
-use super::{AgentContext, arg_err, not_granted, to_json};
+use super::{AgentContext, arg_err, ms_option, not_granted, to_json};
 use crate::capabilities::Capabilities;
 
 /// Time a request may take when the call gives no `timeout` (ms).
@@ -101,15 +100,17 @@ async fn request(
             ),
         ));
     }
-    let timeout: u64 = opts
-        .as_ref()
-        .and_then(|o| o.get("timeout").ok())
-        .unwrap_or(DEFAULT_TIMEOUT_MS);
+    let timeout = ms_option(
+        &format!("http.{method}"),
+        opts.as_ref(),
+        "timeout",
+        DEFAULT_TIMEOUT_MS,
+    )?;
     let mut req = match &body {
         None => client.get(parsed),
         Some(_) => client.post(parsed),
     }
-    .timeout(Duration::from_millis(timeout));
+    .timeout(timeout);
     if let Some((bytes, content_type)) = body {
         req = req.header("content-type", content_type).body(bytes);
     }

@@ -6,11 +6,10 @@
 //! when `fn` raises.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use mlua::{Function, Lua, Table};
 
-use super::{AgentContext, arg_err, chunks, host_err, millis, store_fn};
+use super::{AgentContext, arg_err, chunks, host_err, millis, ms_option, store_fn};
 use crate::coordination::LockGrant;
 
 /// Default TTL of a lock (ms).
@@ -32,28 +31,6 @@ return function(name, fn, opts)
   return table.unpack(result, 2, result.n)
 end
 "#;
-
-/// Reads option `name` of `lock.acquire` as milliseconds (`math.huge`: as
-/// long as a script may ask for), `default` when absent.
-fn ms_option(opts: Option<&Table>, name: &str, default: u64) -> mlua::Result<Duration> {
-    let Some(opts) = opts else {
-        return Ok(Duration::from_millis(default));
-    };
-    match opts.get::<mlua::Value>(name)? {
-        mlua::Value::Nil => Ok(Duration::from_millis(default)),
-        mlua::Value::Integer(n) if n >= 0 => Ok(millis(n as f64)),
-        mlua::Value::Number(n) if n >= 0.0 => Ok(millis(n)),
-        other => Err(arg_err(
-            "lock.acquire",
-            format!(
-                "option '{name}' must be a number of milliseconds >= 0, got {}",
-                other
-                    .to_string()
-                    .unwrap_or_else(|_| other.type_name().into())
-            ),
-        )),
-    }
-}
 
 /// The grant table `lock.acquire` returned, read back for `func`.
 fn grant_from(func: &str, t: &Table) -> mlua::Result<LockGrant> {
@@ -80,8 +57,8 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let acquire =
         lua.create_async_function(move |lua, (name, opts): (String, Option<Table>)| {
             let c = c.clone();
-            let ttl = ms_option(opts.as_ref(), "ttl", DEFAULT_TTL_MS);
-            let wait = ms_option(opts.as_ref(), "wait", message_timeout);
+            let ttl = ms_option("lock.acquire", opts.as_ref(), "ttl", DEFAULT_TTL_MS);
+            let wait = ms_option("lock.acquire", opts.as_ref(), "wait", message_timeout);
             async move {
                 let (ttl, wait) = (ttl?, wait?);
                 let grant = c

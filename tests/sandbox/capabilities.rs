@@ -130,6 +130,7 @@ async fn commands_run_only_the_granted_programs_without_a_shell_or_secrets() {
   out.not_granted = try[[exec.run("ls", { "/" })]]
   out.shell = try[[exec.run("echo hi; ls")]]
   out.timeout = try[[exec.run("sleep", { "5" }, { timeout = 100 })]]
+  out.bad_timeout = try[[exec.run("echo", {}, { timeout = "soon" })]]
   out.flood = try[[exec.run("yes")]]"#;
     let out = run_with(caps, body, None).await;
     let user = &out["user"];
@@ -146,6 +147,11 @@ async fn commands_run_only_the_granted_programs_without_a_shell_or_secrets() {
     );
     assert!(text(&user["shell"]).contains("is not among the commands granted"));
     assert!(text(&user["timeout"]).contains("exec.run('sleep'): timed out after 100 ms"));
+    assert!(
+        text(&user["bad_timeout"])
+            .contains("exec.run('echo'): option 'timeout' must be a number of milliseconds >= 0"),
+        "{user}"
+    );
     assert!(text(&user["flood"]).contains("output is larger than max_value_bytes (4096 bytes)"));
     assert!(
         text(&out["other"]["echo"]).contains("exec.run: capability not granted to role 'other'")
