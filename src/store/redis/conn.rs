@@ -18,6 +18,10 @@ use crate::store::{StoreError, StoreResult};
 /// Longest pause between two attempts while the server is away.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
+/// Longest one attempt of an ordinary (non-blocking) command may wait for its
+/// answer before it is tried again (retries are safe: see [`Connection::run`]).
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(2);
+
 /// The server behind a store URL.
 pub(super) struct Connection {
     client: Client,
@@ -140,7 +144,11 @@ impl Connection {
         let deadline = Instant::now() + self.patience;
         let mut pause = Duration::from_millis(10);
         loop {
-            match tokio::time::timeout_at(deadline, op(self.shared.clone())).await {
+            // One attempt may not take all the patience: a command written to a
+            // connection that died under it can wait for an answer that never
+            // comes, while a fresh attempt would go through the reconnected one.
+            let attempt_deadline = deadline.min(Instant::now() + ATTEMPT_LIMIT);
+            match tokio::time::timeout_at(attempt_deadline, op(self.shared.clone())).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) if is_transient(&e) => {
                     if Instant::now() + pause >= deadline {
@@ -151,7 +159,13 @@ impl Connection {
                     pause = (pause * 2).min(MAX_BACKOFF);
                 }
                 Ok(Err(e)) => return Err(command_error(what, &e)),
-                Err(_) => return Err(self.gave_up("no connection or no answer")),
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(self.gave_up("no connection or no answer"));
+                }
+                Err(_) => tracing::debug!(
+                    command = what,
+                    "no answer within {ATTEMPT_LIMIT:?}, retrying"
+                ),
             }
         }
     }
