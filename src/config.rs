@@ -120,6 +120,32 @@ pub struct ConfigLayer {
     pub heartbeat_interval: Option<u64>,
 }
 
+/// Calls `$mac!($args, <every setting that is one value>)`: the one list of
+/// the settings that environment variables and flags can set, so a new
+/// setting cannot be forgotten in one of the places that walk them.
+macro_rules! with_scalar_settings {
+    ($mac:ident!($($args:tt)*)) => {
+        $mac!(
+            $($args)*,
+            max_agents,
+            spawn_timeout,
+            message_timeout,
+            blackboard_ttl,
+            metrics_interval,
+            store,
+            scripts,
+            stdlib,
+            max_attempts,
+            memory_limit,
+            callback_timeout,
+            max_value_bytes,
+            connect_timeout,
+            agent_timeout,
+            heartbeat_interval
+        )
+    };
+}
+
 /// Applies `$layer`'s set fields over `$cfg`, for every listed field.
 macro_rules! overlay {
     ($cfg:expr, $layer:expr, $($field:ident),*) => {
@@ -180,25 +206,7 @@ impl ConfigLayer {
     /// Reads `ORRERY_*` variables through `get` (the process environment in the CLI).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<ConfigLayer> {
         let mut layer = ConfigLayer::default();
-        from_env!(
-            layer,
-            get,
-            max_agents,
-            spawn_timeout,
-            message_timeout,
-            blackboard_ttl,
-            metrics_interval,
-            store,
-            scripts,
-            stdlib,
-            max_attempts,
-            memory_limit,
-            callback_timeout,
-            max_value_bytes,
-            connect_timeout,
-            agent_timeout,
-            heartbeat_interval
-        );
+        with_scalar_settings!(from_env!(layer, get));
         let llm =
             LlmSettings::from_vars(&get).map_err(|e| Error::bad_llm_settings("environment", e))?;
         layer.llm = (llm != LlmSettings::default()).then_some(llm);
@@ -215,26 +223,10 @@ impl Config {
     pub fn resolve(layers: &[ConfigLayer]) -> Result<Config> {
         let mut cfg = Config::default();
         for layer in layers {
-            overlay!(
-                cfg,
-                layer,
-                max_agents,
-                spawn_timeout,
-                message_timeout,
-                blackboard_ttl,
-                metrics_interval,
-                store,
-                scripts,
-                stdlib,
-                max_attempts,
-                memory_limit,
-                callback_timeout,
-                max_value_bytes,
-                connect_timeout,
-                agent_timeout,
-                roles,
-                heartbeat_interval
-            );
+            with_scalar_settings!(overlay!(cfg, layer));
+            if let Some(roles) = &layer.roles {
+                cfg.roles = roles.clone();
+            }
             if let Some(llm) = &layer.llm {
                 llm.apply_to(&mut cfg.llm);
             }
