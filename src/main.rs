@@ -5,9 +5,11 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    cli::init_tracing();
     let code = match cli::Cli::parse_args() {
-        Ok(cli) => cli.execute(),
+        Ok(cli) => {
+            cli::init_tracing(cli.default_log_filter());
+            cli.execute()
+        }
         Err(code) => code,
     };
     ExitCode::from(code as u8)

@@ -109,6 +109,16 @@ impl Cli {
         })
     }
 
+    /// What is logged when `ORRERY_LOG` / `RUST_LOG` say nothing: script logs
+    /// and reloads while running tasks; only warnings while benchmarking,
+    /// whose hundreds of scripted edits and agents would drown the figures.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Bench(_) => "warn",
+            _ => "warn,orrery::script=info,orrery::reload=info",
+        }
+    }
+
     /// Runs the command; returns the exit code.
     pub fn execute(self) -> i32 {
         let result = match self.command {
@@ -160,12 +170,12 @@ pub fn report_error(e: &anyhow::Error) -> i32 {
         .map_or(exit::INTERNAL, Error::exit_code)
 }
 
-/// Logs to stderr; `ORRERY_LOG` (or `RUST_LOG`) picks the level, default:
-/// script logs and hot reloads at info, the rest of the host at warn.
-pub fn init_tracing() {
+/// Logs to stderr; `ORRERY_LOG` (or `RUST_LOG`) picks the level, else
+/// `default_filter` (see [`Cli::default_log_filter`]).
+pub fn init_tracing(default_filter: &str) {
     let filter = std::env::var("ORRERY_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "warn,orrery::script=info,orrery::reload=info".to_string());
+        .unwrap_or_else(|_| default_filter.to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
