@@ -178,3 +178,35 @@ async fn a_deploy_that_breaks_a_constraint_fails_below_the_threshold_without_gam
         assert_eq!(phases(&report, "alpha-1").last().unwrap(), "FAILED");
     }
 }
+
+/// The custom agent set in examples/word-count runs offline as its task file
+/// says: a role started twice is a pool, and each document is counted once.
+#[test]
+fn the_word_count_example_runs_with_its_own_scripts() {
+    let out = orrery(
+        &repo(),
+        &[
+            "run",
+            "examples/word-count/task.toml",
+            "--scripts",
+            "examples/word-count/scripts",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["outputs"]["total_words"], 34, "{}", show(&out));
+    let by_worker = report["outputs"]["documents_by_worker"]
+        .as_object()
+        .unwrap();
+    let handled: u64 = by_worker.values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(
+        handled, 4,
+        "each document counted exactly once: {by_worker:?}"
+    );
+    assert_eq!(
+        report["agents_used"],
+        serde_json::json!(["dispatcher-1", "worker-1", "worker-2"])
+    );
+    assert_eq!(report["metrics"]["custom"]["documents_counted"], 4);
+}

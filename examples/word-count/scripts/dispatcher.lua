@@ -1,0 +1,35 @@
+-- Sends each document to the worker pool and adds up what comes back.
+local M = {}
+
+function M.start(self)
+  state.set("PLANNING")
+  local docs = task.inputs.documents
+  self.pending = #docs
+  state.set("EXECUTING")
+  for i, text in ipairs(docs) do
+    bus.send("worker", "count", { doc = i, text = text })
+  end
+end
+
+function M.on_message(self, msg)
+  if msg.type ~= "counted" then return end
+  blackboard.set("counts/" .. msg.payload.doc, msg.payload.words)
+  blackboard.update("handled_by/" .. msg.payload.by, function(n) return (n or 0) + 1 end)
+  self.pending = self.pending - 1
+  if self.pending > 0 then return end
+
+  local total = 0
+  for _, key in ipairs(blackboard.keys("counts/")) do
+    total = total + blackboard.get(key)
+  end
+  local by = {}
+  for _, key in ipairs(blackboard.keys("handled_by/")) do
+    by[key:sub(#"handled_by/" + 1)] = blackboard.get(key)
+  end
+  task.output("total_words", total)
+  task.output("documents_by_worker", by)
+  bus.broadcast("done", {})
+  agent.finish()
+end
+
+return M
