@@ -212,6 +212,11 @@ pub(crate) fn json_error(origin: &str, text: &str, e: &serde_json::Error) -> Err
 /// `origin:line: [key: ]message` for an error at byte `at` of `text` (the key
 /// only for a value of the wrong kind; syntax errors name no key).
 fn file_error(origin: &str, text: &str, at: usize, message: String) -> Error {
+    // Parsers report positions that may fall inside a multi-byte character.
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
     let line = 1 + text[..at].matches('\n').count();
     let bad_value = ["invalid type", "invalid value", "invalid length"]
         .iter()

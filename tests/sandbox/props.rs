@@ -53,6 +53,26 @@ proptest! {
     }
 }
 
+/// Found by the property above: a parser's error position inside a
+/// multi-byte character must not panic the host.
+#[test]
+fn an_error_inside_a_multibyte_character_names_the_file() {
+    for text in [
+        "\"R\u{5576}\u{499ee}",
+        "\"\u{499ee}\u{499ee}",
+        "id = \"\u{499ee}",
+    ] {
+        for parsed in [
+            Task::from_json(text, "file.json"),
+            Task::from_toml(text, "file.toml"),
+        ] {
+            let e = parsed.expect_err("not a task");
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().starts_with("file."), "{e}");
+        }
+    }
+}
+
 /// A VM set up as an agent's, on its own embedded store.
 struct Vm {
     lua: Lua,
