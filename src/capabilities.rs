@@ -84,6 +84,8 @@ impl Capabilities {
     /// True when `host:port` (a URL's host and effective port) is allowed;
     /// `default_port` is the URL scheme's.
     pub fn allows_host(&self, host: &str, port: u16, default_port: u16) -> bool {
+        // A URL's IPv6 host comes in brackets (`[::1]`); grants are compared without.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         self.http.iter().any(|entry| match parse_host(entry) {
             Ok((h, p)) => h.eq_ignore_ascii_case(host) && p.unwrap_or(default_port) == port,
             Err(_) => false,
@@ -110,4 +112,34 @@ fn parse_host(entry: &str) -> std::result::Result<(&str, Option<u16>), String> {
         return Err(FORM.into());
     }
     Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Capabilities;
+
+    fn grants(http: &[&str]) -> Capabilities {
+        Capabilities {
+            http: http.iter().map(|s| s.to_string()).collect(),
+            ..Capabilities::default()
+        }
+    }
+
+    #[test]
+    fn hosts_match_by_name_and_port_with_or_without_ipv6_brackets() {
+        let caps = grants(&["127.0.0.1:8080", "[::1]:9000", "api.example.com"]);
+        assert!(caps.allows_host("127.0.0.1", 8080, 80));
+        assert!(!caps.allows_host("127.0.0.1", 8081, 80));
+        assert!(
+            caps.allows_host("[::1]", 9000, 80),
+            "as Url::host_str gives it"
+        );
+        assert!(caps.allows_host("::1", 9000, 80));
+        assert!(!caps.allows_host("[::1]", 9001, 80));
+        assert!(
+            caps.allows_host("API.example.com", 443, 443),
+            "a bare host: the default port"
+        );
+        assert!(!caps.allows_host("api.example.com", 8443, 443));
+    }
 }
