@@ -5,28 +5,17 @@
 //!
 //! One test binary; each concern is a module under `tests/sandbox/`.
 
-#[path = "common/mod.rs"]
+#[path = "../common/mod.rs"]
 mod common;
 
-#[path = "sandbox/bad_input.rs"]
 mod bad_input;
-#[path = "sandbox/budgets.rs"]
 mod budgets;
-#[path = "sandbox/capabilities.rs"]
 mod capabilities;
-#[path = "sandbox/escapes.rs"]
 mod escapes;
-#[path = "sandbox/keys.rs"]
 mod keys;
-#[path = "sandbox/memory.rs"]
 mod memory;
-#[path = "sandbox/panics.rs"]
 mod panics;
-#[path = "sandbox/patterns.rs"]
 mod patterns;
-#[path = "sandbox/props.rs"]
 mod props;
-#[path = "sandbox/sizes.rs"]
 mod sizes;
-#[path = "sandbox/util.rs"]
 mod util;

@@ -4,18 +4,12 @@
 //!
 //! One test binary; each concern is a module under `tests/reload/`.
 
-#[path = "common/mod.rs"]
+#[path = "../common/mod.rs"]
 mod common;
 
-#[path = "reload/bench.rs"]
 mod bench;
-#[path = "reload/cli.rs"]
 mod cli;
-#[path = "reload/files.rs"]
 mod files;
-#[path = "reload/modules.rs"]
 mod modules;
-#[path = "reload/roles.rs"]
 mod roles;
-#[path = "reload/session.rs"]
 mod session;

@@ -1,0 +1,24 @@
+//! Integration tests of the host itself (issue one): real Lua scripts driven
+//! through every primitive of the API — blackboard, bus, state, spawn, lock,
+//! metrics — on every store, plus the `orrery` binary's reports, errors and
+//! exit codes, and a smoke run of `orrery bench`.
+//!
+//! One test binary; each concern is a module beside this file.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod annotations;
+mod bad_input;
+mod bench;
+mod blackboard;
+mod bus;
+mod config;
+mod deploy;
+mod lifecycle;
+mod lock;
+mod script_errors;
+mod spawn;
+mod state;
+mod timeout;
+mod util;
