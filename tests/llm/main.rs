@@ -5,7 +5,6 @@
 //! the binary, the default agents' use of the LLM, and the LLM settings.
 //!
 //! One test binary; each concern is a module beside this file.
-//! `#[path]`, since a test crate's root resolves `mod` beside itself).
 
 #[path = "../common/mod.rs"]
 mod common;

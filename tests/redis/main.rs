@@ -4,7 +4,7 @@
 //! faults (server restart, unreachable server, a host killed), `inspect` and
 //! `clean`, and the benchmark harness.
 //!
-//! One test binary; each concern is a module under `tests/redis/`.
+//! One test binary; each concern is a module beside this file.
 
 #[path = "../common/mod.rs"]
 mod common;

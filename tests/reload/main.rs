@@ -2,7 +2,7 @@
 //! scripts are rewritten on disk while they run, observed through the agents'
 //! messages and blackboard writes and the reloader's events — never sleeps.
 //!
-//! One test binary; each concern is a module under `tests/reload/`.
+//! One test binary; each concern is a module beside this file.
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -3,7 +3,7 @@
 //! through the real binary. Each test feeds one bad thing and asserts the
 //! error and that the rest of the task (other agents, stored state) is intact.
 //!
-//! One test binary; each concern is a module under `tests/sandbox/`.
+//! One test binary; each concern is a module beside this file.
 
 #[path = "../common/mod.rs"]
 mod common;
