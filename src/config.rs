@@ -300,7 +300,7 @@ impl Config {
         }
         check_store_url(&self.store).map_err(|m| Error::bad_input("setting store", m))?;
         for (role, settings) in &self.roles {
-            if !crate::scripts::is_role_name(role) {
+            if !crate::task::is_role_name(role) {
                 return Err(Error::bad_input(
                     format!("setting roles.{role}"),
                     "a role name is letters, digits and '_'",

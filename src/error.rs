@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::llm::LlmError;
+use crate::llm::{BudgetSpent, LlmError};
 use crate::store::StoreError;
 
 /// Exit codes of the `orrery` binary, one per error kind (documented in README.md).
@@ -243,3 +243,13 @@ fn key_before(before: &str) -> Option<String> {
 
 /// Result with the host's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<BudgetSpent> for Error {
+    fn from(spent: BudgetSpent) -> Self {
+        Error::LlmBudget {
+            agent: spent.agent,
+            used: spent.used,
+            budget: spent.budget,
+        }
+    }
+}
