@@ -4,10 +4,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+// tokio's clock, so tests can pause and advance time past waits.
+use tokio::time::Instant;
 
 use crate::store::{Delivery, Envelope, QueuedMessage};
 
