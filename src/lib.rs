@@ -7,6 +7,9 @@
 //! [`inspect`] reads what a task left in a shared store.
 #![warn(missing_docs)]
 
+#[macro_use]
+mod text_enum;
+
 pub mod agent;
 pub mod bench;
 pub mod capabilities;

@@ -24,7 +24,7 @@ use tokio::task::{Id as TaskId, JoinSet};
 use crate::agent::AgentOutcome;
 use crate::config::Config;
 use crate::coordination::{Coordination, SpawnRequest, now_ms};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::llm::{BudgetSpent, LlmClient, TaskLlm};
 use crate::reload::{ReloadEvent, ReloadOptions, Reloader};
 use crate::report::{ReportedError, RunReport, TaskStatus};
@@ -282,7 +282,7 @@ impl Orchestrator {
         tracing::error!("{spent}");
         self.budget_error = Some(ReportedError {
             agent,
-            kind: spent.kind().to_string(),
+            kind: spent.kind(),
             message: spent.to_string(),
             fatal: true,
             exit_code: spent.exit_code(),
@@ -293,7 +293,7 @@ impl Orchestrator {
     fn record(&mut self, agent: &str, e: &Error, fatal: bool) {
         self.errors.push(ReportedError {
             agent: agent.to_string(),
-            kind: e.kind().to_string(),
+            kind: e.kind(),
             message: e.to_string(),
             fatal,
             exit_code: e.exit_code(),
@@ -326,7 +326,7 @@ impl Orchestrator {
         for (queue, count) in coord.bus.undelivered().await? {
             self.errors.push(ReportedError {
                 agent: "host".into(),
-                kind: "undelivered".into(),
+                kind: ErrorKind::Undelivered,
                 message: format!(
                     "{count} message(s) to '{queue}' were never taken: no agent read them before the task ended"
                 ),

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::AgentPhase;
 use super::blackboard::check_size;
 use crate::error::{Error, Result};
-use crate::store::{Delivery, Envelope, Store};
+use crate::store::{Delivery, Envelope, MessageState, Store};
 
 /// The address every live agent gets a copy of a message sent to.
 pub const BROADCAST: &str = "*";
@@ -230,7 +230,7 @@ impl MessageBus {
         let list = self.store.queue_list(&self.task).await?;
         Ok(list
             .iter()
-            .all(|m| m.state == "dead" || !readers.contains(&m.queue)))
+            .all(|m| m.state == MessageState::Dead || !readers.contains(&m.queue)))
     }
 
     /// The queues some live agent reads: its id and its role, for the agents
@@ -260,7 +260,7 @@ impl MessageBus {
     pub async fn undelivered(&self) -> Result<Vec<(String, usize)>> {
         let mut counts = BTreeMap::new();
         for m in self.store.queue_list(&self.task).await? {
-            if m.state != "dead" {
+            if m.state != MessageState::Dead {
                 *counts.entry(m.queue).or_insert(0) += 1;
             }
         }
