@@ -23,6 +23,7 @@ pub use users::CodeUsers;
 /// The stdlib modules compiled into the binary; a file of the same name in the
 /// stdlib directory overrides one.
 const EMBEDDED_STDLIB: &[(&str, &str)] = &[
+    ("check", include_str!("../stdlib/check.lua")),
     ("plan", include_str!("../stdlib/plan.lua")),
     ("validate", include_str!("../stdlib/validate.lua")),
     ("retry", include_str!("../stdlib/retry.lua")),

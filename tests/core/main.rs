@@ -21,5 +21,6 @@ mod lock;
 mod script_errors;
 mod spawn;
 mod state;
+mod stdlib_check;
 mod timeout;
 mod util;
