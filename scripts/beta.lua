@@ -6,6 +6,11 @@
 local prompt = require("prompt")
 local validate = require("validate")
 
+--- The executor's role table: the callbacks, and the step actions by name.
+---@class orrery.Executor: orrery.Role
+---@field actions table<string, fun(step: table): table>
+
+---@type orrery.Executor
 local M = {}
 
 local EXECUTOR = [[You are the executor of a multi-agent system. Carry out the step you are
