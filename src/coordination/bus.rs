@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::AgentPhase;
 use super::blackboard::check_size;
+use super::state::is_live;
 use crate::error::{Error, Result};
 use crate::store::{Delivery, Envelope, MessageState, Store};
 
@@ -140,11 +141,7 @@ impl MessageBus {
     async fn broadcast_targets(&self, from: &str) -> Result<BTreeSet<String>> {
         let mut targets: BTreeSet<String> = self.directory.read().keys().cloned().collect();
         for record in self.store.agent_list(&self.task).await? {
-            let ended = record
-                .phase
-                .parse::<AgentPhase>()
-                .map_or(true, AgentPhase::is_terminal);
-            if !ended {
+            if is_live(&record) {
                 targets.insert(record.id);
             }
         }
@@ -243,11 +240,7 @@ impl MessageBus {
         }
         if !self.store.is_embedded() {
             for record in self.store.agent_list(&self.task).await? {
-                let ended = record
-                    .phase
-                    .parse::<AgentPhase>()
-                    .map_or(true, AgentPhase::is_terminal);
-                if !ended {
+                if is_live(&record) {
                     readers.insert(record.id);
                     readers.insert(record.role);
                 }

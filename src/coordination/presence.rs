@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::state::is_live;
 use super::{Activity, AgentPhase, AgentStateManager, MessageBus, now_ms};
 use crate::error::Result;
 use crate::store::{HostRecord, HostRole, HostState, Store};
@@ -105,12 +106,11 @@ impl Presence {
         if others.is_empty() {
             return Ok(false);
         }
-        Ok(states.list().await?.iter().any(|a| {
-            others.iter().any(|h| h.id == a.host)
-                && a.phase
-                    .parse::<AgentPhase>()
-                    .is_ok_and(|p| !p.is_terminal())
-        }))
+        Ok(states
+            .list()
+            .await?
+            .iter()
+            .any(|a| others.iter().any(|h| h.id == a.host) && is_live(a)))
     }
 
     /// Finds processes that stopped heartbeating, marks them lost (once, even
@@ -142,11 +142,7 @@ impl Presence {
             host.state = HostState::Lost;
             self.store.heartbeat(&self.task, &host, &[]).await?;
             for agent in states.list().await? {
-                let running = agent
-                    .phase
-                    .parse::<AgentPhase>()
-                    .is_ok_and(|p| !p.is_terminal());
-                if agent.host != host.id || !running {
+                if agent.host != host.id || !is_live(&agent) {
                     continue;
                 }
                 let reason = format!(
