@@ -2,7 +2,7 @@
 //! server, request and completion builders, custom responders, and runs of
 //! Lua agents (in-process or through the binary) with LLM settings.
 
-pub use crate::common::{Backend, Scratch, orrery_env, repo, show, task};
+pub use crate::common::{Backend, Scratch, closed_port, orrery_env, repo, show, task};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -79,16 +79,21 @@ impl Respond for Arrivals {
     }
 }
 
+/// The request's Authorization header, or `<none>`.
+fn authorization(request: &Request) -> &str {
+    request
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("<none>")
+}
+
 /// Echoes the request's Authorization header back in the body.
 pub struct EchoAuth(pub u16);
 
 impl Respond for EchoAuth {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let auth = request
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("<none>");
+        let auth = authorization(request);
         ResponseTemplate::new(self.0).set_body_string(format!("denied: you sent {{{auth}}}"))
     }
 }
@@ -100,12 +105,7 @@ pub struct EchoAuthCompletion(pub &'static str);
 
 impl Respond for EchoAuthCompletion {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let auth = request
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("<none>");
-        let content = self.0.replace("{auth}", auth);
+        let content = self.0.replace("{auth}", authorization(request));
         ResponseTemplate::new(200).set_body_json(completion(&content, "echo/model", 5, 5))
     }
 }
