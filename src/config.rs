@@ -53,6 +53,9 @@ pub struct Config {
     /// process silent for 5 periods is lost, and its agents' messages go back
     /// to their queues.
     pub heartbeat_interval: u64,
+    /// Entries of the run journal a shared store keeps in the task's stream
+    /// (`task:{id}:journal`, for `orrery tail`); 0 keeps none.
+    pub journal_max_len: usize,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             agent_timeout: 3_600_000,
             roles: BTreeMap::new(),
             heartbeat_interval: 1_000,
+            journal_max_len: 10_000,
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct ConfigLayer {
     pub roles: Option<BTreeMap<String, RoleConfig>>,
     /// [`Config::heartbeat_interval`] (ms).
     pub heartbeat_interval: Option<u64>,
+    /// [`Config::journal_max_len`].
+    pub journal_max_len: Option<usize>,
 }
 
 /// Calls `$mac!($args, <every setting that is one value>)`: the one list of
@@ -141,7 +147,8 @@ macro_rules! with_scalar_settings {
             max_value_bytes,
             connect_timeout,
             agent_timeout,
-            heartbeat_interval
+            heartbeat_interval,
+            journal_max_len
         )
     };
 }

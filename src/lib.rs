@@ -20,11 +20,13 @@ pub mod http_client;
 pub mod inspect;
 pub mod llm;
 pub mod lua_api;
+pub mod observe;
 pub mod orchestrator;
 pub mod reload;
 pub mod report;
 pub mod scripts;
 pub mod store;
 pub mod task;
+pub mod trace;
 
 pub use error::{Error, Result};

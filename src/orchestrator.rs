@@ -11,6 +11,7 @@
 //! [`shared`]).
 
 mod agents;
+mod observed;
 mod quiet;
 mod shared;
 
@@ -175,12 +176,11 @@ impl Orchestrator {
         })
     }
 
-    /// Runs the task to its end. Errors only when the run could not start
-    /// (SpawnLimit, store failure, a live run of the same task in a shared
-    /// store); failures of agents are in the report.
-    pub async fn run(mut self) -> Result<RunReport> {
+    /// [`run`](Self::run) without the journal's and the trace's start and end.
+    async fn run_to_end(mut self) -> Result<RunReport> {
         let started_at = Instant::now();
         let deadline = self.open().await?;
+        self.journal_started();
         for role in self.initial_roles() {
             self.start_agent(&role, None).await?;
         }
@@ -287,6 +287,7 @@ impl Orchestrator {
             fatal: true,
             exit_code: spent.exit_code(),
         });
+        self.journal_error(self.budget_error.as_ref());
         true
     }
 
@@ -298,6 +299,7 @@ impl Orchestrator {
             fatal,
             exit_code: e.exit_code(),
         });
+        self.journal_error(self.errors.last());
     }
 
     fn spawn_metrics_flusher(&self) -> tokio::task::JoinHandle<()> {
@@ -333,6 +335,7 @@ impl Orchestrator {
                 fatal: false,
                 exit_code: crate::error::exit::OK,
             });
+            self.journal_error(self.errors.last());
         }
         let records = coord.states.list().await?;
         let phases: BTreeMap<String, Vec<String>> = records

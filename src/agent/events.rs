@@ -149,6 +149,7 @@ impl Agent {
                 delivery.envelope.attempts
             );
             tracing::error!(agent = %ctx.id, "{message}");
+            ctx.coord.journal.record(|| script_error(&message));
             self.handler_errors.push(message);
         }
         fatal.map_or(Ok(()), Err)
@@ -220,8 +221,18 @@ impl Agent {
 
     fn record_handler_error(&mut self, message: String) {
         tracing::error!(agent = %self.ctx.id, "{message}");
+        self.ctx.coord.journal.record(|| script_error(&message));
         self.ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
         self.handler_errors.push(message);
+    }
+}
+
+/// The journal event of a handler error the report will list (non-fatal).
+fn script_error(message: &str) -> crate::coordination::journal::Event {
+    crate::coordination::journal::Event::Error {
+        error_kind: crate::error::ErrorKind::Script.to_string(),
+        message: message.to_string(),
+        fatal: false,
     }
 }
 

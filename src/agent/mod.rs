@@ -25,6 +25,7 @@ use std::time::Duration;
 use budget::Budget;
 use mlua::{Function, Lua, Table, Value};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::coordination::AgentPhase;
 use crate::error::{Error, Result};
@@ -121,6 +122,7 @@ impl Agent {
         name: &str,
         fut: impl std::future::Future<Output = mlua::Result<T>>,
     ) -> std::result::Result<T, CallbackFailure> {
+        let fut = fut.instrument(crate::trace::callback(&self.ctx.id, name));
         let result = self.budget.metered(&self.lua, name, fut).await;
         self.judge(name, result)
     }

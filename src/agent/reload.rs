@@ -29,6 +29,7 @@ use mlua::{Table, Value};
 
 use super::modules::{self, ModuleGraph};
 use super::{Agent, errors, load_module};
+use crate::coordination::journal::Event;
 use crate::error::{Error, Result};
 use crate::lua_api::{self, HANDLERS, WATCHES};
 use crate::scripts::Script;
@@ -103,6 +104,10 @@ impl Agent {
                     .host
                     .reload_errors
                     .fetch_add(1, Ordering::Relaxed);
+                self.ctx.coord.journal.record(|| Event::ReloadRefused {
+                    path: changed.clone(),
+                    error: e.to_string(),
+                });
                 tracing::error!(
                     target: LOG_TARGET,
                     agent = %id,

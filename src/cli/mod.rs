@@ -7,7 +7,10 @@ mod clean;
 mod drive;
 mod inspect;
 mod join;
+mod observe;
+mod report;
 mod run;
+mod tail;
 
 use std::path::PathBuf;
 
@@ -38,6 +41,10 @@ enum Command {
     Clean(clean::CleanArgs),
     /// Measure the host on the embedded store and print the figures.
     Bench(bench::BenchArgs),
+    /// Follow the journal of a task in a shared store, live, from its start.
+    Tail(tail::TailArgs),
+    /// Render a journal (JSON Lines from --journal) as one self-contained HTML page.
+    Report(report::ReportArgs),
 }
 
 /// Settings flags shared by the commands that load a configuration.
@@ -124,14 +131,17 @@ impl Cli {
     pub fn execute(self) -> i32 {
         let result = match self.command {
             Command::Run(args) => run::execute(args),
-            Command::Dev(args) => run::execute(run::RunArgs {
-                watch: true,
-                ..args
-            }),
+            Command::Dev(mut args) => {
+                args.watch = true;
+                args.observe.ui = true;
+                run::execute(args)
+            }
             Command::Check(args) => check::execute(args),
             Command::Inspect(args) => inspect::execute(args),
             Command::Clean(args) => clean::execute(args),
             Command::Bench(args) => bench::execute(args),
+            Command::Tail(args) => tail::execute(args),
+            Command::Report(args) => report::execute(args),
         };
         match result {
             Ok(code) => code,

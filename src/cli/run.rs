@@ -11,6 +11,7 @@ use anyhow::Context;
 use orrery::llm::{LlmMode, LlmSettings};
 use orrery::orchestrator::Orchestrator;
 use orrery::reload::ReloadOptions;
+use orrery::report::TaskStatus;
 use orrery::scripts::ScriptRegistry;
 use orrery::store;
 use orrery::task::Task;
@@ -48,6 +49,8 @@ pub struct RunArgs {
     pub config: ConfigArgs,
     #[command(flatten)]
     pub llm: LlmArgs,
+    #[command(flatten)]
+    pub observe: super::observe::ObserveArgs,
 }
 
 /// Where `llm.chat` gets its answers. The API key is read from the
@@ -95,7 +98,7 @@ impl LlmArgs {
 pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let config = args.config.resolve_with(args.llm.settings())?;
     if let Some(task_id) = &args.join {
-        return super::join::execute(task_id, args.role, args.quiet, args.json, config);
+        return super::join::execute(task_id, &args, config);
     }
     let path = args
         .task
@@ -124,10 +127,11 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         config.scripts.display().to_string()
     };
     let runtime = super::runtime()?;
-    let report = runtime.block_on(async {
+    runtime.block_on(async {
         let store = store::open(&config).await?;
         let llm_line = describe_llm(&config.llm);
         let mut orchestrator = Orchestrator::new(task, config, store, registry)?;
+        let observers = args.observe.start(orchestrator.coordination()).await?;
         if !args.quiet && orchestrator.llm().mode() != LlmMode::Mock {
             eprintln!("{}", orchestrator.llm().redact(&llm_line));
         }
@@ -135,9 +139,15 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             orchestrator.watch(ReloadOptions::default())?;
             eprintln!("watching {watched} for changes (Ctrl-C to stop)");
         }
-        drive(orchestrator, args.quiet).await
-    });
-    print_report(&report.context("task did not run")?, args.json)
+        let report = drive(orchestrator, args.quiet)
+            .await
+            .context("task did not run")?;
+        let code = print_report(&report, args.json)?;
+        observers
+            .finish(report.status == TaskStatus::Interrupted)
+            .await;
+        Ok(code)
+    })
 }
 
 /// One line saying where LLM answers come from (the key is never shown).

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use super::MetricsCollector;
+use super::journal::{Event, SMALL_VALUE_BYTES};
+use super::{Journal, MetricsCollector};
 use crate::error::{Error, Result};
 use crate::store::{BlackboardEvent, Store};
 
@@ -25,6 +26,7 @@ pub struct Blackboard {
     ttl: Duration,
     metrics: Arc<MetricsCollector>,
     max_value_bytes: usize,
+    journal: Journal,
 }
 
 impl Blackboard {
@@ -34,6 +36,7 @@ impl Blackboard {
         ttl: Duration,
         metrics: Arc<MetricsCollector>,
         max_value_bytes: usize,
+        journal: Journal,
     ) -> Self {
         Blackboard {
             store,
@@ -41,17 +44,19 @@ impl Blackboard {
             ttl,
             metrics,
             max_value_bytes,
+            journal,
         }
     }
 
     /// Stores `value` under `key`. Fails on a bad key, a value over the size limit, or a store failure.
     pub async fn set(&self, key: &str, value: &Value) -> Result<()> {
         check_key(key)?;
-        check_size(value, self.max_value_bytes, || {
+        let bytes = check_size(value, self.max_value_bytes, || {
             format!("blackboard key '{key}'")
         })?;
         self.store.bb_set(&self.task, key, value, self.ttl).await?;
         self.metrics.blackboard_write();
+        self.journal.record(|| written(key, bytes, value));
         Ok(())
     }
 
@@ -68,6 +73,7 @@ impl Blackboard {
         check_key(key)?;
         let existed = self.store.bb_delete(&self.task, key).await?;
         self.metrics.blackboard_write();
+        self.journal.record(|| deleted(key, existed));
         Ok(existed)
     }
 
@@ -89,8 +95,9 @@ impl Blackboard {
         new: Option<&Value>,
     ) -> Result<bool> {
         check_key(key)?;
+        let mut bytes = 0;
         if let Some(v) = new {
-            check_size(v, self.max_value_bytes, || {
+            bytes = check_size(v, self.max_value_bytes, || {
                 format!("blackboard key '{key}'")
             })?;
         }
@@ -101,6 +108,8 @@ impl Blackboard {
         self.metrics.blackboard_read();
         if swapped {
             self.metrics.blackboard_write();
+            self.journal
+                .record(|| new.map_or_else(|| deleted(key, true), |v| written(key, bytes, v)));
         }
         Ok(swapped)
     }
@@ -161,8 +170,12 @@ fn check_key(key: &str) -> Result<()> {
 }
 
 /// Refuses values whose JSON form is larger than `limit` bytes; the error
-/// names `what` (built only then).
-pub(crate) fn check_size(value: &Value, limit: usize, what: impl FnOnce() -> String) -> Result<()> {
+/// names `what` (built only then). Returns the (approximate) size.
+pub(crate) fn check_size(
+    value: &Value,
+    limit: usize,
+    what: impl FnOnce() -> String,
+) -> Result<usize> {
     let size = json_size(value, limit);
     if size > limit {
         return Err(Error::bad_input(
@@ -170,7 +183,24 @@ pub(crate) fn check_size(value: &Value, limit: usize, what: impl FnOnce() -> Str
             format!("value is larger than max_value_bytes ({limit} bytes)"),
         ));
     }
-    Ok(())
+    Ok(size)
+}
+
+/// The journal event of a write of `key`, with the value itself when it is small.
+fn written(key: &str, bytes: usize, value: &Value) -> Event {
+    Event::BlackboardWrite {
+        key: key.to_string(),
+        bytes,
+        value: (bytes <= SMALL_VALUE_BYTES).then(|| value.clone()),
+    }
+}
+
+/// The journal event of a delete of `key`.
+fn deleted(key: &str, existed: bool) -> Event {
+    Event::BlackboardDelete {
+        key: key.to_string(),
+        existed,
+    }
 }
 
 /// An upper bound of the JSON size of `v`, computed without serializing and

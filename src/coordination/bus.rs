@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::AgentPhase;
 use super::blackboard::check_size;
+use super::journal::{Event, Journal, SMALL_VALUE_BYTES};
 use super::state::is_live;
 use crate::error::{Error, Result};
 use crate::store::{Delivery, Envelope, MessageState, Store};
@@ -41,6 +42,7 @@ pub struct MessageBus {
     known_roles: RwLock<Vec<String>>,
     /// Roles another process of the task has scripts for.
     remote_roles: RwLock<Vec<String>>,
+    journal: Journal,
 }
 
 impl MessageBus {
@@ -49,6 +51,7 @@ impl MessageBus {
         task: &str,
         max_attempts: u32,
         max_value_bytes: usize,
+        journal: Journal,
     ) -> Self {
         MessageBus {
             store,
@@ -61,6 +64,7 @@ impl MessageBus {
             departed: RwLock::default(),
             known_roles: RwLock::default(),
             remote_roles: RwLock::default(),
+            journal,
         }
     }
 
@@ -106,7 +110,7 @@ impl MessageBus {
         payload: Value,
     ) -> Result<String> {
         let (to, kind) = (to.into(), kind.into());
-        check_size(&payload, self.max_value_bytes, || {
+        let bytes = check_size(&payload, self.max_value_bytes, || {
             format!("message '{kind}' to '{to}'")
         })?;
         if to != BROADCAST {
@@ -121,6 +125,7 @@ impl MessageBus {
             payload,
             attempts: 0,
         };
+        let journaled = self.journal.is_on().then(|| sent(&envelope, bytes));
         if envelope.to == BROADCAST {
             for target in self.broadcast_targets(from).await? {
                 self.store
@@ -132,6 +137,9 @@ impl MessageBus {
             self.store
                 .queue_push_owned(&self.task, &queue, envelope)
                 .await?;
+        }
+        if let Some(event) = journaled {
+            self.journal.record(|| event);
         }
         Ok(id)
     }
@@ -195,24 +203,34 @@ impl MessageBus {
 
     /// The handler of `delivery` returned: the message is done.
     pub async fn ack(&self, delivery: &Delivery) -> Result<()> {
-        Ok(self.store.queue_ack(&self.task, delivery).await?)
+        self.store.queue_ack(&self.task, delivery).await?;
+        self.journal.record(|| settled(delivery, Settled::Handled));
+        Ok(())
     }
 
     /// The handler of `delivery` failed: redeliver it, or dead-letter it after
     /// `max_attempts`. True when dead-lettered.
     pub async fn nack(&self, delivery: &Delivery) -> Result<bool> {
-        Ok(self
+        let dead = self
             .store
             .queue_nack(&self.task, delivery, self.max_attempts)
-            .await?)
+            .await?;
+        self.journal
+            .record(|| settled(delivery, Settled::GivenBack { dead }));
+        Ok(dead)
     }
 
     /// Gives back every message agent `consumer` took and did not acknowledge.
     pub async fn release(&self, consumer: &str) -> Result<usize> {
-        Ok(self
+        let count = self
             .store
             .queue_release_consumer(&self.task, consumer)
-            .await?)
+            .await?;
+        if count > 0 {
+            self.journal
+                .record_for(consumer, || Event::MessagesReleased { count });
+        }
+        Ok(count)
     }
 
     /// True when no message waits or is in flight on a queue a live agent
@@ -258,6 +276,49 @@ impl MessageBus {
             }
         }
         Ok(counts.into_iter().collect())
+    }
+}
+
+/// The journal event of a message sent, with its payload when it is small.
+fn sent(envelope: &Envelope, bytes: usize) -> Event {
+    Event::MessageSent {
+        id: envelope.id.clone(),
+        to: envelope.to.clone(),
+        message_type: envelope.kind.clone(),
+        bytes,
+        payload: (bytes <= SMALL_VALUE_BYTES).then(|| envelope.payload.clone()),
+    }
+}
+
+/// How a delivery ended.
+enum Settled {
+    Handled,
+    GivenBack { dead: bool },
+}
+
+/// The journal event of a delivery that ended `how`.
+fn settled(delivery: &Delivery, how: Settled) -> Event {
+    let e = &delivery.envelope;
+    let (id, from, message_type) = (e.id.clone(), e.from.clone(), e.kind.clone());
+    match how {
+        Settled::Handled => Event::MessageHandled {
+            id,
+            from,
+            message_type,
+            attempt: e.attempts,
+        },
+        Settled::GivenBack { dead: false } => Event::MessageGivenBack {
+            id,
+            from,
+            message_type,
+            attempt: e.attempts,
+        },
+        Settled::GivenBack { dead: true } => Event::MessageDeadLettered {
+            id,
+            from,
+            message_type,
+            attempts: e.attempts,
+        },
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::MetricsCollector;
+use super::journal::{Event, Journal};
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -25,17 +26,24 @@ pub struct LockManager {
     store: Arc<dyn Store>,
     task: String,
     metrics: Arc<MetricsCollector>,
+    journal: Journal,
 }
 
 /// Longest pause between two tries while waiting.
 const MAX_BACKOFF: Duration = Duration::from_millis(20);
 
 impl LockManager {
-    pub(super) fn new(store: Arc<dyn Store>, task: &str, metrics: Arc<MetricsCollector>) -> Self {
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        task: &str,
+        metrics: Arc<MetricsCollector>,
+        journal: Journal,
+    ) -> Self {
         LockManager {
             store,
             task: task.to_string(),
             metrics,
+            journal,
         }
     }
 
@@ -49,7 +57,8 @@ impl LockManager {
     ) -> Result<Option<LockGrant>> {
         check_name(name)?;
         let token = format!("{:032x}", rand::random::<u128>());
-        let deadline = Instant::now() + wait;
+        let started = Instant::now();
+        let deadline = started + wait;
         let mut pause = Duration::from_micros(200);
         let mut waited = false;
         loop {
@@ -58,11 +67,14 @@ impl LockManager {
                 .lock_try_acquire(&self.task, name, &token, ttl)
                 .await?
             {
-                return Ok(Some(LockGrant {
-                    name: name.to_string(),
-                    token,
+                let waited_ms = ms(started.elapsed());
+                let name = name.to_string();
+                self.journal.record(|| Event::LockAcquired {
+                    name: name.clone(),
                     fence,
-                }));
+                    waited_ms,
+                });
+                return Ok(Some(LockGrant { name, token, fence }));
             }
             if !waited {
                 waited = true;
@@ -73,6 +85,11 @@ impl LockManager {
             }
             let now = Instant::now();
             if now >= deadline {
+                let waited_ms = ms(started.elapsed());
+                self.journal.record(|| Event::LockTimedOut {
+                    name: name.to_string(),
+                    waited_ms,
+                });
                 return Ok(None);
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
@@ -82,19 +99,39 @@ impl LockManager {
 
     /// Releases a grant; false when it had already expired or been taken over.
     pub async fn release(&self, grant: &LockGrant) -> Result<bool> {
-        Ok(self
+        let released = self
             .store
             .lock_release(&self.task, &grant.name, &grant.token)
-            .await?)
+            .await?;
+        self.journal.record(|| ended(grant, released));
+        Ok(released)
     }
 
     /// Extends a grant to `ttl` from now; false when it is no longer held.
     pub async fn extend(&self, grant: &LockGrant, ttl: Duration) -> Result<bool> {
-        Ok(self
+        let extended = self
             .store
             .lock_extend(&self.task, &grant.name, &grant.token, ttl)
-            .await?)
+            .await?;
+        if !extended {
+            self.journal.record(|| ended(grant, false));
+        }
+        Ok(extended)
     }
+}
+
+/// The journal event of a grant let go (`released`) or found expired.
+fn ended(grant: &LockGrant, released: bool) -> Event {
+    let (name, fence) = (grant.name.clone(), grant.fence);
+    if released {
+        Event::LockReleased { name, fence }
+    } else {
+        Event::LockExpired { name, fence }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 fn check_name(name: &str) -> Result<()> {

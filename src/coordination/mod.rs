@@ -7,6 +7,7 @@
 mod activity;
 mod blackboard;
 mod bus;
+pub mod journal;
 mod locks;
 mod metrics;
 mod presence;
@@ -19,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use activity::Activity;
 pub use blackboard::{Blackboard, OUTPUT_PREFIX};
 pub use bus::{BROADCAST, MessageBus};
+pub use journal::Journal;
 pub use locks::{LockGrant, LockManager};
 pub use metrics::{
     AgentCounters, AgentMetrics, CoordinationMetrics, HostCounters, MetricsCollector,
@@ -62,6 +64,8 @@ pub struct Coordination {
     pub activity: Activity,
     /// This process among those sharing the task.
     pub presence: Presence,
+    /// The run journal (off until a sink is attached).
+    pub journal: Journal,
 }
 
 impl Coordination {
@@ -79,6 +83,7 @@ impl Coordination {
             &task.id,
             Duration::from_millis(config.heartbeat_interval),
         );
+        let journal = Journal::new(presence.host());
         Arc::new(Coordination {
             blackboard: Blackboard::new(
                 store.clone(),
@@ -86,18 +91,33 @@ impl Coordination {
                 ttl,
                 metrics.clone(),
                 config.max_value_bytes,
+                journal.clone(),
             ),
             bus: MessageBus::new(
                 store.clone(),
                 &task.id,
                 config.max_attempts,
                 config.max_value_bytes,
+                journal.clone(),
             ),
-            states: AgentStateManager::new(store.clone(), &task.id, presence.host()),
-            spawner: SpawnController::new(&task, &config, store.clone(), metrics.clone(), launcher),
-            locks: LockManager::new(store.clone(), &task.id, metrics.clone()),
+            states: AgentStateManager::new(
+                store.clone(),
+                &task.id,
+                presence.host(),
+                journal.clone(),
+            ),
+            spawner: SpawnController::new(
+                &task,
+                &config,
+                store.clone(),
+                metrics.clone(),
+                launcher,
+                journal.clone(),
+            ),
+            locks: LockManager::new(store.clone(), &task.id, metrics.clone(), journal.clone()),
             activity: Activity::default(),
             presence,
+            journal,
             metrics,
             task,
             config,

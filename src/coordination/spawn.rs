@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::MetricsCollector;
+use super::journal::{Event, Journal};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -38,6 +39,7 @@ pub struct SpawnController {
     live: AtomicUsize,
     max_agents: usize,
     spawn_timeout: Duration,
+    journal: Journal,
 }
 
 impl SpawnController {
@@ -47,6 +49,7 @@ impl SpawnController {
         store: Arc<dyn Store>,
         metrics: Arc<MetricsCollector>,
         launcher: mpsc::UnboundedSender<SpawnRequest>,
+        journal: Journal,
     ) -> Self {
         SpawnController {
             task: task.id.clone(),
@@ -57,6 +60,7 @@ impl SpawnController {
             live: AtomicUsize::new(0),
             max_agents: config.max_agents,
             spawn_timeout: Duration::from_millis(config.spawn_timeout),
+            journal,
         }
     }
 
@@ -112,7 +116,15 @@ impl SpawnController {
             if !condition.repeat && !self.store.claim(&self.task, &claim).await? {
                 continue;
             }
-            started.push(self.spawn(&condition.agent, Some(from)).await?);
+            let id = self.spawn(&condition.agent, Some(from)).await?;
+            self.journal.record_for(from, || Event::ConditionMet {
+                trigger: trigger.to_string(),
+                threshold: condition.threshold,
+                value,
+                role: condition.agent.clone(),
+                started: id.clone(),
+            });
+            started.push(id);
         }
         Ok(started)
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
+use super::journal::{Event, Journal};
 use super::now_ms;
 use crate::error::{Error, Result};
 use crate::store::{AgentRecord, PhaseEntry, Store};
@@ -118,15 +119,17 @@ pub struct AgentStateManager {
     task: String,
     host: String,
     changes: broadcast::Sender<PhaseChange>,
+    journal: Journal,
 }
 
 impl AgentStateManager {
-    pub(super) fn new(store: Arc<dyn Store>, task: &str, host: &str) -> Self {
+    pub(super) fn new(store: Arc<dyn Store>, task: &str, host: &str, journal: Journal) -> Self {
         AgentStateManager {
             store,
             task: task.to_string(),
             host: host.to_string(),
             changes: broadcast::channel(256).0,
+            journal,
         }
     }
 
@@ -151,6 +154,12 @@ impl AgentStateManager {
             error: None,
         };
         self.store.agent_put(&self.task, &record).await?;
+        self.journal.record_for(id, || Event::Phase {
+            role: Some(role.to_string()),
+            from: None,
+            to: AgentPhase::Init.to_string(),
+            reason: None,
+        });
         let _ = self.changes.send(PhaseChange {
             agent: id.to_string(),
             from: None,
@@ -189,6 +198,12 @@ impl AgentStateManager {
             record.error = reason.clone();
         }
         self.store.agent_put(&self.task, &record).await?;
+        self.journal.record_for(id, || Event::Phase {
+            role: None,
+            from: Some(from.to_string()),
+            to: to.to_string(),
+            reason: reason.clone(),
+        });
         let _ = self.changes.send(PhaseChange {
             agent: id.to_string(),
             from: Some(from),

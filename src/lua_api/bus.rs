@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tracing::Instrument;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
@@ -84,7 +85,8 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let c = ctx.clone();
     let wait_receive = lua.create_async_function(move |lua, timeout_ms: f64| {
         let c = c.clone();
-        async move { receive(&lua, &c, millis(timeout_ms)).await }
+        let span = crate::trace::host_call("bus.receive");
+        async move { receive(&lua, &c, millis(timeout_ms)).instrument(span).await }
     })?;
     let pack: Function = chunks::host(lua, "bus.message", PACK)?.call(())?;
     lua.set_named_registry_value(MESSAGE, &pack)?;

@@ -10,6 +10,7 @@
 //! redacted, and nothing here can read the key.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
@@ -103,7 +104,9 @@ async fn chat(
         .clone()
         .unwrap_or_else(|| llm.client.default_model().to_string());
     let wants_json = req.json;
-    let result = llm.client.chat(req).await;
+    let call = c.coord.journal.llm_call(&model, &req);
+    let result = llm.client.chat(req).instrument(call.span()).await;
+    call.finish(&c.coord.journal, &result);
     c.coord
         .metrics
         .llm_call(&c.id, &model, result.as_ref().ok().map(|r| &r.usage));

@@ -6,6 +6,7 @@
 //! when `fn` raises.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use mlua::{Function, Lua, Table};
 
@@ -65,6 +66,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     .coord
                     .locks
                     .acquire(&name, ttl, wait)
+                    .instrument(crate::trace::host_call("lock.acquire"))
                     .await
                     .map_err(host_err)?;
                 let Some(g) = grant else {

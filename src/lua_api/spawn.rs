@@ -3,6 +3,7 @@
 //! `agent(role)` starts an agent now (returns its id).
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use mlua::{Lua, LuaSerdeExt, Table};
 
@@ -44,6 +45,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                 c.coord
                     .spawner
                     .signal(&c.id, &trigger, value)
+                    .instrument(crate::trace::host_call("spawn.signal"))
                     .await
                     .map_err(host_err)
             }
@@ -59,6 +61,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                 c.coord
                     .spawner
                     .spawn(&role, Some(&c.id))
+                    .instrument(crate::trace::host_call("spawn.agent"))
                     .await
                     .map_err(host_err)
             }

@@ -2,6 +2,7 @@
 //! with sub-millisecond precision). Also available as the globals `sleep` and `now`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 use mlua::{Lua, Table};
 
@@ -12,7 +13,8 @@ pub(super) fn register(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "sleep",
         lua.create_async_function(|_, ms: f64| async move {
-            tokio::time::sleep(millis(ms)).await;
+            let sleep = tokio::time::sleep(millis(ms));
+            sleep.instrument(crate::trace::host_call("sleep")).await;
             Ok(())
         })?,
     )?;

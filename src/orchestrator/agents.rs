@@ -9,10 +9,12 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::sync::watch;
 use tokio::task::Id as TaskId;
+use tracing::Instrument;
 
 use super::Orchestrator;
 use crate::agent::{Agent, AgentOutcome};
 use crate::coordination::AgentPhase;
+use crate::coordination::journal::{self, Event};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lua_api::AgentContext;
 use crate::report::ReportedError;
@@ -29,6 +31,10 @@ impl Orchestrator {
             }
         };
         self.coord.states.register(&id, role).await?;
+        self.coord.journal.record_for(&id, || Event::Spawned {
+            role: role.to_string(),
+            parent: parent.map(str::to_string),
+        });
         if let Some(parent) = parent {
             tracing::info!(agent = %id, parent = %parent, "spawned");
         }
@@ -43,7 +49,8 @@ impl Orchestrator {
         self.coord.activity.busy();
         self.registry.users().started(&id, role);
         let stop = self.stop_tx.subscribe();
-        let handle = self.agents.spawn(run_agent(ctx, stop));
+        let life = run_agent(ctx, stop).instrument(crate::trace::agent(&id, role));
+        let handle = self.agents.spawn(journal::scope(&id, life));
         self.running
             .insert(handle.id(), (id.clone(), role.to_string()));
         self.started.push(id.clone());

@@ -209,6 +209,7 @@ impl Orchestrator {
                                 fatal: false,
                                 exit_code: exit::COORDINATION,
                             });
+                            self.journal_error(self.errors.last());
                         }
                     }
                     Err(e) => tracing::warn!("looking for lost processes failed: {e}"),

@@ -230,6 +230,7 @@ impl Applier {
             path.display(),
             timing(&event)
         );
+        self.coord.journal.record_host(|| journaled(&event));
         let _ = self.events.send(event);
     }
 
@@ -288,6 +289,7 @@ impl Applier {
                 path.display()
             ),
         }
+        self.coord.journal.record_host(|| journaled(&event));
         let _ = self.events.send(event);
     }
 
@@ -323,6 +325,7 @@ impl Applier {
             path.display(),
             timing(&event)
         );
+        self.coord.journal.record_host(|| journaled(&event));
         let _ = self.events.send(event);
     }
 
@@ -341,6 +344,28 @@ impl Applier {
             took: started.elapsed(),
             since_change: changed_at.elapsed(),
         }
+    }
+}
+
+/// The journal's form of a reload event.
+fn journaled(event: &ReloadEvent) -> crate::coordination::journal::Event {
+    use crate::coordination::journal::Event;
+    let path = event.path.display().to_string();
+    let change = match &event.change {
+        Change::Updated { .. } => "updated",
+        Change::Added { .. } => "added",
+        Change::Removed { .. } => "removed",
+        Change::Refused { error } => {
+            return Event::ReloadRefused {
+                path,
+                error: error.clone(),
+            };
+        }
+    };
+    Event::Reload {
+        path,
+        change: change.to_string(),
+        agents: event.agents.clone(),
     }
 }
 

@@ -393,4 +393,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes every key of the task; returns how many were removed.
     async fn clean(&self, task: &str) -> StoreResult<usize>;
+
+    // ---- the run journal ----
+
+    /// Appends journal lines to the task's journal stream, keeping about the
+    /// last `max_len`. A store that no other process reads (the embedded
+    /// one) keeps none. A retry after a lost reply may append a line twice;
+    /// readers drop repeats by `(host, seq)`.
+    async fn journal_append(
+        &self,
+        _task: &str,
+        _lines: &[std::sync::Arc<str>],
+        _max_len: usize,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Up to `count` journal lines stored after the position `after` (`None`:
+    /// from the oldest kept), oldest first, each with its position.
+    async fn journal_read(
+        &self,
+        _task: &str,
+        _after: Option<&str>,
+        _count: usize,
+    ) -> StoreResult<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
 }

@@ -18,6 +18,7 @@
 //! | `task:{id}:meta` | string | the task record (definition, status, owner) |
 //! | `task:{id}:hosts` | hash | each process's heartbeat and activity |
 //! | `task:{id}:once:{token}` | string | a retried operation's done-marker (60 s) |
+//! | `task:{id}:journal` | stream | the run journal, capped (`journal_max_len`) |
 //!
 //! Blackboard changes are published on the channel `task:{id}:events`.
 
@@ -121,6 +122,11 @@ impl Keys {
     /// The processes taking part.
     pub fn hosts(&self) -> String {
         self.key("hosts")
+    }
+
+    /// The run journal's stream.
+    pub fn journal(&self) -> String {
+        self.key("journal")
     }
 
     /// The done-marker of a retried operation.

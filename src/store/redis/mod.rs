@@ -14,6 +14,7 @@ mod blackboard;
 mod conn;
 mod consumer;
 mod events;
+mod journal;
 mod keys;
 mod queues;
 mod records;
@@ -254,6 +255,24 @@ impl Store for RedisStore {
 
     async fn clean(&self, task: &str) -> StoreResult<usize> {
         self.server.clean(task).await
+    }
+
+    async fn journal_append(
+        &self,
+        task: &str,
+        lines: &[Arc<str>],
+        max_len: usize,
+    ) -> StoreResult<()> {
+        self.server.journal_append(task, lines, max_len).await
+    }
+
+    async fn journal_read(
+        &self,
+        task: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> StoreResult<Vec<(String, String)>> {
+        self.server.journal_read(task, after, count).await
     }
 }
 

@@ -1,0 +1,166 @@
+//! Where journal entries go: the [`Sink`] trait, a JSON Lines file
+//! ([`FileSink`], `--journal FILE`) and the task's capped stream in a shared
+//! store ([`StoreSink`]). The live view and the metrics endpoint are sinks
+//! of their own (`crate::observe`).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::event::EntryRef;
+use super::{Entry, Event};
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// One entry as the sinks get it: typed, and as its JSON line (no newline).
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The entry.
+    pub entry: Entry,
+    /// Its JSON form, one line.
+    pub line: Arc<str>,
+}
+
+impl Written {
+    pub(super) fn new(
+        host: &str,
+        seq: u64,
+        at_us: u64,
+        agent: Option<Arc<str>>,
+        event: Event,
+    ) -> Written {
+        let line = serde_json::to_string(&EntryRef {
+            seq,
+            at_us,
+            host,
+            agent: agent.as_deref(),
+            event: &event,
+        })
+        .unwrap_or_else(|e| format!(r#"{{"seq":{seq},"kind":"unserializable","error":"{e}"}}"#));
+        Written {
+            entry: Entry {
+                seq,
+                at_us,
+                host: host.to_string(),
+                agent: agent.map(|a| a.to_string()),
+                event,
+            },
+            line: Arc::from(line),
+        }
+    }
+}
+
+/// A consumer of journal entries. Called from the journal's writer task,
+/// one batch at a time, in sequence order; a sink handles its own failures
+/// (it must not stop the run).
+#[async_trait]
+pub trait Sink: Send {
+    /// Takes the next entries.
+    async fn write(&mut self, batch: &[Written]);
+    /// The journal closes: flush and let go of what is held.
+    async fn close(&mut self) {}
+}
+
+/// Writes the journal as JSON Lines to a file, flushed after every batch
+/// (so `tail -f` follows it within [`FLUSH_EVERY`](super::FLUSH_EVERY)).
+pub struct FileSink {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl FileSink {
+    /// Creates (or truncates) `path`; `flag` names where the path came from
+    /// for the error (`flag --journal`), a BadInput naming the file.
+    pub fn create(path: &Path, flag: &str) -> Result<FileSink> {
+        let file = File::create(path).map_err(|e| {
+            Error::bad_input(
+                format!("{flag} {}", path.display()),
+                format!("cannot create the journal file: {e}"),
+            )
+        })?;
+        Ok(FileSink {
+            path: path.to_path_buf(),
+            out: Some(BufWriter::with_capacity(256 * 1024, file)),
+        })
+    }
+
+    fn fail(&mut self, e: std::io::Error) {
+        tracing::error!(
+            "journal {}: cannot write ({e}); no more entries go to it",
+            self.path.display()
+        );
+        self.out = None;
+    }
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    async fn write(&mut self, batch: &[Written]) {
+        let Some(out) = self.out.as_mut() else { return };
+        let mut result = Ok(());
+        for w in batch {
+            result = out
+                .write_all(w.line.as_bytes())
+                .and_then(|()| out.write_all(b"\n"));
+            if result.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = result.and_then(|()| out.flush()) {
+            self.fail(e);
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Some(mut out) = self.out.take()
+            && let Err(e) = out.flush()
+        {
+            self.out = Some(out);
+            self.fail(e);
+        }
+    }
+}
+
+/// Appends the journal to the task's capped stream in a shared store
+/// (`task:{id}:journal`), where `orrery tail` reads it from any host.
+pub struct StoreSink {
+    store: Arc<dyn Store>,
+    task: String,
+    max_len: usize,
+    failing: bool,
+}
+
+impl StoreSink {
+    /// The stream of `task` in `store`, trimmed to about `max_len` entries.
+    pub fn new(store: Arc<dyn Store>, task: &str, max_len: usize) -> StoreSink {
+        StoreSink {
+            store,
+            task: task.to_string(),
+            max_len,
+            failing: false,
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for StoreSink {
+    async fn write(&mut self, batch: &[Written]) {
+        let lines: Vec<Arc<str>> = batch.iter().map(|w| w.line.clone()).collect();
+        match self
+            .store
+            .journal_append(&self.task, &lines, self.max_len)
+            .await
+        {
+            Ok(()) => self.failing = false,
+            // Said once per failing stretch: the run goes on without it.
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::warn!("journal: {} entries not stored: {e}", lines.len());
+            }
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! What a run tells the outside while it goes: its journal entries for the
+//! start, the end and the errors of the report, and the task's trace span.
+//! On a shared store the journal also goes to the task's stream, where
+//! `orrery tail` follows it from any host.
+
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use super::Orchestrator;
+use crate::coordination::journal::{Event, StoreSink};
+use crate::error::Result;
+use crate::report::{ReportedError, RunReport};
+
+impl Orchestrator {
+    /// Runs the task to its end. Errors only when the run could not start
+    /// (SpawnLimit, store failure, a live run of the same task in a shared
+    /// store); failures of agents are in the report.
+    ///
+    /// Every event of the run goes to the journal's sinks (attach them to
+    /// [`coordination().journal`](Self::coordination) before), and on a shared
+    /// store to the task's journal stream; the journal is flushed and closed
+    /// when this returns.
+    pub async fn run(self) -> Result<RunReport> {
+        let coord = self.coord.clone();
+        let max_len = coord.config.journal_max_len;
+        if !coord.store.is_embedded() && max_len > 0 {
+            let sink = StoreSink::new(coord.store.clone(), &coord.task.id, max_len);
+            coord.journal.attach(Box::new(sink));
+        }
+        let owner = self.mode.is_owner();
+        let span = crate::trace::task(&coord.task.id, &coord.task.kind);
+        let started = Instant::now();
+        let report = self.run_to_end().instrument(span.clone()).await;
+        let (status, errors, metrics) = match &report {
+            Ok(r) => (
+                serde_json::to_value(r.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                r.errors.len(),
+                serde_json::to_value(&r.metrics).ok(),
+            ),
+            Err(e) => {
+                coord
+                    .journal
+                    .record_host(|| error_event(&e.kind().to_string(), e, true));
+                ("error".to_string(), 1, None)
+            }
+        };
+        span.record("orrery.task.status", status.as_str());
+        coord.journal.record_host(|| Event::RunEnded {
+            task: coord.task.id.clone(),
+            status,
+            duration_ms: started.elapsed().as_millis() as u64,
+            owner,
+            errors,
+            metrics,
+        });
+        coord.journal.close().await;
+        report
+    }
+
+    /// Records that this process's part of the run started (after the run
+    /// was claimed in the store, which clears what a previous run left).
+    pub(super) fn journal_started(&self) {
+        let task = &self.coord.task;
+        self.coord.journal.record_host(|| Event::RunStarted {
+            task: task.id.clone(),
+            task_type: task.kind.clone(),
+            description: task.description.clone(),
+            owner: self.mode.is_owner(),
+        });
+    }
+
+    /// Records an error the report lists.
+    pub(super) fn journal_error(&self, error: Option<&ReportedError>) {
+        let Some(e) = error else { return };
+        let journal = &self.coord.journal;
+        let event = || Event::Error {
+            error_kind: e.kind.to_string(),
+            message: e.message.clone(),
+            fatal: e.fatal,
+        };
+        if e.agent == "host" {
+            journal.record_host(event);
+        } else {
+            journal.record_for(&e.agent, event);
+        }
+    }
+}
+
+fn error_event(kind: &str, e: &impl std::fmt::Display, fatal: bool) -> Event {
+    Event::Error {
+        error_kind: kind.to_string(),
+        message: e.to_string(),
+        fatal,
+    }
+}
