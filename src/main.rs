@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let code = match cli::Cli::parse_args() {
-        Ok(cli) => {
-            cli::init_tracing(cli.default_log_filter());
-            cli.execute()
-        }
+        Ok(cli) => match cli.init_tracing() {
+            // Held to the end: dropping it sends the last spans.
+            Ok(_telemetry) => cli.execute(),
+            Err(code) => code,
+        },
         Err(code) => code,
     };
     ExitCode::from(code as u8)

@@ -86,8 +86,9 @@ pub fn llm_chat(model: &str) -> Span {
 /// Records an answer on an [`llm_chat`] span.
 pub fn llm_answered(span: &Span, model: &str, source: &str, input: u64, output: u64) {
     span.record("gen_ai.response.model", model);
-    span.record("gen_ai.usage.input_tokens", input);
-    span.record("gen_ai.usage.output_tokens", output);
+    // Signed: OTLP has no unsigned integers, and an u64 would go as text.
+    span.record("gen_ai.usage.input_tokens", input as i64);
+    span.record("gen_ai.usage.output_tokens", output as i64);
     span.record("orrery.llm.source", source);
 }
 

@@ -25,6 +25,9 @@ use orrery::llm::LlmSettings;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text, or as one JSON object each.
+    #[arg(long, global = true, value_enum, default_value_t = observe::LogFormat::Text, env = "ORRERY_LOG_FORMAT")]
+    log_format: observe::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,19 +184,16 @@ pub fn report_error(e: &anyhow::Error) -> i32 {
         .map_or(exit::INTERNAL, Error::exit_code)
 }
 
-/// Logs to stderr; `ORRERY_LOG` (or `RUST_LOG`) picks the level, else
-/// `default_filter` (see [`Cli::default_log_filter`]).
-pub fn init_tracing(default_filter: &str) {
-    let filter = std::env::var("ORRERY_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default_filter.to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+impl Cli {
+    /// Sets up logging and, when the environment asks for it, trace export
+    /// (see [`observe::init_tracing`]); prints the error and returns its
+    /// exit code when a variable is bad.
+    pub fn init_tracing(&self) -> Result<Option<orrery::observe::otel::Telemetry>, i32> {
+        observe::init_tracing(self.default_log_filter(), self.log_format).map_err(|e| {
+            eprintln!("error: {e}");
+            e.exit_code()
+        })
+    }
 }
 
 /// A multi-threaded tokio runtime for a command.

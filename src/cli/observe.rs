@@ -5,6 +5,10 @@
 
 use std::path::PathBuf;
 
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 use orrery::coordination::Coordination;
 use orrery::coordination::journal::FileSink;
 use orrery::observe::live::{self, LiveFeed};
@@ -58,6 +62,11 @@ impl ObserveArgs {
             eprintln!("live view: {shown}");
             url = Some(shown);
         }
+        if let Some(addr) = &self.metrics_addr {
+            let addr =
+                orrery::observe::prometheus::serve(addr, "flag --metrics-addr", coord).await?;
+            eprintln!("metrics: http://{addr}/metrics");
+        }
         Ok(Observers { ui: url })
     }
 }
@@ -73,4 +82,48 @@ impl Observers {
         eprintln!("the task ended; the live view stays at {url} until Ctrl-C");
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `LEVEL message fields`, for people.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, `spans`), for machines.
+    Json,
+}
+
+/// Logs to stderr in `format`; `ORRERY_LOG` (or `RUST_LOG`) picks the level,
+/// else `default_filter`. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the run's
+/// spans are exported too (the returned guard sends the last ones when
+/// dropped). Fails on a bad OpenTelemetry variable.
+pub fn init_tracing(
+    default_filter: &str,
+    format: LogFormat,
+) -> orrery::Result<Option<orrery::observe::otel::Telemetry>> {
+    let filter = std::env::var("ORRERY_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default_filter.to_string());
+    // The run's spans are for trace export: log lines never carry them.
+    let filter =
+        tracing_subscriber::EnvFilter::new(format!("{filter},{}=off", orrery::trace::TARGET));
+    let console = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let console = match format {
+        LogFormat::Text => console
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .without_time()
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => console.json().with_filter(filter).boxed(),
+    };
+    let (otel, telemetry) = match orrery::observe::otel::layer(|v| std::env::var(v).ok())? {
+        Some((layer, telemetry)) => (Some(layer), Some(telemetry)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(console)
+        .with(otel)
+        .init();
+    Ok(telemetry)
 }

@@ -225,7 +225,7 @@ async fn step(mut f: Follow) -> Option<(std::result::Result<SseEvent, Infallible
         Update::Line(line) => Some((Ok(SseEvent::default().data(&*line)), f)),
         Update::End => {
             f.done = true;
-            Some((Ok(SseEvent::default().event("end").data("")), f))
+            Some((Ok(SseEvent::default().event("end").data("end")), f))
         }
     }
 }

@@ -5,5 +5,7 @@
 //! the traces, which export the spans of `crate::trace`.
 
 pub mod live;
+pub mod otel;
 pub mod page;
+pub mod prometheus;
 pub mod tail;

@@ -1,0 +1,479 @@
+//! Prometheus metrics of a run, served as text at `/metrics`
+//! (`--metrics-addr ADDR`). Counted from the journal's entries, so they
+//! say exactly what the journal says; named `orrery_*` in base units
+//! (`_seconds`, `_bytes`, `_total`) and labelled by role and task type, plus
+//! bounded labels (phase, model, outcome, error kind), never by agent or
+//! message ids.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::coordination::Coordination;
+use crate::coordination::journal::{Event, Sink, Written};
+use crate::error::{Error, Result};
+
+/// Role and task type: the labels of every per-agent series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Who {
+    role: String,
+    task_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    role: String,
+    task_type: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LlmLabels {
+    role: String,
+    task_type: String,
+    model: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    role: String,
+    task_type: String,
+    model: String,
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    role: String,
+    task_type: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    role: String,
+    task_type: String,
+    kind: String,
+    fatal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    task_type: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    task_type: String,
+    outcome: String,
+}
+
+type Seconds = Family<Who, Histogram, fn() -> Histogram>;
+
+fn seconds() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every series, and what the entries so far said about the agents.
+struct Metrics {
+    registry: Registry,
+    runs: Family<RunLabels, Counter>,
+    run_duration: Family<RunLabels, Histogram, fn() -> Histogram>,
+    agents_started: Family<Who, Counter>,
+    agents_live: Family<Who, Gauge>,
+    phases: Family<PhaseLabels, Counter>,
+    sent: Family<Who, Counter>,
+    sent_bytes: Family<Who, Counter>,
+    handled: Family<Who, Counter>,
+    given_back: Family<Who, Counter>,
+    dead_lettered: Family<Who, Counter>,
+    bb_writes: Family<Who, Counter>,
+    bb_bytes: Family<Who, Counter>,
+    locks: Family<Who, Counter>,
+    lock_wait: Seconds,
+    lock_timeouts: Family<Who, Counter>,
+    locks_expired: Family<Who, Counter>,
+    llm_calls: Family<LlmLabels, Counter>,
+    llm_tokens: Family<TokenLabels, Counter>,
+    llm_duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    reloads: Family<ReloadLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    task_type: String,
+    roles: HashMap<String, String>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("orrery");
+        let mut m = Metrics {
+            runs: Family::default(),
+            run_duration: Family::new_with_constructor(seconds),
+            agents_started: Family::default(),
+            agents_live: Family::default(),
+            phases: Family::default(),
+            sent: Family::default(),
+            sent_bytes: Family::default(),
+            handled: Family::default(),
+            given_back: Family::default(),
+            dead_lettered: Family::default(),
+            bb_writes: Family::default(),
+            bb_bytes: Family::default(),
+            locks: Family::default(),
+            lock_wait: Family::new_with_constructor(seconds),
+            lock_timeouts: Family::default(),
+            locks_expired: Family::default(),
+            llm_calls: Family::default(),
+            llm_tokens: Family::default(),
+            llm_duration: Family::new_with_constructor(seconds),
+            reloads: Family::default(),
+            errors: Family::default(),
+            task_type: String::new(),
+            roles: HashMap::new(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "runs",
+            "Task runs this process ended, by status",
+            m.runs.clone(),
+        );
+        r.register_with_unit(
+            "run_duration",
+            "How long this process ran a task",
+            Unit::Seconds,
+            m.run_duration.clone(),
+        );
+        r.register("agents_started", "Agents started", m.agents_started.clone());
+        r.register("agents_live", "Agents running now", m.agents_live.clone());
+        r.register("phase_changes", "Agents entering a phase", m.phases.clone());
+        r.register("messages_sent", "Messages sent", m.sent.clone());
+        r.register_with_unit(
+            "message_payload",
+            "Payload bytes of the messages sent (JSON, approximate)",
+            Unit::Bytes,
+            m.sent_bytes.clone(),
+        );
+        r.register(
+            "messages_handled",
+            "Messages handled (acknowledged)",
+            m.handled.clone(),
+        );
+        r.register(
+            "messages_given_back",
+            "Deliveries whose handler failed (the message is redelivered)",
+            m.given_back.clone(),
+        );
+        r.register(
+            "messages_dead_lettered",
+            "Messages dead-lettered after max_attempts deliveries",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "blackboard_writes",
+            "Blackboard writes and deletes",
+            m.bb_writes.clone(),
+        );
+        r.register_with_unit(
+            "blackboard_written",
+            "Bytes written to the blackboard (JSON, approximate)",
+            Unit::Bytes,
+            m.bb_bytes.clone(),
+        );
+        r.register("lock_acquisitions", "Locks taken", m.locks.clone());
+        r.register_with_unit(
+            "lock_wait",
+            "Time waited for a lock that was taken",
+            Unit::Seconds,
+            m.lock_wait.clone(),
+        );
+        r.register(
+            "lock_timeouts",
+            "Waits for a lock that ran out",
+            m.lock_timeouts.clone(),
+        );
+        r.register(
+            "locks_expired",
+            "Grants found expired when released or extended",
+            m.locks_expired.clone(),
+        );
+        r.register(
+            "llm_calls",
+            "LLM calls, by model and outcome",
+            m.llm_calls.clone(),
+        );
+        r.register(
+            "llm_tokens",
+            "LLM tokens, input or output",
+            m.llm_tokens.clone(),
+        );
+        r.register_with_unit(
+            "llm_call_duration",
+            "Time from an LLM call to its answer or failure",
+            Unit::Seconds,
+            m.llm_duration.clone(),
+        );
+        r.register("reloads", "Script reloads, by outcome", m.reloads.clone());
+        r.register("errors", "Errors of the run, by kind", m.errors.clone());
+        m.registry = registry;
+        m
+    }
+
+    fn who(&self, agent: Option<&str>) -> Who {
+        let role = agent
+            .map(|a| self.roles.get(a).cloned().unwrap_or_else(|| role_of(a)))
+            .unwrap_or_else(|| "host".into());
+        Who {
+            role,
+            task_type: self.task_type.clone(),
+        }
+    }
+
+    fn take(&mut self, w: &Written) {
+        let e = &w.entry;
+        let agent = e.agent.as_deref();
+        match &e.event {
+            Event::RunStarted { task_type, .. } => self.task_type = task_type.clone(),
+            Event::RunEnded {
+                status,
+                duration_ms,
+                ..
+            } => {
+                let labels = RunLabels {
+                    task_type: self.task_type.clone(),
+                    status: status.clone(),
+                };
+                self.runs.get_or_create(&labels).inc();
+                self.run_duration
+                    .get_or_create(&labels)
+                    .observe(*duration_ms as f64 / 1e3);
+            }
+            Event::Phase { role, to, .. } => {
+                if let (Some(agent), Some(role)) = (agent, role) {
+                    self.roles.insert(agent.to_string(), role.clone());
+                }
+                let who = self.who(agent);
+                if to == "COMPLETE" || to == "FAILED" {
+                    self.agents_live.get_or_create(&who).dec();
+                }
+                self.phases
+                    .get_or_create(&PhaseLabels {
+                        role: who.role,
+                        task_type: who.task_type,
+                        phase: to.clone(),
+                    })
+                    .inc();
+            }
+            Event::Spawned { role, .. } => {
+                if let Some(agent) = agent {
+                    self.roles.insert(agent.to_string(), role.clone());
+                }
+                let who = self.who(agent);
+                self.agents_started.get_or_create(&who).inc();
+                self.agents_live.get_or_create(&who).inc();
+            }
+            Event::MessageSent { bytes, .. } => {
+                let who = self.who(agent);
+                self.sent.get_or_create(&who).inc();
+                self.sent_bytes.get_or_create(&who).inc_by(*bytes as u64);
+            }
+            Event::MessageHandled { .. } => {
+                self.handled.get_or_create(&self.who(agent)).inc();
+            }
+            Event::MessageGivenBack { .. } => {
+                self.given_back.get_or_create(&self.who(agent)).inc();
+            }
+            Event::MessageDeadLettered { .. } => {
+                self.dead_lettered.get_or_create(&self.who(agent)).inc();
+            }
+            Event::BlackboardWrite { bytes, .. } => {
+                let who = self.who(agent);
+                self.bb_writes.get_or_create(&who).inc();
+                self.bb_bytes.get_or_create(&who).inc_by(*bytes as u64);
+            }
+            Event::BlackboardDelete { .. } => {
+                self.bb_writes.get_or_create(&self.who(agent)).inc();
+            }
+            Event::LockAcquired { waited_ms, .. } => {
+                let who = self.who(agent);
+                self.locks.get_or_create(&who).inc();
+                self.lock_wait.get_or_create(&who).observe(waited_ms / 1e3);
+            }
+            Event::LockTimedOut { .. } => {
+                self.lock_timeouts.get_or_create(&self.who(agent)).inc();
+            }
+            Event::LockExpired { .. } => {
+                self.locks_expired.get_or_create(&self.who(agent)).inc();
+            }
+            Event::LlmCall {
+                model,
+                latency_ms,
+                input_tokens,
+                output_tokens,
+                error_kind,
+                ..
+            } => self.llm(
+                agent,
+                model,
+                *latency_ms,
+                *input_tokens,
+                *output_tokens,
+                error_kind,
+            ),
+            Event::Reload { change, .. } => self.reload(if change == "removed" {
+                "removed"
+            } else {
+                "accepted"
+            }),
+            Event::ReloadRefused { .. } => self.reload("refused"),
+            Event::Error {
+                error_kind, fatal, ..
+            } => {
+                let who = self.who(agent);
+                self.errors
+                    .get_or_create(&ErrorLabels {
+                        role: who.role,
+                        task_type: who.task_type,
+                        kind: error_kind.clone(),
+                        fatal: fatal.to_string(),
+                    })
+                    .inc();
+            }
+            Event::ConditionMet { .. }
+            | Event::MessagesReleased { .. }
+            | Event::LockReleased { .. } => {}
+        }
+    }
+
+    fn llm(
+        &self,
+        agent: Option<&str>,
+        model: &str,
+        latency_ms: f64,
+        input: u64,
+        output: u64,
+        error_kind: &Option<String>,
+    ) {
+        let who = self.who(agent);
+        let outcome = error_kind.clone().unwrap_or_else(|| "ok".into());
+        let labels = |outcome: &str| LlmLabels {
+            role: who.role.clone(),
+            task_type: who.task_type.clone(),
+            model: model.to_string(),
+            outcome: outcome.to_string(),
+        };
+        self.llm_calls.get_or_create(&labels(&outcome)).inc();
+        for (kind, n) in [("input", input), ("output", output)] {
+            self.llm_tokens
+                .get_or_create(&TokenLabels {
+                    role: who.role.clone(),
+                    task_type: who.task_type.clone(),
+                    model: model.to_string(),
+                    r#type: kind.to_string(),
+                })
+                .inc_by(n);
+        }
+        self.llm_duration
+            .get_or_create(&ModelLabels {
+                role: who.role.clone(),
+                task_type: who.task_type.clone(),
+                model: model.to_string(),
+            })
+            .observe(latency_ms / 1e3);
+    }
+
+    fn reload(&self, outcome: &str) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                task_type: self.task_type.clone(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// `beta` of `beta-2`: the role an agent id was made from.
+fn role_of(agent: &str) -> String {
+    match agent.rsplit_once('-') {
+        Some((role, n)) if n.chars().all(|c| c.is_ascii_digit()) => role.to_string(),
+        _ => agent.to_string(),
+    }
+}
+
+struct MetricsSink(Arc<Mutex<Metrics>>);
+
+#[async_trait]
+impl Sink for MetricsSink {
+    async fn write(&mut self, batch: &[Written]) {
+        let mut metrics = self.0.lock();
+        for w in batch {
+            metrics.take(w);
+        }
+    }
+}
+
+/// Serves the metrics of the run of `coord` at `http://ADDR/metrics` until
+/// the process ends; returns the address. Fails with BadInput naming `flag`
+/// when `addr` cannot be listened on.
+pub async fn serve(addr: &str, flag: &str, coord: &Coordination) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::bad_input(format!("{flag} {addr}"), format!("cannot listen: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::Coordination(format!("metrics endpoint: {e}")))?;
+    let metrics = Arc::new(Mutex::new(Metrics::new()));
+    coord.journal.attach(Box::new(MetricsSink(metrics.clone())));
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move { exposition(&metrics.lock()) }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics endpoint stopped: {e}");
+        }
+    });
+    Ok(bound)
+}
+
+fn exposition(metrics: &Metrics) -> impl IntoResponse + use<> {
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &metrics.registry) {
+        body = format!("# cannot encode the metrics: {e}\n");
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_role_is_the_agent_id_without_its_number() {
+        assert_eq!(super::role_of("beta-12"), "beta");
+        assert_eq!(super::role_of("my-role-3"), "my-role");
+        assert_eq!(super::role_of("solo"), "solo");
+    }
+}
