@@ -16,7 +16,8 @@ use super::ConfigArgs;
 const POLL: Duration = Duration::from_millis(100);
 
 /// How long a run whose record says it ended may stay silent before `tail`
-/// stops without its owner's `run_ended` (an owner that died).
+/// stops without its owner's `run_ended` (an owner that died); also how long
+/// it waits after the owner's end for joined processes' last entries.
 const SILENT_END: Duration = Duration::from_secs(3);
 
 /// Arguments of `orrery tail`.
@@ -57,7 +58,15 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
         let mut printer = Printer { json: args.json, start };
         printer.print(&first);
         let mut quiet_since = Instant::now();
-        while !args.no_follow && !follower.run_ended() {
+        let mut owner_ended: Option<Instant> = None;
+        while !args.no_follow && !follower.all_ended() {
+            if follower.run_ended() {
+                // Joined processes store their end just after the owner's.
+                let since = *owner_ended.get_or_insert_with(Instant::now);
+                if since.elapsed() > SILENT_END {
+                    break;
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = tokio::signal::ctrl_c() => return Ok(exit::INTERRUPTED),

@@ -2,7 +2,7 @@
 //! without repeats, as `orrery tail` does: what was stored before, then what
 //! comes, from every process taking part.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::coordination::journal::{Entry, Event};
@@ -20,6 +20,9 @@ pub struct Follower {
     /// The last sequence number seen of each host: a line stored twice (a
     /// retried append) is skipped.
     last_seq: HashMap<String, u64>,
+    /// Processes whose start and whose end were read.
+    started: HashSet<String>,
+    finished: HashSet<String>,
     ended: bool,
 }
 
@@ -31,6 +34,8 @@ impl Follower {
             task: task.to_string(),
             after: None,
             last_seq: HashMap::new(),
+            started: HashSet::new(),
+            finished: HashSet::new(),
             ended: false,
         }
     }
@@ -60,8 +65,15 @@ impl Follower {
                     continue;
                 }
                 *last = entry.seq;
-                if matches!(entry.event, Event::RunEnded { owner: true, .. }) {
-                    self.ended = true;
+                match &entry.event {
+                    Event::RunStarted { .. } => {
+                        self.started.insert(entry.host.clone());
+                    }
+                    Event::RunEnded { owner, .. } => {
+                        self.finished.insert(entry.host.clone());
+                        self.ended |= *owner;
+                    }
+                    _ => {}
                 }
                 out.push((entry, line));
             }
@@ -71,9 +83,15 @@ impl Follower {
         }
     }
 
-    /// True once the owner's `run_ended` entry was read: nothing more comes
-    /// from the run (but joined processes that are late to stop).
+    /// True once the owner's `run_ended` entry was read: the run is over
+    /// (joined processes may still be storing their last entries, see
+    /// [`all_ended`](Self::all_ended)).
     pub fn run_ended(&self) -> bool {
         self.ended
+    }
+
+    /// True once every process whose start was read has also ended.
+    pub fn all_ended(&self) -> bool {
+        self.ended && self.started.is_subset(&self.finished)
     }
 }

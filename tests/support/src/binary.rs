@@ -43,7 +43,8 @@ pub fn orrery_bin() -> PathBuf {
 }
 
 /// The one builder of `orrery` commands: runs in `dir` with `args`, with
-/// every `ORRERY_*` variable, every API-key variable ([`API_KEY_VARS`]:
+/// every `ORRERY_*` and `OTEL_*` variable (no trace leaves a test unless it
+/// asks), every API-key variable ([`API_KEY_VARS`]:
 /// `OPENAI_API_KEY`, `OPENROUTER_API_KEY`, ...) and `RUST_LOG` removed, so
 /// nothing in the developer's environment changes what a test does. A test
 /// adds the variables it means with `.env(...)`.
@@ -52,7 +53,11 @@ pub fn orrery_command(dir: &Path, args: &[&str]) -> Command {
     cmd.args(args).current_dir(dir).stdin(Stdio::null());
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with("ORRERY_") || API_KEY_VARS.contains(&name) || name == "RUST_LOG" {
+        if name.starts_with("ORRERY_")
+            || name.starts_with("OTEL_")
+            || API_KEY_VARS.contains(&name)
+            || name == "RUST_LOG"
+        {
             cmd.env_remove(name);
         }
     }

@@ -1,0 +1,336 @@
+//! The journal says what the report says: every count of the report
+//! recounted from the journal's entries, on the default agents, on an LLM
+//! run, and on a hostile run with failing handlers, dead letters, locks and
+//! a failing agent, on both stores. Plus `orrery report` and bad input.
+
+use std::path::Path;
+
+use orrery::coordination::journal::{Entry, Event};
+use orrery::error::exit;
+use serde_json::Value;
+
+use crate::common::{RedisServer, Scratch, orrery, orrery_env, repo, show};
+use crate::util::{count, of, parse_lines, phases, read_journal};
+
+/// Checks every figure of `report` against `entries`, the journal of the
+/// same run (one process).
+pub fn assert_journal_matches_report(report: &Value, entries: &[Entry]) {
+    // Numbered from 1 without a gap, in order, one run from start to end.
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "entry {i} is out of sequence: {e:?}");
+    }
+    assert!(
+        matches!(
+            entries.first().map(|e| &e.event),
+            Some(Event::RunStarted { .. })
+        ),
+        "the journal starts with run_started: {:?}",
+        entries.first()
+    );
+    let Some(Event::RunEnded {
+        status,
+        errors,
+        metrics,
+        ..
+    }) = entries.last().map(|e| &e.event)
+    else {
+        panic!("the journal ends with run_ended: {:?}", entries.last());
+    };
+    assert_eq!(report["status"], Value::from(status.as_str()));
+    assert_eq!(report["metrics"], metrics.clone().unwrap_or_default());
+    assert_eq!(report["errors"].as_array().unwrap().len(), *errors);
+
+    let m = &report["metrics"];
+    for (id, a) in m["agent_metrics"].as_object().unwrap() {
+        let sent = count(entries, |e| {
+            of(e, id) && matches!(e.event, Event::MessageSent { .. })
+        });
+        assert_eq!(a["messages_sent"], sent, "messages sent by {id}");
+        // Every delivery ends handled, given back, dead-lettered, or released with its agent.
+        let settled = count(entries, |e| {
+            of(e, id)
+                && matches!(
+                    e.event,
+                    Event::MessageHandled { .. }
+                        | Event::MessageGivenBack { .. }
+                        | Event::MessageDeadLettered { .. }
+                )
+        });
+        let released: u64 = entries
+            .iter()
+            .filter(|e| of(e, id))
+            .map(|e| match e.event {
+                Event::MessagesReleased { count } => count as u64,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(
+            a["messages_received"],
+            settled + released,
+            "messages received by {id}"
+        );
+        let expected: Vec<String> = serde_json::from_value(a["phases"].clone()).unwrap();
+        assert_eq!(phases(entries, id), expected, "phases of {id}");
+    }
+    let writes = count(entries, |e| {
+        matches!(
+            e.event,
+            Event::BlackboardWrite { .. } | Event::BlackboardDelete { .. }
+        )
+    });
+    assert_eq!(m["blackboard_writes"], writes, "blackboard writes");
+    let spawns = count(entries, |e| {
+        matches!(
+            e.event,
+            Event::Spawned {
+                parent: Some(_),
+                ..
+            }
+        )
+    });
+    assert_eq!(m["spawn_events"], spawns, "spawn events");
+    let error_entries = count(entries, |e| matches!(e.event, Event::Error { .. }));
+    assert_eq!(
+        report["errors"].as_array().unwrap().len() as u64,
+        error_entries,
+        "errors: {}",
+        report["errors"]
+    );
+    let host = &m["host"];
+    let llm_calls = count(entries, |e| matches!(e.event, Event::LlmCall { .. }));
+    assert_eq!(host["llm_calls"], llm_calls, "LLM calls");
+    let tokens: u64 = entries
+        .iter()
+        .map(|e| match e.event {
+            Event::LlmCall {
+                input_tokens,
+                output_tokens,
+                ..
+            } => input_tokens + output_tokens,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(host["llm_tokens"], tokens, "LLM tokens");
+    let reloads = count(
+        entries,
+        |e| matches!(&e.event, Event::Reload { change, .. } if change != "removed"),
+    );
+    assert_eq!(host["reloads"], reloads, "reloads");
+    let refused = count(entries, |e| matches!(e.event, Event::ReloadRefused { .. }));
+    assert_eq!(host["reload_errors"], refused, "refused reloads");
+}
+
+/// Runs `orrery run args... --json --journal J` in `dir`; the report and the journal.
+fn run_with_journal(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Value, Vec<Entry>) {
+    let journal = tempfile::NamedTempFile::new().unwrap();
+    let path = journal.path().to_str().unwrap();
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--json", "--journal", path]);
+    let out = orrery_env(dir, &all, env);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}):\n{}", show(&out)));
+    (report, read_journal(journal.path()))
+}
+
+#[test]
+fn the_journal_of_the_default_agents_counts_what_the_report_counts() {
+    let (report, entries) = run_with_journal(&repo(), &["examples/deploy.toml"], &[]);
+    assert_eq!(report["status"], "complete", "{report}");
+    assert_journal_matches_report(&report, &entries);
+    // The values are there for the live view, and the host of every entry.
+    assert!(entries.iter().any(|e| matches!(
+        &e.event,
+        Event::BlackboardWrite { key, value: Some(_), .. } if key == "plan"
+    )));
+    assert!(entries.iter().all(|e| e.host == entries[0].host));
+}
+
+#[test]
+fn the_journal_counts_llm_calls_and_tokens_without_prompts_unless_asked() {
+    let args = [
+        "examples/release-notes.toml",
+        "--llm-replay",
+        "examples/release-notes.jsonl",
+    ];
+    let (report, entries) = run_with_journal(&repo(), &args, &[]);
+    assert_journal_matches_report(&report, &entries);
+    let calls: Vec<&Event> = entries
+        .iter()
+        .map(|e| &e.event)
+        .filter(|e| matches!(e, Event::LlmCall { .. }))
+        .collect();
+    assert!(calls.len() >= 2, "{calls:?}");
+    for call in &calls {
+        let Event::LlmCall {
+            source,
+            input_tokens,
+            prompt,
+            answer,
+            ..
+        } = call
+        else {
+            unreachable!()
+        };
+        assert_eq!(source.as_deref(), Some("replay"));
+        assert!(*input_tokens > 0);
+        assert!(prompt.is_none() && answer.is_none(), "{call:?}");
+    }
+    let mut with_prompts = args.to_vec();
+    with_prompts.push("--journal-prompts");
+    let (_, entries) = run_with_journal(&repo(), &with_prompts, &[]);
+    assert!(entries.iter().any(|e| matches!(
+        &e.event,
+        Event::LlmCall { prompt: Some(p), answer: Some(_), .. } if !p.is_empty()
+    )));
+}
+
+const BOSS: &str = r#"
+local M = {}
+function M.start(self)
+  blackboard.set("a", 1)
+  blackboard.set("big", string.rep("x", 5000))
+  blackboard.delete("a")
+  blackboard.delete("never-there")
+  assert(blackboard.cas("c", nil, { n = 1 }))
+  lock.with("l", function(g) blackboard.set("locked", g.fence) end)
+  local g = lock.acquire("m", { ttl = 10000 })
+  lock.release(g)
+  assert(lock.acquire("m", { ttl = 10000, wait = 0 }))
+  assert(lock.acquire("m", { wait = 0 }) == nil)
+  spawn.agent("worker")
+  spawn.agent("failer")
+  bus.send("worker", "job", { n = 1 })
+  bus.send("worker", "flaky", { n = 2 })
+  bus.send("worker", "poison", {})
+  bus.send("worker", "done", {})
+end
+return M
+"#;
+
+const WORKER: &str = r#"
+local M = {}
+function M.start(self) self.flaky = 0 end
+function M.on_message(self, msg)
+  if msg.type == "flaky" then
+    self.flaky = self.flaky + 1
+    if self.flaky < 2 then error("flaky fails once") end
+  elseif msg.type == "poison" then
+    error("poison always fails")
+  elseif msg.type == "done" then
+    agent.finish()
+  end
+end
+return M
+"#;
+
+const FAILER: &str = r#"
+local M = {}
+function M.start(self) error("failer fails at once") end
+return M
+"#;
+
+const HOSTILE_TASK: &str = "id = \"hostile\"\ntype = \"test\"\ndescription = \"failures\"\ntimeout = 60000\nagents = [\"boss\"]\n";
+
+fn hostile_run(store: &str) {
+    let scratch = Scratch::new(&[
+        ("boss.lua", BOSS),
+        ("worker.lua", WORKER),
+        ("failer.lua", FAILER),
+    ]);
+    scratch.write("task.toml", HOSTILE_TASK);
+    let env = [("ORRERY_MAX_ATTEMPTS", "2"), ("ORRERY_STORE", store)];
+    let (report, entries) = run_with_journal(scratch.path(), &["task.toml"], &env);
+    assert_journal_matches_report(&report, &entries);
+    let kinds = |k: &str| count(&entries, |e| e.event.kind() == k);
+    assert_eq!(kinds("message_given_back"), 2, "flaky once, poison once");
+    assert_eq!(kinds("message_dead_lettered"), 1);
+    assert_eq!(kinds("lock_acquired"), 3);
+    assert_eq!(kinds("lock_released"), 2);
+    assert_eq!(kinds("lock_timed_out"), 1);
+    assert_eq!(kinds("blackboard_delete"), 2);
+    assert!(entries.iter().any(|e| matches!(
+        &e.event,
+        Event::BlackboardWrite { key, bytes, value: None } if key == "big" && *bytes > 5000
+    )));
+    assert!(entries.iter().any(|e| matches!(
+        &e.event,
+        Event::Error { fatal: true, message, .. } if message.contains("failer fails at once")
+    )));
+    // On a shared store the same entries are in the task's stream.
+    if store != "memory" {
+        let out = orrery(
+            scratch.path(),
+            &["tail", "hostile", "--store", store, "--json", "--no-follow"],
+        );
+        assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+        let streamed = parse_lines(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(streamed, entries);
+    }
+}
+
+#[test]
+fn the_journal_of_failures_redeliveries_locks_and_a_failed_agent_matches_the_report() {
+    hostile_run("memory");
+}
+
+#[test]
+fn on_redis_the_journal_file_and_the_task_stream_hold_the_same_entries() {
+    let server = RedisServer::start();
+    hostile_run(&server.url());
+}
+
+#[test]
+fn orrery_report_renders_a_journal_as_one_page_with_the_journal_inline() {
+    let (_, entries) = run_with_journal(&repo(), &["examples/deploy.toml"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = entries
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    std::fs::write(dir.path().join("run.jsonl"), lines.join("\n")).unwrap();
+    let out = orrery(dir.path(), &["report", "run.jsonl", "-o", "page.html"]);
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    let page = std::fs::read_to_string(dir.path().join("page.html")).unwrap();
+    assert!(page.contains("<title>orrery: deploy-001</title>"));
+    assert!(page.contains(r#"data-mode="report""#));
+    assert!(page.contains(r#""kind":"run_ended""#));
+    // Nothing is fetched: no script or style comes from elsewhere.
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
+    // Without -o, the page goes beside the journal.
+    let out = orrery(dir.path(), &["report", "run.jsonl"]);
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    assert!(dir.path().join("run.html").is_file());
+}
+
+#[test]
+fn bad_journals_and_journal_paths_are_bad_input_naming_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.jsonl"),
+        "{\"seq\":1,\"at_us\":1,\"host\":\"h\",\"kind\":\"run_started\",\"task\":\"t\",\"task_type\":\"x\",\"description\":\"d\",\"owner\":true}\nnot json\n",
+    )
+    .unwrap();
+    let out = orrery(dir.path(), &["report", "bad.jsonl"]);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.jsonl:2: not a journal entry"),
+        "{}",
+        show(&out)
+    );
+    let out = orrery(dir.path(), &["report", "missing.jsonl"]);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.jsonl"));
+
+    let target = dir.path().to_str().unwrap().to_string();
+    let out = orrery(
+        &repo(),
+        &["run", "examples/deploy.toml", "--journal", &target],
+    );
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("flag --journal"),
+        "{}",
+        show(&out)
+    );
+}

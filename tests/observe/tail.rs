@@ -1,0 +1,145 @@
+//! `orrery tail` follows a task run by other processes on a real Redis:
+//! started while the task runs, it prints what it missed, then what the
+//! owner and a process that joins later store, and stops at the run's end.
+
+use std::collections::BTreeSet;
+
+use orrery::coordination::journal::Event;
+use orrery::error::exit;
+
+use crate::common::{RedisServer, Scratch, orrery, show, spawn_orrery};
+use crate::util::{PATIENCE, parse_lines, read_journal};
+
+const WAITER: &str = r#"
+local M = {}
+function M.start(self)
+  blackboard.set("before", true)
+  log.info("waiting for go")
+  local m = bus.receive(100000)
+  assert(m and m.type == "go", "no go")
+  blackboard.set("after", m.from)
+end
+return M
+"#;
+
+const GOER: &str = r#"
+local M = {}
+function M.start(self) bus.send("waiter-1", "go", {}) end
+return M
+"#;
+
+#[test]
+fn tail_follows_a_task_of_two_other_processes_from_what_it_missed_to_the_end() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let scratch = Scratch::new(&[("waiter.lua", WAITER), ("goer.lua", GOER)]);
+    scratch.write(
+        "task.toml",
+        "id = \"tailed\"\ntype = \"test\"\ndescription = \"tail\"\ntimeout = 120000\nagents = [\"waiter\"]\n",
+    );
+    let owner_journal = scratch.path().join("owner.jsonl");
+    let joiner_journal = scratch.path().join("joiner.jsonl");
+    let mut owner = spawn_orrery(
+        scratch.path(),
+        &[
+            "run",
+            "task.toml",
+            "--store",
+            &url,
+            "--journal",
+            owner_journal.to_str().unwrap(),
+        ],
+        &[],
+    );
+    owner.wait_for("waiting for go", PATIENCE);
+
+    // Started mid-run: what was stored before comes first.
+    let tail = spawn_orrery(
+        scratch.path(),
+        &["tail", "tailed", "--store", &url, "--json"],
+        &[],
+    );
+    let joiner = orrery(
+        scratch.path(),
+        &[
+            "run",
+            "--join",
+            "tailed",
+            "--role",
+            "goer",
+            "--store",
+            &url,
+            "--journal",
+            joiner_journal.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(joiner.status.code(), Some(exit::OK), "{}", show(&joiner));
+    let owner = owner.finish(PATIENCE);
+    assert_eq!(owner.code, Some(exit::OK), "{}", owner.show());
+    let tail = tail.finish(PATIENCE);
+    assert_eq!(tail.code, Some(exit::OK), "{}", tail.show());
+
+    let tailed = parse_lines(&tail.stdout);
+    let mut stored = read_journal(&owner_journal);
+    stored.extend(read_journal(&joiner_journal));
+    let key = |e: &orrery::coordination::journal::Entry| (e.host.clone(), e.seq);
+    let tailed_keys: BTreeSet<_> = tailed.iter().map(key).collect();
+    let stored_keys: BTreeSet<_> = stored.iter().map(key).collect();
+    assert_eq!(tailed.len(), tailed_keys.len(), "no entry twice");
+    assert_eq!(
+        tailed_keys, stored_keys,
+        "tail printed every entry of both processes"
+    );
+    let hosts: BTreeSet<_> = tailed.iter().map(|e| e.host.clone()).collect();
+    assert_eq!(hosts.len(), 2, "{hosts:?}");
+    let wrote = |k: &str| {
+        tailed
+            .iter()
+            .position(|e| matches!(&e.event, Event::BlackboardWrite { key, .. } if key == k))
+    };
+    let (before, after) = (wrote("before"), wrote("after"));
+    assert!(
+        before.is_some() && after.is_some() && before < after,
+        "{before:?} {after:?}"
+    );
+    // Each process's entries come in their order.
+    for host in &hosts {
+        let seqs: Vec<u64> = tailed
+            .iter()
+            .filter(|e| &e.host == host)
+            .map(|e| e.seq)
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{host}: {seqs:?}");
+    }
+}
+
+#[test]
+fn tail_of_a_task_the_store_never_saw_is_bad_input_and_the_text_form_reads_as_lines() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new(&[("goer.lua", "return {}")]);
+    let out = orrery(
+        scratch.path(),
+        &["tail", "nothing-here", "--store", &server.url()],
+    );
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TASK_ID 'nothing-here'"));
+    let out = orrery(scratch.path(), &["tail", "x"]);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a shared store"));
+
+    scratch.write(
+        "scripts/solo.lua",
+        "return { start = function() blackboard.set('k', 1) end }",
+    );
+    scratch.write(
+        "t.toml",
+        "id = \"solo\"\ntype = \"test\"\ndescription = \"d\"\ntimeout = 60000\nagents = [\"solo\"]\n",
+    );
+    let run = orrery(scratch.path(), &["run", "t.toml", "--store", &server.url()]);
+    assert_eq!(run.status.code(), Some(exit::OK), "{}", show(&run));
+    let out = orrery(scratch.path(), &["tail", "solo", "--store", &server.url()]);
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("solo-1     set k"), "{text}");
+    assert!(text.contains("task solo ended complete"), "{text}");
+}
