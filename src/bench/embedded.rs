@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::coordination::Coordination;
+use crate::coordination::journal::FileSink;
 use crate::error::{Error, Result};
 use crate::orchestrator::Orchestrator;
 use crate::report::{RunReport, TaskStatus};
@@ -123,30 +124,51 @@ pub async fn run(sizes: Sizes) -> Result<EmbeddedReport> {
 }
 
 async fn blackboard_ops(loops: u64) -> Result<f64> {
-    let report = run_to_end(Bench::new(
+    blackboard_ops_journaled(loops, None).await
+}
+
+/// The blackboard figure, with the run's journal written to `journal` when given.
+pub(super) async fn blackboard_ops_journaled(loops: u64, journal: Option<&Path>) -> Result<f64> {
+    let mut bench = Bench::new(
         "blackboard",
         &[("bb", BLACKBOARD)],
         &["bb"],
         json!({ "loops": loops }),
-    ))
-    .await?;
+    );
+    bench.journal = journal.map(Path::to_path_buf);
+    let report = run_to_end(bench).await?;
     let seconds = output_f64(&report, "elapsed_ms")? / 1000.0;
     Ok((2 * loops) as f64 / seconds)
 }
 
 async fn messages(count: u64) -> Result<f64> {
-    let bench = Bench::new(
+    messages_journaled(count, None).await
+}
+
+/// The message figure, with the run's journal written to `journal` when given.
+pub(super) async fn messages_journaled(count: u64, journal: Option<&Path>) -> Result<f64> {
+    let mut bench = Bench::new(
         "messages",
         &[("sender", SENDER), ("receiver", RECEIVER)],
         &["receiver", "sender"],
         json!({ "messages": count }),
     );
+    bench.journal = journal.map(Path::to_path_buf);
     let report = run_to_end(bench).await?;
     let seconds = output_f64(&report, "elapsed_ms")? / 1000.0;
     Ok(count as f64 / seconds)
 }
 
 async fn spawn_times(spawns: u64, warmup: u64) -> Result<(f64, f64)> {
+    spawn_times_journaled(spawns, warmup, None).await
+}
+
+/// The spawn figures, with the run's journal written to `journal` when given.
+pub(super) async fn spawn_times_journaled(
+    spawns: u64,
+    warmup: u64,
+    journal: Option<&Path>,
+) -> Result<(f64, f64)> {
     let mut bench = Bench::new(
         "spawn",
         &[("spawner", SPAWNER), ("probe", PROBE)],
@@ -155,6 +177,7 @@ async fn spawn_times(spawns: u64, warmup: u64) -> Result<(f64, f64)> {
     );
     // Probes end on their own, but may not be joined yet when the next starts.
     bench.config.max_agents = 64;
+    bench.journal = journal.map(Path::to_path_buf);
     let report = run_to_end(bench).await?;
     let mut samples_us: Vec<f64> = report
         .outputs
@@ -234,6 +257,8 @@ struct Bench {
     registry: Arc<ScriptRegistry>,
     task: Task,
     config: Config,
+    /// Where the run's journal goes (none: the journal stays off).
+    journal: Option<std::path::PathBuf>,
 }
 
 impl Bench {
@@ -253,16 +278,22 @@ impl Bench {
             registry: Arc::new(ScriptRegistry::from_sources(Path::new("bench"), roles)),
             task,
             config: Config::default(),
+            journal: None,
         }
     }
 
     fn orchestrator(self) -> Result<Orchestrator> {
-        Orchestrator::new(
+        let orchestrator = Orchestrator::new(
             self.task,
             self.config,
             Arc::new(MemoryStore::new()),
             self.registry,
-        )
+        )?;
+        if let Some(path) = &self.journal {
+            let sink = FileSink::create(path, "benchmark journal")?;
+            orchestrator.coordination().journal.attach(Box::new(sink));
+        }
+        Ok(orchestrator)
     }
 }
 

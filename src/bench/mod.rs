@@ -3,6 +3,7 @@
 //! its own and adds its section to [`BenchReport`].
 
 pub mod embedded;
+pub mod journal;
 pub mod redis;
 pub mod reload;
 
@@ -19,6 +20,8 @@ pub struct BenchReport {
     pub embedded: embedded::EmbeddedReport,
     /// Time from a script edit to the first message handled by the new code.
     pub reload: reload::ReloadLatency,
+    /// The embedded store's figures with the run journal on and off.
+    pub journal: journal::JournalCost,
     /// The Redis store beside `redis-benchmark`, when a server was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<redis::RedisBenchReport>,

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use orrery::bench::{BenchReport, embedded, redis, reload};
+use orrery::bench::{BenchReport, embedded, journal, redis, reload};
 use orrery::error::exit;
 
 /// Arguments of `orrery bench`.
@@ -39,6 +39,7 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
     let runtime = super::runtime()?;
     let report = runtime.block_on(async {
         let embedded = embedded::run(sizes).await?;
+        let journal = journal::journal_cost(sizes, if args.quick { 1 } else { 3 }).await?;
         let reload = reload::reload_latency(edits).await?;
         let redis = match &args.redis {
             Some(url) => Some(redis::run(url, &redis_options).await?),
@@ -48,6 +49,7 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
             version: env!("CARGO_PKG_VERSION"),
             quick: args.quick,
             embedded,
+            journal,
             reload,
             redis,
         })
@@ -62,6 +64,7 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
 
 fn table(report: &BenchReport) -> String {
     let mut s = embedded::table(&report.embedded);
+    s.push_str(&journal::table(&report.journal));
     let r = &report.reload;
     let _ = writeln!(
         s,

@@ -4,7 +4,7 @@
 "use strict";
 
 const PHASES = ["INIT", "READY", "PLANNING", "EXECUTING", "VALIDATING", "COMPLETE", "FAILED"];
-const LANE_H = 40, LANE_GAP = 8, LABEL_W = 170, AXIS_H = 22, RIGHT_PAD = 70;
+const LANE_H = 40, LANE_GAP = 8, LABEL_W = 170, AXIS_H = 22, RIGHT_PAD = 90;
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 let run;
@@ -338,7 +338,7 @@ function drawLog() {
   const shown = run.entries.slice(-500).reverse();
   for (const e of shown) {
     const { seq, at_us, host: h, agent, kind, ...rest } = e;
-    const line = `+${ms(at_us / 1000 - run.t0).padStart(9)}  ${(agent || "host").padEnd(10)} ${kind.padEnd(21)} ${JSON.stringify(rest)}`;
+    const line = `${("+" + ms(at_us / 1000 - run.t0)).padStart(10)}  ${(agent || "host").padEnd(10)} ${kind.padEnd(21)} ${JSON.stringify(rest)}`;
     host.appendChild(el("div", kind === "error" ? { class: "error" } : {}, line));
   }
   document.getElementById("journal-count").textContent = `(${run.entries.length} entries${run.entries.length > 500 ? ", latest 500 shown" : ""})`;

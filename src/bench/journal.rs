@@ -1,0 +1,144 @@
+//! What the run journal costs: the embedded store's blackboard, message and
+//! spawn figures with the journal written to a file (every event built,
+//! numbered, serialized and written), beside the same figures with it off,
+//! taken in turns over several rounds so a change in the machine's load
+//! hits both alike. The aim is a drop of at most 10%.
+
+use serde::Serialize;
+
+use super::embedded::{Sizes, blackboard_ops_journaled, messages_journaled, spawn_times_journaled};
+use crate::error::{Error, Result};
+
+/// The figures with the journal off and on, per round, and the drops of
+/// their medians.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalCost {
+    /// Rounds taken (each: off, then on).
+    pub rounds: usize,
+    /// `blackboard.set` + `get` per second, journal off, per round.
+    pub blackboard_off: Vec<f64>,
+    /// The same with the journal on.
+    pub blackboard_on: Vec<f64>,
+    /// Messages per second, journal off, per round.
+    pub messages_off: Vec<f64>,
+    /// The same with the journal on.
+    pub messages_on: Vec<f64>,
+    /// Spawn p50 (µs), journal off, per round.
+    pub spawn_p50_us_off: Vec<f64>,
+    /// The same with the journal on.
+    pub spawn_p50_us_on: Vec<f64>,
+    /// Drop of the median blackboard figure with the journal on (%).
+    pub blackboard_drop_pct: f64,
+    /// Drop of the median message figure with the journal on (%).
+    pub messages_drop_pct: f64,
+    /// Growth of the median spawn time with the journal on (%).
+    pub spawn_growth_pct: f64,
+}
+
+/// Measures `rounds` rounds of the three figures, journal off then on.
+pub async fn journal_cost(sizes: Sizes, rounds: usize) -> Result<JournalCost> {
+    let dir = std::env::temp_dir().join(format!("orrery-bench-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Coordination(format!("benchmark journal {}: {e}", dir.display())))?;
+    let file = dir.join("journal.jsonl");
+    let result = measure(sizes, rounds, &file).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn measure(sizes: Sizes, rounds: usize, file: &std::path::Path) -> Result<JournalCost> {
+    let mut c = JournalCost {
+        rounds,
+        blackboard_off: Vec::new(),
+        blackboard_on: Vec::new(),
+        messages_off: Vec::new(),
+        messages_on: Vec::new(),
+        spawn_p50_us_off: Vec::new(),
+        spawn_p50_us_on: Vec::new(),
+        blackboard_drop_pct: 0.0,
+        messages_drop_pct: 0.0,
+        spawn_growth_pct: 0.0,
+    };
+    for _ in 0..rounds {
+        for (journal, bb, msgs, spawn) in [
+            (
+                None,
+                &mut c.blackboard_off,
+                &mut c.messages_off,
+                &mut c.spawn_p50_us_off,
+            ),
+            (
+                Some(file),
+                &mut c.blackboard_on,
+                &mut c.messages_on,
+                &mut c.spawn_p50_us_on,
+            ),
+        ] {
+            bb.push(blackboard_ops_journaled(sizes.blackboard_loops, journal).await?);
+            msgs.push(messages_journaled(sizes.messages, journal).await?);
+            let (p50, _) =
+                spawn_times_journaled(sizes.spawns, sizes.warmup_spawns, journal).await?;
+            spawn.push(p50);
+        }
+    }
+    let drop = |off: &[f64], on: &[f64]| 100.0 * (1.0 - median(on) / median(off));
+    c.blackboard_drop_pct = drop(&c.blackboard_off, &c.blackboard_on);
+    c.messages_drop_pct = drop(&c.messages_off, &c.messages_on);
+    c.spawn_growth_pct = 100.0 * (median(&c.spawn_p50_us_on) / median(&c.spawn_p50_us_off) - 1.0);
+    Ok(c)
+}
+
+/// The median of `values` (0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One line per figure: medians off and on, the drop, and the spread (min–max).
+pub fn table(c: &JournalCost) -> String {
+    let spread = |v: &[f64]| {
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{min:.0}-{max:.0}")
+    };
+    let verdict = |pct: f64| if pct <= 10.0 { "ok" } else { "MISSED" };
+    let mut s = format!(
+        "journal on (to a file), {} round(s), median off / on (spread):\n",
+        c.rounds
+    );
+    s.push_str(&format!(
+        "  {:<40} {:>10.0} / {:<10.0} ({} / {})   drop {:>5.1}%  aim <= 10%  {}\n",
+        "blackboard ops/s",
+        median(&c.blackboard_off),
+        median(&c.blackboard_on),
+        spread(&c.blackboard_off),
+        spread(&c.blackboard_on),
+        c.blackboard_drop_pct,
+        verdict(c.blackboard_drop_pct)
+    ));
+    s.push_str(&format!(
+        "  {:<40} {:>10.0} / {:<10.0} ({} / {})   drop {:>5.1}%  aim <= 10%  {}\n",
+        "messages/s",
+        median(&c.messages_off),
+        median(&c.messages_on),
+        spread(&c.messages_off),
+        spread(&c.messages_on),
+        c.messages_drop_pct,
+        verdict(c.messages_drop_pct)
+    ));
+    s.push_str(&format!(
+        "  {:<40} {:>10.0} / {:<10.0} ({} / {} us)   growth {:>5.1}%\n",
+        "spawn p50 (us)",
+        median(&c.spawn_p50_us_off),
+        median(&c.spawn_p50_us_on),
+        spread(&c.spawn_p50_us_off),
+        spread(&c.spawn_p50_us_on),
+        c.spawn_growth_pct
+    ));
+    s
+}
