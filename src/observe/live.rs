@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
-use crate::coordination::journal::{Sink, Written};
+use crate::coordination::journal::{Batch, Sink};
 use crate::error::{Error, Result};
 
 /// Lines a slow browser may fall behind before it is made to start over.
@@ -86,12 +86,13 @@ struct FeedSink(LiveFeed);
 
 #[async_trait]
 impl Sink for FeedSink {
-    async fn write(&mut self, batch: &[Written]) {
+    async fn write(&mut self, batch: &Batch) {
         let feed = &self.0.0;
         let mut state = feed.state.lock();
-        for w in batch {
-            state.history.push(w.line.clone());
-            let _ = feed.lines.send(Update::Line(w.line.clone()));
+        for line in batch.lines() {
+            let line: Arc<str> = Arc::from(line);
+            state.history.push(line.clone());
+            let _ = feed.lines.send(Update::Line(line));
         }
     }
 

@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::coordination::Coordination;
-use crate::coordination::journal::{Event, Sink, Written};
+use crate::coordination::journal::{Batch, Event, Item, Sink};
 use crate::error::{Error, Result};
 
 /// Role and task type: the labels of every per-agent series.
@@ -244,8 +244,7 @@ impl Metrics {
         }
     }
 
-    fn take(&mut self, w: &Written) {
-        let e = &w.entry;
+    fn take(&mut self, e: &Item) {
         let agent = e.agent.as_deref();
         match &e.event {
             Event::RunStarted { task_type, .. } => self.task_type = task_type.clone(),
@@ -419,10 +418,10 @@ struct MetricsSink(Arc<Mutex<Metrics>>);
 
 #[async_trait]
 impl Sink for MetricsSink {
-    async fn write(&mut self, batch: &[Written]) {
+    async fn write(&mut self, batch: &Batch) {
         let mut metrics = self.0.lock();
-        for w in batch {
-            metrics.take(w);
+        for item in batch.items() {
+            metrics.take(item);
         }
     }
 }

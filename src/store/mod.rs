@@ -403,7 +403,7 @@ pub trait Store: Send + Sync + 'static {
     async fn journal_append(
         &self,
         _task: &str,
-        _lines: &[std::sync::Arc<str>],
+        _lines: &[&str],
         _max_len: usize,
     ) -> StoreResult<()> {
         Ok(())

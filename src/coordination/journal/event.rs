@@ -277,18 +277,6 @@ pub struct Entry {
     pub event: Event,
 }
 
-/// The serialized form of an entry, borrowed: what the writer turns into a line.
-#[derive(Serialize)]
-pub(super) struct EntryRef<'a> {
-    pub seq: u64,
-    pub at_us: u64,
-    pub host: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent: Option<&'a str>,
-    #[serde(flatten)]
-    pub event: &'a Event,
-}
-
 impl Entry {
     /// Parses one JSON line of a journal; the error says what is wrong with it.
     pub fn parse(line: &str) -> Result<Entry, serde_json::Error> {

@@ -16,6 +16,7 @@
 //! orchestrator runs each agent inside `scope(id, ...)`, so a blackboard
 //! write deep in the store layer knows its writer without passing it down.
 
+mod batch;
 mod event;
 mod llm;
 mod sinks;
@@ -28,9 +29,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, watch};
 
+pub use batch::{Batch, Item};
 pub use event::{Entry, Event};
 pub use llm::LlmCall;
-pub use sinks::{FileSink, Sink, StoreSink, Written};
+pub use sinks::{FileSink, Sink, StoreSink};
 
 /// Values (blackboard values, message payloads) up to this many bytes of
 /// JSON are journaled with their event; larger ones only by size.
@@ -239,6 +241,8 @@ async fn write_loop(
 ) {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let mut taken: Vec<Pending> = Vec::new();
+    let mut batch = Batch::new();
+    let host_json = serde_json::to_string(&*inner.host).unwrap_or_else(|_| "\"?\"".into());
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -253,10 +257,10 @@ async fn write_loop(
         // Swapped, not taken, so both vectors keep their capacity.
         std::mem::swap(&mut inner.buffer.lock().pending, &mut taken);
         if !taken.is_empty() {
-            let batch: Vec<Written> = taken
-                .drain(..)
-                .map(|p| Written::new(&inner.host, p.seq, p.at_us, p.agent, p.event))
-                .collect();
+            batch.clear();
+            for p in taken.drain(..) {
+                batch.push(&host_json, p.seq, p.at_us, p.agent, p.event);
+            }
             for sink in &mut sinks {
                 sink.write(&batch).await;
             }

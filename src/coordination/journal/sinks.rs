@@ -10,48 +10,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::event::EntryRef;
-use super::{Entry, Event};
+use super::Batch;
 use crate::error::{Error, Result};
 use crate::store::Store;
-
-/// One entry as the sinks get it: typed, and as its JSON line (no newline).
-#[derive(Debug, Clone)]
-pub struct Written {
-    /// The entry.
-    pub entry: Entry,
-    /// Its JSON form, one line.
-    pub line: Arc<str>,
-}
-
-impl Written {
-    pub(super) fn new(
-        host: &str,
-        seq: u64,
-        at_us: u64,
-        agent: Option<Arc<str>>,
-        event: Event,
-    ) -> Written {
-        let line = serde_json::to_string(&EntryRef {
-            seq,
-            at_us,
-            host,
-            agent: agent.as_deref(),
-            event: &event,
-        })
-        .unwrap_or_else(|e| format!(r#"{{"seq":{seq},"kind":"unserializable","error":"{e}"}}"#));
-        Written {
-            entry: Entry {
-                seq,
-                at_us,
-                host: host.to_string(),
-                agent: agent.map(|a| a.to_string()),
-                event,
-            },
-            line: Arc::from(line),
-        }
-    }
-}
 
 /// A consumer of journal entries. Called from the journal's writer task,
 /// one batch at a time, in sequence order; a sink handles its own failures
@@ -59,7 +20,7 @@ impl Written {
 #[async_trait]
 pub trait Sink: Send {
     /// Takes the next entries.
-    async fn write(&mut self, batch: &[Written]);
+    async fn write(&mut self, batch: &Batch);
     /// The journal closes: flush and let go of what is held.
     async fn close(&mut self) {}
 }
@@ -98,18 +59,12 @@ impl FileSink {
 
 #[async_trait]
 impl Sink for FileSink {
-    async fn write(&mut self, batch: &[Written]) {
+    async fn write(&mut self, batch: &Batch) {
         let Some(out) = self.out.as_mut() else { return };
-        let mut result = Ok(());
-        for w in batch {
-            result = out
-                .write_all(w.line.as_bytes())
-                .and_then(|()| out.write_all(b"\n"));
-            if result.is_err() {
-                break;
-            }
-        }
-        if let Err(e) = result.and_then(|()| out.flush()) {
+        let written = out
+            .write_all(batch.text().as_bytes())
+            .and_then(|()| out.flush());
+        if let Err(e) = written {
             self.fail(e);
         }
     }
@@ -147,8 +102,8 @@ impl StoreSink {
 
 #[async_trait]
 impl Sink for StoreSink {
-    async fn write(&mut self, batch: &[Written]) {
-        let lines: Vec<Arc<str>> = batch.iter().map(|w| w.line.clone()).collect();
+    async fn write(&mut self, batch: &Batch) {
+        let lines: Vec<&str> = batch.lines().collect();
         match self
             .store
             .journal_append(&self.task, &lines, self.max_len)

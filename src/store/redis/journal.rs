@@ -2,8 +2,6 @@
 //! `XADD MAXLEN ~`, one field `e` holding the entry's JSON line, and read back
 //! in order with `XRANGE` by `orrery tail` (from any host).
 
-use std::sync::Arc;
-
 use redis::Value;
 
 use super::Server;
@@ -14,7 +12,7 @@ impl Server {
     pub(super) async fn journal_append(
         &self,
         task: &str,
-        lines: &[Arc<str>],
+        lines: &[&str],
         max_len: usize,
     ) -> StoreResult<()> {
         if lines.is_empty() {
@@ -32,7 +30,7 @@ impl Server {
                         .arg(max_len)
                         .arg("*")
                         .arg("e")
-                        .arg(line.as_ref())
+                        .arg(*line)
                         .ignore();
                 }
                 pipe

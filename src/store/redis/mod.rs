@@ -257,12 +257,7 @@ impl Store for RedisStore {
         self.server.clean(task).await
     }
 
-    async fn journal_append(
-        &self,
-        task: &str,
-        lines: &[Arc<str>],
-        max_len: usize,
-    ) -> StoreResult<()> {
+    async fn journal_append(&self, task: &str, lines: &[&str], max_len: usize) -> StoreResult<()> {
         self.server.journal_append(task, lines, max_len).await
     }
 
