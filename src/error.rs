@@ -28,6 +28,8 @@ pub mod exit {
     pub const TASK_FAILED: i32 = 7;
     /// The task's LLM token budget was spent and an agent asked for more.
     pub const LLM_BUDGET: i32 = 8;
+    /// The task ended without what its `[success]` table requires (an output).
+    pub const INCOMPLETE: i32 = 9;
     /// The run was stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
     pub const INTERRUPTED: i32 = 130;
 }

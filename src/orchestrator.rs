@@ -285,24 +285,12 @@ impl Orchestrator {
             return false;
         };
         tracing::error!("{spent}");
-        self.budget_error = Some(ReportedError {
-            agent: agent.clone(),
-            kind: spent.kind().to_string(),
-            message: spent.to_string(),
-            fatal: true,
-            exit_code: spent.exit_code(),
-        });
+        self.budget_error = Some(ReportedError::of(agent, &spent, true));
         true
     }
 
     fn record(&mut self, agent: &str, e: &Error, fatal: bool) {
-        self.errors.push(ReportedError {
-            agent: agent.to_string(),
-            kind: e.kind().to_string(),
-            message: e.to_string(),
-            fatal,
-            exit_code: e.exit_code(),
-        });
+        self.errors.push(ReportedError::of(agent, e, fatal));
     }
 
     fn spawn_metrics_flusher(&self) -> tokio::task::JoinHandle<()> {
@@ -342,8 +330,13 @@ impl Orchestrator {
                     "{count} message(s) to '{queue}' were never taken: no agent read them before the task ended"
                 ),
                 fatal: false,
+                allowed: false,
                 exit_code: crate::error::exit::OK,
             });
+        }
+        self.report_dead_letters().await?;
+        if end == End::Finished {
+            self.report_missing_outputs(&outputs);
         }
         let records = coord.states.list().await?;
         let phases: BTreeMap<String, Vec<String>> = records
@@ -382,6 +375,60 @@ impl Orchestrator {
             errors: std::mem::take(&mut self.errors),
             metrics: coord.metrics.snapshot(&phases, Some(now_ms())),
         })
+    }
+}
+
+impl Orchestrator {
+    /// Adds the task's dead letters to the report: each fails the task, with
+    /// the exit code of the error its handler last raised, unless the task's
+    /// `[success]` allows dead letters.
+    async fn report_dead_letters(&mut self) -> Result<()> {
+        let allowed = self.coord.task.success.allow_dead_letters;
+        for dead in self.coord.bus.dead_letters().await? {
+            let e = &dead.envelope;
+            let what = format!(
+                "message '{}' ({}) from {} to '{}' was dead-lettered after {} attempts",
+                e.kind, e.id, e.from, dead.queue, e.attempts
+            );
+            let mut reported = match &dead.last_failure {
+                Some((agent, cause)) => {
+                    let mut r = ReportedError::of(agent, cause, !allowed);
+                    let first = r.message.lines().next().unwrap_or_default().to_string();
+                    r.message = format!("{what}; last error: {first}");
+                    r
+                }
+                None => ReportedError {
+                    agent: "host".into(),
+                    kind: "dead_letter".into(),
+                    message: what,
+                    fatal: !allowed,
+                    allowed: false,
+                    exit_code: crate::error::exit::SCRIPT,
+                },
+            };
+            reported.allowed = allowed;
+            self.errors.push(reported);
+        }
+        Ok(())
+    }
+
+    /// Adds an error for each output the task's `[success]` requires and the
+    /// run did not record.
+    fn report_missing_outputs(&mut self, outputs: &BTreeMap<String, serde_json::Value>) {
+        let required = self.coord.task.success.outputs.clone();
+        for name in required.iter().filter(|n| !outputs.contains_key(*n)) {
+            self.errors.push(ReportedError {
+                agent: "host".into(),
+                kind: "incomplete".into(),
+                message: format!(
+                    "required output '{name}' was not recorded (the task's [success] outputs \
+                     lists it; an agent records it with task.output('{name}', value))"
+                ),
+                fatal: true,
+                allowed: false,
+                exit_code: crate::error::exit::INCOMPLETE,
+            });
+        }
     }
 }
 

@@ -32,11 +32,40 @@ pub struct ReportedError {
     pub kind: String,
     /// The message, with `path:line` for script errors.
     pub message: String,
-    /// Whether it ended the agent (false for a failed message handler whose message was given back).
+    /// Whether it fails the task: an agent that failed, a dead-lettered
+    /// message, a missing required output (false for a failed message
+    /// handler whose message was given back, and for what the task's
+    /// `[success]` table allows).
     pub fatal: bool,
+    /// The task's `[success]` table allows it (a failed agent, a dead letter).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allowed: bool,
     /// Exit code this error maps to.
     #[serde(skip)]
     pub exit_code: i32,
+}
+
+impl ReportedError {
+    /// The report's entry for `e`, raised in `agent`.
+    pub fn of(agent: &str, e: &crate::Error, fatal: bool) -> Self {
+        ReportedError {
+            agent: agent.to_string(),
+            kind: e.kind().to_string(),
+            message: e.to_string(),
+            fatal,
+            allowed: false,
+            exit_code: e.exit_code(),
+        }
+    }
+
+    /// How the summary labels it: `fatal`, `allowed` or `handled`.
+    fn label(&self) -> &'static str {
+        match (self.fatal, self.allowed) {
+            (true, _) => "fatal",
+            (false, true) => "allowed",
+            (false, false) => "handled",
+        }
+    }
 }
 
 /// Everything a run produced.
@@ -103,7 +132,7 @@ impl RunReport {
                     "  [{}] {} ({}): {}",
                     e.kind,
                     e.agent,
-                    if e.fatal { "fatal" } else { "handled" },
+                    e.label(),
                     e.message
                 );
             }

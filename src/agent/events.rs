@@ -7,8 +7,8 @@ use std::time::Duration;
 use mlua::{Function, Table, Value};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use super::{Agent, CallbackFailure, errors};
-use crate::error::Result;
+use super::{Agent, CallbackFailure, HandlerError, errors};
+use crate::error::{Error, Result};
 use crate::lua_api::{self, HANDLERS, WATCHES, pattern_matches};
 use crate::store::{BlackboardEvent, Delivery};
 
@@ -120,31 +120,32 @@ impl Agent {
         let result = self
             .run_callback(&label, self.handle_message(&delivery))
             .await;
-        let ok = result.is_ok();
-        let fatal = match result {
-            Ok(()) => None,
-            Err(CallbackFailure::Script(e)) => {
-                self.record_handler_error(format!("{label}: {}", errors::describe(&e)));
-                None
-            }
-            Err(CallbackFailure::Fatal(e)) => Some(e),
+        let (error, fatal) = match result {
+            Ok(()) => (None, false),
+            Err(CallbackFailure::Script(e)) => (Some(errors::from_lua(&e)), false),
+            Err(CallbackFailure::Fatal(e)) => (Some(e), true),
         };
-        lua_api::settle_held(&ctx, ok).await?;
-        if ok {
+        lua_api::settle_held(&ctx, error.as_ref()).await?;
+        let Some(error) = error else {
             ctx.coord.bus.ack(&delivery).await?;
-        } else if ctx.coord.bus.nack(&delivery).await? {
-            // Reported, but not counted again: the handler's error already was.
-            let message = format!(
+            return Ok(());
+        };
+        if ctx.coord.bus.nack(&delivery, &ctx.id, &error).await? {
+            // Reported with the run's dead letters, not counted again here.
+            tracing::error!(
+                agent = %ctx.id,
                 "message '{}' ({}) from {} dead-lettered after {} attempts",
                 delivery.envelope.kind,
                 delivery.envelope.id,
                 delivery.envelope.from,
                 delivery.envelope.attempts
             );
-            tracing::error!(agent = %ctx.id, "{message}");
-            self.handler_errors.push(message);
         }
-        fatal.map_or(Ok(()), Err)
+        if fatal {
+            return Err(error);
+        }
+        self.record_handler_error(label, error, false);
+        Ok(())
     }
 
     async fn handle_message(&self, delivery: &Delivery) -> mlua::Result<()> {
@@ -183,7 +184,7 @@ impl Agent {
         match self.run_callback(&label, self.handle_change(&ev)).await {
             Ok(()) => Ok(()),
             Err(CallbackFailure::Script(e)) => {
-                self.record_handler_error(format!("{label}: {}", errors::describe(&e)));
+                self.record_handler_error(label, errors::from_lua(&e), true);
                 Ok(())
             }
             Err(CallbackFailure::Fatal(e)) => Err(e),
@@ -211,10 +212,14 @@ impl Agent {
         Ok(())
     }
 
-    fn record_handler_error(&mut self, message: String) {
-        tracing::error!(agent = %self.ctx.id, "{message}");
+    fn record_handler_error(&mut self, during: String, error: Error, lost: bool) {
+        tracing::error!(agent = %self.ctx.id, "{during}: {error}");
         self.ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
-        self.handler_errors.push(message);
+        self.handler_errors.push(HandlerError {
+            during,
+            error,
+            lost,
+        });
     }
 }
 

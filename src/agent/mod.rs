@@ -44,7 +44,19 @@ pub struct AgentOutcome {
     /// The error that ended it, if one did.
     pub fatal: Option<Error>,
     /// Errors of message handlers and watches (each message was given back).
-    pub handler_errors: Vec<String>,
+    pub handler_errors: Vec<HandlerError>,
+}
+
+/// An error raised by a message handler or a watch; the agent went on.
+#[derive(Debug)]
+pub struct HandlerError {
+    /// What was being handled: `message 'job' from alpha-1`, `watch of 'cfg'`.
+    pub during: String,
+    /// The error.
+    pub error: Error,
+    /// The event is lost: a blackboard change is not delivered again (a
+    /// message was given back, and its redeliveries decide its fate).
+    pub lost: bool,
 }
 
 /// A live agent's VM and code.
@@ -62,7 +74,7 @@ pub struct Agent {
     stop: watch::Receiver<bool>,
     /// Quiescence probes of the orchestrator (see `coordination::Activity`).
     probe: watch::Receiver<u64>,
-    handler_errors: Vec<String>,
+    handler_errors: Vec<HandlerError>,
     budget: Budget,
 }
 
@@ -196,9 +208,10 @@ impl Agent {
         if let Some(start) = self.callback("start")? {
             let result = self
                 .run_callback("start", start.call_async::<()>(self.state.clone()))
-                .await;
-            lua_api::settle_held(&ctx, result.is_ok()).await?;
-            result.map_err(CallbackFailure::into_error)?;
+                .await
+                .map_err(CallbackFailure::into_error);
+            lua_api::settle_held(&ctx, result.as_ref().err()).await?;
+            result?;
         }
         if self.wants_events()? {
             self.event_loop().await?;

@@ -214,9 +214,10 @@ impl Agent {
                 "on_reload",
                 hook.call_async::<Value>((self.state.clone(), old)),
             )
-            .await;
-        lua_api::settle_held(&self.ctx, result.is_ok()).await?;
-        match result.map_err(super::CallbackFailure::into_error)? {
+            .await
+            .map_err(super::CallbackFailure::into_error);
+        lua_api::settle_held(&self.ctx, result.as_ref().err()).await?;
+        match result? {
             Value::Table(state) => self.state = state,
             Value::Nil => {}
             other => {

@@ -247,6 +247,7 @@ impl Bench {
             inputs,
             agents: Some(start.iter().map(|s| s.to_string()).collect()),
             spawn: Vec::new(),
+            success: Default::default(),
         };
         Bench {
             name,

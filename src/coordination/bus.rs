@@ -6,7 +6,7 @@
 //! at-least-once: a message is acknowledged after its handler returns and given
 //! back (redelivered, then dead-lettered) when the handler fails.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -40,6 +40,22 @@ pub struct MessageBus {
     known_roles: RwLock<Vec<String>>,
     /// Roles another process of the task has scripts for.
     remote_roles: RwLock<Vec<String>>,
+    /// The last error of each message whose handler failed and that was not
+    /// handled since: why a dead letter died. By message id.
+    failures: parking_lot::Mutex<HashMap<String, (String, Error)>>,
+    /// `failures` is not empty (checked first, so an acknowledgement costs no lock).
+    any_failures: std::sync::atomic::AtomicBool,
+}
+
+/// A message given up on after `max_attempts` deliveries, with why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The queue it was taken from (an agent id or a role).
+    pub queue: String,
+    /// The message.
+    pub envelope: Envelope,
+    /// The agent whose handler failed last, and its error, when this process saw it.
+    pub last_failure: Option<(String, Error)>,
 }
 
 impl MessageBus {
@@ -60,6 +76,8 @@ impl MessageBus {
             departed: RwLock::default(),
             known_roles: RwLock::default(),
             remote_roles: RwLock::default(),
+            failures: parking_lot::Mutex::default(),
+            any_failures: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -198,16 +216,48 @@ impl MessageBus {
 
     /// The handler of `delivery` returned: the message is done.
     pub async fn ack(&self, delivery: &Delivery) -> Result<()> {
-        Ok(self.store.queue_ack(&self.task, delivery).await?)
+        self.store.queue_ack(&self.task, delivery).await?;
+        if self.any_failures.load(Ordering::Relaxed) {
+            let mut failures = self.failures.lock();
+            failures.remove(&delivery.envelope.id);
+            self.any_failures
+                .store(!failures.is_empty(), Ordering::Relaxed);
+        }
+        Ok(())
     }
 
-    /// The handler of `delivery` failed: redeliver it, or dead-letter it after
-    /// `max_attempts`. True when dead-lettered.
-    pub async fn nack(&self, delivery: &Delivery) -> Result<bool> {
+    /// The handler of `delivery`, run by `agent`, failed with `cause`:
+    /// redeliver it, or dead-letter it after `max_attempts`. True when
+    /// dead-lettered. The cause is kept for the report of the dead letter.
+    pub async fn nack(&self, delivery: &Delivery, agent: &str, cause: &Error) -> Result<bool> {
+        {
+            let mut failures = self.failures.lock();
+            failures.insert(
+                delivery.envelope.id.clone(),
+                (agent.to_string(), cause.clone()),
+            );
+            self.any_failures.store(true, Ordering::Relaxed);
+        }
         Ok(self
             .store
             .queue_nack(&self.task, delivery, self.max_attempts)
             .await?)
+    }
+
+    /// Every dead-lettered message of the task (in any process sharing the
+    /// store), with the last error its handler raised where this process saw it.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        let list = self.store.queue_list(&self.task).await?;
+        let failures = self.failures.lock();
+        Ok(list
+            .into_iter()
+            .filter(|m| m.state == "dead")
+            .map(|m| DeadLetter {
+                last_failure: failures.get(&m.envelope.id).cloned(),
+                queue: m.queue,
+                envelope: m.envelope,
+            })
+            .collect())
     }
 
     /// Gives back every message agent `consumer` took and did not acknowledge.

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use activity::Activity;
 pub use blackboard::Blackboard;
-pub use bus::{BROADCAST, MessageBus};
+pub use bus::{BROADCAST, DeadLetter, MessageBus};
 pub use locks::{LockGrant, LockManager};
 pub use metrics::{
     AgentCounters, AgentMetrics, CoordinationMetrics, HostCounters, MetricsCollector,

@@ -163,8 +163,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             }
         },
     )?;
-    let update: Function =
-        chunks::host(lua, "blackboard.update", UPDATE)?.call((read, swap))?;
+    let update: Function = chunks::host(lua, "blackboard.update", UPDATE)?.call((read, swap))?;
     t.set("update", update)?;
 
     let c = ctx.clone();

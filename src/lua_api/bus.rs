@@ -11,6 +11,7 @@ use mlua::{Function, Lua, Table, Value as LuaValue};
 
 use super::{AgentContext, arg_err, chunks, host_err, interned, millis, store_fn, to_json, to_lua};
 use crate::coordination::BROADCAST;
+use crate::error::Error;
 use crate::store::{Delivery, Envelope};
 
 /// Name of the registry table holding `{type, fn}` subscriptions.
@@ -187,14 +188,15 @@ pub fn message_table(lua: &Lua, e: &Envelope) -> mlua::Result<Table> {
 }
 
 /// Settles the messages an agent took with `receive` during a callback:
-/// acknowledged when it returned, given back when it failed.
-pub async fn settle_held(c: &AgentContext, ok: bool) -> crate::error::Result<()> {
+/// acknowledged when it returned, given back when it failed with `failure`.
+pub async fn settle_held(c: &AgentContext, failure: Option<&Error>) -> crate::error::Result<()> {
     let held: Vec<Delivery> = std::mem::take(&mut c.local.lock().held);
     for d in &held {
-        if ok {
-            c.coord.bus.ack(d).await?;
-        } else {
-            c.coord.bus.nack(d).await?;
+        match failure {
+            None => c.coord.bus.ack(d).await?,
+            Some(e) => {
+                c.coord.bus.nack(d, &c.id, e).await?;
+            }
         }
     }
     Ok(())

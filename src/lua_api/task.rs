@@ -41,9 +41,10 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         .as_table()
         .cloned()
         .unwrap_or(lua.create_table()?);
-    // Spawn conditions and start roles are the host's business, not the scripts'.
+    // Spawn conditions, start roles and the success condition are the host's business, not the scripts'.
     data.set("agents", LuaValue::Nil)?;
     data.set("spawn", LuaValue::Nil)?;
+    data.set("success", LuaValue::Nil)?;
     let embedded = ctx.embedded();
 
     let c = ctx.clone();

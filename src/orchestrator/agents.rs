@@ -95,14 +95,14 @@ impl Orchestrator {
         if let Err(e) = self.coord.bus.release(&outcome.id).await {
             self.record(&outcome.id, &e, true);
         }
-        for message in &outcome.handler_errors {
-            self.errors.push(ReportedError {
-                agent: outcome.id.clone(),
-                kind: "script".into(),
-                message: message.clone(),
-                fatal: false,
-                exit_code: crate::error::exit::SCRIPT,
-            });
+        let success = self.coord.task.success.clone();
+        for h in &outcome.handler_errors {
+            // A message's fate is decided by its redeliveries (see the dead
+            // letters in the report); a watch's change is lost for good.
+            let fatal = h.lost && !success.allow_dead_letters;
+            let mut reported = ReportedError::of(&outcome.id, &h.error, fatal);
+            reported.message = format!("{}: {}", h.during, reported.message);
+            self.errors.push(reported);
         }
         if let Some(e) = &outcome.fatal {
             self.coord
@@ -111,8 +111,17 @@ impl Orchestrator {
                 .errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(agent = %outcome.id, "{e}");
-            self.record(&outcome.id, e, true);
+            self.record_failed_agent(&outcome.id, e);
         }
+    }
+
+    /// Records the error an agent ended with: it fails the task unless the
+    /// task's `[success]` allows failed agents.
+    pub(super) fn record_failed_agent(&mut self, agent: &str, e: &Error) {
+        let allowed = self.coord.task.success.allow_failed_agents;
+        let mut reported = ReportedError::of(agent, e, !allowed);
+        reported.allowed = allowed;
+        self.errors.push(reported);
     }
 
     /// Aborts every agent still running; each gets the error `why(id)`.
@@ -144,7 +153,7 @@ impl Orchestrator {
             self.coord.spawner.release();
             self.registry.users().ended(&id);
             let _ = self.coord.bus.release(&id).await;
-            self.record(&id, &e, true);
+            self.record_failed_agent(&id, &e);
         }
     }
 }

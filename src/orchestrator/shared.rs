@@ -207,6 +207,7 @@ impl Orchestrator {
                                     agent.host, agent.released
                                 ),
                                 fatal: false,
+                                allowed: false,
                                 exit_code: exit::COORDINATION,
                             });
                         }

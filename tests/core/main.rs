@@ -17,6 +17,7 @@ mod config;
 mod deploy;
 mod lifecycle;
 mod lock;
+mod outcomes;
 mod script_errors;
 mod spawn;
 mod state;
