@@ -33,17 +33,20 @@ pub fn execute(args: CheckArgs) -> anyhow::Result<i32> {
         let compiled = sandbox::compile(&lua, script);
         if let Err(e) = compiled {
             failures += 1;
-            println!("{}", orrery::agent::errors::describe(&e));
+            super::print_out(&format!("{}\n", orrery::agent::errors::describe(&e)));
         }
     }
     if failures > 0 {
-        println!("{failures} of {} scripts failed to compile", scripts.len());
+        super::print_out(&format!(
+            "{failures} of {} scripts failed to compile\n",
+            scripts.len()
+        ));
         return Ok(exit::SCRIPT);
     }
-    println!(
-        "ok: {} scripts compiled ({} roles)",
+    super::print_out(&format!(
+        "ok: {} scripts compiled ({} roles)\n",
         scripts.len(),
         registry.roles().len()
-    );
+    ));
     Ok(exit::OK)
 }

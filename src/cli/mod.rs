@@ -162,9 +162,21 @@ pub fn print_out(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
+/// Writes one line to stderr. A reader that went away (`2>&1 | tee log`
+/// when Ctrl-C ended `tee`) is not an error: the line is dropped, never a
+/// panic, so the run still ends with its report and exit code.
+pub fn print_err(line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err
+        .write_all(line.as_bytes())
+        .and_then(|()| err.write_all(b"\n"))
+        .and_then(|()| err.flush());
+}
+
 /// Prints an error for the user and returns its exit code.
 pub fn report_error(e: &anyhow::Error) -> i32 {
-    eprintln!("error: {e:#}");
+    print_err(&format!("error: {e:#}"));
     e.chain()
         .find_map(|c| c.downcast_ref::<Error>())
         .map_or(exit::INTERNAL, Error::exit_code)
@@ -181,6 +193,8 @@ pub fn init_tracing(default_filter: &str) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr must not turn every later log line into a panic.
+        .log_internal_errors(false)
         .without_time()
         .init();
 }

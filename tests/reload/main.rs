@@ -10,6 +10,7 @@ mod common;
 mod bench;
 mod cli;
 mod files;
+mod interrupts;
 mod modules;
 mod roles;
 mod session;
