@@ -185,9 +185,8 @@ impl Orchestrator {
     pub async fn run(mut self) -> Result<RunReport> {
         let started_at = Instant::now();
         let deadline = self.open().await?;
-        for role in self.initial_roles() {
-            self.start_agent(&role, None).await?;
-        }
+        let roles = self.initial_roles();
+        self.start_agents(&roles).await?;
         self.beat().await;
         let flusher = self.spawn_metrics_flusher();
         let deadline = tokio::time::sleep_until(deadline);

@@ -16,8 +16,14 @@ use serde_json::Value;
 
 use super::AgentPhase;
 use super::blackboard::check_size;
+use super::turns::Turns;
 use crate::error::{Error, Result};
 use crate::store::{Delivery, Envelope, Store};
+
+/// How often an agent waiting for its turn looks at its own queue for
+/// messages no send announced (given back after a failure, or sent by
+/// another process).
+const RECHECK_OWN: Duration = Duration::from_millis(100);
 
 /// The address every live agent gets a copy of a message sent to.
 pub const BROADCAST: &str = "*";
@@ -45,6 +51,8 @@ pub struct MessageBus {
     failures: parking_lot::Mutex<HashMap<String, (String, Error)>>,
     /// `failures` is not empty (checked first, so an acknowledgement costs no lock).
     any_failures: std::sync::atomic::AtomicBool,
+    /// Which agent of a role takes the role's next message.
+    turns: Turns,
 }
 
 /// A message given up on after `max_attempts` deliveries, with why.
@@ -78,20 +86,26 @@ impl MessageBus {
             remote_roles: RwLock::default(),
             failures: parking_lot::Mutex::default(),
             any_failures: std::sync::atomic::AtomicBool::new(false),
+            turns: Turns::default(),
         }
     }
 
     /// Records a live agent, so it can be addressed and receives broadcasts.
     pub fn join(&self, id: &str, role: &str) {
-        self.directory
+        let previous = self
+            .directory
             .write()
             .insert(id.to_string(), role.to_string());
+        if previous.is_none() {
+            self.turns.join(id, role);
+        }
     }
 
     /// Removes an agent that ends: it gets no more broadcasts, and messages
     /// to it are refused from now on.
     pub fn leave(&self, id: &str) {
-        if self.directory.write().remove(id).is_some() {
+        if let Some(role) = self.directory.write().remove(id) {
+            self.turns.leave(id, &role);
             self.departed.write().insert(id.to_string());
         }
     }
@@ -143,12 +157,14 @@ impl MessageBus {
                 self.store
                     .queue_push(&self.task, &target, &envelope)
                     .await?;
+                self.turns.mail(&target);
             }
         } else {
             let queue = envelope.to.clone();
             self.store
                 .queue_push_owned(&self.task, &queue, envelope)
                 .await?;
+            self.turns.mail(&queue);
         }
         Ok(id)
     }
@@ -201,17 +217,76 @@ impl MessageBus {
         ))
     }
 
-    /// Takes the next message for an agent reading `queues`, waiting up to `wait`.
+    /// Takes the next message for an agent reading `queues` (its own queue,
+    /// then its role's), waiting up to `wait`. When several agents of the role
+    /// run in this process, a message of the role goes to the one that has
+    /// waited longest (see [`turns`](super::turns)); messages to the agent
+    /// itself never wait for that.
     pub async fn take(
         &self,
         queues: &[String],
         consumer: &str,
         wait: Duration,
     ) -> Result<Option<Delivery>> {
-        Ok(self
-            .store
-            .queue_take(&self.task, queues, consumer, wait)
-            .await?)
+        match queues {
+            [_, role] if self.turns.is_shared(role) => {
+                self.take_in_turn(queues, role, consumer, wait).await
+            }
+            _ => Ok(self
+                .store
+                .queue_take(&self.task, queues, consumer, wait)
+                .await?),
+        }
+    }
+
+    async fn take_in_turn(
+        &self,
+        queues: &[String],
+        role: &str,
+        consumer: &str,
+        wait: Duration,
+    ) -> Result<Option<Delivery>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut ticket = self.turns.enter(role, consumer);
+        let changed = ticket.changed();
+        loop {
+            let moved = changed.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if ticket.is_first() {
+                let taken = self
+                    .store
+                    .queue_take(&self.task, queues, consumer, left)
+                    .await?;
+                if taken.is_some() {
+                    ticket.took();
+                }
+                return Ok(taken);
+            }
+            // Another agent of the role has waited longer: the role's
+            // messages are its. Our own are ours at once.
+            let deferring = ticket.defer();
+            let mail = deferring.notify.notified();
+            let own = &queues[..1];
+            if let Some(d) = self
+                .store
+                .queue_take(&self.task, own, consumer, Duration::ZERO)
+                .await?
+            {
+                // A message to the agent itself: its place in line stays.
+                return Ok(Some(d));
+            }
+            if left.is_zero() {
+                return Ok(None);
+            }
+            // Messages given back to our own queue wake nobody: look again now and then.
+            tokio::select! {
+                _ = moved => {}
+                _ = mail => {}
+                _ = tokio::time::sleep(left.min(RECHECK_OWN)) => {}
+            }
+        }
     }
 
     /// The handler of `delivery` returned: the message is done.

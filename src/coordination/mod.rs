@@ -12,6 +12,7 @@ mod metrics;
 mod presence;
 mod spawn;
 mod state;
+mod turns;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -19,6 +19,27 @@ use crate::report::ReportedError;
 
 impl Orchestrator {
     pub(super) async fn start_agent(&mut self, role: &str, parent: Option<&str>) -> Result<String> {
+        let ready = self.prepare_agent(role, parent).await?;
+        Ok(self.launch(ready))
+    }
+
+    /// Starts the agents of `roles` together: every one of them is on the bus
+    /// (and in its role's line, see `coordination::turns`) before the first
+    /// one's `start` runs, so work a starting agent sends to a pool goes to
+    /// the whole pool.
+    pub(super) async fn start_agents(&mut self, roles: &[String]) -> Result<()> {
+        let mut ready = Vec::with_capacity(roles.len());
+        for role in roles {
+            ready.push(self.prepare_agent(role, None).await?);
+        }
+        for agent in ready {
+            self.launch(agent);
+        }
+        Ok(())
+    }
+
+    /// Everything but running it: an id, a record, a place on the bus.
+    async fn prepare_agent(&mut self, role: &str, parent: Option<&str>) -> Result<Prepared> {
         self.registry.role(role)?;
         self.coord.spawner.reserve(role)?;
         let id = match self.allocate_id(role).await {
@@ -42,12 +63,18 @@ impl Orchestrator {
         self.coord.bus.join(&id, role);
         self.coord.activity.busy();
         self.registry.users().started(&id, role);
+        Ok(Prepared { ctx })
+    }
+
+    /// Runs a prepared agent on a task of its own; returns its id.
+    fn launch(&mut self, prepared: Prepared) -> String {
+        let Prepared { ctx } = prepared;
+        let (id, role) = (ctx.id.clone(), ctx.role.clone());
         let stop = self.stop_tx.subscribe();
         let handle = self.agents.spawn(run_agent(ctx, stop));
-        self.running
-            .insert(handle.id(), (id.clone(), role.to_string()));
+        self.running.insert(handle.id(), (id.clone(), role));
         self.started.push(id.clone());
-        Ok(id)
+        id
     }
 
     /// `role-N` with the first N no host of the task has used.
@@ -156,6 +183,11 @@ impl Orchestrator {
             self.record_failed_agent(&id, &e);
         }
     }
+}
+
+/// An agent ready to run: registered, on the bus, not yet running.
+struct Prepared {
+    ctx: Arc<AgentContext>,
 }
 
 /// An agent's whole life on its task: load, run, and turn a panic in host code

@@ -20,6 +20,7 @@ mod lock;
 mod outcomes;
 mod script_errors;
 mod spawn;
+mod spread;
 mod state;
 mod timeout;
 mod util;
