@@ -33,6 +33,9 @@ pub struct Config {
     pub stdlib: PathBuf,
     /// Deliveries of one message before it is dead-lettered.
     pub max_attempts: u32,
+    /// Wait before a message whose handler failed is delivered again (ms),
+    /// doubling with each attempt up to 5 s; 0 redelivers at once.
+    pub redelivery_backoff: u64,
     /// Lua heap limit per agent (bytes).
     pub memory_limit: usize,
     /// Longest a single callback may run without yielding to the host (ms).
@@ -53,6 +56,11 @@ pub struct Config {
     /// process silent for 5 periods is lost, and its agents' messages go back
     /// to their queues.
     pub heartbeat_interval: u64,
+    /// Where each setting that is not a default came from (`orrery.toml:3`,
+    /// `environment variable ORRERY_MAX_AGENTS`, `flag --max-agents`), by
+    /// name (`max_agents`, `llm.timeout_ms`).
+    #[serde(skip)]
+    pub origins: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -67,6 +75,7 @@ impl Default for Config {
             scripts: "scripts".into(),
             stdlib: "stdlib".into(),
             max_attempts: 5,
+            redelivery_backoff: 100,
             memory_limit: 64 * 1024 * 1024,
             callback_timeout: 10_000,
             max_value_bytes: 1024 * 1024,
@@ -75,6 +84,7 @@ impl Default for Config {
             agent_timeout: 3_600_000,
             roles: BTreeMap::new(),
             heartbeat_interval: 1_000,
+            origins: BTreeMap::new(),
         }
     }
 }
@@ -103,6 +113,8 @@ pub struct ConfigLayer {
     #[allow(missing_docs)]
     pub max_attempts: Option<u32>,
     #[allow(missing_docs)]
+    pub redelivery_backoff: Option<u64>,
+    #[allow(missing_docs)]
     pub memory_limit: Option<usize>,
     #[allow(missing_docs)]
     pub callback_timeout: Option<u64>,
@@ -118,6 +130,62 @@ pub struct ConfigLayer {
     pub roles: Option<BTreeMap<String, RoleConfig>>,
     #[allow(missing_docs)]
     pub heartbeat_interval: Option<u64>,
+    /// Where the layer came from, to name it in errors.
+    #[serde(skip)]
+    pub origin: LayerOrigin,
+}
+
+/// Where a [`ConfigLayer`] came from.
+#[derive(Debug, Clone, Default)]
+pub enum LayerOrigin {
+    /// Command-line flags (`--max-agents`).
+    #[default]
+    Flags,
+    /// `ORRERY_*` environment variables.
+    Environment,
+    /// A config file, with its text (to find the line of a key).
+    File {
+        /// The path as given.
+        path: String,
+        /// Its text.
+        text: String,
+    },
+}
+
+impl LayerOrigin {
+    /// Where setting `name` (`max_agents`, `llm.timeout_ms`) of this layer
+    /// was written: `orrery.toml:3`, `environment variable
+    /// ORRERY_MAX_AGENTS`, `flag --max-agents`.
+    pub fn of(&self, name: &str) -> String {
+        match self {
+            LayerOrigin::Flags => {
+                let key = name.rsplit('.').next().unwrap_or(name);
+                format!("flag --{}", key.replace('_', "-"))
+            }
+            LayerOrigin::Environment => format!(
+                "environment variable ORRERY_{}",
+                name.replace('.', "_").to_ascii_uppercase()
+            ),
+            LayerOrigin::File { path, text } => {
+                let key = name.rsplit('.').next().unwrap_or(name);
+                match line_of_key(text, key) {
+                    Some(line) => format!("{path}:{line}"),
+                    None => path.clone(),
+                }
+            }
+        }
+    }
+}
+
+/// The 1-based line of the first `key = ...` in TOML `text`.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// Calls `$mac!($args, <every setting that is one value>)`: the one list of
@@ -136,6 +204,7 @@ macro_rules! with_scalar_settings {
             scripts,
             stdlib,
             max_attempts,
+            redelivery_backoff,
             memory_limit,
             callback_timeout,
             max_value_bytes,
@@ -146,10 +215,17 @@ macro_rules! with_scalar_settings {
     };
 }
 
-/// Applies `$layer`'s set fields over `$cfg`, for every listed field.
+/// Applies `$layer`'s set fields over `$cfg`, for every listed field, and
+/// notes where each came from.
 macro_rules! overlay {
     ($cfg:expr, $layer:expr, $($field:ident),*) => {
-        $( if let Some(v) = $layer.$field.clone() { $cfg.$field = v; } )*
+        $(
+            if let Some(v) = $layer.$field.clone() {
+                $cfg.$field = v;
+                let name = stringify!($field);
+                $cfg.origins.insert(name.to_string(), $layer.origin.of(name));
+            }
+        )*
     };
 }
 
@@ -160,8 +236,11 @@ macro_rules! from_env {
         $(
             let var = concat!("ORRERY_", stringify!($field)).to_ascii_uppercase();
             if let Some(raw) = $get(&var) {
-                $layer.$field = Some(raw.parse().map_err(|e| {
-                    Error::bad_input(format!("environment variable {var}"), format!("'{raw}': {e}"))
+                $layer.$field = Some(raw.parse().map_err(|_| {
+                    Error::bad_input(
+                        format!("environment variable {var}"),
+                        format!("'{raw}' is not {}", what_it_takes(stringify!($field))),
+                    )
                 })?);
             }
         )*
@@ -196,6 +275,10 @@ impl ConfigLayer {
         if let Some(store) = &layer.store {
             check_store_url(store).map_err(|m| Error::bad_input(format!("{origin}: store"), m))?;
         }
+        layer.origin = LayerOrigin::File {
+            path: origin.clone(),
+            text: text.clone(),
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         for role in layer.roles.iter_mut().flat_map(|r| r.values_mut()) {
             role.capabilities.resolve_paths(base);
@@ -205,7 +288,10 @@ impl ConfigLayer {
 
     /// Reads `ORRERY_*` variables through `get` (the process environment in the CLI).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<ConfigLayer> {
-        let mut layer = ConfigLayer::default();
+        let mut layer = ConfigLayer {
+            origin: LayerOrigin::Environment,
+            ..ConfigLayer::default()
+        };
         with_scalar_settings!(from_env!(layer, get));
         let llm =
             LlmSettings::from_vars(&get).map_err(|e| Error::bad_llm_settings("environment", e))?;
@@ -229,10 +315,33 @@ impl Config {
             }
             if let Some(llm) = &layer.llm {
                 llm.apply_to(&mut cfg.llm);
+                let set = [
+                    ("llm.timeout_ms", llm.timeout_ms.is_some()),
+                    ("llm.max_concurrent", llm.max_concurrent.is_some()),
+                    ("llm.token_budget", llm.token_budget.is_some()),
+                ];
+                for (name, _) in set.iter().filter(|(_, set)| *set) {
+                    cfg.origins.insert(name.to_string(), layer.origin.of(name));
+                }
             }
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Where setting `name` came from (see [`Config::origins`]); `None` for a default.
+    pub fn origin(&self, name: &str) -> Option<&str> {
+        self.origins.get(name).map(String::as_str)
+    }
+
+    /// A BadInput error for setting `name`, naming where its value came from:
+    /// `orrery.toml:3: setting max_agents: must be greater than 0`.
+    fn bad_setting(&self, name: &str, message: impl Into<String>) -> Error {
+        let origin = match self.origin(name) {
+            Some(at) => format!("{at}: setting {name}"),
+            None => format!("setting {name}"),
+        };
+        Error::bad_input(origin, message)
     }
 
     /// The capabilities granted to `role` (none when the config names no such role).
@@ -266,10 +375,7 @@ impl Config {
             .filter_map(|(name, value)| value.map(|v| (name, v)));
         for (name, value) in positive.into_iter().chain(llm_positive) {
             if value == 0 {
-                return Err(Error::bad_input(
-                    format!("setting {name}"),
-                    "must be greater than 0",
-                ));
+                return Err(self.bad_setting(name, "must be greater than 0"));
             }
         }
         // Past a year the clock arithmetic of the waits overflows.
@@ -277,6 +383,7 @@ impl Config {
         let durations = [
             ("spawn_timeout", self.spawn_timeout),
             ("message_timeout", self.message_timeout),
+            ("redelivery_backoff", self.redelivery_backoff),
             ("metrics_interval", self.metrics_interval),
             ("blackboard_ttl", self.blackboard_ttl.saturating_mul(1000)),
             ("callback_timeout", self.callback_timeout),
@@ -286,19 +393,13 @@ impl Config {
         ];
         for (name, ms) in durations {
             if ms > YEAR_MS {
-                return Err(Error::bad_input(
-                    format!("setting {name}"),
-                    "must be at most a year",
-                ));
+                return Err(self.bad_setting(name, "must be at most a year"));
             }
         }
         if self.memory_limit < 1024 * 1024 {
-            return Err(Error::bad_input(
-                "setting memory_limit",
-                "must be at least 1048576 bytes (1 MiB)",
-            ));
+            return Err(self.bad_setting("memory_limit", "must be at least 1048576 bytes (1 MiB)"));
         }
-        check_store_url(&self.store).map_err(|m| Error::bad_input("setting store", m))?;
+        check_store_url(&self.store).map_err(|m| self.bad_setting("store", m))?;
         for (role, settings) in &self.roles {
             if !crate::scripts::is_role_name(role) {
                 return Err(Error::bad_input(
@@ -309,6 +410,18 @@ impl Config {
             settings.capabilities.validate(role)?;
         }
         Ok(())
+    }
+}
+
+/// What a setting's value must be, in words, for an environment variable
+/// that does not parse (never a Rust type name).
+fn what_it_takes(field: &str) -> &'static str {
+    match field {
+        "store" | "scripts" | "stdlib" => "a valid value",
+        "max_agents" | "max_attempts" | "memory_limit" | "max_value_bytes" => {
+            "a whole number of 0 or more"
+        }
+        _ => "a whole number of milliseconds (or seconds, for blackboard_ttl) of 0 or more",
     }
 }
 

@@ -182,7 +182,7 @@ impl From<StoreError> for Error {
 /// A TOML error in `text` (read from `origin`) as BadInput naming
 /// `origin:line` and, when a value has the wrong type, its key.
 pub(crate) fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> Error {
-    let message = e.message().to_string();
+    let message = plain_types(e.message());
     let Some(span) = e.span() else {
         return Error::bad_input(origin, message);
     };
@@ -193,7 +193,7 @@ pub(crate) fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> Error
 /// A JSON error in `text` (read from `origin`) as BadInput naming
 /// `origin:line` and, when a value has the wrong type, its key.
 pub(crate) fn json_error(origin: &str, text: &str, e: &serde_json::Error) -> Error {
-    let full = e.to_string();
+    let full = plain_types(&e.to_string());
     // serde_json appends " at line L column C"; the origin carries the line.
     let message = match full.rfind(" at line ") {
         Some(i) => full[..i].to_string(),
@@ -209,6 +209,40 @@ pub(crate) fn json_error(origin: &str, text: &str, e: &serde_json::Error) -> Err
         .sum();
     let at = (line_start + e.column().saturating_sub(1)).min(text.len());
     file_error(origin, text, at, message)
+}
+
+/// `message` with the Rust type names serde puts in its messages
+/// (`expected u64`) said in words (`expected a whole number of 0 or more`).
+pub(crate) fn plain_types(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("u8", "a whole number of 0 or more"),
+        ("u16", "a whole number of 0 or more"),
+        ("u32", "a whole number of 0 or more"),
+        ("u64", "a whole number of 0 or more"),
+        ("usize", "a whole number of 0 or more"),
+        ("i32", "a whole number"),
+        ("i64", "a whole number"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+        ("a sequence", "a list"),
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("expected ") {
+        let after = at + "expected ".len();
+        out.push_str(&rest[..after]);
+        rest = &rest[after..];
+        let plain = WORDS.iter().find(|(rust, _)| {
+            rest.strip_prefix(rust)
+                .is_some_and(|tail| !tail.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+        });
+        if let Some((rust, words)) = plain {
+            out.push_str(words);
+            rest = &rest[rust.len()..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `origin:line: [key: ]message` for an error at byte `at` of `text` (the key
@@ -245,3 +279,26 @@ fn key_before(before: &str) -> Option<String> {
 
 /// Result with the host's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rust_type_names_are_said_in_words() {
+        assert_eq!(
+            super::plain_types("invalid type: string \"soon\", expected u64"),
+            "invalid type: string \"soon\", expected a whole number of 0 or more"
+        );
+        assert_eq!(
+            super::plain_types("invalid value: integer `-5`, expected usize"),
+            "invalid value: integer `-5`, expected a whole number of 0 or more"
+        );
+        assert_eq!(
+            super::plain_types("expected f64 or expected u64s"),
+            "expected a number or expected u64s"
+        );
+        assert_eq!(
+            super::plain_types("invalid type: string, expected a sequence"),
+            "invalid type: string, expected a list"
+        );
+    }
+}

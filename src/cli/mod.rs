@@ -82,6 +82,7 @@ impl ConfigArgs {
                 .map_err(|m| Error::bad_input("flag --store", m))?;
         }
         layers.push(ConfigLayer {
+            origin: orrery::config::LayerOrigin::Flags,
             scripts: self.scripts.clone(),
             stdlib: self.stdlib.clone(),
             max_agents: self.max_agents,
