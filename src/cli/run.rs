@@ -94,7 +94,7 @@ impl LlmArgs {
 }
 
 pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
-    let config = args.config.resolve_with(args.llm.settings())?;
+    let mut config = args.config.resolve_with(args.llm.settings())?;
     if let Some(task_id) = &args.join {
         return super::join::execute(task_id, &args, config);
     }
@@ -103,6 +103,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         .as_ref()
         .expect("clap requires TASK without --join");
     let mut task = Task::load(path)?;
+    config.scripts = scripts_dir(&config, path)?;
     if let Some(ms) = args.timeout {
         if ms == 0 {
             return Err(
@@ -139,6 +140,59 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         drive(orchestrator, args.quiet).await
     });
     print_report(&report.context("task did not run")?, args.json)
+}
+
+/// The scripts directory of a run of the task file `task`: the configured
+/// one when a flag, variable or config file sets it; else `scripts/` beside
+/// the task file when there is one, else `./scripts`. A directory that does
+/// not exist is BadInput naming its absolute path, where it came from, and
+/// what to do.
+pub(super) fn scripts_dir(
+    config: &orrery::config::Config,
+    task: &std::path::Path,
+) -> orrery::Result<PathBuf> {
+    let absolute = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    if let Some(origin) = config.origin("scripts") {
+        if config.scripts.is_dir() {
+            return Ok(config.scripts.clone());
+        }
+        return Err(orrery::Error::bad_input(
+            config.scripts.display().to_string(),
+            format!(
+                "scripts directory does not exist ({}; set by {origin}): create it with a \
+                 <role>.lua per role, or point --scripts at the directory that has them",
+                absolute(&config.scripts)
+            ),
+        ));
+    }
+    let beside = task
+        .parent()
+        .map(|dir| dir.join("scripts"))
+        .filter(|dir| !dir.as_os_str().is_empty() && dir.is_dir());
+    if let Some(dir) = beside {
+        return Ok(dir);
+    }
+    if config.scripts.is_dir() {
+        return Ok(config.scripts.clone());
+    }
+    let beside = task
+        .parent()
+        .unwrap_or(std::path::Path::new(""))
+        .join("scripts");
+    Err(orrery::Error::bad_input(
+        config.scripts.display().to_string(),
+        format!(
+            "no scripts directory: neither {} (beside the task file) nor {} (in the current \
+             directory) exists; put a <role>.lua per role in one of them, or pass --scripts DIR",
+            absolute(&beside),
+            absolute(&config.scripts)
+        ),
+    ))
 }
 
 /// Runs `orchestrator`, showing phase changes unless `quiet` and forwarding Ctrl-C.
