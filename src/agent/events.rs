@@ -9,12 +9,14 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{Agent, CallbackFailure, HandlerError, errors};
 use crate::error::{Error, Result};
-use crate::lua_api::{self, HANDLERS, WATCHES, pattern_matches};
+use crate::lua_api::{self, HANDLERS, TIMERS, WATCHES, pattern_matches};
 use crate::store::{BlackboardEvent, Delivery};
 
 enum Event {
     Message(Delivery),
     Change(BlackboardEvent),
+    /// A timer (`every`, `after`) is due: its id.
+    Timer(i64),
     Stop,
 }
 
@@ -22,7 +24,7 @@ impl Agent {
     /// Handles events until the agent finishes or the task stops.
     pub(super) async fn event_loop(&mut self) -> Result<()> {
         loop {
-            if self.ctx.local.lock().finished {
+            if !self.wants_events()? {
                 return Ok(());
             }
             let event = self.next_event().await?;
@@ -32,6 +34,7 @@ impl Agent {
             match event {
                 Event::Message(d) => self.dispatch_message(d).await?,
                 Event::Change(ev) => self.dispatch_change(ev).await?,
+                Event::Timer(id) => self.dispatch_timer(id).await?,
                 Event::Stop => return Ok(()),
             }
             // A callback may have required a module lazily.
@@ -65,6 +68,12 @@ impl Agent {
         if *self.stop.borrow() {
             return Ok(Event::Stop);
         }
+        let next_timer = ctx.local.lock().timers.next();
+        if let Some((id, due)) = next_timer
+            && due <= tokio::time::Instant::now()
+        {
+            return Ok(Event::Timer(id));
+        }
         if let Some(d) = ctx
             .coord
             .bus
@@ -73,13 +82,26 @@ impl Agent {
         {
             return Ok(Event::Message(d));
         }
+        // An agent waiting for its timer is not idle: the task does not go
+        // quiet while one is set.
         let activity = &ctx.coord.activity;
-        activity.idle();
+        if next_timer.is_none() {
+            activity.idle();
+        }
         let wait = Duration::from_millis(ctx.coord.config.message_timeout);
         let event = loop {
             let changed = async {
                 match watch_rx.as_mut() {
                     Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let timer = async {
+                match next_timer {
+                    Some((id, due)) => {
+                        tokio::time::sleep_until(due).await;
+                        id
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -92,19 +114,22 @@ impl Agent {
                     Err(RecvError::Lagged(n)) => warn_lagged(&ctx.id, n),
                     Err(RecvError::Closed) => *watch_rx = None,
                 },
+                id = timer => break Ok(Event::Timer(id)),
                 taken = ctx.coord.bus.take(&ctx.queues, &ctx.id, wait) => match taken {
                     Ok(Some(d)) => break Ok(Event::Message(d)),
                     Ok(None) => continue,
                     Err(e) => break Err(e),
                 },
                 _ = self.stop.changed() => break Ok(Event::Stop),
-                Ok(()) = self.probe.changed() => {
+                Ok(()) = self.probe.changed(), if next_timer.is_none() => {
                     let generation = *self.probe.borrow_and_update();
                     activity.answer(generation);
                 }
             }
         };
-        activity.busy();
+        if next_timer.is_none() {
+            activity.busy();
+        }
         event
     }
 
@@ -120,11 +145,7 @@ impl Agent {
         let result = self
             .run_callback(&label, self.handle_message(&delivery))
             .await;
-        let (error, fatal) = match result {
-            Ok(()) => (None, false),
-            Err(CallbackFailure::Script(e)) => (Some(errors::from_lua(&e)), false),
-            Err(CallbackFailure::Fatal(e)) => (Some(e), true),
-        };
+        let (error, fatal) = failure(result);
         lua_api::settle_held(&ctx, error.as_ref()).await?;
         let Some(error) = error else {
             ctx.coord.bus.ack(&delivery).await?;
@@ -181,13 +202,68 @@ impl Agent {
     /// Runs the watches of one change; fails only when the agent cannot go on.
     async fn dispatch_change(&mut self, ev: BlackboardEvent) -> Result<()> {
         let label = format!("watch of '{}'", ev.key);
-        match self.run_callback(&label, self.handle_change(&ev)).await {
-            Ok(()) => Ok(()),
-            Err(CallbackFailure::Script(e)) => {
-                self.record_handler_error(label, errors::from_lua(&e), true);
+        let result = self.run_callback(&label, self.handle_change(&ev)).await;
+        let (error, fatal) = failure(result);
+        lua_api::settle_held(&self.ctx, error.as_ref()).await?;
+        match error {
+            None => Ok(()),
+            Some(e) if fatal => Err(e),
+            Some(e) => {
+                self.record_handler_error(label, e, true);
                 Ok(())
             }
-            Err(CallbackFailure::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Runs the callback of timer `id`; fails only when the agent cannot go on.
+    async fn dispatch_timer(&mut self, id: i64) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let Some(timer) = ctx.local.lock().timers.fire(id) else {
+            return Ok(()); // cancelled meanwhile
+        };
+        let callback = (|| -> mlua::Result<Value> {
+            let timers: Table = self.lua.named_registry_value(TIMERS)?;
+            let callback: Value = timers.raw_get(id)?;
+            if timer.every.is_none() {
+                timers.raw_set(id, Value::Nil)?;
+            }
+            Ok(callback)
+        })()
+        .map_err(|e| errors::from_lua(&e))?;
+        let label = match &callback {
+            Value::String(name) => format!("timer '{}'", name.to_string_lossy()),
+            _ => format!("timer {id}"),
+        };
+        let result = self
+            .run_callback(&label, self.handle_timer(id, callback))
+            .await;
+        let (error, fatal) = failure(result);
+        lua_api::settle_held(&ctx, error.as_ref()).await?;
+        match error {
+            None => Ok(()),
+            Some(e) if fatal => Err(e),
+            // A round of `every` that raised is followed by the next; `after` is lost.
+            Some(e) => {
+                self.record_handler_error(label, e, timer.every.is_none());
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_timer(&self, id: i64, callback: Value) -> mlua::Result<()> {
+        match callback {
+            Value::Function(f) => f.call_async::<()>(()).await,
+            Value::String(name) => {
+                let name = name.to_string_lossy();
+                match self.module.get::<Value>(name.as_str())? {
+                    Value::Function(f) => f.call_async::<()>(self.state.clone()).await,
+                    other => Err(mlua::Error::external(format!(
+                        "timer {id}: the role's module has no function '{name}' to call (found {})",
+                        other.type_name()
+                    ))),
+                }
+            }
+            _ => Ok(()),
         }
     }
 
@@ -220,6 +296,21 @@ impl Agent {
             error,
             lost,
         });
+    }
+}
+
+/// The error of a callback that failed, and whether the agent cannot go on:
+/// its budget or heap ran out, or the store failed under it (a Coordination
+/// error: the next event could not be taken either).
+fn failure(result: std::result::Result<(), CallbackFailure>) -> (Option<Error>, bool) {
+    match result {
+        Ok(()) => (None, false),
+        Err(CallbackFailure::Script(e)) => {
+            let e = errors::from_lua(&e);
+            let fatal = matches!(e, Error::Coordination(_));
+            (Some(e), fatal)
+        }
+        Err(CallbackFailure::Fatal(e)) => (Some(e), true),
     }
 }
 

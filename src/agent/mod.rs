@@ -31,6 +31,10 @@ use crate::error::{Error, Result};
 use crate::lua_api::{self, AgentContext};
 use crate::scripts::Script;
 
+/// How long new code may wait for a callback to return before the agent
+/// says so (see `Agent::warn_when_new_code_waits`).
+pub const NEW_CODE_WAITS: Duration = Duration::from_secs(3);
+
 /// The callbacks a role module may define; anything else in it is the script's own.
 pub const CALLBACKS: &[&str] = &["start", "on_message", "on_reload", "stop"];
 
@@ -133,8 +137,58 @@ impl Agent {
         name: &str,
         fut: impl std::future::Future<Output = mlua::Result<T>>,
     ) -> std::result::Result<T, CallbackFailure> {
-        let result = self.budget.metered(&self.lua, name, fut).await;
+        let watched = self.warn_when_new_code_waits(name, fut);
+        let result = self.budget.metered(&self.lua, name, watched).await;
         self.judge(name, result)
+    }
+
+    /// Runs `fut`, the callback `name`, and says so (once) when new code of
+    /// this agent has been waiting for it for [`NEW_CODE_WAITS`]: new code
+    /// is taken between callbacks, and a callback that loops (`while true do
+    /// ... sleep(200) end` in `start`) never lets it in. Checked each time
+    /// the callback resumes, so it costs one atomic load per resume.
+    async fn warn_when_new_code_waits<T>(
+        &self,
+        name: &str,
+        fut: impl std::future::Future<Output = T>,
+    ) -> T {
+        let started = std::time::Instant::now();
+        let mut warned = false;
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            let polled = fut.as_mut().poll(cx);
+            if polled.is_pending()
+                && !warned
+                && self.ctx.registry.version() != self.seen_version
+                && started.elapsed() >= NEW_CODE_WAITS
+                && self.new_code_waits()
+            {
+                warned = true;
+                tracing::warn!(
+                    target: reload::LOG_TARGET,
+                    agent = %self.ctx.id,
+                    "{} has not returned to the host for {:.0} s (callback '{name}'): new code of {} \
+                     waits until it does. An agent takes new code between callbacks; do periodic \
+                     work with every(ms, fn) or after(ms, fn) instead of a loop",
+                    self.ctx.id,
+                    started.elapsed().as_secs_f64(),
+                    self.script.path.display()
+                );
+            }
+            polled
+        })
+        .await
+    }
+
+    /// True when the registry holds newer code of this agent's role or of a
+    /// module its VM required than the agent runs.
+    fn new_code_waits(&self) -> bool {
+        let registry = &self.ctx.registry;
+        let role_changed = registry
+            .role(&self.ctx.role)
+            .is_ok_and(|latest| latest.version != self.script.version);
+        role_changed
+            || modules::with_graph(&self.lua, |g| !g.stale(registry).is_empty()).unwrap_or(false)
     }
 
     /// Classifies the result of the callback `name`.
@@ -231,7 +285,11 @@ impl Agent {
         if local.finished {
             return Ok(false);
         }
-        Ok(local.has_handlers || self.callback("on_message")?.is_some())
+        Ok(
+            local.has_handlers
+                || !local.timers.is_empty()
+                || self.callback("on_message")?.is_some(),
+        )
     }
 
     /// The module's function `name`, if it defines one.

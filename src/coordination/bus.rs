@@ -25,6 +25,9 @@ use crate::store::{Delivery, Envelope, Store};
 /// another process).
 const RECHECK_OWN: Duration = Duration::from_millis(100);
 
+/// Longest wait before a message whose handler failed is delivered again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// The address every live agent gets a copy of a message sent to.
 pub const BROADCAST: &str = "*";
 
@@ -33,6 +36,8 @@ pub struct MessageBus {
     store: Arc<dyn Store>,
     task: String,
     max_attempts: u32,
+    /// Wait before the first redelivery of a message whose handler failed.
+    backoff: Duration,
     max_value_bytes: usize,
     /// Unique per process, so message ids never collide across hosts.
     origin: String,
@@ -72,11 +77,13 @@ impl MessageBus {
         task: &str,
         max_attempts: u32,
         max_value_bytes: usize,
+        backoff: Duration,
     ) -> Self {
         MessageBus {
             store,
             task: task.to_string(),
             max_attempts,
+            backoff,
             max_value_bytes,
             origin: format!("{:08x}", rand::random::<u32>()),
             next_id: AtomicU64::new(1),
@@ -302,8 +309,14 @@ impl MessageBus {
     }
 
     /// The handler of `delivery`, run by `agent`, failed with `cause`:
-    /// redeliver it, or dead-letter it after `max_attempts`. True when
-    /// dead-lettered. The cause is kept for the report of the dead letter.
+    /// dead-letter it when it has been delivered `max_attempts` times (true),
+    /// else give it back for redelivery after a backoff (the setting
+    /// `redelivery_backoff`, doubling with each attempt, at most
+    /// [`MAX_BACKOFF`]): a handler broken by an edit does not burn through
+    /// every attempt within a millisecond. Until then the message stays
+    /// taken (so the task does not go quiet over it); if the agent ends
+    /// meanwhile, releasing it gives the message back at once. The cause is
+    /// kept for the report of a dead letter.
     pub async fn nack(&self, delivery: &Delivery, agent: &str, cause: &Error) -> Result<bool> {
         {
             let mut failures = self.failures.lock();
@@ -313,10 +326,33 @@ impl MessageBus {
             );
             self.any_failures.store(true, Ordering::Relaxed);
         }
-        Ok(self
-            .store
-            .queue_nack(&self.task, delivery, self.max_attempts)
-            .await?)
+        let attempts = delivery.envelope.attempts;
+        if attempts >= self.max_attempts || self.backoff.is_zero() {
+            return Ok(self
+                .store
+                .queue_nack(&self.task, delivery, self.max_attempts)
+                .await?);
+        }
+        let delay = self
+            .backoff
+            .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+            .min(MAX_BACKOFF);
+        let (store, task, delivery) = (self.store.clone(), self.task.clone(), delivery.clone());
+        let max_attempts = self.max_attempts;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = store.queue_nack(&task, &delivery, max_attempts).await {
+                tracing::warn!(queue = %delivery.queue, "cannot give back message {}: {e}", delivery.envelope.id);
+            }
+        });
+        Ok(false)
+    }
+
+    /// Gives the dead letters taken from `queue` back to it, their attempts
+    /// starting over (hot reload replaced the code that failed them);
+    /// returns how many.
+    pub async fn revive(&self, queue: &str) -> Result<usize> {
+        Ok(self.store.queue_revive(&self.task, queue).await?)
     }
 
     /// Every dead-lettered message of the task (in any process sharing the

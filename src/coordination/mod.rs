@@ -93,6 +93,7 @@ impl Coordination {
                 &task.id,
                 config.max_attempts,
                 config.max_value_bytes,
+                Duration::from_millis(config.redelivery_backoff),
             ),
             states: AgentStateManager::new(store.clone(), &task.id, presence.host()),
             spawner: SpawnController::new(&task, &config, store.clone(), metrics.clone(), launcher),

@@ -19,7 +19,7 @@ mod metrics;
 mod spawn;
 mod state;
 mod task;
-mod time;
+pub mod time;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,6 +40,7 @@ pub use convert::to_lua;
 pub(crate) use convert::{FROZEN, MaxValueBytes, to_json};
 pub use llm::TaskLlm;
 pub use task::OUTPUT_PREFIX;
+pub use time::TIMERS;
 
 /// What the host functions of one agent's VM act on.
 pub struct AgentContext {
@@ -72,6 +73,8 @@ pub struct AgentLocal {
     pub finished: bool,
     /// The agent has registered watches or message handlers.
     pub has_handlers: bool,
+    /// Timers set with `every` and `after`.
+    pub timers: time::Timers,
     /// Blackboard changes, once the agent watches anything.
     pub watch_rx: Option<tokio::sync::broadcast::Receiver<crate::store::BlackboardEvent>>,
 }
@@ -120,7 +123,7 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
             "json",
             json::register(lua, ctx.coord.config.max_value_bytes)?,
         ),
-        ("time", time::register(lua)?),
+        ("time", time::register(lua, ctx)?),
         ("fs", fs::register(lua, ctx)?),
         ("exec", exec::register(lua, ctx)?),
         ("http", http::register(lua, ctx)?),
@@ -133,10 +136,11 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
         globals.set(name, &table)?;
         loaded.set(name, table)?;
     }
-    // `sleep` and `now` are used everywhere; keep them short.
+    // `sleep`, `now` and the timers are used everywhere; keep them short.
     let time: Table = globals.get("time")?;
-    globals.set("sleep", time.get::<Function>("sleep")?)?;
-    globals.set("now", time.get::<Function>("now")?)?;
+    for name in ["sleep", "now", "every", "after"] {
+        globals.set(name, time.get::<Function>(name)?)?;
+    }
     Ok(())
 }
 

@@ -230,7 +230,41 @@ impl Applier {
             path.display(),
             timing(&event)
         );
+        self.revive_dead_letters(kind, name, &event.agents);
         let _ = self.events.send(event);
+    }
+
+    /// New code of a role (or of a module its agents use) was registered:
+    /// the messages its old code dead-lettered go back to their queues —
+    /// the role's and its agents' own — so fixing a handler resumes the
+    /// work. Runs on the task's runtime; logs what it gave back.
+    fn revive_dead_letters(&self, kind: ScriptKind, name: &str, agents: &[String]) {
+        let users = self.registry.users();
+        let mut queues: BTreeSet<String> = agents.iter().cloned().collect();
+        queues.extend(agents.iter().filter_map(|a| users.role_of(a)));
+        if kind == ScriptKind::Role {
+            queues.insert(name.to_string());
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let coord = self.coord.clone();
+        tokio::spawn(async move {
+            for queue in queues {
+                match coord.bus.revive(&queue).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        target: LOG_TARGET,
+                        "gave {n} dead-lettered message{} back to '{queue}': its code was reloaded",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                    Err(e) => tracing::warn!(
+                        target: LOG_TARGET,
+                        "cannot give the dead letters of '{queue}' back: {e}"
+                    ),
+                }
+            }
+        });
     }
 
     /// True when a module of the scripts directory overrides the stdlib file `changed`.

@@ -313,6 +313,10 @@ impl Store for MemoryStore {
         Ok(self.with_task(task, |t| t.queues.list()))
     }
 
+    async fn queue_revive(&self, task: &str, queue: &str) -> StoreResult<usize> {
+        Ok(self.with_task(task, |t| t.queues.revive(queue)))
+    }
+
     async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()> {
         self.with_task(task, |t| {
             t.agents.lock().insert(record.id.clone(), record.clone());

@@ -275,6 +275,10 @@ pub trait Store: Send + Sync + 'static {
     /// Hands every message `consumer` took and never acknowledged back to its queue
     /// (the consumer died).
     async fn queue_release_consumer(&self, task: &str, consumer: &str) -> StoreResult<usize>;
+    /// Moves every dead letter taken from `queue` back to the end of
+    /// `queue`, its delivery count starting over; returns how many. Hot
+    /// reload calls it when the code that failed them was replaced.
+    async fn queue_revive(&self, task: &str, queue: &str) -> StoreResult<usize>;
     /// Messages waiting, in flight and dead-lettered, for inspection.
     async fn queue_list(&self, task: &str) -> StoreResult<Vec<QueuedMessage>>;
     /// True when no message of the task waits or is in flight (dead letters do

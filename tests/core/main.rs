@@ -23,4 +23,5 @@ mod spawn;
 mod spread;
 mod state;
 mod timeout;
+mod timers;
 mod util;

@@ -9,8 +9,10 @@ mod common;
 
 mod bench;
 mod cli;
+mod example;
 mod files;
 mod interrupts;
+mod long_running;
 mod modules;
 mod roles;
 mod session;
