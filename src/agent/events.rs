@@ -74,6 +74,11 @@ impl Agent {
         {
             return Ok(Event::Timer(id));
         }
+        // Messages kept while the agent waited for replies come first.
+        let stashed = ctx.local.lock().stash.pop_front();
+        if let Some(d) = stashed {
+            return Ok(Event::Message(d));
+        }
         if let Some(d) = ctx
             .coord
             .bus

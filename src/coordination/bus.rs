@@ -143,11 +143,59 @@ impl MessageBus {
         kind: impl Into<String>,
         payload: Value,
     ) -> Result<String> {
-        let (to, kind) = (to.into(), kind.into());
+        Ok(self
+            .send_as(from, to.into(), kind.into(), payload, None)
+            .await?
+            .0)
+    }
+
+    /// Sends a reply to the message `reply_to` (see [`Envelope::reply_to`]);
+    /// returns its id.
+    pub async fn reply(
+        &self,
+        from: &str,
+        to: String,
+        kind: String,
+        payload: Value,
+        reply_to: String,
+    ) -> Result<String> {
+        Ok(self
+            .send_as(from, to, kind, payload, Some(reply_to))
+            .await?
+            .0)
+    }
+
+    /// Sends a copy to every other live agent, or to every live agent of
+    /// `role`; returns the message id and how many agents it reached.
+    pub async fn broadcast(
+        &self,
+        from: &str,
+        kind: String,
+        payload: Value,
+        role: Option<&str>,
+    ) -> Result<(String, usize)> {
+        let to = match role {
+            Some(role) => format!("{BROADCAST}{role}"),
+            None => BROADCAST.to_string(),
+        };
+        self.send_as(from, to, kind, payload, None).await
+    }
+
+    /// Sends to `to` (an agent id, a role, `*`, or `*<role>` for every agent of
+    /// a role); returns the id and how many queues got it.
+    async fn send_as(
+        &self,
+        from: &str,
+        to: String,
+        kind: String,
+        payload: Value,
+        reply_to: Option<String>,
+    ) -> Result<(String, usize)> {
         check_size(&payload, self.max_value_bytes, || {
             format!("message '{kind}' to '{to}'")
         })?;
-        if to != BROADCAST {
+        let everyone = to.strip_prefix(BROADCAST).map(str::to_string);
+        if everyone.is_none() {
             self.check_recipient(&to).await?;
         }
         let id = message_id(&self.origin, self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -158,34 +206,43 @@ impl MessageBus {
             kind,
             payload,
             attempts: 0,
+            reply_to,
         };
-        if envelope.to == BROADCAST {
-            for target in self.broadcast_targets(from).await? {
-                self.store
-                    .queue_push(&self.task, &target, &envelope)
-                    .await?;
-                self.turns.mail(&target);
+        if let Some(role) = everyone {
+            let role = (!role.is_empty()).then_some(role.as_str());
+            let targets = self.broadcast_targets(from, role).await?;
+            for target in &targets {
+                self.store.queue_push(&self.task, target, &envelope).await?;
+                self.turns.mail(target);
             }
-        } else {
-            let queue = envelope.to.clone();
-            self.store
-                .queue_push_owned(&self.task, &queue, envelope)
-                .await?;
-            self.turns.mail(&queue);
+            return Ok((id, targets.len()));
         }
-        Ok(id)
+        let queue = envelope.to.clone();
+        self.store
+            .queue_push_owned(&self.task, &queue, envelope)
+            .await?;
+        self.turns.mail(&queue);
+        Ok((id, 1))
     }
 
-    /// Every live agent but the sender: this process's, and those of other
-    /// processes sharing the store (their records have not ended).
-    async fn broadcast_targets(&self, from: &str) -> Result<BTreeSet<String>> {
-        let mut targets: BTreeSet<String> = self.directory.read().keys().cloned().collect();
+    /// Every live agent but the sender (of `role` only, when given): this
+    /// process's, and those of other processes sharing the store (their
+    /// records have not ended).
+    async fn broadcast_targets(&self, from: &str, role: Option<&str>) -> Result<BTreeSet<String>> {
+        let of_role = |r: &str| role.is_none_or(|wanted| wanted == r);
+        let mut targets: BTreeSet<String> = self
+            .directory
+            .read()
+            .iter()
+            .filter(|(_, r)| of_role(r))
+            .map(|(id, _)| id.clone())
+            .collect();
         for record in self.store.agent_list(&self.task).await? {
             let ended = record
                 .phase
                 .parse::<AgentPhase>()
                 .map_or(true, AgentPhase::is_terminal);
-            if !ended {
+            if !ended && of_role(&record.role) {
                 targets.insert(record.id);
             }
         }

@@ -73,6 +73,9 @@ pub struct AgentLocal {
     pub finished: bool,
     /// The agent has registered watches or message handlers.
     pub has_handlers: bool,
+    /// Messages taken while waiting for replies (`bus.request`,
+    /// `bus.replies`) that were not those replies: handed out first, in order.
+    pub stash: std::collections::VecDeque<Delivery>,
     /// Timers set with `every` and `after`.
     pub timers: time::Timers,
     /// Blackboard changes, once the agent watches anything.

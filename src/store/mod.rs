@@ -87,6 +87,9 @@ pub struct Envelope {
     /// How many times it has been handed out before this delivery.
     #[serde(default)]
     pub attempts: u32,
+    /// The id of the message this one answers (`bus.reply`), if it is a reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
 }
 
 /// A message handed to a consumer, to be acknowledged (or given back) later.

@@ -30,3 +30,15 @@ function spawn.signal(trigger, value) end
 ---@param role string
 ---@return string id
 function spawn.agent(role) end
+
+--- Waits until an agent has ended (a join): returns its final phase,
+--- `"COMPLETE"` or `"FAILED"`; given a list of ids, waits for each and
+--- returns their phases in the same order. Raises when one has not ended
+--- within `timeout_ms` (default: as long as it takes; the task's timeout
+--- still bounds it). An agent with message handlers ends when it calls
+--- `agent.finish()` (or the task ends), so tell it to.
+---@overload fun(ids: string[], timeout_ms?: number): string[]
+---@param id string
+---@param timeout_ms? number
+---@return string phase
+function spawn.wait(id, timeout_ms) end

@@ -18,6 +18,7 @@ mod deploy;
 mod lifecycle;
 mod lock;
 mod outcomes;
+mod requests;
 mod script_errors;
 mod spawn;
 mod spread;
