@@ -330,6 +330,7 @@ impl Orchestrator {
                 ),
                 fatal: false,
                 allowed: false,
+                count: 1,
                 exit_code: crate::error::exit::OK,
             });
         }
@@ -371,7 +372,7 @@ impl Orchestrator {
             duration_ms: started_at.elapsed().as_millis() as u64,
             agents_used: self.started.clone(),
             outputs,
-            errors: std::mem::take(&mut self.errors),
+            errors: crate::report::collapse(std::mem::take(&mut self.errors)),
             metrics: coord.metrics.snapshot(&phases, Some(now_ms())),
         })
     }
@@ -385,9 +386,10 @@ impl Orchestrator {
         let allowed = self.coord.task.success.allow_dead_letters;
         for dead in self.coord.bus.dead_letters().await? {
             let e = &dead.envelope;
+            // No message id: identical dead letters fold into one counted entry.
             let what = format!(
-                "message '{}' ({}) from {} to '{}' was dead-lettered after {} attempts",
-                e.kind, e.id, e.from, dead.queue, e.attempts
+                "message '{}' from {} to '{}' was dead-lettered after {} attempts",
+                e.kind, e.from, dead.queue, e.attempts
             );
             let mut reported = match &dead.last_failure {
                 Some((agent, cause)) => {
@@ -402,6 +404,7 @@ impl Orchestrator {
                     message: what,
                     fatal: !allowed,
                     allowed: false,
+                    count: 1,
                     exit_code: crate::error::exit::SCRIPT,
                 },
             };
@@ -425,6 +428,7 @@ impl Orchestrator {
                 ),
                 fatal: true,
                 allowed: false,
+                count: 1,
                 exit_code: crate::error::exit::INCOMPLETE,
             });
         }

@@ -40,6 +40,10 @@ pub struct ReportedError {
     /// The task's `[success]` table allows it (a failed agent, a dead letter).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allowed: bool,
+    /// How many times it happened (shown when more than once): identical
+    /// errors — same agent, kind and first line — are reported once.
+    #[serde(skip_serializing_if = "is_one")]
+    pub count: u64,
     /// Exit code this error maps to.
     #[serde(skip)]
     pub exit_code: i32,
@@ -54,6 +58,7 @@ impl ReportedError {
             message: e.to_string(),
             fatal,
             allowed: false,
+            count: 1,
             exit_code: e.exit_code(),
         }
     }
@@ -127,9 +132,14 @@ impl RunReport {
         if !self.errors.is_empty() {
             let _ = writeln!(s, "errors:");
             for e in &self.errors {
+                let times = if e.count > 1 {
+                    format!(" ×{}", e.count)
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     s,
-                    "  [{}] {} ({}): {}",
+                    "  [{}] {} ({}){times}: {}",
                     e.kind,
                     e.agent,
                     e.label(),
@@ -179,6 +189,30 @@ impl RunReport {
         }
         s
     }
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+/// Folds identical errors (same agent, kind, verdict and first line of
+/// message) into the first of them, counted; the order of first
+/// occurrences stays.
+pub fn collapse(errors: Vec<ReportedError>) -> Vec<ReportedError> {
+    let mut out: Vec<ReportedError> = Vec::with_capacity(errors.len());
+    let mut index: BTreeMap<(String, String, bool, bool, String), usize> = BTreeMap::new();
+    for e in errors {
+        let first = e.message.lines().next().unwrap_or_default().to_string();
+        let key = (e.agent.clone(), e.kind.clone(), e.fatal, e.allowed, first);
+        match index.get(&key) {
+            Some(&i) => out[i].count += e.count,
+            None => {
+                index.insert(key, out.len());
+                out.push(e);
+            }
+        }
+    }
+    out
 }
 
 fn one_line(v: &Value) -> String {

@@ -2,6 +2,7 @@
 //! script's `path:line` in front and the Lua traceback behind.
 
 use crate::error::Error;
+use crate::lua_api::error_text;
 
 /// Classifies `e`: host errors that mean more than "the script failed"
 /// (SpawnLimit, AgentTimeout, Coordination) keep their kind; everything else
@@ -52,17 +53,22 @@ pub fn host_error(e: &mlua::Error) -> Option<&Error> {
     }
 }
 
-/// `path:line: message` followed by the traceback.
+/// `path:line: message` followed by the traceback (without the host's own
+/// frames; see [`error_text`]).
 pub fn describe(e: &mlua::Error) -> String {
     match e {
         mlua::Error::CallbackError { traceback, cause } => {
-            let message = innermost(cause);
-            with_location(&message, traceback)
+            let func = error_text::function_of(traceback);
+            let message = error_text::host_message(cause, func.as_deref());
+            with_location(&message, &error_text::clean_traceback(traceback))
         }
         mlua::Error::SyntaxError { message, .. } => message.clone(),
         // An error raised by Lua code: the message already holds its traceback.
         mlua::Error::RuntimeError(message) => match message.find("\nstack traceback:") {
-            Some(i) => with_location(&message[..i], &message[i + 1..]),
+            Some(i) => with_location(
+                &message[..i],
+                &error_text::clean_traceback(&message[i + 1..]),
+            ),
             None => message.clone(),
         },
         mlua::Error::MemoryError(message) => format!("memory: {message}"),
@@ -78,8 +84,10 @@ fn with_location(message: &str, traceback: &str) -> String {
     } else {
         ""
     };
-    match script_location(traceback) {
-        Some(loc) if script_location(message).is_none_or(|m| !message.starts_with(&m)) => {
+    match error_text::script_location(traceback) {
+        Some(loc)
+            if error_text::script_location(message).is_none_or(|m| !message.starts_with(&m)) =>
+        {
             format!("{loc}: {message}{hint}\n{traceback}")
         }
         _ => format!("{message}{hint}\n{traceback}"),
@@ -90,28 +98,3 @@ fn with_location(message: &str, traceback: &str) -> String {
 const YIELD_HINT: &str = " (a host function that waits — bus.receive, sleep, lock.acquire, \
 spawn.*, or any store call on a remote store — was called from inside a C function \
 such as a table.sort comparator or a string.gsub replacement; call it outside)";
-
-/// The message of the innermost cause (a host error, or a script's `error(...)`).
-fn innermost(e: &mlua::Error) -> String {
-    match e {
-        mlua::Error::CallbackError { cause, .. } => innermost(cause),
-        mlua::Error::WithContext { context, cause } => format!("{context}: {}", innermost(cause)),
-        mlua::Error::ExternalError(inner) => inner.to_string(),
-        mlua::Error::RuntimeError(m) => m.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// The first `path:line` of a script frame in a traceback: frames of `.lua`
-/// files only, skipping `[C]` frames and the host's own Lua wrappers.
-fn script_location(traceback: &str) -> Option<String> {
-    traceback.lines().find_map(|line| {
-        let mut parts = line.trim().splitn(3, ':');
-        let path = parts.next()?;
-        let line_no = parts.next()?;
-        if !path.ends_with(".lua") {
-            return None;
-        }
-        line_no.parse::<u32>().ok().map(|n| format!("{path}:{n}"))
-    })
-}

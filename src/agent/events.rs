@@ -158,14 +158,12 @@ impl Agent {
         };
         if ctx.coord.bus.nack(&delivery, &ctx.id, &error).await? {
             // Reported with the run's dead letters, not counted again here.
-            tracing::error!(
-                agent = %ctx.id,
-                "message '{}' ({}) from {} dead-lettered after {} attempts",
-                delivery.envelope.kind,
-                delivery.envelope.id,
-                delivery.envelope.from,
-                delivery.envelope.attempts
+            let e = &delivery.envelope;
+            let what = format!(
+                "message '{}' from {} dead-lettered after {} attempts",
+                e.kind, e.from, e.attempts
             );
+            self.log_repeating(&what, &format!("{what} ({})", e.id));
         }
         if fatal {
             return Err(error);
@@ -293,8 +291,30 @@ impl Agent {
         Ok(())
     }
 
+    /// Logs an error line: `full` the first time `key` is seen, then `key`
+    /// with a count at the 10th, 100th, 1000th... time, so the same error
+    /// again and again (a broken handler, a timer every 10 ms) does not
+    /// flood the log.
+    fn log_repeating(&mut self, key: &str, full: &str) {
+        let seen = self.repeats.entry(key.to_string()).or_insert(0);
+        *seen += 1;
+        match *seen {
+            1 => tracing::error!(agent = %self.ctx.id, "{full}"),
+            n if power_of_ten(n) => tracing::error!(
+                agent = %self.ctx.id,
+                "{key} (the same error {n} times so far)"
+            ),
+            _ => {}
+        }
+    }
+
     fn record_handler_error(&mut self, during: String, error: Error, lost: bool) {
-        tracing::error!(agent = %self.ctx.id, "{during}: {error}");
+        let text = error.to_string();
+        let first_line = text.lines().next().unwrap_or_default();
+        self.log_repeating(
+            &format!("{during}: {first_line}"),
+            &format!("{during}: {text}"),
+        );
         self.ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
         self.handler_errors.push(HandlerError {
             during,
@@ -317,6 +337,15 @@ fn failure(result: std::result::Result<(), CallbackFailure>) -> (Option<Error>, 
         }
         Err(CallbackFailure::Fatal(e)) => (Some(e), true),
     }
+}
+
+/// True for 10, 100, 1000, ...
+fn power_of_ten(count: u64) -> bool {
+    let mut n = count;
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1 && count >= 10
 }
 
 fn warn_lagged(agent: &str, n: u64) {

@@ -79,6 +79,8 @@ pub struct Agent {
     /// Quiescence probes of the orchestrator (see `coordination::Activity`).
     probe: watch::Receiver<u64>,
     handler_errors: Vec<HandlerError>,
+    /// How often each handler error was seen (by its first line), to log repeats once in a while.
+    repeats: std::collections::HashMap<String, u64>,
     budget: Budget,
 }
 
@@ -116,6 +118,7 @@ impl Agent {
             stop,
             probe,
             handler_errors: Vec::new(),
+            repeats: std::collections::HashMap::new(),
             budget,
         };
         let loaded = agent.budget.metered_sync(&agent.lua, "load", || {

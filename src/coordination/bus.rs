@@ -260,7 +260,7 @@ impl MessageBus {
         }
         let ended = |how: &str| {
             Err(Error::bad_input(
-                format!("bus recipient '{to}'"),
+                format!("recipient '{to}'"),
                 format!("the agent has ended{how}: nobody would read the message"),
             ))
         };
@@ -276,7 +276,7 @@ impl MessageBus {
             return ended(&format!(" ({})", record.phase));
         }
         Err(Error::bad_input(
-            format!("bus recipient '{to}'"),
+            format!("recipient '{to}'"),
             "no live agent has this id and no script has this role",
         ))
     }

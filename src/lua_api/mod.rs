@@ -8,6 +8,7 @@ mod blackboard;
 mod bus;
 pub mod chunks;
 mod convert;
+pub mod error_text;
 mod exec;
 mod fs;
 mod http;
@@ -15,6 +16,7 @@ mod json;
 mod llm;
 mod lock;
 mod log;
+pub mod meta;
 mod metrics;
 mod spawn;
 mod state;
@@ -131,6 +133,7 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
         ("exec", exec::register(lua, ctx)?),
         ("http", http::register(lua, ctx)?),
     ];
+    error_text::install_tostring(lua)?;
     lua.set_app_data(MaxValueBytes(ctx.coord.config.max_value_bytes));
     lua.set_app_data(Interned::default());
     let globals = lua.globals();

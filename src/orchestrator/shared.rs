@@ -208,6 +208,7 @@ impl Orchestrator {
                                 ),
                                 fatal: false,
                                 allowed: false,
+                                count: 1,
                                 exit_code: exit::COORDINATION,
                             });
                         }

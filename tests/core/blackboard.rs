@@ -314,8 +314,9 @@ async fn values_lua_cannot_store_are_an_error_at_the_call_naming_it() {
         ];
         for (case, fragment) in expect {
             let message = errors[case].as_str().unwrap();
+            // `path:line: ` of the pcall, then the call and what is wrong.
             assert!(
-                message.starts_with(fragment),
+                message.contains("keeper.lua:4: ") && message.contains(fragment),
                 "{backend:?} {case}: expected '{fragment}…', got '{message}'"
             );
         }

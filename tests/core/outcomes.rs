@@ -251,3 +251,58 @@ fn a_bad_success_table_is_bad_input_naming_the_field() {
         show(&out)
     );
 }
+
+const FLOOD: &str = r#"
+local M = {}
+function M.start(self) for i = 1, 300 do bus.send("broken", "job", { n = i }) end end
+return M
+"#;
+
+const BROKEN: &str = r#"
+local M = {}
+function M.on_message(self, msg) error("boom") end
+return M
+"#;
+
+/// A thousand identical errors are one line with a count in the report, and
+/// a handful of lines on stderr, not a thousand tracebacks.
+#[test]
+fn a_thousand_identical_errors_are_summarised_with_a_count() {
+    let s = Scratch::new(&[("flood.lua", FLOOD), ("broken.lua", BROKEN)]);
+    s.write(
+        "task.toml",
+        "id = \"flood\"\ntype = \"test\"\ndescription = \"d\"\nagents = [\"broken\", \"flood\"]\n",
+    );
+    let env = [
+        ("ORRERY_REDELIVERY_BACKOFF", "0"),
+        ("ORRERY_MAX_ATTEMPTS", "4"),
+    ];
+    let out = crate::common::orrery_env(s.path(), &["run", "task.toml", "--json"], &env);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = report["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{report:#}");
+    let handled = errors.iter().find(|e| e["fatal"] == false).unwrap();
+    assert_eq!(
+        handled["count"], 1200,
+        "300 messages x 4 attempts: {report:#}"
+    );
+    assert!(handled["message"].as_str().unwrap().contains("boom"));
+    let dead = errors.iter().find(|e| e["fatal"] == true).unwrap();
+    assert_eq!(dead["count"], 300, "{report:#}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let boom_lines = stderr.lines().filter(|l| l.contains("boom")).count();
+    assert!(boom_lines <= 10, "{boom_lines} lines:\n{stderr}");
+    assert!(
+        stderr.contains("(the same error 1000 times so far)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("stack traceback").count(), 1, "{stderr}");
+
+    let text = crate::common::orrery_env(s.path(), &["run", "task.toml"], &env);
+    let summary = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        summary.contains("(handled) ×1200: message 'job' from flood-1: "),
+        "{summary}"
+    );
+}

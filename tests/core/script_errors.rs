@@ -65,7 +65,7 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
     (
         "local M = {}\nfunction M.start(self)\n  local x = 1\n  bus.send('ghost', 'hello', {})\nend\nreturn M\n",
         "bus.send",
-        "bus recipient 'ghost': no live agent has this id",
+        "bus.send: recipient 'ghost': no live agent has this id",
     ),
     (
         "local M = {}\nfunction M.start(self)\n  bus.receive('soon')\nend\nreturn M\n",
@@ -75,7 +75,17 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
     (
         "local M = {}\nfunction M.start(self)\n  spawn.agent('ghost')\nend\nreturn M\n",
         "spawn.agent",
-        "unknown role 'ghost'",
+        "spawn.agent: unknown role 'ghost'",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  blackboard.set({ 'not', 'a', 'key' }, 1)\nend\nreturn M\n",
+        "blackboard.set",
+        "blackboard.set: argument #1 'key' must be a string, got a table",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  pcall(print, 1)\n  bus.send('caller', nil, {})\nend\nreturn M\n",
+        "bus.send",
+        "bus.send: argument #2 'type' must be a string, got nil",
     ),
     (
         "local M = {}\nfunction M.start(self)\n  blackboard.update('k', 'not a function')\nend\nreturn M\n",
@@ -128,6 +138,15 @@ async fn an_error_raised_inside_a_host_call_points_at_the_script_line() {
                 "{backend:?} {needle}: expected '{prefix}…', got {errors:#?}"
             );
             assert!(errors[0].contains("stack traceback:"), "{errors:#?}");
+            for internal in [
+                "__mlua_async_poll",
+                "pcall:",
+                "get_future",
+                "error converting",
+                "[orrery]",
+            ] {
+                assert!(!errors[0].contains(internal), "{needle}: {errors:#?}");
+            }
         }
     }
 }
@@ -232,6 +251,47 @@ async fn a_role_script_that_returns_no_table_is_named() {
                 scratch.scripts().join("empty.lua").display()
             )),
             "{errors:#?}"
+        );
+    }
+}
+
+const CAUGHT: &str = r#"
+local M = {}
+function M.start(self)
+  local ok, err = pcall(spawn.agent, "ghost")
+  local ok2, err2 = pcall(function() blackboard.get({}) end)
+  task.output("caught", { tostring(err), tostring(err2) })
+end
+return M
+"#;
+
+/// An error a script catches reads like one it did not: `path:line:`, the
+/// function, what is wrong — and no traceback or host frames in the text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_host_error_reads_path_line_function_and_what_is_wrong() {
+    for backend in Backend::all() {
+        let scratch = Scratch::new(&[("catcher.lua", CAUGHT)]);
+        let report = run_in_process(
+            backend,
+            &scratch.scripts(),
+            task("caught", ""),
+            Config::default(),
+        )
+        .await;
+        let path = scratch.scripts().join("catcher.lua").display().to_string();
+        let caught = report.outputs["caught"].clone();
+        assert_eq!(
+            caught,
+            serde_json::json!([
+                format!(
+                    "{path}:4: spawn.agent: unknown role 'ghost': no {}/ghost.lua",
+                    scratch.scripts().display()
+                ),
+                format!(
+                    "{path}:5: blackboard.get: argument #1 'key' must be a string, got a table"
+                ),
+            ]),
+            "{backend:?}"
         );
     }
 }
