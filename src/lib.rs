@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod bench;
 pub mod capabilities;
+pub mod check;
 pub mod config;
 pub mod coordination;
 pub mod error;

@@ -116,7 +116,16 @@ impl ScriptRegistry {
     pub fn load(scripts_dir: &Path, stdlib_dir: &Path) -> Result<ScriptRegistry> {
         let origin = scripts_dir.display().to_string();
         if !scripts_dir.is_dir() {
-            return Err(Error::bad_input(origin, "scripts directory does not exist"));
+            let absolute =
+                std::path::absolute(scripts_dir).unwrap_or_else(|_| scripts_dir.to_path_buf());
+            return Err(Error::bad_input(
+                origin,
+                format!(
+                    "scripts directory does not exist ({}): pass --scripts DIR, the \
+                     directory holding one <role>.lua per role",
+                    absolute.display()
+                ),
+            ));
         }
         let registry = Self::with_embedded_stdlib(scripts_dir, stdlib_dir);
         let mut files = Vec::new();

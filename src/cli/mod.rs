@@ -102,11 +102,21 @@ impl Cli {
     pub fn parse_args() -> Result<Cli, i32> {
         Cli::try_parse().map_err(|e| {
             let _ = e.print();
-            if e.use_stderr() {
-                exit::BAD_INPUT
-            } else {
-                exit::OK
+            if !e.use_stderr() {
+                return exit::OK;
             }
+            if std::env::args().any(|a| a == "--json") {
+                let object = serde_json::json!({
+                    "error": {
+                        "kind": "bad_input",
+                        "message": e.to_string().lines().next().unwrap_or_default()
+                            .trim_start_matches("error: "),
+                        "exit_code": exit::BAD_INPUT,
+                    }
+                });
+                print_out(&format!("{object:#}\n"));
+            }
+            exit::BAD_INPUT
         })
     }
 
@@ -120,8 +130,20 @@ impl Cli {
         }
     }
 
+    /// True when the command was asked for JSON (`--json`).
+    fn wants_json(&self) -> bool {
+        match &self.command {
+            Command::Run(a) | Command::Dev(a) => a.json,
+            Command::Check(a) => a.json,
+            Command::Inspect(a) => a.json,
+            Command::Bench(a) => a.json,
+            Command::Clean(_) => false,
+        }
+    }
+
     /// Runs the command; returns the exit code.
     pub fn execute(self) -> i32 {
+        let json = self.wants_json();
         let result = match self.command {
             Command::Run(args) => run::execute(args),
             Command::Dev(args) => run::execute(run::RunArgs {
@@ -135,6 +157,19 @@ impl Cli {
         };
         match result {
             Ok(code) => code,
+            Err(e) if json => {
+                // A JSON reader gets an object for bad input too, not an empty stdout.
+                let code = report_error(&e);
+                let kind = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<Error>())
+                    .map_or("internal", Error::kind);
+                let object = serde_json::json!({
+                    "error": { "kind": kind, "message": format!("{e:#}"), "exit_code": code }
+                });
+                print_out(&format!("{object:#}\n"));
+                code
+            }
             Err(e) => report_error(&e),
         }
     }
@@ -173,6 +208,15 @@ pub fn print_err(line: &str) {
         .write_all(line.as_bytes())
         .and_then(|()| err.write_all(b"\n"))
         .and_then(|()| err.flush());
+}
+
+/// `1 script`, `2 scripts`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
+    }
 }
 
 /// Prints an error for the user and returns its exit code.

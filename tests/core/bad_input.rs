@@ -300,3 +300,29 @@ fn no_scripts_directory_anywhere_is_named_with_absolute_paths_and_a_hint() {
         ],
     );
 }
+
+#[test]
+fn json_reports_bad_input_as_an_error_object() {
+    let s = scratch();
+    for args in [
+        &["run", "nowhere.toml", "--json"][..],
+        &["run", "task.toml", "--json", "--max-agents", "lots"],
+        &["check", "no-such-dir", "--json"],
+    ] {
+        let out = orrery(s.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}\n{}", show(&out));
+        let object: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON on stdout ({e})\n{}", show(&out)));
+        assert_eq!(object["error"]["kind"], "bad_input", "{object:#}");
+        assert_eq!(object["error"]["exit_code"], 2, "{object:#}");
+        assert!(!object["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let out = orrery(s.path(), &["check", "no-such-dir", "--json"]);
+    let object: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = object["error"]["message"].as_str().unwrap();
+    let absolute = s.path().canonicalize().unwrap().join("no-such-dir");
+    assert!(
+        message.contains(&absolute.display().to_string()) && message.contains("pass --scripts DIR"),
+        "{message}"
+    );
+}

@@ -295,3 +295,55 @@ async fn a_caught_host_error_reads_path_line_function_and_what_is_wrong() {
         );
     }
 }
+
+#[test]
+fn check_finds_what_run_would_refuse_and_suggests_the_nearest_name() {
+    let scratch = Scratch::new(&[
+        ("loner.lua", "return 42\n"),
+        ("boom.lua", "error('top level broke')\n"),
+        (
+            "typist.lua",
+            "local M = {}\nfunction M.start(self)\n  blackboard.put('k', 1)\n  bus.sendd('x', 't', {})\nend\nreturn M\n",
+        ),
+        (
+            "fine.lua",
+            "local M = {}\nfunction M.start(self) bus.send('fine', 'x', {}) end\nreturn M\n",
+        ),
+    ]);
+    let out = orrery(scratch.path(), &["check", "scripts"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "scripts/loner.lua: a role script must return a table of callbacks (start, on_message, ...), got integer",
+        "scripts/typist.lua:3: blackboard.put is not part of the host API (did you mean blackboard.get?)",
+        "scripts/typist.lua:4: bus.sendd is not part of the host API (did you mean bus.send?)",
+        "4 problems in 3 of ",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in\n{}", show(&out));
+    }
+    assert!(
+        stdout.contains("scripts/boom.lua:1: top level broke"),
+        "{}",
+        show(&out)
+    );
+
+    let out = orrery(scratch.path(), &["check", "scripts", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["ok"], false);
+    let typo = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "unknown_function" && p["line"] == 4)
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(typo["path"], "scripts/typist.lua");
+    assert_eq!(typo["suggestion"], "bus.send");
+    let loner = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["path"] == "scripts/loner.lua")
+        .unwrap();
+    assert_eq!(loner["kind"], "load");
+}
