@@ -83,7 +83,10 @@ pub enum Error {
     #[error("coordination: {0}")]
     Coordination(String),
     /// A spawn would exceed the number of live agents allowed.
-    #[error("spawn limit: cannot start '{role}', {live} agents live and max_agents is {max}")]
+    #[error(
+        "spawn limit: cannot start '{role}', {} live and max_agents is {max}",
+        crate::text::plural(*live as u64, "agent", "agents")
+    )]
     SpawnLimit {
         /// The role whose spawn was refused.
         role: String,

@@ -23,5 +23,6 @@ pub mod report;
 pub mod scripts;
 pub mod store;
 pub mod task;
+pub mod text;
 
 pub use error::{Error, Result};

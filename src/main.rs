@@ -7,7 +7,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let code = match cli::Cli::parse_args() {
         Ok(cli) => {
-            cli::init_tracing(cli.default_log_filter());
+            cli::init_tracing(&cli.log_filter());
             cli.execute()
         }
         Err(code) => code,

@@ -326,7 +326,9 @@ impl Orchestrator {
                 agent: "host".into(),
                 kind: "undelivered".into(),
                 message: format!(
-                    "{count} message(s) to '{queue}' were never taken: no agent read them before the task ended"
+                    "{} to '{queue}' never taken: no agent read {} before the task ended",
+                    crate::text::plural(count as u64, "message", "messages"),
+                    if count == 1 { "it" } else { "them" }
                 ),
                 fatal: false,
                 allowed: false,
@@ -388,8 +390,11 @@ impl Orchestrator {
             let e = &dead.envelope;
             // No message id: identical dead letters fold into one counted entry.
             let what = format!(
-                "message '{}' from {} to '{}' was dead-lettered after {} attempts",
-                e.kind, e.from, dead.queue, e.attempts
+                "message '{}' from {} to '{}' was dead-lettered after {}",
+                e.kind,
+                e.from,
+                dead.queue,
+                crate::text::plural(e.attempts, "attempt", "attempts")
             );
             let mut reported = match &dead.last_failure {
                 Some((agent, cause)) => {

@@ -167,16 +167,19 @@ impl RunReport {
         if llm.task.total.calls + llm.task.failed_calls > 0 {
             let usage = |u: &crate::llm::UsageReport| {
                 format!(
-                    "{} calls, {} failed, {} tokens",
-                    u.total.calls, u.failed_calls, u.total.total_tokens
+                    "{}, {} failed, {}",
+                    crate::text::plural(u.total.calls, "call", "calls"),
+                    u.failed_calls,
+                    crate::text::plural(u.total.total_tokens, "token", "tokens")
                 )
             };
             let _ = writeln!(s, "  llm: {}", usage(&llm.task));
             for (model, u) in &llm.task.per_model {
                 let _ = writeln!(
                     s,
-                    "    {model}: {} calls, {} tokens",
-                    u.calls, u.total_tokens
+                    "    {model}: {}, {}",
+                    crate::text::plural(u.calls, "call", "calls"),
+                    crate::text::plural(u.total_tokens, "token", "tokens")
                 );
             }
             for (id, u) in &llm.per_agent {

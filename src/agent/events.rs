@@ -160,8 +160,10 @@ impl Agent {
             // Reported with the run's dead letters, not counted again here.
             let e = &delivery.envelope;
             let what = format!(
-                "message '{}' from {} dead-lettered after {} attempts",
-                e.kind, e.from, e.attempts
+                "message '{}' from {} dead-lettered after {}",
+                e.kind,
+                e.from,
+                crate::text::plural(e.attempts, "attempt", "attempts")
             );
             self.log_repeating(&what, &format!("{what} ({})", e.id));
         }

@@ -52,14 +52,14 @@ pub fn execute(args: CheckArgs) -> anyhow::Result<i32> {
     if report.problems.is_empty() {
         text.push_str(&format!(
             "ok: {} checked ({})\n",
-            super::plural(report.scripts, "script", "scripts"),
-            super::plural(report.roles, "role", "roles"),
+            orrery::text::plural(report.scripts as u64, "script", "scripts"),
+            orrery::text::plural(report.roles as u64, "role", "roles"),
         ));
     } else {
         text.push_str(&format!(
             "{} in {files} of {}\n",
-            super::plural(report.problems.len(), "problem", "problems"),
-            super::plural(report.scripts, "script", "scripts"),
+            orrery::text::plural(report.problems.len() as u64, "problem", "problems"),
+            orrery::text::plural(report.scripts as u64, "script", "scripts"),
         ));
     }
     super::print_out(&text);

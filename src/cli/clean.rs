@@ -52,7 +52,8 @@ pub fn execute(args: CleanArgs) -> anyhow::Result<i32> {
         ));
     } else {
         super::print_out(&format!(
-            "removed {removed} keys of task '{id}' from {url}\n"
+            "removed {} of task '{id}' from {url}\n",
+            orrery::text::plural(removed as u64, "key", "keys")
         ));
     }
     Ok(exit::OK)

@@ -21,15 +21,21 @@ use orrery::llm::LlmSettings;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log output: -v everything at info, -vv debug, -vvv trace (wins over ORRERY_LOG).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Less output: errors only, and no phase changes while a task runs (wins over ORRERY_LOG).
+    #[arg(short, long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a task file (TOML or JSON) with the agents of a scripts directory.
     Run(run::RunArgs),
-    /// Run a task with hot reload: `orrery run --watch`.
-    Dev(run::RunArgs),
-    /// Compile every script and stdlib module without running anything.
+    /// Run a task with hot reload until Ctrl-C (`run` with watching on).
+    Dev(run::DevArgs),
+    /// Find what `run` would refuse: scripts that do not compile or load, unknown host functions.
     Check(check::CheckArgs),
     /// Show what a task holds in a shared store: run, agents, blackboard, messages, metrics.
     Inspect(inspect::InspectArgs),
@@ -37,6 +43,16 @@ enum Command {
     Clean(clean::CleanArgs),
     /// Measure the host on the embedded store and print the figures.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script: `orrery completions bash > /etc/bash_completion.d/orrery`.
+    Completions(CompletionsArgs),
+}
+
+/// Arguments of `orrery completions`.
+#[derive(Debug, clap::Args)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 /// Settings flags shared by the commands that load a configuration.
@@ -120,40 +136,64 @@ impl Cli {
         })
     }
 
-    /// What is logged when `ORRERY_LOG` / `RUST_LOG` say nothing: script logs
-    /// and reloads while running tasks; only warnings while benchmarking,
-    /// whose hundreds of scripted edits and agents would drown the figures.
-    pub fn default_log_filter(&self) -> &'static str {
-        match self.command {
-            Command::Bench(_) => "warn",
-            _ => "warn,orrery::script=info,orrery::reload=info",
+    /// What is logged: `-q` errors only, `-v`/`-vv`/`-vvv` info, debug,
+    /// trace (the flags win); else `ORRERY_LOG` / `RUST_LOG`; else script logs
+    /// and reloads while running tasks, and only warnings while
+    /// benchmarking, whose hundreds of scripted edits and agents would drown
+    /// the figures.
+    pub fn log_filter(&self) -> String {
+        let flagged = match (self.quiet, self.verbose) {
+            (true, _) => Some("error"),
+            (false, 0) => None,
+            (false, 1) => Some("info"),
+            (false, 2) => Some("debug"),
+            (false, _) => Some("trace"),
+        };
+        if let Some(filter) = flagged {
+            return filter.to_string();
         }
+        std::env::var("ORRERY_LOG")
+            .or_else(|_| std::env::var("RUST_LOG"))
+            .unwrap_or_else(|_| match self.command {
+                Command::Bench(_) => "warn".to_string(),
+                _ => "warn,orrery::script=info,orrery::reload=info".to_string(),
+            })
     }
 
     /// True when the command was asked for JSON (`--json`).
     fn wants_json(&self) -> bool {
         match &self.command {
-            Command::Run(a) | Command::Dev(a) => a.json,
+            Command::Run(a) => a.json,
+            Command::Dev(a) => a.json,
             Command::Check(a) => a.json,
             Command::Inspect(a) => a.json,
             Command::Bench(a) => a.json,
-            Command::Clean(_) => false,
+            Command::Clean(_) | Command::Completions(_) => false,
         }
     }
 
     /// Runs the command; returns the exit code.
     pub fn execute(self) -> i32 {
         let json = self.wants_json();
+        let quiet = self.quiet;
         let result = match self.command {
-            Command::Run(args) => run::execute(args),
-            Command::Dev(args) => run::execute(run::RunArgs {
-                watch: true,
-                ..args
-            }),
+            Command::Run(args) => run::execute(run::RunArgs { quiet, ..args }),
+            Command::Dev(args) => run::execute(args.into_run(quiet)),
             Command::Check(args) => check::execute(args),
             Command::Inspect(args) => inspect::execute(args),
             Command::Clean(args) => clean::execute(args),
             Command::Bench(args) => bench::execute(args),
+            Command::Completions(args) => {
+                let mut out = Vec::new();
+                clap_complete::generate(
+                    args.shell,
+                    &mut <Cli as clap::CommandFactory>::command(),
+                    "orrery",
+                    &mut out,
+                );
+                print_out(&String::from_utf8_lossy(&out));
+                Ok(exit::OK)
+            }
         };
         match result {
             Ok(code) => code,
@@ -210,15 +250,6 @@ pub fn print_err(line: &str) {
         .and_then(|()| err.flush());
 }
 
-/// `1 script`, `2 scripts`.
-pub fn plural(n: usize, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("{n} {one}")
-    } else {
-        format!("{n} {many}")
-    }
-}
-
 /// Prints an error for the user and returns its exit code.
 pub fn report_error(e: &anyhow::Error) -> i32 {
     print_err(&format!("error: {e:#}"));
@@ -227,17 +258,16 @@ pub fn report_error(e: &anyhow::Error) -> i32 {
         .map_or(exit::INTERNAL, Error::exit_code)
 }
 
-/// Logs to stderr; `ORRERY_LOG` (or `RUST_LOG`) picks the level, else
-/// `default_filter` (see [`Cli::default_log_filter`]).
-pub fn init_tracing(default_filter: &str) {
-    let filter = std::env::var("ORRERY_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default_filter.to_string());
+/// Logs to stderr at `filter` (see [`Cli::log_filter`]), in colour only on a
+/// terminal and when `NO_COLOR` is unset or empty (no-color.org).
+pub fn init_tracing(filter: &str) {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !no_color;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour)
         // A closed stderr must not turn every later log line into a panic.
         .log_internal_errors(false)
         .without_time()

@@ -37,8 +37,8 @@ pub struct RunArgs {
     /// Override the task's timeout (ms).
     #[arg(long, value_name = "MS", conflicts_with = "join")]
     pub timeout: Option<u64>,
-    /// Do not show phase changes while the task runs.
-    #[arg(long, short)]
+    /// No phase changes on stderr (set by the global `-q`).
+    #[arg(skip)]
     pub quiet: bool,
     /// Hot reload: apply edits of the scripts and stdlib directories to the
     /// running agents, and keep the task running when it goes quiet (until its
@@ -49,6 +49,41 @@ pub struct RunArgs {
     pub config: ConfigArgs,
     #[command(flatten)]
     pub llm: LlmArgs,
+}
+
+/// Arguments of `orrery dev`: `run --watch` for one task file, without the
+/// flags that mean nothing there (`--watch`, `--join`, `--role`).
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Task file (.toml or .json).
+    pub task: PathBuf,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Override the task's timeout (ms).
+    #[arg(long, value_name = "MS")]
+    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+impl DevArgs {
+    /// The same run as `orrery run TASK --watch`.
+    pub fn into_run(self, quiet: bool) -> RunArgs {
+        RunArgs {
+            task: Some(self.task),
+            join: None,
+            role: Vec::new(),
+            json: self.json,
+            timeout: self.timeout,
+            quiet,
+            watch: true,
+            config: self.config,
+            llm: self.llm,
+        }
+    }
 }
 
 /// Where `llm.chat` gets its answers. The API key is read from the

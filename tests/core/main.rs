@@ -14,6 +14,7 @@ mod bench;
 mod blackboard;
 mod bus;
 mod config;
+mod conventions;
 mod deploy;
 mod lifecycle;
 mod lock;
