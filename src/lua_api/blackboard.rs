@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
-use super::{AgentContext, arg_err, chunks, host_err, store_fn, to_json, to_lua};
+use super::{AgentContext, arg_err, chunks, host_err, store_fn, to_json_or_nil, to_lua};
 
 /// Name of the registry table holding this agent's watches: `{pattern, fn}` pairs.
 pub const WATCHES: &str = "orrery.watches";
@@ -51,9 +51,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             move |lua, (key, value): (String, LuaValue)| {
                 let c = c.clone();
                 // As with a Lua table field, setting nil removes the key.
-                let json = (!value.is_nil())
-                    .then(|| to_json(&lua, value, || format!("blackboard.set('{key}')")))
-                    .transpose();
+                let json = to_json_or_nil(&lua, value, || format!("blackboard.set('{key}')"));
                 async move {
                     let bb = &c.coord.blackboard;
                     match json? {
@@ -109,24 +107,11 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         embedded,
         move |lua, (key, expected, new): (String, LuaValue, LuaValue)| {
             let c = c.clone();
-            let expected = (!expected.is_nil())
-                .then(|| {
-                    to_json(&lua, expected, || {
-                        format!("blackboard.cas('{key}') expected")
-                    })
-                })
-                .transpose();
-            let new = (!new.is_nil())
-                .then(|| to_json(&lua, new, || format!("blackboard.cas('{key}') new")))
-                .transpose();
-            async move {
-                let (expected, new) = (expected?, new?);
-                c.coord
-                    .blackboard
-                    .compare_and_set(&key, expected.as_ref(), new.as_ref())
-                    .await
-                    .map_err(host_err)
-            }
+            let expected = to_json_or_nil(&lua, expected, || {
+                format!("blackboard.cas('{key}') expected")
+            });
+            let new = to_json_or_nil(&lua, new, || format!("blackboard.cas('{key}') new"));
+            async move { compare_and_set(&c, &key, expected?, new?).await }
         },
     )?;
     t.set("cas", &cas)?;
@@ -150,17 +135,8 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         move |lua, (key, seen, new): (String, mlua::AnyUserData, LuaValue)| {
             let c = c.clone();
             let expected = seen.borrow::<Seen>().map(|s| s.0.clone());
-            let new = (!new.is_nil())
-                .then(|| to_json(&lua, new, || format!("blackboard.update('{key}')")))
-                .transpose();
-            async move {
-                let (expected, new) = (expected?, new?);
-                c.coord
-                    .blackboard
-                    .compare_and_set(&key, expected.as_ref(), new.as_ref())
-                    .await
-                    .map_err(host_err)
-            }
+            let new = to_json_or_nil(&lua, new, || format!("blackboard.update('{key}')"));
+            async move { compare_and_set(&c, &key, expected?, new?).await }
         },
     )?;
     let update: Function = chunks::host(lua, "blackboard.update", UPDATE)?.call((read, swap))?;
@@ -200,6 +176,19 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         )?,
     )?;
     Ok(t)
+}
+
+async fn compare_and_set(
+    c: &AgentContext,
+    key: &str,
+    expected: Option<serde_json::Value>,
+    new: Option<serde_json::Value>,
+) -> mlua::Result<bool> {
+    c.coord
+        .blackboard
+        .compare_and_set(key, expected.as_ref(), new.as_ref())
+        .await
+        .map_err(host_err)
 }
 
 /// True when `key` matches a watch pattern: exact, or a prefix ending in `*`.

@@ -81,6 +81,14 @@ impl Api {
     }
 }
 
+/// What the annotation file `text` of `table` declares (see [`declare`]).
+pub fn parse(table: &str, text: &str) -> Api {
+    let mut api = Api::default();
+    api.tables.insert(table.to_string());
+    declare(&mut api, table, text);
+    api
+}
+
 /// Reads `function t.f(a, b)`, `t.x = `, and the `---@field`s of the class
 /// declared right before `t = {}`, plus global `function g(a)`.
 fn declare(api: &mut Api, table: &str, text: &str) {

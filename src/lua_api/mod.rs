@@ -39,7 +39,7 @@ use crate::store::Delivery;
 pub use blackboard::{WATCHES, pattern_matches};
 pub use bus::{HANDLERS, message_table, settle_held};
 pub use convert::to_lua;
-pub(crate) use convert::{FROZEN, MaxValueBytes, to_json};
+pub(crate) use convert::{FROZEN, MaxValueBytes, to_json, to_json_or_nil};
 pub use llm::TaskLlm;
 pub use task::OUTPUT_PREFIX;
 pub use time::TIMERS;

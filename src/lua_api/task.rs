@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value as LuaValue};
 
-use super::{AgentContext, FROZEN, chunks, host_err, store_fn, to_json, to_lua};
+use super::{AgentContext, FROZEN, chunks, host_err, store_fn, to_json_or_nil, to_lua};
 
 /// Outputs are blackboard keys under this prefix, so every host sees them.
 pub const OUTPUT_PREFIX: &str = "outputs/";
@@ -55,9 +55,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |lua, (name, value): (String, LuaValue)| {
                 let c = c.clone();
-                let json = (!value.is_nil())
-                    .then(|| to_json(&lua, value, || format!("task.output('{name}')")))
-                    .transpose();
+                let json = to_json_or_nil(&lua, value, || format!("task.output('{name}')"));
                 async move {
                     let key = format!("{OUTPUT_PREFIX}{name}");
                     // nil removes the output, as blackboard.set(key, nil) deletes.

@@ -29,22 +29,34 @@ return M
 }
 
 /// The binary running in the background, its stderr lines arriving on a
-/// channel; killed if the test fails before it exits.
-struct Watching {
+/// channel; killed if the test fails before it exits. (Shared by this
+/// suite's tests of the binary.)
+pub(super) struct Watching {
     child: Option<Child>,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
+/// `orrery args...` in `dir`, with no store, log or Rust-log setting from outside.
+pub(super) fn orrery(dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orrery"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("ORRERY_STORE")
+        .env_remove("ORRERY_LOG")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
 impl Watching {
-    fn start(dir: &std::path::Path, args: &[&str]) -> Watching {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orrery"))
-            .args(args)
-            .current_dir(dir)
-            .env_remove("ORRERY_STORE")
-            .env_remove("ORRERY_LOG")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
+    pub(super) fn start(dir: &std::path::Path, args: &[&str]) -> Watching {
+        Self::start_with(dir, args, Stdio::piped())
+    }
+
+    /// Like [`Watching::start`], with stdout going to `stdout`.
+    pub(super) fn start_with(dir: &std::path::Path, args: &[&str], stdout: Stdio) -> Watching {
+        let mut child = orrery(dir, args)
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start the orrery binary");
@@ -64,10 +76,12 @@ impl Watching {
         }
     }
 
-    /// Waits for a stderr line containing `text`; returns it.
-    fn line_with(&mut self, text: &str) -> String {
+    /// Waits (at most [`PATIENCE`]) for a stderr line containing `text`; returns it.
+    pub(super) fn line_with(&mut self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + PATIENCE;
         loop {
-            match self.lines.recv_timeout(PATIENCE) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.contains(text) {
@@ -82,19 +96,34 @@ impl Watching {
         }
     }
 
-    /// Sends SIGINT, as Ctrl-C does, and returns the exit code and stdout.
-    fn interrupt(mut self) -> (i32, String) {
-        let mut child = self.child.take().unwrap();
+    /// Sends SIGINT, as Ctrl-C does, and returns at once.
+    pub(super) fn signal_interrupt(&self) {
+        let child = self.child.as_ref().expect("running");
         let status = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success());
+    }
+
+    /// Sends SIGINT, as Ctrl-C does, and returns the exit code and stdout
+    /// (empty when stdout was not piped here).
+    pub(super) fn interrupt(self) -> (i32, String) {
+        self.signal_interrupt();
+        self.wait()
+    }
+
+    /// Waits (at most [`PATIENCE`]) for the exit; returns the exit code and
+    /// stdout (empty when stdout was not piped here).
+    pub(super) fn wait(mut self) -> (i32, String) {
+        let mut child = self.child.take().unwrap();
         let (tx, done) = mpsc::channel();
-        let mut stdout = child.stdout.take().unwrap();
+        let stdout = child.stdout.take();
         std::thread::spawn(move || {
             let mut out = String::new();
-            let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+            if let Some(mut stdout) = stdout {
+                let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+            }
             let _ = tx.send((child.wait().expect("wait"), out));
         });
         let (status, out) = done

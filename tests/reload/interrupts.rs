@@ -5,11 +5,11 @@
 
 use std::io::{BufRead, BufReader, PipeReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use orrery::error::exit;
 
+use super::cli::{Watching, orrery};
 use super::session::PATIENCE;
 use crate::common::Scratch;
 
@@ -36,16 +36,6 @@ function M.start(self)
 end
 return M
 "#;
-
-fn orrery(dir: &std::path::Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orrery"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("ORRERY_STORE")
-        .env_remove("ORRERY_LOG")
-        .env_remove("RUST_LOG");
-    cmd
-}
 
 /// Reads lines of `reader` on a thread until one contains `text`, then drops
 /// the read end, as `tee` or `head` going away would.
@@ -109,34 +99,12 @@ fn ctrl_c_after_head_closed_stdout_exits_130_and_says_so_on_stderr() {
     // `| head -2`: stdout is gone before the report is written.
     let (out_reader, out_writer) = std::io::pipe().unwrap();
     drop(out_reader);
-    let mut child = orrery(scratch.path(), &["dev", "task.toml"])
-        .stdout(out_writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("orrery starts");
-    let (tx, lines) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |text: &str| {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {text:?} on stderr within {PATIENCE:?}"));
-            if line.contains(text) {
-                return;
-            }
-        }
-    };
-    wait_for("tick");
-    interrupt(&child);
-    wait_for("stopping: agents finish what they are doing");
-    assert_eq!(exit_code(child), exit::INTERRUPTED);
+    let mut dev = Watching::start_with(scratch.path(), &["dev", "task.toml"], out_writer.into());
+    dev.line_with("tick");
+    dev.signal_interrupt();
+    dev.line_with("stopping: agents finish what they are doing");
+    let (code, _) = dev.wait();
+    assert_eq!(code, exit::INTERRUPTED);
 }
 
 #[test]
@@ -172,34 +140,11 @@ fn ctrl_c_ends_an_agent_looping_in_start_with_its_report_even_with_stderr_closed
 fn one_ctrl_c_ends_an_agent_looping_in_start_after_the_grace_period() {
     let scratch = Scratch::new(&[("looper.lua", LOOPER)]);
     scratch.write("task.toml", TASK);
-    let mut child = orrery(scratch.path(), &["dev", "task.toml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("orrery starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |text: &str, within: Duration| {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {text:?} on stderr within {within:?}"));
-            if line.contains(text) {
-                return;
-            }
-        }
-    };
-    wait_for("still looping", PATIENCE);
-    interrupt(&child);
-    wait_for("aborting them", PATIENCE);
-    let out = child.wait_with_output().expect("orrery exits");
-    assert_eq!(out.status.code(), Some(exit::INTERRUPTED));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("INTERRUPTED"));
+    let mut dev = Watching::start(scratch.path(), &["dev", "task.toml"]);
+    dev.line_with("still looping");
+    dev.signal_interrupt();
+    dev.line_with("aborting them");
+    let child_done = dev.wait();
+    assert_eq!(child_done.0, exit::INTERRUPTED);
+    assert!(child_done.1.contains("INTERRUPTED"), "{}", child_done.1);
 }
