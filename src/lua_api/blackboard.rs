@@ -21,7 +21,7 @@ const UPDATE: &str = r#"
 local read, swap = ...
 return function(key, fn)
   if type(fn) ~= "function" then
-    error("blackboard.update: expected function, got " .. type(fn), 2)
+    error("blackboard.update: argument #2 'fn' must be a function, got " .. type(fn), 2)
   end
   for _ = 1, 1000 do
     local current, seen = read(key)
@@ -154,7 +154,10 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     LuaValue::Function(f) => Ok(f),
                     other => Err(arg_err(
                         "blackboard.watch",
-                        format!("expected function, got {}", other.type_name()),
+                        format!(
+                            "argument #2 'fn' must be a function, got {}",
+                            other.type_name()
+                        ),
                     )),
                 };
                 async move {

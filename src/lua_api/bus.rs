@@ -42,7 +42,7 @@ const RECEIVE: &str = r#"
 local try_receive, wait_receive, pack, default_timeout = ...
 return function(timeout)
   if timeout ~= nil and type(timeout) ~= "number" then
-    error("bus.receive: expected timeout in ms (number), got " .. type(timeout), 2)
+    error("bus.receive: argument #1 'timeout_ms' must be a number of milliseconds, got " .. type(timeout), 2)
   end
   local msg = pack(try_receive())
   if msg ~= nil then return msg end
@@ -201,7 +201,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                 (a, _) => {
                     return Err(arg_err(
                         "bus.subscribe",
-                        format!("expected ([type,] function), got {}", a.type_name()),
+                        format!("expected ([type,] fn): argument #1 must be a message type or a function, got {}", a.type_name()),
                     ));
                 }
             };

@@ -70,7 +70,7 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
     (
         "local M = {}\nfunction M.start(self)\n  bus.receive('soon')\nend\nreturn M\n",
         "bus.receive",
-        "bus.receive: expected timeout in ms (number), got string",
+        "bus.receive: argument #1 'timeout_ms' must be a number of milliseconds, got string",
     ),
     (
         "local M = {}\nfunction M.start(self)\n  spawn.agent('ghost')\nend\nreturn M\n",
@@ -90,7 +90,7 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
     (
         "local M = {}\nfunction M.start(self)\n  blackboard.update('k', 'not a function')\nend\nreturn M\n",
         "blackboard.update",
-        "blackboard.update: expected function, got string",
+        "blackboard.update: argument #2 'fn' must be a function, got string",
     ),
     (
         "local M = {}\nfunction M.start(self)\n  lock.acquire('L', { ttl = 'long' })\nend\nreturn M\n",
