@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::coordination::CoordinationMetrics;
-use crate::error::exit;
+use crate::error::{ErrorKind, exit};
 
 /// How a task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,7 +29,7 @@ pub struct ReportedError {
     /// Agent it happened in (or `host`).
     pub agent: String,
     /// Error kind (`script`, `timeout`, `spawn_limit`, ...).
-    pub kind: String,
+    pub kind: ErrorKind,
     /// The message, with `path:line` for script errors.
     pub message: String,
     /// Whether it fails the task: an agent that failed, a dead-lettered
@@ -54,7 +54,7 @@ impl ReportedError {
     pub fn of(agent: &str, e: &crate::Error, fatal: bool) -> Self {
         ReportedError {
             agent: agent.to_string(),
-            kind: e.kind().to_string(),
+            kind: e.kind(),
             message: e.to_string(),
             fatal,
             allowed: false,
@@ -206,7 +206,13 @@ pub fn collapse(errors: Vec<ReportedError>) -> Vec<ReportedError> {
     let mut index: BTreeMap<(String, String, bool, bool, String), usize> = BTreeMap::new();
     for e in errors {
         let first = e.message.lines().next().unwrap_or_default().to_string();
-        let key = (e.agent.clone(), e.kind.clone(), e.fatal, e.allowed, first);
+        let key = (
+            e.agent.clone(),
+            e.kind.as_str().to_string(),
+            e.fatal,
+            e.allowed,
+            first,
+        );
         match index.get(&key) {
             Some(&i) => out[i].count += e.count,
             None => {

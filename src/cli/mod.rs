@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod clean;
+mod drive;
 mod inspect;
 mod join;
 mod run;
@@ -203,7 +204,7 @@ impl Cli {
                 let kind = e
                     .chain()
                     .find_map(|c| c.downcast_ref::<Error>())
-                    .map_or("internal", Error::kind);
+                    .map_or("internal", |e| e.kind().as_str());
                 let object = serde_json::json!({
                     "error": { "kind": kind, "message": format!("{e:#}"), "exit_code": code }
                 });

@@ -16,9 +16,10 @@ use serde_json::Value;
 
 use super::AgentPhase;
 use super::blackboard::check_size;
+use super::state::is_live;
 use super::turns::Turns;
 use crate::error::{Error, Result};
-use crate::store::{Delivery, Envelope, Store};
+use crate::store::{Delivery, Envelope, MessageState, Store};
 
 /// How often an agent waiting for its turn looks at its own queue for
 /// messages no send announced (given back after a failure, or sent by
@@ -238,11 +239,7 @@ impl MessageBus {
             .map(|(id, _)| id.clone())
             .collect();
         for record in self.store.agent_list(&self.task).await? {
-            let ended = record
-                .phase
-                .parse::<AgentPhase>()
-                .map_or(true, AgentPhase::is_terminal);
-            if !ended && of_role(&record.role) {
+            if is_live(&record) && of_role(&record.role) {
                 targets.insert(record.id);
             }
         }
@@ -419,7 +416,7 @@ impl MessageBus {
         let failures = self.failures.lock();
         Ok(list
             .into_iter()
-            .filter(|m| m.state == "dead")
+            .filter(|m| m.state == MessageState::Dead)
             .map(|m| DeadLetter {
                 last_failure: failures.get(&m.envelope.id).cloned(),
                 queue: m.queue,
@@ -448,7 +445,7 @@ impl MessageBus {
         let list = self.store.queue_list(&self.task).await?;
         Ok(list
             .iter()
-            .all(|m| m.state == "dead" || !readers.contains(&m.queue)))
+            .all(|m| m.state == MessageState::Dead || !readers.contains(&m.queue)))
     }
 
     /// The queues some live agent reads: its id and its role, for the agents
@@ -461,11 +458,7 @@ impl MessageBus {
         }
         if !self.store.is_embedded() {
             for record in self.store.agent_list(&self.task).await? {
-                let ended = record
-                    .phase
-                    .parse::<AgentPhase>()
-                    .map_or(true, AgentPhase::is_terminal);
-                if !ended {
+                if is_live(&record) {
                     readers.insert(record.id);
                     readers.insert(record.role);
                 }
@@ -478,7 +471,7 @@ impl MessageBus {
     pub async fn undelivered(&self) -> Result<Vec<(String, usize)>> {
         let mut counts = BTreeMap::new();
         for m in self.store.queue_list(&self.task).await? {
-            if m.state != "dead" {
+            if m.state != MessageState::Dead {
                 *counts.entry(m.queue).or_insert(0) += 1;
             }
         }

@@ -13,7 +13,8 @@ use mlua::{HookTriggers, Value, VmState, chunk::ChunkMode};
 
 use crate::agent::{errors, load_module, sandbox};
 use crate::coordination::Coordination;
-use crate::lua_api::{self, AgentContext, TaskLlm};
+use crate::llm::TaskLlm;
+use crate::lua_api::{self, AgentContext};
 use crate::scripts::{Script, ScriptKind, ScriptRegistry};
 use crate::store::MemoryStore;
 

@@ -5,8 +5,7 @@
 //!
 //! One test binary; each concern is a module beside this file.
 
-#[path = "../common/mod.rs"]
-mod common;
+use orrery_test_support as common;
 
 mod annotations;
 mod bad_input;
@@ -16,6 +15,8 @@ mod bus;
 mod config;
 mod conventions;
 mod deploy;
+mod embedded_time;
+mod harness;
 mod lifecycle;
 mod lock;
 mod outcomes;
@@ -24,6 +25,7 @@ mod script_errors;
 mod spawn;
 mod spread;
 mod state;
+mod stdlib_check;
 mod timeout;
 mod timers;
 mod util;

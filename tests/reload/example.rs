@@ -5,7 +5,8 @@
 
 use orrery::error::exit;
 
-use super::cli::Watching;
+use super::cli::watching;
+use super::session::PATIENCE;
 use crate::common::{Scratch, repo};
 
 /// Copies the example into a scratch directory, with a quicker clock.
@@ -34,28 +35,29 @@ fn edit_greeter(s: &Scratch, from: &str, to: &str) {
 #[test]
 fn the_hot_reload_example_runs_until_ctrl_c_and_takes_edits() {
     let s = example();
-    let mut dev = Watching::start(s.path(), &["dev", "task.toml"]);
-    dev.line_with("hello, ");
+    let mut dev = watching(s.path(), &["dev", "task.toml"]);
+    dev.wait_for("hello, ", PATIENCE);
 
     edit_greeter(&s, "\"hello, %s\"", "\"good morning, %s\"");
-    dev.line_with("reloaded scripts/greeter.lua");
-    let line = dev.line_with("good morning, ");
+    dev.wait_for("reloaded scripts/greeter.lua", PATIENCE);
+    let line = dev.wait_for("good morning, ", PATIENCE);
     assert!(line.contains("has greeted"), "{line}");
 
     // A half-written edit: jobs fail, back off, and are dead-lettered...
     edit_greeter(&s, "local line = ", "error('half-written') local line = ");
-    dev.line_with("half-written");
-    dev.line_with("dead-lettered after 5 attempts");
+    dev.wait_for("half-written", PATIENCE);
+    dev.wait_for("dead-lettered after 5 attempts", PATIENCE);
     // ...and the fix gives them back to the pool.
     edit_greeter(&s, "error('half-written') local line = ", "local line = ");
-    dev.line_with("dead-lettered message");
-    dev.line_with("good morning, ");
+    dev.wait_for("dead-lettered message", PATIENCE);
+    dev.wait_for("good morning, ", PATIENCE);
 
-    let (code, stdout) = dev.interrupt();
-    assert_eq!(code, exit::INTERRUPTED, "{stdout}");
+    let done = dev.interrupt(PATIENCE);
+    assert_eq!(done.code, Some(exit::INTERRUPTED), "{}", done.show());
     assert!(
-        stdout.contains("task hot-reload-001: INTERRUPTED"),
-        "{stdout}"
+        done.stdout.contains("task hot-reload-001: INTERRUPTED"),
+        "{}",
+        done.show()
     );
 }
 
@@ -73,17 +75,17 @@ fn an_agent_that_never_returns_to_the_host_is_told_new_code_waits() {
         "task.toml",
         "id = \"loop\"\ntype = \"test\"\ndescription = \"d\"\ntimeout = 60000\n",
     );
-    let mut dev = Watching::start(s.path(), &["dev", "task.toml"]);
-    dev.line_with("round");
+    let mut dev = watching(s.path(), &["dev", "task.toml"]);
+    dev.wait_for("round", PATIENCE);
     s.write("scripts/looper.lua", &LOOPER.replace("round", "round two"));
-    dev.line_with("reloaded scripts/looper.lua");
-    let warning = dev.line_with("has not returned to the host");
+    dev.wait_for("reloaded scripts/looper.lua", PATIENCE);
+    let warning = dev.wait_for("has not returned to the host", PATIENCE);
     assert!(
         warning.contains("looper-1")
             && warning.contains("callback 'start'")
             && warning.contains("every(ms, fn)"),
         "{warning}"
     );
-    let (code, _) = dev.interrupt();
-    assert_eq!(code, exit::INTERRUPTED);
+    let done = dev.interrupt(PATIENCE);
+    assert_eq!(done.code, Some(exit::INTERRUPTED), "{}", done.show());
 }

@@ -5,13 +5,14 @@
 
 use std::io::{BufRead, BufReader, PipeReader};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use orrery::error::exit;
 
-use super::cli::{Watching, orrery};
+use super::cli::watching;
 use super::session::PATIENCE;
-use crate::common::Scratch;
+use crate::common::{Scratch, orrery_command};
 
 const TASK: &str = "id = \"pipes\"\ntype = \"test\"\ndescription = \"d\"\ntimeout = 60000\n";
 
@@ -49,6 +50,32 @@ fn read_until_then_close(reader: PipeReader, text: &str) {
     panic!("orrery ended before logging {text:?}");
 }
 
+/// The lines `reader` gets, on a channel (read on a thread of their own).
+fn lines_of(reader: PipeReader) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Waits (at most [`PATIENCE`]) for a line containing `text`.
+fn wait_line(lines: &mpsc::Receiver<String>, text: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return,
+            Ok(_) => {}
+            Err(_) => panic!("no line with {text:?} within {PATIENCE:?}"),
+        }
+    }
+}
+
 fn interrupt(child: &Child) {
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -80,7 +107,7 @@ fn ctrl_c_after_tee_died_exits_130_without_a_panic() {
     scratch.write("task.toml", TASK);
     // `2>&1 | tee log`: stdout and stderr are one pipe.
     let (reader, writer) = std::io::pipe().unwrap();
-    let child = orrery(scratch.path(), &["dev", "task.toml"])
+    let child = orrery_command(scratch.path(), &["dev", "task.toml"])
         .stdout(writer.try_clone().unwrap())
         .stderr(writer)
         .spawn()
@@ -99,12 +126,17 @@ fn ctrl_c_after_head_closed_stdout_exits_130_and_says_so_on_stderr() {
     // `| head -2`: stdout is gone before the report is written.
     let (out_reader, out_writer) = std::io::pipe().unwrap();
     drop(out_reader);
-    let mut dev = Watching::start_with(scratch.path(), &["dev", "task.toml"], out_writer.into());
-    dev.line_with("tick");
-    dev.signal_interrupt();
-    dev.line_with("stopping: agents finish what they are doing");
-    let (code, _) = dev.wait();
-    assert_eq!(code, exit::INTERRUPTED);
+    let (err_reader, err_writer) = std::io::pipe().unwrap();
+    let child = orrery_command(scratch.path(), &["dev", "task.toml"])
+        .stdout(out_writer)
+        .stderr(err_writer)
+        .spawn()
+        .expect("orrery starts");
+    let lines = lines_of(err_reader);
+    wait_line(&lines, "tick");
+    interrupt(&child);
+    wait_line(&lines, "stopping: agents finish what they are doing");
+    assert_eq!(exit_code(child), exit::INTERRUPTED);
 }
 
 #[test]
@@ -112,7 +144,7 @@ fn ctrl_c_ends_an_agent_looping_in_start_with_its_report_even_with_stderr_closed
     let scratch = Scratch::new(&[("looper.lua", LOOPER)]);
     scratch.write("task.toml", TASK);
     let (err_reader, err_writer) = std::io::pipe().unwrap();
-    let child = orrery(scratch.path(), &["dev", "task.toml", "--json"])
+    let child = orrery_command(scratch.path(), &["dev", "task.toml", "--json"])
         .stdout(Stdio::piped())
         .stderr(err_writer)
         .spawn()
@@ -140,11 +172,15 @@ fn ctrl_c_ends_an_agent_looping_in_start_with_its_report_even_with_stderr_closed
 fn one_ctrl_c_ends_an_agent_looping_in_start_after_the_grace_period() {
     let scratch = Scratch::new(&[("looper.lua", LOOPER)]);
     scratch.write("task.toml", TASK);
-    let mut dev = Watching::start(scratch.path(), &["dev", "task.toml"]);
-    dev.line_with("still looping");
-    dev.signal_interrupt();
-    dev.line_with("aborting them");
-    let child_done = dev.wait();
-    assert_eq!(child_done.0, exit::INTERRUPTED);
-    assert!(child_done.1.contains("INTERRUPTED"), "{}", child_done.1);
+    let mut dev = watching(scratch.path(), &["dev", "task.toml"]);
+    dev.wait_for("still looping", PATIENCE);
+    let status = Command::new("kill")
+        .args(["-INT", &dev.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    dev.wait_for("aborting them", PATIENCE);
+    let done = dev.finish(PATIENCE);
+    assert_eq!(done.code, Some(exit::INTERRUPTED), "{}", done.show());
+    assert!(done.stdout.contains("INTERRUPTED"), "{}", done.show());
 }

@@ -1,6 +1,9 @@
 -- Every period, hands the next name to the greeter pool. Change the period
 -- or what it sends and save: the timer calls M.tick by name, so each round
 -- runs the code current at that moment.
+---@class Clock: orrery.Role
+---@field tick fun(self: table) One round: sends the next name.
+---@type Clock
 local M = {}
 
 function M.start(self)

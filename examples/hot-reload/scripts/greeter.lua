@@ -1,5 +1,6 @@
 -- Greets whoever the clock sends. Edit the greeting and save: the next
 -- message is handled by the new code, and `self.greeted` keeps counting.
+---@type orrery.Role
 local M = {}
 
 function M.on_message(self, msg)
