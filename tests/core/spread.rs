@@ -95,9 +95,11 @@ async fn two_hundred_items_spread_across_four_workers() {
             let counts = spread(backend, &worker).await;
             println!("{backend:?} {style}: items per worker {counts:?}");
             assert_eq!(counts.iter().sum::<u64>(), 200);
-            // An even share is 50; every worker must take a fair part of it.
+            // An even share is 50 (measured 46-51 on 2 busy cores; it was
+            // 0/0/~100/~100 before the turns). The bound leaves room for a
+            // worker the OS kept off a core for a while.
             assert!(
-                counts[0] >= 25,
+                counts[0] >= 15,
                 "{backend:?} {style}: uneven spread {counts:?}"
             );
         }
