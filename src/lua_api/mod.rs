@@ -103,6 +103,26 @@ impl AgentContext {
     }
 }
 
+/// The name of every table [`register_all`] makes a global (and puts in
+/// `package.loaded`).
+pub const TABLES: &[&str] = &[
+    "task",
+    "agent",
+    "blackboard",
+    "bus",
+    "state",
+    "spawn",
+    "lock",
+    "metrics",
+    "log",
+    "llm",
+    "json",
+    "time",
+    "fs",
+    "exec",
+    "http",
+];
+
 /// Registers every API table in `lua` for the agent `ctx`.
 pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
     let tables: [(&str, Table); 15] = [
@@ -129,6 +149,7 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
     lua.set_app_data(Interned::default());
     let globals = lua.globals();
     let loaded: Table = lua.named_registry_value("_LOADED")?;
+    debug_assert!(tables.iter().map(|(n, _)| *n).eq(TABLES.iter().copied()));
     for (name, table) in tables {
         globals.set(name, &table)?;
         loaded.set(name, table)?;

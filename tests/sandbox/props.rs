@@ -9,7 +9,7 @@ use mlua::{Function, Lua, LuaSerdeExt};
 use orrery::agent::sandbox;
 use orrery::config::Config;
 use orrery::coordination::Coordination;
-use orrery::lua_api::{self, AgentContext, TaskLlm};
+use orrery::lua_api::{AgentContext, TaskLlm};
 use orrery::scripts::ScriptRegistry;
 use orrery::store::{MemoryStore, Store};
 use orrery::task::Task;
@@ -103,8 +103,7 @@ fn vm() -> Vm {
         registry.clone(),
         TaskLlm::offline(),
     );
-    let lua = sandbox::new_vm(registry, cfg.memory_limit).unwrap();
-    lua_api::register_all(&lua, &ctx).unwrap();
+    let (lua, _budget) = sandbox::agent_vm(&ctx).unwrap();
     Vm {
         lua,
         store,
