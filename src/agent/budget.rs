@@ -156,14 +156,32 @@ unsafe extern "C-unwind" fn hook(state: *mut ffi::lua_State, ar: *mut ffi::lua_D
 /// True when the hook must raise. Resets a thread left firing before every
 /// instruction by an earlier interruption to the cheap interval.
 unsafe fn judge(meter: &Mutex<Meter>, state: *mut ffi::lua_State, ar: *mut ffi::lua_Debug) -> bool {
+    // The running function, or (when that is one of the host's own Lua
+    // wrappers, say `table.insert`) the nearest script function below it.
     let location = || {
-        // SAFETY: `ar` is the hook's activation record.
+        // SAFETY: `ar` is the hook's activation record; `frame` is filled by
+        // lua_getstack before lua_getinfo reads it.
         unsafe {
-            if ffi::lua_getinfo(state, c"Sl".as_ptr(), ar) == 0 {
-                return None;
+            let mut frame: ffi::lua_Debug = std::mem::zeroed();
+            for level in 0..32 {
+                let record = if level == 0 {
+                    ar
+                } else if ffi::lua_getstack(state, level, &mut frame) != 0 {
+                    &mut frame as *mut ffi::lua_Debug
+                } else {
+                    break;
+                };
+                if ffi::lua_getinfo(state, c"Sl".as_ptr(), record) == 0 {
+                    return None;
+                }
+                let source = CStr::from_ptr((*record).source);
+                if source.to_bytes().starts_with(b"=[orrery]") {
+                    continue;
+                }
+                let file = CStr::from_ptr((*record).short_src.as_ptr()).to_string_lossy();
+                return Some(format!("{file}:{}", (*record).currentline));
             }
-            let file = CStr::from_ptr((*ar).short_src.as_ptr()).to_string_lossy();
-            Some(format!("{file}:{}", (*ar).currentline))
+            None
         }
     };
     let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -16,6 +16,7 @@ pub mod patterns;
 pub mod reload;
 mod safe_std;
 mod safe_string;
+mod safe_table;
 pub mod sandbox;
 
 use std::sync::Arc;

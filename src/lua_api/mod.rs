@@ -14,7 +14,7 @@ mod http;
 mod json;
 mod llm;
 mod lock;
-mod log;
+pub(crate) mod log;
 mod metrics;
 mod spawn;
 mod state;

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod audit;
 mod bad_input;
 mod budgets;
 mod capabilities;
