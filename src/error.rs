@@ -90,6 +90,18 @@ pub enum Error {
         /// The configured bound.
         max: usize,
     },
+    /// A spawn would exceed the number of agents one task may start over its run.
+    #[error(
+        "spawn limit: cannot start '{role}', {started} agents were started in this task and max_spawns is {max}"
+    )]
+    SpawnQuota {
+        /// The role whose spawn was refused.
+        role: String,
+        /// Agents started so far.
+        started: usize,
+        /// The configured bound.
+        max: usize,
+    },
     /// An agent asked the LLM for more once the task's token budget was spent.
     #[error(
         "LLM token budget exhausted: {agent} asked for more after {used} of {budget} tokens were used"
@@ -136,7 +148,7 @@ impl Error {
             Error::Script { .. } => exit::SCRIPT,
             Error::AgentTimeout { .. } => exit::TIMEOUT,
             Error::Coordination(_) => exit::COORDINATION,
-            Error::SpawnLimit { .. } => exit::SPAWN_LIMIT,
+            Error::SpawnLimit { .. } | Error::SpawnQuota { .. } => exit::SPAWN_LIMIT,
             Error::AgentFailed { .. } => exit::TASK_FAILED,
             Error::LlmBudget { .. } => exit::LLM_BUDGET,
             Error::Interrupted { .. } => exit::INTERRUPTED,
@@ -152,7 +164,7 @@ impl Error {
             Error::Script { .. } => "script",
             Error::AgentTimeout { .. } => "timeout",
             Error::Coordination(_) => "coordination",
-            Error::SpawnLimit { .. } => "spawn_limit",
+            Error::SpawnLimit { .. } | Error::SpawnQuota { .. } => "spawn_limit",
             Error::AgentFailed { .. } => "failed",
             Error::LlmBudget { .. } => "llm_budget",
             Error::Interrupted { .. } => "interrupted",

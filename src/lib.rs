@@ -20,6 +20,7 @@ pub mod orchestrator;
 pub mod reload;
 pub mod report;
 pub mod scripts;
+pub mod secrets;
 pub mod store;
 pub mod task;
 

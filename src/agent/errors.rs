@@ -2,6 +2,7 @@
 //! script's `path:line` in front and the Lua traceback behind.
 
 use crate::error::Error;
+use crate::lua_api::log::one_line;
 
 /// Classifies `e`: host errors that mean more than "the script failed"
 /// (SpawnLimit, AgentTimeout, Coordination) keep their kind; everything else
@@ -9,7 +10,10 @@ use crate::error::Error;
 pub fn from_lua(e: &mlua::Error) -> Error {
     if let Some(host) = host_error(e) {
         match host {
-            Error::SpawnLimit { .. } | Error::AgentTimeout { .. } | Error::Coordination(_) => {
+            Error::SpawnLimit { .. }
+            | Error::SpawnQuota { .. }
+            | Error::AgentTimeout { .. }
+            | Error::Coordination(_) => {
                 return host.clone();
             }
             _ => {}
@@ -53,21 +57,42 @@ pub fn host_error(e: &mlua::Error) -> Option<&Error> {
 }
 
 /// `path:line: message` followed by the traceback.
+///
+/// The message holds text a script chose (`error("...")`, a chunk or key
+/// name), so it is made one line (control characters escaped), and every line
+/// of the traceback after its header starts with a tab: logged, nothing in it
+/// can pass for a line of the host's own.
 pub fn describe(e: &mlua::Error) -> String {
     match e {
         mlua::Error::CallbackError { traceback, cause } => {
             let message = innermost(cause);
             with_location(&message, traceback)
         }
-        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::SyntaxError { message, .. } => one_line(message),
         // An error raised by Lua code: the message already holds its traceback.
         mlua::Error::RuntimeError(message) => match message.find("\nstack traceback:") {
             Some(i) => with_location(&message[..i], &message[i + 1..]),
-            None => message.clone(),
+            None => one_line(message),
         },
-        mlua::Error::MemoryError(message) => format!("memory: {message}"),
-        other => other.to_string(),
+        mlua::Error::MemoryError(message) => format!("memory: {}", one_line(message)),
+        other => one_line(&other.to_string()),
     }
+}
+
+/// `traceback` with control characters but newlines and tabs escaped, and a
+/// tab in front of every line after the first.
+fn indented(traceback: &str) -> String {
+    let mut out = String::with_capacity(traceback.len());
+    for (i, line) in traceback.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            if !line.starts_with('\t') {
+                out.push('\t');
+            }
+        }
+        out.push_str(&one_line(line));
+    }
+    out
 }
 
 /// `message` with the first script frame of `traceback` in front (unless it
@@ -78,8 +103,9 @@ fn with_location(message: &str, traceback: &str) -> String {
     } else {
         ""
     };
-    match script_location(traceback) {
-        Some(loc) if script_location(message).is_none_or(|m| !message.starts_with(&m)) => {
+    let (message, traceback) = (one_line(message), indented(traceback));
+    match script_location(&traceback) {
+        Some(loc) if script_location(&message).is_none_or(|m| !message.starts_with(&m)) => {
             format!("{loc}: {message}{hint}\n{traceback}")
         }
         _ => format!("{message}{hint}\n{traceback}"),

@@ -1,12 +1,24 @@
 //! The blackboard: shared key/value state of one task.
+//!
+//! The quotas `max_blackboard_keys` and `max_blackboard_bytes` are kept with a
+//! ledger of what this process's agents wrote: the key and the size of its
+//! value as JSON. On the embedded store that is the whole blackboard; on a
+//! shared store each process counts its own writes. A write the ledger would
+//! refuse first drops from it the keys the store no longer holds (expired,
+//! or deleted by another process), at most once a second.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::MetricsCollector;
+use super::quotas::exceeded;
+use crate::config::Quotas;
 use crate::error::{Error, Result};
 use crate::store::{BlackboardEvent, Store};
 
@@ -20,6 +32,39 @@ pub struct Blackboard {
     ttl: Duration,
     metrics: Arc<MetricsCollector>,
     max_value_bytes: usize,
+    quotas: Quotas,
+    ledger: Mutex<Ledger>,
+}
+
+/// What this process's agents wrote: each key with its size.
+#[derive(Default)]
+struct Ledger {
+    sizes: HashMap<String, usize>,
+    bytes: usize,
+    /// When keys the store no longer holds were last dropped.
+    synced: Option<Instant>,
+}
+
+impl Ledger {
+    /// The keys and bytes after `key` takes `size` bytes.
+    fn after(&self, key: &str, size: usize) -> (usize, usize) {
+        let old = self.sizes.get(key).copied();
+        (
+            self.sizes.len() + usize::from(old.is_none()),
+            self.bytes - old.unwrap_or(0) + size,
+        )
+    }
+
+    fn put(&mut self, key: &str, size: Option<usize>) {
+        let old = match size {
+            Some(size) => {
+                self.bytes += size;
+                self.sizes.insert(key.to_string(), size)
+            }
+            None => self.sizes.remove(key),
+        };
+        self.bytes -= old.unwrap_or(0);
+    }
 }
 
 impl Blackboard {
@@ -29,6 +74,7 @@ impl Blackboard {
         ttl: Duration,
         metrics: Arc<MetricsCollector>,
         max_value_bytes: usize,
+        quotas: Quotas,
     ) -> Self {
         Blackboard {
             store,
@@ -36,18 +82,82 @@ impl Blackboard {
             ttl,
             metrics,
             max_value_bytes,
+            quotas,
+            ledger: Mutex::default(),
         }
     }
 
-    /// Stores `value` under `key`. Fails on a bad key, a value over the size limit, or a store failure.
+    /// Stores `value` under `key`. Fails on a bad key, a value over the size
+    /// limit, a quota reached, or a store failure.
     pub async fn set(&self, key: &str, value: &Value) -> Result<()> {
         check_key(key)?;
-        check_size(value, self.max_value_bytes, || {
+        let size = check_size(value, self.max_value_bytes, || {
             format!("blackboard key '{key}'")
         })?;
+        self.admit(key, size).await?;
         self.store.bb_set(&self.task, key, value, self.ttl).await?;
+        self.ledger.lock().put(key, Some(key.len() + size));
         self.metrics.blackboard_write();
         Ok(())
+    }
+
+    /// Fails when writing `value_size` bytes under `key` would pass a quota.
+    async fn admit(&self, key: &str, value_size: usize) -> Result<()> {
+        let size = key.len() + value_size;
+        let fits = |l: &Ledger| {
+            let (keys, bytes) = l.after(key, size);
+            keys <= self.quotas.max_blackboard_keys && bytes <= self.quotas.max_blackboard_bytes
+        };
+        let stale = {
+            let l = self.ledger.lock();
+            if fits(&l) {
+                return Ok(());
+            }
+            l.synced
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+        };
+        if stale {
+            let held: std::collections::HashSet<String> = self
+                .store
+                .bb_keys(&self.task, "")
+                .await?
+                .into_iter()
+                .collect();
+            let mut l = self.ledger.lock();
+            let gone: Vec<String> = l
+                .sizes
+                .keys()
+                .filter(|k| !held.contains(*k))
+                .cloned()
+                .collect();
+            for k in gone {
+                l.put(&k, None);
+            }
+            l.synced = Some(Instant::now());
+            if fits(&l) {
+                return Ok(());
+            }
+        }
+        let l = self.ledger.lock();
+        let (keys, _) = l.after(key, size);
+        let subject = format!("blackboard key '{key}'");
+        Err(if keys > self.quotas.max_blackboard_keys {
+            exceeded(
+                subject,
+                "max_blackboard_keys",
+                self.quotas.max_blackboard_keys,
+                "keys",
+                &format!("the task holds {} keys", l.sizes.len()),
+            )
+        } else {
+            exceeded(
+                subject,
+                "max_blackboard_bytes",
+                self.quotas.max_blackboard_bytes,
+                "bytes",
+                &format!("the task's keys and values take {} bytes", l.bytes),
+            )
+        })
     }
 
     /// Reads `key`.
@@ -62,6 +172,7 @@ impl Blackboard {
     pub async fn delete(&self, key: &str) -> Result<bool> {
         check_key(key)?;
         let existed = self.store.bb_delete(&self.task, key).await?;
+        self.ledger.lock().put(key, None);
         self.metrics.blackboard_write();
         Ok(existed)
     }
@@ -84,17 +195,23 @@ impl Blackboard {
         new: Option<&Value>,
     ) -> Result<bool> {
         check_key(key)?;
-        if let Some(v) = new {
-            check_size(v, self.max_value_bytes, || {
-                format!("blackboard key '{key}'")
-            })?;
-        }
+        let size = match new {
+            Some(v) => {
+                let size = check_size(v, self.max_value_bytes, || {
+                    format!("blackboard key '{key}'")
+                })?;
+                self.admit(key, size).await?;
+                Some(key.len() + size)
+            }
+            None => None,
+        };
         let swapped = self
             .store
             .bb_compare_and_set(&self.task, key, expected, new, self.ttl)
             .await?;
         self.metrics.blackboard_read();
         if swapped {
+            self.ledger.lock().put(key, size);
             self.metrics.blackboard_write();
         }
         Ok(swapped)
@@ -123,8 +240,12 @@ fn check_key(key: &str) -> Result<()> {
 }
 
 /// Refuses values whose JSON form is larger than `limit` bytes; the error
-/// names `what` (built only then).
-pub(crate) fn check_size(value: &Value, limit: usize, what: impl FnOnce() -> String) -> Result<()> {
+/// names `what` (built only then). Returns the size (an upper bound of it).
+pub(crate) fn check_size(
+    value: &Value,
+    limit: usize,
+    what: impl FnOnce() -> String,
+) -> Result<usize> {
     let size = json_size(value, limit);
     if size > limit {
         return Err(Error::bad_input(
@@ -132,12 +253,12 @@ pub(crate) fn check_size(value: &Value, limit: usize, what: impl FnOnce() -> Str
             format!("value is larger than max_value_bytes ({limit} bytes)"),
         ));
     }
-    Ok(())
+    Ok(size)
 }
 
 /// An upper bound of the JSON size of `v`, computed without serializing and
 /// stopping early once it passes `limit`.
-fn json_size(v: &Value, limit: usize) -> usize {
+pub(crate) fn json_size(v: &Value, limit: usize) -> usize {
     match v {
         Value::Null | Value::Bool(_) => 5,
         Value::Number(_) => 24,

@@ -5,6 +5,12 @@
 //! broadcast (`to = "*"`) is copied to every live agent's own queue. Delivery is
 //! at-least-once: a message is acknowledged after its handler returns and given
 //! back (redelivered, then dead-lettered) when the handler fails.
+//!
+//! On the embedded store the queues are host memory, so the quotas
+//! `max_queue_depth` (messages on one queue: waiting, in flight or
+//! dead-lettered) and `max_queued_bytes` (all of the task's queues) bound
+//! them, counted by a ledger here: a message counts from its send to its
+//! acknowledgement. A shared store keeps the messages in its server.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -15,7 +21,9 @@ use parking_lot::RwLock;
 use serde_json::Value;
 
 use super::AgentPhase;
-use super::blackboard::check_size;
+use super::blackboard::{check_size, json_size};
+use super::quotas::{check_name, exceeded};
+use crate::config::Quotas;
 use crate::error::{Error, Result};
 use crate::store::{Delivery, Envelope, Store};
 
@@ -40,6 +48,21 @@ pub struct MessageBus {
     known_roles: RwLock<Vec<String>>,
     /// Roles another process of the task has scripts for.
     remote_roles: RwLock<Vec<String>>,
+    quotas: Quotas,
+    /// Messages and bytes on the queues, when the store is embedded.
+    queued: Option<parking_lot::Mutex<Queued>>,
+}
+
+/// What the task's queues hold (embedded store): messages per queue, bytes in all.
+#[derive(Default)]
+struct Queued {
+    depth: std::collections::HashMap<String, usize>,
+    bytes: usize,
+}
+
+/// The bytes a queued message takes, as the ledger counts them.
+fn message_size(e: &Envelope) -> usize {
+    json_size(&e.payload, usize::MAX) + e.id.len() + e.from.len() + e.to.len() + e.kind.len() + 64
 }
 
 impl MessageBus {
@@ -48,8 +71,12 @@ impl MessageBus {
         task: &str,
         max_attempts: u32,
         max_value_bytes: usize,
+        quotas: Quotas,
     ) -> Self {
+        let queued = store.is_embedded().then(parking_lot::Mutex::default);
         MessageBus {
+            quotas,
+            queued,
             store,
             task: task.to_string(),
             max_attempts,
@@ -105,6 +132,8 @@ impl MessageBus {
         payload: Value,
     ) -> Result<String> {
         let (to, kind) = (to.into(), kind.into());
+        check_name("message type", &kind)?;
+        check_name("bus recipient", &to)?;
         check_size(&payload, self.max_value_bytes, || {
             format!("message '{kind}' to '{to}'")
         })?;
@@ -120,19 +149,87 @@ impl MessageBus {
             payload,
             attempts: 0,
         };
+        let size = message_size(&envelope);
         if envelope.to == BROADCAST {
-            for target in self.broadcast_targets(from).await? {
+            let targets = self.broadcast_targets(from).await?;
+            self.admit(&envelope.kind, targets.iter().map(String::as_str), size)?;
+            for target in targets {
                 self.store
                     .queue_push(&self.task, &target, &envelope)
                     .await?;
+                self.count(&target, size as isize);
             }
         } else {
             let queue = envelope.to.clone();
+            self.admit(&envelope.kind, [queue.as_str()], size)?;
             self.store
                 .queue_push_owned(&self.task, &queue, envelope)
                 .await?;
+            self.count(&queue, size as isize);
         }
         Ok(id)
+    }
+
+    /// Fails when a message of `size` bytes on each of `queues` would pass a
+    /// queue quota (embedded store only).
+    fn admit<'a>(
+        &self,
+        kind: &str,
+        queues: impl IntoIterator<Item = &'a str>,
+        size: usize,
+    ) -> Result<()> {
+        let Some(queued) = &self.queued else {
+            return Ok(());
+        };
+        let q = queued.lock();
+        let mut bytes = q.bytes;
+        for queue in queues {
+            let subject = || format!("bus message '{kind}' to '{queue}'");
+            let depth = q.depth.get(queue).copied().unwrap_or(0);
+            if depth >= self.quotas.max_queue_depth {
+                return Err(exceeded(
+                    subject(),
+                    "max_queue_depth",
+                    self.quotas.max_queue_depth,
+                    "messages",
+                    &format!(
+                        "queue '{queue}' holds {depth} messages waiting, in flight or dead-lettered"
+                    ),
+                ));
+            }
+            bytes += size;
+            if bytes > self.quotas.max_queued_bytes {
+                return Err(exceeded(
+                    subject(),
+                    "max_queued_bytes",
+                    self.quotas.max_queued_bytes,
+                    "bytes",
+                    &format!("the task's queues hold {} bytes of messages", q.bytes),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds (or, negative, removes) one message of `size` bytes on `queue` in the ledger.
+    fn count(&self, queue: &str, size: isize) {
+        let Some(queued) = &self.queued else {
+            return;
+        };
+        let mut q = queued.lock();
+        let q = &mut *q;
+        if size >= 0 {
+            *q.depth.entry(queue.to_string()).or_insert(0) += 1;
+            q.bytes += size as usize;
+        } else {
+            if let Some(d) = q.depth.get_mut(queue) {
+                *d = d.saturating_sub(1);
+                if *d == 0 {
+                    q.depth.remove(queue);
+                }
+            }
+            q.bytes = q.bytes.saturating_sub(size.unsigned_abs());
+        }
     }
 
     /// Every live agent but the sender: this process's, and those of other
@@ -198,7 +295,14 @@ impl MessageBus {
 
     /// The handler of `delivery` returned: the message is done.
     pub async fn ack(&self, delivery: &Delivery) -> Result<()> {
-        Ok(self.store.queue_ack(&self.task, delivery).await?)
+        self.store.queue_ack(&self.task, delivery).await?;
+        if self.queued.is_some() {
+            self.count(
+                &delivery.queue,
+                -(message_size(&delivery.envelope) as isize),
+            );
+        }
+        Ok(())
     }
 
     /// The handler of `delivery` failed: redeliver it, or dead-letter it after

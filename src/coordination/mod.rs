@@ -10,6 +10,7 @@ mod bus;
 mod locks;
 mod metrics;
 mod presence;
+pub mod quotas;
 mod spawn;
 mod state;
 
@@ -86,16 +87,23 @@ impl Coordination {
                 ttl,
                 metrics.clone(),
                 config.max_value_bytes,
+                config.quotas,
             ),
             bus: MessageBus::new(
                 store.clone(),
                 &task.id,
                 config.max_attempts,
                 config.max_value_bytes,
+                config.quotas,
             ),
             states: AgentStateManager::new(store.clone(), &task.id, presence.host()),
             spawner: SpawnController::new(&task, &config, store.clone(), metrics.clone(), launcher),
-            locks: LockManager::new(store.clone(), &task.id, metrics.clone()),
+            locks: LockManager::new(
+                store.clone(),
+                &task.id,
+                metrics.clone(),
+                config.quotas.max_locks,
+            ),
             activity: Activity::default(),
             presence,
             metrics,

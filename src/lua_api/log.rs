@@ -68,7 +68,12 @@ pub(crate) fn join(lua: &Lua, args: MultiValue, separator: &str) -> mlua::Result
             text.push_str(separator);
         }
         match lua.coerce_string(v.clone())? {
-            Some(s) => text.push_str(&s.to_string_lossy()),
+            // Only what the line can hold is copied out of the Lua heap.
+            Some(s) => {
+                let bytes = s.as_bytes();
+                let kept = &bytes[..bytes.len().min(MAX_LINE_BYTES + 1)];
+                text.push_str(&String::from_utf8_lossy(kept));
+            }
             None => text.push_str(
                 &v.to_string()
                     .unwrap_or_else(|_| format!("<{}>", v.type_name())),

@@ -30,8 +30,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                 ));
             }
             c.registry.role(&condition.agent).map_err(host_err)?;
-            c.coord.spawner.register(condition);
-            Ok(())
+            c.coord.spawner.register(condition).map_err(host_err)
         })?,
     )?;
 
@@ -56,6 +55,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         lua.create_async_function(move |_, role: String| {
             let c = c.clone();
             async move {
+                crate::coordination::quotas::check_name("role", &role).map_err(host_err)?;
                 c.coord
                     .spawner
                     .spawn(&role, Some(&c.id))
