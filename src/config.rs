@@ -86,7 +86,7 @@ impl Default for Quotas {
         Quotas {
             max_blackboard_keys: 10_000,
             max_blackboard_bytes: 64 * 1024 * 1024,
-            max_queue_depth: 10_000,
+            max_queue_depth: 100_000,
             max_queued_bytes: 64 * 1024 * 1024,
             max_spawns: 1_000,
             max_spawn_conditions: 256,

@@ -20,7 +20,8 @@ const TABLE: &str = r##"
 -- Captured now: a script that replaces a global or the string methods later
 -- does not change these functions.
 local type, select, error, tonumber = type, select, error, tonumber
-local tointeger, ult, maxinteger, format = math.tointeger, math.ult, math.maxinteger, string.format
+local tointeger, mtype, ult, maxinteger = math.tointeger, math.type, math.ult, math.maxinteger
+local format = string.format
 
 local function int(v, arg, fname)
   local n = tointeger(v)
@@ -32,22 +33,25 @@ local function int(v, arg, fname)
     v == nil and "no value" or type(v)), 3)
 end
 
-local function tab(t, arg, fname)
-  if type(t) ~= "table" then
-    error(format("bad argument #%d to '%s' (table expected, got %s)", arg, fname,
-      t == nil and "no value" or type(t)), 3)
-  end
+local function bad_table(t, arg, fname)
+  error(format("bad argument #%d to '%s' (table expected, got %s)", arg, fname,
+    t == nil and "no value" or type(t)), 3)
 end
 
-local function len(t)
-  local n = tointeger(#t)
-  if n == nil then error("object length is not an integer", 3) end
-  return n
+-- `#t` as an integer; the checks are inline in the callers (a Lua function
+-- call costs more than the rest of an append).
+local function bad_length()
+  error("object length is not an integer", 3)
 end
 
 local function insert(t, ...)
-  tab(t, 1, "insert")
-  local e = len(t) + 1
+  if type(t) ~= "table" then bad_table(t, 1, "insert") end
+  local e = #t
+  if mtype(e) ~= "integer" then
+    e = tointeger(e)
+    if e == nil then bad_length() end
+  end
+  e = e + 1
   local nargs = select("#", ...)
   if nargs == 1 then
     t[e] = ...
@@ -67,8 +71,12 @@ local function insert(t, ...)
 end
 
 local function remove(t, pos)
-  tab(t, 1, "remove")
-  local size = len(t)
+  if type(t) ~= "table" then bad_table(t, 1, "remove") end
+  local size = #t
+  if mtype(size) ~= "integer" then
+    size = tointeger(size)
+    if size == nil then bad_length() end
+  end
   if pos == nil then
     pos = size
   else
@@ -91,8 +99,8 @@ local function move(a1, f, e, t, a2)
   e = int(e, 3, "move")
   t = int(t, 4, "move")
   if a2 == nil then a2 = a1 end
-  tab(a1, 1, "move")
-  tab(a2, 5, "move")
+  if type(a1) ~= "table" then bad_table(a1, 1, "move") end
+  if type(a2) ~= "table" then bad_table(a2, 5, "move") end
   if e >= f then
     if not (f > 0 or e < maxinteger + f) then
       error("bad argument #3 to 'move' (too many elements to move)", 2)

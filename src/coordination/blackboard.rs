@@ -56,14 +56,13 @@ impl Ledger {
     }
 
     fn put(&mut self, key: &str, size: Option<usize>) {
-        let old = match size {
-            Some(size) => {
-                self.bytes += size;
-                self.sizes.insert(key.to_string(), size)
-            }
-            None => self.sizes.remove(key),
+        let old = match (size, self.sizes.get_mut(key)) {
+            // Overwriting a key needs no new key string.
+            (Some(size), Some(held)) => Some(std::mem::replace(held, size)),
+            (Some(size), None) => self.sizes.insert(key.to_string(), size),
+            (None, _) => self.sizes.remove(key),
         };
-        self.bytes -= old.unwrap_or(0);
+        self.bytes = self.bytes + size.unwrap_or(0) - old.unwrap_or(0);
     }
 }
 
@@ -94,24 +93,42 @@ impl Blackboard {
         let size = check_size(value, self.max_value_bytes, || {
             format!("blackboard key '{key}'")
         })?;
-        self.admit(key, size).await?;
-        self.store.bb_set(&self.task, key, value, self.ttl).await?;
-        self.ledger.lock().put(key, Some(key.len() + size));
+        let before = self.admit(key, size).await?;
+        if let Err(e) = self.store.bb_set(&self.task, key, value, self.ttl).await {
+            self.ledger.lock().put(key, before);
+            return Err(e.into());
+        }
         self.metrics.blackboard_write();
         Ok(())
     }
 
-    /// Fails when writing `value_size` bytes under `key` would pass a quota.
-    async fn admit(&self, key: &str, value_size: usize) -> Result<()> {
+    /// Counts `value_size` bytes under `key` in the ledger, or fails when that
+    /// would pass a quota. Returns what the ledger held for `key` before, for
+    /// the caller to put back if the write does not happen.
+    async fn admit(&self, key: &str, value_size: usize) -> Result<Option<usize>> {
         let size = key.len() + value_size;
         let fits = |l: &Ledger| {
             let (keys, bytes) = l.after(key, size);
             keys <= self.quotas.max_blackboard_keys && bytes <= self.quotas.max_blackboard_bytes
         };
+        let record = |l: &mut Ledger| {
+            let before = l.sizes.get(key).copied();
+            l.put(key, Some(size));
+            before
+        };
         let stale = {
-            let l = self.ledger.lock();
+            let mut l = self.ledger.lock();
+            // The common case, a key rewritten within the quotas: one lookup.
+            let Ledger { sizes, bytes, .. } = &mut *l;
+            if let Some(held) = sizes.get_mut(key) {
+                let after = *bytes - *held + size;
+                if after <= self.quotas.max_blackboard_bytes {
+                    *bytes = after;
+                    return Ok(Some(std::mem::replace(held, size)));
+                }
+            }
             if fits(&l) {
-                return Ok(());
+                return Ok(record(&mut l));
             }
             l.synced
                 .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
@@ -135,7 +152,7 @@ impl Blackboard {
             }
             l.synced = Some(Instant::now());
             if fits(&l) {
-                return Ok(());
+                return Ok(record(&mut l));
             }
         }
         let l = self.ledger.lock();
@@ -195,23 +212,30 @@ impl Blackboard {
         new: Option<&Value>,
     ) -> Result<bool> {
         check_key(key)?;
-        let size = match new {
+        let before = match new {
             Some(v) => {
                 let size = check_size(v, self.max_value_bytes, || {
                     format!("blackboard key '{key}'")
                 })?;
-                self.admit(key, size).await?;
-                Some(key.len() + size)
+                Some(self.admit(key, size).await?)
             }
             None => None,
         };
         let swapped = self
             .store
             .bb_compare_and_set(&self.task, key, expected, new, self.ttl)
-            .await?;
+            .await;
+        let mut ledger = self.ledger.lock();
+        match (&swapped, before) {
+            // Not written: the ledger gets back what it held.
+            (Err(_) | Ok(false), Some(before)) => ledger.put(key, before),
+            (Ok(true), None) => ledger.put(key, None),
+            _ => {}
+        }
+        drop(ledger);
+        let swapped = swapped?;
         self.metrics.blackboard_read();
         if swapped {
-            self.ledger.lock().put(key, size);
             self.metrics.blackboard_write();
         }
         Ok(swapped)

@@ -60,6 +60,27 @@ struct Queued {
     bytes: usize,
 }
 
+/// Adds (or, negative, removes) one message of `size` bytes on `queue` in `q`.
+fn count(q: &mut Queued, queue: &str, size: isize) {
+    if size >= 0 {
+        match q.depth.get_mut(queue) {
+            Some(d) => *d += 1,
+            None => {
+                q.depth.insert(queue.to_string(), 1);
+            }
+        }
+        q.bytes += size as usize;
+    } else {
+        if let Some(d) = q.depth.get_mut(queue) {
+            *d = d.saturating_sub(1);
+            if *d == 0 {
+                q.depth.remove(queue);
+            }
+        }
+        q.bytes = q.bytes.saturating_sub(size.unsigned_abs());
+    }
+}
+
 /// The bytes a queued message takes, as the ledger counts them.
 fn message_size(e: &Envelope) -> usize {
     json_size(&e.payload, usize::MAX) + e.id.len() + e.from.len() + e.to.len() + e.kind.len() + 64
@@ -153,37 +174,44 @@ impl MessageBus {
         if envelope.to == BROADCAST {
             let targets = self.broadcast_targets(from).await?;
             self.admit(&envelope.kind, targets.iter().map(String::as_str), size)?;
-            for target in targets {
-                self.store
-                    .queue_push(&self.task, &target, &envelope)
-                    .await?;
-                self.count(&target, size as isize);
+            for target in &targets {
+                if let Err(e) = self.store.queue_push(&self.task, target, &envelope).await {
+                    // Those not pushed yet were counted too.
+                    for t in targets.iter().skip_while(|t| *t != target) {
+                        self.count(t, -(size as isize));
+                    }
+                    return Err(e.into());
+                }
             }
         } else {
             let queue = envelope.to.clone();
             self.admit(&envelope.kind, [queue.as_str()], size)?;
-            self.store
+            if let Err(e) = self
+                .store
                 .queue_push_owned(&self.task, &queue, envelope)
-                .await?;
-            self.count(&queue, size as isize);
+                .await
+            {
+                self.count(&queue, -(size as isize));
+                return Err(e.into());
+            }
         }
         Ok(id)
     }
 
-    /// Fails when a message of `size` bytes on each of `queues` would pass a
-    /// queue quota (embedded store only).
+    /// Counts a message of `size` bytes on each of `queues`, or fails when
+    /// that would pass a queue quota (embedded store only).
     fn admit<'a>(
         &self,
         kind: &str,
-        queues: impl IntoIterator<Item = &'a str>,
+        queues: impl IntoIterator<Item = &'a str> + Clone,
         size: usize,
     ) -> Result<()> {
         let Some(queued) = &self.queued else {
             return Ok(());
         };
-        let q = queued.lock();
+        let mut q = queued.lock();
         let mut bytes = q.bytes;
-        for queue in queues {
+        for queue in queues.clone() {
             let subject = || format!("bus message '{kind}' to '{queue}'");
             let depth = q.depth.get(queue).copied().unwrap_or(0);
             if depth >= self.quotas.max_queue_depth {
@@ -208,6 +236,9 @@ impl MessageBus {
                 ));
             }
         }
+        for queue in queues {
+            count(&mut q, queue, size as isize);
+        }
         Ok(())
     }
 
@@ -216,20 +247,7 @@ impl MessageBus {
         let Some(queued) = &self.queued else {
             return;
         };
-        let mut q = queued.lock();
-        let q = &mut *q;
-        if size >= 0 {
-            *q.depth.entry(queue.to_string()).or_insert(0) += 1;
-            q.bytes += size as usize;
-        } else {
-            if let Some(d) = q.depth.get_mut(queue) {
-                *d = d.saturating_sub(1);
-                if *d == 0 {
-                    q.depth.remove(queue);
-                }
-            }
-            q.bytes = q.bytes.saturating_sub(size.unsigned_abs());
-        }
+        count(&mut queued.lock(), queue, size);
     }
 
     /// Every live agent but the sender: this process's, and those of other
