@@ -127,3 +127,35 @@ async fn a_fifo_saved_while_a_watched_task_runs() {
         outcome.show()
     );
 }
+
+#[tokio::test]
+async fn a_saved_script_whose_check_hangs_in_a_close_handler_is_refused() {
+    // The reload check builds its VM like an agent's, under the same budget:
+    // a top level that loops in a close handler (which once wedged the
+    // checker with hooks off) is refused, and the task goes on.
+    let outcome = run(Case {
+        hostile: &start("  sleep(1500)"),
+        args: &["--watch"],
+        prepare: Some(|dir| {
+            let late = dir.join("scripts/late.lua");
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(400));
+                let hang = "local spin = setmetatable({}, { __close = function() while true do end end })\n\
+                            for _ in function() return 1 end, nil, nil, spin do while true do end end\n\
+                            return {}\n";
+                std::fs::write(late, hang).unwrap();
+            });
+        }),
+        env: &[("ORRERY_LOG", "warn,orrery::reload=info".into())],
+        ..Case::default()
+    })
+    .await;
+    outcome.completed();
+    assert!(
+        outcome
+            .stderr
+            .contains("late.lua: loading took longer than 300 ms (callback_timeout)"),
+        "{}",
+        outcome.show()
+    );
+}
