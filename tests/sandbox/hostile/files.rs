@@ -8,6 +8,21 @@ use std::path::Path;
 
 use super::{Case, Outcome, mkfifo, run, start};
 
+/// The hostile agent's `start` in a watched run: says it has started (the
+/// file `started`), then waits while the test saves a file.
+const STARTED: &str = r#"  exec.run("touch", { task.inputs.dir .. "/started" })
+  sleep(2000)"#;
+
+/// Waits until the run's agents have started (see [`STARTED`]).
+fn once_started(dir: &Path) {
+    for _ in 0..400 {
+        if dir.join("started").exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Runs a case whose scripts directory is broken by `prepare`; expects exit 2
 /// and `text` in the error.
 async fn refused_at_start(prepare: fn(&Path), text: &str) -> Outcome {
@@ -105,13 +120,14 @@ async fn a_fifo_saved_while_a_watched_task_runs() {
     // module would be. The reloader refuses it without blocking, and the
     // task ends as usual.
     let outcome = run(Case {
-        hostile: &start("  sleep(1200)"),
+        hostile: &start(STARTED),
         args: &["--watch"],
+        grant: r#"commands = ["touch"]"#,
         prepare: Some(|dir| {
-            let late = dir.join("scripts/late.lua");
+            let dir = dir.to_path_buf();
             std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(400));
-                mkfifo(&late);
+                once_started(&dir);
+                mkfifo(&dir.join("scripts/late.lua"));
             });
         }),
         env: &[("ORRERY_LOG", "warn,orrery::reload=info".into())],
@@ -134,12 +150,14 @@ async fn a_saved_script_whose_check_hangs_in_a_close_handler_is_refused() {
     // a top level that loops in a close handler (which once wedged the
     // checker with hooks off) is refused, and the task goes on.
     let outcome = run(Case {
-        hostile: &start("  sleep(1500)"),
+        hostile: &start(STARTED),
         args: &["--watch"],
+        grant: r#"commands = ["touch"]"#,
         prepare: Some(|dir| {
-            let late = dir.join("scripts/late.lua");
+            let dir = dir.to_path_buf();
             std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(400));
+                once_started(&dir);
+                let late = dir.join("scripts/late.lua");
                 let hang = "local spin = setmetatable({}, { __close = function() while true do end end })\n\
                             for _ in function() return 1 end, nil, nil, spin do while true do end end\n\
                             return {}\n";

@@ -116,7 +116,7 @@ return M
 fn fill_then_clear(write: &str) -> String {
     format!(
         r#"
-  sleep(30) -- after the witness's first write
+  while blackboard.get("witness/seed") == nil do sleep(5) end -- after the witness's first write
   local ok, err = pcall(function() for i = 1, 1e6 do {write} end end)
   for _, k in ipairs(blackboard.keys("")) do
     if k:match("^k%d") or k:match("^outputs/o%d") then blackboard.delete(k) end
@@ -202,7 +202,8 @@ function M.start(self)
 end
 return M
 "#,
-        config: QUOTAS,
+        // Ended agents may not be released yet: only max_spawns must bind.
+        config: &format!("{QUOTAS}max_agents = 50\n"),
         ..Case::default()
     })
     .await;
