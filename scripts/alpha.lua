@@ -5,6 +5,7 @@
 local plan = require("plan")
 local prompt = require("prompt")
 
+---@type orrery.Role
 local M = {}
 
 local PLANNER = [[You are the planner of a multi-agent system. Answer with one JSON object and

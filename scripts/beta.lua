@@ -6,6 +6,11 @@
 local prompt = require("prompt")
 local validate = require("validate")
 
+--- The executor's role table: the callbacks, and the step actions by name.
+---@class orrery.Executor: orrery.Role
+---@field actions table<string, fun(step: table): table>
+
+---@type orrery.Executor
 local M = {}
 
 local EXECUTOR = [[You are the executor of a multi-agent system. Carry out the step you are
@@ -44,16 +49,28 @@ function M.actions.configure(step)
   return { config = config }
 end
 
+-- The image `step` ships: the output of the last "build" step before it in
+-- the plan, whatever that step's id or position (an LLM orders plans freely).
+local function built_image(step)
+  local p = blackboard.get("plan")
+  local build_id
+  for _, s in ipairs(p and p.steps or {}) do
+    if s.id == step.id then break end
+    if s.action == "build" then build_id = s.id end
+  end
+  local build = build_id and blackboard.get("artifacts/" .. build_id)
+  return build and build.output and build.output.image or "unknown"
+end
+
 function M.actions.deploy(step)
   local target = task.inputs.environment or "sandbox"
   if validate.has_constraint(task, "sandbox-only") and target ~= "sandbox" then
     error(("constraint sandbox-only forbids deploying to '%s'"):format(target))
   end
-  local build = blackboard.get("artifacts/step-2")
   local replicas = task.inputs.replicas or 1
   local deployment = {
     target = target,
-    image = build and build.output.image or "unknown",
+    image = built_image(step),
     replicas = replicas,
     url = ("http://%s.%s.local"):format(task.inputs.service or task.id, target),
   }

@@ -5,6 +5,7 @@
 local prompt = require("prompt")
 local validate = require("validate")
 
+---@type orrery.Role
 local M = {}
 
 local REVIEWER = [[You review the work of a multi-agent system. Answer with one JSON object and

@@ -126,55 +126,55 @@ impl Default for Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigLayer {
-    #[allow(missing_docs)]
+    /// [`Config::max_agents`].
     pub max_agents: Option<usize>,
-    #[allow(missing_docs)]
+    /// [`Config::spawn_timeout`] (ms).
     pub spawn_timeout: Option<u64>,
-    #[allow(missing_docs)]
+    /// [`Config::message_timeout`] (ms).
     pub message_timeout: Option<u64>,
-    #[allow(missing_docs)]
+    /// [`Config::blackboard_ttl`] (s).
     pub blackboard_ttl: Option<u64>,
-    #[allow(missing_docs)]
+    /// [`Config::metrics_interval`] (ms).
     pub metrics_interval: Option<u64>,
-    #[allow(missing_docs)]
+    /// [`Config::store`].
     pub store: Option<String>,
-    #[allow(missing_docs)]
+    /// [`Config::scripts`].
     pub scripts: Option<PathBuf>,
-    #[allow(missing_docs)]
+    /// [`Config::stdlib`].
     pub stdlib: Option<PathBuf>,
-    #[allow(missing_docs)]
+    /// [`Config::max_attempts`].
     pub max_attempts: Option<u32>,
-    #[allow(missing_docs)]
+    /// [`Config::memory_limit`] (bytes).
     pub memory_limit: Option<usize>,
-    #[allow(missing_docs)]
+    /// [`Config::callback_timeout`] (ms).
     pub callback_timeout: Option<u64>,
-    #[allow(missing_docs)]
+    /// [`Config::max_value_bytes`].
     pub max_value_bytes: Option<usize>,
-    #[allow(missing_docs)]
+    /// [`Config::connect_timeout`] (ms).
     pub connect_timeout: Option<u64>,
     /// The `[llm]` table; its fields replace those of the layer below one by one.
     pub llm: Option<LlmSettings>,
-    #[allow(missing_docs)]
+    /// [`Config::agent_timeout`] (ms).
     pub agent_timeout: Option<u64>,
-    #[allow(missing_docs)]
+    /// [`Config::roles`] (from the config file only).
     pub roles: Option<BTreeMap<String, RoleConfig>>,
-    #[allow(missing_docs)]
+    /// [`Config::heartbeat_interval`] (ms).
     pub heartbeat_interval: Option<u64>,
-    #[allow(missing_docs)]
+    /// [`Quotas::max_blackboard_keys`].
     pub max_blackboard_keys: Option<usize>,
-    #[allow(missing_docs)]
+    /// [`Quotas::max_blackboard_bytes`].
     pub max_blackboard_bytes: Option<usize>,
-    #[allow(missing_docs)]
+    /// [`Quotas::max_queue_depth`].
     pub max_queue_depth: Option<usize>,
-    #[allow(missing_docs)]
+    /// [`Quotas::max_queued_bytes`].
     pub max_queued_bytes: Option<usize>,
-    #[allow(missing_docs)]
+    /// [`Quotas::max_spawns`].
     pub max_spawns: Option<usize>,
-    #[allow(missing_docs)]
+    /// [`Quotas::max_spawn_conditions`].
     pub max_spawn_conditions: Option<usize>,
-    #[allow(missing_docs)]
+    /// [`Quotas::max_metrics`].
     pub max_metrics: Option<usize>,
-    #[allow(missing_docs)]
+    /// [`Quotas::max_locks`].
     pub max_locks: Option<usize>,
 }
 
@@ -393,7 +393,7 @@ impl Config {
         }
         check_store_url(&self.store).map_err(|m| Error::bad_input("setting store", m))?;
         for (role, settings) in &self.roles {
-            if !crate::scripts::is_role_name(role) {
+            if !crate::task::is_role_name(role) {
                 return Err(Error::bad_input(
                     format!("setting roles.{role}"),
                     "a role name is letters, digits and '_'",

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::llm::LlmError;
+use crate::llm::{BudgetSpent, LlmError};
 use crate::store::StoreError;
 
 /// Exit codes of the `orrery` binary, one per error kind (documented in README.md).
@@ -155,20 +155,48 @@ impl Error {
         }
     }
 
-    /// A short, stable name of the error kind, as shown in JSON reports.
-    pub fn kind(&self) -> &'static str {
+    /// The kind of the error, whose stable name JSON reports show.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::BadInput { .. } => "bad_input",
-            Error::UnknownRole { .. } => "unknown_role",
-            Error::RoleDeleted { .. } => "role_deleted",
-            Error::Script { .. } => "script",
-            Error::AgentTimeout { .. } => "timeout",
-            Error::Coordination(_) => "coordination",
-            Error::SpawnLimit { .. } | Error::SpawnQuota { .. } => "spawn_limit",
-            Error::AgentFailed { .. } => "failed",
-            Error::LlmBudget { .. } => "llm_budget",
-            Error::Interrupted { .. } => "interrupted",
+            Error::BadInput { .. } => ErrorKind::BadInput,
+            Error::UnknownRole { .. } => ErrorKind::UnknownRole,
+            Error::RoleDeleted { .. } => ErrorKind::RoleDeleted,
+            Error::Script { .. } => ErrorKind::Script,
+            Error::AgentTimeout { .. } => ErrorKind::Timeout,
+            Error::Coordination(_) => ErrorKind::Coordination,
+            Error::SpawnLimit { .. } | Error::SpawnQuota { .. } => ErrorKind::SpawnLimit,
+            Error::AgentFailed { .. } => ErrorKind::Failed,
+            Error::LlmBudget { .. } => ErrorKind::LlmBudget,
+            Error::Interrupted { .. } => ErrorKind::Interrupted,
         }
+    }
+}
+
+text_enum! {
+    /// The kind of an error a run reports, with the stable name JSON reports show.
+    pub enum ErrorKind {
+        /// A bad file, setting, flag or value ([`Error::BadInput`]).
+        BadInput = "bad_input",
+        /// [`Error::UnknownRole`].
+        UnknownRole = "unknown_role",
+        /// [`Error::RoleDeleted`].
+        RoleDeleted = "role_deleted",
+        /// A script raised an error ([`Error::Script`]).
+        Script = "script",
+        /// [`Error::AgentTimeout`].
+        Timeout = "timeout",
+        /// [`Error::Coordination`].
+        Coordination = "coordination",
+        /// [`Error::SpawnLimit`].
+        SpawnLimit = "spawn_limit",
+        /// [`Error::AgentFailed`].
+        Failed = "failed",
+        /// [`Error::LlmBudget`].
+        LlmBudget = "llm_budget",
+        /// [`Error::Interrupted`].
+        Interrupted = "interrupted",
+        /// Messages no agent took before the task ended (a report entry, not an [`Error`]).
+        Undelivered = "undelivered",
     }
 }
 
@@ -255,3 +283,13 @@ fn key_before(before: &str) -> Option<String> {
 
 /// Result with the host's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<BudgetSpent> for Error {
+    fn from(spent: BudgetSpent) -> Self {
+        Error::LlmBudget {
+            agent: spent.agent,
+            used: spent.used,
+            budget: spent.budget,
+        }
+    }
+}

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::Result;
-use crate::store::{AgentRecord, HostRecord, QueuedMessage, Store, TaskRecord};
+use crate::store::{AgentRecord, HostRecord, MessageState, QueuedMessage, Store, TaskRecord};
 
 /// A task's state in the store at one moment.
 #[derive(Debug, Clone, Serialize)]
@@ -47,7 +47,7 @@ impl TaskSnapshot {
             .queue_list(task_id)
             .await?
             .into_iter()
-            .partition(|m| m.state == "dead");
+            .partition(|m| m.state == MessageState::Dead);
         Ok(TaskSnapshot {
             task_id: task_id.to_string(),
             store: store.describe(),

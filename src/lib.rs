@@ -5,6 +5,10 @@
 //! per Lua table) → [`coordination`] (blackboard, bus, states, spawning, locks,
 //! metrics) → [`store`] (embedded or Redis). [`scripts`] holds the code agents run;
 //! [`inspect`] reads what a task left in a shared store.
+#![warn(missing_docs)]
+
+#[macro_use]
+mod text_enum;
 
 pub mod agent;
 pub mod bench;

@@ -24,9 +24,8 @@ use tokio::task::{Id as TaskId, JoinSet};
 use crate::agent::AgentOutcome;
 use crate::config::Config;
 use crate::coordination::{Coordination, SpawnRequest, now_ms};
-use crate::error::{Error, Result};
-use crate::llm::LlmClient;
-use crate::lua_api::{OUTPUT_PREFIX, TaskLlm};
+use crate::error::{Error, ErrorKind, Result};
+use crate::llm::{BudgetSpent, LlmClient, TaskLlm};
 use crate::reload::{ReloadEvent, ReloadOptions, Reloader};
 use crate::report::{ReportedError, RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
@@ -48,7 +47,7 @@ pub struct Orchestrator {
     errors: Vec<ReportedError>,
     next_index: HashMap<String, u32>,
     llm: TaskLlm,
-    budget_rx: mpsc::UnboundedReceiver<Error>,
+    budget_rx: mpsc::UnboundedReceiver<BudgetSpent>,
     /// The refused LLM call that ended the task, once there is one.
     budget_error: Option<ReportedError>,
     reloader: Option<Reloader>,
@@ -102,7 +101,7 @@ impl Orchestrator {
         })?;
         let client = LlmClient::new(config.llm.clone())
             .map_err(|e| Error::bad_llm_settings("LLM settings", e))?;
-        let (budget_spent, budget_rx) = mpsc::unbounded_channel();
+        let (llm, budget_rx) = TaskLlm::new(client);
         let (launcher, spawn_rx) = mpsc::unbounded_channel();
         let coord = Coordination::new(Arc::new(task), Arc::new(config), store, launcher);
         coord.bus.set_known_roles(registry.roles());
@@ -119,10 +118,7 @@ impl Orchestrator {
             started: Vec::new(),
             errors: Vec::new(),
             next_index: HashMap::new(),
-            llm: TaskLlm {
-                client,
-                budget_spent,
-            },
+            llm,
             budget_rx,
             budget_error: None,
             reloader: None,
@@ -277,17 +273,16 @@ impl Orchestrator {
     /// the task must stop for it. The task then fails with that error, and the
     /// agents stop at their next event (what they run now finishes; further
     /// LLM calls are refused).
-    fn stop_on_budget(&mut self, spent: Error) -> bool {
+    fn stop_on_budget(&mut self, spent: BudgetSpent) -> bool {
         if self.budget_error.is_some() {
             return false;
         }
-        let Error::LlmBudget { agent, .. } = &spent else {
-            return false;
-        };
+        let agent = spent.agent.clone();
+        let spent = Error::from(spent);
         tracing::error!("{spent}");
         self.budget_error = Some(ReportedError {
-            agent: agent.clone(),
-            kind: spent.kind().to_string(),
+            agent,
+            kind: spent.kind(),
             message: spent.to_string(),
             fatal: true,
             exit_code: spent.exit_code(),
@@ -298,7 +293,7 @@ impl Orchestrator {
     fn record(&mut self, agent: &str, e: &Error, fatal: bool) {
         self.errors.push(ReportedError {
             agent: agent.to_string(),
-            kind: e.kind().to_string(),
+            kind: e.kind(),
             message: e.to_string(),
             fatal,
             exit_code: e.exit_code(),
@@ -327,17 +322,11 @@ impl Orchestrator {
         }
         // Read past the blackboard's counters: they were just flushed, and the
         // store's totals must equal the report's.
-        let (store, id) = (&coord.store, &coord.task.id);
-        let mut outputs = BTreeMap::new();
-        for key in store.bb_keys(id, OUTPUT_PREFIX).await? {
-            if let Some(v) = store.bb_get(id, &key).await? {
-                outputs.insert(key[OUTPUT_PREFIX.len()..].to_string(), v);
-            }
-        }
+        let outputs = coord.blackboard.outputs_uncounted().await?;
         for (queue, count) in coord.bus.undelivered().await? {
             self.errors.push(ReportedError {
                 agent: "host".into(),
-                kind: "undelivered".into(),
+                kind: ErrorKind::Undelivered,
                 message: format!(
                     "{count} message(s) to '{queue}' were never taken: no agent read them before the task ended"
                 ),

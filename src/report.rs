@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::coordination::CoordinationMetrics;
-use crate::error::exit;
+use crate::error::{ErrorKind, exit};
 
 /// How a task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,7 +29,7 @@ pub struct ReportedError {
     /// Agent it happened in (or `host`).
     pub agent: String,
     /// Error kind (`script`, `timeout`, `spawn_limit`, ...).
-    pub kind: String,
+    pub kind: ErrorKind,
     /// The message, with `path:line` for script errors.
     pub message: String,
     /// Whether it ended the agent (false for a failed message handler whose message was given back).

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
+use crate::task::is_role_name;
 
 use files::lua_files;
 pub use files::{MAX_ENTRIES, MAX_SCRIPT_BYTES, files_below, read_script};
@@ -25,6 +26,7 @@ pub use users::CodeUsers;
 /// The stdlib modules compiled into the binary; a file of the same name in the
 /// stdlib directory overrides one.
 const EMBEDDED_STDLIB: &[(&str, &str)] = &[
+    ("check", include_str!("../stdlib/check.lua")),
     ("plan", include_str!("../stdlib/plan.lua")),
     ("validate", include_str!("../stdlib/validate.lua")),
     ("retry", include_str!("../stdlib/retry.lua")),
@@ -101,15 +103,6 @@ pub fn is_editor_artifact(file_name: &str) -> bool {
         || file_name.starts_with('~')
         || file_name == "4913"
         || SUFFIXES.iter().any(|s| file_name.ends_with(s))
-}
-
-/// True for names a role file may have: they become agent ids `name-N`.
-pub fn is_role_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl ScriptRegistry {

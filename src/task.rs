@@ -7,6 +7,17 @@ use serde_json::Value;
 
 use crate::error::{Error, Result, json_error, toml_error};
 
+/// True for names a role may have (a role file `scripts/<role>.lua`, a
+/// `[roles.<role>]` setting, a task's `agents`): letters, digits and `_`, not
+/// starting with a digit, since agents of the role are named `<role>-N`.
+pub fn is_role_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Default task timeout when the file gives none (ms).
 pub const DEFAULT_TIMEOUT_MS: u64 = 300_000;
 

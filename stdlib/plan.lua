@@ -1,13 +1,9 @@
 --- Execution plans: build, check and look up the steps an executor carries out.
 --- A plan is `{ steps = { {id = "step-1", action = "analyze", description = "..."}, ... } }`;
 --- steps may carry extra fields.
-local M = {}
+local check = require("check")
 
-local function check_arg(fname, name, value, expected)
-  if type(value) ~= expected then
-    error(("plan.%s: expected %s %s, got %s"):format(fname, expected, name, type(value)), 3)
-  end
-end
+local M = {}
 
 --- The actions a rule-based plan uses for each task type.
 M.RULES = {
@@ -31,8 +27,9 @@ M.RULES = {
 ---@param description? string defaults to the action
 ---@return table step
 function M.step(id, action, description)
-  check_arg("step", "id", id, "string")
-  check_arg("step", "action", action, "string")
+  check.arg("plan.step", "id", id, "string")
+  check.arg("plan.step", "action", action, "string")
+  check.arg("plan.step", "description", description, "string", true)
   return { id = id, action = action, description = description or action }
 end
 
@@ -40,7 +37,7 @@ end
 ---@param task table the task (needs `type`)
 ---@return table plan
 function M.for_task(task)
-  check_arg("for_task", "task", task, "table")
+  check.arg("plan.for_task", "task", task, "table")
   local rules = M.RULES[task.type] or M.RULES.default
   local steps = {}
   for i, rule in ipairs(rules) do
@@ -77,6 +74,8 @@ end
 ---@param id string
 ---@return table|nil step
 function M.find(plan, id)
+  check.arg("plan.find", "plan", plan, "table")
+  check.arg("plan.find", "id", id, "string")
   for _, step in ipairs(plan.steps or {}) do
     if step.id == id then return step end
   end

@@ -1,4 +1,6 @@
 --- Pretty-printing of Lua values (tables sorted by key, cycles marked).
+local check = require("check")
+
 local M = {}
 
 local function key_repr(k)
@@ -35,6 +37,7 @@ end
 ---@param indent string|nil indentation unit (default two spaces)
 ---@return string
 function M.format(value, indent)
+  check.arg("pretty.format", "indent", indent, "string", true)
   return fmt(value, indent or "  ", 0, {})
 end
 

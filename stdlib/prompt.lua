@@ -1,5 +1,7 @@
 --- Building blocks of LLM prompts for `llm.chat`: the task as text, and plain
 --- copies of values for `json.encode`.
+local check = require("check")
+
 local M = {}
 
 --- A deep copy of `value` read through `pairs`, without metatables. The
@@ -19,7 +21,7 @@ end
 ---@param task table the task (the global `task`)
 ---@return string
 function M.task(task)
-  if type(task) ~= "table" then error("prompt.task: expected table task, got " .. type(task), 2) end
+  check.arg("prompt.task", "task", task, "table")
   return ("id: %s\ntype: %s\ndescription: %s\nconstraints: %s\ninputs: %s"):format(
     tostring(task.id),
     tostring(task.type),

@@ -1,4 +1,6 @@
 --- Retry a function with exponential backoff (sleeps block only the calling agent).
+local check = require("check")
+
 local M = {}
 
 --- Calls `fn` until it succeeds or `opts.attempts` calls failed.
@@ -7,8 +9,12 @@ local M = {}
 ---@param opts table|nil `{attempts = 3, delay = 50 (ms), factor = 2, max_delay = 2000}`
 ---@return any ...
 function M.call(fn, opts)
-  if type(fn) ~= "function" then error("retry.call: expected function, got " .. type(fn), 2) end
+  check.arg("retry.call", "fn", fn, "function")
+  check.arg("retry.call", "opts", opts, "table", true)
   opts = opts or {}
+  for _, field in ipairs({ "attempts", "delay", "factor", "max_delay" }) do
+    check.arg("retry.call", "opts." .. field, opts[field], "number", true)
+  end
   local attempts = opts.attempts or 3
   local delay = opts.delay or 50
   local factor = opts.factor or 2

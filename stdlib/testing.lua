@@ -1,5 +1,7 @@
 --- Assertions for Lua tests and agent self-checks. Each raises an error naming
 --- the caller's line and both values on failure.
+local check = require("check")
+
 local M = {}
 
 local function deep_equal(a, b, seen)
@@ -33,6 +35,7 @@ end
 ---@param expected any
 ---@param message? string what is being checked, put in front of the error
 function M.eq(actual, expected, message)
+  check.arg("testing.eq", "message", message, "string", true)
   if not deep_equal(actual, expected) then
     error(("%sexpected %s, got %s"):format(message and (message .. ": ") or "", show(expected), show(actual)), 2)
   end
@@ -42,6 +45,7 @@ end
 ---@param value any
 ---@param message? string
 function M.truthy(value, message)
+  check.arg("testing.truthy", "message", message, "string", true)
   if not value then error((message or "expected a truthy value") .. ", got " .. tostring(value), 2) end
 end
 
@@ -51,6 +55,8 @@ end
 ---@param fragment? string
 ---@return any err
 function M.raises(fn, fragment)
+  check.arg("testing.raises", "fn", fn, "callable")
+  check.arg("testing.raises", "fragment", fragment, "string", true)
   local ok, err = pcall(fn)
   if ok then error("expected an error" .. (fragment and (" containing '" .. fragment .. "'") or ""), 2) end
   if fragment and not tostring(err):find(fragment, 1, true) then

@@ -1,4 +1,6 @@
 --- Validation helpers: secret detection and task constraints.
+local check = require("check")
+
 local M = {}
 
 --- Lua patterns of strings that look like secrets.
@@ -42,6 +44,7 @@ end
 ---@param root string|nil name of the value in the report (default "value")
 ---@return table findings list of `{path, kind}`
 function M.find_secrets(value, root)
+  check.arg("validate.find_secrets", "root", root, "string", true)
   local found = {}
   walk(value, root or "value", found, {})
   return found
@@ -51,7 +54,7 @@ end
 ---@param s string
 ---@return string
 function M.redact(s)
-  if type(s) ~= "string" then error("validate.redact: expected string, got " .. type(s), 2) end
+  check.arg("validate.redact", "s", s, "string")
   for _, p in ipairs(M.SECRET_PATTERNS) do
     s = s:gsub(p.pattern, "***")
   end
@@ -63,6 +66,8 @@ end
 ---@param name string
 ---@return boolean
 function M.has_constraint(task, name)
+  check.arg("validate.has_constraint", "task", task, "table")
+  check.arg("validate.has_constraint", "name", name, "string")
   for _, c in ipairs(task.constraints or {}) do
     if c == name then return true end
   end

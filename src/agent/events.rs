@@ -100,6 +100,13 @@ impl Agent {
                 _ = self.stop.changed() => break Ok(Event::Stop),
                 Ok(()) = self.probe.changed() => {
                     let generation = *self.probe.borrow_and_update();
+                    // A change published before the probe may have landed
+                    // after this poll looked at `changed` (another thread
+                    // wrote it meanwhile): answering would end the task with
+                    // it unhandled. Take it on the next turn instead.
+                    if watch_rx.as_ref().is_some_and(|rx| !rx.is_empty()) {
+                        continue;
+                    }
                     activity.answer(generation);
                 }
             }

@@ -4,6 +4,7 @@
 use orrery::coordination::{LOST_AFTER_BEATS, now_ms};
 use orrery::error::exit;
 use orrery::store;
+use orrery::store::HostState;
 
 use super::ConfigArgs;
 
@@ -34,7 +35,7 @@ pub fn execute(args: CleanArgs) -> anyhow::Result<i32> {
             let now = now_ms();
             let owner_alive = store.host_list(id).await?.iter().any(|h| {
                 h.id == record.owner
-                    && h.state == "alive"
+                    && h.state == HostState::Alive
                     && now.saturating_sub(h.heartbeat_ms) <= lost_after
             });
             if owner_alive {

@@ -10,18 +10,26 @@ use orrery::orchestrator::Orchestrator;
 use orrery::scripts::ScriptRegistry;
 use orrery::store;
 
-use super::run::{RunArgs, drive, print_report};
+use super::drive::{drive, print_report};
 
-pub fn execute(task_id: &str, args: &RunArgs, config: Config) -> anyhow::Result<i32> {
+/// Joins `task_id` with one agent per entry of `roles`, shows phase changes
+/// unless `quiet`, and prints the report (as JSON with `json`); returns the
+/// exit code the report maps to.
+pub fn execute(
+    task_id: &str,
+    roles: Vec<String>,
+    quiet: bool,
+    json: bool,
+    config: Config,
+) -> anyhow::Result<i32> {
     orrery::task::check_id(task_id, &format!("flag --join {task_id}"))?;
     super::require_shared_store(&config, "--join")?;
     let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
-    let roles = args.role.clone();
     let runtime = super::runtime()?;
     let report = runtime.block_on(async {
         let store = store::open(&config).await?;
         let orchestrator = Orchestrator::join(task_id, roles, config, store, registry).await?;
-        drive(orchestrator, args.quiet).await
+        drive(orchestrator, quiet).await
     });
-    print_report(&report.context("could not join the task")?, args.json)
+    print_report(&report.context("could not join the task")?, json)
 }

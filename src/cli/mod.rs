@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod clean;
+mod drive;
 mod inspect;
 mod join;
 mod run;

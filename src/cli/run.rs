@@ -2,22 +2,21 @@
 //! `--watch`): run a task and print its report. Ctrl-C stops the run and
 //! still prints the report; a second Ctrl-C aborts the agents still running.
 //! With `--join TASK_ID --role ROLE`, add agents to a task another process
-//! runs (see `join.rs`).
+//! runs (see `join.rs`); both are driven to their end by `drive.rs`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use orrery::coordination::PhaseChange;
 use orrery::llm::{LlmMode, LlmSettings};
-use orrery::orchestrator::{Orchestrator, Stopper};
+use orrery::orchestrator::Orchestrator;
 use orrery::reload::ReloadOptions;
-use orrery::report::RunReport;
 use orrery::scripts::ScriptRegistry;
 use orrery::store;
 use orrery::task::Task;
 
 use super::ConfigArgs;
+use super::drive::{drive, print_report};
 
 /// Arguments of `orrery run`.
 #[derive(Debug, clap::Args)]
@@ -96,7 +95,7 @@ impl LlmArgs {
 pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let config = args.config.resolve_with(args.llm.settings())?;
     if let Some(task_id) = &args.join {
-        return super::join::execute(task_id, &args, config);
+        return super::join::execute(task_id, args.role, args.quiet, args.json, config);
     }
     let path = args
         .task
@@ -141,37 +140,6 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     print_report(&report.context("task did not run")?, args.json)
 }
 
-/// Runs `orchestrator`, showing phase changes unless `quiet` and forwarding Ctrl-C.
-pub(super) async fn drive(orchestrator: Orchestrator, quiet: bool) -> orrery::Result<RunReport> {
-    let interrupts = tokio::spawn(forward_interrupts(orchestrator.stopper()));
-    let printer = (!quiet).then(|| {
-        let mut changes = orchestrator.coordination().states.subscribe();
-        let start = orchestrator.coordination().metrics.start_time();
-        tokio::spawn(async move {
-            while let Ok(change) = changes.recv().await {
-                eprintln!("{}", format_change(&change, start));
-            }
-        })
-    });
-    let report = orchestrator.run().await;
-    interrupts.abort();
-    // Every sender is gone once the run ended: let the printer finish its lines.
-    if let Some(printer) = printer {
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), printer).await;
-    }
-    report
-}
-
-/// Prints a report as text or JSON; returns the exit code it maps to.
-pub(super) fn print_report(report: &RunReport, json: bool) -> anyhow::Result<i32> {
-    if json {
-        super::print_out(&format!("{}\n", serde_json::to_string_pretty(report)?));
-    } else {
-        super::print_out(&report.summary());
-    }
-    Ok(report.exit_code())
-}
-
 /// One line saying where LLM answers come from (the key is never shown).
 fn describe_llm(llm: &orrery::llm::LlmConfig) -> String {
     match (&llm.replay, &llm.url) {
@@ -179,29 +147,4 @@ fn describe_llm(llm: &orrery::llm::LlmConfig) -> String {
         (None, Some(url)) => format!("llm: {} at {url}", llm.model),
         (None, None) => "llm: offline mock".to_string(),
     }
-}
-
-/// Ctrl-C: the first stops the run gracefully, the next aborts it.
-async fn forward_interrupts(stopper: Stopper) {
-    let mut first = true;
-    while tokio::signal::ctrl_c().await.is_ok() {
-        if first {
-            eprintln!("stopping: agents finish what they are doing (Ctrl-C again to abort)");
-        } else {
-            eprintln!("aborting the agents still running");
-        }
-        first = false;
-        stopper.stop();
-    }
-}
-
-fn format_change(c: &PhaseChange, start_ms: u64) -> String {
-    let at = c.at_ms.saturating_sub(start_ms);
-    let from = c.from.map_or("-".to_string(), |p| p.to_string());
-    let reason = c
-        .reason
-        .as_deref()
-        .map(|r| format!("  ({r})"))
-        .unwrap_or_default();
-    format!("[{at:>6} ms] {:<10} {from} -> {}{reason}", c.agent, c.to)
 }

@@ -7,7 +7,7 @@
 //! refuse first drops from it the keys the store no longer holds (expired,
 //! or deleted by another process), at most once a second.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,10 @@ use crate::store::{BlackboardEvent, Store};
 
 /// Longest key accepted (bytes).
 pub const MAX_KEY_BYTES: usize = 512;
+
+/// The outputs of a run (`task.output(name, value)`) are blackboard keys
+/// under this prefix, so every agent and every host of the task sees them.
+pub const OUTPUT_PREFIX: &str = "outputs/";
 
 /// Shared key/value state of a task; keys are confined to the task.
 pub struct Blackboard {
@@ -239,6 +243,39 @@ impl Blackboard {
             self.metrics.blackboard_write();
         }
         Ok(swapped)
+    }
+
+    /// Records output `name` of the run (`None` removes it), as a write of
+    /// the key `outputs/<name>`.
+    pub async fn set_output(&self, name: &str, value: Option<&Value>) -> Result<()> {
+        let key = format!("{OUTPUT_PREFIX}{name}");
+        match value {
+            Some(v) => self.set(&key, v).await,
+            None => self.delete(&key).await.map(|_| ()),
+        }
+    }
+
+    /// Every output of the run by name, counted as blackboard reads.
+    pub async fn outputs(&self) -> Result<BTreeMap<String, Value>> {
+        let mut outputs = BTreeMap::new();
+        for key in self.keys(OUTPUT_PREFIX).await? {
+            if let Some(v) = self.get(&key).await? {
+                outputs.insert(key[OUTPUT_PREFIX.len()..].to_string(), v);
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Every output of the run by name, read past the counters: for the
+    /// run's report, made after the counters were flushed to the store.
+    pub async fn outputs_uncounted(&self) -> Result<BTreeMap<String, Value>> {
+        let mut outputs = BTreeMap::new();
+        for key in self.store.bb_keys(&self.task, OUTPUT_PREFIX).await? {
+            if let Some(v) = self.store.bb_get(&self.task, &key).await? {
+                outputs.insert(key[OUTPUT_PREFIX.len()..].to_string(), v);
+            }
+        }
+        Ok(outputs)
     }
 
     /// Every change from now on.

@@ -23,9 +23,10 @@ use serde_json::Value;
 use super::AgentPhase;
 use super::blackboard::{check_size, json_size};
 use super::quotas::{check_name, exceeded};
+use super::state::is_live;
 use crate::config::Quotas;
 use crate::error::{Error, Result};
-use crate::store::{Delivery, Envelope, Store};
+use crate::store::{Delivery, Envelope, MessageState, Store};
 
 /// The address every live agent gets a copy of a message sent to.
 pub const BROADCAST: &str = "*";
@@ -255,11 +256,7 @@ impl MessageBus {
     async fn broadcast_targets(&self, from: &str) -> Result<BTreeSet<String>> {
         let mut targets: BTreeSet<String> = self.directory.read().keys().cloned().collect();
         for record in self.store.agent_list(&self.task).await? {
-            let ended = record
-                .phase
-                .parse::<AgentPhase>()
-                .map_or(true, AgentPhase::is_terminal);
-            if !ended {
+            if is_live(&record) {
                 targets.insert(record.id);
             }
         }
@@ -352,7 +349,7 @@ impl MessageBus {
         let list = self.store.queue_list(&self.task).await?;
         Ok(list
             .iter()
-            .all(|m| m.state == "dead" || !readers.contains(&m.queue)))
+            .all(|m| m.state == MessageState::Dead || !readers.contains(&m.queue)))
     }
 
     /// The queues some live agent reads: its id and its role, for the agents
@@ -365,11 +362,7 @@ impl MessageBus {
         }
         if !self.store.is_embedded() {
             for record in self.store.agent_list(&self.task).await? {
-                let ended = record
-                    .phase
-                    .parse::<AgentPhase>()
-                    .map_or(true, AgentPhase::is_terminal);
-                if !ended {
+                if is_live(&record) {
                     readers.insert(record.id);
                     readers.insert(record.role);
                 }
@@ -382,7 +375,7 @@ impl MessageBus {
     pub async fn undelivered(&self) -> Result<Vec<(String, usize)>> {
         let mut counts = BTreeMap::new();
         for m in self.store.queue_list(&self.task).await? {
-            if m.state != "dead" {
+            if m.state != MessageState::Dead {
                 *counts.entry(m.queue).or_insert(0) += 1;
             }
         }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use activity::Activity;
-pub use blackboard::Blackboard;
+pub use blackboard::{Blackboard, OUTPUT_PREFIX};
 pub use bus::{BROADCAST, MessageBus};
 pub use locks::{LockGrant, LockManager};
 pub use metrics::{

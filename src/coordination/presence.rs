@@ -11,9 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::state::is_live;
 use super::{Activity, AgentPhase, AgentStateManager, MessageBus, now_ms};
 use crate::error::Result;
-use crate::store::{HostRecord, Store};
+use crate::store::{HostRecord, HostRole, HostState, Store};
 
 /// A process that missed this many heartbeats in a row is lost.
 pub const LOST_AFTER_BEATS: u64 = 5;
@@ -57,19 +58,19 @@ impl Presence {
         self.interval
     }
 
-    /// Writes this process's heartbeat: `role` (`owner` or `joiner`), `state`
-    /// (`alive` or `left`), its activity, and the heartbeat of its `agents`.
+    /// Writes this process's heartbeat: its `role`, its `state` (alive, or
+    /// left at its end), its activity, and the heartbeat of its `agents`.
     pub async fn beat(
         &self,
-        role: &str,
-        state: &str,
+        role: HostRole,
+        state: HostState,
         activity: &Activity,
         agents: &[String],
     ) -> Result<()> {
         let record = HostRecord {
             id: self.host.clone(),
-            role: role.to_string(),
-            state: state.to_string(),
+            role,
+            state,
             heartbeat_ms: now_ms(),
             busy: activity.busy_count(),
             epoch: activity.epoch(),
@@ -80,7 +81,7 @@ impl Presence {
     /// True when `host` has beaten recently and has not left.
     pub fn is_alive(&self, host: &HostRecord, now_ms: u64) -> bool {
         let silence = now_ms.saturating_sub(host.heartbeat_ms);
-        host.state == "alive" && silence <= self.lost_after_ms()
+        host.state == HostState::Alive && silence <= self.lost_after_ms()
     }
 
     fn lost_after_ms(&self) -> u64 {
@@ -105,12 +106,11 @@ impl Presence {
         if others.is_empty() {
             return Ok(false);
         }
-        Ok(states.list().await?.iter().any(|a| {
-            others.iter().any(|h| h.id == a.host)
-                && a.phase
-                    .parse::<AgentPhase>()
-                    .is_ok_and(|p| !p.is_terminal())
-        }))
+        Ok(states
+            .list()
+            .await?
+            .iter()
+            .any(|a| others.iter().any(|h| h.id == a.host) && is_live(a)))
     }
 
     /// Finds processes that stopped heartbeating, marks them lost (once, even
@@ -127,7 +127,7 @@ impl Presence {
             .host_list(&self.task)
             .await?
             .into_iter()
-            .filter(|h| h.id != self.host && h.state == "alive" && !self.is_alive(h, now))
+            .filter(|h| h.id != self.host && h.state == HostState::Alive && !self.is_alive(h, now))
             .collect();
         let mut lost = Vec::new();
         for mut host in silent {
@@ -139,14 +139,10 @@ impl Presence {
                 continue;
             }
             let silence = now.saturating_sub(host.heartbeat_ms);
-            host.state = "lost".into();
+            host.state = HostState::Lost;
             self.store.heartbeat(&self.task, &host, &[]).await?;
             for agent in states.list().await? {
-                let running = agent
-                    .phase
-                    .parse::<AgentPhase>()
-                    .is_ok_and(|p| !p.is_terminal());
-                if agent.host != host.id || !running {
+                if agent.host != host.id || !is_live(&agent) {
                     continue;
                 }
                 let reason = format!(

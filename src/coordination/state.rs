@@ -67,6 +67,15 @@ impl AgentPhase {
     }
 }
 
+/// True when the agent of `record` has not ended: its phase is one this host
+/// knows and is neither COMPLETE nor FAILED.
+pub fn is_live(record: &AgentRecord) -> bool {
+    record
+        .phase
+        .parse::<AgentPhase>()
+        .is_ok_and(|p| !p.is_terminal())
+}
+
 impl fmt::Display for AgentPhase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -19,6 +19,7 @@ pub mod live;
 pub mod mock;
 pub mod replay;
 mod retry;
+mod task;
 mod types;
 mod usage;
 
@@ -26,5 +27,6 @@ pub use client::LlmClient;
 pub use config::{API_KEY_VARS, ApiKey, DEFAULT_MODEL, KNOWN_ENDPOINTS, LlmConfig, LlmSettings};
 pub use error::LlmError;
 pub use replay::record_line;
+pub use task::{BudgetSpent, TaskLlm};
 pub use types::{ChatMessage, ChatRequest, ChatResponse, LlmMode, Usage, estimate_tokens};
 pub use usage::{ModelUsage, UsageReport};

@@ -12,37 +12,9 @@
 use std::sync::Arc;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
-use tokio::sync::mpsc;
 
 use super::{AgentContext, to_lua};
-use crate::error::Error;
-use crate::llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, LlmError};
-
-/// What the agents of one task share for LLM calls.
-#[derive(Debug, Clone)]
-pub struct TaskLlm {
-    /// The task's client (its own usage totals and token budget).
-    pub client: LlmClient,
-    /// Where a call refused for a spent token budget is reported (as
-    /// [`Error::LlmBudget`]), so the orchestrator can end the task even when
-    /// the script catches the error.
-    pub budget_spent: mpsc::UnboundedSender<Error>,
-}
-
-impl TaskLlm {
-    /// The offline mock responder with no budget, for VMs that must never reach
-    /// a real LLM (the reload check, tests).
-    pub fn offline() -> TaskLlm {
-        let config = crate::llm::LlmConfig {
-            mock: true,
-            ..Default::default()
-        };
-        TaskLlm {
-            client: LlmClient::new(config).expect("the mock LLM needs no settings"),
-            budget_spent: mpsc::unbounded_channel().0,
-        }
-    }
-}
+use crate::llm::{BudgetSpent, ChatMessage, ChatRequest, ChatResponse, LlmError};
 
 /// The options `llm.chat` accepts; anything else is a typo worth reporting.
 const OPTIONS: [&str; 8] = [
@@ -143,7 +115,7 @@ async fn chat(
         Err(e) => {
             if let LlmError::BudgetExhausted { used, budget } = e {
                 // The receiver is gone only once the run is over.
-                let _ = llm.budget_spent.send(Error::LlmBudget {
+                let _ = llm.budget_spent.send(BudgetSpent {
                     agent: c.id.clone(),
                     used,
                     budget,

@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 
 use crate::coordination::{AgentCounters, Coordination};
 use crate::error::Error;
+use crate::llm::TaskLlm;
 use crate::scripts::ScriptRegistry;
 use crate::store::Delivery;
 
@@ -38,8 +39,6 @@ pub use blackboard::{WATCHES, pattern_matches};
 pub use bus::{HANDLERS, message_table, settle_held};
 pub use convert::to_lua;
 pub(crate) use convert::{FROZEN, MaxValueBytes, to_json};
-pub use llm::TaskLlm;
-pub use task::OUTPUT_PREFIX;
 
 /// What the host functions of one agent's VM act on.
 pub struct AgentContext {

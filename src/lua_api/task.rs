@@ -9,9 +9,6 @@ use mlua::{Function, Lua, LuaSerdeExt, Table, Value as LuaValue};
 
 use super::{AgentContext, FROZEN, chunks, host_err, store_fn, to_json, to_lua};
 
-/// Outputs are blackboard keys under this prefix, so every host sees them.
-pub const OUTPUT_PREFIX: &str = "outputs/";
-
 /// Wraps the task's tables in read-only proxies. Each proxy's metatable keeps
 /// the table it shows under the [`FROZEN`] key, so storing a part of the task
 /// (`blackboard.set("c", task.constraints)`) stores its contents.
@@ -58,18 +55,13 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     .then(|| to_json(&lua, value, || format!("task.output('{name}')")))
                     .transpose();
                 async move {
-                    let key = format!("{OUTPUT_PREFIX}{name}");
                     // nil removes the output, as blackboard.set(key, nil) deletes.
-                    match json? {
-                        Some(v) => c.coord.blackboard.set(&key, &v).await.map_err(host_err),
-                        None => c
-                            .coord
-                            .blackboard
-                            .delete(&key)
-                            .await
-                            .map(|_| ())
-                            .map_err(host_err),
-                    }
+                    let json = json?;
+                    c.coord
+                        .blackboard
+                        .set_output(&name, json.as_ref())
+                        .await
+                        .map_err(host_err)
                 }
             },
         )?,
@@ -82,11 +74,8 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             let c = c.clone();
             async move {
                 let out = lua.create_table()?;
-                let bb = &c.coord.blackboard;
-                for key in bb.keys(OUTPUT_PREFIX).await.map_err(host_err)? {
-                    if let Some(v) = bb.get(&key).await.map_err(host_err)? {
-                        out.set(&key[OUTPUT_PREFIX.len()..], to_lua(&lua, &v)?)?;
-                    }
+                for (name, v) in c.coord.blackboard.outputs().await.map_err(host_err)? {
+                    out.set(name, to_lua(&lua, &v)?)?;
                 }
                 Ok(out)
             }

@@ -13,7 +13,7 @@ use tokio::task::Id as TaskId;
 use super::Orchestrator;
 use crate::agent::{Agent, AgentOutcome};
 use crate::coordination::AgentPhase;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::lua_api::AgentContext;
 use crate::report::ReportedError;
 
@@ -98,7 +98,7 @@ impl Orchestrator {
         for message in &outcome.handler_errors {
             self.errors.push(ReportedError {
                 agent: outcome.id.clone(),
-                kind: "script".into(),
+                kind: ErrorKind::Script,
                 message: message.clone(),
                 fatal: false,
                 exit_code: crate::error::exit::SCRIPT,

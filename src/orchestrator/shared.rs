@@ -17,10 +17,10 @@ use tokio::time::Instant;
 use super::Orchestrator;
 use crate::config::Config;
 use crate::coordination::now_ms;
-use crate::error::{Error, Result, exit};
+use crate::error::{Error, ErrorKind, Result, exit};
 use crate::report::{ReportedError, RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
-use crate::store::{Store, TaskRecord};
+use crate::store::{HostRole, HostState, RunStatus, Store, TaskRecord};
 use crate::task::Task;
 
 /// Whether this process runs the task or joins another process's run.
@@ -150,15 +150,15 @@ impl Orchestrator {
             store.clean(id).await?;
         }
         store
-            .task_put(id, &self.task_record("running", None))
+            .task_put(id, &self.task_record(RunStatus::Running, None))
             .await?;
         Ok(())
     }
 
-    fn task_record(&self, status: &str, ended_ms: Option<u64>) -> TaskRecord {
+    fn task_record(&self, status: RunStatus, ended_ms: Option<u64>) -> TaskRecord {
         TaskRecord {
             definition: serde_json::to_value(&*self.coord.task).expect("a task always serializes"),
-            status: status.to_string(),
+            status,
             owner: self.coord.presence.host().to_string(),
             roles: self.registry.roles(),
             started_ms: self.coord.metrics.start_time(),
@@ -168,14 +168,14 @@ impl Orchestrator {
 
     /// Writes this process's heartbeat and activity.
     pub(super) async fn beat(&self) {
-        self.beat_as("alive").await;
+        self.beat_as(HostState::Alive).await;
     }
 
-    async fn beat_as(&self, state: &str) {
+    async fn beat_as(&self, state: HostState) {
         let role = if self.mode.is_owner() {
-            "owner"
+            HostRole::Owner
         } else {
-            "joiner"
+            HostRole::Joiner
         };
         let agents: Vec<String> = self.running.values().map(|(id, _)| id.clone()).collect();
         let presence = &self.coord.presence;
@@ -201,7 +201,7 @@ impl Orchestrator {
                             tracing::warn!(agent = %agent.id, host = %agent.host, "agent lost with its process; {} message(s) went back to their queues", agent.released);
                             self.errors.push(ReportedError {
                                 agent: agent.id,
-                                kind: "coordination".into(),
+                                kind: ErrorKind::Coordination,
                                 message: format!(
                                     "lost with its process {}; {} message(s) it held went back to their queues",
                                     agent.host, agent.released
@@ -267,10 +267,10 @@ impl Orchestrator {
 
     /// The owner decided the end: joined processes stop their agents now.
     pub(super) async fn mark_stopping(&self) {
-        self.record_status("stopping", None).await;
+        self.record_status(RunStatus::Stopping, None).await;
     }
 
-    async fn record_status(&self, status: &str, ended_ms: Option<u64>) {
+    async fn record_status(&self, status: RunStatus, ended_ms: Option<u64>) {
         let record = self.task_record(status, ended_ms);
         let store = &self.coord.store;
         if let Err(e) = store.task_put(&self.coord.task.id, &record).await {
@@ -282,12 +282,12 @@ impl Orchestrator {
     pub(super) async fn close(&self, report: Option<&RunReport>) {
         if self.mode.is_owner() {
             let status = match report.map(|r| r.status) {
-                Some(TaskStatus::Complete) => "complete",
-                Some(TaskStatus::Timeout) => "timeout",
-                _ => "failed",
+                Some(TaskStatus::Complete) => RunStatus::Complete,
+                Some(TaskStatus::Timeout) => RunStatus::Timeout,
+                _ => RunStatus::Failed,
             };
             self.record_status(status, Some(now_ms())).await;
         }
-        self.beat_as("left").await;
+        self.beat_as(HostState::Left).await;
     }
 }

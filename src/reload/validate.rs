@@ -13,7 +13,8 @@ use mlua::{Value, chunk::ChunkMode};
 
 use crate::agent::{errors, load_module, sandbox};
 use crate::coordination::Coordination;
-use crate::lua_api::{AgentContext, TaskLlm};
+use crate::llm::TaskLlm;
+use crate::lua_api::AgentContext;
 use crate::scripts::{Script, ScriptKind, ScriptRegistry};
 use crate::store::MemoryStore;
 

@@ -7,12 +7,14 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use tokio::sync::broadcast;
+// tokio's clock, so tests can pause and advance time past TTLs.
+use tokio::time::Instant;
 
 use super::{
     AgentRecord, BlackboardEvent, Delivery, Envelope, HostRecord, QueuedMessage, Store,

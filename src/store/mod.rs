@@ -145,8 +145,18 @@ pub struct QueuedMessage {
     pub queue: String,
     /// The message.
     pub envelope: Envelope,
-    /// `pending` (waiting or delivered but not acknowledged) or `dead`.
-    pub state: &'static str,
+    /// Waiting (or delivered and not acknowledged), or a dead letter.
+    pub state: MessageState,
+}
+
+text_enum! {
+    /// Where a queued message stands.
+    pub enum MessageState {
+        /// Waiting, or delivered but not acknowledged.
+        Pending = "pending",
+        /// Delivered `max_attempts` times without success: a dead letter.
+        Dead = "dead",
+    }
 }
 
 /// Where a task stands, as the process that owns it records it in the store, so
@@ -155,8 +165,9 @@ pub struct QueuedMessage {
 pub struct TaskRecord {
     /// The task definition (the task file, as JSON).
     pub definition: Value,
-    /// `running`, then `complete`, `failed` or `timeout`.
-    pub status: String,
+    /// `running`, `stopping` once the owner decided the end, then
+    /// `complete`, `failed` or `timeout`.
+    pub status: RunStatus,
     /// Host id of the owning process (`hostname:pid`).
     pub owner: String,
     /// Roles the owner has scripts for, so joiners can address them.
@@ -169,10 +180,26 @@ pub struct TaskRecord {
     pub ended_ms: Option<u64>,
 }
 
+text_enum! {
+    /// Where a task's run stands, as its owner records it.
+    pub enum RunStatus {
+        /// Agents work.
+        Running = "running",
+        /// The owner decided the end: joined processes stop their agents.
+        Stopping = "stopping",
+        /// Ended complete.
+        Complete = "complete",
+        /// Ended failed (or interrupted).
+        Failed = "failed",
+        /// Ended when its time ran out.
+        Timeout = "timeout",
+    }
+}
+
 impl TaskRecord {
     /// True while the owner has not recorded an end.
     pub fn is_running(&self) -> bool {
-        self.status == "running"
+        self.status == RunStatus::Running
     }
 }
 
@@ -181,16 +208,38 @@ impl TaskRecord {
 pub struct HostRecord {
     /// `hostname:pid`.
     pub id: String,
-    /// `owner` (runs the task) or `joiner` (adds agents to it).
-    pub role: String,
-    /// `alive`, `left` (ended normally) or `lost` (stopped heartbeating).
-    pub state: String,
+    /// Whether it runs the task or adds agents to it.
+    pub role: HostRole,
+    /// Alive, left (ended normally) or lost (stopped heartbeating).
+    pub state: HostState,
     /// Last heartbeat (ms since the epoch).
     pub heartbeat_ms: u64,
     /// Agents of this host busy at the last heartbeat.
     pub busy: usize,
     /// Moves whenever one of its agents goes busy or idle.
     pub epoch: u64,
+}
+
+text_enum! {
+    /// What a process does in a task.
+    pub enum HostRole {
+        /// Runs the task (started it with `orrery run TASK_FILE`).
+        Owner = "owner",
+        /// Adds agents to it (`orrery run --join`).
+        Joiner = "joiner",
+    }
+}
+
+text_enum! {
+    /// Whether a process still takes part in a task.
+    pub enum HostState {
+        /// Heartbeating.
+        Alive = "alive",
+        /// Ended normally.
+        Left = "left",
+        /// Stopped heartbeating and was declared lost.
+        Lost = "lost",
+    }
 }
 
 /// The operations the host needs from shared state, scoped by task id.
@@ -281,7 +330,7 @@ pub trait Store: Send + Sync + 'static {
     /// not count), in every process sharing the store.
     async fn queue_is_drained(&self, task: &str) -> StoreResult<bool> {
         let list = self.queue_list(task).await?;
-        Ok(list.iter().all(|m| m.state == "dead"))
+        Ok(list.iter().all(|m| m.state == MessageState::Dead))
     }
 
     // ---- agent records ----

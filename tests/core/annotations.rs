@@ -162,3 +162,48 @@ async fn every_api_table_matches_its_annotations() {
         }
     }
 }
+
+/// The role scripts shipped (the default agents, the examples) say what their
+/// table is, so an editor with LuaLS checks their callbacks: a `---@type` of
+/// `orrery.Role`, or of a class the file declares as extending it, right
+/// before `local M = {}`.
+#[test]
+fn every_shipped_role_table_is_annotated() {
+    let mut dirs = vec![repo().join("scripts")];
+    for example in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let scripts = example.unwrap().path().join("scripts");
+        if scripts.is_dir() {
+            dirs.push(scripts);
+        }
+    }
+    let mut checked = 0;
+    for dir in dirs {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "lua") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            let at = lines
+                .iter()
+                .position(|l| *l == "local M = {}")
+                .unwrap_or_else(|| panic!("{}: no `local M = {{}}`", path.display()));
+            let class = at
+                .checked_sub(1)
+                .and_then(|i| lines[i].strip_prefix("---@type "))
+                .unwrap_or_else(|| {
+                    panic!("{}: no ---@type before `local M = {{}}`", path.display())
+                })
+                .trim();
+            let extends = format!("---@class {class}: orrery.Role");
+            assert!(
+                class == "orrery.Role" || lines.contains(&extends.as_str()),
+                "{}: ---@type {class} is neither orrery.Role nor declared as extending it",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} role scripts found");
+}

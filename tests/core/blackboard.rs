@@ -6,7 +6,7 @@ use orrery::report::TaskStatus;
 use serde_json::json;
 
 use crate::common::Backend;
-use crate::util::{assert_clean, error_messages, output, run, show_report, task};
+use crate::util::{error_messages, output, run_clean, show_report, task};
 
 const SEMANTICS: &str = r#"
 local t = require("testing")
@@ -74,17 +74,15 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_get_delete_keys_cas_and_update_behave_as_documented() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("bb.lua", SEMANTICS)],
             task(
                 "bb-semantics",
                 "constraints = [\"x\", \"y\"]\n[inputs]\nn = 1\n",
             ),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         assert_eq!(output(&report, "checked"), &json!(true));
         // set x7 (nil counts as a delete), delete x3, cas x3 swapped, update x4 (a cas each).
         assert!(
@@ -122,17 +120,15 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_from_several_agents_sum_exactly() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("adder.lua", ADDER), ("checker.lua", CHECKER)],
             task(
                 "bb-update",
                 r#"agents = ["adder", "adder", "adder", "adder", "checker"]"#,
             ),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         assert_eq!(output(&report, "counter"), &json!(100));
         // More calls than updates: some updates lost a race and retried.
         let calls = report.metrics.custom["update_calls"];
@@ -185,14 +181,12 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_see_changes_of_a_key_and_of_a_prefix_in_order_including_deletes() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("watcher.lua", WATCHER), ("writer.lua", WRITER)],
             task("bb-watch", ""),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         assert_eq!(
             output(&report, "seen"),
             &json!([
@@ -243,14 +237,12 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_lua_cannot_store_are_an_error_at_the_call_naming_it() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("keeper.lua", UNSTORABLE)],
             task("bb-unstorable", ""),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         assert_eq!(output(&report, "nothing_stored"), &json!(true));
         let errors = output(&report, "errors");
         let expect = [

@@ -6,7 +6,7 @@ use orrery::report::TaskStatus;
 use serde_json::{Value, json};
 
 use crate::common::Backend;
-use crate::util::{assert_clean, config, error_messages, line_of, output, run, show_report, task};
+use crate::util::{config, error_messages, line_of, output, run, run_clean, show_report, task};
 
 const SENDER: &str = r#"
 local M = {}
@@ -35,17 +35,15 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_reach_an_agent_id_one_agent_of_a_role_and_every_agent_on_broadcast() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("sender.lua", SENDER), ("listener.lua", LISTENER)],
             task(
                 "bus-routing",
                 r#"agents = ["sender", "listener", "listener", "listener"]"#,
             ),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         let got = |id: &str| output(&report, id).as_array().unwrap().clone();
         let all: Vec<Value> = ["listener-1", "listener-2", "listener-3"]
             .iter()
@@ -131,7 +129,7 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_messages_arrive_in_the_order_they_were_sent() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[
                 ("producer.lua", PRODUCER),
@@ -139,10 +137,8 @@ async fn many_messages_arrive_in_the_order_they_were_sent() {
                 ("handler.lua", HANDLER),
             ],
             task("bus-fifo", ""),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         let expected: Vec<Value> = (1..=300).map(|i| json!(i)).collect();
         assert_eq!(output(&report, "pulled").as_array().unwrap(), &expected);
         assert_eq!(output(&report, "handled").as_array().unwrap(), &expected);
@@ -170,14 +166,7 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receive_returns_nil_when_nothing_arrives_within_the_timeout() {
     for backend in Backend::all() {
-        let report = run(
-            backend,
-            &[("solo.lua", RECEIVER)],
-            task("bus-timeout", ""),
-            Config::default(),
-        )
-        .await;
-        assert_clean(backend, &report);
+        let report = run_clean(backend, &[("solo.lua", RECEIVER)], task("bus-timeout", "")).await;
         assert_eq!(
             output(&report, "receive"),
             &json!({
@@ -213,14 +202,12 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_handlers_get_their_type_and_on_message_gets_the_rest() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("sub.lua", SUBSCRIBER)],
             task("bus-subscribe", ""),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         assert_eq!(
             output(&report, "log"),
             &json!([
@@ -354,14 +341,12 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sending_to_an_agent_that_ended_is_an_error_naming_it() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("early.lua", EARLY), ("late.lua", LATE)],
             task("bus-ended", ""),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         let error = output(&report, "error").as_str().unwrap();
         assert!(
             error.starts_with("bus recipient 'early-1': the agent has ended"),

@@ -6,7 +6,7 @@ use orrery::report::TaskStatus;
 use serde_json::json;
 
 use crate::common::Backend;
-use crate::util::{assert_clean, output, phases, run, show_report, task};
+use crate::util::{output, phases, run, run_clean, show_report, task};
 
 const PING: &str = r#"
 local M = {}
@@ -57,7 +57,7 @@ async fn a_task_whose_agents_only_have_handlers_ends_when_it_goes_quiet() {
     for backend in Backend::all() {
         // Repeated: ending too early (a watch event still unhandled) is a race.
         for round in 0..10 {
-            let report = run(
+            let report = run_clean(
                 backend,
                 &[
                     ("ping.lua", PING),
@@ -65,10 +65,8 @@ async fn a_task_whose_agents_only_have_handlers_ends_when_it_goes_quiet() {
                     ("watcher.lua", WATCHER),
                 ],
                 task("quiet", ""),
-                Config::default(),
             )
             .await;
-            assert_clean(backend, &report);
             assert_eq!(output(&report, "last_seen"), &json!(20), "round {round}");
             // pong handled n = 0, 2, …, 20; the watcher saw every write.
             assert_eq!(report.metrics.custom["seen"], 11, "round {round}");
@@ -188,14 +186,12 @@ return M
 #[tokio::test(flavor = "current_thread")]
 async fn host_calls_that_wait_block_only_the_calling_agent() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("waiter.lua", WAITER), ("other.lua", OTHER)],
             task("waits", ""),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         assert_eq!(
             output(&report, "waits"),
             &json!({

@@ -1,11 +1,10 @@
 //! `lock`: mutual exclusion between agents, release on error, fencing
 //! numbers, and an acquire whose wait runs out.
 
-use orrery::config::Config;
 use serde_json::json;
 
 use crate::common::Backend;
-use crate::util::{assert_clean, output, run, task};
+use crate::util::{output, run_clean, task};
 
 /// A read-then-write increment that loses updates unless the lock serialises it.
 const WORKER: &str = r#"
@@ -40,17 +39,15 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_with_excludes_other_agents_from_a_read_then_write() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("worker.lua", WORKER), ("tally.lua", TALLY)],
             task(
                 "lock-exclusion",
                 r#"agents = ["worker", "worker", "worker", "worker", "tally"]"#,
             ),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         assert_eq!(
             output(&report, "n"),
             &json!(100),
@@ -115,14 +112,12 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_releases_on_error_fences_grow_and_a_wait_can_run_out() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("holder.lua", HOLDER), ("contender.lua", CONTENDER)],
             task("lock-release", ""),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         let h = output(&report, "holder");
         assert!(
             h["with_error"]

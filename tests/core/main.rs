@@ -5,8 +5,7 @@
 //!
 //! One test binary; each concern is a module beside this file.
 
-#[path = "../common/mod.rs"]
-mod common;
+use orrery_test_support as common;
 
 mod annotations;
 mod bad_input;
@@ -15,10 +14,13 @@ mod blackboard;
 mod bus;
 mod config;
 mod deploy;
+mod embedded_time;
+mod harness;
 mod lifecycle;
 mod lock;
 mod script_errors;
 mod spawn;
 mod state;
+mod stdlib_check;
 mod timeout;
 mod util;

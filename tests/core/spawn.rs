@@ -1,12 +1,11 @@
 //! `spawn`: conditions below, at and above their threshold (once, or every
 //! time with `repeat`), spawning a role added as a file, and `max_agents`.
 
-use orrery::config::Config;
 use orrery::report::TaskStatus;
 use serde_json::{Value, json};
 
 use crate::common::{Backend, Scratch, orrery, show};
-use crate::util::{assert_clean, config, output, phases, run, show_report, task};
+use crate::util::{config, output, phases, run, run_clean, show_report, task};
 
 const SIGNALER: &str = r#"
 local M = {}
@@ -34,17 +33,15 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_condition_starts_its_role_at_or_above_the_threshold_once_unless_it_repeats() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("signaler.lua", SIGNALER), ("helper.lua", HELPER)],
             task(
                 "spawn-thresholds",
                 "[[spawn]]\ntrigger = \"GO\"\nthreshold = 0.5\nagent = \"helper\"\n",
             ),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         assert_eq!(
             output(&report, "started"),
             &json!({
@@ -92,14 +89,12 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_added_as_a_file_is_spawned_from_another_script() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("boss.lua", BOSS), ("delta.lua", DELTA)],
             task("spawn-delta", r#"agents = ["boss"]"#),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         let boss = output(&report, "boss");
         assert_eq!(boss["spawned"], "delta-1");
         assert_eq!(boss["from"], "delta-1");

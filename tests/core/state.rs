@@ -6,7 +6,7 @@ use orrery::report::TaskStatus;
 use serde_json::json;
 
 use crate::common::{Backend, Scratch, run_in_process};
-use crate::util::{assert_clean, error_messages, line_of, output, phases, run, task};
+use crate::util::{error_messages, line_of, output, phases, run_clean, task};
 
 const MOVER: &str = r#"
 local M = {}
@@ -35,14 +35,7 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phases_move_forward_may_skip_and_never_go_back_or_leave_complete() {
     for backend in Backend::all() {
-        let report = run(
-            backend,
-            &[("mover.lua", MOVER)],
-            task("state-moves", ""),
-            Config::default(),
-        )
-        .await;
-        assert_clean(backend, &report);
+        let report = run_clean(backend, &[("mover.lua", MOVER)], task("state-moves", "")).await;
         let r = output(&report, "results");
         assert_eq!(r["at_start"], "READY");
         assert_eq!(r["planning"], "ok");
@@ -166,14 +159,12 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_reads_another_agents_phase_and_history() {
     for backend in Backend::all() {
-        let report = run(
+        let report = run_clean(
             backend,
             &[("observed.lua", OBSERVED), ("observer.lua", OBSERVER)],
             task("state-others", ""),
-            Config::default(),
         )
         .await;
-        assert_clean(backend, &report);
         let o = output(&report, "observed");
         assert_eq!(o["phase"], "EXECUTING");
         assert_eq!(

@@ -43,6 +43,14 @@ pub async fn run(
     run_in_process(backend, &scratch.scripts(), task, config).await
 }
 
+/// Runs `scripts` as `task` on `backend` with the default settings, and
+/// fails, showing the report, unless the run completed with no error at all.
+pub async fn run_clean(backend: Backend, scripts: &[(&str, &str)], task: Task) -> RunReport {
+    let report = run(backend, scripts, task, Config::default()).await;
+    assert_clean(backend, &report);
+    report
+}
+
 /// The report as pretty JSON, for assertion messages.
 pub fn show_report(report: &RunReport) -> String {
     serde_json::to_string_pretty(report).unwrap()

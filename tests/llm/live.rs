@@ -143,8 +143,8 @@ async fn missing_usage_is_estimated() {
     );
 }
 
-#[tokio::test]
-async fn slow_endpoint_times_out() {
+/// A server that answers a completion after 3 s.
+async fn slow_server() -> MockServer {
     let server = MockServer::start().await;
     chat_endpoint()
         .respond_with(
@@ -154,6 +154,12 @@ async fn slow_endpoint_times_out() {
         )
         .mount(&server)
         .await;
+    server
+}
+
+#[tokio::test]
+async fn slow_endpoint_times_out() {
+    let server = slow_server().await;
     let cfg = LlmConfig {
         timeout_ms: 150,
         ..live_config(&server)
@@ -177,15 +183,7 @@ async fn slow_endpoint_times_out() {
 
 #[tokio::test]
 async fn request_timeout_overrides_config() {
-    let server = MockServer::start().await;
-    chat_endpoint()
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(completion("late", "m", 1, 1))
-                .set_delay(Duration::from_secs(3)),
-        )
-        .mount(&server)
-        .await;
+    let server = slow_server().await;
     let req = ChatRequest {
         timeout_ms: Some(100),
         ..ask("x")

@@ -79,6 +79,27 @@ async fn alpha_plans_with_a_valid_llm_plan_and_gamma_gives_a_second_opinion() {
     assert!(by_agent.get("beta-1").is_none(), "beta knew every action");
 }
 
+/// Beta's deploy ships the image its plan built, whatever the build step's id
+/// or position: an LLM plan that builds as step-3 (step-2 being configure)
+/// once deployed an "unknown" image.
+#[tokio::test]
+async fn beta_deploys_what_the_plan_built_wherever_the_build_step_is() {
+    let plan = json!({"steps": [
+        {"id": "step-1", "action": "analyze", "description": "Look at the service"},
+        {"id": "step-2", "action": "configure", "description": "Render the config"},
+        {"id": "step-3", "action": "build", "description": "Build the image"},
+        {"id": "ship", "action": "deploy", "description": "Roll it out"},
+        {"id": "step-5", "action": "verify", "description": "Check it answers"}
+    ]});
+    let review = json!({"agree": true, "concerns": []});
+    let server = agents_server(plan_answer(plan), "unused", review).await;
+    let report = run_deploy(&server).await;
+    assert_eq!(report.status, TaskStatus::Complete, "{:#?}", report.errors);
+    assert_eq!(output(&report, "plan")["source"], "llm");
+    let deployment = output(&report, "deployment");
+    assert_eq!(deployment["image"], "web:1.4.2", "{deployment}");
+}
+
 #[tokio::test]
 async fn alpha_falls_back_to_its_rules_on_an_unusable_plan() {
     let cases = [

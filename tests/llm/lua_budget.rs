@@ -80,7 +80,7 @@ fn the_binary_exits_8_with_the_budget_error_first() {
         "id = \"b\"\ntype = \"t\"\ndescription = \"d\"\n",
     )
     .unwrap();
-    let out = orrery_with_env(
+    let out = orrery_env(
         scripts.path(),
         &[
             "run",
@@ -106,7 +106,7 @@ fn the_binary_exits_8_with_the_budget_error_first() {
         report["errors"][1]
     );
 
-    let summary = orrery_with_env(
+    let summary = orrery_env(
         scripts.path(),
         &["run", "task.toml", "-q", "--mock"],
         &[("ORRERY_LLM_TOKEN_BUDGET", "30")],

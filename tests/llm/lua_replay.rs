@@ -10,7 +10,7 @@ use crate::util::*;
 
 #[test]
 fn the_replay_example_runs_offline() {
-    let out = orrery_with_env(
+    let out = orrery_env(
         &repo(),
         &[
             "run",
@@ -78,7 +78,7 @@ async fn a_recorded_run_replays_to_the_same_outputs() {
     let url = format!("{}/v1", server.uri());
     let common = ["run", task, "--json", "-q", "--scripts", scripts];
 
-    let live = orrery_with_env(
+    let live = orrery_env(
         scratch.path(),
         &[&common[..], &["--llm-url", &url, "--llm-record", record]].concat(),
         &[],
@@ -94,7 +94,7 @@ async fn a_recorded_run_replays_to_the_same_outputs() {
         "planner, executor, reviewer:\n{lines}"
     );
 
-    let replayed = orrery_with_env(
+    let replayed = orrery_env(
         scratch.path(),
         &[&common[..], &["--llm-replay", record]].concat(),
         &[],

@@ -141,7 +141,7 @@ async fn key_never_reaches_the_binarys_output_or_logs() {
         let mut args = vec!["run", "task.toml", "--llm-url", &url];
         args.extend_from_slice(extra);
         // Debug logging: the client's own log lines about each call are on too.
-        let out = orrery_with_env(
+        let out = orrery_env(
             dir,
             &args,
             &[
@@ -177,7 +177,7 @@ async fn default_agents_never_show_the_key() {
         .respond_with(EchoAuth(500))
         .mount(&server)
         .await;
-    let out = orrery_with_env(
+    let out = orrery_env(
         &repo(),
         &[
             "run",

@@ -31,7 +31,7 @@ async fn flags_beat_the_environment_which_beats_the_config_file() {
         ),
     );
     let run = |args: &[&str], env: &[(&str, &str)]| {
-        let out = orrery_with_env(
+        let out = orrery_env(
             scripts.path(),
             &[&["run", "task.toml", "--json", "-q"], args].concat(),
             env,
@@ -162,7 +162,7 @@ fn unusable_llm_settings_are_bad_input_naming_the_culprit() {
         ),
     ];
     for (args, env, expected) in cases {
-        let out = orrery_with_env(scripts.path(), &[&["run", "task.toml"], args].concat(), env);
+        let out = orrery_env(scripts.path(), &[&["run", "task.toml"], args].concat(), env);
         assert_eq!(
             out.status.code(),
             Some(exit::BAD_INPUT),

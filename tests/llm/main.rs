@@ -6,8 +6,7 @@
 //!
 //! One test binary; each concern is a module beside this file.
 
-#[path = "../common/mod.rs"]
-mod common;
+use orrery_test_support as common;
 mod config;
 mod limits;
 mod live;

@@ -158,12 +158,8 @@ async fn client_error_is_not_retried() {
 
 #[tokio::test]
 async fn unreachable_endpoint_is_retried_then_http_without_status() {
-    // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Connections to it are refused, and no other test can take it meanwhile.
+    let port = closed_port();
     let cfg = LlmConfig {
         url: Some(format!("http://127.0.0.1:{port}/v1")),
         api_key: Some(ApiKey::new(KEY)),

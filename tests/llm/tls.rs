@@ -8,11 +8,7 @@ use crate::util::*;
 
 #[tokio::test]
 async fn https_to_a_closed_port_is_a_connection_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let cfg = LlmConfig {
         url: Some(format!("https://127.0.0.1:{port}/v1")),
         max_retries: 0,

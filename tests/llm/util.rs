@@ -2,13 +2,13 @@
 //! server, request and completion builders, custom responders, and runs of
 //! Lua agents (in-process or through the binary) with LLM settings.
 
-pub use crate::common::{Backend, Scratch, repo, show, task};
+pub use crate::common::{Backend, Scratch, closed_port, orrery_env, repo, show, task};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use orrery::config::Config;
-use orrery::llm::{API_KEY_VARS, ApiKey, ChatMessage, ChatRequest, LlmClient, LlmConfig, LlmError};
+use orrery::llm::{ApiKey, ChatMessage, ChatRequest, LlmClient, LlmConfig, LlmError};
 use orrery::report::RunReport;
 use orrery::task::Task;
 use serde_json::{Value, json};
@@ -79,16 +79,21 @@ impl Respond for Arrivals {
     }
 }
 
+/// The request's Authorization header, or `<none>`.
+fn authorization(request: &Request) -> &str {
+    request
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("<none>")
+}
+
 /// Echoes the request's Authorization header back in the body.
 pub struct EchoAuth(pub u16);
 
 impl Respond for EchoAuth {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let auth = request
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("<none>");
+        let auth = authorization(request);
         ResponseTemplate::new(self.0).set_body_string(format!("denied: you sent {{{auth}}}"))
     }
 }
@@ -100,12 +105,7 @@ pub struct EchoAuthCompletion(pub &'static str);
 
 impl Respond for EchoAuthCompletion {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let auth = request
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("<none>");
-        let content = self.0.replace("{auth}", auth);
+        let content = self.0.replace("{auth}", authorization(request));
         ResponseTemplate::new(200).set_body_json(completion(&content, "echo/model", 5, 5))
     }
 }
@@ -154,23 +154,6 @@ pub fn output<'a>(report: &'a RunReport, name: &str) -> &'a Value {
             report.errors
         )
     })
-}
-
-/// Runs the `orrery` binary in `dir` with no LLM variables from the outer
-/// environment (keys included), plus `env`.
-pub fn orrery_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orrery"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("ORRERY_STORE")
-        .env("ORRERY_LOG", "warn,orrery::script=info");
-    for (name, _) in std::env::vars() {
-        if name.starts_with("ORRERY_LLM_") || API_KEY_VARS.contains(&name.as_str()) {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.envs(env.iter().copied());
-    cmd.output().expect("cannot start the orrery binary")
 }
 
 /// The JSON report a `--json` run printed.

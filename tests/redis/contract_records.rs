@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use orrery::store::{AgentRecord, HostRecord, PhaseEntry, TaskRecord};
+use orrery::store::{
+    AgentRecord, HostRecord, HostRole, HostState, PhaseEntry, RunStatus, TaskRecord,
+};
 use serde_json::json;
 
 use crate::common::Backend;
@@ -165,8 +167,8 @@ async fn records_of_agents_hosts_and_the_task() {
 
         let host = HostRecord {
             id: "h:1".into(),
-            role: "owner".into(),
-            state: "alive".into(),
+            role: HostRole::Owner,
+            state: HostState::Alive,
             heartbeat_ms: 1000,
             busy: 2,
             epoch: 9,
@@ -199,7 +201,7 @@ async fn records_of_agents_hosts_and_the_task() {
         assert_eq!(s.task_get("t").await.unwrap(), None);
         let record = TaskRecord {
             definition: json!({ "id": "t", "type": "test" }),
-            status: "running".into(),
+            status: RunStatus::Running,
             owner: "h:1".into(),
             roles: vec!["alpha".into()],
             started_ms: 5,

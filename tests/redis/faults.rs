@@ -5,21 +5,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{RedisServer, Scratch, free_port, orrery, repo, show, spawn_orrery};
+use crate::common::{
+    RedisServer, Scratch, closed_port, orrery, orrery_env, repo, show, spawn_orrery,
+};
 use crate::multiprocess::{PATIENCE, inspect, task_file};
 
 /// An unreachable server is a Coordination error (exit 5) within the
 /// configured bound, naming the URL but never the password.
 #[test]
 fn an_unreachable_server_fails_within_connect_timeout() {
-    let url = format!("redis://user:hunter2@127.0.0.1:{}/0", free_port());
+    let url = format!("redis://user:hunter2@127.0.0.1:{}/0", closed_port());
     let started = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orrery"))
-        .args(["run", "examples/deploy.toml", "--store", &url])
-        .current_dir(repo())
-        .env("ORRERY_CONNECT_TIMEOUT", "700")
-        .output()
-        .unwrap();
+    let out = orrery_env(
+        &repo(),
+        &["run", "examples/deploy.toml", "--store", &url],
+        &[("ORRERY_CONNECT_TIMEOUT", "700")],
+    );
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(5), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);

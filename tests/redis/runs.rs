@@ -240,7 +240,7 @@ async fn failing_handlers_dead_letter_alike() {
         let list = store.queue_list("dead").await.unwrap();
         assert_eq!(list.len(), 1, "{backend:?}: {list:?}");
         assert_eq!(
-            (list[0].state, list[0].envelope.attempts),
+            (list[0].state.as_str(), list[0].envelope.attempts),
             ("dead", 5),
             "{backend:?}"
         );

@@ -2,76 +2,43 @@
 //! certificate from a throw-away CA made with the `openssl` command.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::common::{free_port, orrery, repo, show};
+use crate::common::{RedisServer, orrery, orrery_command, repo, show};
 
-/// A TLS-only `redis-server`, killed on drop, and the CA that signed its certificate.
-struct TlsServer {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
+/// A TLS-only `redis-server` (its own child, killed on drop) with a
+/// certificate from a CA made in its directory.
+fn start_tls_server() -> RedisServer {
+    RedisServer::start_with(
+        "--tls-port",
+        &[
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+        ],
+        make_certificates,
+    )
 }
 
-impl TlsServer {
-    fn start() -> TlsServer {
-        let dir = tempfile::tempdir().unwrap();
-        make_certificates(dir.path());
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .args([
-                "--tls-cert-file",
-                "server.pem",
-                "--tls-key-file",
-                "server.key",
-            ])
-            .args([
-                "--tls-ca-cert-file",
-                "ca.pem",
-                "--tls-auth-clients",
-                "no",
-                "--save",
-                "",
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start redis-server: install it with `apt-get install redis-server`");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the TLS redis-server did not start (built without TLS?)"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        TlsServer { child, port, dir }
-    }
-
-    fn url(&self) -> String {
-        format!("rediss://localhost:{}/0", self.port)
-    }
-
-    fn ca(&self) -> String {
-        self.dir.path().join("ca.pem").display().to_string()
-    }
+/// `rediss://localhost:PORT/0` of a TLS-only server.
+fn tls_url(server: &RedisServer) -> String {
+    format!("rediss://localhost:{}/0", server.port)
 }
 
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The CA that signed the server's certificate.
+fn ca(server: &RedisServer) -> String {
+    server.dir().join("ca.pem").display().to_string()
 }
 
 /// A CA and a server certificate for localhost / 127.0.0.1, in `dir`.
@@ -143,14 +110,15 @@ fn make_certificates(dir: &Path) {
 
 #[test]
 fn a_task_runs_over_tls_and_the_certificate_is_checked() {
-    let server = TlsServer::start();
-    let url = server.url();
-    let trusted = Command::new(env!("CARGO_BIN_EXE_orrery"))
-        .args(["run", "examples/deploy.toml", "--store", &url, "-q"])
-        .current_dir(repo())
-        .env("SSL_CERT_FILE", server.ca())
-        .output()
-        .unwrap();
+    let server = start_tls_server();
+    let url = tls_url(&server);
+    let trusted = orrery_command(
+        &repo(),
+        &["run", "examples/deploy.toml", "--store", &url, "-q"],
+    )
+    .env("SSL_CERT_FILE", ca(&server))
+    .output()
+    .unwrap();
     assert_eq!(trusted.status.code(), Some(0), "{}", show(&trusted));
 
     // Without the CA the server's certificate is refused: a Coordination error.
@@ -161,10 +129,8 @@ fn a_task_runs_over_tls_and_the_certificate_is_checked() {
         "{}",
         show(&untrusted)
     );
-    let inspected = Command::new(env!("CARGO_BIN_EXE_orrery"))
-        .args(["inspect", "deploy-001", "--store", &url])
-        .current_dir(repo())
-        .env("SSL_CERT_FILE", server.ca())
+    let inspected = orrery_command(&repo(), &["inspect", "deploy-001", "--store", &url])
+        .env("SSL_CERT_FILE", ca(&server))
         .output()
         .unwrap();
     assert_eq!(inspected.status.code(), Some(0), "{}", show(&inspected));

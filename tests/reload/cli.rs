@@ -1,14 +1,10 @@
 //! The `orrery` binary in watch mode: `run --watch` and `dev` reload edits,
 //! print refused code as `path:line: message`, and stop on Ctrl-C with a report.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-
 use orrery::error::exit;
 
 use super::session::PATIENCE;
-use crate::common::Scratch;
+use crate::common::{Running, Scratch, spawn_orrery};
 
 const TASK: &str = "id = \"watch\"\ntype = \"test\"\ndescription = \"ticks\"\ntimeout = 60000\n";
 
@@ -28,131 +24,60 @@ return M
     )
 }
 
-/// The binary running in the background, its stderr lines arriving on a
-/// channel; killed if the test fails before it exits.
-struct Watching {
-    child: Option<Child>,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
+/// What `orrery run` logs when nothing is set: script lines and reloads.
+const RUN_LOG: &str = "warn,orrery::script=info,orrery::reload=info";
 
-impl Watching {
-    fn start(dir: &std::path::Path, args: &[&str]) -> Watching {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orrery"))
-            .args(args)
-            .current_dir(dir)
-            .env_remove("ORRERY_STORE")
-            .env_remove("ORRERY_LOG")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start the orrery binary");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Watching {
-            child: Some(child),
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a stderr line containing `text`; returns it.
-    fn line_with(&mut self, text: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(PATIENCE) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no stderr line containing {text:?} within {PATIENCE:?}; stderr so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Sends SIGINT, as Ctrl-C does, and returns the exit code and stdout.
-    fn interrupt(mut self) -> (i32, String) {
-        let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let (tx, done) = mpsc::channel();
-        let mut stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut out = String::new();
-            let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
-            let _ = tx.send((child.wait().expect("wait"), out));
-        });
-        let (status, out) = done
-            .recv_timeout(PATIENCE)
-            .expect("orrery exits after Ctrl-C");
-        (status.code().expect("exit code"), out)
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// The binary running `args` in `dir` in the background (killed if the test
+/// fails before it exits).
+fn watching(dir: &std::path::Path, args: &[&str]) -> Running {
+    spawn_orrery(dir, args, &[("ORRERY_LOG", RUN_LOG)])
 }
 
 #[test]
 fn run_watch_reloads_edits_refuses_broken_code_and_stops_on_ctrl_c() {
     let scratch = Scratch::new(&[("ticker.lua", &ticker("v1"))]);
     scratch.write("task.toml", TASK);
-    let mut orrery = Watching::start(scratch.path(), &["run", "task.toml", "--watch"]);
-    orrery.line_with("watching scripts");
-    orrery.line_with("tick v1");
+    let mut orrery = watching(scratch.path(), &["run", "task.toml", "--watch"]);
+    orrery.wait_for("watching scripts", PATIENCE);
+    orrery.wait_for("tick v1", PATIENCE);
 
     scratch.write("scripts/ticker.lua", "local M = {\nreturn M\n");
-    let refused = orrery.line_with("scripts/ticker.lua:2:");
+    let refused = orrery.wait_for("scripts/ticker.lua:2:", PATIENCE);
     assert!(refused.contains("ERROR"), "{refused}");
-    orrery.line_with(
+    orrery.wait_for(
         "reload of scripts/ticker.lua refused: agent ticker-1 keeps running the previous code",
+        PATIENCE,
     );
-    orrery.line_with("tick v1");
+    orrery.wait_for("tick v1", PATIENCE);
 
     scratch.write("scripts/ticker.lua", &ticker("v2"));
-    let reloaded = orrery.line_with("reloaded scripts/ticker.lua");
+    let reloaded = orrery.wait_for("reloaded scripts/ticker.lua", PATIENCE);
     assert!(
         reloaded.contains("agent ticker-1 switches at its next callback"),
         "{reloaded}"
     );
-    orrery.line_with("tick v2");
+    orrery.wait_for("tick v2", PATIENCE);
 
-    let (code, stdout) = orrery.interrupt();
-    assert_eq!(code, exit::INTERRUPTED, "stdout:\n{stdout}");
-    assert!(stdout.contains("task watch: INTERRUPTED"), "{stdout}");
+    let done = orrery.interrupt(PATIENCE);
+    assert_eq!(done.code, Some(exit::INTERRUPTED), "{}", done.show());
+    assert!(
+        done.stdout.contains("task watch: INTERRUPTED"),
+        "{}",
+        done.show()
+    );
 }
 
 #[test]
 fn dev_is_run_watch() {
     let scratch = Scratch::new(&[("ticker.lua", &ticker("v1"))]);
     scratch.write("task.toml", TASK);
-    let mut orrery = Watching::start(scratch.path(), &["dev", "task.toml", "--json"]);
-    orrery.line_with("tick v1");
+    let mut orrery = watching(scratch.path(), &["dev", "task.toml", "--json"]);
+    orrery.wait_for("tick v1", PATIENCE);
     scratch.write("scripts/ticker.lua", &ticker("v2"));
-    orrery.line_with("tick v2");
-    let (code, stdout) = orrery.interrupt();
-    assert_eq!(code, exit::INTERRUPTED);
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON report");
+    orrery.wait_for("tick v2", PATIENCE);
+    let done = orrery.interrupt(PATIENCE);
+    assert_eq!(done.code, Some(exit::INTERRUPTED), "{}", done.show());
+    let report: serde_json::Value = serde_json::from_str(&done.stdout).expect("a JSON report");
     assert_eq!(report["status"], "interrupted");
     assert_eq!(report["metrics"]["host"]["reloads"], 1);
 }

@@ -23,7 +23,8 @@ use orrery::agent::sandbox;
 use orrery::capabilities::{Capabilities, RoleConfig};
 use orrery::config::Config;
 use orrery::coordination::Coordination;
-use orrery::lua_api::{AgentContext, TaskLlm};
+use orrery::llm::TaskLlm;
+use orrery::lua_api::AgentContext;
 use orrery::scripts::ScriptRegistry;
 use orrery::store::MemoryStore;
 

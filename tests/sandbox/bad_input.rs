@@ -2,9 +2,9 @@
 //! the file, line, field or flag at fault on stderr, and loses nothing (a bad
 //! task or flag fails before any agent starts).
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::common::{Scratch, orrery, show};
+use crate::common::{Scratch, orrery, orrery_env, show};
 
 const OK_AGENT: (&str, &str) = (
     "worker.lua",
@@ -157,12 +157,11 @@ fn unknown_flags_and_bad_store_urls_name_the_flag() {
         &["flag --store"],
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_orrery"))
-        .args(["run", "task.toml"])
-        .current_dir(s.path())
-        .env("ORRERY_STORE", "postgres://db")
-        .output()
-        .unwrap();
+    let out = orrery_env(
+        s.path(),
+        &["run", "task.toml"],
+        &[("ORRERY_STORE", "postgres://db")],
+    );
     assert_refused(
         &out,
         2,

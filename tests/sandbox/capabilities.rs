@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::common::{Scratch, free_port, run_in_process, task};
+use crate::common::{Scratch, closed_port, run_in_process, task};
 use crate::util::config;
 
 /// Runs role `user` (granted `caps`) and role `other` (granted nothing), both
@@ -177,7 +177,7 @@ async fn http_reaches_only_the_granted_hosts() {
         })
         .mount(&server)
         .await;
-    let refused_port = free_port();
+    let refused_port = closed_port();
     Mock::given(method("GET"))
         .and(path("/away"))
         .respond_with(ResponseTemplate::new(302).insert_header(

@@ -1,4 +1,5 @@
 -- Sends each document to the worker pool and adds up what comes back.
+---@type orrery.Role
 local M = {}
 
 function M.start(self)

@@ -1,4 +1,5 @@
 -- Counts the words of each document it is handed; several can run at once.
+---@type orrery.Role
 local M = {}
 
 function M.start(self)

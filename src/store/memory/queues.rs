@@ -4,12 +4,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+// tokio's clock, so tests can pause and advance time past waits.
+use tokio::time::Instant;
 
-use crate::store::{Delivery, Envelope, QueuedMessage};
+use crate::store::{Delivery, Envelope, MessageState, QueuedMessage};
 
 /// FNV-1a. The maps here are keyed by short names and counters the host
 /// makes, for which SipHash's flooding resistance buys nothing and costs a
@@ -227,18 +229,18 @@ impl Queues {
             msgs.iter().map(move |m| QueuedMessage {
                 queue: name.clone(),
                 envelope: m.clone(),
-                state: "pending",
+                state: MessageState::Pending,
             })
         });
         let in_flight = lists.in_flight.values().map(|f| QueuedMessage {
             queue: f.queue.clone(),
             envelope: f.envelope.clone(),
-            state: "pending",
+            state: MessageState::Pending,
         });
         let dead = lists.dead.iter().map(|(name, m)| QueuedMessage {
             queue: name.clone(),
             envelope: m.clone(),
-            state: "dead",
+            state: MessageState::Dead,
         });
         waiting.chain(in_flight).chain(dead).collect()
     }

@@ -21,7 +21,7 @@ use super::reply::{
     array, entry_delivery, field, id_text, pending_counts, read_reply, unexpected, usize_of,
 };
 use super::scripts::{ACK, CLAIM_RETURNED, NACK, PUSH, RELEASE};
-use crate::store::{Delivery, Envelope, QueuedMessage, StoreResult};
+use crate::store::{Delivery, Envelope, MessageState, QueuedMessage, StoreResult};
 
 impl Server {
     pub(super) async fn push(
@@ -330,7 +330,7 @@ impl Server {
                 out.push(QueuedMessage {
                     queue: queue.clone(),
                     envelope: d.envelope,
-                    state: "pending",
+                    state: MessageState::Pending,
                 });
             }
         }
@@ -356,7 +356,7 @@ impl Server {
             out.push(QueuedMessage {
                 queue,
                 envelope,
-                state: "dead",
+                state: MessageState::Dead,
             });
         }
         Ok(out)

@@ -1,0 +1,63 @@
+//! Driving a run to its end, shared by `orrery run` and `orrery run --join`:
+//! phase changes shown live, Ctrl-C forwarded to the orchestrator, and the
+//! report printed with the exit code it maps to.
+
+use orrery::coordination::PhaseChange;
+use orrery::orchestrator::{Orchestrator, Stopper};
+use orrery::report::RunReport;
+
+/// Runs `orchestrator`, showing phase changes unless `quiet` and forwarding Ctrl-C.
+pub(super) async fn drive(orchestrator: Orchestrator, quiet: bool) -> orrery::Result<RunReport> {
+    let interrupts = tokio::spawn(forward_interrupts(orchestrator.stopper()));
+    let printer = (!quiet).then(|| {
+        let mut changes = orchestrator.coordination().states.subscribe();
+        let start = orchestrator.coordination().metrics.start_time();
+        tokio::spawn(async move {
+            while let Ok(change) = changes.recv().await {
+                eprintln!("{}", format_change(&change, start));
+            }
+        })
+    });
+    let report = orchestrator.run().await;
+    interrupts.abort();
+    // Every sender is gone once the run ended: let the printer finish its lines.
+    if let Some(printer) = printer {
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), printer).await;
+    }
+    report
+}
+
+/// Prints a report as text or JSON; returns the exit code it maps to.
+pub(super) fn print_report(report: &RunReport, json: bool) -> anyhow::Result<i32> {
+    if json {
+        super::print_out(&format!("{}\n", serde_json::to_string_pretty(report)?));
+    } else {
+        super::print_out(&report.summary());
+    }
+    Ok(report.exit_code())
+}
+
+/// Ctrl-C: the first stops the run gracefully, the next aborts it.
+async fn forward_interrupts(stopper: Stopper) {
+    let mut first = true;
+    while tokio::signal::ctrl_c().await.is_ok() {
+        if first {
+            eprintln!("stopping: agents finish what they are doing (Ctrl-C again to abort)");
+        } else {
+            eprintln!("aborting the agents still running");
+        }
+        first = false;
+        stopper.stop();
+    }
+}
+
+fn format_change(c: &PhaseChange, start_ms: u64) -> String {
+    let at = c.at_ms.saturating_sub(start_ms);
+    let from = c.from.map_or("-".to_string(), |p| p.to_string());
+    let reason = c
+        .reason
+        .as_deref()
+        .map(|r| format!("  ({r})"))
+        .unwrap_or_default();
+    format!("[{at:>6} ms] {:<10} {from} -> {}{reason}", c.agent, c.to)
+}
