@@ -50,8 +50,9 @@ pub struct CheckReport {
 
 /// Checks every script of `registry` (see the module documentation).
 pub fn check(registry: &Arc<ScriptRegistry>, config: &Config) -> crate::Result<CheckReport> {
-    let lua =
-        sandbox::new_vm(registry.clone(), config.memory_limit).map_err(|e| errors::from_lua(&e))?;
+    // Compiling runs nothing: a bare VM is enough (loading uses an agent's VM).
+    let lua = mlua::Lua::new_with(mlua::StdLib::NONE, mlua::LuaOptions::default())
+        .map_err(|e| errors::from_lua(&e))?;
     let roles = registry.role_scripts();
     let modules = registry.modules();
     let scratch = scratch_coordination(config);

@@ -61,6 +61,47 @@ pub struct Config {
     /// name (`max_agents`, `llm.timeout_ms`).
     #[serde(skip)]
     pub origins: BTreeMap<String, String>,
+    /// Host-memory quotas of one task (see [`Quotas`]).
+    #[serde(flatten)]
+    pub quotas: Quotas,
+}
+
+/// Quotas on what scripts make the host keep, each a setting of its own. A
+/// script going past one gets an error naming the quota and the setting.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Quotas {
+    /// Blackboard keys of one task (keys written and not deleted).
+    pub max_blackboard_keys: usize,
+    /// Bytes of one task's blackboard: keys plus values as JSON.
+    pub max_blackboard_bytes: usize,
+    /// Messages on one queue (an agent's or a role's): waiting, in flight or
+    /// dead-lettered. Embedded store only: a shared store keeps them in its server.
+    pub max_queue_depth: usize,
+    /// Bytes of all the messages of one task's queues. Embedded store only.
+    pub max_queued_bytes: usize,
+    /// Agents one task may start over its whole run (initial ones included).
+    pub max_spawns: usize,
+    /// Spawn conditions one task may register (the task file's included).
+    pub max_spawn_conditions: usize,
+    /// Custom metric names one task may use.
+    pub max_metrics: usize,
+    /// Lock names one task may use.
+    pub max_locks: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            max_blackboard_keys: 10_000,
+            max_blackboard_bytes: 64 * 1024 * 1024,
+            max_queue_depth: 100_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            max_spawns: 1_000,
+            max_spawn_conditions: 256,
+            max_metrics: 1_000,
+            max_locks: 1_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -85,6 +126,7 @@ impl Default for Config {
             roles: BTreeMap::new(),
             heartbeat_interval: 1_000,
             origins: BTreeMap::new(),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -130,6 +172,22 @@ pub struct ConfigLayer {
     pub roles: Option<BTreeMap<String, RoleConfig>>,
     /// [`Config::heartbeat_interval`] (ms).
     pub heartbeat_interval: Option<u64>,
+    /// [`Quotas::max_blackboard_keys`].
+    pub max_blackboard_keys: Option<usize>,
+    /// [`Quotas::max_blackboard_bytes`].
+    pub max_blackboard_bytes: Option<usize>,
+    /// [`Quotas::max_queue_depth`].
+    pub max_queue_depth: Option<usize>,
+    /// [`Quotas::max_queued_bytes`].
+    pub max_queued_bytes: Option<usize>,
+    /// [`Quotas::max_spawns`].
+    pub max_spawns: Option<usize>,
+    /// [`Quotas::max_spawn_conditions`].
+    pub max_spawn_conditions: Option<usize>,
+    /// [`Quotas::max_metrics`].
+    pub max_metrics: Option<usize>,
+    /// [`Quotas::max_locks`].
+    pub max_locks: Option<usize>,
     /// Where the layer came from, to name it in errors.
     #[serde(skip)]
     pub origin: LayerOrigin,
@@ -215,15 +273,33 @@ macro_rules! with_scalar_settings {
     };
 }
 
+/// Calls `$mac!($args, <every quota>)`: the quotas, set like the settings of
+/// [`with_scalar_settings`] but kept in [`Quotas`].
+macro_rules! with_quotas {
+    ($mac:ident!($($args:tt)*)) => {
+        $mac!(
+            $($args)*,
+            max_blackboard_keys,
+            max_blackboard_bytes,
+            max_queue_depth,
+            max_queued_bytes,
+            max_spawns,
+            max_spawn_conditions,
+            max_metrics,
+            max_locks
+        )
+    };
+}
+
 /// Applies `$layer`'s set fields over `$cfg`, for every listed field, and
 /// notes where each came from.
 macro_rules! overlay {
-    ($cfg:expr, $layer:expr, $($field:ident),*) => {
+    ($cfg:expr, $origins:expr, $layer:expr, $($field:ident),*) => {
         $(
             if let Some(v) = $layer.$field.clone() {
                 $cfg.$field = v;
                 let name = stringify!($field);
-                $cfg.origins.insert(name.to_string(), $layer.origin.of(name));
+                $origins.insert(name.to_string(), $layer.origin.of(name));
             }
         )*
     };
@@ -293,6 +369,7 @@ impl ConfigLayer {
             ..ConfigLayer::default()
         };
         with_scalar_settings!(from_env!(layer, get));
+        with_quotas!(from_env!(layer, get));
         let llm =
             LlmSettings::from_vars(&get).map_err(|e| Error::bad_llm_settings("environment", e))?;
         layer.llm = (llm != LlmSettings::default()).then_some(llm);
@@ -309,7 +386,8 @@ impl Config {
     pub fn resolve(layers: &[ConfigLayer]) -> Result<Config> {
         let mut cfg = Config::default();
         for layer in layers {
-            with_scalar_settings!(overlay!(cfg, layer));
+            with_scalar_settings!(overlay!(cfg, cfg.origins, layer));
+            with_quotas!(overlay!(cfg.quotas, cfg.origins, layer));
             if let Some(roles) = &layer.roles {
                 cfg.roles = roles.clone();
             }
@@ -364,6 +442,20 @@ impl Config {
             ("agent_timeout", self.agent_timeout),
             ("heartbeat_interval", self.heartbeat_interval),
         ];
+        let q = &self.quotas;
+        let quotas = [
+            ("max_blackboard_keys", q.max_blackboard_keys),
+            ("max_blackboard_bytes", q.max_blackboard_bytes),
+            ("max_queue_depth", q.max_queue_depth),
+            ("max_queued_bytes", q.max_queued_bytes),
+            ("max_spawns", q.max_spawns),
+            ("max_spawn_conditions", q.max_spawn_conditions),
+            ("max_metrics", q.max_metrics),
+            ("max_locks", q.max_locks),
+        ];
+        let positive = positive
+            .into_iter()
+            .chain(quotas.map(|(name, value)| (name, value as u64)));
         let llm = &self.llm;
         let llm_positive = [
             ("llm.timeout_ms", Some(llm.timeout_ms)),

@@ -95,6 +95,18 @@ pub enum Error {
         /// The configured bound.
         max: usize,
     },
+    /// A spawn would exceed the number of agents one task may start over its run.
+    #[error(
+        "spawn limit: cannot start '{role}', {started} agents were started in this task and max_spawns is {max}"
+    )]
+    SpawnQuota {
+        /// The role whose spawn was refused.
+        role: String,
+        /// Agents started so far.
+        started: usize,
+        /// The configured bound.
+        max: usize,
+    },
     /// An agent asked the LLM for more once the task's token budget was spent.
     #[error(
         "LLM token budget exhausted: {agent} asked for more after {used} of {budget} tokens were used"
@@ -141,7 +153,7 @@ impl Error {
             Error::Script { .. } => exit::SCRIPT,
             Error::AgentTimeout { .. } => exit::TIMEOUT,
             Error::Coordination(_) => exit::COORDINATION,
-            Error::SpawnLimit { .. } => exit::SPAWN_LIMIT,
+            Error::SpawnLimit { .. } | Error::SpawnQuota { .. } => exit::SPAWN_LIMIT,
             Error::AgentFailed { .. } => exit::TASK_FAILED,
             Error::LlmBudget { .. } => exit::LLM_BUDGET,
             Error::Interrupted { .. } => exit::INTERRUPTED,
@@ -157,7 +169,7 @@ impl Error {
             Error::Script { .. } => ErrorKind::Script,
             Error::AgentTimeout { .. } => ErrorKind::Timeout,
             Error::Coordination(_) => ErrorKind::Coordination,
-            Error::SpawnLimit { .. } => ErrorKind::SpawnLimit,
+            Error::SpawnLimit { .. } | Error::SpawnQuota { .. } => ErrorKind::SpawnLimit,
             Error::AgentFailed { .. } => ErrorKind::Failed,
             Error::LlmBudget { .. } => ErrorKind::LlmBudget,
             Error::Interrupted { .. } => ErrorKind::Interrupted,

@@ -25,6 +25,7 @@ pub mod orchestrator;
 pub mod reload;
 pub mod report;
 pub mod scripts;
+pub mod secrets;
 pub mod store;
 pub mod task;
 pub mod text;

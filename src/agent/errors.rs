@@ -3,6 +3,7 @@
 
 use crate::error::Error;
 use crate::lua_api::error_text;
+use crate::lua_api::log::one_line;
 
 /// Classifies `e`: host errors that mean more than "the script failed"
 /// (SpawnLimit, AgentTimeout, Coordination) keep their kind; everything else
@@ -10,7 +11,10 @@ use crate::lua_api::error_text;
 pub fn from_lua(e: &mlua::Error) -> Error {
     if let Some(host) = host_error(e) {
         match host {
-            Error::SpawnLimit { .. } | Error::AgentTimeout { .. } | Error::Coordination(_) => {
+            Error::SpawnLimit { .. }
+            | Error::SpawnQuota { .. }
+            | Error::AgentTimeout { .. }
+            | Error::Coordination(_) => {
                 return host.clone();
             }
             _ => {}
@@ -53,8 +57,13 @@ pub fn host_error(e: &mlua::Error) -> Option<&Error> {
     }
 }
 
-/// `path:line: message` followed by the traceback (without the host's own
-/// frames; see [`error_text`]).
+/// `path:line: message` followed by the traceback, without the host's own
+/// frames (see [`error_text`]).
+///
+/// The message holds text a script chose (`error("...")`, a chunk or key
+/// name), so it is made one line (control characters escaped), and every line
+/// of the traceback after its header starts with a tab: logged, nothing in it
+/// can pass for a line of the host's own.
 pub fn describe(e: &mlua::Error) -> String {
     match e {
         mlua::Error::CallbackError { traceback, cause } => {
@@ -62,18 +71,34 @@ pub fn describe(e: &mlua::Error) -> String {
             let message = error_text::host_message(cause, func.as_deref());
             with_location(&message, &error_text::clean_traceback(traceback))
         }
-        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::SyntaxError { message, .. } => one_line(message),
         // An error raised by Lua code: the message already holds its traceback.
         mlua::Error::RuntimeError(message) => match message.find("\nstack traceback:") {
             Some(i) => with_location(
                 &message[..i],
                 &error_text::clean_traceback(&message[i + 1..]),
             ),
-            None => message.clone(),
+            None => one_line(message),
         },
-        mlua::Error::MemoryError(message) => format!("memory: {message}"),
-        other => other.to_string(),
+        mlua::Error::MemoryError(message) => format!("memory: {}", one_line(message)),
+        other => one_line(&other.to_string()),
     }
+}
+
+/// `traceback` with control characters but newlines and tabs escaped, and a
+/// tab in front of every line after the first.
+fn indented(traceback: &str) -> String {
+    let mut out = String::with_capacity(traceback.len());
+    for (i, line) in traceback.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            if !line.starts_with('\t') {
+                out.push('\t');
+            }
+        }
+        out.push_str(&one_line(line));
+    }
+    out
 }
 
 /// `message` with the first script frame of `traceback` in front (unless it
@@ -84,9 +109,10 @@ fn with_location(message: &str, traceback: &str) -> String {
     } else {
         ""
     };
-    match error_text::script_location(traceback) {
+    let (message, traceback) = (one_line(message), indented(traceback));
+    match error_text::script_location(&traceback) {
         Some(loc)
-            if error_text::script_location(message).is_none_or(|m| !message.starts_with(&m)) =>
+            if error_text::script_location(&message).is_none_or(|m| !message.starts_with(&m)) =>
         {
             format!("{loc}: {message}{hint}\n{traceback}")
         }

@@ -9,7 +9,6 @@
 //! handle, or when the task stops.
 
 pub mod budget;
-mod bytecode;
 pub mod errors;
 mod events;
 pub mod modules;
@@ -17,10 +16,10 @@ pub mod patterns;
 pub mod reload;
 mod safe_std;
 mod safe_string;
+mod safe_table;
 pub mod sandbox;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use budget::Budget;
 use mlua::{Function, Lua, Table, Value};
@@ -33,7 +32,7 @@ use crate::scripts::Script;
 
 /// How long new code may wait for a callback to return before the agent
 /// says so (see `Agent::warn_when_new_code_waits`).
-pub const NEW_CODE_WAITS: Duration = Duration::from_secs(3);
+pub const NEW_CODE_WAITS: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The callbacks a role module may define; anything else in it is the script's own.
 pub const CALLBACKS: &[&str] = &["start", "on_message", "on_reload", "stop"];
@@ -93,18 +92,7 @@ impl Agent {
         // Read before the script: a change registered in between is picked up at the first boundary.
         let seen_version = ctx.registry.version();
         let script = ctx.registry.role(&ctx.role)?;
-        let config = &ctx.coord.config;
-        let lua = sandbox::new_vm(ctx.registry.clone(), config.memory_limit)
-            .map_err(|e| errors::from_lua(&e))?;
-        // The API is host code with a bounded footprint: registered with the
-        // heap limit lifted, mlua skips the protected call it otherwise wraps
-        // around every allocation, which takes a good part off each spawn.
-        let memory_limit = lua.set_memory_limit(0).map_err(|e| errors::from_lua(&e))?;
-        lua_api::register_all(&lua, &ctx).map_err(|e| errors::from_lua(&e))?;
-        lua.set_memory_limit(memory_limit)
-            .map_err(|e| errors::from_lua(&e))?;
-        let limit = Duration::from_millis(config.callback_timeout);
-        let budget = Budget::install(&lua, &ctx.id, limit).map_err(|e| errors::from_lua(&e))?;
+        let (lua, budget) = sandbox::agent_vm(&ctx).map_err(|e| errors::from_lua(&e))?;
         let state = lua.create_table().map_err(|e| errors::from_lua(&e))?;
         let probe = ctx.coord.activity.probe_receiver();
         let mut agent = Agent {
@@ -121,9 +109,9 @@ impl Agent {
             repeats: std::collections::HashMap::new(),
             budget,
         };
-        let loaded = agent.budget.metered_sync(&agent.lua, "load", || {
-            run_role_chunk(&agent.lua, &agent.script)
-        });
+        let loaded = agent
+            .budget
+            .metered_sync("load", || run_role_chunk(&agent.lua, &agent.script));
         let value = agent
             .judge("load", loaded)
             .map_err(CallbackFailure::into_error)?;
@@ -141,7 +129,7 @@ impl Agent {
         fut: impl std::future::Future<Output = mlua::Result<T>>,
     ) -> std::result::Result<T, CallbackFailure> {
         let watched = self.warn_when_new_code_waits(name, fut);
-        let result = self.budget.metered(&self.lua, name, watched).await;
+        let result = self.budget.metered(name, watched).await;
         self.judge(name, result)
     }
 
@@ -338,7 +326,7 @@ pub fn load_module(lua: &Lua, script: &Script) -> Result<Table> {
     module_of(script, value)
 }
 
-/// Runs a role script's top level (text only, no `<close>`), recording what it requires.
+/// Runs a role script's top level (text only), recording what it requires.
 fn run_role_chunk(lua: &Lua, script: &Script) -> mlua::Result<Value> {
     modules::loading(lua, modules::Loader::Role, || {
         sandbox::compile(lua, script)?.call(())

@@ -197,7 +197,7 @@ impl Agent {
     async fn take_new_code(&mut self, script: Arc<Script>) -> Result<()> {
         let module = self
             .budget
-            .metered_sync(&self.lua, "load", || load_module(&self.lua, &script))?;
+            .metered_sync("load", || load_module(&self.lua, &script))?;
         let old = std::mem::replace(&mut self.module, module);
         self.script = script;
         let Some(hook) = self.callback("on_reload")? else {

@@ -135,12 +135,15 @@ async fn blackboard_ops(loops: u64) -> Result<f64> {
 }
 
 async fn messages(count: u64) -> Result<f64> {
-    let bench = Bench::new(
+    let mut bench = Bench::new(
         "messages",
         &[("sender", SENDER), ("receiver", RECEIVER)],
         &["receiver", "sender"],
         json!({ "messages": count }),
     );
+    // The sender queues every message before the receiver takes one.
+    bench.config.quotas.max_queue_depth = count as usize + 1;
+    bench.config.quotas.max_queued_bytes = (count as usize + 1) * 256;
     let report = run_to_end(bench).await?;
     let seconds = output_f64(&report, "elapsed_ms")? / 1000.0;
     Ok(count as f64 / seconds)
@@ -155,6 +158,7 @@ async fn spawn_times(spawns: u64, warmup: u64) -> Result<(f64, f64)> {
     );
     // Probes end on their own, but may not be joined yet when the next starts.
     bench.config.max_agents = 64;
+    bench.config.quotas.max_spawns = (spawns + warmup) as usize + 1;
     let report = run_to_end(bench).await?;
     let mut samples_us: Vec<f64> = report
         .outputs
@@ -181,6 +185,7 @@ async fn idle_memory(agents: u64) -> Result<(Option<u64>, u64)> {
         json!({}),
     );
     bench.config.max_agents = agents as usize + 1;
+    bench.config.quotas.max_spawns = agents as usize + 1;
     let orchestrator = bench.orchestrator()?;
     let coord = orchestrator.coordination().clone();
     let running = tokio::spawn(orchestrator.run());

@@ -108,7 +108,10 @@ impl ConfigArgs {
             ..ConfigLayer::default()
         });
         let mut config = Config::resolve(&layers)?;
-        config.llm = config.llm.with_env_key();
+        // The key was taken out of the environment at start-up (see orrery::secrets).
+        if let Some((var, key)) = orrery::secrets::startup_key()? {
+            config.llm = config.llm.with_key(var, key);
+        }
         Ok(config)
     }
 }

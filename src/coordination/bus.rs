@@ -5,6 +5,12 @@
 //! broadcast (`to = "*"`) is copied to every live agent's own queue. Delivery is
 //! at-least-once: a message is acknowledged after its handler returns and given
 //! back (redelivered, then dead-lettered) when the handler fails.
+//!
+//! On the embedded store the queues are host memory, so the quotas
+//! `max_queue_depth` (messages on one queue: waiting, in flight or
+//! dead-lettered) and `max_queued_bytes` (all of the task's queues) bound
+//! them, counted by a ledger here: a message counts from its send to its
+//! acknowledgement. A shared store keeps the messages in its server.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -15,9 +21,11 @@ use parking_lot::RwLock;
 use serde_json::Value;
 
 use super::AgentPhase;
-use super::blackboard::check_size;
+use super::blackboard::{check_size, json_size};
+use super::quotas::{check_name, exceeded};
 use super::state::is_live;
 use super::turns::Turns;
+use crate::config::Quotas;
 use crate::error::{Error, Result};
 use crate::store::{Delivery, Envelope, MessageState, Store};
 
@@ -52,6 +60,9 @@ pub struct MessageBus {
     known_roles: RwLock<Vec<String>>,
     /// Roles another process of the task has scripts for.
     remote_roles: RwLock<Vec<String>>,
+    quotas: Quotas,
+    /// Messages and bytes on the queues, when the store is embedded.
+    queued: Option<parking_lot::Mutex<Queued>>,
     /// The last error of each message whose handler failed and that was not
     /// handled since: why a dead letter died. By message id.
     failures: parking_lot::Mutex<HashMap<String, (String, Error)>>,
@@ -72,6 +83,39 @@ pub struct DeadLetter {
     pub last_failure: Option<(String, Error)>,
 }
 
+/// What the task's queues hold (embedded store): messages per queue, bytes in all.
+#[derive(Default)]
+struct Queued {
+    depth: std::collections::HashMap<String, usize>,
+    bytes: usize,
+}
+
+/// Adds (or, negative, removes) one message of `size` bytes on `queue` in `q`.
+fn count(q: &mut Queued, queue: &str, size: isize) {
+    if size >= 0 {
+        match q.depth.get_mut(queue) {
+            Some(d) => *d += 1,
+            None => {
+                q.depth.insert(queue.to_string(), 1);
+            }
+        }
+        q.bytes += size as usize;
+    } else {
+        if let Some(d) = q.depth.get_mut(queue) {
+            *d = d.saturating_sub(1);
+            if *d == 0 {
+                q.depth.remove(queue);
+            }
+        }
+        q.bytes = q.bytes.saturating_sub(size.unsigned_abs());
+    }
+}
+
+/// The bytes a queued message takes, as the ledger counts them.
+fn message_size(e: &Envelope) -> usize {
+    json_size(&e.payload, usize::MAX) + e.id.len() + e.from.len() + e.to.len() + e.kind.len() + 64
+}
+
 impl MessageBus {
     pub(super) fn new(
         store: Arc<dyn Store>,
@@ -79,8 +123,12 @@ impl MessageBus {
         max_attempts: u32,
         max_value_bytes: usize,
         backoff: Duration,
+        quotas: Quotas,
     ) -> Self {
+        let queued = store.is_embedded().then(parking_lot::Mutex::default);
         MessageBus {
+            quotas,
+            queued,
             store,
             task: task.to_string(),
             max_attempts,
@@ -192,6 +240,8 @@ impl MessageBus {
         payload: Value,
         reply_to: Option<String>,
     ) -> Result<(String, usize)> {
+        check_name("message type", &kind)?;
+        check_name("bus recipient", &to)?;
         check_size(&payload, self.max_value_bytes, || {
             format!("message '{kind}' to '{to}'")
         })?;
@@ -209,21 +259,87 @@ impl MessageBus {
             attempts: 0,
             reply_to,
         };
+        let size = message_size(&envelope);
         if let Some(role) = everyone {
             let role = (!role.is_empty()).then_some(role.as_str());
             let targets = self.broadcast_targets(from, role).await?;
+            self.admit(&envelope.kind, targets.iter().map(String::as_str), size)?;
             for target in &targets {
-                self.store.queue_push(&self.task, target, &envelope).await?;
+                if let Err(e) = self.store.queue_push(&self.task, target, &envelope).await {
+                    // Those not pushed yet were counted too.
+                    for t in targets.iter().skip_while(|t| *t != target) {
+                        self.count(t, -(size as isize));
+                    }
+                    return Err(e.into());
+                }
                 self.turns.mail(target);
             }
             return Ok((id, targets.len()));
         }
         let queue = envelope.to.clone();
-        self.store
+        self.admit(&envelope.kind, [queue.as_str()], size)?;
+        if let Err(e) = self
+            .store
             .queue_push_owned(&self.task, &queue, envelope)
-            .await?;
+            .await
+        {
+            self.count(&queue, -(size as isize));
+            return Err(e.into());
+        }
         self.turns.mail(&queue);
         Ok((id, 1))
+    }
+
+    /// Counts a message of `size` bytes on each of `queues`, or fails when
+    /// that would pass a queue quota (embedded store only).
+    fn admit<'a>(
+        &self,
+        kind: &str,
+        queues: impl IntoIterator<Item = &'a str> + Clone,
+        size: usize,
+    ) -> Result<()> {
+        let Some(queued) = &self.queued else {
+            return Ok(());
+        };
+        let mut q = queued.lock();
+        let mut bytes = q.bytes;
+        for queue in queues.clone() {
+            let subject = || format!("bus message '{kind}' to '{queue}'");
+            let depth = q.depth.get(queue).copied().unwrap_or(0);
+            if depth >= self.quotas.max_queue_depth {
+                return Err(exceeded(
+                    subject(),
+                    "max_queue_depth",
+                    self.quotas.max_queue_depth,
+                    "messages",
+                    &format!(
+                        "queue '{queue}' holds {depth} messages waiting, in flight or dead-lettered"
+                    ),
+                ));
+            }
+            bytes += size;
+            if bytes > self.quotas.max_queued_bytes {
+                return Err(exceeded(
+                    subject(),
+                    "max_queued_bytes",
+                    self.quotas.max_queued_bytes,
+                    "bytes",
+                    &format!("the task's queues hold {} bytes of messages", q.bytes),
+                ));
+            }
+        }
+        for queue in queues {
+            count(&mut q, queue, size as isize);
+        }
+        Ok(())
+    }
+
+    /// Adds (or, negative, removes) one message of `size` bytes on `queue` in the ledger.
+    fn count(&self, queue: &str, size: isize) {
+        let Some(queued) = &self.queued else {
+            return;
+        };
+        count(&mut queued.lock(), queue, size);
     }
 
     /// Every live agent but the sender (of `role` only, when given): this
@@ -353,6 +469,12 @@ impl MessageBus {
     /// The handler of `delivery` returned: the message is done.
     pub async fn ack(&self, delivery: &Delivery) -> Result<()> {
         self.store.queue_ack(&self.task, delivery).await?;
+        if self.queued.is_some() {
+            self.count(
+                &delivery.queue,
+                -(message_size(&delivery.envelope) as isize),
+            );
+        }
         if self.any_failures.load(Ordering::Relaxed) {
             let mut failures = self.failures.lock();
             failures.remove(&delivery.envelope.id);

@@ -10,6 +10,7 @@ mod bus;
 mod locks;
 mod metrics;
 mod presence;
+pub mod quotas;
 mod spawn;
 mod state;
 mod turns;
@@ -87,6 +88,7 @@ impl Coordination {
                 ttl,
                 metrics.clone(),
                 config.max_value_bytes,
+                config.quotas,
             ),
             bus: MessageBus::new(
                 store.clone(),
@@ -94,10 +96,16 @@ impl Coordination {
                 config.max_attempts,
                 config.max_value_bytes,
                 Duration::from_millis(config.redelivery_backoff),
+                config.quotas,
             ),
             states: AgentStateManager::new(store.clone(), &task.id, presence.host()),
             spawner: SpawnController::new(&task, &config, store.clone(), metrics.clone(), launcher),
-            locks: LockManager::new(store.clone(), &task.id, metrics.clone()),
+            locks: LockManager::new(
+                store.clone(),
+                &task.id,
+                metrics.clone(),
+                config.quotas.max_locks,
+            ),
             activity: Activity::default(),
             presence,
             metrics,

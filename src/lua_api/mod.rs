@@ -15,7 +15,7 @@ mod http;
 mod json;
 mod llm;
 mod lock;
-mod log;
+pub(crate) mod log;
 pub mod meta;
 mod metrics;
 mod spawn;
@@ -110,6 +110,26 @@ impl AgentContext {
     }
 }
 
+/// The name of every table [`register_all`] makes a global (and puts in
+/// `package.loaded`).
+pub const TABLES: &[&str] = &[
+    "task",
+    "agent",
+    "blackboard",
+    "bus",
+    "state",
+    "spawn",
+    "lock",
+    "metrics",
+    "log",
+    "llm",
+    "json",
+    "time",
+    "fs",
+    "exec",
+    "http",
+];
+
 /// Registers every API table in `lua` for the agent `ctx`.
 pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
     let tables: [(&str, Table); 15] = [
@@ -137,6 +157,7 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
     lua.set_app_data(Interned::default());
     let globals = lua.globals();
     let loaded: Table = lua.named_registry_value("_LOADED")?;
+    debug_assert!(tables.iter().map(|(n, _)| *n).eq(TABLES.iter().copied()));
     for (name, table) in tables {
         globals.set(name, &table)?;
         loaded.set(name, table)?;

@@ -31,8 +31,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                 ));
             }
             c.registry.role(&condition.agent).map_err(host_err)?;
-            c.coord.spawner.register(condition);
-            Ok(())
+            c.coord.spawner.register(condition).map_err(host_err)
         })?,
     )?;
 
@@ -57,6 +56,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         lua.create_async_function(move |_, role: String| {
             let c = c.clone();
             async move {
+                crate::coordination::quotas::check_name("role", &role).map_err(host_err)?;
                 c.coord
                     .spawner
                     .spawn(&role, Some(&c.id))

@@ -21,6 +21,8 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |_, (phase, reason): (String, Option<String>)| {
                 let c = c.clone();
+                // Shown in the host's phase lines: one line, bounded.
+                let reason = reason.map(|r| super::log::one_line(&r));
                 async move {
                     let phase: AgentPhase = phase.parse().map_err(host_err)?;
                     c.coord

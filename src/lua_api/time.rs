@@ -23,6 +23,10 @@ use super::{AgentContext, arg_err, millis};
 /// Name of the registry table holding each timer's function or function name, by id.
 pub const TIMERS: &str = "orrery.timers";
 
+/// Most timers one agent may have set at once: each is host memory the
+/// script controls.
+pub const MAX_TIMERS: usize = 1_000;
+
 /// The agent's timers, by id.
 #[derive(Debug, Default)]
 pub struct Timers {
@@ -130,7 +134,20 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     ));
                 }
                 let period = millis(ms);
-                let id = c.local.lock().timers.add(period, repeats.then_some(period));
+                let id = {
+                    let mut local = c.local.lock();
+                    if local.timers.timers.len() >= MAX_TIMERS {
+                        return Err(arg_err(
+                            &func,
+                            format!(
+                                "agent {} already has {MAX_TIMERS} timers set; cancel some \
+                                 (time.cancel) before setting more",
+                                c.id
+                            ),
+                        ));
+                    }
+                    local.timers.add(period, repeats.then_some(period))
+                };
                 let timers: Table = lua.named_registry_value(TIMERS)?;
                 timers.raw_set(id, callback)?;
                 Ok(id)

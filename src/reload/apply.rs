@@ -137,7 +137,9 @@ impl Applier {
             .map(|s| s.path.clone())
             .collect();
         for root in &self.roots {
-            walk(&root.shown, &mut paths);
+            // A loop or an oversized tree was reported at start-up; a rescan
+            // takes what it can.
+            paths.extend(crate::scripts::files_below(&root.shown).unwrap_or_default());
         }
         paths
     }
@@ -160,15 +162,13 @@ impl Applier {
         let started = Instant::now();
         let current = self.current(kind, name);
         let agents = self.agents(kind, name);
-        let source = match std::fs::read_to_string(path) {
+        if !path.exists() {
+            return self.removed(kind, name, path, agents, changed_at, started);
+        }
+        // A regular file only, read without blocking (a FIFO saved in its place is refused).
+        let source = match crate::scripts::read_script(path) {
             Ok(source) => source,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return self.removed(kind, name, path, agents, changed_at, started);
-            }
-            Err(e) => {
-                let error = format!("{}: cannot read: {e}", path.display());
-                return self.refused(path, error, agents, changed_at, started);
-            }
+            Err(e) => return self.refused(path, e.to_string(), agents, changed_at, started),
         };
         if let Some(current) = &current {
             if current.path == path && *current.source == *source && !self.refused.contains(path) {
@@ -398,18 +398,4 @@ fn timing(event: &ReloadEvent) -> String {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// Every file below `dir`, recursively.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        if path.is_dir() {
-            walk(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }

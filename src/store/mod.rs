@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-pub use memory::MemoryStore;
+pub use memory::{EVENT_BUFFER, MemoryStore};
 pub use redis::{RedisStore, redact_url};
 
 use crate::config::Config;

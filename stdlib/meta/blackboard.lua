@@ -18,6 +18,8 @@
 blackboard = {}
 
 --- Stores `value` under `key` (nil deletes the key), and notifies watchers.
+--- Raises past `max_value_bytes`, or when the task's blackboard quota
+--- (`max_blackboard_keys`, `max_blackboard_bytes`) is reached.
 ---@param key string
 ---@param value any
 function blackboard.set(key, value) end

@@ -17,8 +17,10 @@ bus = {}
 
 --- Sends a message to an agent id (`beta-1`) or a role (`beta`: exactly one
 --- agent of the role gets it, possibly one spawned later). Returns its id.
---- Raises when no live agent has that id and no script has that role, or
---- when the payload cannot be stored or is larger than `max_value_bytes`.
+--- Raises when no live agent has that id and no script has that role, when
+--- `to` or `type` is not 1 to 512 bytes without control characters, when the
+--- payload cannot be stored or is larger than `max_value_bytes`, or when a
+--- queue quota (`max_queue_depth`, `max_queued_bytes`) is reached.
 ---@param to string
 ---@param type string
 ---@param payload any

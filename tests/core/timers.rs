@@ -180,7 +180,14 @@ local function try(f, ...)
   return ok and "no error" or tostring(err)
 end
 function M.start(self)
+  local ids, too_many = {}, "no error"
+  for i = 1, 1001 do
+    local ok, id = pcall(after, 60000, "nothing")
+    if ok then ids[#ids + 1] = id else too_many = tostring(id) end
+  end
+  for _, id in ipairs(ids) do time.cancel(id) end
   task.output("errors", {
+    too_many = too_many,
     zero = try(every, 0, function() end),
     text = try(every, "soon", function() end),
     target = try(after, 10, 5),
@@ -212,6 +219,10 @@ async fn bad_timer_arguments_say_which_and_what_was_expected() {
             "time.after: argument #2 'fn' must be a function or the name of a function",
         ),
         ("cancel", "time.cancel: argument #1 'id' must be a timer id"),
+        (
+            "too_many",
+            "time.after: agent bad-1 already has 1000 timers set; cancel some",
+        ),
     ] {
         let message = errors[case].as_str().unwrap();
         assert!(
