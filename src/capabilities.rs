@@ -54,13 +54,17 @@ impl Capabilities {
     /// Checks the grants of `role`; errors name the setting.
     pub fn validate(&self, role: &str) -> Result<()> {
         let setting = |field: &str| format!("setting roles.{role}.capabilities.{field}");
-        if let Some(root) = &self.read_files
-            && !root.is_dir()
-        {
-            return Err(Error::bad_input(
-                setting("read_files"),
-                format!("'{}' is not a directory", root.display()),
-            ));
+        if let Some(root) = &self.read_files {
+            if !root.is_dir() {
+                return Err(Error::bad_input(
+                    setting("read_files"),
+                    format!("'{}' is not a directory", root.display()),
+                ));
+            }
+            let real = root.canonicalize().unwrap_or_else(|_| root.clone());
+            if let Err(why) = crate::secrets::refuse_file(&real, None) {
+                return Err(Error::bad_input(setting("read_files"), why));
+            }
         }
         for (i, cmd) in self.commands.iter().enumerate() {
             if cmd.trim().is_empty() || cmd.chars().any(char::is_whitespace) {

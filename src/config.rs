@@ -33,6 +33,9 @@ pub struct Config {
     pub stdlib: PathBuf,
     /// Deliveries of one message before it is dead-lettered.
     pub max_attempts: u32,
+    /// Wait before a message whose handler failed is delivered again (ms),
+    /// doubling with each attempt up to 5 s; 0 redelivers at once.
+    pub redelivery_backoff: u64,
     /// Lua heap limit per agent (bytes).
     pub memory_limit: usize,
     /// Longest a single callback may run without yielding to the host (ms).
@@ -56,6 +59,52 @@ pub struct Config {
     /// Entries of the run journal a shared store keeps in the task's stream
     /// (`task:{id}:journal`, for `orrery tail`); 0 keeps none.
     pub journal_max_len: usize,
+    /// Where each setting that is not a default came from (`orrery.toml:3`,
+    /// `environment variable ORRERY_MAX_AGENTS`, `flag --max-agents`), by
+    /// name (`max_agents`, `llm.timeout_ms`).
+    #[serde(skip)]
+    pub origins: BTreeMap<String, String>,
+    /// Host-memory quotas of one task (see [`Quotas`]).
+    #[serde(flatten)]
+    pub quotas: Quotas,
+}
+
+/// Quotas on what scripts make the host keep, each a setting of its own. A
+/// script going past one gets an error naming the quota and the setting.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Quotas {
+    /// Blackboard keys of one task (keys written and not deleted).
+    pub max_blackboard_keys: usize,
+    /// Bytes of one task's blackboard: keys plus values as JSON.
+    pub max_blackboard_bytes: usize,
+    /// Messages on one queue (an agent's or a role's): waiting, in flight or
+    /// dead-lettered. Embedded store only: a shared store keeps them in its server.
+    pub max_queue_depth: usize,
+    /// Bytes of all the messages of one task's queues. Embedded store only.
+    pub max_queued_bytes: usize,
+    /// Agents one task may start over its whole run (initial ones included).
+    pub max_spawns: usize,
+    /// Spawn conditions one task may register (the task file's included).
+    pub max_spawn_conditions: usize,
+    /// Custom metric names one task may use.
+    pub max_metrics: usize,
+    /// Lock names one task may use.
+    pub max_locks: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            max_blackboard_keys: 10_000,
+            max_blackboard_bytes: 64 * 1024 * 1024,
+            max_queue_depth: 100_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            max_spawns: 1_000,
+            max_spawn_conditions: 256,
+            max_metrics: 1_000,
+            max_locks: 1_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -70,6 +119,7 @@ impl Default for Config {
             scripts: "scripts".into(),
             stdlib: "stdlib".into(),
             max_attempts: 5,
+            redelivery_backoff: 100,
             memory_limit: 64 * 1024 * 1024,
             callback_timeout: 10_000,
             max_value_bytes: 1024 * 1024,
@@ -79,6 +129,8 @@ impl Default for Config {
             roles: BTreeMap::new(),
             heartbeat_interval: 1_000,
             journal_max_len: 10_000,
+            origins: BTreeMap::new(),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -106,6 +158,8 @@ pub struct ConfigLayer {
     pub stdlib: Option<PathBuf>,
     /// [`Config::max_attempts`].
     pub max_attempts: Option<u32>,
+    /// [`Config::redelivery_backoff`] (ms).
+    pub redelivery_backoff: Option<u64>,
     /// [`Config::memory_limit`] (bytes).
     pub memory_limit: Option<usize>,
     /// [`Config::callback_timeout`] (ms).
@@ -124,6 +178,78 @@ pub struct ConfigLayer {
     pub heartbeat_interval: Option<u64>,
     /// [`Config::journal_max_len`].
     pub journal_max_len: Option<usize>,
+    /// [`Quotas::max_blackboard_keys`].
+    pub max_blackboard_keys: Option<usize>,
+    /// [`Quotas::max_blackboard_bytes`].
+    pub max_blackboard_bytes: Option<usize>,
+    /// [`Quotas::max_queue_depth`].
+    pub max_queue_depth: Option<usize>,
+    /// [`Quotas::max_queued_bytes`].
+    pub max_queued_bytes: Option<usize>,
+    /// [`Quotas::max_spawns`].
+    pub max_spawns: Option<usize>,
+    /// [`Quotas::max_spawn_conditions`].
+    pub max_spawn_conditions: Option<usize>,
+    /// [`Quotas::max_metrics`].
+    pub max_metrics: Option<usize>,
+    /// [`Quotas::max_locks`].
+    pub max_locks: Option<usize>,
+    /// Where the layer came from, to name it in errors.
+    #[serde(skip)]
+    pub origin: LayerOrigin,
+}
+
+/// Where a [`ConfigLayer`] came from.
+#[derive(Debug, Clone, Default)]
+pub enum LayerOrigin {
+    /// Command-line flags (`--max-agents`).
+    #[default]
+    Flags,
+    /// `ORRERY_*` environment variables.
+    Environment,
+    /// A config file, with its text (to find the line of a key).
+    File {
+        /// The path as given.
+        path: String,
+        /// Its text.
+        text: String,
+    },
+}
+
+impl LayerOrigin {
+    /// Where setting `name` (`max_agents`, `llm.timeout_ms`) of this layer
+    /// was written: `orrery.toml:3`, `environment variable
+    /// ORRERY_MAX_AGENTS`, `flag --max-agents`.
+    pub fn of(&self, name: &str) -> String {
+        match self {
+            LayerOrigin::Flags => {
+                let key = name.rsplit('.').next().unwrap_or(name);
+                format!("flag --{}", key.replace('_', "-"))
+            }
+            LayerOrigin::Environment => format!(
+                "environment variable ORRERY_{}",
+                name.replace('.', "_").to_ascii_uppercase()
+            ),
+            LayerOrigin::File { path, text } => {
+                let key = name.rsplit('.').next().unwrap_or(name);
+                match line_of_key(text, key) {
+                    Some(line) => format!("{path}:{line}"),
+                    None => path.clone(),
+                }
+            }
+        }
+    }
+}
+
+/// The 1-based line of the first `key = ...` in TOML `text`.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// Calls `$mac!($args, <every setting that is one value>)`: the one list of
@@ -142,6 +268,7 @@ macro_rules! with_scalar_settings {
             scripts,
             stdlib,
             max_attempts,
+            redelivery_backoff,
             memory_limit,
             callback_timeout,
             max_value_bytes,
@@ -153,10 +280,35 @@ macro_rules! with_scalar_settings {
     };
 }
 
-/// Applies `$layer`'s set fields over `$cfg`, for every listed field.
+/// Calls `$mac!($args, <every quota>)`: the quotas, set like the settings of
+/// [`with_scalar_settings`] but kept in [`Quotas`].
+macro_rules! with_quotas {
+    ($mac:ident!($($args:tt)*)) => {
+        $mac!(
+            $($args)*,
+            max_blackboard_keys,
+            max_blackboard_bytes,
+            max_queue_depth,
+            max_queued_bytes,
+            max_spawns,
+            max_spawn_conditions,
+            max_metrics,
+            max_locks
+        )
+    };
+}
+
+/// Applies `$layer`'s set fields over `$cfg`, for every listed field, and
+/// notes where each came from.
 macro_rules! overlay {
-    ($cfg:expr, $layer:expr, $($field:ident),*) => {
-        $( if let Some(v) = $layer.$field.clone() { $cfg.$field = v; } )*
+    ($cfg:expr, $origins:expr, $layer:expr, $($field:ident),*) => {
+        $(
+            if let Some(v) = $layer.$field.clone() {
+                $cfg.$field = v;
+                let name = stringify!($field);
+                $origins.insert(name.to_string(), $layer.origin.of(name));
+            }
+        )*
     };
 }
 
@@ -167,8 +319,11 @@ macro_rules! from_env {
         $(
             let var = concat!("ORRERY_", stringify!($field)).to_ascii_uppercase();
             if let Some(raw) = $get(&var) {
-                $layer.$field = Some(raw.parse().map_err(|e| {
-                    Error::bad_input(format!("environment variable {var}"), format!("'{raw}': {e}"))
+                $layer.$field = Some(raw.parse().map_err(|_| {
+                    Error::bad_input(
+                        format!("environment variable {var}"),
+                        format!("'{raw}' is not {}", what_it_takes(stringify!($field))),
+                    )
                 })?);
             }
         )*
@@ -203,6 +358,10 @@ impl ConfigLayer {
         if let Some(store) = &layer.store {
             check_store_url(store).map_err(|m| Error::bad_input(format!("{origin}: store"), m))?;
         }
+        layer.origin = LayerOrigin::File {
+            path: origin.clone(),
+            text: text.clone(),
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         for role in layer.roles.iter_mut().flat_map(|r| r.values_mut()) {
             role.capabilities.resolve_paths(base);
@@ -212,8 +371,12 @@ impl ConfigLayer {
 
     /// Reads `ORRERY_*` variables through `get` (the process environment in the CLI).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<ConfigLayer> {
-        let mut layer = ConfigLayer::default();
+        let mut layer = ConfigLayer {
+            origin: LayerOrigin::Environment,
+            ..ConfigLayer::default()
+        };
         with_scalar_settings!(from_env!(layer, get));
+        with_quotas!(from_env!(layer, get));
         let llm =
             LlmSettings::from_vars(&get).map_err(|e| Error::bad_llm_settings("environment", e))?;
         layer.llm = (llm != LlmSettings::default()).then_some(llm);
@@ -230,16 +393,40 @@ impl Config {
     pub fn resolve(layers: &[ConfigLayer]) -> Result<Config> {
         let mut cfg = Config::default();
         for layer in layers {
-            with_scalar_settings!(overlay!(cfg, layer));
+            with_scalar_settings!(overlay!(cfg, cfg.origins, layer));
+            with_quotas!(overlay!(cfg.quotas, cfg.origins, layer));
             if let Some(roles) = &layer.roles {
                 cfg.roles = roles.clone();
             }
             if let Some(llm) = &layer.llm {
                 llm.apply_to(&mut cfg.llm);
+                let set = [
+                    ("llm.timeout_ms", llm.timeout_ms.is_some()),
+                    ("llm.max_concurrent", llm.max_concurrent.is_some()),
+                    ("llm.token_budget", llm.token_budget.is_some()),
+                ];
+                for (name, _) in set.iter().filter(|(_, set)| *set) {
+                    cfg.origins.insert(name.to_string(), layer.origin.of(name));
+                }
             }
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Where setting `name` came from (see [`Config::origins`]); `None` for a default.
+    pub fn origin(&self, name: &str) -> Option<&str> {
+        self.origins.get(name).map(String::as_str)
+    }
+
+    /// A BadInput error for setting `name`, naming where its value came from:
+    /// `orrery.toml:3: setting max_agents: must be greater than 0`.
+    fn bad_setting(&self, name: &str, message: impl Into<String>) -> Error {
+        let origin = match self.origin(name) {
+            Some(at) => format!("{at}: setting {name}"),
+            None => format!("setting {name}"),
+        };
+        Error::bad_input(origin, message)
     }
 
     /// The capabilities granted to `role` (none when the config names no such role).
@@ -262,6 +449,20 @@ impl Config {
             ("agent_timeout", self.agent_timeout),
             ("heartbeat_interval", self.heartbeat_interval),
         ];
+        let q = &self.quotas;
+        let quotas = [
+            ("max_blackboard_keys", q.max_blackboard_keys),
+            ("max_blackboard_bytes", q.max_blackboard_bytes),
+            ("max_queue_depth", q.max_queue_depth),
+            ("max_queued_bytes", q.max_queued_bytes),
+            ("max_spawns", q.max_spawns),
+            ("max_spawn_conditions", q.max_spawn_conditions),
+            ("max_metrics", q.max_metrics),
+            ("max_locks", q.max_locks),
+        ];
+        let positive = positive
+            .into_iter()
+            .chain(quotas.map(|(name, value)| (name, value as u64)));
         let llm = &self.llm;
         let llm_positive = [
             ("llm.timeout_ms", Some(llm.timeout_ms)),
@@ -273,10 +474,7 @@ impl Config {
             .filter_map(|(name, value)| value.map(|v| (name, v)));
         for (name, value) in positive.into_iter().chain(llm_positive) {
             if value == 0 {
-                return Err(Error::bad_input(
-                    format!("setting {name}"),
-                    "must be greater than 0",
-                ));
+                return Err(self.bad_setting(name, "must be greater than 0"));
             }
         }
         // Past a year the clock arithmetic of the waits overflows.
@@ -284,6 +482,7 @@ impl Config {
         let durations = [
             ("spawn_timeout", self.spawn_timeout),
             ("message_timeout", self.message_timeout),
+            ("redelivery_backoff", self.redelivery_backoff),
             ("metrics_interval", self.metrics_interval),
             ("blackboard_ttl", self.blackboard_ttl.saturating_mul(1000)),
             ("callback_timeout", self.callback_timeout),
@@ -293,19 +492,13 @@ impl Config {
         ];
         for (name, ms) in durations {
             if ms > YEAR_MS {
-                return Err(Error::bad_input(
-                    format!("setting {name}"),
-                    "must be at most a year",
-                ));
+                return Err(self.bad_setting(name, "must be at most a year"));
             }
         }
         if self.memory_limit < 1024 * 1024 {
-            return Err(Error::bad_input(
-                "setting memory_limit",
-                "must be at least 1048576 bytes (1 MiB)",
-            ));
+            return Err(self.bad_setting("memory_limit", "must be at least 1048576 bytes (1 MiB)"));
         }
-        check_store_url(&self.store).map_err(|m| Error::bad_input("setting store", m))?;
+        check_store_url(&self.store).map_err(|m| self.bad_setting("store", m))?;
         for (role, settings) in &self.roles {
             if !crate::task::is_role_name(role) {
                 return Err(Error::bad_input(
@@ -316,6 +509,18 @@ impl Config {
             settings.capabilities.validate(role)?;
         }
         Ok(())
+    }
+}
+
+/// What a setting's value must be, in words, for an environment variable
+/// that does not parse (never a Rust type name).
+fn what_it_takes(field: &str) -> &'static str {
+    match field {
+        "store" | "scripts" | "stdlib" => "a valid value",
+        "max_agents" | "max_attempts" | "memory_limit" | "max_value_bytes" => {
+            "a whole number of 0 or more"
+        }
+        _ => "a whole number of milliseconds (or seconds, for blackboard_ttl) of 0 or more",
     }
 }
 

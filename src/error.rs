@@ -28,6 +28,8 @@ pub mod exit {
     pub const TASK_FAILED: i32 = 7;
     /// The task's LLM token budget was spent and an agent asked for more.
     pub const LLM_BUDGET: i32 = 8;
+    /// The task ended without what its `[success]` table requires (an output).
+    pub const INCOMPLETE: i32 = 9;
     /// The run was stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -81,12 +83,27 @@ pub enum Error {
     #[error("coordination: {0}")]
     Coordination(String),
     /// A spawn would exceed the number of live agents allowed.
-    #[error("spawn limit: cannot start '{role}', {live} agents live and max_agents is {max}")]
+    #[error(
+        "spawn limit: cannot start '{role}', {} live and max_agents is {max}",
+        crate::text::plural(*live as u64, "agent", "agents")
+    )]
     SpawnLimit {
         /// The role whose spawn was refused.
         role: String,
         /// Agents live at the time.
         live: usize,
+        /// The configured bound.
+        max: usize,
+    },
+    /// A spawn would exceed the number of agents one task may start over its run.
+    #[error(
+        "spawn limit: cannot start '{role}', {started} agents were started in this task and max_spawns is {max}"
+    )]
+    SpawnQuota {
+        /// The role whose spawn was refused.
+        role: String,
+        /// Agents started so far.
+        started: usize,
         /// The configured bound.
         max: usize,
     },
@@ -136,7 +153,7 @@ impl Error {
             Error::Script { .. } => exit::SCRIPT,
             Error::AgentTimeout { .. } => exit::TIMEOUT,
             Error::Coordination(_) => exit::COORDINATION,
-            Error::SpawnLimit { .. } => exit::SPAWN_LIMIT,
+            Error::SpawnLimit { .. } | Error::SpawnQuota { .. } => exit::SPAWN_LIMIT,
             Error::AgentFailed { .. } => exit::TASK_FAILED,
             Error::LlmBudget { .. } => exit::LLM_BUDGET,
             Error::Interrupted { .. } => exit::INTERRUPTED,
@@ -152,7 +169,7 @@ impl Error {
             Error::Script { .. } => ErrorKind::Script,
             Error::AgentTimeout { .. } => ErrorKind::Timeout,
             Error::Coordination(_) => ErrorKind::Coordination,
-            Error::SpawnLimit { .. } => ErrorKind::SpawnLimit,
+            Error::SpawnLimit { .. } | Error::SpawnQuota { .. } => ErrorKind::SpawnLimit,
             Error::AgentFailed { .. } => ErrorKind::Failed,
             Error::LlmBudget { .. } => ErrorKind::LlmBudget,
             Error::Interrupted { .. } => ErrorKind::Interrupted,
@@ -185,6 +202,10 @@ text_enum! {
         Interrupted = "interrupted",
         /// Messages no agent took before the task ended (a report entry, not an [`Error`]).
         Undelivered = "undelivered",
+        /// A dead letter whose handler's error this process did not see (a report entry).
+        DeadLetter = "dead_letter",
+        /// An output the task's `[success]` requires was not recorded (a report entry).
+        Incomplete = "incomplete",
     }
 }
 
@@ -208,7 +229,7 @@ impl From<StoreError> for Error {
 /// A TOML error in `text` (read from `origin`) as BadInput naming
 /// `origin:line` and, when a value has the wrong type, its key.
 pub(crate) fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> Error {
-    let message = e.message().to_string();
+    let message = plain_types(e.message());
     let Some(span) = e.span() else {
         return Error::bad_input(origin, message);
     };
@@ -219,7 +240,7 @@ pub(crate) fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> Error
 /// A JSON error in `text` (read from `origin`) as BadInput naming
 /// `origin:line` and, when a value has the wrong type, its key.
 pub(crate) fn json_error(origin: &str, text: &str, e: &serde_json::Error) -> Error {
-    let full = e.to_string();
+    let full = plain_types(&e.to_string());
     // serde_json appends " at line L column C"; the origin carries the line.
     let message = match full.rfind(" at line ") {
         Some(i) => full[..i].to_string(),
@@ -235,6 +256,40 @@ pub(crate) fn json_error(origin: &str, text: &str, e: &serde_json::Error) -> Err
         .sum();
     let at = (line_start + e.column().saturating_sub(1)).min(text.len());
     file_error(origin, text, at, message)
+}
+
+/// `message` with the Rust type names serde puts in its messages
+/// (`expected u64`) said in words (`expected a whole number of 0 or more`).
+pub(crate) fn plain_types(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("u8", "a whole number of 0 or more"),
+        ("u16", "a whole number of 0 or more"),
+        ("u32", "a whole number of 0 or more"),
+        ("u64", "a whole number of 0 or more"),
+        ("usize", "a whole number of 0 or more"),
+        ("i32", "a whole number"),
+        ("i64", "a whole number"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+        ("a sequence", "a list"),
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("expected ") {
+        let after = at + "expected ".len();
+        out.push_str(&rest[..after]);
+        rest = &rest[after..];
+        let plain = WORDS.iter().find(|(rust, _)| {
+            rest.strip_prefix(rust)
+                .is_some_and(|tail| !tail.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+        });
+        if let Some((rust, words)) = plain {
+            out.push_str(words);
+            rest = &rest[rust.len()..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `origin:line: [key: ]message` for an error at byte `at` of `text` (the key
@@ -279,5 +334,28 @@ impl From<BudgetSpent> for Error {
             used: spent.used,
             budget: spent.budget,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rust_type_names_are_said_in_words() {
+        assert_eq!(
+            super::plain_types("invalid type: string \"soon\", expected u64"),
+            "invalid type: string \"soon\", expected a whole number of 0 or more"
+        );
+        assert_eq!(
+            super::plain_types("invalid value: integer `-5`, expected usize"),
+            "invalid value: integer `-5`, expected a whole number of 0 or more"
+        );
+        assert_eq!(
+            super::plain_types("expected f64 or expected u64s"),
+            "expected a number or expected u64s"
+        );
+        assert_eq!(
+            super::plain_types("invalid type: string, expected a sequence"),
+            "invalid type: string, expected a list"
+        );
     }
 }

@@ -76,7 +76,11 @@ impl TaskSnapshot {
         let mut s = String::new();
         self.render_task(&mut s, now_ms);
         self.render_agents(&mut s, now_ms);
-        let _ = writeln!(s, "blackboard ({} keys):", self.blackboard.len());
+        let _ = writeln!(
+            s,
+            "blackboard ({}):",
+            crate::text::plural(self.blackboard.len() as u64, "key", "keys")
+        );
         for (k, v) in &self.blackboard {
             let _ = writeln!(s, "  {k} = {}", one_line(v));
         }
@@ -134,12 +138,12 @@ impl TaskSnapshot {
             for h in &self.hosts {
                 let _ = writeln!(
                     s,
-                    "  {:<24} {:<6} {:<5} last beat {}, {} agent(s) busy",
+                    "  {:<24} {:<6} {:<5} last beat {}, {} busy",
                     h.id,
                     h.role,
                     h.state,
                     ago(now_ms, h.heartbeat_ms),
-                    h.busy
+                    crate::text::plural(h.busy as u64, "agent", "agents")
                 );
             }
         }

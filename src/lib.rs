@@ -13,6 +13,7 @@ mod text_enum;
 pub mod agent;
 pub mod bench;
 pub mod capabilities;
+pub mod check;
 pub mod config;
 pub mod coordination;
 pub mod error;
@@ -25,8 +26,10 @@ pub mod orchestrator;
 pub mod reload;
 pub mod report;
 pub mod scripts;
+pub mod secrets;
 pub mod store;
 pub mod task;
+pub mod text;
 pub mod trace;
 
 pub use error::{Error, Result};

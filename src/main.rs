@@ -5,6 +5,9 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: no later reader of the process
+    // environment (a program the host starts, /proc/<pid>/environ) sees the key.
+    orrery::secrets::take_from_environment();
     let code = match cli::Cli::parse_args() {
         Ok(cli) => match cli.init_tracing() {
             // Held to the end: dropping it sends the last spans.

@@ -181,9 +181,8 @@ impl Orchestrator {
         let started_at = Instant::now();
         let deadline = self.open().await?;
         self.journal_started();
-        for role in self.initial_roles() {
-            self.start_agent(&role, None).await?;
-        }
+        let roles = self.initial_roles();
+        self.start_agents(&roles).await?;
         self.beat().await;
         let flusher = self.spawn_metrics_flusher();
         let deadline = tokio::time::sleep_until(deadline);
@@ -280,26 +279,12 @@ impl Orchestrator {
         let agent = spent.agent.clone();
         let spent = Error::from(spent);
         tracing::error!("{spent}");
-        self.budget_error = Some(ReportedError {
-            agent,
-            kind: spent.kind(),
-            message: spent.to_string(),
-            fatal: true,
-            exit_code: spent.exit_code(),
-        });
-        self.journal_error(self.budget_error.as_ref());
+        self.budget_error = Some(ReportedError::of(&agent, &spent, true));
         true
     }
 
     fn record(&mut self, agent: &str, e: &Error, fatal: bool) {
-        self.errors.push(ReportedError {
-            agent: agent.to_string(),
-            kind: e.kind(),
-            message: e.to_string(),
-            fatal,
-            exit_code: e.exit_code(),
-        });
-        self.journal_error(self.errors.last());
+        self.errors.push(ReportedError::of(agent, e, fatal));
     }
 
     fn spawn_metrics_flusher(&self) -> tokio::task::JoinHandle<()> {
@@ -330,12 +315,19 @@ impl Orchestrator {
                 agent: "host".into(),
                 kind: ErrorKind::Undelivered,
                 message: format!(
-                    "{count} message(s) to '{queue}' were never taken: no agent read them before the task ended"
+                    "{} to '{queue}' never taken: no agent read {} before the task ended",
+                    crate::text::plural(count as u64, "message", "messages"),
+                    if count == 1 { "it" } else { "them" }
                 ),
                 fatal: false,
+                allowed: false,
+                count: 1,
                 exit_code: crate::error::exit::OK,
             });
-            self.journal_error(self.errors.last());
+        }
+        self.report_dead_letters().await?;
+        if end == End::Finished {
+            self.report_missing_outputs(&outputs);
         }
         let records = coord.states.list().await?;
         let phases: BTreeMap<String, Vec<String>> = records
@@ -371,9 +363,69 @@ impl Orchestrator {
             duration_ms: started_at.elapsed().as_millis() as u64,
             agents_used: self.started.clone(),
             outputs,
-            errors: std::mem::take(&mut self.errors),
+            errors: crate::report::collapse(std::mem::take(&mut self.errors)),
             metrics: coord.metrics.snapshot(&phases, Some(now_ms())),
         })
+    }
+}
+
+impl Orchestrator {
+    /// Adds the task's dead letters to the report: each fails the task, with
+    /// the exit code of the error its handler last raised, unless the task's
+    /// `[success]` allows dead letters.
+    async fn report_dead_letters(&mut self) -> Result<()> {
+        let allowed = self.coord.task.success.allow_dead_letters;
+        for dead in self.coord.bus.dead_letters().await? {
+            let e = &dead.envelope;
+            // No message id: identical dead letters fold into one counted entry.
+            let what = format!(
+                "message '{}' from {} to '{}' was dead-lettered after {}",
+                e.kind,
+                e.from,
+                dead.queue,
+                crate::text::plural(e.attempts, "attempt", "attempts")
+            );
+            let mut reported = match &dead.last_failure {
+                Some((agent, cause)) => {
+                    let mut r = ReportedError::of(agent, cause, !allowed);
+                    let first = r.message.lines().next().unwrap_or_default().to_string();
+                    r.message = format!("{what}; last error: {first}");
+                    r
+                }
+                None => ReportedError {
+                    agent: "host".into(),
+                    kind: ErrorKind::DeadLetter,
+                    message: what,
+                    fatal: !allowed,
+                    allowed: false,
+                    count: 1,
+                    exit_code: crate::error::exit::SCRIPT,
+                },
+            };
+            reported.allowed = allowed;
+            self.errors.push(reported);
+        }
+        Ok(())
+    }
+
+    /// Adds an error for each output the task's `[success]` requires and the
+    /// run did not record.
+    fn report_missing_outputs(&mut self, outputs: &BTreeMap<String, serde_json::Value>) {
+        let required = self.coord.task.success.outputs.clone();
+        for name in required.iter().filter(|n| !outputs.contains_key(*n)) {
+            self.errors.push(ReportedError {
+                agent: "host".into(),
+                kind: ErrorKind::Incomplete,
+                message: format!(
+                    "required output '{name}' was not recorded (the task's [success] outputs \
+                     lists it; an agent records it with task.output('{name}', value))"
+                ),
+                fatal: true,
+                allowed: false,
+                count: 1,
+                exit_code: crate::error::exit::INCOMPLETE,
+            });
+        }
     }
 }
 

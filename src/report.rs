@@ -32,11 +32,45 @@ pub struct ReportedError {
     pub kind: ErrorKind,
     /// The message, with `path:line` for script errors.
     pub message: String,
-    /// Whether it ended the agent (false for a failed message handler whose message was given back).
+    /// Whether it fails the task: an agent that failed, a dead-lettered
+    /// message, a missing required output (false for a failed message
+    /// handler whose message was given back, and for what the task's
+    /// `[success]` table allows).
     pub fatal: bool,
+    /// The task's `[success]` table allows it (a failed agent, a dead letter).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allowed: bool,
+    /// How many times it happened (shown when more than once): identical
+    /// errors — same agent, kind and first line — are reported once.
+    #[serde(skip_serializing_if = "is_one")]
+    pub count: u64,
     /// Exit code this error maps to.
     #[serde(skip)]
     pub exit_code: i32,
+}
+
+impl ReportedError {
+    /// The report's entry for `e`, raised in `agent`.
+    pub fn of(agent: &str, e: &crate::Error, fatal: bool) -> Self {
+        ReportedError {
+            agent: agent.to_string(),
+            kind: e.kind(),
+            message: e.to_string(),
+            fatal,
+            allowed: false,
+            count: 1,
+            exit_code: e.exit_code(),
+        }
+    }
+
+    /// How the summary labels it: `fatal`, `allowed` or `handled`.
+    fn label(&self) -> &'static str {
+        match (self.fatal, self.allowed) {
+            (true, _) => "fatal",
+            (false, true) => "allowed",
+            (false, false) => "handled",
+        }
+    }
 }
 
 /// Everything a run produced.
@@ -98,12 +132,17 @@ impl RunReport {
         if !self.errors.is_empty() {
             let _ = writeln!(s, "errors:");
             for e in &self.errors {
+                let times = if e.count > 1 {
+                    format!(" ×{}", e.count)
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     s,
-                    "  [{}] {} ({}): {}",
+                    "  [{}] {} ({}){times}: {}",
                     e.kind,
                     e.agent,
-                    if e.fatal { "fatal" } else { "handled" },
+                    e.label(),
                     e.message
                 );
             }
@@ -128,16 +167,19 @@ impl RunReport {
         if llm.task.total.calls + llm.task.failed_calls > 0 {
             let usage = |u: &crate::llm::UsageReport| {
                 format!(
-                    "{} calls, {} failed, {} tokens",
-                    u.total.calls, u.failed_calls, u.total.total_tokens
+                    "{}, {} failed, {}",
+                    crate::text::plural(u.total.calls, "call", "calls"),
+                    u.failed_calls,
+                    crate::text::plural(u.total.total_tokens, "token", "tokens")
                 )
             };
             let _ = writeln!(s, "  llm: {}", usage(&llm.task));
             for (model, u) in &llm.task.per_model {
                 let _ = writeln!(
                     s,
-                    "    {model}: {} calls, {} tokens",
-                    u.calls, u.total_tokens
+                    "    {model}: {}, {}",
+                    crate::text::plural(u.calls, "call", "calls"),
+                    crate::text::plural(u.total_tokens, "token", "tokens")
                 );
             }
             for (id, u) in &llm.per_agent {
@@ -150,6 +192,36 @@ impl RunReport {
         }
         s
     }
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+/// Folds identical errors (same agent, kind, verdict and first line of
+/// message) into the first of them, counted; the order of first
+/// occurrences stays.
+pub fn collapse(errors: Vec<ReportedError>) -> Vec<ReportedError> {
+    let mut out: Vec<ReportedError> = Vec::with_capacity(errors.len());
+    let mut index: BTreeMap<(String, String, bool, bool, String), usize> = BTreeMap::new();
+    for e in errors {
+        let first = e.message.lines().next().unwrap_or_default().to_string();
+        let key = (
+            e.agent.clone(),
+            e.kind.as_str().to_string(),
+            e.fatal,
+            e.allowed,
+            first,
+        );
+        match index.get(&key) {
+            Some(&i) => out[i].count += e.count,
+            None => {
+                index.insert(key, out.len());
+                out.push(e);
+            }
+        }
+    }
+    out
 }
 
 fn one_line(v: &Value) -> String {

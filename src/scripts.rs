@@ -6,6 +6,7 @@
 //! live agent runs which code ([`CodeUsers`]), so a reload can name the agents
 //! it affects.
 
+mod files;
 mod users;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,8 @@ use parking_lot::RwLock;
 use crate::error::{Error, Result};
 use crate::task::is_role_name;
 
+use files::lua_files;
+pub use files::{MAX_ENTRIES, MAX_SCRIPT_BYTES, files_below, read_script};
 pub use users::CodeUsers;
 
 /// The stdlib modules compiled into the binary; a file of the same name in the
@@ -109,7 +112,16 @@ impl ScriptRegistry {
     pub fn load(scripts_dir: &Path, stdlib_dir: &Path) -> Result<ScriptRegistry> {
         let origin = scripts_dir.display().to_string();
         if !scripts_dir.is_dir() {
-            return Err(Error::bad_input(origin, "scripts directory does not exist"));
+            let absolute =
+                std::path::absolute(scripts_dir).unwrap_or_else(|_| scripts_dir.to_path_buf());
+            return Err(Error::bad_input(
+                origin,
+                format!(
+                    "scripts directory does not exist ({}): pass --scripts DIR, the \
+                     directory holding one <role>.lua per role",
+                    absolute.display()
+                ),
+            ));
         }
         let registry = Self::with_embedded_stdlib(scripts_dir, stdlib_dir);
         let mut files = Vec::new();
@@ -338,12 +350,7 @@ impl ScriptRegistry {
     }
 
     fn put_from_disk(&self, kind: ScriptKind, name: &str, path: &Path) -> Result<()> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            Error::bad_input(
-                path.display().to_string(),
-                format!("cannot read script: {e}"),
-            )
-        })?;
+        let source = read_script(path)?;
         let script = Arc::new(Script {
             name: name.to_string(),
             path: path.to_path_buf(),
@@ -364,31 +371,4 @@ pub fn module_name(root: &Path, path: &Path) -> Option<String> {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
     Some(parts.join("."))
-}
-
-/// Every `*.lua` below `dir` (recursively), sorted, without editors' scratch files.
-fn lua_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Error::bad_input(
-            dir.display().to_string(),
-            format!("cannot read directory: {e}"),
-        )
-    })?;
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for path in paths {
-        let scratch = path
-            .file_name()
-            .is_some_and(|n| is_editor_artifact(&n.to_string_lossy()));
-        if scratch {
-            continue;
-        }
-        if path.is_dir() {
-            out.extend(lua_files(&path)?);
-        } else if path.extension().is_some_and(|e| e == "lua") {
-            out.push(path);
-        }
-    }
-    Ok(out)
 }

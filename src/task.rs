@@ -48,6 +48,34 @@ pub struct Task {
     /// Spawn conditions registered before any agent starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spawn: Vec<SpawnCondition>,
+    /// When the run counts as `complete` (the `[success]` table).
+    #[serde(default, skip_serializing_if = "SuccessCondition::is_default")]
+    pub success: SuccessCondition,
+}
+
+/// The `[success]` table of a task file: what must hold for the run to be
+/// `complete`. By default a run that lost work fails: a dead-lettered
+/// message (or a blackboard change whose watch raised) or an agent that
+/// failed makes it `failed`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessCondition {
+    /// Outputs (`task.output(name, ...)`) the run must have recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    /// Dead-lettered messages and failed watches do not fail the run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_dead_letters: bool,
+    /// Agents that failed do not fail the run (their errors are still reported).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_failed_agents: bool,
+}
+
+impl SuccessCondition {
+    /// True when nothing was set (the defaults).
+    pub fn is_default(&self) -> bool {
+        *self == SuccessCondition::default()
+    }
 }
 
 /// `{trigger, threshold, agent}`: start `agent` when a signal `trigger` reaches `threshold`.
@@ -150,6 +178,14 @@ impl Task {
             }
             if c.trigger.is_empty() {
                 return bad(&format!("spawn[{i}].trigger"), "must not be empty".into());
+            }
+        }
+        for (i, name) in self.success.outputs.iter().enumerate() {
+            if name.is_empty() {
+                return bad(
+                    &format!("success.outputs[{i}]"),
+                    "must name an output (task.output(name, value))".into(),
+                );
             }
         }
         Ok(())

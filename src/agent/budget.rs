@@ -7,32 +7,54 @@
 //! stands still, because [`Budget::metered`] stops it whenever the callback's
 //! future returns `Pending`.
 //!
-//! The clock is read from a global count hook, which covers the VM's main
-//! thread, every thread mlua creates for async calls, and (Lua 5.4 copies the
-//! hook into new threads) every coroutine the script creates. Once the budget
-//! is spent the hook raises [`Error::AgentTimeout`]; a script's own `pcall` can
-//! catch that error, so from then on the hook fires before every instruction
-//! of the thread and raises again, until the callback has unwound to the host.
+//! The clock is read from a count hook set on the VM's main thread; Lua copies
+//! a thread's hook into every thread created from it, so it covers the threads
+//! mlua creates for async calls and every coroutine the script creates. Once
+//! the budget is spent the hook raises an error; a script's own `pcall` can
+//! catch it, so the hook then fires before every instruction of that thread
+//! and raises again, until the callback has unwound to the host.
+//!
+//! The hook is a plain C function, not an mlua hook: when an mlua hook
+//! callback returns an error, mlua resets the stack top of the interrupted
+//! function's frame (`lua_settop` in `callback_error_ext`), which runs that
+//! frame's pending `__close` handlers inside the hook, where Lua has hooks off
+//! and nothing could interrupt them. Ours pushes a prepared error value and
+//! calls `lua_error`, touching nothing else. The value is a userdata whose
+//! metatable scripts cannot reach, so turning it into text (mlua's message
+//! handler does, with hooks still off) runs no script code.
+//!
 //! Long C calls are not interrupted by hooks: the host's replacements of the
-//! pattern functions and table shifts call [`Budget::check`] as they go.
+//! pattern functions and of the other costly C functions call
+//! [`Budget::check`] as they go.
 
+use std::ffi::{CStr, c_int};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlua::{HookTriggers, Lua, VmState};
+use mlua::{Lua, MetaMethod, UserData, UserDataMethods, ffi};
 use parking_lot::Mutex;
 
 use crate::error::Error;
 
 /// VM instructions between two looks at the clock while within budget.
-const CHECK_EVERY: u32 = 10_000;
+const CHECK_EVERY: c_int = 10_000;
+
+/// Registry key (by address) of the light userdata pointing at the meter.
+static METER_KEY: u8 = 0;
+
+/// Registry name of the value the hook raises.
+const INTERRUPTION: &CStr = c"orrery.interruption";
 
 /// The time budget of one agent's callbacks; cheap to clone.
 #[derive(Clone)]
 pub struct Budget {
     meter: Arc<Mutex<Meter>>,
 }
+
+/// Keeps the meter the hook reads through a raw pointer alive for as long as
+/// the VM: mlua drops app data only after `lua_close`.
+struct HookMeter(#[allow(dead_code)] Arc<Mutex<Meter>>);
 
 struct Meter {
     agent: String,
@@ -48,6 +70,8 @@ struct Meter {
     /// Lua running while no callback is being polled (a dropped callback
     /// unwinding), timed from the first look at it.
     stray_since: Option<Instant>,
+    /// The last interruption the hook raised, for its text.
+    last: Option<Error>,
 }
 
 impl Meter {
@@ -91,22 +115,123 @@ impl Meter {
     }
 }
 
+/// The error value the hook raises; its text is the timeout.
+struct Interruption(Arc<Mutex<Meter>>);
+
+impl UserData for Interruption {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_meta_method(MetaMethod::ToString, |_, this, ()| {
+            let meter = this.0.lock();
+            Ok(match &meter.last {
+                Some(e) => e.to_string(),
+                None => "interrupted by the host".to_string(),
+            })
+        });
+    }
+}
+
+/// The count hook of every agent VM (see the module docs).
+unsafe extern "C-unwind" fn hook(state: *mut ffi::lua_State, ar: *mut ffi::lua_Debug) {
+    // SAFETY: `state` is a running thread inside a hook, whose stack has
+    // LUA_MINSTACK free slots; the pointer in the registry stays valid until
+    // the VM is closed (see `HookMeter`).
+    unsafe {
+        ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, &METER_KEY as *const u8 as _);
+        let meter = ffi::lua_touserdata(state, -1) as *const Mutex<Meter>;
+        ffi::lua_pop(state, 1);
+        if meter.is_null() {
+            return;
+        }
+        // Everything with a destructor lives inside `judge`, which has
+        // returned before `lua_error` jumps over this frame.
+        if !judge(&*meter, state, ar) {
+            return;
+        }
+        ffi::lua_sethook(state, Some(hook), ffi::LUA_MASKCOUNT, 1);
+        ffi::lua_getfield(state, ffi::LUA_REGISTRYINDEX, INTERRUPTION.as_ptr());
+        ffi::lua_error(state);
+    }
+}
+
+/// True when the hook must raise. Resets a thread left firing before every
+/// instruction by an earlier interruption to the cheap interval.
+unsafe fn judge(meter: &Mutex<Meter>, state: *mut ffi::lua_State, ar: *mut ffi::lua_Debug) -> bool {
+    // The running function, or (when that is one of the host's own Lua
+    // wrappers, say `table.insert`) the nearest script function below it.
+    let location = || {
+        // SAFETY: `ar` is the hook's activation record; `frame` is filled by
+        // lua_getstack before lua_getinfo reads it.
+        unsafe {
+            let mut frame: ffi::lua_Debug = std::mem::zeroed();
+            for level in 0..32 {
+                let record = if level == 0 {
+                    ar
+                } else if ffi::lua_getstack(state, level, &mut frame) != 0 {
+                    &mut frame as *mut ffi::lua_Debug
+                } else {
+                    break;
+                };
+                if ffi::lua_getinfo(state, c"Sl".as_ptr(), record) == 0 {
+                    return None;
+                }
+                let source = CStr::from_ptr((*record).source);
+                if source.to_bytes().starts_with(b"=[orrery]") {
+                    continue;
+                }
+                let file = CStr::from_ptr((*record).short_src.as_ptr()).to_string_lossy();
+                return Some(format!("{file}:{}", (*record).currentline));
+            }
+            None
+        }
+    };
+    let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut m = meter.lock();
+        let verdict = m.verdict(location);
+        if let Some(e) = &verdict {
+            m.last = Some(e.clone());
+        }
+        verdict.is_some()
+    }));
+    let raise = verdict.unwrap_or(true);
+    // SAFETY: setting the hook of the running thread from inside its hook is allowed.
+    if !raise && unsafe { ffi::lua_gethookcount(state) } != CHECK_EVERY {
+        unsafe { ffi::lua_sethook(state, Some(hook), ffi::LUA_MASKCOUNT, CHECK_EVERY) };
+    }
+    raise
+}
+
 impl Budget {
     /// Installs the budget in `lua` (its hook, and app data so host functions
-    /// find it with [`Budget::of`]).
+    /// find it with [`Budget::of`]). Called once per VM, before any thread or
+    /// coroutine is created: those copy the hook of the thread creating them.
     pub fn install(lua: &Lua, agent: &str, limit: Duration) -> mlua::Result<Budget> {
-        let budget = Budget {
-            meter: Arc::new(Mutex::new(Meter {
-                agent: agent.to_string(),
-                limit,
-                callback: None,
-                used: Duration::ZERO,
-                running_since: None,
-                exceeded: None,
-                stray_since: None,
-            })),
-        };
-        budget.set_hook(lua, CHECK_EVERY)?;
+        let meter = Arc::new(Mutex::new(Meter {
+            agent: agent.to_string(),
+            limit,
+            callback: None,
+            used: Duration::ZERO,
+            running_since: None,
+            exceeded: None,
+            stray_since: None,
+            last: None,
+        }));
+        if lua.app_data_ref::<HookMeter>().is_some() {
+            return Err(mlua::Error::runtime("a budget is already installed"));
+        }
+        lua.set_app_data(HookMeter(meter.clone()));
+        let interruption = lua.create_userdata(Interruption(meter.clone()))?;
+        lua.set_named_registry_value(INTERRUPTION.to_str().expect("ASCII"), interruption)?;
+        let pointer = Arc::as_ptr(&meter) as *mut std::ffi::c_void;
+        // SAFETY: plain stack and registry operations on the thread mlua runs
+        // this on (the main thread: no callback is running).
+        unsafe {
+            lua.exec_raw::<()>((), |state| {
+                ffi::lua_pushlightuserdata(state, pointer);
+                ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, &METER_KEY as *const u8 as _);
+                ffi::lua_sethook(state, Some(hook), ffi::LUA_MASKCOUNT, CHECK_EVERY);
+            })?;
+        }
+        let budget = Budget { meter };
         lua.set_app_data(budget.clone());
         Ok(budget)
     }
@@ -114,30 +239,6 @@ impl Budget {
     /// The budget installed in `lua`, if any.
     pub fn of(lua: &Lua) -> Option<Budget> {
         lua.app_data_ref::<Budget>().map(|b| b.clone())
-    }
-
-    fn set_hook(&self, lua: &Lua, every: u32) -> mlua::Result<()> {
-        let budget = self.clone();
-        lua.set_global_hook(
-            HookTriggers::new().every_nth_instruction(every),
-            move |lua, debug| {
-                let location = || {
-                    let source = debug.source();
-                    let file = source.short_src?;
-                    Some(format!("{file}:{}", debug.current_line()?))
-                };
-                let verdict = budget.meter.lock().verdict(location);
-                match verdict {
-                    None => Ok(VmState::Continue),
-                    Some(e) => {
-                        // From now on, before every instruction of this thread
-                        // (and of coroutines it creates): `pcall` cannot swallow this.
-                        budget.set_hook(lua, 1)?;
-                        Err(mlua::Error::external(e))
-                    }
-                }
-            },
-        )
     }
 
     /// Fails with the timeout when the current callback has spent its budget.
@@ -182,22 +283,14 @@ impl Budget {
         m.stray_since = None;
     }
 
-    fn end(&self, lua: &Lua) {
+    fn end(&self) {
         self.pause();
-        let switched = {
-            let mut m = self.meter.lock();
-            m.callback = None;
-            m.exceeded.is_some()
-        };
-        if switched {
-            // Back to the cheap hook for whatever runs next (the VM's closing).
-            let _ = self.set_hook(lua, CHECK_EVERY);
-        }
+        self.meter.lock().callback = None;
     }
 
     /// Runs the callback future `fut` named `callback`, counting only the time
     /// it spends being polled.
-    pub async fn metered<T>(&self, lua: &Lua, callback: &str, fut: impl Future<Output = T>) -> T {
+    pub async fn metered<T>(&self, callback: &str, fut: impl Future<Output = T>) -> T {
         self.begin(callback);
         let mut fut = std::pin::pin!(fut);
         let out = std::future::poll_fn(|cx| {
@@ -207,16 +300,16 @@ impl Budget {
             polled
         })
         .await;
-        self.end(lua);
+        self.end();
         out
     }
 
     /// Runs the synchronous callback `f` named `callback` under the budget.
-    pub fn metered_sync<T>(&self, lua: &Lua, callback: &str, f: impl FnOnce() -> T) -> T {
+    pub fn metered_sync<T>(&self, callback: &str, f: impl FnOnce() -> T) -> T {
         self.begin(callback);
         self.resume();
         let out = f();
-        self.end(lua);
+        self.end();
         out
     }
 }

@@ -2,6 +2,8 @@
 //! script's `path:line` in front and the Lua traceback behind.
 
 use crate::error::Error;
+use crate::lua_api::error_text;
+use crate::lua_api::log::one_line;
 
 /// Classifies `e`: host errors that mean more than "the script failed"
 /// (SpawnLimit, AgentTimeout, Coordination) keep their kind; everything else
@@ -9,7 +11,10 @@ use crate::error::Error;
 pub fn from_lua(e: &mlua::Error) -> Error {
     if let Some(host) = host_error(e) {
         match host {
-            Error::SpawnLimit { .. } | Error::AgentTimeout { .. } | Error::Coordination(_) => {
+            Error::SpawnLimit { .. }
+            | Error::SpawnQuota { .. }
+            | Error::AgentTimeout { .. }
+            | Error::Coordination(_) => {
                 return host.clone();
             }
             _ => {}
@@ -52,22 +57,48 @@ pub fn host_error(e: &mlua::Error) -> Option<&Error> {
     }
 }
 
-/// `path:line: message` followed by the traceback.
+/// `path:line: message` followed by the traceback, without the host's own
+/// frames (see [`error_text`]).
+///
+/// The message holds text a script chose (`error("...")`, a chunk or key
+/// name), so it is made one line (control characters escaped), and every line
+/// of the traceback after its header starts with a tab: logged, nothing in it
+/// can pass for a line of the host's own.
 pub fn describe(e: &mlua::Error) -> String {
     match e {
         mlua::Error::CallbackError { traceback, cause } => {
-            let message = innermost(cause);
-            with_location(&message, traceback)
+            let func = error_text::function_of(traceback);
+            let message = error_text::host_message(cause, func.as_deref());
+            with_location(&message, &error_text::clean_traceback(traceback))
         }
-        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::SyntaxError { message, .. } => one_line(message),
         // An error raised by Lua code: the message already holds its traceback.
         mlua::Error::RuntimeError(message) => match message.find("\nstack traceback:") {
-            Some(i) => with_location(&message[..i], &message[i + 1..]),
-            None => message.clone(),
+            Some(i) => with_location(
+                &message[..i],
+                &error_text::clean_traceback(&message[i + 1..]),
+            ),
+            None => one_line(message),
         },
-        mlua::Error::MemoryError(message) => format!("memory: {message}"),
-        other => other.to_string(),
+        mlua::Error::MemoryError(message) => format!("memory: {}", one_line(message)),
+        other => one_line(&other.to_string()),
     }
+}
+
+/// `traceback` with control characters but newlines and tabs escaped, and a
+/// tab in front of every line after the first.
+fn indented(traceback: &str) -> String {
+    let mut out = String::with_capacity(traceback.len());
+    for (i, line) in traceback.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            if !line.starts_with('\t') {
+                out.push('\t');
+            }
+        }
+        out.push_str(&one_line(line));
+    }
+    out
 }
 
 /// `message` with the first script frame of `traceback` in front (unless it
@@ -78,8 +109,11 @@ fn with_location(message: &str, traceback: &str) -> String {
     } else {
         ""
     };
-    match script_location(traceback) {
-        Some(loc) if script_location(message).is_none_or(|m| !message.starts_with(&m)) => {
+    let (message, traceback) = (one_line(message), indented(traceback));
+    match error_text::script_location(&traceback) {
+        Some(loc)
+            if error_text::script_location(&message).is_none_or(|m| !message.starts_with(&m)) =>
+        {
             format!("{loc}: {message}{hint}\n{traceback}")
         }
         _ => format!("{message}{hint}\n{traceback}"),
@@ -90,28 +124,3 @@ fn with_location(message: &str, traceback: &str) -> String {
 const YIELD_HINT: &str = " (a host function that waits — bus.receive, sleep, lock.acquire, \
 spawn.*, or any store call on a remote store — was called from inside a C function \
 such as a table.sort comparator or a string.gsub replacement; call it outside)";
-
-/// The message of the innermost cause (a host error, or a script's `error(...)`).
-fn innermost(e: &mlua::Error) -> String {
-    match e {
-        mlua::Error::CallbackError { cause, .. } => innermost(cause),
-        mlua::Error::WithContext { context, cause } => format!("{context}: {}", innermost(cause)),
-        mlua::Error::ExternalError(inner) => inner.to_string(),
-        mlua::Error::RuntimeError(m) => m.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// The first `path:line` of a script frame in a traceback: frames of `.lua`
-/// files only, skipping `[C]` frames and the host's own Lua wrappers.
-fn script_location(traceback: &str) -> Option<String> {
-    traceback.lines().find_map(|line| {
-        let mut parts = line.trim().splitn(3, ':');
-        let path = parts.next()?;
-        let line_no = parts.next()?;
-        if !path.ends_with(".lua") {
-            return None;
-        }
-        line_no.parse::<u32>().ok().map(|n| format!("{path}:{n}"))
-    })
-}

@@ -7,14 +7,16 @@ use std::time::Duration;
 use mlua::{Function, Table, Value};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use super::{Agent, CallbackFailure, errors};
-use crate::error::Result;
-use crate::lua_api::{self, HANDLERS, WATCHES, pattern_matches};
+use super::{Agent, CallbackFailure, HandlerError, errors};
+use crate::error::{Error, Result};
+use crate::lua_api::{self, HANDLERS, TIMERS, WATCHES, pattern_matches};
 use crate::store::{BlackboardEvent, Delivery};
 
 enum Event {
     Message(Delivery),
     Change(BlackboardEvent),
+    /// A timer (`every`, `after`) is due: its id.
+    Timer(i64),
     Stop,
 }
 
@@ -22,7 +24,7 @@ impl Agent {
     /// Handles events until the agent finishes or the task stops.
     pub(super) async fn event_loop(&mut self) -> Result<()> {
         loop {
-            if self.ctx.local.lock().finished {
+            if !self.wants_events()? {
                 return Ok(());
             }
             let event = self.next_event().await?;
@@ -32,6 +34,7 @@ impl Agent {
             match event {
                 Event::Message(d) => self.dispatch_message(d).await?,
                 Event::Change(ev) => self.dispatch_change(ev).await?,
+                Event::Timer(id) => self.dispatch_timer(id).await?,
                 Event::Stop => return Ok(()),
             }
             // A callback may have required a module lazily.
@@ -65,6 +68,17 @@ impl Agent {
         if *self.stop.borrow() {
             return Ok(Event::Stop);
         }
+        let next_timer = ctx.local.lock().timers.next();
+        if let Some((id, due)) = next_timer
+            && due <= tokio::time::Instant::now()
+        {
+            return Ok(Event::Timer(id));
+        }
+        // Messages kept while the agent waited for replies come first.
+        let stashed = ctx.local.lock().stash.pop_front();
+        if let Some(d) = stashed {
+            return Ok(Event::Message(d));
+        }
         if let Some(d) = ctx
             .coord
             .bus
@@ -73,13 +87,26 @@ impl Agent {
         {
             return Ok(Event::Message(d));
         }
+        // An agent waiting for its timer is not idle: the task does not go
+        // quiet while one is set.
         let activity = &ctx.coord.activity;
-        activity.idle();
+        if next_timer.is_none() {
+            activity.idle();
+        }
         let wait = Duration::from_millis(ctx.coord.config.message_timeout);
         let event = loop {
             let changed = async {
                 match watch_rx.as_mut() {
                     Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let timer = async {
+                match next_timer {
+                    Some((id, due)) => {
+                        tokio::time::sleep_until(due).await;
+                        id
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -92,13 +119,14 @@ impl Agent {
                     Err(RecvError::Lagged(n)) => warn_lagged(&ctx.id, n),
                     Err(RecvError::Closed) => *watch_rx = None,
                 },
+                id = timer => break Ok(Event::Timer(id)),
                 taken = ctx.coord.bus.take(&ctx.queues, &ctx.id, wait) => match taken {
                     Ok(Some(d)) => break Ok(Event::Message(d)),
                     Ok(None) => continue,
                     Err(e) => break Err(e),
                 },
                 _ = self.stop.changed() => break Ok(Event::Stop),
-                Ok(()) = self.probe.changed() => {
+                Ok(()) = self.probe.changed(), if next_timer.is_none() => {
                     let generation = *self.probe.borrow_and_update();
                     // A change published before the probe may have landed
                     // after this poll looked at `changed` (another thread
@@ -111,7 +139,9 @@ impl Agent {
                 }
             }
         };
-        activity.busy();
+        if next_timer.is_none() {
+            activity.busy();
+        }
         event
     }
 
@@ -127,32 +157,28 @@ impl Agent {
         let result = self
             .run_callback(&label, self.handle_message(&delivery))
             .await;
-        let ok = result.is_ok();
-        let fatal = match result {
-            Ok(()) => None,
-            Err(CallbackFailure::Script(e)) => {
-                self.record_handler_error(format!("{label}: {}", errors::describe(&e)));
-                None
-            }
-            Err(CallbackFailure::Fatal(e)) => Some(e),
-        };
-        lua_api::settle_held(&ctx, ok).await?;
-        if ok {
+        let (error, fatal) = failure(result);
+        lua_api::settle_held(&ctx, error.as_ref()).await?;
+        let Some(error) = error else {
             ctx.coord.bus.ack(&delivery).await?;
-        } else if ctx.coord.bus.nack(&delivery).await? {
-            // Reported, but not counted again: the handler's error already was.
-            let message = format!(
-                "message '{}' ({}) from {} dead-lettered after {} attempts",
-                delivery.envelope.kind,
-                delivery.envelope.id,
-                delivery.envelope.from,
-                delivery.envelope.attempts
+            return Ok(());
+        };
+        if ctx.coord.bus.nack(&delivery, &ctx.id, &error).await? {
+            // Reported with the run's dead letters, not counted again here.
+            let e = &delivery.envelope;
+            let what = format!(
+                "message '{}' from {} dead-lettered after {}",
+                e.kind,
+                e.from,
+                crate::text::plural(e.attempts, "attempt", "attempts")
             );
-            tracing::error!(agent = %ctx.id, "{message}");
-            ctx.coord.journal.record(|| script_error(&message));
-            self.handler_errors.push(message);
+            self.log_repeating(&what, &format!("{what} ({})", e.id));
         }
-        fatal.map_or(Ok(()), Err)
+        if fatal {
+            return Err(error);
+        }
+        self.record_handler_error(label, error, false);
+        Ok(())
     }
 
     async fn handle_message(&self, delivery: &Delivery) -> mlua::Result<()> {
@@ -188,13 +214,68 @@ impl Agent {
     /// Runs the watches of one change; fails only when the agent cannot go on.
     async fn dispatch_change(&mut self, ev: BlackboardEvent) -> Result<()> {
         let label = format!("watch of '{}'", ev.key);
-        match self.run_callback(&label, self.handle_change(&ev)).await {
-            Ok(()) => Ok(()),
-            Err(CallbackFailure::Script(e)) => {
-                self.record_handler_error(format!("{label}: {}", errors::describe(&e)));
+        let result = self.run_callback(&label, self.handle_change(&ev)).await;
+        let (error, fatal) = failure(result);
+        lua_api::settle_held(&self.ctx, error.as_ref()).await?;
+        match error {
+            None => Ok(()),
+            Some(e) if fatal => Err(e),
+            Some(e) => {
+                self.record_handler_error(label, e, true);
                 Ok(())
             }
-            Err(CallbackFailure::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Runs the callback of timer `id`; fails only when the agent cannot go on.
+    async fn dispatch_timer(&mut self, id: i64) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let Some(timer) = ctx.local.lock().timers.fire(id) else {
+            return Ok(()); // cancelled meanwhile
+        };
+        let callback = (|| -> mlua::Result<Value> {
+            let timers: Table = self.lua.named_registry_value(TIMERS)?;
+            let callback: Value = timers.raw_get(id)?;
+            if timer.every.is_none() {
+                timers.raw_set(id, Value::Nil)?;
+            }
+            Ok(callback)
+        })()
+        .map_err(|e| errors::from_lua(&e))?;
+        let label = match &callback {
+            Value::String(name) => format!("timer '{}'", name.to_string_lossy()),
+            _ => format!("timer {id}"),
+        };
+        let result = self
+            .run_callback(&label, self.handle_timer(id, callback))
+            .await;
+        let (error, fatal) = failure(result);
+        lua_api::settle_held(&ctx, error.as_ref()).await?;
+        match error {
+            None => Ok(()),
+            Some(e) if fatal => Err(e),
+            // A round of `every` that raised is followed by the next; `after` is lost.
+            Some(e) => {
+                self.record_handler_error(label, e, timer.every.is_none());
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_timer(&self, id: i64, callback: Value) -> mlua::Result<()> {
+        match callback {
+            Value::Function(f) => f.call_async::<()>(()).await,
+            Value::String(name) => {
+                let name = name.to_string_lossy();
+                match self.module.get::<Value>(name.as_str())? {
+                    Value::Function(f) => f.call_async::<()>(self.state.clone()).await,
+                    other => Err(mlua::Error::external(format!(
+                        "timer {id}: the role's module has no function '{name}' to call (found {})",
+                        other.type_name()
+                    ))),
+                }
+            }
+            _ => Ok(()),
         }
     }
 
@@ -219,20 +300,73 @@ impl Agent {
         Ok(())
     }
 
-    fn record_handler_error(&mut self, message: String) {
-        tracing::error!(agent = %self.ctx.id, "{message}");
-        self.ctx.coord.journal.record(|| script_error(&message));
+    /// Logs an error line: `full` the first time `key` is seen, then `key`
+    /// with a count at the 10th, 100th, 1000th... time, so the same error
+    /// again and again (a broken handler, a timer every 10 ms) does not
+    /// flood the log.
+    fn log_repeating(&mut self, key: &str, full: &str) {
+        let seen = self.repeats.entry(key.to_string()).or_insert(0);
+        *seen += 1;
+        match *seen {
+            1 => tracing::error!(agent = %self.ctx.id, "{full}"),
+            n if power_of_ten(n) => tracing::error!(
+                agent = %self.ctx.id,
+                "{key} (the same error {n} times so far)"
+            ),
+            _ => {}
+        }
+    }
+
+    fn record_handler_error(&mut self, during: String, error: Error, lost: bool) {
+        let text = error.to_string();
+        let first_line = text.lines().next().unwrap_or_default();
+        self.log_repeating(
+            &format!("{during}: {first_line}"),
+            &format!("{during}: {text}"),
+        );
         self.ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
-        self.handler_errors.push(message);
+        self.ctx
+            .coord
+            .journal
+            .record(|| handler_failed(&during, &error));
+        self.handler_errors.push(HandlerError {
+            during,
+            error,
+            lost,
+        });
     }
 }
 
-/// The journal event of a handler error the report will list (non-fatal).
-fn script_error(message: &str) -> crate::coordination::journal::Event {
-    crate::coordination::journal::Event::Error {
-        error_kind: crate::error::ErrorKind::Script.to_string(),
-        message: message.to_string(),
-        fatal: false,
+/// The error of a callback that failed, and whether the agent cannot go on:
+/// its budget or heap ran out, or the store failed under it (a Coordination
+/// error: the next event could not be taken either).
+fn failure(result: std::result::Result<(), CallbackFailure>) -> (Option<Error>, bool) {
+    match result {
+        Ok(()) => (None, false),
+        Err(CallbackFailure::Script(e)) => {
+            let e = errors::from_lua(&e);
+            let fatal = matches!(e, Error::Coordination(_));
+            (Some(e), fatal)
+        }
+        Err(CallbackFailure::Fatal(e)) => (Some(e), true),
+    }
+}
+
+/// True for 10, 100, 1000, ...
+fn power_of_ten(count: u64) -> bool {
+    let mut n = count;
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1 && count >= 10
+}
+
+/// The journal event of a failed handler, as it happens.
+fn handler_failed(during: &str, error: &Error) -> crate::coordination::journal::Event {
+    crate::coordination::journal::Event::HandlerFailed {
+        during: during.to_string(),
+        error_kind: error.kind().to_string(),
+        message: error.to_string(),
     }
 }
 

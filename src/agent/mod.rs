@@ -9,7 +9,6 @@
 //! handle, or when the task stops.
 
 pub mod budget;
-mod bytecode;
 pub mod errors;
 mod events;
 pub mod modules;
@@ -17,10 +16,10 @@ pub mod patterns;
 pub mod reload;
 mod safe_std;
 mod safe_string;
+mod safe_table;
 pub mod sandbox;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use budget::Budget;
 use mlua::{Function, Lua, Table, Value};
@@ -31,6 +30,10 @@ use crate::coordination::AgentPhase;
 use crate::error::{Error, Result};
 use crate::lua_api::{self, AgentContext};
 use crate::scripts::Script;
+
+/// How long new code may wait for a callback to return before the agent
+/// says so (see `Agent::warn_when_new_code_waits`).
+pub const NEW_CODE_WAITS: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The callbacks a role module may define; anything else in it is the script's own.
 pub const CALLBACKS: &[&str] = &["start", "on_message", "on_reload", "stop"];
@@ -45,7 +48,19 @@ pub struct AgentOutcome {
     /// The error that ended it, if one did.
     pub fatal: Option<Error>,
     /// Errors of message handlers and watches (each message was given back).
-    pub handler_errors: Vec<String>,
+    pub handler_errors: Vec<HandlerError>,
+}
+
+/// An error raised by a message handler or a watch; the agent went on.
+#[derive(Debug)]
+pub struct HandlerError {
+    /// What was being handled: `message 'job' from alpha-1`, `watch of 'cfg'`.
+    pub during: String,
+    /// The error.
+    pub error: Error,
+    /// The event is lost: a blackboard change is not delivered again (a
+    /// message was given back, and its redeliveries decide its fate).
+    pub lost: bool,
 }
 
 /// A live agent's VM and code.
@@ -63,7 +78,9 @@ pub struct Agent {
     stop: watch::Receiver<bool>,
     /// Quiescence probes of the orchestrator (see `coordination::Activity`).
     probe: watch::Receiver<u64>,
-    handler_errors: Vec<String>,
+    handler_errors: Vec<HandlerError>,
+    /// How often each handler error was seen (by its first line), to log repeats once in a while.
+    repeats: std::collections::HashMap<String, u64>,
     budget: Budget,
 }
 
@@ -76,18 +93,7 @@ impl Agent {
         // Read before the script: a change registered in between is picked up at the first boundary.
         let seen_version = ctx.registry.version();
         let script = ctx.registry.role(&ctx.role)?;
-        let config = &ctx.coord.config;
-        let lua = sandbox::new_vm(ctx.registry.clone(), config.memory_limit)
-            .map_err(|e| errors::from_lua(&e))?;
-        // The API is host code with a bounded footprint: registered with the
-        // heap limit lifted, mlua skips the protected call it otherwise wraps
-        // around every allocation, which takes a good part off each spawn.
-        let memory_limit = lua.set_memory_limit(0).map_err(|e| errors::from_lua(&e))?;
-        lua_api::register_all(&lua, &ctx).map_err(|e| errors::from_lua(&e))?;
-        lua.set_memory_limit(memory_limit)
-            .map_err(|e| errors::from_lua(&e))?;
-        let limit = Duration::from_millis(config.callback_timeout);
-        let budget = Budget::install(&lua, &ctx.id, limit).map_err(|e| errors::from_lua(&e))?;
+        let (lua, budget) = sandbox::agent_vm(&ctx).map_err(|e| errors::from_lua(&e))?;
         let state = lua.create_table().map_err(|e| errors::from_lua(&e))?;
         let probe = ctx.coord.activity.probe_receiver();
         let mut agent = Agent {
@@ -101,11 +107,12 @@ impl Agent {
             stop,
             probe,
             handler_errors: Vec::new(),
+            repeats: std::collections::HashMap::new(),
             budget,
         };
-        let loaded = agent.budget.metered_sync(&agent.lua, "load", || {
-            run_role_chunk(&agent.lua, &agent.script)
-        });
+        let loaded = agent
+            .budget
+            .metered_sync("load", || run_role_chunk(&agent.lua, &agent.script));
         let value = agent
             .judge("load", loaded)
             .map_err(CallbackFailure::into_error)?;
@@ -123,8 +130,58 @@ impl Agent {
         fut: impl std::future::Future<Output = mlua::Result<T>>,
     ) -> std::result::Result<T, CallbackFailure> {
         let fut = fut.instrument(crate::trace::callback(&self.ctx.id, name));
-        let result = self.budget.metered(&self.lua, name, fut).await;
+        let watched = self.warn_when_new_code_waits(name, fut);
+        let result = self.budget.metered(name, watched).await;
         self.judge(name, result)
+    }
+
+    /// Runs `fut`, the callback `name`, and says so (once) when new code of
+    /// this agent has been waiting for it for [`NEW_CODE_WAITS`]: new code
+    /// is taken between callbacks, and a callback that loops (`while true do
+    /// ... sleep(200) end` in `start`) never lets it in. Checked each time
+    /// the callback resumes, so it costs one atomic load per resume.
+    async fn warn_when_new_code_waits<T>(
+        &self,
+        name: &str,
+        fut: impl std::future::Future<Output = T>,
+    ) -> T {
+        let started = std::time::Instant::now();
+        let mut warned = false;
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            let polled = fut.as_mut().poll(cx);
+            if polled.is_pending()
+                && !warned
+                && self.ctx.registry.version() != self.seen_version
+                && started.elapsed() >= NEW_CODE_WAITS
+                && self.new_code_waits()
+            {
+                warned = true;
+                tracing::warn!(
+                    target: reload::LOG_TARGET,
+                    agent = %self.ctx.id,
+                    "{} has not returned to the host for {:.0} s (callback '{name}'): new code of {} \
+                     waits until it does. An agent takes new code between callbacks; do periodic \
+                     work with every(ms, fn) or after(ms, fn) instead of a loop",
+                    self.ctx.id,
+                    started.elapsed().as_secs_f64(),
+                    self.script.path.display()
+                );
+            }
+            polled
+        })
+        .await
+    }
+
+    /// True when the registry holds newer code of this agent's role or of a
+    /// module its VM required than the agent runs.
+    fn new_code_waits(&self) -> bool {
+        let registry = &self.ctx.registry;
+        let role_changed = registry
+            .role(&self.ctx.role)
+            .is_ok_and(|latest| latest.version != self.script.version);
+        role_changed
+            || modules::with_graph(&self.lua, |g| !g.stale(registry).is_empty()).unwrap_or(false)
     }
 
     /// Classifies the result of the callback `name`.
@@ -198,9 +255,10 @@ impl Agent {
         if let Some(start) = self.callback("start")? {
             let result = self
                 .run_callback("start", start.call_async::<()>(self.state.clone()))
-                .await;
-            lua_api::settle_held(&ctx, result.is_ok()).await?;
-            result.map_err(CallbackFailure::into_error)?;
+                .await
+                .map_err(CallbackFailure::into_error);
+            lua_api::settle_held(&ctx, result.as_ref().err()).await?;
+            result?;
         }
         if self.wants_events()? {
             self.event_loop().await?;
@@ -220,7 +278,11 @@ impl Agent {
         if local.finished {
             return Ok(false);
         }
-        Ok(local.has_handlers || self.callback("on_message")?.is_some())
+        Ok(
+            local.has_handlers
+                || !local.timers.is_empty()
+                || self.callback("on_message")?.is_some(),
+        )
     }
 
     /// The module's function `name`, if it defines one.
@@ -266,7 +328,7 @@ pub fn load_module(lua: &Lua, script: &Script) -> Result<Table> {
     module_of(script, value)
 }
 
-/// Runs a role script's top level (text only, no `<close>`), recording what it requires.
+/// Runs a role script's top level (text only), recording what it requires.
 fn run_role_chunk(lua: &Lua, script: &Script) -> mlua::Result<Value> {
     modules::loading(lua, modules::Loader::Role, || {
         sandbox::compile(lua, script)?.call(())

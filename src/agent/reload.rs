@@ -202,7 +202,7 @@ impl Agent {
     async fn take_new_code(&mut self, script: Arc<Script>) -> Result<()> {
         let module = self
             .budget
-            .metered_sync(&self.lua, "load", || load_module(&self.lua, &script))?;
+            .metered_sync("load", || load_module(&self.lua, &script))?;
         let old = std::mem::replace(&mut self.module, module);
         self.script = script;
         let Some(hook) = self.callback("on_reload")? else {
@@ -219,9 +219,10 @@ impl Agent {
                 "on_reload",
                 hook.call_async::<Value>((self.state.clone(), old)),
             )
-            .await;
-        lua_api::settle_held(&self.ctx, result.is_ok()).await?;
-        match result.map_err(super::CallbackFailure::into_error)? {
+            .await
+            .map_err(super::CallbackFailure::into_error);
+        lua_api::settle_held(&self.ctx, result.as_ref().err()).await?;
+        match result? {
             Value::Table(state) => self.state = state,
             Value::Nil => {}
             other => {

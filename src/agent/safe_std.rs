@@ -1,65 +1,44 @@
 //! Replacements for the standard functions that could stall or escape the
-//! host in their stock form.
+//! host in their stock form. Each replaces the entry in the stock table
+//! itself, so every path to the function (`string.rep`, `("x"):rep`,
+//! `package.loaded.string.rep`) leads to the replacement.
 //!
 //! - `string.find`, `match`, `gmatch`, `gsub`: see [`super::safe_string`].
-//! - `string.rep` of an empty string returns at once (the stock one loops `n` times).
-//! - `table.insert`, `table.remove` and `table.move` refuse to shift more than
-//!   [`MAX_SHIFT`] elements (a `__len` of 1e15 would keep them in C for days).
+//! - `table.insert`, `remove`, `move`: see [`super::safe_table`].
+//! - `string.rep` of an empty string with an empty separator returns at once
+//!   (the stock one loops `n` times copying nothing); otherwise each of its
+//!   `n` steps writes at least a byte, so the heap limit bounds it.
 //! - `setmetatable` refuses metatables with `__gc`: Lua runs finalizers with
 //!   hooks off, so a looping finalizer could never be interrupted.
 //! - `pcall`, `coroutine.resume` and `coroutine.close` hand a Rust panic on
 //!   instead of returning it as an error value (mlua's own non-yielding
 //!   `pcall` would forbid async host calls inside it).
+//! - `coroutine.resume` and the functions `coroutine.wrap` returns refuse to
+//!   run anything once the callback's budget is spent: a coroutine created
+//!   then would start with a fresh hook count, and coroutines creating
+//!   coroutines could multiply the work done before each notices.
 //! - `xpcall` calls its message handler after unwinding, like `pcall` and then
 //!   the handler: Lua would run it inside the hook's error, with hooks off.
 //! - `collectgarbage` offers only `collect`, `count`, `step` and `isrunning`.
-//! - `print` writes to the host's log, never to its stdout.
+//! - `print` writes one line to the host's log, never to its stdout.
 
 use mlua::{Function, Lua, MultiValue, Table, Value};
 
 use super::budget::Budget;
-
-/// Most elements `table.insert`, `table.remove` and `table.move` shift in one call.
-pub const MAX_SHIFT: i64 = 1 << 24;
+use crate::lua_api::chunks;
+use crate::lua_api::log::{self, Level};
 
 /// `collectgarbage` options an agent may use.
 const GC_OPTIONS: &[&str] = &["collect", "count", "step", "isrunning"];
 
-/// Installs every replacement in `lua`'s globals. `memory_limit` bounds the
-/// strings `gsub` builds outside the Lua heap.
+/// Installs every replacement in `lua`. `memory_limit` bounds the strings
+/// `gsub` builds outside the Lua heap.
 pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
     let globals = lua.globals();
     super::safe_string::install(lua, memory_limit)?;
-    let string: Table = globals.get("string")?;
-    let rep: Function = string.get("rep")?;
-    string.set(
-        "rep",
-        lua.create_function(move |lua, (s, n, sep): (Value, Value, Value)| {
-            let empty = |v: &Value| match v {
-                Value::String(s) => s.as_bytes().is_empty(),
-                Value::Nil => true,
-                _ => false,
-            };
-            if empty(&s) && empty(&sep) && lua.coerce_integer(n.clone())?.is_some() {
-                return Ok(MultiValue::from_iter([Value::String(
-                    lua.create_string("")?,
-                )]));
-            }
-            rep.call::<MultiValue>((s, n, sep))
-        })?,
-    )?;
-
-    let table: Table = globals.get("table")?;
-    for name in ["insert", "remove", "move"] {
-        let stock: Function = table.get(name)?;
-        table.set(
-            name,
-            lua.create_function(move |_, args: MultiValue| {
-                check_shift(name, &args)?;
-                stock.call::<MultiValue>(args)
-            })?,
-        )?;
-    }
+    super::safe_table::install(lua)?;
+    install_rep(lua)?;
+    install_coroutines(lua)?;
 
     let stock: Function = globals.get("setmetatable")?;
     globals.set(
@@ -77,20 +56,7 @@ pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
         })?,
     )?;
 
-    // `surface` reads every value in Rust, where mlua resumes a caught panic.
-    let surface = lua.create_function(|_, values: MultiValue| Ok(values))?;
-    let coroutine: Table = globals.get("coroutine")?;
-    let (pcall, resume, close): (Function, Function, Function) =
-        lua.load(SURFACE_PANICS).set_name("=pcall").call((
-            globals.get::<Function>("pcall")?,
-            coroutine.get::<Function>("resume")?,
-            coroutine.get::<Function>("close")?,
-            surface,
-        ))?;
-    globals.set("pcall", pcall)?;
-    coroutine.set("resume", resume)?;
-    coroutine.set("close", close)?;
-    let xpcall: Function = lua.load(XPCALL).set_name("=xpcall").call(())?;
+    let xpcall: Function = chunks::host(lua, "xpcall", XPCALL)?.call(())?;
     globals.set("xpcall", xpcall)?;
 
     let stock: Function = globals.get("collectgarbage")?;
@@ -115,26 +81,91 @@ pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
     globals.set(
         "print",
         lua.create_function(|lua, args: MultiValue| {
-            let mut line = Vec::new();
-            for v in args {
-                let text = match lua.coerce_string(v.clone())? {
-                    Some(s) => s.to_string_lossy(),
-                    None => v.to_string()?,
-                };
-                line.push(text);
-            }
             let agent = Budget::of(lua).map(|b| b.agent()).unwrap_or_default();
-            tracing::info!(target: "orrery::script", agent = %agent, "{}", line.join("\t"));
+            log::emit(Level::Info, &agent, &log::join(lua, args, "\t")?);
             Ok(())
         })?,
     )
 }
 
-/// `pcall`, `coroutine.resume` and `coroutine.close` whose results pass through `surface`.
-const SURFACE_PANICS: &str = r#"
-local pcall, resume, close, surface = ...
+/// `string.rep` that returns at once when it would only loop.
+fn install_rep(lua: &Lua) -> mlua::Result<()> {
+    let string: Table = lua.globals().get("string")?;
+    let rep: Function = string.get("rep")?;
+    string.raw_set(
+        "rep",
+        lua.create_function(move |lua, (s, n, sep): (Value, Value, Value)| {
+            // The stock function reads `s` and `sep` with luaL_checklstring:
+            // a string, or a number (never empty); nothing else.
+            let empty = |v: &Value| match v {
+                Value::String(s) => s.as_bytes().is_empty(),
+                Value::Nil => true,
+                _ => false,
+            };
+            if empty(&s) && empty(&sep) && lua.coerce_integer(n.clone())?.is_some() {
+                return Ok(MultiValue::from_iter([Value::String(
+                    lua.create_string("")?,
+                )]));
+            }
+            rep.call::<MultiValue>((s, n, sep))
+        })?,
+    )
+}
+
+/// `pcall`, `coroutine.resume`, `coroutine.wrap` and `coroutine.close` over
+/// the stock ones: panics surface, and nothing resumes once the budget is spent.
+fn install_coroutines(lua: &Lua) -> mlua::Result<()> {
+    let globals = lua.globals();
+    let coroutine: Table = globals.get("coroutine")?;
+    // `surface` reads every value in Rust, where mlua resumes a caught panic.
+    let surface = lua.create_function(|_, values: MultiValue| Ok(values))?;
+    let spent = lua.create_function(|lua, ()| match Budget::of(lua) {
+        Some(budget) => budget.check().map_err(mlua::Error::external),
+        None => Ok(()),
+    })?;
+    let (pcall, resume, wrap, close): (Function, Function, Function, Function) =
+        chunks::host(lua, "coroutine", COROUTINES)?.call((
+            globals.get::<Function>("pcall")?,
+            coroutine.get::<Function>("create")?,
+            coroutine.get::<Function>("resume")?,
+            coroutine.get::<Function>("status")?,
+            coroutine.get::<Function>("close")?,
+            surface,
+            spent,
+        ))?;
+    globals.set("pcall", pcall)?;
+    coroutine.raw_set("resume", resume)?;
+    coroutine.raw_set("wrap", wrap)?;
+    coroutine.raw_set("close", close)
+}
+
+/// `pcall`, `coroutine.resume`, `coroutine.wrap` and `coroutine.close`.
+/// `wrap` behaves as Lua 5.4's: on an error it closes the coroutine and
+/// raises the error, with the caller's position in front of a string.
+const COROUTINES: &str = r#"
+local pcall, create, resume, status, close, surface, spent = ...
+local type, error, select = type, error, select
+local function wrapped(co, ok, ...)
+  if ok then return ... end
+  local err = ...
+  if status(co) == "dead" then
+    local closed, closing_err = close(co)
+    if not closed then err = closing_err end
+  end
+  error(err, type(err) == "string" and 2 or 0)
+end
 return function(f, ...) return surface(pcall(f, ...)) end,
-  function(co, ...) return surface(resume(co, ...)) end,
+  function(co, ...)
+    spent()
+    return surface(resume(co, ...))
+  end,
+  function(f)
+    local co = create(f)
+    return function(...)
+      spent()
+      return wrapped(co, surface(resume(co, ...)))
+    end
+  end,
   function(co) return surface(close(co)) end
 "#;
 
@@ -146,38 +177,8 @@ return function(f, msgh, ...)
     error("bad argument #2 to 'xpcall' (function expected, got " .. type(msgh) .. ")", 2)
   end
   local r = pack(pcall(f, ...))
-  if r[1] then return unpack(r, 1, r.n) end
+  if r[1] then return unpack(r, 2, r.n) end
   local _, handled = pcall(msgh, r[2])
   return false, handled
 end
 "#;
-
-/// Refuses calls that would move more than [`MAX_SHIFT`] elements.
-fn check_shift(name: &str, args: &MultiValue) -> mlua::Result<()> {
-    let int = |i: usize| match args.get(i) {
-        Some(Value::Integer(n)) => Some(*n),
-        Some(Value::Number(n)) if n.fract() == 0.0 => Some(*n as i64),
-        _ => None,
-    };
-    let shifted = match name {
-        "move" => match (int(1), int(2)) {
-            (Some(f), Some(e)) => e.saturating_sub(f).saturating_add(1),
-            _ => 0,
-        },
-        // insert(t, pos, v) and remove(t, pos) shift from pos to #t.
-        _ if (name == "insert" && args.len() == 3) || (name == "remove" && args.len() >= 2) => {
-            let Some(Value::Table(t)) = args.front() else {
-                return Ok(());
-            };
-            let len = t.len()?;
-            int(1).map_or(0, |pos| len.saturating_sub(pos).abs())
-        }
-        _ => 0,
-    };
-    if shifted > MAX_SHIFT {
-        return Err(mlua::Error::runtime(format!(
-            "table.{name}: would move {shifted} elements (at most {MAX_SHIFT} in one call)"
-        )));
-    }
-    Ok(())
-}

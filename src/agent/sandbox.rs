@@ -1,32 +1,61 @@
 //! Builds an agent's Lua VM: safe standard libraries only, text-only `load`,
 //! `require` confined to the script registry (and recording what it loads, for
-//! hot reload), and a heap limit.
+//! hot reload), the host API, a heap limit and a time budget.
 //!
-//! What a VM has: the base functions (less `dofile`, `loadfile`), `coroutine`,
-//! `table`, `string` (less `string.dump`), `utf8`, `math` and the clock part
-//! of `os` (`time`, `clock`, `date`, `difftime`). Not `io`, `debug`,
-//! `package.loadlib`, C modules, `os.execute`/`exit`/`remove`/`getenv`, nor
-//! bytecode. The functions that could stall the host are replaced (see
-//! [`super::safe_std`]). A Rust panic is never swallowed by the script's
+//! [`agent_vm`] is the one way such a VM is made: agents and the reload check
+//! both use it, so a check runs under exactly the limits an agent does.
+//!
+//! What a VM has: the base functions (less `dofile`, `loadfile`, `warn`),
+//! `coroutine`, `table`, `string` (less `string.dump`), `utf8`, `math` and the
+//! clock part of `os` (`time`, `clock`, `date`, `difftime`). Not `io`,
+//! `debug`, `package.loadlib`, C modules, `os.execute`/`exit`/`remove`/
+//! `getenv`, nor bytecode. Unsafe entries are removed from the stock tables
+//! themselves, and `package.loaded` (the registry's `_LOADED`, which `require`
+//! reads) holds exactly the tables the globals show, so no second path leads
+//! to a stock library. The functions that could stall the host are replaced
+//! (see [`super::safe_std`]). A Rust panic is never swallowed by the script's
 //! `pcall` or `coroutine.resume`: it reaches the agent's runner, which fails
 //! the agent.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
 
-use super::bytecode::check_no_close;
+use super::budget::Budget;
 use super::modules::{self, Loader, ModuleGraph};
+use crate::lua_api::{self, AgentContext};
 use crate::scripts::{Script, ScriptRegistry};
 
 /// `os` functions that only read the clock.
 const SAFE_OS: &[&str] = &["time", "clock", "date", "difftime"];
 
-/// Globals removed from every VM: they reach the file system or load bytecode.
-const REMOVED_GLOBALS: &[&str] = &["dofile", "loadfile"];
+/// Globals removed from every VM: they reach the file system, load bytecode,
+/// or (`warn`) write to a place scripts have no business writing to.
+const REMOVED_GLOBALS: &[&str] = &["dofile", "loadfile", "warn"];
 
-/// A fresh VM with only the safe libraries and `memory_limit` bytes of heap.
-pub fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Result<Lua> {
+/// The standard libraries left in `package.loaded` (besides the host API's
+/// tables): each the very table its global names.
+const LIBRARIES: &[&str] = &["_G", "coroutine", "table", "string", "utf8", "math", "os"];
+
+/// A VM for the agent `ctx`: the sandbox, the host API acting for `ctx`,
+/// `memory_limit` bytes of heap and a `callback_timeout` budget.
+pub fn agent_vm(ctx: &Arc<AgentContext>) -> mlua::Result<(Lua, Budget)> {
+    let config = &ctx.coord.config;
+    let lua = new_vm(ctx.registry.clone(), config.memory_limit)?;
+    // The API is host code with a bounded footprint: registered before the
+    // heap limit is set, mlua skips the protected call it otherwise wraps
+    // around every allocation, which takes a good part off each spawn.
+    lua_api::register_all(&lua, ctx)?;
+    seal_loaded(&lua)?;
+    lua.set_memory_limit(config.memory_limit)?;
+    let limit = Duration::from_millis(config.callback_timeout);
+    let budget = Budget::install(&lua, &ctx.id, limit)?;
+    Ok((lua, budget))
+}
+
+/// A fresh VM with only the safe libraries, before the host API.
+fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Result<Lua> {
     let libs = StdLib::COROUTINE
         | StdLib::TABLE
         | StdLib::STRING
@@ -39,14 +68,19 @@ pub fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Resul
     for name in REMOVED_GLOBALS {
         globals.set(*name, Value::Nil)?;
     }
+    // In place: `package.loaded.os` is this same table.
     let os: Table = globals.get("os")?;
-    let safe_os = lua.create_table()?;
-    for name in SAFE_OS {
-        safe_os.set(*name, os.get::<Value>(*name)?)?;
+    let names: Vec<String> = os
+        .pairs::<String, Value>()
+        .map(|p| p.map(|(k, _)| k))
+        .collect::<mlua::Result<_>>()?;
+    for name in names {
+        if !SAFE_OS.contains(&name.as_str()) {
+            os.raw_set(name, Value::Nil)?;
+        }
     }
-    globals.set("os", safe_os)?;
     let string: Table = globals.get("string")?;
-    string.set("dump", Value::Nil)?;
+    string.raw_set("dump", Value::Nil)?;
 
     // `load` may only compile text: bytecode can break the VM's invariants.
     let raw_load: Function = globals.get("load")?;
@@ -54,25 +88,10 @@ pub fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Resul
         "load",
         lua.create_function(move |lua, args: mlua::MultiValue| {
             let mut args: Vec<Value> = args.into_iter().collect();
-            let chunk_name = match args.get(1) {
-                Some(Value::String(s)) => s.to_string_lossy(),
-                _ => "load".to_string(),
-            };
             // Force text mode; pass `env` only when given (an explicit nil env is nil).
             args.resize(args.len().max(3), Value::Nil);
             args[2] = Value::String(lua.create_string("t")?);
-            let loaded = raw_load.call::<mlua::MultiValue>(mlua::MultiValue::from_iter(args))?;
-            if let Some(Value::Function(f)) = loaded.front()
-                && let Err(e) = check_no_close(f, &chunk_name)
-            {
-                let message = e.to_string();
-                let message = lua.create_string(message.trim_start_matches("runtime error: "))?;
-                return Ok(mlua::MultiValue::from_iter([
-                    Value::Nil,
-                    Value::String(message),
-                ]));
-            }
-            Ok(loaded)
+            raw_load.call::<mlua::MultiValue>(mlua::MultiValue::from_iter(args))
         })?,
     )?;
 
@@ -81,8 +100,30 @@ pub fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Resul
     install_require(&lua, registry)?;
     lua.set_named_registry_value(crate::lua_api::WATCHES, lua.create_table()?)?;
     lua.set_named_registry_value(crate::lua_api::HANDLERS, lua.create_table()?)?;
-    lua.set_memory_limit(memory_limit)?;
     Ok(lua)
+}
+
+/// Empties `package.loaded` of everything but [`LIBRARIES`] and the host
+/// API's tables, and makes each entry the table its global holds: `Lua::new_with`
+/// registered the stock libraries there, which `require` would hand out.
+fn seal_loaded(lua: &Lua) -> mlua::Result<()> {
+    let loaded: Table = lua.named_registry_value("_LOADED")?;
+    let globals = lua.globals();
+    let names: Vec<Value> = loaded
+        .pairs::<Value, Value>()
+        .map(|p| p.map(|(k, _)| k))
+        .collect::<mlua::Result<_>>()?;
+    for name in names {
+        loaded.raw_set(name, Value::Nil)?;
+    }
+    for name in LIBRARIES.iter().chain(lua_api::TABLES) {
+        let value: Value = match *name {
+            "_G" => Value::Table(globals.clone()),
+            _ => globals.raw_get(*name)?,
+        };
+        loaded.raw_set(*name, value)?;
+    }
+    Ok(())
 }
 
 /// `require(name)` finds modules in the script registry only: the scripts
@@ -128,11 +169,8 @@ fn install_require(lua: &Lua, registry: Arc<ScriptRegistry>) -> mlua::Result<()>
     lua.globals().set("require", require)
 }
 
-/// Compiles `script` as text, named after its path, and refuses it when it
-/// declares to-be-closed variables (see [`super::bytecode`]). The bytecode is
-/// kept for the next VM that loads the same script (see [`crate::lua_api::chunks`]).
+/// Compiles `script` as text, named after its path. The bytecode is kept for
+/// the next VM that loads the same script (see [`crate::lua_api::chunks`]).
 pub fn compile(lua: &Lua, script: &Script) -> mlua::Result<Function> {
-    crate::lua_api::chunks::compile(lua, &script.chunk_name(), &script.source, |f| {
-        check_no_close(f, &script.path.display().to_string())
-    })
+    crate::lua_api::chunks::compile(lua, &script.chunk_name(), &script.source)
 }

@@ -154,6 +154,9 @@ pub(super) async fn messages_journaled(count: u64, journal: Option<&Path>) -> Re
         json!({ "messages": count }),
     );
     bench.journal = journal.map(Path::to_path_buf);
+    // The sender queues every message before the receiver takes one.
+    bench.config.quotas.max_queue_depth = count as usize + 1;
+    bench.config.quotas.max_queued_bytes = (count as usize + 1) * 256;
     let report = run_to_end(bench).await?;
     let seconds = output_f64(&report, "elapsed_ms")? / 1000.0;
     Ok(count as f64 / seconds)
@@ -178,6 +181,7 @@ pub(super) async fn spawn_times_journaled(
     // Probes end on their own, but may not be joined yet when the next starts.
     bench.config.max_agents = 64;
     bench.journal = journal.map(Path::to_path_buf);
+    bench.config.quotas.max_spawns = (spawns + warmup) as usize + 1;
     let report = run_to_end(bench).await?;
     let mut samples_us: Vec<f64> = report
         .outputs
@@ -204,6 +208,7 @@ async fn idle_memory(agents: u64) -> Result<(Option<u64>, u64)> {
         json!({}),
     );
     bench.config.max_agents = agents as usize + 1;
+    bench.config.quotas.max_spawns = agents as usize + 1;
     let orchestrator = bench.orchestrator()?;
     let coord = orchestrator.coordination().clone();
     let running = tokio::spawn(orchestrator.run());
@@ -272,6 +277,7 @@ impl Bench {
             inputs,
             agents: Some(start.iter().map(|s| s.to_string()).collect()),
             spawn: Vec::new(),
+            success: Default::default(),
         };
         Bench {
             name,

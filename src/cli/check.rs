@@ -1,9 +1,9 @@
-//! `orrery check [DIR]`: compile every role script and module, run nothing.
+//! `orrery check [DIR] [--json]`: what `run` would refuse, found without
+//! running anything (see `orrery::check`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use orrery::agent::sandbox;
 use orrery::error::exit;
 use orrery::scripts::ScriptRegistry;
 
@@ -14,36 +14,54 @@ use super::ConfigArgs;
 pub struct CheckArgs {
     /// Scripts directory (default: the configured one, `scripts`).
     pub dir: Option<PathBuf>,
+    /// Print one JSON object (`ok`, `scripts`, `roles`, `problems`) for editors and CI.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
 
 pub fn execute(args: CheckArgs) -> anyhow::Result<i32> {
     let config = args.config.resolve()?;
-    let dir = args.dir.unwrap_or(config.scripts);
+    let dir = args.dir.clone().unwrap_or(config.scripts.clone());
     let registry = Arc::new(ScriptRegistry::load(&dir, &config.stdlib)?);
-    let lua = sandbox::new_vm(registry.clone(), config.memory_limit)?;
-    let scripts: Vec<_> = registry
-        .role_scripts()
-        .into_iter()
-        .chain(registry.modules())
-        .collect();
-    let mut failures = 0;
-    for script in &scripts {
-        let compiled = sandbox::compile(&lua, script);
-        if let Err(e) = compiled {
-            failures += 1;
-            println!("{}", orrery::agent::errors::describe(&e));
-        }
+    // Role scripts load in a VM like an agent's, whose host calls need a runtime.
+    let runtime = super::runtime()?;
+    let report = runtime.block_on(async { orrery::check::check(&registry, &config) })?;
+    let code = if report.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::SCRIPT
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["ok"] = serde_json::Value::Bool(report.problems.is_empty());
+        super::print_out(&format!("{}\n", serde_json::to_string_pretty(&value)?));
+        return Ok(code);
     }
-    if failures > 0 {
-        println!("{failures} of {} scripts failed to compile", scripts.len());
-        return Ok(exit::SCRIPT);
+    let mut text = String::new();
+    for p in &report.problems {
+        text.push_str(&p.message);
+        text.push('\n');
     }
-    println!(
-        "ok: {} scripts compiled ({} roles)",
-        scripts.len(),
-        registry.roles().len()
-    );
-    Ok(exit::OK)
+    let files = {
+        let mut paths: Vec<&str> = report.problems.iter().map(|p| p.path.as_str()).collect();
+        paths.dedup();
+        paths.len()
+    };
+    if report.problems.is_empty() {
+        text.push_str(&format!(
+            "ok: {} checked ({})\n",
+            orrery::text::plural(report.scripts as u64, "script", "scripts"),
+            orrery::text::plural(report.roles as u64, "role", "roles"),
+        ));
+    } else {
+        text.push_str(&format!(
+            "{} in {files} of {}\n",
+            orrery::text::plural(report.problems.len() as u64, "problem", "problems"),
+            orrery::text::plural(report.scripts as u64, "script", "scripts"),
+        ));
+    }
+    super::print_out(&text);
+    Ok(code)
 }

@@ -48,9 +48,14 @@ pub fn execute(args: CleanArgs) -> anyhow::Result<i32> {
         Ok::<_, orrery::Error>((store.clean(id).await?, store.describe()))
     })?;
     if removed == 0 {
-        println!("nothing to remove: {url} holds no key of task '{id}'");
+        super::print_out(&format!(
+            "nothing to remove: {url} holds no key of task '{id}'\n"
+        ));
     } else {
-        println!("removed {removed} keys of task '{id}' from {url}");
+        super::print_out(&format!(
+            "removed {} of task '{id}' from {url}\n",
+            orrery::text::plural(removed as u64, "key", "keys")
+        ));
     }
     Ok(exit::OK)
 }

@@ -14,7 +14,7 @@ pub(super) async fn drive(orchestrator: Orchestrator, quiet: bool) -> orrery::Re
         let start = orchestrator.coordination().metrics.start_time();
         tokio::spawn(async move {
             while let Ok(change) = changes.recv().await {
-                eprintln!("{}", format_change(&change, start));
+                super::print_err(&format_change(&change, start));
             }
         })
     });
@@ -37,18 +37,39 @@ pub(super) fn print_report(report: &RunReport, json: bool) -> anyhow::Result<i32
     Ok(report.exit_code())
 }
 
-/// Ctrl-C: the first stops the run gracefully, the next aborts it.
+/// How long after the first Ctrl-C the agents still running are aborted, as
+/// by a second Ctrl-C: an agent looping in `start` never finishes on its own.
+const ABORT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ctrl-C: the first stops the run gracefully, the next (or [`ABORT_AFTER`])
+/// aborts it. Nothing here can panic on a closed stderr, so Ctrl-C keeps
+/// working whatever became of the terminal's pipes.
 async fn forward_interrupts(stopper: Stopper) {
-    let mut first = true;
-    while tokio::signal::ctrl_c().await.is_ok() {
-        if first {
-            eprintln!("stopping: agents finish what they are doing (Ctrl-C again to abort)");
-        } else {
-            eprintln!("aborting the agents still running");
-        }
-        first = false;
-        stopper.stop();
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
     }
+    super::print_err(&format!(
+        "stopping: agents finish what they are doing (Ctrl-C again to abort; aborted in {} s)",
+        ABORT_AFTER.as_secs()
+    ));
+    stopper.stop();
+    tokio::select! {
+        again = tokio::signal::ctrl_c() => {
+            if again.is_err() {
+                return;
+            }
+            super::print_err("aborting the agents still running");
+        }
+        _ = tokio::time::sleep(ABORT_AFTER) => {
+            super::print_err(&format!(
+                "agents still running {} s after Ctrl-C: aborting them",
+                ABORT_AFTER.as_secs()
+            ));
+        }
+    }
+    stopper.stop();
+    // Later Ctrl-Cs change nothing: the run is ending.
+    while tokio::signal::ctrl_c().await.is_ok() {}
 }
 
 fn format_change(c: &PhaseChange, start_ms: u64) -> String {

@@ -37,9 +37,9 @@ pub fn execute(args: InspectArgs) -> anyhow::Result<i32> {
         .into());
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+        super::print_out(&format!("{}\n", serde_json::to_string_pretty(&snapshot)?));
     } else {
-        print!("{}", snapshot.render(now_ms()));
+        super::print_out(&snapshot.render(now_ms()));
     }
     Ok(exit::OK)
 }

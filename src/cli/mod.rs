@@ -28,15 +28,21 @@ pub struct Cli {
     /// Log lines as text, or as one JSON object each.
     #[arg(long, global = true, value_enum, default_value_t = observe::LogFormat::Text, env = "ORRERY_LOG_FORMAT")]
     log_format: observe::LogFormat,
+    /// More log output: -v everything at info, -vv debug, -vvv trace (wins over ORRERY_LOG).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Less output: errors only, and no phase changes while a task runs (wins over ORRERY_LOG).
+    #[arg(short, long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a task file (TOML or JSON) with the agents of a scripts directory.
     Run(run::RunArgs),
-    /// Run a task with hot reload: `orrery run --watch`.
-    Dev(run::RunArgs),
-    /// Compile every script and stdlib module without running anything.
+    /// Run a task with hot reload until Ctrl-C (`run` with watching on).
+    Dev(run::DevArgs),
+    /// Find what `run` would refuse: scripts that do not compile or load, unknown host functions.
     Check(check::CheckArgs),
     /// Show what a task holds in a shared store: run, agents, blackboard, messages, metrics.
     Inspect(inspect::InspectArgs),
@@ -48,6 +54,16 @@ enum Command {
     Tail(tail::TailArgs),
     /// Render a journal (JSON Lines from --journal) as one self-contained HTML page.
     Report(report::ReportArgs),
+    /// Print a shell completion script: `orrery completions bash > /etc/bash_completion.d/orrery`.
+    Completions(CompletionsArgs),
+}
+
+/// Arguments of `orrery completions`.
+#[derive(Debug, clap::Args)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 /// Settings flags shared by the commands that load a configuration.
@@ -93,6 +109,7 @@ impl ConfigArgs {
                 .map_err(|m| Error::bad_input("flag --store", m))?;
         }
         layers.push(ConfigLayer {
+            origin: orrery::config::LayerOrigin::Flags,
             scripts: self.scripts.clone(),
             stdlib: self.stdlib.clone(),
             max_agents: self.max_agents,
@@ -101,7 +118,10 @@ impl ConfigArgs {
             ..ConfigLayer::default()
         });
         let mut config = Config::resolve(&layers)?;
-        config.llm = config.llm.with_env_key();
+        // The key was taken out of the environment at start-up (see orrery::secrets).
+        if let Some((var, key)) = orrery::secrets::startup_key()? {
+            config.llm = config.llm.with_key(var, key);
+        }
         Ok(config)
     }
 }
@@ -112,42 +132,101 @@ impl Cli {
     pub fn parse_args() -> Result<Cli, i32> {
         Cli::try_parse().map_err(|e| {
             let _ = e.print();
-            if e.use_stderr() {
-                exit::BAD_INPUT
-            } else {
-                exit::OK
+            if !e.use_stderr() {
+                return exit::OK;
             }
+            if std::env::args().any(|a| a == "--json") {
+                let object = serde_json::json!({
+                    "error": {
+                        "kind": "bad_input",
+                        "message": e.to_string().lines().next().unwrap_or_default()
+                            .trim_start_matches("error: "),
+                        "exit_code": exit::BAD_INPUT,
+                    }
+                });
+                print_out(&format!("{object:#}\n"));
+            }
+            exit::BAD_INPUT
         })
     }
 
-    /// What is logged when `ORRERY_LOG` / `RUST_LOG` say nothing: script logs
-    /// and reloads while running tasks; only warnings while benchmarking,
-    /// whose hundreds of scripted edits and agents would drown the figures.
-    pub fn default_log_filter(&self) -> &'static str {
-        match self.command {
-            Command::Bench(_) => "warn",
-            _ => "warn,orrery::script=info,orrery::reload=info",
+    /// What is logged: `-q` errors only, `-v`/`-vv`/`-vvv` info, debug,
+    /// trace (the flags win); else `ORRERY_LOG` / `RUST_LOG`; else script logs
+    /// and reloads while running tasks, and only warnings while
+    /// benchmarking, whose hundreds of scripted edits and agents would drown
+    /// the figures.
+    pub fn log_filter(&self) -> String {
+        let flagged = match (self.quiet, self.verbose) {
+            (true, _) => Some("error"),
+            (false, 0) => None,
+            (false, 1) => Some("info"),
+            (false, 2) => Some("debug"),
+            (false, _) => Some("trace"),
+        };
+        if let Some(filter) = flagged {
+            return filter.to_string();
+        }
+        std::env::var("ORRERY_LOG")
+            .or_else(|_| std::env::var("RUST_LOG"))
+            .unwrap_or_else(|_| match self.command {
+                Command::Bench(_) => "warn".to_string(),
+                _ => "warn,orrery::script=info,orrery::reload=info".to_string(),
+            })
+    }
+
+    /// True when the command was asked for JSON (`--json`).
+    fn wants_json(&self) -> bool {
+        match &self.command {
+            Command::Run(a) => a.json,
+            Command::Dev(a) => a.json,
+            Command::Check(a) => a.json,
+            Command::Inspect(a) => a.json,
+            Command::Bench(a) => a.json,
+            Command::Tail(a) => a.json,
+            Command::Clean(_) | Command::Completions(_) | Command::Report(_) => false,
         }
     }
 
     /// Runs the command; returns the exit code.
     pub fn execute(self) -> i32 {
+        let json = self.wants_json();
+        let quiet = self.quiet;
         let result = match self.command {
-            Command::Run(args) => run::execute(args),
-            Command::Dev(mut args) => {
-                args.watch = true;
-                args.observe.ui = true;
-                run::execute(args)
-            }
+            Command::Run(args) => run::execute(run::RunArgs { quiet, ..args }),
+            Command::Dev(args) => run::execute(args.into_run(quiet)),
             Command::Check(args) => check::execute(args),
             Command::Inspect(args) => inspect::execute(args),
             Command::Clean(args) => clean::execute(args),
             Command::Bench(args) => bench::execute(args),
             Command::Tail(args) => tail::execute(args),
             Command::Report(args) => report::execute(args),
+            Command::Completions(args) => {
+                let mut out = Vec::new();
+                clap_complete::generate(
+                    args.shell,
+                    &mut <Cli as clap::CommandFactory>::command(),
+                    "orrery",
+                    &mut out,
+                );
+                print_out(&String::from_utf8_lossy(&out));
+                Ok(exit::OK)
+            }
         };
         match result {
             Ok(code) => code,
+            Err(e) if json => {
+                // A JSON reader gets an object for bad input too, not an empty stdout.
+                let code = report_error(&e);
+                let kind = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<Error>())
+                    .map_or("internal", |e| e.kind().as_str());
+                let object = serde_json::json!({
+                    "error": { "kind": kind, "message": format!("{e:#}"), "exit_code": code }
+                });
+                print_out(&format!("{object:#}\n"));
+                code
+            }
             Err(e) => report_error(&e),
         }
     }
@@ -176,20 +255,33 @@ pub fn print_out(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
+/// Writes one line to stderr. A reader that went away (`2>&1 | tee log`
+/// when Ctrl-C ended `tee`) is not an error: the line is dropped, never a
+/// panic, so the run still ends with its report and exit code.
+pub fn print_err(line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err
+        .write_all(line.as_bytes())
+        .and_then(|()| err.write_all(b"\n"))
+        .and_then(|()| err.flush());
+}
+
 /// Prints an error for the user and returns its exit code.
 pub fn report_error(e: &anyhow::Error) -> i32 {
-    eprintln!("error: {e:#}");
+    print_err(&format!("error: {e:#}"));
     e.chain()
         .find_map(|c| c.downcast_ref::<Error>())
         .map_or(exit::INTERNAL, Error::exit_code)
 }
 
 impl Cli {
-    /// Sets up logging and, when the environment asks for it, trace export
-    /// (see [`observe::init_tracing`]); prints the error and returns its
-    /// exit code when a variable is bad.
+    /// Sets up logging at [`Cli::log_filter`] in `--log-format`, and trace
+    /// export when the environment asks for it (see
+    /// [`observe::init_tracing`]); prints the error and returns its exit code
+    /// when a variable is bad.
     pub fn init_tracing(&self) -> Result<Option<orrery::observe::otel::Telemetry>, i32> {
-        observe::init_tracing(self.default_log_filter(), self.log_format).map_err(|e| {
+        observe::init_tracing(&self.log_filter(), self.log_format).map_err(|e| {
             eprintln!("error: {e}");
             e.exit_code()
         })

@@ -93,25 +93,28 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logs to stderr in `format`; `ORRERY_LOG` (or `RUST_LOG`) picks the level,
-/// else `default_filter`. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the run's
+/// Logs to stderr at `filter` (see `Cli::log_filter`) in `format`, in colour
+/// only on a terminal and when `NO_COLOR` is unset or empty (no-color.org).
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the run's
 /// spans are exported too (the returned guard sends the last ones when
 /// dropped). Fails on a bad OpenTelemetry variable.
 pub fn init_tracing(
-    default_filter: &str,
+    filter: &str,
     format: LogFormat,
 ) -> orrery::Result<Option<orrery::observe::otel::Telemetry>> {
-    let filter = std::env::var("ORRERY_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default_filter.to_string());
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !no_color;
     // The run's spans are for trace export: log lines never carry them.
     let filter =
         tracing_subscriber::EnvFilter::new(format!("{filter},{}=off", orrery::trace::TARGET));
-    let console = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let console = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        // A closed stderr must not turn every later log line into a panic.
+        .log_internal_errors(false);
     let console = match format {
         LogFormat::Text => console
             .with_target(false)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_ansi(colour)
             .without_time()
             .with_filter(filter)
             .boxed(),

@@ -37,8 +37,8 @@ pub struct RunArgs {
     /// Override the task's timeout (ms).
     #[arg(long, value_name = "MS", conflicts_with = "join")]
     pub timeout: Option<u64>,
-    /// Do not show phase changes while the task runs.
-    #[arg(long, short)]
+    /// No phase changes on stderr (set by the global `-q`).
+    #[arg(skip)]
     pub quiet: bool,
     /// Hot reload: apply edits of the scripts and stdlib directories to the
     /// running agents, and keep the task running when it goes quiet (until its
@@ -51,6 +51,48 @@ pub struct RunArgs {
     pub llm: LlmArgs,
     #[command(flatten)]
     pub observe: super::observe::ObserveArgs,
+}
+
+/// Arguments of `orrery dev`: `run --watch` for one task file, without the
+/// flags that mean nothing there (`--watch`, `--join`, `--role`).
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Task file (.toml or .json).
+    pub task: PathBuf,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Override the task's timeout (ms).
+    #[arg(long, value_name = "MS")]
+    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+    #[command(flatten)]
+    pub observe: super::observe::ObserveArgs,
+}
+
+impl DevArgs {
+    /// The same run as `orrery run TASK --watch`.
+    pub fn into_run(self, quiet: bool) -> RunArgs {
+        RunArgs {
+            task: Some(self.task),
+            join: None,
+            role: Vec::new(),
+            json: self.json,
+            timeout: self.timeout,
+            quiet,
+            watch: true,
+            config: self.config,
+            llm: self.llm,
+            // A dev session always has its live view.
+            observe: super::observe::ObserveArgs {
+                ui: true,
+                ..self.observe
+            },
+        }
+    }
 }
 
 /// Where `llm.chat` gets its answers. The API key is read from the
@@ -96,7 +138,7 @@ impl LlmArgs {
 }
 
 pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
-    let config = args.config.resolve_with(args.llm.settings())?;
+    let mut config = args.config.resolve_with(args.llm.settings())?;
     if let Some(task_id) = &args.join {
         return super::join::execute(task_id, &args, config);
     }
@@ -105,6 +147,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         .as_ref()
         .expect("clap requires TASK without --join");
     let mut task = Task::load(path)?;
+    config.scripts = scripts_dir(&config, path)?;
     if let Some(ms) = args.timeout {
         if ms == 0 {
             return Err(
@@ -133,11 +176,11 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         let mut orchestrator = Orchestrator::new(task, config, store, registry)?;
         let observers = args.observe.start(orchestrator.coordination()).await?;
         if !args.quiet && orchestrator.llm().mode() != LlmMode::Mock {
-            eprintln!("{}", orchestrator.llm().redact(&llm_line));
+            super::print_err(&orchestrator.llm().redact(&llm_line));
         }
         if args.watch {
             orchestrator.watch(ReloadOptions::default())?;
-            eprintln!("watching {watched} for changes (Ctrl-C to stop)");
+            super::print_err(&format!("watching {watched} for changes (Ctrl-C to stop)"));
         }
         let report = drive(orchestrator, args.quiet)
             .await
@@ -148,6 +191,59 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             .await;
         Ok(code)
     })
+}
+
+/// The scripts directory of a run of the task file `task`: the configured
+/// one when a flag, variable or config file sets it; else `scripts/` beside
+/// the task file when there is one, else `./scripts`. A directory that does
+/// not exist is BadInput naming its absolute path, where it came from, and
+/// what to do.
+pub(super) fn scripts_dir(
+    config: &orrery::config::Config,
+    task: &std::path::Path,
+) -> orrery::Result<PathBuf> {
+    let absolute = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    if let Some(origin) = config.origin("scripts") {
+        if config.scripts.is_dir() {
+            return Ok(config.scripts.clone());
+        }
+        return Err(orrery::Error::bad_input(
+            config.scripts.display().to_string(),
+            format!(
+                "scripts directory does not exist ({}; set by {origin}): create it with a \
+                 <role>.lua per role, or point --scripts at the directory that has them",
+                absolute(&config.scripts)
+            ),
+        ));
+    }
+    let beside = task
+        .parent()
+        .map(|dir| dir.join("scripts"))
+        .filter(|dir| !dir.as_os_str().is_empty() && dir.is_dir());
+    if let Some(dir) = beside {
+        return Ok(dir);
+    }
+    if config.scripts.is_dir() {
+        return Ok(config.scripts.clone());
+    }
+    let beside = task
+        .parent()
+        .unwrap_or(std::path::Path::new(""))
+        .join("scripts");
+    Err(orrery::Error::bad_input(
+        config.scripts.display().to_string(),
+        format!(
+            "no scripts directory: neither {} (beside the task file) nor {} (in the current \
+             directory) exists; put a <role>.lua per role in one of them, or pass --scripts DIR",
+            absolute(&beside),
+            absolute(&config.scripts)
+        ),
+    ))
 }
 
 /// One line saying where LLM answers come from (the key is never shown).

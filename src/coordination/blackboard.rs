@@ -1,14 +1,25 @@
 //! The blackboard: shared key/value state of one task.
+//!
+//! The quotas `max_blackboard_keys` and `max_blackboard_bytes` are kept with a
+//! ledger of what this process's agents wrote: the key and the size of its
+//! value as JSON. On the embedded store that is the whole blackboard; on a
+//! shared store each process counts its own writes. A write the ledger would
+//! refuse first drops from it the keys the store no longer holds (expired,
+//! or deleted by another process), at most once a second.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::journal::{Event, SMALL_VALUE_BYTES};
+use super::quotas::exceeded;
 use super::{Journal, MetricsCollector};
+use crate::config::Quotas;
 use crate::error::{Error, Result};
 use crate::store::{BlackboardEvent, Store};
 
@@ -27,6 +38,38 @@ pub struct Blackboard {
     metrics: Arc<MetricsCollector>,
     max_value_bytes: usize,
     journal: Journal,
+    quotas: Quotas,
+    ledger: Mutex<Ledger>,
+}
+
+/// What this process's agents wrote: each key with its size.
+#[derive(Default)]
+struct Ledger {
+    sizes: HashMap<String, usize>,
+    bytes: usize,
+    /// When keys the store no longer holds were last dropped.
+    synced: Option<Instant>,
+}
+
+impl Ledger {
+    /// The keys and bytes after `key` takes `size` bytes.
+    fn after(&self, key: &str, size: usize) -> (usize, usize) {
+        let old = self.sizes.get(key).copied();
+        (
+            self.sizes.len() + usize::from(old.is_none()),
+            self.bytes - old.unwrap_or(0) + size,
+        )
+    }
+
+    fn put(&mut self, key: &str, size: Option<usize>) {
+        let old = match (size, self.sizes.get_mut(key)) {
+            // Overwriting a key needs no new key string.
+            (Some(size), Some(held)) => Some(std::mem::replace(held, size)),
+            (Some(size), None) => self.sizes.insert(key.to_string(), size),
+            (None, _) => self.sizes.remove(key),
+        };
+        self.bytes = self.bytes + size.unwrap_or(0) - old.unwrap_or(0);
+    }
 }
 
 impl Blackboard {
@@ -37,6 +80,7 @@ impl Blackboard {
         metrics: Arc<MetricsCollector>,
         max_value_bytes: usize,
         journal: Journal,
+        quotas: Quotas,
     ) -> Self {
         Blackboard {
             store,
@@ -45,19 +89,101 @@ impl Blackboard {
             metrics,
             max_value_bytes,
             journal,
+            quotas,
+            ledger: Mutex::default(),
         }
     }
 
-    /// Stores `value` under `key`. Fails on a bad key, a value over the size limit, or a store failure.
+    /// Stores `value` under `key`. Fails on a bad key, a value over the size
+    /// limit, a quota reached, or a store failure.
     pub async fn set(&self, key: &str, value: &Value) -> Result<()> {
         check_key(key)?;
-        let bytes = check_size(value, self.max_value_bytes, || {
+        let size = check_size(value, self.max_value_bytes, || {
             format!("blackboard key '{key}'")
         })?;
-        self.store.bb_set(&self.task, key, value, self.ttl).await?;
+        let before = self.admit(key, size).await?;
+        if let Err(e) = self.store.bb_set(&self.task, key, value, self.ttl).await {
+            self.ledger.lock().put(key, before);
+            return Err(e.into());
+        }
         self.metrics.blackboard_write();
-        self.journal.record(|| written(key, bytes, value));
+        self.journal.record(|| written(key, size, value));
         Ok(())
+    }
+
+    /// Counts `value_size` bytes under `key` in the ledger, or fails when that
+    /// would pass a quota. Returns what the ledger held for `key` before, for
+    /// the caller to put back if the write does not happen.
+    async fn admit(&self, key: &str, value_size: usize) -> Result<Option<usize>> {
+        let size = key.len() + value_size;
+        let fits = |l: &Ledger| {
+            let (keys, bytes) = l.after(key, size);
+            keys <= self.quotas.max_blackboard_keys && bytes <= self.quotas.max_blackboard_bytes
+        };
+        let record = |l: &mut Ledger| {
+            let before = l.sizes.get(key).copied();
+            l.put(key, Some(size));
+            before
+        };
+        let stale = {
+            let mut l = self.ledger.lock();
+            // The common case, a key rewritten within the quotas: one lookup.
+            let Ledger { sizes, bytes, .. } = &mut *l;
+            if let Some(held) = sizes.get_mut(key) {
+                let after = *bytes - *held + size;
+                if after <= self.quotas.max_blackboard_bytes {
+                    *bytes = after;
+                    return Ok(Some(std::mem::replace(held, size)));
+                }
+            }
+            if fits(&l) {
+                return Ok(record(&mut l));
+            }
+            l.synced
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+        };
+        if stale {
+            let held: std::collections::HashSet<String> = self
+                .store
+                .bb_keys(&self.task, "")
+                .await?
+                .into_iter()
+                .collect();
+            let mut l = self.ledger.lock();
+            let gone: Vec<String> = l
+                .sizes
+                .keys()
+                .filter(|k| !held.contains(*k))
+                .cloned()
+                .collect();
+            for k in gone {
+                l.put(&k, None);
+            }
+            l.synced = Some(Instant::now());
+            if fits(&l) {
+                return Ok(record(&mut l));
+            }
+        }
+        let l = self.ledger.lock();
+        let (keys, _) = l.after(key, size);
+        let subject = format!("blackboard key '{key}'");
+        Err(if keys > self.quotas.max_blackboard_keys {
+            exceeded(
+                subject,
+                "max_blackboard_keys",
+                self.quotas.max_blackboard_keys,
+                "keys",
+                &format!("the task holds {} keys", l.sizes.len()),
+            )
+        } else {
+            exceeded(
+                subject,
+                "max_blackboard_bytes",
+                self.quotas.max_blackboard_bytes,
+                "bytes",
+                &format!("the task's keys and values take {} bytes", l.bytes),
+            )
+        })
     }
 
     /// Reads `key`.
@@ -72,6 +198,7 @@ impl Blackboard {
     pub async fn delete(&self, key: &str) -> Result<bool> {
         check_key(key)?;
         let existed = self.store.bb_delete(&self.task, key).await?;
+        self.ledger.lock().put(key, None);
         self.metrics.blackboard_write();
         self.journal.record(|| deleted(key, existed));
         Ok(existed)
@@ -95,21 +222,35 @@ impl Blackboard {
         new: Option<&Value>,
     ) -> Result<bool> {
         check_key(key)?;
-        let mut bytes = 0;
-        if let Some(v) = new {
-            bytes = check_size(v, self.max_value_bytes, || {
-                format!("blackboard key '{key}'")
-            })?;
-        }
+        let before = match new {
+            Some(v) => {
+                let size = check_size(v, self.max_value_bytes, || {
+                    format!("blackboard key '{key}'")
+                })?;
+                Some(self.admit(key, size).await?)
+            }
+            None => None,
+        };
         let swapped = self
             .store
             .bb_compare_and_set(&self.task, key, expected, new, self.ttl)
-            .await?;
+            .await;
+        let mut ledger = self.ledger.lock();
+        match (&swapped, before) {
+            // Not written: the ledger gets back what it held.
+            (Err(_) | Ok(false), Some(before)) => ledger.put(key, before),
+            (Ok(true), None) => ledger.put(key, None),
+            _ => {}
+        }
+        drop(ledger);
+        let swapped = swapped?;
         self.metrics.blackboard_read();
         if swapped {
             self.metrics.blackboard_write();
-            self.journal
-                .record(|| new.map_or_else(|| deleted(key, true), |v| written(key, bytes, v)));
+            self.journal.record(|| match new {
+                Some(v) => written(key, json_size(v, usize::MAX), v),
+                None => deleted(key, true),
+            });
         }
         Ok(swapped)
     }
@@ -170,7 +311,7 @@ fn check_key(key: &str) -> Result<()> {
 }
 
 /// Refuses values whose JSON form is larger than `limit` bytes; the error
-/// names `what` (built only then). Returns the (approximate) size.
+/// names `what` (built only then). Returns the size (an upper bound of it).
 pub(crate) fn check_size(
     value: &Value,
     limit: usize,
@@ -205,7 +346,7 @@ fn deleted(key: &str, existed: bool) -> Event {
 
 /// An upper bound of the JSON size of `v`, computed without serializing and
 /// stopping early once it passes `limit`.
-fn json_size(v: &Value, limit: usize) -> usize {
+pub(crate) fn json_size(v: &Value, limit: usize) -> usize {
     match v {
         Value::Null | Value::Bool(_) => 5,
         Value::Number(_) => 24,

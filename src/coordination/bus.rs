@@ -5,8 +5,14 @@
 //! broadcast (`to = "*"`) is copied to every live agent's own queue. Delivery is
 //! at-least-once: a message is acknowledged after its handler returns and given
 //! back (redelivered, then dead-lettered) when the handler fails.
+//!
+//! On the embedded store the queues are host memory, so the quotas
+//! `max_queue_depth` (messages on one queue: waiting, in flight or
+//! dead-lettered) and `max_queued_bytes` (all of the task's queues) bound
+//! them, counted by a ledger here: a message counts from its send to its
+//! acknowledgement. A shared store keeps the messages in its server.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,11 +21,22 @@ use parking_lot::RwLock;
 use serde_json::Value;
 
 use super::AgentPhase;
-use super::blackboard::check_size;
+use super::blackboard::{check_size, json_size};
 use super::journal::{Event, Journal, SMALL_VALUE_BYTES};
+use super::quotas::{check_name, exceeded};
 use super::state::is_live;
+use super::turns::Turns;
+use crate::config::Quotas;
 use crate::error::{Error, Result};
 use crate::store::{Delivery, Envelope, MessageState, Store};
+
+/// How often an agent waiting for its turn looks at its own queue for
+/// messages no send announced (given back after a failure, or sent by
+/// another process).
+const RECHECK_OWN: Duration = Duration::from_millis(100);
+
+/// Longest wait before a message whose handler failed is delivered again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The address every live agent gets a copy of a message sent to.
 pub const BROADCAST: &str = "*";
@@ -29,6 +46,8 @@ pub struct MessageBus {
     store: Arc<dyn Store>,
     task: String,
     max_attempts: u32,
+    /// Wait before the first redelivery of a message whose handler failed.
+    backoff: Duration,
     max_value_bytes: usize,
     /// Unique per process, so message ids never collide across hosts.
     origin: String,
@@ -43,6 +62,60 @@ pub struct MessageBus {
     /// Roles another process of the task has scripts for.
     remote_roles: RwLock<Vec<String>>,
     journal: Journal,
+    quotas: Quotas,
+    /// Messages and bytes on the queues, when the store is embedded.
+    queued: Option<parking_lot::Mutex<Queued>>,
+    /// The last error of each message whose handler failed and that was not
+    /// handled since: why a dead letter died. By message id.
+    failures: parking_lot::Mutex<HashMap<String, (String, Error)>>,
+    /// `failures` is not empty (checked first, so an acknowledgement costs no lock).
+    any_failures: std::sync::atomic::AtomicBool,
+    /// Which agent of a role takes the role's next message.
+    turns: Turns,
+}
+
+/// A message given up on after `max_attempts` deliveries, with why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The queue it was taken from (an agent id or a role).
+    pub queue: String,
+    /// The message.
+    pub envelope: Envelope,
+    /// The agent whose handler failed last, and its error, when this process saw it.
+    pub last_failure: Option<(String, Error)>,
+}
+
+/// What the task's queues hold (embedded store): messages per queue, bytes in all.
+#[derive(Default)]
+struct Queued {
+    depth: std::collections::HashMap<String, usize>,
+    bytes: usize,
+}
+
+/// Adds (or, negative, removes) one message of `size` bytes on `queue` in `q`.
+fn count(q: &mut Queued, queue: &str, size: isize) {
+    if size >= 0 {
+        match q.depth.get_mut(queue) {
+            Some(d) => *d += 1,
+            None => {
+                q.depth.insert(queue.to_string(), 1);
+            }
+        }
+        q.bytes += size as usize;
+    } else {
+        if let Some(d) = q.depth.get_mut(queue) {
+            *d = d.saturating_sub(1);
+            if *d == 0 {
+                q.depth.remove(queue);
+            }
+        }
+        q.bytes = q.bytes.saturating_sub(size.unsigned_abs());
+    }
+}
+
+/// The bytes a queued message takes, as the ledger counts them.
+fn message_size(e: &Envelope) -> usize {
+    json_size(&e.payload, usize::MAX) + e.id.len() + e.from.len() + e.to.len() + e.kind.len() + 64
 }
 
 impl MessageBus {
@@ -51,12 +124,18 @@ impl MessageBus {
         task: &str,
         max_attempts: u32,
         max_value_bytes: usize,
+        backoff: Duration,
+        quotas: Quotas,
         journal: Journal,
     ) -> Self {
+        let queued = store.is_embedded().then(parking_lot::Mutex::default);
         MessageBus {
+            quotas,
+            queued,
             store,
             task: task.to_string(),
             max_attempts,
+            backoff,
             max_value_bytes,
             origin: format!("{:08x}", rand::random::<u32>()),
             next_id: AtomicU64::new(1),
@@ -65,20 +144,28 @@ impl MessageBus {
             known_roles: RwLock::default(),
             remote_roles: RwLock::default(),
             journal,
+            failures: parking_lot::Mutex::default(),
+            any_failures: std::sync::atomic::AtomicBool::new(false),
+            turns: Turns::default(),
         }
     }
 
     /// Records a live agent, so it can be addressed and receives broadcasts.
     pub fn join(&self, id: &str, role: &str) {
-        self.directory
+        let previous = self
+            .directory
             .write()
             .insert(id.to_string(), role.to_string());
+        if previous.is_none() {
+            self.turns.join(id, role);
+        }
     }
 
     /// Removes an agent that ends: it gets no more broadcasts, and messages
     /// to it are refused from now on.
     pub fn leave(&self, id: &str) {
-        if self.directory.write().remove(id).is_some() {
+        if let Some(role) = self.directory.write().remove(id) {
+            self.turns.leave(id, &role);
             self.departed.write().insert(id.to_string());
         }
     }
@@ -109,11 +196,61 @@ impl MessageBus {
         kind: impl Into<String>,
         payload: Value,
     ) -> Result<String> {
-        let (to, kind) = (to.into(), kind.into());
+        Ok(self
+            .send_as(from, to.into(), kind.into(), payload, None)
+            .await?
+            .0)
+    }
+
+    /// Sends a reply to the message `reply_to` (see [`Envelope::reply_to`]);
+    /// returns its id.
+    pub async fn reply(
+        &self,
+        from: &str,
+        to: String,
+        kind: String,
+        payload: Value,
+        reply_to: String,
+    ) -> Result<String> {
+        Ok(self
+            .send_as(from, to, kind, payload, Some(reply_to))
+            .await?
+            .0)
+    }
+
+    /// Sends a copy to every other live agent, or to every live agent of
+    /// `role`; returns the message id and how many agents it reached.
+    pub async fn broadcast(
+        &self,
+        from: &str,
+        kind: String,
+        payload: Value,
+        role: Option<&str>,
+    ) -> Result<(String, usize)> {
+        let to = match role {
+            Some(role) => format!("{BROADCAST}{role}"),
+            None => BROADCAST.to_string(),
+        };
+        self.send_as(from, to, kind, payload, None).await
+    }
+
+    /// Sends to `to` (an agent id, a role, `*`, or `*<role>` for every agent of
+    /// a role); returns the id and how many queues got it.
+    async fn send_as(
+        &self,
+        from: &str,
+        to: String,
+        kind: String,
+        payload: Value,
+        reply_to: Option<String>,
+    ) -> Result<(String, usize)> {
+        check_name("message type", &kind)?;
+        check_name("bus recipient", &to)?;
         let bytes = check_size(&payload, self.max_value_bytes, || {
             format!("message '{kind}' to '{to}'")
         })?;
-        if to != BROADCAST {
+        let everyone = to.strip_prefix(BROADCAST).map(str::to_string);
+        if everyone.is_none() {
             self.check_recipient(&to).await?;
         }
         let id = message_id(&self.origin, self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -124,32 +261,112 @@ impl MessageBus {
             kind,
             payload,
             attempts: 0,
+            reply_to,
         };
+        let size = message_size(&envelope);
         let journaled = self.journal.is_on().then(|| sent(&envelope, bytes));
-        if envelope.to == BROADCAST {
-            for target in self.broadcast_targets(from).await? {
-                self.store
-                    .queue_push(&self.task, &target, &envelope)
-                    .await?;
+        if let Some(role) = everyone {
+            let role = (!role.is_empty()).then_some(role.as_str());
+            let targets = self.broadcast_targets(from, role).await?;
+            self.admit(&envelope.kind, targets.iter().map(String::as_str), size)?;
+            for target in &targets {
+                if let Err(e) = self.store.queue_push(&self.task, target, &envelope).await {
+                    // Those not pushed yet were counted too.
+                    for t in targets.iter().skip_while(|t| *t != target) {
+                        self.count(t, -(size as isize));
+                    }
+                    return Err(e.into());
+                }
+                self.turns.mail(target);
             }
-        } else {
-            let queue = envelope.to.clone();
-            self.store
-                .queue_push_owned(&self.task, &queue, envelope)
-                .await?;
+            if let Some(event) = journaled {
+                self.journal.record(|| event);
+            }
+            return Ok((id, targets.len()));
         }
+        let queue = envelope.to.clone();
+        self.admit(&envelope.kind, [queue.as_str()], size)?;
+        if let Err(e) = self
+            .store
+            .queue_push_owned(&self.task, &queue, envelope)
+            .await
+        {
+            self.count(&queue, -(size as isize));
+            return Err(e.into());
+        }
+        self.turns.mail(&queue);
         if let Some(event) = journaled {
             self.journal.record(|| event);
         }
-        Ok(id)
+        Ok((id, 1))
     }
 
-    /// Every live agent but the sender: this process's, and those of other
-    /// processes sharing the store (their records have not ended).
-    async fn broadcast_targets(&self, from: &str) -> Result<BTreeSet<String>> {
-        let mut targets: BTreeSet<String> = self.directory.read().keys().cloned().collect();
+    /// Counts a message of `size` bytes on each of `queues`, or fails when
+    /// that would pass a queue quota (embedded store only).
+    fn admit<'a>(
+        &self,
+        kind: &str,
+        queues: impl IntoIterator<Item = &'a str> + Clone,
+        size: usize,
+    ) -> Result<()> {
+        let Some(queued) = &self.queued else {
+            return Ok(());
+        };
+        let mut q = queued.lock();
+        let mut bytes = q.bytes;
+        for queue in queues.clone() {
+            let subject = || format!("bus message '{kind}' to '{queue}'");
+            let depth = q.depth.get(queue).copied().unwrap_or(0);
+            if depth >= self.quotas.max_queue_depth {
+                return Err(exceeded(
+                    subject(),
+                    "max_queue_depth",
+                    self.quotas.max_queue_depth,
+                    "messages",
+                    &format!(
+                        "queue '{queue}' holds {depth} messages waiting, in flight or dead-lettered"
+                    ),
+                ));
+            }
+            bytes += size;
+            if bytes > self.quotas.max_queued_bytes {
+                return Err(exceeded(
+                    subject(),
+                    "max_queued_bytes",
+                    self.quotas.max_queued_bytes,
+                    "bytes",
+                    &format!("the task's queues hold {} bytes of messages", q.bytes),
+                ));
+            }
+        }
+        for queue in queues {
+            count(&mut q, queue, size as isize);
+        }
+        Ok(())
+    }
+
+    /// Adds (or, negative, removes) one message of `size` bytes on `queue` in the ledger.
+    fn count(&self, queue: &str, size: isize) {
+        let Some(queued) = &self.queued else {
+            return;
+        };
+        count(&mut queued.lock(), queue, size);
+    }
+
+    /// Every live agent but the sender (of `role` only, when given): this
+    /// process's, and those of other processes sharing the store (their
+    /// records have not ended).
+    async fn broadcast_targets(&self, from: &str, role: Option<&str>) -> Result<BTreeSet<String>> {
+        let of_role = |r: &str| role.is_none_or(|wanted| wanted == r);
+        let mut targets: BTreeSet<String> = self
+            .directory
+            .read()
+            .iter()
+            .filter(|(_, r)| of_role(r))
+            .map(|(id, _)| id.clone())
+            .collect();
         for record in self.store.agent_list(&self.task).await? {
-            if is_live(&record) {
+            if is_live(&record) && of_role(&record.role) {
                 targets.insert(record.id);
             }
         }
@@ -167,7 +384,7 @@ impl MessageBus {
         }
         let ended = |how: &str| {
             Err(Error::bad_input(
-                format!("bus recipient '{to}'"),
+                format!("recipient '{to}'"),
                 format!("the agent has ended{how}: nobody would read the message"),
             ))
         };
@@ -183,41 +400,168 @@ impl MessageBus {
             return ended(&format!(" ({})", record.phase));
         }
         Err(Error::bad_input(
-            format!("bus recipient '{to}'"),
+            format!("recipient '{to}'"),
             "no live agent has this id and no script has this role",
         ))
     }
 
-    /// Takes the next message for an agent reading `queues`, waiting up to `wait`.
+    /// Takes the next message for an agent reading `queues` (its own queue,
+    /// then its role's), waiting up to `wait`. When several agents of the role
+    /// run in this process, a message of the role goes to the one that has
+    /// waited longest (see [`turns`](super::turns)); messages to the agent
+    /// itself never wait for that.
     pub async fn take(
         &self,
         queues: &[String],
         consumer: &str,
         wait: Duration,
     ) -> Result<Option<Delivery>> {
-        Ok(self
-            .store
-            .queue_take(&self.task, queues, consumer, wait)
-            .await?)
+        match queues {
+            [_, role] if self.turns.is_shared(role) => {
+                self.take_in_turn(queues, role, consumer, wait).await
+            }
+            _ => Ok(self
+                .store
+                .queue_take(&self.task, queues, consumer, wait)
+                .await?),
+        }
+    }
+
+    async fn take_in_turn(
+        &self,
+        queues: &[String],
+        role: &str,
+        consumer: &str,
+        wait: Duration,
+    ) -> Result<Option<Delivery>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut ticket = self.turns.enter(role, consumer);
+        let changed = ticket.changed();
+        loop {
+            let moved = changed.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if ticket.is_first() {
+                let taken = self
+                    .store
+                    .queue_take(&self.task, queues, consumer, left)
+                    .await?;
+                if taken.is_some() {
+                    ticket.took();
+                }
+                return Ok(taken);
+            }
+            // Another agent of the role has waited longer: the role's
+            // messages are its. Our own are ours at once.
+            let deferring = ticket.defer();
+            let mail = deferring.notify.notified();
+            let own = &queues[..1];
+            if let Some(d) = self
+                .store
+                .queue_take(&self.task, own, consumer, Duration::ZERO)
+                .await?
+            {
+                // A message to the agent itself: its place in line stays.
+                return Ok(Some(d));
+            }
+            if left.is_zero() {
+                return Ok(None);
+            }
+            // Messages given back to our own queue wake nobody: look again now and then.
+            tokio::select! {
+                _ = moved => {}
+                _ = mail => {}
+                _ = tokio::time::sleep(left.min(RECHECK_OWN)) => {}
+            }
+        }
     }
 
     /// The handler of `delivery` returned: the message is done.
     pub async fn ack(&self, delivery: &Delivery) -> Result<()> {
         self.store.queue_ack(&self.task, delivery).await?;
         self.journal.record(|| settled(delivery, Settled::Handled));
+        if self.queued.is_some() {
+            self.count(
+                &delivery.queue,
+                -(message_size(&delivery.envelope) as isize),
+            );
+        }
+        if self.any_failures.load(Ordering::Relaxed) {
+            let mut failures = self.failures.lock();
+            failures.remove(&delivery.envelope.id);
+            self.any_failures
+                .store(!failures.is_empty(), Ordering::Relaxed);
+        }
         Ok(())
     }
 
-    /// The handler of `delivery` failed: redeliver it, or dead-letter it after
-    /// `max_attempts`. True when dead-lettered.
-    pub async fn nack(&self, delivery: &Delivery) -> Result<bool> {
-        let dead = self
-            .store
-            .queue_nack(&self.task, delivery, self.max_attempts)
-            .await?;
+    /// The handler of `delivery`, run by `agent`, failed with `cause`:
+    /// dead-letter it when it has been delivered `max_attempts` times (true),
+    /// else give it back for redelivery after a backoff (the setting
+    /// `redelivery_backoff`, doubling with each attempt, at most
+    /// [`MAX_BACKOFF`]): a handler broken by an edit does not burn through
+    /// every attempt within a millisecond. Until then the message stays
+    /// taken (so the task does not go quiet over it); if the agent ends
+    /// meanwhile, releasing it gives the message back at once. The cause is
+    /// kept for the report of a dead letter.
+    pub async fn nack(&self, delivery: &Delivery, agent: &str, cause: &Error) -> Result<bool> {
+        {
+            let mut failures = self.failures.lock();
+            failures.insert(
+                delivery.envelope.id.clone(),
+                (agent.to_string(), cause.clone()),
+            );
+            self.any_failures.store(true, Ordering::Relaxed);
+        }
+        let attempts = delivery.envelope.attempts;
+        if attempts >= self.max_attempts || self.backoff.is_zero() {
+            let dead = self
+                .store
+                .queue_nack(&self.task, delivery, self.max_attempts)
+                .await?;
+            self.journal
+                .record(|| settled(delivery, Settled::GivenBack { dead }));
+            return Ok(dead);
+        }
         self.journal
-            .record(|| settled(delivery, Settled::GivenBack { dead }));
-        Ok(dead)
+            .record(|| settled(delivery, Settled::GivenBack { dead: false }));
+        let delay = self
+            .backoff
+            .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+            .min(MAX_BACKOFF);
+        let (store, task, delivery) = (self.store.clone(), self.task.clone(), delivery.clone());
+        let max_attempts = self.max_attempts;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = store.queue_nack(&task, &delivery, max_attempts).await {
+                tracing::warn!(queue = %delivery.queue, "cannot give back message {}: {e}", delivery.envelope.id);
+            }
+        });
+        Ok(false)
+    }
+
+    /// Gives the dead letters taken from `queue` back to it, their attempts
+    /// starting over (hot reload replaced the code that failed them);
+    /// returns how many.
+    pub async fn revive(&self, queue: &str) -> Result<usize> {
+        Ok(self.store.queue_revive(&self.task, queue).await?)
+    }
+
+    /// Every dead-lettered message of the task (in any process sharing the
+    /// store), with the last error its handler raised where this process saw it.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        let list = self.store.queue_list(&self.task).await?;
+        let failures = self.failures.lock();
+        Ok(list
+            .into_iter()
+            .filter(|m| m.state == MessageState::Dead)
+            .map(|m| DeadLetter {
+                last_failure: failures.get(&m.envelope.id).cloned(),
+                queue: m.queue,
+                envelope: m.envelope,
+            })
+            .collect())
     }
 
     /// Gives back every message agent `consumer` took and did not acknowledge.

@@ -1,12 +1,20 @@
 //! Named locks with a TTL, an owner token and a fencing number.
+//!
+//! Every lock name keeps a fencing number for the rest of the task, so the
+//! names one task may use are bounded by the quota `max_locks` (counted per
+//! process: the names this process's agents used).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use serde::Serialize;
 
 use super::MetricsCollector;
 use super::journal::{Event, Journal};
+use super::quotas::exceeded;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -27,6 +35,8 @@ pub struct LockManager {
     task: String,
     metrics: Arc<MetricsCollector>,
     journal: Journal,
+    max_locks: usize,
+    names: Mutex<HashSet<String>>,
 }
 
 /// Longest pause between two tries while waiting.
@@ -37,6 +47,7 @@ impl LockManager {
         store: Arc<dyn Store>,
         task: &str,
         metrics: Arc<MetricsCollector>,
+        max_locks: usize,
         journal: Journal,
     ) -> Self {
         LockManager {
@@ -44,7 +55,29 @@ impl LockManager {
             task: task.to_string(),
             metrics,
             journal,
+            max_locks,
+            names: Mutex::default(),
         }
+    }
+
+    /// Counts `name` among the task's lock names, or fails when it is a new
+    /// name and `max_locks` are in use.
+    fn admit(&self, name: &str) -> Result<()> {
+        let mut names = self.names.lock();
+        if names.contains(name) {
+            return Ok(());
+        }
+        if names.len() >= self.max_locks {
+            return Err(exceeded(
+                format!("lock '{name}'"),
+                "max_locks",
+                self.max_locks,
+                "names",
+                &format!("the task has used {} lock names", names.len()),
+            ));
+        }
+        names.insert(name.to_string());
+        Ok(())
     }
 
     /// Takes `name` for `ttl`, waiting up to `wait` for it to be free. `None` when
@@ -56,6 +89,7 @@ impl LockManager {
         wait: Duration,
     ) -> Result<Option<LockGrant>> {
         check_name(name)?;
+        self.admit(name)?;
         let token = format!("{:032x}", rand::random::<u128>());
         let started = Instant::now();
         let deadline = started + wait;

@@ -170,11 +170,24 @@ impl MetricsCollector {
     }
 
     /// Adds `delta` to the custom counter `name`; returns the new value.
-    pub fn incr(&self, name: &str, delta: i64) -> i64 {
+    /// Fails on a bad name, or a new name when `max_metrics` names are in use.
+    pub fn incr(&self, name: &str, delta: i64, max_metrics: usize) -> crate::error::Result<i64> {
         let mut custom = self.custom.lock();
+        if !custom.contains_key(name) {
+            super::quotas::check_name("metric name", name)?;
+            if custom.len() >= max_metrics {
+                return Err(super::quotas::exceeded(
+                    format!("metric '{name}'"),
+                    "max_metrics",
+                    max_metrics,
+                    "names",
+                    &format!("the task has {} custom metrics", custom.len()),
+                ));
+            }
+        }
         let v = custom.entry(name.to_string()).or_insert(0);
         *v = v.saturating_add(delta);
-        *v
+        Ok(*v)
     }
 
     /// A custom counter's value.

@@ -11,15 +11,17 @@ pub mod journal;
 mod locks;
 mod metrics;
 mod presence;
+pub mod quotas;
 mod spawn;
 mod state;
+mod turns;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use activity::Activity;
 pub use blackboard::{Blackboard, OUTPUT_PREFIX};
-pub use bus::{BROADCAST, MessageBus};
+pub use bus::{BROADCAST, DeadLetter, MessageBus};
 pub use journal::Journal;
 pub use locks::{LockGrant, LockManager};
 pub use metrics::{
@@ -92,12 +94,15 @@ impl Coordination {
                 metrics.clone(),
                 config.max_value_bytes,
                 journal.clone(),
+                config.quotas,
             ),
             bus: MessageBus::new(
                 store.clone(),
                 &task.id,
                 config.max_attempts,
                 config.max_value_bytes,
+                Duration::from_millis(config.redelivery_backoff),
+                config.quotas,
                 journal.clone(),
             ),
             states: AgentStateManager::new(
@@ -114,7 +119,13 @@ impl Coordination {
                 launcher,
                 journal.clone(),
             ),
-            locks: LockManager::new(store.clone(), &task.id, metrics.clone(), journal.clone()),
+            locks: LockManager::new(
+                store.clone(),
+                &task.id,
+                metrics.clone(),
+                config.quotas.max_locks,
+                journal.clone(),
+            ),
             activity: Activity::default(),
             presence,
             journal,

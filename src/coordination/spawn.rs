@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::MetricsCollector;
 use super::journal::{Event, Journal};
+use super::quotas::{check_name, exceeded};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -38,6 +39,10 @@ pub struct SpawnController {
     launcher: mpsc::UnboundedSender<SpawnRequest>,
     live: AtomicUsize,
     max_agents: usize,
+    /// Agents started over the task's run, and the quota on them.
+    started: AtomicUsize,
+    max_spawns: usize,
+    max_conditions: usize,
     spawn_timeout: Duration,
     journal: Journal,
 }
@@ -59,14 +64,30 @@ impl SpawnController {
             launcher,
             live: AtomicUsize::new(0),
             max_agents: config.max_agents,
+            started: AtomicUsize::new(0),
+            max_spawns: config.quotas.max_spawns,
+            max_conditions: config.quotas.max_spawn_conditions,
             spawn_timeout: Duration::from_millis(config.spawn_timeout),
             journal,
         }
     }
 
-    /// Adds a condition.
-    pub fn register(&self, condition: SpawnCondition) {
-        self.conditions.lock().push(condition);
+    /// Adds a condition; fails on a bad trigger name, or when the task has
+    /// `max_spawn_conditions` already.
+    pub fn register(&self, condition: SpawnCondition) -> Result<()> {
+        check_name("spawn trigger", &condition.trigger)?;
+        let mut conditions = self.conditions.lock();
+        if conditions.len() >= self.max_conditions {
+            return Err(exceeded(
+                format!("spawn condition on '{}'", condition.trigger),
+                "max_spawn_conditions",
+                self.max_conditions,
+                "conditions",
+                &format!("the task has {} spawn conditions", conditions.len()),
+            ));
+        }
+        conditions.push(condition);
+        Ok(())
     }
 
     /// The registered conditions.
@@ -79,17 +100,31 @@ impl SpawnController {
         self.live.load(Ordering::SeqCst)
     }
 
-    /// Reserves a slot for a new agent of `role`, or fails with SpawnLimit.
+    /// Reserves a slot for a new agent of `role`, or fails with SpawnLimit
+    /// (`max_agents` live) or SpawnQuota (`max_spawns` started in the task).
     pub fn reserve(&self, role: &str) -> Result<()> {
+        self.started
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_spawns).then_some(n + 1)
+            })
+            .map_err(|started| Error::SpawnQuota {
+                role: role.to_string(),
+                started,
+                max: self.max_spawns,
+            })?;
         self.live
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < self.max_agents).then_some(n + 1)
             })
             .map(|_| ())
-            .map_err(|live| Error::SpawnLimit {
-                role: role.to_string(),
-                live,
-                max: self.max_agents,
+            .map_err(|live| {
+                // Refused: it does not count as started.
+                self.started.fetch_sub(1, Ordering::SeqCst);
+                Error::SpawnLimit {
+                    role: role.to_string(),
+                    live,
+                    max: self.max_agents,
+                }
             })
     }
 
@@ -100,6 +135,7 @@ impl SpawnController {
 
     /// Reports `value` for `trigger`; starts what it satisfies. Returns the new agents' ids.
     pub async fn signal(&self, from: &str, trigger: &str, value: f64) -> Result<Vec<String>> {
+        check_name("spawn trigger", trigger)?;
         let due: Vec<(usize, SpawnCondition)> = self
             .conditions
             .lock()

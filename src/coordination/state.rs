@@ -223,7 +223,52 @@ impl AgentStateManager {
     pub async fn list(&self) -> Result<Vec<AgentRecord>> {
         Ok(self.store.agent_list(&self.task).await?)
     }
+
+    /// Waits until agent `id` has ended (COMPLETE or FAILED), at most
+    /// `wait` (`None`: as long as it takes); returns its record then, or
+    /// `Ok(None)` when the wait ran out. Fails with BadInput when no agent
+    /// of the task has that id. Changes made by this process wake it at
+    /// once; those of other processes sharing the store are seen within
+    /// [`ENDED_POLL`].
+    pub async fn wait_ended(
+        &self,
+        id: &str,
+        wait: Option<std::time::Duration>,
+    ) -> Result<Option<AgentRecord>> {
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        let mut changes = self.subscribe();
+        loop {
+            let record = self.get(id).await?.ok_or_else(|| {
+                Error::bad_input(format!("agent '{id}'"), "no agent of the task has this id")
+            })?;
+            if record.phase.parse().is_ok_and(AgentPhase::is_terminal) {
+                return Ok(Some(record));
+            }
+            let now = tokio::time::Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(None);
+            }
+            let slice = deadline.map_or(ENDED_POLL, |d| (d - now).min(ENDED_POLL));
+            let ended_here = async {
+                loop {
+                    match changes.recv().await {
+                        Ok(c) if c.agent == id && c.to.is_terminal() => return,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(slice, ended_here).await;
+        }
+    }
 }
+
+/// How often [`AgentStateManager::wait_ended`] looks at the store for the
+/// end of an agent of another process.
+pub const ENDED_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Why no move out of `from` to the phase asked for is legal.
 fn why_illegal(from: AgentPhase) -> &'static str {

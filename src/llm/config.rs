@@ -150,10 +150,17 @@ impl LlmConfig {
     /// the URL becomes that service's endpoint ([`KNOWN_ENDPOINTS`]), so a
     /// key alone is enough to go live; a key from `ORRERY_LLM_KEY` names no
     /// service and needs a URL.
-    pub fn with_key_from_vars(mut self, vars: impl Fn(&str) -> Option<String>) -> LlmConfig {
-        let Some((var, key)) = key_var(&vars) else {
-            return self;
-        };
+    pub fn with_key_from_vars(self, vars: impl Fn(&str) -> Option<String>) -> LlmConfig {
+        match key_var(&vars) {
+            Some((var, key)) => self.with_key(var, key),
+            None => self,
+        }
+    }
+
+    /// `self` with `key`, read from the variable `var`: when no URL is set
+    /// and `var` names a service ([`KNOWN_ENDPOINTS`]), the URL becomes that
+    /// service's endpoint.
+    pub fn with_key(mut self, var: &str, key: ApiKey) -> LlmConfig {
         self.api_key = Some(key);
         if self.url.is_none() {
             self.url = KNOWN_ENDPOINTS

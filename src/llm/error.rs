@@ -131,13 +131,18 @@ fn timeout_message(url: &str, timeout_ms: u64, attempts: u32) -> String {
             "LLM call to {url} timed out after {timeout_ms} ms waiting for a free concurrent-call slot (see max_concurrent)"
         )
     } else {
-        format!("LLM call to {url} timed out after {timeout_ms} ms ({attempts} attempt(s))")
+        format!(
+            "LLM call to {url} timed out after {timeout_ms} ms ({})",
+            crate::text::plural(attempts, "attempt", "attempts")
+        )
     }
 }
 
 fn rate_limited_message(url: &str, attempts: u32, retry_after_ms: Option<u64>) -> String {
-    let mut text =
-        format!("LLM endpoint {url} is rate limiting (HTTP 429) after {attempts} attempt(s)");
+    let mut text = format!(
+        "LLM endpoint {url} is rate limiting (HTTP 429) after {}",
+        crate::text::plural(attempts, "attempt", "attempts")
+    );
     if let Some(ms) = retry_after_ms {
         text.push_str(&format!("; it asked to retry after {ms} ms"));
     }
@@ -147,9 +152,15 @@ fn rate_limited_message(url: &str, attempts: u32, retry_after_ms: Option<u64>) -
 fn http_message(url: &str, status: Option<u16>, attempts: u32, detail: &str) -> String {
     match status {
         Some(code) => {
-            format!("LLM endpoint {url} answered HTTP {code} after {attempts} attempt(s): {detail}")
+            format!(
+                "LLM endpoint {url} answered HTTP {code} after {}: {detail}",
+                crate::text::plural(attempts, "attempt", "attempts")
+            )
         }
-        None => format!("could not reach LLM endpoint {url} after {attempts} attempt(s): {detail}"),
+        None => format!(
+            "could not reach LLM endpoint {url} after {}: {detail}",
+            crate::text::plural(attempts, "attempt", "attempts")
+        ),
     }
 }
 

@@ -32,6 +32,9 @@ use super::{ApiKey, ChatMessage, ChatRequest, ChatResponse, LlmConfig, LlmError}
 /// How much of a response body an error quotes, in characters.
 const EXCERPT_CHARS: usize = 200;
 
+/// Largest answer read from the endpoint; a larger one fails the call.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
 /// One OpenAI-compatible endpoint and the policy for calling it.
 pub(crate) struct LiveEndpoint {
     /// `{url}/chat/completions`, as shown in messages (redacted).
@@ -158,7 +161,10 @@ impl LiveEndpoint {
         if cfg.max_concurrent == 0 {
             return Err(LlmError::config("max_concurrent must be at least 1"));
         }
+        // No redirect is followed: the Authorization header would go with it
+        // (reqwest keeps it on a same-origin hop, even after a cross-origin one).
         let http = crate::http_client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| LlmError::config(format!("cannot build the HTTP client: {e}")))?;
         Ok(LiveEndpoint {
@@ -247,12 +253,22 @@ impl LiveEndpoint {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let text = response
-            .text()
-            .await
-            .map_err(|e| self.transport_failure(&e))?;
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let text = self.body(response, status).await?;
         match status {
             200..=299 => Ok(text),
+            300..=399 => Err(Failure::Client {
+                status,
+                detail: format!(
+                    "the endpoint redirects{}; redirects are not followed, so the API key never goes elsewhere",
+                    location
+                        .map(|l| format!(" to {}", self.redact(&l)))
+                        .unwrap_or_default()
+                ),
+            }),
             429 => Err(Failure::RateLimited { retry_after }),
             500..=599 => Err(Failure::Server {
                 status,
@@ -264,6 +280,25 @@ impl LiveEndpoint {
                 detail: self.excerpt(&text),
             }),
         }
+    }
+
+    /// The body of `response` as text, at most [`MAX_BODY_BYTES`].
+    async fn body(&self, mut response: reqwest::Response, status: u16) -> Result<String, Failure> {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_failure(&e))?
+        {
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(Failure::Client {
+                    status,
+                    detail: format!("the answer is larger than {MAX_BODY_BYTES} bytes"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     fn transport_failure(&self, err: &reqwest::Error) -> Failure {

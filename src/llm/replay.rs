@@ -140,9 +140,9 @@ impl ReplayBook {
             &self.path,
             None,
             format!(
-                "no recorded answer for this request (model {model}, {} message(s), last message: {quote:?}); \
+                "no recorded answer for this request (model {model}, {}, last message: {quote:?}); \
                  entries in the file: {}",
-                req.messages.len(),
+                crate::text::plural(req.messages.len() as u64, "message", "messages"),
                 self.entries.len()
             ),
         )

@@ -50,8 +50,15 @@ pub struct UsageReport {
 
 impl UsageReport {
     /// Counts a successful call to `model` that used `usage`.
+    /// Past [`MAX_MODELS`] distinct models, further ones are counted
+    /// together under [`OTHER_MODELS`] (a script names the model).
     pub fn record_success(&mut self, model: &str, usage: &Usage) {
         self.total.add(usage);
+        let model = if self.per_model.contains_key(model) || self.per_model.len() < MAX_MODELS {
+            model
+        } else {
+            OTHER_MODELS
+        };
         self.per_model
             .entry(model.to_string())
             .or_default()
@@ -63,6 +70,12 @@ impl UsageReport {
         self.failed_calls += 1;
     }
 }
+
+/// Most models counted one by one in a [`UsageReport`].
+pub const MAX_MODELS: usize = 64;
+
+/// The name the models past [`MAX_MODELS`] are counted under.
+pub const OTHER_MODELS: &str = "(other models)";
 
 /// The running totals of one task and its optional token budget.
 #[derive(Debug)]

@@ -7,27 +7,36 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
-use super::{AgentContext, arg_err, chunks, host_err, store_fn, to_json, to_lua};
+use super::{AgentContext, arg_err, chunks, host_err, store_fn, to_json_or_nil, to_lua};
 
 /// Name of the registry table holding this agent's watches: `{pattern, fn}` pairs.
 pub const WATCHES: &str = "orrery.watches";
 
-/// `update` written in Lua over `get` and `cas`: the function may call host
-/// functions, which a Rust callback could not let it do.
+/// `update` written in Lua over a read that keeps what it read and a
+/// compare-and-set against that: the function may call host functions, which
+/// a Rust callback could not let it do, and may change the table it is given
+/// in place (the natural Lua idiom), since the compare is against the value
+/// as read, not against that table.
 const UPDATE: &str = r#"
-local get, cas = ...
+local read, swap = ...
 return function(key, fn)
   if type(fn) ~= "function" then
-    error("blackboard.update: expected function, got " .. type(fn), 2)
+    error("blackboard.update: argument #2 'fn' must be a function, got " .. type(fn), 2)
   end
   for _ = 1, 1000 do
-    local current = get(key)
+    local current, seen = read(key)
     local new = fn(current)
-    if cas(key, current, new) then return new end
+    if swap(key, seen, new) then return new end
   end
   error("blackboard.update: key '" .. tostring(key) .. "' changed under us 1000 times in a row", 2)
 end
 "#;
+
+/// What `update` read, as stored: its compare-and-set expects this, whatever
+/// the update function did to the Lua table it was given.
+struct Seen(Option<serde_json::Value>);
+
+impl mlua::UserData for Seen {}
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
@@ -42,9 +51,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             move |lua, (key, value): (String, LuaValue)| {
                 let c = c.clone();
                 // As with a Lua table field, setting nil removes the key.
-                let json = (!value.is_nil())
-                    .then(|| to_json(&lua, value, || format!("blackboard.set('{key}')")))
-                    .transpose();
+                let json = to_json_or_nil(&lua, value, || format!("blackboard.set('{key}')"));
                 async move {
                     let bb = &c.coord.blackboard;
                     match json? {
@@ -100,29 +107,39 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         embedded,
         move |lua, (key, expected, new): (String, LuaValue, LuaValue)| {
             let c = c.clone();
-            let expected = (!expected.is_nil())
-                .then(|| {
-                    to_json(&lua, expected, || {
-                        format!("blackboard.cas('{key}') expected")
-                    })
-                })
-                .transpose();
-            let new = (!new.is_nil())
-                .then(|| to_json(&lua, new, || format!("blackboard.cas('{key}') new")))
-                .transpose();
-            async move {
-                let (expected, new) = (expected?, new?);
-                c.coord
-                    .blackboard
-                    .compare_and_set(&key, expected.as_ref(), new.as_ref())
-                    .await
-                    .map_err(host_err)
-            }
+            let expected = to_json_or_nil(&lua, expected, || {
+                format!("blackboard.cas('{key}') expected")
+            });
+            let new = to_json_or_nil(&lua, new, || format!("blackboard.cas('{key}') new"));
+            async move { compare_and_set(&c, &key, expected?, new?).await }
         },
     )?;
     t.set("cas", &cas)?;
-    let update: Function =
-        chunks::host(lua, "blackboard.update", UPDATE)?.call((t.get::<Function>("get")?, cas))?;
+
+    let c = ctx.clone();
+    let read = store_fn(lua, embedded, move |lua, key: String| {
+        let c = c.clone();
+        async move {
+            let value = c.coord.blackboard.get(&key).await.map_err(host_err)?;
+            let current = match &value {
+                Some(v) => to_lua(&lua, v)?,
+                None => LuaValue::Nil,
+            };
+            Ok((current, lua.create_userdata(Seen(value))?))
+        }
+    })?;
+    let c = ctx.clone();
+    let swap = store_fn(
+        lua,
+        embedded,
+        move |lua, (key, seen, new): (String, mlua::AnyUserData, LuaValue)| {
+            let c = c.clone();
+            let expected = seen.borrow::<Seen>().map(|s| s.0.clone());
+            let new = to_json_or_nil(&lua, new, || format!("blackboard.update('{key}')"));
+            async move { compare_and_set(&c, &key, expected?, new?).await }
+        },
+    )?;
+    let update: Function = chunks::host(lua, "blackboard.update", UPDATE)?.call((read, swap))?;
     t.set("update", update)?;
 
     let c = ctx.clone();
@@ -137,7 +154,10 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     LuaValue::Function(f) => Ok(f),
                     other => Err(arg_err(
                         "blackboard.watch",
-                        format!("expected function, got {}", other.type_name()),
+                        format!(
+                            "argument #2 'fn' must be a function, got {}",
+                            other.type_name()
+                        ),
                     )),
                 };
                 async move {
@@ -159,6 +179,19 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         )?,
     )?;
     Ok(t)
+}
+
+async fn compare_and_set(
+    c: &AgentContext,
+    key: &str,
+    expected: Option<serde_json::Value>,
+    new: Option<serde_json::Value>,
+) -> mlua::Result<bool> {
+    c.coord
+        .blackboard
+        .compare_and_set(key, expected.as_ref(), new.as_ref())
+        .await
+        .map_err(host_err)
 }
 
 /// True when `key` matches a watch pattern: exact, or a prefix ending in `*`.

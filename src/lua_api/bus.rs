@@ -1,7 +1,14 @@
 //! `bus`: messages between agents.
 //!
-//! `send(to, type, payload)`, `broadcast(type, payload)`, `receive([timeout_ms])`,
-//! `subscribe([type,] fn)`. Messages are tables `{id, from, to, type, payload, attempts}`.
+//! `send(to, type, payload)`, `broadcast(type, payload [, role])`,
+//! `receive([timeout_ms])`, `subscribe([type,] fn)`, and request/reply:
+//! `reply(msg, payload [, type])`, `request(to, type, payload [, timeout_ms])`,
+//! `replies(id, n [, timeout_ms])` / `replies(ids [, timeout_ms])`. Messages
+//! are tables `{id, from, to, type, payload, attempts, reply_to}`.
+//!
+//! While an agent waits for replies it takes the messages of its own queue
+//! only; those that are not the replies it waits for are kept, in order, and
+//! handed to it first afterwards (by its event loop or `receive`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,7 +18,7 @@ use tracing::Instrument;
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
 use super::{AgentContext, arg_err, chunks, host_err, interned, millis, store_fn, to_json, to_lua};
-use crate::coordination::BROADCAST;
+use crate::error::Error;
 use crate::store::{Delivery, Envelope};
 
 /// Name of the registry table holding `{type, fn}` subscriptions.
@@ -24,9 +31,10 @@ const MESSAGE: &str = "orrery.message";
 /// cheaper than six `Table::set` calls from Rust, each a protected call once
 /// the VM has a memory limit.
 const PACK: &str = r#"
-return function(id, from, to, kind, payload, attempts)
+return function(id, from, to, kind, payload, attempts, reply_to)
   if id == nil then return nil end
-  return { id = id, from = from, to = to, type = kind, payload = payload, attempts = attempts }
+  return { id = id, from = from, to = to, type = kind, payload = payload, attempts = attempts,
+           reply_to = reply_to }
 end
 "#;
 
@@ -35,7 +43,7 @@ const RECEIVE: &str = r#"
 local try_receive, wait_receive, pack, default_timeout = ...
 return function(timeout)
   if timeout ~= nil and type(timeout) ~= "number" then
-    error("bus.receive: expected timeout in ms (number), got " .. type(timeout), 2)
+    error("bus.receive: argument #1 'timeout_ms' must be a number of milliseconds, got " .. type(timeout), 2)
   end
   local msg = pack(try_receive())
   if msg ~= nil then return msg end
@@ -69,12 +77,99 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         store_fn(
             lua,
             embedded,
-            move |lua, (kind, payload): (String, LuaValue)| {
+            move |lua, (kind, payload, role): (String, LuaValue, Option<String>)| {
                 let c = c.clone();
                 let payload = to_json(&lua, payload, || format!("bus.broadcast('{kind}')"));
-                async move { send(&c, BROADCAST.into(), kind, payload?).await }
+                async move {
+                    let (id, reached) = c
+                        .coord
+                        .bus
+                        .broadcast(&c.id, kind, payload?, role.as_deref())
+                        .await
+                        .map_err(host_err)?;
+                    c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+                    Ok((id, reached))
+                }
             },
         )?,
+    )?;
+
+    let c = ctx.clone();
+    t.set(
+        "reply",
+        store_fn(
+            lua,
+            embedded,
+            move |lua, (msg, payload, kind): (LuaValue, LuaValue, Option<String>)| {
+                let c = c.clone();
+                let to_msg = replied_message(&msg);
+                let payload = to_json(&lua, payload, || "bus.reply".to_string());
+                async move {
+                    let (id, from) = to_msg?;
+                    let kind = kind.unwrap_or_else(|| "reply".to_string());
+                    let sent = c
+                        .coord
+                        .bus
+                        .reply(&c.id, from, kind, payload?, id)
+                        .await
+                        .map_err(host_err)?;
+                    c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+                    Ok(sent)
+                }
+            },
+        )?,
+    )?;
+
+    let c = ctx.clone();
+    t.set(
+        "request",
+        lua.create_async_function(
+            move |lua, (to, kind, payload, timeout): (String, String, LuaValue, Option<f64>)| {
+                let c = c.clone();
+                let payload = to_json(&lua, payload, || format!("bus.request('{to}', '{kind}')"));
+                async move {
+                    let wait = timeout.map_or(default_wait(&c), millis);
+                    let id = send(&c, to.clone(), kind.clone(), payload?).await?;
+                    let mut replies =
+                        await_replies(&c, &[(id, 1)], wait)
+                            .await
+                            .map_err(|missing| {
+                                arg_err(
+                                    &format!("bus.request('{to}', '{kind}')"),
+                                    format!("no reply within {} ms ({missing})", wait.as_millis()),
+                                )
+                            })?;
+                    message_table(&lua, &replies.remove(0).envelope)
+                }
+            },
+        )?,
+    )?;
+
+    let c = ctx.clone();
+    t.set(
+        "replies",
+        lua.create_async_function(move |lua, (what, a, b): (LuaValue, LuaValue, LuaValue)| {
+            let c = c.clone();
+            let wanted = wanted_replies(&what, &a, &b);
+            async move {
+                let (wanted, timeout) = wanted?;
+                let wait = timeout.map_or(default_wait(&c), millis);
+                let replies = await_replies(&c, &wanted, wait).await.map_err(|missing| {
+                    arg_err(
+                        "bus.replies",
+                        format!(
+                            "not every reply came within {} ms ({missing})",
+                            wait.as_millis()
+                        ),
+                    )
+                })?;
+                let out = lua.create_table()?;
+                for d in &replies {
+                    out.push(message_table(&lua, &d.envelope)?)?;
+                }
+                Ok(out)
+            }
+        })?,
     )?;
 
     let c = ctx.clone();
@@ -108,7 +203,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                 (a, _) => {
                     return Err(arg_err(
                         "bus.subscribe",
-                        format!("expected ([type,] function), got {}", a.type_name()),
+                        format!("expected ([type,] fn): argument #1 must be a message type or a function, got {}", a.type_name()),
                     ));
                 }
             };
@@ -122,6 +217,165 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         })?,
     )?;
     Ok(t)
+}
+
+/// The default wait for replies: the `message_timeout` setting.
+fn default_wait(c: &AgentContext) -> Duration {
+    Duration::from_millis(c.coord.config.message_timeout)
+}
+
+/// The id and sender of the message `bus.reply` answers.
+fn replied_message(msg: &LuaValue) -> mlua::Result<(String, String)> {
+    let LuaValue::Table(t) = msg else {
+        return Err(arg_err(
+            "bus.reply",
+            format!(
+                "argument #1 'msg' must be the message being answered (a table with id and from), got {}",
+                msg.type_name()
+            ),
+        ));
+    };
+    match (t.get::<LuaValue>("id")?, t.get::<LuaValue>("from")?) {
+        (LuaValue::String(id), LuaValue::String(from)) => {
+            Ok((id.to_str()?.to_string(), from.to_str()?.to_string()))
+        }
+        _ => Err(arg_err(
+            "bus.reply",
+            "argument #1 'msg' must be the message being answered: its id and from are missing",
+        )),
+    }
+}
+
+/// The replies `bus.replies` waits for, as `(message id, how many)`, and its timeout:
+/// `(id, n [, timeout])` or `(ids [, timeout])`.
+#[allow(clippy::type_complexity)]
+fn wanted_replies(
+    what: &LuaValue,
+    a: &LuaValue,
+    b: &LuaValue,
+) -> mlua::Result<(Vec<(String, usize)>, Option<f64>)> {
+    let number = |v: &LuaValue, name: &str, index: usize| -> mlua::Result<Option<f64>> {
+        match v {
+            LuaValue::Nil => Ok(None),
+            LuaValue::Integer(n) => Ok(Some(*n as f64)),
+            LuaValue::Number(n) => Ok(Some(*n)),
+            other => Err(arg_err(
+                "bus.replies",
+                format!(
+                    "argument #{index} '{name}' must be a number, got {}",
+                    other.type_name()
+                ),
+            )),
+        }
+    };
+    match what {
+        LuaValue::String(id) => {
+            let n = number(a, "n", 2)?.ok_or_else(|| {
+                arg_err(
+                    "bus.replies",
+                    "argument #2 'n' (how many replies) is missing",
+                )
+            })?;
+            if n < 1.0 || n.fract() != 0.0 {
+                return Err(arg_err(
+                    "bus.replies",
+                    format!("argument #2 'n' must be a whole number of 1 or more, got {n}"),
+                ));
+            }
+            Ok((
+                vec![(id.to_str()?.to_string(), n as usize)],
+                number(b, "timeout_ms", 3)?,
+            ))
+        }
+        LuaValue::Table(ids) => {
+            let mut wanted = Vec::new();
+            for id in ids.sequence_values::<LuaValue>() {
+                match id? {
+                    LuaValue::String(id) => wanted.push((id.to_str()?.to_string(), 1)),
+                    other => {
+                        return Err(arg_err(
+                            "bus.replies",
+                            format!(
+                                "argument #1 'ids' must be a list of message ids, found {}",
+                                other.type_name()
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok((wanted, number(a, "timeout_ms", 2)?))
+        }
+        other => Err(arg_err(
+            "bus.replies",
+            format!(
+                "argument #1 must be a message id (with n) or a list of ids, got {}",
+                other.type_name()
+            ),
+        )),
+    }
+}
+
+/// Waits up to `wait` for the replies in `wanted` (`(message id, how many)`),
+/// taking only from the agent's own queue and keeping the other messages
+/// for later. Returns them in the order of `wanted` (and of arrival for one
+/// id), each acknowledged; on timeout, says how many are missing.
+async fn await_replies(
+    c: &AgentContext,
+    wanted: &[(String, usize)],
+    wait: Duration,
+) -> Result<Vec<Delivery>, String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut got: Vec<Vec<Delivery>> = wanted.iter().map(|_| Vec::new()).collect();
+    let slot_of = |d: &Delivery, got: &[Vec<Delivery>]| {
+        let to = d.envelope.reply_to.as_deref()?;
+        wanted
+            .iter()
+            .enumerate()
+            .position(|(i, (id, n))| id == to && got[i].len() < *n)
+    };
+    // Replies taken earlier (by another wait) come first.
+    {
+        let mut local = c.local.lock();
+        let mut kept = std::collections::VecDeque::new();
+        while let Some(d) = local.stash.pop_front() {
+            match slot_of(&d, &got) {
+                Some(i) => got[i].push(d),
+                None => kept.push_back(d),
+            }
+        }
+        local.stash = kept;
+    }
+    let own = &c.queues[..1];
+    loop {
+        let missing: usize = wanted.iter().zip(&got).map(|((_, n), g)| n - g.len()).sum();
+        if missing == 0 {
+            break;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let taken = c
+            .coord
+            .bus
+            .take(own, &c.id, left)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(d) = taken else {
+            let total: usize = wanted.iter().map(|(_, n)| n).sum();
+            return Err(format!("{missing} of {total} missing"));
+        };
+        match slot_of(&d, &got) {
+            Some(i) => {
+                c.counters.messages_received.fetch_add(1, Ordering::Relaxed);
+                got[i].push(d);
+            }
+            // Counted when it is handed out.
+            None => c.local.lock().stash.push_back(d),
+        }
+    }
+    let replies: Vec<Delivery> = got.into_iter().flatten().collect();
+    for d in &replies {
+        c.coord.bus.ack(d).await.map_err(|e| e.to_string())?;
+    }
+    Ok(replies)
 }
 
 async fn send(
@@ -141,9 +395,17 @@ async fn send(
 }
 
 /// A message's fields in [`PACK`]'s argument order: id, from, to, type,
-/// payload, attempts (all nil for no message). A tuple, not a `MultiValue`,
-/// so returning it allocates nothing on the Rust side.
-type MessageFields = (LuaValue, LuaValue, LuaValue, LuaValue, LuaValue, LuaValue);
+/// payload, attempts, reply_to (all nil for no message). A tuple, not a
+/// `MultiValue`, so returning it allocates nothing on the Rust side.
+type MessageFields = (
+    LuaValue,
+    LuaValue,
+    LuaValue,
+    LuaValue,
+    LuaValue,
+    LuaValue,
+    LuaValue,
+);
 
 /// Acknowledges what the agent held, then takes the next message.
 async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<MessageFields> {
@@ -152,12 +414,16 @@ async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<Me
     for d in held.drain(..) {
         c.coord.bus.ack(&d).await.map_err(host_err)?;
     }
-    let taken = c
-        .coord
-        .bus
-        .take(&c.queues, &c.id, wait)
-        .await
-        .map_err(host_err)?;
+    let stashed = c.local.lock().stash.pop_front();
+    let taken = match stashed {
+        Some(d) => Some(d),
+        None => c
+            .coord
+            .bus
+            .take(&c.queues, &c.id, wait)
+            .await
+            .map_err(host_err)?,
+    };
     let fields = match taken {
         Some(delivery) => {
             let fields = message_fields(lua, &delivery.envelope)?;
@@ -179,6 +445,10 @@ fn message_fields(lua: &Lua, e: &Envelope) -> mlua::Result<MessageFields> {
         interned(lua, &e.kind)?,
         to_lua(lua, &e.payload)?,
         LuaValue::Integer(e.attempts.into()),
+        match &e.reply_to {
+            Some(id) => LuaValue::String(lua.create_string(id)?),
+            None => LuaValue::Nil,
+        },
     ))
 }
 
@@ -189,14 +459,15 @@ pub fn message_table(lua: &Lua, e: &Envelope) -> mlua::Result<Table> {
 }
 
 /// Settles the messages an agent took with `receive` during a callback:
-/// acknowledged when it returned, given back when it failed.
-pub async fn settle_held(c: &AgentContext, ok: bool) -> crate::error::Result<()> {
+/// acknowledged when it returned, given back when it failed with `failure`.
+pub async fn settle_held(c: &AgentContext, failure: Option<&Error>) -> crate::error::Result<()> {
     let held: Vec<Delivery> = std::mem::take(&mut c.local.lock().held);
     for d in &held {
-        if ok {
-            c.coord.bus.ack(d).await?;
-        } else {
-            c.coord.bus.nack(d).await?;
+        match failure {
+            None => c.coord.bus.ack(d).await?,
+            Some(e) => {
+                c.coord.bus.nack(d, &c.id, e).await?;
+            }
         }
     }
     Ok(())

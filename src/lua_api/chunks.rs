@@ -29,13 +29,7 @@ static CACHE: Mutex<Option<HashMap<(usize, usize), Entry>>> = Mutex::new(None);
 /// Compiles `source` (named `name`, as `@path` or `=label`) into a function of
 /// `lua`, reusing the bytecode of an earlier compilation of the same source.
 /// Syntax errors are reported as by [`Lua::load`], with the name and line.
-/// `check` vets a freshly compiled chunk; only chunks it accepted are cached.
-pub fn compile(
-    lua: &Lua,
-    name: &str,
-    source: &Arc<str>,
-    check: impl FnOnce(&Function) -> mlua::Result<()>,
-) -> mlua::Result<Function> {
+pub fn compile(lua: &Lua, name: &str, source: &Arc<str>) -> mlua::Result<Function> {
     let key = (source.as_ptr() as usize, source.len());
     let cached = CACHE
         .lock()
@@ -55,7 +49,6 @@ pub fn compile(
         .set_name(name)
         .set_mode(ChunkMode::Text)
         .into_function()?;
-    check(&function)?;
     let entry = Entry {
         _source: source.clone(),
         name: name.to_string(),
@@ -85,5 +78,5 @@ pub(crate) fn host(lua: &Lua, label: &'static str, source: &'static str) -> mlua
             }
         }
     };
-    compile(lua, &format!("=[orrery] {label}"), &shared, |_| Ok(()))
+    compile(lua, &format!("=[orrery] {label}"), &shared)
 }

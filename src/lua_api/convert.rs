@@ -48,6 +48,19 @@ pub(crate) fn to_json(
         .map_err(|refusal| arg_err(&what(), refusal))
 }
 
+/// [`to_json`], with nil as `None` (a key set to nil is deleted, a
+/// compare-and-set against nil expects no value).
+pub(crate) fn to_json_or_nil(
+    lua: &Lua,
+    value: LuaValue,
+    what: impl FnOnce() -> String,
+) -> mlua::Result<Option<Value>> {
+    if value.is_nil() {
+        return Ok(None);
+    }
+    to_json(lua, value, what).map(Some)
+}
+
 /// The `max_value_bytes` of the agent, kept in the VM for [`to_json`].
 pub(crate) struct MaxValueBytes(pub(crate) usize);
 

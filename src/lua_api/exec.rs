@@ -1,6 +1,7 @@
 //! `exec` (capability `commands`): `run(cmd [, args [, {timeout = ms, stdin = text}]])`
 //! starts one of the programs granted to the role, directly (no shell), with
-//! an empty environment but `PATH`, and returns `{status, ok, stdout, stderr}`.
+//! an empty environment but `PATH` and no capabilities (see
+//! [`crate::secrets::confine_child`]), and returns `{status, ok, stdout, stderr}`.
 //! Output beyond `max_value_bytes` or a run past the timeout (default 10 s)
 //! kills the program and fails the call.
 
@@ -74,7 +75,10 @@ async fn run(
     stdin: Option<Vec<u8>>,
     max_bytes: usize,
 ) -> Result<(Option<i32>, Vec<u8>, Vec<u8>), String> {
-    let mut child = tokio::process::Command::new(cmd)
+    let mut command = tokio::process::Command::new(cmd);
+    // No capabilities, none to gain: it cannot read the host's memory or environment.
+    crate::secrets::confine_child(&mut command);
+    let mut child = command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -2,7 +2,16 @@
 //! the role. `read(path)` returns the file's text, `list([dir])` the sorted
 //! names in a directory. Paths are relative to the granted directory; one that
 //! leads outside it (`..`, an absolute path, a symbolic link) is refused.
+//!
+//! Only regular files are read, and never more than `max_value_bytes` of one:
+//! a FIFO (opened without waiting for a writer), a device such as
+//! `/dev/zero`, a socket is refused, and so is anything on a kernel pseudo
+//! file system (`/proc`, `/sys`, `/dev`: `/proc/self/environ` would show the
+//! host's start-up environment) and the LLM key file (see
+//! [`crate::secrets::refuse_file`]).
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,19 +40,10 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             let root = r.clone();
             async move {
                 let func = format!("fs.read('{path}')");
-                let full = confine(&root, &path).map_err(|m| arg_err(&func, m))?;
-                let meta = tokio::fs::metadata(&full)
+                let bytes = tokio::task::spawn_blocking(move || read(&root, &path, max_bytes))
                     .await
-                    .map_err(|e| arg_err(&func, e))?;
-                if meta.len() > max_bytes as u64 {
-                    return Err(arg_err(
-                        &func,
-                        format!("file is larger than max_value_bytes ({max_bytes} bytes)"),
-                    ));
-                }
-                let bytes = tokio::fs::read(&full)
-                    .await
-                    .map_err(|e| arg_err(&func, e))?;
+                    .map_err(|e| arg_err(&func, e))?
+                    .map_err(|m| arg_err(&func, m))?;
                 lua.create_string(bytes)
             }
         })?,
@@ -56,20 +56,87 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             async move {
                 let dir = dir.unwrap_or_else(|| ".".into());
                 let func = format!("fs.list('{dir}')");
-                let full = confine(&root, &dir).map_err(|m| arg_err(&func, m))?;
-                let mut entries = tokio::fs::read_dir(&full)
+                tokio::task::spawn_blocking(move || list(&root, &dir, max_bytes))
                     .await
-                    .map_err(|e| arg_err(&func, e))?;
-                let mut names = Vec::new();
-                while let Some(entry) = entries.next_entry().await.map_err(|e| arg_err(&func, e))? {
-                    names.push(entry.file_name().to_string_lossy().into_owned());
-                }
-                names.sort();
-                Ok(names)
+                    .map_err(|e| arg_err(&func, e))?
+                    .map_err(|m| arg_err(&func, m))
             }
         })?,
     )?;
     Ok(t)
+}
+
+/// The bytes of the regular file `path` below `root`, at most `max_bytes`.
+fn read(root: &Path, path: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
+    let full = confine(root, path)?;
+    crate::secrets::refuse_file(&full, None)?;
+    // Without waiting for a FIFO's writer, and never through a symbolic link
+    // swapped in since `confine` resolved the path.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&full)
+        .map_err(|e| format!("cannot open: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot open: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{} is not a regular file", kind(&meta)));
+    }
+    crate::secrets::refuse_file(&full, Some(&file))?;
+    let too_big = || format!("file is larger than max_value_bytes ({max_bytes} bytes)");
+    if meta.len() > max_bytes as u64 {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    // The size can grow while we read; never read past the limit.
+    file.take(max_bytes as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() > max_bytes {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
+/// The sorted names in the directory `dir` below `root`, at most `max_bytes` of them.
+fn list(root: &Path, dir: &str, max_bytes: usize) -> Result<Vec<String>, String> {
+    let full = confine(root, dir)?;
+    crate::secrets::refuse_file(&full, None)?;
+    let entries = std::fs::read_dir(&full).map_err(|e| format!("cannot open: {e}"))?;
+    let mut names = Vec::new();
+    let mut size = 0;
+    for entry in entries {
+        let name = entry
+            .map_err(|e| format!("cannot read: {e}"))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        size += name.len() + 3;
+        if size > max_bytes {
+            return Err(format!(
+                "the names are larger than max_value_bytes ({max_bytes} bytes)"
+            ));
+        }
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// What a file that is not regular is, for the message.
+fn kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "it"
+    }
 }
 
 /// The real path of `path` below `root`, or why it is refused.

@@ -171,9 +171,15 @@ fn parse_request(opts: LuaValue) -> Result<ChatRequest, String> {
     if let Some(system) = system {
         messages.insert(0, ChatMessage::system(system));
     }
+    let model = string_opt(&t, "model")?;
+    if let Some(m) = &model
+        && let Err(e) = crate::coordination::quotas::check_name("llm.chat model", m)
+    {
+        return Err(format!("llm.chat: {e}"));
+    }
     Ok(ChatRequest {
         messages,
-        model: string_opt(&t, "model")?,
+        model,
         temperature: number_opt(&t, "temperature")?,
         max_tokens: whole_opt(&t, "max_tokens")?
             .map(|n| {

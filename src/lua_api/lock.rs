@@ -20,7 +20,7 @@ const WITH: &str = r#"
 local acquire, release = ...
 return function(name, fn, opts)
   if type(fn) ~= "function" then
-    error("lock.with: expected function, got " .. type(fn), 2)
+    error("lock.with: argument #2 'fn' must be a function, got " .. type(fn), 2)
   end
   local grant = acquire(name, opts)
   if grant == nil then

@@ -14,7 +14,11 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     t.set(
         "incr",
         lua.create_function(move |_, (name, n): (String, Option<i64>)| {
-            Ok(c.coord.metrics.incr(&name, n.unwrap_or(1)))
+            let max = c.coord.config.quotas.max_metrics;
+            c.coord
+                .metrics
+                .incr(&name, n.unwrap_or(1), max)
+                .map_err(super::host_err)
         })?,
     )?;
     let c = ctx.clone();

@@ -8,18 +8,20 @@ mod blackboard;
 mod bus;
 pub mod chunks;
 mod convert;
+pub mod error_text;
 mod exec;
 mod fs;
 mod http;
 mod json;
 mod llm;
 mod lock;
-mod log;
+pub(crate) mod log;
+pub mod meta;
 mod metrics;
 mod spawn;
 mod state;
 mod task;
-mod time;
+pub mod time;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,7 +40,8 @@ use crate::store::Delivery;
 pub use blackboard::{WATCHES, pattern_matches};
 pub use bus::{HANDLERS, message_table, settle_held};
 pub use convert::to_lua;
-pub(crate) use convert::{FROZEN, MaxValueBytes, to_json};
+pub(crate) use convert::{FROZEN, MaxValueBytes, to_json, to_json_or_nil};
+pub use time::TIMERS;
 
 /// What the host functions of one agent's VM act on.
 pub struct AgentContext {
@@ -71,6 +74,11 @@ pub struct AgentLocal {
     pub finished: bool,
     /// The agent has registered watches or message handlers.
     pub has_handlers: bool,
+    /// Messages taken while waiting for replies (`bus.request`,
+    /// `bus.replies`) that were not those replies: handed out first, in order.
+    pub stash: std::collections::VecDeque<Delivery>,
+    /// Timers set with `every` and `after`.
+    pub timers: time::Timers,
     /// Blackboard changes, once the agent watches anything.
     pub watch_rx: Option<tokio::sync::broadcast::Receiver<crate::store::BlackboardEvent>>,
 }
@@ -102,6 +110,26 @@ impl AgentContext {
     }
 }
 
+/// The name of every table [`register_all`] makes a global (and puts in
+/// `package.loaded`).
+pub const TABLES: &[&str] = &[
+    "task",
+    "agent",
+    "blackboard",
+    "bus",
+    "state",
+    "spawn",
+    "lock",
+    "metrics",
+    "log",
+    "llm",
+    "json",
+    "time",
+    "fs",
+    "exec",
+    "http",
+];
+
 /// Registers every API table in `lua` for the agent `ctx`.
 pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
     let tables: [(&str, Table); 15] = [
@@ -119,23 +147,26 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
             "json",
             json::register(lua, ctx.coord.config.max_value_bytes)?,
         ),
-        ("time", time::register(lua)?),
+        ("time", time::register(lua, ctx)?),
         ("fs", fs::register(lua, ctx)?),
         ("exec", exec::register(lua, ctx)?),
         ("http", http::register(lua, ctx)?),
     ];
+    error_text::install_tostring(lua)?;
     lua.set_app_data(MaxValueBytes(ctx.coord.config.max_value_bytes));
     lua.set_app_data(Interned::default());
     let globals = lua.globals();
     let loaded: Table = lua.named_registry_value("_LOADED")?;
+    debug_assert!(tables.iter().map(|(n, _)| *n).eq(TABLES.iter().copied()));
     for (name, table) in tables {
         globals.set(name, &table)?;
         loaded.set(name, table)?;
     }
-    // `sleep` and `now` are used everywhere; keep them short.
+    // `sleep`, `now` and the timers are used everywhere; keep them short.
     let time: Table = globals.get("time")?;
-    globals.set("sleep", time.get::<Function>("sleep")?)?;
-    globals.set("now", time.get::<Function>("now")?)?;
+    for name in ["sleep", "now", "every", "after"] {
+        globals.set(name, time.get::<Function>(name)?)?;
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! `state`: agent phases. `set(phase [, reason])` moves this agent;
-//! `get([id])`, `history([id])` and `agents()` read any agent of the task.
+//! `get([id])`, `history([id])` and `agents([role])` read any agent of the task.
 
 use std::sync::Arc;
 
@@ -21,6 +21,8 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |_, (phase, reason): (String, Option<String>)| {
                 let c = c.clone();
+                // Shown in the host's phase lines: one line, bounded.
+                let reason = reason.map(|r| super::log::one_line(&r));
                 async move {
                     let phase: AgentPhase = phase.parse().map_err(host_err)?;
                     c.coord
@@ -84,11 +86,15 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let c = ctx.clone();
     t.set(
         "agents",
-        store_fn(lua, embedded, move |lua, ()| {
+        store_fn(lua, embedded, move |lua, role: Option<String>| {
             let c = c.clone();
             async move {
                 let out = lua.create_table()?;
-                for r in c.coord.states.list().await.map_err(host_err)? {
+                let records = c.coord.states.list().await.map_err(host_err)?;
+                let of_role = |r: &&crate::store::AgentRecord| {
+                    role.as_deref().is_none_or(|wanted| r.role == wanted)
+                };
+                for r in records.iter().filter(of_role).cloned() {
                     let e = lua.create_table()?;
                     e.set("id", r.id)?;
                     e.set("role", r.role)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value as LuaValue};
 
-use super::{AgentContext, FROZEN, chunks, host_err, store_fn, to_json, to_lua};
+use super::{AgentContext, FROZEN, chunks, host_err, store_fn, to_json_or_nil, to_lua};
 
 /// Wraps the task's tables in read-only proxies. Each proxy's metatable keeps
 /// the table it shows under the [`FROZEN`] key, so storing a part of the task
@@ -38,9 +38,10 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         .as_table()
         .cloned()
         .unwrap_or(lua.create_table()?);
-    // Spawn conditions and start roles are the host's business, not the scripts'.
+    // Spawn conditions, start roles and the success condition are the host's business, not the scripts'.
     data.set("agents", LuaValue::Nil)?;
     data.set("spawn", LuaValue::Nil)?;
+    data.set("success", LuaValue::Nil)?;
     let embedded = ctx.embedded();
 
     let c = ctx.clone();
@@ -51,9 +52,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             embedded,
             move |lua, (name, value): (String, LuaValue)| {
                 let c = c.clone();
-                let json = (!value.is_nil())
-                    .then(|| to_json(&lua, value, || format!("task.output('{name}')")))
-                    .transpose();
+                let json = to_json_or_nil(&lua, value, || format!("task.output('{name}')"));
                 async move {
                     // nil removes the output, as blackboard.set(key, nil) deletes.
                     let json = json?;

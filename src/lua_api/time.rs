@@ -1,18 +1,105 @@
-//! `time`: `sleep(ms)` (blocks only this agent) and `now()` (ms since the epoch,
-//! with sub-millisecond precision). Also available as the globals `sleep` and `now`.
+//! `time`: `sleep(ms)` (blocks only this agent), `now()` (ms since the epoch,
+//! with sub-millisecond precision), and timers: `every(ms, fn)` and
+//! `after(ms, fn)` run `fn` as a callback of its own, between the agent's
+//! other callbacks, and return an id for `cancel(id)`. `sleep`, `now`,
+//! `every` and `after` are also globals.
+//!
+//! A timer callback is like a message handler: it runs under the callback
+//! budget, and new code is taken before it (a switch point of hot reload).
+//! Given a function, a timer keeps calling that function; given the name of
+//! a function of the role's module (`every(1000, "tick")`), it calls
+//! `M.tick(self)` of the code current at each round, so a reload changes
+//! what it does.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use tracing::Instrument;
 
-use mlua::{Lua, Table};
+use mlua::{Lua, Table, Value};
+use tokio::time::Instant;
 
-use super::millis;
+use super::{AgentContext, arg_err, millis};
 
-pub(super) fn register(lua: &Lua) -> mlua::Result<Table> {
+/// Name of the registry table holding each timer's function or function name, by id.
+pub const TIMERS: &str = "orrery.timers";
+
+/// Most timers one agent may have set at once: each is host memory the
+/// script controls.
+pub const MAX_TIMERS: usize = 1_000;
+
+/// The agent's timers, by id.
+#[derive(Debug, Default)]
+pub struct Timers {
+    next_id: i64,
+    timers: BTreeMap<i64, Timer>,
+}
+
+/// One timer: when it is due next, and its period if it repeats.
+#[derive(Debug, Clone, Copy)]
+pub struct Timer {
+    /// When it fires next.
+    pub due: Instant,
+    /// `every`'s period; `None` for `after`.
+    pub every: Option<Duration>,
+}
+
+impl Timers {
+    fn add(&mut self, first: Duration, every: Option<Duration>) -> i64 {
+        self.next_id += 1;
+        let timer = Timer {
+            due: Instant::now() + first,
+            every,
+        };
+        self.timers.insert(self.next_id, timer);
+        self.next_id
+    }
+
+    fn cancel(&mut self, id: i64) -> bool {
+        self.timers.remove(&id).is_some()
+    }
+
+    /// True when no timer is set.
+    pub fn is_empty(&self) -> bool {
+        self.timers.is_empty()
+    }
+
+    /// The timer due first: its id and when.
+    pub fn next(&self) -> Option<(i64, Instant)> {
+        self.timers
+            .iter()
+            .map(|(id, t)| (*id, t.due))
+            .min_by_key(|(id, due)| (*due, *id))
+    }
+
+    /// Timer `id` fires now: `every` is due again a period after it was due
+    /// (or a period from now, when it is that late: no burst of rounds to
+    /// catch up), `after` is gone. Returns the timer, or `None` when it
+    /// was cancelled meanwhile.
+    pub fn fire(&mut self, id: i64) -> Option<Timer> {
+        let timer = *self.timers.get(&id)?;
+        match timer.every {
+            Some(period) => {
+                let now = Instant::now();
+                let next = (timer.due + period).max(now);
+                self.timers.get_mut(&id).expect("looked up above").due = next;
+            }
+            None => {
+                self.timers.remove(&id);
+            }
+        }
+        Some(timer)
+    }
+}
+
+pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
+    lua.set_named_registry_value(TIMERS, lua.create_table()?)?;
     let t = lua.create_table()?;
     t.set(
         "sleep",
-        lua.create_async_function(|_, ms: f64| async move {
+        lua.create_async_function(|_, ms: Value| async move {
+            let ms = number_arg("sleep", 1, "ms", &ms)?;
             let sleep = tokio::time::sleep(millis(ms));
             sleep.instrument(crate::trace::host_call("sleep")).await;
             Ok(())
@@ -26,5 +113,82 @@ pub(super) fn register(lua: &Lua) -> mlua::Result<Table> {
                 .map_or(0.0, |d| d.as_secs_f64() * 1000.0))
         })?,
     )?;
+    for (name, repeats) in [("every", true), ("after", false)] {
+        let c = ctx.clone();
+        let func = format!("time.{name}");
+        t.set(
+            name,
+            lua.create_function(move |lua, (ms, callback): (Value, Value)| {
+                let ms = number_arg(&func, 1, "ms", &ms)?;
+                if repeats && ms < 1.0 {
+                    return Err(arg_err(
+                        &func,
+                        format!("argument #1 'ms' must be at least 1 (a period), got {ms}"),
+                    ));
+                }
+                if !matches!(callback, Value::Function(_) | Value::String(_)) {
+                    return Err(arg_err(
+                        &func,
+                        format!(
+                            "argument #2 'fn' must be a function or the name of a function of \
+                             the role's module, got {}",
+                            callback.type_name()
+                        ),
+                    ));
+                }
+                let period = millis(ms);
+                let id = {
+                    let mut local = c.local.lock();
+                    if local.timers.timers.len() >= MAX_TIMERS {
+                        return Err(arg_err(
+                            &func,
+                            format!(
+                                "agent {} already has {MAX_TIMERS} timers set; cancel some \
+                                 (time.cancel) before setting more",
+                                c.id
+                            ),
+                        ));
+                    }
+                    local.timers.add(period, repeats.then_some(period))
+                };
+                let timers: Table = lua.named_registry_value(TIMERS)?;
+                timers.raw_set(id, callback)?;
+                Ok(id)
+            })?,
+        )?;
+    }
+    let c = ctx.clone();
+    t.set(
+        "cancel",
+        lua.create_function(move |lua, id: Value| {
+            let Value::Integer(id) = id else {
+                return Err(arg_err(
+                    "time.cancel",
+                    format!(
+                        "argument #1 'id' must be a timer id (from every or after), got {}",
+                        id.type_name()
+                    ),
+                ));
+            };
+            let timers: Table = lua.named_registry_value(TIMERS)?;
+            timers.raw_set(id, Value::Nil)?;
+            Ok(c.local.lock().timers.cancel(id))
+        })?,
+    )?;
     Ok(t)
+}
+
+/// Argument `index` (`name`) of `func` as a number, or an error saying what was expected.
+fn number_arg(func: &str, index: usize, name: &str, value: &Value) -> mlua::Result<f64> {
+    match value {
+        Value::Integer(n) => Ok(*n as f64),
+        Value::Number(n) => Ok(*n),
+        other => Err(arg_err(
+            func,
+            format!(
+                "argument #{index} '{name}' must be a number of milliseconds, got {}",
+                other.type_name()
+            ),
+        )),
+    }
 }

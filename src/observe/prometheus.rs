@@ -72,6 +72,13 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    role: String,
+    task_type: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunLabels {
     task_type: String,
     status: String,
@@ -114,6 +121,7 @@ struct Metrics {
     llm_duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
     reloads: Family<ReloadLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
+    handler_failures: Family<KindLabels, Counter>,
     task_type: String,
     roles: HashMap<String, String>,
 }
@@ -143,6 +151,7 @@ impl Metrics {
             llm_duration: Family::new_with_constructor(seconds),
             reloads: Family::default(),
             errors: Family::default(),
+            handler_failures: Family::default(),
             task_type: String::new(),
             roles: HashMap::new(),
             registry: Registry::default(),
@@ -229,7 +238,16 @@ impl Metrics {
             m.llm_duration.clone(),
         );
         r.register("reloads", "Script reloads, by outcome", m.reloads.clone());
-        r.register("errors", "Errors of the run, by kind", m.errors.clone());
+        r.register(
+            "errors",
+            "Errors the run reports, by kind",
+            m.errors.clone(),
+        );
+        r.register(
+            "handler_failures",
+            "Message handlers and watches that failed, as they failed",
+            m.handler_failures.clone(),
+        );
         m.registry = registry;
         m
     }
@@ -350,6 +368,16 @@ impl Metrics {
                         task_type: who.task_type,
                         kind: error_kind.clone(),
                         fatal: fatal.to_string(),
+                    })
+                    .inc();
+            }
+            Event::HandlerFailed { error_kind, .. } => {
+                let who = self.who(agent);
+                self.handler_failures
+                    .get_or_create(&KindLabels {
+                        role: who.role,
+                        task_type: who.task_type,
+                        kind: error_kind.clone(),
                     })
                     .inc();
             }

@@ -15,12 +15,33 @@ use super::Orchestrator;
 use crate::agent::{Agent, AgentOutcome};
 use crate::coordination::AgentPhase;
 use crate::coordination::journal::{self, Event};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::lua_api::AgentContext;
 use crate::report::ReportedError;
 
 impl Orchestrator {
     pub(super) async fn start_agent(&mut self, role: &str, parent: Option<&str>) -> Result<String> {
+        let ready = self.prepare_agent(role, parent).await?;
+        Ok(self.launch(ready))
+    }
+
+    /// Starts the agents of `roles` together: every one of them is on the bus
+    /// (and in its role's line, see `coordination::turns`) before the first
+    /// one's `start` runs, so work a starting agent sends to a pool goes to
+    /// the whole pool.
+    pub(super) async fn start_agents(&mut self, roles: &[String]) -> Result<()> {
+        let mut ready = Vec::with_capacity(roles.len());
+        for role in roles {
+            ready.push(self.prepare_agent(role, None).await?);
+        }
+        for agent in ready {
+            self.launch(agent);
+        }
+        Ok(())
+    }
+
+    /// Everything but running it: an id, a record, a place on the bus.
+    async fn prepare_agent(&mut self, role: &str, parent: Option<&str>) -> Result<Prepared> {
         self.registry.role(role)?;
         self.coord.spawner.reserve(role)?;
         let id = match self.allocate_id(role).await {
@@ -48,13 +69,19 @@ impl Orchestrator {
         self.coord.bus.join(&id, role);
         self.coord.activity.busy();
         self.registry.users().started(&id, role);
+        Ok(Prepared { ctx })
+    }
+
+    /// Runs a prepared agent on a task of its own; returns its id.
+    fn launch(&mut self, prepared: Prepared) -> String {
+        let Prepared { ctx } = prepared;
+        let (id, role) = (ctx.id.clone(), ctx.role.clone());
         let stop = self.stop_tx.subscribe();
-        let life = run_agent(ctx, stop).instrument(crate::trace::agent(&id, role));
+        let life = run_agent(ctx, stop).instrument(crate::trace::agent(&id, &role));
         let handle = self.agents.spawn(journal::scope(&id, life));
-        self.running
-            .insert(handle.id(), (id.clone(), role.to_string()));
+        self.running.insert(handle.id(), (id.clone(), role));
         self.started.push(id.clone());
-        Ok(id)
+        id
     }
 
     /// `role-N` with the first N no host of the task has used.
@@ -102,14 +129,14 @@ impl Orchestrator {
         if let Err(e) = self.coord.bus.release(&outcome.id).await {
             self.record(&outcome.id, &e, true);
         }
-        for message in &outcome.handler_errors {
-            self.errors.push(ReportedError {
-                agent: outcome.id.clone(),
-                kind: ErrorKind::Script,
-                message: message.clone(),
-                fatal: false,
-                exit_code: crate::error::exit::SCRIPT,
-            });
+        let success = self.coord.task.success.clone();
+        for h in &outcome.handler_errors {
+            // A message's fate is decided by its redeliveries (see the dead
+            // letters in the report); a watch's change is lost for good.
+            let fatal = h.lost && !success.allow_dead_letters;
+            let mut reported = ReportedError::of(&outcome.id, &h.error, fatal);
+            reported.message = format!("{}: {}", h.during, reported.message);
+            self.errors.push(reported);
         }
         if let Some(e) = &outcome.fatal {
             self.coord
@@ -118,8 +145,17 @@ impl Orchestrator {
                 .errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(agent = %outcome.id, "{e}");
-            self.record(&outcome.id, e, true);
+            self.record_failed_agent(&outcome.id, e);
         }
+    }
+
+    /// Records the error an agent ended with: it fails the task unless the
+    /// task's `[success]` allows failed agents.
+    pub(super) fn record_failed_agent(&mut self, agent: &str, e: &Error) {
+        let allowed = self.coord.task.success.allow_failed_agents;
+        let mut reported = ReportedError::of(agent, e, !allowed);
+        reported.allowed = allowed;
+        self.errors.push(reported);
     }
 
     /// Aborts every agent still running; each gets the error `why(id)`.
@@ -151,9 +187,14 @@ impl Orchestrator {
             self.coord.spawner.release();
             self.registry.users().ended(&id);
             let _ = self.coord.bus.release(&id).await;
-            self.record(&id, &e, true);
+            self.record_failed_agent(&id, &e);
         }
     }
+}
+
+/// An agent ready to run: registered, on the bus, not yet running.
+struct Prepared {
+    ctx: Arc<AgentContext>,
 }
 
 /// An agent's whole life on its task: load, run, and turn a panic in host code

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::Orchestrator;
+use crate::coordination::Coordination;
 use crate::coordination::journal::{Event, StoreSink};
 use crate::error::Result;
 use crate::report::{ReportedError, RunReport};
@@ -33,14 +34,19 @@ impl Orchestrator {
         let started = Instant::now();
         let report = self.run_to_end().instrument(span.clone()).await;
         let (status, errors, metrics) = match &report {
-            Ok(r) => (
-                serde_json::to_value(r.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-                r.errors.len(),
-                serde_json::to_value(&r.metrics).ok(),
-            ),
+            Ok(r) => {
+                for e in &r.errors {
+                    coord.journal_error(e);
+                }
+                (
+                    serde_json::to_value(r.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    r.errors.len(),
+                    serde_json::to_value(&r.metrics).ok(),
+                )
+            }
             Err(e) => {
                 coord
                     .journal
@@ -72,22 +78,6 @@ impl Orchestrator {
             owner: self.mode.is_owner(),
         });
     }
-
-    /// Records an error the report lists.
-    pub(super) fn journal_error(&self, error: Option<&ReportedError>) {
-        let Some(e) = error else { return };
-        let journal = &self.coord.journal;
-        let event = || Event::Error {
-            error_kind: e.kind.to_string(),
-            message: e.message.clone(),
-            fatal: e.fatal,
-        };
-        if e.agent == "host" {
-            journal.record_host(event);
-        } else {
-            journal.record_for(&e.agent, event);
-        }
-    }
 }
 
 fn error_event(kind: &str, e: &impl std::fmt::Display, fatal: bool) -> Event {
@@ -95,5 +85,25 @@ fn error_event(kind: &str, e: &impl std::fmt::Display, fatal: bool) -> Event {
         error_kind: kind.to_string(),
         message: e.to_string(),
         fatal,
+    }
+}
+
+/// Records an error the report lists.
+trait JournalError {
+    fn journal_error(&self, e: &ReportedError);
+}
+
+impl JournalError for Coordination {
+    fn journal_error(&self, e: &ReportedError) {
+        let event = || Event::Error {
+            error_kind: e.kind.to_string(),
+            message: e.message.clone(),
+            fatal: e.fatal,
+        };
+        if e.agent == "host" {
+            self.journal.record_host(event);
+        } else {
+            self.journal.record_for(&e.agent, event);
+        }
     }
 }

@@ -198,18 +198,25 @@ impl Orchestrator {
                 match coord.presence.reap(&coord.states, &coord.bus).await {
                     Ok(lost) => {
                         for agent in lost {
-                            tracing::warn!(agent = %agent.id, host = %agent.host, "agent lost with its process; {} message(s) went back to their queues", agent.released);
+                            tracing::warn!(agent = %agent.id, host = %agent.host, "agent lost with its process; {} went back to {} queue", crate::text::plural(agent.released as u64, "message", "messages"), if agent.released == 1 { "its" } else { "their" });
                             self.errors.push(ReportedError {
                                 agent: agent.id,
                                 kind: ErrorKind::Coordination,
                                 message: format!(
-                                    "lost with its process {}; {} message(s) it held went back to their queues",
-                                    agent.host, agent.released
+                                    "lost with its process {}; {} it held went back to {} queue",
+                                    agent.host,
+                                    crate::text::plural(
+                                        agent.released as u64,
+                                        "message",
+                                        "messages"
+                                    ),
+                                    if agent.released == 1 { "its" } else { "their" }
                                 ),
                                 fatal: false,
+                                allowed: false,
+                                count: 1,
                                 exit_code: exit::COORDINATION,
                             });
-                            self.journal_error(self.errors.last());
                         }
                     }
                     Err(e) => tracing::warn!("looking for lost processes failed: {e}"),

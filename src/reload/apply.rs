@@ -137,7 +137,9 @@ impl Applier {
             .map(|s| s.path.clone())
             .collect();
         for root in &self.roots {
-            walk(&root.shown, &mut paths);
+            // A loop or an oversized tree was reported at start-up; a rescan
+            // takes what it can.
+            paths.extend(crate::scripts::files_below(&root.shown).unwrap_or_default());
         }
         paths
     }
@@ -160,15 +162,13 @@ impl Applier {
         let started = Instant::now();
         let current = self.current(kind, name);
         let agents = self.agents(kind, name);
-        let source = match std::fs::read_to_string(path) {
+        if !path.exists() {
+            return self.removed(kind, name, path, agents, changed_at, started);
+        }
+        // A regular file only, read without blocking (a FIFO saved in its place is refused).
+        let source = match crate::scripts::read_script(path) {
             Ok(source) => source,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return self.removed(kind, name, path, agents, changed_at, started);
-            }
-            Err(e) => {
-                let error = format!("{}: cannot read: {e}", path.display());
-                return self.refused(path, error, agents, changed_at, started);
-            }
+            Err(e) => return self.refused(path, e.to_string(), agents, changed_at, started),
         };
         if let Some(current) = &current {
             if current.path == path && *current.source == *source && !self.refused.contains(path) {
@@ -231,7 +231,41 @@ impl Applier {
             timing(&event)
         );
         self.coord.journal.record_host(|| journaled(&event));
+        self.revive_dead_letters(kind, name, &event.agents);
         let _ = self.events.send(event);
+    }
+
+    /// New code of a role (or of a module its agents use) was registered:
+    /// the messages its old code dead-lettered go back to their queues —
+    /// the role's and its agents' own — so fixing a handler resumes the
+    /// work. Runs on the task's runtime; logs what it gave back.
+    fn revive_dead_letters(&self, kind: ScriptKind, name: &str, agents: &[String]) {
+        let users = self.registry.users();
+        let mut queues: BTreeSet<String> = agents.iter().cloned().collect();
+        queues.extend(agents.iter().filter_map(|a| users.role_of(a)));
+        if kind == ScriptKind::Role {
+            queues.insert(name.to_string());
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let coord = self.coord.clone();
+        tokio::spawn(async move {
+            for queue in queues {
+                match coord.bus.revive(&queue).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        target: LOG_TARGET,
+                        "gave {n} dead-lettered message{} back to '{queue}': its code was reloaded",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                    Err(e) => tracing::warn!(
+                        target: LOG_TARGET,
+                        "cannot give the dead letters of '{queue}' back: {e}"
+                    ),
+                }
+            }
+        });
     }
 
     /// True when a module of the scripts directory overrides the stdlib file `changed`.
@@ -389,18 +423,4 @@ fn timing(event: &ReloadEvent) -> String {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// Every file below `dir`, recursively.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        if path.is_dir() {
-            walk(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }

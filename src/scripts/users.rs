@@ -53,6 +53,11 @@ impl CodeUsers {
             .collect()
     }
 
+    /// The role of live agent `id`.
+    pub fn role_of(&self, id: &str) -> Option<String> {
+        self.agents.lock().get(id).map(|c| c.role.clone())
+    }
+
     /// Live agents whose VM loaded module `name`, sorted.
     pub fn of_module(&self, name: &str) -> Vec<String> {
         self.agents

@@ -25,7 +25,12 @@ use queues::{FastMap, Queues};
 mod queues;
 
 /// How many unread blackboard events a slow watcher may fall behind by.
-const EVENT_BUFFER: usize = 1024;
+/// Each holds its value (up to `max_value_bytes`) until every watcher has
+/// read it, so this bounds the memory a lagging watcher can pin.
+pub const EVENT_BUFFER: usize = 64;
+
+/// Blackboard size below which expired entries are not swept.
+const SWEEP_MIN: usize = 1024;
 
 /// The in-process store (the default).
 pub struct MemoryStore {
@@ -73,6 +78,9 @@ struct LockEntry {
 
 struct TaskData {
     blackboard: Mutex<BTreeMap<String, Entry>>,
+    /// The blackboard's size at which the next new key first drops the
+    /// expired entries (so expired keys do not pile up in memory).
+    sweep_at: std::sync::atomic::AtomicUsize,
     events: broadcast::Sender<BlackboardEvent>,
     queues: Queues,
     agents: Mutex<BTreeMap<String, AgentRecord>>,
@@ -88,6 +96,7 @@ impl TaskData {
     fn new() -> Self {
         TaskData {
             blackboard: Mutex::default(),
+            sweep_at: std::sync::atomic::AtomicUsize::new(SWEEP_MIN),
             events: broadcast::channel(EVENT_BUFFER).0,
             queues: Queues::default(),
             agents: Mutex::default(),
@@ -98,6 +107,19 @@ impl TaskData {
             record: Mutex::default(),
             hosts: Mutex::default(),
         }
+    }
+
+    /// Inserts a key the blackboard does not hold; every time the blackboard
+    /// has doubled since the last sweep, expired entries go first (amortised
+    /// constant work per new key).
+    fn insert_new(&self, bb: &mut BTreeMap<String, Entry>, key: &str, entry: Entry) {
+        if bb.len() >= self.sweep_at.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            bb.retain(|_, e| live(e, now));
+            self.sweep_at
+                .store((2 * bb.len()).max(SWEEP_MIN), Ordering::Relaxed);
+        }
+        bb.insert(key.to_string(), entry);
     }
 
     fn publish(&self, key: &str, value: Option<Value>) {
@@ -178,9 +200,7 @@ impl Store for MemoryStore {
                 // Overwriting an existing key needs no new key string.
                 match bb.get_mut(key) {
                     Some(old) => *old = entry,
-                    None => {
-                        bb.insert(key.to_string(), entry);
-                    }
+                    None => t.insert_new(&mut bb, key, entry),
                 }
             }
             t.publish(key, Some(value.clone()));
@@ -240,13 +260,14 @@ impl Store for MemoryStore {
                 }
                 match new {
                     Some(v) => {
-                        bb.insert(
-                            key.to_string(),
-                            Entry {
-                                value: v.clone(),
-                                expires: now + ttl,
-                            },
-                        );
+                        let entry = Entry {
+                            value: v.clone(),
+                            expires: now + ttl,
+                        };
+                        match bb.get_mut(key) {
+                            Some(old) => *old = entry,
+                            None => t.insert_new(&mut bb, key, entry),
+                        }
                     }
                     None => {
                         bb.remove(key);
@@ -313,6 +334,10 @@ impl Store for MemoryStore {
 
     async fn queue_list(&self, task: &str) -> StoreResult<Vec<QueuedMessage>> {
         Ok(self.with_task(task, |t| t.queues.list()))
+    }
+
+    async fn queue_revive(&self, task: &str, queue: &str) -> StoreResult<usize> {
+        Ok(self.with_task(task, |t| t.queues.revive(queue)))
     }
 
     async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()> {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-pub use memory::MemoryStore;
+pub use memory::{EVENT_BUFFER, MemoryStore};
 pub use redis::{RedisStore, redact_url};
 
 use crate::config::Config;
@@ -87,6 +87,9 @@ pub struct Envelope {
     /// How many times it has been handed out before this delivery.
     #[serde(default)]
     pub attempts: u32,
+    /// The id of the message this one answers (`bus.reply`), if it is a reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
 }
 
 /// A message handed to a consumer, to be acknowledged (or given back) later.
@@ -324,6 +327,10 @@ pub trait Store: Send + Sync + 'static {
     /// Hands every message `consumer` took and never acknowledged back to its queue
     /// (the consumer died).
     async fn queue_release_consumer(&self, task: &str, consumer: &str) -> StoreResult<usize>;
+    /// Moves every dead letter taken from `queue` back to the end of
+    /// `queue`, its delivery count starting over; returns how many. Hot
+    /// reload calls it when the code that failed them was replaced.
+    async fn queue_revive(&self, task: &str, queue: &str) -> StoreResult<usize>;
     /// Messages waiting, in flight and dead-lettered, for inspection.
     async fn queue_list(&self, task: &str) -> StoreResult<Vec<QueuedMessage>>;
     /// True when no message of the task waits or is in flight (dead letters do

@@ -18,6 +18,8 @@
 blackboard = {}
 
 --- Stores `value` under `key` (nil deletes the key), and notifies watchers.
+--- Raises past `max_value_bytes`, or when the task's blackboard quota
+--- (`max_blackboard_keys`, `max_blackboard_bytes`) is reached.
 ---@param key string
 ---@param value any
 function blackboard.set(key, value) end
@@ -48,7 +50,9 @@ function blackboard.cas(key, expected, new) end
 
 --- Atomically replaces the value of `key` with `fn(current)` (nil deletes),
 --- retrying when another agent changed it in between, so `fn` may run more
---- than once and should have no other effects. Returns the value stored.
+--- than once and should have no other effects. `fn` may change the table it
+--- is given in place and return it (`function(p) p.n = p.n + 1; return p end`):
+--- the compare is against the value as it was read. Returns the value stored.
 --- Raises when `fn` is not a function, or after 1000 lost races in a row.
 ---@param key string
 ---@param fn fun(current: any): any

@@ -13,7 +13,8 @@
 lock = {}
 
 --- Takes lock `name`, waiting (while other agents run) up to `opts.wait` ms
---- for it to be free. Nil when the wait ran out. Raises on a bad option.
+--- for it to be free. Nil when the wait ran out. Raises on a bad option, or
+--- on a new name once the task has used `max_locks` names.
 ---@param name string
 ---@param opts? orrery.LockOptions
 ---@return orrery.LockGrant|nil

@@ -1,7 +1,9 @@
 ---@meta
 -- Logging to the host's stderr, tagged with the agent id. Values are
--- converted with `tostring` and joined with spaces. The level shown is set by
--- `ORRERY_LOG` (default: info for scripts).
+-- converted with `tostring` and joined with spaces. Each call is one line:
+-- newlines and other control characters are written as escapes (`\n`), and a
+-- line is cut at 16 KiB. The level shown is set by `ORRERY_LOG` (default: info
+-- for scripts).
 
 log = {}
 

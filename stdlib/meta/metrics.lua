@@ -4,7 +4,9 @@
 
 metrics = {}
 
---- Adds `n` (default 1) to counter `name`; returns the new value.
+--- Adds `n` (default 1) to counter `name`; returns the new value. A name is 1
+--- to 512 bytes without control characters; a task has at most `max_metrics`
+--- names (raises beyond).
 ---@param name string
 ---@param n? integer
 ---@return integer

@@ -13,7 +13,7 @@
 spawn = {}
 
 --- Registers a condition, as the task file's `[[spawn]]` tables do. Raises on
---- a malformed table or a role with no script.
+--- a malformed table, a role with no script, or past `max_spawn_conditions`.
 ---@param condition orrery.SpawnCondition
 function spawn.when(condition) end
 
@@ -26,7 +26,20 @@ function spawn.when(condition) end
 function spawn.signal(trigger, value) end
 
 --- Starts an agent of `role` now (any `scripts/<role>.lua`); returns its id
---- once it is created. Raises for a role with no script, or SpawnLimit.
+--- once it is created. Raises for a role with no script, or SpawnLimit
+--- (`max_agents` live, or `max_spawns` started over the task's run).
 ---@param role string
 ---@return string id
 function spawn.agent(role) end
+
+--- Waits until an agent has ended (a join): returns its final phase,
+--- `"COMPLETE"` or `"FAILED"`; given a list of ids, waits for each and
+--- returns their phases in the same order. Raises when one has not ended
+--- within `timeout_ms` (default: as long as it takes; the task's timeout
+--- still bounds it). An agent with message handlers ends when it calls
+--- `agent.finish()` (or the task ends), so tell it to.
+---@overload fun(ids: string[], timeout_ms?: number): string[]
+---@param id string
+---@param timeout_ms? number
+---@return string phase
+function spawn.wait(id, timeout_ms) end

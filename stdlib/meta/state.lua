@@ -38,6 +38,8 @@ function state.get(id) end
 ---@return orrery.PhaseEntry[]
 function state.history(id) end
 
---- Every agent of the task, sorted by id.
+--- Every agent of the task (of `role` only, when given), sorted by id,
+--- ended ones included (see `phase`).
+---@param role? string
 ---@return orrery.AgentInfo[]
-function state.agents() end
+function state.agents(role) end

@@ -32,7 +32,8 @@ end
 return M
 "#;
 
-/// What one meta file declares for its table.
+/// What one meta file declares for its table, as `orrery::lua_api::meta`
+/// reads it (the same reading errors and `orrery check` rely on).
 #[derive(Debug, Default)]
 struct Declared {
     functions: BTreeSet<String>,
@@ -40,33 +41,21 @@ struct Declared {
     globals: BTreeSet<String>,
 }
 
-/// Reads `function t.f(`, `t.x = ` and the `---@field`s of the class that
-/// describes `t` (the one right before `t = {}`), plus global `function g(`.
 fn declared(table: &str, text: &str) -> Declared {
+    let api = orrery::lua_api::meta::parse(table, text);
+    let prefix = format!("{table}.");
     let mut d = Declared::default();
-    let mut class_fields = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with("---@class") {
-            class_fields.clear();
-        } else if let Some(field) = line.strip_prefix("---@field ") {
-            let name = field.split_whitespace().next().unwrap_or_default();
-            class_fields.push(name.trim_end_matches('?').to_string());
-        } else if line == format!("{table} = {{}}") {
-            d.fields.extend(class_fields.drain(..));
-        } else if let Some(rest) = line.strip_prefix("function ") {
-            let name = rest.split('(').next().unwrap_or_default();
-            match name.strip_prefix(&format!("{table}.")) {
-                Some(f) => d.functions.insert(f.to_string()),
-                None => d.globals.insert(name.to_string()),
-            };
-        } else if let Some((field, _)) = line
-            .strip_prefix(&format!("{table}."))
-            .and_then(|rest| rest.split_once(" = "))
-        {
-            d.fields.insert(field.trim().to_string());
-        }
+    for name in api.functions.keys() {
+        match name.strip_prefix(&prefix) {
+            Some(f) => d.functions.insert(f.to_string()),
+            None => d.globals.insert(name.clone()),
+        };
     }
+    d.fields = api
+        .fields
+        .iter()
+        .filter_map(|f| f.strip_prefix(&prefix).map(str::to_string))
+        .collect();
     d
 }
 

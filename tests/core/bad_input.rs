@@ -71,7 +71,7 @@ fn a_task_value_of_the_wrong_type_names_file_line_and_field() {
         &s,
         &["run", "bad.json"],
         &[],
-        &["bad.json:2: constraints: invalid type: string \"none\", expected a sequence"],
+        &["bad.json:2: constraints: invalid type: string \"none\", expected a list"],
     );
 }
 
@@ -202,4 +202,127 @@ fn a_good_task_in_the_same_setup_runs() {
     let s = scratch();
     let out = orrery(s.path(), &["run", "task.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+#[test]
+fn an_out_of_range_setting_names_where_its_value_came_from_in_words() {
+    let s = scratch();
+    s.write(
+        "orrery.toml",
+        "# limits\nmessage_timeout = 100\nmax_agents = 0\n",
+    );
+    assert_bad_input(
+        &s,
+        &["run", "task.toml"],
+        &[],
+        &["error: orrery.toml:3: setting max_agents: must be greater than 0"],
+    );
+    std::fs::remove_file(s.path().join("orrery.toml")).unwrap();
+    assert_bad_input(
+        &s,
+        &["run", "task.toml"],
+        &[("ORRERY_MEMORY_LIMIT", "1000")],
+        &[
+            "error: environment variable ORRERY_MEMORY_LIMIT: setting memory_limit: must be at least",
+        ],
+    );
+    assert_bad_input(
+        &s,
+        &["run", "task.toml", "--max-agents", "0"],
+        &[],
+        &["error: flag --max-agents: setting max_agents: must be greater than 0"],
+    );
+    // Values of the wrong kind are said in words, never as Rust types.
+    s.write("orrery.toml", "callback_timeout = -5\n");
+    let out = crate::common::orrery(s.path(), &["run", "task.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("orrery.toml:1: callback_timeout: invalid value: integer `-5`, expected a whole number of 0 or more"),
+        "{}",
+        show(&out)
+    );
+    std::fs::remove_file(s.path().join("orrery.toml")).unwrap();
+    let out = orrery_env(
+        s.path(),
+        &["run", "task.toml"],
+        &[("ORRERY_MAX_AGENTS", "-1")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "environment variable ORRERY_MAX_AGENTS: '-1' is not a whole number of 0 or more"
+        ),
+        "{}",
+        show(&out)
+    );
+    for rust in ["u64", "usize", "u32", "f64", "ParseIntError"] {
+        assert!(!stderr.contains(rust), "{}", show(&out));
+    }
+}
+
+#[test]
+fn the_scripts_directory_beside_the_task_file_comes_before_the_current_one() {
+    let s = scratch(); // ./scripts has the role `solo`
+    s.write("job/task.toml", GOOD_TASK);
+    s.write(
+        "job/scripts/beside.lua",
+        "local M = {}\nfunction M.start(self) task.output('ran', agent.role) end\nreturn M\n",
+    );
+    let out = orrery(s.path(), &["run", "job/task.toml", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outputs"]["ran"], "beside", "{report:#}");
+
+    // --scripts still wins.
+    let out = orrery(
+        s.path(),
+        &["run", "job/task.toml", "--json", "--scripts", "scripts"],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["agents_used"][0], "solo-1", "{report:#}");
+}
+
+#[test]
+fn no_scripts_directory_anywhere_is_named_with_absolute_paths_and_a_hint() {
+    let s = Scratch::new(&[]);
+    std::fs::remove_dir(s.scripts()).unwrap();
+    s.write("job/task.toml", GOOD_TASK);
+    let root = s.path().canonicalize().unwrap();
+    assert_bad_input(
+        &s,
+        &["run", "job/task.toml"],
+        &[],
+        &[
+            &format!("{}", root.join("job/scripts").display()),
+            "(beside the task file)",
+            &format!("{}", root.join("scripts").display()),
+            "pass --scripts DIR",
+        ],
+    );
+}
+
+#[test]
+fn json_reports_bad_input_as_an_error_object() {
+    let s = scratch();
+    for args in [
+        &["run", "nowhere.toml", "--json"][..],
+        &["run", "task.toml", "--json", "--max-agents", "lots"],
+        &["check", "no-such-dir", "--json"],
+    ] {
+        let out = orrery(s.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}\n{}", show(&out));
+        let object: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON on stdout ({e})\n{}", show(&out)));
+        assert_eq!(object["error"]["kind"], "bad_input", "{object:#}");
+        assert_eq!(object["error"]["exit_code"], 2, "{object:#}");
+        assert!(!object["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let out = orrery(s.path(), &["check", "no-such-dir", "--json"]);
+    let object: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = object["error"]["message"].as_str().unwrap();
+    let absolute = s.path().canonicalize().unwrap().join("no-such-dir");
+    assert!(
+        message.contains(&absolute.display().to_string()) && message.contains("pass --scripts DIR"),
+        "{message}"
+    );
 }

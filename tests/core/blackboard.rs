@@ -97,10 +97,26 @@ const ADDER: &str = r#"
 local M = {}
 function M.start(self)
   for _ = 1, 25 do
+    -- By returning a new value.
     blackboard.update("counter", function(v)
       metrics.incr("update_calls")
       sleep(1) -- yield between the read and the write, so the agents interleave
       return (v or 0) + 1
+    end)
+    -- By changing the table in place, the natural Lua idiom.
+    blackboard.update("record", function(r)
+      metrics.incr("in_place_calls")
+      if r == nil then return { n = 1, by = { [agent.id] = 1 } } end
+      sleep(1)
+      r.n = r.n + 1
+      r.by[agent.id] = (r.by[agent.id] or 0) + 1
+      return r
+    end)
+    -- In place without yielding in the function: the store's own round trips interleave.
+    blackboard.update("tight", function(r)
+      r = r or { n = 0 }
+      r.n = r.n + 1
+      return r
     end)
   end
   bus.send("checker", "done", {})
@@ -113,6 +129,11 @@ local M = {}
 function M.start(self)
   for _ = 1, 4 do assert(bus.receive(20000), "an adder never reported") end
   task.output("counter", blackboard.get("counter"))
+  local record = blackboard.get("record")
+  local sum = 0
+  for _, n in pairs(record.by) do sum = sum + n end
+  task.output("record", { n = record.n, sum = sum })
+  task.output("tight", blackboard.get("tight").n)
 end
 return M
 "#;
@@ -129,13 +150,21 @@ async fn concurrent_updates_from_several_agents_sum_exactly() {
             ),
         )
         .await;
-        assert_eq!(output(&report, "counter"), &json!(100));
-        // More calls than updates: some updates lost a race and retried.
-        let calls = report.metrics.custom["update_calls"];
-        assert!(
-            calls > 100,
-            "{backend:?}: the updates never contended ({calls} calls)"
+        assert_eq!(output(&report, "counter"), &json!(100), "{backend:?}");
+        assert_eq!(
+            output(&report, "record"),
+            &json!({"n": 100, "sum": 100}),
+            "{backend:?}: updates that change the table in place"
         );
+        assert_eq!(output(&report, "tight"), &json!(100), "{backend:?}");
+        // More calls than updates: some updates lost a race and retried.
+        for counter in ["update_calls", "in_place_calls"] {
+            let calls = report.metrics.custom[counter];
+            assert!(
+                calls > 100,
+                "{backend:?}: the updates never contended ({counter} = {calls})"
+            );
+        }
     }
 }
 
@@ -277,8 +306,9 @@ async fn values_lua_cannot_store_are_an_error_at_the_call_naming_it() {
         ];
         for (case, fragment) in expect {
             let message = errors[case].as_str().unwrap();
+            // `path:line: ` of the pcall, then the call and what is wrong.
             assert!(
-                message.starts_with(fragment),
+                message.contains("keeper.lua:4: ") && message.contains(fragment),
                 "{backend:?} {case}: expected '{fragment}…', got '{message}'"
             );
         }

@@ -86,6 +86,7 @@ async fn a_waiting_take_gets_a_message_pushed_before_its_wait_ends() {
         kind: "job".into(),
         payload: json!({}),
         attempts: 0,
+        reply_to: None,
     };
     store.queue_push("t", "worker-1", &envelope).await.unwrap();
     let delivery = taker.await.unwrap().unwrap().expect("the message");

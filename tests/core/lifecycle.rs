@@ -135,7 +135,7 @@ async fn agent_finish_ends_an_agent_that_still_has_handlers() {
         assert!(
             undelivered[0]
                 .message
-                .starts_with("1 message(s) to 'finisher-1'")
+                .starts_with("1 message to 'finisher-1' never taken")
         );
         assert!(report.errors.iter().all(|e| !e.fatal));
     }

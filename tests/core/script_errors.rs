@@ -65,22 +65,32 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
     (
         "local M = {}\nfunction M.start(self)\n  local x = 1\n  bus.send('ghost', 'hello', {})\nend\nreturn M\n",
         "bus.send",
-        "bus recipient 'ghost': no live agent has this id",
+        "bus.send: recipient 'ghost': no live agent has this id",
     ),
     (
         "local M = {}\nfunction M.start(self)\n  bus.receive('soon')\nend\nreturn M\n",
         "bus.receive",
-        "bus.receive: expected timeout in ms (number), got string",
+        "bus.receive: argument #1 'timeout_ms' must be a number of milliseconds, got string",
     ),
     (
         "local M = {}\nfunction M.start(self)\n  spawn.agent('ghost')\nend\nreturn M\n",
         "spawn.agent",
-        "unknown role 'ghost'",
+        "spawn.agent: unknown role 'ghost'",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  blackboard.set({ 'not', 'a', 'key' }, 1)\nend\nreturn M\n",
+        "blackboard.set",
+        "blackboard.set: argument #1 'key' must be a string, got a table",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  pcall(print, 1)\n  bus.send('caller', nil, {})\nend\nreturn M\n",
+        "bus.send",
+        "bus.send: argument #2 'type' must be a string, got nil",
     ),
     (
         "local M = {}\nfunction M.start(self)\n  blackboard.update('k', 'not a function')\nend\nreturn M\n",
         "blackboard.update",
-        "blackboard.update: expected function, got string",
+        "blackboard.update: argument #2 'fn' must be a function, got string",
     ),
     (
         "local M = {}\nfunction M.start(self)\n  lock.acquire('L', { ttl = 'long' })\nend\nreturn M\n",
@@ -128,6 +138,15 @@ async fn an_error_raised_inside_a_host_call_points_at_the_script_line() {
                 "{backend:?} {needle}: expected '{prefix}…', got {errors:#?}"
             );
             assert!(errors[0].contains("stack traceback:"), "{errors:#?}");
+            for internal in [
+                "__mlua_async_poll",
+                "pcall:",
+                "get_future",
+                "error converting",
+                "[orrery]",
+            ] {
+                assert!(!errors[0].contains(internal), "{needle}: {errors:#?}");
+            }
         }
     }
 }
@@ -234,4 +253,97 @@ async fn a_role_script_that_returns_no_table_is_named() {
             "{errors:#?}"
         );
     }
+}
+
+const CAUGHT: &str = r#"
+local M = {}
+function M.start(self)
+  local ok, err = pcall(spawn.agent, "ghost")
+  local ok2, err2 = pcall(function() blackboard.get({}) end)
+  task.output("caught", { tostring(err), tostring(err2) })
+end
+return M
+"#;
+
+/// An error a script catches reads like one it did not: `path:line:`, the
+/// function, what is wrong — and no traceback or host frames in the text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_host_error_reads_path_line_function_and_what_is_wrong() {
+    for backend in Backend::all() {
+        let scratch = Scratch::new(&[("catcher.lua", CAUGHT)]);
+        let report = run_in_process(
+            backend,
+            &scratch.scripts(),
+            task("caught", ""),
+            Config::default(),
+        )
+        .await;
+        let path = scratch.scripts().join("catcher.lua").display().to_string();
+        let caught = report.outputs["caught"].clone();
+        assert_eq!(
+            caught,
+            serde_json::json!([
+                format!(
+                    "{path}:4: spawn.agent: unknown role 'ghost': no {}/ghost.lua",
+                    scratch.scripts().display()
+                ),
+                format!(
+                    "{path}:5: blackboard.get: argument #1 'key' must be a string, got a table"
+                ),
+            ]),
+            "{backend:?}"
+        );
+    }
+}
+
+#[test]
+fn check_finds_what_run_would_refuse_and_suggests_the_nearest_name() {
+    let scratch = Scratch::new(&[
+        ("loner.lua", "return 42\n"),
+        ("boom.lua", "error('top level broke')\n"),
+        (
+            "typist.lua",
+            "local M = {}\nfunction M.start(self)\n  blackboard.put('k', 1)\n  bus.sendd('x', 't', {})\nend\nreturn M\n",
+        ),
+        (
+            "fine.lua",
+            "local M = {}\nfunction M.start(self) bus.send('fine', 'x', {}) end\nreturn M\n",
+        ),
+    ]);
+    let out = orrery(scratch.path(), &["check", "scripts"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "scripts/loner.lua: a role script must return a table of callbacks (start, on_message, ...), got integer",
+        "scripts/typist.lua:3: blackboard.put is not part of the host API (did you mean blackboard.get?)",
+        "scripts/typist.lua:4: bus.sendd is not part of the host API (did you mean bus.send?)",
+        "4 problems in 3 of ",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in\n{}", show(&out));
+    }
+    assert!(
+        stdout.contains("scripts/boom.lua:1: top level broke"),
+        "{}",
+        show(&out)
+    );
+
+    let out = orrery(scratch.path(), &["check", "scripts", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["ok"], false);
+    let typo = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "unknown_function" && p["line"] == 4)
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(typo["path"], "scripts/typist.lua");
+    assert_eq!(typo["suggestion"], "bus.send");
+    let loner = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["path"] == "scripts/loner.lua")
+        .unwrap();
+    assert_eq!(loner["kind"], "load");
 }

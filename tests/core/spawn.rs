@@ -106,7 +106,7 @@ async fn a_role_added_as_a_file_is_spawned_from_another_script() {
             boss["unknown"]
                 .as_str()
                 .unwrap()
-                .starts_with("unknown role 'epsilon': no "),
+                .contains(".lua:6: spawn.agent: unknown role 'epsilon': no "),
             "{boss:#}"
         );
         assert_eq!(report.agents_used, ["boss-1", "delta-1"]);

@@ -153,7 +153,7 @@ fn unusable_llm_settings_are_bad_input_naming_the_culprit() {
         (
             &["--token-budget", "0"],
             &[],
-            "error: setting llm.token_budget: must be greater than 0",
+            "error: flag --token-budget: setting llm.token_budget: must be greater than 0",
         ),
         (
             &["--mock", "--llm-replay", "bad.jsonl"],

@@ -239,7 +239,13 @@ fn hostile_run(store: &str) {
         ("failer.lua", FAILER),
     ]);
     scratch.write("task.toml", HOSTILE_TASK);
-    let env = [("ORRERY_MAX_ATTEMPTS", "2"), ("ORRERY_STORE", store)];
+    // Redelivered at once: a message waiting out its backoff when its agent
+    // ends would be counted given back and released both.
+    let env = [
+        ("ORRERY_MAX_ATTEMPTS", "2"),
+        ("ORRERY_REDELIVERY_BACKOFF", "0"),
+        ("ORRERY_STORE", store),
+    ];
     let (report, entries) = run_with_journal(scratch.path(), &["task.toml"], &env);
     assert_journal_matches_report(&report, &entries);
     let kinds = |k: &str| count(&entries, |e| e.event.kind() == k);

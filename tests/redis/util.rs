@@ -72,6 +72,7 @@ pub fn envelope(id: &str, kind: &str) -> Envelope {
         kind: kind.to_string(),
         payload: serde_json::json!({ "id": id }),
         attempts: 0,
+        reply_to: None,
     }
 }
 

@@ -25,11 +25,11 @@ return M
 }
 
 /// What `orrery run` logs when nothing is set: script lines and reloads.
-const RUN_LOG: &str = "warn,orrery::script=info,orrery::reload=info";
+pub(super) const RUN_LOG: &str = "warn,orrery::script=info,orrery::reload=info";
 
 /// The binary running `args` in `dir` in the background (killed if the test
-/// fails before it exits).
-fn watching(dir: &std::path::Path, args: &[&str]) -> Running {
+/// fails before it exits), logging as `orrery run` does when nothing is set.
+pub(super) fn watching(dir: &std::path::Path, args: &[&str]) -> Running {
     spawn_orrery(dir, args, &[("ORRERY_LOG", RUN_LOG)])
 }
 

@@ -8,7 +8,10 @@ use orrery_test_support as common;
 
 mod bench;
 mod cli;
+mod example;
 mod files;
+mod interrupts;
+mod long_running;
 mod modules;
 mod roles;
 mod session;

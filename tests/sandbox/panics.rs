@@ -95,6 +95,9 @@ impl Store for PanickingStore {
     async fn queue_list(&self, task: &str) -> StoreResult<Vec<QueuedMessage>> {
         self.0.queue_list(task).await
     }
+    async fn queue_revive(&self, task: &str, queue: &str) -> StoreResult<usize> {
+        self.0.queue_revive(task, queue).await
+    }
     async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()> {
         self.0.agent_put(task, record).await
     }

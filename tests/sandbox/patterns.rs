@@ -48,7 +48,7 @@ async fn patterns_still_work_within_the_budget() {
   out.balanced = ("f(a(b)c) g"):match("%b()")
   out.frontier = ("THE (quick) fox"):find("%f[%a]%a+", 5)
   out.plain = { ("a.b"):find(".", 1, true) }
-  out.bad = tostring(select(2, pcall(string.find, "x", "[a"))):match("^[^\n]*")
+  out.bad = tostring(select(2, pcall(string.find, "x", "[a"))):match("malformed pattern[^\n]*")
   task.output("patterns", out)"#,
     );
     let report = run(&[("matcher.lua", &script)], config()).await;
@@ -66,7 +66,7 @@ async fn patterns_still_work_within_the_budget() {
             "balanced": "(a(b)c)",
             "frontier": 6,
             "plain": [2, 2],
-            "bad": "runtime error: malformed pattern (missing ']')"
+            "bad": "malformed pattern (missing ']')"
         })
     );
 }
@@ -81,7 +81,7 @@ async fn repeating_an_empty_string_returns_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shifting_a_table_with_a_lying_length_is_refused() {
+async fn shifting_a_table_with_a_lying_length_is_interrupted() {
     for (call, name) in [
         ("table.insert(t, 1, 'x')", "insert"),
         ("table.remove(t, 1)", "remove"),
@@ -92,13 +92,13 @@ async fn shifting_a_table_with_a_lying_length_is_refused() {
         ));
         let report = run(&[("shifter.lua", &script)], config()).await;
         let e = fatal(&report, "shifter-1");
-        assert_eq!(e.kind, "script", "{report:#?}");
+        // Written in Lua, the shift is interrupted like any loop, at the script's line.
+        assert_eq!(e.kind, "timeout", "{name}: {report:#?}");
         assert!(
-            e.message.contains(&format!("table.{name}: would move")),
-            "{}",
+            e.message.contains("scripts/shifter.lua:4)"),
+            "{name}: {}",
             e.message
         );
-        assert!(e.message.contains("scripts/shifter.lua:4"), "{}", e.message);
         assert_rest_intact(&report);
     }
 }

@@ -10,7 +10,7 @@ use orrery::agent::sandbox;
 use orrery::config::Config;
 use orrery::coordination::Coordination;
 use orrery::llm::TaskLlm;
-use orrery::lua_api::{self, AgentContext};
+use orrery::lua_api::AgentContext;
 use orrery::scripts::ScriptRegistry;
 use orrery::store::{MemoryStore, Store};
 use orrery::task::Task;
@@ -104,8 +104,7 @@ fn vm() -> Vm {
         registry.clone(),
         TaskLlm::offline(),
     );
-    let lua = sandbox::new_vm(registry, cfg.memory_limit).unwrap();
-    lua_api::register_all(&lua, &ctx).unwrap();
+    let (lua, _budget) = sandbox::agent_vm(&ctx).unwrap();
     Vm {
         lua,
         store,

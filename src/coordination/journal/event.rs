@@ -221,7 +221,18 @@ pub enum Event {
         /// `path:line: message`.
         error: String,
     },
-    /// An error of the run, as the report lists it.
+    /// A handler or watch of the entry's agent failed (as it happened; the
+    /// report lists it among the run's errors, see [`Event::Error`]).
+    HandlerFailed {
+        /// What was being handled (`message 'x' from alpha-1`, `watch of 'k'`).
+        during: String,
+        /// The error's kind.
+        error_kind: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An error of the run, as the report lists it: each process journals
+    /// its report's errors when its run ends.
     Error {
         /// The error's kind (`script`, `timeout`, ...).
         error_kind: String,
@@ -255,6 +266,7 @@ impl Event {
             Event::LlmCall { .. } => "llm_call",
             Event::Reload { .. } => "reload",
             Event::ReloadRefused { .. } => "reload_refused",
+            Event::HandlerFailed { .. } => "handler_failed",
             Event::Error { .. } => "error",
         }
     }
@@ -375,6 +387,9 @@ impl Entry {
             },
             Event::Reload { path, change, .. } => format!("reload {path}: {change}"),
             Event::ReloadRefused { path, error } => format!("reload of {path} refused: {error}"),
+            Event::HandlerFailed {
+                during, message, ..
+            } => format!("failed handling {during}: {message}"),
             Event::Error {
                 error_kind,
                 message,

@@ -13,7 +13,7 @@ function freshRun() {
   return {
     entries: [], t0: null, tLast: null,
     agents: new Map(), messages: new Map(), blackboard: new Map(),
-    llm: [], reloads: [], errors: [], hosts: new Set(),
+    llm: [], reloads: [], errors: [], failures: [], hosts: new Set(),
     task: null, status: null, metrics: null, selectedKey: null,
   };
 }
@@ -101,6 +101,9 @@ function ingest(e) {
       break;
     case "reload_refused":
       run.reloads.push({ at: t, path: e.path, refused: true, error: e.error, agent: e.agent });
+      break;
+    case "handler_failed":
+      run.failures.push({ at: t, agent: e.agent || "host", kind: e.error_kind, message: `${e.during}: ${e.message}` });
       break;
     case "error":
       run.errors.push({ at: t, agent: e.agent || "host", kind: e.error_kind, message: e.message, fatal: e.fatal });
@@ -224,7 +227,7 @@ function drawTimeline() {
   root.appendChild(arrows);
 
   // Errors on their agent's lane; reloads across every lane.
-  for (const e of run.errors) {
+  for (const e of [...run.failures, ...run.errors.filter((e) => e.fatal)]) {
     const y = laneY.has(e.agent) ? laneY.get(e.agent) : AXIS_H;
     const ex = x(e.at);
     root.appendChild(titled(svg("path", { class: "err-mark", d: `M${ex},${y + 1} l5,9 l-10,0 z` }), `${e.fatal ? "fatal " : ""}${e.kind}: ${e.message}`));
@@ -324,9 +327,10 @@ function drawHistory() {
 function drawProblems() {
   const host = document.getElementById("problems");
   host.textContent = "";
-  if (!run.errors.length && !run.reloads.length) { host.appendChild(el("div", { class: "empty" }, "none")); return; }
+  if (!run.errors.length && !run.failures.length && !run.reloads.length) { host.appendChild(el("div", { class: "empty" }, "none")); return; }
   const items = [
-    ...run.errors.map((e) => ({ at: e.at, cls: "problem" + (e.fatal ? " fatal" : ""), text: `${e.agent}: [${e.kind}] ${e.message}` })),
+    ...run.failures.map((e) => ({ at: e.at, cls: "problem", text: `${e.agent} failed handling ${e.message}` })),
+    ...run.errors.map((e) => ({ at: e.at, cls: "problem" + (e.fatal ? " fatal" : ""), text: `reported: ${e.agent}: [${e.kind}] ${e.message}` })),
     ...run.reloads.map((r) => ({ at: r.at, cls: "problem reload", text: r.refused ? `reload of ${r.path} refused${r.agent ? " by " + r.agent : ""}: ${r.error}` : `reload ${r.path}: ${r.change}` })),
   ].sort((a, b) => a.at - b.at);
   for (const i of items) host.appendChild(el("div", { class: i.cls }, `+${ms(i.at - run.t0)}  ${i.text}`));

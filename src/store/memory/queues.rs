@@ -222,6 +222,28 @@ impl Queues {
         released
     }
 
+    /// Moves the dead letters of `queue` back to its end, their attempts
+    /// starting over; returns how many.
+    pub(super) fn revive(&self, queue: &str) -> usize {
+        let revived = {
+            let mut lists = self.lists.lock();
+            let (back, dead): (Vec<_>, Vec<_>) = std::mem::take(&mut lists.dead)
+                .into_iter()
+                .partition(|(q, _)| q == queue);
+            lists.dead = dead;
+            let list = lists.waiting.entry(queue.to_string()).or_default();
+            for (_, mut envelope) in back.iter().cloned() {
+                envelope.attempts = 0;
+                list.push_back(envelope);
+            }
+            back.len()
+        };
+        if revived > 0 {
+            self.wake();
+        }
+        revived
+    }
+
     /// Every message, waiting, in flight or dead.
     pub(super) fn list(&self) -> Vec<QueuedMessage> {
         let lists = self.lists.lock();

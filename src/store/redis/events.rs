@@ -22,8 +22,9 @@ use tokio::task::AbortHandle;
 use super::keys::Keys;
 use crate::store::{BlackboardEvent, StoreError, StoreResult};
 
-/// How many unread events a slow watcher may fall behind by (as in the embedded store).
-const EVENT_BUFFER: usize = 1024;
+/// How many unread events a slow watcher may fall behind by (as in the
+/// embedded store: each pins its value until every watcher read it).
+const EVENT_BUFFER: usize = crate::store::EVENT_BUFFER;
 
 /// The event subscriptions of one store.
 pub(super) struct Events {

@@ -181,6 +181,10 @@ impl Store for RedisStore {
         self.server.queue_list(task).await
     }
 
+    async fn queue_revive(&self, task: &str, queue: &str) -> StoreResult<usize> {
+        self.server.revive(task, queue).await
+    }
+
     async fn queue_is_drained(&self, task: &str) -> StoreResult<bool> {
         self.server.queue_is_drained(task).await
     }

@@ -20,7 +20,7 @@ use super::keys::{GROUP, Keys, RETURNED, token};
 use super::reply::{
     array, entry_delivery, field, id_text, pending_counts, read_reply, unexpected, usize_of,
 };
-use super::scripts::{ACK, CLAIM_RETURNED, NACK, PUSH, RELEASE};
+use super::scripts::{ACK, CLAIM_RETURNED, NACK, PUSH, RELEASE, REVIVE};
 use crate::store::{Delivery, Envelope, MessageState, QueuedMessage, StoreResult};
 
 impl Server {
@@ -283,6 +283,22 @@ impl Server {
             released += n as usize;
         }
         Ok(released)
+    }
+
+    /// Moves the dead letters of `queue` back to it (see `Store::queue_revive`).
+    pub(super) async fn revive(&self, task: &str, queue: &str) -> StoreResult<usize> {
+        let keys = Keys::new(task);
+        let (dead, stream, queues) = (keys.dead_letters(), keys.bus(queue), keys.queues());
+        let n: i64 = self
+            .conn
+            .eval("bus revive", &REVIVE, |s| {
+                s.key(&dead).key(&stream).key(&queues).arg(queue).arg(GROUP);
+            })
+            .await?;
+        if n > 0 {
+            self.groups.lock().insert(stream);
+        }
+        Ok(n as usize)
     }
 
     /// Every queue written to, sorted.

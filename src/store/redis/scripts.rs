@@ -139,6 +139,34 @@ return 0
     )
 });
 
+/// Moves the dead letters of one queue back to its stream as new entries
+/// (their delivery count starts over); returns how many.
+/// KEYS: dead letters, stream, queues. ARGV: queue, group.
+pub(super) static REVIVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+  local q, m
+  local f = e[2]
+  for i = 1, #f, 2 do
+    if f[i] == 'q' then q = f[i + 1] elseif f[i] == 'm' then m = f[i + 1] end
+  end
+  if q == ARGV[1] and m then
+    redis.call('XADD', KEYS[2], '*', 'm', m)
+    redis.call('XDEL', KEYS[1], e[1])
+    n = n + 1
+  end
+end
+if n > 0 then
+  redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[2], '0', 'MKSTREAM')
+  redis.call('SADD', KEYS[3], ARGV[1])
+end
+return n
+"#,
+    )
+});
+
 /// Parks every message a consumer holds on one queue; returns how many.
 /// KEYS: stream. ARGV: group, consumer, returned-consumer.
 pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| {

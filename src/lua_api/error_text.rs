@@ -1,0 +1,187 @@
+//! How an error raised by a host function reads, for the script that
+//! caught it (`tostring(err)`) and for the report: `path:line:` of the
+//! script's call first, then the function and the parameter at fault
+//! (`blackboard.set: argument #1 'key' must be a string, got table`), and a
+//! traceback without the host's own frames (`__mlua_async_poll`, the
+//! sandbox's `pcall` wrapper, the host's Lua chunks).
+
+use mlua::{Error, Lua, Value};
+
+use super::meta;
+
+/// The host function a traceback's innermost frame is in (`blackboard.set`),
+/// when it is one the API declares.
+pub fn function_of(traceback: &str) -> Option<String> {
+    let api = meta::api();
+    traceback.lines().find_map(|line| {
+        let name = line.split("in function '").nth(1)?.split('\'').next()?;
+        api.functions.contains_key(name).then(|| name.to_string())
+    })
+}
+
+/// The first `path:line` of a script frame in a traceback: frames of `.lua`
+/// files only, skipping `[C]` frames and the host's own Lua wrappers.
+pub fn script_location(traceback: &str) -> Option<String> {
+    traceback.lines().find_map(|line| {
+        let mut parts = line.trim().splitn(3, ':');
+        let path = parts.next()?;
+        let line_no = parts.next()?;
+        if !path.ends_with(".lua") {
+            return None;
+        }
+        line_no.parse::<u32>().ok().map(|n| format!("{path}:{n}"))
+    })
+}
+
+/// `traceback` without the frames of the host's machinery: mlua's async
+/// poller, the sandbox's Lua wrappers (`pcall`), the host's own chunks
+/// (`[orrery] ...`), and unnamed C frames. Script frames and named host
+/// functions stay.
+pub fn clean_traceback(traceback: &str) -> String {
+    let mut out = Vec::new();
+    for line in traceback.lines() {
+        let frame = line.trim();
+        let keep = frame == "stack traceback:"
+            || frame == "(...tail calls...)"
+            || frame.split(':').next().is_some_and(|p| p.ends_with(".lua"))
+            || (frame.starts_with("[C]: in function '") && !frame.contains("'pcall'"));
+        if keep {
+            out.push(line.to_string());
+        } else if let Some(name) = frame
+            .strip_prefix("__mlua_async_poll:")
+            .and_then(|rest| rest.split("in function '").nth(1))
+        {
+            // An async host function: shown as the C function it stands for.
+            out.push(format!("\t[C]: in function '{name}"));
+        }
+    }
+    out.join("\n")
+}
+
+/// The message of `cause`, an error a host function raised, said for the
+/// person who called it: argument conversions in words, the function's name
+/// in front (`func`, from the traceback) when the message does not start
+/// with it.
+pub fn host_message(cause: &Error, func: Option<&str>) -> String {
+    let text = plain(cause, func);
+    match func {
+        Some(f) if !text.starts_with(f) => format!("{f}: {text}"),
+        _ => text,
+    }
+}
+
+/// The innermost message of `e`, with mlua's argument conversion errors
+/// ("bad argument #1: error converting Lua table to String") in words.
+fn plain(e: &Error, func: Option<&str>) -> String {
+    match e {
+        Error::CallbackError { cause, .. } => plain(cause, func),
+        Error::WithContext { context, cause } => format!("{context}: {}", plain(cause, func)),
+        Error::ExternalError(inner) => inner.to_string(),
+        Error::RuntimeError(m) => m.clone(),
+        Error::BadArgument { pos, cause, .. } => {
+            let param = func
+                .and_then(|f| meta::api().params(f))
+                .and_then(|params| params.get(pos.wrapping_sub(1)))
+                .map(|p| format!(" '{p}'"))
+                .unwrap_or_default();
+            match &**cause {
+                Error::FromLuaConversionError { from, to, .. } => format!(
+                    "argument #{pos}{param} must be {}, got {}",
+                    expected(to),
+                    article(from)
+                ),
+                other => format!("argument #{pos}{param}: {}", plain(other, None)),
+            }
+        }
+        Error::FromLuaConversionError { from, to, .. } => {
+            format!("expected {}, got {}", expected(to), article(from))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A Rust type mlua converts to, as the Lua value it takes.
+fn expected(rust: &str) -> &'static str {
+    match rust {
+        "String" | "str" | "BString" | "LuaString" => "a string",
+        "bool" => "a boolean",
+        "Table" => "a table",
+        "Function" => "a function",
+        "AnyUserData" | "UserData" => "a value the host handed out",
+        r if r.starts_with('i') || r.starts_with('u') || r.starts_with('f') => "a number",
+        _ => "a value of another kind",
+    }
+}
+
+/// `table` → `a table`, `integer` → `an integer`.
+fn article(lua_type: &str) -> String {
+    if lua_type == "nil" {
+        return "nil".to_string();
+    }
+    match lua_type.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {lua_type}"),
+        _ => format!("a {lua_type}"),
+    }
+}
+
+/// `path:line: message` for an error a script caught, without traceback:
+/// what `tostring(err)` gives.
+pub fn short(e: &Error) -> String {
+    match e {
+        Error::CallbackError { traceback, cause } => {
+            let func = function_of(traceback);
+            let message = host_message(cause, func.as_deref());
+            match script_location(traceback) {
+                Some(at) if !message.starts_with(&at) => format!("{at}: {message}"),
+                _ => message,
+            }
+        }
+        Error::RuntimeError(m) => m
+            .split("\nstack traceback:")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        other => plain(other, None),
+    }
+}
+
+/// Makes `tostring` of an error a host function raised read as [`short`]
+/// does, instead of mlua's message with its whole traceback in it. Errors
+/// reach scripts as mlua's own userdata, whose metatable is protected from
+/// scripts; the host sets its `__tostring` once per VM.
+pub fn install_tostring(lua: &Lua) -> mlua::Result<()> {
+    let tostring = lua.create_function(|_, err: Value| {
+        Ok(match err {
+            Value::Error(e) => short(&e),
+            other => other.to_string().unwrap_or_default(),
+        })
+    })?;
+    let probe = Value::Error(Box::new(Error::runtime("probe")));
+    // SAFETY: the closure only reads the two values pushed as arguments and
+    // sets one field of the first one's metatable; the stack is balanced.
+    unsafe {
+        lua.exec_raw::<()>((probe, tostring), |state| {
+            use mlua::ffi;
+            if ffi::lua_getmetatable(state, -2) != 0 {
+                ffi::lua_pushvalue(state, -2);
+                ffi::lua_setfield(state, -2, c"__tostring".as_ptr());
+                ffi::lua_pop(state, 1);
+            }
+            ffi::lua_pop(state, 2);
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_traceback;
+
+    #[test]
+    fn the_host_machinery_leaves_the_traceback() {
+        let tb = "stack traceback:\n\t[C]: in upvalue 'get_future'\n\t__mlua_async_poll:5: in function 'spawn.agent'\n\t[C]: in upvalue 'pcall'\n\tpcall:3: in function 'pcall'\n\tscripts/e.lua:3: in upvalue 'try'\n\t[orrery] blackboard.update:12: in function 'blackboard.update'\n\tscripts/e.lua:7: in function <scripts/e.lua:6>";
+        assert_eq!(
+            clean_traceback(tb),
+            "stack traceback:\n\t[C]: in function 'spawn.agent'\n\tscripts/e.lua:3: in upvalue 'try'\n\tscripts/e.lua:7: in function <scripts/e.lua:6>"
+        );
+    }
+}
