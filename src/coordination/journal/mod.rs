@@ -19,6 +19,7 @@
 mod batch;
 mod event;
 mod llm;
+mod names;
 mod sinks;
 
 use std::future::Future;
@@ -49,19 +50,19 @@ const WAKE_AT: usize = 16 * 1024;
 const MAX_PENDING: usize = 1 << 21;
 
 tokio::task_local! {
-    /// The agent whose tokio task is running (see [`scope`]).
-    static AGENT: Arc<str>;
+    /// The agent whose tokio task is running (see [`scope`]), as its number.
+    static AGENT: names::Name;
 }
 
 /// Runs `fut` as agent `agent`: entries it records without naming an agent
 /// are that agent's.
 pub fn scope<F: Future>(agent: &str, fut: F) -> impl Future<Output = F::Output> + use<F> {
-    AGENT.scope(Arc::from(agent), fut)
+    AGENT.scope(names::number(agent), fut)
 }
 
 /// The agent of the running tokio task, if it runs in a [`scope`].
 pub fn current_agent() -> Option<Arc<str>> {
-    AGENT.try_with(Arc::clone).ok()
+    names::id(AGENT.try_with(|n| *n).ok()?)
 }
 
 /// Microseconds since the Unix epoch.
@@ -95,7 +96,7 @@ struct Buffer {
 struct Pending {
     seq: u64,
     at_us: u64,
-    agent: Option<Arc<str>>,
+    agent: Option<names::Name>,
     event: Event,
 }
 
@@ -134,7 +135,7 @@ impl Journal {
     #[inline]
     pub fn record(&self, event: impl FnOnce() -> Event) {
         if self.is_on() {
-            self.push(current_agent(), event());
+            self.push(AGENT.try_with(|n| *n).ok(), event());
         }
     }
 
@@ -142,7 +143,7 @@ impl Journal {
     #[inline]
     pub fn record_for(&self, agent: &str, event: impl FnOnce() -> Event) {
         if self.is_on() {
-            self.push(Some(Arc::from(agent)), event());
+            self.push(Some(names::number(agent)), event());
         }
     }
 
@@ -154,7 +155,7 @@ impl Journal {
         }
     }
 
-    fn push(&self, agent: Option<Arc<str>>, event: Event) {
+    fn push(&self, agent: Option<names::Name>, event: Event) {
         let mut buffer = self.0.buffer.lock();
         if buffer.pending.len() >= MAX_PENDING {
             self.0.dropped.fetch_add(1, Ordering::Relaxed);
@@ -258,8 +259,10 @@ async fn write_loop(
         std::mem::swap(&mut inner.buffer.lock().pending, &mut taken);
         if !taken.is_empty() {
             batch.clear();
+            let ids = names::ids();
             for p in taken.drain(..) {
-                batch.push(&host_json, p.seq, p.at_us, p.agent, p.event);
+                let agent = p.agent.and_then(|n| ids.get(n as usize).cloned());
+                batch.push(&host_json, p.seq, p.at_us, agent, p.event);
             }
             for sink in &mut sinks {
                 sink.write(&batch).await;
