@@ -45,10 +45,15 @@ impl Batch {
     ) {
         // SAFETY of the text: only JSON, which is UTF-8, goes in.
         let buf = unsafe { self.text.as_mut_vec() };
-        let _ = write!(
-            buf,
-            "{{\"seq\":{seq},\"at_us\":{at_us},\"host\":{host_json}"
-        );
+        // itoa, not `write!`: formatting through core::fmt costs more than
+        // the rest of the line.
+        let mut digits = itoa::Buffer::new();
+        buf.extend_from_slice(b"{\"seq\":");
+        buf.extend_from_slice(digits.format(seq).as_bytes());
+        buf.extend_from_slice(b",\"at_us\":");
+        buf.extend_from_slice(digits.format(at_us).as_bytes());
+        buf.extend_from_slice(b",\"host\":");
+        buf.extend_from_slice(host_json.as_bytes());
         if let Some(agent) = &agent {
             buf.extend_from_slice(b",\"agent\":");
             let _ = serde_json::to_writer(&mut *buf, &**agent);
