@@ -356,7 +356,8 @@ impl ConfigLayer {
             toml_error(&origin, &text, &e)
         })?;
         if let Some(store) = &layer.store {
-            check_store_url(store).map_err(|m| Error::bad_input(format!("{origin}: store"), m))?;
+            crate::store::check_url(store)
+                .map_err(|m| Error::bad_input(format!("{origin}: store"), m))?;
         }
         layer.origin = LayerOrigin::File {
             path: origin.clone(),
@@ -381,7 +382,7 @@ impl ConfigLayer {
             LlmSettings::from_vars(&get).map_err(|e| Error::bad_llm_settings("environment", e))?;
         layer.llm = (llm != LlmSettings::default()).then_some(llm);
         if let Some(store) = &layer.store {
-            check_store_url(store)
+            crate::store::check_url(store)
                 .map_err(|m| Error::bad_input("environment variable ORRERY_STORE", m))?;
         }
         Ok(layer)
@@ -498,7 +499,7 @@ impl Config {
         if self.memory_limit < 1024 * 1024 {
             return Err(self.bad_setting("memory_limit", "must be at least 1048576 bytes (1 MiB)"));
         }
-        check_store_url(&self.store).map_err(|m| self.bad_setting("store", m))?;
+        crate::store::check_url(&self.store).map_err(|m| self.bad_setting("store", m))?;
         for (role, settings) in &self.roles {
             if !crate::task::is_role_name(role) {
                 return Err(Error::bad_input(
@@ -521,27 +522,5 @@ fn what_it_takes(field: &str) -> &'static str {
             "a whole number of 0 or more"
         }
         _ => "a whole number of milliseconds (or seconds, for blackboard_ttl) of 0 or more",
-    }
-}
-
-/// Checks a store setting: `memory`, or a well-formed `redis://` / `rediss://`
-/// URL with a host. The message says what is wrong.
-pub fn check_store_url(store: &str) -> std::result::Result<(), String> {
-    if store == "memory" {
-        return Ok(());
-    }
-    if !store.starts_with("redis://") && !store.starts_with("rediss://") {
-        return Err(format!(
-            "'{store}' is neither 'memory' nor a redis:// or rediss:// URL"
-        ));
-    }
-    match redis::parse_redis_url(store) {
-        Some(url) if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
-        Some(_) => Err(format!(
-            "'{store}' names no host (expected redis://HOST[:PORT][/DB])"
-        )),
-        None => Err(format!(
-            "'{store}' is not a valid URL (expected redis://HOST[:PORT][/DB])"
-        )),
     }
 }

@@ -221,8 +221,15 @@ impl Error {
 }
 
 impl From<StoreError> for Error {
+    /// A bad store URL is bad input naming the setting; every other store
+    /// failure is a Coordination error.
     fn from(e: StoreError) -> Self {
-        Error::Coordination(e.to_string())
+        match e {
+            StoreError::BadUrl { url, reason } => {
+                Error::bad_input(format!("setting store '{url}'"), reason)
+            }
+            other => Error::Coordination(other.to_string()),
+        }
     }
 }
 

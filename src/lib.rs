@@ -17,6 +17,7 @@ pub mod check;
 pub mod config;
 pub mod coordination;
 pub mod error;
+pub(crate) mod fast_map;
 pub mod http_client;
 pub mod inspect;
 pub mod llm;

@@ -265,9 +265,11 @@ impl Agent {
         }
         self.maybe_reload().await;
         if let Some(stop) = self.callback("stop")? {
-            self.run_callback("stop", stop.call_async::<()>(self.state.clone()))
-                .await
-                .map_err(CallbackFailure::into_error)?;
+            let result = self
+                .run_callback("stop", stop.call_async::<()>(self.state.clone()))
+                .await;
+            lua_api::settle_writes(&ctx).await?;
+            result.map_err(CallbackFailure::into_error)?;
         }
         Ok(())
     }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::Spread;
 use crate::config::Config;
 use crate::coordination::Coordination;
 use crate::coordination::journal::FileSink;
@@ -46,6 +47,9 @@ pub struct Sizes {
     pub warmup_spawns: u64,
     /// Idle agents held at once for the memory figure.
     pub idle_agents: u64,
+    /// Measured rounds of the blackboard and message figures (medians are
+    /// taken over them), after one round that warms up and is not counted.
+    pub rounds: usize,
 }
 
 impl Sizes {
@@ -57,6 +61,7 @@ impl Sizes {
             spawns: 1_000,
             warmup_spawns: 50,
             idle_agents: 500,
+            rounds: 5,
         }
     }
 
@@ -68,6 +73,7 @@ impl Sizes {
             spawns: 50,
             warmup_spawns: 5,
             idle_agents: 20,
+            rounds: 1,
         }
     }
 }
@@ -75,10 +81,20 @@ impl Sizes {
 /// The four figures of the embedded store.
 #[derive(Debug, Clone, Serialize)]
 pub struct EmbeddedReport {
-    /// `blackboard.set` and `blackboard.get` calls per second from one agent.
+    /// `blackboard.set` and `blackboard.get` calls per second from one agent
+    /// (median of the rounds).
     pub blackboard_ops_per_sec: f64,
-    /// Messages per second from one agent to another (`bus.send` → `bus.receive`).
+    /// The rounds' median, lowest and highest.
+    pub blackboard_spread: Spread,
+    /// Messages per second from one agent to another (`bus.send` →
+    /// `bus.receive`; median of the rounds).
     pub messages_per_sec: f64,
+    /// The rounds' median, lowest and highest.
+    pub messages_spread: Spread,
+    /// CPU time of the process per message, both agents together (µs;
+    /// median of the rounds). Unlike the rate, it hardly moves with the
+    /// machine's load.
+    pub message_cpu_us: f64,
     /// Median time from `spawn.agent` to the new agent's `start` (µs).
     pub spawn_p50_us: f64,
     /// 99th percentile of the same (µs).
@@ -109,18 +125,51 @@ const IDLE: &str = include_str!("agents/idle.lua");
 /// Runs the four measurements, memory first (before the others have grown the heap).
 pub async fn run(sizes: Sizes) -> Result<EmbeddedReport> {
     let (idle_agent_bytes, idle_agent_lua_heap_bytes) = idle_memory(sizes.idle_agents).await?;
-    let blackboard_ops_per_sec = blackboard_ops(sizes.blackboard_loops).await?;
-    let messages_per_sec = messages(sizes.messages).await?;
+    let blackboard_spread = rounds(sizes.rounds, || blackboard_ops(sizes.blackboard_loops)).await?;
+    let (mut rates, mut cpu) = (Vec::new(), Vec::new());
+    // With several rounds, the first warms up (allocator, caches, lazy
+    // statics) and is not counted.
+    let warm_up = usize::from(sizes.rounds > 1);
+    for round in 0..sizes.rounds.max(1) + warm_up {
+        let started = super::cpu_seconds();
+        let rate = messages(sizes.messages).await?;
+        let spent = super::cpu_seconds() - started;
+        if round >= warm_up {
+            rates.push(rate);
+            cpu.push(spent * 1e6 / sizes.messages.max(1) as f64);
+        }
+    }
+    let messages_spread = Spread::of(rates);
     let (spawn_p50_us, spawn_p99_us) = spawn_times(sizes.spawns, sizes.warmup_spawns).await?;
     Ok(EmbeddedReport {
-        blackboard_ops_per_sec,
-        messages_per_sec,
+        blackboard_ops_per_sec: blackboard_spread.median,
+        blackboard_spread,
+        messages_per_sec: messages_spread.median,
+        messages_spread,
+        message_cpu_us: Spread::of(cpu).median,
         spawn_p50_us,
         spawn_p99_us,
         idle_agent_bytes,
         idle_agent_lua_heap_bytes,
         sizes,
     })
+}
+
+/// The median and range of `rounds` runs of `measure`, after one more that
+/// warms up and is not counted (none for a single round: a smoke run).
+async fn rounds<F, Fut>(rounds: usize, measure: F) -> Result<Spread>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<f64>>,
+{
+    if rounds > 1 {
+        measure().await?;
+    }
+    let mut values = Vec::new();
+    for _ in 0..rounds.max(1) {
+        values.push(measure().await?);
+    }
+    Ok(Spread::of(values))
 }
 
 async fn blackboard_ops(loops: u64) -> Result<f64> {
@@ -350,6 +399,15 @@ fn resident_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `median [min-max]`, or the one value of a single round.
+fn spread(s: &Spread) -> String {
+    if s.min == s.max {
+        format!("{:.0}", s.median)
+    } else {
+        format!("{:.0} [{:.0}-{:.0}]", s.median, s.min, s.max)
+    }
+}
+
 /// Renders the figures as a table, each beside its target from the design.
 pub fn table(r: &EmbeddedReport) -> String {
     let kb = |bytes: u64| bytes as f64 / 1024.0;
@@ -364,13 +422,17 @@ pub fn table(r: &EmbeddedReport) -> String {
     let rows = [
         (
             "blackboard ops/s (set+get, one agent)",
-            format!("{:.0}", r.blackboard_ops_per_sec),
+            spread(&r.blackboard_spread),
             ">= 1000000",
             r.blackboard_ops_per_sec >= 1_000_000.0,
         ),
         (
             "messages/s (bus.send -> bus.receive)",
-            format!("{:.0}", r.messages_per_sec),
+            format!(
+                "{} ({:.2} us CPU)",
+                spread(&r.messages_spread),
+                r.message_cpu_us
+            ),
             ">= 500000",
             r.messages_per_sec >= 500_000.0,
         ),

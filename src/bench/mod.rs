@@ -16,13 +16,68 @@ pub struct BenchReport {
     pub version: &'static str,
     /// True for the short `--quick` run (fewer iterations, rougher figures).
     pub quick: bool,
-    /// The embedded store.
-    pub embedded: embedded::EmbeddedReport,
-    /// Time from a script edit to the first message handled by the new code.
-    pub reload: reload::ReloadLatency,
-    /// The embedded store's figures with the run journal on and off.
-    pub journal: journal::JournalCost,
+    /// The embedded store (not measured with `--redis-only`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<embedded::EmbeddedReport>,
+    /// Time from a script edit to the first message handled by the new code
+    /// (not measured with `--redis-only`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload: Option<reload::ReloadLatency>,
+    /// The embedded store's figures with the run journal on and off (not
+    /// measured with `--redis-only`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<journal::JournalCost>,
     /// The Redis store beside `redis-benchmark`, when a server was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<redis::RedisBenchReport>,
+}
+
+/// Median and range of one quantity over the rounds of a figure.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    /// The median round (the mean of the two middle ones for an even count).
+    pub median: f64,
+    /// The lowest round.
+    pub min: f64,
+    /// The highest round.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The median, lowest and highest of `values` (all 0 when empty).
+    pub fn of(mut values: Vec<f64>) -> Spread {
+        if values.is_empty() {
+            return Spread {
+                median: 0.0,
+                min: 0.0,
+                max: 0.0,
+            };
+        }
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: values[0],
+            max: values[n - 1],
+        }
+    }
+}
+
+/// CPU seconds this process has used so far (user + system).
+pub(crate) fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return 0.0;
+        }
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }

@@ -18,17 +18,21 @@ pub struct BenchArgs {
     /// (which writes keys of its own there: use a scratch server).
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// With --redis: measure only the Redis store.
+    #[arg(long, requires = "redis")]
+    pub redis_only: bool,
+    /// Rounds of each Redis figure (medians are taken over them).
+    #[arg(long, value_name = "N", requires = "redis")]
+    pub rounds: Option<usize>,
 }
 
 pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
-    let (sizes, edits, redis_options) = if args.quick {
-        let options = redis::RedisBenchOptions {
-            sequential_pairs: 500,
-            agents: 5,
-            sets_per_agent: 100,
-            baseline_requests: 2_000,
-        };
-        (embedded::Sizes::quick(), 5, options)
+    let (sizes, edits, mut redis_options) = if args.quick {
+        (
+            embedded::Sizes::quick(),
+            5,
+            redis::RedisBenchOptions::quick(),
+        )
     } else {
         (
             embedded::Sizes::full(),
@@ -36,14 +40,22 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
             redis::RedisBenchOptions::default(),
         )
     };
+    if let Some(rounds) = args.rounds {
+        redis_options.rounds = rounds;
+    }
     let runtime = super::runtime()?;
     let report = runtime.block_on(async {
-        let embedded = embedded::run(sizes).await?;
-        let journal = journal::journal_cost(sizes, if args.quick { 1 } else { 3 }).await?;
-        let reload = reload::reload_latency(edits).await?;
         let redis = match &args.redis {
             Some(url) => Some(redis::run(url, &redis_options).await?),
             None => None,
+        };
+        let (embedded, journal, reload) = if args.redis_only {
+            (None, None, None)
+        } else {
+            let embedded = embedded::run(sizes).await?;
+            let journal = journal::journal_cost(sizes, if args.quick { 1 } else { 3 }).await?;
+            let reload = reload::reload_latency(edits).await?;
+            (Some(embedded), Some(journal), Some(reload))
         };
         Ok::<_, orrery::Error>(BenchReport {
             version: env!("CARGO_PKG_VERSION"),
@@ -63,23 +75,23 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
 }
 
 fn table(report: &BenchReport) -> String {
-    let mut s = embedded::table(&report.embedded);
-    s.push_str(&journal::table(&report.journal));
-    let r = &report.reload;
-    let _ = writeln!(
-        s,
-        "hot reload, edit to new code handling a message ({} edits, {} ms debounce): p50 {:.1} ms, p99 {:.1} ms",
-        r.edits, r.debounce_ms, r.p50_ms, r.p99_ms
-    );
-    if let Some(redis) = &report.redis {
-        let _ = writeln!(s, "redis store at {}:", redis.store);
-        for f in [&redis.sequential, &redis.concurrent] {
-            let _ = writeln!(
-                s,
-                "  {:<40} {:>10.0} ops/s   {} {:>10.0}   ratio {:.2} (aim {:.1})",
-                f.what, f.ops_per_sec, f.baseline, f.baseline_ops_per_sec, f.ratio, f.aim
-            );
-        }
+    let mut s = report
+        .embedded
+        .as_ref()
+        .map(embedded::table)
+        .unwrap_or_default();
+    if let Some(j) = &report.journal {
+        s.push_str(&journal::table(j));
+    }
+    if let Some(r) = &report.reload {
+        let _ = writeln!(
+            s,
+            "hot reload, edit to new code handling a message ({} edits, {} ms debounce): p50 {:.1} ms, p99 {:.1} ms",
+            r.edits, r.debounce_ms, r.p50_ms, r.p99_ms
+        );
+    }
+    if let Some(r) = &report.redis {
+        s.push_str(&redis::table(r));
     }
     s
 }

@@ -3,7 +3,6 @@
 
 use orrery::coordination::{LOST_AFTER_BEATS, now_ms};
 use orrery::error::exit;
-use orrery::store;
 use orrery::store::HostState;
 
 use super::ConfigArgs;
@@ -27,7 +26,7 @@ pub fn execute(args: CleanArgs) -> anyhow::Result<i32> {
     super::require_shared_store(&config, "orrery clean")?;
     let lost_after = config.heartbeat_interval * LOST_AFTER_BEATS;
     let (removed, url) = super::runtime()?.block_on(async {
-        let store = store::open(&config).await?;
+        let store = super::open_store(&config).await?;
         if !args.force
             && let Some(record) = store.task_get(id).await?
             && record.is_running()

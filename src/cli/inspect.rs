@@ -5,7 +5,6 @@
 use orrery::coordination::now_ms;
 use orrery::error::exit;
 use orrery::inspect::TaskSnapshot;
-use orrery::store;
 
 use super::ConfigArgs;
 
@@ -26,7 +25,7 @@ pub fn execute(args: InspectArgs) -> anyhow::Result<i32> {
     orrery::task::check_id(&args.task_id, "TASK_ID")?;
     super::require_shared_store(&config, "orrery inspect")?;
     let snapshot = super::runtime()?.block_on(async {
-        let store = store::open(&config).await?;
+        let store = super::open_store(&config).await?;
         TaskSnapshot::read(store.as_ref(), &args.task_id).await
     })?;
     if snapshot.is_empty() {

@@ -9,7 +9,6 @@ use orrery::config::Config;
 use orrery::orchestrator::Orchestrator;
 use orrery::report::TaskStatus;
 use orrery::scripts::ScriptRegistry;
-use orrery::store;
 
 use super::drive::{drive, print_report};
 
@@ -22,7 +21,7 @@ pub fn execute(task_id: &str, args: &super::run::RunArgs, config: Config) -> any
     let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
     let runtime = super::runtime()?;
     runtime.block_on(async {
-        let store = store::open(&config).await?;
+        let store = super::open_store(&config).await?;
         let roles = args.role.clone();
         let orchestrator = Orchestrator::join(task_id, roles, config, store, registry).await?;
         let observers = args.observe.start(orchestrator.coordination()).await?;

@@ -105,8 +105,7 @@ impl ConfigArgs {
         }
         layers.push(ConfigLayer::from_env(|k| std::env::var(k).ok())?);
         if let Some(store) = &self.store {
-            orrery::config::check_store_url(store)
-                .map_err(|m| Error::bad_input("flag --store", m))?;
+            orrery::store::check_url(store).map_err(|m| Error::bad_input("flag --store", m))?;
         }
         layers.push(ConfigLayer {
             origin: orrery::config::LayerOrigin::Flags,
@@ -293,4 +292,14 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+/// Opens the store a command's settings name. Its errors are the host's
+/// typed errors, so a bad URL exits as bad input and an unreachable server
+/// as a coordination failure.
+pub async fn open_store(
+    config: &Config,
+) -> Result<std::sync::Arc<dyn orrery::store::Store>, Error> {
+    let timeout = std::time::Duration::from_millis(config.connect_timeout);
+    Ok(orrery::store::open(&config.store, timeout).await?)
 }

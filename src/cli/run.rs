@@ -13,7 +13,6 @@ use orrery::orchestrator::Orchestrator;
 use orrery::reload::ReloadOptions;
 use orrery::report::TaskStatus;
 use orrery::scripts::ScriptRegistry;
-use orrery::store;
 use orrery::task::Task;
 
 use super::ConfigArgs;
@@ -171,7 +170,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     };
     let runtime = super::runtime()?;
     runtime.block_on(async {
-        let store = store::open(&config).await?;
+        let store = super::open_store(&config).await?;
         let llm_line = describe_llm(&config.llm);
         let mut orchestrator = Orchestrator::new(task, config, store, registry)?;
         let observers = args.observe.start(orchestrator.coordination()).await?;

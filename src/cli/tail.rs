@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use orrery::coordination::journal::Entry;
 use orrery::error::exit;
 use orrery::observe::tail::Follower;
-use orrery::store;
 
 use super::ConfigArgs;
 
@@ -40,7 +39,7 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
     orrery::task::check_id(&args.task_id, "TASK_ID")?;
     super::require_shared_store(&config, "orrery tail")?;
     super::runtime()?.block_on(async {
-        let store = store::open(&config).await?;
+        let store = super::open_store(&config).await?;
         let id = &args.task_id;
         let mut follower = Follower::new(store.clone(), id);
         let first = follower.next().await?;

@@ -21,7 +21,7 @@ use super::quotas::exceeded;
 use super::{Journal, MetricsCollector};
 use crate::config::Quotas;
 use crate::error::{Error, Result};
-use crate::store::{BlackboardEvent, Store};
+use crate::store::{BlackboardEvent, Pending, Sent, Store};
 
 /// Longest key accepted (bytes).
 pub const MAX_KEY_BYTES: usize = 512;
@@ -111,6 +111,56 @@ impl Blackboard {
         Ok(())
     }
 
+    /// Sends the write of `value` under `key` without waiting for the store's
+    /// answer (see [`Writes`](crate::store::Writes)). A bad key or a value over
+    /// the size limit fails here; a store failure when the write is settled
+    /// (the ledger keeps counting the key then). `None` when the ledger is
+    /// full: [`set`](Self::set) must look at what the store holds first.
+    pub fn set_nowait(&self, key: &str, value: &Value) -> Result<Option<Pending>> {
+        check_key(key)?;
+        let size = check_size(value, self.max_value_bytes, || {
+            format!("blackboard key '{key}'")
+        })?;
+        if self.try_admit(key, key.len() + size).is_none() {
+            return Ok(None);
+        }
+        let pending = self.store.bb_set_nowait(&self.task, key, value, self.ttl);
+        self.metrics.blackboard_write();
+        self.journal.record(|| written(key, size, value));
+        Ok(Some(pending))
+    }
+
+    /// Sends the read of `key` now: it sees every write sent before it (see
+    /// [`Sent`]). A bad key fails here.
+    pub fn get_sent(&self, key: &str) -> Result<Sent<Option<Value>>> {
+        check_key(key)?;
+        self.metrics.blackboard_read();
+        Ok(self.store.bb_get_sent(&self.task, key))
+    }
+
+    /// Counts `size` bytes (key and value) under `key` in the ledger when that
+    /// fits the quotas; returns what the ledger held for `key` before. `None`
+    /// (and nothing counted) when it does not fit.
+    fn try_admit(&self, key: &str, size: usize) -> Option<Option<usize>> {
+        let mut l = self.ledger.lock();
+        // The common case, a key rewritten within the quotas: one lookup.
+        let Ledger { sizes, bytes, .. } = &mut *l;
+        if let Some(held) = sizes.get_mut(key) {
+            let after = *bytes - *held + size;
+            if after <= self.quotas.max_blackboard_bytes {
+                *bytes = after;
+                return Some(Some(std::mem::replace(held, size)));
+            }
+        }
+        let (keys, bytes) = l.after(key, size);
+        if keys <= self.quotas.max_blackboard_keys && bytes <= self.quotas.max_blackboard_bytes {
+            let before = l.sizes.get(key).copied();
+            l.put(key, Some(size));
+            return Some(before);
+        }
+        None
+    }
+
     /// Counts `value_size` bytes under `key` in the ledger, or fails when that
     /// would pass a quota. Returns what the ledger held for `key` before, for
     /// the caller to put back if the write does not happen.
@@ -125,23 +175,14 @@ impl Blackboard {
             l.put(key, Some(size));
             before
         };
-        let stale = {
-            let mut l = self.ledger.lock();
-            // The common case, a key rewritten within the quotas: one lookup.
-            let Ledger { sizes, bytes, .. } = &mut *l;
-            if let Some(held) = sizes.get_mut(key) {
-                let after = *bytes - *held + size;
-                if after <= self.quotas.max_blackboard_bytes {
-                    *bytes = after;
-                    return Ok(Some(std::mem::replace(held, size)));
-                }
-            }
-            if fits(&l) {
-                return Ok(record(&mut l));
-            }
-            l.synced
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
-        };
+        if let Some(before) = self.try_admit(key, size) {
+            return Ok(before);
+        }
+        let stale = self
+            .ledger
+            .lock()
+            .synced
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
         if stale {
             let held: std::collections::HashSet<String> = self
                 .store

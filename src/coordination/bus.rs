@@ -28,7 +28,7 @@ use super::state::is_live;
 use super::turns::Turns;
 use crate::config::Quotas;
 use crate::error::{Error, Result};
-use crate::store::{Delivery, Envelope, MessageState, Store};
+use crate::store::{Delivery, Envelope, MessageState, Pending, Store};
 
 /// How often an agent waiting for its turn looks at its own queue for
 /// messages no send announced (given back after a failure, or sent by
@@ -186,9 +186,9 @@ impl MessageBus {
         vec![id.to_string(), role.to_string()]
     }
 
-    /// Sends a message; returns its id. `to` is an agent id, a role, or `*`.
-    /// (`to` and `kind` are taken as given, so callers holding Strings hand
-    /// them over without a copy.)
+    /// Sends a message and waits until the store has it; returns its id.
+    /// `to` is an agent id, a role, or `*`. (`to` and `kind` are taken as
+    /// given, so callers holding Strings hand them over without a copy.)
     pub async fn send(
         &self,
         from: &str,
@@ -196,10 +196,27 @@ impl MessageBus {
         kind: impl Into<String>,
         payload: Value,
     ) -> Result<String> {
-        Ok(self
+        let (id, _, pending) = self
             .send_as(from, to.into(), kind.into(), payload, None)
-            .await?
-            .0)
+            .await?;
+        pending.settle().await?;
+        Ok(id)
+    }
+
+    /// Sends a message without waiting for the store's answer; returns its id
+    /// and the write to settle (see [`Writes`](crate::store::Writes)). A bad
+    /// recipient or payload fails here; a store failure when settled.
+    pub async fn send_nowait(
+        &self,
+        from: &str,
+        to: impl Into<String>,
+        kind: impl Into<String>,
+        payload: Value,
+    ) -> Result<(String, Pending)> {
+        let (id, _, pending) = self
+            .send_as(from, to.into(), kind.into(), payload, None)
+            .await?;
+        Ok((id, pending))
     }
 
     /// Sends a reply to the message `reply_to` (see [`Envelope::reply_to`]);
@@ -212,10 +229,11 @@ impl MessageBus {
         payload: Value,
         reply_to: String,
     ) -> Result<String> {
-        Ok(self
+        let (id, _, pending) = self
             .send_as(from, to, kind, payload, Some(reply_to))
-            .await?
-            .0)
+            .await?;
+        pending.settle().await?;
+        Ok(id)
     }
 
     /// Sends a copy to every other live agent, or to every live agent of
@@ -231,11 +249,14 @@ impl MessageBus {
             Some(role) => format!("{BROADCAST}{role}"),
             None => BROADCAST.to_string(),
         };
-        self.send_as(from, to, kind, payload, None).await
+        let (id, reached, pending) = self.send_as(from, to, kind, payload, None).await?;
+        pending.settle().await?;
+        Ok((id, reached))
     }
 
     /// Sends to `to` (an agent id, a role, `*`, or `*<role>` for every agent of
-    /// a role); returns the id and how many queues got it.
+    /// a role); returns the id, how many queues got it, and the write to
+    /// settle (a copy to several queues is settled already).
     async fn send_as(
         &self,
         from: &str,
@@ -243,7 +264,7 @@ impl MessageBus {
         kind: String,
         payload: Value,
         reply_to: Option<String>,
-    ) -> Result<(String, usize)> {
+    ) -> Result<(String, usize, Pending)> {
         check_name("message type", &kind)?;
         check_name("bus recipient", &to)?;
         let bytes = check_size(&payload, self.max_value_bytes, || {
@@ -282,23 +303,72 @@ impl MessageBus {
             if let Some(event) = journaled {
                 self.journal.record(|| event);
             }
-            return Ok((id, targets.len()));
+            return Ok((id, targets.len(), Pending::done(Ok(()))));
         }
+        let pending = self.push_one(envelope, size, journaled)?;
+        Ok((id, 1, pending))
+    }
+
+    /// Sends a message without waiting, when nothing about it needs the store
+    /// first: `to` is a live agent of this process or a known role. Returns
+    /// the id and the write to settle, or `None` when [`send_nowait`](Self::send_nowait)
+    /// must do it (a broadcast, or a recipient only the store can vouch for).
+    pub fn send_now(
+        &self,
+        from: &str,
+        to: String,
+        kind: String,
+        payload: Value,
+    ) -> Result<Option<(String, Pending)>> {
+        if to.starts_with(BROADCAST) || !self.is_known_locally(&to) {
+            return Ok(None);
+        }
+        check_name("message type", &kind)?;
+        check_name("bus recipient", &to)?;
+        let bytes = check_size(&payload, self.max_value_bytes, || {
+            format!("message '{kind}' to '{to}'")
+        })?;
+        let id = message_id(&self.origin, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let envelope = Envelope {
+            id: id.clone(),
+            from: from.to_string(),
+            to,
+            kind,
+            payload,
+            attempts: 0,
+            reply_to: None,
+        };
+        let size = message_size(&envelope);
+        let journaled = self.journal.is_on().then(|| sent(&envelope, bytes));
+        Ok(Some((id, self.push_one(envelope, size, journaled)?)))
+    }
+
+    /// Counts `envelope` against the queue quotas and sends it to its
+    /// recipient's queue without waiting, journaling `journaled` once it is
+    /// on its way. (On the embedded store, the only one with a ledger, a
+    /// push cannot fail.)
+    fn push_one(
+        &self,
+        envelope: Envelope,
+        size: usize,
+        journaled: Option<Event>,
+    ) -> Result<Pending> {
         let queue = envelope.to.clone();
         self.admit(&envelope.kind, [queue.as_str()], size)?;
-        if let Err(e) = self
-            .store
-            .queue_push_owned(&self.task, &queue, envelope)
-            .await
-        {
-            self.count(&queue, -(size as isize));
-            return Err(e.into());
-        }
+        let pending = self.store.queue_push_nowait(&self.task, &queue, envelope);
         self.turns.mail(&queue);
         if let Some(event) = journaled {
             self.journal.record(|| event);
         }
-        Ok((id, 1))
+        Ok(pending)
+    }
+
+    /// True when `to` is a live agent of this process or a role with a script.
+    fn is_known_locally(&self, to: &str) -> bool {
+        let known = |roles: &RwLock<Vec<String>>| roles.read().iter().any(|r| r == to);
+        self.directory.read().contains_key(to)
+            || known(&self.known_roles)
+            || known(&self.remote_roles)
     }
 
     /// Counts a message of `size` bytes on each of `queues`, or fails when
@@ -375,11 +445,7 @@ impl MessageBus {
     }
 
     async fn check_recipient(&self, to: &str) -> Result<()> {
-        let known = |roles: &RwLock<Vec<String>>| roles.read().iter().any(|r| r == to);
-        if self.directory.read().contains_key(to)
-            || known(&self.known_roles)
-            || known(&self.remote_roles)
-        {
+        if self.is_known_locally(to) {
             return Ok(());
         }
         let ended = |how: &str| {
@@ -475,6 +541,32 @@ impl MessageBus {
                 _ = tokio::time::sleep(left.min(RECHECK_OWN)) => {}
             }
         }
+    }
+
+    /// A message this process already holds for the agent reading `queues`,
+    /// taken without waiting; `None` when [`take`](Self::take) must look.
+    pub fn take_ready(&self, queues: &[String], consumer: &str) -> Option<Delivery> {
+        match queues {
+            // Whose turn it is for the role's messages needs `take`: only
+            // the agent's own messages are ready here.
+            [own, role] if self.turns.is_shared(role) => {
+                self.store
+                    .queue_take_ready(&self.task, std::slice::from_ref(own), consumer)
+            }
+            _ => self.store.queue_take_ready(&self.task, queues, consumer),
+        }
+    }
+
+    /// Acknowledges `delivery` without waiting for the store; the write to settle.
+    pub fn ack_nowait(&self, delivery: &Delivery) -> Pending {
+        let pending = self.store.queue_ack_nowait(&self.task, delivery);
+        if self.queued.is_some() {
+            self.count(
+                &delivery.queue,
+                -(message_size(&delivery.envelope) as isize),
+            );
+        }
+        pending
     }
 
     /// The handler of `delivery` returned: the message is done.

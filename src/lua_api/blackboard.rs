@@ -4,13 +4,92 @@
 //! `cas(key, expected, new)`, `update(key, fn)`, `watch(pattern, fn)`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
-use super::{AgentContext, arg_err, chunks, host_err, store_fn, to_json_or_nil, to_lua};
+use super::{
+    AgentContext, arg_err, chunks, host_err, must_settle, settle_fn, settle_only, settle_writes,
+    store_fn, to_json, to_json_or_nil, to_lua,
+};
 
 /// Name of the registry table holding this agent's watches: `{pattern, fn}` pairs.
 pub const WATCHES: &str = "orrery.watches";
+
+/// `set` on a server store: the write is sent without waiting
+/// (`set_now`), unless older writes must be settled first (it returns false)
+/// or the quota ledger must look at the store (nil: the waiting `set_wait`
+/// does it). `set(key, nil)` deletes, and waits.
+const SET: &str = r#"
+local set_now, settle, delete, set_wait = ...
+return function(key, value)
+  if value == nil then
+    delete(key)
+    return
+  end
+  while true do
+    local sent = set_now(key, value)
+    if sent then return end
+    if sent == nil then
+      set_wait(key, value)
+      return
+    end
+    settle()
+  end
+end
+"#;
+
+/// `get` on a server store: a value the agent wrote since it last observed
+/// the store, once its writes are acknowledged, is read back without asking
+/// (`cached`); anything else is fetched.
+const GET: &str = r#"
+local cached, fetch = ...
+return function(key)
+  local value = cached(key)
+  if value ~= nil then return value end
+  -- Not a tail call: an error names blackboard.get, the frame a tail call drops.
+  value = fetch(key)
+  return value
+end
+"#;
+
+/// Most values an agent keeps for reading back its own writes.
+const MAX_OWN_WRITES: usize = 4096;
+
+/// The values an agent wrote since it last observed the store (any store
+/// call but a write, `sleep`, the end of a callback): until then, reading
+/// one back, once the agent's writes are acknowledged, returns it without a
+/// round trip. That is read-your-writes: what others wrote meanwhile cannot
+/// have reached the agent in any other way, so the agent cannot tell its
+/// read from one made before their writes.
+#[derive(Default)]
+pub struct OwnWrites {
+    values: std::collections::HashMap<String, (serde_json::Value, Instant)>,
+}
+
+impl OwnWrites {
+    /// Keeps `value` as written under `key`, until `expires`.
+    fn keep(&mut self, key: String, value: serde_json::Value, expires: Instant) {
+        if self.values.len() < MAX_OWN_WRITES || self.values.contains_key(&key) {
+            self.values.insert(key, (value, expires));
+        }
+    }
+
+    /// The value written under `key`, if it has not expired.
+    fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.values
+            .get(key)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(v, _)| v)
+    }
+
+    /// The agent observed the store: forget every value.
+    pub fn forget(&mut self) {
+        if !self.values.is_empty() {
+            self.values.clear();
+        }
+    }
+}
 
 /// `update` written in Lua over a read that keeps what it read and a
 /// compare-and-set against that: the function may call host functions, which
@@ -64,8 +143,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     )?;
 
     let c = ctx.clone();
-    t.set(
-        "get",
+    let get = if embedded {
         store_fn(lua, embedded, move |lua, key: String| {
             let c = c.clone();
             async move {
@@ -74,8 +152,36 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     None => Ok(LuaValue::Nil),
                 }
             }
-        })?,
-    )?;
+        })?
+    } else {
+        let fetch = lua.create_async_function(move |lua, key: String| {
+            let c = c.clone();
+            async move {
+                let value = get_after_writes(&c, &key).await.map_err(host_err)?;
+                match value {
+                    Some(v) => to_lua(&lua, &v),
+                    None => Ok(LuaValue::Nil),
+                }
+            }
+        })?;
+        let c = ctx.clone();
+        let cached = lua.create_function(move |lua, key: LuaValue| {
+            let LuaValue::String(key) = key else {
+                return Ok(LuaValue::Nil);
+            };
+            let local = c.local.lock();
+            // Only once its writes are acknowledged (a read sees them so).
+            if !local.writes.is_empty() {
+                return Ok(LuaValue::Nil);
+            }
+            match local.own_writes.get(&key.to_str()?) {
+                Some(v) => to_lua(lua, v),
+                None => Ok(LuaValue::Nil),
+            }
+        })?;
+        chunks::host(lua, "blackboard.get", GET)?.call((cached, fetch))?
+    };
+    t.set("get", get)?;
 
     let c = ctx.clone();
     t.set(
@@ -85,6 +191,34 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
             async move { c.coord.blackboard.delete(&key).await.map_err(host_err) }
         })?,
     )?;
+
+    if !embedded {
+        let c = ctx.clone();
+        let set_now = lua.create_function(move |lua, (key, value): (String, LuaValue)| {
+            if must_settle(&c) {
+                return Ok(Some(false));
+            }
+            let json = to_json(lua, value, || format!("blackboard.set('{key}')"))?;
+            let sent = c.coord.blackboard.set_nowait(&key, &json);
+            let Some(pending) = sent.map_err(host_err)? else {
+                return Ok(None);
+            };
+            let ttl = Duration::from_secs(c.coord.config.blackboard_ttl);
+            let mut local = c.local.lock();
+            local.writes.push(pending);
+            local.own_writes.keep(key, json, Instant::now() + ttl);
+            Ok(Some(true))
+        })?;
+        let delete: Function = t.get("delete")?;
+        let set_wait: Function = t.get("set")?;
+        let set: Function = chunks::host(lua, "blackboard.set", SET)?.call((
+            set_now,
+            settle_fn(lua, ctx)?,
+            delete,
+            set_wait,
+        ))?;
+        t.set("set", set)?;
+    }
 
     let c = ctx.clone();
     t.set(
@@ -200,4 +334,30 @@ pub fn pattern_matches(pattern: &str, key: &str) -> bool {
         Some(prefix) => key.starts_with(prefix),
         None => pattern == key,
     }
+}
+
+/// Reads `key` after the agent's writes are acknowledged. A value the agent
+/// wrote itself since it last observed the store is its answer; otherwise
+/// the read is sent before the writes are settled (one round trip for both
+/// when they are still on the wire), and sent again if one of them had to be
+/// sent again. A read from the store observes it.
+async fn get_after_writes(
+    c: &AgentContext,
+    key: &str,
+) -> crate::error::Result<Option<serde_json::Value>> {
+    if c.local.lock().own_writes.get(key).is_some() {
+        settle_only(c).await?;
+        if let Some(v) = c.local.lock().own_writes.get(key) {
+            return Ok(Some(v.clone()));
+        }
+    }
+    if must_settle(c) {
+        settle_only(c).await?;
+    }
+    let sent = c.coord.blackboard.get_sent(key)?;
+    let resent = settle_writes(c).await?;
+    if resent {
+        return c.coord.blackboard.get(key).await;
+    }
+    Ok(sent.await?)
 }

@@ -17,7 +17,10 @@ use tracing::Instrument;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
-use super::{AgentContext, arg_err, chunks, host_err, interned, millis, store_fn, to_json, to_lua};
+use super::{
+    AgentContext, arg_err, chunks, host_err, interned3, millis, must_settle, settle_fn,
+    settle_writes, store_fn, to_json, to_lua,
+};
 use crate::error::Error;
 use crate::store::{Delivery, Envelope};
 
@@ -38,14 +41,34 @@ return function(id, from, to, kind, payload, attempts, reply_to)
 end
 "#;
 
-/// `receive` tries without waiting first, so a waiting message costs no coroutine yield.
+/// `send`: sent without waiting (`send_now`, a plain function call) when
+/// the recipient is known here and no older write must be settled first;
+/// otherwise the waiting `send_wait`.
+const SEND: &str = r#"
+local send_now, settle, send_wait = ...
+return function(to, kind, payload)
+  local id = send_now(to, kind, payload)
+  if id ~= nil then return id end
+  settle()
+  -- Not a tail call: an error names bus.send, the frame a tail call drops.
+  id = send_wait(to, kind, payload)
+  return id
+end
+"#;
+
+/// `receive` takes a message the store holds here (queued in the embedded
+/// store, read ahead from a server) with the plain function `receive_now`,
+/// then asks the store without waiting, and only then waits: a waiting
+/// message costs no coroutine yield.
 const RECEIVE: &str = r#"
-local try_receive, wait_receive, pack, default_timeout = ...
+local receive_now, try_receive, wait_receive, pack, default_timeout = ...
 return function(timeout)
   if timeout ~= nil and type(timeout) ~= "number" then
     error("bus.receive: argument #1 'timeout_ms' must be a number of milliseconds, got " .. type(timeout), 2)
   end
-  local msg = pack(try_receive())
+  local msg = pack(receive_now())
+  if msg ~= nil then return msg end
+  msg = pack(try_receive())
   if msg ~= nil then return msg end
   timeout = timeout or default_timeout
   if timeout <= 0 then return nil end
@@ -58,18 +81,39 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let embedded = ctx.embedded();
 
     let c = ctx.clone();
-    t.set(
-        "send",
-        store_fn(
-            lua,
-            embedded,
-            move |lua, (to, kind, payload): (String, String, LuaValue)| {
-                let c = c.clone();
-                let payload = to_json(&lua, payload, || format!("bus.send('{to}', '{kind}')"));
-                async move { send(&c, to, kind, payload?).await }
-            },
-        )?,
+    let send_wait = store_fn(
+        lua,
+        embedded,
+        move |lua, (to, kind, payload): (String, String, LuaValue)| {
+            let c = c.clone();
+            let payload = to_json(&lua, payload, || format!("bus.send('{to}', '{kind}')"));
+            async move { send(&c, to, kind, payload?).await }
+        },
     )?;
+    {
+        let c = ctx.clone();
+        let send_now = lua.create_function(
+            move |lua, (to, kind, payload): (String, String, LuaValue)| {
+                if must_settle(&c) {
+                    return Ok(None);
+                }
+                let payload = to_json(lua, payload, || format!("bus.send('{to}', '{kind}')"))?;
+                let sent = c.coord.bus.send_now(&c.id, to, kind, payload);
+                let Some((id, pending)) = sent.map_err(host_err)? else {
+                    return Ok(None);
+                };
+                c.local.lock().writes.push(pending);
+                c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(id))
+            },
+        )?;
+        let send: Function = chunks::host(lua, "bus.send", SEND)?.call((
+            send_now,
+            settle_fn(lua, ctx)?,
+            send_wait,
+        ))?;
+        t.set("send", send)?;
+    }
 
     let c = ctx.clone();
     t.set(
@@ -178,6 +222,8 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         async move { receive(&lua, &c, Duration::ZERO).await }
     })?;
     let c = ctx.clone();
+    let receive_now = lua.create_function(move |lua, ()| receive_now(lua, &c))?;
+    let c = ctx.clone();
     let wait_receive = lua.create_async_function(move |lua, timeout_ms: f64| {
         let c = c.clone();
         let span = crate::trace::host_call("bus.receive");
@@ -186,6 +232,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let pack: Function = chunks::host(lua, "bus.message", PACK)?.call(())?;
     lua.set_named_registry_value(MESSAGE, &pack)?;
     let receive: Function = chunks::host(lua, "bus.receive", RECEIVE)?.call((
+        receive_now,
         try_receive,
         wait_receive,
         pack,
@@ -437,12 +484,39 @@ async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<Me
     Ok(fields)
 }
 
+/// [`receive`] without waiting, when nothing needs the store: the agent has
+/// no write to settle and a message was kept for it (set aside while it
+/// waited for replies) or read ahead. No message (all nil) otherwise, and
+/// the caller asks the store.
+fn receive_now(lua: &Lua, c: &AgentContext) -> mlua::Result<MessageFields> {
+    let mut local = c.local.lock();
+    if !local.writes.is_empty() {
+        return Ok(Default::default());
+    }
+    let kept = local.stash.pop_front();
+    let Some(delivery) = kept.or_else(|| c.coord.bus.take_ready(&c.queues, &c.id)) else {
+        return Ok(Default::default());
+    };
+    // Taking a message observes the store (see `OwnWrites`).
+    local.own_writes.forget();
+    let mut held = std::mem::take(&mut local.held);
+    for d in held.drain(..) {
+        local.writes.push(c.coord.bus.ack_nowait(&d));
+    }
+    let fields = message_fields(lua, &delivery.envelope);
+    c.counters.messages_received.fetch_add(1, Ordering::Relaxed);
+    held.push(delivery);
+    local.held = held;
+    fields
+}
+
 fn message_fields(lua: &Lua, e: &Envelope) -> mlua::Result<MessageFields> {
+    let (from, to, kind) = interned3(lua, [&e.from, &e.to, &e.kind])?;
     Ok((
         LuaValue::String(lua.create_string(&e.id)?),
-        interned(lua, &e.from)?,
-        interned(lua, &e.to)?,
-        interned(lua, &e.kind)?,
+        from,
+        to,
+        kind,
         to_lua(lua, &e.payload)?,
         LuaValue::Integer(e.attempts.into()),
         match &e.reply_to {
@@ -458,9 +532,13 @@ pub fn message_table(lua: &Lua, e: &Envelope) -> mlua::Result<Table> {
     pack.call(message_fields(lua, e)?)
 }
 
-/// Settles the messages an agent took with `receive` during a callback:
-/// acknowledged when it returned, given back when it failed with `failure`.
+/// Settles what an agent's callback left: its writes sent without waiting
+/// (a failed one is the error, and fails the callback), and the messages it
+/// took with `receive`, acknowledged when the callback returned, given back
+/// when it failed with `failure`.
 pub async fn settle_held(c: &AgentContext, failure: Option<&Error>) -> crate::error::Result<()> {
+    let written = settle_writes(c).await;
+    let failure = failure.or(written.as_ref().err());
     let held: Vec<Delivery> = std::mem::take(&mut c.local.lock().held);
     for d in &held {
         match failure {
@@ -470,5 +548,5 @@ pub async fn settle_held(c: &AgentContext, failure: Option<&Error>) -> crate::er
             }
         }
     }
-    Ok(())
+    written.map(|_| ())
 }

@@ -23,7 +23,6 @@ mod state;
 mod task;
 pub mod time;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -35,7 +34,7 @@ use crate::coordination::{AgentCounters, Coordination};
 use crate::error::Error;
 use crate::llm::TaskLlm;
 use crate::scripts::ScriptRegistry;
-use crate::store::Delivery;
+use crate::store::{Delivery, Writes};
 
 pub use blackboard::{WATCHES, pattern_matches};
 pub use bus::{HANDLERS, message_table, settle_held};
@@ -81,6 +80,12 @@ pub struct AgentLocal {
     pub timers: time::Timers,
     /// Blackboard changes, once the agent watches anything.
     pub watch_rx: Option<tokio::sync::broadcast::Receiver<crate::store::BlackboardEvent>>,
+    /// Writes sent without waiting (`blackboard.set`, `bus.send` on a server
+    /// store), settled before the agent's next store call and when its
+    /// callback ends.
+    pub writes: Writes,
+    /// Values this agent wrote since it last observed the store.
+    pub own_writes: blackboard::OwnWrites,
 }
 
 impl AgentContext {
@@ -154,6 +159,7 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
     ];
     error_text::install_tostring(lua)?;
     lua.set_app_data(MaxValueBytes(ctx.coord.config.max_value_bytes));
+    lua.set_app_data(ctx.clone());
     lua.set_app_data(Interned::default());
     let globals = lua.globals();
     let loaded: Table = lua.named_registry_value("_LOADED")?;
@@ -254,29 +260,46 @@ pub(crate) fn millis(ms: f64) -> std::time::Duration {
 /// message types), kept per VM: handing out a kept string allocates nothing,
 /// where creating one is a protected call once the VM has a memory limit.
 #[derive(Default)]
-struct Interned(HashMap<String, mlua::LuaString>);
+struct Interned(crate::fast_map::FastMap<String, mlua::LuaString>);
 
 /// Most names kept per VM; past it, new names are created each time.
 const MAX_INTERNED: usize = 256;
 
-/// `text` as a Lua string, kept for the next time when there is room.
-pub(crate) fn interned(lua: &Lua, text: &str) -> mlua::Result<mlua::Value> {
+/// Three names as Lua strings, kept for the next time when there is room (the
+/// kept strings are reached once for the three).
+pub(crate) fn interned3(
+    lua: &Lua,
+    texts: [&str; 3],
+) -> mlua::Result<(mlua::Value, mlua::Value, mlua::Value)> {
     let Ok(Some(mut kept)) = lua.try_app_data_mut::<Interned>() else {
-        return lua.create_string(text).map(mlua::Value::String);
+        let s = |t: &str| lua.create_string(t).map(mlua::Value::String);
+        return Ok((s(texts[0])?, s(texts[1])?, s(texts[2])?));
     };
-    if let Some(s) = kept.0.get(text) {
-        return Ok(mlua::Value::String(s.clone()));
+    Ok((
+        kept.get(lua, texts[0])?,
+        kept.get(lua, texts[1])?,
+        kept.get(lua, texts[2])?,
+    ))
+}
+
+impl Interned {
+    fn get(&mut self, lua: &Lua, text: &str) -> mlua::Result<mlua::Value> {
+        if let Some(s) = self.0.get(text) {
+            return Ok(mlua::Value::String(s.clone()));
+        }
+        let s = lua.create_string(text)?;
+        if self.0.len() < MAX_INTERNED {
+            self.0.insert(text.to_string(), s.clone());
+        }
+        Ok(mlua::Value::String(s))
     }
-    let s = lua.create_string(text)?;
-    if kept.0.len() < MAX_INTERNED {
-        kept.0.insert(text.to_string(), s.clone());
-    }
-    Ok(mlua::Value::String(s))
 }
 
 /// Registers a host function that calls the store: synchronous when the store
 /// is embedded (its futures are ready on first poll, so no coroutine yield is
-/// paid), async otherwise. `f` must never wait on anything but the store.
+/// paid), async otherwise, after the agent's writes not settled yet (so what
+/// it does comes after them, and a write that failed fails this call). `f`
+/// must never wait on anything but the store.
 pub(crate) fn store_fn<A, R, F, Fut>(lua: &Lua, embedded: bool, f: F) -> mlua::Result<Function>
 where
     A: FromLuaMulti + 'static,
@@ -293,6 +316,66 @@ where
             })
         })
     } else {
-        lua.create_async_function(f)
+        lua.create_async_function(move |lua, args: A| {
+            let ctx = lua.app_data_ref::<Arc<AgentContext>>().map(|c| c.clone());
+            let op = f(lua, args);
+            async move {
+                if let Some(c) = ctx {
+                    settle_writes(&c).await.map_err(host_err)?;
+                }
+                op.await
+            }
+        })
     }
+}
+
+/// Waits for the agent's writes sent without waiting, oldest first; the
+/// first that failed is the error. True when one had to be sent again (it
+/// may then have been applied after a read sent meanwhile).
+///
+/// Every store call but a write settles (and so do `sleep` and the end of a
+/// callback), and counts as observing the store: it may see what others
+/// did, so the values the agent wrote are no longer what it reads back
+/// without asking (see `blackboard::OwnWrites`).
+pub async fn settle_writes(c: &AgentContext) -> crate::error::Result<bool> {
+    c.local.lock().own_writes.forget();
+    settle_only(c).await
+}
+
+/// [`settle_writes`] without observing the store: the agent's own writes
+/// stay readable without asking.
+pub(crate) async fn settle_only(c: &AgentContext) -> crate::error::Result<bool> {
+    let mut writes = {
+        let mut local = c.local.lock();
+        if local.writes.is_empty() {
+            return Ok(false);
+        }
+        std::mem::take(&mut local.writes)
+    };
+    let settled = writes.settle().await;
+    c.local.lock().writes = writes;
+    Ok(settled?)
+}
+
+/// True when the agent must settle its writes before it sends another (see
+/// [`Writes::must_settle_before_write`]).
+pub(crate) fn must_settle(c: &AgentContext) -> bool {
+    let epoch = c.coord.store.epoch();
+    c.local.lock().writes.must_settle_before_write(epoch)
+}
+
+/// The host function `settle()` of a write wrapper: makes room for the
+/// agent's next write (see [`Writes::settle_for_write`]).
+pub(crate) fn settle_fn(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Function> {
+    let c = ctx.clone();
+    lua.create_async_function(move |_, ()| {
+        let c = c.clone();
+        async move {
+            let epoch = c.coord.store.epoch();
+            let mut writes = std::mem::take(&mut c.local.lock().writes);
+            let settled = writes.settle_for_write(epoch).await;
+            c.local.lock().writes = writes;
+            settled.map_err(|e| host_err(e.into()))
+        }
+    })
 }

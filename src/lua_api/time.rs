@@ -20,7 +20,7 @@ use tracing::Instrument;
 use mlua::{Lua, Table, Value};
 use tokio::time::Instant;
 
-use super::{AgentContext, arg_err, millis};
+use super::{AgentContext, arg_err, host_err, millis, settle_writes};
 
 /// Name of the registry table holding each timer's function or function name, by id.
 pub const TIMERS: &str = "orrery.timers";
@@ -98,11 +98,18 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let t = lua.create_table()?;
     t.set(
         "sleep",
-        lua.create_async_function(|_, ms: Value| async move {
-            let ms = number_arg("sleep", 1, "ms", &ms)?;
-            let sleep = tokio::time::sleep(millis(ms));
-            sleep.instrument(crate::trace::host_call("sleep")).await;
-            Ok(())
+        lua.create_async_function(|lua, ms: Value| {
+            // A blocking call: the agent's writes are settled before it sleeps.
+            let ctx = lua.app_data_ref::<Arc<AgentContext>>().map(|c| c.clone());
+            async move {
+                let ms = number_arg("sleep", 1, "ms", &ms)?;
+                if let Some(c) = ctx {
+                    settle_writes(&c).await.map_err(host_err)?;
+                }
+                let sleep = tokio::time::sleep(millis(ms));
+                sleep.instrument(crate::trace::host_call("sleep")).await;
+                Ok(())
+            }
         })?,
     )?;
     t.set(

@@ -17,10 +17,11 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::{
-    AgentRecord, BlackboardEvent, Delivery, Envelope, HostRecord, QueuedMessage, Store,
-    StoreResult, TaskRecord,
+    AgentRecord, BlackboardEvent, BlackboardStore, Delivery, Envelope, HostRecord, LockStore,
+    Pending, QueueStore, QueuedMessage, RecordStore, Sent, Store, StoreResult, TaskRecord,
 };
-use queues::{FastMap, Queues};
+use crate::fast_map::FastMap;
+use queues::Queues;
 
 mod queues;
 
@@ -175,21 +176,8 @@ impl MemoryStore {
     }
 }
 
-fn live(entry: &Entry, now: Instant) -> bool {
-    entry.expires > now
-}
-
-#[async_trait]
-impl Store for MemoryStore {
-    fn describe(&self) -> String {
-        "memory".to_string()
-    }
-
-    fn is_embedded(&self) -> bool {
-        true
-    }
-
-    async fn bb_set(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> StoreResult<()> {
+impl MemoryStore {
+    fn set(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> StoreResult<()> {
         self.with_task(task, |t| {
             let entry = Entry {
                 value: value.clone(),
@@ -208,14 +196,39 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn bb_get(&self, task: &str, key: &str) -> StoreResult<Option<Value>> {
-        Ok(self.with_task(task, |t| {
+    fn get(&self, task: &str, key: &str) -> Option<Value> {
+        self.with_task(task, |t| {
             t.blackboard
                 .lock()
                 .get(key)
                 .filter(|e| live(e, Instant::now()))
                 .map(|e| e.value.clone())
-        }))
+        })
+    }
+}
+
+fn live(entry: &Entry, now: Instant) -> bool {
+    entry.expires > now
+}
+
+impl Store for MemoryStore {
+    fn describe(&self) -> String {
+        "memory".to_string()
+    }
+
+    fn is_embedded(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl BlackboardStore for MemoryStore {
+    async fn bb_set(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> StoreResult<()> {
+        self.set(task, key, value, ttl)
+    }
+
+    async fn bb_get(&self, task: &str, key: &str) -> StoreResult<Option<Value>> {
+        Ok(self.get(task, key))
     }
 
     async fn bb_delete(&self, task: &str, key: &str) -> StoreResult<bool> {
@@ -283,18 +296,19 @@ impl Store for MemoryStore {
         Ok(self.with_task(task, |t| t.events.subscribe()))
     }
 
-    async fn queue_push(&self, task: &str, queue: &str, envelope: &Envelope) -> StoreResult<()> {
-        self.with_task(task, |t| t.queues.push(queue, envelope.clone()));
-        Ok(())
+    fn bb_set_nowait(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> Pending {
+        Pending::done(self.set(task, key, value, ttl))
     }
 
-    async fn queue_push_owned(
-        &self,
-        task: &str,
-        queue: &str,
-        envelope: Envelope,
-    ) -> StoreResult<()> {
-        self.with_task(task, |t| t.queues.push(queue, envelope));
+    fn bb_get_sent(&self, task: &str, key: &str) -> Sent<Option<Value>> {
+        Sent::ready(Ok(self.get(task, key)))
+    }
+}
+
+#[async_trait]
+impl QueueStore for MemoryStore {
+    async fn queue_push(&self, task: &str, queue: &str, envelope: &Envelope) -> StoreResult<()> {
+        self.with_task(task, |t| t.queues.push(queue, envelope.clone()));
         Ok(())
     }
 
@@ -340,6 +354,23 @@ impl Store for MemoryStore {
         Ok(self.with_task(task, |t| t.queues.revive(queue)))
     }
 
+    fn queue_take_ready(&self, task: &str, queues: &[String], consumer: &str) -> Option<Delivery> {
+        self.with_task(task, |t| t.queues.take_now(queues, consumer))
+    }
+
+    fn queue_ack_nowait(&self, task: &str, delivery: &Delivery) -> Pending {
+        self.with_task(task, |t| t.queues.ack(delivery));
+        Pending::done(Ok(()))
+    }
+
+    fn queue_push_nowait(&self, task: &str, queue: &str, envelope: Envelope) -> Pending {
+        self.with_task(task, |t| t.queues.push(queue, envelope));
+        Pending::done(Ok(()))
+    }
+}
+
+#[async_trait]
+impl RecordStore for MemoryStore {
     async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()> {
         self.with_task(task, |t| {
             t.agents.lock().insert(record.id.clone(), record.clone());
@@ -380,6 +411,33 @@ impl Store for MemoryStore {
         Ok(self.task(task).hosts.lock().values().cloned().collect())
     }
 
+    async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()> {
+        self.with_task(task, |t| {
+            let mut m = t.metrics.lock();
+            for (name, delta) in deltas {
+                *m.entry(name.clone()).or_insert(0) += delta;
+            }
+        });
+        Ok(())
+    }
+
+    async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>> {
+        Ok(self.with_task(task, |t| t.metrics.lock().clone()))
+    }
+
+    async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
+        Ok(self.with_task(task, |t| t.claims.lock().insert(name.to_string())))
+    }
+
+    async fn clean(&self, task: &str) -> StoreResult<usize> {
+        let removed = self.tasks.write().remove(task);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(removed.map_or(0, |t| t.blackboard.lock().len() + t.agents.lock().len()))
+    }
+}
+
+#[async_trait]
+impl LockStore for MemoryStore {
     async fn lock_try_acquire(
         &self,
         task: &str,
@@ -437,29 +495,5 @@ impl Store for MemoryStore {
                 _ => false,
             }),
         )
-    }
-
-    async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()> {
-        self.with_task(task, |t| {
-            let mut m = t.metrics.lock();
-            for (name, delta) in deltas {
-                *m.entry(name.clone()).or_insert(0) += delta;
-            }
-        });
-        Ok(())
-    }
-
-    async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>> {
-        Ok(self.with_task(task, |t| t.metrics.lock().clone()))
-    }
-
-    async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
-        Ok(self.with_task(task, |t| t.claims.lock().insert(name.to_string())))
-    }
-
-    async fn clean(&self, task: &str) -> StoreResult<usize> {
-        let removed = self.tasks.write().remove(task);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        Ok(removed.map_or(0, |t| t.blackboard.lock().len() + t.agents.lock().len()))
     }
 }

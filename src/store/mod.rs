@@ -6,34 +6,56 @@
 
 mod memory;
 mod redis;
+mod writes;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 pub use memory::{EVENT_BUFFER, MemoryStore};
 pub use redis::{RedisStore, redact_url};
+pub use writes::{Pending, Sent, Writes};
 
-use crate::config::Config;
-use crate::error::{Error, Result};
+/// Opens the store `url` names: `memory`, or a Redis-protocol server
+/// (`redis://` or `rediss://`, with user, password and database in it). A
+/// server that cannot be reached within `connect_timeout` is `Unavailable`
+/// naming the URL (without password); a URL that does not parse is `BadUrl`.
+pub async fn open(url: &str, connect_timeout: Duration) -> StoreResult<Arc<dyn Store>> {
+    check_url(url).map_err(|reason| StoreError::BadUrl {
+        url: redact_url(url),
+        reason,
+    })?;
+    if url == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    Ok(Arc::new(RedisStore::connect(url, connect_timeout).await?))
+}
 
-/// Opens the store the configuration names: `memory`, or a Redis-protocol server
-/// (`redis://` or `rediss://`). A server that cannot be reached within
-/// `connect_timeout` is a Coordination error naming the URL (without password);
-/// a URL that does not parse is a BadInput error naming the setting.
-pub async fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>> {
-    match config.store.as_str() {
-        "memory" => Ok(std::sync::Arc::new(MemoryStore::new())),
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            Ok(std::sync::Arc::new(RedisStore::connect(config).await?))
-        }
-        other => Err(Error::bad_input(
-            "setting store",
-            format!("'{other}' is neither 'memory' nor a redis:// or rediss:// URL"),
+/// Checks a store setting: `memory`, or a well-formed `redis://` /
+/// `rediss://` URL with a host. The message says what is wrong.
+pub fn check_url(store: &str) -> std::result::Result<(), String> {
+    if store == "memory" {
+        return Ok(());
+    }
+    if !store.starts_with("redis://") && !store.starts_with("rediss://") {
+        return Err(format!(
+            "'{store}' is neither 'memory' nor a redis:// or rediss:// URL"
+        ));
+    }
+    let shown = redact_url(store);
+    match ::redis::parse_redis_url(store) {
+        Some(url) if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Some(_) => Err(format!(
+            "'{shown}' names no host (expected redis://HOST[:PORT][/DB])"
+        )),
+        None => Err(format!(
+            "'{shown}' is not a valid URL (expected redis://HOST[:PORT][/DB])"
         )),
     }
 }
@@ -41,6 +63,14 @@ pub async fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>> {
 /// A failure of the store itself (not of the caller's input).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The store setting is not `memory` or a usable `redis://` URL.
+    #[error("{reason}")]
+    BadUrl {
+        /// The setting (password hidden).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The server could not be reached within the configured time.
     #[error("store {url} unreachable: {reason}")]
     Unavailable {
@@ -97,8 +127,9 @@ pub struct Envelope {
 pub struct Delivery {
     /// The queue it came from.
     pub queue: String,
-    /// The message, with `attempts` counting this delivery.
-    pub envelope: Envelope,
+    /// The message, with `attempts` counting this delivery (shared with the
+    /// store's record of the message in flight, so handing it out copies nothing).
+    pub envelope: Arc<Envelope>,
     /// Backend-specific handle used by ack/nack.
     pub receipt: String,
 }
@@ -245,12 +276,14 @@ text_enum! {
     }
 }
 
-/// The operations the host needs from shared state, scoped by task id.
+/// The operations the host needs from shared state, scoped by task id: the
+/// four families below, each implemented by a backend in a file of its own.
 ///
 /// Every method is atomic on its own. Implementations must be usable from many
 /// tokio tasks at once.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    BlackboardStore + QueueStore + RecordStore + LockStore + Send + Sync + 'static
+{
     /// A short name for messages (`memory`, `redis://host:port/0`).
     fn describe(&self) -> String;
 
@@ -260,12 +293,28 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    // ---- blackboard ----
+    /// Moves whenever the store's connection is replaced. A [`Pending`] write
+    /// sent under an earlier epoch may be applied after writes sent under a
+    /// later one, so a caller keeping order settles its older writes first
+    /// (see [`Writes`]).
+    fn epoch(&self) -> u64 {
+        0
+    }
+}
 
+/// The blackboard: shared key/value state of a task, and its change events.
+#[async_trait]
+pub trait BlackboardStore: Send + Sync {
     /// Stores `value` under `key`, expiring after `ttl`, and publishes the change.
     async fn bb_set(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> StoreResult<()>;
+    /// Sends the same write as [`bb_set`](Self::bb_set) without waiting for
+    /// its outcome: anything the caller sends later is applied after it.
+    fn bb_set_nowait(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> Pending;
     /// Reads `key`.
     async fn bb_get(&self, task: &str, key: &str) -> StoreResult<Option<Value>>;
+    /// Sends the read of `key` now, so it is applied after what the caller
+    /// sent before and before what it sends next; the answer comes later.
+    fn bb_get_sent(&self, task: &str, key: &str) -> Sent<Option<Value>>;
     /// Deletes `key`; true when it existed. Publishes the change.
     async fn bb_delete(&self, task: &str, key: &str) -> StoreResult<bool>;
     /// Every live key starting with `prefix`, sorted.
@@ -282,21 +331,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// A stream of every blackboard change of the task from now on.
     async fn bb_subscribe(&self, task: &str) -> StoreResult<broadcast::Receiver<BlackboardEvent>>;
+    /// Blackboard changes this process published that its own watchers have not
+    /// received yet. The embedded store delivers them before the write returns.
+    fn events_in_flight(&self, _task: &str) -> usize {
+        0
+    }
+}
 
-    // ---- message queues ----
-
+/// Message queues: at-least-once delivery with acknowledgement, redelivery
+/// and dead letters.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
     /// Appends `envelope` to `queue`.
     async fn queue_push(&self, task: &str, queue: &str, envelope: &Envelope) -> StoreResult<()>;
-    /// Appends `envelope` to `queue`, taking it by value, so a store that keeps
-    /// envelopes as they are (the embedded one) saves a copy per message.
-    async fn queue_push_owned(
-        &self,
-        task: &str,
-        queue: &str,
-        envelope: Envelope,
-    ) -> StoreResult<()> {
-        self.queue_push(task, queue, &envelope).await
-    }
+    /// Sends the same write as [`queue_push`](Self::queue_push), taking the
+    /// envelope by value, without waiting for its outcome: anything the caller
+    /// sends later is applied after it. A push whose outcome stays unknown
+    /// (the connection dropped) is sent again, so the message may arrive twice
+    /// under the same id: delivery is at least once.
+    fn queue_push_nowait(&self, task: &str, queue: &str, envelope: Envelope) -> Pending;
     /// Takes the oldest message from the first of `queues` that has one, waiting
     /// up to `wait` for one to arrive. `consumer` names the taker, so a message it
     /// never acknowledges can be handed to another consumer later. A message
@@ -306,7 +359,7 @@ pub trait Store: Send + Sync + 'static {
     /// event loop races it against blackboard changes and the stop signal). No
     /// message is lost then: one taken for `consumer` after the drop is kept for
     /// that consumer and returned by its next `queue_take`, or handed back by
-    /// [`queue_release_consumer`](Store::queue_release_consumer).
+    /// [`queue_release_consumer`](QueueStore::queue_release_consumer).
     async fn queue_take(
         &self,
         task: &str,
@@ -314,7 +367,24 @@ pub trait Store: Send + Sync + 'static {
         consumer: &str,
         wait: Duration,
     ) -> StoreResult<Option<Delivery>>;
-    /// Acknowledges a delivery: the message is gone for good.
+    /// A message this process already holds for `consumer` (read ahead),
+    /// taken without waiting and without a round trip; `None` when taking one
+    /// needs [`queue_take`](Self::queue_take). The same message the next
+    /// `queue_take` would return.
+    fn queue_take_ready(
+        &self,
+        _task: &str,
+        _queues: &[String],
+        _consumer: &str,
+    ) -> Option<Delivery> {
+        None
+    }
+    /// Acknowledges a delivery without waiting for the store: the same as
+    /// [`queue_ack`](Self::queue_ack), whose outcome is settled later.
+    fn queue_ack_nowait(&self, task: &str, delivery: &Delivery) -> Pending;
+    /// Acknowledges a delivery: the message is gone for good. A store may
+    /// send acknowledgements in batches, with the consumer's next take or
+    /// release; until then a crash of this process redelivers the message.
     async fn queue_ack(&self, task: &str, delivery: &Delivery) -> StoreResult<()>;
     /// Gives a delivery back: it is redelivered, or dead-lettered once it has
     /// been delivered `max_attempts` times. True when dead-lettered.
@@ -339,18 +409,18 @@ pub trait Store: Send + Sync + 'static {
         let list = self.queue_list(task).await?;
         Ok(list.iter().all(|m| m.state == MessageState::Dead))
     }
+}
 
-    // ---- agent records ----
-
+/// Records of the agents, the task and the processes sharing it; metric
+/// counters, once-only claims, and removing a task.
+#[async_trait]
+pub trait RecordStore: Send + Sync {
     /// Writes an agent's record.
     async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()>;
     /// Reads an agent's record.
     async fn agent_get(&self, task: &str, agent: &str) -> StoreResult<Option<AgentRecord>>;
     /// Every agent record of the task, sorted by id.
     async fn agent_list(&self, task: &str) -> StoreResult<Vec<AgentRecord>>;
-
-    // ---- the task and the processes sharing it ----
-
     /// Writes the task's record (only its owner does).
     async fn task_put(&self, task: &str, record: &TaskRecord) -> StoreResult<()>;
     /// Reads the task's record; `None` when no process has started the task.
@@ -360,36 +430,6 @@ pub trait Store: Send + Sync + 'static {
     async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()>;
     /// Every process that took part in the task, sorted by id.
     async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>>;
-    /// Blackboard changes this process published that its own watchers have not
-    /// received yet. The embedded store delivers them before the write returns.
-    fn events_in_flight(&self, _task: &str) -> usize {
-        0
-    }
-
-    // ---- locks ----
-
-    /// Grants `name` to `token` for `ttl` if it is free (or expired); returns the
-    /// fencing number, which grows with every grant of this lock.
-    async fn lock_try_acquire(
-        &self,
-        task: &str,
-        name: &str,
-        token: &str,
-        ttl: Duration,
-    ) -> StoreResult<Option<u64>>;
-    /// Releases `name` if `token` holds it; true when released.
-    async fn lock_release(&self, task: &str, name: &str, token: &str) -> StoreResult<bool>;
-    /// Extends `name` to `ttl` from now if `token` holds it; true when extended.
-    async fn lock_extend(
-        &self,
-        task: &str,
-        name: &str,
-        token: &str,
-        ttl: Duration,
-    ) -> StoreResult<bool>;
-
-    // ---- metrics and claims ----
-
     /// Adds each delta to the task's metric counters.
     async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()>;
     /// The task's metric counters.
@@ -397,11 +437,8 @@ pub trait Store: Send + Sync + 'static {
     /// Claims `name` for the task once: true for the first caller only. Used so a
     /// spawn condition fires once even when several hosts see the signal.
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool>;
-
     /// Deletes every key of the task; returns how many were removed.
     async fn clean(&self, task: &str) -> StoreResult<usize>;
-
-    // ---- the run journal ----
 
     /// Appends journal lines to the task's journal stream, keeping about the
     /// last `max_len`. A store that no other process reads (the embedded
@@ -426,3 +463,30 @@ pub trait Store: Send + Sync + 'static {
         Ok(Vec::new())
     }
 }
+
+/// Named locks with a TTL, an owner token and a fencing number.
+#[async_trait]
+pub trait LockStore: Send + Sync {
+    /// Grants `name` to `token` for `ttl` if it is free (or expired); returns the
+    /// fencing number, which grows with every grant of this lock.
+    async fn lock_try_acquire(
+        &self,
+        task: &str,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<u64>>;
+    /// Releases `name` if `token` holds it; true when released.
+    async fn lock_release(&self, task: &str, name: &str, token: &str) -> StoreResult<bool>;
+    /// Extends `name` to `ttl` from now if `token` holds it; true when extended.
+    async fn lock_extend(
+        &self,
+        task: &str,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> StoreResult<bool>;
+}
+
+/// A boxed future of a store answer.
+pub(crate) type StoreFuture<T> = BoxFuture<'static, StoreResult<T>>;

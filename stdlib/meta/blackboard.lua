@@ -19,7 +19,9 @@ blackboard = {}
 
 --- Stores `value` under `key` (nil deletes the key), and notifies watchers.
 --- Raises past `max_value_bytes`, or when the task's blackboard quota
---- (`max_blackboard_keys`, `max_blackboard_bytes`) is reached.
+--- (`max_blackboard_keys`, `max_blackboard_bytes`) is reached. On a server
+--- store the write is sent without waiting: a failure of the server is raised
+--- by the agent's next store call (or fails the callback), naming the write.
 ---@param key string
 ---@param value any
 function blackboard.set(key, value) end

@@ -20,7 +20,9 @@ bus = {}
 --- Raises when no live agent has that id and no script has that role, when
 --- `to` or `type` is not 1 to 512 bytes without control characters, when the
 --- payload cannot be stored or is larger than `max_value_bytes`, or when a
---- queue quota (`max_queue_depth`, `max_queued_bytes`) is reached.
+--- queue quota (`max_queue_depth`, `max_queued_bytes`) is reached. On a
+--- server store the message is sent without waiting: a failure of the server
+--- is raised by the agent's next store call (or fails the callback).
 ---@param to string
 ---@param type string
 ---@param payload any

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use orrery::store::{Envelope, MemoryStore, Store};
+use orrery::store::{BlackboardStore, Envelope, LockStore, MemoryStore, QueueStore};
 use serde_json::json;
 use tokio::time::{Instant, advance};
 

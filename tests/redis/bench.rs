@@ -1,40 +1,85 @@
-//! The Redis benchmark harness runs end to end (small sizes; the figures are
-//! reported, never asserted). `ORRERY_BENCH_FULL=1` runs the full sizes and
-//! prints the report, for the figures in README.md.
+//! `orrery bench --redis URL` runs the workload end to end through the binary
+//! (quick sizes; the figures are reported, never asserted), and reports the
+//! server's side of it: commands per operation and connections held.
+//! `ORRERY_BENCH_FULL=1` runs the full sizes in-process and prints the report,
+//! for the figures in README.md.
 
 use orrery::bench::redis::{RedisBenchOptions, run};
+use serde_json::Value;
 
-use crate::common::RedisServer;
+use crate::common::{RedisServer, orrery, repo, show};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_benchmark_measures_both_figures() {
+#[test]
+fn the_benchmark_reports_the_workload_beside_redis_benchmark() {
     let server = RedisServer::start();
-    let full = std::env::var("ORRERY_BENCH_FULL").is_ok_and(|v| v == "1");
-    let options = if full {
-        RedisBenchOptions::default()
-    } else {
-        RedisBenchOptions {
-            sequential_pairs: 200,
-            agents: 5,
-            sets_per_agent: 100,
-            baseline_requests: 2_000,
-        }
-    };
-    let report = run(&server.url(), &options).await.expect("benchmark runs");
-    println!("{}", serde_json::to_string_pretty(&report).unwrap());
-    let (seq, conc) = (&report.sequential, &report.concurrent);
-    assert_eq!(seq.ops, 2 * options.sequential_pairs);
-    assert_eq!(conc.ops, options.agents as u64 * options.sets_per_agent);
-    assert_eq!(conc.agents, options.agents);
-    for f in [seq, conc] {
-        assert!(f.ops_per_sec > 0.0 && f.baseline_ops_per_sec > 0.0, "{f:?}");
-        assert!(f.client_ops_per_sec > 0.0, "{f:?}");
-        assert!(f.ratio.is_finite() && f.ratio > 0.0, "{f:?}");
-        assert!(
-            f.baseline.starts_with("redis-benchmark -h 127.0.0.1 -p "),
-            "{f:?}"
-        );
+    let out = orrery(
+        &repo(),
+        &[
+            "bench",
+            "--quick",
+            "--json",
+            "--redis-only",
+            "--redis",
+            &server.url(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert!(report.get("embedded").is_none(), "--redis-only: {report}");
+    let redis = &report["redis"];
+    let quick = RedisBenchOptions::quick();
+    let sequential = redis["sequential"].as_array().unwrap();
+    assert_eq!(sequential.len(), 2, "{redis}");
+    for seq in sequential {
+        assert_eq!(seq["ops"], 2 * quick.sequential_pairs);
+        assert!(seq["baseline"].as_str().unwrap().contains("-c 1 "), "{seq}");
     }
-    assert!(seq.baseline.contains("-c 1 ") && seq.baseline.contains("-t set,get"));
-    assert!(conc.baseline.contains(&format!("-c {} ", options.agents)));
+    let workloads = redis["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), quick.workloads.len());
+    for (f, (agents, steps)) in workloads.iter().zip(&quick.workloads) {
+        assert_eq!(f["agents"], *agents as u64, "{f}");
+        assert_eq!(f["ops"], *agents as u64 * 4 * steps, "{f}");
+        assert!(
+            f["baseline"]
+                .as_str()
+                .unwrap()
+                .starts_with("redis-benchmark -h 127.0.0.1 -p "),
+            "{f}"
+        );
+        assert!(
+            f["baseline"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("-c {agents} "))
+        );
+        for key in [
+            "ops_per_sec",
+            "baseline_ops_per_sec",
+            "ratio",
+            "commands_per_op",
+        ] {
+            let median = f[key]["median"].as_f64().unwrap();
+            assert!(median.is_finite() && median > 0.0, "{key}: {f}");
+        }
+        // The server ran the agents' commands: blackboard writes and reads at least.
+        assert!(f["commands"].as_object().unwrap().len() >= 2, "{f}");
+        assert!(f["connections"].as_u64().unwrap() >= 1, "{f}");
+    }
+    let scale = redis["connections"].as_array().unwrap();
+    assert_eq!(scale.len(), quick.scale.len());
+    for c in scale {
+        assert!(c["connections"].as_u64().unwrap() >= 1, "{c}");
+    }
+}
+
+/// The full-size figures, printed (`ORRERY_BENCH_FULL=1`, release build advised).
+#[tokio::test(flavor = "multi_thread")]
+async fn full_figures_when_asked() {
+    if std::env::var("ORRERY_BENCH_FULL").is_ok_and(|v| v == "1") {
+        let server = RedisServer::start();
+        let report = run(&server.url(), &RedisBenchOptions::default())
+            .await
+            .expect("benchmark runs");
+        println!("{}", orrery::bench::redis::table(&report));
+    }
 }

@@ -1,14 +1,17 @@
 //! Faults: a server that cannot be reached, one restarted mid-run, one gone
 //! for good, and a process killed with SIGKILL in the middle of a task.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orrery::store::{RedisStore, Store};
 use serde_json::json;
 
 use crate::common::{
     RedisServer, Scratch, closed_port, orrery, orrery_env, repo, show, spawn_orrery,
 };
 use crate::multiprocess::{PATIENCE, inspect, task_file};
+use crate::util::{connect, envelope, queues};
 
 /// An unreachable server is a Coordination error (exit 5) within the
 /// configured bound, naming the URL but never the password.
@@ -139,6 +142,9 @@ function M.on_message(self, msg)
   local grant = lock.acquire("job", { ttl = 1000, wait = 30000 })
   assert(grant, "the lock never came free")
   blackboard.set("fence/" .. agent.id, grant.fence)
+  -- Read back before announcing: a write is settled by the agent's next
+  -- store call, and this process is about to be killed.
+  assert(blackboard.get("fence/" .. agent.id) == grant.fence)
   if agent.id == "worker-1" then
     log.info("holding the job")
     sleep(60000)
@@ -199,4 +205,48 @@ fn a_killed_host_gives_back_its_locks_and_messages() {
         "{state:#}"
     );
     assert_eq!(state["pending"], json!([]), "{state:#}");
+}
+
+/// A server restarted without persistence loses the queues and their
+/// consumer group: a consumer that was waiting through the restart still gets
+/// the next message (the group is made again on NOGROUP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_consumer_survives_a_restart_that_lost_its_group() {
+    let mut server = RedisServer::start();
+    // Patient enough for a restart on a busy machine.
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::connect(&server.url(), Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+    let q = queues("worker-1", "worker");
+    store
+        .queue_push("t", "worker", &envelope("before", "job"))
+        .await
+        .unwrap();
+    let before = store
+        .queue_take("t", &q, "worker-1", Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(before.unwrap().envelope.id, "before");
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        let q = q.clone();
+        async move {
+            store
+                .queue_take("t", &q, "worker-1", Duration::from_secs(30))
+                .await
+        }
+    });
+    server.restart();
+    let pusher = connect(&server.url()).await;
+    pusher
+        .queue_push("t", "worker", &envelope("after", "job"))
+        .await
+        .unwrap();
+    let got = waiting
+        .await
+        .unwrap()
+        .expect("the take rides out the restart");
+    assert_eq!(got.expect("a message").envelope.id, "after");
 }

@@ -9,6 +9,7 @@
 use orrery_test_support as common;
 
 mod bench;
+mod connections;
 mod contract_blackboard;
 mod contract_queues;
 mod contract_records;
@@ -18,3 +19,4 @@ mod multiprocess;
 mod runs;
 mod tls;
 mod util;
+mod writes;

@@ -125,7 +125,7 @@ fn a_task_runs_over_tls_and_the_certificate_is_checked() {
     let untrusted = orrery(&repo(), &["inspect", "deploy-001", "--store", &url]);
     assert_eq!(untrusted.status.code(), Some(5), "{}", show(&untrusted));
     assert!(
-        String::from_utf8_lossy(&untrusted.stderr).contains("certificate verify failed"),
+        String::from_utf8_lossy(&untrusted.stderr).contains("TLS certificate is not trusted"),
         "{}",
         show(&untrusted)
     );

@@ -1,6 +1,7 @@
 //! Helpers of the Redis tests: a store of either backend, messages, task files.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use orrery::config::Config;
 use orrery::store::{Envelope, MemoryStore, RedisStore, Store};
@@ -50,14 +51,11 @@ pub async fn open(backend: Backend) -> Opened {
     }
 }
 
-/// Connects to a Redis URL with default settings.
+/// Connects to a Redis URL with the default connect timeout.
 pub async fn connect(url: &str) -> Arc<dyn Store> {
-    let config = Config {
-        store: url.to_string(),
-        ..Config::default()
-    };
+    let patience = Duration::from_millis(Config::default().connect_timeout);
     Arc::new(
-        RedisStore::connect(&config)
+        RedisStore::connect(url, patience)
             .await
             .expect("redis store connects"),
     )

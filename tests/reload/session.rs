@@ -84,7 +84,12 @@ impl Session {
         };
         let registry =
             Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib).expect("scripts load"));
-        let store = orrery::store::open(&config).await.expect("store opens");
+        let store = orrery::store::open(
+            &config.store,
+            std::time::Duration::from_millis(config.connect_timeout),
+        )
+        .await
+        .expect("store opens");
         let mut orchestrator =
             Orchestrator::new(task("reload-test", 60_000), config, store, registry.clone())
                 .expect("task accepted");

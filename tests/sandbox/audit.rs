@@ -365,6 +365,8 @@ const ALLOWED: &[(&str, &str)] = &[
         ASYNC,
     ),
     ("_G.bus.receive<upvalue wait_receive><upvalue poll>", ASYNC),
+    ("_G.bus.send<upvalue settle><upvalue get_future>", ASYNC),
+    ("_G.bus.send<upvalue settle><upvalue poll>", ASYNC),
     ("_G.exec.run<upvalue get_future>", ASYNC),
     ("_G.exec.run<upvalue poll>", ASYNC),
     ("_G.fs.list<upvalue get_future>", ASYNC),
@@ -435,7 +437,15 @@ const ALLOWED: &[(&str, &str)] = &[
         "host: takes one message without waiting",
     ),
     (
-        "_G.bus.send",
+        "_G.bus.receive<upvalue receive_now>",
+        "host: takes one message the store holds here, without waiting",
+    ),
+    (
+        "_G.bus.send<upvalue send_now>",
+        "host: one message (payload at most max_value_bytes, names bounded); queue quotas",
+    ),
+    (
+        "_G.bus.send<upvalue send_wait>",
         "host: one message (payload at most max_value_bytes, names bounded); queue quotas",
     ),
     (

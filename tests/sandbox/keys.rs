@@ -94,7 +94,12 @@ async fn no_key_a_script_passes_escapes_its_task() {
                 let server = RedisServer::start();
                 cfg.store = server.url();
                 _server = server;
-                orrery::store::open(&cfg).await.unwrap()
+                orrery::store::open(
+                    &cfg.store,
+                    std::time::Duration::from_millis(cfg.connect_timeout),
+                )
+                .await
+                .unwrap()
             }
         };
         let a = run_task(store.clone(), "A", WRITER, &cfg).await;

@@ -11,8 +11,9 @@ use orrery::orchestrator::Orchestrator;
 use orrery::report::TaskStatus;
 use orrery::scripts::ScriptRegistry;
 use orrery::store::{
-    AgentRecord, BlackboardEvent, Delivery, Envelope, HostRecord, MemoryStore, QueuedMessage,
-    Store, StoreResult, TaskRecord,
+    AgentRecord, BlackboardEvent, BlackboardStore, Delivery, Envelope, HostRecord, LockStore,
+    MemoryStore, Pending, QueueStore, QueuedMessage, RecordStore, Sent, Store, StoreResult,
+    TaskRecord,
 };
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -23,7 +24,6 @@ use crate::util::{WITNESS, config};
 /// The embedded store, except that setting the blackboard key `boom` panics.
 struct PanickingStore(MemoryStore);
 
-#[async_trait]
 impl Store for PanickingStore {
     fn describe(&self) -> String {
         "memory (panics on key 'boom')".into()
@@ -31,21 +31,13 @@ impl Store for PanickingStore {
     fn is_embedded(&self) -> bool {
         true
     }
+}
+
+#[async_trait]
+impl BlackboardStore for PanickingStore {
     async fn bb_set(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> StoreResult<()> {
         assert_ne!(key, "boom", "store bug triggered by key 'boom'");
         self.0.bb_set(task, key, value, ttl).await
-    }
-    async fn task_put(&self, task: &str, record: &TaskRecord) -> StoreResult<()> {
-        self.0.task_put(task, record).await
-    }
-    async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>> {
-        self.0.task_get(task).await
-    }
-    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
-        self.0.heartbeat(task, host, agents).await
-    }
-    async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
-        self.0.host_list(task).await
     }
     async fn bb_get(&self, task: &str, key: &str) -> StoreResult<Option<Value>> {
         self.0.bb_get(task, key).await
@@ -71,6 +63,17 @@ impl Store for PanickingStore {
     async fn bb_subscribe(&self, task: &str) -> StoreResult<broadcast::Receiver<BlackboardEvent>> {
         self.0.bb_subscribe(task).await
     }
+    fn bb_set_nowait(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> Pending {
+        assert_ne!(key, "boom", "store bug triggered by key 'boom'");
+        self.0.bb_set_nowait(task, key, value, ttl)
+    }
+    fn bb_get_sent(&self, task: &str, key: &str) -> Sent<Option<Value>> {
+        self.0.bb_get_sent(task, key)
+    }
+}
+
+#[async_trait]
+impl QueueStore for PanickingStore {
     async fn queue_push(&self, task: &str, queue: &str, envelope: &Envelope) -> StoreResult<()> {
         self.0.queue_push(task, queue, envelope).await
     }
@@ -98,6 +101,16 @@ impl Store for PanickingStore {
     async fn queue_revive(&self, task: &str, queue: &str) -> StoreResult<usize> {
         self.0.queue_revive(task, queue).await
     }
+    fn queue_push_nowait(&self, task: &str, queue: &str, envelope: Envelope) -> Pending {
+        self.0.queue_push_nowait(task, queue, envelope)
+    }
+    fn queue_ack_nowait(&self, task: &str, delivery: &Delivery) -> Pending {
+        self.0.queue_ack_nowait(task, delivery)
+    }
+}
+
+#[async_trait]
+impl RecordStore for PanickingStore {
     async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()> {
         self.0.agent_put(task, record).await
     }
@@ -107,6 +120,34 @@ impl Store for PanickingStore {
     async fn agent_list(&self, task: &str) -> StoreResult<Vec<AgentRecord>> {
         self.0.agent_list(task).await
     }
+    async fn task_put(&self, task: &str, record: &TaskRecord) -> StoreResult<()> {
+        self.0.task_put(task, record).await
+    }
+    async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>> {
+        self.0.task_get(task).await
+    }
+    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
+        self.0.heartbeat(task, host, agents).await
+    }
+    async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
+        self.0.host_list(task).await
+    }
+    async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()> {
+        self.0.metrics_add(task, deltas).await
+    }
+    async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>> {
+        self.0.metrics_get(task).await
+    }
+    async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
+        self.0.claim(task, name).await
+    }
+    async fn clean(&self, task: &str) -> StoreResult<usize> {
+        self.0.clean(task).await
+    }
+}
+
+#[async_trait]
+impl LockStore for PanickingStore {
     async fn lock_try_acquire(
         &self,
         task: &str,
@@ -127,18 +168,6 @@ impl Store for PanickingStore {
         ttl: Duration,
     ) -> StoreResult<bool> {
         self.0.lock_extend(task, name, token, ttl).await
-    }
-    async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()> {
-        self.0.metrics_add(task, deltas).await
-    }
-    async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>> {
-        self.0.metrics_get(task).await
-    }
-    async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
-        self.0.claim(task, name).await
-    }
-    async fn clean(&self, task: &str) -> StoreResult<usize> {
-        self.0.clean(task).await
     }
 }
 

@@ -12,7 +12,7 @@ use orrery::coordination::Coordination;
 use orrery::llm::TaskLlm;
 use orrery::lua_api::AgentContext;
 use orrery::scripts::ScriptRegistry;
-use orrery::store::{MemoryStore, Store};
+use orrery::store::{BlackboardStore, MemoryStore};
 use orrery::task::Task;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};

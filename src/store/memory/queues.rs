@@ -1,8 +1,8 @@
 //! The embedded store's message queues: one FIFO per queue name, messages in
 //! flight until acknowledged, dead letters, and wake-ups for waiting takers.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -11,38 +11,16 @@ use tokio::sync::Notify;
 // tokio's clock, so tests can pause and advance time past waits.
 use tokio::time::Instant;
 
+use crate::fast_map::FastMap;
 use crate::store::{Delivery, Envelope, MessageState, QueuedMessage};
 
-/// FNV-1a. The maps here are keyed by short names and counters the host
-/// makes, for which SipHash's flooding resistance buys nothing and costs a
-/// visible share of every message.
-pub(super) struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A `HashMap` with [`Fnv`] hashing.
-pub(super) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+/// How long a taker looks again before it parks (see [`Queues::take`]).
+const SPIN: Duration = Duration::from_micros(50);
 
 struct InFlight {
     queue: String,
     consumer: String,
-    envelope: Envelope,
+    envelope: Arc<Envelope>,
 }
 
 #[derive(Default)]
@@ -117,6 +95,19 @@ impl Queues {
             return None;
         }
         let deadline = Instant::now() + wait;
+        // A producer on another thread usually pushes again within
+        // microseconds. Parking at once would make each of its pushes pay a
+        // wake-up (a futex call and a thread switch, whose cost differs a lot
+        // between machines), so look again for a short while first, letting
+        // other tasks of this thread run in between. Real time, not tokio's:
+        // a paused clock does not move while a task keeps yielding.
+        let spin_until = std::time::Instant::now() + SPIN.min(wait);
+        while std::time::Instant::now() < spin_until {
+            tokio::task::yield_now().await;
+            if let Some(d) = self.take_now(queues, consumer) {
+                return Some(d);
+            }
+        }
         let _parked = Parked::new(&self.waiters);
         loop {
             // Register for wake-ups before looking, so a push between the look
@@ -146,6 +137,7 @@ impl Queues {
                 continue;
             };
             envelope.attempts += 1;
+            let envelope = Arc::new(envelope);
             let receipt = self.next_receipt.fetch_add(1, Ordering::Relaxed);
             let in_flight = InFlight {
                 queue: name.clone(),
@@ -182,14 +174,14 @@ impl Queues {
                 return false;
             };
             if f.envelope.attempts >= max_attempts {
-                lists.dead.push((f.queue, f.envelope));
+                lists.dead.push((f.queue, owned(f.envelope)));
                 true
             } else {
                 lists
                     .waiting
                     .entry(f.queue)
                     .or_default()
-                    .push_front(f.envelope);
+                    .push_front(owned(f.envelope));
                 false
             }
         };
@@ -213,7 +205,7 @@ impl Queues {
                         .waiting
                         .entry(f.queue)
                         .or_default()
-                        .push_front(f.envelope);
+                        .push_front(owned(f.envelope));
                 }
             }
             receipts.len()
@@ -256,7 +248,7 @@ impl Queues {
         });
         let in_flight = lists.in_flight.values().map(|f| QueuedMessage {
             queue: f.queue.clone(),
-            envelope: f.envelope.clone(),
+            envelope: (*f.envelope).clone(),
             state: MessageState::Pending,
         });
         let dead = lists.dead.iter().map(|(name, m)| QueuedMessage {
@@ -266,4 +258,10 @@ impl Queues {
         });
         waiting.chain(in_flight).chain(dead).collect()
     }
+}
+
+/// The envelope of a message back in the store's hands: the consumer's copy
+/// is usually gone by then, so this takes it without copying.
+fn owned(envelope: Arc<Envelope>) -> Envelope {
+    Arc::unwrap_or_clone(envelope)
 }

@@ -2,45 +2,78 @@
 //! sorted-set index for `keys(prefix)`, and a PUBLISH of every change made in
 //! the same script as the write.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use redis::Value as RedisValue;
 use serde_json::Value;
+use tokio::sync::broadcast;
 
-use super::Server;
+use super::conn::{Request, script_call};
 use super::keys::{Keys, token};
 use super::scripts::{BB_CAS, BB_DELETE, BB_SET};
-use crate::store::{StoreError, StoreResult};
+use super::{RedisStore, Server};
+use crate::store::{BlackboardEvent, BlackboardStore, Pending, Sent, StoreError, StoreResult};
 
 impl Server {
-    pub(super) async fn bb_set(
-        &self,
-        task: &str,
-        key: &str,
-        value: &Value,
-        ttl: Duration,
-    ) -> StoreResult<()> {
+    fn set_nowait(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> Pending {
         let keys = Keys::new(task);
-        let (value_key, index, channel) = (keys.blackboard(key), keys.bb_index(), keys.events());
-        let json = encode(value);
-        let prefix = self.events.set_prefix(key);
         let ttl_ms = millis(ttl);
+        let mut cmd = script_call(&BB_SET, &[&keys.blackboard(key), &keys.bb_index()]);
+        cmd.arg(encode(value))
+            .arg(ttl_ms)
+            .arg(key)
+            .arg(keys.events())
+            .arg(self.events.set_prefix(key))
+            .arg(self.index_ttl(task, ttl_ms));
         let sent = self.events.publishing(task);
-        self.conn
-            .eval::<i64>("blackboard set", &BB_SET, |s| {
-                s.key(&value_key)
-                    .key(&index)
-                    .arg(&json)
-                    .arg(ttl_ms)
-                    .arg(key)
-                    .arg(&channel)
-                    .arg(&prefix);
-            })
-            .await?;
-        sent.delivered();
-        Ok(())
+        let (epoch, answer) = self
+            .conn
+            .send(format!("blackboard set '{key}'"), Request::Cmd(cmd));
+        Pending::sent(
+            epoch,
+            async move {
+                let (_, again) = answer.await?;
+                sent.delivered();
+                Ok(again)
+            }
+            .boxed(),
+        )
     }
 
-    pub(super) async fn bb_get(&self, task: &str, key: &str) -> StoreResult<Option<Value>> {
+    /// The TTL to raise the index of `task` to with this write (`0`: none).
+    /// The index must outlive its entries: when the TTL this process last
+    /// gave it does not cover this entry, the write raises it to twice the
+    /// entry's, which covers the entries written for a while after.
+    fn index_ttl(&self, task: &str, ttl_ms: u64) -> u64 {
+        let now = Instant::now();
+        let needed = now + Duration::from_millis(ttl_ms);
+        let mut raised = self.index_raised.lock();
+        match raised.get(task) {
+            Some(until) if *until >= needed => 0,
+            _ => {
+                let ttl = ttl_ms.saturating_mul(2);
+                raised.insert(task.to_string(), now + Duration::from_millis(ttl));
+                ttl
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BlackboardStore for RedisStore {
+    async fn bb_set(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> StoreResult<()> {
+        self.set_nowait(task, key, value, ttl)
+            .settle()
+            .await
+            .map(|_| ())
+    }
+
+    fn bb_set_nowait(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> Pending {
+        self.set_nowait(task, key, value, ttl)
+    }
+
+    async fn bb_get(&self, task: &str, key: &str) -> StoreResult<Option<Value>> {
         let value_key = Keys::new(task).blackboard(key);
         let raw: Option<String> = self
             .conn
@@ -53,20 +86,43 @@ impl Server {
         raw.map(|s| decode(&value_key, &s)).transpose()
     }
 
-    pub(super) async fn bb_delete(&self, task: &str, key: &str) -> StoreResult<bool> {
+    fn bb_get_sent(&self, task: &str, key: &str) -> Sent<Option<Value>> {
+        let value_key = Keys::new(task).blackboard(key);
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(&value_key);
+        let (_, answer) = self
+            .conn
+            .send(format!("blackboard get '{key}'"), Request::Cmd(cmd));
+        Sent::waiting(
+            async move {
+                match answer.await?.0 {
+                    RedisValue::Nil => Ok(None),
+                    RedisValue::BulkString(raw) => decode_bytes(&value_key, &raw).map(Some),
+                    other => Err(StoreError::Corrupt {
+                        key: value_key,
+                        reason: format!("expected a string, got {other:?}"),
+                    }),
+                }
+            }
+            .boxed(),
+        )
+    }
+
+    async fn bb_delete(&self, task: &str, key: &str) -> StoreResult<bool> {
         let keys = Keys::new(task);
         let (value_key, index, channel) = (keys.blackboard(key), keys.bb_index(), keys.events());
         let event = self.events.delete_event(key);
         let sent = self.events.publishing(task);
         let removed: i64 = self
             .conn
-            .eval("blackboard delete", &BB_DELETE, |s| {
-                s.key(&value_key)
-                    .key(&index)
-                    .arg(key)
-                    .arg(&channel)
-                    .arg(&event);
-            })
+            .eval(
+                "blackboard delete",
+                &BB_DELETE,
+                &[&value_key, &index],
+                |c| {
+                    c.arg(key).arg(&channel).arg(&event);
+                },
+            )
             .await?;
         // Nothing is published when the key did not exist.
         if removed == 1 {
@@ -75,7 +131,7 @@ impl Server {
         Ok(removed == 1)
     }
 
-    pub(super) async fn bb_keys(&self, task: &str, prefix: &str) -> StoreResult<Vec<String>> {
+    async fn bb_keys(&self, task: &str, prefix: &str) -> StoreResult<Vec<String>> {
         let keys = Keys::new(task);
         let index = keys.bb_index();
         // Lexicographic range of the members starting with `prefix`: UTF-8 text
@@ -127,7 +183,7 @@ impl Server {
         Ok(alive.into_iter().map(|(k, _)| k).collect())
     }
 
-    pub(super) async fn bb_compare_and_set(
+    async fn bb_compare_and_set(
         &self,
         task: &str,
         key: &str,
@@ -149,24 +205,37 @@ impl Server {
         let sent = self.events.publishing(task);
         let swapped: i64 = self
             .conn
-            .eval("blackboard compare-and-set", &BB_CAS, |s| {
-                s.key(&value_key)
-                    .key(&index)
-                    .key(&once)
-                    .arg(flag(expected.is_some()))
-                    .arg(&expected_json)
-                    .arg(flag(new.is_some()))
-                    .arg(&new_json)
-                    .arg(ttl_ms)
-                    .arg(key)
-                    .arg(&channel)
-                    .arg(&event);
-            })
+            .eval(
+                "blackboard compare-and-set",
+                &BB_CAS,
+                &[&value_key, &index, &once],
+                |c| {
+                    c.arg(flag(expected.is_some()))
+                        .arg(&expected_json)
+                        .arg(flag(new.is_some()))
+                        .arg(&new_json)
+                        .arg(ttl_ms)
+                        .arg(key)
+                        .arg(&channel)
+                        .arg(&event);
+                },
+            )
             .await?;
         if swapped == 1 {
             sent.delivered();
         }
         Ok(swapped == 1)
+    }
+
+    async fn bb_subscribe(&self, task: &str) -> StoreResult<broadcast::Receiver<BlackboardEvent>> {
+        let conn = &self.conn;
+        self.events
+            .subscribe(conn.client(), task, conn.patience, &conn.url)
+            .await
+    }
+
+    fn events_in_flight(&self, task: &str) -> usize {
+        self.events.in_flight(task)
     }
 }
 
@@ -178,7 +247,12 @@ pub(super) fn encode(value: &Value) -> String {
 
 /// Parses a stored value, naming the key when it is not JSON.
 pub(super) fn decode<T: serde::de::DeserializeOwned>(key: &str, raw: &str) -> StoreResult<T> {
-    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt {
+    decode_bytes(key, raw.as_bytes())
+}
+
+/// Parses stored bytes, naming the key when they are not JSON.
+fn decode_bytes<T: serde::de::DeserializeOwned>(key: &str, raw: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt {
         key: key.to_string(),
         reason: e.to_string(),
     })

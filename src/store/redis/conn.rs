@@ -1,19 +1,31 @@
-//! Connections to the server: one shared, auto-pipelined connection for
-//! ordinary commands, a pool of dedicated connections for blocking reads, and
-//! the retry policy that rides out a server restart.
+//! The connection to the server: one shared, multiplexed connection for every
+//! command of the process (commands sent while others are on their way share
+//! a write and a round trip), replaced when it breaks, and the retry policy
+//! that rides out a server restart.
+//!
+//! Writes may be sent without waiting ([`Connection::send`]): the command is
+//! in the connection's queue when `send` returns, so the server applies the
+//! commands of one caller in the order they were sent. That rests on the
+//! multiplexed connection taking a command into its queue on the first poll
+//! of its future, which holds while the queue has room: it is sized far
+//! beyond what the agents can have in flight (see [`QUEUE_ROOM`]).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use futures::FutureExt;
+use parking_lot::RwLock;
+use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError,
-    RedisResult, RetryMethod, Script, ScriptInvocation,
+    RedisResult, RetryMethod, Value,
 };
 use tokio::time::Instant;
 
-use crate::store::{StoreError, StoreResult};
+use super::scripts::{self, ServerScript};
+use crate::store::{StoreError, StoreFuture, StoreResult};
 
 /// Longest pause between two attempts while the server is away.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
@@ -22,16 +34,27 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// answer before it is tried again (retries are safe: see [`Connection::run`]).
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(2);
 
+/// Commands the shared connection's queue holds before a sender has to wait.
+/// Each agent keeps at most [`crate::store::writes::MAX_UNSETTLED`] writes in
+/// flight plus one read, so this is never reached by fewer than 4000 agents.
+const QUEUE_ROOM: usize = 1 << 20;
+
 /// The server behind a store URL.
 pub(super) struct Connection {
     client: Client,
-    shared: ConnectionManager,
+    current: RwLock<Current>,
+    /// Held while the shared connection is being replaced.
+    replacing: tokio::sync::Mutex<()>,
     /// The URL with its password hidden, for messages.
     pub url: String,
     /// How long to keep trying to reach the server before failing.
     pub patience: Duration,
-    /// Dedicated connections not in use, for blocking reads.
-    idle: Mutex<Vec<MultiplexedConnection>>,
+}
+
+#[derive(Clone)]
+struct Current {
+    epoch: u64,
+    conn: MultiplexedConnection,
 }
 
 /// True for failures that a reconnect can cure: the server is restarting,
@@ -42,6 +65,7 @@ pub(super) fn is_transient(e: &RedisError) -> bool {
         ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig
     ) || e.code() == Some("NOAUTH")
         || e.code() == Some("WRONGPASS")
+        || is_untrusted(e)
     {
         return false;
     }
@@ -53,16 +77,35 @@ pub(super) fn is_transient(e: &RedisError) -> bool {
         || matches!(e.retry_method(), RetryMethod::WaitAndRetry)
 }
 
-/// True when the server reports a missing consumer group (the queue was
-/// never written to, or its keys were cleaned).
-pub(super) fn is_no_group(e: &RedisError) -> bool {
-    e.code() == Some("NOGROUP")
+/// True when the connection itself is gone (as opposed to a server that
+/// answers, if only with "loading").
+fn is_broken(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout()
+}
+
+/// True when the server had flushed its scripts (a restart, SCRIPT FLUSH).
+fn is_no_script(e: &RedisError) -> bool {
+    e.code() == Some("NOSCRIPT")
+}
+
+/// The error code of a reply that is a server error (`NOGROUP`, `BUSYGROUP`),
+/// also inside a pipeline's replies, where redis-rs gives no `code()`.
+pub(super) fn error_code(reply: &Value) -> Option<&str> {
+    match reply {
+        Value::ServerError(e) => Some(e.code()),
+        _ => None,
+    }
 }
 
 impl Connection {
     /// Connects to `url`, failing with `Unavailable` after `patience`.
     pub async fn open(url: &str, patience: Duration) -> Result<Connection, OpenError> {
         let redacted = super::redact_url(url);
+        if url.starts_with("rediss://") {
+            // rustls needs a process-wide crypto provider; the HTTP client
+            // installs the same one, whichever comes first.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = Client::open(url).map_err(|e| OpenError::BadUrl(e.to_string()))?;
         let unavailable = |reason: String| {
             OpenError::Unavailable(StoreError::Unavailable {
@@ -70,12 +113,13 @@ impl Connection {
                 reason,
             })
         };
-        // A first connection of our own, so an authentication failure or a
-        // wrong database is reported as such instead of being retried.
+        // Keep trying transient failures until the deadline; an authentication
+        // failure or a wrong database is reported as such at once.
         let deadline = Instant::now() + patience;
         let mut pause = Duration::from_millis(20);
-        let first = loop {
-            let attempt = tokio::time::timeout_at(deadline, dedicated(&client, patience)).await;
+        let conn = loop {
+            let attempt =
+                tokio::time::timeout_at(deadline, connect_shared(&client, patience)).await;
             match attempt {
                 Ok(Ok(conn)) => break conn,
                 Ok(Err(e)) if is_transient(&e) && Instant::now() + pause < deadline => {
@@ -84,11 +128,12 @@ impl Connection {
                 }
                 Ok(Err(e)) if is_transient(&e) => {
                     return Err(unavailable(format!(
-                        "{e} (gave up after {} ms; setting connect_timeout)",
+                        "{} (gave up after {} ms; setting connect_timeout)",
+                        describe(&e),
                         patience.as_millis()
                     )));
                 }
-                Ok(Err(e)) => return Err(unavailable(e.to_string())),
+                Ok(Err(e)) => return Err(unavailable(describe(&e))),
                 Err(_) => {
                     return Err(unavailable(format!(
                         "no connection within {} ms (setting connect_timeout)",
@@ -97,37 +142,42 @@ impl Connection {
                 }
             }
         };
-        let config = ConnectionManagerConfig::new()
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(MAX_BACKOFF)
-            .set_number_of_retries(40)
-            .set_connection_timeout(Some(patience))
-            // Our own deadline bounds every command (see `run`).
-            .set_response_timeout(None);
-        let shared = tokio::time::timeout_at(
-            deadline,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| unavailable("no connection within connect_timeout".into()))?
-        .map_err(|e| unavailable(e.to_string()))?;
         Ok(Connection {
             client,
-            shared,
+            current: RwLock::new(Current { epoch: 1, conn }),
+            replacing: tokio::sync::Mutex::new(()),
             url: redacted,
             patience,
-            idle: Mutex::new(vec![first]),
         })
     }
 
-    /// The shared connection, for a single attempt whose failure the caller handles.
-    pub fn shared(&self) -> ConnectionManager {
-        self.shared.clone()
-    }
-
-    /// The client, for connections of other kinds (pub/sub).
+    /// The client, for connections of other kinds (pub/sub, blocking reads).
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Moves whenever the shared connection is replaced.
+    pub fn epoch(&self) -> u64 {
+        self.current.read().epoch
+    }
+
+    fn current(&self) -> Current {
+        self.current.read().clone()
+    }
+
+    /// Replaces the shared connection of `epoch` (if no one did yet), loading
+    /// the scripts on the new one. One attempt; the caller retries.
+    async fn replace(&self, epoch: u64) -> RedisResult<()> {
+        let _one_at_a_time = self.replacing.lock().await;
+        if self.epoch() != epoch {
+            return Ok(());
+        }
+        let conn = connect_shared(&self.client, self.patience).await?;
+        let mut current = self.current.write();
+        current.epoch += 1;
+        current.conn = conn;
+        tracing::debug!(epoch = current.epoch, "store connection replaced");
+        Ok(())
     }
 
     /// Runs `op` on the shared connection. A transient failure is retried with
@@ -138,35 +188,43 @@ impl Connection {
     /// token that makes a repeat a no-op on the server.
     pub async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> StoreResult<T>
     where
-        F: FnMut(ConnectionManager) -> Fut,
+        F: FnMut(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let deadline = Instant::now() + self.patience;
         let mut pause = Duration::from_millis(10);
+        let mut reloaded = false;
         loop {
+            let Current { epoch, conn } = self.current();
             // One attempt may not take all the patience: a command written to a
             // connection that died under it can wait for an answer that never
-            // comes, while a fresh attempt would go through the reconnected one.
+            // comes, while a fresh attempt would go through a new connection.
             let attempt_deadline = deadline.min(Instant::now() + ATTEMPT_LIMIT);
-            match tokio::time::timeout_at(attempt_deadline, op(self.shared.clone())).await {
+            let failure = match tokio::time::timeout_at(attempt_deadline, op(conn)).await {
                 Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if is_no_script(&e) && !reloaded => {
+                    reloaded = true;
+                    self.load_scripts().await;
+                    continue;
+                }
                 Ok(Err(e)) if is_transient(&e) => {
-                    if Instant::now() + pause >= deadline {
-                        return Err(self.gave_up(&e.to_string()));
+                    if is_broken(&e) {
+                        let _ = self.replace(epoch).await;
                     }
-                    tracing::debug!(command = what, "store unavailable, retrying: {e}");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(MAX_BACKOFF);
+                    describe(&e)
                 }
                 Ok(Err(e)) => return Err(command_error(what, &e)),
-                Err(_) if Instant::now() >= deadline => {
-                    return Err(self.gave_up("no connection or no answer"));
+                Err(_) => {
+                    let _ = self.replace(epoch).await;
+                    "no connection or no answer".to_string()
                 }
-                Err(_) => tracing::debug!(
-                    command = what,
-                    "no answer within {ATTEMPT_LIMIT:?}, retrying"
-                ),
+            };
+            if Instant::now() + pause >= deadline {
+                return Err(self.gave_up(&failure));
             }
+            tracing::debug!(command = what, "store unavailable, retrying: {failure}");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -196,19 +254,126 @@ impl Connection {
         .await
     }
 
-    /// Runs `script` with the keys and arguments `build` gives it, with retries.
+    /// Runs the pipeline `build` makes and returns each command's reply as
+    /// it came, server errors included (so their codes can be read).
+    pub async fn replies(
+        &self,
+        what: &str,
+        build: impl Fn() -> Pipeline,
+    ) -> StoreResult<Vec<Value>> {
+        self.run(what, |mut c| {
+            let pipe = build();
+            async move { c.send_packed_commands(&pipe, 0, pipe.len()).await }
+        })
+        .await
+    }
+
+    /// Runs `script` on `keys`, with the arguments `args` adds, with retries.
     pub async fn eval<T: FromRedisValue>(
         &self,
         what: &str,
-        script: &'static Script,
-        build: impl Fn(&mut ScriptInvocation<'static>),
+        script: &ServerScript,
+        keys: &[&str],
+        args: impl Fn(&mut Cmd),
     ) -> StoreResult<T> {
-        self.run(what, |mut c| {
-            let mut invocation = script.prepare_invoke();
-            build(&mut invocation);
-            async move { invocation.invoke_async(&mut c).await }
+        self.query(what, || {
+            let mut cmd = script_call(script, keys);
+            args(&mut cmd);
+            cmd
         })
         .await
+    }
+
+    /// Sends `request` now and returns its answer later. The request is in
+    /// the connection's queue when this returns (see the module docs), so
+    /// it is applied after everything sent before and before everything sent
+    /// after. A transient failure sends it again (with [`run`](Self::run)'s
+    /// retries) when the answer is awaited; the answer then says so.
+    pub fn send(
+        self: &Arc<Self>,
+        what: String,
+        request: Request,
+    ) -> (u64, StoreFuture<(Value, bool)>) {
+        let Current { epoch, mut conn } = self.current();
+        let me = self.clone();
+        let mut first = Box::pin(tokio::task::unconstrained(async move {
+            let reply = request.send(&mut conn).await;
+            (reply, request)
+        }));
+        // The first poll puts the request in the connection's queue.
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let early = match first.as_mut().poll(&mut cx) {
+            Poll::Ready(done) => Some(done),
+            Poll::Pending => None,
+        };
+        let answer = async move {
+            let (reply, request) = match early {
+                Some(done) => done,
+                None => first.await,
+            };
+            match reply {
+                Ok(v) => Ok((v, false)),
+                Err(e) if is_transient(&e) || is_no_script(&e) => {
+                    if is_broken(&e) {
+                        let _ = me.replace(epoch).await;
+                    }
+                    if is_no_script(&e) {
+                        me.load_scripts().await;
+                    }
+                    let request = &request;
+                    let v = me
+                        .run(&what, |mut c| async move { request.send(&mut c).await })
+                        .await?;
+                    Ok((v, true))
+                }
+                Err(e) => Err(command_error(&what, &e)),
+            }
+        };
+        (epoch, answer.boxed())
+    }
+
+    /// Sends `pipe` once on the shared connection and returns each command's
+    /// reply as it came, server errors included. One attempt: a broken
+    /// connection is replaced, and the caller decides about retrying.
+    pub async fn round_trip(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+        let Current { epoch, mut conn } = self.current();
+        let replies = conn.send_packed_commands(pipe, 0, pipe.len()).await;
+        if let Err(e) = &replies
+            && is_broken(e)
+        {
+            let _ = self.replace(epoch).await;
+        }
+        replies
+    }
+
+    /// Sends `cmd` once on the shared connection, like [`round_trip`](Self::round_trip).
+    pub async fn round_trip_cmd(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let Current { epoch, mut conn } = self.current();
+        let reply = conn
+            .send_packed_command(cmd)
+            .await
+            .and_then(Value::extract_error);
+        match &reply {
+            Err(e) if is_broken(e) => {
+                let _ = self.replace(epoch).await;
+            }
+            Err(e) if is_no_script(e) => self.load_scripts().await,
+            _ => {}
+        }
+        reply
+    }
+
+    /// Loads every script on the shared connection (after a restart the
+    /// server has none). Failures are left to the commands that follow.
+    async fn load_scripts(&self) {
+        let mut pipe = redis::pipe();
+        for script in scripts::all() {
+            pipe.add_command(script_load(script)).ignore();
+        }
+        let mut conn = self.current().conn;
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            tracing::debug!("cannot load the store's scripts: {e}");
+        }
     }
 
     /// The error for a server that stayed away longer than `patience`.
@@ -222,37 +387,96 @@ impl Connection {
         }
     }
 
-    /// A dedicated connection for a blocking read: an idle one, or a new one.
-    pub async fn checkout(&self) -> RedisResult<MultiplexedConnection> {
-        let idle = self.idle.lock().pop();
-        match idle {
-            Some(conn) => Ok(conn),
-            None => dedicated(&self.client, self.patience).await,
-        }
-    }
-
-    /// Returns a dedicated connection whose last command completed.
-    pub fn checkin(&self, conn: MultiplexedConnection) {
-        self.idle.lock().push(conn);
+    /// A new connection of its own, for blocking reads.
+    pub async fn dedicated(&self) -> RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.patience))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 }
 
-/// A new connection of its own, with no response timeout (blocking reads
-/// bound themselves).
-async fn dedicated(client: &Client, patience: Duration) -> RedisResult<MultiplexedConnection> {
+/// A command or a pipeline (one message on the connection: its commands go
+/// to the server together and in order).
+pub(super) enum Request {
+    /// One command.
+    Cmd(Cmd),
+    /// Several; the reply is the array of their replies.
+    Pipe(Pipeline),
+}
+
+impl Request {
+    /// Sends the request; a server error (of any command of a pipeline) is the error.
+    async fn send(&self, conn: &mut MultiplexedConnection) -> RedisResult<Value> {
+        match self {
+            Request::Cmd(cmd) => conn.send_packed_command(cmd).await?.extract_error(),
+            Request::Pipe(pipe) => conn
+                .send_packed_commands(pipe, 0, pipe.len())
+                .await
+                .map(Value::Array)?
+                .extract_error(),
+        }
+    }
+}
+
+/// The shared connection: no response timeout (every command bounds its own
+/// wait), a queue that never makes a sender wait, and the scripts loaded.
+async fn connect_shared(client: &Client, patience: Duration) -> RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(patience))
-        .set_response_timeout(None);
-    client
+        .set_response_timeout(None)
+        .set_pipeline_buffer_size(QUEUE_ROOM);
+    let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
-        .await
+        .await?;
+    let mut pipe = redis::pipe();
+    for script in scripts::all() {
+        pipe.add_command(script_load(script)).ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await?;
+    Ok(conn)
+}
+
+fn script_load(script: &ServerScript) -> Cmd {
+    let mut cmd = redis::cmd("SCRIPT");
+    cmd.arg("LOAD").arg(script.source());
+    cmd
+}
+
+/// `EVALSHA sha numkeys keys...`, for the caller to add the arguments.
+pub(super) fn script_call(script: &ServerScript, keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.hash()).arg(keys.len()).arg(keys);
+    cmd
 }
 
 /// A failed command, named.
 pub(super) fn command_error(what: &str, e: &RedisError) -> StoreError {
     StoreError::Command {
         command: what.to_string(),
-        reason: e.to_string(),
+        reason: describe(e),
+    }
+}
+
+/// True when the server's TLS certificate was refused: trying again cannot help.
+fn is_untrusted(e: &RedisError) -> bool {
+    let text = e.to_string();
+    text.contains("invalid peer certificate") || text.contains("UnknownIssuer")
+}
+
+/// A failure as a person reads it: a TLS certificate the client does not
+/// trust says so.
+fn describe(e: &RedisError) -> String {
+    let text = e.to_string();
+    if is_untrusted(e) {
+        format!(
+            "the server's TLS certificate is not trusted ({text}); \
+             name its CA in SSL_CERT_FILE or install it in the system's store"
+        )
+    } else {
+        text
     }
 }
 

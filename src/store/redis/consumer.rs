@@ -1,71 +1,87 @@
-//! Cancel-safe taking of messages.
+//! Taking messages, cancel-safely.
 //!
-//! A read that hands a message to a consumer moves it into that consumer's
-//! pending list on the server; if the caller's future is dropped before the
-//! reply arrives, the message would sit there unseen. So reads do not run in
-//! the caller's future: each consumer has a slot, a spawned reader does the
-//! reading and puts what it got into the slot's stash, and `take` only waits
-//! for the slot. A take dropped mid-wait leaves the reader running; what it
-//! reads is returned by the consumer's next take, or given back to the queue
-//! if the consumer was released meanwhile.
+//! Each consumer of this process has a slot: the streams it reads and the
+//! messages read ahead for it. A take hands out what the slot holds, else
+//! looks at the server ([`Server::fetch`]: one round trip, which also sends
+//! the process's acknowledgements), else waits for news from the process's
+//! one blocking reader ([`super::waits`]) and looks again.
 //!
-//! After the server was unreachable, a reader also asks the server which
-//! messages the consumer holds that this process does not know of (taken by a
-//! command whose reply was lost) and delivers them again.
+//! A look moves messages into the consumer's pending list on the server; if
+//! the take is dropped while its look is on the wire, or the connection
+//! drops under it, the reply is lost. The slot is then marked suspect, and
+//! the next look first asks the server which messages the consumer holds
+//! that this process does not know of, and hands those out again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Server;
-use super::conn::{command_error, is_transient};
-use crate::store::{Delivery, StoreError, StoreResult};
-
-/// Longest single blocking read. Messages given back do not wake a blocked
-/// read, so this bounds how long one can wait for a blocked consumer.
-const BLOCK_SLICE: Duration = Duration::from_millis(250);
-
-/// `(task, queue, entry id)` of a message handed out.
-type Receipt = (String, String, String);
+use super::conn::is_transient;
+use super::keys::Keys;
+use super::queues::fetch_error;
+use crate::store::{Delivery, StoreResult};
 
 /// The consumers of this process.
 #[derive(Default)]
 pub(super) struct Consumers {
-    slots: Mutex<HashMap<(String, String), Arc<Slot>>>,
+    /// Slots by task, then consumer.
+    slots: Mutex<HashMap<String, HashMap<String, Arc<Slot>>>>,
     /// Messages handed out and not yet acknowledged or given back, with the
-    /// consumer holding each.
-    outstanding: Mutex<HashMap<Receipt, String>>,
+    /// consumer holding each, by `task \0 queue \0 entry id`.
+    outstanding: Mutex<HashMap<String, Arc<str>>>,
 }
 
-#[derive(Default)]
-struct Slot {
+/// One consumer's read-ahead.
+pub(super) struct Slot {
+    /// The consumer's name.
+    name: Arc<str>,
+    /// The queues it reads, in order.
+    queues: Vec<String>,
+    /// Their streams.
+    streams: Vec<String>,
     state: Mutex<SlotState>,
-    ready: Notify,
 }
 
 #[derive(Default)]
 struct SlotState {
     /// Read for this consumer, not yet handed out.
     stash: VecDeque<Delivery>,
-    /// A reader's failure, for the next take.
-    error: Option<StoreError>,
-    /// A reader runs for this consumer.
-    reading: bool,
-    /// The consumer was released: late messages go back to their queue.
-    closed: bool,
+    /// A look's reply may have been lost: ask the server what the consumer holds.
+    suspect: bool,
+}
+
+fn receipt(task: &str, d: &Delivery) -> String {
+    let mut key = String::with_capacity(task.len() + d.queue.len() + d.receipt.len() + 2);
+    key.push_str(task);
+    key.push('\0');
+    key.push_str(&d.queue);
+    key.push('\0');
+    key.push_str(&d.receipt);
+    key
 }
 
 impl Consumers {
-    fn slot(&self, task: &str, consumer: &str) -> Arc<Slot> {
-        self.slots
-            .lock()
-            .entry((task.to_string(), consumer.to_string()))
+    fn slot(&self, task: &str, consumer: &str, queues: &[String]) -> Arc<Slot> {
+        let mut slots = self.slots.lock();
+        if let Some(slot) = slots.get(task).and_then(|t| t.get(consumer)) {
+            return slot.clone();
+        }
+        let keys = Keys::new(task);
+        let slot = Arc::new(Slot {
+            name: Arc::from(consumer),
+            queues: queues.to_vec(),
+            streams: queues.iter().map(|q| keys.bus(q)).collect(),
+            state: Mutex::default(),
+        });
+        slots
+            .entry(task.to_string())
             .or_default()
-            .clone()
+            .insert(consumer.to_string(), slot.clone());
+        slot
     }
 
     /// The consumer holding a message handed out by this process.
@@ -73,7 +89,7 @@ impl Consumers {
         self.outstanding
             .lock()
             .get(&receipt(task, delivery))
-            .cloned()
+            .map(|c| c.to_string())
     }
 
     /// The message was acknowledged or given back.
@@ -81,44 +97,73 @@ impl Consumers {
         self.outstanding.lock().remove(&receipt(task, delivery));
     }
 
-    /// Closes a consumer's slot: messages its reader still gets are given back.
-    pub fn close(&self, task: &str, consumer: &str) {
-        let slot = self
-            .slots
-            .lock()
-            .remove(&(task.to_string(), consumer.to_string()));
-        if let Some(slot) = slot {
-            let mut st = slot.state.lock();
-            st.closed = true;
-            // Stashed messages are in the consumer's pending list on the
-            // server: the release that follows gives them back.
-            st.stash.clear();
-        }
+    fn handed(&self, task: &str, slot: &Slot, d: &Delivery) {
         self.outstanding
             .lock()
-            .retain(|(t, _, _), c| !(t == task && c == consumer));
+            .insert(receipt(task, d), slot.name.clone());
     }
 
-    /// Entry ids this process knows `consumer` holds: handed out or stashed.
-    fn known(&self, task: &str, consumer: &str, slot: &Slot) -> HashSet<String> {
-        let mut ids: HashSet<String> = self
+    /// Closes a consumer's slot; the queues it read, when it had a slot.
+    /// Messages it read ahead are in its pending list on the server: the
+    /// release that follows gives them back.
+    pub fn close(&self, task: &str, consumer: &str) -> Option<Vec<String>> {
+        let slot = {
+            let mut slots = self.slots.lock();
+            let slot = slots.get_mut(task).and_then(|t| t.remove(consumer));
+            if slots.get(task).is_some_and(HashMap::is_empty) {
+                slots.remove(task);
+            }
+            slot
+        };
+        let prefix = format!("{task}\0");
+        self.outstanding
+            .lock()
+            .retain(|k, c| !(k.starts_with(&prefix) && &**c == consumer));
+        slot.map(|s| {
+            s.state.lock().stash.clear();
+            s.queues.clone()
+        })
+    }
+
+    /// Receipts (see [`receipt`]) of the messages this process knows
+    /// `slot`'s consumer holds: handed out or read ahead.
+    fn known(&self, task: &str, slot: &Slot) -> HashSet<String> {
+        let prefix = format!("{task}\0");
+        let mut known: HashSet<String> = self
             .outstanding
             .lock()
             .iter()
-            .filter(|((t, _, _), c)| t == task && *c == consumer)
-            .map(|((_, _, id), _)| id.clone())
+            .filter(|(k, c)| k.starts_with(&prefix) && **c == slot.name)
+            .map(|(k, _)| k.clone())
             .collect();
-        ids.extend(slot.state.lock().stash.iter().map(|d| d.receipt.clone()));
-        ids
+        known.extend(slot.state.lock().stash.iter().map(|d| receipt(task, d)));
+        known
     }
 }
 
-fn receipt(task: &str, d: &Delivery) -> Receipt {
-    (task.to_string(), d.queue.clone(), d.receipt.clone())
+/// Marks a slot suspect if dropped before [`disarm`](Self::disarm): a look
+/// abandoned on the wire.
+struct SuspectUnlessDone<'a>(Option<&'a Slot>);
+
+impl SuspectUnlessDone<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for SuspectUnlessDone<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0 {
+            slot.state.lock().suspect = true;
+        }
+    }
 }
 
 impl Server {
     /// Takes the next message for `consumer` from `queues`, waiting up to `wait`.
+    /// `queues` may be fewer than the consumer reads at other times (an
+    /// agent not yet in turn for its role's messages takes its own only):
+    /// then only those are looked at, and only their messages handed out.
     pub(super) async fn take(
         self: &Arc<Self>,
         task: &str,
@@ -126,170 +171,170 @@ impl Server {
         consumer: &str,
         wait: Duration,
     ) -> StoreResult<Option<Delivery>> {
-        let slot = self.consumers.slot(task, consumer);
-        let deadline = Instant::now() + wait;
-        let mut started = false;
-        loop {
-            let own_reader = {
-                let mut st = slot.state.lock();
-                if let Some(d) = st.stash.pop_front() {
-                    self.consumers
-                        .outstanding
-                        .lock()
-                        .insert(receipt(task, &d), consumer.to_string());
-                    return Ok(Some(d));
-                }
-                if let Some(e) = st.error.take() {
-                    return Err(e);
-                }
-                if st.reading {
-                    // A reader left by an earlier take (or ours) is still out.
-                    started
-                } else if started && Instant::now() >= deadline {
-                    return Ok(None);
-                } else {
-                    st.reading = true;
-                    started = true;
-                    let reader = self.clone().read(
-                        slot.clone(),
-                        task.to_string(),
-                        queues.to_vec(),
-                        consumer.to_string(),
-                        deadline,
-                    );
-                    tokio::spawn(reader);
-                    true
-                }
-            };
-            if own_reader {
-                // Our reader keeps to our deadline: wait for it to report.
-                slot.ready.notified().await;
-            } else {
-                tokio::select! {
-                    _ = slot.ready.notified() => {}
-                    _ = tokio::time::sleep_until(deadline) => {
-                        let mut st = slot.state.lock();
-                        let Some(d) = st.stash.pop_front() else { return Ok(None) };
-                        self.consumers
-                            .outstanding
-                            .lock()
-                            .insert(receipt(task, &d), consumer.to_string());
-                        return Ok(Some(d));
-                    }
-                }
-            }
-        }
-    }
-
-    /// The reader of one take: reads until it has something or `deadline`
-    /// passed, then reports to the slot.
-    async fn read(
-        self: Arc<Self>,
-        slot: Arc<Slot>,
-        task: String,
-        queues: Vec<String>,
-        consumer: String,
-        deadline: Instant,
-    ) {
-        let outcome = self
-            .read_until(&slot, &task, &queues, &consumer, deadline)
-            .await;
-        let late = {
-            let mut st = slot.state.lock();
-            st.reading = false;
-            match outcome {
-                Ok(found) if st.closed => found,
-                Ok(found) => {
-                    st.stash.extend(found);
-                    Vec::new()
-                }
-                Err(e) => {
-                    st.error = Some(e);
-                    Vec::new()
-                }
-            }
+        let slot = self.consumers.slot(task, consumer, queues);
+        let keys = Keys::new(task);
+        let subset;
+        let streams = if queues == &slot.queues[..] {
+            &slot.streams
+        } else {
+            subset = queues.iter().map(|q| keys.bus(q)).collect::<Vec<_>>();
+            &subset
         };
-        slot.ready.notify_one();
-        for d in late {
-            if let Err(e) = self.park(&task, &d).await {
-                tracing::warn!(queue = %d.queue, "cannot give back a message of a released consumer: {e}");
+        // Messages given back come before what was read ahead.
+        if !self.parked_on(streams)
+            && let Some(d) = self.pop(task, &slot, queues)
+        {
+            return Ok(Some(d));
+        }
+        let deadline = Instant::now() + wait;
+        // Registered before looking, so news between the look and the wait
+        // is not missed.
+        let watch = (!wait.is_zero()).then(|| self.waits.watch(self, streams));
+        loop {
+            self.look(&keys, task, &slot, streams).await?;
+            if let Some(d) = self.pop(task, &slot, queues) {
+                return Ok(Some(d));
+            }
+            let Some(watch) = &watch else {
+                return Ok(None);
+            };
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::select! {
+                _ = watch.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(None),
             }
         }
     }
 
-    async fn read_until(
+    /// A message of `queues` read ahead for `consumer`, unless one given back
+    /// must come first.
+    pub(super) fn take_ready(
         &self,
-        slot: &Slot,
         task: &str,
         queues: &[String],
         consumer: &str,
-        deadline: Instant,
-    ) -> StoreResult<Vec<Delivery>> {
+    ) -> Option<Delivery> {
+        let slot = self.consumers.slot(task, consumer, queues);
+        if self.parked.lock().is_empty() || !self.parked_on(&slot.streams) {
+            return self.pop(task, &slot, queues);
+        }
+        None
+    }
+
+    /// The first message read ahead for `slot` from one of `queues`.
+    fn pop(&self, task: &str, slot: &Slot, queues: &[String]) -> Option<Delivery> {
+        let d = {
+            let mut st = slot.state.lock();
+            if queues == &slot.queues[..] {
+                st.stash.pop_front()?
+            } else {
+                let at = st.stash.iter().position(|d| queues.contains(&d.queue))?;
+                st.stash.remove(at)?
+            }
+        };
+        self.consumers.handed(task, slot, &d);
+        Some(d)
+    }
+
+    /// True when this process gave back a message on one of `streams`
+    /// that no look has claimed since.
+    fn parked_on(&self, streams: &[String]) -> bool {
+        let parked = self.parked.lock();
+        !parked.is_empty() && streams.iter().any(|s| parked.contains(s))
+    }
+
+    /// Looks at the server for `slot`'s consumer and keeps what it finds in
+    /// the slot. Transient failures are retried within `connect_timeout`.
+    async fn look(
+        &self,
+        keys: &Keys,
+        task: &str,
+        slot: &Slot,
+        streams: &[String],
+    ) -> StoreResult<()> {
         let mut failing_since: Option<Instant> = None;
         let mut pause = Duration::from_millis(10);
         loop {
-            let step = async {
-                let found = self.poll_once(task, queues, consumer).await?;
-                if !found.is_empty() {
-                    return Ok(found);
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(Vec::new());
-                }
-                self.block_once(task, queues, consumer, left.min(BLOCK_SLICE))
-                    .await
-            };
-            match step.await {
-                Ok(mut found) => {
-                    if failing_since.take().is_some() {
-                        found.extend(self.orphans(slot, task, queues, consumer, &found).await?);
+            let suspect = std::mem::take(&mut slot.state.lock().suspect);
+            let guard = SuspectUnlessDone(Some(slot));
+            let outcome = async {
+                if suspect {
+                    let orphans = self.orphans(keys, task, slot).await?;
+                    let mut st = slot.state.lock();
+                    for d in orphans.into_iter().rev() {
+                        st.stash.push_front(d);
                     }
-                    if !found.is_empty() || Instant::now() >= deadline {
-                        return Ok(found);
+                }
+                self.fetch(keys, streams, &slot.name).await
+            }
+            .await;
+            match outcome {
+                Ok(fetched) => {
+                    guard.disarm();
+                    let mut st = slot.state.lock();
+                    for d in fetched.returned.into_iter().rev() {
+                        st.stash.push_front(d);
                     }
+                    st.stash.extend(fetched.new);
+                    return Ok(());
                 }
                 Err(e) if is_transient(&e) => {
+                    // The guard marks the slot suspect: the look may have taken
+                    // messages whose reply was lost.
+                    drop(guard);
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.conn.patience {
                         return Err(self.conn.gave_up(&e.to_string()));
                     }
-                    tracing::debug!(consumer, "store unavailable while reading, retrying: {e}");
+                    tracing::debug!(consumer = %slot.name, "store unavailable while reading, retrying: {e}");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }
-                Err(e) => return Err(command_error("bus take", &e)),
+                Err(e) => {
+                    guard.disarm();
+                    return Err(fetch_error(&e));
+                }
             }
         }
     }
 
-    /// Messages the server says `consumer` holds that this process never
-    /// handed out: taken by a read whose reply was lost to a dropped connection.
+    /// Messages the server says `slot`'s consumer holds that this process
+    /// never handed out: taken by a look whose reply was lost.
     async fn orphans(
         &self,
-        slot: &Slot,
+        keys: &Keys,
         task: &str,
-        queues: &[String],
-        consumer: &str,
-        just_read: &[Delivery],
-    ) -> StoreResult<Vec<Delivery>> {
-        let mut known = self.consumers.known(task, consumer, slot);
-        known.extend(just_read.iter().map(|d| d.receipt.clone()));
-        let held = self
-            .held_by(task, queues, consumer)
-            .await
-            .map_err(|e| command_error("bus recover", &e))?;
+        slot: &Slot,
+    ) -> redis::RedisResult<Vec<Delivery>> {
+        let held = self.held_by(keys, &slot.streams, &slot.name).await?;
+        let mut known = self.consumers.known(task, slot);
+        known.extend(self.acks_waiting(keys, task, &slot.streams));
         let orphans: Vec<Delivery> = held
             .into_iter()
-            .filter(|d| !known.contains(&d.receipt))
+            .filter(|d| !known.contains(&receipt(task, d)))
             .collect();
         if !orphans.is_empty() {
             tracing::info!(
-                consumer,
+                consumer = %slot.name,
                 "recovered {} message(s) taken while the connection dropped",
                 orphans.len()
             );
         }
         Ok(orphans)
+    }
+
+    /// Receipts of the messages of `streams` acknowledged but not yet sent.
+    fn acks_waiting(&self, keys: &Keys, task: &str, streams: &[String]) -> Vec<String> {
+        let acks = self.acks.lock();
+        let mut out = Vec::new();
+        for stream in streams {
+            let queue = keys.queue_of(stream);
+            for id in acks.get(stream).into_iter().flatten() {
+                out.push(format!("{task}\0{queue}\0{id}"));
+            }
+        }
+        out
     }
 }

@@ -5,10 +5,17 @@
 //! Keys follow the original system's schema (see [`keys`]); multi-step writes
 //! are server-side scripts that declare every key they touch (see
 //! [`scripts`]); queues are streams read through a consumer group (see
-//! [`queues`]); watches are explicit publishes made by the write scripts (see
-//! [`events`]). A dropped connection is retried with backoff for up to
-//! `connect_timeout`; operations that are not idempotent carry a token so a
-//! retry cannot apply them twice.
+//! [`queues`], [`consumer`], [`waits`]); watches are explicit publishes made by
+//! the write scripts (see [`events`]). Each family of the [`Store`] contract
+//! is implemented in its own file.
+//!
+//! A process holds three connections at most, whatever its number of agents:
+//! the shared one every command goes through ([`conn`]), the blocking
+//! reader's ([`waits`]) and, once something watches the blackboard, one
+//! pub/sub connection per task ([`events`]). A dropped connection is replaced
+//! and the command retried with backoff for up to `connect_timeout`;
+//! operations that are not idempotent carry a token so a retry cannot apply
+//! them twice.
 
 mod blackboard;
 mod conn;
@@ -20,64 +27,87 @@ mod queues;
 mod records;
 mod reply;
 mod scripts;
+mod waits;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use parking_lot::Mutex;
-use serde_json::Value;
-use tokio::sync::broadcast;
 
 use self::conn::{Connection, OpenError};
 use self::consumer::Consumers;
 use self::events::Events;
-use super::{
-    AgentRecord, BlackboardEvent, Delivery, Envelope, HostRecord, QueuedMessage, Store,
-    StoreResult, TaskRecord,
-};
-use crate::config::Config;
-use crate::error::{Error, Result};
+use self::queues::AckBatch;
+use self::waits::Waits;
+use super::{Store, StoreError, StoreResult};
 
 /// A store on a Redis-protocol server (Redis 7, DragonflyDB).
-pub struct RedisStore {
-    server: Arc<Server>,
-}
+pub struct RedisStore(Arc<Server>);
 
-/// The server and what this process keeps about it.
-struct Server {
-    conn: Connection,
+/// The server and what this process keeps about it (reachable only through
+/// [`RedisStore`]).
+pub struct Server {
+    conn: Arc<Connection>,
     events: Events,
     consumers: Consumers,
+    waits: Waits,
     /// Streams whose consumer group this process knows exists.
     groups: Mutex<HashSet<String>>,
+    /// Streams this process recorded in their task's set of queues.
+    registered: Arc<Mutex<HashSet<String>>>,
+    /// Streams on which this process gave a message back that no look has
+    /// claimed since.
+    parked: Mutex<HashSet<String>>,
+    /// Acknowledgements not sent yet, by stream.
+    acks: Mutex<AckBatch>,
+    /// Until when this process made each task's blackboard index live.
+    index_raised: Mutex<HashMap<String, Instant>>,
+}
+
+impl std::ops::Deref for RedisStore {
+    type Target = Arc<Server>;
+    fn deref(&self) -> &Arc<Server> {
+        &self.0
+    }
 }
 
 impl RedisStore {
-    /// Connects to `config.store` (a `redis://` or `rediss://` URL, with user,
-    /// password and database in it). Fails with a Coordination error naming the
-    /// URL (never the password) when the server cannot be reached within
-    /// `connect_timeout`, and with BadInput when the URL does not parse.
-    pub async fn connect(config: &Config) -> Result<RedisStore> {
-        let patience = Duration::from_millis(config.connect_timeout);
-        let conn = Connection::open(&config.store, patience)
+    /// Connects to `url` (a `redis://` or `rediss://` URL, with user,
+    /// password and database in it). Fails with `Unavailable` naming the URL
+    /// (never the password) when the server cannot be reached within
+    /// `connect_timeout`, and with `BadUrl` when the URL does not parse.
+    pub async fn connect(url: &str, connect_timeout: Duration) -> StoreResult<RedisStore> {
+        let conn = Connection::open(url, connect_timeout)
             .await
             .map_err(|e| match e {
-                OpenError::BadUrl(reason) => Error::bad_input(
-                    format!("setting store '{}'", redact_url(&config.store)),
+                OpenError::BadUrl(reason) => StoreError::BadUrl {
+                    url: redact_url(url),
                     reason,
-                ),
-                OpenError::Unavailable(e) => Error::from(e),
+                },
+                OpenError::Unavailable(e) => e,
             })?;
-        Ok(RedisStore {
-            server: Arc::new(Server {
-                conn,
-                events: Events::new(),
-                consumers: Consumers::default(),
-                groups: Mutex::default(),
-            }),
-        })
+        Ok(RedisStore(Arc::new(Server {
+            conn: Arc::new(conn),
+            events: Events::new(),
+            consumers: Consumers::default(),
+            waits: Waits::default(),
+            groups: Mutex::default(),
+            registered: Arc::default(),
+            parked: Mutex::default(),
+            acks: Mutex::default(),
+            index_raised: Mutex::default(),
+        })))
+    }
+}
+
+impl Store for RedisStore {
+    fn describe(&self) -> String {
+        self.conn.url.clone()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.conn.epoch()
     }
 }
 
@@ -99,179 +129,6 @@ pub fn redact_url(url: &str) -> String {
             format!("{scheme}://{hidden}@{host}{tail}")
         }
         None => url.to_string(),
-    }
-}
-
-#[async_trait]
-impl Store for RedisStore {
-    fn describe(&self) -> String {
-        self.server.conn.url.clone()
-    }
-
-    async fn bb_set(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> StoreResult<()> {
-        self.server.bb_set(task, key, value, ttl).await
-    }
-
-    async fn bb_get(&self, task: &str, key: &str) -> StoreResult<Option<Value>> {
-        self.server.bb_get(task, key).await
-    }
-
-    async fn bb_delete(&self, task: &str, key: &str) -> StoreResult<bool> {
-        self.server.bb_delete(task, key).await
-    }
-
-    async fn bb_keys(&self, task: &str, prefix: &str) -> StoreResult<Vec<String>> {
-        self.server.bb_keys(task, prefix).await
-    }
-
-    async fn bb_compare_and_set(
-        &self,
-        task: &str,
-        key: &str,
-        expected: Option<&Value>,
-        new: Option<&Value>,
-        ttl: Duration,
-    ) -> StoreResult<bool> {
-        self.server
-            .bb_compare_and_set(task, key, expected, new, ttl)
-            .await
-    }
-
-    async fn bb_subscribe(&self, task: &str) -> StoreResult<broadcast::Receiver<BlackboardEvent>> {
-        let conn = &self.server.conn;
-        self.server
-            .events
-            .subscribe(conn.client(), task, conn.patience, &conn.url)
-            .await
-    }
-
-    async fn queue_push(&self, task: &str, queue: &str, envelope: &Envelope) -> StoreResult<()> {
-        self.server.push(task, queue, envelope).await
-    }
-
-    async fn queue_take(
-        &self,
-        task: &str,
-        queues: &[String],
-        consumer: &str,
-        wait: Duration,
-    ) -> StoreResult<Option<Delivery>> {
-        self.server.take(task, queues, consumer, wait).await
-    }
-
-    async fn queue_ack(&self, task: &str, delivery: &Delivery) -> StoreResult<()> {
-        self.server.ack(task, delivery).await
-    }
-
-    async fn queue_nack(
-        &self,
-        task: &str,
-        delivery: &Delivery,
-        max_attempts: u32,
-    ) -> StoreResult<bool> {
-        self.server.nack(task, delivery, max_attempts).await
-    }
-
-    async fn queue_release_consumer(&self, task: &str, consumer: &str) -> StoreResult<usize> {
-        self.server.consumers.close(task, consumer);
-        self.server.release_server_side(task, consumer).await
-    }
-
-    async fn queue_list(&self, task: &str) -> StoreResult<Vec<QueuedMessage>> {
-        self.server.queue_list(task).await
-    }
-
-    async fn queue_revive(&self, task: &str, queue: &str) -> StoreResult<usize> {
-        self.server.revive(task, queue).await
-    }
-
-    async fn queue_is_drained(&self, task: &str) -> StoreResult<bool> {
-        self.server.queue_is_drained(task).await
-    }
-
-    async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()> {
-        self.server.agent_put(task, record).await
-    }
-
-    async fn agent_get(&self, task: &str, agent: &str) -> StoreResult<Option<AgentRecord>> {
-        self.server.agent_get(task, agent).await
-    }
-
-    async fn agent_list(&self, task: &str) -> StoreResult<Vec<AgentRecord>> {
-        self.server.agent_list(task).await
-    }
-
-    async fn task_put(&self, task: &str, record: &TaskRecord) -> StoreResult<()> {
-        self.server.task_put(task, record).await
-    }
-
-    async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>> {
-        self.server.task_get(task).await
-    }
-
-    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
-        self.server.heartbeat(task, host, agents).await
-    }
-
-    async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
-        self.server.host_list(task).await
-    }
-
-    fn events_in_flight(&self, task: &str) -> usize {
-        self.server.events.in_flight(task)
-    }
-
-    async fn lock_try_acquire(
-        &self,
-        task: &str,
-        name: &str,
-        token: &str,
-        ttl: Duration,
-    ) -> StoreResult<Option<u64>> {
-        self.server.lock_acquire(task, name, token, ttl).await
-    }
-
-    async fn lock_release(&self, task: &str, name: &str, token: &str) -> StoreResult<bool> {
-        self.server.lock_release(task, name, token).await
-    }
-
-    async fn lock_extend(
-        &self,
-        task: &str,
-        name: &str,
-        token: &str,
-        ttl: Duration,
-    ) -> StoreResult<bool> {
-        self.server.lock_extend(task, name, token, ttl).await
-    }
-
-    async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()> {
-        self.server.metrics_add(task, deltas).await
-    }
-
-    async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>> {
-        self.server.metrics_get(task).await
-    }
-
-    async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
-        self.server.claim(task, name).await
-    }
-
-    async fn clean(&self, task: &str) -> StoreResult<usize> {
-        self.server.clean(task).await
-    }
-
-    async fn journal_append(&self, task: &str, lines: &[&str], max_len: usize) -> StoreResult<()> {
-        self.server.journal_append(task, lines, max_len).await
-    }
-
-    async fn journal_read(
-        &self,
-        task: &str,
-        after: Option<&str>,
-        count: usize,
-    ) -> StoreResult<Vec<(String, String)>> {
-        self.server.journal_read(task, after, count).await
     }
 }
 

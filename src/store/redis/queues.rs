@@ -1,105 +1,188 @@
 //! Message queues as Redis Streams read through one consumer group.
 //!
-//! A queue is the stream `task:{id}:bus:{queue}`. Taking a message reads it
-//! into the taker's pending list (XREADGROUP); acknowledging removes it
-//! (XACK + XDEL), so a stream holds exactly the messages waiting or in
-//! flight. A message given back is parked on the `~returned` consumer with
-//! its entry id, hence its place in the queue, and the delivery count the
-//! server keeps; takers look there first. Dead letters go to
-//! `task:{id}:deadletter`.
+//! A queue is the stream `task:{id}:bus:{queue}`. A send is one XADD (the
+//! first send of a process to a queue also records the queue in
+//! `task:{id}:queues`). Readers create the queue's consumer group, once per
+//! stream and process (again after NOGROUP: the server lost the stream).
+//! Taking reads into the taker's pending list (XREADGROUP); acknowledging
+//! removes the entry (XACK + XDEL, in batches), so a stream holds exactly the
+//! messages waiting or in flight. A message given back is parked on the
+//! `~returned` consumer with its entry id, hence its place in the queue, and
+//! the delivery count the server keeps; takers look there first. Dead letters
+//! go to `task:{id}:deadletter`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::RedisResult;
-use redis::Value as RedisValue;
+use futures::FutureExt;
+use redis::{Pipeline, RedisResult, Value as RedisValue};
 
-use super::Server;
 use super::blackboard::decode;
-use super::conn::{command_error, is_no_group};
-use super::keys::{GROUP, Keys, RETURNED, token};
+use super::conn::{Request, command_error, error_code, script_call};
+use super::keys::{GROUP, Keys, RETURNED};
 use super::reply::{
     array, entry_delivery, field, id_text, pending_counts, read_reply, unexpected, usize_of,
 };
-use super::scripts::{ACK, CLAIM_RETURNED, NACK, PUSH, RELEASE, REVIVE};
-use crate::store::{Delivery, Envelope, MessageState, QueuedMessage, StoreResult};
+use super::scripts::{CLAIM_RETURNED, NACK, RELEASE, REVIVE};
+use super::{RedisStore, Server};
+use crate::store::{
+    Delivery, Envelope, MessageState, Pending, QueueStore, QueuedMessage, StoreError, StoreResult,
+};
+
+/// Messages read ahead from a queue only its consumer reads (its own).
+const READ_AHEAD: usize = 64;
+
+/// What one look at a consumer's queues found.
+pub(super) struct Fetched {
+    /// Messages given back and claimed now, oldest first: they come first.
+    pub returned: Vec<Delivery>,
+    /// New messages, in queue order.
+    pub new: Vec<Delivery>,
+}
 
 impl Server {
-    pub(super) async fn push(
-        &self,
-        task: &str,
-        queue: &str,
-        envelope: &Envelope,
-    ) -> StoreResult<()> {
+    /// Sends `envelope` to `queue` without waiting for the outcome.
+    fn push_nowait(&self, task: &str, queue: &str, envelope: &Envelope) -> Pending {
         let keys = Keys::new(task);
-        let (stream, queues, once) = (keys.bus(queue), keys.queues(), keys.once(&token()));
+        let stream = keys.bus(queue);
         let json = serde_json::to_string(envelope).expect("an envelope always serializes");
-        self.conn
-            .eval::<i64>("bus push", &PUSH, |s| {
-                s.key(&stream)
-                    .key(&queues)
-                    .key(&once)
-                    .arg(queue)
-                    .arg(&json)
-                    .arg(GROUP);
-            })
-            .await?;
-        self.groups.lock().insert(stream);
-        Ok(())
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&stream).arg("*").arg("m").arg(json);
+        let first = self.registered.lock().insert(stream.clone());
+        let request = if first {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SADD").arg(keys.queues()).arg(queue);
+            pipe.add_command(xadd);
+            Request::Pipe(pipe)
+        } else {
+            Request::Cmd(xadd)
+        };
+        let (epoch, answer) = self.conn.send(format!("bus send to '{queue}'"), request);
+        let me = self.registered.clone();
+        Pending::sent(
+            epoch,
+            async move {
+                match answer.await {
+                    Ok((_, again)) => Ok(again),
+                    Err(e) => {
+                        if first {
+                            me.lock().remove(&stream);
+                        }
+                        Err(e)
+                    }
+                }
+            }
+            .boxed(),
+        )
     }
 
-    /// Takes what is there without waiting, from the first of `queues` that
-    /// has anything: its oldest message given back, then its next new one.
+    /// One look at `streams` for `consumer`, in one round trip: sends the
+    /// acknowledgements waiting in this process, creates groups not known
+    /// yet, looks for messages given back, and reads new messages (up to
+    /// [`READ_AHEAD`] from the consumer's own queue, one from a shared one).
+    /// Messages given back are then claimed (one more round trip, only then).
     /// One attempt: the caller decides about retries.
-    ///
-    /// New messages are read with a plain XREADGROUP, never inside a script
-    /// (older Dragonfly versions could crash on an XREADGROUP of an empty
-    /// stream in a script); the same round trip asks whether the queue holds a
-    /// message given back, and only then a script claims it atomically.
-    pub(super) async fn poll_once(
+    pub(super) async fn fetch(
         &self,
-        task: &str,
-        queues: &[String],
+        keys: &Keys,
+        streams: &[String],
         consumer: &str,
-    ) -> RedisResult<Vec<Delivery>> {
-        let keys = Keys::new(task);
-        let streams = self.group_streams(&keys, queues).await?;
-        for stream in &streams {
-            let mut pipe = redis::pipe();
-            pipe.cmd("XPENDING")
-                .arg(stream)
-                .arg(GROUP)
-                .arg("-")
-                .arg("+")
-                .arg(1)
-                .arg(RETURNED);
-            pipe.cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(consumer)
-                .arg("COUNT")
-                .arg(1)
-                .arg("STREAMS")
-                .arg(stream)
-                .arg(">");
-            let (parked, new): (RedisValue, RedisValue) =
-                match pipe.query_async(&mut self.conn.shared()).await {
-                    Err(e) if is_no_group(&e) => {
-                        // Nothing was read: both commands need the group.
-                        self.forget_groups(&streams);
-                        return Ok(Vec::new());
-                    }
-                    other => other?,
+    ) -> RedisResult<Fetched> {
+        for _ in 0..3 {
+            let mut pipe = self.take_acks();
+            let acks = pipe.len();
+            let missing = self.missing_groups(streams);
+            for stream in &missing {
+                pipe.add_command(create_group(stream));
+            }
+            // The consumer's own queue gets messages given back only from
+            // this process; shared queues from any.
+            let look: Vec<&String> = streams
+                .iter()
+                .filter(|s| !is_own(keys, s, consumer) || self.parked.lock().contains(*s))
+                .collect();
+            for stream in &look {
+                pipe.cmd("XPENDING")
+                    .arg(*stream)
+                    .arg(GROUP)
+                    .arg("-")
+                    .arg("+")
+                    .arg(1)
+                    .arg(RETURNED);
+            }
+            for stream in streams {
+                let count = if is_own(keys, stream, consumer) {
+                    READ_AHEAD
+                } else {
+                    1
                 };
-            let mut found = Vec::new();
-            if !array(&parked).is_empty() {
-                found.extend(self.claim_returned(&keys, &[stream], consumer).await?);
+                pipe.cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(count)
+                    .arg("STREAMS")
+                    .arg(stream)
+                    .arg(">");
             }
-            found.extend(read_reply(&keys, new, 1)?);
-            if !found.is_empty() {
-                return Ok(found);
+            let replies = self.conn.round_trip(&pipe).await?;
+            let (ack_replies, rest) = replies.split_at(acks.min(replies.len()));
+            for r in ack_replies {
+                if let Some(code) = error_code(r) {
+                    // The entry went with its stream: nothing left to acknowledge.
+                    tracing::debug!("acknowledgement refused: {code}");
+                }
             }
+            let (created, rest) = rest.split_at(missing.len().min(rest.len()));
+            for (stream, r) in missing.iter().zip(created) {
+                match error_code(r) {
+                    None | Some("BUSYGROUP") => {
+                        self.groups.lock().insert(stream.clone());
+                    }
+                    Some(_) => {}
+                }
+            }
+            let (pending, reads) = rest.split_at(look.len().min(rest.len()));
+            if pending
+                .iter()
+                .chain(reads)
+                .any(|r| error_code(r) == Some("NOGROUP"))
+            {
+                // The server lost the streams (a restart without persistence,
+                // a clean): create the groups again and look again.
+                self.forget_groups(streams);
+                continue;
+            }
+            if let Some(e) = pending.iter().chain(reads).find_map(server_error) {
+                return Err(e);
+            }
+            let mut parked = Vec::new();
+            for (stream, reply) in look.iter().zip(pending) {
+                if array(reply).is_empty() {
+                    self.parked.lock().remove(*stream);
+                } else {
+                    parked.push(*stream);
+                }
+            }
+            let mut fetched = Fetched {
+                returned: Vec::new(),
+                new: Vec::new(),
+            };
+            for reply in reads {
+                fetched.new.extend(read_reply(keys, reply.clone(), 1)?);
+            }
+            if !parked.is_empty() {
+                fetched
+                    .returned
+                    .extend(self.claim_returned(keys, &parked, consumer).await?);
+            }
+            return Ok(fetched);
         }
-        Ok(Vec::new())
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "the queue's consumer group keeps disappearing",
+        )))
     }
 
     /// Claims the oldest message given back on the first of `streams` that
@@ -110,12 +193,10 @@ impl Server {
         streams: &[&String],
         consumer: &str,
     ) -> RedisResult<Option<Delivery>> {
-        let mut invocation = CLAIM_RETURNED.prepare_invoke();
-        for s in streams {
-            invocation.key(*s);
-        }
-        invocation.arg(GROUP).arg(consumer).arg(RETURNED);
-        let reply: RedisValue = invocation.invoke_async(&mut self.conn.shared()).await?;
+        let names: Vec<&str> = streams.iter().map(|s| s.as_str()).collect();
+        let mut cmd = script_call(&CLAIM_RETURNED, &names);
+        cmd.arg(GROUP).arg(consumer).arg(RETURNED);
+        let reply = self.conn.round_trip_cmd(&cmd).await?;
         let RedisValue::Array(parts) = reply else {
             return Ok(None);
         };
@@ -130,175 +211,76 @@ impl Server {
         Ok(Some(entry_delivery(queue, id, fields, deliveries)?))
     }
 
-    /// Waits up to `wait` for new messages on a dedicated connection (a
-    /// blocking read would stall every other command on the shared one).
-    /// Messages given back do not wake it: the caller polls between reads.
-    pub(super) async fn block_once(
-        &self,
-        task: &str,
-        queues: &[String],
-        consumer: &str,
-        wait: Duration,
-    ) -> RedisResult<Vec<Delivery>> {
-        let keys = Keys::new(task);
-        let streams = self.group_streams(&keys, queues).await?;
-        let mut conn = self.conn.checkout().await?;
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(wait.as_millis().max(1) as u64)
-            .arg("STREAMS")
-            .arg(&streams);
-        for _ in &streams {
-            cmd.arg(">");
-        }
-        // Bounded by BLOCK; the margin covers a slow server. Past it the
-        // connection is dropped, never reused with a reply outstanding.
-        let bound = wait + self.conn.patience;
-        let reply =
-            match tokio::time::timeout(bound, cmd.query_async::<RedisValue>(&mut conn)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    if is_no_group(&e) {
-                        self.forget_groups(&streams);
-                        self.conn.checkin(conn);
-                        return Ok(Vec::new());
-                    }
-                    return Err(e);
-                }
-                Err(_) => {
-                    return Err(redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "blocking read got no answer",
-                    )));
-                }
-            };
-        self.conn.checkin(conn);
-        read_reply(&keys, reply, 1)
-    }
-
-    /// The messages `consumer` holds on `queues` according to the server
+    /// The messages `consumer` holds on `streams` according to the server
     /// (XREADGROUP from id 0 reads the consumer's own pending list).
     pub(super) async fn held_by(
         &self,
-        task: &str,
-        queues: &[String],
+        keys: &Keys,
+        streams: &[String],
         consumer: &str,
     ) -> RedisResult<Vec<Delivery>> {
-        let keys = Keys::new(task);
-        let streams = self.group_streams(&keys, queues).await?;
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(GROUP)
             .arg(consumer)
             .arg("STREAMS")
-            .arg(&streams);
-        for _ in &streams {
+            .arg(streams);
+        for _ in streams {
             cmd.arg("0");
         }
-        let reply: RedisValue = cmd.query_async(&mut self.conn.shared()).await?;
-        read_reply(&keys, reply, 1)
+        match self.conn.round_trip_cmd(&cmd).await {
+            Ok(reply) => read_reply(keys, reply, 1),
+            Err(e) if e.code() == Some("NOGROUP") => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Parks a message for redelivery without counting a delivery.
-    pub(super) async fn park(&self, task: &str, delivery: &Delivery) -> StoreResult<()> {
-        let stream = Keys::new(task).bus(&delivery.queue);
-        self.conn
-            .query::<RedisValue>("bus give back", || {
-                let mut cmd = redis::cmd("XCLAIM");
-                cmd.arg(&stream)
-                    .arg(GROUP)
-                    .arg(RETURNED)
-                    .arg(0)
-                    .arg(&delivery.receipt)
-                    .arg("JUSTID");
-                cmd
-            })
-            .await?;
+    /// The acknowledgements waiting in this process, as XACK + XDEL per
+    /// stream (the batch is emptied).
+    fn take_acks(&self) -> Pipeline {
+        let batch = std::mem::take(&mut *self.acks.lock());
+        let mut pipe = redis::pipe();
+        for (stream, ids) in batch {
+            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&ids);
+            pipe.cmd("XDEL").arg(&stream).arg(&ids);
+        }
+        pipe
+    }
+
+    /// Sends the acknowledgements waiting in this process now.
+    pub(super) async fn flush_acks(&self) -> StoreResult<()> {
+        let pipe = self.take_acks();
+        if pipe.is_empty() {
+            return Ok(());
+        }
+        // Refusals (NOGROUP: the stream is gone) leave nothing to acknowledge.
+        self.conn.replies("bus ack", || pipe.clone()).await?;
         Ok(())
     }
 
-    pub(super) async fn ack(&self, task: &str, delivery: &Delivery) -> StoreResult<()> {
-        let stream = Keys::new(task).bus(&delivery.queue);
-        self.conn
-            .eval::<i64>("bus ack", &ACK, |s| {
-                s.key(&stream).arg(GROUP).arg(&delivery.receipt);
-            })
-            .await?;
-        self.consumers.settled(task, delivery);
-        Ok(())
-    }
-
-    pub(super) async fn nack(
+    /// Parks every message `consumer` holds on `queues`; returns how many.
+    async fn release_on(
         &self,
         task: &str,
-        delivery: &Delivery,
-        max_attempts: u32,
-    ) -> StoreResult<bool> {
-        let keys = Keys::new(task);
-        let (stream, dead) = (keys.bus(&delivery.queue), keys.dead_letters());
-        let json =
-            serde_json::to_string(&delivery.envelope).expect("an envelope always serializes");
-        // Empty when this process did not hand the message out: no holder check then.
-        let holder = self.consumers.holder(task, delivery).unwrap_or_default();
-        let outcome: i64 = self
-            .conn
-            .eval("bus nack", &NACK, |s| {
-                s.key(&stream)
-                    .key(&dead)
-                    .arg(GROUP)
-                    .arg(&delivery.receipt)
-                    .arg(&holder)
-                    .arg(RETURNED)
-                    .arg(max_attempts)
-                    .arg(&delivery.queue)
-                    .arg(&json);
-            })
-            .await?;
-        self.consumers.settled(task, delivery);
-        Ok(outcome == 1)
-    }
-
-    /// Parks every message `consumer` holds, on every queue of the task
-    /// (a consumer only ever holds messages of queues written to).
-    pub(super) async fn release_server_side(
-        &self,
-        task: &str,
+        queues: &[String],
         consumer: &str,
     ) -> StoreResult<usize> {
         let keys = Keys::new(task);
         let mut released = 0;
-        for q in self.queue_names(task).await? {
-            let stream = keys.bus(&q);
+        for q in queues {
+            let stream = keys.bus(q);
             let n: i64 = self
                 .conn
-                .eval("bus release", &RELEASE, |s| {
-                    s.key(&stream).arg(GROUP).arg(consumer).arg(RETURNED);
+                .eval("bus release", &RELEASE, &[&stream], |c| {
+                    c.arg(GROUP).arg(consumer).arg(RETURNED);
                 })
                 .await?;
+            if n > 0 {
+                self.parked.lock().insert(stream);
+            }
             released += n as usize;
         }
         Ok(released)
-    }
-
-    /// Moves the dead letters of `queue` back to it (see `Store::queue_revive`).
-    pub(super) async fn revive(&self, task: &str, queue: &str) -> StoreResult<usize> {
-        let keys = Keys::new(task);
-        let (dead, stream, queues) = (keys.dead_letters(), keys.bus(queue), keys.queues());
-        let n: i64 = self
-            .conn
-            .eval("bus revive", &REVIVE, |s| {
-                s.key(&dead).key(&stream).key(&queues).arg(queue).arg(GROUP);
-            })
-            .await?;
-        if n > 0 {
-            self.groups.lock().insert(stream);
-        }
-        Ok(n as usize)
     }
 
     /// Every queue written to, sorted.
@@ -316,14 +298,176 @@ impl Server {
         Ok(names)
     }
 
-    pub(super) async fn queue_list(&self, task: &str) -> StoreResult<Vec<QueuedMessage>> {
+    /// Streams among `streams` whose group this process has not made sure of.
+    fn missing_groups(&self, streams: &[String]) -> Vec<String> {
+        let known = self.groups.lock();
+        streams
+            .iter()
+            .filter(|s| !known.contains(*s))
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets what this process knew of a cleaned task's queues.
+    pub(super) fn forget_task(&self, task: &str) {
+        let prefix = Keys::new(task).bus("");
+        self.groups.lock().retain(|s| !s.starts_with(&prefix));
+        self.registered.lock().retain(|s| !s.starts_with(&prefix));
+        self.parked.lock().retain(|s| !s.starts_with(&prefix));
+        self.acks.lock().retain(|s, _| !s.starts_with(&prefix));
+        self.waits.forget(&prefix);
+        self.index_raised.lock().remove(task);
+    }
+
+    fn forget_groups(&self, streams: &[String]) {
+        let mut known = self.groups.lock();
+        for s in streams {
+            known.remove(s);
+        }
+    }
+
+    /// Queues an acknowledgement for the next batch.
+    fn ack_later(&self, task: &str, delivery: &Delivery) {
+        let stream = Keys::new(task).bus(&delivery.queue);
+        self.acks
+            .lock()
+            .entry(stream)
+            .or_default()
+            .push(delivery.receipt.clone());
+    }
+}
+
+/// True when `stream` is `consumer`'s own queue, which nobody else reads.
+fn is_own(keys: &Keys, stream: &str, consumer: &str) -> bool {
+    keys.queue_of(stream) == consumer
+}
+
+fn create_group(stream: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XGROUP");
+    cmd.arg("CREATE")
+        .arg(stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM");
+    cmd
+}
+
+/// A reply that is a server error, as an error.
+fn server_error(reply: &RedisValue) -> Option<redis::RedisError> {
+    match reply {
+        RedisValue::ServerError(e) => Some(e.clone().into()),
+        _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl QueueStore for RedisStore {
+    async fn queue_push(&self, task: &str, queue: &str, envelope: &Envelope) -> StoreResult<()> {
+        self.push_nowait(task, queue, envelope)
+            .settle()
+            .await
+            .map(|_| ())
+    }
+
+    fn queue_push_nowait(&self, task: &str, queue: &str, envelope: Envelope) -> Pending {
+        self.push_nowait(task, queue, &envelope)
+    }
+
+    async fn queue_take(
+        &self,
+        task: &str,
+        queues: &[String],
+        consumer: &str,
+        wait: Duration,
+    ) -> StoreResult<Option<Delivery>> {
+        self.0.take(task, queues, consumer, wait).await
+    }
+
+    fn queue_take_ready(&self, task: &str, queues: &[String], consumer: &str) -> Option<Delivery> {
+        self.0.take_ready(task, queues, consumer)
+    }
+
+    fn queue_ack_nowait(&self, task: &str, delivery: &Delivery) -> Pending {
+        self.consumers.settled(task, delivery);
+        self.ack_later(task, delivery);
+        Pending::done(Ok(()))
+    }
+
+    async fn queue_ack(&self, task: &str, delivery: &Delivery) -> StoreResult<()> {
+        self.queue_ack_nowait(task, delivery)
+            .settle()
+            .await
+            .map(|_| ())
+    }
+
+    async fn queue_nack(
+        &self,
+        task: &str,
+        delivery: &Delivery,
+        max_attempts: u32,
+    ) -> StoreResult<bool> {
+        let keys = Keys::new(task);
+        let (stream, dead) = (keys.bus(&delivery.queue), keys.dead_letters());
+        let json =
+            serde_json::to_string(&*delivery.envelope).expect("an envelope always serializes");
+        // Empty when this process did not hand the message out: no holder check then.
+        let holder = self.consumers.holder(task, delivery).unwrap_or_default();
+        let outcome: i64 = self
+            .conn
+            .eval("bus nack", &NACK, &[&stream, &dead], |c| {
+                c.arg(GROUP)
+                    .arg(&delivery.receipt)
+                    .arg(&holder)
+                    .arg(RETURNED)
+                    .arg(max_attempts)
+                    .arg(&delivery.queue)
+                    .arg(&json);
+            })
+            .await?;
+        self.consumers.settled(task, delivery);
+        if outcome == 0 {
+            self.parked.lock().insert(stream);
+        }
+        Ok(outcome == 1)
+    }
+
+    /// Parks every message `consumer` holds. A consumer of this process read
+    /// only its own queues; one of another process (lost) may have read any.
+    async fn queue_release_consumer(&self, task: &str, consumer: &str) -> StoreResult<usize> {
+        let queues = self.consumers.close(task, consumer);
+        self.flush_acks().await?;
+        let queues = match queues {
+            Some(q) => q,
+            None => self.queue_names(task).await?,
+        };
+        self.release_on(task, &queues, consumer).await
+    }
+
+    async fn queue_revive(&self, task: &str, queue: &str) -> StoreResult<usize> {
+        let keys = Keys::new(task);
+        let (dead, stream, queues) = (keys.dead_letters(), keys.bus(queue), keys.queues());
+        let n: i64 = self
+            .conn
+            .eval("bus revive", &REVIVE, &[&dead, &stream, &queues], |c| {
+                c.arg(queue).arg(GROUP);
+            })
+            .await?;
+        if n > 0 {
+            self.groups.lock().insert(stream.clone());
+            self.registered.lock().insert(stream);
+        }
+        Ok(n as usize)
+    }
+
+    async fn queue_list(&self, task: &str) -> StoreResult<Vec<QueuedMessage>> {
+        self.flush_acks().await?;
         let keys = Keys::new(task);
         let mut out = Vec::new();
         for queue in self.queue_names(task).await? {
             let stream = keys.bus(&queue);
-            let (entries, pending): (RedisValue, RedisValue) = self
+            let replies = self
                 .conn
-                .pipeline("bus list", || {
+                .replies("bus list", || {
                     let mut pipe = redis::pipe();
                     pipe.cmd("XRANGE").arg(&stream).arg("-").arg("+");
                     pipe.cmd("XPENDING")
@@ -335,8 +479,15 @@ impl Server {
                     pipe
                 })
                 .await?;
-            let counts = pending_counts(&pending);
-            for entry in array(&entries) {
+            let [entries, pending] = replies.as_slice() else {
+                return Err(command_error("bus list", &unexpected("XRANGE")));
+            };
+            // No group yet (nobody read the queue): nothing was delivered.
+            let counts = match error_code(pending) {
+                Some(_) => Vec::new(),
+                None => pending_counts(pending),
+            };
+            for entry in array(entries) {
                 let [id, fields] = array(entry) else { continue };
                 let deliveries = id_text(id)
                     .and_then(|i| counts.iter().find(|(p, _)| *p == i))
@@ -345,7 +496,7 @@ impl Server {
                     .map_err(|e| command_error("bus list", &e))?;
                 out.push(QueuedMessage {
                     queue: queue.clone(),
-                    envelope: d.envelope,
+                    envelope: std::sync::Arc::unwrap_or_clone(d.envelope),
                     state: MessageState::Pending,
                 });
             }
@@ -378,7 +529,8 @@ impl Server {
         Ok(out)
     }
 
-    pub(super) async fn queue_is_drained(&self, task: &str) -> StoreResult<bool> {
+    async fn queue_is_drained(&self, task: &str) -> StoreResult<bool> {
+        self.flush_acks().await?;
         let keys = Keys::new(task);
         let queues = self.queue_names(task).await?;
         if queues.is_empty() {
@@ -396,53 +548,12 @@ impl Server {
             .await?;
         Ok(lengths.iter().all(|n| *n == 0))
     }
-
-    /// The streams of `queues`, each with its consumer group.
-    async fn group_streams(&self, keys: &Keys, queues: &[String]) -> RedisResult<Vec<String>> {
-        let streams: Vec<String> = queues.iter().map(|q| keys.bus(q)).collect();
-        self.ensure_groups(&streams).await?;
-        Ok(streams)
-    }
-
-    /// Creates the consumer group of each stream this process has not seen yet.
-    async fn ensure_groups(&self, streams: &[String]) -> RedisResult<()> {
-        let missing: Vec<String> = {
-            let known = self.groups.lock();
-            streams
-                .iter()
-                .filter(|s| !known.contains(*s))
-                .cloned()
-                .collect()
-        };
-        for stream in missing {
-            let created: RedisResult<()> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut self.conn.shared())
-                .await;
-            match created {
-                Ok(()) => {}
-                Err(e) if e.code() == Some("BUSYGROUP") => {}
-                Err(e) => return Err(e),
-            }
-            self.groups.lock().insert(stream);
-        }
-        Ok(())
-    }
-
-    /// Forgets the consumer groups of a cleaned task.
-    pub(super) fn forget_task(&self, task: &str) {
-        let prefix = Keys::new(task).bus("");
-        self.groups.lock().retain(|s| !s.starts_with(&prefix));
-    }
-
-    fn forget_groups(&self, streams: &[String]) {
-        let mut known = self.groups.lock();
-        for s in streams {
-            known.remove(s);
-        }
-    }
 }
+
+/// A failed fetch, as the store reports it.
+pub(super) fn fetch_error(e: &redis::RedisError) -> StoreError {
+    command_error("bus take", e)
+}
+
+/// The acknowledgement batch: ids per stream.
+pub(super) type AckBatch = HashMap<String, Vec<String>>;

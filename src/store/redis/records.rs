@@ -4,17 +4,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::Server;
+use super::RedisStore;
 use super::blackboard::{decode, millis};
 use super::keys::{Keys, token};
 use super::scripts::{CLAIM, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, METRICS_ADD};
-use crate::store::{AgentRecord, HostRecord, StoreResult, TaskRecord};
+use crate::store::{AgentRecord, HostRecord, LockStore, RecordStore, StoreResult, TaskRecord};
 
 /// Keys deleted per UNLINK while cleaning.
 const CLEAN_BATCH: usize = 500;
 
-impl Server {
-    pub(super) async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()> {
+#[async_trait::async_trait]
+impl RecordStore for RedisStore {
+    async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()> {
         let keys = Keys::new(task);
         let (state, agents) = (keys.state(&record.id), keys.agents());
         let json = serde_json::to_string(record).expect("a record always serializes");
@@ -37,18 +38,14 @@ impl Server {
             .await
     }
 
-    pub(super) async fn agent_get(
-        &self,
-        task: &str,
-        agent: &str,
-    ) -> StoreResult<Option<AgentRecord>> {
+    async fn agent_get(&self, task: &str, agent: &str) -> StoreResult<Option<AgentRecord>> {
         let state = Keys::new(task).state(agent);
         let fields: BTreeMap<String, String> =
             self.conn.query("agent get", || hash_all(&state)).await?;
         record_from(&state, fields)
     }
 
-    pub(super) async fn agent_list(&self, task: &str) -> StoreResult<Vec<AgentRecord>> {
+    async fn agent_list(&self, task: &str) -> StoreResult<Vec<AgentRecord>> {
         let keys = Keys::new(task);
         let set = keys.agents();
         let mut ids: Vec<String> = self
@@ -82,7 +79,7 @@ impl Server {
         Ok(out)
     }
 
-    pub(super) async fn task_put(&self, task: &str, record: &TaskRecord) -> StoreResult<()> {
+    async fn task_put(&self, task: &str, record: &TaskRecord) -> StoreResult<()> {
         let meta = Keys::new(task).meta();
         let json = serde_json::to_string(record).expect("a record always serializes");
         self.conn
@@ -94,7 +91,7 @@ impl Server {
             .await
     }
 
-    pub(super) async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>> {
+    async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>> {
         let meta = Keys::new(task).meta();
         let raw: Option<String> = self
             .conn
@@ -107,12 +104,7 @@ impl Server {
         raw.map(|s| decode(&meta, &s)).transpose()
     }
 
-    pub(super) async fn heartbeat(
-        &self,
-        task: &str,
-        host: &HostRecord,
-        agents: &[String],
-    ) -> StoreResult<()> {
+    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
         let keys = Keys::new(task);
         let json = serde_json::to_string(host).expect("a record always serializes");
         self.conn
@@ -128,100 +120,46 @@ impl Server {
             .await
     }
 
-    pub(super) async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
+    async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
         let hosts = Keys::new(task).hosts();
         let all: BTreeMap<String, String> =
             self.conn.query("host list", || hash_all(&hosts)).await?;
         all.values().map(|json| decode(&hosts, json)).collect()
     }
 
-    pub(super) async fn lock_acquire(
-        &self,
-        task: &str,
-        name: &str,
-        token: &str,
-        ttl: Duration,
-    ) -> StoreResult<Option<u64>> {
-        let keys = Keys::new(task);
-        let (lock, fences) = (keys.lock(name), keys.fences());
-        self.conn
-            .eval("lock acquire", &LOCK_ACQUIRE, |s| {
-                s.key(&lock)
-                    .key(&fences)
-                    .arg(token)
-                    .arg(millis(ttl))
-                    .arg(name);
-            })
-            .await
-    }
-
-    pub(super) async fn lock_release(
-        &self,
-        task: &str,
-        name: &str,
-        token: &str,
-    ) -> StoreResult<bool> {
-        let lock = Keys::new(task).lock(name);
-        self.conn
-            .eval("lock release", &LOCK_RELEASE, |s| {
-                s.key(&lock).arg(token);
-            })
-            .await
-    }
-
-    pub(super) async fn lock_extend(
-        &self,
-        task: &str,
-        name: &str,
-        token: &str,
-        ttl: Duration,
-    ) -> StoreResult<bool> {
-        let lock = Keys::new(task).lock(name);
-        self.conn
-            .eval("lock extend", &LOCK_EXTEND, |s| {
-                s.key(&lock).arg(token).arg(millis(ttl));
-            })
-            .await
-    }
-
-    pub(super) async fn metrics_add(
-        &self,
-        task: &str,
-        deltas: &[(String, i64)],
-    ) -> StoreResult<()> {
+    async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()> {
         if deltas.is_empty() {
             return Ok(());
         }
         let keys = Keys::new(task);
         let (metrics, once) = (keys.metrics(), keys.once(&token()));
         self.conn
-            .eval::<i64>("metrics flush", &METRICS_ADD, |s| {
-                s.key(&metrics).key(&once);
+            .eval::<i64>("metrics flush", &METRICS_ADD, &[&metrics, &once], |c| {
                 for (name, delta) in deltas {
-                    s.arg(name).arg(*delta);
+                    c.arg(name).arg(*delta);
                 }
             })
             .await?;
         Ok(())
     }
 
-    pub(super) async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>> {
+    async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>> {
         let metrics = Keys::new(task).metrics();
         self.conn.query("metrics get", || hash_all(&metrics)).await
     }
 
-    pub(super) async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
+    async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
         let claims = Keys::new(task).claims();
         let mine = token();
         self.conn
-            .eval("claim", &CLAIM, |s| {
-                s.key(&claims).arg(name).arg(&mine);
+            .eval("claim", &CLAIM, &[&claims], |c| {
+                c.arg(name).arg(&mine);
             })
             .await
     }
 
     /// Deletes every key of the task (SCAN + UNLINK); returns how many.
-    pub(super) async fn clean(&self, task: &str) -> StoreResult<usize> {
+    async fn clean(&self, task: &str) -> StoreResult<usize> {
         let pattern = Keys::new(task).all();
         let mut removed = 0;
         let mut cursor: u64 = 0;
@@ -256,6 +194,62 @@ impl Server {
         }
         self.forget_task(task);
         Ok(removed)
+    }
+
+    async fn journal_append(&self, task: &str, lines: &[&str], max_len: usize) -> StoreResult<()> {
+        self.0.journal_append(task, lines, max_len).await
+    }
+
+    async fn journal_read(
+        &self,
+        task: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> StoreResult<Vec<(String, String)>> {
+        self.0.journal_read(task, after, count).await
+    }
+}
+
+#[async_trait::async_trait]
+impl LockStore for RedisStore {
+    async fn lock_try_acquire(
+        &self,
+        task: &str,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<u64>> {
+        let keys = Keys::new(task);
+        let (lock, fences) = (keys.lock(name), keys.fences());
+        self.conn
+            .eval("lock acquire", &LOCK_ACQUIRE, &[&lock, &fences], |c| {
+                c.arg(token).arg(millis(ttl)).arg(name);
+            })
+            .await
+    }
+
+    async fn lock_release(&self, task: &str, name: &str, token: &str) -> StoreResult<bool> {
+        let lock = Keys::new(task).lock(name);
+        self.conn
+            .eval("lock release", &LOCK_RELEASE, &[&lock], |c| {
+                c.arg(token);
+            })
+            .await
+    }
+
+    async fn lock_extend(
+        &self,
+        task: &str,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let lock = Keys::new(task).lock(name);
+        self.conn
+            .eval("lock extend", &LOCK_EXTEND, &[&lock], |c| {
+                c.arg(token).arg(millis(ttl));
+            })
+            .await
     }
 }
 

@@ -52,7 +52,7 @@ pub(super) fn entry_delivery(
     envelope.attempts = deliveries;
     Ok(Delivery {
         queue: queue.to_string(),
-        envelope,
+        envelope: std::sync::Arc::new(envelope),
         receipt: id,
     })
 }

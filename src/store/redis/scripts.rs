@@ -1,21 +1,65 @@
 //! The server-side Lua scripts. Each declares in KEYS every key it touches (as
 //! Dragonfly requires) and uses only commands Dragonfly supports; channel
-//! names are not keys. Scripts run with EVALSHA and are loaded again after a
-//! server restart (the client retries on NOSCRIPT).
+//! names are not keys. Scripts run with EVALSHA; every connection loads them
+//! all when it opens, and again after a NOSCRIPT (a server restart).
 
 use std::sync::LazyLock;
 
-use redis::Script;
+/// A script's source and its SHA1, for EVALSHA and SCRIPT LOAD.
+pub(super) struct ServerScript {
+    source: &'static str,
+    hash: String,
+}
 
-/// Sets a blackboard key, indexes it, and publishes the change.
-/// KEYS: value, index. ARGV: json, ttl ms, key, channel, event prefix.
-pub(super) static BB_SET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+impl ServerScript {
+    fn new(source: &'static str) -> ServerScript {
+        ServerScript {
+            source,
+            hash: redis::Script::new(source).get_hash().to_string(),
+        }
+    }
+
+    /// The SHA1 EVALSHA names the script by.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The Lua source.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+}
+
+/// Every script, to load on a new connection.
+pub(super) fn all() -> [&'static ServerScript; 12] {
+    [
+        &BB_SET,
+        &BB_DELETE,
+        &BB_CAS,
+        &CLAIM_RETURNED,
+        &NACK,
+        &RELEASE,
+        &LOCK_ACQUIRE,
+        &LOCK_RELEASE,
+        &LOCK_EXTEND,
+        &METRICS_ADD,
+        &CLAIM,
+        &REVIVE,
+    ]
+}
+
+/// Sets a blackboard key, indexes it, and publishes the change. The index
+/// lives at least as long as its entries: with ARGV[6] > 0 its TTL is raised
+/// to that many ms (the process asks once in a while, not every write).
+/// KEYS: value, index. ARGV: json, ttl ms, key, channel, event prefix, index ttl ms.
+pub(super) static BB_SET: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], 0, ARGV[3])
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local index_ttl = tonumber(ARGV[6])
+if index_ttl > 0 and redis.call('PTTL', KEYS[2]) < index_ttl then
+  redis.call('PEXPIRE', KEYS[2], index_ttl)
 end
 redis.call('PUBLISH', ARGV[4], ARGV[5] .. ARGV[1] .. '}')
 return 1
@@ -25,8 +69,8 @@ return 1
 
 /// Deletes a blackboard key and publishes the change if it existed.
 /// KEYS: value, index. ARGV: key, channel, event.
-pub(super) static BB_DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static BB_DELETE: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 local n = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -40,8 +84,8 @@ return n
 /// swap that already happened finds its done-marker and reports success.
 /// KEYS: value, index, once. ARGV: has expected, expected, has new, new,
 /// ttl ms, key, channel, event prefix (set) or event (delete).
-pub(super) static BB_CAS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static BB_CAS: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
 local current = redis.call('GET', KEYS[1])
@@ -68,26 +112,11 @@ return 1
     )
 });
 
-/// Appends a message to a queue once (a retry finds the done-marker), making
-/// sure the queue's consumer group exists and the queue is registered.
-/// KEYS: stream, queue set, once. ARGV: queue, envelope json, group.
-pub(super) static PUSH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', 60000) then return 0 end
-redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
-redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[3], '0', 'MKSTREAM')
-redis.call('SADD', KEYS[2], ARGV[1])
-return 1
-"#,
-    )
-});
-
 /// Claims the oldest message given back (parked on the `~returned` consumer)
 /// of the first stream that has one. Returns {stream index, entry id, fields,
 /// deliveries} or false. KEYS: streams. ARGV: group, consumer, returned-consumer.
-pub(super) static CLAIM_RETURNED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static CLAIM_RETURNED: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 for i = 1, #KEYS do
   local parked = redis.call('XPENDING', KEYS[i], ARGV[1], '-', '+', 1, ARGV[3])
@@ -104,25 +133,13 @@ return false
     )
 });
 
-/// Acknowledges a message: out of the group and out of the stream.
-/// KEYS: stream. ARGV: group, entry id.
-pub(super) static ACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-return 1
-"#,
-    )
-});
-
 /// Gives a message back: parked for redelivery, or dead-lettered once it has
 /// been delivered max-attempts times. Returns 1 dead-lettered, 0 parked, -1
 /// when the consumer no longer holds it (acknowledged, or handed to another).
 /// KEYS: stream, dead letters. ARGV: group, entry id, consumer, returned-consumer,
 /// max attempts, queue, envelope json.
-pub(super) static NACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static NACK: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 or p[1][2] ~= ARGV[3] then return -1 end
@@ -142,8 +159,8 @@ return 0
 /// Moves the dead letters of one queue back to its stream as new entries
 /// (their delivery count starts over); returns how many.
 /// KEYS: dead letters, stream, queues. ARGV: queue, group.
-pub(super) static REVIVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static REVIVE: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 local n = 0
 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
@@ -169,8 +186,8 @@ return n
 
 /// Parks every message a consumer holds on one queue; returns how many.
 /// KEYS: stream. ARGV: group, consumer, returned-consumer.
-pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static RELEASE: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 100000, ARGV[2])
 if p.err then return 0 end
@@ -185,8 +202,8 @@ return #p
 /// Grants a lock: SET NX PX with the owner's token, and a fencing number that
 /// grows with every grant. A retry by the same owner gets its grant back.
 /// KEYS: lock, fences. ARGV: token, ttl ms, name.
-pub(super) static LOCK_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static LOCK_ACQUIRE: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return tonumber(redis.call('HGET', KEYS[2], ARGV[3]))
@@ -201,8 +218,8 @@ return false
 
 /// Releases a lock only for its owner (compare-and-delete).
 /// KEYS: lock. ARGV: token.
-pub(super) static LOCK_RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static LOCK_RELEASE: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -211,8 +228,8 @@ return 0
 });
 
 /// Extends a lock only for its owner. KEYS: lock. ARGV: token, ttl ms.
-pub(super) static LOCK_EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static LOCK_EXTEND: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -221,8 +238,8 @@ return 0
 });
 
 /// Adds counter deltas with HINCRBY, once. KEYS: metrics, once. ARGV: name, delta, ...
-pub(super) static METRICS_ADD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static METRICS_ADD: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', 60000) then return 0 end
 for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -233,8 +250,8 @@ return 1
 
 /// Claims a name for the first caller; a retry by that caller still wins.
 /// KEYS: claims. ARGV: name, token.
-pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static CLAIM: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return 1 end
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 1 end

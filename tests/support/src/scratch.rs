@@ -104,7 +104,12 @@ pub async fn run_in_process(
     }
     let registry =
         Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib).expect("scripts load"));
-    let store = orrery::store::open(&config).await.expect("store opens");
+    let store = orrery::store::open(
+        &config.store,
+        std::time::Duration::from_millis(config.connect_timeout),
+    )
+    .await
+    .expect("store opens");
     Orchestrator::new(task, config, store, registry)
         .expect("task accepted")
         .run()
