@@ -292,10 +292,39 @@ impl Orchestrator {
             let status = match report.map(|r| r.status) {
                 Some(TaskStatus::Complete) => RunStatus::Complete,
                 Some(TaskStatus::Timeout) => RunStatus::Timeout,
-                _ => RunStatus::Failed,
+                Some(TaskStatus::Interrupted) => RunStatus::Interrupted,
+                Some(TaskStatus::Failed) | None => RunStatus::Failed,
             };
             self.record_status(status, Some(now_ms())).await;
         }
         self.beat_as(HostState::Left).await;
+        self.retain().await;
+    }
+
+    /// Once the task has ended, gives every key of it the retention's expiry.
+    /// Each process leaving an ended task makes the pass, so keys a joiner
+    /// wrote after the owner's pass expire too; a joiner leaving a task that
+    /// goes on leaves its keys alone.
+    async fn retain(&self) {
+        let store = &self.coord.store;
+        if store.is_embedded() {
+            return;
+        }
+        let id = &self.coord.task.id;
+        if !self.mode.is_owner() {
+            match store.task_get(id).await {
+                Ok(Some(record)) if record.status != RunStatus::Running => {}
+                Ok(Some(_)) => return,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("cannot read the task record to set its retention: {e}");
+                    return;
+                }
+            }
+        }
+        let retention = Duration::from_secs(self.coord.config.retention);
+        if let Err(e) = store.retain(id, retention).await {
+            tracing::warn!("cannot set the retention of task '{id}' in the store: {e}");
+        }
     }
 }

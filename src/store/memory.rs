@@ -434,6 +434,10 @@ impl RecordStore for MemoryStore {
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(removed.map_or(0, |t| t.blackboard.lock().len() + t.agents.lock().len()))
     }
+
+    async fn retain(&self, _task: &str, _retention: Duration) -> StoreResult<usize> {
+        Ok(0)
+    }
 }
 
 #[async_trait]

@@ -223,10 +223,12 @@ text_enum! {
         Stopping = "stopping",
         /// Ended complete.
         Complete = "complete",
-        /// Ended failed (or interrupted).
+        /// Ended failed.
         Failed = "failed",
         /// Ended when its time ran out.
         Timeout = "timeout",
+        /// Stopped from outside (Ctrl-C) before it ended.
+        Interrupted = "interrupted",
     }
 }
 
@@ -439,6 +441,10 @@ pub trait RecordStore: Send + Sync {
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool>;
     /// Deletes every key of the task; returns how many were removed.
     async fn clean(&self, task: &str) -> StoreResult<usize>;
+    /// Makes every key of the ended task expire after `retention` at the
+    /// latest (a key that expires sooner keeps its own expiry); returns how
+    /// many keys were given one. The embedded store ends with its process.
+    async fn retain(&self, task: &str, retention: Duration) -> StoreResult<usize>;
 
     /// Appends journal lines to the task's journal stream, keeping about the
     /// last `max_len`. A store that no other process reads (the embedded

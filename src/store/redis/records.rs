@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::RedisStore;
 use super::blackboard::{decode, millis};
 use super::keys::{Keys, token};
-use super::scripts::{CLAIM, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, METRICS_ADD};
+use super::scripts::{CLAIM, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, METRICS_ADD, RETAIN};
 use crate::store::{AgentRecord, HostRecord, LockStore, RecordStore, StoreResult, TaskRecord};
 
 /// Keys deleted per UNLINK while cleaning.
@@ -194,6 +194,45 @@ impl RecordStore for RedisStore {
         }
         self.forget_task(task);
         Ok(removed)
+    }
+
+    /// SCAN, and one script per batch that lowers each key's expiry to the
+    /// retention (keys written after this pass, e.g. by a process still
+    /// leaving, get theirs from that process's own pass).
+    async fn retain(&self, task: &str, retention: Duration) -> StoreResult<usize> {
+        let pattern = Keys::new(task).all();
+        let ms = millis(retention);
+        let mut given = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .conn
+                .query("retain", || {
+                    let mut cmd = redis::cmd("SCAN");
+                    cmd.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(CLEAN_BATCH);
+                    cmd
+                })
+                .await?;
+            if !batch.is_empty() {
+                let keys: Vec<&str> = batch.iter().map(String::as_str).collect();
+                let n: usize = self
+                    .conn
+                    .eval("retain", &RETAIN, &keys, |c| {
+                        c.arg(ms);
+                    })
+                    .await?;
+                given += n;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(given)
     }
 
     async fn journal_append(&self, task: &str, lines: &[&str], max_len: usize) -> StoreResult<()> {

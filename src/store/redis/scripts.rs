@@ -31,7 +31,7 @@ impl ServerScript {
 }
 
 /// Every script, to load on a new connection.
-pub(super) fn all() -> [&'static ServerScript; 12] {
+pub(super) fn all() -> [&'static ServerScript; 13] {
     [
         &BB_SET,
         &BB_DELETE,
@@ -45,6 +45,7 @@ pub(super) fn all() -> [&'static ServerScript; 12] {
         &METRICS_ADD,
         &CLAIM,
         &REVIVE,
+        &RETAIN,
     ]
 }
 
@@ -256,6 +257,24 @@ pub(super) static CLAIM: LazyLock<ServerScript> = LazyLock::new(|| {
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return 1 end
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 1 end
 return 0
+"#,
+    )
+});
+
+/// Gives each key an expiry of at most ARGV[1] ms (one that expires sooner
+/// keeps its own); returns how many were changed. KEYS: the keys.
+pub(super) static RETAIN: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
+        r#"
+local n = 0
+for i = 1, #KEYS do
+  local ttl = redis.call('PTTL', KEYS[i])
+  if ttl == -1 or ttl > tonumber(ARGV[1]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    n = n + 1
+  end
+end
+return n
 "#,
     )
 });
