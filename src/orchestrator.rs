@@ -61,6 +61,9 @@ pub struct Orchestrator {
     /// The quiescence probe in flight: its generation, the epoch it started at,
     /// and what the other processes were doing then.
     probe: Option<(u64, u64, quiet::RemoteActivity)>,
+    /// This process was declared lost and fenced: it stops at once and
+    /// writes nothing more.
+    fenced: bool,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -128,6 +131,7 @@ impl Orchestrator {
             shared: false,
             stopping: false,
             probe: None,
+            fenced: false,
         })
     }
 
@@ -192,6 +196,15 @@ impl Orchestrator {
         let mut end = End::Finished;
         let watching = self.reloader.is_some();
         while !self.is_over().await {
+            if self.fenced {
+                // No stop callbacks: they would act on a task that went on
+                // without this process.
+                let fenced = self.coord.presence.fenced();
+                tracing::error!("{fenced}");
+                self.record("host", &fenced, true);
+                self.abort_all(|_| fenced.clone()).await;
+                break;
+            }
             tokio::select! {
                 Some(request) = self.spawn_rx.recv() => {
                     let result = self.start_agent(&request.role, request.parent.as_deref()).await;
@@ -304,7 +317,9 @@ impl Orchestrator {
 
     async fn report(&mut self, started_at: Instant, end: End) -> Result<RunReport> {
         let coord = self.coord.clone();
-        if let Err(e) = coord.metrics.flush(coord.store.as_ref()).await {
+        if self.fenced {
+            // Nothing more is written; and nothing read now is this process's to report.
+        } else if let Err(e) = coord.metrics.flush(coord.store.as_ref()).await {
             self.record("host", &e, false);
         }
         // Read past the blackboard's counters: they were just flushed, and the

@@ -138,6 +138,13 @@ impl Orchestrator {
             reported.message = format!("{}: {}", h.during, reported.message);
             self.errors.push(reported);
         }
+        if let Some(e) = &outcome.fatal
+            && e.to_string().contains("fenced:")
+        {
+            // A write of this agent was refused as a fenced member's: the
+            // heartbeat confirms it and ends the run.
+            self.beat().await;
+        }
         if let Some(e) = &outcome.fatal {
             self.coord
                 .metrics

@@ -106,16 +106,32 @@ impl Orchestrator {
         match &self.mode {
             Mode::Owner => {
                 self.claim_task().await?;
+                self.join_members().await?;
                 // Alive before any agent shows, so a joiner never finds the
                 // task without a live owner.
                 self.beat().await;
                 Ok(Instant::now() + timeout)
             }
             Mode::Joiner { started_ms, .. } => {
-                let elapsed = Duration::from_millis(now_ms().saturating_sub(*started_ms));
+                let started_ms = *started_ms;
+                self.join_members().await?;
+                let elapsed = Duration::from_millis(now_ms().saturating_sub(started_ms));
                 Ok(Instant::now() + timeout.saturating_sub(elapsed))
             }
         }
+    }
+
+    /// Joins the task's members under a new epoch: from now on the server
+    /// refuses this process's writes once it is declared lost.
+    async fn join_members(&mut self) -> Result<()> {
+        let epoch = self.coord.presence.join().await?;
+        tracing::debug!(
+            host = %self.coord.presence.host(),
+            epoch,
+            "joined task '{}' as a member",
+            self.coord.task.id
+        );
+        Ok(())
     }
 
     /// Makes this process the owner of the task in the store. A run of the
@@ -166,12 +182,16 @@ impl Orchestrator {
         }
     }
 
-    /// Writes this process's heartbeat and activity.
-    pub(super) async fn beat(&self) {
-        self.beat_as(HostState::Alive).await;
+    /// Writes this process's heartbeat and activity; notes a fence.
+    pub(super) async fn beat(&mut self) {
+        if self.beat_as(HostState::Alive).await {
+            self.fenced = true;
+            let _ = self.stop_tx.send(true);
+        }
     }
 
-    async fn beat_as(&self, state: HostState) {
+    /// True when the heartbeat was refused: this process is fenced.
+    async fn beat_as(&self, state: HostState) -> bool {
         let role = if self.mode.is_owner() {
             HostRole::Owner
         } else {
@@ -179,11 +199,16 @@ impl Orchestrator {
         };
         let agents: Vec<String> = self.running.values().map(|(id, _)| id.clone()).collect();
         let presence = &self.coord.presence;
-        if let Err(e) = presence
+        match presence
             .beat(role, state, &self.coord.activity, &agents)
             .await
         {
-            tracing::warn!("heartbeat failed: {e}");
+            Ok(()) => false,
+            Err(Error::Fenced { .. }) => true,
+            Err(e) => {
+                tracing::warn!("heartbeat failed: {e}");
+                false
+            }
         }
     }
 
@@ -192,6 +217,9 @@ impl Orchestrator {
     /// the run goes on.
     pub(super) async fn on_heartbeat(&mut self) {
         self.beat().await;
+        if self.fenced {
+            return;
+        }
         match self.mode.clone() {
             Mode::Owner => {
                 let coord = self.coord.clone();
@@ -288,6 +316,9 @@ impl Orchestrator {
 
     /// Records how the run ended (owner) and that this process left.
     pub(super) async fn close(&self, report: Option<&RunReport>) {
+        if self.fenced {
+            return;
+        }
         if self.mode.is_owner() {
             let status = match report.map(|r| r.status) {
                 Some(TaskStatus::Complete) => RunStatus::Complete,

@@ -435,6 +435,16 @@ impl RecordStore for MemoryStore {
         Ok(removed.map_or(0, |t| t.blackboard.lock().len() + t.agents.lock().len()))
     }
 
+    /// One process holds the embedded store: every member is epoch 1 and
+    /// none is ever fenced.
+    async fn member_join(&self, _task: &str, _host: &str) -> StoreResult<u64> {
+        Ok(1)
+    }
+
+    async fn member_fence(&self, _task: &str, _host: &str) -> StoreResult<bool> {
+        Ok(true)
+    }
+
     async fn retain(&self, _task: &str, _retention: Duration) -> StoreResult<usize> {
         Ok(0)
     }

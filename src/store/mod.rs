@@ -87,6 +87,15 @@ pub enum StoreError {
         /// The server's answer.
         reason: String,
     },
+    /// This process was declared lost and fenced out of the task: the
+    /// server refuses its writes.
+    #[error("fenced: {reason} (refused: {command})")]
+    Fenced {
+        /// The operation that was refused.
+        command: String,
+        /// The server's words.
+        reason: String,
+    },
     /// A stored value could not be decoded.
     #[error("store key {key} holds a corrupt value: {reason}")]
     Corrupt {
@@ -441,6 +450,14 @@ pub trait RecordStore: Send + Sync {
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool>;
     /// Deletes every key of the task; returns how many were removed.
     async fn clean(&self, task: &str) -> StoreResult<usize>;
+    /// Makes process `host` a new member of the task under the next epoch
+    /// (a server-side counter), and this store's writes for the task
+    /// writes of that member: once it is fenced, the server refuses them
+    /// with [`StoreError::Fenced`]. Returns the epoch.
+    async fn member_join(&self, task: &str, host: &str) -> StoreResult<u64>;
+    /// Fences member `host` for good (it was declared lost); true for the
+    /// one caller that fenced it, false when it already was.
+    async fn member_fence(&self, task: &str, host: &str) -> StoreResult<bool>;
     /// Makes every key of the ended task expire after `retention` at the
     /// latest (a key that expires sooner keeps its own expiry); returns how
     /// many keys were given one. The embedded store ends with its process.

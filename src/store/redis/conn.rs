@@ -402,25 +402,18 @@ impl Connection {
     }
 }
 
-/// A command or a pipeline (one message on the connection: its commands go
-/// to the server together and in order).
+/// A request sent without waiting: one command (a script call, when it
+/// needs several steps applied together).
 pub(super) enum Request {
     /// One command.
     Cmd(Cmd),
-    /// Several; the reply is the array of their replies.
-    Pipe(Pipeline),
 }
 
 impl Request {
-    /// Sends the request; a server error (of any command of a pipeline) is the error.
+    /// Sends the request; a server error is the error.
     async fn send(&self, conn: &mut MultiplexedConnection) -> RedisResult<Value> {
         match self {
             Request::Cmd(cmd) => conn.send_packed_command(cmd).await?.extract_error(),
-            Request::Pipe(pipe) => conn
-                .send_packed_commands(pipe, 0, pipe.len())
-                .await
-                .map(Value::Array)?
-                .extract_error(),
         }
     }
 }
@@ -458,6 +451,15 @@ pub(super) fn script_call(script: &ServerScript, keys: &[&str]) -> Cmd {
 
 /// A failed command, named.
 pub(super) fn command_error(what: &str, e: &RedisError) -> StoreError {
+    if e.code() == Some("FENCED") {
+        return StoreError::Fenced {
+            command: what.to_string(),
+            reason: e
+                .detail()
+                .unwrap_or("this process was declared lost")
+                .to_string(),
+        };
+    }
     StoreError::Command {
         command: what.to_string(),
         reason: describe(e),

@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::RedisStore;
 use super::blackboard::{decode, millis};
 use super::keys::{Keys, token};
-use super::scripts::{CLAIM, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, METRICS_ADD, RETAIN};
+use super::scripts::{
+    AGENT_PUT, CLAIM, HEARTBEAT, JOIN, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, METRICS_ADD, RETAIN,
+};
 use crate::store::{AgentRecord, HostRecord, LockStore, RecordStore, StoreResult, TaskRecord};
 
 /// Keys deleted per UNLINK while cleaning.
@@ -19,23 +21,16 @@ impl RecordStore for RedisStore {
         let keys = Keys::new(task);
         let (state, agents) = (keys.state(&record.id), keys.agents());
         let json = serde_json::to_string(record).expect("a record always serializes");
+        let (member, fenced) = self.fence(task);
         self.conn
-            .pipeline("agent put", || {
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .hset_multiple(
-                        &state,
-                        &[
-                            ("record", json.as_str()),
-                            ("heartbeat", &record.heartbeat_ms.to_string()),
-                        ],
-                    )
-                    .ignore()
-                    .sadd(&agents, &record.id)
-                    .ignore();
-                pipe
+            .eval::<i64>("agent put", &AGENT_PUT, &[&state, &agents, &member], |c| {
+                c.arg(&json)
+                    .arg(record.heartbeat_ms)
+                    .arg(&record.id)
+                    .arg(fenced);
             })
-            .await
+            .await?;
+        Ok(())
     }
 
     async fn agent_get(&self, task: &str, agent: &str) -> StoreResult<Option<AgentRecord>> {
@@ -107,17 +102,26 @@ impl RecordStore for RedisStore {
     async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
         let keys = Keys::new(task);
         let json = serde_json::to_string(host).expect("a record always serializes");
+        // A process writes its own heartbeat as a member; another's record
+        // (the reaper marking it lost) is written unchecked.
+        let (member, fenced) = if self.fence(task).0 == keys.member(&host.id) {
+            self.fence(task)
+        } else {
+            (keys.member("-"), "0")
+        };
+        let mut all = vec![keys.hosts()];
+        all.extend(agents.iter().map(|a| keys.state(a)));
+        all.push(member);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
         self.conn
-            .pipeline("heartbeat", || {
-                let mut pipe = redis::pipe();
-                pipe.hset(keys.hosts(), &host.id, &json).ignore();
-                for a in agents {
-                    pipe.hset(keys.state(a), "heartbeat", host.heartbeat_ms)
-                        .ignore();
-                }
-                pipe
+            .eval::<i64>("heartbeat", &HEARTBEAT, &all, |c| {
+                c.arg(&host.id)
+                    .arg(&json)
+                    .arg(host.heartbeat_ms)
+                    .arg(fenced);
             })
-            .await
+            .await?;
+        Ok(())
     }
 
     async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
@@ -146,6 +150,30 @@ impl RecordStore for RedisStore {
     async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>> {
         let metrics = Keys::new(task).metrics();
         self.conn.query("metrics get", || hash_all(&metrics)).await
+    }
+
+    async fn member_join(&self, task: &str, host: &str) -> StoreResult<u64> {
+        let keys = Keys::new(task);
+        let (counter, member) = (keys.epoch(), keys.member(host));
+        let epoch: u64 = self
+            .conn
+            .eval("join", &JOIN, &[&counter, &member], |_| {})
+            .await?;
+        self.members.write().insert(task.to_string(), member);
+        Ok(epoch)
+    }
+
+    async fn member_fence(&self, task: &str, host: &str) -> StoreResult<bool> {
+        let member = Keys::new(task).member(host);
+        let removed: i64 = self
+            .conn
+            .query("fence", || {
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(&member);
+                cmd
+            })
+            .await?;
+        Ok(removed == 1)
     }
 
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
@@ -260,18 +288,25 @@ impl LockStore for RedisStore {
     ) -> StoreResult<Option<u64>> {
         let keys = Keys::new(task);
         let (lock, fences) = (keys.lock(name), keys.fences());
+        let (member, fenced) = self.fence(task);
         self.conn
-            .eval("lock acquire", &LOCK_ACQUIRE, &[&lock, &fences], |c| {
-                c.arg(token).arg(millis(ttl)).arg(name);
-            })
+            .eval(
+                "lock acquire",
+                &LOCK_ACQUIRE,
+                &[&lock, &fences, &member],
+                |c| {
+                    c.arg(token).arg(millis(ttl)).arg(name).arg(fenced);
+                },
+            )
             .await
     }
 
     async fn lock_release(&self, task: &str, name: &str, token: &str) -> StoreResult<bool> {
         let lock = Keys::new(task).lock(name);
+        let (member, fenced) = self.fence(task);
         self.conn
-            .eval("lock release", &LOCK_RELEASE, &[&lock], |c| {
-                c.arg(token);
+            .eval("lock release", &LOCK_RELEASE, &[&lock, &member], |c| {
+                c.arg(token).arg(fenced);
             })
             .await
     }
@@ -284,9 +319,10 @@ impl LockStore for RedisStore {
         ttl: Duration,
     ) -> StoreResult<bool> {
         let lock = Keys::new(task).lock(name);
+        let (member, fenced) = self.fence(task);
         self.conn
-            .eval("lock extend", &LOCK_EXTEND, &[&lock], |c| {
-                c.arg(token).arg(millis(ttl));
+            .eval("lock extend", &LOCK_EXTEND, &[&lock, &member], |c| {
+                c.arg(token).arg(millis(ttl)).arg(fenced);
             })
             .await
     }
