@@ -6,5 +6,6 @@
 
 use orrery_test_support as common;
 
+mod members;
 mod truths;
 mod util;

@@ -1,0 +1,274 @@
+//! Membership with fencing: a joined process paused past the point where it
+//! is declared lost comes back fenced (its writes refused, exit 10), the
+//! task goes on without it, and no message is lost; processes killed one
+//! after another are each declared lost.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{RedisServer, Scratch, spawn_orrery};
+use crate::util::{PATIENCE, inspect, server_with, task_file};
+
+/// Messages the producer sends.
+const N: u64 = 400;
+
+/// Heartbeats every 100 ms: a process silent for 500 ms is lost.
+const FAST: [(&str, &str); 1] = [("ORRERY_HEARTBEAT_INTERVAL", "100")];
+
+const PRODUCER: &str = r#"
+local M = {}
+function M.start(self)
+  local n = task.inputs.n
+  for i = 1, n do
+    bus.send("consumer", "item", { n = i })
+    if i % 10 == 0 then sleep(10) end
+  end
+  log.info("all sent")
+end
+return M
+"#;
+
+/// Counts each message it handles, and stamps what it wrote with the time,
+/// so writes made after a fence would show.
+const CONSUMER: &str = r#"
+local M = {}
+function M.on_message(self, msg)
+  if not self.said then
+    log.info("consuming")
+    self.said = true
+  end
+  local n = msg.payload.n
+  blackboard.update("count/" .. n, function(c) return (c or 0) + 1 end)
+  blackboard.set("at/" .. agent.id .. "/" .. n, time.now())
+  sleep(5)
+end
+return M
+"#;
+
+fn scratch() -> Scratch {
+    Scratch::new(&[("producer.lua", PRODUCER), ("consumer.lua", CONSUMER)])
+}
+
+/// A task with the producer and one consumer in the first process, and `n` as input.
+fn flow_task(scratch: &Scratch, id: &str) -> String {
+    let file = task_file(scratch, id, &["producer", "consumer"]);
+    let path = scratch.path().join(&file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}\n[inputs]\nn = {N}\n")).unwrap();
+    file
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("the kill command runs");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+/// What became of every message, from the blackboard.
+struct Tally {
+    once: u64,
+    twice: Vec<u64>,
+    lost: Vec<u64>,
+    more: Vec<u64>,
+}
+
+fn tally(state: &Value) -> Tally {
+    let bb = state["blackboard"].as_object().unwrap();
+    let mut t = Tally {
+        once: 0,
+        twice: Vec::new(),
+        lost: Vec::new(),
+        more: Vec::new(),
+    };
+    for n in 1..=N {
+        match bb.get(&format!("count/{n}")).and_then(Value::as_u64) {
+            None => t.lost.push(n),
+            Some(1) => t.once += 1,
+            Some(2) => t.twice.push(n),
+            Some(_) => t.more.push(n),
+        }
+    }
+    t
+}
+
+/// When the agents of the lost process were failed by the others: its fence.
+fn fenced_at(state: &Value, host_of: &str) -> BTreeMap<String, u64> {
+    state["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["host"] == host_of && a["phase"] == "FAILED")
+        .map(|a| {
+            let at = a["history"].as_array().unwrap().last().unwrap()["at_ms"]
+                .as_u64()
+                .unwrap();
+            (a["id"].as_str().unwrap().to_string(), at)
+        })
+        .collect()
+}
+
+/// The writes each agent stamped, by agent: (message, time).
+fn stamps(state: &Value) -> BTreeMap<String, Vec<(u64, f64)>> {
+    let mut out: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+    for (k, v) in state["blackboard"].as_object().unwrap() {
+        if let Some(rest) = k.strip_prefix("at/") {
+            let (agent, n) = rest.rsplit_once('/').unwrap();
+            out.entry(agent.to_string())
+                .or_default()
+                .push((n.parse().unwrap(), v.as_f64().unwrap()));
+        }
+    }
+    out
+}
+
+fn host_of(state: &Value, agent: &str) -> String {
+    state["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == agent)
+        .map(|a| a["host"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Stops a joined consumer with SIGSTOP for 2 s (4 times the loss limit),
+/// then SIGCONT: it finds itself fenced and exits 10 without another write;
+/// the others finish the task with every message handled.
+fn a_paused_joiner_comes_back_fenced(joiners: usize) {
+    let server = RedisServer::start();
+    let scratch = scratch();
+    let id = format!("pause{joiners}");
+    let file = flow_task(&scratch, &id);
+    let url = server.url();
+    let mut owner = spawn_orrery(scratch.path(), &["run", &file, "--store", &url], &FAST);
+    owner.wait_for("consumer-1 - -> INIT", PATIENCE);
+    let join = ["run", "--join", &id, "--role", "consumer", "--store", &url];
+    let mut others = Vec::new();
+    for _ in 1..joiners {
+        let mut other = spawn_orrery(scratch.path(), &join, &FAST);
+        other.wait_for("-> INIT", PATIENCE);
+        others.push(other);
+    }
+    let mut paused = spawn_orrery(scratch.path(), &join, &FAST);
+    paused.wait_for("consuming", PATIENCE);
+    let stopped_ms = epoch_ms();
+    signal(paused.pid(), "STOP");
+    std::thread::sleep(Duration::from_secs(2));
+    signal(paused.pid(), "CONT");
+    let came_back = Instant::now();
+    let zombie = paused.finish(PATIENCE);
+    let noticed = came_back.elapsed();
+    assert_eq!(
+        zombie.code,
+        Some(10),
+        "the paused process: {}",
+        zombie.show()
+    );
+    assert!(zombie.stderr.contains("fenced"), "{}", zombie.show());
+    for other in others {
+        let done = other.finish(PATIENCE);
+        assert_eq!(done.code, Some(0), "another joiner: {}", done.show());
+    }
+    let owned = owner.finish(PATIENCE);
+    assert_eq!(owned.code, Some(0), "owner: {}", owned.show());
+
+    let state = inspect(&scratch, &server, &id);
+    let t = tally(&state);
+    let zombie_agent = format!("consumer-{}", joiners + 1);
+    let zombie_host = host_of(&state, &zombie_agent);
+    let fences = fenced_at(&state, &zombie_host);
+    let fence = *fences
+        .get(&zombie_agent)
+        .unwrap_or_else(|| panic!("{zombie_agent} was failed as lost: {state:#}"));
+    let late: Vec<(u64, f64)> = stamps(&state)
+        .get(&zombie_agent)
+        .map(|w| {
+            w.iter()
+                .copied()
+                .filter(|(_, at)| *at > fence as f64)
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "{} processes, paused joiner: handled once {}, twice {:?}, lost {:?}, more {:?}; \
+         dead letters {}; writes after the fence {late:?}; declared lost {} ms after SIGSTOP; \
+         noticed its fence {} ms after SIGCONT",
+        joiners + 1,
+        t.once,
+        t.twice,
+        t.lost,
+        t.more,
+        state["dead_letters"].as_array().unwrap().len(),
+        fence.saturating_sub(stopped_ms),
+        noticed.as_millis(),
+    );
+    assert!(t.lost.is_empty(), "lost: {:?}", t.lost);
+    assert!(t.more.is_empty(), "handled 3+ times: {:?}", t.more);
+    assert!(
+        late.is_empty(),
+        "the fenced process wrote after its fence at {fence}: {late:?}"
+    );
+    assert_eq!(state["dead_letters"], serde_json::json!([]), "{state:#}");
+    assert_eq!(state["pending"], serde_json::json!([]), "{state:#}");
+    assert_eq!(state["task"]["status"], "complete", "{state:#}");
+}
+
+#[test]
+fn a_paused_joiner_of_two_processes_comes_back_fenced() {
+    a_paused_joiner_comes_back_fenced(1);
+}
+
+#[test]
+fn a_paused_joiner_of_three_processes_comes_back_fenced() {
+    a_paused_joiner_comes_back_fenced(2);
+}
+
+/// Joined consumers killed one after another (SIGKILL) are each declared
+/// lost, their messages go to the next, and none is lost.
+#[test]
+fn joiners_killed_one_after_another_are_each_declared_lost() {
+    let server = server_with(&[]);
+    let scratch = scratch();
+    let file = flow_task(&scratch, "kills");
+    let url = server.url();
+    let mut owner = spawn_orrery(scratch.path(), &["run", &file, "--store", &url], &FAST);
+    owner.wait_for("consumer-1 - -> INIT", PATIENCE);
+    let join = [
+        "run", "--join", "kills", "--role", "consumer", "--store", &url,
+    ];
+    for _ in 0..3 {
+        let mut doomed = spawn_orrery(scratch.path(), &join, &FAST);
+        doomed.wait_for("consuming", PATIENCE);
+        doomed.kill();
+    }
+    let owned = owner.finish(PATIENCE);
+    assert_eq!(owned.code, Some(0), "owner: {}", owned.show());
+    let state = inspect(&scratch, &server, "kills");
+    let lost = state["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["state"] == "lost")
+        .count();
+    assert_eq!(lost, 3, "each killed process was declared lost: {state:#}");
+    let t = tally(&state);
+    println!(
+        "3 joiners killed in turn: handled once {}, twice {:?}, lost {:?}",
+        t.once, t.twice, t.lost
+    );
+    assert!(t.lost.is_empty(), "lost: {:?}", t.lost);
+    assert!(t.more.is_empty(), "handled 3+ times: {:?}", t.more);
+    assert_eq!(state["pending"], serde_json::json!([]), "{state:#}");
+}
