@@ -64,6 +64,9 @@ pub struct Orchestrator {
     /// This process was declared lost and fenced: it stops at once and
     /// writes nothing more.
     fenced: bool,
+    /// This process holds the task's lease: it decides the end, records the
+    /// task and its end, and reaps lost members (see [`shared`]).
+    lead: bool,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -132,6 +135,7 @@ impl Orchestrator {
             stopping: false,
             probe: None,
             fenced: false,
+            lead: false,
         })
     }
 
@@ -217,13 +221,13 @@ impl Orchestrator {
                     }
                 }
                 _ = self.coord.activity.changed(), if !watching => {
-                    if self.mode.is_owner() && self.is_quiet().await {
+                    if self.lead && self.is_quiet().await {
                         self.stop().await;
                     }
                 }
-                _ = self.coord.activity.moved(), if !self.mode.is_owner() => self.beat().await,
+                _ = self.coord.activity.moved(), if !self.lead => self.beat().await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
-                _ = quiet_poll.tick(), if !watching && self.shared && self.mode.is_owner() && !self.stopping => {
+                _ = quiet_poll.tick(), if !watching && self.shared && self.lead && !self.stopping => {
                     if self.is_quiet().await {
                         self.stop().await;
                     }
@@ -262,7 +266,7 @@ impl Orchestrator {
         if !self.agents.is_empty() {
             return false;
         }
-        if self.stopping || !self.mode.is_owner() {
+        if self.stopping || !self.lead {
             return true;
         }
         self.refresh_shared().await;
@@ -275,7 +279,7 @@ impl Orchestrator {
         let _ = self.stop_tx.send(true);
         if !self.stopping {
             self.stopping = true;
-            if self.mode.is_owner() {
+            if self.lead {
                 self.mark_stopping().await;
             }
         }

@@ -107,6 +107,7 @@ impl Orchestrator {
             Mode::Owner => {
                 self.claim_task().await?;
                 self.join_members().await?;
+                self.lead = self.hold_lease().await?;
                 // Alive before any agent shows, so a joiner never finds the
                 // task without a live owner.
                 self.beat().await;
@@ -132,6 +133,19 @@ impl Orchestrator {
             self.coord.task.id
         );
         Ok(())
+    }
+
+    /// Takes or renews the task's lease for this process; true when it
+    /// holds it. Its time is the silence after which a member is lost, so a
+    /// holder that stops renewing is replaced when it would be declared lost.
+    async fn hold_lease(&self) -> Result<bool> {
+        let presence = &self.coord.presence;
+        let ttl = presence.interval() * crate::coordination::LOST_AFTER_BEATS as u32;
+        Ok(self
+            .coord
+            .store
+            .lease(&self.coord.task.id, presence.host(), ttl)
+            .await?)
     }
 
     /// Makes this process the owner of the task in the store. A run of the
@@ -172,12 +186,26 @@ impl Orchestrator {
     }
 
     fn task_record(&self, status: RunStatus, ended_ms: Option<u64>) -> TaskRecord {
+        let mut roles = self.registry.roles();
+        let mut started_ms = self.coord.metrics.start_time();
+        if let Mode::Joiner {
+            owner_roles,
+            started_ms: started,
+            ..
+        } = &self.mode
+        {
+            // A joiner that took the lease over keeps what the run started with.
+            roles.extend(owner_roles.iter().cloned());
+            roles.sort();
+            roles.dedup();
+            started_ms = *started;
+        }
         TaskRecord {
             definition: serde_json::to_value(&*self.coord.task).expect("a task always serializes"),
             status,
             owner: self.coord.presence.host().to_string(),
-            roles: self.registry.roles(),
-            started_ms: self.coord.metrics.start_time(),
+            roles,
+            started_ms,
             ended_ms,
         }
     }
@@ -192,7 +220,7 @@ impl Orchestrator {
 
     /// True when the heartbeat was refused: this process is fenced.
     async fn beat_as(&self, state: HostState) -> bool {
-        let role = if self.mode.is_owner() {
+        let role = if self.lead {
             HostRole::Owner
         } else {
             HostRole::Joiner
@@ -212,16 +240,30 @@ impl Orchestrator {
         }
     }
 
-    /// Every heartbeat period: beat; the owner recovers the agents of lost
-    /// processes and notes whether others take part; a joiner checks that
-    /// the run goes on.
+    /// Every heartbeat period: beat and renew (or take over) the lease; the
+    /// lease holder recovers the agents of lost processes and notes whether
+    /// others take part; the others check that the run goes on.
     pub(super) async fn on_heartbeat(&mut self) {
         self.beat().await;
         if self.fenced {
             return;
         }
-        match self.mode.clone() {
-            Mode::Owner => {
+        match self.hold_lease().await {
+            Ok(held) => {
+                if held && !self.lead && !self.stopping {
+                    tracing::warn!(
+                        "task '{}': this process took over the task's lease (end of task, record, report)",
+                        self.coord.task.id
+                    );
+                    self.lead = true;
+                    self.record_status(RunStatus::Running, None).await;
+                }
+                self.lead = held || (self.lead && self.stopping);
+            }
+            Err(e) => tracing::warn!("cannot renew the task's lease: {e}"),
+        }
+        match self.lead {
+            true => {
                 let coord = self.coord.clone();
                 match coord.presence.reap(&coord.states, &coord.bus).await {
                     Ok(lost) => {
@@ -251,7 +293,7 @@ impl Orchestrator {
                 }
                 self.refresh_shared().await;
             }
-            Mode::Joiner { owner, .. } => self.check_owner(&owner).await,
+            false => self.check_end().await,
         }
     }
 
@@ -263,15 +305,17 @@ impl Orchestrator {
         }
     }
 
-    /// Stops this joiner when the owner recorded the end, or stopped heartbeating.
-    async fn check_owner(&mut self, owner: &str) {
+    /// Stops this process's agents when the lease holder recorded the end.
+    /// A holder that stopped heartbeating is replaced through the lease (see
+    /// [`on_heartbeat`](Self::on_heartbeat)), not a reason to stop.
+    async fn check_end(&mut self) {
         if self.stopping {
             return;
         }
         let store = self.coord.store.clone();
         let id = self.coord.task.id.clone();
         let ended = match store.task_get(&id).await {
-            Ok(Some(record)) => !record.is_running() || record.owner != owner,
+            Ok(Some(record)) => !record.is_running(),
             Ok(None) => true,
             Err(e) => {
                 tracing::warn!("cannot read the task record: {e}");
@@ -279,23 +323,6 @@ impl Orchestrator {
             }
         };
         if ended {
-            self.stopping = true;
-            let _ = self.stop_tx.send(true);
-            return;
-        }
-        let now = now_ms();
-        let owner_alive = match store.host_list(&id).await {
-            Ok(hosts) => hosts
-                .iter()
-                .any(|h| h.id == owner && self.coord.presence.is_alive(h, now)),
-            Err(_) => return,
-        };
-        if !owner_alive {
-            let e = Error::Coordination(format!(
-                "the owner of task '{id}' ({owner}) stopped heartbeating; stopping this process's agents"
-            ));
-            tracing::error!("{e}");
-            self.record("host", &e, true);
             self.stopping = true;
             let _ = self.stop_tx.send(true);
         }
@@ -319,7 +346,7 @@ impl Orchestrator {
         if self.fenced {
             return;
         }
-        if self.mode.is_owner() {
+        if self.lead {
             let status = match report.map(|r| r.status) {
                 Some(TaskStatus::Complete) => RunStatus::Complete,
                 Some(TaskStatus::Timeout) => RunStatus::Timeout,
@@ -342,7 +369,7 @@ impl Orchestrator {
             return;
         }
         let id = &self.coord.task.id;
-        if !self.mode.is_owner() {
+        if !self.lead {
             match store.task_get(id).await {
                 Ok(Some(record)) if record.status != RunStatus::Running => {}
                 Ok(Some(_)) => return,

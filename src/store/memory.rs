@@ -441,6 +441,10 @@ impl RecordStore for MemoryStore {
         Ok(1)
     }
 
+    async fn lease(&self, _task: &str, _holder: &str, _ttl: Duration) -> StoreResult<bool> {
+        Ok(true)
+    }
+
     async fn member_fence(&self, _task: &str, _host: &str) -> StoreResult<bool> {
         Ok(true)
     }

@@ -455,6 +455,10 @@ pub trait RecordStore: Send + Sync {
     /// writes of that member: once it is fenced, the server refuses them
     /// with [`StoreError::Fenced`]. Returns the epoch.
     async fn member_join(&self, task: &str, host: &str) -> StoreResult<u64>;
+    /// Takes or renews the lease of the task's duties (end of task, task
+    /// record, report, reaping lost members) for `holder`, for `ttl`; true
+    /// when `holder` holds it now.
+    async fn lease(&self, task: &str, holder: &str, ttl: Duration) -> StoreResult<bool>;
     /// Fences member `host` for good (it was declared lost); true for the
     /// one caller that fenced it, false when it already was.
     async fn member_fence(&self, task: &str, host: &str) -> StoreResult<bool>;

@@ -22,9 +22,11 @@ const PRODUCER: &str = r#"
 local M = {}
 function M.start(self)
   local n = task.inputs.n
+  blackboard.set("producing", true)
   for i = 1, n do
     bus.send("consumer", "item", { n = i })
     if i % 10 == 0 then sleep(10) end
+    if i == 100 then log.info("sent 100") end
   end
   log.info("all sent")
 end
@@ -48,8 +50,21 @@ end
 return M
 "#;
 
+/// Keeps the first process's part of the task busy until the producer runs.
+const KEEPER: &str = r#"
+local M = {}
+function M.start(self)
+  while not blackboard.get("producing") do sleep(20) end
+end
+return M
+"#;
+
 fn scratch() -> Scratch {
-    Scratch::new(&[("producer.lua", PRODUCER), ("consumer.lua", CONSUMER)])
+    Scratch::new(&[
+        ("producer.lua", PRODUCER),
+        ("consumer.lua", CONSUMER),
+        ("keeper.lua", KEEPER),
+    ])
 }
 
 /// A task with the producer and one consumer in the first process, and `n` as input.
@@ -271,4 +286,123 @@ fn joiners_killed_one_after_another_are_each_declared_lost() {
     assert!(t.lost.is_empty(), "lost: {:?}", t.lost);
     assert!(t.more.is_empty(), "handled 3+ times: {:?}", t.more);
     assert_eq!(state["pending"], serde_json::json!([]), "{state:#}");
+}
+
+/// How the first process is taken away.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Kill,
+    Pause,
+}
+
+/// The first process (which started the task and held its lease) is killed
+/// or paused mid-run: a joined process takes the lease over, reaps it, and
+/// ends the task complete with every message handled; `inspect` shows the
+/// new holder and the first process lost.
+fn the_first_process_taken_away(fault: Fault) {
+    let server = server_with(&[]);
+    let scratch = scratch();
+    let id = format!("first{fault:?}").to_lowercase();
+    let file = task_file(&scratch, &id, &["consumer", "keeper"]);
+    let path = scratch.path().join(&file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}\n[inputs]\nn = {N}\n")).unwrap();
+    let url = server.url();
+    let mut first = spawn_orrery(scratch.path(), &["run", &file, "--store", &url], &FAST);
+    first.wait_for("consumer-1 - -> INIT", PATIENCE);
+    let join = |role: &str| {
+        vec![
+            "run".to_string(),
+            "--join".to_string(),
+            id.clone(),
+            "--role".to_string(),
+            role.to_string(),
+            "--store".to_string(),
+            url.clone(),
+        ]
+    };
+    let consumer_args = join("consumer");
+    let consumer_args: Vec<&str> = consumer_args.iter().map(String::as_str).collect();
+    let mut consumer = spawn_orrery(scratch.path(), &consumer_args, &FAST);
+    consumer.wait_for("-> INIT", PATIENCE);
+    let producer_args = join("producer");
+    let producer_args: Vec<&str> = producer_args.iter().map(String::as_str).collect();
+    let mut producer = spawn_orrery(scratch.path(), &producer_args, &FAST);
+    producer.wait_for("sent 100", PATIENCE);
+    let taken_ms = epoch_ms();
+    match fault {
+        Fault::Kill => first.kill(),
+        Fault::Pause => {
+            signal(first.pid(), "STOP");
+            std::thread::sleep(Duration::from_secs(2));
+            signal(first.pid(), "CONT");
+            let back = first.finish(PATIENCE);
+            assert_eq!(back.code, Some(10), "the first process: {}", back.show());
+        }
+    }
+    let produced = producer.finish(PATIENCE);
+    let consumed = consumer.finish(PATIENCE);
+    assert_eq!(produced.code, Some(0), "producer: {}", produced.show());
+    assert_eq!(consumed.code, Some(0), "consumer: {}", consumed.show());
+    let took_over = [&produced, &consumed]
+        .iter()
+        .any(|p| p.stderr.contains("took over the task's lease"));
+    assert!(
+        took_over,
+        "a joiner took the lease over:\n{}\n{}",
+        produced.show(),
+        consumed.show()
+    );
+
+    let state = inspect(&scratch, &server, &id);
+    let first_host = host_of(&state, "consumer-1");
+    assert_eq!(state["task"]["status"], "complete", "{state:#}");
+    assert_ne!(state["task"]["owner"], first_host.as_str(), "{state:#}");
+    let fence = *fenced_at(&state, &first_host)
+        .get("consumer-1")
+        .unwrap_or_else(|| panic!("consumer-1 was failed as lost: {state:#}"));
+    let hosts = state["hosts"].as_array().unwrap();
+    let first_state = hosts
+        .iter()
+        .find(|h| h["id"] == first_host.as_str())
+        .unwrap();
+    assert_eq!(first_state["state"], "lost", "{state:#}");
+    let t = tally(&state);
+    let late: Vec<(u64, f64)> = stamps(&state)
+        .get("consumer-1")
+        .map(|w| {
+            w.iter()
+                .copied()
+                .filter(|(_, at)| *at > fence as f64)
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "first process {fault:?}: handled once {}, twice {:?}, lost {:?}, more {:?}; dead letters {}; \
+         declared lost and taken over {} ms after the fault; writes after the fence {late:?}",
+        t.once,
+        t.twice,
+        t.lost,
+        t.more,
+        state["dead_letters"].as_array().unwrap().len(),
+        fence.saturating_sub(taken_ms),
+    );
+    assert!(t.lost.is_empty(), "lost: {:?}", t.lost);
+    assert!(t.more.is_empty(), "handled 3+ times: {:?}", t.more);
+    assert!(
+        late.is_empty(),
+        "the fenced process wrote after its fence: {late:?}"
+    );
+    assert_eq!(state["dead_letters"], serde_json::json!([]), "{state:#}");
+    assert_eq!(state["pending"], serde_json::json!([]), "{state:#}");
+}
+
+#[test]
+fn the_first_process_killed_leaves_the_task_to_the_others() {
+    the_first_process_taken_away(Fault::Kill);
+}
+
+#[test]
+fn the_first_process_paused_comes_back_fenced_and_the_others_finish() {
+    the_first_process_taken_away(Fault::Pause);
 }

@@ -17,6 +17,7 @@
 //! | `task:{id}:claims` | hash | once-only claims (spawn conditions, agent ids) |
 //! | `task:{id}:meta` | string | the task record (definition, status, owner) |
 //! | `task:{id}:hosts` | hash | each process's heartbeat and activity |
+//! | `task:{id}:lease` | string | the member holding the task's lease (end of task, record, report, reaping), with its TTL |
 //! | `task:{id}:epoch` | string | the last member epoch handed out (INCR) |
 //! | `task:{id}:member:{host}` | string | a live member's epoch; deleted when it is declared lost (fenced) |
 //! | `task:{id}:once:{token}` | string | a retried operation's done-marker (60 s) |
@@ -129,6 +130,11 @@ impl Keys {
     /// The run journal's stream.
     pub fn journal(&self) -> String {
         self.key("journal")
+    }
+
+    /// The lease of the task's duties.
+    pub fn lease(&self) -> String {
+        self.key("lease")
     }
 
     /// The counter of member epochs.

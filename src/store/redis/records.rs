@@ -8,7 +8,8 @@ use super::RedisStore;
 use super::blackboard::{decode, millis};
 use super::keys::{Keys, token};
 use super::scripts::{
-    AGENT_PUT, CLAIM, HEARTBEAT, JOIN, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, METRICS_ADD, RETAIN,
+    AGENT_PUT, CLAIM, HEARTBEAT, JOIN, LEASE, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, METRICS_ADD,
+    RETAIN,
 };
 use crate::store::{AgentRecord, HostRecord, LockStore, RecordStore, StoreResult, TaskRecord};
 
@@ -161,6 +162,19 @@ impl RecordStore for RedisStore {
             .await?;
         self.members.write().insert(task.to_string(), member);
         Ok(epoch)
+    }
+
+    async fn lease(&self, task: &str, holder: &str, ttl: Duration) -> StoreResult<bool> {
+        let keys = Keys::new(task);
+        let lease = keys.lease();
+        let (member, fenced) = self.fence(task);
+        let held: i64 = self
+            .conn
+            .eval("lease", &LEASE, &[&lease, &member], |c| {
+                c.arg(holder).arg(millis(ttl)).arg(fenced);
+            })
+            .await?;
+        Ok(held == 1)
     }
 
     async fn member_fence(&self, task: &str, host: &str) -> StoreResult<bool> {

@@ -49,7 +49,7 @@ impl ServerScript {
 }
 
 /// Every script, to load on a new connection.
-pub(super) fn all() -> [&'static ServerScript; 18] {
+pub(super) fn all() -> [&'static ServerScript; 19] {
     [
         &BB_SET,
         &BB_DELETE,
@@ -69,6 +69,7 @@ pub(super) fn all() -> [&'static ServerScript; 18] {
         &HEARTBEAT,
         &AGENT_PUT,
         &JOIN,
+        &LEASE,
     ]
 }
 
@@ -361,6 +362,23 @@ pub(super) static JOIN: LazyLock<ServerScript> = LazyLock::new(|| {
 local epoch = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[2], epoch)
 return epoch
+"#,
+    )
+});
+
+/// Takes or renews the task's lease for its holder: renewed when the holder
+/// has it, taken when nobody does (it expired with a holder that stopped
+/// renewing). Returns 1 when the caller holds it now. KEYS: lease, member.
+/// ARGV: holder, ttl ms, member flag.
+pub(super) static LEASE: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::fenced(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
 "#,
     )
 });
