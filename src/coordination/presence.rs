@@ -75,14 +75,15 @@ impl Presence {
 
     /// Writes this process's heartbeat: its `role`, its `state` (alive, or
     /// left at its end), its activity, and the heartbeat of its `agents`.
-    /// [`Error::Fenced`] when this process was declared lost.
+    /// [`Error::Fenced`] when this process was declared lost; false when the
+    /// server lost the task's data (the caller joins again).
     pub async fn beat(
         &self,
         role: HostRole,
         state: HostState,
         activity: &Activity,
         agents: &[String],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let record = HostRecord {
             id: self.host.clone(),
             role,
@@ -92,7 +93,7 @@ impl Presence {
             epoch: activity.epoch(),
         };
         match self.store.heartbeat(&self.task, &record, agents).await {
-            Ok(()) => Ok(()),
+            Ok(kept) => Ok(kept),
             Err(StoreError::Fenced { .. }) => Err(self.fenced()),
             Err(e) => Err(e.into()),
         }

@@ -212,14 +212,51 @@ impl Orchestrator {
 
     /// Writes this process's heartbeat and activity; notes a fence.
     pub(super) async fn beat(&mut self) {
-        if self.beat_as(HostState::Alive).await {
-            self.fenced = true;
-            let _ = self.stop_tx.send(true);
+        match self.beat_as(HostState::Alive).await {
+            Beat::Kept => {}
+            Beat::Fenced => {
+                self.fenced = true;
+                let _ = self.stop_tx.send(true);
+            }
+            Beat::DataLost => self.on_data_lost().await,
         }
     }
 
-    /// True when the heartbeat was refused: this process is fenced.
-    async fn beat_as(&self, state: HostState) -> bool {
+    /// The server no longer holds this process's membership, though nobody
+    /// fenced it: it lost the task's data (a restart without persistence, a
+    /// flush). The run goes on with what is written from now on: this
+    /// process joins again (a new epoch), the task record is written again
+    /// if it is gone, and the report says what was lost (a fatal error: the
+    /// task cannot be complete). Consumer groups are made again by the next
+    /// reads (on NOGROUP).
+    async fn on_data_lost(&mut self) {
+        let store = self.coord.store.clone();
+        let id = self.coord.task.id.clone();
+        let e = Error::Coordination(format!(
+            "the store {} lost this task's data (a restart without persistence, or a flush), \
+             noticed at {} ms since the epoch: the blackboard, the messages queued or in flight, \
+             the dead letters, the agents' and the task's records, locks and counters written \
+             before then are gone; the task went on with what was written after",
+            store.describe(),
+            now_ms()
+        ));
+        tracing::error!("{e}");
+        self.record("host", &e, true);
+        if let Err(e) = self.coord.presence.join().await {
+            tracing::warn!("cannot join the task again: {e}");
+        }
+        if let Ok(None) = store.task_get(&id).await {
+            let status = if self.stopping {
+                RunStatus::Stopping
+            } else {
+                RunStatus::Running
+            };
+            self.record_status(status, None).await;
+        }
+    }
+
+    /// How the heartbeat went.
+    async fn beat_as(&self, state: HostState) -> Beat {
         let role = if self.lead {
             HostRole::Owner
         } else {
@@ -231,11 +268,12 @@ impl Orchestrator {
             .beat(role, state, &self.coord.activity, &agents)
             .await
         {
-            Ok(()) => false,
-            Err(Error::Fenced { .. }) => true,
+            Ok(true) => Beat::Kept,
+            Ok(false) => Beat::DataLost,
+            Err(Error::Fenced { .. }) => Beat::Fenced,
             Err(e) => {
                 tracing::warn!("heartbeat failed: {e}");
-                false
+                Beat::Kept
             }
         }
     }
@@ -385,4 +423,14 @@ impl Orchestrator {
             tracing::warn!("cannot set the retention of task '{id}' in the store: {e}");
         }
     }
+}
+
+/// What a heartbeat found.
+enum Beat {
+    /// Written (or failed for a passing reason, already logged).
+    Kept,
+    /// Refused: this process was declared lost.
+    Fenced,
+    /// Written, but the server no longer held this process's membership.
+    DataLost,
 }

@@ -395,7 +395,12 @@ impl RecordStore for MemoryStore {
         Ok(self.task(task).record.lock().clone())
     }
 
-    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
+    async fn heartbeat(
+        &self,
+        task: &str,
+        host: &HostRecord,
+        agents: &[String],
+    ) -> StoreResult<bool> {
         let t = self.task(task);
         t.hosts.lock().insert(host.id.clone(), host.clone());
         let mut records = t.agents.lock();
@@ -404,7 +409,7 @@ impl RecordStore for MemoryStore {
                 r.heartbeat_ms = host.heartbeat_ms;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {

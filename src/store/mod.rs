@@ -437,8 +437,16 @@ pub trait RecordStore: Send + Sync {
     /// Reads the task's record; `None` when no process has started the task.
     async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>>;
     /// Records that `host` is alive with its activity, and sets the heartbeat of
-    /// each of its `agents` to `host.heartbeat_ms`.
-    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()>;
+    /// each of its `agents` to `host.heartbeat_ms`. False when `host` is this
+    /// store's member of the task and the server no longer holds its
+    /// membership: the server lost the task's data (a restart without
+    /// persistence). [`StoreError::Fenced`] when it was declared lost.
+    async fn heartbeat(
+        &self,
+        task: &str,
+        host: &HostRecord,
+        agents: &[String],
+    ) -> StoreResult<bool>;
     /// Every process that took part in the task, sorted by id.
     async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>>;
     /// Adds each delta to the task's metric counters.

@@ -26,7 +26,11 @@ function M.start(self)
   for i = 1, n do
     bus.send("consumer", "item", { n = i })
     if i % 10 == 0 then sleep(10) end
-    if i == 100 then log.info("sent 100") end
+    if i == 100 then
+      -- A moment for the test to act on what was sent so far.
+      log.info("sent 100")
+      sleep(500)
+    end
   end
   log.info("all sent")
 end
@@ -405,4 +409,58 @@ fn the_first_process_killed_leaves_the_task_to_the_others() {
 #[test]
 fn the_first_process_paused_comes_back_fenced_and_the_others_finish() {
     the_first_process_taken_away(Fault::Pause);
+}
+
+/// The server restarts without persistence mid-run: every process notices
+/// that the server lost the task's data (its membership is gone, though
+/// nobody fenced it), joins again and goes on; messages sent after the
+/// restart are all handled, and each report says what was lost (exit 5).
+#[test]
+fn a_server_that_lost_its_data_is_reported_and_the_task_goes_on() {
+    let mut server = RedisServer::start();
+    let scratch = scratch();
+    let file = flow_task(&scratch, "amnesia");
+    let url = server.url();
+    let env = [
+        ("ORRERY_HEARTBEAT_INTERVAL", "100"),
+        ("ORRERY_CONNECT_TIMEOUT", "20000"),
+    ];
+    let mut first = spawn_orrery(scratch.path(), &["run", &file, "--store", &url], &env);
+    first.wait_for("consumer-1 - -> INIT", PATIENCE);
+    let join = [
+        "run", "--join", "amnesia", "--role", "consumer", "--store", &url,
+    ];
+    let joiner = spawn_orrery(scratch.path(), &join, &env);
+    first.wait_for("sent 100", PATIENCE);
+    server.restart();
+    let joined = joiner.finish(PATIENCE);
+    let owned = first.finish(PATIENCE);
+    for done in [&owned, &joined] {
+        assert_eq!(done.code, Some(5), "{}", done.show());
+        assert!(
+            done.stdout.contains("lost this task's data"),
+            "{}",
+            done.show()
+        );
+    }
+    let state = inspect(&scratch, &server, "amnesia");
+    assert_eq!(state["task"]["status"], "failed", "{state:#}");
+    let t = tally(&state);
+    println!(
+        "restart without persistence: handled once {} (after the restart), twice {:?}, more {:?}; \
+         {} lost with the server's data",
+        t.once,
+        t.twice,
+        t.more,
+        t.lost.len()
+    );
+    assert!(t.more.is_empty(), "handled 3+ times: {:?}", t.more);
+    // The server was killed while the producer paused after its 100th
+    // message: every later one went to the new server and was handled.
+    let missing: Vec<u64> = t.lost.iter().copied().filter(|n| *n > 100).collect();
+    assert!(
+        missing.is_empty(),
+        "sent after the restart and lost: {missing:?}"
+    );
+    assert_eq!(state["pending"], serde_json::json!([]), "{state:#}");
 }

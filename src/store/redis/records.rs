@@ -8,8 +8,8 @@ use super::RedisStore;
 use super::blackboard::{decode, millis};
 use super::keys::{Keys, token};
 use super::scripts::{
-    AGENT_PUT, CLAIM, HEARTBEAT, JOIN, LEASE, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, METRICS_ADD,
-    RETAIN,
+    AGENT_PUT, CLAIM, FENCE, HEARTBEAT, JOIN, LEASE, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE,
+    METRICS_ADD, RETAIN,
 };
 use crate::store::{AgentRecord, HostRecord, LockStore, RecordStore, StoreResult, TaskRecord};
 
@@ -100,7 +100,12 @@ impl RecordStore for RedisStore {
         raw.map(|s| decode(&meta, &s)).transpose()
     }
 
-    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
+    async fn heartbeat(
+        &self,
+        task: &str,
+        host: &HostRecord,
+        agents: &[String],
+    ) -> StoreResult<bool> {
         let keys = Keys::new(task);
         let json = serde_json::to_string(host).expect("a record always serializes");
         // A process writes its own heartbeat as a member; another's record
@@ -114,15 +119,16 @@ impl RecordStore for RedisStore {
         all.extend(agents.iter().map(|a| keys.state(a)));
         all.push(member);
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        self.conn
-            .eval::<i64>("heartbeat", &HEARTBEAT, &all, |c| {
+        let beat: i64 = self
+            .conn
+            .eval("heartbeat", &HEARTBEAT, &all, |c| {
                 c.arg(&host.id)
                     .arg(&json)
                     .arg(host.heartbeat_ms)
                     .arg(fenced);
             })
             .await?;
-        Ok(())
+        Ok(beat != 2)
     }
 
     async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
@@ -179,15 +185,8 @@ impl RecordStore for RedisStore {
 
     async fn member_fence(&self, task: &str, host: &str) -> StoreResult<bool> {
         let member = Keys::new(task).member(host);
-        let removed: i64 = self
-            .conn
-            .query("fence", || {
-                let mut cmd = redis::cmd("DEL");
-                cmd.arg(&member);
-                cmd
-            })
-            .await?;
-        Ok(removed == 1)
+        let fenced: i64 = self.conn.eval("fence", &FENCE, &[&member], |_| {}).await?;
+        Ok(fenced == 1)
     }
 
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {

@@ -14,10 +14,13 @@ pub(super) struct ServerScript {
 /// The membership check every write script starts with: the last key is
 /// the calling process's member key and the last argument says whether it is
 /// a member (`1`) or a tool that never joined (`0`: `inspect`, `clean`, the
-/// reaper's own look). A member whose key is gone was declared lost: the
-/// write is refused with the error code `FENCED`. One EXISTS on a small key.
+/// reaper's own look). A member declared lost has `fenced` there: the write
+/// is refused with the error code `FENCED`. One GET of a small key. A
+/// member key that is missing altogether means the server lost the task's
+/// data (a restart without persistence): the write goes on, and the
+/// heartbeat reports it (see [`HEARTBEAT`]).
 const FENCE_CHECK: &str = r#"
-if ARGV[#ARGV] == '1' and redis.call('EXISTS', KEYS[#KEYS]) == 0 then
+if ARGV[#ARGV] == '1' and redis.call('GET', KEYS[#KEYS]) == 'fenced' then
   return redis.error_reply('FENCED this process was declared lost: the task goes on without it')
 end
 "#;
@@ -49,7 +52,7 @@ impl ServerScript {
 }
 
 /// Every script, to load on a new connection.
-pub(super) fn all() -> [&'static ServerScript; 19] {
+pub(super) fn all() -> [&'static ServerScript; 20] {
     [
         &BB_SET,
         &BB_DELETE,
@@ -70,6 +73,7 @@ pub(super) fn all() -> [&'static ServerScript; 19] {
         &AGENT_PUT,
         &JOIN,
         &LEASE,
+        &FENCE,
     ]
 }
 
@@ -330,13 +334,15 @@ return n
 });
 
 /// A process's heartbeat: its record, and the heartbeat of its agents.
-/// KEYS: hosts, agent states..., member. ARGV: host id, record json,
-/// heartbeat ms, member flag.
+/// Returns 1, or 2 when the member's key is missing: the server lost the
+/// task's data. KEYS: hosts, agent states..., member. ARGV: host id, record
+/// json, heartbeat ms, member flag.
 pub(super) static HEARTBEAT: LazyLock<ServerScript> = LazyLock::new(|| {
     ServerScript::fenced(
         r#"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 for i = 2, #KEYS - 1 do redis.call('HSET', KEYS[i], 'heartbeat', ARGV[3]) end
+if ARGV[#ARGV] == '1' and redis.call('EXISTS', KEYS[#KEYS]) == 0 then return 2 end
 return 1
 "#,
     )
@@ -379,6 +385,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
+"#,
+    )
+});
+
+/// Fences a member: its key says `fenced` from now on. Returns 1 for the
+/// caller that fenced it, 0 when it already was. KEYS: member.
+pub(super) static FENCE: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
+        r#"
+if redis.call('GET', KEYS[1]) == 'fenced' then return 0 end
+redis.call('SET', KEYS[1], 'fenced')
+return 1
 "#,
     )
 });
