@@ -7,5 +7,6 @@
 use orrery_test_support as common;
 
 mod members;
+mod sends;
 mod truths;
 mod util;
