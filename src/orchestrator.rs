@@ -67,6 +67,8 @@ pub struct Orchestrator {
     /// This process holds the task's lease: it decides the end, records the
     /// task and its end, and reaps lost members (see [`shared`]).
     lead: bool,
+    /// The agents `orrery resume` brings back (their stored records).
+    resume: Vec<crate::store::AgentRecord>,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -136,6 +138,7 @@ impl Orchestrator {
             probe: None,
             fenced: false,
             lead: false,
+            resume: Vec::new(),
         })
     }
 
@@ -191,6 +194,7 @@ impl Orchestrator {
         self.journal_started();
         let roles = self.initial_roles();
         self.start_agents(&roles).await?;
+        self.start_resumed().await?;
         self.beat().await;
         let flusher = self.spawn_metrics_flusher();
         let deadline = tokio::time::sleep_until(deadline);

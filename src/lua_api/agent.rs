@@ -1,4 +1,5 @@
-//! `agent`: who this agent is, and `finish()` to end it.
+//! `agent`: who this agent is, `finish()` to end it, and `checkpoint(value)`
+//! to keep its own progress for `on_resume` after `orrery resume`.
 
 use std::sync::Arc;
 
@@ -17,6 +18,24 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         lua.create_function(move |_, ()| {
             c.local.lock().finished = true;
             Ok(())
+        })?,
+    )?;
+    let c = ctx.clone();
+    t.set(
+        "checkpoint",
+        lua.create_async_function(move |lua, value: mlua::Value| {
+            let c = c.clone();
+            async move {
+                let json = super::convert::to_json(&lua, value, || "agent.checkpoint".to_string())?;
+                let text = json.to_string();
+                super::settle_writes(&c).await.map_err(super::host_err)?;
+                c.coord
+                    .store
+                    .checkpoint_put(&c.coord.task.id, &c.id, &text)
+                    .await
+                    .map_err(|e| super::host_err(e.into()))?;
+                Ok(())
+            }
         })?,
     )?;
     Ok(t)

@@ -99,6 +99,116 @@ impl Orchestrator {
         Self::with_mode(task, config, store, registry, mode)
     }
 
+    /// Prepares to continue task `task_id` whose processes are all gone
+    /// (`orrery resume`): its agents that had not ended come back in this
+    /// process with their ids, phases and checkpoints. Fails with BadInput
+    /// when the store has no such task or a role has no script here, and
+    /// with a Coordination error when the task ended or a process of it is
+    /// still alive (join it instead).
+    pub async fn resume(
+        task_id: &str,
+        config: Config,
+        store: Arc<dyn Store>,
+        registry: Arc<ScriptRegistry>,
+    ) -> Result<Self> {
+        let record = store.task_get(task_id).await?.ok_or_else(|| {
+            Error::bad_input(
+                format!("orrery resume {task_id}"),
+                format!("no task '{task_id}' in {}", store.describe()),
+            )
+        })?;
+        if !record.is_running() && record.status != RunStatus::Stopping {
+            return Err(Error::Coordination(format!(
+                "cannot resume task '{task_id}': its run already ended ({})",
+                record.status
+            )));
+        }
+        // Processes that beat a moment ago may have just died: wait until
+        // they would be lost; one that beats meanwhile is alive.
+        let lost_after = config.heartbeat_interval * crate::coordination::LOST_AFTER_BEATS;
+        let asked = now_ms();
+        let alive = loop {
+            let now = now_ms();
+            let hosts = store.host_list(task_id).await?;
+            let recent: Vec<_> = hosts
+                .into_iter()
+                .filter(|h| {
+                    h.state == HostState::Alive && now.saturating_sub(h.heartbeat_ms) <= lost_after
+                })
+                .collect();
+            if recent.is_empty() || recent.iter().any(|h| h.heartbeat_ms > asked) {
+                break recent.into_iter().map(|h| h.id).collect::<Vec<_>>();
+            }
+            tokio::time::sleep(Duration::from_millis(config.heartbeat_interval)).await;
+        };
+        if !alive.is_empty() {
+            return Err(Error::Coordination(format!(
+                "cannot resume task '{task_id}': {} of it still heartbeat ({}); add agents to it \
+                 with `orrery run --join {task_id} --role ROLE`, or wait {lost_after} ms",
+                crate::text::plural(alive.len() as u64, "process", "processes"),
+                alive.join(", ")
+            )));
+        }
+        let agents: Vec<_> = store
+            .agent_list(task_id)
+            .await?
+            .into_iter()
+            .filter(crate::coordination::is_live)
+            .collect();
+        for a in &agents {
+            registry.role(&a.role)?;
+        }
+        let task: Task = serde_json::from_value(record.definition.clone()).map_err(|e| {
+            Error::Coordination(format!(
+                "task '{task_id}' in {} has an unreadable definition: {e}",
+                store.describe()
+            ))
+        })?;
+        let mode = Mode::Joiner {
+            roles: Vec::new(),
+            owner: record.owner,
+            owner_roles: record.roles,
+            started_ms: record.started_ms,
+        };
+        let mut me = Self::with_mode(task, config, store, registry, mode)?;
+        me.resume = agents;
+        Ok(me)
+    }
+
+    /// A resumer takes the lease (waiting for the last holder's to expire)
+    /// and fences every process of the task that did not leave, so none of
+    /// them can write again.
+    async fn take_over(&mut self) -> Result<()> {
+        let interval = self.coord.presence.interval();
+        let deadline =
+            Instant::now() + interval * (crate::coordination::LOST_AFTER_BEATS as u32 + 2);
+        loop {
+            if self.hold_lease().await? {
+                self.lead = true;
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Coordination(format!(
+                    "cannot resume task '{}': another process holds its lease",
+                    self.coord.task.id
+                )));
+            }
+            tokio::time::sleep(interval).await;
+        }
+        let store = self.coord.store.clone();
+        let id = self.coord.task.id.clone();
+        for mut host in store.host_list(&id).await? {
+            if host.id == self.coord.presence.host() || host.state == HostState::Left {
+                continue;
+            }
+            store.member_fence(&id, &host.id).await?;
+            host.state = HostState::Lost;
+            store.heartbeat(&id, &host, &[]).await?;
+        }
+        self.record_status(RunStatus::Running, None).await;
+        Ok(())
+    }
+
     /// Records the run in the store (owner) and returns its deadline. A
     /// joiner's deadline is the owner's: the task's timeout from its start.
     pub(super) async fn open(&mut self) -> Result<Instant> {
@@ -116,6 +226,9 @@ impl Orchestrator {
             Mode::Joiner { started_ms, .. } => {
                 let started_ms = *started_ms;
                 self.join_members().await?;
+                if !self.resume.is_empty() {
+                    self.take_over().await?;
+                }
                 let elapsed = Duration::from_millis(now_ms().saturating_sub(started_ms));
                 Ok(Instant::now() + timeout.saturating_sub(elapsed))
             }

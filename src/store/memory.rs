@@ -40,6 +40,8 @@ pub struct MemoryStore {
     /// Moves when a task is removed, so per-thread caches drop what they hold.
     generation: AtomicU64,
     tasks: RwLock<FastMap<String, Arc<TaskData>>>,
+    /// Agents' checkpoints by (task, agent).
+    checkpoints: parking_lot::Mutex<HashMap<(String, String), String>>,
 }
 
 impl Default for MemoryStore {
@@ -49,6 +51,7 @@ impl Default for MemoryStore {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(0),
             tasks: RwLock::default(),
+            checkpoints: parking_lot::Mutex::default(),
         }
     }
 }
@@ -444,6 +447,21 @@ impl RecordStore for MemoryStore {
     /// none is ever fenced.
     async fn member_join(&self, _task: &str, _host: &str) -> StoreResult<u64> {
         Ok(1)
+    }
+
+    async fn checkpoint_put(&self, task: &str, agent: &str, json: &str) -> StoreResult<()> {
+        self.checkpoints
+            .lock()
+            .insert((task.to_string(), agent.to_string()), json.to_string());
+        Ok(())
+    }
+
+    async fn checkpoint_get(&self, task: &str, agent: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .checkpoints
+            .lock()
+            .get(&(task.to_string(), agent.to_string()))
+            .cloned())
     }
 
     async fn lease(&self, _task: &str, _holder: &str, _ttl: Duration) -> StoreResult<bool> {

@@ -463,6 +463,10 @@ pub trait RecordStore: Send + Sync {
     /// writes of that member: once it is fenced, the server refuses them
     /// with [`StoreError::Fenced`]. Returns the epoch.
     async fn member_join(&self, task: &str, host: &str) -> StoreResult<u64>;
+    /// Keeps agent `agent`'s checkpoint (JSON), for `on_resume` after `orrery resume`.
+    async fn checkpoint_put(&self, task: &str, agent: &str, json: &str) -> StoreResult<()>;
+    /// Agent `agent`'s last checkpoint (JSON), if it kept one.
+    async fn checkpoint_get(&self, task: &str, agent: &str) -> StoreResult<Option<String>>;
     /// Takes or renews the lease of the task's duties (end of task, task
     /// record, report, reaping lost members) for `holder`, for `ttl`; true
     /// when `holder` holds it now.

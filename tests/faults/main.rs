@@ -7,6 +7,7 @@
 use orrery_test_support as common;
 
 mod members;
+mod resume;
 mod sends;
 mod truths;
 mod util;

@@ -155,6 +155,12 @@ impl RecordStore for PanickingStore {
     async fn member_fence(&self, task: &str, host: &str) -> StoreResult<bool> {
         self.0.member_fence(task, host).await
     }
+    async fn checkpoint_put(&self, task: &str, agent: &str, json: &str) -> StoreResult<()> {
+        self.0.checkpoint_put(task, agent, json).await
+    }
+    async fn checkpoint_get(&self, task: &str, agent: &str) -> StoreResult<Option<String>> {
+        self.0.checkpoint_get(task, agent).await
+    }
     async fn lease(&self, task: &str, holder: &str, ttl: Duration) -> StoreResult<bool> {
         self.0.lease(task, holder, ttl).await
     }

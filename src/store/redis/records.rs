@@ -8,8 +8,8 @@ use super::RedisStore;
 use super::blackboard::{decode, millis};
 use super::keys::{Keys, token};
 use super::scripts::{
-    AGENT_PUT, CLAIM, FENCE, HEARTBEAT, JOIN, LEASE, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE,
-    METRICS_ADD, RETAIN,
+    AGENT_PUT, CHECKPOINT, CLAIM, FENCE, HEARTBEAT, JOIN, LEASE, LOCK_ACQUIRE, LOCK_EXTEND,
+    LOCK_RELEASE, METRICS_ADD, RETAIN,
 };
 use crate::store::{AgentRecord, HostRecord, LockStore, RecordStore, StoreResult, TaskRecord};
 
@@ -168,6 +168,28 @@ impl RecordStore for RedisStore {
             .await?;
         self.members.write().insert(task.to_string(), member);
         Ok(epoch)
+    }
+
+    async fn checkpoint_put(&self, task: &str, agent: &str, json: &str) -> StoreResult<()> {
+        let state = Keys::new(task).state(agent);
+        let (member, fenced) = self.fence(task);
+        self.conn
+            .eval::<i64>("agent checkpoint", &CHECKPOINT, &[&state, &member], |c| {
+                c.arg(json).arg(fenced);
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn checkpoint_get(&self, task: &str, agent: &str) -> StoreResult<Option<String>> {
+        let state = Keys::new(task).state(agent);
+        self.conn
+            .query("agent checkpoint", || {
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(&state).arg("checkpoint");
+                cmd
+            })
+            .await
     }
 
     async fn lease(&self, task: &str, holder: &str, ttl: Duration) -> StoreResult<bool> {

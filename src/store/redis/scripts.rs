@@ -52,7 +52,7 @@ impl ServerScript {
 }
 
 /// Every script, to load on a new connection.
-pub(super) fn all() -> [&'static ServerScript; 20] {
+pub(super) fn all() -> [&'static ServerScript; 21] {
     [
         &BB_SET,
         &BB_DELETE,
@@ -74,6 +74,7 @@ pub(super) fn all() -> [&'static ServerScript; 20] {
         &JOIN,
         &LEASE,
         &FENCE,
+        &CHECKPOINT,
     ]
 }
 
@@ -406,6 +407,17 @@ pub(super) static FENCE: LazyLock<ServerScript> = LazyLock::new(|| {
         r#"
 if redis.call('GET', KEYS[1]) == 'fenced' then return 0 end
 redis.call('SET', KEYS[1], 'fenced')
+return 1
+"#,
+    )
+});
+
+/// Keeps an agent's checkpoint in its state hash. KEYS: state, member.
+/// ARGV: json, member flag.
+pub(super) static CHECKPOINT: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::fenced(
+        r#"
+redis.call('HSET', KEYS[1], 'checkpoint', ARGV[1])
 return 1
 "#,
     )
