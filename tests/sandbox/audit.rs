@@ -365,6 +365,8 @@ const ALLOWED: &[(&str, &str)] = &[
         ASYNC,
     ),
     ("_G.bus.receive<upvalue wait_receive><upvalue poll>", ASYNC),
+    ("_G.agent.checkpoint<upvalue get_future>", ASYNC),
+    ("_G.agent.checkpoint<upvalue poll>", ASYNC),
     ("_G.bus.send<upvalue settle><upvalue get_future>", ASYNC),
     ("_G.bus.send<upvalue settle><upvalue poll>", ASYNC),
     ("_G.exec.run<upvalue get_future>", ASYNC),
