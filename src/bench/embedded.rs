@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Spread, Usage};
+use super::{Spread, Threads, Usage};
 use crate::config::Config;
 use crate::coordination::Coordination;
 use crate::coordination::journal::FileSink;
@@ -158,42 +158,6 @@ pub struct SpawnFigures {
     pub p99: f64,
     /// Thread sleeps per spawn (median of the rounds).
     pub sleeps: f64,
-}
-
-/// Where a measurement's agents run.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Threads {
-    /// On the command's runtime, one worker thread per core, as in `orrery
-    /// run`: two agents may run in parallel or take turns, and a thread
-    /// with nothing to do sleeps until another wakes it. The figure moves
-    /// with the machine's load and with what a wake-up costs there.
-    Shared,
-    /// On a runtime of one thread: the agents take turns and nothing waits
-    /// for a wake-up, so only the CPU's speed counts.
-    One,
-}
-
-impl Threads {
-    /// Runs `measure` here, or on a one-thread runtime of its own.
-    async fn run<T, Fut>(self, measure: Fut) -> Result<T>
-    where
-        T: Send + 'static,
-        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
-    {
-        if self == Threads::Shared {
-            return measure.await;
-        }
-        let on_one = move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| failed("one-thread runtime", &e.to_string()))?
-                .block_on(measure)
-        };
-        tokio::task::spawn_blocking(on_one)
-            .await
-            .map_err(|e| failed("one-thread runtime", &e.to_string()))?
-    }
 }
 
 /// The message figures over the rounds (after one that warms up, with
