@@ -18,6 +18,8 @@ mod lock;
 pub(crate) mod log;
 pub mod meta;
 mod metrics;
+mod module;
+mod options;
 mod spawn;
 mod state;
 mod task;
