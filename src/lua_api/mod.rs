@@ -150,10 +150,7 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
         ("metrics", metrics::register(lua, ctx)?),
         ("log", log::register(lua, ctx)?),
         ("llm", llm::register(lua, ctx)?),
-        (
-            "json",
-            json::register(lua, ctx.coord.config.max_value_bytes)?,
-        ),
+        ("json", json::register(lua, ctx)?),
         ("time", time::register(lua, ctx)?),
         ("fs", fs::register(lua, ctx)?),
         ("exec", exec::register(lua, ctx)?),
@@ -218,34 +215,6 @@ pub(crate) fn arg_err(func: &str, msg: impl std::fmt::Display) -> mlua::Error {
 /// Longest wait or lifetime a script can ask for (a year): past it the clock
 /// arithmetic would overflow, and no task runs that long.
 const MAX_MS: f64 = 365.0 * 24.0 * 3600.0 * 1000.0;
-
-/// Reads option `name` of a call to `func` as milliseconds (`math.huge`: as
-/// long as a script may ask for), `default` when absent; anything but a
-/// number >= 0 is an error naming the call and the option.
-pub(crate) fn ms_option(
-    func: &str,
-    opts: Option<&mlua::Table>,
-    name: &str,
-    default: u64,
-) -> mlua::Result<std::time::Duration> {
-    let Some(opts) = opts else {
-        return Ok(std::time::Duration::from_millis(default));
-    };
-    match opts.get::<mlua::Value>(name)? {
-        mlua::Value::Nil => Ok(std::time::Duration::from_millis(default)),
-        mlua::Value::Integer(n) if n >= 0 => Ok(millis(n as f64)),
-        mlua::Value::Number(n) if n >= 0.0 => Ok(millis(n)),
-        other => Err(arg_err(
-            func,
-            format!(
-                "option '{name}' must be a number of milliseconds >= 0, got {}",
-                other
-                    .to_string()
-                    .unwrap_or_else(|_| other.type_name().into())
-            ),
-        )),
-    }
-}
 
 /// A script's milliseconds as a duration: negative and NaN are zero, and
 /// anything longer than [`MAX_MS`] (`math.huge` included) is that.

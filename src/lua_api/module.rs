@@ -37,11 +37,6 @@ impl<'a> Module<'a> {
         })
     }
 
-    /// The agent the functions act for.
-    pub fn ctx(&self) -> &'a Arc<AgentContext> {
-        self.ctx
-    }
-
     /// Sets field `name` of the table to `value`.
     pub fn set(&self, name: &str, value: impl IntoLua) -> mlua::Result<()> {
         self.table.set(name, value)
