@@ -92,7 +92,10 @@ async fn post(
     if body.0.len() > g.max_bytes {
         return Err(arg_err(
             &format!("http.post('{url}')"),
-            format!("body is larger than max_value_bytes ({} bytes)", g.max_bytes),
+            format!(
+                "body is larger than max_value_bytes ({} bytes)",
+                g.max_bytes
+            ),
         ));
     }
     request(&lua, &g, "post", url, Some(body), opts).await

@@ -162,8 +162,7 @@ impl FromOptions for ChatRequest {
         }
         let model = o.string("model")?;
         if let Some(m) = &model {
-            crate::coordination::quotas::check_name("llm.chat model", m)
-                .map_err(|e| o.error(e))?;
+            crate::coordination::quotas::check_name("llm.chat model", m).map_err(|e| o.error(e))?;
         }
         let max_tokens = o
             .whole("max_tokens")?

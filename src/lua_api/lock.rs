@@ -49,7 +49,9 @@ impl FromOptions for AcquireOptions {
 
     fn from_options(o: &Options) -> Result<Self, OptionError> {
         Ok(AcquireOptions {
-            ttl: o.ms("ttl")?.unwrap_or(Duration::from_millis(DEFAULT_TTL_MS)),
+            ttl: o
+                .ms("ttl")?
+                .unwrap_or(Duration::from_millis(DEFAULT_TTL_MS)),
             wait: o.ms("wait")?,
         })
     }
@@ -117,5 +119,9 @@ async fn release(_: Lua, c: Arc<AgentContext>, grant: Table) -> mlua::Result<boo
 /// `lock.extend(grant, ttl_ms)`: the lock lives `ttl_ms` from now.
 async fn extend(_: Lua, c: Arc<AgentContext>, (grant, ttl): (Table, f64)) -> mlua::Result<bool> {
     let grant = grant_from("lock.extend", &grant)?;
-    c.coord.locks.extend(&grant, millis(ttl)).await.into_lua_err()
+    c.coord
+        .locks
+        .extend(&grant, millis(ttl))
+        .await
+        .into_lua_err()
 }

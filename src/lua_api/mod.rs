@@ -25,18 +25,17 @@ mod state;
 mod task;
 pub mod time;
 
-use std::future::Future;
 use std::sync::Arc;
 
-use futures::FutureExt;
-use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table};
+use mlua::{Function, Lua, Table};
 use parking_lot::Mutex;
 
 use crate::coordination::{AgentCounters, Coordination};
-use crate::error::Error;
 use crate::llm::TaskLlm;
 use crate::scripts::ScriptRegistry;
 use crate::store::{Delivery, Writes};
+
+use module::IntoLuaErr;
 
 pub use blackboard::{WATCHES, pattern_matches};
 pub use bus::{HANDLERS, message_table, settle_held};
@@ -175,12 +174,6 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
     Ok(())
 }
 
-/// Wraps a host error so it reaches Lua as a catchable error and comes back
-/// out of the VM with its kind intact.
-pub(crate) fn host_err(e: Error) -> mlua::Error {
-    mlua::Error::external(e)
-}
-
 /// The table standing for a capability the role was not granted: indexing it
 /// fails with a message saying how to grant it (`setting` is the line to add).
 pub(crate) fn not_granted(lua: &Lua, name: &str, role: &str, setting: &str) -> mlua::Result<Table> {
@@ -266,40 +259,6 @@ impl Interned {
     }
 }
 
-/// Registers a host function that calls the store: synchronous when the store
-/// is embedded (its futures are ready on first poll, so no coroutine yield is
-/// paid), async otherwise, after the agent's writes not settled yet (so what
-/// it does comes after them, and a write that failed fails this call). `f`
-/// must never wait on anything but the store.
-pub(crate) fn store_fn<A, R, F, Fut>(lua: &Lua, embedded: bool, f: F) -> mlua::Result<Function>
-where
-    A: FromLuaMulti + 'static,
-    R: IntoLuaMulti + 'static,
-    F: Fn(Lua, A) -> Fut + Send + 'static,
-    Fut: Future<Output = mlua::Result<R>> + Send + 'static,
-{
-    if embedded {
-        lua.create_function(move |lua, args: A| {
-            f(lua.clone(), args).now_or_never().unwrap_or_else(|| {
-                Err(mlua::Error::runtime(
-                    "host function waited on an embedded store",
-                ))
-            })
-        })
-    } else {
-        lua.create_async_function(move |lua, args: A| {
-            let ctx = lua.app_data_ref::<Arc<AgentContext>>().map(|c| c.clone());
-            let op = f(lua, args);
-            async move {
-                if let Some(c) = ctx {
-                    settle_writes(&c).await.map_err(host_err)?;
-                }
-                op.await
-            }
-        })
-    }
-}
-
 /// Waits for the agent's writes sent without waiting, oldest first; the
 /// first that failed is the error. True when one had to be sent again (it
 /// may then have been applied after a read sent meanwhile).
@@ -337,16 +296,10 @@ pub(crate) fn must_settle(c: &AgentContext) -> bool {
 
 /// The host function `settle()` of a write wrapper: makes room for the
 /// agent's next write (see [`Writes::settle_for_write`]).
-pub(crate) fn settle_fn(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Function> {
-    let c = ctx.clone();
-    lua.create_async_function(move |_, ()| {
-        let c = c.clone();
-        async move {
-            let epoch = c.coord.store.epoch();
-            let mut writes = std::mem::take(&mut c.local.lock().writes);
-            let settled = writes.settle_for_write(epoch).await;
-            c.local.lock().writes = writes;
-            settled.map_err(|e| host_err(e.into()))
-        }
-    })
+pub(crate) async fn settle(_: Lua, c: Arc<AgentContext>, (): ()) -> mlua::Result<()> {
+    let epoch = c.coord.store.epoch();
+    let mut writes = std::mem::take(&mut c.local.lock().writes);
+    let settled = writes.settle_for_write(epoch).await;
+    c.local.lock().writes = writes;
+    settled.into_lua_err()
 }

@@ -8,7 +8,7 @@
 //! - [`Module::sync`]: returns without waiting (`time.now`, `metrics.incr`);
 //! - [`Module::store`]: calls the store, synchronous on the embedded store and
 //!   async otherwise, after the agent's unsettled writes (see
-//!   [`store_fn`](super::store_fn));
+//!   [`store_fn`]);
 //! - [`Module::wait`]: may wait on anything (`bus.receive`, `llm.chat`), so
 //!   always async: the script's coroutine yields until it is done.
 
@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use mlua::{FromLuaMulti, Function, IntoLua, IntoLuaMulti, Lua, Table};
 
-use super::{AgentContext, store_fn};
+use futures::FutureExt;
+
+use super::{AgentContext, settle_writes};
 use crate::error::Error;
 
 /// A table of the Lua API being built for one agent.
@@ -91,7 +93,8 @@ impl<'a> Module<'a> {
         R: IntoLuaMulti + 'static,
         F: Fn(&Lua, &S, A) -> mlua::Result<R> + Send + 'static,
     {
-        self.lua.create_function(move |lua, args| f(lua, &state, args))
+        self.lua
+            .create_function(move |lua, args| f(lua, &state, args))
     }
 
     /// [`Module::store`] without a name: for the host's Lua wrappers.
@@ -139,5 +142,39 @@ pub(crate) trait IntoLuaErr<T> {
 impl<T, E: Into<Error>> IntoLuaErr<T> for Result<T, E> {
     fn into_lua_err(self) -> mlua::Result<T> {
         self.map_err(|e| mlua::Error::external(e.into()))
+    }
+}
+
+/// Registers a host function that calls the store: synchronous when the store
+/// is embedded (its futures are ready on first poll, so no coroutine yield is
+/// paid), async otherwise, after the agent's writes not settled yet (so what
+/// it does comes after them, and a write that failed fails this call). `f`
+/// must never wait on anything but the store.
+fn store_fn<A, R, F, Fut>(lua: &Lua, embedded: bool, f: F) -> mlua::Result<Function>
+where
+    A: FromLuaMulti + 'static,
+    R: IntoLuaMulti + 'static,
+    F: Fn(Lua, A) -> Fut + Send + 'static,
+    Fut: Future<Output = mlua::Result<R>> + Send + 'static,
+{
+    if embedded {
+        lua.create_function(move |lua, args: A| {
+            f(lua.clone(), args).now_or_never().unwrap_or_else(|| {
+                Err(mlua::Error::runtime(
+                    "host function waited on an embedded store",
+                ))
+            })
+        })
+    } else {
+        lua.create_async_function(move |lua, args: A| {
+            let ctx = lua.app_data_ref::<Arc<AgentContext>>().map(|c| c.clone());
+            let op = f(lua, args);
+            async move {
+                if let Some(c) = ctx {
+                    settle_writes(&c).await.into_lua_err()?;
+                }
+                op.await
+            }
+        })
     }
 }

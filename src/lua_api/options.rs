@@ -47,10 +47,7 @@ pub(crate) trait FromOptions: Sized {
 /// Decodes the option table `value` of a call to `func`: nil (no table)
 /// gives every option its default.
 pub(crate) fn decode<T: FromOptions>(func: &str, value: Option<Table>) -> Result<T, OptionError> {
-    let o = Options {
-        func,
-        table: value,
-    };
+    let o = Options { func, table: value };
     o.refuse_unknown(T::NAMES)?;
     T::from_options(&o)
 }
@@ -115,10 +112,7 @@ impl Options<'_> {
 
     /// `expected {kind} '{name}', got {type}`.
     pub fn expected(&self, kind: &str, name: &str, got: &Value) -> OptionError {
-        self.error(format!(
-            "expected {kind} '{name}', got {}",
-            got.type_name()
-        ))
+        self.error(format!("expected {kind} '{name}', got {}", got.type_name()))
     }
 
     /// Option `name` as a string.
@@ -162,9 +156,7 @@ impl Options<'_> {
             other => return Err(self.expected("number", name, &other)),
         };
         if !n.is_finite() || n < 0.0 {
-            return Err(self.error(format!(
-                "'{name}' must be a finite number >= 0, got {n}"
-            )));
+            return Err(self.error(format!("'{name}' must be a finite number >= 0, got {n}")));
         }
         Ok(Some(n))
     }
@@ -175,9 +167,7 @@ impl Options<'_> {
             return Ok(None);
         };
         if n < 1.0 || n.fract() != 0.0 {
-            return Err(self.error(format!(
-                "'{name}' must be a whole number >= 1, got {n}"
-            )));
+            return Err(self.error(format!("'{name}' must be a whole number >= 1, got {n}")));
         }
         Ok(Some(n as u64))
     }

@@ -99,8 +99,12 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let m = Module::new(lua, ctx)?;
     m.wait("sleep", sleep)?;
     m.sync("now", now)?;
-    m.sync("every", |lua, c, args| set_timer(lua, c, "time.every", args))?;
-    m.sync("after", |lua, c, args| set_timer(lua, c, "time.after", args))?;
+    m.sync("every", |lua, c, args| {
+        set_timer(lua, c, "time.every", args)
+    })?;
+    m.sync("after", |lua, c, args| {
+        set_timer(lua, c, "time.after", args)
+    })?;
     m.sync("cancel", cancel)?;
     Ok(m.finish())
 }
