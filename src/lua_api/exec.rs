@@ -42,7 +42,7 @@ struct Granted {
 }
 
 /// The options of `exec.run`.
-struct RunOptions {
+pub(super) struct RunOptions {
     /// How long the program may run (default 10 s).
     timeout: Duration,
     /// Bytes written to the program's standard input.

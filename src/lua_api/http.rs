@@ -47,7 +47,7 @@ struct Granted {
 }
 
 /// The options of `http.get` and `http.post`.
-struct RequestOptions {
+pub(super) struct RequestOptions {
     /// Headers sent with the request.
     headers: Option<Table>,
     /// How long the request may take (default 10 s).

@@ -19,7 +19,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
 }
 
 /// The options of `json.encode`.
-struct EncodeOptions {
+pub(super) struct EncodeOptions {
     /// Indented, one member a line.
     pretty: bool,
 }

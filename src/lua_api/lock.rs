@@ -37,7 +37,7 @@ end
 "#;
 
 /// The options of `lock.acquire` and `lock.with`.
-struct AcquireOptions {
+pub(super) struct AcquireOptions {
     /// How long the lock lives unless extended (default 30 s).
     ttl: Duration,
     /// How long to wait for it (default: the `message_timeout` setting).

@@ -188,3 +188,38 @@ impl Options<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FromOptions;
+    use crate::lua_api::meta;
+
+    /// The names each option struct accepts are the fields its annotated
+    /// class declares: what editors complete is what the host takes.
+    #[test]
+    fn every_option_struct_takes_the_fields_its_annotation_declares() {
+        let structs: [(&str, &[&str]); 5] = [
+            (
+                "orrery.LockOptions",
+                crate::lua_api::lock::AcquireOptions::NAMES,
+            ),
+            ("orrery.ExecOptions", crate::lua_api::exec::RunOptions::NAMES),
+            (
+                "orrery.HttpOptions",
+                crate::lua_api::http::RequestOptions::NAMES,
+            ),
+            (
+                "orrery.JsonEncodeOptions",
+                crate::lua_api::json::EncodeOptions::NAMES,
+            ),
+            ("llm.ChatOptions", crate::llm::ChatRequest::NAMES),
+        ];
+        for (class, names) in structs {
+            let mut declared = meta::class_fields(class);
+            let mut taken: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            declared.sort();
+            taken.sort();
+            assert_eq!(declared, taken, "{class}");
+        }
+    }
+}
