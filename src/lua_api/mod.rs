@@ -116,53 +116,53 @@ impl AgentContext {
     }
 }
 
-/// The name of every table [`register_all`] makes a global (and puts in
-/// `package.loaded`).
-pub const TABLES: &[&str] = &[
-    "task",
-    "agent",
-    "blackboard",
-    "bus",
-    "state",
-    "spawn",
-    "lock",
-    "metrics",
-    "log",
-    "llm",
-    "json",
-    "time",
-    "fs",
-    "exec",
-    "http",
+/// How a table is built: its functions, acting for the agent `ctx`.
+type Register = fn(&Lua, &Arc<AgentContext>) -> mlua::Result<Table>;
+
+/// Every table of the API, under the name it has as a global and in
+/// `package.loaded`: the one list (the sandbox and the annotations' test
+/// read it through [`TABLES`]).
+const API: [(&str, Register); 15] = [
+    ("task", task::register),
+    ("agent", agent::register),
+    ("blackboard", blackboard::register),
+    ("bus", bus::register),
+    ("state", state::register),
+    ("spawn", spawn::register),
+    ("lock", lock::register),
+    ("metrics", metrics::register),
+    ("log", log::register),
+    ("llm", llm::register),
+    ("json", json::register),
+    ("time", time::register),
+    ("fs", fs::register),
+    ("exec", exec::register),
+    ("http", http::register),
 ];
+
+/// The name of every table [`register_all`] makes a global (and puts in
+/// `package.loaded`), in [`API`]'s order.
+pub const TABLES: &[&str] = &names(&API);
+
+const fn names<const N: usize>(api: &[(&'static str, Register); N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = api[i].0;
+        i += 1;
+    }
+    out
+}
 
 /// Registers every API table in `lua` for the agent `ctx`.
 pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
-    let tables: [(&str, Table); 15] = [
-        ("task", task::register(lua, ctx)?),
-        ("agent", agent::register(lua, ctx)?),
-        ("blackboard", blackboard::register(lua, ctx)?),
-        ("bus", bus::register(lua, ctx)?),
-        ("state", state::register(lua, ctx)?),
-        ("spawn", spawn::register(lua, ctx)?),
-        ("lock", lock::register(lua, ctx)?),
-        ("metrics", metrics::register(lua, ctx)?),
-        ("log", log::register(lua, ctx)?),
-        ("llm", llm::register(lua, ctx)?),
-        ("json", json::register(lua, ctx)?),
-        ("time", time::register(lua, ctx)?),
-        ("fs", fs::register(lua, ctx)?),
-        ("exec", exec::register(lua, ctx)?),
-        ("http", http::register(lua, ctx)?),
-    ];
     error_text::install_tostring(lua)?;
     lua.set_app_data(MaxValueBytes(ctx.coord.config.max_value_bytes));
-    lua.set_app_data(ctx.clone());
     lua.set_app_data(Interned::default());
     let globals = lua.globals();
     let loaded: Table = lua.named_registry_value("_LOADED")?;
-    debug_assert!(tables.iter().map(|(n, _)| *n).eq(TABLES.iter().copied()));
-    for (name, table) in tables {
+    for (name, register) in API {
+        let table = register(lua, ctx)?;
         globals.set(name, &table)?;
         loaded.set(name, table)?;
     }

@@ -8,7 +8,7 @@
 //! - [`Module::sync`]: returns without waiting (`time.now`, `metrics.incr`);
 //! - [`Module::store`]: calls the store, synchronous on the embedded store and
 //!   async otherwise, after the agent's unsettled writes (see
-//!   [`store_fn`]);
+//!   [`Module::store_fn`]);
 //! - [`Module::wait`]: may wait on anything (`bus.receive`, `llm.chat`), so
 //!   always async: the script's coroutine yields until it is done.
 
@@ -98,6 +98,12 @@ impl<'a> Module<'a> {
     }
 
     /// [`Module::store`] without a name: for the host's Lua wrappers.
+    ///
+    /// Synchronous when the store is embedded (its futures are ready on
+    /// first poll, so no coroutine yield is paid), async otherwise, after
+    /// the agent's writes not settled yet (so what `f` does comes after
+    /// them, and a write that failed fails this call). `f` must never wait
+    /// on anything but the store.
     pub fn store_fn<A, R, F, Fut>(&self, f: F) -> mlua::Result<Function>
     where
         A: FromLuaMulti + 'static,
@@ -106,9 +112,26 @@ impl<'a> Module<'a> {
         Fut: Future<Output = mlua::Result<R>> + Send + 'static,
     {
         let ctx = self.ctx.clone();
-        store_fn(self.lua, self.ctx.embedded(), move |lua, args| {
-            f(lua, ctx.clone(), args)
-        })
+        if self.ctx.embedded() {
+            self.lua.create_function(move |lua, args: A| {
+                f(lua.clone(), ctx.clone(), args)
+                    .now_or_never()
+                    .unwrap_or_else(|| {
+                        Err(mlua::Error::runtime(
+                            "host function waited on an embedded store",
+                        ))
+                    })
+            })
+        } else {
+            self.lua.create_async_function(move |lua, args: A| {
+                let op = f(lua, ctx.clone(), args);
+                let ctx = ctx.clone();
+                async move {
+                    settle_writes(&ctx).await.into_lua_err()?;
+                    op.await
+                }
+            })
+        }
     }
 
     /// A host function that may wait on anything, over `state` (see
@@ -142,39 +165,5 @@ pub(crate) trait IntoLuaErr<T> {
 impl<T, E: Into<Error>> IntoLuaErr<T> for Result<T, E> {
     fn into_lua_err(self) -> mlua::Result<T> {
         self.map_err(|e| mlua::Error::external(e.into()))
-    }
-}
-
-/// Registers a host function that calls the store: synchronous when the store
-/// is embedded (its futures are ready on first poll, so no coroutine yield is
-/// paid), async otherwise, after the agent's writes not settled yet (so what
-/// it does comes after them, and a write that failed fails this call). `f`
-/// must never wait on anything but the store.
-fn store_fn<A, R, F, Fut>(lua: &Lua, embedded: bool, f: F) -> mlua::Result<Function>
-where
-    A: FromLuaMulti + 'static,
-    R: IntoLuaMulti + 'static,
-    F: Fn(Lua, A) -> Fut + Send + 'static,
-    Fut: Future<Output = mlua::Result<R>> + Send + 'static,
-{
-    if embedded {
-        lua.create_function(move |lua, args: A| {
-            f(lua.clone(), args).now_or_never().unwrap_or_else(|| {
-                Err(mlua::Error::runtime(
-                    "host function waited on an embedded store",
-                ))
-            })
-        })
-    } else {
-        lua.create_async_function(move |lua, args: A| {
-            let ctx = lua.app_data_ref::<Arc<AgentContext>>().map(|c| c.clone());
-            let op = f(lua, args);
-            async move {
-                if let Some(c) = ctx {
-                    settle_writes(&c).await.into_lua_err()?;
-                }
-                op.await
-            }
-        })
     }
 }

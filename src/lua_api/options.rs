@@ -203,7 +203,10 @@ mod tests {
                 "orrery.LockOptions",
                 crate::lua_api::lock::AcquireOptions::NAMES,
             ),
-            ("orrery.ExecOptions", crate::lua_api::exec::RunOptions::NAMES),
+            (
+                "orrery.ExecOptions",
+                crate::lua_api::exec::RunOptions::NAMES,
+            ),
             (
                 "orrery.HttpOptions",
                 crate::lua_api::http::RequestOptions::NAMES,
