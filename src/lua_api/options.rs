@@ -198,7 +198,7 @@ mod tests {
     /// class declares: what editors complete is what the host takes.
     #[test]
     fn every_option_struct_takes_the_fields_its_annotation_declares() {
-        let structs: [(&str, &[&str]); 5] = [
+        let structs: [(&str, &[&str]); 6] = [
             (
                 "orrery.LockOptions",
                 crate::lua_api::lock::AcquireOptions::NAMES,
@@ -216,6 +216,7 @@ mod tests {
                 crate::lua_api::json::EncodeOptions::NAMES,
             ),
             ("llm.ChatOptions", crate::llm::ChatRequest::NAMES),
+            ("orrery.SpawnCondition", crate::task::SpawnCondition::NAMES),
         ];
         for (class, names) in structs {
             let mut declared = meta::class_fields(class);

@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use tracing::Instrument;
 
-use mlua::{Lua, LuaSerdeExt, Table, Value as LuaValue};
+use mlua::{Lua, Table, Value as LuaValue};
 
 use super::module::{IntoLuaErr, Module};
+use super::options::{FromOptions, OptionError, Options, decode};
 use super::{AgentContext, arg_err};
 use crate::task::SpawnCondition;
 
@@ -22,23 +23,38 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
 }
 
 /// `spawn.when{trigger, threshold, agent [, repeat]}`: registers a spawn
-/// condition. The table decodes as a task file's `[[spawn]]` does, unknown
-/// fields refused.
-fn when(lua: &Lua, c: &AgentContext, spec: Table) -> mlua::Result<()> {
-    let condition: SpawnCondition = lua.from_value(LuaValue::Table(spec)).map_err(|e| {
-        arg_err(
-            "spawn.when",
-            format!("expected {{trigger, threshold, agent [, repeat]}}: {e}"),
-        )
-    })?;
-    if condition.trigger.is_empty() || !condition.threshold.is_finite() {
-        return Err(arg_err(
-            "spawn.when",
-            "trigger must be a non-empty string and threshold a finite number",
-        ));
-    }
+/// condition, as a task file's `[[spawn]]` table does.
+fn when(_: &Lua, c: &AgentContext, spec: Table) -> mlua::Result<()> {
+    let condition: SpawnCondition = decode("spawn.when", Some(spec))?;
     c.registry.role(&condition.agent).into_lua_err()?;
     c.coord.spawner.register(condition).into_lua_err()
+}
+
+/// The table of `spawn.when`.
+impl FromOptions for SpawnCondition {
+    const NAMES: &'static [&'static str] = &["trigger", "threshold", "agent", "repeat"];
+
+    fn from_options(o: &Options) -> Result<Self, OptionError> {
+        let required = |name: &str| {
+            o.string(name)?
+                .ok_or_else(|| o.expected("string", name, &LuaValue::Nil))
+        };
+        let trigger = required("trigger")?;
+        let threshold = match o.value("threshold")? {
+            LuaValue::Integer(n) => n as f64,
+            LuaValue::Number(n) => n,
+            other => return Err(o.expected("number", "threshold", &other)),
+        };
+        if trigger.is_empty() || !threshold.is_finite() {
+            return Err(o.error("trigger must be a non-empty string and threshold a finite number"));
+        }
+        Ok(SpawnCondition {
+            trigger,
+            threshold,
+            agent: required("agent")?,
+            repeat: o.boolean("repeat")?.unwrap_or(false),
+        })
+    }
 }
 
 /// `spawn.signal(trigger, value)`: the ids of the agents it started.

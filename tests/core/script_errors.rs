@@ -103,6 +103,11 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
         "lock.acquire: unknown option 'timeout' (options: ttl, wait)",
     ),
     (
+        "local M = {}\nfunction M.start(self)\n  spawn.when({ trigger = 'T', threshold = 1, agent = 'caller', treshold = 2 })\nend\nreturn M\n",
+        "spawn.when",
+        "spawn.when: unknown option 'treshold' (options: trigger, threshold, agent, repeat)",
+    ),
+    (
         "local M = {}\nfunction M.start(self)\n  json.encode({}, { pretty = 'yes' })\nend\nreturn M\n",
         "json.encode",
         "json.encode: expected boolean 'pretty', got string",
