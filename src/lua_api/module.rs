@@ -163,6 +163,7 @@ pub(crate) trait IntoLuaErr<T> {
 }
 
 impl<T, E: Into<Error>> IntoLuaErr<T> for Result<T, E> {
+    #[inline]
     fn into_lua_err(self) -> mlua::Result<T> {
         self.map_err(|e| mlua::Error::external(e.into()))
     }
