@@ -365,8 +365,6 @@ const ALLOWED: &[(&str, &str)] = &[
         ASYNC,
     ),
     ("_G.bus.receive<upvalue wait_receive><upvalue poll>", ASYNC),
-    ("_G.agent.checkpoint<upvalue get_future>", ASYNC),
-    ("_G.agent.checkpoint<upvalue poll>", ASYNC),
     ("_G.bus.send<upvalue settle><upvalue get_future>", ASYNC),
     ("_G.bus.send<upvalue settle><upvalue poll>", ASYNC),
     ("_G.exec.run<upvalue get_future>", ASYNC),
@@ -401,6 +399,10 @@ const ALLOWED: &[(&str, &str)] = &[
     ("_G.bus.replies<upvalue poll>", ASYNC),
     // The host API (src/lua_api): Rust, every input bounded by the limits and quotas.
     ("_G.agent.finish", "host: sets a flag"),
+    (
+        "_G.agent.checkpoint",
+        "host: one store write of a value bounded by max_value_bytes",
+    ),
     (
         "_G.blackboard.cas",
         "host: converts two values (refused past max_value_bytes) and compares one key; within the blackboard quotas",
