@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::Instrument;
 
@@ -115,9 +115,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     t.set(
         "now",
         lua.create_function(|_, ()| {
-            Ok(SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64() * 1000.0))
+            Ok(crate::coordination::clock::now_ms_f64())
         })?,
     )?;
     for (name, repeats) in [("every", true), ("after", false)] {

@@ -1,0 +1,268 @@
+//! The `test` table of a spec's VM: the fixtures the host gives a test.
+//!
+//! - `test.setup{task = ..., llm = ...}`: a fresh world for the current
+//!   test (the host tables are bound to it again);
+//! - `test.run([setup])`: the task run from start to end; returns the report
+//!   (`status`, `outputs`, `errors`, `metrics`, ...) and `blackboard`;
+//! - `test.advance(ms)`: moves the test clock, running whatever falls due;
+//! - `test.llm_calls()`: the LLM requests of the test so far;
+//! - `test.role(name)`: a fresh copy of a role's module table, loaded in the
+//!   spec's own VM (to call its functions directly).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mlua::{Lua, Table, Value};
+use parking_lot::Mutex;
+
+use crate::lua_api::{self, host_err, to_lua};
+use crate::task::Task;
+
+use super::answers::{Entry, Reply, ScriptedLlm};
+use super::world::{Base, Setup, World, run_to_end};
+
+/// What the fixtures of one spec file share with its runner.
+pub struct FileState {
+    /// Settings and scripts.
+    pub base: Arc<Base>,
+    /// The current test's world.
+    pub world: Mutex<Option<World>>,
+    /// The setup of the current world.
+    pub setup: Mutex<Setup>,
+    /// Every LLM script of the current test (checked for unscripted calls at its end).
+    pub scripts: Mutex<Vec<Arc<ScriptedLlm>>>,
+}
+
+impl FileState {
+    /// The state of a spec file's run, with the default setup.
+    pub fn new(base: Arc<Base>) -> crate::Result<FileState> {
+        Ok(FileState {
+            base,
+            world: Mutex::new(None),
+            setup: Mutex::new(default_setup()?),
+            scripts: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Replaces the current world by a fresh one of `setup` and binds the
+    /// host tables of `lua` to it; the old world is ended.
+    pub async fn rebuild(&self, lua: &Lua, setup: Setup) -> crate::Result<()> {
+        let world = World::held(&self.base, &setup).await?;
+        lua_api::register_all(lua, &world.spec)
+            .map_err(|e| crate::Error::Coordination(format!("binding the host API: {e}")))?;
+        self.scripts.lock().push(setup.llm.clone());
+        *self.setup.lock() = setup;
+        let old = self.world.lock().replace(world);
+        if let Some(old) = old {
+            let _ = old.finish().await;
+        }
+        Ok(())
+    }
+
+    /// Ends the current world.
+    pub async fn end_world(&self) {
+        let old = self.world.lock().take();
+        if let Some(old) = old {
+            let _ = old.finish().await;
+        }
+    }
+}
+
+/// The task of a test that sets none.
+fn default_task() -> serde_json::Value {
+    serde_json::json!({
+        "id": "spec",
+        "type": "test",
+        "description": "a test of orrery test",
+        "constraints": [],
+        "timeout": 60000,
+    })
+}
+
+/// A world with the default task and no LLM configured.
+pub fn default_setup() -> crate::Result<Setup> {
+    Ok(Setup {
+        task: serde_json::from_value(default_task())
+            .map_err(|e| crate::Error::Coordination(format!("default test task: {e}")))?,
+        llm: Arc::new(ScriptedLlm::new(Vec::new(), None).map_err(|e| crate::Error::bad_input("llm", e.to_string()))?),
+    })
+}
+
+/// Reads `test.setup`'s table: `task` (a task file's path, or a table laid
+/// over the default task), `llm` (a replay file's path, or a list of answers:
+/// strings answered in order, `{prompt = piece, answer = text or table}`,
+/// `{error = kind, message = text}`, plus `replay = path`).
+fn read_setup(lua: &Lua, opts: Option<Table>) -> mlua::Result<Setup> {
+    let mut setup = default_setup().map_err(host_err)?;
+    let Some(opts) = opts else { return Ok(setup) };
+    for pair in opts.pairs::<Value, Value>() {
+        let (key, _) = pair?;
+        let name = key.to_string().unwrap_or_default();
+        if !matches!(name.as_str(), "task" | "llm") {
+            return Err(lua_api::arg_err(
+                "test.setup",
+                format!("unknown option '{name}' (known: task, llm)"),
+            ));
+        }
+    }
+    match opts.get::<Value>("task")? {
+        Value::Nil => {}
+        Value::String(path) => {
+            let path = PathBuf::from(path.to_str()?.to_string());
+            setup.task = Task::load(&path).map_err(host_err)?;
+        }
+        Value::Table(t) => {
+            let given = lua_api::to_json(lua, Value::Table(t), || "test.setup task".into())?;
+            let mut task = default_task();
+            if let (Some(task), Some(given)) = (task.as_object_mut(), given.as_object()) {
+                for (k, v) in given {
+                    task.insert(k.clone(), v.clone());
+                }
+            }
+            setup.task = Task::from_json(&task.to_string(), "test.setup task").map_err(host_err)?;
+        }
+        other => {
+            return Err(lua_api::arg_err(
+                "test.setup",
+                format!(
+                    "option 'task' must be a task file's path or a table, got {}",
+                    other.type_name()
+                ),
+            ));
+        }
+    }
+    let (entries, replay) = match opts.get::<Value>("llm")? {
+        Value::Nil => (Vec::new(), None),
+        Value::String(path) => (Vec::new(), Some(PathBuf::from(path.to_str()?.to_string()))),
+        Value::Table(t) => read_answers(lua, &t)?,
+        other => {
+            return Err(lua_api::arg_err(
+                "test.setup",
+                format!(
+                    "option 'llm' must be a list of answers or a replay file's path, got {}",
+                    other.type_name()
+                ),
+            ));
+        }
+    };
+    setup.llm = Arc::new(
+        ScriptedLlm::new(entries, replay)
+            .map_err(|e| lua_api::arg_err("test.setup", format!("option 'llm': {e}")))?,
+    );
+    Ok(setup)
+}
+
+fn read_answers(lua: &Lua, t: &Table) -> mlua::Result<(Vec<Entry>, Option<PathBuf>)> {
+    let replay = t
+        .get::<Option<String>>("replay")?
+        .map(PathBuf::from);
+    let mut entries = Vec::new();
+    for (i, v) in t.sequence_values::<Value>().enumerate() {
+        let bad = |what: &str| lua_api::arg_err("test.setup", format!("llm[{}]: {what}", i + 1));
+        let entry = match v? {
+            Value::String(s) => Entry {
+                prompt: None,
+                reply: Reply::Content(s.to_str()?.to_string()),
+            },
+            Value::Table(e) => {
+                let prompt = e.get::<Option<String>>("prompt")?;
+                let reply = match (e.get::<Value>("answer")?, e.get::<Option<String>>("error")?) {
+                    (Value::String(s), None) => Reply::Content(s.to_str()?.to_string()),
+                    (Value::Table(json), None) => {
+                        let value = lua_api::to_json(lua, Value::Table(json), || {
+                            format!("llm[{}].answer", i + 1)
+                        })?;
+                        Reply::Content(value.to_string())
+                    }
+                    (Value::Nil, Some(kind)) => Reply::Error(
+                        kind,
+                        e.get::<Option<String>>("message")?
+                            .unwrap_or_else(|| "scripted failure".into()),
+                    ),
+                    _ => return Err(bad("give either 'answer' (text or table) or 'error' (a kind)")),
+                };
+                Entry { prompt, reply }
+            }
+            other => return Err(bad(&format!("expected a string or a table, got {}", other.type_name()))),
+        };
+        entries.push(entry);
+    }
+    Ok((entries, replay))
+}
+
+/// Registers the global `test` table in `lua`.
+pub fn register(lua: &Lua, state: Arc<FileState>) -> mlua::Result<()> {
+    let t = lua.create_table()?;
+    let s = state.clone();
+    t.set(
+        "setup",
+        lua.create_async_function(move |lua, opts: Option<Table>| {
+            let s = s.clone();
+            async move {
+                let setup = read_setup(&lua, opts)?;
+                s.rebuild(&lua, setup).await.map_err(host_err)
+            }
+        })?,
+    )?;
+    let s = state.clone();
+    t.set(
+        "run",
+        lua.create_async_function(move |lua, opts: Option<Table>| {
+            let s = s.clone();
+            async move {
+                let setup = match opts {
+                    Some(opts) => {
+                        let setup = read_setup(&lua, Some(opts))?;
+                        s.scripts.lock().push(setup.llm.clone());
+                        setup
+                    }
+                    None => s.setup.lock().clone(),
+                };
+                let finished = run_to_end(&s.base, &setup).await.map_err(host_err)?;
+                let mut report = serde_json::to_value(&finished.report)
+                    .map_err(|e| mlua::Error::runtime(format!("test.run: {e}")))?;
+                report["blackboard"] = serde_json::to_value(&finished.blackboard)
+                    .map_err(|e| mlua::Error::runtime(format!("test.run: {e}")))?;
+                to_lua(&lua, &report)
+            }
+        })?,
+    )?;
+    t.set(
+        "advance",
+        lua.create_async_function(|_, ms: f64| async move {
+            tokio::time::sleep(lua_api::millis(ms)).await;
+            Ok(())
+        })?,
+    )?;
+    let s = state.clone();
+    t.set(
+        "llm_calls",
+        lua.create_function(move |lua, ()| {
+            let calls: Vec<serde_json::Value> = s
+                .scripts
+                .lock()
+                .iter()
+                .flat_map(|l| l.calls())
+                .map(|req| {
+                    serde_json::json!({
+                        "prompt": req.last_user_text(),
+                        "messages": req.messages,
+                        "json": req.json,
+                        "model": req.model,
+                    })
+                })
+                .collect();
+            to_lua(lua, &serde_json::Value::Array(calls))
+        })?,
+    )?;
+    let s = state.clone();
+    t.set(
+        "role",
+        lua.create_function(move |lua, name: String| {
+            let script = s.base.registry.role(&name).map_err(host_err)?;
+            let chunk = crate::agent::sandbox::compile(lua, &script)?;
+            chunk.call::<Value>(name.as_str())
+        })?,
+    )?;
+    lua.globals().set("test", t)
+}
