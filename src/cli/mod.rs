@@ -174,7 +174,7 @@ impl Cli {
             .unwrap_or_else(|_| match self.command {
                 Command::Bench(_) => "warn".to_string(),
                 // The results are the output; agents' logs would bury them (-v shows them).
-                Command::Test(_) => "error".to_string(),
+                Command::Test(_) => "off".to_string(),
                 _ => "warn,orrery::script=info,orrery::reload=info".to_string(),
             })
     }

@@ -12,11 +12,18 @@ local stack = { root }
 local running = false
 local spies = {}
 
--- "spec/x_spec.lua:12" for the function `level` levels above where's caller
--- (error's levels count `error` itself through pcall, then `where`).
-local function where(level)
-  local _, at = pcall(error, "", level + 3)
-  return (tostring(at):gsub(": $", ""))
+-- "spec/x_spec.lua:12": the innermost caller outside the harness and the
+-- host's own Lua (error's levels, read through pcall, start inside them).
+local function where()
+  for level = 3, 20 do
+    local _, at = pcall(error, "", level)
+    at = tostring(at)
+    if at == "" then break end
+    if not at:find("^orrery test harness:") and not at:find("^%[orrery%]") then
+      return (at:gsub(": $", ""))
+    end
+  end
+  return "?"
 end
 
 local function arg(fname, name, value, expected)
@@ -43,7 +50,7 @@ function describe(name, fn)
   if not ok then error(err, 0) end
 end
 
-local function add(name, fn, pending, level)
+local function add(name, fn, pending)
   local blocks, names = {}, {}
   for i, b in ipairs(stack) do
     blocks[i] = b
@@ -55,7 +62,7 @@ local function add(name, fn, pending, level)
     fn = fn,
     pending = pending,
     blocks = blocks,
-    at = where(level),
+    at = where(),
   }
 end
 
@@ -64,14 +71,14 @@ function it(name, fn)
   arg("it", "name", name, "string")
   arg("it", "fn", fn, "function")
   collecting("it")
-  add(name, fn, false, 2)
+  add(name, fn, false)
 end
 
 --- A test written down but not run yet (reported as pending).
 function pending(name, fn)
   arg("pending", "name", name, "string")
   collecting("pending")
-  add(name, fn, true, 2)
+  add(name, fn, true)
 end
 
 --- Runs `fn` before each test of the enclosing describe (outer blocks' first).
