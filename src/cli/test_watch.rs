@@ -36,7 +36,8 @@ pub fn watch(
     let (tx, rx) = mpsc::channel();
     let mut debouncer = new_debouncer(DEFAULT_DEBOUNCE, None, move |r: DebounceEventResult| {
         if let Ok(events) = r {
-            for e in events {
+            // Reading a spec is an access event too: only changes count.
+            for e in events.iter().filter(|e| !e.kind.is_access() && !e.kind.is_other()) {
                 for p in &e.paths {
                     let _ = tx.send(p.clone());
                 }
@@ -53,6 +54,7 @@ pub fn watch(
             registry,
         });
         let results = run_all(&base, &files, options);
+        announce(&results);
         report(args, &results)?
     };
     super::print_err("watching for changes (Ctrl-C to stop)");
@@ -105,8 +107,18 @@ pub fn watch(
         });
         let results = run_all(&base, &to_run, options);
         code = report(args, &results)?;
+        announce(&results);
     }
     Ok(code)
+}
+
+/// One line on stderr per run, for a terminal whose stdout scrolled (and for tests).
+fn announce(results: &[orrery::testing::FileResult]) {
+    let t = orrery::testing::totals(results);
+    super::print_err(&format!(
+        "watched run: {} passed, {} failed, {} pending",
+        t.passed, t.failed, t.pending
+    ));
 }
 
 fn is_spec(p: &Path) -> bool {

@@ -280,11 +280,11 @@ async fn run_one(
     if let Err(e) = state.rebuild(lua, setup).await {
         return Outcome::Failed(format!("{}: the test's world did not start: {e}", test.at));
     }
-    let limit = Duration::from_millis(state.setup.lock().task.timeout);
+    let started = tokio::time::Instant::now();
     let ran = budget
         .metered(
             &test.name,
-            tokio::time::timeout(limit, run.call_async::<(bool, Option<String>)>(index)),
+            within_task_timeout(state, started, run.call_async::<(bool, Option<String>)>(index)),
         )
         .await;
     let mut outcome = match ran {
@@ -296,7 +296,7 @@ async fn run_one(
         Ok(Ok((true, _))) => Outcome::Passed,
         Ok(Ok((false, message))) => Outcome::Failed(message.unwrap_or_default()),
         Ok(Err(e)) => Outcome::Failed(lua_text(&e)),
-        Err(_) => Outcome::Failed(format!(
+        Err(limit) => Outcome::Failed(format!(
             "{}: still running after {} ms of test time (the task's timeout): it waits for \
              something that never comes",
             test.at,
@@ -324,6 +324,28 @@ async fn run_one(
     }
     state.end_world().await;
     outcome
+}
+
+/// Runs `fut` until the timeout of the current world's task (a test's
+/// `test.setup` may change it while it runs) has passed since `started`;
+/// then the limit that ran out is the error.
+async fn within_task_timeout<T>(
+    state: &FileState,
+    started: tokio::time::Instant,
+    fut: impl std::future::Future<Output = T>,
+) -> std::result::Result<T, Duration> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let limit = Duration::from_millis(state.setup.lock().task.timeout);
+        tokio::select! {
+            out = &mut fut => return Ok(out),
+            _ = tokio::time::sleep_until(started + limit) => {
+                if Duration::from_millis(state.setup.lock().task.timeout) == limit {
+                    return Err(limit);
+                }
+            }
+        }
+    }
 }
 
 /// The text of a Lua error for the reader: the message with its
