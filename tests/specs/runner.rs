@@ -162,3 +162,43 @@ fn a_test_that_never_yields_fails_by_the_callback_budget() {
     assert!(stdout.contains("FAIL    spins (spec/spin_spec.lua:1)"), "{}", show(&out));
     assert!(stdout.contains("300 ms"), "{}", show(&out));
 }
+
+#[test]
+fn the_test_api_matches_its_annotations() {
+    let meta = std::fs::read_to_string(repo().join("stdlib/meta/test.lua")).unwrap();
+    let api = orrery::lua_api::meta::parse("test", &meta);
+    let names: Vec<String> = api.functions.keys().cloned().collect();
+    let spec = format!(
+        r#"
+local declared = {{ {} }}
+local harness = {{ test = true, spy = true, assert = true }}
+it("has what the annotations declare, and nothing else", function()
+  local missing, extra = {{}}, {{}}
+  local seen = {{}}
+  for _, name in ipairs(declared) do
+    seen[name] = true
+    local t, f = name:match("^(%a+)%.([%w_]+)$")
+    local v = t and _G[t][f] or _G[name]
+    if type(v) ~= "function" then missing[#missing + 1] = name end
+  end
+  for t in pairs(harness) do
+    for k, v in pairs(_G[t]) do
+      if type(v) == "function" and not seen[t .. "." .. k] then extra[#extra + 1] = t .. "." .. k end
+    end
+  end
+  table.sort(extra)
+  assert.same({{}}, missing, "declared in stdlib/meta/test.lua, absent")
+  assert.same({{}}, extra, "present, not declared in stdlib/meta/test.lua")
+end)
+"#,
+        names
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let scratch = project(&[("api_spec.lua", &spec)]);
+    let out = orrery(scratch.path(), &["test"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(names.contains(&"describe".to_string()), "{names:?}");
+}
