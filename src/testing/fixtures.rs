@@ -4,7 +4,8 @@
 //!   test (the host tables are bound to it again);
 //! - `test.run([setup])`: the task run from start to end; returns the report
 //!   (`status`, `outputs`, `errors`, `metrics`, ...) and `blackboard`;
-//! - `test.advance(ms)`: moves the test clock, running whatever falls due;
+//! - `test.advance(ms)`: moves the test clock, running whatever falls due,
+//!   and lets the agents finish reacting to it;
 //! - `test.llm_calls()`: the LLM requests of the test so far;
 //! - `test.role(name)`: a fresh copy of a role's module table, loaded in the
 //!   spec's own VM (to call its functions directly).
@@ -190,6 +191,20 @@ fn read_answers(lua: &Lua, t: &Table) -> mlua::Result<(Vec<Entry>, Option<PathBu
     Ok((entries, replay))
 }
 
+/// Turns of the other tasks `test.advance` waits after the clock moved.
+const SETTLE_TURNS: usize = 256;
+
+/// Lets whatever fell due at this instant run, and what that wakes, before
+/// the spec goes on: the spec's own timer may fire before an agent's due at
+/// the same instant. Each yield lets every runnable task take a turn, and the
+/// timer driver is polled between turns, so a chain of wake-ups (a timer
+/// round sends a message, its handler writes) finishes within a few turns.
+async fn settle() {
+    for _ in 0..SETTLE_TURNS {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Registers the global `test` table in `lua`.
 pub fn register(lua: &Lua, state: Arc<FileState>) -> mlua::Result<()> {
     let t = lua.create_table()?;
@@ -231,6 +246,7 @@ pub fn register(lua: &Lua, state: Arc<FileState>) -> mlua::Result<()> {
         "advance",
         lua.create_async_function(|_, ms: f64| async move {
             tokio::time::sleep(lua_api::millis(ms)).await;
+            settle().await;
             Ok(())
         })?,
     )?;
