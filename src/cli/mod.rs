@@ -188,10 +188,9 @@ impl Cli {
             Command::Inspect(a) => a.json,
             Command::Bench(a) => a.json,
             Command::Tail(a) => a.json,
-            Command::Clean(_)
-            | Command::Completions(_)
-            | Command::Report(_)
-            | Command::Test(_) => false,
+            Command::Clean(_) | Command::Completions(_) | Command::Report(_) | Command::Test(_) => {
+                false
+            }
         }
     }
 

@@ -72,10 +72,7 @@ pub(super) fn report(args: &TestArgs, results: &[FileResult]) -> anyhow::Result<
         std::fs::write(path, testing::junit(results))
             .with_context(|| format!("cannot write the JUnit report to {}", path.display()))
             .map_err(|e| {
-                anyhow::Error::from(orrery::Error::bad_input(
-                    "flag --junit",
-                    format!("{e:#}"),
-                ))
+                anyhow::Error::from(orrery::Error::bad_input("flag --junit", format!("{e:#}")))
             })?;
     }
     let totals = testing::totals(results);

@@ -37,7 +37,10 @@ pub fn watch(
     let mut debouncer = new_debouncer(DEFAULT_DEBOUNCE, None, move |r: DebounceEventResult| {
         if let Ok(events) = r {
             // Reading a spec is an access event too: only changes count.
-            for e in events.iter().filter(|e| !e.kind.is_access() && !e.kind.is_other()) {
+            for e in events
+                .iter()
+                .filter(|e| !e.kind.is_access() && !e.kind.is_other())
+            {
                 for p in &e.paths {
                     let _ = tx.send(p.clone());
                 }

@@ -21,7 +21,11 @@ pub const TEST_EPOCH_MS: u64 = 1_704_067_200_000;
 /// Milliseconds since the Unix epoch, with sub-millisecond precision.
 pub fn now_ms_f64() -> f64 {
     if let Some((start, epoch)) = TEST_CLOCK.with(Cell::get) {
-        return epoch + tokio::time::Instant::now().duration_since(start).as_secs_f64() * 1000.0;
+        return epoch
+            + tokio::time::Instant::now()
+                .duration_since(start)
+                .as_secs_f64()
+                * 1000.0;
     }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

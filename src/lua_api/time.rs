@@ -114,9 +114,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     )?;
     t.set(
         "now",
-        lua.create_function(|_, ()| {
-            Ok(crate::coordination::clock::now_ms_f64())
-        })?,
+        lua.create_function(|_, ()| Ok(crate::coordination::clock::now_ms_f64()))?,
     )?;
     for (name, repeats) in [("every", true), ("after", false)] {
         let c = ctx.clone();

@@ -85,7 +85,10 @@ pub fn default_setup() -> crate::Result<Setup> {
     Ok(Setup {
         task: serde_json::from_value(default_task())
             .map_err(|e| crate::Error::Coordination(format!("default test task: {e}")))?,
-        llm: Arc::new(ScriptedLlm::new(Vec::new(), None).map_err(|e| crate::Error::bad_input("llm", e.to_string()))?),
+        llm: Arc::new(
+            ScriptedLlm::new(Vec::new(), None)
+                .map_err(|e| crate::Error::bad_input("llm", e.to_string()))?,
+        ),
     })
 }
 
@@ -154,9 +157,7 @@ fn read_setup(lua: &Lua, opts: Option<Table>) -> mlua::Result<Setup> {
 }
 
 fn read_answers(lua: &Lua, t: &Table) -> mlua::Result<(Vec<Entry>, Option<PathBuf>)> {
-    let replay = t
-        .get::<Option<String>>("replay")?
-        .map(PathBuf::from);
+    let replay = t.get::<Option<String>>("replay")?.map(PathBuf::from);
     let mut entries = Vec::new();
     for (i, v) in t.sequence_values::<Value>().enumerate() {
         let bad = |what: &str| lua_api::arg_err("test.setup", format!("llm[{}]: {what}", i + 1));
@@ -180,11 +181,20 @@ fn read_answers(lua: &Lua, t: &Table) -> mlua::Result<(Vec<Entry>, Option<PathBu
                         e.get::<Option<String>>("message")?
                             .unwrap_or_else(|| "scripted failure".into()),
                     ),
-                    _ => return Err(bad("give either 'answer' (text or table) or 'error' (a kind)")),
+                    _ => {
+                        return Err(bad(
+                            "give either 'answer' (text or table) or 'error' (a kind)",
+                        ));
+                    }
                 };
                 Entry { prompt, reply }
             }
-            other => return Err(bad(&format!("expected a string or a table, got {}", other.type_name()))),
+            other => {
+                return Err(bad(&format!(
+                    "expected a string or a table, got {}",
+                    other.type_name()
+                )));
+            }
         };
         entries.push(entry);
     }

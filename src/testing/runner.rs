@@ -134,9 +134,8 @@ pub fn discover(paths: &[PathBuf], scripts_dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
-    let read = std::fs::read_dir(dir).map_err(|e| {
-        Error::bad_input(dir.display().to_string(), format!("cannot list it: {e}"))
-    })?;
+    let read = std::fs::read_dir(dir)
+        .map_err(|e| Error::bad_input(dir.display().to_string(), format!("cannot list it: {e}")))?;
     let mut entries: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for path in entries {
@@ -284,7 +283,11 @@ async fn run_one(
     let ran = budget
         .metered(
             &test.name,
-            within_task_timeout(state, started, run.call_async::<(bool, Option<String>)>(index)),
+            within_task_timeout(
+                state,
+                started,
+                run.call_async::<(bool, Option<String>)>(index),
+            ),
         )
         .await;
     let mut outcome = match ran {

@@ -8,7 +8,11 @@ fn a_spec_file_that_does_not_exist_is_bad_input_naming_it() {
     let out = orrery(scratch.path(), &["test", "spec/nope_spec.lua"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("spec/nope_spec.lua: no such spec file or directory"), "{}", show(&out));
+    assert!(
+        stderr.contains("spec/nope_spec.lua: no such spec file or directory"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
@@ -17,21 +21,36 @@ fn no_spec_found_says_where_it_looked() {
     let out = orrery(scratch.path(), &["test"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no spec files: no *_spec.lua under spec or tests"), "{}", show(&out));
+    assert!(
+        stderr.contains("no spec files: no *_spec.lua under spec or tests"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
 fn a_spec_that_does_not_compile_names_its_file_and_line() {
     let scratch = Scratch::new(&[("noop.lua", "return {}\n")]);
-    scratch.write("spec/broken_spec.lua", "describe(\"x\", function()\n  it(\"y\", function()\n    local = 1\n  end)\nend)\n");
+    scratch.write(
+        "spec/broken_spec.lua",
+        "describe(\"x\", function()\n  it(\"y\", function()\n    local = 1\n  end)\nend)\n",
+    );
     scratch.write("spec/fine_spec.lua", "it(\"runs\", function() end)\n");
     let out = orrery(scratch.path(), &["test"]);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("  ERROR spec/broken_spec.lua:3: <name> expected near '='"), "{}", show(&out));
+    assert!(
+        stdout.contains("  ERROR spec/broken_spec.lua:3: <name> expected near '='"),
+        "{}",
+        show(&out)
+    );
     // The other files still run.
     assert!(stdout.contains("  ok      runs"), "{}", show(&out));
-    assert!(stdout.contains("1 passed, 0 failed, 0 pending, 1 file that could not run"), "{}", show(&out));
+    assert!(
+        stdout.contains("1 passed, 0 failed, 0 pending, 1 file that could not run"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
@@ -41,7 +60,11 @@ fn a_spec_raising_at_its_top_level_names_its_line() {
     let out = orrery(scratch.path(), &["test"]);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ERROR spec/top_spec.lua:2: attempt to index a nil value (local 'x')"), "{}", show(&out));
+    assert!(
+        stdout.contains("ERROR spec/top_spec.lua:2: attempt to index a nil value (local 'x')"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
@@ -75,5 +98,9 @@ fn an_unknown_flag_is_bad_input() {
     let scratch = Scratch::new(&[("noop.lua", "return {}\n")]);
     let out = orrery(scratch.path(), &["test", "--tapp"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--tapp"), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tapp"),
+        "{}",
+        show(&out)
+    );
 }

@@ -20,7 +20,8 @@ fn the_default_agents_and_the_stdlib_pass_their_specs() {
 /// A Beta that lost its sandbox-only check: it deploys wherever it is told.
 fn broken_beta() -> String {
     let beta = std::fs::read_to_string(repo().join("scripts/beta.lua")).unwrap();
-    let check = "  if validate.has_constraint(task, \"sandbox-only\") and target ~= \"sandbox\" then\n";
+    let check =
+        "  if validate.has_constraint(task, \"sandbox-only\") and target ~= \"sandbox\" then\n";
     assert!(beta.contains(check), "scripts/beta.lua still has its check");
     beta.replace(check, "  if false then\n")
 }
@@ -31,7 +32,12 @@ fn a_broken_beta_fails_its_spec_naming_the_test_the_line_and_what_was_found() {
     let scripts = scratch.scripts();
     let out = orrery(
         &repo(),
-        &["test", "--scripts", scripts.to_str().unwrap(), "spec/beta_spec.lua"],
+        &[
+            "test",
+            "--scripts",
+            scripts.to_str().unwrap(),
+            "spec/beta_spec.lua",
+        ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(10), "{}", show(&out));

@@ -29,15 +29,31 @@ fn the_summary_lists_each_test_and_the_failures_with_their_place_and_a_diff() {
     let out = orrery(scratch.path(), &["test"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(10), "{}", show(&out));
-    assert!(stdout.contains("  ok      mixed > passes"), "{}", show(&out));
+    assert!(
+        stdout.contains("  ok      mixed > passes"),
+        "{}",
+        show(&out)
+    );
     assert!(
         stdout.contains("  FAIL    mixed > fails <here> & there (spec/mixed_spec.lua:4)\n          spec/mixed_spec.lua:4: expected the same as"),
         "{}",
         show(&out)
     );
-    assert!(stdout.contains("a[2]: expected 2, found 3"), "{}", show(&out));
-    assert!(stdout.contains("  pending mixed > is pending"), "{}", show(&out));
-    assert!(stdout.contains("1 passed, 1 failed, 1 pending (1 file in"), "{}", show(&out));
+    assert!(
+        stdout.contains("a[2]: expected 2, found 3"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        stdout.contains("  pending mixed > is pending"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        stdout.contains("1 passed, 1 failed, 1 pending (1 file in"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
@@ -59,11 +75,23 @@ fn tap_and_junit_report_the_same_results_for_ci() {
         "{}",
         show(&out)
     );
-    assert!(stdout.contains("  at: \"spec/mixed_spec.lua:4\""), "{}", show(&out));
+    assert!(
+        stdout.contains("  at: \"spec/mixed_spec.lua:4\""),
+        "{}",
+        show(&out)
+    );
     let xml = std::fs::read_to_string(scratch.path().join("results.xml")).unwrap();
-    assert!(xml.contains(r#"<testsuites name="orrery test" tests="3" failures="1" errors="0" skipped="1""#), "{xml}");
+    assert!(
+        xml.contains(
+            r#"<testsuites name="orrery test" tests="3" failures="1" errors="0" skipped="1""#
+        ),
+        "{xml}"
+    );
     assert!(xml.contains(r#"<testcase name="mixed &gt; fails &lt;here&gt; &amp; there" classname="spec/mixed_spec.lua" file="spec/mixed_spec.lua:4""#), "{xml}");
-    assert!(xml.contains("<failure message=\"spec/mixed_spec.lua:4: expected the same as {\">"), "{xml}");
+    assert!(
+        xml.contains("<failure message=\"spec/mixed_spec.lua:4: expected the same as {\">"),
+        "{xml}"
+    );
     assert!(xml.contains(r#"<skipped message="pending"/>"#), "{xml}");
 }
 
@@ -73,10 +101,18 @@ fn the_filter_runs_only_the_tests_whose_name_matches() {
     let out = orrery(scratch.path(), &["test", "--filter", "> pass"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    assert!(stdout.contains("1 passed, 0 failed, 0 pending"), "{}", show(&out));
+    assert!(
+        stdout.contains("1 passed, 0 failed, 0 pending"),
+        "{}",
+        show(&out)
+    );
     let out = orrery(scratch.path(), &["test", "--filter", "^mixed > f%a+s"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("0 passed, 1 failed, 0 pending"), "{}", show(&out));
+    assert!(
+        stdout.contains("0 passed, 1 failed, 0 pending"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
@@ -98,7 +134,11 @@ end)
     let scratch = project(&[("hooks_spec.lua", spec)]);
     let out = orrery(scratch.path(), &["test"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("spec/hooks_spec.lua:8: boom"), "{}", show(&out));
+    assert!(
+        stdout.contains("spec/hooks_spec.lua:8: boom"),
+        "{}",
+        show(&out)
+    );
     assert!(stdout.contains("1 passed, 1 failed"), "{}", show(&out));
 }
 
@@ -145,7 +185,11 @@ end)
         show(&out)
     );
     // An hour of test time, a second of real time at most (debug build, loaded machine).
-    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -159,7 +203,11 @@ fn a_test_that_never_yields_fails_by_the_callback_budget() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(10), "{}", show(&out));
-    assert!(stdout.contains("FAIL    spins (spec/spin_spec.lua:1)"), "{}", show(&out));
+    assert!(
+        stdout.contains("FAIL    spins (spec/spin_spec.lua:1)"),
+        "{}",
+        show(&out)
+    );
     assert!(stdout.contains("300 ms"), "{}", show(&out));
 }
 
