@@ -60,11 +60,25 @@ impl FileState {
         Ok(())
     }
 
-    /// Ends the current world.
-    pub async fn end_world(&self) {
+    /// Ends the current world; returns what its agents failed with, one
+    /// line each (`beta-1: scripts/beta.lua:12: ...`).
+    pub async fn end_world(&self) -> Vec<String> {
         let old = self.world.lock().take();
-        if let Some(old) = old {
-            let _ = old.finish().await;
+        let Some(old) = old else { return Vec::new() };
+        match old.finish().await {
+            Ok(report) => report
+                .errors
+                .iter()
+                .filter(|e| e.fatal)
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e.agent,
+                        e.message.lines().next().unwrap_or_default()
+                    )
+                })
+                .collect(),
+            Err(e) => vec![e.to_string()],
         }
     }
 }

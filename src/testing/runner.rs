@@ -325,7 +325,17 @@ async fn run_one(
             _ => Outcome::Failed(note),
         };
     }
-    state.end_world().await;
+    let failed_agents = state.end_world().await;
+    // What went wrong in the agents is often why the assertion failed.
+    if let Outcome::Failed(m) = &mut outcome
+        && !failed_agents.is_empty()
+    {
+        m.push_str("\nagents that failed meanwhile:");
+        for line in failed_agents.iter().take(5) {
+            m.push_str("\n  ");
+            m.push_str(line);
+        }
+    }
     outcome
 }
 
