@@ -67,14 +67,7 @@ pub struct World {
 impl World {
     /// Starts the world of `setup`, with no agent but the spec's.
     pub async fn held(base: &Base, setup: &Setup) -> Result<World> {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let mut orchestrator = Orchestrator::with_llm(
-            setup.task.clone(),
-            base.config.clone(),
-            store,
-            base.registry.clone(),
-            setup.client(&base.config),
-        )?;
+        let mut orchestrator = orchestrator(base, setup)?;
         orchestrator.hold_open();
         let coord = orchestrator.coordination().clone();
         let spec = AgentContext::new(
@@ -127,14 +120,7 @@ pub struct Finished {
 /// Runs the task of `setup` from its start to its end, as `orrery run`
 /// would on the embedded store (on the test's clock).
 pub async fn run_to_end(base: &Base, setup: &Setup) -> Result<Finished> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let orchestrator = Orchestrator::with_llm(
-        setup.task.clone(),
-        base.config.clone(),
-        store,
-        base.registry.clone(),
-        setup.client(&base.config),
-    )?;
+    let orchestrator = orchestrator(base, setup)?;
     let coord = orchestrator.coordination().clone();
     let report = orchestrator.run().await?;
     let mut blackboard = BTreeMap::new();
@@ -144,4 +130,16 @@ pub async fn run_to_end(base: &Base, setup: &Setup) -> Result<Finished> {
         }
     }
     Ok(Finished { report, blackboard })
+}
+
+/// An orchestrator of `setup`'s task on a fresh embedded store.
+fn orchestrator(base: &Base, setup: &Setup) -> Result<Orchestrator> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    Orchestrator::with_llm(
+        setup.task.clone(),
+        base.config.clone(),
+        store,
+        base.registry.clone(),
+        setup.client(&base.config),
+    )
 }
