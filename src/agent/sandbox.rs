@@ -47,11 +47,33 @@ pub fn agent_vm(ctx: &Arc<AgentContext>) -> mlua::Result<(Lua, Budget)> {
     // heap limit is set, mlua skips the protected call it otherwise wraps
     // around every allocation, which takes a good part off each spawn.
     lua_api::register_all(&lua, ctx)?;
+    if crate::coordination::clock::is_test_clock() {
+        follow_test_clock(&lua)?;
+    }
     seal_loaded(&lua)?;
     lua.set_memory_limit(config.memory_limit)?;
     let limit = Duration::from_millis(config.callback_timeout);
     let budget = Budget::install(&lua, &ctx.id, limit)?;
     Ok((lua, budget))
+}
+
+/// Under `orrery test` a VM's own clock and dice follow the test too:
+/// `os.time()` and `os.date(fmt)` read the test clock (`now()`), and
+/// `math.random` starts from the same seed in every VM, so a script using
+/// them behaves the same run after run.
+fn follow_test_clock(lua: &Lua) -> mlua::Result<()> {
+    let now = lua.create_function(|_, ()| Ok(crate::coordination::clock::now_ms_f64()))?;
+    lua.load(
+        r#"
+        local now = ...
+        local time, date, floor = os.time, os.date, math.floor
+        os.time = function(t) if t == nil then return floor(now() / 1000) end return time(t) end
+        os.date = function(fmt, t) if t == nil then t = floor(now() / 1000) end return date(fmt, t) end
+        math.randomseed(0)
+        "#,
+    )
+    .set_name("=[orrery] test clock")
+    .call(now)
 }
 
 /// A fresh VM with only the safe libraries, before the host API.

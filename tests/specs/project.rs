@@ -79,6 +79,7 @@ it("shows what it saw", function()
   sleep(250)
   local history = state.history("beta-1")
   error(json.encode({ now = now(), ids = ids, from = from, at = history[1].at,
+    os_time = os.time(), date = os.date("!%c"), dice = math.random(1000000),
     writers = blackboard.get("artifacts/s6").produced_by }))
 end)
 "#,
@@ -93,6 +94,7 @@ end)
     let first = run();
     assert!(first.contains("not ok 1"), "{first}");
     assert!(first.contains(r#"\"now\":1704067200250"#), "{first}");
+    assert!(first.contains(r#"\"os_time\":1704067200"#), "{first}");
     for _ in 0..2 {
         assert_eq!(first, run());
     }
