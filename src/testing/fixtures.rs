@@ -1,6 +1,6 @@
 //! The `test` table of a spec's VM: the fixtures the host gives a test.
 //!
-//! - `test.setup{task = ..., llm = ...}`: a fresh world for the current
+//! - `test.setup{task = ..., llm = ..., settings = ...}`: a fresh world for the current
 //!   test (the host tables are bound to it again);
 //! - `test.run([setup])`: the task run from start to end; returns the report
 //!   (`status`, `outputs`, `errors`, `metrics`, ...) and `blackboard`;
@@ -20,7 +20,7 @@ use crate::lua_api::{self, host_err, to_lua};
 use crate::task::Task;
 
 use super::answers::{Entry, Reply, ScriptedLlm};
-use super::world::{Base, Setup, World, run_to_end};
+use super::world::{Base, SETTINGS, Setup, World, run_to_end};
 
 /// What the fixtures of one spec file share with its runner.
 pub struct FileState {
@@ -103,25 +103,53 @@ pub fn default_setup() -> crate::Result<Setup> {
             ScriptedLlm::new(Vec::new(), None)
                 .map_err(|e| crate::Error::bad_input("llm", e.to_string()))?,
         ),
+        settings: Vec::new(),
     })
 }
 
 /// Reads `test.setup`'s table: `task` (a task file's path, or a table laid
 /// over the default task), `llm` (a replay file's path, or a list of answers:
 /// strings answered in order, `{prompt = piece, answer = text or table}`,
-/// `{error = kind, message = text}`, plus `replay = path`).
+/// `{error = kind, message = text}`, plus `replay = path`), `settings`
+/// (whole numbers by the names of `orrery.toml`, see `world::SETTINGS`).
 fn read_setup(lua: &Lua, opts: Option<Table>) -> mlua::Result<Setup> {
     let mut setup = default_setup().map_err(host_err)?;
     let Some(opts) = opts else { return Ok(setup) };
     for pair in opts.pairs::<Value, Value>() {
         let (key, _) = pair?;
         let name = key.to_string().unwrap_or_default();
-        if !matches!(name.as_str(), "task" | "llm") {
+        if !matches!(name.as_str(), "task" | "llm" | "settings") {
             return Err(lua_api::arg_err(
                 "test.setup",
-                format!("unknown option '{name}' (known: task, llm)"),
+                format!("unknown option '{name}' (known: task, llm, settings)"),
             ));
         }
+    }
+    if let Some(settings) = opts.get::<Option<Table>>("settings")? {
+        for pair in settings.pairs::<String, Value>() {
+            let (name, value) = pair?;
+            if !SETTINGS.contains(&name.as_str()) {
+                return Err(lua_api::arg_err(
+                    "test.setup",
+                    format!("unknown setting '{name}' (known: {})", SETTINGS.join(", ")),
+                ));
+            }
+            let n = match value {
+                Value::Integer(n) if n > 0 => n as u64,
+                Value::Number(n) if n >= 1.0 && n.fract() == 0.0 => n as u64,
+                other => {
+                    return Err(lua_api::arg_err(
+                        "test.setup",
+                        format!(
+                            "setting '{name}' must be a whole number greater than 0, got {}",
+                            other.to_string().unwrap_or_else(|_| other.type_name().into())
+                        ),
+                    ));
+                }
+            };
+            setup.settings.push((name, n));
+        }
+        setup.settings.sort();
     }
     match opts.get::<Value>("task")? {
         Value::Nil => {}

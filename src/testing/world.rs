@@ -44,9 +44,40 @@ pub struct Setup {
     pub task: Task,
     /// Its LLM.
     pub llm: Arc<ScriptedLlm>,
+    /// Settings changed for this world (see [`SETTINGS`]).
+    pub settings: Vec<(String, u64)>,
 }
 
+/// The settings a test may change, by the names of `orrery.toml`.
+pub const SETTINGS: &[&str] = &[
+    "max_agents",
+    "spawn_timeout",
+    "message_timeout",
+    "max_attempts",
+    "redelivery_backoff",
+    "agent_timeout",
+];
+
 impl Setup {
+    /// `config` with this setup's settings applied (names not in
+    /// [`SETTINGS`] were refused when the setup was read).
+    fn config(&self, config: &Config) -> Config {
+        let mut config = config.clone();
+        for (name, value) in &self.settings {
+            let v = *value;
+            match name.as_str() {
+                "max_agents" => config.max_agents = v as usize,
+                "spawn_timeout" => config.spawn_timeout = v,
+                "message_timeout" => config.message_timeout = v,
+                "max_attempts" => config.max_attempts = v as u32,
+                "redelivery_backoff" => config.redelivery_backoff = v,
+                "agent_timeout" => config.agent_timeout = v,
+                _ => {}
+            }
+        }
+        config
+    }
+
     fn client(&self, config: &Config) -> LlmClient {
         LlmClient::with_answerer(self.llm.clone(), &config.llm.model, self.llm.configured())
     }
@@ -137,7 +168,7 @@ fn orchestrator(base: &Base, setup: &Setup) -> Result<Orchestrator> {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     Orchestrator::with_llm(
         setup.task.clone(),
-        base.config.clone(),
+        setup.config(&base.config),
         store,
         base.registry.clone(),
         setup.client(&base.config),

@@ -7,6 +7,7 @@
 --- How a test's world is made.
 ---@class orrery.TestSetup
 ---@field task? string|table a task file's path, or fields laid over the default task (`id = "spec"`, `type = "test"`, `timeout = 60000`)
+---@field settings? table<string, integer> settings of `orrery.toml` for this world: `max_agents`, `spawn_timeout`, `message_timeout`, `max_attempts`, `redelivery_backoff`, `agent_timeout`
 ---@field llm? string|orrery.LlmAnswer[] a replay file's path (`--llm-record` format), or the answers: a string answers the next call in order, a table answers every call whose prompt contains (or matches) `prompt`; `replay = path` adds a replay file behind them
 
 --- One scripted LLM answer.

@@ -250,3 +250,27 @@ end)
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(names.contains(&"describe".to_string()), "{names:?}");
 }
+
+#[test]
+fn a_test_may_change_settings_of_its_world() {
+    let spec = r#"
+it("limits agents", function()
+  test.setup{ settings = { max_agents = 1 } }
+  spawn.agent("beta")
+  assert.has_error(function() spawn.agent("beta") end, "max_agents is 1")
+end)
+it("has the default again", function()
+  spawn.agent("beta")
+  spawn.agent("beta")
+end)
+it("refuses an unknown setting", function()
+  assert.has_error(function() test.setup{ settings = { max_agent = 1 } } end,
+    "test.setup: unknown setting 'max_agent' (known: max_agents,")
+  assert.has_error(function() test.setup{ settings = { max_agents = 0 } } end,
+    "setting 'max_agents' must be a whole number greater than 0, got 0")
+end)
+"#;
+    let scratch = project(&[("settings_spec.lua", spec)]);
+    let out = orrery(scratch.path(), &["test"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
