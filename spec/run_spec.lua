@@ -21,6 +21,16 @@ describe("the deploy example", function()
     assert.matches("step%-4: scripts/beta.lua:%d+: constraint sandbox%-only forbids deploying", report.errors[1].message)
   end)
 
+  it("can be driven from inside: started as run starts it, watched as it goes", function()
+    test.setup{ task = "examples/deploy.toml" }
+    assert.same({ "alpha-1", "beta-1" }, test.start())
+    assert.equals("COMPLETE", spawn.wait("alpha-1", 5000))
+    -- Beta's VALIDATION_NEEDED signal started gamma, as the task's [[spawn]] says.
+    assert.equals("COMPLETE", spawn.wait("gamma-1", 5000))
+    assert.is_true(task.outputs().validation.passed)
+    assert.equals(5, #blackboard.keys("artifacts/"))
+  end)
+
   it("plans with the LLM from a replay file", function()
     local report = test.run{ task = "examples/release-notes.toml", llm = "examples/release-notes.jsonl" }
     assert.equals("complete", report.status)

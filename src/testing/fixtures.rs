@@ -4,6 +4,9 @@
 //!   test (the host tables are bound to it again);
 //! - `test.run([setup])`: the task run from start to end; returns the report
 //!   (`status`, `outputs`, `errors`, `metrics`, ...) and `blackboard`;
+//! - `test.start()`: starts the roles the task starts up front (its
+//!   `agents`, or every role no spawn condition starts), as `orrery run`
+//!   would, and returns their ids;
 //! - `test.advance(ms)`: moves the test clock, running whatever falls due,
 //!   and lets the agents finish reacting to it;
 //! - `test.llm_calls()`: the LLM requests of the test so far;
@@ -300,6 +303,37 @@ pub fn register(lua: &Lua, state: Arc<FileState>) -> mlua::Result<()> {
             tokio::time::sleep(lua_api::millis(ms)).await;
             settle().await;
             Ok(())
+        })?,
+    )?;
+    let s = state.clone();
+    t.set(
+        "start",
+        lua.create_async_function(move |lua, ()| {
+            let s = s.clone();
+            async move {
+                let coord = s.world.lock().as_ref().map(|w| w.coord.clone());
+                let coord = coord.ok_or_else(|| mlua::Error::runtime("test.start: no world"))?;
+                let task = &coord.task;
+                // The roles `orrery run` starts up front.
+                let roles = task.agents.clone().unwrap_or_else(|| {
+                    s.base
+                        .registry
+                        .roles()
+                        .into_iter()
+                        .filter(|r| !task.spawn.iter().any(|c| &c.agent == r))
+                        .collect()
+                });
+                let mut ids = Vec::new();
+                for role in roles {
+                    let id = coord
+                        .spawner
+                        .spawn(&role, Some(super::world::SPEC_AGENT))
+                        .await
+                        .map_err(host_err)?;
+                    ids.push(serde_json::Value::String(id));
+                }
+                to_lua(&lua, &serde_json::Value::Array(ids))
+            }
         })?,
     )?;
     let s = state.clone();

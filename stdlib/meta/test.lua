@@ -44,6 +44,12 @@ test = {}
 ---@param opts? orrery.TestSetup
 function test.setup(opts) end
 
+--- Starts the roles the world's task starts up front (its `agents`, or
+--- every role no spawn condition starts), as `orrery run` would; the task's
+--- spawn conditions hold too. Returns the agents' ids.
+---@return string[] ids
+function test.start() end
+
 --- Moves the test clock `ms` forward: whatever falls due meanwhile (agents'
 --- sleeps, timers, timeouts) runs, in order. Same as `sleep(ms)` in a spec.
 ---@param ms number
