@@ -145,7 +145,9 @@ fn read_setup(lua: &Lua, opts: Option<Table>) -> mlua::Result<Setup> {
                         "test.setup",
                         format!(
                             "setting '{name}' must be a whole number greater than 0, got {}",
-                            other.to_string().unwrap_or_else(|_| other.type_name().into())
+                            other
+                                .to_string()
+                                .unwrap_or_else(|_| other.type_name().into())
                         ),
                     ));
                 }
