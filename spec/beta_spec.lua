@@ -79,6 +79,17 @@ describe("beta", function()
       task.outputs()["x.dance"])
   end)
 
+  it("signals VALIDATION_NEEDED once the plan is complete", function()
+    test.setup{ task = DEPLOY, spies = { "spawn.signal" } }
+    spawn.agent("beta")
+    run_step("b", "build")
+    run_step("x", "dance")
+    bus.send("beta", "plan_complete", { total = 2 })
+    assert.equals("COMPLETE", spawn.wait("beta-1", 1000))
+    assert.same({ { agent = "beta-1", name = "spawn.signal", args = { "VALIDATION_NEEDED", 0.5 } } },
+      test.host_calls())
+  end)
+
   it("asks for validation with the share of steps done as confidence", function()
     local beta = test.role("beta")
     local signal = spy.on(spawn, "signal")

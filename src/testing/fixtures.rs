@@ -10,6 +10,8 @@
 //! - `test.advance(ms)`: moves the test clock, running whatever falls due,
 //!   and lets the agents finish reacting to it;
 //! - `test.llm_calls()`: the LLM requests of the test so far;
+//! - `test.host_calls([name])`: the calls of the host functions the setup
+//!   spies on (`spies = {"spawn.signal"}`) made by the world's agents;
 //! - `test.role(name)`: a fresh copy of a role's module table, loaded in the
 //!   spec's own VM (to call its functions directly).
 
@@ -23,7 +25,7 @@ use crate::lua_api::{self, host_err, to_lua};
 use crate::task::Task;
 
 use super::answers::{Entry, Reply, ScriptedLlm};
-use super::world::{Base, SETTINGS, Setup, World, run_to_end};
+use super::world::{Base, HostCalls, SETTINGS, Setup, World, run_to_end};
 
 /// What the fixtures of one spec file share with its runner.
 pub struct FileState {
@@ -35,6 +37,8 @@ pub struct FileState {
     pub setup: Mutex<Setup>,
     /// Every LLM script of the current test (checked for unscripted calls at its end).
     pub scripts: Mutex<Vec<Arc<ScriptedLlm>>>,
+    /// Every host-call record of the current test.
+    pub host_calls: Mutex<Vec<Arc<HostCalls>>>,
 }
 
 impl FileState {
@@ -45,12 +49,15 @@ impl FileState {
             world: Mutex::new(None),
             setup: Mutex::new(default_setup()?),
             scripts: Mutex::new(Vec::new()),
+            host_calls: Mutex::new(Vec::new()),
         })
     }
 
     /// Replaces the current world by a fresh one of `setup` and binds the
     /// host tables of `lua` to it; the old world is ended.
     pub async fn rebuild(&self, lua: &Lua, setup: Setup) -> crate::Result<()> {
+        setup.spy_on_agents();
+        self.host_calls.lock().push(setup.host_calls.clone());
         let world = World::held(&self.base, &setup).await?;
         lua_api::register_all(lua, &world.spec)
             .map_err(|e| crate::Error::Coordination(format!("binding the host API: {e}")))?;
@@ -107,6 +114,7 @@ pub fn default_setup() -> crate::Result<Setup> {
                 .map_err(|e| crate::Error::bad_input("llm", e.to_string()))?,
         ),
         settings: Vec::new(),
+        host_calls: Arc::default(),
     })
 }
 
@@ -121,12 +129,29 @@ fn read_setup(lua: &Lua, opts: Option<Table>) -> mlua::Result<Setup> {
     for pair in opts.pairs::<Value, Value>() {
         let (key, _) = pair?;
         let name = key.to_string().unwrap_or_default();
-        if !matches!(name.as_str(), "task" | "llm" | "settings") {
+        if !matches!(name.as_str(), "task" | "llm" | "settings" | "spies") {
             return Err(lua_api::arg_err(
                 "test.setup",
-                format!("unknown option '{name}' (known: task, llm, settings)"),
+                format!("unknown option '{name}' (known: task, llm, settings, spies)"),
             ));
         }
+    }
+    if let Some(spies) = opts.get::<Option<Vec<String>>>("spies")? {
+        for name in &spies {
+            let known = name
+                .split_once('.')
+                .is_some_and(|(t, f)| crate::lua_api::meta::api().has(t, f));
+            if !known {
+                return Err(lua_api::arg_err(
+                    "test.setup",
+                    format!("spies: '{name}' is not a host function (as `bus.send`)"),
+                ));
+            }
+        }
+        setup.host_calls = Arc::new(HostCalls {
+            names: spies,
+            ..HostCalls::default()
+        });
     }
     if let Some(settings) = opts.get::<Option<Table>>("settings")? {
         for pair in settings.pairs::<String, Value>() {
@@ -286,11 +311,15 @@ pub fn register(lua: &Lua, state: Arc<FileState>) -> mlua::Result<()> {
                     Some(opts) => {
                         let setup = read_setup(&lua, Some(opts))?;
                         s.scripts.lock().push(setup.llm.clone());
+                        s.host_calls.lock().push(setup.host_calls.clone());
                         setup
                     }
                     None => s.setup.lock().clone(),
                 };
-                let finished = run_to_end(&s.base, &setup).await.map_err(host_err)?;
+                setup.spy_on_agents();
+                let finished = run_to_end(&s.base, &setup).await;
+                s.setup.lock().spy_on_agents();
+                let finished = finished.map_err(host_err)?;
                 let mut report = serde_json::to_value(&finished.report)
                     .map_err(|e| mlua::Error::runtime(format!("test.run: {e}")))?;
                 report["blackboard"] = serde_json::to_value(&finished.blackboard)
@@ -354,6 +383,23 @@ pub fn register(lua: &Lua, state: Arc<FileState>) -> mlua::Result<()> {
                         "json": req.json,
                         "model": req.model,
                     })
+                })
+                .collect();
+            to_lua(lua, &serde_json::Value::Array(calls))
+        })?,
+    )?;
+    let s = state.clone();
+    t.set(
+        "host_calls",
+        lua.create_function(move |lua, name: Option<String>| {
+            let calls: Vec<serde_json::Value> = s
+                .host_calls
+                .lock()
+                .iter()
+                .flat_map(|h| h.calls.lock().clone())
+                .filter(|(_, n, _)| name.as_ref().is_none_or(|want| want == n))
+                .map(|(agent, name, args)| {
+                    serde_json::json!({ "agent": agent, "name": name, "args": args })
                 })
                 .collect();
             to_lua(lua, &serde_json::Value::Array(calls))

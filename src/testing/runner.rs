@@ -272,6 +272,7 @@ async fn run_one(
     test: &Declared,
 ) -> Outcome {
     state.scripts.lock().clear();
+    state.host_calls.lock().clear();
     let setup = match default_setup() {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(e.to_string()),
@@ -326,6 +327,7 @@ async fn run_one(
         };
     }
     let failed_agents = state.end_world().await;
+    crate::agent::sandbox::spy_on_host_calls(None);
     // What went wrong in the agents is often why the assertion failed.
     if let Outcome::Failed(m) = &mut outcome
         && !failed_agents.is_empty()

@@ -46,6 +46,43 @@ pub struct Setup {
     pub llm: Arc<ScriptedLlm>,
     /// Settings changed for this world (see [`SETTINGS`]).
     pub settings: Vec<(String, u64)>,
+    /// The host calls recorded in its agents' VMs.
+    pub host_calls: Arc<HostCalls>,
+}
+
+/// The host calls of agents a test spies on (`test.setup{spies = {...}}`).
+#[derive(Default)]
+pub struct HostCalls {
+    /// The host functions recorded (`bus.send`).
+    pub names: Vec<String>,
+    /// Each call: agent, function, arguments.
+    pub calls: parking_lot::Mutex<Vec<(String, String, Vec<serde_json::Value>)>>,
+}
+
+impl crate::agent::sandbox::HostSpy for HostCalls {
+    fn names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    fn record(&self, agent: &str, name: &str, args: Vec<serde_json::Value>) {
+        self.calls
+            .lock()
+            .push((agent.to_string(), name.to_string(), args));
+    }
+}
+
+impl Setup {
+    /// Makes the agents' VMs built from now on (on this thread) record the
+    /// host calls this setup spies on.
+    pub fn spy_on_agents(&self) {
+        let spy: Option<Arc<dyn crate::agent::sandbox::HostSpy>> =
+            if self.host_calls.names.is_empty() {
+                None
+            } else {
+                Some(self.host_calls.clone())
+            };
+        crate::agent::sandbox::spy_on_host_calls(spy);
+    }
 }
 
 /// The settings a test may change, by the names of `orrery.toml`.

@@ -8,6 +8,7 @@
 ---@class orrery.TestSetup
 ---@field task? string|table a task file's path, or fields laid over the default task (`id = "spec"`, `type = "test"`, `timeout = 60000`)
 ---@field settings? table<string, integer> settings of `orrery.toml` for this world: `max_agents`, `spawn_timeout`, `message_timeout`, `max_attempts`, `redelivery_backoff`, `agent_timeout`
+---@field spies? string[] host functions (`"bus.send"`, `"spawn.signal"`) whose calls by the world's agents `test.host_calls` lists
 ---@field llm? string|orrery.LlmAnswer[] a replay file's path (`--llm-record` format), or the answers: a string answers the next call in order, a table answers every call whose prompt contains (or matches) `prompt`; `replay = path` adds a replay file behind them
 
 --- One scripted LLM answer.
@@ -64,6 +65,12 @@ function test.run(opts) end
 --- The LLM calls of the current test so far, in order.
 ---@return orrery.LlmCall[]
 function test.llm_calls() end
+
+--- The calls the world's agents made of the host functions the setup's
+--- `spies` names (of `name` only, when given), in order: `{agent, name, args}`.
+---@param name? string
+---@return {agent: string, name: string, args: any[]}[]
+function test.host_calls(name) end
 
 --- A fresh copy of role `name`'s module table, loaded in the spec's own VM:
 --- call its callbacks and functions directly (they use the spec's host tables).

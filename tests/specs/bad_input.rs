@@ -85,7 +85,7 @@ it("gives a missing task file", function() test.setup{ task = "nope.toml" } end)
     for needle in [
         "spec/misuse_spec.lua:2: it: tests are declared at the top of the spec or inside describe, not inside a test",
         "test.setup task",
-        "spec/misuse_spec.lua:4: test.setup: unknown option 'taks' (known: task, llm, settings)",
+        "spec/misuse_spec.lua:4: test.setup: unknown option 'taks' (known: task, llm, settings, spies)",
         "nope.toml",
     ] {
         assert!(stdout.contains(needle), "{needle}\nin {}", show(&out));

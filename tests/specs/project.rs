@@ -56,7 +56,7 @@ fn a_broken_beta_fails_its_spec_naming_the_test_the_line_and_what_was_found() {
          \"step_failed\"\n            found    \"step_done\""
     );
     assert!(stdout.contains(&expected), "{expected}\nin {}", show(&out));
-    assert!(stdout.contains("7 passed, 1 failed"), "{}", show(&out));
+    assert!(stdout.contains("8 passed, 1 failed"), "{}", show(&out));
 }
 
 #[test]

@@ -269,6 +269,10 @@ it("refuses an unknown setting", function()
   assert.has_error(function() test.setup{ settings = { max_agents = 0 } } end,
     "setting 'max_agents' must be a whole number greater than 0, got 0")
 end)
+it("refuses a spy on what is not a host function", function()
+  assert.has_error(function() test.setup{ spies = { "bus.sendd" } } end,
+    "test.setup: spies: 'bus.sendd' is not a host function (as `bus.send`)")
+end)
 "#;
     let scratch = project(&[("settings_spec.lua", spec)]);
     let out = orrery(scratch.path(), &["test"]);
