@@ -14,6 +14,7 @@ pub mod answers;
 pub mod fixtures;
 pub mod output;
 pub mod runner;
+pub mod setup;
 pub mod world;
 
 pub use output::{Totals, junit, summary, tap, totals};

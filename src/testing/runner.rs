@@ -15,7 +15,8 @@ use crate::coordination::clock;
 use crate::error::{Error, Result};
 
 use super::answers;
-use super::fixtures::{self, FileState, default_setup};
+use super::fixtures::{self, FileState};
+use super::setup::default_setup;
 use super::world::{Base, World};
 
 /// The harness (describe, it, assert, spy), run before each spec.
