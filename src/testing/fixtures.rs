@@ -20,7 +20,9 @@ use std::sync::Arc;
 use mlua::{Lua, Table, Value};
 use parking_lot::Mutex;
 
-use crate::lua_api::{self, host_err, to_lua};
+use crate::lua_api::{self, to_lua};
+
+use super::host_err;
 
 use super::answers::ScriptedLlm;
 use super::setup::{default_setup, read_setup};

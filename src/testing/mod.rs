@@ -20,3 +20,8 @@ pub mod world;
 pub use output::{Totals, junit, summary, tap, totals};
 pub use runner::{FileResult, Options, Outcome, TestResult, discover, run_file};
 pub use world::Base;
+
+/// A host error as a Lua error the spec can catch, keeping its kind.
+pub(crate) fn host_err(e: crate::Error) -> mlua::Error {
+    mlua::Error::external(e)
+}

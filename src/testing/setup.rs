@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use mlua::{Lua, Table, Value};
 
-use crate::lua_api::{self, host_err};
+use crate::lua_api;
+
+use super::host_err;
 use crate::task::Task;
 
 use super::answers::{Entry, Reply, ScriptedLlm};
