@@ -30,6 +30,8 @@ pub mod exit {
     pub const LLM_BUDGET: i32 = 8;
     /// The task ended without what its `[success]` table requires (an output).
     pub const INCOMPLETE: i32 = 9;
+    /// `orrery test`: a test failed.
+    pub const TESTS_FAILED: i32 = 10;
     /// The run was stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
     pub const INTERRUPTED: i32 = 130;
 }

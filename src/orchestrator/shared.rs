@@ -96,7 +96,9 @@ impl Orchestrator {
             owner_roles: record.roles,
             started_ms: record.started_ms,
         };
-        Self::with_mode(task, config, store, registry, mode)
+        let client = crate::llm::LlmClient::new(config.llm.clone())
+            .map_err(|e| Error::bad_llm_settings("LLM settings", e))?;
+        Self::with_mode(task, config, store, registry, client, mode)
     }
 
     /// Records the run in the store (owner) and returns its deadline. A
