@@ -43,6 +43,9 @@ describe("validate", function()
   it("redacts them", function()
     assert.equals("token *** here", validate.redact("token sk-abcdefghijklmnop here"))
     assert.equals("***", validate.redact("password = hunter2"))
+    -- A long token goes whole, not its first 16 characters.
+    assert.equals("key *** end", validate.redact("key sk-proj-abcdefghijklmnopqrstuvwxyz0123 end"))
+    assert.equals("id *** end", validate.redact("id AKIA2E0A8F3B244C9986 end"))
   end)
 
   it("reads the task's constraints", function()
