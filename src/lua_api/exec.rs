@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use mlua::{Lua, Table};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument;
 
 use super::{AgentContext, arg_err, ms_option, not_granted};
 
@@ -61,6 +62,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     out.set("stderr", lua.create_string(stderr)?)?;
                     Ok(out)
                 }
+                .instrument(crate::trace::host_call("exec.run"))
             },
         )?,
     )?;

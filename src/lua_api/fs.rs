@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mlua::{Lua, Table};
+use tracing::Instrument;
 
 use super::{AgentContext, arg_err, not_granted};
 
@@ -46,6 +47,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     .map_err(|m| arg_err(&func, m))?;
                 lua.create_string(bytes)
             }
+            .instrument(crate::trace::host_call("fs.read"))
         })?,
     )?;
 
@@ -61,6 +63,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     .map_err(|e| arg_err(&func, e))?
                     .map_err(|m| arg_err(&func, m))
             }
+            .instrument(crate::trace::host_call("fs.list"))
         })?,
     )?;
     Ok(t)

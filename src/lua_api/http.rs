@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use mlua::{Lua, Table, Value as LuaValue};
+use tracing::Instrument;
 
 use super::{AgentContext, arg_err, ms_option, not_granted, to_json};
 use crate::capabilities::Capabilities;
@@ -37,6 +38,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         lua.create_async_function(move |lua, (url, opts): (String, Option<Table>)| {
             let s = s.clone();
             async move { request(&lua, &s, "get", url, None, opts).await }
+                .instrument(crate::trace::host_call("http.get"))
         })?,
     )?;
     t.set(
@@ -61,6 +63,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
                     }
                     request(&lua, &s, "post", url, Some(body), opts).await
                 }
+                .instrument(crate::trace::host_call("http.post"))
             },
         )?,
     )?;

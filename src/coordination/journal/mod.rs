@@ -422,3 +422,124 @@ impl Lines {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use parking_lot::Mutex;
+    use serde_json::json;
+
+    use super::{Batch, Entry, Event, Fast, Journal, Sink};
+
+    /// Keeps every line it is handed.
+    struct Keep(Arc<Mutex<Vec<String>>>);
+
+    #[async_trait]
+    impl Sink for Keep {
+        async fn write(&mut self, batch: &Batch) {
+            self.0.lock().extend(batch.lines().map(str::to_string));
+        }
+    }
+
+    fn entries(lines: &Mutex<Vec<String>>) -> Vec<Entry> {
+        lines
+            .lock()
+            .iter()
+            .map(|l| Entry::parse(l).unwrap())
+            .collect()
+    }
+
+    /// Past the limit entries are dropped, counted, and a `journal_dropped`
+    /// entry stands where they are missing; numbering has no gap and the
+    /// journal takes entries again once the writer caught up.
+    #[tokio::test(flavor = "current_thread")]
+    async fn entries_past_the_limit_are_counted_and_journaled_as_dropped() {
+        let journal = Journal::with_limit("h", 2000);
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        journal.attach(Box::new(Keep(lines.clone())));
+        let value = json!(1);
+        // The writer cannot run meanwhile (one thread, no await): the buffer fills.
+        for i in 0..100 {
+            let key = format!("k{i}");
+            journal.note(|| Fast::BlackboardWrite {
+                key: &key,
+                bytes: 1,
+                value: &value,
+            });
+        }
+        let dropped = journal.dropped();
+        assert!(dropped > 0 && dropped < 100, "{dropped}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        journal.record_host(|| Event::MessagesReleased { count: 1 });
+        journal.close().await;
+
+        let entries = entries(&lines);
+        let kept = 100 - dropped as usize;
+        assert_eq!(entries.len(), kept + 2);
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.seq, i as u64 + 1);
+        }
+        assert!(matches!(
+            &entries[kept - 1].event,
+            Event::BlackboardWrite { key, value: Some(v), .. } if *key == format!("k{}", kept - 1) && *v == json!(1)
+        ));
+        assert_eq!(
+            entries[kept].event,
+            Event::JournalDropped { count: dropped }
+        );
+        assert_eq!(
+            entries[kept + 1].event,
+            Event::MessagesReleased { count: 1 }
+        );
+    }
+
+    /// The frequent events come out as the events of the same name, their
+    /// agent the one named, in the order recorded among the rare ones.
+    #[tokio::test(flavor = "current_thread")]
+    async fn frequent_and_rare_entries_keep_their_order_and_agents() {
+        let journal = Journal::new("h");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        journal.attach(Box::new(Keep(lines.clone())));
+        let payload = json!({ "s": "q\"uote" });
+        journal.record_for("w-1", || Event::Spawned {
+            role: "w".into(),
+            parent: None,
+        });
+        journal.note_for("w-1", || Fast::MessageSent {
+            id: "o-1",
+            to: "x",
+            message_type: "t",
+            bytes: 14,
+            payload: &payload,
+        });
+        journal.note_for("x-2", || Fast::MessageHandled {
+            id: "o-1",
+            from: "w-1",
+            message_type: "t",
+            attempt: 1,
+        });
+        journal.note(|| Fast::BlackboardDelete {
+            key: "k",
+            existed: true,
+        });
+        journal.close().await;
+        let entries = entries(&lines);
+        let agents: Vec<Option<&str>> = entries.iter().map(|e| e.agent.as_deref()).collect();
+        assert_eq!(agents, [Some("w-1"), Some("w-1"), Some("x-2"), None]);
+        assert_eq!(
+            entries[1].event,
+            Event::MessageSent {
+                id: "o-1".into(),
+                to: "x".into(),
+                message_type: "t".into(),
+                bytes: 14,
+                payload: Some(payload.clone()),
+            }
+        );
+        assert!(entries.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+        assert_eq!(entries[3].event.kind(), "blackboard_delete");
+    }
+}
