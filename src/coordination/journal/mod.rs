@@ -380,7 +380,9 @@ impl Lines {
     /// the last round, and a `journal_dropped` entry after them when
     /// entries were dropped.
     fn write(&mut self, taken: &mut Buffer, batch: &mut Batch) {
+        let mut last_at = None;
         for rec in record::Reader::new(&taken.bytes) {
+            last_at = Some(rec.at_us);
             let seq = self.next_seq;
             self.next_seq += 1;
             if let Some(n) = rec.agent {
@@ -406,7 +408,10 @@ impl Lines {
             let event = Event::JournalDropped {
                 count: taken.dropped,
             };
-            batch.push(&self.host_json, seq, now_us(), None, &event);
+            // Stamped as the last entry kept: the drops came right after it
+            // (and entries recorded since the swap may be older than now).
+            let at_us = last_at.unwrap_or_else(now_us);
+            batch.push(&self.host_json, seq, at_us, None, &event);
         }
     }
 
