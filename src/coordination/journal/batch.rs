@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::Event;
 use super::event::Entry;
-use super::record::FastBody;
+use super::record::{FastBody, Val};
 
 /// One recorded entry as the sinks get it (the host is the batch's).
 #[derive(Debug, Clone)]
@@ -112,7 +112,7 @@ impl Batch {
                 buf.extend_from_slice(digits.format(bytes).as_bytes());
                 if let Some(v) = value {
                     buf.extend_from_slice(b",\"value\":");
-                    buf.extend_from_slice(v);
+                    json_value(buf, v);
                 }
             }
             FastBody::BlackboardDelete { key, existed } => {
@@ -141,7 +141,7 @@ impl Batch {
                 buf.extend_from_slice(digits.format(bytes).as_bytes());
                 if let Some(v) = payload {
                     buf.extend_from_slice(b",\"payload\":");
-                    buf.extend_from_slice(v);
+                    json_value(buf, v);
                 }
             }
             FastBody::Settled {
@@ -219,10 +219,33 @@ impl Batch {
     }
 }
 
+/// A decoded value as JSON, as serde_json writes it.
+fn json_value(buf: &mut Vec<u8>, v: Val<'_>) {
+    let mut digits = itoa::Buffer::new();
+    match v {
+        Val::Null => buf.extend_from_slice(b"null"),
+        Val::Bool(true) => buf.extend_from_slice(b"true"),
+        Val::Bool(false) => buf.extend_from_slice(b"false"),
+        Val::U64(u) => buf.extend_from_slice(digits.format(u).as_bytes()),
+        Val::I64(i) => buf.extend_from_slice(digits.format(i).as_bytes()),
+        Val::F64(f) => {
+            if serde_json::to_writer(&mut *buf, &f).is_err() {
+                buf.extend_from_slice(b"null");
+            }
+        }
+        Val::Str(s) => json_str(buf, s),
+        Val::Json(j) => buf.extend_from_slice(j),
+    }
+}
+
 /// `s` (UTF-8: it was a `&str`) as a JSON string: copied as it is when
 /// nothing in it needs escaping, the common case.
 pub(super) fn json_str(buf: &mut Vec<u8>, s: &[u8]) {
-    if s.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // Without an early exit, so the check runs over many bytes at once.
+    let escapes = s.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !escapes {
         buf.push(b'"');
         buf.extend_from_slice(s);
         buf.push(b'"');
@@ -234,7 +257,7 @@ pub(super) fn json_str(buf: &mut Vec<u8>, s: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Batch, Event, FastBody};
+    use super::{Batch, Event, FastBody, Val};
     use crate::coordination::journal::Entry;
 
     #[test]
@@ -276,12 +299,12 @@ mod tests {
     /// for the same events.
     #[test]
     fn fast_lines_are_the_lines_serde_writes() {
-        let cases: Vec<(FastBody, Event)> = vec![
+        let mut cases: Vec<(FastBody, Event)> = vec![
             (
                 FastBody::BlackboardWrite {
                     key: b"k\"\x01",
                     bytes: 7,
-                    value: Some(br#"{"a":[1,"x"]}"#),
+                    value: Some(Val::Json(br#"{"a":[1,"x"]}"#)),
                 },
                 Event::BlackboardWrite {
                     key: "k\"\x01".into(),
@@ -317,7 +340,7 @@ mod tests {
                     to: b"beta",
                     message_type: b"step",
                     bytes: 2,
-                    payload: Some(b"12"),
+                    payload: Some(Val::U64(12)),
                 },
                 Event::MessageSent {
                     id: "o-1".into(),
@@ -344,6 +367,28 @@ mod tests {
                 },
             ),
         ];
+        let scalars = [
+            (Val::Null, serde_json::Value::Null),
+            (Val::Bool(true), true.into()),
+            (Val::I64(-3), (-3).into()),
+            (Val::F64(0.1), 0.1.into()),
+            (Val::F64(1e300), 1e300.into()),
+            (Val::Str("a\"b\\c\u{1}é".as_bytes()), "a\"b\\c\u{1}é".into()),
+        ];
+        for (val, value) in scalars {
+            cases.push((
+                FastBody::BlackboardWrite {
+                    key: b"k",
+                    bytes: 3,
+                    value: Some(val),
+                },
+                Event::BlackboardWrite {
+                    key: "k".into(),
+                    bytes: 3,
+                    value: Some(value),
+                },
+            ));
+        }
         for (fast, event) in cases {
             let mut ours = Batch::new();
             ours.push_fast("\"h\"", 4, 5, Some("\"a-1\""), &fast);

@@ -5,8 +5,8 @@
 //! formatting and the rest of JSON are the writer's.
 //!
 //! A record is `tag u8 | agent u32 | at_us u64 | fields`, strings as
-//! `len u32 | bytes`, a value as `len u32 | JSON bytes` (`u32::MAX`: none),
-//! all native-endian: the bytes never leave the process.
+//! `len u32 | bytes`, a value as a kind byte and then a number, a string, or
+//! the JSON of a table, all native-endian: the bytes never leave the process.
 
 use std::cell::RefCell;
 
@@ -74,66 +74,89 @@ const MSG_DEAD: u8 = 6;
 
 /// `agent` of a record about no agent.
 const NO_AGENT: u32 = u32::MAX;
-/// Length of an absent value.
-const NONE: u32 = u32::MAX;
 
-/// Where `at_us` sits in a record, to stamp it once the record is placed.
-pub(super) const AT_OFFSET: usize = 5;
-/// Bytes of the header (tag, agent, time).
-pub(super) const HEADER: usize = 13;
+/// Value kinds: a scalar is kept in binary and written as JSON by the
+/// writer; a table as the JSON it was serialized to.
+const V_NONE: u8 = 0;
+const V_NULL: u8 = 1;
+const V_FALSE: u8 = 2;
+const V_TRUE: u8 = 3;
+const V_U64: u8 = 4;
+const V_I64: u8 = 5;
+const V_F64: u8 = 6;
+const V_STR: u8 = 7;
+const V_JSON: u8 = 8;
 
 thread_local! {
-    /// Where a record is put together before it is copied into the shared
-    /// buffer, so the buffer's lock is held only for the copy.
+    /// Where a compound value (a table) is serialized before the journal's
+    /// lock is taken, so the lock is held only for copies.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `place` with the record of `event` by `agent` (its time left 0).
-pub(super) fn with_encoded<R>(
-    agent: Option<Name>,
-    event: &Fast<'_>,
-    place: impl FnOnce(&[u8]) -> R,
-) -> R {
+/// The value `event` journals, when it has one and it is small enough.
+fn small_value_of<'a>(event: &Fast<'a>) -> Option<&'a Value> {
+    match *event {
+        Fast::BlackboardWrite { bytes, value, .. }
+        | Fast::MessageSent {
+            bytes,
+            payload: value,
+            ..
+        } if bytes <= SMALL_VALUE_BYTES => Some(value),
+        _ => None,
+    }
+}
+
+/// Runs `place` with the JSON of the value of `event` when that is a table
+/// (serialized here, outside any lock), else with `None`: scalars are
+/// cheap enough to write in place.
+pub(super) fn with_value_json<R>(event: &Fast<'_>, place: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    let compound = small_value_of(event).filter(|v| v.is_array() || v.is_object());
+    let Some(value) = compound else {
+        return place(None);
+    };
     SCRATCH.with(|s| match s.try_borrow_mut() {
         Ok(mut s) => {
             s.clear();
-            encode(&mut s, agent, event);
-            place(&s)
+            let ok = serde_json::to_writer(&mut *s, value).is_ok();
+            place(Some(if ok { &s[..] } else { b"null" }))
         }
-        // Only if `place` recorded again on this thread: not the case, but
-        // a fresh vector is correct anyway.
-        Err(_) => {
-            let mut s = Vec::new();
-            encode(&mut s, agent, event);
-            place(&s)
-        }
+        // Only if `place` recorded again on this thread, which it does not.
+        Err(_) => place(serde_json::to_vec(value).ok().as_deref()),
     })
 }
 
-/// The header of a record with tag `tag` (its time left 0).
-pub(super) fn header(out: &mut Vec<u8>, tag: u8, agent: Option<Name>) {
+/// The header of a record with tag `tag`, stamped `at_us`.
+fn header(out: &mut Vec<u8>, tag: u8, agent: Option<Name>, at_us: u64) {
     out.push(tag);
     out.extend_from_slice(&agent.unwrap_or(NO_AGENT).to_ne_bytes());
-    out.extend_from_slice(&0u64.to_ne_bytes());
+    out.extend_from_slice(&at_us.to_ne_bytes());
 }
 
 /// Appends a cold record: the event is number `index` of the round's
 /// [`Event`](super::Event)s.
-pub(super) fn cold(out: &mut Vec<u8>, agent: Option<Name>, index: u32) {
-    header(out, COLD, agent);
+pub(super) fn cold(out: &mut Vec<u8>, agent: Option<Name>, at_us: u64, index: u32) {
+    header(out, COLD, agent, at_us);
     out.extend_from_slice(&index.to_ne_bytes());
 }
 
-fn encode(out: &mut Vec<u8>, agent: Option<Name>, event: &Fast<'_>) {
+/// Appends the record of `event`; `value_json` is its value serialized
+/// already (see [`with_value_json`]), else a small value is serialized here.
+pub(super) fn encode(
+    out: &mut Vec<u8>,
+    agent: Option<Name>,
+    at_us: u64,
+    event: &Fast<'_>,
+    value_json: Option<&[u8]>,
+) {
     match *event {
         Fast::BlackboardWrite { key, bytes, value } => {
-            header(out, BB_WRITE, agent);
+            header(out, BB_WRITE, agent, at_us);
             str(out, key);
             out.extend_from_slice(&(bytes as u64).to_ne_bytes());
-            small_value(out, bytes, value);
+            small_value(out, bytes, value, value_json);
         }
         Fast::BlackboardDelete { key, existed } => {
-            header(out, BB_DELETE, agent);
+            header(out, BB_DELETE, agent, at_us);
             str(out, key);
             out.push(u8::from(existed));
         }
@@ -144,31 +167,52 @@ fn encode(out: &mut Vec<u8>, agent: Option<Name>, event: &Fast<'_>) {
             bytes,
             payload,
         } => {
-            header(out, MSG_SENT, agent);
+            header(out, MSG_SENT, agent, at_us);
             str(out, id);
             str(out, to);
             str(out, message_type);
             out.extend_from_slice(&(bytes as u64).to_ne_bytes());
-            small_value(out, bytes, payload);
+            small_value(out, bytes, payload, value_json);
         }
         Fast::MessageHandled {
             id,
             from,
             message_type,
             attempt,
-        } => settled(out, MSG_HANDLED, agent, id, from, message_type, attempt),
+        } => settled(
+            out,
+            MSG_HANDLED,
+            agent,
+            at_us,
+            [id, from, message_type],
+            attempt,
+        ),
         Fast::MessageGivenBack {
             id,
             from,
             message_type,
             attempt,
-        } => settled(out, MSG_GIVEN_BACK, agent, id, from, message_type, attempt),
+        } => settled(
+            out,
+            MSG_GIVEN_BACK,
+            agent,
+            at_us,
+            [id, from, message_type],
+            attempt,
+        ),
         Fast::MessageDeadLettered {
             id,
             from,
             message_type,
             attempts,
-        } => settled(out, MSG_DEAD, agent, id, from, message_type, attempts),
+        } => settled(
+            out,
+            MSG_DEAD,
+            agent,
+            at_us,
+            [id, from, message_type],
+            attempts,
+        ),
     }
 }
 
@@ -176,12 +220,11 @@ fn settled(
     out: &mut Vec<u8>,
     tag: u8,
     agent: Option<Name>,
-    id: &str,
-    from: &str,
-    message_type: &str,
+    at_us: u64,
+    [id, from, message_type]: [&str; 3],
     attempt: u32,
 ) {
-    header(out, tag, agent);
+    header(out, tag, agent, at_us);
     str(out, id);
     str(out, from);
     str(out, message_type);
@@ -189,26 +232,67 @@ fn settled(
 }
 
 fn str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_ne_bytes());
-    out.extend_from_slice(s.as_bytes());
+    str_bytes(out, s.as_bytes());
 }
 
-/// The value's JSON when it is small: serialized here (it is borrowed),
-/// which for the usual small value is cheaper than a copy of the tree.
-fn small_value(out: &mut Vec<u8>, bytes: usize, value: &Value) {
+/// The value when it is small: a scalar as it is, a table as `json` (see
+/// [`with_value_json`]).
+fn small_value(out: &mut Vec<u8>, bytes: usize, value: &Value, json: Option<&[u8]>) {
     if bytes > SMALL_VALUE_BYTES {
-        out.extend_from_slice(&NONE.to_ne_bytes());
+        out.push(V_NONE);
         return;
     }
-    let at = out.len();
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    if serde_json::to_writer(&mut *out, value).is_err() {
-        out.truncate(at);
-        out.extend_from_slice(&NONE.to_ne_bytes());
-        return;
+    match (value, json) {
+        (_, Some(json)) => {
+            out.push(V_JSON);
+            str_bytes(out, json);
+        }
+        (Value::Null, None) => out.push(V_NULL),
+        (Value::Bool(b), None) => out.push(if *b { V_TRUE } else { V_FALSE }),
+        (Value::Number(n), None) => {
+            if let Some(u) = n.as_u64() {
+                out.push(V_U64);
+                out.extend_from_slice(&u.to_ne_bytes());
+            } else if let Some(i) = n.as_i64() {
+                out.push(V_I64);
+                out.extend_from_slice(&i.to_ne_bytes());
+            } else {
+                out.push(V_F64);
+                out.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_ne_bytes());
+            }
+        }
+        (Value::String(s), None) => {
+            out.push(V_STR);
+            str(out, s);
+        }
+        // Tables come serialized; this is only for a caller that did not.
+        (table, None) => match serde_json::to_vec(table) {
+            Ok(json) => {
+                out.push(V_JSON);
+                str_bytes(out, &json);
+            }
+            Err(_) => out.push(V_NONE),
+        },
     }
-    let len = (out.len() - at - 4) as u32;
-    out[at..at + 4].copy_from_slice(&len.to_ne_bytes());
+}
+
+fn str_bytes(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_ne_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A value as decoded.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Val<'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    /// A string's bytes (UTF-8), to escape.
+    Str(&'a [u8]),
+    /// JSON, to copy.
+    Json(&'a [u8]),
 }
 
 /// A record read back by the writer.
@@ -232,7 +316,7 @@ pub(super) enum FastBody<'a> {
     BlackboardWrite {
         key: &'a [u8],
         bytes: u64,
-        value: Option<&'a [u8]>,
+        value: Option<Val<'a>>,
     },
     BlackboardDelete {
         key: &'a [u8],
@@ -243,7 +327,7 @@ pub(super) enum FastBody<'a> {
         to: &'a [u8],
         message_type: &'a [u8],
         bytes: u64,
-        payload: Option<&'a [u8]>,
+        payload: Option<Val<'a>>,
     },
     Settled {
         kind: &'static str,
@@ -285,11 +369,19 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
-    fn value(&mut self) -> Option<&'a [u8]> {
-        match self.u32() {
-            NONE => None,
-            n => Some(self.take(n as usize)),
-        }
+    fn value(&mut self) -> Option<Val<'a>> {
+        let eight = |r: &mut Self| -> [u8; 8] { r.take(8).try_into().unwrap_or_default() };
+        Some(match self.take(1)[0] {
+            V_NULL => Val::Null,
+            V_FALSE => Val::Bool(false),
+            V_TRUE => Val::Bool(true),
+            V_U64 => Val::U64(u64::from_ne_bytes(eight(self))),
+            V_I64 => Val::I64(i64::from_ne_bytes(eight(self))),
+            V_F64 => Val::F64(f64::from_ne_bytes(eight(self))),
+            V_STR => Val::Str(self.str()),
+            V_JSON => Val::Json(self.str()),
+            _ => return None,
+        })
     }
 }
 
