@@ -55,6 +55,8 @@ struct WaitState {
     blocked_on: Option<HashSet<String>>,
     /// A `CLIENT UNBLOCK` is on its way for the current read.
     unblocking: bool,
+    /// Counts the reader's reads, so an unblocker knows when its read ended.
+    read: u64,
     /// The reader connection's client id, when it can be woken.
     reader_id: Option<i64>,
 }
@@ -116,14 +118,7 @@ impl Waits {
             match (&st.blocked_on, st.reader_id, st.unblocking) {
                 (Some(_), Some(id), false) => {
                     st.unblocking = true;
-                    let mut cmd = redis::cmd("CLIENT");
-                    cmd.arg("UNBLOCK").arg(id);
-                    // Sent now; its answer does not matter.
-                    drop(
-                        server
-                            .conn
-                            .send("wake the reader".into(), Request::Cmd(cmd)),
-                    );
+                    tokio::spawn(unblock(Arc::downgrade(server), id, st.read));
                 }
                 _ => self.wake.notify_one(),
             }
@@ -153,6 +148,31 @@ impl Waits {
     }
 }
 
+/// Wakes the reader out of read number `read`. The reader marks itself
+/// blocked before its `XREAD` reaches the server, and the `CLIENT UNBLOCK`
+/// travels on another connection, so it can arrive first and find nothing
+/// to wake (it answers 0): then it is sent again until it wakes the read or
+/// the read has ended on its own. Without this, a waiter on a new stream
+/// could wait for the whole blocking read (seconds) for a message that was
+/// already there.
+async fn unblock(server: Weak<Server>, id: i64, read: u64) {
+    loop {
+        let Some(me) = server.upgrade() else { return };
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("UNBLOCK").arg(id);
+        let (_, reply) = me.conn.send("wake the reader".into(), Request::Cmd(cmd));
+        let woke = matches!(reply.await, Ok((Value::Int(1), _)));
+        {
+            let st = me.waits.state.lock();
+            if woke || st.read != read || st.blocked_on.is_none() {
+                return;
+            }
+        }
+        drop(me);
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
 /// The reader: blocks on the streams waited on, wakes their waiters. Ends
 /// when the store is dropped.
 async fn read(server: Weak<Server>, wake: Arc<Notify>) {
@@ -165,8 +185,7 @@ async fn read(server: Weak<Server>, wake: Arc<Notify>) {
         idle.as_mut().enable();
         let Some(me) = server.upgrade() else { return };
         let patience = me.conn.patience;
-        let (names, ids) = me.waited_streams();
-        if names.is_empty() {
+        if !me.waited_on() {
             drop(me);
             idle.await;
             continue;
@@ -190,6 +209,13 @@ async fn read(server: Weak<Server>, wake: Arc<Notify>) {
                 }
             },
         };
+        // Marked blocked only now that the reader can be woken: a waiter
+        // coming while it connects must find it not blocked yet.
+        let (names, ids) = me.waited_streams();
+        if names.is_empty() {
+            conn = Some(c);
+            continue;
+        }
         let block = if unblockable { BLOCK } else { BLOCK_SLICE };
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
@@ -233,6 +259,12 @@ async fn read(server: Weak<Server>, wake: Arc<Notify>) {
 }
 
 impl Server {
+    /// Whether anyone waits on some stream.
+    fn waited_on(&self) -> bool {
+        let st = self.waits.state.lock();
+        st.streams.values().any(|w| !w.waiters.is_empty())
+    }
+
     /// The streams someone waits on, with the id to read after; marks the
     /// reader blocked on them.
     fn waited_streams(&self) -> (Vec<String>, Vec<String>) {
@@ -245,6 +277,7 @@ impl Server {
             .unzip();
         st.blocked_on = (!names.is_empty()).then(|| names.iter().cloned().collect());
         st.unblocking = false;
+        st.read += 1;
         (names, ids)
     }
 
