@@ -378,6 +378,20 @@ pub trait QueueStore: Send + Sync {
         consumer: &str,
         wait: Duration,
     ) -> StoreResult<Option<Delivery>>;
+    /// A message of `queues` that the store already handed to `consumer`
+    /// (read ahead with another of its queues) and that no other consumer
+    /// can take any more; `None` when there is none. Unlike
+    /// [`queue_take_ready`](Self::queue_take_ready) it never takes a message
+    /// still open to others, so an agent may call it for its role's queue
+    /// while another agent of the role has the turn.
+    fn queue_take_held(
+        &self,
+        _task: &str,
+        _queues: &[String],
+        _consumer: &str,
+    ) -> Option<Delivery> {
+        None
+    }
     /// A message this process already holds for `consumer` (read ahead),
     /// taken without waiting and without a round trip; `None` when taking one
     /// needs [`queue_take`](Self::queue_take). The same message the next

@@ -397,6 +397,10 @@ impl QueueStore for RedisStore {
         self.0.take_ready(task, queues, consumer)
     }
 
+    fn queue_take_held(&self, task: &str, queues: &[String], consumer: &str) -> Option<Delivery> {
+        self.0.take_held(task, queues, consumer)
+    }
+
     fn queue_ack_nowait(&self, task: &str, delivery: &Delivery) -> Pending {
         self.consumers.settled(task, delivery);
         self.ack_later(task, delivery);
