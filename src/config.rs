@@ -59,6 +59,10 @@ pub struct Config {
     /// Entries of the run journal a shared store keeps in the task's stream
     /// (`task:{id}:journal`, for `orrery tail`); 0 keeps none.
     pub journal_max_len: usize,
+    /// How long every key of a task ended on a shared store is kept (s):
+    /// each gets this expiry when the run ends (a key that expires sooner
+    /// keeps its own).
+    pub retention: u64,
     /// Where each setting that is not a default came from (`orrery.toml:3`,
     /// `environment variable ORRERY_MAX_AGENTS`, `flag --max-agents`), by
     /// name (`max_agents`, `llm.timeout_ms`).
@@ -129,6 +133,7 @@ impl Default for Config {
             roles: BTreeMap::new(),
             heartbeat_interval: 1_000,
             journal_max_len: 10_000,
+            retention: 7 * 24 * 3_600,
             origins: BTreeMap::new(),
             quotas: Quotas::default(),
         }
@@ -178,6 +183,8 @@ pub struct ConfigLayer {
     pub heartbeat_interval: Option<u64>,
     /// [`Config::journal_max_len`].
     pub journal_max_len: Option<usize>,
+    /// [`Config::retention`] (s).
+    pub retention: Option<u64>,
     /// [`Quotas::max_blackboard_keys`].
     pub max_blackboard_keys: Option<usize>,
     /// [`Quotas::max_blackboard_bytes`].
@@ -275,7 +282,8 @@ macro_rules! with_scalar_settings {
             connect_timeout,
             agent_timeout,
             heartbeat_interval,
-            journal_max_len
+            journal_max_len,
+            retention
         )
     };
 }
@@ -449,6 +457,7 @@ impl Config {
             ("connect_timeout", self.connect_timeout),
             ("agent_timeout", self.agent_timeout),
             ("heartbeat_interval", self.heartbeat_interval),
+            ("retention", self.retention),
         ];
         let q = &self.quotas;
         let quotas = [
@@ -490,6 +499,7 @@ impl Config {
             ("connect_timeout", self.connect_timeout),
             ("agent_timeout", self.agent_timeout),
             ("heartbeat_interval", self.heartbeat_interval),
+            ("retention", self.retention.saturating_mul(1000)),
         ];
         for (name, ms) in durations {
             if ms > YEAR_MS {
@@ -521,6 +531,8 @@ fn what_it_takes(field: &str) -> &'static str {
         "max_agents" | "max_attempts" | "memory_limit" | "max_value_bytes" => {
             "a whole number of 0 or more"
         }
-        _ => "a whole number of milliseconds (or seconds, for blackboard_ttl) of 0 or more",
+        _ => {
+            "a whole number of milliseconds (or seconds, for blackboard_ttl and retention) of 0 or more"
+        }
     }
 }

@@ -32,6 +32,9 @@ pub mod exit {
     pub const INCOMPLETE: i32 = 9;
     /// `orrery test`: a test failed.
     pub const TESTS_FAILED: i32 = 10;
+    /// This process was declared lost by the others sharing the task (it
+    /// stopped heartbeating) and fenced out: it stopped its agents.
+    pub const FENCED: i32 = 11;
     /// The run was stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -127,6 +130,20 @@ pub enum Error {
         /// The agent that was aborted.
         agent: String,
     },
+    /// This process was declared lost and fenced out of a shared task.
+    #[error(
+        "fenced: this process ({host}) was declared lost by the others sharing task '{task}' \
+         (silent for {lost_after_ms} ms or more) and may no longer write to it; its agents were \
+         stopped and their messages go to the others. Run it again to rejoin as a new member"
+    )]
+    Fenced {
+        /// The task.
+        task: String,
+        /// This process's member id.
+        host: String,
+        /// The silence after which a process is lost (5 heartbeat intervals).
+        lost_after_ms: u64,
+    },
     /// An agent moved itself to FAILED with a reason.
     #[error("agent {agent} failed: {reason}")]
     AgentFailed {
@@ -159,6 +176,7 @@ impl Error {
             Error::AgentFailed { .. } => exit::TASK_FAILED,
             Error::LlmBudget { .. } => exit::LLM_BUDGET,
             Error::Interrupted { .. } => exit::INTERRUPTED,
+            Error::Fenced { .. } => exit::FENCED,
         }
     }
 
@@ -175,6 +193,7 @@ impl Error {
             Error::AgentFailed { .. } => ErrorKind::Failed,
             Error::LlmBudget { .. } => ErrorKind::LlmBudget,
             Error::Interrupted { .. } => ErrorKind::Interrupted,
+            Error::Fenced { .. } => ErrorKind::Fenced,
         }
     }
 }
@@ -202,6 +221,8 @@ text_enum! {
         LlmBudget = "llm_budget",
         /// [`Error::Interrupted`].
         Interrupted = "interrupted",
+        /// [`Error::Fenced`].
+        Fenced = "fenced",
         /// Messages no agent took before the task ended (a report entry, not an [`Error`]).
         Undelivered = "undelivered",
         /// A dead letter whose handler's error this process did not see (a report entry).
@@ -230,6 +251,8 @@ impl From<StoreError> for Error {
             StoreError::BadUrl { url, reason } => {
                 Error::bad_input(format!("setting store '{url}'"), reason)
             }
+            // An agent's call refused: the orchestrator notices the fence
+            // at its next heartbeat and ends with Error::Fenced.
             other => Error::Coordination(other.to_string()),
         }
     }

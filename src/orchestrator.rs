@@ -61,6 +61,14 @@ pub struct Orchestrator {
     /// The quiescence probe in flight: its generation, the epoch it started at,
     /// and what the other processes were doing then.
     probe: Option<(u64, u64, quiet::RemoteActivity)>,
+    /// This process was declared lost and fenced: it stops at once and
+    /// writes nothing more.
+    fenced: bool,
+    /// This process holds the task's lease: it decides the end, records the
+    /// task and its end, and reaps lost members (see [`shared`]).
+    lead: bool,
+    /// The agents `orrery resume` brings back (their stored records).
+    resume: Vec<crate::store::AgentRecord>,
     /// Held open (see [`Orchestrator::hold_open`]).
     held: bool,
 }
@@ -157,6 +165,9 @@ impl Orchestrator {
             shared: false,
             stopping: false,
             probe: None,
+            fenced: false,
+            lead: false,
+            resume: Vec::new(),
             held: false,
         })
     }
@@ -217,6 +228,7 @@ impl Orchestrator {
             self.initial_roles()
         };
         self.start_agents(&roles).await?;
+        self.start_resumed().await?;
         self.beat().await;
         let flusher = self.spawn_metrics_flusher();
         let deadline = tokio::time::sleep_until(deadline);
@@ -226,6 +238,15 @@ impl Orchestrator {
         let mut end = End::Finished;
         let watching = self.reloader.is_some();
         while !self.is_over().await {
+            if self.fenced {
+                // No stop callbacks: they would act on a task that went on
+                // without this process.
+                let fenced = self.coord.presence.fenced();
+                tracing::error!("{fenced}");
+                self.record("host", &fenced, true);
+                self.abort_all(|_| fenced.clone()).await;
+                break;
+            }
             tokio::select! {
                 Some(request) = self.spawn_rx.recv() => {
                     let result = self.start_agent(&request.role, request.parent.as_deref()).await;
@@ -238,13 +259,13 @@ impl Orchestrator {
                     }
                 }
                 _ = self.coord.activity.changed(), if !watching && !self.held => {
-                    if self.mode.is_owner() && self.is_quiet().await {
+                    if self.lead && self.is_quiet().await {
                         self.stop().await;
                     }
                 }
-                _ = self.coord.activity.moved(), if !self.mode.is_owner() => self.beat().await,
+                _ = self.coord.activity.moved(), if !self.lead => self.beat().await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
-                _ = quiet_poll.tick(), if !watching && !self.held && self.shared && self.mode.is_owner() && !self.stopping => {
+                _ = quiet_poll.tick(), if !watching && !self.held && self.shared && self.lead && !self.stopping => {
                     if self.is_quiet().await {
                         self.stop().await;
                     }
@@ -286,7 +307,7 @@ impl Orchestrator {
         if !self.agents.is_empty() {
             return false;
         }
-        if self.stopping || !self.mode.is_owner() {
+        if self.stopping || !self.lead {
             return true;
         }
         self.refresh_shared().await;
@@ -299,7 +320,7 @@ impl Orchestrator {
         let _ = self.stop_tx.send(true);
         if !self.stopping {
             self.stopping = true;
-            if self.mode.is_owner() {
+            if self.lead {
                 self.mark_stopping().await;
             }
         }
@@ -341,7 +362,9 @@ impl Orchestrator {
 
     async fn report(&mut self, started_at: Instant, end: End) -> Result<RunReport> {
         let coord = self.coord.clone();
-        if let Err(e) = coord.metrics.flush(coord.store.as_ref()).await {
+        if self.fenced {
+            // Nothing more is written; and nothing read now is this process's to report.
+        } else if let Err(e) = coord.metrics.flush(coord.store.as_ref()).await {
             self.record("host", &e, false);
         }
         // Read past the blackboard's counters: they were just flushed, and the

@@ -76,8 +76,16 @@ mod tests {
                 RunStatus::Complete,
                 RunStatus::Failed,
                 RunStatus::Timeout,
+                RunStatus::Interrupted,
             ],
-            &["running", "stopping", "complete", "failed", "timeout"],
+            &[
+                "running",
+                "stopping",
+                "complete",
+                "failed",
+                "timeout",
+                "interrupted",
+            ],
         );
         round_trips(&[HostRole::Owner, HostRole::Joiner], &["owner", "joiner"]);
         round_trips(

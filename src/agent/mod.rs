@@ -22,7 +22,7 @@ pub mod sandbox;
 use std::sync::Arc;
 
 use budget::Budget;
-use mlua::{Function, Lua, Table, Value};
+use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -36,7 +36,7 @@ use crate::scripts::Script;
 pub const NEW_CODE_WAITS: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The callbacks a role module may define; anything else in it is the script's own.
-pub const CALLBACKS: &[&str] = &["start", "on_message", "on_reload", "stop"];
+pub const CALLBACKS: &[&str] = &["start", "on_message", "on_reload", "on_resume", "stop"];
 
 /// How an agent ended.
 #[derive(Debug)]
@@ -247,12 +247,43 @@ impl Agent {
 
     async fn drive(&mut self) -> Result<()> {
         let ctx = self.ctx.clone();
-        ctx.coord
-            .states
-            .transition(&ctx.id, AgentPhase::Ready, None)
-            .await?;
+        let resumed = ctx.local.lock().resumed.clone();
+        let phase = match resumed {
+            Some(_) => ctx.coord.states.get(&ctx.id).await?.map(|r| r.phase),
+            None => None,
+        };
+        // A resumed agent keeps its stored phase (from INIT it moves on).
+        if phase
+            .as_deref()
+            .is_none_or(|p| p == AgentPhase::Init.as_str())
+        {
+            ctx.coord
+                .states
+                .transition(&ctx.id, AgentPhase::Ready, None)
+                .await?;
+        }
         self.maybe_reload().await;
-        if let Some(start) = self.callback("start")? {
+        let on_resume = match &resumed {
+            Some(_) => self.callback("on_resume")?,
+            None => None,
+        };
+        if let (Some(on_resume), Some(checkpoint)) = (on_resume, resumed) {
+            let checkpoint = match checkpoint {
+                Some(v) => self.lua.to_value(&v).map_err(|e| Error::Script {
+                    message: format!("agent {}: checkpoint: {e}", ctx.id),
+                })?,
+                None => Value::Nil,
+            };
+            let result = self
+                .run_callback(
+                    "on_resume",
+                    on_resume.call_async::<()>((self.state.clone(), checkpoint)),
+                )
+                .await
+                .map_err(CallbackFailure::into_error);
+            lua_api::settle_held(&ctx, result.as_ref().err()).await?;
+            result?;
+        } else if let Some(start) = self.callback("start")? {
             let result = self
                 .run_callback("start", start.call_async::<()>(self.state.clone()))
                 .await

@@ -9,6 +9,7 @@ mod inspect;
 mod join;
 mod observe;
 mod report;
+mod resume;
 mod run;
 mod tail;
 mod test;
@@ -48,6 +49,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Show what a task holds in a shared store: run, agents, blackboard, messages, metrics.
     Inspect(inspect::InspectArgs),
+    /// Continue a task of a shared store whose processes are all gone.
+    Resume(resume::ResumeArgs),
     /// Delete every key of a task from a shared store.
     Clean(clean::CleanArgs),
     /// Measure the host on the embedded store and print the figures.
@@ -186,6 +189,7 @@ impl Cli {
             Command::Dev(a) => a.json,
             Command::Check(a) => a.json,
             Command::Inspect(a) => a.json,
+            Command::Resume(a) => a.json,
             Command::Bench(a) => a.json,
             Command::Tail(a) => a.json,
             Command::Clean(_) | Command::Completions(_) | Command::Report(_) | Command::Test(_) => {
@@ -203,6 +207,7 @@ impl Cli {
             Command::Dev(args) => run::execute(args.into_run(quiet)),
             Command::Check(args) => check::execute(args),
             Command::Inspect(args) => inspect::execute(args),
+            Command::Resume(args) => resume::execute(args, quiet),
             Command::Clean(args) => clean::execute(args),
             Command::Bench(args) => bench::execute(args),
             Command::Tail(args) => tail::execute(args),

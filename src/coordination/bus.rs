@@ -532,6 +532,16 @@ impl MessageBus {
             }
             // Another agent of the role has waited longer: the role's
             // messages are its. Our own are ours at once.
+            // Unless the store already handed us one of the role's messages,
+            // read ahead with our own while we had the turn: no other agent
+            // can take it now, so it is ours to handle.
+            if let Some(d) = self
+                .store
+                .queue_take_held(&self.task, &queues[1..], consumer)
+            {
+                ticket.took();
+                return Ok(Some(d));
+            }
             let deferring = ticket.defer();
             let mail = deferring.notify.notified();
             let own = &queues[..1];

@@ -30,7 +30,7 @@ pub use metrics::{
 };
 pub use presence::{LOST_AFTER_BEATS, LostAgent, Presence};
 pub use spawn::{SpawnController, SpawnRequest};
-pub use state::{AgentPhase, AgentStateManager, PhaseChange};
+pub use state::{AgentPhase, AgentStateManager, PhaseChange, is_live};
 
 use crate::config::Config;
 use crate::store::Store;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::state::is_live;
 use super::{Activity, AgentPhase, AgentStateManager, MessageBus, now_ms};
-use crate::error::Result;
-use crate::store::{HostRecord, HostRole, HostState, Store};
+use crate::error::{Error, Result};
+use crate::store::{HostRecord, HostRole, HostState, Store, StoreError};
 
 /// A process that missed this many heartbeats in a row is lost.
 pub const LOST_AFTER_BEATS: u64 = 5;
@@ -58,15 +58,32 @@ impl Presence {
         self.interval
     }
 
+    /// Joins the task as a new member (see [`Store::member_join`]); returns
+    /// the member's epoch.
+    pub async fn join(&self) -> Result<u64> {
+        Ok(self.store.member_join(&self.task, &self.host).await?)
+    }
+
+    /// The error of this process once it is fenced.
+    pub fn fenced(&self) -> Error {
+        Error::Fenced {
+            task: self.task.clone(),
+            host: self.host.clone(),
+            lost_after_ms: self.lost_after_ms(),
+        }
+    }
+
     /// Writes this process's heartbeat: its `role`, its `state` (alive, or
     /// left at its end), its activity, and the heartbeat of its `agents`.
+    /// [`Error::Fenced`] when this process was declared lost; false when the
+    /// server lost the task's data (the caller joins again).
     pub async fn beat(
         &self,
         role: HostRole,
         state: HostState,
         activity: &Activity,
         agents: &[String],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let record = HostRecord {
             id: self.host.clone(),
             role,
@@ -75,7 +92,11 @@ impl Presence {
             busy: activity.busy_count(),
             epoch: activity.epoch(),
         };
-        Ok(self.store.heartbeat(&self.task, &record, agents).await?)
+        match self.store.heartbeat(&self.task, &record, agents).await {
+            Ok(kept) => Ok(kept),
+            Err(StoreError::Fenced { .. }) => Err(self.fenced()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// True when `host` has beaten recently and has not left.
@@ -113,9 +134,11 @@ impl Presence {
             .any(|a| others.iter().any(|h| h.id == a.host) && is_live(a)))
     }
 
-    /// Finds processes that stopped heartbeating, marks them lost (once, even
-    /// with several processes looking), fails their running agents and gives
-    /// back the messages those agents held.
+    /// Finds processes that stopped heartbeating, fences them (once, even
+    /// with several processes looking: the one whose DEL removed the member
+    /// key), marks them lost, fails their running agents and gives back the
+    /// messages those agents held. Messages a fenced process took after its
+    /// fence (it read before it noticed) are given back at every later look.
     pub async fn reap(
         &self,
         states: &AgentStateManager,
@@ -127,15 +150,19 @@ impl Presence {
             .host_list(&self.task)
             .await?
             .into_iter()
-            .filter(|h| h.id != self.host && h.state == HostState::Alive && !self.is_alive(h, now))
+            .filter(|h| h.id != self.host && h.state != HostState::Left && !self.is_alive(h, now))
             .collect();
         let mut lost = Vec::new();
         for mut host in silent {
-            if !self
-                .store
-                .claim(&self.task, &format!("lost:{}", host.id))
-                .await?
-            {
+            if host.state == HostState::Lost {
+                for agent in states.list().await? {
+                    if agent.host == host.id {
+                        bus.release(&agent.id).await?;
+                    }
+                }
+                continue;
+            }
+            if !self.store.member_fence(&self.task, &host.id).await? {
                 continue;
             }
             let silence = now.saturating_sub(host.heartbeat_ms);

@@ -214,6 +214,15 @@ impl AgentStateManager {
         Ok(())
     }
 
+    /// Takes over the record of an agent of a process that is gone (for
+    /// `orrery resume`): the same phase and history, run by this host now.
+    pub async fn adopt(&self, record: &AgentRecord) -> Result<()> {
+        let mut record = record.clone();
+        record.host = self.host.clone();
+        record.heartbeat_ms = now_ms();
+        Ok(self.store.agent_put(&self.task, &record).await?)
+    }
+
     /// Agent `id`'s record.
     pub async fn get(&self, id: &str) -> Result<Option<AgentRecord>> {
         Ok(self.store.agent_get(&self.task, id).await?)

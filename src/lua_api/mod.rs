@@ -87,6 +87,9 @@ pub struct AgentLocal {
     pub writes: Writes,
     /// Values this agent wrote since it last observed the store.
     pub own_writes: blackboard::OwnWrites,
+    /// Set for an agent brought back by `orrery resume`: its last checkpoint
+    /// (`None` when it kept none). It then runs `on_resume` instead of `start`.
+    pub resumed: Option<Option<serde_json::Value>>,
 }
 
 impl AgentContext {

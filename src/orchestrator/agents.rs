@@ -40,6 +40,40 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Brings back the agents `orrery resume` found: each keeps its id, its
+    /// stored phase and its queue (the messages it held are given back, so
+    /// they are delivered again), and runs `on_resume(self, checkpoint)`
+    /// if its script has one (`start` otherwise).
+    pub(super) async fn start_resumed(&mut self) -> Result<()> {
+        for record in std::mem::take(&mut self.resume) {
+            let (id, role) = (record.id.clone(), record.role.clone());
+            self.registry.role(&role)?;
+            self.coord.spawner.reserve(&role)?;
+            self.coord.states.adopt(&record).await?;
+            let released = self.coord.bus.release(&id).await?;
+            let checkpoint = self
+                .coord
+                .store
+                .checkpoint_get(&self.coord.task.id, &id)
+                .await?
+                .and_then(|json| serde_json::from_str(&json).ok());
+            tracing::info!(agent = %id, phase = %record.phase, released, "resumed");
+            let ctx = AgentContext::new(
+                &id,
+                &role,
+                self.coord.clone(),
+                self.registry.clone(),
+                self.llm.clone(),
+            );
+            ctx.local.lock().resumed = Some(checkpoint);
+            self.coord.bus.join(&id, &role);
+            self.coord.activity.busy();
+            self.registry.users().started(&id, &role);
+            self.launch(Prepared { ctx });
+        }
+        Ok(())
+    }
+
     /// Everything but running it: an id, a record, a place on the bus.
     async fn prepare_agent(&mut self, role: &str, parent: Option<&str>) -> Result<Prepared> {
         self.registry.role(role)?;
@@ -137,6 +171,13 @@ impl Orchestrator {
             let mut reported = ReportedError::of(&outcome.id, &h.error, fatal);
             reported.message = format!("{}: {}", h.during, reported.message);
             self.errors.push(reported);
+        }
+        if let Some(e) = &outcome.fatal
+            && e.to_string().contains("fenced:")
+        {
+            // A write of this agent was refused as a fenced member's: the
+            // heartbeat confirms it and ends the run.
+            self.beat().await;
         }
         if let Some(e) = &outcome.fatal {
             self.coord

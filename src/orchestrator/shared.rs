@@ -101,6 +101,118 @@ impl Orchestrator {
         Self::with_mode(task, config, store, registry, client, mode)
     }
 
+    /// Prepares to continue task `task_id` whose processes are all gone
+    /// (`orrery resume`): its agents that had not ended come back in this
+    /// process with their ids, phases and checkpoints. Fails with BadInput
+    /// when the store has no such task or a role has no script here, and
+    /// with a Coordination error when the task ended or a process of it is
+    /// still alive (join it instead).
+    pub async fn resume(
+        task_id: &str,
+        config: Config,
+        store: Arc<dyn Store>,
+        registry: Arc<ScriptRegistry>,
+    ) -> Result<Self> {
+        let record = store.task_get(task_id).await?.ok_or_else(|| {
+            Error::bad_input(
+                format!("orrery resume {task_id}"),
+                format!("no task '{task_id}' in {}", store.describe()),
+            )
+        })?;
+        if !record.is_running() && record.status != RunStatus::Stopping {
+            return Err(Error::Coordination(format!(
+                "cannot resume task '{task_id}': its run already ended ({})",
+                record.status
+            )));
+        }
+        // Processes that beat a moment ago may have just died: wait until
+        // they would be lost; one that beats meanwhile is alive.
+        let lost_after = config.heartbeat_interval * crate::coordination::LOST_AFTER_BEATS;
+        let asked = now_ms();
+        let alive = loop {
+            let now = now_ms();
+            let hosts = store.host_list(task_id).await?;
+            let recent: Vec<_> = hosts
+                .into_iter()
+                .filter(|h| {
+                    h.state == HostState::Alive && now.saturating_sub(h.heartbeat_ms) <= lost_after
+                })
+                .collect();
+            if recent.is_empty() || recent.iter().any(|h| h.heartbeat_ms > asked) {
+                break recent.into_iter().map(|h| h.id).collect::<Vec<_>>();
+            }
+            tokio::time::sleep(Duration::from_millis(config.heartbeat_interval)).await;
+        };
+        if !alive.is_empty() {
+            return Err(Error::Coordination(format!(
+                "cannot resume task '{task_id}': {} of it still heartbeat ({}); add agents to it \
+                 with `orrery run --join {task_id} --role ROLE`, or wait {lost_after} ms",
+                crate::text::plural(alive.len() as u64, "process", "processes"),
+                alive.join(", ")
+            )));
+        }
+        let agents: Vec<_> = store
+            .agent_list(task_id)
+            .await?
+            .into_iter()
+            .filter(crate::coordination::is_live)
+            .collect();
+        for a in &agents {
+            registry.role(&a.role)?;
+        }
+        let task: Task = serde_json::from_value(record.definition.clone()).map_err(|e| {
+            Error::Coordination(format!(
+                "task '{task_id}' in {} has an unreadable definition: {e}",
+                store.describe()
+            ))
+        })?;
+        let mode = Mode::Joiner {
+            roles: Vec::new(),
+            owner: record.owner,
+            owner_roles: record.roles,
+            started_ms: record.started_ms,
+        };
+        let client = crate::llm::LlmClient::new(config.llm.clone())
+            .map_err(|e| Error::bad_llm_settings("LLM settings", e))?;
+        let mut me = Self::with_mode(task, config, store, registry, client, mode)?;
+        me.resume = agents;
+        Ok(me)
+    }
+
+    /// A resumer takes the lease (waiting for the last holder's to expire)
+    /// and fences every process of the task that did not leave, so none of
+    /// them can write again.
+    async fn take_over(&mut self) -> Result<()> {
+        let interval = self.coord.presence.interval();
+        let deadline =
+            Instant::now() + interval * (crate::coordination::LOST_AFTER_BEATS as u32 + 2);
+        loop {
+            if self.hold_lease().await? {
+                self.lead = true;
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Coordination(format!(
+                    "cannot resume task '{}': another process holds its lease",
+                    self.coord.task.id
+                )));
+            }
+            tokio::time::sleep(interval).await;
+        }
+        let store = self.coord.store.clone();
+        let id = self.coord.task.id.clone();
+        for mut host in store.host_list(&id).await? {
+            if host.id == self.coord.presence.host() || host.state == HostState::Left {
+                continue;
+            }
+            store.member_fence(&id, &host.id).await?;
+            host.state = HostState::Lost;
+            store.heartbeat(&id, &host, &[]).await?;
+        }
+        self.record_status(RunStatus::Running, None).await;
+        Ok(())
+    }
+
     /// Records the run in the store (owner) and returns its deadline. A
     /// joiner's deadline is the owner's: the task's timeout from its start.
     pub(super) async fn open(&mut self) -> Result<Instant> {
@@ -108,16 +220,49 @@ impl Orchestrator {
         match &self.mode {
             Mode::Owner => {
                 self.claim_task().await?;
+                self.join_members().await?;
+                self.lead = self.hold_lease().await?;
                 // Alive before any agent shows, so a joiner never finds the
                 // task without a live owner.
                 self.beat().await;
                 Ok(Instant::now() + timeout)
             }
             Mode::Joiner { started_ms, .. } => {
-                let elapsed = Duration::from_millis(now_ms().saturating_sub(*started_ms));
+                let started_ms = *started_ms;
+                self.join_members().await?;
+                if !self.resume.is_empty() {
+                    self.take_over().await?;
+                }
+                let elapsed = Duration::from_millis(now_ms().saturating_sub(started_ms));
                 Ok(Instant::now() + timeout.saturating_sub(elapsed))
             }
         }
+    }
+
+    /// Joins the task's members under a new epoch: from now on the server
+    /// refuses this process's writes once it is declared lost.
+    async fn join_members(&mut self) -> Result<()> {
+        let epoch = self.coord.presence.join().await?;
+        tracing::debug!(
+            host = %self.coord.presence.host(),
+            epoch,
+            "joined task '{}' as a member",
+            self.coord.task.id
+        );
+        Ok(())
+    }
+
+    /// Takes or renews the task's lease for this process; true when it
+    /// holds it. Its time is the silence after which a member is lost, so a
+    /// holder that stops renewing is replaced when it would be declared lost.
+    async fn hold_lease(&self) -> Result<bool> {
+        let presence = &self.coord.presence;
+        let ttl = presence.interval() * crate::coordination::LOST_AFTER_BEATS as u32;
+        Ok(self
+            .coord
+            .store
+            .lease(&self.coord.task.id, presence.host(), ttl)
+            .await?)
     }
 
     /// Makes this process the owner of the task in the store. A run of the
@@ -158,44 +303,122 @@ impl Orchestrator {
     }
 
     fn task_record(&self, status: RunStatus, ended_ms: Option<u64>) -> TaskRecord {
+        let mut roles = self.registry.roles();
+        let mut started_ms = self.coord.metrics.start_time();
+        if let Mode::Joiner {
+            owner_roles,
+            started_ms: started,
+            ..
+        } = &self.mode
+        {
+            // A joiner that took the lease over keeps what the run started with.
+            roles.extend(owner_roles.iter().cloned());
+            roles.sort();
+            roles.dedup();
+            started_ms = *started;
+        }
         TaskRecord {
             definition: serde_json::to_value(&*self.coord.task).expect("a task always serializes"),
             status,
             owner: self.coord.presence.host().to_string(),
-            roles: self.registry.roles(),
-            started_ms: self.coord.metrics.start_time(),
+            roles,
+            started_ms,
             ended_ms,
         }
     }
 
-    /// Writes this process's heartbeat and activity.
-    pub(super) async fn beat(&self) {
-        self.beat_as(HostState::Alive).await;
+    /// Writes this process's heartbeat and activity; notes a fence.
+    pub(super) async fn beat(&mut self) {
+        match self.beat_as(HostState::Alive).await {
+            Beat::Kept => {}
+            Beat::Fenced => {
+                self.fenced = true;
+                let _ = self.stop_tx.send(true);
+            }
+            Beat::DataLost => self.on_data_lost().await,
+        }
     }
 
-    async fn beat_as(&self, state: HostState) {
-        let role = if self.mode.is_owner() {
+    /// The server no longer holds this process's membership, though nobody
+    /// fenced it: it lost the task's data (a restart without persistence, a
+    /// flush). The run goes on with what is written from now on: this
+    /// process joins again (a new epoch), the task record is written again
+    /// if it is gone, and the report says what was lost (a fatal error: the
+    /// task cannot be complete). Consumer groups are made again by the next
+    /// reads (on NOGROUP).
+    async fn on_data_lost(&mut self) {
+        let store = self.coord.store.clone();
+        let id = self.coord.task.id.clone();
+        let e = Error::Coordination(format!(
+            "the store {} lost this task's data (a restart without persistence, or a flush), \
+             noticed at {} ms since the epoch: the blackboard, the messages queued or in flight, \
+             the dead letters, the agents' and the task's records, locks and counters written \
+             before then are gone; the task went on with what was written after",
+            store.describe(),
+            now_ms()
+        ));
+        tracing::error!("{e}");
+        self.record("host", &e, true);
+        if let Err(e) = self.coord.presence.join().await {
+            tracing::warn!("cannot join the task again: {e}");
+        }
+        if let Ok(None) = store.task_get(&id).await {
+            let status = if self.stopping {
+                RunStatus::Stopping
+            } else {
+                RunStatus::Running
+            };
+            self.record_status(status, None).await;
+        }
+    }
+
+    /// How the heartbeat went.
+    async fn beat_as(&self, state: HostState) -> Beat {
+        let role = if self.lead {
             HostRole::Owner
         } else {
             HostRole::Joiner
         };
         let agents: Vec<String> = self.running.values().map(|(id, _)| id.clone()).collect();
         let presence = &self.coord.presence;
-        if let Err(e) = presence
+        match presence
             .beat(role, state, &self.coord.activity, &agents)
             .await
         {
-            tracing::warn!("heartbeat failed: {e}");
+            Ok(true) => Beat::Kept,
+            Ok(false) => Beat::DataLost,
+            Err(Error::Fenced { .. }) => Beat::Fenced,
+            Err(e) => {
+                tracing::warn!("heartbeat failed: {e}");
+                Beat::Kept
+            }
         }
     }
 
-    /// Every heartbeat period: beat; the owner recovers the agents of lost
-    /// processes and notes whether others take part; a joiner checks that
-    /// the run goes on.
+    /// Every heartbeat period: beat and renew (or take over) the lease; the
+    /// lease holder recovers the agents of lost processes and notes whether
+    /// others take part; the others check that the run goes on.
     pub(super) async fn on_heartbeat(&mut self) {
         self.beat().await;
-        match self.mode.clone() {
-            Mode::Owner => {
+        if self.fenced {
+            return;
+        }
+        match self.hold_lease().await {
+            Ok(held) => {
+                if held && !self.lead && !self.stopping {
+                    tracing::warn!(
+                        "task '{}': this process took over the task's lease (end of task, record, report)",
+                        self.coord.task.id
+                    );
+                    self.lead = true;
+                    self.record_status(RunStatus::Running, None).await;
+                }
+                self.lead = held || (self.lead && self.stopping);
+            }
+            Err(e) => tracing::warn!("cannot renew the task's lease: {e}"),
+        }
+        match self.lead {
+            true => {
                 let coord = self.coord.clone();
                 match coord.presence.reap(&coord.states, &coord.bus).await {
                     Ok(lost) => {
@@ -225,7 +448,7 @@ impl Orchestrator {
                 }
                 self.refresh_shared().await;
             }
-            Mode::Joiner { owner, .. } => self.check_owner(&owner).await,
+            false => self.check_end().await,
         }
     }
 
@@ -237,39 +460,26 @@ impl Orchestrator {
         }
     }
 
-    /// Stops this joiner when the owner recorded the end, or stopped heartbeating.
-    async fn check_owner(&mut self, owner: &str) {
+    /// Stops this process's agents when the lease holder recorded the end.
+    /// A holder that stopped heartbeating is replaced through the lease (see
+    /// [`on_heartbeat`](Self::on_heartbeat)), not a reason to stop.
+    async fn check_end(&mut self) {
         if self.stopping {
             return;
         }
         let store = self.coord.store.clone();
         let id = self.coord.task.id.clone();
         let ended = match store.task_get(&id).await {
-            Ok(Some(record)) => !record.is_running() || record.owner != owner,
-            Ok(None) => true,
+            Ok(Some(record)) => !record.is_running(),
+            // No record: the server lost the task's data (`clean` refuses a
+            // running task); the next heartbeat notices and writes it back.
+            Ok(None) => false,
             Err(e) => {
                 tracing::warn!("cannot read the task record: {e}");
                 return;
             }
         };
         if ended {
-            self.stopping = true;
-            let _ = self.stop_tx.send(true);
-            return;
-        }
-        let now = now_ms();
-        let owner_alive = match store.host_list(&id).await {
-            Ok(hosts) => hosts
-                .iter()
-                .any(|h| h.id == owner && self.coord.presence.is_alive(h, now)),
-            Err(_) => return,
-        };
-        if !owner_alive {
-            let e = Error::Coordination(format!(
-                "the owner of task '{id}' ({owner}) stopped heartbeating; stopping this process's agents"
-            ));
-            tracing::error!("{e}");
-            self.record("host", &e, true);
             self.stopping = true;
             let _ = self.stop_tx.send(true);
         }
@@ -290,14 +500,56 @@ impl Orchestrator {
 
     /// Records how the run ended (owner) and that this process left.
     pub(super) async fn close(&self, report: Option<&RunReport>) {
-        if self.mode.is_owner() {
+        if self.fenced {
+            return;
+        }
+        if self.lead {
             let status = match report.map(|r| r.status) {
                 Some(TaskStatus::Complete) => RunStatus::Complete,
                 Some(TaskStatus::Timeout) => RunStatus::Timeout,
-                _ => RunStatus::Failed,
+                Some(TaskStatus::Interrupted) => RunStatus::Interrupted,
+                Some(TaskStatus::Failed) | None => RunStatus::Failed,
             };
             self.record_status(status, Some(now_ms())).await;
         }
         self.beat_as(HostState::Left).await;
+        self.retain().await;
     }
+
+    /// Once the task has ended, gives every key of it the retention's expiry.
+    /// Each process leaving an ended task makes the pass, so keys a joiner
+    /// wrote after the owner's pass expire too; a joiner leaving a task that
+    /// goes on leaves its keys alone.
+    async fn retain(&self) {
+        let store = &self.coord.store;
+        if store.is_embedded() {
+            return;
+        }
+        let id = &self.coord.task.id;
+        if !self.lead {
+            match store.task_get(id).await {
+                Ok(Some(record)) if record.status != RunStatus::Running => {}
+                Ok(Some(_)) => return,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("cannot read the task record to set its retention: {e}");
+                    return;
+                }
+            }
+        }
+        let retention = Duration::from_secs(self.coord.config.retention);
+        if let Err(e) = store.retain(id, retention).await {
+            tracing::warn!("cannot set the retention of task '{id}' in the store: {e}");
+        }
+    }
+}
+
+/// What a heartbeat found.
+enum Beat {
+    /// Written (or failed for a passing reason, already logged).
+    Kept,
+    /// Refused: this process was declared lost.
+    Fenced,
+    /// Written, but the server no longer held this process's membership.
+    DataLost,
 }

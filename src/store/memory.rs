@@ -40,6 +40,8 @@ pub struct MemoryStore {
     /// Moves when a task is removed, so per-thread caches drop what they hold.
     generation: AtomicU64,
     tasks: RwLock<FastMap<String, Arc<TaskData>>>,
+    /// Agents' checkpoints by (task, agent).
+    checkpoints: parking_lot::Mutex<HashMap<(String, String), String>>,
 }
 
 impl Default for MemoryStore {
@@ -49,6 +51,7 @@ impl Default for MemoryStore {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(0),
             tasks: RwLock::default(),
+            checkpoints: parking_lot::Mutex::default(),
         }
     }
 }
@@ -395,7 +398,12 @@ impl RecordStore for MemoryStore {
         Ok(self.task(task).record.lock().clone())
     }
 
-    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
+    async fn heartbeat(
+        &self,
+        task: &str,
+        host: &HostRecord,
+        agents: &[String],
+    ) -> StoreResult<bool> {
         let t = self.task(task);
         t.hosts.lock().insert(host.id.clone(), host.clone());
         let mut records = t.agents.lock();
@@ -404,7 +412,7 @@ impl RecordStore for MemoryStore {
                 r.heartbeat_ms = host.heartbeat_ms;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
@@ -433,6 +441,39 @@ impl RecordStore for MemoryStore {
         let removed = self.tasks.write().remove(task);
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(removed.map_or(0, |t| t.blackboard.lock().len() + t.agents.lock().len()))
+    }
+
+    /// One process holds the embedded store: every member is epoch 1 and
+    /// none is ever fenced.
+    async fn member_join(&self, _task: &str, _host: &str) -> StoreResult<u64> {
+        Ok(1)
+    }
+
+    async fn checkpoint_put(&self, task: &str, agent: &str, json: &str) -> StoreResult<()> {
+        self.checkpoints
+            .lock()
+            .insert((task.to_string(), agent.to_string()), json.to_string());
+        Ok(())
+    }
+
+    async fn checkpoint_get(&self, task: &str, agent: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .checkpoints
+            .lock()
+            .get(&(task.to_string(), agent.to_string()))
+            .cloned())
+    }
+
+    async fn lease(&self, _task: &str, _holder: &str, _ttl: Duration) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    async fn member_fence(&self, _task: &str, _host: &str) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    async fn retain(&self, _task: &str, _retention: Duration) -> StoreResult<usize> {
+        Ok(0)
     }
 }
 

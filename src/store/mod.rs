@@ -87,6 +87,15 @@ pub enum StoreError {
         /// The server's answer.
         reason: String,
     },
+    /// This process was declared lost and fenced out of the task: the
+    /// server refuses its writes.
+    #[error("fenced: {reason} (refused: {command})")]
+    Fenced {
+        /// The operation that was refused.
+        command: String,
+        /// The server's words.
+        reason: String,
+    },
     /// A stored value could not be decoded.
     #[error("store key {key} holds a corrupt value: {reason}")]
     Corrupt {
@@ -223,10 +232,12 @@ text_enum! {
         Stopping = "stopping",
         /// Ended complete.
         Complete = "complete",
-        /// Ended failed (or interrupted).
+        /// Ended failed.
         Failed = "failed",
         /// Ended when its time ran out.
         Timeout = "timeout",
+        /// Stopped from outside (Ctrl-C) before it ended.
+        Interrupted = "interrupted",
     }
 }
 
@@ -367,6 +378,20 @@ pub trait QueueStore: Send + Sync {
         consumer: &str,
         wait: Duration,
     ) -> StoreResult<Option<Delivery>>;
+    /// A message of `queues` that the store already handed to `consumer`
+    /// (read ahead with another of its queues) and that no other consumer
+    /// can take any more; `None` when there is none. Unlike
+    /// [`queue_take_ready`](Self::queue_take_ready) it never takes a message
+    /// still open to others, so an agent may call it for its role's queue
+    /// while another agent of the role has the turn.
+    fn queue_take_held(
+        &self,
+        _task: &str,
+        _queues: &[String],
+        _consumer: &str,
+    ) -> Option<Delivery> {
+        None
+    }
     /// A message this process already holds for `consumer` (read ahead),
     /// taken without waiting and without a round trip; `None` when taking one
     /// needs [`queue_take`](Self::queue_take). The same message the next
@@ -426,8 +451,16 @@ pub trait RecordStore: Send + Sync {
     /// Reads the task's record; `None` when no process has started the task.
     async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>>;
     /// Records that `host` is alive with its activity, and sets the heartbeat of
-    /// each of its `agents` to `host.heartbeat_ms`.
-    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()>;
+    /// each of its `agents` to `host.heartbeat_ms`. False when `host` is this
+    /// store's member of the task and the server no longer holds its
+    /// membership: the server lost the task's data (a restart without
+    /// persistence). [`StoreError::Fenced`] when it was declared lost.
+    async fn heartbeat(
+        &self,
+        task: &str,
+        host: &HostRecord,
+        agents: &[String],
+    ) -> StoreResult<bool>;
     /// Every process that took part in the task, sorted by id.
     async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>>;
     /// Adds each delta to the task's metric counters.
@@ -439,6 +472,26 @@ pub trait RecordStore: Send + Sync {
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool>;
     /// Deletes every key of the task; returns how many were removed.
     async fn clean(&self, task: &str) -> StoreResult<usize>;
+    /// Makes process `host` a new member of the task under the next epoch
+    /// (a server-side counter), and this store's writes for the task
+    /// writes of that member: once it is fenced, the server refuses them
+    /// with [`StoreError::Fenced`]. Returns the epoch.
+    async fn member_join(&self, task: &str, host: &str) -> StoreResult<u64>;
+    /// Keeps agent `agent`'s checkpoint (JSON), for `on_resume` after `orrery resume`.
+    async fn checkpoint_put(&self, task: &str, agent: &str, json: &str) -> StoreResult<()>;
+    /// Agent `agent`'s last checkpoint (JSON), if it kept one.
+    async fn checkpoint_get(&self, task: &str, agent: &str) -> StoreResult<Option<String>>;
+    /// Takes or renews the lease of the task's duties (end of task, task
+    /// record, report, reaping lost members) for `holder`, for `ttl`; true
+    /// when `holder` holds it now.
+    async fn lease(&self, task: &str, holder: &str, ttl: Duration) -> StoreResult<bool>;
+    /// Fences member `host` for good (it was declared lost); true for the
+    /// one caller that fenced it, false when it already was.
+    async fn member_fence(&self, task: &str, host: &str) -> StoreResult<bool>;
+    /// Makes every key of the ended task expire after `retention` at the
+    /// latest (a key that expires sooner keeps its own expiry); returns how
+    /// many keys were given one. The embedded store ends with its process.
+    async fn retain(&self, task: &str, retention: Duration) -> StoreResult<usize>;
 
     /// Appends journal lines to the task's journal stream, keeping about the
     /// last `max_len`. A store that no other process reads (the embedded

@@ -254,3 +254,32 @@ async fn tasks_do_not_share_queues() {
         assert!(!s.queue_is_drained("t").await.unwrap());
     }
 }
+
+/// A role message the store read ahead for one agent along with its own
+/// (so no other agent can take it) is still reached exactly once: the
+/// agent takes it as held even when another agent of the role has the
+/// turn. Before, it stayed in the first agent's read-ahead for ever and the
+/// task waited for its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_message_read_ahead_with_an_own_one_is_reached_once() {
+    for backend in Backend::all() {
+        let s = open(backend).await;
+        s.queue_push("t", "worker", &envelope("r1", "job"))
+            .await
+            .unwrap();
+        s.queue_push("t", "worker-1", &envelope("o1", "job"))
+            .await
+            .unwrap();
+        let own = take(&s, "worker-1", "worker").await.unwrap();
+        assert_eq!(own.envelope.id, "o1", "{backend:?}");
+        // worker-1 is no longer in turn: it asks only for what it holds.
+        let held = s.queue_take_held("t", &["worker".to_string()], "worker-1");
+        let other = take(&s, "worker-2", "worker").await;
+        let reached: Vec<String> = held
+            .iter()
+            .chain(other.iter())
+            .map(|d| d.envelope.id.clone())
+            .collect();
+        assert_eq!(reached, ["r1"], "{backend:?}");
+    }
+}

@@ -126,7 +126,12 @@ impl RecordStore for PanickingStore {
     async fn task_get(&self, task: &str) -> StoreResult<Option<TaskRecord>> {
         self.0.task_get(task).await
     }
-    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
+    async fn heartbeat(
+        &self,
+        task: &str,
+        host: &HostRecord,
+        agents: &[String],
+    ) -> StoreResult<bool> {
         self.0.heartbeat(task, host, agents).await
     }
     async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
@@ -140,6 +145,24 @@ impl RecordStore for PanickingStore {
     }
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
         self.0.claim(task, name).await
+    }
+    async fn retain(&self, task: &str, retention: Duration) -> StoreResult<usize> {
+        self.0.retain(task, retention).await
+    }
+    async fn member_join(&self, task: &str, host: &str) -> StoreResult<u64> {
+        self.0.member_join(task, host).await
+    }
+    async fn member_fence(&self, task: &str, host: &str) -> StoreResult<bool> {
+        self.0.member_fence(task, host).await
+    }
+    async fn checkpoint_put(&self, task: &str, agent: &str, json: &str) -> StoreResult<()> {
+        self.0.checkpoint_put(task, agent, json).await
+    }
+    async fn checkpoint_get(&self, task: &str, agent: &str) -> StoreResult<Option<String>> {
+        self.0.checkpoint_get(task, agent).await
+    }
+    async fn lease(&self, task: &str, holder: &str, ttl: Duration) -> StoreResult<bool> {
+        self.0.lease(task, holder, ttl).await
     }
     async fn clean(&self, task: &str) -> StoreResult<usize> {
         self.0.clean(task).await

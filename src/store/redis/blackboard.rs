@@ -19,13 +19,15 @@ impl Server {
     fn set_nowait(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> Pending {
         let keys = Keys::new(task);
         let ttl_ms = millis(ttl);
-        let mut cmd = script_call(&BB_SET, &[&keys.blackboard(key), &keys.bb_index()]);
+        let (member, fenced) = self.fence(task);
+        let mut cmd = script_call(&BB_SET, &[&keys.blackboard(key), &keys.bb_index(), &member]);
         cmd.arg(encode(value))
             .arg(ttl_ms)
             .arg(key)
             .arg(keys.events())
             .arg(self.events.set_prefix(key))
-            .arg(self.index_ttl(task, ttl_ms));
+            .arg(self.index_ttl(task, ttl_ms))
+            .arg(fenced);
         let sent = self.events.publishing(task);
         let (epoch, answer) = self
             .conn
@@ -113,14 +115,15 @@ impl BlackboardStore for RedisStore {
         let (value_key, index, channel) = (keys.blackboard(key), keys.bb_index(), keys.events());
         let event = self.events.delete_event(key);
         let sent = self.events.publishing(task);
+        let (member, fenced) = self.fence(task);
         let removed: i64 = self
             .conn
             .eval(
                 "blackboard delete",
                 &BB_DELETE,
-                &[&value_key, &index],
+                &[&value_key, &index, &member],
                 |c| {
-                    c.arg(key).arg(&channel).arg(&event);
+                    c.arg(key).arg(&channel).arg(&event).arg(fenced);
                 },
             )
             .await?;
@@ -203,12 +206,13 @@ impl BlackboardStore for RedisStore {
         let ttl_ms = millis(ttl);
         let flag = |present: bool| if present { "1" } else { "0" };
         let sent = self.events.publishing(task);
+        let (member, fenced) = self.fence(task);
         let swapped: i64 = self
             .conn
             .eval(
                 "blackboard compare-and-set",
                 &BB_CAS,
-                &[&value_key, &index, &once],
+                &[&value_key, &index, &once, &member],
                 |c| {
                     c.arg(flag(expected.is_some()))
                         .arg(&expected_json)
@@ -217,7 +221,8 @@ impl BlackboardStore for RedisStore {
                         .arg(ttl_ms)
                         .arg(key)
                         .arg(&channel)
-                        .arg(&event);
+                        .arg(&event)
+                        .arg(fenced);
                 },
             )
             .await?;

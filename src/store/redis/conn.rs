@@ -130,14 +130,17 @@ impl Connection {
                 Ok(Err(e)) if is_transient(&e) => {
                     return Err(unavailable(format!(
                         "{} (gave up after {} ms; setting connect_timeout)",
-                        describe(&e),
+                        server_reason(&client).await.unwrap_or_else(|| describe(&e)),
                         patience.as_millis()
                     )));
                 }
                 Ok(Err(e)) => return Err(unavailable(describe(&e))),
                 Err(_) => {
                     return Err(unavailable(format!(
-                        "no connection within {} ms (setting connect_timeout)",
+                        "{} within {} ms (setting connect_timeout)",
+                        server_reason(&client)
+                            .await
+                            .unwrap_or_else(|| "no connection".to_string()),
                         patience.as_millis()
                     )));
                 }
@@ -233,6 +236,7 @@ impl Connection {
                 }
             };
             if Instant::now() + pause >= deadline {
+                let failure = server_reason(&self.client).await.unwrap_or(failure);
                 return Err(self.gave_up(&failure));
             }
             tracing::debug!(command = what, "store unavailable, retrying: {failure}");
@@ -413,25 +417,18 @@ impl Connection {
     }
 }
 
-/// A command or a pipeline (one message on the connection: its commands go
-/// to the server together and in order).
+/// A request sent without waiting: one command (a script call, when it
+/// needs several steps applied together).
 pub(super) enum Request {
     /// One command.
     Cmd(Cmd),
-    /// Several; the reply is the array of their replies.
-    Pipe(Pipeline),
 }
 
 impl Request {
-    /// Sends the request; a server error (of any command of a pipeline) is the error.
+    /// Sends the request; a server error is the error.
     async fn send(&self, conn: &mut MultiplexedConnection) -> RedisResult<Value> {
         match self {
             Request::Cmd(cmd) => conn.send_packed_command(cmd).await?.extract_error(),
-            Request::Pipe(pipe) => conn
-                .send_packed_commands(pipe, 0, pipe.len())
-                .await
-                .map(Value::Array)?
-                .extract_error(),
         }
     }
 }
@@ -469,6 +466,15 @@ pub(super) fn script_call(script: &ServerScript, keys: &[&str]) -> Cmd {
 
 /// A failed command, named.
 pub(super) fn command_error(what: &str, e: &RedisError) -> StoreError {
+    if e.code() == Some("FENCED") {
+        return StoreError::Fenced {
+            command: what.to_string(),
+            reason: e
+                .detail()
+                .unwrap_or("this process was declared lost")
+                .to_string(),
+        };
+    }
     StoreError::Command {
         command: what.to_string(),
         reason: describe(e),
@@ -493,6 +499,34 @@ fn describe(e: &RedisError) -> String {
     } else {
         text
     }
+}
+
+/// What the server itself says to a new connection before it is asked
+/// anything: a server that refuses clients (`maxclients`) writes its error
+/// and closes, and the client library then reports only "connection reset" or
+/// "broken pipe". `None` when it says nothing within a moment, on TLS (its
+/// refusal comes inside the handshake) and on Unix sockets.
+async fn server_reason(client: &Client) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let redis::ConnectionAddr::Tcp(host, port) = client.get_connection_info().addr() else {
+        return None;
+    };
+    let moment = Duration::from_millis(300);
+    let mut stream = tokio::time::timeout(
+        moment,
+        tokio::net::TcpStream::connect((host.as_str(), *port)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(moment, stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let line = text.strip_prefix('-')?.lines().next()?.trim();
+    (!line.is_empty()).then(|| format!("the server refused the connection: {line}"))
 }
 
 /// Why a store could not be opened.

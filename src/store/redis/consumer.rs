@@ -84,6 +84,11 @@ impl Consumers {
         slot
     }
 
+    /// The slot of `consumer`, if it has read anything.
+    fn existing(&self, task: &str, consumer: &str) -> Option<Arc<Slot>> {
+        self.slots.lock().get(task)?.get(consumer).cloned()
+    }
+
     /// The consumer holding a message handed out by this process.
     pub fn holder(&self, task: &str, delivery: &Delivery) -> Option<String> {
         self.outstanding
@@ -221,6 +226,18 @@ impl Server {
             return self.pop(task, &slot, queues);
         }
         None
+    }
+
+    /// A message of `queues` already read for `consumer`: it is in the
+    /// consumer's pending list, so no other consumer can take it.
+    pub(super) fn take_held(
+        &self,
+        task: &str,
+        queues: &[String],
+        consumer: &str,
+    ) -> Option<Delivery> {
+        let slot = self.consumers.existing(task, consumer)?;
+        self.pop(task, &slot, queues)
     }
 
     /// The first message read ahead for `slot` from one of `queues`.

@@ -17,6 +17,9 @@
 //! | `task:{id}:claims` | hash | once-only claims (spawn conditions, agent ids) |
 //! | `task:{id}:meta` | string | the task record (definition, status, owner) |
 //! | `task:{id}:hosts` | hash | each process's heartbeat and activity |
+//! | `task:{id}:lease` | string | the member holding the task's lease (end of task, record, report, reaping), with its TTL |
+//! | `task:{id}:epoch` | string | the last member epoch handed out (INCR) |
+//! | `task:{id}:member:{host}` | string | a live member's epoch; deleted when it is declared lost (fenced) |
 //! | `task:{id}:once:{token}` | string | a retried operation's done-marker (60 s) |
 //! | `task:{id}:journal` | stream | the run journal, capped (`journal_max_len`) |
 //!
@@ -129,6 +132,21 @@ impl Keys {
         self.key("journal")
     }
 
+    /// The lease of the task's duties.
+    pub fn lease(&self) -> String {
+        self.key("lease")
+    }
+
+    /// The counter of member epochs.
+    pub fn epoch(&self) -> String {
+        self.key("epoch")
+    }
+
+    /// The key that exists while process `host` is a live member.
+    pub fn member(&self, host: &str) -> String {
+        format!("{}member:{host}", self.prefix)
+    }
+
     /// The done-marker of a retried operation.
     pub fn once(&self, token: &str) -> String {
         format!("{}once:{token}", self.prefix)
@@ -143,4 +161,11 @@ impl Keys {
 /// A random token for a done-marker or an owner.
 pub(super) fn token() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// The task id of a key (`task:{id}:...`).
+pub(super) fn task_of(key: &str) -> &str {
+    key.strip_prefix("task:")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or("")
 }

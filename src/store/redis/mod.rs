@@ -63,6 +63,9 @@ pub struct Server {
     acks: Mutex<AckBatch>,
     /// Until when this process made each task's blackboard index live.
     index_raised: Mutex<HashMap<String, Instant>>,
+    /// The member key of each task this process joined; its write scripts
+    /// check it (see [`scripts`]).
+    members: parking_lot::RwLock<HashMap<String, String>>,
 }
 
 impl std::ops::Deref for RedisStore {
@@ -97,7 +100,19 @@ impl RedisStore {
             parked: Mutex::default(),
             acks: Mutex::default(),
             index_raised: Mutex::default(),
+            members: parking_lot::RwLock::default(),
         })))
+    }
+}
+
+impl Server {
+    /// The member key and flag the write scripts of `task` end with: this
+    /// process's key once it joined the task, else a flag that skips the check.
+    pub(super) fn fence(&self, task: &str) -> (String, &'static str) {
+        match self.members.read().get(task) {
+            Some(key) => (key.clone(), "1"),
+            None => (keys::Keys::new(task).member("-"), "0"),
+        }
     }
 }
 

@@ -19,11 +19,12 @@ use redis::{Pipeline, RedisResult, Value as RedisValue};
 
 use super::blackboard::decode;
 use super::conn::{Request, command_error, error_code, script_call};
+use super::keys::task_of;
 use super::keys::{GROUP, Keys, RETURNED};
 use super::reply::{
     array, entry_delivery, field, id_text, pending_counts, read_reply, unexpected, usize_of,
 };
-use super::scripts::{CLAIM_RETURNED, NACK, RELEASE, REVIVE};
+use super::scripts::{ACK, CLAIM_RETURNED, NACK, RELEASE, REVIVE, SEND};
 use super::{RedisStore, Server};
 use crate::store::{
     Delivery, Envelope, MessageState, Pending, QueueStore, QueuedMessage, StoreError, StoreResult,
@@ -46,17 +47,14 @@ impl Server {
         let keys = Keys::new(task);
         let stream = keys.bus(queue);
         let json = serde_json::to_string(envelope).expect("an envelope always serializes");
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&stream).arg("*").arg("m").arg(json);
         let first = self.registered.lock().insert(stream.clone());
-        let request = if first {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SADD").arg(keys.queues()).arg(queue);
-            pipe.add_command(xadd);
-            Request::Pipe(pipe)
-        } else {
-            Request::Cmd(xadd)
-        };
+        let (member, fenced) = self.fence(task);
+        let mut send = script_call(&SEND, &[&stream, &keys.queues(), &member]);
+        send.arg(json)
+            .arg(if first { "1" } else { "0" })
+            .arg(queue)
+            .arg(fenced);
+        let request = Request::Cmd(send);
         let (epoch, answer) = self.conn.send(format!("bus send to '{queue}'"), request);
         let me = self.registered.clone();
         Pending::sent(
@@ -128,6 +126,9 @@ impl Server {
             }
             let replies = self.conn.round_trip(&pipe).await?;
             let (ack_replies, rest) = replies.split_at(acks.min(replies.len()));
+            if let Some(r) = ack_replies.iter().find(|r| error_code(r) == Some("FENCED")) {
+                return Err(server_error(r).expect("a server error"));
+            }
             for r in ack_replies {
                 if let Some(code) = error_code(r) {
                     // The entry went with its stream: nothing left to acknowledge.
@@ -241,8 +242,10 @@ impl Server {
         let batch = std::mem::take(&mut *self.acks.lock());
         let mut pipe = redis::pipe();
         for (stream, ids) in batch {
-            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&ids);
-            pipe.cmd("XDEL").arg(&stream).arg(&ids);
+            let (member, fenced) = self.fence(task_of(&stream));
+            let mut ack = script_call(&ACK, &[&stream, &member]);
+            ack.arg(GROUP).arg(&ids).arg(fenced);
+            pipe.add_command(ack);
         }
         pipe
     }
@@ -253,9 +256,16 @@ impl Server {
         if pipe.is_empty() {
             return Ok(());
         }
-        // Refusals (NOGROUP: the stream is gone) leave nothing to acknowledge.
-        self.conn.replies("bus ack", || pipe.clone()).await?;
-        Ok(())
+        // Refusals (NOGROUP: the stream is gone) leave nothing to
+        // acknowledge; a fenced process may acknowledge nothing.
+        let replies = self.conn.replies("bus ack", || pipe.clone()).await?;
+        match replies.iter().find(|r| error_code(r) == Some("FENCED")) {
+            Some(r) => Err(command_error(
+                "bus ack",
+                &server_error(r).expect("a server error"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Parks every message `consumer` holds on `queues`; returns how many.
@@ -387,6 +397,10 @@ impl QueueStore for RedisStore {
         self.0.take_ready(task, queues, consumer)
     }
 
+    fn queue_take_held(&self, task: &str, queues: &[String], consumer: &str) -> Option<Delivery> {
+        self.0.take_held(task, queues, consumer)
+    }
+
     fn queue_ack_nowait(&self, task: &str, delivery: &Delivery) -> Pending {
         self.consumers.settled(task, delivery);
         self.ack_later(task, delivery);
@@ -412,16 +426,18 @@ impl QueueStore for RedisStore {
             serde_json::to_string(&*delivery.envelope).expect("an envelope always serializes");
         // Empty when this process did not hand the message out: no holder check then.
         let holder = self.consumers.holder(task, delivery).unwrap_or_default();
+        let (member, fenced) = self.fence(task);
         let outcome: i64 = self
             .conn
-            .eval("bus nack", &NACK, &[&stream, &dead], |c| {
+            .eval("bus nack", &NACK, &[&stream, &dead, &member], |c| {
                 c.arg(GROUP)
                     .arg(&delivery.receipt)
                     .arg(&holder)
                     .arg(RETURNED)
                     .arg(max_attempts)
                     .arg(&delivery.queue)
-                    .arg(&json);
+                    .arg(&json)
+                    .arg(fenced);
             })
             .await?;
         self.consumers.settled(task, delivery);

@@ -7,7 +7,10 @@ use std::time::Duration;
 use super::RedisStore;
 use super::blackboard::{decode, millis};
 use super::keys::{Keys, token};
-use super::scripts::{CLAIM, LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, METRICS_ADD};
+use super::scripts::{
+    AGENT_PUT, CHECKPOINT, CLAIM, FENCE, HEARTBEAT, JOIN, LEASE, LOCK_ACQUIRE, LOCK_EXTEND,
+    LOCK_RELEASE, METRICS_ADD, RETAIN,
+};
 use crate::store::{AgentRecord, HostRecord, LockStore, RecordStore, StoreResult, TaskRecord};
 
 /// Keys deleted per UNLINK while cleaning.
@@ -19,23 +22,16 @@ impl RecordStore for RedisStore {
         let keys = Keys::new(task);
         let (state, agents) = (keys.state(&record.id), keys.agents());
         let json = serde_json::to_string(record).expect("a record always serializes");
+        let (member, fenced) = self.fence(task);
         self.conn
-            .pipeline("agent put", || {
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .hset_multiple(
-                        &state,
-                        &[
-                            ("record", json.as_str()),
-                            ("heartbeat", &record.heartbeat_ms.to_string()),
-                        ],
-                    )
-                    .ignore()
-                    .sadd(&agents, &record.id)
-                    .ignore();
-                pipe
+            .eval::<i64>("agent put", &AGENT_PUT, &[&state, &agents, &member], |c| {
+                c.arg(&json)
+                    .arg(record.heartbeat_ms)
+                    .arg(&record.id)
+                    .arg(fenced);
             })
-            .await
+            .await?;
+        Ok(())
     }
 
     async fn agent_get(&self, task: &str, agent: &str) -> StoreResult<Option<AgentRecord>> {
@@ -104,20 +100,35 @@ impl RecordStore for RedisStore {
         raw.map(|s| decode(&meta, &s)).transpose()
     }
 
-    async fn heartbeat(&self, task: &str, host: &HostRecord, agents: &[String]) -> StoreResult<()> {
+    async fn heartbeat(
+        &self,
+        task: &str,
+        host: &HostRecord,
+        agents: &[String],
+    ) -> StoreResult<bool> {
         let keys = Keys::new(task);
         let json = serde_json::to_string(host).expect("a record always serializes");
-        self.conn
-            .pipeline("heartbeat", || {
-                let mut pipe = redis::pipe();
-                pipe.hset(keys.hosts(), &host.id, &json).ignore();
-                for a in agents {
-                    pipe.hset(keys.state(a), "heartbeat", host.heartbeat_ms)
-                        .ignore();
-                }
-                pipe
+        // A process writes its own heartbeat as a member; another's record
+        // (the reaper marking it lost) is written unchecked.
+        let (member, fenced) = if self.fence(task).0 == keys.member(&host.id) {
+            self.fence(task)
+        } else {
+            (keys.member("-"), "0")
+        };
+        let mut all = vec![keys.hosts()];
+        all.extend(agents.iter().map(|a| keys.state(a)));
+        all.push(member);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let beat: i64 = self
+            .conn
+            .eval("heartbeat", &HEARTBEAT, &all, |c| {
+                c.arg(&host.id)
+                    .arg(&json)
+                    .arg(host.heartbeat_ms)
+                    .arg(fenced);
             })
-            .await
+            .await?;
+        Ok(beat != 2)
     }
 
     async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
@@ -146,6 +157,64 @@ impl RecordStore for RedisStore {
     async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>> {
         let metrics = Keys::new(task).metrics();
         self.conn.query("metrics get", || hash_all(&metrics)).await
+    }
+
+    async fn member_join(&self, task: &str, host: &str) -> StoreResult<u64> {
+        let keys = Keys::new(task);
+        let (counter, member) = (keys.epoch(), keys.member(host));
+        let epoch: u64 = self
+            .conn
+            .eval("join", &JOIN, &[&counter, &member], |_| {})
+            .await?;
+        self.members.write().insert(task.to_string(), member);
+        // Joining again after the server lost the task's data: what this
+        // process recorded there (queues in the set of queues, the index's
+        // TTL) must be recorded again.
+        let prefix = keys.bus("");
+        self.registered.lock().retain(|s| !s.starts_with(&prefix));
+        self.index_raised.lock().remove(task);
+        Ok(epoch)
+    }
+
+    async fn checkpoint_put(&self, task: &str, agent: &str, json: &str) -> StoreResult<()> {
+        let state = Keys::new(task).state(agent);
+        let (member, fenced) = self.fence(task);
+        self.conn
+            .eval::<i64>("agent checkpoint", &CHECKPOINT, &[&state, &member], |c| {
+                c.arg(json).arg(fenced);
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn checkpoint_get(&self, task: &str, agent: &str) -> StoreResult<Option<String>> {
+        let state = Keys::new(task).state(agent);
+        self.conn
+            .query("agent checkpoint", || {
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(&state).arg("checkpoint");
+                cmd
+            })
+            .await
+    }
+
+    async fn lease(&self, task: &str, holder: &str, ttl: Duration) -> StoreResult<bool> {
+        let keys = Keys::new(task);
+        let lease = keys.lease();
+        let (member, fenced) = self.fence(task);
+        let held: i64 = self
+            .conn
+            .eval("lease", &LEASE, &[&lease, &member], |c| {
+                c.arg(holder).arg(millis(ttl)).arg(fenced);
+            })
+            .await?;
+        Ok(held == 1)
+    }
+
+    async fn member_fence(&self, task: &str, host: &str) -> StoreResult<bool> {
+        let member = Keys::new(task).member(host);
+        let fenced: i64 = self.conn.eval("fence", &FENCE, &[&member], |_| {}).await?;
+        Ok(fenced == 1)
     }
 
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
@@ -196,6 +265,45 @@ impl RecordStore for RedisStore {
         Ok(removed)
     }
 
+    /// SCAN, and one script per batch that lowers each key's expiry to the
+    /// retention (keys written after this pass, e.g. by a process still
+    /// leaving, get theirs from that process's own pass).
+    async fn retain(&self, task: &str, retention: Duration) -> StoreResult<usize> {
+        let pattern = Keys::new(task).all();
+        let ms = millis(retention);
+        let mut given = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .conn
+                .query("retain", || {
+                    let mut cmd = redis::cmd("SCAN");
+                    cmd.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(CLEAN_BATCH);
+                    cmd
+                })
+                .await?;
+            if !batch.is_empty() {
+                let keys: Vec<&str> = batch.iter().map(String::as_str).collect();
+                let n: usize = self
+                    .conn
+                    .eval("retain", &RETAIN, &keys, |c| {
+                        c.arg(ms);
+                    })
+                    .await?;
+                given += n;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(given)
+    }
+
     async fn journal_append(&self, task: &str, lines: &[&str], max_len: usize) -> StoreResult<()> {
         self.0.journal_append(task, lines, max_len).await
     }
@@ -221,18 +329,25 @@ impl LockStore for RedisStore {
     ) -> StoreResult<Option<u64>> {
         let keys = Keys::new(task);
         let (lock, fences) = (keys.lock(name), keys.fences());
+        let (member, fenced) = self.fence(task);
         self.conn
-            .eval("lock acquire", &LOCK_ACQUIRE, &[&lock, &fences], |c| {
-                c.arg(token).arg(millis(ttl)).arg(name);
-            })
+            .eval(
+                "lock acquire",
+                &LOCK_ACQUIRE,
+                &[&lock, &fences, &member],
+                |c| {
+                    c.arg(token).arg(millis(ttl)).arg(name).arg(fenced);
+                },
+            )
             .await
     }
 
     async fn lock_release(&self, task: &str, name: &str, token: &str) -> StoreResult<bool> {
         let lock = Keys::new(task).lock(name);
+        let (member, fenced) = self.fence(task);
         self.conn
-            .eval("lock release", &LOCK_RELEASE, &[&lock], |c| {
-                c.arg(token);
+            .eval("lock release", &LOCK_RELEASE, &[&lock, &member], |c| {
+                c.arg(token).arg(fenced);
             })
             .await
     }
@@ -245,9 +360,10 @@ impl LockStore for RedisStore {
         ttl: Duration,
     ) -> StoreResult<bool> {
         let lock = Keys::new(task).lock(name);
+        let (member, fenced) = self.fence(task);
         self.conn
-            .eval("lock extend", &LOCK_EXTEND, &[&lock], |c| {
-                c.arg(token).arg(millis(ttl));
+            .eval("lock extend", &LOCK_EXTEND, &[&lock, &member], |c| {
+                c.arg(token).arg(millis(ttl)).arg(fenced);
             })
             .await
     }

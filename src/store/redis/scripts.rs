@@ -11,12 +11,33 @@ pub(super) struct ServerScript {
     hash: String,
 }
 
+/// The membership check every write script starts with: the last key is
+/// the calling process's member key and the last argument says whether it is
+/// a member (`1`) or a tool that never joined (`0`: `inspect`, `clean`, the
+/// reaper's own look). A member declared lost has `fenced` there: the write
+/// is refused with the error code `FENCED`. One GET of a small key. A
+/// member key that is missing altogether means the server lost the task's
+/// data (a restart without persistence): the write goes on, and the
+/// heartbeat reports it (see [`HEARTBEAT`]).
+const FENCE_CHECK: &str = r#"
+if ARGV[#ARGV] == '1' and redis.call('GET', KEYS[#KEYS]) == 'fenced' then
+  return redis.error_reply('FENCED this process was declared lost: the task goes on without it')
+end
+"#;
+
 impl ServerScript {
     fn new(source: &'static str) -> ServerScript {
         ServerScript {
             source,
             hash: redis::Script::new(source).get_hash().to_string(),
         }
+    }
+
+    /// A write script refused to fenced members: [`FENCE_CHECK`] first, so
+    /// the caller adds the member key last to KEYS and the flag last to ARGV.
+    fn fenced(body: &'static str) -> ServerScript {
+        let source: &'static str = Box::leak(format!("{FENCE_CHECK}{body}").into_boxed_str());
+        Self::new(source)
     }
 
     /// The SHA1 EVALSHA names the script by.
@@ -31,7 +52,7 @@ impl ServerScript {
 }
 
 /// Every script, to load on a new connection.
-pub(super) fn all() -> [&'static ServerScript; 12] {
+pub(super) fn all() -> [&'static ServerScript; 21] {
     [
         &BB_SET,
         &BB_DELETE,
@@ -45,6 +66,15 @@ pub(super) fn all() -> [&'static ServerScript; 12] {
         &METRICS_ADD,
         &CLAIM,
         &REVIVE,
+        &RETAIN,
+        &SEND,
+        &ACK,
+        &HEARTBEAT,
+        &AGENT_PUT,
+        &JOIN,
+        &LEASE,
+        &FENCE,
+        &CHECKPOINT,
     ]
 }
 
@@ -53,7 +83,7 @@ pub(super) fn all() -> [&'static ServerScript; 12] {
 /// to that many ms (the process asks once in a while, not every write).
 /// KEYS: value, index. ARGV: json, ttl ms, key, channel, event prefix, index ttl ms.
 pub(super) static BB_SET: LazyLock<ServerScript> = LazyLock::new(|| {
-    ServerScript::new(
+    ServerScript::fenced(
         r#"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], 0, ARGV[3])
@@ -70,7 +100,7 @@ return 1
 /// Deletes a blackboard key and publishes the change if it existed.
 /// KEYS: value, index. ARGV: key, channel, event.
 pub(super) static BB_DELETE: LazyLock<ServerScript> = LazyLock::new(|| {
-    ServerScript::new(
+    ServerScript::fenced(
         r#"
 local n = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -85,7 +115,7 @@ return n
 /// KEYS: value, index, once. ARGV: has expected, expected, has new, new,
 /// ttl ms, key, channel, event prefix (set) or event (delete).
 pub(super) static BB_CAS: LazyLock<ServerScript> = LazyLock::new(|| {
-    ServerScript::new(
+    ServerScript::fenced(
         r#"
 if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
 local current = redis.call('GET', KEYS[1])
@@ -139,7 +169,7 @@ return false
 /// KEYS: stream, dead letters. ARGV: group, entry id, consumer, returned-consumer,
 /// max attempts, queue, envelope json.
 pub(super) static NACK: LazyLock<ServerScript> = LazyLock::new(|| {
-    ServerScript::new(
+    ServerScript::fenced(
         r#"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 or p[1][2] ~= ARGV[3] then return -1 end
@@ -203,7 +233,7 @@ return #p
 /// grows with every grant. A retry by the same owner gets its grant back.
 /// KEYS: lock, fences. ARGV: token, ttl ms, name.
 pub(super) static LOCK_ACQUIRE: LazyLock<ServerScript> = LazyLock::new(|| {
-    ServerScript::new(
+    ServerScript::fenced(
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return tonumber(redis.call('HGET', KEYS[2], ARGV[3]))
@@ -219,7 +249,7 @@ return false
 /// Releases a lock only for its owner (compare-and-delete).
 /// KEYS: lock. ARGV: token.
 pub(super) static LOCK_RELEASE: LazyLock<ServerScript> = LazyLock::new(|| {
-    ServerScript::new(
+    ServerScript::fenced(
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -229,7 +259,7 @@ return 0
 
 /// Extends a lock only for its owner. KEYS: lock. ARGV: token, ttl ms.
 pub(super) static LOCK_EXTEND: LazyLock<ServerScript> = LazyLock::new(|| {
-    ServerScript::new(
+    ServerScript::fenced(
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -256,6 +286,129 @@ pub(super) static CLAIM: LazyLock<ServerScript> = LazyLock::new(|| {
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return 1 end
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 1 end
 return 0
+"#,
+    )
+});
+
+/// Gives each key an expiry of at most ARGV[1] ms (one that expires sooner
+/// keeps its own); returns how many were changed. KEYS: the keys.
+pub(super) static RETAIN: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
+        r#"
+local n = 0
+for i = 1, #KEYS do
+  local ttl = redis.call('PTTL', KEYS[i])
+  if ttl == -1 or ttl > tonumber(ARGV[1]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    n = n + 1
+  end
+end
+return n
+"#,
+    )
+});
+
+/// Sends a message: XADD, and the first time this process sends to the
+/// queue also records the queue (ARGV[2] = '1'). KEYS: stream, queues,
+/// member. ARGV: envelope json, record, queue, member flag.
+pub(super) static SEND: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::fenced(
+        r#"
+if ARGV[2] == '1' then redis.call('SADD', KEYS[2], ARGV[3]) end
+return redis.call('XADD', KEYS[1], '*', 'm', ARGV[1])
+"#,
+    )
+});
+
+/// Acknowledges and removes entries of one stream. KEYS: stream, member.
+/// ARGV: group, ids..., member flag.
+pub(super) static ACK: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::fenced(
+        r#"
+local ids = {}
+for i = 2, #ARGV - 1 do ids[#ids + 1] = ARGV[i] end
+local n = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+redis.call('XDEL', KEYS[1], unpack(ids))
+return n
+"#,
+    )
+});
+
+/// A process's heartbeat: its record, and the heartbeat of its agents.
+/// Returns 1, or 2 when the member's key is missing: the server lost the
+/// task's data. KEYS: hosts, agent states..., member. ARGV: host id, record
+/// json, heartbeat ms, member flag.
+pub(super) static HEARTBEAT: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::fenced(
+        r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+for i = 2, #KEYS - 1 do redis.call('HSET', KEYS[i], 'heartbeat', ARGV[3]) end
+if ARGV[#ARGV] == '1' and redis.call('EXISTS', KEYS[#KEYS]) == 0 then return 2 end
+return 1
+"#,
+    )
+});
+
+/// Writes an agent's record. KEYS: state, agents, member. ARGV: record
+/// json, heartbeat ms, agent id, member flag.
+pub(super) static AGENT_PUT: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::fenced(
+        r#"
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'heartbeat', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// Joins a task as a new member: the next epoch of the task (INCR), kept
+/// in the member's key. KEYS: epoch counter, member. Returns the epoch.
+pub(super) static JOIN: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
+        r#"
+local epoch = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], epoch)
+return epoch
+"#,
+    )
+});
+
+/// Takes or renews the task's lease for its holder: renewed when the holder
+/// has it, taken when nobody does (it expired with a holder that stopped
+/// renewing). Returns 1 when the caller holds it now. KEYS: lease, member.
+/// ARGV: holder, ttl ms, member flag.
+pub(super) static LEASE: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::fenced(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"#,
+    )
+});
+
+/// Fences a member: its key says `fenced` from now on. Returns 1 for the
+/// caller that fenced it, 0 when it already was. KEYS: member.
+pub(super) static FENCE: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
+        r#"
+if redis.call('GET', KEYS[1]) == 'fenced' then return 0 end
+redis.call('SET', KEYS[1], 'fenced')
+return 1
+"#,
+    )
+});
+
+/// Keeps an agent's checkpoint in its state hash. KEYS: state, member.
+/// ARGV: json, member flag.
+pub(super) static CHECKPOINT: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::fenced(
+        r#"
+redis.call('HSET', KEYS[1], 'checkpoint', ARGV[1])
+return 1
 "#,
     )
 });

@@ -1,0 +1,149 @@
+//! Small truths: the server's own reason when it refuses, `interrupted`
+//! stored as such, and every key of an ended task expiring.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use crate::common::{Scratch, orrery_env, repo, show, spawn_orrery};
+use crate::util::{PATIENCE, inspect, raw, server_with, task_file};
+
+/// A server at `maxclients` writes its reason and closes; the host reports
+/// that reason (exit 5), not the "connection reset" the client library sees.
+#[test]
+fn a_full_server_is_reported_with_its_own_reason() {
+    let server = server_with(&["--maxclients", "1"]);
+    // The one client the server takes, proven accepted by an answer.
+    let mut holder = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    holder.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    holder.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+
+    let out = orrery_env(
+        &repo(),
+        &["run", "examples/deploy.toml", "--store", &server.url()],
+        &[("ORRERY_CONNECT_TIMEOUT", "700")],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ERR max number of clients reached"),
+        "{}",
+        show(&out)
+    );
+    drop(holder);
+}
+
+const HOARDER: &str = r#"
+local M = {}
+function M.start(self)
+  local big = string.rep("x", 100000)
+  for i = 1, 200 do blackboard.set("k" .. i, big) end
+end
+return M
+"#;
+
+/// A server out of memory refuses writes with `OOM`: the agent's call fails
+/// with the server's words, and the run with exit 5.
+#[test]
+fn a_server_out_of_memory_is_reported_with_its_own_reason() {
+    let server = server_with(&["--maxmemory", "2mb"]);
+    let scratch = Scratch::new(&[("hoarder.lua", HOARDER)]);
+    let file = task_file(&scratch, "oom", &["hoarder"]);
+    let out = orrery_env(
+        scratch.path(),
+        &["run", &file, "--store", &server.url()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("OOM") && stdout.contains("maxmemory"),
+        "{}",
+        show(&out)
+    );
+}
+
+const TICKER: &str = r#"
+local M = {}
+function M.start(self)
+  log.info("ticking")
+  for i = 1, 100000 do
+    blackboard.set("tick", i)
+    sleep(20)
+  end
+end
+return M
+"#;
+
+/// Ctrl-C ends the run `interrupted` (exit 130), and the store says so too.
+#[test]
+fn an_interrupted_run_is_stored_as_interrupted() {
+    let server = server_with(&[]);
+    let scratch = Scratch::new(&[("ticker.lua", TICKER)]);
+    let file = task_file(&scratch, "cut", &["ticker"]);
+    let mut run = spawn_orrery(
+        scratch.path(),
+        &["run", &file, "--store", &server.url()],
+        &[],
+    );
+    run.wait_for("ticking", PATIENCE);
+    let done = run.interrupt(PATIENCE);
+    assert_eq!(done.code, Some(130), "{}", done.show());
+    let state = inspect(&scratch, &server, "cut");
+    assert_eq!(state["task"]["status"], "interrupted", "{state:#}");
+}
+
+const WRITER: &str = r#"
+local M = {}
+function M.start(self)
+  blackboard.set("kept", 1)
+  bus.send(agent.id, "note", {})
+  lock.with("l", function() blackboard.set("locked", true) end)
+  metrics.incr("things", 1)
+end
+function M.on_message(self, msg) agent.finish() end
+return M
+"#;
+
+/// Every key an ended task left (records, queues, hosts, metrics, journal,
+/// fences...) expires after `retention`; a key that expires sooner (the
+/// blackboard's, under `blackboard_ttl`) keeps its own.
+#[test]
+fn every_key_of_an_ended_task_expires_after_the_retention() {
+    let server = server_with(&[]);
+    let scratch = Scratch::new(&[("writer.lua", WRITER)]);
+    let file = task_file(&scratch, "kept", &["writer"]);
+    let out = orrery_env(
+        scratch.path(),
+        &["run", &file, "--store", &server.url()],
+        &[("ORRERY_RETENTION", "600"), ("ORRERY_BLACKBOARD_TTL", "60")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let mut conn = raw(&server);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("task:kept:*")
+        .query(&mut conn)
+        .unwrap();
+    for family in ["meta", "hosts", "agents", "metrics", "journal", "bbindex"] {
+        assert!(
+            keys.contains(&format!("task:kept:{family}")),
+            "the run leaves task:kept:{family}: {keys:?}"
+        );
+    }
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap();
+        let bound = if key.starts_with("task:kept:blackboard:") {
+            60_000
+        } else {
+            600_000
+        };
+        assert!(
+            ttl > 0 && ttl <= bound,
+            "{key} expires in {ttl} ms, not within {bound}"
+        );
+    }
+    // Still readable until then.
+    let state = inspect(&scratch, &server, "kept");
+    assert_eq!(state["task"]["status"], "complete", "{state:#}");
+}
