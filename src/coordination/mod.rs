@@ -10,7 +10,7 @@ mod bus;
 pub mod journal;
 mod locks;
 mod metrics;
-mod presence;
+pub(crate) mod presence;
 pub mod quotas;
 mod spawn;
 mod state;
