@@ -81,6 +81,8 @@ pub struct FleetTask {
     pub finished_ms: Option<u64>,
     /// A cancel was asked for.
     pub cancel: bool,
+    /// How many times its end was recorded (1 once finished: a task ends once).
+    pub ends: u64,
     /// What the agents recorded with `task.output` (JSON), once finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outputs: Option<serde_json::Value>,
@@ -423,6 +425,8 @@ impl Fleet {
                 ],
             )
             .ignore()
+            .hincr(&key, "ends", 1)
+            .ignore()
             .xack(SUBMITTED, GROUP, &[entry])
             .ignore();
         pipe.query_async::<()>(&mut self.conn)
@@ -553,6 +557,7 @@ fn parse_task(id: &str, map: HashMap<String, String>) -> FleetTask {
         started_ms: num("started_ms"),
         finished_ms: num("finished_ms"),
         cancel: map.get("cancel").is_some_and(|v| v == "1"),
+        ends: num("ends").unwrap_or(0),
         outputs: map
             .get("outputs")
             .and_then(|v| serde_json::from_str(v).ok()),
