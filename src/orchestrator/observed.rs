@@ -64,6 +64,21 @@ impl Orchestrator {
             metrics,
         });
         coord.journal.close().await;
+        // The journal's last lines land after the run's own retention pass:
+        // a second pass covers a journal stream made or grown since.
+        if let Ok(r) = &report
+            && !coord.store.is_embedded()
+            && !r
+                .errors
+                .iter()
+                .any(|e| e.kind == crate::error::ErrorKind::Fenced)
+            && matches!(coord.store.task_get(&coord.task.id).await, Ok(Some(t)) if !t.is_running())
+        {
+            let retention = std::time::Duration::from_secs(coord.config.retention);
+            if let Err(e) = coord.store.retain(&coord.task.id, retention).await {
+                tracing::warn!("cannot set the retention of the task's journal: {e}");
+            }
+        }
         report
     }
 

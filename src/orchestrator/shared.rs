@@ -467,7 +467,9 @@ impl Orchestrator {
         let id = self.coord.task.id.clone();
         let ended = match store.task_get(&id).await {
             Ok(Some(record)) => !record.is_running(),
-            Ok(None) => true,
+            // No record: the server lost the task's data (`clean` refuses a
+            // running task); the next heartbeat notices and writes it back.
+            Ok(None) => false,
             Err(e) => {
                 tracing::warn!("cannot read the task record: {e}");
                 return;

@@ -18,7 +18,6 @@
 //! | `task:{id}:meta` | string | the task record (definition, status, owner) |
 //! | `task:{id}:hosts` | hash | each process's heartbeat and activity |
 //! | `task:{id}:lease` | string | the member holding the task's lease (end of task, record, report, reaping), with its TTL |
-//! | `task:{id}:sends` | hash | per sender (`member key/agent`), the number of its last send applied, so a resend is applied once |
 //! | `task:{id}:epoch` | string | the last member epoch handed out (INCR) |
 //! | `task:{id}:member:{host}` | string | a live member's epoch; deleted when it is declared lost (fenced) |
 //! | `task:{id}:once:{token}` | string | a retried operation's done-marker (60 s) |
@@ -136,11 +135,6 @@ impl Keys {
     /// The lease of the task's duties.
     pub fn lease(&self) -> String {
         self.key("lease")
-    }
-
-    /// The number of each sender's last send applied.
-    pub fn sends(&self) -> String {
-        self.key("sends")
     }
 
     /// The counter of member epochs.

@@ -66,8 +66,6 @@ pub struct Server {
     /// The member key of each task this process joined; its write scripts
     /// check it (see [`scripts`]).
     members: parking_lot::RwLock<HashMap<String, String>>,
-    /// The number of the last send of each sender (`member key/agent`).
-    send_numbers: Mutex<HashMap<String, u64>>,
 }
 
 impl std::ops::Deref for RedisStore {
@@ -103,7 +101,6 @@ impl RedisStore {
             acks: Mutex::default(),
             index_raised: Mutex::default(),
             members: parking_lot::RwLock::default(),
-            send_numbers: Mutex::default(),
         })))
     }
 }

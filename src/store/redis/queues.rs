@@ -49,22 +49,13 @@ impl Server {
         let json = serde_json::to_string(envelope).expect("an envelope always serializes");
         let first = self.registered.lock().insert(stream.clone());
         let (member, fenced) = self.fence(task);
-        let sender = format!("{member}/{}", envelope.from);
-        let mut send = script_call(&SEND, &[&stream, &keys.queues(), &keys.sends(), &member]);
+        let mut send = script_call(&SEND, &[&stream, &keys.queues(), &member]);
         send.arg(json)
             .arg(if first { "1" } else { "0" })
             .arg(queue)
-            .arg(&sender);
-        // Numbered and queued on the connection under one lock, so a
-        // sender's numbers reach the server in order whatever thread sends.
-        let (epoch, answer) = {
-            let mut numbers = self.send_numbers.lock();
-            let number = numbers.entry(sender).or_insert(0);
-            *number += 1;
-            send.arg(*number).arg(fenced);
-            self.conn
-                .send(format!("bus send to '{queue}'"), Request::Cmd(send))
-        };
+            .arg(fenced);
+        let request = Request::Cmd(send);
+        let (epoch, answer) = self.conn.send(format!("bus send to '{queue}'"), request);
         let me = self.registered.clone();
         Pending::sent(
             epoch,

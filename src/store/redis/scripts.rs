@@ -309,23 +309,13 @@ return n
 });
 
 /// Sends a message: XADD, and the first time this process sends to the
-/// queue also records the queue (ARGV[2] = '1'). Delivered once: each
-/// sender (a member's agent) numbers its sends, and a number not above the
-/// last one applied is a resend of a send whose outcome was unknown (its
-/// connection broke under it), already applied: it is not added again. A
-/// sender's sends reach the server in order (numbered and queued under one
-/// lock; a resend is settled before the sender's next write is made).
-/// KEYS: stream, queues, send numbers, member. ARGV: envelope json, record,
-/// queue, sender, number, member flag.
+/// queue also records the queue (ARGV[2] = '1'). KEYS: stream, queues,
+/// member. ARGV: envelope json, record, queue, member flag.
 pub(super) static SEND: LazyLock<ServerScript> = LazyLock::new(|| {
     ServerScript::fenced(
         r#"
-local last = tonumber(redis.call('HGET', KEYS[3], ARGV[4]) or '0')
-if tonumber(ARGV[5]) <= last then return 0 end
-redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
 if ARGV[2] == '1' then redis.call('SADD', KEYS[2], ARGV[3]) end
-redis.call('XADD', KEYS[1], '*', 'm', ARGV[1])
-return 1
+return redis.call('XADD', KEYS[1], '*', 'm', ARGV[1])
 "#,
     )
 });
