@@ -4,6 +4,15 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: the host's hot paths (a
+/// message, a blackboard write) allocate and free small blocks, often on
+/// another thread than the one that allocated them, where glibc's arenas
+/// take a lock and mimalloc's thread-local pages do not. The Lua VMs
+/// allocate through it too (mlua calls the global allocator).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // First, while this is the only thread: no later reader of the process
     // environment (a program the host starts, /proc/<pid>/environ) sees the key.

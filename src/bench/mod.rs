@@ -4,16 +4,22 @@
 
 pub mod embedded;
 pub mod journal;
+mod machine;
 pub mod redis;
 pub mod reload;
 
 use serde::Serialize;
+
+pub use machine::Load;
+pub(crate) use machine::{Threads, Usage, cpu_seconds};
 
 /// Everything one `orrery bench` run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     /// The orrery version that was measured.
     pub version: &'static str,
+    /// The machine's cores and load around the run.
+    pub load: Load,
     /// True for the short `--quick` run (fewer iterations, rougher figures).
     pub quick: bool,
     /// The embedded store (not measured with `--redis-only`).
@@ -66,18 +72,4 @@ impl Spread {
             max: values[n - 1],
         }
     }
-}
-
-/// CPU seconds this process has used so far (user + system).
-pub(crate) fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
-            return 0.0;
-        }
-        usage
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
 }

@@ -43,8 +43,9 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
     if let Some(rounds) = args.rounds {
         redis_options.rounds = rounds;
     }
+    let load = orrery::bench::Load::started();
     let runtime = super::runtime()?;
-    let report = runtime.block_on(async {
+    let mut report = runtime.block_on(async {
         let redis = match &args.redis {
             Some(url) => Some(redis::run(url, &redis_options).await?),
             None => None,
@@ -59,6 +60,7 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
         };
         Ok::<_, orrery::Error>(BenchReport {
             version: env!("CARGO_PKG_VERSION"),
+            load,
             quick: args.quick,
             embedded,
             journal,
@@ -66,6 +68,7 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
             redis,
         })
     })?;
+    report.load.ended();
     if args.json {
         super::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?));
     } else {
@@ -75,11 +78,10 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
 }
 
 fn table(report: &BenchReport) -> String {
-    let mut s = report
-        .embedded
-        .as_ref()
-        .map(embedded::table)
-        .unwrap_or_default();
+    let mut s = report.load.line();
+    if let Some(e) = &report.embedded {
+        s.push_str(&embedded::table(e));
+    }
     if let Some(j) = &report.journal {
         s.push_str(&journal::table(j));
     }

@@ -6,37 +6,32 @@ use std::sync::Arc;
 use mlua::{Lua, Table};
 
 use super::AgentContext;
+use super::module::{IntoLuaErr, Module};
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    t.set("id", ctx.id.as_str())?;
-    t.set("role", ctx.role.as_str())?;
-    t.set("task_id", ctx.coord.task.id.as_str())?;
-    let c = ctx.clone();
-    t.set(
-        "finish",
-        lua.create_function(move |_, ()| {
-            c.local.lock().finished = true;
-            Ok(())
-        })?,
-    )?;
-    let c = ctx.clone();
-    t.set(
-        "checkpoint",
-        lua.create_async_function(move |lua, value: mlua::Value| {
-            let c = c.clone();
-            async move {
-                let json = super::convert::to_json(&lua, value, || "agent.checkpoint".to_string())?;
-                let text = json.to_string();
-                super::settle_writes(&c).await.map_err(super::host_err)?;
-                c.coord
-                    .store
-                    .checkpoint_put(&c.coord.task.id, &c.id, &text)
-                    .await
-                    .map_err(|e| super::host_err(e.into()))?;
-                Ok(())
-            }
-        })?,
-    )?;
-    Ok(t)
+    let m = Module::new(lua, ctx)?;
+    m.set("id", ctx.id.as_str())?;
+    m.set("role", ctx.role.as_str())?;
+    m.set("task_id", ctx.coord.task.id.as_str())?;
+    m.sync("finish", finish)?;
+    m.store("checkpoint", checkpoint)?;
+    Ok(m.finish())
+}
+
+/// `agent.finish()`: the agent ends once the current callback returns.
+fn finish(_: &Lua, c: &AgentContext, (): ()) -> mlua::Result<()> {
+    c.local.lock().finished = true;
+    Ok(())
+}
+
+/// `agent.checkpoint(value)`: keeps `value` (anything JSON holds) as the
+/// agent's checkpoint, after its earlier writes, for `on_resume`.
+async fn checkpoint(lua: Lua, c: Arc<AgentContext>, value: mlua::Value) -> mlua::Result<()> {
+    let json = super::convert::to_json(&lua, value, || "agent.checkpoint".to_string())?;
+    super::settle_writes(&c).await.into_lua_err()?;
+    c.coord
+        .store
+        .checkpoint_put(&c.coord.task.id, &c.id, &json.to_string())
+        .await
+        .into_lua_err()
 }

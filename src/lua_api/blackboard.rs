@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlua::{Function, Lua, Table, Value as LuaValue};
+use mlua::{AnyUserData, Function, Lua, Table, Value as LuaValue};
 
+use super::module::{IntoLuaErr, Module};
 use super::{
-    AgentContext, arg_err, chunks, host_err, must_settle, settle_fn, settle_only, settle_writes,
-    store_fn, to_json, to_json_or_nil, to_lua,
+    AgentContext, arg_err, chunks, must_settle, settle, settle_only, settle_writes, to_json,
+    to_json_or_nil, to_lua,
 };
 
 /// Name of the registry table holding this agent's watches: `{pattern, fn}` pairs.
@@ -118,201 +119,176 @@ struct Seen(Option<serde_json::Value>);
 impl mlua::UserData for Seen {}
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    let embedded = ctx.embedded();
-
-    let c = ctx.clone();
-    t.set(
-        "set",
-        store_fn(
-            lua,
-            embedded,
-            move |lua, (key, value): (String, LuaValue)| {
-                let c = c.clone();
-                // As with a Lua table field, setting nil removes the key.
-                let json = to_json_or_nil(&lua, value, || format!("blackboard.set('{key}')"));
-                async move {
-                    let bb = &c.coord.blackboard;
-                    match json? {
-                        Some(v) => bb.set(&key, &v).await.map_err(host_err),
-                        None => bb.delete(&key).await.map(|_| ()).map_err(host_err),
-                    }
-                }
-            },
-        )?,
-    )?;
-
-    let c = ctx.clone();
-    let get = if embedded {
-        store_fn(lua, embedded, move |lua, key: String| {
-            let c = c.clone();
-            async move {
-                match c.coord.blackboard.get(&key).await.map_err(host_err)? {
-                    Some(v) => to_lua(&lua, &v),
-                    None => Ok(LuaValue::Nil),
-                }
-            }
-        })?
+    let m = Module::new(lua, ctx)?;
+    let set_wait = m.store("set", set)?;
+    if ctx.embedded() {
+        m.store("get", get)?;
     } else {
-        let fetch = lua.create_async_function(move |lua, key: String| {
-            let c = c.clone();
-            async move {
-                let value = get_after_writes(&c, &key).await.map_err(host_err)?;
-                match value {
-                    Some(v) => to_lua(&lua, &v),
-                    None => Ok(LuaValue::Nil),
-                }
-            }
-        })?;
-        let c = ctx.clone();
-        let cached = lua.create_function(move |lua, key: LuaValue| {
-            let LuaValue::String(key) = key else {
-                return Ok(LuaValue::Nil);
-            };
-            let local = c.local.lock();
-            // Only once its writes are acknowledged (a read sees them so).
-            if !local.writes.is_empty() {
-                return Ok(LuaValue::Nil);
-            }
-            match local.own_writes.get(&key.to_str()?) {
-                Some(v) => to_lua(lua, v),
-                None => Ok(LuaValue::Nil),
-            }
-        })?;
-        chunks::host(lua, "blackboard.get", GET)?.call((cached, fetch))?
-    };
-    t.set("get", get)?;
-
-    let c = ctx.clone();
-    t.set(
-        "delete",
-        store_fn(lua, embedded, move |_, key: String| {
-            let c = c.clone();
-            async move { c.coord.blackboard.delete(&key).await.map_err(host_err) }
-        })?,
-    )?;
-
-    if !embedded {
-        let c = ctx.clone();
-        let set_now = lua.create_function(move |lua, (key, value): (String, LuaValue)| {
-            if must_settle(&c) {
-                return Ok(Some(false));
-            }
-            let json = to_json(lua, value, || format!("blackboard.set('{key}')"))?;
-            let sent = c.coord.blackboard.set_nowait(&key, &json);
-            let Some(pending) = sent.map_err(host_err)? else {
-                return Ok(None);
-            };
-            let ttl = Duration::from_secs(c.coord.config.blackboard_ttl);
-            let mut local = c.local.lock();
-            local.writes.push(pending);
-            local.own_writes.keep(key, json, Instant::now() + ttl);
-            Ok(Some(true))
-        })?;
-        let delete: Function = t.get("delete")?;
-        let set_wait: Function = t.get("set")?;
+        let cached = m.sync_fn(ctx.clone(), cached)?;
+        let get: Function = chunks::host(lua, "blackboard.get", GET)?
+            .call((cached, m.wait_fn(ctx.clone(), fetch)?))?;
+        m.set("get", get)?;
+    }
+    let delete = m.store("delete", delete)?;
+    if !ctx.embedded() {
         let set: Function = chunks::host(lua, "blackboard.set", SET)?.call((
-            set_now,
-            settle_fn(lua, ctx)?,
+            m.sync_fn(ctx.clone(), set_now)?,
+            m.wait_fn(ctx.clone(), settle)?,
             delete,
             set_wait,
         ))?;
-        t.set("set", set)?;
+        m.set("set", set)?;
     }
+    m.store("keys", keys)?;
+    m.store("cas", cas)?;
+    let update: Function = chunks::host(lua, "blackboard.update", UPDATE)?
+        .call((m.store_fn(read)?, m.store_fn(swap)?))?;
+    m.set("update", update)?;
+    m.store("watch", watch)?;
+    Ok(m.finish())
+}
 
-    let c = ctx.clone();
-    t.set(
-        "keys",
-        store_fn(lua, embedded, move |_, prefix: Option<String>| {
-            let c = c.clone();
-            async move {
-                c.coord
-                    .blackboard
-                    .keys(prefix.as_deref().unwrap_or(""))
-                    .await
-                    .map_err(host_err)
-            }
-        })?,
-    )?;
+/// `blackboard.set(key, value)`, waiting for the store; as with a Lua table
+/// field, setting nil removes the key.
+async fn set(lua: Lua, c: Arc<AgentContext>, (key, value): (String, LuaValue)) -> mlua::Result<()> {
+    let json = to_json_or_nil(&lua, value, || format!("blackboard.set('{key}')"))?;
+    let bb = &c.coord.blackboard;
+    match json {
+        Some(v) => bb.set(&key, &v).await.into_lua_err(),
+        None => bb.delete(&key).await.map(|_| ()).into_lua_err(),
+    }
+}
 
-    let c = ctx.clone();
-    let cas = store_fn(
-        lua,
-        embedded,
-        move |lua, (key, expected, new): (String, LuaValue, LuaValue)| {
-            let c = c.clone();
-            let expected = to_json_or_nil(&lua, expected, || {
-                format!("blackboard.cas('{key}') expected")
-            });
-            let new = to_json_or_nil(&lua, new, || format!("blackboard.cas('{key}') new"));
-            async move { compare_and_set(&c, &key, expected?, new?).await }
-        },
-    )?;
-    t.set("cas", &cas)?;
+/// `blackboard.set` on a server store without waiting: true when sent,
+/// false when older writes must be settled first, nil when the quota ledger
+/// must look at the store (the waiting [`set`] does it).
+fn set_now(
+    lua: &Lua,
+    c: &Arc<AgentContext>,
+    (key, value): (String, LuaValue),
+) -> mlua::Result<Option<bool>> {
+    if must_settle(c) {
+        return Ok(Some(false));
+    }
+    let json = to_json(lua, value, || format!("blackboard.set('{key}')"))?;
+    let sent = c.coord.blackboard.set_nowait(&key, &json);
+    let Some(pending) = sent.into_lua_err()? else {
+        return Ok(None);
+    };
+    let ttl = Duration::from_secs(c.coord.config.blackboard_ttl);
+    let mut local = c.local.lock();
+    local.writes.push(pending);
+    local.own_writes.keep(key, json, Instant::now() + ttl);
+    Ok(Some(true))
+}
 
-    let c = ctx.clone();
-    let read = store_fn(lua, embedded, move |lua, key: String| {
-        let c = c.clone();
-        async move {
-            let value = c.coord.blackboard.get(&key).await.map_err(host_err)?;
-            let current = match &value {
-                Some(v) => to_lua(&lua, v)?,
-                None => LuaValue::Nil,
-            };
-            Ok((current, lua.create_userdata(Seen(value))?))
-        }
+/// `blackboard.get(key)` on the embedded store.
+async fn get(lua: Lua, c: Arc<AgentContext>, key: String) -> mlua::Result<LuaValue> {
+    match c.coord.blackboard.get(&key).await.into_lua_err()? {
+        Some(v) => to_lua(&lua, &v),
+        None => Ok(LuaValue::Nil),
+    }
+}
+
+/// `blackboard.get(key)` on a server store, asking it (see [`get_after_writes`]).
+async fn fetch(lua: Lua, c: Arc<AgentContext>, key: String) -> mlua::Result<LuaValue> {
+    match get_after_writes(&c, &key).await.into_lua_err()? {
+        Some(v) => to_lua(&lua, &v),
+        None => Ok(LuaValue::Nil),
+    }
+}
+
+/// The value the agent wrote under `key` since it last observed the store,
+/// once its writes are acknowledged (a read sees them so); nil otherwise.
+fn cached(lua: &Lua, c: &Arc<AgentContext>, key: LuaValue) -> mlua::Result<LuaValue> {
+    let LuaValue::String(key) = key else {
+        return Ok(LuaValue::Nil);
+    };
+    let local = c.local.lock();
+    if !local.writes.is_empty() {
+        return Ok(LuaValue::Nil);
+    }
+    match local.own_writes.get(&key.to_str()?) {
+        Some(v) => to_lua(lua, v),
+        None => Ok(LuaValue::Nil),
+    }
+}
+
+/// `blackboard.delete(key)`: true when the key was there.
+async fn delete(_: Lua, c: Arc<AgentContext>, key: String) -> mlua::Result<bool> {
+    c.coord.blackboard.delete(&key).await.into_lua_err()
+}
+
+/// `blackboard.keys([prefix])`: the keys (starting with `prefix`).
+async fn keys(_: Lua, c: Arc<AgentContext>, prefix: Option<String>) -> mlua::Result<Vec<String>> {
+    let prefix = prefix.as_deref().unwrap_or("");
+    c.coord.blackboard.keys(prefix).await.into_lua_err()
+}
+
+/// `blackboard.cas(key, expected, new)`: true when the value was `expected`
+/// and is now `new`.
+async fn cas(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    (key, expected, new): (String, LuaValue, LuaValue),
+) -> mlua::Result<bool> {
+    let expected = to_json_or_nil(&lua, expected, || {
+        format!("blackboard.cas('{key}') expected")
     })?;
-    let c = ctx.clone();
-    let swap = store_fn(
-        lua,
-        embedded,
-        move |lua, (key, seen, new): (String, mlua::AnyUserData, LuaValue)| {
-            let c = c.clone();
-            let expected = seen.borrow::<Seen>().map(|s| s.0.clone());
-            let new = to_json_or_nil(&lua, new, || format!("blackboard.update('{key}')"));
-            async move { compare_and_set(&c, &key, expected?, new?).await }
-        },
-    )?;
-    let update: Function = chunks::host(lua, "blackboard.update", UPDATE)?.call((read, swap))?;
-    t.set("update", update)?;
+    let new = to_json_or_nil(&lua, new, || format!("blackboard.cas('{key}') new"))?;
+    compare_and_set(&c, &key, expected, new).await
+}
 
-    let c = ctx.clone();
-    t.set(
-        "watch",
-        store_fn(
-            lua,
-            embedded,
-            move |lua, (pattern, f): (String, LuaValue)| {
-                let c = c.clone();
-                let checked = match f {
-                    LuaValue::Function(f) => Ok(f),
-                    other => Err(arg_err(
-                        "blackboard.watch",
-                        format!(
-                            "argument #2 'fn' must be a function, got {}",
-                            other.type_name()
-                        ),
-                    )),
-                };
-                async move {
-                    let f = checked?;
-                    let watches: Table = lua.named_registry_value(WATCHES)?;
-                    let entry = lua.create_table()?;
-                    entry.set("pattern", pattern)?;
-                    entry.set("fn", f)?;
-                    watches.push(entry)?;
-                    let needs_subscription = c.local.lock().watch_rx.is_none();
-                    if needs_subscription {
-                        let rx = c.coord.blackboard.subscribe().await.map_err(host_err)?;
-                        c.local.lock().watch_rx = Some(rx);
-                    }
-                    c.local.lock().has_handlers = true;
-                    Ok(())
-                }
-            },
-        )?,
-    )?;
-    Ok(t)
+/// The read of `update`: the current value, and what it is as stored.
+async fn read(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    key: String,
+) -> mlua::Result<(LuaValue, AnyUserData)> {
+    let value = c.coord.blackboard.get(&key).await.into_lua_err()?;
+    let current = match &value {
+        Some(v) => to_lua(&lua, v)?,
+        None => LuaValue::Nil,
+    };
+    Ok((current, lua.create_userdata(Seen(value))?))
+}
+
+/// The compare-and-set of `update`, against the value as [`read`] saw it.
+async fn swap(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    (key, seen, new): (String, AnyUserData, LuaValue),
+) -> mlua::Result<bool> {
+    let expected = seen.borrow::<Seen>()?.0.clone();
+    let new = to_json_or_nil(&lua, new, || format!("blackboard.update('{key}')"))?;
+    compare_and_set(&c, &key, expected, new).await
+}
+
+/// `blackboard.watch(pattern, fn)`: `fn(key, value)` on every change of a
+/// key `pattern` matches.
+async fn watch(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    (pattern, f): (String, LuaValue),
+) -> mlua::Result<()> {
+    let LuaValue::Function(f) = f else {
+        return Err(arg_err(
+            "blackboard.watch",
+            format!("argument #2 'fn' must be a function, got {}", f.type_name()),
+        ));
+    };
+    let watches: Table = lua.named_registry_value(WATCHES)?;
+    let entry = lua.create_table()?;
+    entry.set("pattern", pattern)?;
+    entry.set("fn", f)?;
+    watches.push(entry)?;
+    let needs_subscription = c.local.lock().watch_rx.is_none();
+    if needs_subscription {
+        let rx = c.coord.blackboard.subscribe().await.into_lua_err()?;
+        c.local.lock().watch_rx = Some(rx);
+    }
+    c.local.lock().has_handlers = true;
+    Ok(())
 }
 
 async fn compare_and_set(
@@ -325,7 +301,7 @@ async fn compare_and_set(
         .blackboard
         .compare_and_set(key, expected.as_ref(), new.as_ref())
         .await
-        .map_err(host_err)
+        .into_lua_err()
 }
 
 /// True when `key` matches a watch pattern: exact, or a prefix ending in `*`.

@@ -10,6 +10,7 @@
 //! only; those that are not the replies it waits for are kept, in order, and
 //! handed to it first afterwards (by its event loop or `receive`).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,9 +18,10 @@ use tracing::Instrument;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
+use super::module::{IntoLuaErr, Module};
 use super::{
-    AgentContext, arg_err, chunks, host_err, interned3, millis, must_settle, settle_fn,
-    settle_writes, store_fn, to_json, to_lua,
+    AgentContext, arg_err, chunks, interned3, millis, must_settle, settle, settle_writes, to_json,
+    to_lua,
 };
 use crate::error::Error;
 use crate::store::{Delivery, Envelope};
@@ -77,193 +79,187 @@ end
 "#;
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    let embedded = ctx.embedded();
+    let m = Module::new(lua, ctx)?;
+    let send: Function = chunks::host(lua, "bus.send", SEND)?.call((
+        m.sync_fn(ctx.clone(), send_now)?,
+        m.wait_fn(ctx.clone(), settle)?,
+        m.store_fn(send_wait)?,
+    ))?;
+    m.set("send", send)?;
+    m.store("broadcast", broadcast)?;
+    m.store("reply", reply)?;
+    m.wait("request", request)?;
+    m.wait("replies", replies)?;
 
-    let c = ctx.clone();
-    let send_wait = store_fn(
-        lua,
-        embedded,
-        move |lua, (to, kind, payload): (String, String, LuaValue)| {
-            let c = c.clone();
-            let payload = to_json(&lua, payload, || format!("bus.send('{to}', '{kind}')"));
-            async move { send(&c, to, kind, payload?).await }
-        },
-    )?;
-    {
-        let c = ctx.clone();
-        let send_now = lua.create_function(
-            move |lua, (to, kind, payload): (String, String, LuaValue)| {
-                if must_settle(&c) {
-                    return Ok(None);
-                }
-                let payload = to_json(lua, payload, || format!("bus.send('{to}', '{kind}')"))?;
-                let sent = c.coord.bus.send_now(&c.id, to, kind, payload);
-                let Some((id, pending)) = sent.map_err(host_err)? else {
-                    return Ok(None);
-                };
-                c.local.lock().writes.push(pending);
-                c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(id))
-            },
-        )?;
-        let send: Function = chunks::host(lua, "bus.send", SEND)?.call((
-            send_now,
-            settle_fn(lua, ctx)?,
-            send_wait,
-        ))?;
-        t.set("send", send)?;
-    }
-
-    let c = ctx.clone();
-    t.set(
-        "broadcast",
-        store_fn(
-            lua,
-            embedded,
-            move |lua, (kind, payload, role): (String, LuaValue, Option<String>)| {
-                let c = c.clone();
-                let payload = to_json(&lua, payload, || format!("bus.broadcast('{kind}')"));
-                async move {
-                    let (id, reached) = c
-                        .coord
-                        .bus
-                        .broadcast(&c.id, kind, payload?, role.as_deref())
-                        .await
-                        .map_err(host_err)?;
-                    c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
-                    Ok((id, reached))
-                }
-            },
-        )?,
-    )?;
-
-    let c = ctx.clone();
-    t.set(
-        "reply",
-        store_fn(
-            lua,
-            embedded,
-            move |lua, (msg, payload, kind): (LuaValue, LuaValue, Option<String>)| {
-                let c = c.clone();
-                let to_msg = replied_message(&msg);
-                let payload = to_json(&lua, payload, || "bus.reply".to_string());
-                async move {
-                    let (id, from) = to_msg?;
-                    let kind = kind.unwrap_or_else(|| "reply".to_string());
-                    let sent = c
-                        .coord
-                        .bus
-                        .reply(&c.id, from, kind, payload?, id)
-                        .await
-                        .map_err(host_err)?;
-                    c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
-                    Ok(sent)
-                }
-            },
-        )?,
-    )?;
-
-    let c = ctx.clone();
-    t.set(
-        "request",
-        lua.create_async_function(
-            move |lua, (to, kind, payload, timeout): (String, String, LuaValue, Option<f64>)| {
-                let c = c.clone();
-                let payload = to_json(&lua, payload, || format!("bus.request('{to}', '{kind}')"));
-                async move {
-                    let wait = timeout.map_or(default_wait(&c), millis);
-                    let id = send(&c, to.clone(), kind.clone(), payload?).await?;
-                    let mut replies =
-                        await_replies(&c, &[(id, 1)], wait)
-                            .await
-                            .map_err(|missing| {
-                                arg_err(
-                                    &format!("bus.request('{to}', '{kind}')"),
-                                    format!("no reply within {} ms ({missing})", wait.as_millis()),
-                                )
-                            })?;
-                    message_table(&lua, &replies.remove(0).envelope)
-                }
-            },
-        )?,
-    )?;
-
-    let c = ctx.clone();
-    t.set(
-        "replies",
-        lua.create_async_function(move |lua, (what, a, b): (LuaValue, LuaValue, LuaValue)| {
-            let c = c.clone();
-            let wanted = wanted_replies(&what, &a, &b);
-            async move {
-                let (wanted, timeout) = wanted?;
-                let wait = timeout.map_or(default_wait(&c), millis);
-                let replies = await_replies(&c, &wanted, wait).await.map_err(|missing| {
-                    arg_err(
-                        "bus.replies",
-                        format!(
-                            "not every reply came within {} ms ({missing})",
-                            wait.as_millis()
-                        ),
-                    )
-                })?;
-                let out = lua.create_table()?;
-                for d in &replies {
-                    out.push(message_table(&lua, &d.envelope)?)?;
-                }
-                Ok(out)
-            }
-        })?,
-    )?;
-
-    let c = ctx.clone();
-    let try_receive = store_fn(lua, embedded, move |lua, ()| {
-        let c = c.clone();
-        async move { receive(&lua, &c, Duration::ZERO).await }
-    })?;
-    let c = ctx.clone();
-    let receive_now = lua.create_function(move |lua, ()| receive_now(lua, &c))?;
-    let c = ctx.clone();
-    let wait_receive = lua.create_async_function(move |lua, timeout_ms: f64| {
-        let c = c.clone();
-        let span = crate::trace::host_call("bus.receive");
-        async move { receive(&lua, &c, millis(timeout_ms)).instrument(span).await }
-    })?;
     let pack: Function = chunks::host(lua, "bus.message", PACK)?.call(())?;
     lua.set_named_registry_value(MESSAGE, &pack)?;
     let receive: Function = chunks::host(lua, "bus.receive", RECEIVE)?.call((
-        receive_now,
-        try_receive,
-        wait_receive,
+        m.sync_fn(ctx.clone(), receive_now)?,
+        m.store_fn(try_receive)?,
+        m.wait_fn(ctx.clone(), wait_receive)?,
         pack,
         ctx.coord.config.message_timeout,
     ))?;
-    t.set("receive", receive)?;
+    m.set("receive", receive)?;
+    m.sync("subscribe", subscribe)?;
+    Ok(m.finish())
+}
 
-    let c = ctx.clone();
-    t.set(
-        "subscribe",
-        lua.create_function(move |lua, (a, b): (LuaValue, Option<Function>)| {
-            let (kind, f) = match (a, b) {
-                (LuaValue::Function(f), None) => (None, f),
-                (LuaValue::String(k), Some(f)) => (Some(k.to_str()?.to_string()), f),
-                (a, _) => {
-                    return Err(arg_err(
-                        "bus.subscribe",
-                        format!("expected ([type,] fn): argument #1 must be a message type or a function, got {}", a.type_name()),
-                    ));
-                }
-            };
-            let handlers: Table = lua.named_registry_value(HANDLERS)?;
-            let entry = lua.create_table()?;
-            entry.set("type", kind)?;
-            entry.set("fn", f)?;
-            handlers.push(entry)?;
-            c.local.lock().has_handlers = true;
-            Ok(())
-        })?,
-    )?;
-    Ok(t)
+/// `bus.send` without waiting: the message id, or nil when the message must
+/// go by [`send_wait`] (older writes to settle first, or a recipient not
+/// known here).
+fn send_now(
+    lua: &Lua,
+    c: &Arc<AgentContext>,
+    (to, kind, payload): (String, String, LuaValue),
+) -> mlua::Result<Option<String>> {
+    if must_settle(c) {
+        return Ok(None);
+    }
+    let payload = to_json(lua, payload, || format!("bus.send('{to}', '{kind}')"))?;
+    let sent = c.coord.bus.send_now(&c.id, to, kind, payload);
+    let Some((id, pending)) = sent.into_lua_err()? else {
+        return Ok(None);
+    };
+    c.local.lock().writes.push(pending);
+    c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+    Ok(Some(id))
+}
+
+/// `bus.send(to, type, payload)`, waiting for the store: the message id.
+async fn send_wait(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    (to, kind, payload): (String, String, LuaValue),
+) -> mlua::Result<String> {
+    let payload = to_json(&lua, payload, || format!("bus.send('{to}', '{kind}')"))?;
+    send(&c, to, kind, payload).await
+}
+
+/// `bus.broadcast(type, payload [, role])`: the message id and how many
+/// agents it reached.
+async fn broadcast(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    (kind, payload, role): (String, LuaValue, Option<String>),
+) -> mlua::Result<(String, usize)> {
+    let payload = to_json(&lua, payload, || format!("bus.broadcast('{kind}')"))?;
+    let (id, reached) = c
+        .coord
+        .bus
+        .broadcast(&c.id, kind, payload, role.as_deref())
+        .await
+        .into_lua_err()?;
+    c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+    Ok((id, reached))
+}
+
+/// `bus.reply(msg, payload [, type])`: the reply's message id.
+async fn reply(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    (msg, payload, kind): (LuaValue, LuaValue, Option<String>),
+) -> mlua::Result<String> {
+    let (id, from) = replied_message(&msg)?;
+    let payload = to_json(&lua, payload, || "bus.reply".to_string())?;
+    let kind = kind.unwrap_or_else(|| "reply".to_string());
+    let sent = c
+        .coord
+        .bus
+        .reply(&c.id, from, kind, payload, id)
+        .await
+        .into_lua_err()?;
+    c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+    Ok(sent)
+}
+
+/// `bus.request(to, type, payload [, timeout_ms])`: sends, then waits for
+/// the reply and returns it.
+async fn request(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    (to, kind, payload, timeout): (String, String, LuaValue, Option<f64>),
+) -> mlua::Result<Table> {
+    let payload = to_json(&lua, payload, || format!("bus.request('{to}', '{kind}')"))?;
+    let wait = timeout.map_or(default_wait(&c), millis);
+    let id = send(&c, to.clone(), kind.clone(), payload).await?;
+    let mut replies = await_replies(&c, &[(id, 1)], wait)
+        .await
+        .map_err(|missing| {
+            arg_err(
+                &format!("bus.request('{to}', '{kind}')"),
+                format!("no reply within {} ms ({missing})", wait.as_millis()),
+            )
+        })?;
+    message_table(&lua, &replies.remove(0).envelope)
+}
+
+/// `bus.replies(id, n [, timeout_ms])` or `bus.replies(ids [, timeout_ms])`:
+/// the replies, once all came.
+async fn replies(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    (what, a, b): (LuaValue, LuaValue, LuaValue),
+) -> mlua::Result<Table> {
+    let (wanted, timeout) = wanted_replies(&what, &a, &b)?;
+    let wait = timeout.map_or(default_wait(&c), millis);
+    let replies = await_replies(&c, &wanted, wait).await.map_err(|missing| {
+        arg_err(
+            "bus.replies",
+            format!(
+                "not every reply came within {} ms ({missing})",
+                wait.as_millis()
+            ),
+        )
+    })?;
+    let out = lua.create_table()?;
+    for d in &replies {
+        out.push(message_table(&lua, &d.envelope)?)?;
+    }
+    Ok(out)
+}
+
+/// `bus.receive` asking the store without waiting.
+async fn try_receive(lua: Lua, c: Arc<AgentContext>, (): ()) -> mlua::Result<MessageFields> {
+    receive(&lua, &c, Duration::ZERO).await
+}
+
+/// `bus.receive` waiting up to `timeout_ms`.
+fn wait_receive(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    timeout_ms: f64,
+) -> impl Future<Output = mlua::Result<MessageFields>> {
+    let span = crate::trace::host_call("bus.receive");
+    async move { receive(&lua, &c, millis(timeout_ms)).instrument(span).await }
+}
+
+/// `bus.subscribe([type,] fn)`: `fn(msg)` handles the messages (of `type`).
+fn subscribe(
+    lua: &Lua,
+    c: &AgentContext,
+    (a, b): (LuaValue, Option<Function>),
+) -> mlua::Result<()> {
+    let (kind, f) = match (a, b) {
+        (LuaValue::Function(f), None) => (None, f),
+        (LuaValue::String(k), Some(f)) => (Some(k.to_str()?.to_string()), f),
+        (a, _) => {
+            return Err(arg_err(
+                "bus.subscribe",
+                format!(
+                    "expected ([type,] fn): argument #1 must be a message type or a function, got {}",
+                    a.type_name()
+                ),
+            ));
+        }
+    };
+    let handlers: Table = lua.named_registry_value(HANDLERS)?;
+    let entry = lua.create_table()?;
+    entry.set("type", kind)?;
+    entry.set("fn", f)?;
+    handlers.push(entry)?;
+    c.local.lock().has_handlers = true;
+    Ok(())
 }
 
 /// The default wait for replies: the `message_timeout` setting.
@@ -436,7 +432,7 @@ async fn send(
         .bus
         .send(&c.id, to, kind, payload)
         .await
-        .map_err(host_err)?;
+        .into_lua_err()?;
     c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
     Ok(id)
 }
@@ -459,7 +455,7 @@ async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<Me
     // The list goes back afterwards, so its buffer serves every receive.
     let mut held = std::mem::take(&mut c.local.lock().held);
     for d in held.drain(..) {
-        c.coord.bus.ack(&d).await.map_err(host_err)?;
+        c.coord.bus.ack(&d).await.into_lua_err()?;
     }
     let stashed = c.local.lock().stash.pop_front();
     let taken = match stashed {
@@ -469,7 +465,7 @@ async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<Me
             .bus
             .take(&c.queues, &c.id, wait)
             .await
-            .map_err(host_err)?,
+            .into_lua_err()?,
     };
     let fields = match taken {
         Some(delivery) => {
@@ -488,7 +484,7 @@ async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<Me
 /// no write to settle and a message was kept for it (set aside while it
 /// waited for replies) or read ahead. No message (all nil) otherwise, and
 /// the caller asks the store.
-fn receive_now(lua: &Lua, c: &AgentContext) -> mlua::Result<MessageFields> {
+fn receive_now(lua: &Lua, c: &Arc<AgentContext>, (): ()) -> mlua::Result<MessageFields> {
     let mut local = c.local.lock();
     if !local.writes.is_empty() {
         return Ok(Default::default());

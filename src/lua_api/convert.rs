@@ -62,6 +62,7 @@ pub(crate) fn to_json_or_nil(
 }
 
 /// The `max_value_bytes` of the agent, kept in the VM for [`to_json`].
+#[derive(Clone, Copy)]
 pub(crate) struct MaxValueBytes(pub(crate) usize);
 
 /// Walks a table before it is converted and refuses values that cannot fit in

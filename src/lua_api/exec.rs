@@ -7,11 +7,14 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mlua::{Lua, Table};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{AgentContext, arg_err, ms_option, not_granted};
+use super::module::Module;
+use super::options::{FromOptions, OptionError, Options, decode};
+use super::{AgentContext, arg_err, not_granted};
 
 /// Time a program may run when the call gives no `timeout` (ms).
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -21,50 +24,79 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     if commands.is_empty() {
         return not_granted(lua, "exec", &ctx.role, "commands = [\"PROGRAM\", ...]");
     }
-    let commands = Arc::new(commands);
-    let role = ctx.role.clone();
-    let max_bytes = ctx.coord.config.max_value_bytes;
-    let t = lua.create_table()?;
-    t.set(
-        "run",
-        lua.create_async_function(
-            move |lua, (cmd, args, opts): (String, Option<Vec<String>>, Option<Table>)| {
-                let commands = commands.clone();
-                let role = role.clone();
-                async move {
-                    let func = format!("exec.run('{cmd}')");
-                    if !commands.contains(&cmd) {
-                        return Err(arg_err(
-                            &func,
-                            format!(
-                                "'{cmd}' is not among the commands granted to role '{role}' ({})",
-                                commands.join(", ")
-                            ),
-                        ));
-                    }
-                    let timeout = ms_option(&func, opts.as_ref(), "timeout", DEFAULT_TIMEOUT_MS)?;
-                    let stdin: Option<mlua::LuaString> =
-                        opts.as_ref().and_then(|o| o.get("stdin").ok());
-                    let stdin = stdin.map(|s| s.as_bytes().to_vec());
-                    let args = args.unwrap_or_default();
-                    let run = run(&cmd, &args, stdin, max_bytes);
-                    let (status, stdout, stderr) = tokio::time::timeout(timeout, run)
-                        .await
-                        .map_err(|_| {
-                            arg_err(&func, format!("timed out after {} ms", timeout.as_millis()))
-                        })?
-                        .map_err(|m| arg_err(&func, m))?;
-                    let out = lua.create_table()?;
-                    out.set("status", status)?;
-                    out.set("ok", status == Some(0))?;
-                    out.set("stdout", lua.create_string(stdout)?)?;
-                    out.set("stderr", lua.create_string(stderr)?)?;
-                    Ok(out)
-                }
-            },
-        )?,
-    )?;
-    Ok(t)
+    let granted = Arc::new(Granted {
+        commands,
+        role: ctx.role.clone(),
+        max_bytes: ctx.coord.config.max_value_bytes,
+    });
+    let m = Module::new(lua, ctx)?;
+    m.set("run", m.wait_fn(granted, run_fn)?)?;
+    Ok(m.finish())
+}
+
+/// What the role may run: `commands`, with output of at most `max_bytes`.
+struct Granted {
+    commands: Vec<String>,
+    role: String,
+    max_bytes: usize,
+}
+
+/// The options of `exec.run`.
+pub(super) struct RunOptions {
+    /// How long the program may run (default 10 s).
+    timeout: Duration,
+    /// Bytes written to the program's standard input.
+    stdin: Option<Vec<u8>>,
+}
+
+impl FromOptions for RunOptions {
+    const NAMES: &'static [&'static str] = &["timeout", "stdin"];
+
+    fn from_options(o: &Options) -> Result<Self, OptionError> {
+        Ok(RunOptions {
+            timeout: o
+                .ms("timeout")?
+                .unwrap_or(Duration::from_millis(DEFAULT_TIMEOUT_MS)),
+            stdin: o.bytes("stdin")?.map(|s| s.as_bytes().to_vec()),
+        })
+    }
+}
+
+/// `exec.run(cmd [, args [, opts]])`: `{status, ok, stdout, stderr}`.
+async fn run_fn(
+    lua: Lua,
+    g: Arc<Granted>,
+    (cmd, args, opts): (String, Option<Vec<String>>, Option<Table>),
+) -> mlua::Result<Table> {
+    let func = format!("exec.run('{cmd}')");
+    if !g.commands.contains(&cmd) {
+        return Err(arg_err(
+            &func,
+            format!(
+                "'{cmd}' is not among the commands granted to role '{}' ({})",
+                g.role,
+                g.commands.join(", ")
+            ),
+        ));
+    }
+    let opts: RunOptions = decode(&func, opts)?;
+    let args = args.unwrap_or_default();
+    let run = run(&cmd, &args, opts.stdin, g.max_bytes);
+    let (status, stdout, stderr) = tokio::time::timeout(opts.timeout, run)
+        .await
+        .map_err(|_| {
+            arg_err(
+                &func,
+                format!("timed out after {} ms", opts.timeout.as_millis()),
+            )
+        })?
+        .map_err(|m| arg_err(&func, m))?;
+    let out = lua.create_table()?;
+    out.set("status", status)?;
+    out.set("ok", status == Some(0))?;
+    out.set("stdout", lua.create_string(stdout)?)?;
+    out.set("stderr", lua.create_string(stderr)?)?;
+    Ok(out)
 }
 
 /// Runs `cmd` to its end; (exit status, stdout, stderr). The child is killed

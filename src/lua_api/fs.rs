@@ -15,8 +15,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mlua::{Lua, Table};
+use mlua::{Lua, LuaString, Table};
 
+use super::module::Module;
 use super::{AgentContext, arg_err, not_granted};
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
@@ -24,46 +25,46 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         return not_granted(lua, "fs", &ctx.role, "read_files = \"DIR\"");
     };
     // Resolved once: the directory's real path is the fence.
-    let root = Arc::new(std::fs::canonicalize(&dir).map_err(|e| {
+    let root = std::fs::canonicalize(&dir).map_err(|e| {
         arg_err(
             "fs",
             format!("granted directory {} is unusable: {e}", dir.display()),
         )
-    })?);
-    let max_bytes = ctx.coord.config.max_value_bytes;
-    let t = lua.create_table()?;
+    })?;
+    let granted = Arc::new(Granted {
+        root,
+        max_bytes: ctx.coord.config.max_value_bytes,
+    });
+    let m = Module::new(lua, ctx)?;
+    m.set("read", m.wait_fn(granted.clone(), read_fn)?)?;
+    m.set("list", m.wait_fn(granted, list_fn)?)?;
+    Ok(m.finish())
+}
 
-    let r = root.clone();
-    t.set(
-        "read",
-        lua.create_async_function(move |lua, path: String| {
-            let root = r.clone();
-            async move {
-                let func = format!("fs.read('{path}')");
-                let bytes = tokio::task::spawn_blocking(move || read(&root, &path, max_bytes))
-                    .await
-                    .map_err(|e| arg_err(&func, e))?
-                    .map_err(|m| arg_err(&func, m))?;
-                lua.create_string(bytes)
-            }
-        })?,
-    )?;
+/// What the role may read: below `root`, files of at most `max_bytes`.
+struct Granted {
+    root: PathBuf,
+    max_bytes: usize,
+}
 
-    t.set(
-        "list",
-        lua.create_async_function(move |_, dir: Option<String>| {
-            let root = root.clone();
-            async move {
-                let dir = dir.unwrap_or_else(|| ".".into());
-                let func = format!("fs.list('{dir}')");
-                tokio::task::spawn_blocking(move || list(&root, &dir, max_bytes))
-                    .await
-                    .map_err(|e| arg_err(&func, e))?
-                    .map_err(|m| arg_err(&func, m))
-            }
-        })?,
-    )?;
-    Ok(t)
+/// `fs.read(path)`: the file's bytes.
+async fn read_fn(lua: Lua, g: Arc<Granted>, path: String) -> mlua::Result<LuaString> {
+    let func = format!("fs.read('{path}')");
+    let bytes = tokio::task::spawn_blocking(move || read(&g.root, &path, g.max_bytes))
+        .await
+        .map_err(|e| arg_err(&func, e))?
+        .map_err(|m| arg_err(&func, m))?;
+    lua.create_string(bytes)
+}
+
+/// `fs.list([dir])`: the sorted names in the directory.
+async fn list_fn(_: Lua, g: Arc<Granted>, dir: Option<String>) -> mlua::Result<Vec<String>> {
+    let dir = dir.unwrap_or_else(|| ".".into());
+    let func = format!("fs.list('{dir}')");
+    tokio::task::spawn_blocking(move || list(&g.root, &dir, g.max_bytes))
+        .await
+        .map_err(|e| arg_err(&func, e))?
+        .map_err(|m| arg_err(&func, m))
 }
 
 /// The bytes of the regular file `path` below `root`, at most `max_bytes`.

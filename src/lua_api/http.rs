@@ -5,10 +5,13 @@
 //! a body beyond `max_value_bytes` fails the call.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mlua::{Lua, Table, Value as LuaValue};
 
-use super::{AgentContext, arg_err, ms_option, not_granted, to_json};
+use super::module::Module;
+use super::options::{FromOptions, OptionError, Options, decode};
+use super::{AgentContext, arg_err, not_granted, to_json};
 use crate::capabilities::Capabilities;
 
 /// Time a request may take when the call gives no `timeout` (ms).
@@ -23,55 +26,84 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| arg_err("http", e))?;
-    let shared = Arc::new((
+    let granted = Arc::new(Granted {
         caps,
         client,
-        ctx.role.clone(),
-        ctx.coord.config.max_value_bytes,
-    ));
-    let t = lua.create_table()?;
-
-    let s = shared.clone();
-    t.set(
-        "get",
-        lua.create_async_function(move |lua, (url, opts): (String, Option<Table>)| {
-            let s = s.clone();
-            async move { request(&lua, &s, "get", url, None, opts).await }
-        })?,
-    )?;
-    t.set(
-        "post",
-        lua.create_async_function(
-            move |lua, (url, body, opts): (String, LuaValue, Option<Table>)| {
-                let s = shared.clone();
-                async move {
-                    let body = match body {
-                        LuaValue::String(s) => (s.as_bytes().to_vec(), "text/plain; charset=utf-8"),
-                        other => {
-                            let json = to_json(&lua, other, || format!("http.post('{url}')"))?;
-                            (json.to_string().into_bytes(), "application/json")
-                        }
-                    };
-                    let limit = s.3;
-                    if body.0.len() > limit {
-                        return Err(arg_err(
-                            &format!("http.post('{url}')"),
-                            format!("body is larger than max_value_bytes ({limit} bytes)"),
-                        ));
-                    }
-                    request(&lua, &s, "post", url, Some(body), opts).await
-                }
-            },
-        )?,
-    )?;
-    Ok(t)
+        role: ctx.role.clone(),
+        max_bytes: ctx.coord.config.max_value_bytes,
+    });
+    let m = Module::new(lua, ctx)?;
+    m.set("get", m.wait_fn(granted.clone(), get)?)?;
+    m.set("post", m.wait_fn(granted, post)?)?;
+    Ok(m.finish())
 }
 
-type Shared = (Capabilities, reqwest::Client, String, usize);
+/// What the role may reach, and the client it reaches it with.
+struct Granted {
+    caps: Capabilities,
+    client: reqwest::Client,
+    role: String,
+    max_bytes: usize,
+}
+
+/// The options of `http.get` and `http.post`.
+pub(super) struct RequestOptions {
+    /// Headers sent with the request.
+    headers: Option<Table>,
+    /// How long the request may take (default 10 s).
+    timeout: Duration,
+}
+
+impl FromOptions for RequestOptions {
+    const NAMES: &'static [&'static str] = &["headers", "timeout"];
+
+    fn from_options(o: &Options) -> Result<Self, OptionError> {
+        Ok(RequestOptions {
+            headers: o.table("headers")?,
+            timeout: o
+                .ms("timeout")?
+                .unwrap_or(Duration::from_millis(DEFAULT_TIMEOUT_MS)),
+        })
+    }
+}
+
+/// `http.get(url [, opts])`: `{status, body, headers}`.
+async fn get(
+    lua: Lua,
+    g: Arc<Granted>,
+    (url, opts): (String, Option<Table>),
+) -> mlua::Result<Table> {
+    request(&lua, &g, "get", url, None, opts).await
+}
+
+/// `http.post(url, body [, opts])`: `body` a string, or a table sent as JSON.
+async fn post(
+    lua: Lua,
+    g: Arc<Granted>,
+    (url, body, opts): (String, LuaValue, Option<Table>),
+) -> mlua::Result<Table> {
+    let body = match body {
+        LuaValue::String(s) => (s.as_bytes().to_vec(), "text/plain; charset=utf-8"),
+        other => {
+            let json = to_json(&lua, other, || format!("http.post('{url}')"))?;
+            (json.to_string().into_bytes(), "application/json")
+        }
+    };
+    if body.0.len() > g.max_bytes {
+        return Err(arg_err(
+            &format!("http.post('{url}')"),
+            format!(
+                "body is larger than max_value_bytes ({} bytes)",
+                g.max_bytes
+            ),
+        ));
+    }
+    request(&lua, &g, "post", url, Some(body), opts).await
+}
 
 async fn request(
     lua: &Lua,
-    (caps, client, role, max_bytes): &Shared,
+    g: &Granted,
     method: &str,
     url: String,
     body: Option<(Vec<u8>, &'static str)>,
@@ -91,43 +123,37 @@ async fn request(
     };
     let host = parsed.host_str().unwrap_or_default();
     let port = parsed.port().unwrap_or(default_port);
-    if !caps.allows_host(host, port, default_port) {
+    if !g.caps.allows_host(host, port, default_port) {
         return Err(arg_err(
             &func,
             format!(
-                "{host}:{port} is not among the hosts granted to role '{role}' ({})",
-                caps.http.join(", ")
+                "{host}:{port} is not among the hosts granted to role '{}' ({})",
+                g.role,
+                g.caps.http.join(", ")
             ),
         ));
     }
-    let timeout = ms_option(
-        &format!("http.{method}"),
-        opts.as_ref(),
-        "timeout",
-        DEFAULT_TIMEOUT_MS,
-    )?;
+    let opts: RequestOptions = decode(&format!("http.{method}"), opts)?;
     let mut req = match &body {
-        None => client.get(parsed),
-        Some(_) => client.post(parsed),
+        None => g.client.get(parsed),
+        Some(_) => g.client.post(parsed),
     }
-    .timeout(timeout);
+    .timeout(opts.timeout);
     if let Some((bytes, content_type)) = body {
         req = req.header("content-type", content_type).body(bytes);
     }
-    if let Some(headers) = opts
-        .as_ref()
-        .and_then(|o| o.get::<Option<Table>>("headers").ok().flatten())
-    {
+    if let Some(headers) = opts.headers {
         for pair in headers.pairs::<String, String>() {
             let (k, v) = pair?;
             req = req.header(k, v);
         }
     }
+    let max_bytes = g.max_bytes;
     let mut resp = req.send().await.map_err(|e| arg_err(&func, e))?;
     let mut bytes = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| arg_err(&func, e))? {
         bytes.extend_from_slice(&chunk);
-        if bytes.len() > *max_bytes {
+        if bytes.len() > max_bytes {
             return Err(arg_err(
                 &func,
                 format!("response body is larger than max_value_bytes ({max_bytes} bytes)"),

@@ -9,25 +9,16 @@
 //! The API key never enters the VM: answers and errors come out of the client
 //! redacted, and nothing here can read the key.
 
+use std::future::Future;
 use std::sync::Arc;
 use tracing::Instrument;
 
 use mlua::{Function, Lua, Table, Value as LuaValue};
 
+use super::module::Module;
+use super::options::{self, FromOptions, OptionError, Options};
 use super::{AgentContext, to_lua};
 use crate::llm::{BudgetSpent, ChatMessage, ChatRequest, ChatResponse, LlmError};
-
-/// The options `llm.chat` accepts; anything else is a typo worth reporting.
-const OPTIONS: [&str; 8] = [
-    "messages",
-    "prompt",
-    "system",
-    "model",
-    "temperature",
-    "max_tokens",
-    "json",
-    "timeout",
-];
 
 /// Raises what the host function hands back: argument errors as strings,
 /// call failures as error tables; both already name the calling line (which
@@ -52,43 +43,51 @@ return {
 "#;
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    let c = ctx.clone();
-    let call = lua.create_async_function(move |lua, opts: LuaValue| {
-        let c = c.clone();
-        let request = parse_request(opts);
-        let location = caller_location(&lua);
-        async move {
-            match request {
-                Ok(req) => chat(&lua, &c, req, location).await,
-                Err(message) => {
-                    let message = match location {
-                        Some(at) => format!("{at}: {message}"),
-                        None => message,
-                    };
-                    Ok((false, LuaValue::String(lua.create_string(message)?)))
-                }
-            }
-        }
-    })?;
+    let m = Module::new(lua, ctx)?;
+    let call = m.wait_fn(ctx.clone(), call)?;
     let error_mt: Table = lua.load(ERROR_MT).set_name("=llm.error").call(())?;
     let chat: Function = lua
         .load(CHAT)
         .set_name("=llm.chat")
         .call((call, error_mt))?;
-    t.set("chat", chat)?;
+    m.set("chat", chat)?;
+    m.sync("mode", mode)?;
+    m.sync("available", available)?;
+    Ok(m.finish())
+}
 
-    let client = ctx.llm.client.clone();
-    t.set(
-        "mode",
-        lua.create_function(move |_, ()| Ok(client.mode().as_str()))?,
-    )?;
-    let client = ctx.llm.client.clone();
-    t.set(
-        "available",
-        lua.create_function(move |_, ()| Ok(client.is_live()))?,
-    )?;
-    Ok(t)
+/// `llm.mode()`: which answerer is configured (`live`, `replay`, `mock`).
+fn mode(_: &Lua, c: &AgentContext, (): ()) -> mlua::Result<&'static str> {
+    Ok(c.llm.client.mode().as_str())
+}
+
+/// `llm.available()`: true when a real model answers (live or replay).
+fn available(_: &Lua, c: &AgentContext, (): ()) -> mlua::Result<bool> {
+    Ok(c.llm.client.is_live())
+}
+
+/// The host side of `llm.chat(opts)`: `(true, result)`, or `(false, error)`
+/// for the wrapper to raise; both an argument error (a string) and a failed
+/// call (a table) name the calling line, read before the call yields.
+fn call(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    opts: LuaValue,
+) -> impl Future<Output = mlua::Result<(bool, LuaValue)>> {
+    let request = options::decode_required::<ChatRequest>("llm.chat", opts);
+    let location = caller_location(&lua);
+    async move {
+        match request {
+            Ok(req) => chat(&lua, &c, req, location).await,
+            Err(e) => {
+                let message = match location {
+                    Some(at) => format!("{at}: {e}"),
+                    None => e.to_string(),
+                };
+                Ok((false, LuaValue::String(lua.create_string(message)?)))
+            }
+        }
+    }
 }
 
 /// Runs one call and counts it in the metrics; `(true, result)` or `(false, error table)`.
@@ -129,141 +128,80 @@ async fn chat(
     }
 }
 
-/// Builds the request from the option table, or the argument error to raise.
-fn parse_request(opts: LuaValue) -> Result<ChatRequest, String> {
-    let LuaValue::Table(t) = opts else {
-        return Err(format!(
-            "llm.chat: expected a table of options, got {}",
-            opts.type_name()
-        ));
-    };
-    for pair in t.pairs::<LuaValue, LuaValue>() {
-        let (key, _) = pair.map_err(|e| format!("llm.chat: {e}"))?;
-        let known = match &key {
-            LuaValue::String(s) => OPTIONS.iter().any(|o| s.as_bytes() == o.as_bytes()),
-            _ => false,
+/// The options of `llm.chat`: the request it sends.
+impl FromOptions for ChatRequest {
+    const NAMES: &'static [&'static str] = &[
+        "messages",
+        "prompt",
+        "system",
+        "model",
+        "temperature",
+        "max_tokens",
+        "json",
+        "timeout",
+    ];
+
+    fn from_options(o: &Options) -> Result<Self, OptionError> {
+        let prompt = o.string("prompt")?;
+        let system = o.string("system")?;
+        let mut messages = match (o.value("messages")?, prompt) {
+            (LuaValue::Nil, Some(prompt)) => vec![ChatMessage::user(prompt)],
+            (LuaValue::Table(list), None) => messages(o, &list)?,
+            (LuaValue::Table(_), Some(_)) => {
+                return Err(o.error("give 'prompt' or 'messages', not both"));
+            }
+            (other, _) => {
+                return Err(o.error(format!(
+                    "expected string 'prompt' or table 'messages', got {}",
+                    other.type_name()
+                )));
+            }
         };
-        if !known {
-            return Err(format!(
-                "llm.chat: unknown option {} (options: {})",
-                key.to_string()
-                    .map_or_else(|_| key.type_name().into(), |k| format!("'{k}'")),
-                OPTIONS.join(", ")
-            ));
+        if let Some(system) = system {
+            messages.insert(0, ChatMessage::system(system));
         }
-    }
-    let prompt = string_opt(&t, "prompt")?;
-    let system = string_opt(&t, "system")?;
-    let mut messages = match (t.get::<LuaValue>("messages"), prompt) {
-        (Ok(LuaValue::Nil), Some(prompt)) => vec![ChatMessage::user(prompt)],
-        (Ok(LuaValue::Table(list)), None) => messages(&list)?,
-        (Ok(LuaValue::Table(_)), Some(_)) => {
-            return Err("llm.chat: give 'prompt' or 'messages', not both".into());
+        let model = o.string("model")?;
+        if let Some(m) = &model {
+            crate::coordination::quotas::check_name("llm.chat model", m).map_err(|e| o.error(e))?;
         }
-        (Ok(other), _) => {
-            return Err(format!(
-                "llm.chat: expected string 'prompt' or table 'messages', got {}",
-                other.type_name()
-            ));
-        }
-        (Err(e), _) => return Err(format!("llm.chat: {e}")),
-    };
-    if let Some(system) = system {
-        messages.insert(0, ChatMessage::system(system));
+        let max_tokens = o
+            .whole("max_tokens")?
+            .map(|n| u32::try_from(n).map_err(|_| o.error("'max_tokens' is too large")))
+            .transpose()?;
+        Ok(ChatRequest {
+            messages,
+            model,
+            temperature: o.number("temperature")?,
+            max_tokens,
+            json: o.boolean("json")?.unwrap_or(false),
+            timeout_ms: o.whole("timeout")?,
+        })
     }
-    let model = string_opt(&t, "model")?;
-    if let Some(m) = &model
-        && let Err(e) = crate::coordination::quotas::check_name("llm.chat model", m)
-    {
-        return Err(format!("llm.chat: {e}"));
-    }
-    Ok(ChatRequest {
-        messages,
-        model,
-        temperature: number_opt(&t, "temperature")?,
-        max_tokens: whole_opt(&t, "max_tokens")?
-            .map(|n| {
-                u32::try_from(n).map_err(|_| "llm.chat: 'max_tokens' is too large".to_string())
-            })
-            .transpose()?,
-        json: match t.get::<LuaValue>("json") {
-            Ok(LuaValue::Nil) => false,
-            Ok(LuaValue::Boolean(b)) => b,
-            Ok(other) => return Err(expected("boolean", "json", &other)),
-            Err(e) => return Err(format!("llm.chat: {e}")),
-        },
-        timeout_ms: whole_opt(&t, "timeout")?,
-    })
 }
 
 /// `messages`: a non-empty list of `{role = string, content = string}`.
-fn messages(list: &Table) -> Result<Vec<ChatMessage>, String> {
+fn messages(o: &Options, list: &Table) -> Result<Vec<ChatMessage>, OptionError> {
     let mut out = Vec::new();
     for (i, item) in list.sequence_values::<LuaValue>().enumerate() {
         let n = i + 1;
-        let item = item.map_err(|e| format!("llm.chat: messages[{n}]: {e}"))?;
+        let item = item.map_err(|e| o.error(format!("messages[{n}]: {e}")))?;
         let LuaValue::Table(m) = item else {
-            return Err(format!(
-                "llm.chat: expected table messages[{n}] ({{role = ..., content = ...}}), got {}",
+            return Err(o.error(format!(
+                "expected table messages[{n}] ({{role = ..., content = ...}}), got {}",
                 item.type_name()
-            ));
+            )));
         };
         let field = |name: &str| match m.get::<LuaValue>(name) {
             Ok(LuaValue::String(s)) => Ok(s.to_string_lossy()),
-            Ok(other) => Err(expected("string", &format!("messages[{n}].{name}"), &other)),
-            Err(e) => Err(format!("llm.chat: messages[{n}].{name}: {e}")),
+            Ok(other) => Err(o.expected("string", &format!("messages[{n}].{name}"), &other)),
+            Err(e) => Err(o.error(format!("messages[{n}].{name}: {e}"))),
         };
         out.push(ChatMessage::new(field("role")?, field("content")?));
     }
     if out.is_empty() {
-        return Err("llm.chat: 'messages' is empty; give at least one message".into());
+        return Err(o.error("'messages' is empty; give at least one message"));
     }
     Ok(out)
-}
-
-fn expected(kind: &str, field: &str, got: &LuaValue) -> String {
-    format!(
-        "llm.chat: expected {kind} '{field}', got {}",
-        got.type_name()
-    )
-}
-
-fn string_opt(t: &Table, name: &str) -> Result<Option<String>, String> {
-    match t.get::<LuaValue>(name) {
-        Ok(LuaValue::Nil) => Ok(None),
-        Ok(LuaValue::String(s)) => Ok(Some(s.to_string_lossy())),
-        Ok(other) => Err(expected("string", name, &other)),
-        Err(e) => Err(format!("llm.chat: {name}: {e}")),
-    }
-}
-
-fn number_opt(t: &Table, name: &str) -> Result<Option<f64>, String> {
-    let n = match t.get::<LuaValue>(name) {
-        Ok(LuaValue::Nil) => return Ok(None),
-        Ok(LuaValue::Integer(i)) => i as f64,
-        Ok(LuaValue::Number(n)) => n,
-        Ok(other) => return Err(expected("number", name, &other)),
-        Err(e) => return Err(format!("llm.chat: {name}: {e}")),
-    };
-    if !n.is_finite() || n < 0.0 {
-        return Err(format!(
-            "llm.chat: '{name}' must be a finite number >= 0, got {n}"
-        ));
-    }
-    Ok(Some(n))
-}
-
-/// A whole number of at least 1 (`max_tokens`, `timeout` in ms).
-fn whole_opt(t: &Table, name: &str) -> Result<Option<u64>, String> {
-    let Some(n) = number_opt(t, name)? else {
-        return Ok(None);
-    };
-    if n < 1.0 || n.fract() != 0.0 {
-        return Err(format!(
-            "llm.chat: '{name}' must be a whole number >= 1, got {n}"
-        ));
-    }
-    Ok(Some(n as u64))
 }
 
 /// `{content, model, source, usage = {...}}`, plus `json` (or `json_error`)

@@ -6,11 +6,14 @@
 //! when `fn` raises.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use mlua::{Function, Lua, Table, Value};
 use tracing::Instrument;
 
-use mlua::{Function, Lua, Table};
-
-use super::{AgentContext, arg_err, chunks, host_err, millis, ms_option, store_fn};
+use super::module::{IntoLuaErr, Module};
+use super::options::{FromOptions, OptionError, Options, decode};
+use super::{AgentContext, arg_err, chunks, millis};
 use crate::coordination::LockGrant;
 
 /// Default TTL of a lock (ms).
@@ -33,6 +36,27 @@ return function(name, fn, opts)
 end
 "#;
 
+/// The options of `lock.acquire` and `lock.with`.
+pub(super) struct AcquireOptions {
+    /// How long the lock lives unless extended (default 30 s).
+    ttl: Duration,
+    /// How long to wait for it (default: the `message_timeout` setting).
+    wait: Option<Duration>,
+}
+
+impl FromOptions for AcquireOptions {
+    const NAMES: &'static [&'static str] = &["ttl", "wait"];
+
+    fn from_options(o: &Options) -> Result<Self, OptionError> {
+        Ok(AcquireOptions {
+            ttl: o
+                .ms("ttl")?
+                .unwrap_or(Duration::from_millis(DEFAULT_TTL_MS)),
+            wait: o.ms("wait")?,
+        })
+    }
+}
+
 /// The grant table `lock.acquire` returned, read back for `func`.
 fn grant_from(func: &str, t: &Table) -> mlua::Result<LockGrant> {
     let read = || -> mlua::Result<LockGrant> {
@@ -51,62 +75,53 @@ fn grant_from(func: &str, t: &Table) -> mlua::Result<LockGrant> {
 }
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    let message_timeout = ctx.coord.config.message_timeout;
-
-    let c = ctx.clone();
-    let acquire =
-        lua.create_async_function(move |lua, (name, opts): (String, Option<Table>)| {
-            let c = c.clone();
-            let ttl = ms_option("lock.acquire", opts.as_ref(), "ttl", DEFAULT_TTL_MS);
-            let wait = ms_option("lock.acquire", opts.as_ref(), "wait", message_timeout);
-            async move {
-                let (ttl, wait) = (ttl?, wait?);
-                let grant = c
-                    .coord
-                    .locks
-                    .acquire(&name, ttl, wait)
-                    .instrument(crate::trace::host_call("lock.acquire"))
-                    .await
-                    .map_err(host_err)?;
-                let Some(g) = grant else {
-                    return Ok(mlua::Value::Nil);
-                };
-                let out = lua.create_table()?;
-                out.set("name", g.name)?;
-                out.set("token", g.token)?;
-                out.set("fence", g.fence)?;
-                Ok(mlua::Value::Table(out))
-            }
-        })?;
-    t.set("acquire", &acquire)?;
-
-    let embedded = ctx.embedded();
-    let c = ctx.clone();
-    let release = store_fn(lua, embedded, move |_, grant: Table| {
-        let c = c.clone();
-        let grant = grant_from("lock.release", &grant);
-        async move { c.coord.locks.release(&grant?).await.map_err(host_err) }
-    })?;
-    t.set("release", &release)?;
-
-    let c = ctx.clone();
-    t.set(
-        "extend",
-        store_fn(lua, embedded, move |_, (grant, ttl): (Table, f64)| {
-            let c = c.clone();
-            let grant = grant_from("lock.extend", &grant);
-            async move {
-                c.coord
-                    .locks
-                    .extend(&grant?, millis(ttl))
-                    .await
-                    .map_err(host_err)
-            }
-        })?,
-    )?;
-
+    let m = Module::new(lua, ctx)?;
+    let acquire = m.wait("acquire", acquire)?;
+    let release = m.store("release", release)?;
+    m.store("extend", extend)?;
     let with: Function = chunks::host(lua, "lock.with", WITH)?.call((acquire, release))?;
-    t.set("with", with)?;
-    Ok(t)
+    m.set("with", with)?;
+    Ok(m.finish())
+}
+
+/// `lock.acquire(name [, opts])`: the grant `{name, token, fence}`, or nil
+/// when the wait ran out.
+async fn acquire(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    (name, opts): (String, Option<Table>),
+) -> mlua::Result<Value> {
+    let opts: AcquireOptions = decode("lock.acquire", opts)?;
+    let wait = (opts.wait).unwrap_or(Duration::from_millis(c.coord.config.message_timeout));
+    let grant = c
+        .coord
+        .locks
+        .acquire(&name, opts.ttl, wait)
+        .instrument(crate::trace::host_call("lock.acquire"))
+        .await
+        .into_lua_err()?;
+    let Some(g) = grant else {
+        return Ok(Value::Nil);
+    };
+    let out = lua.create_table()?;
+    out.set("name", g.name)?;
+    out.set("token", g.token)?;
+    out.set("fence", g.fence)?;
+    Ok(Value::Table(out))
+}
+
+/// `lock.release(grant)`.
+async fn release(_: Lua, c: Arc<AgentContext>, grant: Table) -> mlua::Result<bool> {
+    let grant = grant_from("lock.release", &grant)?;
+    c.coord.locks.release(&grant).await.into_lua_err()
+}
+
+/// `lock.extend(grant, ttl_ms)`: the lock lives `ttl_ms` from now.
+async fn extend(_: Lua, c: Arc<AgentContext>, (grant, ttl): (Table, f64)) -> mlua::Result<bool> {
+    let grant = grant_from("lock.extend", &grant)?;
+    c.coord
+        .locks
+        .extend(&grant, millis(ttl))
+        .await
+        .into_lua_err()
 }

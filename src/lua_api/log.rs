@@ -12,6 +12,7 @@ use std::sync::Arc;
 use mlua::{Lua, MultiValue, Table};
 
 use super::AgentContext;
+use super::module::Module;
 
 /// Longest text one `log.*` or `print` call writes; the rest is replaced by a
 /// note of how much was cut.
@@ -88,22 +89,16 @@ pub(crate) fn join(lua: &Lua, args: MultiValue, separator: &str) -> mlua::Result
 }
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    let levels = [
-        ("debug", Level::Debug),
-        ("info", Level::Info),
-        ("warn", Level::Warn),
-        ("error", Level::Error),
-    ];
-    for (name, level) in levels {
-        let id = ctx.id.clone();
-        t.set(
-            name,
-            lua.create_function(move |lua, args: MultiValue| {
-                emit(level, &id, &join(lua, args, " ")?);
-                Ok(())
-            })?,
-        )?;
-    }
-    Ok(t)
+    let m = Module::new(lua, ctx)?;
+    m.sync("debug", |lua, c, args| line(lua, c, Level::Debug, args))?;
+    m.sync("info", |lua, c, args| line(lua, c, Level::Info, args))?;
+    m.sync("warn", |lua, c, args| line(lua, c, Level::Warn, args))?;
+    m.sync("error", |lua, c, args| line(lua, c, Level::Error, args))?;
+    Ok(m.finish())
+}
+
+/// `log.<level>(...)`: one line of the host's log, the values joined by spaces.
+fn line(lua: &Lua, c: &AgentContext, level: Level, args: MultiValue) -> mlua::Result<()> {
+    emit(level, &c.id, &join(lua, args, " ")?);
+    Ok(())
 }

@@ -81,6 +81,26 @@ impl Api {
     }
 }
 
+/// The `---@field`s of the annotated class `class` (`orrery.LockOptions`),
+/// in the order written; empty when no file declares it.
+pub fn class_fields(class: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    for (_, text) in FILES {
+        let mut inside = false;
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix("---@class ") {
+                inside = name.split_whitespace().next() == Some(class);
+            } else if let Some(field) = line.strip_prefix("---@field ").filter(|_| inside) {
+                let name = field.split_whitespace().next().unwrap_or_default();
+                fields.push(name.trim_end_matches('?').to_string());
+            } else if !line.starts_with("---") {
+                inside = false;
+            }
+        }
+    }
+    fields
+}
+
 /// What the annotation file `text` of `table` declares (see [`declare`]).
 pub fn parse(table: &str, text: &str) -> Api {
     let mut api = Api::default();

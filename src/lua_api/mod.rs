@@ -18,23 +18,24 @@ mod lock;
 pub(crate) mod log;
 pub mod meta;
 mod metrics;
+mod module;
+mod options;
 mod spawn;
 mod state;
 mod task;
 pub mod time;
 
-use std::future::Future;
 use std::sync::Arc;
 
-use futures::FutureExt;
-use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table};
+use mlua::{Function, Lua, Table};
 use parking_lot::Mutex;
 
 use crate::coordination::{AgentCounters, Coordination};
-use crate::error::Error;
 use crate::llm::TaskLlm;
 use crate::scripts::ScriptRegistry;
 use crate::store::{Delivery, Writes};
+
+use module::IntoLuaErr;
 
 pub use blackboard::{WATCHES, pattern_matches};
 pub use bus::{HANDLERS, message_table, settle_held};
@@ -118,56 +119,53 @@ impl AgentContext {
     }
 }
 
-/// The name of every table [`register_all`] makes a global (and puts in
-/// `package.loaded`).
-pub const TABLES: &[&str] = &[
-    "task",
-    "agent",
-    "blackboard",
-    "bus",
-    "state",
-    "spawn",
-    "lock",
-    "metrics",
-    "log",
-    "llm",
-    "json",
-    "time",
-    "fs",
-    "exec",
-    "http",
+/// How a table is built: its functions, acting for the agent `ctx`.
+type Register = fn(&Lua, &Arc<AgentContext>) -> mlua::Result<Table>;
+
+/// Every table of the API, under the name it has as a global and in
+/// `package.loaded`: the one list (the sandbox and the annotations' test
+/// read it through [`TABLES`]).
+const API: [(&str, Register); 15] = [
+    ("task", task::register),
+    ("agent", agent::register),
+    ("blackboard", blackboard::register),
+    ("bus", bus::register),
+    ("state", state::register),
+    ("spawn", spawn::register),
+    ("lock", lock::register),
+    ("metrics", metrics::register),
+    ("log", log::register),
+    ("llm", llm::register),
+    ("json", json::register),
+    ("time", time::register),
+    ("fs", fs::register),
+    ("exec", exec::register),
+    ("http", http::register),
 ];
+
+/// The name of every table [`register_all`] makes a global (and puts in
+/// `package.loaded`), in [`API`]'s order.
+pub const TABLES: &[&str] = &names(&API);
+
+const fn names<const N: usize>(api: &[(&'static str, Register); N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = api[i].0;
+        i += 1;
+    }
+    out
+}
 
 /// Registers every API table in `lua` for the agent `ctx`.
 pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
-    let tables: [(&str, Table); 15] = [
-        ("task", task::register(lua, ctx)?),
-        ("agent", agent::register(lua, ctx)?),
-        ("blackboard", blackboard::register(lua, ctx)?),
-        ("bus", bus::register(lua, ctx)?),
-        ("state", state::register(lua, ctx)?),
-        ("spawn", spawn::register(lua, ctx)?),
-        ("lock", lock::register(lua, ctx)?),
-        ("metrics", metrics::register(lua, ctx)?),
-        ("log", log::register(lua, ctx)?),
-        ("llm", llm::register(lua, ctx)?),
-        (
-            "json",
-            json::register(lua, ctx.coord.config.max_value_bytes)?,
-        ),
-        ("time", time::register(lua, ctx)?),
-        ("fs", fs::register(lua, ctx)?),
-        ("exec", exec::register(lua, ctx)?),
-        ("http", http::register(lua, ctx)?),
-    ];
     error_text::install_tostring(lua)?;
     lua.set_app_data(MaxValueBytes(ctx.coord.config.max_value_bytes));
-    lua.set_app_data(ctx.clone());
     lua.set_app_data(Interned::default());
     let globals = lua.globals();
     let loaded: Table = lua.named_registry_value("_LOADED")?;
-    debug_assert!(tables.iter().map(|(n, _)| *n).eq(TABLES.iter().copied()));
-    for (name, table) in tables {
+    for (name, register) in API {
+        let table = register(lua, ctx)?;
         globals.set(name, &table)?;
         loaded.set(name, table)?;
     }
@@ -177,12 +175,6 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
         globals.set(name, time.get::<Function>(name)?)?;
     }
     Ok(())
-}
-
-/// Wraps a host error so it reaches Lua as a catchable error and comes back
-/// out of the VM with its kind intact.
-pub(crate) fn host_err(e: Error) -> mlua::Error {
-    mlua::Error::external(e)
 }
 
 /// The table standing for a capability the role was not granted: indexing it
@@ -219,34 +211,6 @@ pub(crate) fn arg_err(func: &str, msg: impl std::fmt::Display) -> mlua::Error {
 /// Longest wait or lifetime a script can ask for (a year): past it the clock
 /// arithmetic would overflow, and no task runs that long.
 const MAX_MS: f64 = 365.0 * 24.0 * 3600.0 * 1000.0;
-
-/// Reads option `name` of a call to `func` as milliseconds (`math.huge`: as
-/// long as a script may ask for), `default` when absent; anything but a
-/// number >= 0 is an error naming the call and the option.
-pub(crate) fn ms_option(
-    func: &str,
-    opts: Option<&mlua::Table>,
-    name: &str,
-    default: u64,
-) -> mlua::Result<std::time::Duration> {
-    let Some(opts) = opts else {
-        return Ok(std::time::Duration::from_millis(default));
-    };
-    match opts.get::<mlua::Value>(name)? {
-        mlua::Value::Nil => Ok(std::time::Duration::from_millis(default)),
-        mlua::Value::Integer(n) if n >= 0 => Ok(millis(n as f64)),
-        mlua::Value::Number(n) if n >= 0.0 => Ok(millis(n)),
-        other => Err(arg_err(
-            func,
-            format!(
-                "option '{name}' must be a number of milliseconds >= 0, got {}",
-                other
-                    .to_string()
-                    .unwrap_or_else(|_| other.type_name().into())
-            ),
-        )),
-    }
-}
 
 /// A script's milliseconds as a duration: negative and NaN are zero, and
 /// anything longer than [`MAX_MS`] (`math.huge` included) is that.
@@ -298,40 +262,6 @@ impl Interned {
     }
 }
 
-/// Registers a host function that calls the store: synchronous when the store
-/// is embedded (its futures are ready on first poll, so no coroutine yield is
-/// paid), async otherwise, after the agent's writes not settled yet (so what
-/// it does comes after them, and a write that failed fails this call). `f`
-/// must never wait on anything but the store.
-pub(crate) fn store_fn<A, R, F, Fut>(lua: &Lua, embedded: bool, f: F) -> mlua::Result<Function>
-where
-    A: FromLuaMulti + 'static,
-    R: IntoLuaMulti + 'static,
-    F: Fn(Lua, A) -> Fut + Send + 'static,
-    Fut: Future<Output = mlua::Result<R>> + Send + 'static,
-{
-    if embedded {
-        lua.create_function(move |lua, args: A| {
-            f(lua.clone(), args).now_or_never().unwrap_or_else(|| {
-                Err(mlua::Error::runtime(
-                    "host function waited on an embedded store",
-                ))
-            })
-        })
-    } else {
-        lua.create_async_function(move |lua, args: A| {
-            let ctx = lua.app_data_ref::<Arc<AgentContext>>().map(|c| c.clone());
-            let op = f(lua, args);
-            async move {
-                if let Some(c) = ctx {
-                    settle_writes(&c).await.map_err(host_err)?;
-                }
-                op.await
-            }
-        })
-    }
-}
-
 /// Waits for the agent's writes sent without waiting, oldest first; the
 /// first that failed is the error. True when one had to be sent again (it
 /// may then have been applied after a read sent meanwhile).
@@ -369,16 +299,10 @@ pub(crate) fn must_settle(c: &AgentContext) -> bool {
 
 /// The host function `settle()` of a write wrapper: makes room for the
 /// agent's next write (see [`Writes::settle_for_write`]).
-pub(crate) fn settle_fn(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Function> {
-    let c = ctx.clone();
-    lua.create_async_function(move |_, ()| {
-        let c = c.clone();
-        async move {
-            let epoch = c.coord.store.epoch();
-            let mut writes = std::mem::take(&mut c.local.lock().writes);
-            let settled = writes.settle_for_write(epoch).await;
-            c.local.lock().writes = writes;
-            settled.map_err(|e| host_err(e.into()))
-        }
-    })
+pub(crate) async fn settle(_: Lua, c: Arc<AgentContext>, (): ()) -> mlua::Result<()> {
+    let epoch = c.coord.store.epoch();
+    let mut writes = std::mem::take(&mut c.local.lock().writes);
+    let settled = writes.settle_for_write(epoch).await;
+    c.local.lock().writes = writes;
+    settled.into_lua_err()
 }

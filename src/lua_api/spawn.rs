@@ -6,108 +6,112 @@
 use std::sync::Arc;
 use tracing::Instrument;
 
-use mlua::{Lua, LuaSerdeExt, Table, Value as LuaValue};
+use mlua::{Lua, Table, Value as LuaValue};
 
-use super::{AgentContext, arg_err, host_err};
+use super::module::{IntoLuaErr, Module};
+use super::options::{FromOptions, OptionError, Options, decode};
+use super::{AgentContext, arg_err};
 use crate::task::SpawnCondition;
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
+    let m = Module::new(lua, ctx)?;
+    m.sync("when", when)?;
+    m.wait("signal", signal)?;
+    m.wait("agent", agent)?;
+    m.wait("wait", wait)?;
+    Ok(m.finish())
+}
 
-    let c = ctx.clone();
-    t.set(
-        "when",
-        lua.create_function(move |lua, spec: Table| {
-            let condition: SpawnCondition =
-                lua.from_value(mlua::Value::Table(spec)).map_err(|e| {
-                    arg_err(
-                        "spawn.when",
-                        format!("expected {{trigger, threshold, agent [, repeat]}}: {e}"),
-                    )
-                })?;
-            if condition.trigger.is_empty() || !condition.threshold.is_finite() {
-                return Err(arg_err(
-                    "spawn.when",
-                    "trigger must be a non-empty string and threshold a finite number",
-                ));
-            }
-            c.registry.role(&condition.agent).map_err(host_err)?;
-            c.coord.spawner.register(condition).map_err(host_err)
-        })?,
-    )?;
+/// `spawn.when{trigger, threshold, agent [, repeat]}`: registers a spawn
+/// condition, as a task file's `[[spawn]]` table does.
+fn when(_: &Lua, c: &AgentContext, spec: Table) -> mlua::Result<()> {
+    let condition: SpawnCondition = decode("spawn.when", Some(spec))?;
+    c.registry.role(&condition.agent).into_lua_err()?;
+    c.coord.spawner.register(condition).into_lua_err()
+}
 
-    let c = ctx.clone();
-    t.set(
-        "signal",
-        lua.create_async_function(move |_, (trigger, value): (String, f64)| {
-            let c = c.clone();
-            async move {
-                c.coord
-                    .spawner
-                    .signal(&c.id, &trigger, value)
-                    .instrument(crate::trace::host_call("spawn.signal"))
-                    .await
-                    .map_err(host_err)
-            }
-        })?,
-    )?;
+/// The table of `spawn.when`.
+impl FromOptions for SpawnCondition {
+    const NAMES: &'static [&'static str] = &["trigger", "threshold", "agent", "repeat"];
 
-    let c = ctx.clone();
-    t.set(
-        "agent",
-        lua.create_async_function(move |_, role: String| {
-            let c = c.clone();
-            async move {
-                crate::coordination::quotas::check_name("role", &role).map_err(host_err)?;
-                c.coord
-                    .spawner
-                    .spawn(&role, Some(&c.id))
-                    .instrument(crate::trace::host_call("spawn.agent"))
-                    .await
-                    .map_err(host_err)
-            }
-        })?,
-    )?;
+    fn from_options(o: &Options) -> Result<Self, OptionError> {
+        let required = |name: &str| {
+            o.string(name)?
+                .ok_or_else(|| o.expected("string", name, &LuaValue::Nil))
+        };
+        let trigger = required("trigger")?;
+        let threshold = match o.value("threshold")? {
+            LuaValue::Integer(n) => n as f64,
+            LuaValue::Number(n) => n,
+            other => return Err(o.expected("number", "threshold", &other)),
+        };
+        if trigger.is_empty() || !threshold.is_finite() {
+            return Err(o.error("trigger must be a non-empty string and threshold a finite number"));
+        }
+        Ok(SpawnCondition {
+            trigger,
+            threshold,
+            agent: required("agent")?,
+            repeat: o.boolean("repeat")?.unwrap_or(false),
+        })
+    }
+}
 
-    let c = ctx.clone();
-    t.set(
-        "wait",
-        lua.create_async_function(move |lua, (ids, timeout): (LuaValue, Option<f64>)| {
-            let c = c.clone();
-            let single = matches!(ids, LuaValue::String(_));
-            let ids = agent_ids(&ids);
-            async move {
-                let ids = ids?;
-                let wait = timeout.map(super::millis);
-                let mut phases = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    let ended = c
-                        .coord
-                        .states
-                        .wait_ended(id, wait)
-                        .await
-                        .map_err(host_err)?;
-                    let Some(record) = ended else {
-                        let now = c.coord.states.get(id).await.ok().flatten();
-                        return Err(arg_err(
-                            "spawn.wait",
-                            format!(
-                                "agent {id} did not end within {} ms (it is {})",
-                                wait.unwrap_or_default().as_millis(),
-                                now.map_or("gone".into(), |r| r.phase)
-                            ),
-                        ));
-                    };
-                    phases.push(record.phase);
-                }
-                if single {
-                    return Ok(LuaValue::String(lua.create_string(&phases[0])?));
-                }
-                Ok(LuaValue::Table(lua.create_sequence_from(phases)?))
-            }
-        })?,
-    )?;
-    Ok(t)
+/// `spawn.signal(trigger, value)`: the ids of the agents it started.
+async fn signal(
+    _: Lua,
+    c: Arc<AgentContext>,
+    (trigger, value): (String, f64),
+) -> mlua::Result<Vec<String>> {
+    c.coord
+        .spawner
+        .signal(&c.id, &trigger, value)
+        .instrument(crate::trace::host_call("spawn.signal"))
+        .await
+        .into_lua_err()
+}
+
+/// `spawn.agent(role)`: the id of the agent it started.
+async fn agent(_: Lua, c: Arc<AgentContext>, role: String) -> mlua::Result<String> {
+    crate::coordination::quotas::check_name("role", &role).into_lua_err()?;
+    c.coord
+        .spawner
+        .spawn(&role, Some(&c.id))
+        .instrument(crate::trace::host_call("spawn.agent"))
+        .await
+        .into_lua_err()
+}
+
+/// `spawn.wait(id or ids [, timeout_ms])`: the final phase of each agent
+/// (one phase for one id), once all have ended.
+async fn wait(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    (ids, timeout): (LuaValue, Option<f64>),
+) -> mlua::Result<LuaValue> {
+    let single = matches!(ids, LuaValue::String(_));
+    let ids = agent_ids(&ids)?;
+    let wait = timeout.map(super::millis);
+    let mut phases = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let ended = c.coord.states.wait_ended(id, wait).await.into_lua_err()?;
+        let Some(record) = ended else {
+            let now = c.coord.states.get(id).await.ok().flatten();
+            return Err(arg_err(
+                "spawn.wait",
+                format!(
+                    "agent {id} did not end within {} ms (it is {})",
+                    wait.unwrap_or_default().as_millis(),
+                    now.map_or("gone".into(), |r| r.phase)
+                ),
+            ));
+        };
+        phases.push(record.phase);
+    }
+    if single {
+        return Ok(LuaValue::String(lua.create_string(&phases[0])?));
+    }
+    Ok(LuaValue::Table(lua.create_sequence_from(phases)?))
 }
 
 /// The agent ids `spawn.wait` was given: one id, or a list of them.

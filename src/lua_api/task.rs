@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value as LuaValue};
 
-use super::{AgentContext, FROZEN, chunks, host_err, store_fn, to_json_or_nil, to_lua};
+use super::module::{IntoLuaErr, Module};
+use super::{AgentContext, FROZEN, chunks, to_json_or_nil, to_lua};
 
 /// Wraps the task's tables in read-only proxies. Each proxy's metatable keeps
 /// the table it shows under the [`FROZEN`] key, so storing a part of the task
@@ -42,44 +43,33 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     data.set("agents", LuaValue::Nil)?;
     data.set("spawn", LuaValue::Nil)?;
     data.set("success", LuaValue::Nil)?;
-    let embedded = ctx.embedded();
-
-    let c = ctx.clone();
-    data.set(
-        "output",
-        store_fn(
-            lua,
-            embedded,
-            move |lua, (name, value): (String, LuaValue)| {
-                let c = c.clone();
-                let json = to_json_or_nil(&lua, value, || format!("task.output('{name}')"));
-                async move {
-                    // nil removes the output, as blackboard.set(key, nil) deletes.
-                    let json = json?;
-                    c.coord
-                        .blackboard
-                        .set_output(&name, json.as_ref())
-                        .await
-                        .map_err(host_err)
-                }
-            },
-        )?,
-    )?;
-
-    let c = ctx.clone();
-    data.set(
-        "outputs",
-        store_fn(lua, embedded, move |lua, ()| {
-            let c = c.clone();
-            async move {
-                let out = lua.create_table()?;
-                for (name, v) in c.coord.blackboard.outputs().await.map_err(host_err)? {
-                    out.set(name, to_lua(&lua, &v)?)?;
-                }
-                Ok(out)
-            }
-        })?,
-    )?;
+    let m = Module::new(lua, ctx)?;
+    data.set("output", m.store_fn(output)?)?;
+    data.set("outputs", m.store_fn(outputs)?)?;
     let freeze: Function = chunks::host(lua, "task", FREEZE)?;
     freeze.call((data, FROZEN))
+}
+
+/// `task.output(name, value)`: records an output of the run (nil removes
+/// it, as `blackboard.set(key, nil)` deletes).
+async fn output(
+    lua: Lua,
+    c: Arc<AgentContext>,
+    (name, value): (String, LuaValue),
+) -> mlua::Result<()> {
+    let json = to_json_or_nil(&lua, value, || format!("task.output('{name}')"))?;
+    c.coord
+        .blackboard
+        .set_output(&name, json.as_ref())
+        .await
+        .into_lua_err()
+}
+
+/// `task.outputs()`: every output recorded so far, by name.
+async fn outputs(lua: Lua, c: Arc<AgentContext>, (): ()) -> mlua::Result<Table> {
+    let out = lua.create_table()?;
+    for (name, v) in c.coord.blackboard.outputs().await.into_lua_err()? {
+        out.set(name, to_lua(&lua, &v)?)?;
+    }
+    Ok(out)
 }

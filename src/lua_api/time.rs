@@ -20,7 +20,8 @@ use tracing::Instrument;
 use mlua::{Lua, Table, Value};
 use tokio::time::Instant;
 
-use super::{AgentContext, arg_err, host_err, millis, settle_writes};
+use super::module::{IntoLuaErr, Module};
+use super::{AgentContext, arg_err, millis, settle_writes};
 
 /// Name of the registry table holding each timer's function or function name, by id.
 pub const TIMERS: &str = "orrery.timers";
@@ -95,94 +96,95 @@ impl Timers {
 
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
     lua.set_named_registry_value(TIMERS, lua.create_table()?)?;
-    let t = lua.create_table()?;
-    t.set(
-        "sleep",
-        lua.create_async_function(|lua, ms: Value| {
-            // A blocking call: the agent's writes are settled before it sleeps.
-            let ctx = lua.app_data_ref::<Arc<AgentContext>>().map(|c| c.clone());
-            async move {
-                let ms = number_arg("sleep", 1, "ms", &ms)?;
-                if let Some(c) = ctx {
-                    settle_writes(&c).await.map_err(host_err)?;
-                }
-                let sleep = tokio::time::sleep(millis(ms));
-                sleep.instrument(crate::trace::host_call("sleep")).await;
-                Ok(())
-            }
-        })?,
-    )?;
-    t.set(
-        "now",
-        lua.create_function(|_, ()| {
-            Ok(SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64() * 1000.0))
-        })?,
-    )?;
-    for (name, repeats) in [("every", true), ("after", false)] {
-        let c = ctx.clone();
-        let func = format!("time.{name}");
-        t.set(
-            name,
-            lua.create_function(move |lua, (ms, callback): (Value, Value)| {
-                let ms = number_arg(&func, 1, "ms", &ms)?;
-                if repeats && ms < 1.0 {
-                    return Err(arg_err(
-                        &func,
-                        format!("argument #1 'ms' must be at least 1 (a period), got {ms}"),
-                    ));
-                }
-                if !matches!(callback, Value::Function(_) | Value::String(_)) {
-                    return Err(arg_err(
-                        &func,
-                        format!(
-                            "argument #2 'fn' must be a function or the name of a function of \
-                             the role's module, got {}",
-                            callback.type_name()
-                        ),
-                    ));
-                }
-                let period = millis(ms);
-                let id = {
-                    let mut local = c.local.lock();
-                    if local.timers.timers.len() >= MAX_TIMERS {
-                        return Err(arg_err(
-                            &func,
-                            format!(
-                                "agent {} already has {MAX_TIMERS} timers set; cancel some \
-                                 (time.cancel) before setting more",
-                                c.id
-                            ),
-                        ));
-                    }
-                    local.timers.add(period, repeats.then_some(period))
-                };
-                let timers: Table = lua.named_registry_value(TIMERS)?;
-                timers.raw_set(id, callback)?;
-                Ok(id)
-            })?,
-        )?;
+    let m = Module::new(lua, ctx)?;
+    m.wait("sleep", sleep)?;
+    m.sync("now", now)?;
+    m.sync("every", |lua, c, args| {
+        set_timer(lua, c, "time.every", args)
+    })?;
+    m.sync("after", |lua, c, args| {
+        set_timer(lua, c, "time.after", args)
+    })?;
+    m.sync("cancel", cancel)?;
+    Ok(m.finish())
+}
+
+/// `sleep(ms)`: blocks this agent only. A blocking call: the agent's writes
+/// are settled before it sleeps.
+async fn sleep(_: Lua, c: Arc<AgentContext>, ms: Value) -> mlua::Result<()> {
+    let ms = number_arg("sleep", 1, "ms", &ms)?;
+    settle_writes(&c).await.into_lua_err()?;
+    let sleep = tokio::time::sleep(millis(ms));
+    sleep.instrument(crate::trace::host_call("sleep")).await;
+    Ok(())
+}
+
+/// `now()`: milliseconds since the epoch, with sub-millisecond precision.
+fn now(_: &Lua, _: &AgentContext, (): ()) -> mlua::Result<f64> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0))
+}
+
+/// `every(ms, fn)` and `after(ms, fn)` (`func`): the new timer's id.
+fn set_timer(
+    lua: &Lua,
+    c: &AgentContext,
+    func: &str,
+    (ms, callback): (Value, Value),
+) -> mlua::Result<i64> {
+    let repeats = func == "time.every";
+    let ms = number_arg(func, 1, "ms", &ms)?;
+    if repeats && ms < 1.0 {
+        return Err(arg_err(
+            func,
+            format!("argument #1 'ms' must be at least 1 (a period), got {ms}"),
+        ));
     }
-    let c = ctx.clone();
-    t.set(
-        "cancel",
-        lua.create_function(move |lua, id: Value| {
-            let Value::Integer(id) = id else {
-                return Err(arg_err(
-                    "time.cancel",
-                    format!(
-                        "argument #1 'id' must be a timer id (from every or after), got {}",
-                        id.type_name()
-                    ),
-                ));
-            };
-            let timers: Table = lua.named_registry_value(TIMERS)?;
-            timers.raw_set(id, Value::Nil)?;
-            Ok(c.local.lock().timers.cancel(id))
-        })?,
-    )?;
-    Ok(t)
+    if !matches!(callback, Value::Function(_) | Value::String(_)) {
+        return Err(arg_err(
+            func,
+            format!(
+                "argument #2 'fn' must be a function or the name of a function of \
+                 the role's module, got {}",
+                callback.type_name()
+            ),
+        ));
+    }
+    let period = millis(ms);
+    let id = {
+        let mut local = c.local.lock();
+        if local.timers.timers.len() >= MAX_TIMERS {
+            return Err(arg_err(
+                func,
+                format!(
+                    "agent {} already has {MAX_TIMERS} timers set; cancel some \
+                     (time.cancel) before setting more",
+                    c.id
+                ),
+            ));
+        }
+        local.timers.add(period, repeats.then_some(period))
+    };
+    let timers: Table = lua.named_registry_value(TIMERS)?;
+    timers.raw_set(id, callback)?;
+    Ok(id)
+}
+
+/// `cancel(id)`: true when the timer was still set.
+fn cancel(lua: &Lua, c: &AgentContext, id: Value) -> mlua::Result<bool> {
+    let Value::Integer(id) = id else {
+        return Err(arg_err(
+            "time.cancel",
+            format!(
+                "argument #1 'id' must be a timer id (from every or after), got {}",
+                id.type_name()
+            ),
+        ));
+    };
+    let timers: Table = lua.named_registry_value(TIMERS)?;
+    timers.raw_set(id, Value::Nil)?;
+    Ok(c.local.lock().timers.cancel(id))
 }
 
 /// Argument `index` (`name`) of `func` as a number, or an error saying what was expected.

@@ -26,6 +26,12 @@ fn bench_quick_prints_the_four_figures_as_json() {
         assert!(v > 0.0, "{key} = {v}");
     }
     assert!(figures["spawn_p99_us"].as_f64() >= figures["spawn_p50_us"].as_f64());
+    // The figures taken on one thread, where nothing waits for a wake-up.
+    for (key, figure) in [("messages_one_thread", "rate"), ("spawn_one_thread", "p50")] {
+        let median = figures[key][figure]["median"].as_f64();
+        assert!(median.is_some_and(|v| v > 0.0), "{key}: {figures:#}");
+    }
+    assert!(report["load"]["cores"].as_u64() >= Some(1), "{report:#}");
     // Resident memory is known on Linux, where the suite runs in CI.
     if cfg!(target_os = "linux") {
         assert!(figures["idle_agent_bytes"].is_u64(), "{figures:#}");
@@ -42,6 +48,9 @@ fn bench_without_json_prints_a_table_with_the_targets() {
         "messages/s",
         "spawn p50 / p99",
         "memory per idle agent",
+        "messages/s on one thread",
+        "spawn p50 / p99 on one thread",
+        "machine: ",
     ] {
         assert!(stdout.contains(row), "no '{row}' in:\n{stdout}");
     }

@@ -98,6 +98,21 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
         "lock.acquire: option 'ttl' must be a number of milliseconds >= 0, got long",
     ),
     (
+        "local M = {}\nfunction M.start(self)\n  lock.acquire('L', { ttl = 100, timeout = 5 })\nend\nreturn M\n",
+        "lock.acquire",
+        "lock.acquire: unknown option 'timeout' (options: ttl, wait)",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  spawn.when({ trigger = 'T', threshold = 1, agent = 'caller', treshold = 2 })\nend\nreturn M\n",
+        "spawn.when",
+        "spawn.when: unknown option 'treshold' (options: trigger, threshold, agent, repeat)",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  json.encode({}, { pretty = 'yes' })\nend\nreturn M\n",
+        "json.encode",
+        "json.encode: expected boolean 'pretty', got string",
+    ),
+    (
         "local M = {}\nfunction M.start(self)\n  local held = lock.acquire('L')\n  lock.with('L', function() end, { wait = 0 })\nend\nreturn M\n",
         "lock.with(",
         "lock.with: timed out waiting for lock 'L'",

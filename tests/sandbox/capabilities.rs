@@ -131,6 +131,7 @@ async fn commands_run_only_the_granted_programs_without_a_shell_or_secrets() {
   out.shell = try[[exec.run("echo hi; ls")]]
   out.timeout = try[[exec.run("sleep", { "5" }, { timeout = 100 })]]
   out.bad_timeout = try[[exec.run("echo", {}, { timeout = "soon" })]]
+  out.unknown_option = try[[exec.run("echo", {}, { timout = 5 })]]
   out.flood = try[[exec.run("yes")]]"#;
     let out = run_with(caps, body, None).await;
     let user = &out["user"];
@@ -150,6 +151,11 @@ async fn commands_run_only_the_granted_programs_without_a_shell_or_secrets() {
     assert!(
         text(&user["bad_timeout"])
             .contains("exec.run('echo'): option 'timeout' must be a number of milliseconds >= 0"),
+        "{user}"
+    );
+    assert!(
+        text(&user["unknown_option"])
+            .contains("exec.run('echo'): unknown option 'timout' (options: timeout, stdin)"),
         "{user}"
     );
     assert!(text(&user["flood"]).contains("output is larger than max_value_bytes (4096 bytes)"));
@@ -200,7 +206,8 @@ async fn http_reaches_only_the_granted_hosts() {
   out.big_text = try[[http.post(base .. "/echo", string.rep("x", 5000))]]
   out.other_port = try[[http.get("http://127.0.0.1:{refused_port}/")]]
   out.other_name = try[[http.get("http://localhost:{port}/hello")]]
-  out.scheme = try[[http.get("file:///etc/passwd")]]"#
+  out.scheme = try[[http.get("file:///etc/passwd")]]
+  out.unknown_option = try[[http.get(base .. "/hello", {{ header = {{}} }})]]"#
     );
     let out = run_with(caps, &body, None).await;
     let user = &out["user"];
@@ -220,6 +227,11 @@ async fn http_reaches_only_the_granted_hosts() {
     );
     assert!(text(&user["other_name"]).contains("is not among the hosts granted"));
     assert!(text(&user["scheme"]).contains("scheme 'file' is not http or https"));
+    assert!(
+        text(&user["unknown_option"])
+            .contains("http.get: unknown option 'header' (options: headers, timeout)"),
+        "{user}"
+    );
     assert!(
         text(&out["other"]["get"]).contains("http.get: capability not granted to role 'other'")
     );
