@@ -7,5 +7,6 @@
 use orrery_test_support as common;
 
 mod bad_input;
+mod drain;
 mod survive;
 mod util;

@@ -9,19 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{Scratch, orrery, repo, show};
-use crate::util::{PATIENCE, server, status, wait_running, worker};
-
-/// Sleeps the task's `ms`, then records it: a task that is still running
-/// when a worker is killed.
-const SLOW: &str = r#"
-local M = {}
-function M.start(self)
-  sleep(task.inputs.ms)
-  task.output("slept", task.inputs.ms)
-  agent.finish()
-end
-return M
-"#;
+use crate::util::{PATIENCE, SLOW, server, status, wait_running, worker};
 
 /// The task files of the three sets, by name, relative to `scratch`, with
 /// the flags `submit` needs for each.

@@ -13,6 +13,18 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 /// Short heartbeats and leases, so a dead worker is replaced within seconds.
 pub const ENV: &[(&str, &str)] = &[("ORRERY_HEARTBEAT_INTERVAL", "200")];
 
+/// Sleeps the task's `ms`, then records it: a task that is still running
+/// when a worker is killed.
+pub const SLOW: &str = r#"
+local M = {}
+function M.start(self)
+  sleep(task.inputs.ms)
+  task.output("slept", task.inputs.ms)
+  agent.finish()
+end
+return M
+"#;
+
 /// A server keeping nothing on disk.
 pub fn server() -> RedisServer {
     RedisServer::start_with(
@@ -22,9 +34,16 @@ pub fn server() -> RedisServer {
     )
 }
 
-/// Starts a worker on `server` running up to `max` tasks, with a 1.5 s lease.
+/// Starts a worker on `server` running up to `max` tasks, with a 1.5 s lease
+/// and a 20 s drain.
 pub fn worker(dir: &Path, server: &RedisServer, max: usize) -> Running {
+    worker_draining(dir, server, max, 20_000)
+}
+
+/// [`worker`] with a drain of `drain_ms`.
+pub fn worker_draining(dir: &Path, server: &RedisServer, max: usize, drain_ms: u64) -> Running {
     let max = max.to_string();
+    let drain = drain_ms.to_string();
     let cache = dir.join("cache");
     let mut w = spawn_orrery(
         dir,
@@ -37,7 +56,7 @@ pub fn worker(dir: &Path, server: &RedisServer, max: usize) -> Running {
             "--lease",
             "1500",
             "--drain",
-            "20000",
+            &drain,
             "--cache",
             cache.to_str().unwrap(),
         ],
@@ -73,5 +92,30 @@ pub fn wait_running(dir: &Path, server: &RedisServer, pid: u32) {
         }
         assert!(Instant::now() < deadline, "worker {pid} never ran a task");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Submits `file` (relative to `dir`) and returns its id.
+pub fn submit(dir: &Path, server: &RedisServer, file: &str) -> String {
+    let out = orrery(dir, &["submit", file, "--store", &server.url()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `orrery status ID --json`, polled until its state is `state`.
+pub fn wait_state(dir: &Path, server: &RedisServer, id: &str, state: &str) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = orrery(dir, &["status", id, "--json", "--store", &server.url()]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let task: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if task["state"] == state {
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never {state}: {task:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
