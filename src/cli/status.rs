@@ -62,15 +62,17 @@ pub fn execute(args: StatusArgs) -> anyhow::Result<i32> {
                 return Ok(exit::OK);
             }
             let mut out = format!(
-                "{:<28} {:>7} {:>8} {:>8} {:>8}  roles\n",
-                "WORKER", "RUNNING", "FINISHED", "BEAT", "DRAINING"
+                "{:<28} {:>7} {:>6} {:>7} {:>8} {:>8} {:>8}  roles\n",
+                "WORKER", "RUNNING", "AGENTS", "RSS", "FINISHED", "BEAT", "DRAINING"
             );
             for w in workers {
                 out += &format!(
-                    "{:<28} {:>3}/{:<3} {:>8} {:>8} {:>8}  {}\n",
+                    "{:<28} {:>3}/{:<3} {:>6} {:>5}MB {:>8} {:>8} {:>8}  {}\n",
                     w.id,
                     w.running,
                     w.max_tasks,
+                    w.agents,
+                    w.rss_mb,
                     w.finished,
                     age(w.beat_ms, now),
                     if w.draining { "yes" } else { "no" },

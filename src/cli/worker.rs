@@ -26,6 +26,12 @@ pub struct WorkerArgs {
     /// On SIGTERM, how long running tasks may go on before they are handed over (ms).
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub drain: u64,
+    /// Take no new task while the running tasks' live agents number N.
+    #[arg(long, value_name = "N")]
+    pub max_agents_total: Option<usize>,
+    /// Take no new task while this process's resident memory is above MB.
+    #[arg(long, value_name = "MB")]
+    pub max_memory: Option<u64>,
     /// Where submitted code is written out (default: the system's temp dir).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -41,6 +47,13 @@ pub fn execute(args: WorkerArgs) -> anyhow::Result<i32> {
     }
     if args.lease < 300 {
         return Err(orrery::Error::bad_input("flag --lease", "must be at least 300 ms").into());
+    }
+    if args.max_agents_total == Some(0) || args.max_memory == Some(0) {
+        return Err(orrery::Error::bad_input(
+            "flag --max-agents-total / --max-memory",
+            "must be at least 1",
+        )
+        .into());
     }
     for role in &args.roles {
         if !orrery::task::is_role_name(role) {
@@ -63,6 +76,8 @@ pub fn execute(args: WorkerArgs) -> anyhow::Result<i32> {
             .unwrap_or_else(|| std::env::temp_dir().join("orrery-bundles")),
         lease: Duration::from_millis(args.lease),
         drain: Duration::from_millis(args.drain),
+        max_agents: args.max_agents_total,
+        max_memory: args.max_memory.map(|mb| mb << 20),
         config: config.clone(),
     };
     std::fs::create_dir_all(&opts.cache)?;

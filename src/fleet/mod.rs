@@ -102,6 +102,10 @@ pub struct WorkerHealth {
     pub max_tasks: u64,
     /// Tasks it finished.
     pub finished: u64,
+    /// Live agents of its running tasks.
+    pub agents: u64,
+    /// Its resident memory (MB).
+    pub rss_mb: u64,
     /// Its last beat (ms since the epoch).
     pub beat_ms: u64,
     /// It is draining (SIGTERM): it takes no more tasks.
@@ -453,6 +457,8 @@ impl Fleet {
                 ("running", health.running.to_string()),
                 ("max_tasks", health.max_tasks.to_string()),
                 ("finished", health.finished.to_string()),
+                ("agents", health.agents.to_string()),
+                ("rss_mb", health.rss_mb.to_string()),
                 ("beat_ms", health.beat_ms.to_string()),
                 ("draining", (health.draining as u8).to_string()),
                 ("roles", health.roles.clone()),
@@ -507,6 +513,8 @@ impl Fleet {
                 running: num("running"),
                 max_tasks: num("max_tasks"),
                 finished: num("finished"),
+                agents: num("agents"),
+                rss_mb: num("rss_mb"),
                 beat_ms: num("beat_ms"),
                 draining: num("draining") == 1,
                 roles: map.get("roles").cloned().unwrap_or_default(),

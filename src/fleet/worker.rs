@@ -16,11 +16,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::{Fleet, TaskEnd, WorkerHealth};
 use crate::config::Config;
-use crate::coordination::now_ms;
+use crate::coordination::{Coordination, now_ms};
 use crate::error::{Error, ErrorKind, Result};
 use crate::orchestrator::Orchestrator;
 use crate::report::RunReport;
@@ -46,6 +47,10 @@ pub struct WorkerOptions {
     pub lease: Duration,
     /// How long a draining worker lets its tasks run before handing them over.
     pub drain: Duration,
+    /// No new task while the agents of its running tasks number this many. `None`: no limit.
+    pub max_agents: Option<usize>,
+    /// No new task while the process's resident memory is above this (bytes). `None`: no limit.
+    pub max_memory: Option<u64>,
     /// Settings of every task it runs.
     pub config: Config,
 }
@@ -71,6 +76,62 @@ pub fn worker_id() -> String {
 struct Running {
     entry: String,
     cancel: watch::Sender<bool>,
+    /// The task's primitives once its orchestrator exists (its live agents).
+    coord: Arc<Mutex<Option<Arc<Coordination>>>>,
+}
+
+/// Live agents of the running tasks; a task counts one at least (its
+/// agents may not have started yet), so a limit holds from its take.
+fn live_agents(running: &HashMap<String, Running>) -> usize {
+    running
+        .values()
+        .map(|r| {
+            r.coord
+                .lock()
+                .as_ref()
+                .map_or(1, |c| c.spawner.live().max(1))
+        })
+        .sum()
+}
+
+/// The process's resident memory (bytes), from `/proc/self/statm`; 0 where
+/// there is none.
+pub fn resident_memory() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page.max(0) as u64
+}
+
+/// Why the worker takes no task now, if it is full.
+fn full(opts: &WorkerOptions, running: &HashMap<String, Running>) -> Option<String> {
+    if running.len() >= opts.max_tasks {
+        return Some(format!("{} tasks", running.len()));
+    }
+    if let Some(max) = opts.max_agents {
+        let live = live_agents(running);
+        if live >= max {
+            return Some(format!("{live} agents (--max-agents-total {max})"));
+        }
+    }
+    if let Some(max) = opts.max_memory {
+        let rss = resident_memory();
+        if rss >= max {
+            return Some(format!(
+                "{} MB resident (--max-memory {} MB)",
+                rss >> 20,
+                max >> 20
+            ));
+        }
+    }
+    None
 }
 
 /// What a task's run came to.
@@ -124,7 +185,13 @@ pub async fn run(
                 }
             }
             _ = poll.tick(), if !draining && running.len() < opts.max_tasks => {
-                let free = opts.max_tasks - running.len();
+                if let Some(why) = full(&opts, &running) {
+                    tracing::debug!("worker {} takes no task: it runs {why}", opts.id);
+                    continue;
+                }
+                // Each new task counts one agent at least against the agent limit.
+                let free = (opts.max_tasks - running.len())
+                    .min(opts.max_agents.map_or(usize::MAX, |m| m - live_agents(&running)));
                 let mut taken = fleet.take_abandoned(&opts.id, opts.lease, free).await?;
                 if taken.len() < free {
                     taken.extend(fleet.take_new(&opts.id, free - taken.len(), Duration::ZERO).await?);
@@ -137,11 +204,15 @@ pub async fn run(
                         continue; // a live worker runs it
                     }
                     let (cancel, cancelled) = watch::channel(false);
-                    running.insert(id.clone(), Running { entry: entry.clone(), cancel });
+                    let coord = Arc::new(Mutex::new(None));
+                    running.insert(
+                        id.clone(),
+                        Running { entry: entry.clone(), cancel, coord: coord.clone() },
+                    );
                     let (fleet, store, opts, done) =
                         (fleet.clone(), store.clone(), opts.clone(), done_tx.clone());
                     tokio::spawn(async move {
-                        let outcome = run_task(fleet, store, &opts, &id, cancelled).await;
+                        let outcome = run_task(fleet, store, &opts, &id, cancelled, coord).await;
                         let _ = done.send((id, entry, outcome));
                     });
                 }
@@ -180,6 +251,8 @@ async fn keep(
                 running: running.len() as u64,
                 max_tasks: opts.max_tasks as u64,
                 finished,
+                agents: live_agents(running) as u64,
+                rss_mb: resident_memory() >> 20,
                 beat_ms: now_ms(),
                 draining,
                 roles: opts.roles.join(","),
@@ -207,6 +280,7 @@ async fn run_task(
     opts: &WorkerOptions,
     id: &str,
     mut cancelled: watch::Receiver<bool>,
+    coord: Arc<Mutex<Option<Arc<Coordination>>>>,
 ) -> Outcome {
     let attempt = async {
         let Some(record) = fleet.task(id).await? else {
@@ -267,6 +341,7 @@ async fn run_task(
                 }));
             }
         };
+        *coord.lock() = Some(orchestrator.coordination().clone());
         let stopper = orchestrator.stopper();
         let stop = tokio::spawn(async move {
             if cancelled.wait_for(|c| *c).await.is_ok() {

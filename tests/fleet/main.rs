@@ -8,5 +8,6 @@ use orrery_test_support as common;
 
 mod bad_input;
 mod drain;
+mod limits;
 mod survive;
 mod util;
