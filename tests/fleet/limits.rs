@@ -89,3 +89,58 @@ fn a_worker_over_its_memory_limit_takes_no_task() {
         assert_eq!(end.code, Some(0), "{}", end.show());
     }
 }
+
+#[test]
+fn a_task_goes_to_a_worker_serving_its_roles() {
+    let server = server();
+    let scratch = Scratch::new(&[("slow.lua", SLOW)]);
+    let id = submit(scratch.path(), &server, slow_task(&scratch));
+    let cache = scratch.path().join("cache");
+    let mut other = spawn_orrery(
+        scratch.path(),
+        &[
+            "worker",
+            "--store",
+            &server.url(),
+            "--roles",
+            "alpha,beta",
+            "--lease",
+            "1500",
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+        ENV,
+    );
+    other.wait_for("serving", PATIENCE);
+    let mut serving = spawn_orrery(
+        scratch.path(),
+        &[
+            "worker",
+            "--store",
+            &server.url(),
+            "--roles",
+            "slow",
+            "--lease",
+            "1500",
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+        ENV,
+    );
+    serving.wait_for("serving", PATIENCE);
+    let task = wait_state(scratch.path(), &server, &id, "finished");
+    assert_eq!(task["status"], "complete", "{task:#}");
+    let workers = task["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{task:#}");
+    assert!(
+        workers[0]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", serving.pid())),
+        "{task:#}"
+    );
+    for w in [other, serving] {
+        let end = w.interrupt(PATIENCE);
+        assert_eq!(end.code, Some(0), "{}", end.show());
+    }
+}
