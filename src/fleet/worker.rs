@@ -11,7 +11,7 @@
 //! over (their entries marked abandoned, their claims dropped) and the
 //! worker exits, so another worker resumes them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,7 +152,6 @@ pub async fn run(
 ) -> Result<WorkerSummary> {
     let opts = Arc::new(opts);
     let mut running: HashMap<String, Running> = HashMap::new();
-    let mut refused: HashSet<String> = HashSet::new();
     let mut summary = WorkerSummary::default();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, String, Outcome)>();
     let mut beat = tokio::time::interval(opts.lease / 3);
@@ -162,18 +161,26 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                keep(&mut fleet, &opts, &running, summary.finished, draining).await?;
+                if let Err(e) = keep(&mut fleet, &opts, &running, summary.finished, draining).await {
+                    tracing::warn!("worker {} could not beat: {e}", opts.id);
+                }
             }
             Some((id, entry, outcome)) = done_rx.recv() => {
                 running.remove(&id);
                 match outcome {
                     Outcome::Ended(end) => {
-                        fleet.finished(&id, &entry, &opts.id, &end).await?;
                         summary.finished += 1;
+                        if let Err(e) = fleet.finished(&id, &entry, &opts.id, &end).await {
+                            // Its entry goes idle; the worker that takes it
+                            // finds the task's own record ended.
+                            tracing::warn!("worker {}: the end of task {id} not recorded: {e}", opts.id);
+                        }
                     }
                     Outcome::Retry(why) => {
                         tracing::warn!("task {id} left for later: {why}");
-                        fleet.release(&id, &opts.id).await?;
+                        if let Err(e) = fleet.release(&id, &opts.id).await {
+                            tracing::warn!("worker {}: claim of {id} not dropped: {e}", opts.id);
+                        }
                     }
                 }
             }
@@ -181,7 +188,9 @@ pub async fn run(
                 if changed.is_err() || *drain.borrow() {
                     draining = true;
                     drain_deadline = Some(tokio::time::Instant::now() + opts.drain);
-                    keep(&mut fleet, &opts, &running, summary.finished, draining).await?;
+                    if let Err(e) = keep(&mut fleet, &opts, &running, summary.finished, draining).await {
+                        tracing::warn!("worker {} could not beat: {e}", opts.id);
+                    }
                 }
             }
             _ = poll.tick(), if !draining && running.len() < opts.max_tasks => {
@@ -189,32 +198,8 @@ pub async fn run(
                     tracing::debug!("worker {} takes no task: it runs {why}", opts.id);
                     continue;
                 }
-                // Each new task counts one agent at least against the agent limit.
-                let free = (opts.max_tasks - running.len())
-                    .min(opts.max_agents.map_or(usize::MAX, |m| m - live_agents(&running)));
-                let mut taken = fleet.take_abandoned(&opts.id, opts.lease, free).await?;
-                if taken.len() < free {
-                    taken.extend(fleet.take_new(&opts.id, free - taken.len(), Duration::ZERO).await?);
-                }
-                for (entry, id) in taken {
-                    if running.contains_key(&id) {
-                        continue;
-                    }
-                    if !fleet.claim(&id, &opts.id, opts.lease).await? {
-                        continue; // a live worker runs it
-                    }
-                    let (cancel, cancelled) = watch::channel(false);
-                    let coord = Arc::new(Mutex::new(None));
-                    running.insert(
-                        id.clone(),
-                        Running { entry: entry.clone(), cancel, coord: coord.clone() },
-                    );
-                    let (fleet, store, opts, done) =
-                        (fleet.clone(), store.clone(), opts.clone(), done_tx.clone());
-                    tokio::spawn(async move {
-                        let outcome = run_task(fleet, store, &opts, &id, cancelled, coord).await;
-                        let _ = done.send((id, entry, outcome));
-                    });
+                if let Err(e) = take(&mut fleet, &store, &opts, &mut running, &done_tx).await {
+                    tracing::warn!("worker {} could not take tasks: {e}", opts.id);
                 }
             }
         }
@@ -230,10 +215,58 @@ pub async fn run(
             summary.handed_over = running.len() as u64;
             break;
         }
-        let _ = &mut refused;
     }
     fleet.leave(&opts.id).await?;
     Ok(summary)
+}
+
+/// Takes new and abandoned tasks up to the worker's room, and starts each
+/// whose claim it gets.
+async fn take(
+    fleet: &mut Fleet,
+    store: &Arc<dyn Store>,
+    opts: &Arc<WorkerOptions>,
+    running: &mut HashMap<String, Running>,
+    done_tx: &mpsc::UnboundedSender<(String, String, Outcome)>,
+) -> Result<()> {
+    // Each new task counts one agent at least against the agent limit.
+    let free = (opts.max_tasks - running.len()).min(
+        opts.max_agents
+            .map_or(usize::MAX, |m| m - live_agents(running)),
+    );
+    let mut taken = fleet.take_abandoned(&opts.id, opts.lease, free).await?;
+    if taken.len() < free {
+        taken.extend(
+            fleet
+                .take_new(&opts.id, free - taken.len(), Duration::ZERO)
+                .await?,
+        );
+    }
+    for (entry, id) in taken {
+        if running.contains_key(&id) {
+            continue;
+        }
+        if !fleet.claim(&id, &opts.id, opts.lease).await? {
+            continue; // a live worker runs it
+        }
+        let (cancel, cancelled) = watch::channel(false);
+        let coord = Arc::new(Mutex::new(None));
+        running.insert(
+            id.clone(),
+            Running {
+                entry: entry.clone(),
+                cancel,
+                coord: coord.clone(),
+            },
+        );
+        let (fleet, store, opts, done) =
+            (fleet.clone(), store.clone(), opts.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let outcome = run_task(fleet, store, &opts, &id, cancelled, coord).await;
+            let _ = done.send((id, entry, outcome));
+        });
+    }
+    Ok(())
 }
 
 /// One beat: the worker's health, its claims and entries kept, cancels passed on.
