@@ -369,7 +369,14 @@ async fn run_task(
                 return Ok(Outcome::Ended(TaskEnd {
                     state: "finished".into(),
                     status: r.status.to_string(),
-                    exit_code: crate::error::exit::OK,
+                    // The report and its errors died with that worker: the
+                    // code of the status alone.
+                    exit_code: match r.status {
+                        RunStatus::Complete => crate::error::exit::OK,
+                        RunStatus::Timeout => crate::error::exit::TIMEOUT,
+                        RunStatus::Interrupted => crate::error::exit::INTERRUPTED,
+                        _ => crate::error::exit::TASK_FAILED,
+                    },
                     outputs: serde_json::Value::Null,
                 }));
             }
