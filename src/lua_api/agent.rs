@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use mlua::{Lua, Table};
+use mlua::{Lua, Table, Value};
 
 use super::AgentContext;
 use super::module::{IntoLuaErr, Module};
@@ -24,11 +24,10 @@ fn finish(_: &Lua, c: &AgentContext, (): ()) -> mlua::Result<()> {
     Ok(())
 }
 
-/// `agent.checkpoint(value)`: keeps `value` (anything JSON holds) as the
-/// agent's checkpoint, after its earlier writes, for `on_resume`.
-async fn checkpoint(lua: Lua, c: Arc<AgentContext>, value: mlua::Value) -> mlua::Result<()> {
+/// `agent.checkpoint(value)`: keeps `value` as this agent's checkpoint, after
+/// its pending writes (the store call settles them first).
+async fn checkpoint(lua: Lua, c: Arc<AgentContext>, value: Value) -> mlua::Result<()> {
     let json = super::convert::to_json(&lua, value, || "agent.checkpoint".to_string())?;
-    super::settle_writes(&c).await.into_lua_err()?;
     c.coord
         .store
         .checkpoint_put(&c.coord.task.id, &c.id, &json.to_string())

@@ -400,6 +400,10 @@ const ALLOWED: &[(&str, &str)] = &[
     // The host API (src/lua_api): Rust, every input bounded by the limits and quotas.
     ("_G.agent.finish", "host: sets a flag"),
     (
+        "_G.agent.checkpoint",
+        "host: one store write of a value bounded by max_value_bytes",
+    ),
+    (
         "_G.blackboard.cas",
         "host: converts two values (refused past max_value_bytes) and compares one key; within the blackboard quotas",
     ),

@@ -167,6 +167,12 @@ impl RecordStore for RedisStore {
             .eval("join", &JOIN, &[&counter, &member], |_| {})
             .await?;
         self.members.write().insert(task.to_string(), member);
+        // Joining again after the server lost the task's data: what this
+        // process recorded there (queues in the set of queues, the index's
+        // TTL) must be recorded again.
+        let prefix = keys.bus("");
+        self.registered.lock().retain(|s| !s.starts_with(&prefix));
+        self.index_raised.lock().remove(task);
         Ok(epoch)
     }
 
