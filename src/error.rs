@@ -30,9 +30,11 @@ pub mod exit {
     pub const LLM_BUDGET: i32 = 8;
     /// The task ended without what its `[success]` table requires (an output).
     pub const INCOMPLETE: i32 = 9;
+    /// `orrery test`: a test failed.
+    pub const TESTS_FAILED: i32 = 10;
     /// This process was declared lost by the others sharing the task (it
     /// stopped heartbeating) and fenced out: it stopped its agents.
-    pub const FENCED: i32 = 10;
+    pub const FENCED: i32 = 11;
     /// The run was stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
     pub const INTERRUPTED: i32 = 130;
 }

@@ -31,6 +31,7 @@ pub mod scripts;
 pub mod secrets;
 pub mod store;
 pub mod task;
+pub mod testing;
 pub mod text;
 pub mod trace;
 

@@ -69,6 +69,8 @@ pub struct Orchestrator {
     lead: bool,
     /// The agents `orrery resume` brings back (their stored records).
     resume: Vec<crate::store::AgentRecord>,
+    /// Held open (see [`Orchestrator::hold_open`]).
+    held: bool,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -95,7 +97,35 @@ impl Orchestrator {
         store: Arc<dyn Store>,
         registry: Arc<ScriptRegistry>,
     ) -> Result<Self> {
-        Self::with_mode(task, config, store, registry, Mode::Owner)
+        let client = LlmClient::new(config.llm.clone())
+            .map_err(|e| Error::bad_llm_settings("LLM settings", e))?;
+        Self::with_mode(task, config, store, registry, client, Mode::Owner)
+    }
+
+    /// [`Orchestrator::new`] with the LLM client given rather than built from
+    /// `config.llm` (the test runner's scripted answers).
+    pub fn with_llm(
+        task: Task,
+        config: Config,
+        store: Arc<dyn Store>,
+        registry: Arc<ScriptRegistry>,
+        client: LlmClient,
+    ) -> Result<Self> {
+        Self::with_mode(task, config, store, registry, client, Mode::Owner)
+    }
+
+    /// Holds the run open for a driver outside it (a test): no roles are
+    /// started up front, and the run does not end when its agents end or
+    /// the task goes quiet, only at a [`Stopper`]'s stop (or the timeout).
+    /// The driver starts agents through [`Coordination::spawner`]'s requests
+    /// (`spawn.agent` of a script acting for it).
+    pub fn hold_open(&mut self) {
+        self.held = true;
+    }
+
+    /// The task's LLM handle, for an agent context made outside the run.
+    pub fn task_llm(&self) -> TaskLlm {
+        self.llm.clone()
     }
 
     fn with_mode(
@@ -103,13 +133,12 @@ impl Orchestrator {
         config: Config,
         store: Arc<dyn Store>,
         registry: Arc<ScriptRegistry>,
+        client: LlmClient,
         mode: Mode,
     ) -> Result<Self> {
         task.check_roles(&format!("task '{}'", task.id), |role| {
             registry.role(role).map(|_| ())
         })?;
-        let client = LlmClient::new(config.llm.clone())
-            .map_err(|e| Error::bad_llm_settings("LLM settings", e))?;
         let (llm, budget_rx) = TaskLlm::new(client);
         let (launcher, spawn_rx) = mpsc::unbounded_channel();
         let coord = Coordination::new(Arc::new(task), Arc::new(config), store, launcher);
@@ -139,6 +168,7 @@ impl Orchestrator {
             fenced: false,
             lead: false,
             resume: Vec::new(),
+            held: false,
         })
     }
 
@@ -192,7 +222,11 @@ impl Orchestrator {
         let started_at = Instant::now();
         let deadline = self.open().await?;
         self.journal_started();
-        let roles = self.initial_roles();
+        let roles = if self.held {
+            Vec::new()
+        } else {
+            self.initial_roles()
+        };
         self.start_agents(&roles).await?;
         self.start_resumed().await?;
         self.beat().await;
@@ -224,14 +258,14 @@ impl Orchestrator {
                         self.stop().await;
                     }
                 }
-                _ = self.coord.activity.changed(), if !watching => {
+                _ = self.coord.activity.changed(), if !watching && !self.held => {
                     if self.lead && self.is_quiet().await {
                         self.stop().await;
                     }
                 }
                 _ = self.coord.activity.moved(), if !self.lead => self.beat().await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
-                _ = quiet_poll.tick(), if !watching && self.shared && self.lead && !self.stopping => {
+                _ = quiet_poll.tick(), if !watching && !self.held && self.shared && self.lead && !self.stopping => {
                     if self.is_quiet().await {
                         self.stop().await;
                     }
@@ -267,6 +301,9 @@ impl Orchestrator {
     /// and, for the owner, no other process takes part any more (while one
     /// does, the owner waits for the whole task to go quiet).
     async fn is_over(&mut self) -> bool {
+        if self.held && !self.stopping {
+            return false;
+        }
         if !self.agents.is_empty() {
             return false;
         }

@@ -63,6 +63,26 @@ pub fn host_call(name: &'static str) -> Span {
     tracing::info_span!(target: TARGET, "host_call", otel.name = name)
 }
 
+/// The span of a call to a Redis-protocol store that waits for its answer
+/// (one command, pipeline or script, retries included); `what` says which
+/// (`blackboard get 'plan'`). Named `redis` whatever the call, so span names
+/// stay few; OpenTelemetry's database conventions for the rest. Only
+/// inside a span (a run's): the host's background calls (heartbeats, the
+/// journal's writer) would each be a trace of their own.
+pub fn store_call(what: &str) -> Span {
+    if Span::current().is_none() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: TARGET,
+        "store_call",
+        otel.name = "redis",
+        otel.kind = "client",
+        db.system = "redis",
+        orrery.store.call = %what,
+    )
+}
+
 /// The span of one LLM call to `model` (GenAI semantic conventions); the
 /// answer's model and token counts are recorded on it by [`llm_answered`],
 /// a failure by [`llm_failed`].

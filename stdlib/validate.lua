@@ -5,10 +5,11 @@ local M = {}
 
 --- Lua patterns of strings that look like secrets.
 M.SECRET_PATTERNS = {
-  { name = "aws access key", pattern = "AKIA%u%u%u%u%u%u%u%u%u%u%u%u%u%u%u%u" },
+  -- A token pattern takes the whole token, however long, so redact leaves no tail.
+  { name = "aws access key", pattern = "AKIA" .. ("[%u%d]"):rep(16) .. "[%u%d]*" },
   { name = "private key", pattern = "%-%-%-%-%-BEGIN [%u ]*PRIVATE KEY" },
-  { name = "api token", pattern = "sk%-%w%w%w%w%w%w%w%w%w%w%w%w%w%w%w%w" },
-  { name = "github token", pattern = "ghp_%w%w%w%w%w%w%w%w%w%w%w%w%w%w%w%w%w%w%w%w" },
+  { name = "api token", pattern = "sk%-" .. ("[%w_%-]"):rep(16) .. "[%w_%-]*" },
+  { name = "github token", pattern = "ghp_" .. ("%w"):rep(20) .. "%w*" },
   { name = "password assignment", pattern = "[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]%s*[=:]%s*[^%s*]+" },
   { name = "secret assignment", pattern = "[Ss][Ee][Cc][Rr][Ee][Tt]%s*[=:]%s*[^%s*]+" },
 }

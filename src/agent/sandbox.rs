@@ -47,11 +47,92 @@ pub fn agent_vm(ctx: &Arc<AgentContext>) -> mlua::Result<(Lua, Budget)> {
     // heap limit is set, mlua skips the protected call it otherwise wraps
     // around every allocation, which takes a good part off each spawn.
     lua_api::register_all(&lua, ctx)?;
+    if crate::coordination::clock::is_test_clock() {
+        follow_test_clock(&lua)?;
+        if let Some(spy) = HOST_SPY.with(|s| s.borrow().clone()) {
+            spy_on(&lua, &ctx.id, spy)?;
+        }
+    }
     seal_loaded(&lua)?;
     lua.set_memory_limit(config.memory_limit)?;
     let limit = Duration::from_millis(config.callback_timeout);
     let budget = Budget::install(&lua, &ctx.id, limit)?;
     Ok((lua, budget))
+}
+
+/// Records the host calls agents make, for `orrery test`'s host spies.
+pub trait HostSpy: Send + Sync {
+    /// The host functions to record (`bus.send`, `spawn.signal`).
+    fn names(&self) -> Vec<String>;
+    /// Agent `agent` called `name` with `args` (as JSON; what JSON cannot
+    /// hold is described as text).
+    fn record(&self, agent: &str, name: &str, args: Vec<serde_json::Value>);
+}
+
+thread_local! {
+    static HOST_SPY: std::cell::RefCell<Option<Arc<dyn HostSpy>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// From now on, the VMs built on this thread while it runs on the test
+/// clock record their calls of the host functions `spy` names (None: stop).
+pub fn spy_on_host_calls(spy: Option<Arc<dyn HostSpy>>) {
+    HOST_SPY.with(|s| *s.borrow_mut() = spy);
+}
+
+/// Wraps each host function `spy` names in `lua` with a recorder.
+fn spy_on(lua: &Lua, agent: &str, spy: Arc<dyn HostSpy>) -> mlua::Result<()> {
+    let wrap: Function = lua
+        .load("local rec, orig = ... return function(...) rec(...) return orig(...) end")
+        .set_name("=[orrery] host spy")
+        .into_function()?;
+    for name in spy.names() {
+        let Some((table, func)) = name.split_once('.') else {
+            continue;
+        };
+        let Ok(Value::Table(t)) = lua.globals().get::<Value>(table) else {
+            continue;
+        };
+        let Ok(Value::Function(original)) = t.get::<Value>(func) else {
+            continue;
+        };
+        let (spy, agent, recorded) = (spy.clone(), agent.to_string(), name.clone());
+        let rec = lua.create_function(move |lua, args: mlua::MultiValue| {
+            let args = args
+                .into_iter()
+                .map(|v| {
+                    let shown = format!("<{}>", v.type_name());
+                    crate::lua_api::to_json_or_nil(lua, v, || recorded.clone())
+                        .map(|j| j.unwrap_or(serde_json::Value::Null))
+                        .unwrap_or(serde_json::Value::String(shown))
+                })
+                .collect();
+            spy.record(&agent, &recorded, args);
+            Ok(())
+        })?;
+        let wrapped: Function = wrap.call((rec, original))?;
+        t.raw_set(func, wrapped)?;
+    }
+    Ok(())
+}
+
+/// Under `orrery test` a VM's own clock and dice follow the test too:
+/// `os.time()` and `os.date(fmt)` read the test clock (`now()`), and
+/// `math.random` starts from the same seed in every VM, so a script using
+/// them behaves the same run after run.
+fn follow_test_clock(lua: &Lua) -> mlua::Result<()> {
+    let now = lua.create_function(|_, ()| Ok(crate::coordination::clock::now_ms_f64()))?;
+    lua.load(
+        r#"
+        local now = ...
+        local time, date, floor = os.time, os.date, math.floor
+        os.time = function(t) if t == nil then return floor(now() / 1000) end return time(t) end
+        os.date = function(fmt, t) if t == nil then t = floor(now() / 1000) end return date(fmt, t) end
+        math.randomseed(0)
+        "#,
+    )
+    .set_name("=[orrery] test clock")
+    .call(now)
 }
 
 /// A fresh VM with only the safe libraries, before the host API.

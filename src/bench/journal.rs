@@ -3,6 +3,11 @@
 //! numbered, serialized and written), beside the same figures with it off,
 //! taken in turns over several rounds so a change in the machine's load
 //! hits both alike. The aim is a drop of at most 10%.
+//!
+//! Beside the rates, the CPU time of the whole process per operation (the
+//! agents', the journal writer's and the kernel's for the file): on a
+//! machine whose cores are shared with other work, the rates move with the
+//! load from run to run, while the CPU an operation costs hardly does.
 
 use serde::Serialize;
 
@@ -23,6 +28,14 @@ pub struct JournalCost {
     pub messages_off: Vec<f64>,
     /// The same with the journal on.
     pub messages_on: Vec<f64>,
+    /// CPU time of the process per blackboard op (µs), journal off, per round.
+    pub blackboard_cpu_us_off: Vec<f64>,
+    /// The same with the journal on.
+    pub blackboard_cpu_us_on: Vec<f64>,
+    /// CPU time of the process per message (µs), journal off, per round.
+    pub messages_cpu_us_off: Vec<f64>,
+    /// The same with the journal on.
+    pub messages_cpu_us_on: Vec<f64>,
     /// Spawn p50 (µs), journal off, per round.
     pub spawn_p50_us_off: Vec<f64>,
     /// The same with the journal on.
@@ -33,6 +46,10 @@ pub struct JournalCost {
     pub messages_drop_pct: f64,
     /// Growth of the median spawn time with the journal on (%).
     pub spawn_growth_pct: f64,
+    /// Growth of the median CPU per blackboard op with the journal on (%).
+    pub blackboard_cpu_growth_pct: f64,
+    /// Growth of the median CPU per message with the journal on (%).
+    pub messages_cpu_growth_pct: f64,
 }
 
 /// Measures `rounds` rounds of the three figures, journal off then on.
@@ -55,27 +72,43 @@ async fn measure(sizes: Sizes, rounds: usize, file: &std::path::Path) -> Result<
         messages_on: Vec::new(),
         spawn_p50_us_off: Vec::new(),
         spawn_p50_us_on: Vec::new(),
+        blackboard_cpu_us_off: Vec::new(),
+        blackboard_cpu_us_on: Vec::new(),
+        messages_cpu_us_off: Vec::new(),
+        messages_cpu_us_on: Vec::new(),
         blackboard_drop_pct: 0.0,
         messages_drop_pct: 0.0,
         spawn_growth_pct: 0.0,
+        blackboard_cpu_growth_pct: 0.0,
+        messages_cpu_growth_pct: 0.0,
     };
     for _ in 0..rounds {
-        for (journal, bb, msgs, spawn) in [
+        for (journal, bb, msgs, spawn, bb_cpu, msgs_cpu) in [
             (
                 None,
                 &mut c.blackboard_off,
                 &mut c.messages_off,
                 &mut c.spawn_p50_us_off,
+                &mut c.blackboard_cpu_us_off,
+                &mut c.messages_cpu_us_off,
             ),
             (
                 Some(file),
                 &mut c.blackboard_on,
                 &mut c.messages_on,
                 &mut c.spawn_p50_us_on,
+                &mut c.blackboard_cpu_us_on,
+                &mut c.messages_cpu_us_on,
             ),
         ] {
+            let started = super::cpu_seconds();
             bb.push(blackboard_ops_journaled(sizes.blackboard_loops, journal).await?);
+            let ops = (2 * sizes.blackboard_loops).max(1) as f64;
+            bb_cpu.push((super::cpu_seconds() - started) * 1e6 / ops);
+            let started = super::cpu_seconds();
             msgs.push(messages_journaled(sizes.messages, journal).await?);
+            let count = sizes.messages.max(1) as f64;
+            msgs_cpu.push((super::cpu_seconds() - started) * 1e6 / count);
             let (p50, _) =
                 spawn_times_journaled(sizes.spawns, sizes.warmup_spawns, journal).await?;
             spawn.push(p50);
@@ -84,7 +117,10 @@ async fn measure(sizes: Sizes, rounds: usize, file: &std::path::Path) -> Result<
     let drop = |off: &[f64], on: &[f64]| 100.0 * (1.0 - median(on) / median(off));
     c.blackboard_drop_pct = drop(&c.blackboard_off, &c.blackboard_on);
     c.messages_drop_pct = drop(&c.messages_off, &c.messages_on);
-    c.spawn_growth_pct = 100.0 * (median(&c.spawn_p50_us_on) / median(&c.spawn_p50_us_off) - 1.0);
+    let growth = |off: &[f64], on: &[f64]| 100.0 * (median(on) / median(off) - 1.0);
+    c.spawn_growth_pct = growth(&c.spawn_p50_us_off, &c.spawn_p50_us_on);
+    c.blackboard_cpu_growth_pct = growth(&c.blackboard_cpu_us_off, &c.blackboard_cpu_us_on);
+    c.messages_cpu_growth_pct = growth(&c.messages_cpu_us_off, &c.messages_cpu_us_on);
     Ok(c)
 }
 
@@ -131,6 +167,35 @@ pub fn table(c: &JournalCost) -> String {
         c.messages_drop_pct,
         verdict(c.messages_drop_pct)
     ));
+    let spread3 = |v: &[f64]| {
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{min:.3}-{max:.3}")
+    };
+    for (what, off, on, pct) in [
+        (
+            "CPU per blackboard op (us, process)",
+            &c.blackboard_cpu_us_off,
+            &c.blackboard_cpu_us_on,
+            c.blackboard_cpu_growth_pct,
+        ),
+        (
+            "CPU per message (us, process)",
+            &c.messages_cpu_us_off,
+            &c.messages_cpu_us_on,
+            c.messages_cpu_growth_pct,
+        ),
+    ] {
+        s.push_str(&format!(
+            "  {:<40} {:>10.3} / {:<10.3} ({} / {})   growth {:>5.1}%\n",
+            what,
+            median(off),
+            median(on),
+            spread3(off),
+            spread3(on),
+            pct
+        ));
+    }
     s.push_str(&format!(
         "  {:<40} {:>10.0} / {:<10.0} ({} / {} us)   growth {:>5.1}%\n",
         "spawn p50 (us)",

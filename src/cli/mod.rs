@@ -14,6 +14,8 @@ mod run;
 mod status;
 mod submit;
 mod tail;
+mod test;
+mod test_watch;
 mod worker;
 
 use std::path::PathBuf;
@@ -66,6 +68,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Follow the journal of a task in a shared store, live, from its start.
     Tail(tail::TailArgs),
+    /// Run agent specs (`*_spec.lua`) offline, on a test clock, with a scripted LLM.
+    Test(test::TestArgs),
     /// Render a journal (JSON Lines from --journal) as one self-contained HTML page.
     Report(report::ReportArgs),
     /// Print a shell completion script: `orrery completions bash > /etc/bash_completion.d/orrery`.
@@ -183,6 +187,8 @@ impl Cli {
             .or_else(|_| std::env::var("RUST_LOG"))
             .unwrap_or_else(|_| match self.command {
                 Command::Bench(_) => "warn".to_string(),
+                // The results are the output; agents' logs would bury them (-v shows them).
+                Command::Test(_) => "off".to_string(),
                 _ => "warn,orrery::script=info,orrery::reload=info".to_string(),
             })
     }
@@ -200,7 +206,9 @@ impl Cli {
             Command::Submit(a) => a.json,
             Command::Status(a) => a.json,
             Command::Worker(_) | Command::Cancel(_) => false,
-            Command::Clean(_) | Command::Completions(_) | Command::Report(_) => false,
+            Command::Clean(_) | Command::Completions(_) | Command::Report(_) | Command::Test(_) => {
+                false
+            }
         }
     }
 
@@ -222,6 +230,7 @@ impl Cli {
             Command::Bench(args) => bench::execute(args),
             Command::Tail(args) => tail::execute(args),
             Command::Report(args) => report::execute(args),
+            Command::Test(args) => test::execute(args),
             Command::Completions(args) => {
                 let mut out = Vec::new();
                 clap_complete::generate(

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use super::journal::{Event, SMALL_VALUE_BYTES};
+use super::journal::Fast;
 use super::quotas::exceeded;
 use super::{Journal, MetricsCollector};
 use crate::config::Quotas;
@@ -107,7 +107,7 @@ impl Blackboard {
             return Err(e.into());
         }
         self.metrics.blackboard_write();
-        self.journal.record(|| written(key, size, value));
+        self.journal.note(|| written(key, size, value));
         Ok(())
     }
 
@@ -126,7 +126,7 @@ impl Blackboard {
         }
         let pending = self.store.bb_set_nowait(&self.task, key, value, self.ttl);
         self.metrics.blackboard_write();
-        self.journal.record(|| written(key, size, value));
+        self.journal.note(|| written(key, size, value));
         Ok(Some(pending))
     }
 
@@ -241,7 +241,7 @@ impl Blackboard {
         let existed = self.store.bb_delete(&self.task, key).await?;
         self.ledger.lock().put(key, None);
         self.metrics.blackboard_write();
-        self.journal.record(|| deleted(key, existed));
+        self.journal.note(|| deleted(key, existed));
         Ok(existed)
     }
 
@@ -288,7 +288,7 @@ impl Blackboard {
         self.metrics.blackboard_read();
         if swapped {
             self.metrics.blackboard_write();
-            self.journal.record(|| match new {
+            self.journal.note(|| match new {
                 Some(v) => written(key, json_size(v, usize::MAX), v),
                 None => deleted(key, true),
             });
@@ -369,20 +369,13 @@ pub(crate) fn check_size(
 }
 
 /// The journal event of a write of `key`, with the value itself when it is small.
-fn written(key: &str, bytes: usize, value: &Value) -> Event {
-    Event::BlackboardWrite {
-        key: key.to_string(),
-        bytes,
-        value: (bytes <= SMALL_VALUE_BYTES).then(|| value.clone()),
-    }
+fn written<'a>(key: &'a str, bytes: usize, value: &'a Value) -> Fast<'a> {
+    Fast::BlackboardWrite { key, bytes, value }
 }
 
 /// The journal event of a delete of `key`.
-fn deleted(key: &str, existed: bool) -> Event {
-    Event::BlackboardDelete {
-        key: key.to_string(),
-        existed,
-    }
+fn deleted(key: &str, existed: bool) -> Fast<'_> {
+    Fast::BlackboardDelete { key, existed }
 }
 
 /// An upper bound of the JSON size of `v`, computed without serializing and

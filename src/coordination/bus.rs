@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::AgentPhase;
 use super::blackboard::{check_size, json_size};
-use super::journal::{Event, Journal, SMALL_VALUE_BYTES};
+use super::journal::{Event, Fast, Journal, SMALL_VALUE_BYTES};
 use super::quotas::{check_name, exceeded};
 use super::state::is_live;
 use super::turns::Turns;
@@ -72,6 +72,12 @@ pub struct MessageBus {
     any_failures: std::sync::atomic::AtomicBool,
     /// Which agent of a role takes the role's next message.
     turns: Turns,
+    /// Messages given back with a backoff and not yet in their queue again:
+    /// message id -> the agent that holds them meanwhile. Whoever removes an
+    /// entry (the redelivery after the backoff, or the release of the agent
+    /// when it ends first) gives the message back, and the journal counts it
+    /// once. A lock held across the store call, so the two never interleave.
+    backing_off: Arc<tokio::sync::Mutex<HashMap<String, String>>>,
 }
 
 /// A message given up on after `max_attempts` deliveries, with why.
@@ -137,7 +143,12 @@ impl MessageBus {
             max_attempts,
             backoff,
             max_value_bytes,
-            origin: format!("{:08x}", rand::random::<u32>()),
+            // Fixed under the test clock, so message ids repeat run after run.
+            origin: if super::clock::is_test_clock() {
+                "00000000".to_string()
+            } else {
+                format!("{:08x}", rand::random::<u32>())
+            },
             next_id: AtomicU64::new(1),
             directory: RwLock::default(),
             departed: RwLock::default(),
@@ -146,6 +157,7 @@ impl MessageBus {
             journal,
             failures: parking_lot::Mutex::default(),
             any_failures: std::sync::atomic::AtomicBool::new(false),
+            backing_off: Arc::default(),
             turns: Turns::default(),
         }
     }
@@ -285,7 +297,6 @@ impl MessageBus {
             reply_to,
         };
         let size = message_size(&envelope);
-        let journaled = self.journal.is_on().then(|| sent(&envelope, bytes));
         if let Some(role) = everyone {
             let role = (!role.is_empty()).then_some(role.as_str());
             let targets = self.broadcast_targets(from, role).await?;
@@ -300,12 +311,10 @@ impl MessageBus {
                 }
                 self.turns.mail(target);
             }
-            if let Some(event) = journaled {
-                self.journal.record(|| event);
-            }
+            self.journal.note(|| sent(&envelope, bytes));
             return Ok((id, targets.len(), Pending::done(Ok(()))));
         }
-        let pending = self.push_one(envelope, size, journaled)?;
+        let pending = self.push_one(envelope, size, bytes)?;
         Ok((id, 1, pending))
     }
 
@@ -339,27 +348,30 @@ impl MessageBus {
             reply_to: None,
         };
         let size = message_size(&envelope);
-        let journaled = self.journal.is_on().then(|| sent(&envelope, bytes));
-        Ok(Some((id, self.push_one(envelope, size, journaled)?)))
+        Ok(Some((id, self.push_one(envelope, size, bytes)?)))
     }
 
-    /// Counts `envelope` against the queue quotas and sends it to its
-    /// recipient's queue without waiting, journaling `journaled` once it is
-    /// on its way. (On the embedded store, the only one with a ledger, a
-    /// push cannot fail.)
-    fn push_one(
-        &self,
-        envelope: Envelope,
-        size: usize,
-        journaled: Option<Event>,
-    ) -> Result<Pending> {
+    /// Counts `envelope` (of `bytes` of payload) against the queue quotas
+    /// and sends it to its recipient's queue without waiting. It is
+    /// journaled as sent once it is known to be in the queue: at once on the
+    /// embedded store (the only one with a ledger), where a push cannot
+    /// fail; when the write is settled on a server, which may refuse it.
+    fn push_one(&self, envelope: Envelope, size: usize, bytes: usize) -> Result<Pending> {
         let queue = envelope.to.clone();
         self.admit(&envelope.kind, [queue.as_str()], size)?;
-        let pending = self.store.queue_push_nowait(&self.task, &queue, envelope);
-        self.turns.mail(&queue);
-        if let Some(event) = journaled {
-            self.journal.record(|| event);
+        let journaled = if !self.journal.is_on() {
+            None
+        } else if self.store.is_embedded() {
+            self.journal.note(|| sent(&envelope, bytes));
+            None
+        } else {
+            Some(self.journal.deferred(sent_event(&envelope, bytes)))
+        };
+        let mut pending = self.store.queue_push_nowait(&self.task, &queue, envelope);
+        if let Some(record) = journaled {
+            pending = pending.on_success(record);
         }
+        self.turns.mail(&queue);
         Ok(pending)
     }
 
@@ -572,7 +584,7 @@ impl MessageBus {
     /// The handler of `delivery` returned: the message is done.
     pub async fn ack(&self, delivery: &Delivery) -> Result<()> {
         self.store.queue_ack(&self.task, delivery).await?;
-        self.journal.record(|| settled(delivery, Settled::Handled));
+        self.journal.note(|| settled(delivery, Settled::Handled));
         if self.queued.is_some() {
             self.count(
                 &delivery.queue,
@@ -613,19 +625,30 @@ impl MessageBus {
                 .queue_nack(&self.task, delivery, self.max_attempts)
                 .await?;
             self.journal
-                .record(|| settled(delivery, Settled::GivenBack { dead }));
+                .note(|| settled(delivery, Settled::GivenBack { dead }));
             return Ok(dead);
         }
+        let id = delivery.envelope.id.clone();
+        self.backing_off
+            .lock()
+            .await
+            .insert(id.clone(), agent.to_string());
         self.journal
-            .record(|| settled(delivery, Settled::GivenBack { dead: false }));
+            .note(|| settled(delivery, Settled::GivenBack { dead: false }));
         let delay = self
             .backoff
             .saturating_mul(1 << attempts.saturating_sub(1).min(16))
             .min(MAX_BACKOFF);
         let (store, task, delivery) = (self.store.clone(), self.task.clone(), delivery.clone());
         let max_attempts = self.max_attempts;
+        let backing_off = self.backing_off.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            let mut backing_off = backing_off.lock().await;
+            // Gone: its agent ended meanwhile, and releasing it gave it back.
+            if backing_off.remove(&id).is_none() {
+                return;
+            }
             if let Err(e) = store.queue_nack(&task, &delivery, max_attempts).await {
                 tracing::warn!(queue = %delivery.queue, "cannot give back message {}: {e}", delivery.envelope.id);
             }
@@ -656,15 +679,24 @@ impl MessageBus {
             .collect())
     }
 
-    /// Gives back every message agent `consumer` took and did not acknowledge.
+    /// Gives back every message agent `consumer` took and did not
+    /// acknowledge, those waiting out a redelivery backoff included (they
+    /// go back at once). The journal counts only the others as released:
+    /// those were journaled given back already.
     pub async fn release(&self, consumer: &str) -> Result<usize> {
+        let mut backing_off = self.backing_off.lock().await;
+        let before = backing_off.len();
+        backing_off.retain(|_, holder| holder != consumer);
+        let given_back = before - backing_off.len();
         let count = self
             .store
             .queue_release_consumer(&self.task, consumer)
             .await?;
-        if count > 0 {
+        drop(backing_off);
+        let released = count.saturating_sub(given_back);
+        if released > 0 {
             self.journal
-                .record_for(consumer, || Event::MessagesReleased { count });
+                .record_for(consumer, || Event::MessagesReleased { count: released });
         }
         Ok(count)
     }
@@ -716,7 +748,18 @@ impl MessageBus {
 }
 
 /// The journal event of a message sent, with its payload when it is small.
-fn sent(envelope: &Envelope, bytes: usize) -> Event {
+fn sent(envelope: &Envelope, bytes: usize) -> Fast<'_> {
+    Fast::MessageSent {
+        id: &envelope.id,
+        to: &envelope.to,
+        message_type: &envelope.kind,
+        bytes,
+        payload: &envelope.payload,
+    }
+}
+
+/// The same, owned, to journal once the write is settled.
+fn sent_event(envelope: &Envelope, bytes: usize) -> Event {
     Event::MessageSent {
         id: envelope.id.clone(),
         to: envelope.to.clone(),
@@ -733,23 +776,23 @@ enum Settled {
 }
 
 /// The journal event of a delivery that ended `how`.
-fn settled(delivery: &Delivery, how: Settled) -> Event {
+fn settled(delivery: &Delivery, how: Settled) -> Fast<'_> {
     let e = &delivery.envelope;
-    let (id, from, message_type) = (e.id.clone(), e.from.clone(), e.kind.clone());
+    let (id, from, message_type) = (e.id.as_str(), e.from.as_str(), e.kind.as_str());
     match how {
-        Settled::Handled => Event::MessageHandled {
+        Settled::Handled => Fast::MessageHandled {
             id,
             from,
             message_type,
             attempt: e.attempts,
         },
-        Settled::GivenBack { dead: false } => Event::MessageGivenBack {
+        Settled::GivenBack { dead: false } => Fast::MessageGivenBack {
             id,
             from,
             message_type,
             attempt: e.attempts,
         },
-        Settled::GivenBack { dead: true } => Event::MessageDeadLettered {
+        Settled::GivenBack { dead: true } => Fast::MessageDeadLettered {
             id,
             from,
             message_type,

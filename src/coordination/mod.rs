@@ -7,6 +7,7 @@
 mod activity;
 mod blackboard;
 mod bus;
+pub mod clock;
 pub mod journal;
 mod locks;
 mod metrics;
@@ -17,7 +18,7 @@ mod state;
 mod turns;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub use activity::Activity;
 pub use blackboard::{Blackboard, OUTPUT_PREFIX};
@@ -35,12 +36,7 @@ use crate::config::Config;
 use crate::store::Store;
 use crate::task::Task;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use clock::now_ms;
 
 /// Everything the agents of one task share.
 pub struct Coordination {

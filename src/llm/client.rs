@@ -31,6 +31,13 @@ struct Shared {
     live: Option<LiveEndpoint>,
     replay: Option<ReplayBook>,
     recorder: Option<Recorder>,
+    answerer: Option<Arc<dyn Answerer>>,
+}
+
+/// Answers calls in place of an endpoint: what `orrery test` scripts.
+pub trait Answerer: Send + Sync {
+    /// The answer to `req` asked of `model`, or the error the call fails with.
+    fn answer(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, LlmError>;
 }
 
 impl LlmClient {
@@ -79,11 +86,38 @@ impl LlmClient {
             live,
             replay,
             recorder,
+            answerer: None,
         };
         Ok(LlmClient {
             shared: Arc::new(shared),
             ledger: Arc::new(Ledger::new(cfg.token_budget)),
         })
+    }
+
+    /// A client whose every call is answered by `answerer` (no network, no
+    /// file), reporting `model` when a request names none. `available` is
+    /// what scripts see as `llm.available()`: false stands for a run with
+    /// no LLM configured ([`LlmMode::Mock`]), true for a real one
+    /// ([`LlmMode::Replay`]).
+    pub fn with_answerer(answerer: Arc<dyn Answerer>, model: &str, available: bool) -> LlmClient {
+        let shared = Shared {
+            mode: if available {
+                LlmMode::Replay
+            } else {
+                LlmMode::Mock
+            },
+            model: model.to_string(),
+            timeout_ms: 60_000,
+            key: None,
+            live: None,
+            replay: None,
+            recorder: None,
+            answerer: Some(answerer),
+        };
+        LlmClient {
+            shared: Arc::new(shared),
+            ledger: Arc::new(Ledger::new(None)),
+        }
     }
 
     /// A handle for another task: it shares this client's connection pool,
@@ -163,6 +197,9 @@ impl LlmClient {
             ));
         }
         let shared = &self.shared;
+        if let Some(answerer) = &shared.answerer {
+            return answerer.answer(req, model);
+        }
         match (shared.mode, &shared.live, &shared.replay) {
             (LlmMode::Live, Some(live), _) => {
                 let timeout_ms = req.timeout_ms.unwrap_or(shared.timeout_ms).max(1);

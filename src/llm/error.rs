@@ -116,7 +116,8 @@ impl LlmError {
         }
     }
 
-    pub(crate) fn replay(path: &Path, line: Option<usize>, message: impl Into<String>) -> LlmError {
+    /// A [`LlmError::Replay`] about `path` (at `line` when a line is at fault).
+    pub fn replay(path: &Path, line: Option<usize>, message: impl Into<String>) -> LlmError {
         LlmError::Replay {
             path: path.to_path_buf(),
             line,

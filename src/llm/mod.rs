@@ -18,12 +18,13 @@ mod error;
 pub mod live;
 pub mod mock;
 pub mod replay;
+pub use replay::ReplayBook;
 mod retry;
 mod task;
 mod types;
 mod usage;
 
-pub use client::LlmClient;
+pub use client::{Answerer, LlmClient};
 pub use config::{API_KEY_VARS, ApiKey, DEFAULT_MODEL, KNOWN_ENDPOINTS, LlmConfig, LlmSettings};
 pub use error::LlmError;
 pub use replay::record_line;

@@ -62,7 +62,7 @@ struct EntryResponse {
 
 /// The loaded entries of one replay file, indexed by conversation.
 #[derive(Debug)]
-pub(crate) struct ReplayBook {
+pub struct ReplayBook {
     path: PathBuf,
     entries: Vec<Entry>,
     by_messages: HashMap<Vec<ChatMessage>, Vec<usize>>,
@@ -72,7 +72,7 @@ impl ReplayBook {
     /// Reads and checks the whole file. Fails with [`LlmError::Replay`]
     /// naming the file when it can't be read, or `file:line` for a line that
     /// is not a valid entry.
-    pub(crate) fn load(path: &Path) -> Result<ReplayBook, LlmError> {
+    pub fn load(path: &Path) -> Result<ReplayBook, LlmError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| LlmError::replay(path, None, format!("cannot read it: {e}")))?;
         let mut book = ReplayBook {
@@ -103,7 +103,7 @@ impl ReplayBook {
     /// The recorded answer to `req` asked of `model`. Fails with
     /// [`LlmError::Replay`] quoting the start of the last message when no
     /// entry matches.
-    pub(crate) fn answer(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, LlmError> {
+    pub fn answer(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, LlmError> {
         let entry = self
             .by_messages
             .get(&req.messages)

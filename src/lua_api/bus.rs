@@ -118,11 +118,20 @@ fn send_now(
     }
     let payload = to_json(lua, payload, || format!("bus.send('{to}', '{kind}')"))?;
     let sent = c.coord.bus.send_now(&c.id, to, kind, payload);
-    let Some((id, pending)) = sent.into_lua_err()? else {
+    let Some((id, mut pending)) = sent.into_lua_err()? else {
         return Ok(None);
     };
+    // Counted once in the queue, as the journal does: at once on the
+    // embedded store, when settled on a server (which may refuse it).
+    if c.embedded() {
+        c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+    } else {
+        let counters = c.counters.clone();
+        pending = pending.on_success(move || {
+            counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+        });
+    }
     c.local.lock().writes.push(pending);
-    c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
     Ok(Some(id))
 }
 

@@ -12,6 +12,8 @@ use std::time::Duration;
 use mlua::{Lua, Table};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use tracing::Instrument;
+
 use super::module::Module;
 use super::options::{FromOptions, OptionError, Options, decode};
 use super::{AgentContext, arg_err, not_granted};
@@ -83,6 +85,7 @@ async fn run_fn(
     let args = args.unwrap_or_default();
     let run = run(&cmd, &args, opts.stdin, g.max_bytes);
     let (status, stdout, stderr) = tokio::time::timeout(opts.timeout, run)
+        .instrument(crate::trace::host_call("exec.run"))
         .await
         .map_err(|_| {
             arg_err(

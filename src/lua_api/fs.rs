@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use mlua::{Lua, LuaString, Table};
 
+use tracing::Instrument;
+
 use super::module::Module;
 use super::{AgentContext, arg_err, not_granted};
 
@@ -51,6 +53,7 @@ struct Granted {
 async fn read_fn(lua: Lua, g: Arc<Granted>, path: String) -> mlua::Result<LuaString> {
     let func = format!("fs.read('{path}')");
     let bytes = tokio::task::spawn_blocking(move || read(&g.root, &path, g.max_bytes))
+        .instrument(crate::trace::host_call("fs.read"))
         .await
         .map_err(|e| arg_err(&func, e))?
         .map_err(|m| arg_err(&func, m))?;
@@ -62,6 +65,7 @@ async fn list_fn(_: Lua, g: Arc<Granted>, dir: Option<String>) -> mlua::Result<V
     let dir = dir.unwrap_or_else(|| ".".into());
     let func = format!("fs.list('{dir}')");
     tokio::task::spawn_blocking(move || list(&g.root, &dir, g.max_bytes))
+        .instrument(crate::trace::host_call("fs.list"))
         .await
         .map_err(|e| arg_err(&func, e))?
         .map_err(|m| arg_err(&func, m))

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use mlua::{Lua, Table, Value as LuaValue};
 
+use tracing::Instrument;
+
 use super::module::Module;
 use super::options::{FromOptions, OptionError, Options, decode};
 use super::{AgentContext, arg_err, not_granted, to_json};
@@ -73,7 +75,9 @@ async fn get(
     g: Arc<Granted>,
     (url, opts): (String, Option<Table>),
 ) -> mlua::Result<Table> {
-    request(&lua, &g, "get", url, None, opts).await
+    request(&lua, &g, "get", url, None, opts)
+        .instrument(crate::trace::host_call("http.get"))
+        .await
 }
 
 /// `http.post(url, body [, opts])`: `body` a string, or a table sent as JSON.
@@ -98,7 +102,9 @@ async fn post(
             ),
         ));
     }
-    request(&lua, &g, "post", url, Some(body), opts).await
+    request(&lua, &g, "post", url, Some(body), opts)
+        .instrument(crate::trace::host_call("http.post"))
+        .await
 }
 
 async fn request(

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::Instrument;
 
@@ -120,10 +120,9 @@ async fn sleep(_: Lua, c: Arc<AgentContext>, ms: Value) -> mlua::Result<()> {
 }
 
 /// `now()`: milliseconds since the epoch, with sub-millisecond precision.
+/// Under `orrery test`, the test clock (see `coordination::clock`).
 fn now(_: &Lua, _: &AgentContext, (): ()) -> mlua::Result<f64> {
-    Ok(SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0))
+    Ok(crate::coordination::clock::now_ms_f64())
 }
 
 /// `every(ms, fn)` and `after(ms, fn)` (`func`): the new timer's id.

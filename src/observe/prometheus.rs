@@ -122,6 +122,7 @@ struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     handler_failures: Family<KindLabels, Counter>,
+    journal_dropped: Counter,
     task_type: String,
     roles: HashMap<String, String>,
 }
@@ -152,6 +153,7 @@ impl Metrics {
             reloads: Family::default(),
             errors: Family::default(),
             handler_failures: Family::default(),
+            journal_dropped: Counter::default(),
             task_type: String::new(),
             roles: HashMap::new(),
             registry: Registry::default(),
@@ -238,6 +240,11 @@ impl Metrics {
             m.llm_duration.clone(),
         );
         r.register("reloads", "Script reloads, by outcome", m.reloads.clone());
+        r.register(
+            "journal_dropped",
+            "Journal entries dropped because its sinks fell behind",
+            m.journal_dropped.clone(),
+        );
         r.register(
             "errors",
             "Errors the run reports, by kind",
@@ -358,6 +365,9 @@ impl Metrics {
                 "accepted"
             }),
             Event::ReloadRefused { .. } => self.reload("refused"),
+            Event::JournalDropped { count } => {
+                self.journal_dropped.inc_by(*count);
+            }
             Event::Error {
                 error_kind, fatal, ..
             } => {

@@ -32,7 +32,15 @@ impl Orchestrator {
         let owner = self.mode.is_owner();
         let span = crate::trace::task(&coord.task.id, &coord.task.kind);
         let started = Instant::now();
-        let report = self.run_to_end().instrument(span.clone()).await;
+        let mut report = self.run_to_end().instrument(span.clone()).await;
+        if let Ok(r) = &mut report {
+            // Entries dropped because the journal's sinks fell behind (those
+            // of the last moments are counted only when it closes: they are
+            // in its own `journal_dropped` entry and warning).
+            r.metrics
+                .host
+                .insert("journal_dropped".into(), coord.journal.dropped());
+        }
         let (status, errors, metrics) = match &report {
             Ok(r) => {
                 for e in &r.errors {

@@ -96,7 +96,9 @@ impl Orchestrator {
             owner_roles: record.roles,
             started_ms: record.started_ms,
         };
-        Self::with_mode(task, config, store, registry, mode)
+        let client = crate::llm::LlmClient::new(config.llm.clone())
+            .map_err(|e| Error::bad_llm_settings("LLM settings", e))?;
+        Self::with_mode(task, config, store, registry, client, mode)
     }
 
     /// Prepares to continue task `task_id` whose processes are all gone
@@ -170,7 +172,9 @@ impl Orchestrator {
             owner_roles: record.roles,
             started_ms: record.started_ms,
         };
-        let mut me = Self::with_mode(task, config, store, registry, mode)?;
+        let client = crate::llm::LlmClient::new(config.llm.clone())
+            .map_err(|e| Error::bad_llm_settings("LLM settings", e))?;
+        let mut me = Self::with_mode(task, config, store, registry, client, mode)?;
         me.resume = agents;
         Ok(me)
     }

@@ -57,6 +57,27 @@ impl Pending {
         }
     }
 
+    /// The same write, running `f` once it is known to have been applied:
+    /// now for a write already done, when settled for one on its way
+    /// (nothing for a write that failed).
+    pub fn on_success(self, f: impl FnOnce() + Send + 'static) -> Pending {
+        match self.state {
+            PendingState::Done(Ok(())) => {
+                f();
+                self
+            }
+            PendingState::Done(Err(_)) => self,
+            PendingState::Sent { epoch, outcome } => Pending::sent(
+                epoch,
+                Box::pin(async move {
+                    let again = outcome.await?;
+                    f();
+                    Ok(again)
+                }),
+            ),
+        }
+    }
+
     /// Waits for the outcome; true when the write had to be sent again (it
     /// may then have been applied after writes made after it).
     pub async fn settle(self) -> StoreResult<bool> {

@@ -32,6 +32,10 @@ end
 return M
 "#;
 
+/// Meta files of what spec files have and agents do not (`orrery test`'s
+/// API): tests/specs holds them to a spec's VM.
+const SPEC_ONLY: &[&str] = &["test"];
+
 /// What one meta file declares for its table, as `orrery::lua_api::meta`
 /// reads it (the same reading errors and `orrery check` rely on).
 #[derive(Debug, Default)]
@@ -67,6 +71,9 @@ async fn every_api_table_matches_its_annotations() {
         let path = entry.unwrap().path();
         let table = path.file_stem().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&path).unwrap();
+        if SPEC_ONLY.contains(&table.as_str()) {
+            continue;
+        }
         assert!(
             text.starts_with("---@meta"),
             "{} must start with ---@meta",

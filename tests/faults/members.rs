@@ -1,5 +1,5 @@
 //! Membership with fencing: a joined process paused past the point where it
-//! is declared lost comes back fenced (its writes refused, exit 10), the
+//! is declared lost comes back fenced (its writes refused, exit 11), the
 //! task goes on without it, and no message is lost; processes killed one
 //! after another are each declared lost.
 
@@ -163,7 +163,7 @@ fn host_of(state: &Value, agent: &str) -> String {
 }
 
 /// Stops a joined consumer with SIGSTOP for 2 s (4 times the loss limit),
-/// then SIGCONT: it finds itself fenced and exits 10 without another write;
+/// then SIGCONT: it finds itself fenced and exits 11 without another write;
 /// the others finish the task with every message handled.
 fn a_paused_joiner_comes_back_fenced(joiners: usize) {
     let server = RedisServer::start();
@@ -191,7 +191,7 @@ fn a_paused_joiner_comes_back_fenced(joiners: usize) {
     let noticed = came_back.elapsed();
     assert_eq!(
         zombie.code,
-        Some(10),
+        Some(11),
         "the paused process: {}",
         zombie.show()
     );
@@ -341,7 +341,7 @@ fn the_first_process_taken_away(fault: Fault) {
             std::thread::sleep(Duration::from_secs(2));
             signal(first.pid(), "CONT");
             let back = first.finish(PATIENCE);
-            assert_eq!(back.code, Some(10), "the first process: {}", back.show());
+            assert_eq!(back.code, Some(11), "the first process: {}", back.show());
         }
     }
     let produced = producer.finish(PATIENCE);

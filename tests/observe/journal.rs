@@ -208,17 +208,26 @@ end
 return M
 "#;
 
+/// Ends once "flaky" went through on its second delivery, "poison" failed
+/// its last, and "done" came, whatever the order of the redeliveries.
 const WORKER: &str = r#"
 local M = {}
-function M.start(self) self.flaky = 0 end
+function M.start(self) self.flaky, self.poison = 0, 0 end
+local function maybe_finish(self)
+  if self.done and self.flaky == 2 and self.poison == 2 then agent.finish() end
+end
 function M.on_message(self, msg)
   if msg.type == "flaky" then
     self.flaky = self.flaky + 1
     if self.flaky < 2 then error("flaky fails once") end
+    maybe_finish(self)
   elseif msg.type == "poison" then
+    self.poison = self.poison + 1
+    maybe_finish(self)
     error("poison always fails")
   elseif msg.type == "done" then
-    agent.finish()
+    self.done = true
+    maybe_finish(self)
   end
 end
 return M
@@ -239,13 +248,7 @@ fn hostile_run(store: &str) {
         ("failer.lua", FAILER),
     ]);
     scratch.write("task.toml", HOSTILE_TASK);
-    // Redelivered at once: a message waiting out its backoff when its agent
-    // ends would be counted given back and released both.
-    let env = [
-        ("ORRERY_MAX_ATTEMPTS", "2"),
-        ("ORRERY_REDELIVERY_BACKOFF", "0"),
-        ("ORRERY_STORE", store),
-    ];
+    let env = [("ORRERY_MAX_ATTEMPTS", "2"), ("ORRERY_STORE", store)];
     let (report, entries) = run_with_journal(scratch.path(), &["task.toml"], &env);
     assert_journal_matches_report(&report, &entries);
     let kinds = |k: &str| count(&entries, |e| e.event.kind() == k);
@@ -284,6 +287,115 @@ fn the_journal_of_failures_redeliveries_locks_and_a_failed_agent_matches_the_rep
 fn on_redis_the_journal_file_and_the_task_stream_hold_the_same_entries() {
     let server = RedisServer::start();
     hostile_run(&server.url());
+}
+
+const GIVER: &str = r#"
+local M = {}
+function M.start(self)
+  spawn.agent("quitter")
+  bus.send("quitter", "bad", {})
+  bus.send("quitter", "bye", {})
+end
+return M
+"#;
+
+const QUITTER: &str = r#"
+local M = {}
+function M.on_message(self, msg)
+  if msg.type == "bad" then error("bad fails") end
+  agent.finish()
+end
+return M
+"#;
+
+/// A message whose handler failed waits out its redelivery backoff held by
+/// its agent; when the agent ends meanwhile, releasing it gives it back at
+/// once. The journal counts it given back once, not released as well.
+fn backoff_run(store: &str) {
+    let scratch = Scratch::new(&[("giver.lua", GIVER), ("quitter.lua", QUITTER)]);
+    scratch.write(
+        "task.toml",
+        "id = \"backoff\"\ntype = \"test\"\ndescription = \"d\"\ntimeout = 60000\nagents = [\"giver\"]\n",
+    );
+    // Long enough that the quitter surely ends first.
+    let env = [
+        ("ORRERY_REDELIVERY_BACKOFF", "30000"),
+        ("ORRERY_STORE", store),
+    ];
+    let (report, entries) = run_with_journal(scratch.path(), &["task.toml"], &env);
+    assert_journal_matches_report(&report, &entries);
+    let kinds = |k: &str| count(&entries, |e| e.event.kind() == k);
+    assert_eq!(kinds("message_given_back"), 1);
+    assert_eq!(kinds("message_handled"), 1);
+    assert_eq!(kinds("messages_released"), 0);
+    assert_eq!(
+        report["metrics"]["agent_metrics"]["quitter-1"]["messages_received"], 2,
+        "{report:#}"
+    );
+}
+
+#[test]
+fn a_message_given_back_with_a_backoff_is_counted_once_when_its_agent_ends() {
+    backoff_run("memory");
+}
+
+#[test]
+fn on_redis_a_message_given_back_with_a_backoff_is_counted_once_when_its_agent_ends() {
+    let server = RedisServer::start();
+    backoff_run(&server.url());
+}
+
+const SELF_SENDER: &str = r#"
+local M = {}
+function M.start(self)
+  bus.send(agent.id, "lost", {})
+end
+return M
+"#;
+
+/// A send the server refuses (here: a server whose user may not XADD) fails
+/// the callback when the write is settled; it is neither journaled nor
+/// counted as sent.
+#[test]
+fn a_send_the_server_refuses_is_not_journaled_as_sent() {
+    let server = RedisServer::start_with(
+        "--port",
+        &[
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--user",
+            "default",
+            "on",
+            "nopass",
+            "~*",
+            "&*",
+            "+@all",
+            "-xadd",
+        ],
+        |_| {},
+    );
+    let scratch = Scratch::new(&[("sender.lua", SELF_SENDER)]);
+    scratch.write(
+        "task.toml",
+        "id = \"refused\"\ntype = \"test\"\ndescription = \"d\"\ntimeout = 60000\nagents = [\"sender\"]\n",
+    );
+    let url = server.url();
+    let env = [("ORRERY_STORE", url.as_str())];
+    let (report, entries) = run_with_journal(scratch.path(), &["task.toml"], &env);
+    assert!(
+        report["errors"].to_string().contains("xadd"),
+        "the refused send fails the callback: {report:#}"
+    );
+    assert_journal_matches_report(&report, &entries);
+    assert_eq!(
+        count(&entries, |e| e.event.kind() == "message_sent"),
+        0,
+        "{entries:#?}"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use serde_json::Value;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::common::{orrery_env, repo, show};
+use crate::common::{RedisServer, Scratch, orrery_env, repo, show};
 
 /// A span as the test reads it.
 #[derive(Debug)]
@@ -167,6 +167,95 @@ async fn spans_of_a_run_reach_a_local_otlp_endpoint_as_one_tree() {
     assert_eq!(
         name_of(&waits[0].parent).as_deref(),
         Some("callback on_message")
+    );
+}
+
+const WAITER: &str = r#"
+local M = {}
+function M.start(self)
+  assert(fs.read("note.txt") == "hi")
+  assert(exec.run("true").ok)
+  blackboard.set("k", 1)
+  assert(blackboard.get("k") == 1)
+end
+return M
+"#;
+
+/// Host calls that wait on files, programs and a Redis store are spans of
+/// the callback that made them: `fs.read`, `exec.run`, and `redis` for each
+/// store call that waited (the host's own ones sit under the task or agent).
+#[tokio::test(flavor = "multi_thread")]
+async fn waits_on_files_programs_and_the_redis_store_are_spans_of_their_callback() {
+    let collector = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&collector)
+        .await;
+    let endpoint = collector.uri();
+    let out = tokio::task::spawn_blocking(move || {
+        let server = RedisServer::start();
+        let scratch = Scratch::new(&[("waiter.lua", WAITER)]);
+        scratch.write("files/note.txt", "hi");
+        scratch.write(
+            "task.toml",
+            "id = \"waits\"\ntype = \"test\"\ndescription = \"d\"\nagents = [\"waiter\"]\n",
+        );
+        scratch.write(
+            "orrery.toml",
+            "[roles.waiter.capabilities]\nread_files = \"files\"\ncommands = [\"true\"]\n",
+        );
+        let url = server.url();
+        orrery_env(
+            scratch.path(),
+            &["run", "task.toml", "--config", "orrery.toml"],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("ORRERY_STORE", url.as_str()),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    let bodies: Vec<Value> = collector
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("OTLP JSON"))
+        .collect();
+    let spans = spans(&bodies);
+    let parent_name = |s: &Span| {
+        s.parent
+            .as_ref()
+            .and_then(|p| spans.get(p))
+            .map(|p| p.name.clone())
+    };
+    for name in ["fs.read", "exec.run"] {
+        let found: Vec<&Span> = spans.values().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+        assert_eq!(
+            parent_name(found[0]).as_deref(),
+            Some("callback start"),
+            "{name}"
+        );
+    }
+    let redis: Vec<&Span> = spans.values().filter(|s| s.name == "redis").collect();
+    assert!(!redis.is_empty(), "no redis spans");
+    for r in &redis {
+        assert_eq!(r.kind, 3, "SPAN_KIND_CLIENT: {r:?}");
+        assert_eq!(r.attributes["db.system"], "redis", "{r:?}");
+        assert!(r.parent.is_some(), "a redis span outside the task: {r:?}");
+    }
+    assert!(
+        redis.iter().any(|r| {
+            parent_name(r).as_deref() == Some("callback start")
+                && r.attributes["orrery.store.call"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("blackboard"))
+        }),
+        "the blackboard read is a span of its callback: {redis:?}"
     );
 }
 

@@ -1,10 +1,13 @@
-//! What the writer hands to the sinks: the entries taken in one round, typed
-//! ([`Item`]) and as JSON Lines in one text, serialized once for every sink.
+//! What the writer hands to the sinks: the entries taken in one round as
+//! JSON Lines in one text, serialized once for every sink, and typed
+//! ([`Item`]) for a sink that asks (parsed back from the lines then, once).
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::Event;
+use super::event::Entry;
+use super::record::{FastBody, Val};
 
 /// One recorded entry as the sinks get it (the host is the batch's).
 #[derive(Debug, Clone)]
@@ -17,15 +20,15 @@ pub struct Item {
     pub agent: Option<Arc<str>>,
     /// What happened.
     pub event: Event,
-    /// Where its line ends in [`Batch::text`] (past its newline).
-    end: usize,
 }
 
 /// Entries of one writer round, in sequence order.
 #[derive(Debug, Default)]
 pub struct Batch {
     text: String,
-    items: Vec<Item>,
+    /// Where each line ends in `text` (past its newline).
+    ends: Vec<usize>,
+    items: OnceLock<Vec<Item>>,
 }
 
 impl Batch {
@@ -34,15 +37,14 @@ impl Batch {
         Batch::default()
     }
 
-    /// Adds an entry of the process whose JSON-quoted id is `host_json`.
-    pub(super) fn push(
+    /// Starts the line of an entry: everything before its `kind`.
+    fn start(
         &mut self,
         host_json: &str,
         seq: u64,
         at_us: u64,
-        agent: Option<Arc<str>>,
-        event: Event,
-    ) {
+        agent_json: Option<&str>,
+    ) -> &mut Vec<u8> {
         // SAFETY of the text: only JSON, which is UTF-8, goes in.
         let buf = unsafe { self.text.as_mut_vec() };
         // itoa, not `write!`: formatting through core::fmt costs more than
@@ -54,33 +56,128 @@ impl Batch {
         buf.extend_from_slice(digits.format(at_us).as_bytes());
         buf.extend_from_slice(b",\"host\":");
         buf.extend_from_slice(host_json.as_bytes());
-        if let Some(agent) = &agent {
+        if let Some(agent) = agent_json {
             buf.extend_from_slice(b",\"agent\":");
-            let _ = serde_json::to_writer(&mut *buf, &**agent);
+            buf.extend_from_slice(agent.as_bytes());
         }
+        buf
+    }
+
+    fn end(&mut self) {
+        self.text.push('\n');
+        self.ends.push(self.text.len());
+    }
+
+    /// Adds an entry of the process whose JSON-quoted id is `host_json`,
+    /// about the agent whose JSON-quoted id is `agent_json`.
+    pub(super) fn push(
+        &mut self,
+        host_json: &str,
+        seq: u64,
+        at_us: u64,
+        agent_json: Option<&str>,
+        event: &Event,
+    ) {
+        let buf = self.start(host_json, seq, at_us, agent_json);
         // The event is an object `{"kind":...}`: its opening brace becomes
         // the comma that joins its fields to the ones above.
         let start = buf.len();
-        match serde_json::to_writer(&mut *buf, &event) {
+        match serde_json::to_writer(&mut *buf, event) {
             Ok(()) if buf.get(start) == Some(&b'{') => buf[start] = b',',
             _ => {
                 buf.truncate(start);
                 let _ = write!(buf, ",\"kind\":\"unserializable\"}}");
             }
         }
-        buf.push(b'\n');
-        self.items.push(Item {
-            seq,
-            at_us,
-            agent,
-            event,
-            end: buf.len(),
-        });
+        self.end();
+    }
+
+    /// Adds an entry of one of the frequent events, written field by field
+    /// as serde would write its [`Event`].
+    pub(super) fn push_fast(
+        &mut self,
+        host_json: &str,
+        seq: u64,
+        at_us: u64,
+        agent_json: Option<&str>,
+        event: &FastBody<'_>,
+    ) {
+        let buf = self.start(host_json, seq, at_us, agent_json);
+        let mut digits = itoa::Buffer::new();
+        match *event {
+            FastBody::BlackboardWrite { key, bytes, value } => {
+                buf.extend_from_slice(b",\"kind\":\"blackboard_write\",\"key\":");
+                json_str(buf, key);
+                buf.extend_from_slice(b",\"bytes\":");
+                buf.extend_from_slice(digits.format(bytes).as_bytes());
+                if let Some(v) = value {
+                    buf.extend_from_slice(b",\"value\":");
+                    json_value(buf, v);
+                }
+            }
+            FastBody::BlackboardDelete { key, existed } => {
+                buf.extend_from_slice(b",\"kind\":\"blackboard_delete\",\"key\":");
+                json_str(buf, key);
+                buf.extend_from_slice(if existed {
+                    b",\"existed\":true"
+                } else {
+                    b",\"existed\":false"
+                });
+            }
+            FastBody::MessageSent {
+                id,
+                to,
+                message_type,
+                bytes,
+                payload,
+            } => {
+                buf.extend_from_slice(b",\"kind\":\"message_sent\",\"id\":");
+                json_str(buf, id);
+                buf.extend_from_slice(b",\"to\":");
+                json_str(buf, to);
+                buf.extend_from_slice(b",\"type\":");
+                json_str(buf, message_type);
+                buf.extend_from_slice(b",\"bytes\":");
+                buf.extend_from_slice(digits.format(bytes).as_bytes());
+                if let Some(v) = payload {
+                    buf.extend_from_slice(b",\"payload\":");
+                    json_value(buf, v);
+                }
+            }
+            FastBody::Settled {
+                kind,
+                attempt_field,
+                id,
+                from,
+                message_type,
+                attempt,
+            } => {
+                buf.extend_from_slice(b",\"kind\":\"");
+                buf.extend_from_slice(kind.as_bytes());
+                buf.extend_from_slice(b"\",\"id\":");
+                json_str(buf, id);
+                buf.extend_from_slice(b",\"from\":");
+                json_str(buf, from);
+                buf.extend_from_slice(b",\"type\":");
+                json_str(buf, message_type);
+                buf.extend_from_slice(b",\"");
+                buf.extend_from_slice(attempt_field.as_bytes());
+                buf.extend_from_slice(b"\":");
+                buf.extend_from_slice(digits.format(attempt).as_bytes());
+            }
+        }
+        buf.push(b'}');
+        self.end();
     }
 
     /// True when it holds no entry.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.ends.is_empty()
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
     }
 
     /// Every entry's JSON line, each ended by a newline.
@@ -88,44 +185,97 @@ impl Batch {
         &self.text
     }
 
-    /// The entries, typed.
+    /// The entries, typed (parsed from their lines on the first call).
     pub fn items(&self) -> &[Item] {
-        &self.items
+        self.items.get_or_init(|| {
+            self.lines()
+                .filter_map(|line| Entry::parse(line).ok())
+                .map(|e| Item {
+                    seq: e.seq,
+                    at_us: e.at_us,
+                    agent: e.agent.map(Arc::from),
+                    event: e.event,
+                })
+                .collect()
+        })
     }
 
     /// The JSON line of entry `i` (without its newline).
     pub fn line(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.items[i - 1].end };
-        &self.text[start..self.items[i].end - 1]
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i] - 1]
     }
 
     /// Every entry's JSON line (without newlines), in order.
     pub fn lines(&self) -> impl Iterator<Item = &str> {
-        (0..self.items.len()).map(|i| self.line(i))
+        (0..self.ends.len()).map(|i| self.line(i))
     }
 
     /// Empties it, keeping its memory for the next round.
     pub(super) fn clear(&mut self) {
         self.text.clear();
-        self.items.clear();
+        self.ends.clear();
+        self.items.take();
+    }
+}
+
+/// A decoded value as JSON, as serde_json writes it.
+fn json_value(buf: &mut Vec<u8>, v: Val<'_>) {
+    let mut digits = itoa::Buffer::new();
+    match v {
+        Val::Null => buf.extend_from_slice(b"null"),
+        Val::Bool(true) => buf.extend_from_slice(b"true"),
+        Val::Bool(false) => buf.extend_from_slice(b"false"),
+        Val::U64(u) => buf.extend_from_slice(digits.format(u).as_bytes()),
+        Val::I64(i) => buf.extend_from_slice(digits.format(i).as_bytes()),
+        Val::F64(f) => {
+            if serde_json::to_writer(&mut *buf, &f).is_err() {
+                buf.extend_from_slice(b"null");
+            }
+        }
+        Val::Str(s) => json_str(buf, s),
+        Val::Json(j) => buf.extend_from_slice(j),
+    }
+}
+
+/// `s` (UTF-8: it was a `&str`) as a JSON string: copied as it is when
+/// nothing in it needs escaping, the common case.
+pub(super) fn json_str(buf: &mut Vec<u8>, s: &[u8]) {
+    // Without an early exit, so the check runs over many bytes at once.
+    let escapes = s.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !escapes {
+        buf.push(b'"');
+        buf.extend_from_slice(s);
+        buf.push(b'"');
+    } else {
+        let s = String::from_utf8_lossy(s);
+        let _ = serde_json::to_writer(&mut *buf, &*s);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Batch, Event};
+    use super::{Batch, Event, FastBody, Val};
     use crate::coordination::journal::Entry;
 
     #[test]
     fn lines_are_the_entries_as_json_with_the_event_flattened_in() {
         let mut b = Batch::new();
-        b.push("\"h:1\"", 1, 10, None, Event::MessagesReleased { count: 2 });
+        b.push(
+            "\"h:1\"",
+            1,
+            10,
+            None,
+            &Event::MessagesReleased { count: 2 },
+        );
         b.push(
             "\"h:1\"",
             2,
             11,
-            Some("a\"1".into()),
-            Event::BlackboardDelete {
+            Some(r#""a\"1""#),
+            &Event::BlackboardDelete {
                 key: "k\n".into(),
                 existed: true,
             },
@@ -142,5 +292,109 @@ mod tests {
             matches!(e.event, Event::BlackboardDelete { ref key, existed: true } if key == "k\n")
         );
         assert_eq!(b.text().lines().count(), 2);
+        assert_eq!(b.items().len(), 2);
+    }
+
+    /// The hand-written lines of the frequent events are what serde writes
+    /// for the same events.
+    #[test]
+    fn fast_lines_are_the_lines_serde_writes() {
+        let mut cases: Vec<(FastBody, Event)> = vec![
+            (
+                FastBody::BlackboardWrite {
+                    key: b"k\"\x01",
+                    bytes: 7,
+                    value: Some(Val::Json(br#"{"a":[1,"x"]}"#)),
+                },
+                Event::BlackboardWrite {
+                    key: "k\"\x01".into(),
+                    bytes: 7,
+                    value: Some(serde_json::json!({"a": [1, "x"]})),
+                },
+            ),
+            (
+                FastBody::BlackboardWrite {
+                    key: b"big",
+                    bytes: 5000,
+                    value: None,
+                },
+                Event::BlackboardWrite {
+                    key: "big".into(),
+                    bytes: 5000,
+                    value: None,
+                },
+            ),
+            (
+                FastBody::BlackboardDelete {
+                    key: "é".as_bytes(),
+                    existed: false,
+                },
+                Event::BlackboardDelete {
+                    key: "é".into(),
+                    existed: false,
+                },
+            ),
+            (
+                FastBody::MessageSent {
+                    id: b"o-1",
+                    to: b"beta",
+                    message_type: b"step",
+                    bytes: 2,
+                    payload: Some(Val::U64(12)),
+                },
+                Event::MessageSent {
+                    id: "o-1".into(),
+                    to: "beta".into(),
+                    message_type: "step".into(),
+                    bytes: 2,
+                    payload: Some(12.into()),
+                },
+            ),
+            (
+                FastBody::Settled {
+                    kind: "message_dead_lettered",
+                    attempt_field: "attempts",
+                    id: b"o-2",
+                    from: b"alpha-1",
+                    message_type: b"t",
+                    attempt: 3,
+                },
+                Event::MessageDeadLettered {
+                    id: "o-2".into(),
+                    from: "alpha-1".into(),
+                    message_type: "t".into(),
+                    attempts: 3,
+                },
+            ),
+        ];
+        let scalars = [
+            (Val::Null, serde_json::Value::Null),
+            (Val::Bool(true), true.into()),
+            (Val::I64(-3), (-3).into()),
+            (Val::F64(0.1), 0.1.into()),
+            (Val::F64(1e300), 1e300.into()),
+            (Val::Str("a\"b\\c\u{1}é".as_bytes()), "a\"b\\c\u{1}é".into()),
+        ];
+        for (val, value) in scalars {
+            cases.push((
+                FastBody::BlackboardWrite {
+                    key: b"k",
+                    bytes: 3,
+                    value: Some(val),
+                },
+                Event::BlackboardWrite {
+                    key: "k".into(),
+                    bytes: 3,
+                    value: Some(value),
+                },
+            ));
+        }
+        for (fast, event) in cases {
+            let mut ours = Batch::new();
+            ours.push_fast("\"h\"", 4, 5, Some("\"a-1\""), &fast);
+            let mut serde = Batch::new();
+            serde.push("\"h\"", 4, 5, Some("\"a-1\""), &event);
+            assert_eq!(ours.line(0), serde.line(0));
+        }
     }
 }

@@ -231,6 +231,12 @@ pub enum Event {
         /// What went wrong.
         message: String,
     },
+    /// Entries are missing here: the journal's sinks fell so far behind that
+    /// this many were dropped (see [`MAX_PENDING_BYTES`](super::MAX_PENDING_BYTES)).
+    JournalDropped {
+        /// How many.
+        count: u64,
+    },
     /// An error of the run, as the report lists it: each process journals
     /// its report's errors when its run ends.
     Error {
@@ -267,6 +273,7 @@ impl Event {
             Event::Reload { .. } => "reload",
             Event::ReloadRefused { .. } => "reload_refused",
             Event::HandlerFailed { .. } => "handler_failed",
+            Event::JournalDropped { .. } => "journal_dropped",
             Event::Error { .. } => "error",
         }
     }
@@ -390,6 +397,9 @@ impl Entry {
             Event::HandlerFailed {
                 during, message, ..
             } => format!("failed handling {during}: {message}"),
+            Event::JournalDropped { count } => {
+                format!("{count} journal entries dropped here: its sinks fell behind")
+            }
             Event::Error {
                 error_kind,
                 message,

@@ -23,6 +23,7 @@ use redis::{
     RedisResult, RetryMethod, Value,
 };
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::scripts::{self, ServerScript};
 use crate::store::{StoreError, StoreFuture, StoreResult};
@@ -189,7 +190,19 @@ impl Connection {
     ///
     /// `op` may run more than once: operations that are not idempotent carry a
     /// token that makes a repeat a no-op on the server.
-    pub async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> StoreResult<T>
+    ///
+    /// The wait is a `redis` span of the trace (see [`crate::trace::store_call`]).
+    pub async fn run<T, F, Fut>(&self, what: &str, op: F) -> StoreResult<T>
+    where
+        F: FnMut(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        self.run_untraced(what, op)
+            .instrument(crate::trace::store_call(what))
+            .await
+    }
+
+    async fn run_untraced<T, F, Fut>(&self, what: &str, mut op: F) -> StoreResult<T>
     where
         F: FnMut(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -300,6 +313,8 @@ impl Connection {
     ) -> (u64, StoreFuture<(Value, bool)>) {
         let Current { epoch, mut conn } = self.current();
         let me = self.clone();
+        // From now until the answer is taken: the wait of whoever settles it.
+        let span = crate::trace::store_call(&what);
         let mut first = Box::pin(tokio::task::unconstrained(async move {
             let reply = request.send(&mut conn).await;
             (reply, request)
@@ -333,7 +348,7 @@ impl Connection {
                 Err(e) => Err(command_error(&what, &e)),
             }
         };
-        (epoch, answer.boxed())
+        (epoch, answer.instrument(span).boxed())
     }
 
     /// Sends `pipe` once on the shared connection and returns each command's
