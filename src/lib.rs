@@ -18,6 +18,7 @@ pub mod config;
 pub mod coordination;
 pub mod error;
 pub(crate) mod fast_map;
+pub mod fleet;
 pub mod http_client;
 pub mod inspect;
 pub mod llm;

@@ -11,9 +11,12 @@ mod observe;
 mod report;
 mod resume;
 mod run;
+mod status;
+mod submit;
 mod tail;
 mod test;
 mod test_watch;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -53,6 +56,14 @@ enum Command {
     Resume(resume::ResumeArgs),
     /// Delete every key of a task from a shared store.
     Clean(clean::CleanArgs),
+    /// Queue a task for the fleet's workers and print its id.
+    Submit(submit::SubmitArgs),
+    /// Run the fleet's submitted tasks until SIGTERM, which drains.
+    Worker(worker::WorkerArgs),
+    /// The fleet's tasks (queued, running, finished) or, with --workers, its workers.
+    Status(status::StatusArgs),
+    /// Cancel a submitted task: a queued one never starts, a running one is stopped.
+    Cancel(status::CancelArgs),
     /// Measure the host on the embedded store and print the figures.
     Bench(bench::BenchArgs),
     /// Follow the journal of a task in a shared store, live, from its start.
@@ -192,6 +203,9 @@ impl Cli {
             Command::Resume(a) => a.json,
             Command::Bench(a) => a.json,
             Command::Tail(a) => a.json,
+            Command::Submit(a) => a.json,
+            Command::Status(a) => a.json,
+            Command::Worker(_) | Command::Cancel(_) => false,
             Command::Clean(_) | Command::Completions(_) | Command::Report(_) | Command::Test(_) => {
                 false
             }
@@ -209,6 +223,10 @@ impl Cli {
             Command::Inspect(args) => inspect::execute(args),
             Command::Resume(args) => resume::execute(args, quiet),
             Command::Clean(args) => clean::execute(args),
+            Command::Submit(args) => submit::execute(args),
+            Command::Worker(args) => worker::execute(args),
+            Command::Status(args) => status::execute(args),
+            Command::Cancel(args) => status::cancel(args),
             Command::Bench(args) => bench::execute(args),
             Command::Tail(args) => tail::execute(args),
             Command::Report(args) => report::execute(args),

@@ -11,7 +11,7 @@ pub mod clock;
 pub mod journal;
 mod locks;
 mod metrics;
-mod presence;
+pub(crate) mod presence;
 pub mod quotas;
 mod spawn;
 mod state;

@@ -201,7 +201,8 @@ fn host_id() -> String {
     )
 }
 
-fn hostname() -> String {
+/// This machine's name: `HOSTNAME`, else `/etc/hostname`, else `localhost`.
+pub(crate) fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())

@@ -1,0 +1,430 @@
+//! `orrery worker`: takes submitted tasks up to its limit and runs each with
+//! the orchestrator, as a member of the task on the shared store, so the
+//! fencing, lease and resume of a shared task apply. At every beat (a third
+//! of the lease) it renews its claims, re-claims its Stream entries (so they
+//! never look abandoned) and records its health; a task whose cancel was
+//! asked for is stopped. A task taken over from a dead worker is continued
+//! with `Orchestrator::resume`.
+//!
+//! Draining (SIGTERM): no more tasks are taken; running tasks go on to
+//! their end for up to the drain time; those still running then are handed
+//! over (their entries marked abandoned, their claims dropped) and the
+//! worker exits, so another worker resumes them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+
+use super::{Fleet, TaskEnd, WorkerHealth};
+use crate::config::Config;
+use crate::coordination::{Coordination, now_ms};
+use crate::error::{Error, ErrorKind, Result};
+use crate::orchestrator::Orchestrator;
+use crate::report::RunReport;
+use crate::scripts::ScriptRegistry;
+use crate::store::{RunStatus, Store};
+use crate::task::Task;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Its id in the fleet (`hostname:pid`).
+    pub id: String,
+    /// Most tasks it runs at once.
+    pub max_tasks: usize,
+    /// Roles it serves; a task needing another is left to other workers. Empty: any.
+    pub roles: Vec<String>,
+    /// Run every task with this scripts directory instead of the code it was
+    /// submitted with (a developer's own worker).
+    pub scripts: Option<PathBuf>,
+    /// Where submitted code is written out.
+    pub cache: PathBuf,
+    /// Time after which a silent worker's tasks are taken over.
+    pub lease: Duration,
+    /// How long a draining worker lets its tasks run before handing them over.
+    pub drain: Duration,
+    /// No new task while the agents of its running tasks number this many. `None`: no limit.
+    pub max_agents: Option<usize>,
+    /// No new task while the process's resident memory is above this (bytes). `None`: no limit.
+    pub max_memory: Option<u64>,
+    /// Settings of every task it runs.
+    pub config: Config,
+}
+
+/// What a worker did, for its exit line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WorkerSummary {
+    /// Tasks it ran to their end.
+    pub finished: u64,
+    /// Tasks it handed over when draining.
+    pub handed_over: u64,
+}
+
+/// The id of a worker of this process.
+pub fn worker_id() -> String {
+    format!(
+        "{}:{}",
+        crate::coordination::presence::hostname(),
+        std::process::id()
+    )
+}
+
+struct Running {
+    entry: String,
+    cancel: watch::Sender<bool>,
+    /// The task's primitives once its orchestrator exists (its live agents).
+    coord: Arc<Mutex<Option<Arc<Coordination>>>>,
+}
+
+/// Live agents of the running tasks; a task counts one at least (its
+/// agents may not have started yet), so a limit holds from its take.
+fn live_agents(running: &HashMap<String, Running>) -> usize {
+    running
+        .values()
+        .map(|r| {
+            r.coord
+                .lock()
+                .as_ref()
+                .map_or(1, |c| c.spawner.live().max(1))
+        })
+        .sum()
+}
+
+/// The process's resident memory (bytes), from `/proc/self/statm`; 0 where
+/// there is none.
+pub fn resident_memory() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page.max(0) as u64
+}
+
+/// Why the worker takes no task now, if it is full.
+fn full(opts: &WorkerOptions, running: &HashMap<String, Running>) -> Option<String> {
+    if running.len() >= opts.max_tasks {
+        return Some(format!("{} tasks", running.len()));
+    }
+    if let Some(max) = opts.max_agents {
+        let live = live_agents(running);
+        if live >= max {
+            return Some(format!("{live} agents (--max-agents-total {max})"));
+        }
+    }
+    if let Some(max) = opts.max_memory {
+        let rss = resident_memory();
+        if rss >= max {
+            return Some(format!(
+                "{} MB resident (--max-memory {} MB)",
+                rss >> 20,
+                max >> 20
+            ));
+        }
+    }
+    None
+}
+
+/// What a task's run came to.
+enum Outcome {
+    /// It ran (or had run) to its end.
+    Ended(TaskEnd),
+    /// It cannot run here or now: leave it for later or for another worker.
+    Retry(String),
+}
+
+/// Runs the worker until `drain` turns true and its tasks are finished or
+/// handed over.
+pub async fn run(
+    mut fleet: Fleet,
+    store: Arc<dyn Store>,
+    opts: WorkerOptions,
+    mut drain: watch::Receiver<bool>,
+) -> Result<WorkerSummary> {
+    let opts = Arc::new(opts);
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut summary = WorkerSummary::default();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, String, Outcome)>();
+    let mut beat = tokio::time::interval(opts.lease / 3);
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    let mut draining = *drain.borrow();
+    let mut drain_deadline = None;
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                if let Err(e) = keep(&mut fleet, &opts, &running, summary.finished, draining).await {
+                    tracing::warn!("worker {} could not beat: {e}", opts.id);
+                }
+            }
+            Some((id, entry, outcome)) = done_rx.recv() => {
+                running.remove(&id);
+                match outcome {
+                    Outcome::Ended(end) => {
+                        summary.finished += 1;
+                        if let Err(e) = fleet.finished(&id, &entry, &opts.id, &end).await {
+                            // Its entry goes idle; the worker that takes it
+                            // finds the task's own record ended.
+                            tracing::warn!("worker {}: the end of task {id} not recorded: {e}", opts.id);
+                        }
+                    }
+                    Outcome::Retry(why) => {
+                        tracing::warn!("task {id} left for later: {why}");
+                        if let Err(e) = fleet.release(&id, &opts.id).await {
+                            tracing::warn!("worker {}: claim of {id} not dropped: {e}", opts.id);
+                        }
+                    }
+                }
+            }
+            changed = drain.changed(), if !draining => {
+                if changed.is_err() || *drain.borrow() {
+                    draining = true;
+                    drain_deadline = Some(tokio::time::Instant::now() + opts.drain);
+                    if let Err(e) = keep(&mut fleet, &opts, &running, summary.finished, draining).await {
+                        tracing::warn!("worker {} could not beat: {e}", opts.id);
+                    }
+                }
+            }
+            _ = poll.tick(), if !draining && running.len() < opts.max_tasks => {
+                if let Some(why) = full(&opts, &running) {
+                    tracing::debug!("worker {} takes no task: it runs {why}", opts.id);
+                    continue;
+                }
+                if let Err(e) = take(&mut fleet, &store, &opts, &mut running, &done_tx).await {
+                    tracing::warn!("worker {} could not take tasks: {e}", opts.id);
+                }
+            }
+        }
+        if draining && running.is_empty() {
+            break;
+        }
+        if drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            let entries: Vec<String> = running.values().map(|r| r.entry.clone()).collect();
+            fleet.touch_entries(&opts.id, &entries, 1 << 40).await?;
+            for id in running.keys() {
+                fleet.release(id, &opts.id).await?;
+            }
+            summary.handed_over = running.len() as u64;
+            break;
+        }
+    }
+    fleet.leave(&opts.id).await?;
+    Ok(summary)
+}
+
+/// Takes new and abandoned tasks up to the worker's room, and starts each
+/// whose claim it gets.
+async fn take(
+    fleet: &mut Fleet,
+    store: &Arc<dyn Store>,
+    opts: &Arc<WorkerOptions>,
+    running: &mut HashMap<String, Running>,
+    done_tx: &mpsc::UnboundedSender<(String, String, Outcome)>,
+) -> Result<()> {
+    // Each new task counts one agent at least against the agent limit.
+    let free = (opts.max_tasks - running.len()).min(
+        opts.max_agents
+            .map_or(usize::MAX, |m| m - live_agents(running)),
+    );
+    let mut taken = fleet.take_abandoned(&opts.id, opts.lease, free).await?;
+    if taken.len() < free {
+        taken.extend(
+            fleet
+                .take_new(&opts.id, free - taken.len(), Duration::ZERO)
+                .await?,
+        );
+    }
+    for (entry, id) in taken {
+        if running.contains_key(&id) {
+            continue;
+        }
+        if !fleet.claim(&id, &opts.id, opts.lease).await? {
+            continue; // a live worker runs it
+        }
+        let (cancel, cancelled) = watch::channel(false);
+        let coord = Arc::new(Mutex::new(None));
+        running.insert(
+            id.clone(),
+            Running {
+                entry: entry.clone(),
+                cancel,
+                coord: coord.clone(),
+            },
+        );
+        let (fleet, store, opts, done) =
+            (fleet.clone(), store.clone(), opts.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let outcome = run_task(fleet, store, &opts, &id, cancelled, coord).await;
+            let _ = done.send((id, entry, outcome));
+        });
+    }
+    Ok(())
+}
+
+/// One beat: the worker's health, its claims and entries kept, cancels passed on.
+async fn keep(
+    fleet: &mut Fleet,
+    opts: &WorkerOptions,
+    running: &HashMap<String, Running>,
+    finished: u64,
+    draining: bool,
+) -> Result<()> {
+    fleet
+        .beat(
+            &WorkerHealth {
+                id: opts.id.clone(),
+                running: running.len() as u64,
+                max_tasks: opts.max_tasks as u64,
+                finished,
+                agents: live_agents(running) as u64,
+                rss_mb: resident_memory() >> 20,
+                beat_ms: now_ms(),
+                draining,
+                roles: opts.roles.join(","),
+            },
+            opts.lease,
+        )
+        .await?;
+    let entries: Vec<String> = running.values().map(|r| r.entry.clone()).collect();
+    fleet.touch_entries(&opts.id, &entries, 0).await?;
+    for (id, run) in running {
+        if !fleet.renew(id, &opts.id, opts.lease).await? {
+            tracing::warn!("worker {} lost its claim of task {id}", opts.id);
+        }
+        if fleet.task(id).await?.is_some_and(|t| t.cancel) {
+            let _ = run.cancel.send(true);
+        }
+    }
+    Ok(())
+}
+
+/// Runs (or continues) task `id` to its end.
+async fn run_task(
+    mut fleet: Fleet,
+    store: Arc<dyn Store>,
+    opts: &WorkerOptions,
+    id: &str,
+    mut cancelled: watch::Receiver<bool>,
+    coord: Arc<Mutex<Option<Arc<Coordination>>>>,
+) -> Outcome {
+    let attempt = async {
+        let Some(record) = fleet.task(id).await? else {
+            return Ok(Outcome::Retry(format!("task {id} is not in the store")));
+        };
+        if record.state == "finished" || record.state == "cancelled" || record.cancel {
+            return Ok(Outcome::Ended(TaskEnd {
+                state: if record.state == "finished" {
+                    "finished"
+                } else {
+                    "cancelled"
+                }
+                .into(),
+                status: record.status.unwrap_or_else(|| "interrupted".into()),
+                exit_code: record.exit_code.unwrap_or(crate::error::exit::INTERRUPTED),
+                outputs: record.outputs.unwrap_or(serde_json::Value::Null),
+            }));
+        }
+        let task: Task = serde_json::from_str(&record.definition).map_err(|e| {
+            Error::bad_input(format!("task {id}"), format!("unreadable definition: {e}"))
+        })?;
+        let mut config = opts.config.clone();
+        match &opts.scripts {
+            Some(dir) => config.scripts = dir.clone(),
+            None => {
+                let bundle = fleet.bundle(&record.bundle).await?;
+                let cache = opts.cache.clone();
+                let (scripts, stdlib) =
+                    tokio::task::spawn_blocking(move || bundle.materialize(&cache))
+                        .await
+                        .map_err(|e| Error::Coordination(e.to_string()))??;
+                config.scripts = scripts;
+                config.stdlib = stdlib;
+            }
+        }
+        let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
+        if !opts.roles.is_empty() {
+            let needs = task_roles(&task, &registry);
+            if let Some(role) = needs.iter().find(|r| !opts.roles.contains(r)) {
+                return Ok(Outcome::Retry(format!(
+                    "this worker does not serve role {role}"
+                )));
+            }
+        }
+        fleet.started(id, &opts.id).await?;
+        let orchestrator = match store.task_get(id).await? {
+            None => Orchestrator::new(task, config, store, registry)?,
+            Some(r) if r.is_running() || r.status == RunStatus::Stopping => {
+                Orchestrator::resume(id, config, store, registry).await?
+            }
+            Some(r) => {
+                // Its last worker ran it to its end but died before recording it.
+                return Ok(Outcome::Ended(TaskEnd {
+                    state: "finished".into(),
+                    status: r.status.to_string(),
+                    // The report and its errors died with that worker: the
+                    // code of the status alone.
+                    exit_code: match r.status {
+                        RunStatus::Complete => crate::error::exit::OK,
+                        RunStatus::Timeout => crate::error::exit::TIMEOUT,
+                        RunStatus::Interrupted => crate::error::exit::INTERRUPTED,
+                        _ => crate::error::exit::TASK_FAILED,
+                    },
+                    outputs: serde_json::Value::Null,
+                }));
+            }
+        };
+        *coord.lock() = Some(orchestrator.coordination().clone());
+        let stopper = orchestrator.stopper();
+        let stop = tokio::spawn(async move {
+            if cancelled.wait_for(|c| *c).await.is_ok() {
+                stopper.stop();
+            }
+        });
+        let report = orchestrator.run().await;
+        stop.abort();
+        let cancel = fleet.task(id).await?.is_some_and(|t| t.cancel);
+        Ok::<_, Error>(Outcome::Ended(ended(report?, cancel)))
+    };
+    match attempt.await {
+        Ok(outcome) => outcome,
+        Err(e) if e.kind() == ErrorKind::BadInput || e.kind() == ErrorKind::Script => {
+            Outcome::Ended(TaskEnd {
+                state: "finished".into(),
+                status: format!("failed: {e}"),
+                exit_code: e.exit_code(),
+                outputs: serde_json::Value::Null,
+            })
+        }
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+/// The roles a task starts: its `agents` (or every role of its code) and
+/// those its spawn conditions start.
+fn task_roles(task: &Task, registry: &ScriptRegistry) -> Vec<String> {
+    let mut roles = task.agents.clone().unwrap_or_else(|| registry.roles());
+    roles.extend(task.spawn.iter().map(|c| c.agent.clone()));
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+fn ended(report: RunReport, cancel: bool) -> TaskEnd {
+    TaskEnd {
+        state: if cancel { "cancelled" } else { "finished" }.into(),
+        status: serde_json::to_value(report.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        exit_code: report.exit_code(),
+        outputs: serde_json::to_value(&report.outputs).unwrap_or_default(),
+    }
+}

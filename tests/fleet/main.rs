@@ -1,0 +1,13 @@
+//! The fleet through the binary on a real `redis-server` the tests start:
+//! workers that share submitted tasks, one killed and one drained mid-run,
+//! and the errors of bad input to `submit`, `status` and `cancel`.
+//!
+//! One test binary; each concern is a module beside this file.
+
+use orrery_test_support as common;
+
+mod bad_input;
+mod drain;
+mod limits;
+mod survive;
+mod util;
