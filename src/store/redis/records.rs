@@ -233,18 +233,7 @@ impl RecordStore for RedisStore {
         let mut removed = 0;
         let mut cursor: u64 = 0;
         loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .conn
-                .query("clean", || {
-                    let mut cmd = redis::cmd("SCAN");
-                    cmd.arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(CLEAN_BATCH);
-                    cmd
-                })
-                .await?;
+            let (next, batch) = self.scan_page("clean", &pattern, cursor).await?;
             if !batch.is_empty() {
                 let n: usize = self
                     .conn
@@ -274,18 +263,7 @@ impl RecordStore for RedisStore {
         let mut given = 0;
         let mut cursor: u64 = 0;
         loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .conn
-                .query("retain", || {
-                    let mut cmd = redis::cmd("SCAN");
-                    cmd.arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(CLEAN_BATCH);
-                    cmd
-                })
-                .await?;
+            let (next, batch) = self.scan_page("retain", &pattern, cursor).await?;
             if !batch.is_empty() {
                 let keys: Vec<&str> = batch.iter().map(String::as_str).collect();
                 let n: usize = self
@@ -315,6 +293,29 @@ impl RecordStore for RedisStore {
         count: usize,
     ) -> StoreResult<Vec<(String, String)>> {
         self.0.journal_read(task, after, count).await
+    }
+}
+
+impl RedisStore {
+    /// One page of the keys matching `pattern` (SCAN), with the cursor of
+    /// the next page (0 after the last).
+    async fn scan_page(
+        &self,
+        what: &str,
+        pattern: &str,
+        cursor: u64,
+    ) -> StoreResult<(u64, Vec<String>)> {
+        self.conn
+            .query(what, || {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(CLEAN_BATCH);
+                cmd
+            })
+            .await
     }
 }
 
