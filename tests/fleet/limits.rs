@@ -1,7 +1,7 @@
 //! A worker's limits: live agents across its tasks, resident memory.
 
-use crate::common::{Scratch, spawn_orrery};
-use crate::util::{ENV, PATIENCE, SLOW, server, submit, wait_state, worker};
+use crate::common::Scratch;
+use crate::util::{PATIENCE, SLOW, server, submit, wait_state, worker, worker_with};
 
 fn slow_task(scratch: &Scratch) -> &'static str {
     scratch.write(
@@ -17,25 +17,11 @@ fn a_worker_at_its_agent_limit_takes_no_more_tasks() {
     let scratch = Scratch::new(&[("slow.lua", SLOW)]);
     let a = submit(scratch.path(), &server, slow_task(&scratch));
     let b = submit(scratch.path(), &server, "slow.toml");
-    let cache = scratch.path().join("cache");
-    let mut w = spawn_orrery(
+    let w = worker_with(
         scratch.path(),
-        &[
-            "worker",
-            "--store",
-            &server.url(),
-            "--max-tasks",
-            "4",
-            "--max-agents-total",
-            "1",
-            "--lease",
-            "1500",
-            "--cache",
-            cache.to_str().unwrap(),
-        ],
-        ENV,
+        &server,
+        &["--max-tasks", "4", "--max-agents-total", "1"],
     );
-    w.wait_for("serving", PATIENCE);
     let a = wait_state(scratch.path(), &server, &a, "finished");
     let b = wait_state(scratch.path(), &server, &b, "finished");
     let (first, second) = if a["started_ms"].as_u64() < b["started_ms"].as_u64() {
@@ -56,23 +42,7 @@ fn a_worker_over_its_memory_limit_takes_no_task() {
     let server = server();
     let scratch = Scratch::new(&[("slow.lua", SLOW)]);
     let id = submit(scratch.path(), &server, slow_task(&scratch));
-    let cache = scratch.path().join("cache");
-    let mut full = spawn_orrery(
-        scratch.path(),
-        &[
-            "worker",
-            "--store",
-            &server.url(),
-            "--max-memory",
-            "1",
-            "--lease",
-            "1500",
-            "--cache",
-            cache.to_str().unwrap(),
-        ],
-        ENV,
-    );
-    full.wait_for("serving", PATIENCE);
+    let full = worker_with(scratch.path(), &server, &["--max-memory", "1"]);
     std::thread::sleep(std::time::Duration::from_millis(800));
     wait_state(scratch.path(), &server, &id, "queued");
     let other = worker(scratch.path(), &server, 1);
@@ -95,39 +65,8 @@ fn a_task_goes_to_a_worker_serving_its_roles() {
     let server = server();
     let scratch = Scratch::new(&[("slow.lua", SLOW)]);
     let id = submit(scratch.path(), &server, slow_task(&scratch));
-    let cache = scratch.path().join("cache");
-    let mut other = spawn_orrery(
-        scratch.path(),
-        &[
-            "worker",
-            "--store",
-            &server.url(),
-            "--roles",
-            "alpha,beta",
-            "--lease",
-            "1500",
-            "--cache",
-            cache.to_str().unwrap(),
-        ],
-        ENV,
-    );
-    other.wait_for("serving", PATIENCE);
-    let mut serving = spawn_orrery(
-        scratch.path(),
-        &[
-            "worker",
-            "--store",
-            &server.url(),
-            "--roles",
-            "slow",
-            "--lease",
-            "1500",
-            "--cache",
-            cache.to_str().unwrap(),
-        ],
-        ENV,
-    );
-    serving.wait_for("serving", PATIENCE);
+    let other = worker_with(scratch.path(), &server, &["--roles", "alpha,beta"]);
+    let serving = worker_with(scratch.path(), &server, &["--roles", "slow"]);
     let task = wait_state(scratch.path(), &server, &id, "finished");
     assert_eq!(task["status"], "complete", "{task:#}");
     let workers = task["workers"].as_array().unwrap();

@@ -42,26 +42,26 @@ pub fn worker(dir: &Path, server: &RedisServer, max: usize) -> Running {
 
 /// [`worker`] with a drain of `drain_ms`.
 pub fn worker_draining(dir: &Path, server: &RedisServer, max: usize, drain_ms: u64) -> Running {
-    let max = max.to_string();
-    let drain = drain_ms.to_string();
+    let (max, drain) = (max.to_string(), drain_ms.to_string());
+    worker_with(dir, server, &["--max-tasks", &max, "--drain", &drain])
+}
+
+/// A worker of the tests (a short lease, the scratch dir's script cache)
+/// with `extra` flags, once it serves.
+pub fn worker_with(dir: &Path, server: &RedisServer, extra: &[&str]) -> Running {
     let cache = dir.join("cache");
-    let mut w = spawn_orrery(
-        dir,
-        &[
-            "worker",
-            "--store",
-            &server.url(),
-            "--max-tasks",
-            &max,
-            "--lease",
-            "1500",
-            "--drain",
-            &drain,
-            "--cache",
-            cache.to_str().unwrap(),
-        ],
-        ENV,
-    );
+    let url = server.url();
+    let mut args = vec![
+        "worker",
+        "--store",
+        &url,
+        "--lease",
+        "1500",
+        "--cache",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut w = spawn_orrery(dir, &args, ENV);
     w.wait_for("serving", PATIENCE);
     w
 }
