@@ -7,7 +7,9 @@ use orrery::report::TaskStatus;
 use serde_json::json;
 
 use crate::common::Backend;
-use crate::util::{assert_clean, config, error_messages, output, run, show_report, task};
+use crate::util::{
+    assert_clean, config, error_messages, output, run, run_clean, show_report, task,
+};
 
 const TICKER: &str = r#"
 local M = {}
@@ -35,14 +37,7 @@ return M
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_after_and_cancel_run_callbacks_between_the_others() {
     for backend in Backend::all() {
-        let report = run(
-            backend,
-            &[("ticker.lua", TICKER)],
-            task("timers", ""),
-            Config::default(),
-        )
-        .await;
-        assert_clean(backend, &report);
+        let report = run_clean(backend, &[("ticker.lua", TICKER)], task("timers", "")).await;
         let order = output(&report, "order").as_array().unwrap().clone();
         assert_eq!(
             order.first(),

@@ -67,14 +67,20 @@ fn spans(bodies: &[Value]) -> HashMap<String, Span> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn spans_of_a_run_reach_a_local_otlp_endpoint_as_one_tree() {
+/// A local OTLP/HTTP endpoint that takes every trace export.
+async fn collector() -> MockServer {
     let collector = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/traces"))
         .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
         .mount(&collector)
         .await;
+    collector
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_of_a_run_reach_a_local_otlp_endpoint_as_one_tree() {
+    let collector = collector().await;
     let endpoint = collector.uri();
     let out = tokio::task::spawn_blocking(move || {
         orrery_env(
@@ -186,12 +192,7 @@ return M
 /// store call that waited (the host's own ones sit under the task or agent).
 #[tokio::test(flavor = "multi_thread")]
 async fn waits_on_files_programs_and_the_redis_store_are_spans_of_their_callback() {
-    let collector = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/traces"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
-        .mount(&collector)
-        .await;
+    let collector = collector().await;
     let endpoint = collector.uri();
     let out = tokio::task::spawn_blocking(move || {
         let server = RedisServer::start();
