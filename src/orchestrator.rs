@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{Id as TaskId, JoinSet};
 
-use crate::agent::AgentOutcome;
+use crate::agent::{AgentOutcome, Halt};
 use crate::config::Config;
 use crate::coordination::{Coordination, SpawnRequest, now_ms};
 use crate::error::{Error, ErrorKind, Result};
@@ -43,7 +43,7 @@ pub struct Orchestrator {
     spawn_rx: mpsc::UnboundedReceiver<SpawnRequest>,
     agents: JoinSet<AgentOutcome>,
     running: HashMap<TaskId, (String, String)>,
-    stop_tx: watch::Sender<bool>,
+    stop_tx: watch::Sender<Halt>,
     started: Vec<String>,
     errors: Vec<ReportedError>,
     next_index: HashMap<String, u32>,
@@ -52,7 +52,10 @@ pub struct Orchestrator {
     /// The refused LLM call that ended the task, once there is one.
     budget_error: Option<ReportedError>,
     reloader: Option<Reloader>,
-    stop_requests: (mpsc::UnboundedSender<()>, mpsc::UnboundedReceiver<()>),
+    stop_requests: (
+        mpsc::UnboundedSender<StopRequest>,
+        mpsc::UnboundedReceiver<StopRequest>,
+    ),
     mode: Mode,
     /// Other live processes take part in the task.
     shared: bool,
@@ -71,18 +74,42 @@ pub struct Orchestrator {
     resume: Vec<crate::store::AgentRecord>,
     /// Held open (see [`Orchestrator::hold_open`]).
     held: bool,
+    /// This process leaves the task to another (see [`Stopper::leave`]).
+    leaving: bool,
+    /// Its agents that left with their records as stored.
+    left: Vec<String>,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
 /// [`stop`](Self::stop) lets every agent finish the callback it is in and run
 /// its `stop` callback; a second one aborts the agents still running.
 #[derive(Clone)]
-pub struct Stopper(mpsc::UnboundedSender<()>);
+pub struct Stopper(mpsc::UnboundedSender<StopRequest>);
+
+/// What a [`Stopper`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopRequest {
+    Stop,
+    Leave,
+}
 
 impl Stopper {
     /// Asks the run to stop (see [`Stopper`]); does nothing once it has ended.
     pub fn stop(&self) {
-        let _ = self.0.send(());
+        let _ = self.0.send(StopRequest::Stop);
+    }
+
+    /// Asks this process to leave the task to another without ending it (a
+    /// worker's hand-over): its agents take no new event, finish the
+    /// callback they are in and end without `stop` and without a final
+    /// phase; the messages they held are given back; the process records
+    /// itself `left` and gives up the task's lease, so a `resume` takes the
+    /// task over at once. The run then returns a report with the status
+    /// [`TaskStatus::HandedOver`]. A second call cuts off the callbacks still
+    /// running (their agents are resumed from their records all the same).
+    /// A task whose end was already decided ends as it would have.
+    pub fn leave(&self) {
+        let _ = self.0.send(StopRequest::Leave);
     }
 }
 
@@ -152,7 +179,7 @@ impl Orchestrator {
             spawn_rx,
             agents: JoinSet::new(),
             running: HashMap::new(),
-            stop_tx: watch::channel(false).0,
+            stop_tx: watch::channel(Halt::Go).0,
             started: Vec::new(),
             errors: Vec::new(),
             next_index: HashMap::new(),
@@ -169,6 +196,8 @@ impl Orchestrator {
             lead: false,
             resume: Vec::new(),
             held: false,
+            leaving: false,
+            left: Vec::new(),
         })
     }
 
@@ -258,26 +287,41 @@ impl Orchestrator {
                         self.stop().await;
                     }
                 }
-                _ = self.coord.activity.changed(), if !watching && !self.held => {
+                _ = self.coord.activity.changed(), if !watching && !self.held && !self.leaving => {
                     if self.lead && self.is_quiet().await {
                         self.stop().await;
                     }
                 }
                 _ = self.coord.activity.moved(), if !self.lead => self.beat().await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
-                _ = quiet_poll.tick(), if !watching && !self.held && self.shared && self.lead && !self.stopping => {
+                _ = quiet_poll.tick(), if !watching && !self.held && self.shared && self.lead && !self.stopping && !self.leaving => {
                     if self.is_quiet().await {
                         self.stop().await;
                     }
                 }
-                Some(()) = self.stop_requests.1.recv() => {
-                    if end == End::Interrupted {
+                Some(request) = self.stop_requests.1.recv() => match request {
+                    StopRequest::Leave if self.leaving => {
+                        self.abandon_all().await;
+                        break;
+                    }
+                    // The end was decided: the task ends as it would have.
+                    StopRequest::Leave if self.stopping => {}
+                    StopRequest::Leave => {
+                        self.leaving = true;
+                        end = End::Left;
+                        let _ = self.stop_tx.send(Halt::Leave);
+                    }
+                    // Leaving: the process that resumes the task sees the cancel.
+                    StopRequest::Stop if self.leaving => {}
+                    StopRequest::Stop if end == End::Interrupted => {
                         self.abort_all(|id| Error::Interrupted { agent: id.to_string() }).await;
                         break;
                     }
-                    end = End::Interrupted;
-                    self.stop().await;
-                }
+                    StopRequest::Stop => {
+                        end = End::Interrupted;
+                        self.stop().await;
+                    }
+                },
                 _ = &mut deadline => {
                     end = End::TimedOut;
                     let limit_ms = self.coord.task.timeout;
@@ -301,13 +345,13 @@ impl Orchestrator {
     /// and, for the owner, no other process takes part any more (while one
     /// does, the owner waits for the whole task to go quiet).
     async fn is_over(&mut self) -> bool {
-        if self.held && !self.stopping {
+        if self.held && !self.stopping && !self.leaving {
             return false;
         }
         if !self.agents.is_empty() {
             return false;
         }
-        if self.stopping || !self.lead {
+        if self.stopping || self.leaving || !self.lead {
             return true;
         }
         self.refresh_shared().await;
@@ -317,7 +361,7 @@ impl Orchestrator {
     /// Stops every agent of this process (and, for the owner, records the end
     /// so joined processes stop theirs).
     async fn stop(&mut self) {
-        let _ = self.stop_tx.send(true);
+        let _ = self.stop_tx.send(Halt::Stop);
         if !self.stopping {
             self.stopping = true;
             if self.lead {
@@ -370,7 +414,11 @@ impl Orchestrator {
         // Read past the blackboard's counters: they were just flushed, and the
         // store's totals must equal the report's.
         let outputs = coord.blackboard.outputs_uncounted().await?;
-        for (queue, count) in coord.bus.undelivered().await? {
+        let undelivered = match end {
+            End::Left => Vec::new(),
+            _ => coord.bus.undelivered().await?,
+        };
+        for (queue, count) in undelivered {
             self.errors.push(ReportedError {
                 agent: "host".into(),
                 kind: ErrorKind::Undelivered,
@@ -383,6 +431,18 @@ impl Orchestrator {
                 allowed: false,
                 count: 1,
                 exit_code: crate::error::exit::OK,
+            });
+        }
+        if end == End::Left {
+            // What is undelivered or missing is the resuming process's to see.
+            return Ok(RunReport {
+                task_id: coord.task.id.clone(),
+                status: TaskStatus::HandedOver,
+                duration_ms: started_at.elapsed().as_millis() as u64,
+                agents_used: self.started.clone(),
+                outputs,
+                errors: crate::report::collapse(std::mem::take(&mut self.errors)),
+                metrics: coord.metrics.snapshot(&BTreeMap::new(), Some(now_ms())),
             });
         }
         self.report_dead_letters().await?;
@@ -408,7 +468,9 @@ impl Orchestrator {
         if let Some(spent) = self.budget_error.take() {
             self.errors.insert(0, spent);
         }
-        let status = if end == End::TimedOut {
+        let status = if end == End::Left {
+            TaskStatus::HandedOver
+        } else if end == End::TimedOut {
             TaskStatus::Timeout
         } else if end == End::Interrupted {
             TaskStatus::Interrupted
@@ -498,4 +560,6 @@ enum End {
     TimedOut,
     /// A [`Stopper`] (Ctrl-C) stopped it.
     Interrupted,
+    /// This process left the task to another ([`Stopper::leave`]).
+    Left,
 }

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::coordination::{Coordination, now_ms};
 use crate::error::{Error, ErrorKind, Result};
 use crate::orchestrator::Orchestrator;
-use crate::report::RunReport;
+use crate::report::{RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
 use crate::store::{RunStatus, Store};
 use crate::task::Task;
@@ -75,9 +75,19 @@ pub fn worker_id() -> String {
 
 struct Running {
     entry: String,
-    cancel: watch::Sender<bool>,
+    orders: watch::Sender<Orders>,
     /// The task's primitives once its orchestrator exists (its live agents).
     coord: Arc<Mutex<Option<Arc<Coordination>>>>,
+}
+
+/// What the worker asks of a task it runs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Orders {
+    /// Its cancel was asked for: stop it (its agents run `stop`).
+    cancel: bool,
+    /// Leave it to another worker: once at a callback boundary, a second
+    /// time cutting the callbacks off (see `Stopper::leave`).
+    leave: u8,
 }
 
 /// Live agents of the running tasks; a task counts one at least (its
@@ -140,6 +150,9 @@ enum Outcome {
     Ended(TaskEnd),
     /// It cannot run here or now: leave it for later or for another worker.
     Retry(String),
+    /// The worker drains: the task goes on elsewhere (its agents left at a
+    /// callback boundary, or it had not started here).
+    HandedOver,
 }
 
 /// Runs the worker until `drain` turns true and its tasks are finished or
@@ -157,7 +170,9 @@ pub async fn run(
     let mut beat = tokio::time::interval(opts.lease / 3);
     let mut poll = tokio::time::interval(Duration::from_millis(20));
     let mut draining = *drain.borrow();
-    let mut drain_deadline = None;
+    // When the callbacks still running are cut off, and when the worker
+    // exits whatever still runs (as a kill would).
+    let (mut cut_at, mut exit_at) = (None, None);
     loop {
         tokio::select! {
             _ = beat.tick() => {
@@ -182,16 +197,51 @@ pub async fn run(
                             tracing::warn!("worker {}: claim of {id} not dropped: {e}", opts.id);
                         }
                     }
+                    Outcome::HandedOver => {
+                        summary.handed_over += 1;
+                        if let Err(e) = hand_over(&mut fleet, &opts.id, &[(id.clone(), entry)]).await {
+                            // Its entry goes idle after a lease all the same.
+                            tracing::warn!("worker {}: task {id} not handed over at once: {e}", opts.id);
+                        }
+                    }
                 }
             }
             changed = drain.changed(), if !draining => {
                 if changed.is_err() || *drain.borrow() {
                     draining = true;
-                    drain_deadline = Some(tokio::time::Instant::now() + opts.drain);
+                    let now = tokio::time::Instant::now();
+                    cut_at = Some(now + opts.drain);
+                    exit_at = Some(now + opts.drain + opts.lease / 3);
+                    for run in running.values() {
+                        run.orders.send_modify(|o| o.leave += 1);
+                    }
                     if let Err(e) = keep(&mut fleet, &opts, &running, summary.finished, draining).await {
                         tracing::warn!("worker {} could not beat: {e}", opts.id);
                     }
                 }
+            }
+            _ = sleep_until(cut_at), if cut_at.is_some() => {
+                cut_at = None;
+                tracing::warn!(
+                    "worker {}: callbacks still running after the drain ({} ms) are cut off",
+                    opts.id,
+                    opts.drain.as_millis()
+                );
+                for run in running.values() {
+                    run.orders.send_modify(|o| o.leave += 1);
+                }
+            }
+            _ = sleep_until(exit_at), if exit_at.is_some() => {
+                // Tasks that never reached their agents (a resume waiting
+                // out a dead worker's heartbeats): handed over as a kill
+                // would leave them.
+                let rest: Vec<(String, String)> = running
+                    .iter()
+                    .map(|(id, r)| (id.clone(), r.entry.clone()))
+                    .collect();
+                summary.handed_over += rest.len() as u64;
+                hand_over(&mut fleet, &opts.id, &rest).await?;
+                break;
             }
             _ = poll.tick(), if !draining && running.len() < opts.max_tasks => {
                 if let Some(why) = full(&opts, &running) {
@@ -206,18 +256,28 @@ pub async fn run(
         if draining && running.is_empty() {
             break;
         }
-        if drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            let entries: Vec<String> = running.values().map(|r| r.entry.clone()).collect();
-            fleet.touch_entries(&opts.id, &entries, 1 << 40).await?;
-            for id in running.keys() {
-                fleet.release(id, &opts.id).await?;
-            }
-            summary.handed_over = running.len() as u64;
-            break;
-        }
     }
     fleet.leave(&opts.id).await?;
     Ok(summary)
+}
+
+/// Sleeps until `at`; never returns for `None`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Gives `tasks` (id, Stream entry) to the other workers at once: their
+/// entries look abandoned, their claims are dropped.
+async fn hand_over(fleet: &mut Fleet, worker: &str, tasks: &[(String, String)]) -> Result<()> {
+    let entries: Vec<String> = tasks.iter().map(|(_, e)| e.clone()).collect();
+    fleet.touch_entries(worker, &entries, 1 << 40).await?;
+    for (id, _) in tasks {
+        fleet.release(id, worker).await?;
+    }
+    Ok(())
 }
 
 /// Takes new and abandoned tasks up to the worker's room, and starts each
@@ -249,20 +309,20 @@ async fn take(
         if !fleet.claim(&id, &opts.id, opts.lease).await? {
             continue; // a live worker runs it
         }
-        let (cancel, cancelled) = watch::channel(false);
+        let (orders, orders_rx) = watch::channel(Orders::default());
         let coord = Arc::new(Mutex::new(None));
         running.insert(
             id.clone(),
             Running {
                 entry: entry.clone(),
-                cancel,
+                orders,
                 coord: coord.clone(),
             },
         );
         let (fleet, store, opts, done) =
             (fleet.clone(), store.clone(), opts.clone(), done_tx.clone());
         tokio::spawn(async move {
-            let outcome = run_task(fleet, store, &opts, &id, cancelled, coord).await;
+            let outcome = run_task(fleet, store, &opts, &id, orders_rx, coord).await;
             let _ = done.send((id, entry, outcome));
         });
     }
@@ -300,7 +360,8 @@ async fn keep(
             tracing::warn!("worker {} lost its claim of task {id}", opts.id);
         }
         if fleet.task(id).await?.is_some_and(|t| t.cancel) {
-            let _ = run.cancel.send(true);
+            run.orders
+                .send_if_modified(|o| !std::mem::replace(&mut o.cancel, true));
         }
     }
     Ok(())
@@ -312,7 +373,7 @@ async fn run_task(
     store: Arc<dyn Store>,
     opts: &WorkerOptions,
     id: &str,
-    mut cancelled: watch::Receiver<bool>,
+    mut orders: watch::Receiver<Orders>,
     coord: Arc<Mutex<Option<Arc<Coordination>>>>,
 ) -> Outcome {
     let attempt = async {
@@ -358,6 +419,9 @@ async fn run_task(
                 )));
             }
         }
+        if orders.borrow().leave > 0 {
+            return Ok(Outcome::HandedOver);
+        }
         fleet.started(id, &opts.id).await?;
         let orchestrator = match store.task_get(id).await? {
             None => Orchestrator::new(task, config, store, registry)?,
@@ -383,15 +447,31 @@ async fn run_task(
         };
         *coord.lock() = Some(orchestrator.coordination().clone());
         let stopper = orchestrator.stopper();
-        let stop = tokio::spawn(async move {
-            if cancelled.wait_for(|c| *c).await.is_ok() {
-                stopper.stop();
+        let forward = tokio::spawn(async move {
+            let (mut cancelled, mut left) = (false, 0);
+            loop {
+                let now = *orders.borrow_and_update();
+                if now.cancel && !cancelled {
+                    cancelled = true;
+                    stopper.stop();
+                }
+                while left < now.leave {
+                    left += 1;
+                    stopper.leave();
+                }
+                if orders.changed().await.is_err() {
+                    return;
+                }
             }
         });
         let report = orchestrator.run().await;
-        stop.abort();
+        forward.abort();
+        let report = report?;
+        if report.status == TaskStatus::HandedOver {
+            return Ok(Outcome::HandedOver);
+        }
         let cancel = fleet.task(id).await?.is_some_and(|t| t.cancel);
-        Ok::<_, Error>(Outcome::Ended(ended(report?, cancel)))
+        Ok::<_, Error>(Outcome::Ended(ended(report, cancel)))
     };
     match attempt.await {
         Ok(outcome) => outcome,
