@@ -22,12 +22,15 @@ use tokio::sync::{mpsc, watch};
 use super::{Fleet, TaskEnd, WorkerHealth};
 use crate::config::Config;
 use crate::coordination::{Coordination, now_ms};
-use crate::error::{Error, ErrorKind, Result};
-use crate::orchestrator::Orchestrator;
-use crate::report::{RunReport, TaskStatus};
-use crate::scripts::ScriptRegistry;
-use crate::store::{RunStatus, Store};
-use crate::task::Task;
+use crate::error::Result;
+use crate::store::Store;
+
+mod limits;
+mod task;
+
+pub use limits::resident_memory;
+use limits::{full, live_agents};
+use task::run_task;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -88,60 +91,6 @@ struct Orders {
     /// Leave it to another worker: once at a callback boundary, a second
     /// time cutting the callbacks off (see `Stopper::leave`).
     leave: u8,
-}
-
-/// Live agents of the running tasks; a task counts one at least (its
-/// agents may not have started yet), so a limit holds from its take.
-fn live_agents(running: &HashMap<String, Running>) -> usize {
-    running
-        .values()
-        .map(|r| {
-            r.coord
-                .lock()
-                .as_ref()
-                .map_or(1, |c| c.spawner.live().max(1))
-        })
-        .sum()
-}
-
-/// The process's resident memory (bytes), from `/proc/self/statm`; 0 where
-/// there is none.
-pub fn resident_memory() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * page.max(0) as u64
-}
-
-/// Why the worker takes no task now, if it is full.
-fn full(opts: &WorkerOptions, running: &HashMap<String, Running>) -> Option<String> {
-    if running.len() >= opts.max_tasks {
-        return Some(format!("{} tasks", running.len()));
-    }
-    if let Some(max) = opts.max_agents {
-        let live = live_agents(running);
-        if live >= max {
-            return Some(format!("{live} agents (--max-agents-total {max})"));
-        }
-    }
-    if let Some(max) = opts.max_memory {
-        let rss = resident_memory();
-        if rss >= max {
-            return Some(format!(
-                "{} MB resident (--max-memory {} MB)",
-                rss >> 20,
-                max >> 20
-            ));
-        }
-    }
-    None
 }
 
 /// What a task's run came to.
@@ -365,146 +314,4 @@ async fn keep(
         }
     }
     Ok(())
-}
-
-/// Runs (or continues) task `id` to its end.
-async fn run_task(
-    mut fleet: Fleet,
-    store: Arc<dyn Store>,
-    opts: &WorkerOptions,
-    id: &str,
-    mut orders: watch::Receiver<Orders>,
-    coord: Arc<Mutex<Option<Arc<Coordination>>>>,
-) -> Outcome {
-    let attempt = async {
-        let Some(record) = fleet.task(id).await? else {
-            return Ok(Outcome::Retry(format!("task {id} is not in the store")));
-        };
-        if record.state == "finished" || record.state == "cancelled" || record.cancel {
-            return Ok(Outcome::Ended(TaskEnd {
-                state: if record.state == "finished" {
-                    "finished"
-                } else {
-                    "cancelled"
-                }
-                .into(),
-                status: record.status.unwrap_or_else(|| "interrupted".into()),
-                exit_code: record.exit_code.unwrap_or(crate::error::exit::INTERRUPTED),
-                outputs: record.outputs.unwrap_or(serde_json::Value::Null),
-            }));
-        }
-        let task: Task = serde_json::from_str(&record.definition).map_err(|e| {
-            Error::bad_input(format!("task {id}"), format!("unreadable definition: {e}"))
-        })?;
-        let mut config = opts.config.clone();
-        match &opts.scripts {
-            Some(dir) => config.scripts = dir.clone(),
-            None => {
-                let bundle = fleet.bundle(&record.bundle).await?;
-                let cache = opts.cache.clone();
-                let (scripts, stdlib) =
-                    tokio::task::spawn_blocking(move || bundle.materialize(&cache))
-                        .await
-                        .map_err(|e| Error::Coordination(e.to_string()))??;
-                config.scripts = scripts;
-                config.stdlib = stdlib;
-            }
-        }
-        let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
-        if !opts.roles.is_empty() {
-            let needs = task_roles(&task, &registry);
-            if let Some(role) = needs.iter().find(|r| !opts.roles.contains(r)) {
-                return Ok(Outcome::Retry(format!(
-                    "this worker does not serve role {role}"
-                )));
-            }
-        }
-        if orders.borrow().leave > 0 {
-            return Ok(Outcome::HandedOver);
-        }
-        fleet.started(id, &opts.id).await?;
-        let orchestrator = match store.task_get(id).await? {
-            None => Orchestrator::new(task, config, store, registry)?,
-            Some(r) if r.is_running() || r.status == RunStatus::Stopping => {
-                Orchestrator::resume(id, config, store, registry).await?
-            }
-            Some(r) => {
-                // Its last worker ran it to its end but died before recording it.
-                return Ok(Outcome::Ended(TaskEnd {
-                    state: "finished".into(),
-                    status: r.status.to_string(),
-                    // The report and its errors died with that worker: the
-                    // code of the status alone.
-                    exit_code: match r.status {
-                        RunStatus::Complete => crate::error::exit::OK,
-                        RunStatus::Timeout => crate::error::exit::TIMEOUT,
-                        RunStatus::Interrupted => crate::error::exit::INTERRUPTED,
-                        _ => crate::error::exit::TASK_FAILED,
-                    },
-                    outputs: serde_json::Value::Null,
-                }));
-            }
-        };
-        *coord.lock() = Some(orchestrator.coordination().clone());
-        let stopper = orchestrator.stopper();
-        let forward = tokio::spawn(async move {
-            let (mut cancelled, mut left) = (false, 0);
-            loop {
-                let now = *orders.borrow_and_update();
-                if now.cancel && !cancelled {
-                    cancelled = true;
-                    stopper.stop();
-                }
-                while left < now.leave {
-                    left += 1;
-                    stopper.leave();
-                }
-                if orders.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-        let report = orchestrator.run().await;
-        forward.abort();
-        let report = report?;
-        if report.status == TaskStatus::HandedOver {
-            return Ok(Outcome::HandedOver);
-        }
-        let cancel = fleet.task(id).await?.is_some_and(|t| t.cancel);
-        Ok::<_, Error>(Outcome::Ended(ended(report, cancel)))
-    };
-    match attempt.await {
-        Ok(outcome) => outcome,
-        Err(e) if e.kind() == ErrorKind::BadInput || e.kind() == ErrorKind::Script => {
-            Outcome::Ended(TaskEnd {
-                state: "finished".into(),
-                status: format!("failed: {e}"),
-                exit_code: e.exit_code(),
-                outputs: serde_json::Value::Null,
-            })
-        }
-        Err(e) => Outcome::Retry(e.to_string()),
-    }
-}
-
-/// The roles a task starts: its `agents` (or every role of its code) and
-/// those its spawn conditions start.
-fn task_roles(task: &Task, registry: &ScriptRegistry) -> Vec<String> {
-    let mut roles = task.agents.clone().unwrap_or_else(|| registry.roles());
-    roles.extend(task.spawn.iter().map(|c| c.agent.clone()));
-    roles.sort();
-    roles.dedup();
-    roles
-}
-
-fn ended(report: RunReport, cancel: bool) -> TaskEnd {
-    TaskEnd {
-        state: if cancel { "cancelled" } else { "finished" }.into(),
-        status: serde_json::to_value(report.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        exit_code: report.exit_code(),
-        outputs: serde_json::to_value(&report.outputs).unwrap_or_default(),
-    }
 }

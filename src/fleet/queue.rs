@@ -1,0 +1,111 @@
+//! The Stream of submitted tasks, `fleet:submitted`, read by the workers
+//! through the consumer group `workers`: each entry goes to one worker,
+//! which re-claims it at every beat; an entry idle for a lease is a dead
+//! worker's, for another to take.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+
+use super::{Fleet, GROUP, SUBMITTED, store_error};
+use crate::error::Result;
+
+impl Fleet {
+    /// New entries for `worker`, at most `count`, waiting up to `block`
+    /// (not at all when zero; a wait holds this connection).
+    pub async fn take_new(
+        &mut self,
+        worker: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<(String, String)>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(worker)
+            .arg("COUNT")
+            .arg(count);
+        // BLOCK 0 would wait for ever, holding the shared connection.
+        if !block.is_zero() {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        let reply: Option<StreamReadReply> = cmd
+            .arg("STREAMS")
+            .arg(SUBMITTED)
+            .arg(">")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(store_error)?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .filter_map(|e| {
+                let id: Option<String> = e.get("id");
+                id.map(|id| (e.id, id))
+            })
+            .collect())
+    }
+
+    /// Entries whose worker has not re-claimed them for `idle` (it is gone),
+    /// now `worker`'s, at most `count`.
+    pub async fn take_abandoned(
+        &mut self,
+        worker: &str,
+        idle: Duration,
+        count: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(SUBMITTED)
+            .arg(GROUP)
+            .arg(worker)
+            .arg(idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(store_error)?;
+        Ok(reply
+            .claimed
+            .into_iter()
+            .filter_map(|e| {
+                let id: Option<String> = e.get("id");
+                id.map(|id| (e.id, id))
+            })
+            .collect())
+    }
+
+    /// Re-claims `entries` to `worker`, resetting their idle time (`idle`
+    /// zero: still mine), or making them look abandoned at once (`idle`
+    /// large: a hand-over).
+    pub async fn touch_entries(
+        &mut self,
+        worker: &str,
+        entries: &[String],
+        idle: u64,
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(SUBMITTED).arg(GROUP).arg(worker).arg(0);
+        for e in entries {
+            cmd.arg(e);
+        }
+        cmd.arg("IDLE").arg(idle).arg("JUSTID");
+        cmd.query_async::<redis::Value>(&mut self.conn)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Acknowledges `entry` without running it (a cancelled task).
+    pub async fn drop_entry(&mut self, entry: &str) -> Result<()> {
+        self.conn
+            .xack::<_, _, _, ()>(SUBMITTED, GROUP, &[entry])
+            .await
+            .map_err(store_error)
+    }
+}
