@@ -53,4 +53,13 @@ impl Fleet {
             .map_err(store_error)?;
         Ok(())
     }
+
+    /// The worker holding the claim of task `id`, if one does.
+    pub async fn holder(&mut self, id: &str) -> Result<Option<String>> {
+        redis::cmd("GET")
+            .arg(format!("fleet:claim:{id}"))
+            .query_async(&mut self.conn)
+            .await
+            .map_err(store_error)
+    }
 }

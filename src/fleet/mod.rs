@@ -59,6 +59,14 @@ impl Fleet {
     /// Connects to the server of `url` (a redis:// or rediss:// URL) and makes
     /// sure the submission Stream and its group exist.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Fleet> {
+        let mut fleet = Fleet::open(url, timeout).await?;
+        fleet.ensure_group().await?;
+        Ok(fleet)
+    }
+
+    /// Connects to the server of `url` without making anything there (to
+    /// read or remove records).
+    pub async fn open(url: &str, timeout: Duration) -> Result<Fleet> {
         crate::store::check_url(url).map_err(|m| Error::bad_input("flag --store", m))?;
         if url == "memory" {
             return Err(Error::bad_input(
@@ -76,9 +84,7 @@ impl Fleet {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| Error::Coordination(format!("store {shown} unreachable: {e}")))?;
-        let mut fleet = Fleet { conn, url: shown };
-        fleet.ensure_group().await?;
-        Ok(fleet)
+        Ok(Fleet { conn, url: shown })
     }
 
     /// The server, as shown in messages (password hidden).

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use redis::AsyncCommands;
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 
 use super::{Fleet, GROUP, SUBMITTED, store_error};
@@ -99,13 +98,5 @@ impl Fleet {
             .await
             .map_err(store_error)?;
         Ok(())
-    }
-
-    /// Acknowledges `entry` without running it (a cancelled task).
-    pub async fn drop_entry(&mut self, entry: &str) -> Result<()> {
-        self.conn
-            .xack::<_, _, _, ()>(SUBMITTED, GROUP, &[entry])
-            .await
-            .map_err(store_error)
     }
 }

@@ -9,5 +9,6 @@ use orrery_test_support as common;
 mod bad_input;
 mod drain;
 mod limits;
+mod records;
 mod survive;
 mod util;

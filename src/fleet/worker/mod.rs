@@ -113,6 +113,7 @@ pub async fn run(
     mut drain: watch::Receiver<bool>,
 ) -> Result<WorkerSummary> {
     let opts = Arc::new(opts);
+    let retention = Duration::from_secs(opts.config.retention);
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut summary = WorkerSummary::default();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, String, Outcome)>();
@@ -134,7 +135,7 @@ pub async fn run(
                 match outcome {
                     Outcome::Ended(end) => {
                         summary.finished += 1;
-                        if let Err(e) = fleet.finished(&id, &entry, &opts.id, &end).await {
+                        if let Err(e) = fleet.finished(&id, &entry, &opts.id, &end, retention).await {
                             // Its entry goes idle; the worker that takes it
                             // finds the task's own record ended.
                             tracing::warn!("worker {}: the end of task {id} not recorded: {e}", opts.id);
