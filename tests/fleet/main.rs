@@ -9,6 +9,7 @@ use orrery_test_support as common;
 mod bad_input;
 mod drain;
 mod limits;
+mod metrics;
 mod records;
 mod survive;
 mod util;

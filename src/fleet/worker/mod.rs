@@ -23,6 +23,7 @@ use super::{Fleet, TaskEnd, WorkerHealth};
 use crate::config::Config;
 use crate::coordination::{Coordination, now_ms};
 use crate::error::Result;
+use crate::observe::prometheus::{Exporter, WorkerGauges};
 use crate::store::Store;
 
 mod limits;
@@ -56,6 +57,11 @@ pub struct WorkerOptions {
     pub max_memory: Option<u64>,
     /// Settings of every task it runs.
     pub config: Config,
+    /// The metrics endpoint (`--metrics-addr`): every task's run is counted
+    /// there.
+    pub metrics: Option<Exporter>,
+    /// Its own gauges on that endpoint, set at every beat.
+    pub gauges: Option<WorkerGauges>,
 }
 
 /// What a worker did, for its exit line.
@@ -135,6 +141,9 @@ pub async fn run(
                 match outcome {
                     Outcome::Ended(end) => {
                         summary.finished += 1;
+                        if let Some(g) = &opts.gauges {
+                            g.finished.inc();
+                        }
                         if let Err(e) = fleet.finished(&id, &entry, &opts.id, &end, retention).await {
                             // Its entry goes idle; the worker that takes it
                             // finds the task's own record ended.
@@ -149,6 +158,9 @@ pub async fn run(
                     }
                     Outcome::HandedOver => {
                         summary.handed_over += 1;
+                        if let Some(g) = &opts.gauges {
+                            g.handed_over.inc();
+                        }
                         if let Err(e) = hand_over(&mut fleet, &opts.id, &[(id.clone(), entry)]).await {
                             // Its entry goes idle after a lease all the same.
                             tracing::warn!("worker {}: task {id} not handed over at once: {e}", opts.id);
@@ -287,32 +299,39 @@ async fn keep(
     finished: u64,
     draining: bool,
 ) -> Result<()> {
-    fleet
-        .beat(
-            &WorkerHealth {
-                id: opts.id.clone(),
-                running: running.len() as u64,
-                max_tasks: opts.max_tasks as u64,
-                finished,
-                agents: live_agents(running) as u64,
-                rss_mb: resident_memory() >> 20,
-                beat_ms: now_ms(),
-                draining,
-                roles: opts.roles.join(","),
-            },
-            opts.lease,
-        )
-        .await?;
+    let health = WorkerHealth {
+        id: opts.id.clone(),
+        running: running.len() as u64,
+        max_tasks: opts.max_tasks as u64,
+        finished,
+        agents: live_agents(running) as u64,
+        rss_mb: resident_memory() >> 20,
+        beat_ms: now_ms(),
+        draining,
+        roles: opts.roles.join(","),
+    };
+    fleet.beat(&health, opts.lease).await?;
     let entries: Vec<String> = running.values().map(|r| r.entry.clone()).collect();
     fleet.touch_entries(&opts.id, &entries, 0).await?;
+    let mut claims = 0;
     for (id, run) in running {
-        if !fleet.renew(id, &opts.id, opts.lease).await? {
+        if fleet.renew(id, &opts.id, opts.lease).await? {
+            claims += 1;
+        } else {
             tracing::warn!("worker {} lost its claim of task {id}", opts.id);
         }
         if fleet.task(id).await?.is_some_and(|t| t.cancel) {
             run.orders
                 .send_if_modified(|o| !std::mem::replace(&mut o.cancel, true));
         }
+    }
+    if let Some(gauges) = &opts.gauges {
+        gauges.tasks_running.set(health.running as i64);
+        gauges.max_tasks.set(health.max_tasks as i64);
+        gauges.agents.set(health.agents as i64);
+        gauges.memory.set(resident_memory() as i64);
+        gauges.claims.set(claims);
+        gauges.draining.set(draining as i64);
     }
     Ok(())
 }

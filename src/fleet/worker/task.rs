@@ -96,6 +96,9 @@ pub(super) async fn run_task(
             }
         };
         *coord.lock() = Some(orchestrator.coordination().clone());
+        if let Some(metrics) = &opts.metrics {
+            metrics.attach(orchestrator.coordination());
+        }
         let stopper = orchestrator.stopper();
         let forward = tokio::spawn(async move {
             let (mut cancelled, mut left) = (false, 0);
