@@ -78,6 +78,8 @@ pub struct Orchestrator {
     leaving: bool,
     /// Its agents that left with their records as stored.
     left: Vec<String>,
+    /// Watch mode (see [`Orchestrator::watch`]).
+    watching: bool,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -198,6 +200,7 @@ impl Orchestrator {
             held: false,
             leaving: false,
             left: Vec::new(),
+            watching: false,
         })
     }
 
@@ -210,12 +213,23 @@ impl Orchestrator {
     /// this run, and keeps the task running when it goes quiet. Fails when a
     /// directory cannot be watched.
     pub fn watch(&mut self, options: ReloadOptions) -> Result<()> {
+        self.reload_on_edit(options)?;
+        self.watching = true;
+        Ok(())
+    }
+
+    /// Hot reload of the scripts and stdlib directories for this run,
+    /// without watch mode: the task still ends when it goes quiet (a
+    /// worker running its developer's own `--scripts`). Fails when a
+    /// directory cannot be watched.
+    pub fn reload_on_edit(&mut self, options: ReloadOptions) -> Result<()> {
         let reloader = Reloader::start(self.registry.clone(), self.coord.clone(), options)?;
         self.reloader = Some(reloader);
         Ok(())
     }
 
-    /// Reloads from now on; `None` unless [`watch`](Self::watch) was called.
+    /// Reloads from now on; `None` unless [`watch`](Self::watch) or
+    /// [`reload_on_edit`](Self::reload_on_edit) was called.
     pub fn reload_events(&self) -> Option<tokio::sync::broadcast::Receiver<ReloadEvent>> {
         self.reloader.as_ref().map(Reloader::subscribe)
     }
@@ -265,7 +279,7 @@ impl Orchestrator {
         let mut heartbeat = tokio::time::interval(self.coord.presence.interval());
         let mut quiet_poll = tokio::time::interval(QUIET_POLL);
         let mut end = End::Finished;
-        let watching = self.reloader.is_some();
+        let watching = self.watching;
         while !self.is_over().await {
             if self.fenced {
                 // No stop callbacks: they would act on a task that went on

@@ -11,5 +11,6 @@ mod drain;
 mod limits;
 mod metrics;
 mod records;
+mod reload;
 mod survive;
 mod util;

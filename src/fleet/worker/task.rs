@@ -73,7 +73,7 @@ pub(super) async fn run_task(
             return Ok(Outcome::HandedOver);
         }
         fleet.started(id, &opts.id).await?;
-        let orchestrator = match store.task_get(id).await? {
+        let mut orchestrator = match store.task_get(id).await? {
             None => Orchestrator::new(task, config, store, registry)?,
             Some(r) if r.is_running() || r.status == RunStatus::Stopping => {
                 Orchestrator::resume(id, config, store, registry).await?
@@ -96,6 +96,10 @@ pub(super) async fn run_task(
             }
         };
         *coord.lock() = Some(orchestrator.coordination().clone());
+        if opts.scripts.is_some() {
+            // A developer's own worker: edits reach its running tasks.
+            orchestrator.reload_on_edit(crate::reload::ReloadOptions::default())?;
+        }
         if let Some(metrics) = &opts.metrics {
             metrics.attach(orchestrator.coordination());
         }
