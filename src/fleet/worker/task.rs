@@ -8,10 +8,11 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::{Orders, Outcome, WorkerOptions};
+use crate::config::Config;
 use crate::coordination::Coordination;
-use crate::error::{Error, ErrorKind};
-use crate::fleet::{Fleet, TaskEnd};
-use crate::orchestrator::Orchestrator;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fleet::{Fleet, FleetTask, TaskEnd};
+use crate::orchestrator::{Orchestrator, Stopper};
 use crate::report::{RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
 use crate::store::{RunStatus, Store};
@@ -23,43 +24,20 @@ pub(super) async fn run_task(
     store: Arc<dyn Store>,
     opts: &WorkerOptions,
     id: &str,
-    mut orders: watch::Receiver<Orders>,
+    orders: watch::Receiver<Orders>,
     coord: Arc<Mutex<Option<Arc<Coordination>>>>,
 ) -> Outcome {
     let attempt = async {
         let Some(record) = fleet.task(id).await? else {
             return Ok(Outcome::Retry(format!("task {id} is not in the store")));
         };
-        if record.state == "finished" || record.state == "cancelled" || record.cancel {
-            return Ok(Outcome::Ended(TaskEnd {
-                state: if record.state == "finished" {
-                    "finished"
-                } else {
-                    "cancelled"
-                }
-                .into(),
-                status: record.status.unwrap_or_else(|| "interrupted".into()),
-                exit_code: record.exit_code.unwrap_or(crate::error::exit::INTERRUPTED),
-                outputs: record.outputs.unwrap_or(serde_json::Value::Null),
-            }));
+        if let Some(end) = recorded_end(&record) {
+            return Ok(Outcome::Ended(end));
         }
         let task: Task = serde_json::from_str(&record.definition).map_err(|e| {
             Error::bad_input(format!("task {id}"), format!("unreadable definition: {e}"))
         })?;
-        let mut config = opts.config.clone();
-        match &opts.scripts {
-            Some(dir) => config.scripts = dir.clone(),
-            None => {
-                let bundle = fleet.bundle(&record.bundle).await?;
-                let cache = opts.cache.clone();
-                let (scripts, stdlib) =
-                    tokio::task::spawn_blocking(move || bundle.materialize(&cache))
-                        .await
-                        .map_err(|e| Error::Coordination(e.to_string()))??;
-                config.scripts = scripts;
-                config.stdlib = stdlib;
-            }
-        }
+        let config = code_of(&mut fleet, opts, &record).await?;
         let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
         if !opts.roles.is_empty() {
             let needs = task_roles(&task, &registry);
@@ -78,22 +56,8 @@ pub(super) async fn run_task(
             Some(r) if r.is_running() || r.status == RunStatus::Stopping => {
                 Orchestrator::resume(id, config, store, registry).await?
             }
-            Some(r) => {
-                // Its last worker ran it to its end but died before recording it.
-                return Ok(Outcome::Ended(TaskEnd {
-                    state: "finished".into(),
-                    status: r.status.to_string(),
-                    // The report and its errors died with that worker: the
-                    // code of the status alone.
-                    exit_code: match r.status {
-                        RunStatus::Complete => crate::error::exit::OK,
-                        RunStatus::Timeout => crate::error::exit::TIMEOUT,
-                        RunStatus::Interrupted => crate::error::exit::INTERRUPTED,
-                        _ => crate::error::exit::TASK_FAILED,
-                    },
-                    outputs: serde_json::Value::Null,
-                }));
-            }
+            // Its last worker ran it to its end but died before recording it.
+            Some(r) => return Ok(Outcome::Ended(stored_end(r.status))),
         };
         *coord.lock() = Some(orchestrator.coordination().clone());
         if opts.scripts.is_some() {
@@ -103,24 +67,7 @@ pub(super) async fn run_task(
         if let Some(metrics) = &opts.metrics {
             metrics.attach(orchestrator.coordination());
         }
-        let stopper = orchestrator.stopper();
-        let forward = tokio::spawn(async move {
-            let (mut cancelled, mut left) = (false, 0);
-            loop {
-                let now = *orders.borrow_and_update();
-                if now.cancel && !cancelled {
-                    cancelled = true;
-                    stopper.stop();
-                }
-                while left < now.leave {
-                    left += 1;
-                    stopper.leave();
-                }
-                if orders.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
+        let forward = tokio::spawn(forward_orders(orders, orchestrator.stopper()));
         let report = orchestrator.run().await;
         forward.abort();
         let report = report?;
@@ -141,6 +88,80 @@ pub(super) async fn run_task(
             })
         }
         Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+/// The end a task's record already holds (a finished task whose entry came
+/// back, a cancelled one), if any.
+fn recorded_end(record: &FleetTask) -> Option<TaskEnd> {
+    let finished = record.state == "finished";
+    if !finished && record.state != "cancelled" && !record.cancel {
+        return None;
+    }
+    Some(TaskEnd {
+        state: if finished { "finished" } else { "cancelled" }.into(),
+        status: record
+            .status
+            .clone()
+            .unwrap_or_else(|| "interrupted".into()),
+        exit_code: record.exit_code.unwrap_or(crate::error::exit::INTERRUPTED),
+        outputs: record.outputs.clone().unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// The worker's settings with the task's code: the worker's own
+/// `--scripts`, or the submitted bundle written out under its cache.
+async fn code_of(fleet: &mut Fleet, opts: &WorkerOptions, record: &FleetTask) -> Result<Config> {
+    let mut config = opts.config.clone();
+    match &opts.scripts {
+        Some(dir) => config.scripts = dir.clone(),
+        None => {
+            let bundle = fleet.bundle(&record.bundle).await?;
+            let cache = opts.cache.clone();
+            let (scripts, stdlib) = tokio::task::spawn_blocking(move || bundle.materialize(&cache))
+                .await
+                .map_err(|e| Error::Coordination(e.to_string()))??;
+            config.scripts = scripts;
+            config.stdlib = stdlib;
+        }
+    }
+    Ok(config)
+}
+
+/// The end of a task its last worker ran to its end without recording it:
+/// the report and its errors died with that worker, so the code of the
+/// stored status alone.
+fn stored_end(status: RunStatus) -> TaskEnd {
+    TaskEnd {
+        state: "finished".into(),
+        status: status.to_string(),
+        exit_code: match status {
+            RunStatus::Complete => crate::error::exit::OK,
+            RunStatus::Timeout => crate::error::exit::TIMEOUT,
+            RunStatus::Interrupted => crate::error::exit::INTERRUPTED,
+            _ => crate::error::exit::TASK_FAILED,
+        },
+        outputs: serde_json::Value::Null,
+    }
+}
+
+/// Passes the worker's orders on to the run: a cancel stops it, each leave
+/// asks it to leave (see `Stopper::leave`).
+async fn forward_orders(mut orders: watch::Receiver<Orders>, stopper: Stopper) {
+    let (mut cancelled, mut left) = (false, 0);
+    loop {
+        let now = *orders.borrow_and_update();
+        if now.cancel && !cancelled {
+            cancelled = true;
+            stopper.stop();
+        }
+        while left < now.leave {
+            left += 1;
+            stopper.leave();
+        }
+        if orders.changed().await.is_err() {
+            return;
+        }
     }
 }
 
