@@ -35,9 +35,11 @@ return M
 async fn leaving_lets_the_callback_finish_and_keeps_the_task_for_another() {
     let server = server();
     let scratch = Scratch::new(&[("napper.lua", NAPPER)]);
+    // Beats 10 s apart: the lease's own time is 50 s.
     let config = Config {
         scripts: scratch.scripts(),
         store: server.url(),
+        heartbeat_interval: 10_000,
         ..Config::default()
     };
     let mut nap = task("nap", 60_000);
@@ -76,9 +78,18 @@ async fn leaving_lets_the_callback_finish_and_keeps_the_task_for_another() {
         "{hosts:?}"
     );
     assert!(store.task_get("nap").await.unwrap().unwrap().is_running());
-    let taken = store
+    // Given up: it expires 1 ms after the leave, where its own time was
+    // 5 heartbeats (50 s).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !store
         .lease("nap", "the-next-process", Duration::from_secs(10))
         .await
-        .unwrap();
-    assert!(taken, "the leaver gave up the task's lease");
+        .unwrap()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leaver kept the task's lease"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
