@@ -24,7 +24,7 @@ use tokio::task::{Id as TaskId, JoinSet};
 
 use crate::agent::{AgentOutcome, Halt};
 use crate::config::Config;
-use crate::coordination::{Coordination, SpawnRequest, now_ms};
+use crate::coordination::{AgentPhase, Coordination, SpawnRequest, now_ms};
 use crate::error::{Error, ErrorKind, Result};
 use crate::llm::{BudgetSpent, LlmClient, TaskLlm};
 use crate::reload::{ReloadEvent, ReloadOptions, Reloader};
@@ -80,6 +80,11 @@ pub struct Orchestrator {
     left: Vec<String>,
     /// Watch mode (see [`Orchestrator::watch`]).
     watching: bool,
+    /// The roles this owner starts, when not all (see [`Orchestrator::share_roles`]).
+    local_roles: Option<Vec<String>>,
+    /// Roles other processes were asked to run: the task neither goes quiet
+    /// nor ends while one has no agent that joined and was not lost.
+    remote_roles: Vec<String>,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -201,6 +206,8 @@ impl Orchestrator {
             leaving: false,
             left: Vec::new(),
             watching: false,
+            local_roles: None,
+            remote_roles: Vec::new(),
         })
     }
 
@@ -250,6 +257,9 @@ impl Orchestrator {
         if let Mode::Joiner { roles, .. } = &self.mode {
             return roles.clone();
         }
+        if let Some(local) = &self.local_roles {
+            return local.clone();
+        }
         let task = &self.coord.task;
         task.agents.clone().unwrap_or_else(|| {
             self.registry
@@ -258,6 +268,47 @@ impl Orchestrator {
                 .filter(|r| !task.spawn.iter().any(|c| &c.agent == r))
                 .collect()
         })
+    }
+
+    /// Shares the task's initial roles with other processes (a fleet
+    /// worker serving some of them): this owner starts the agents of
+    /// `local` only, and the task neither goes quiet nor ends while a role
+    /// of `remote` has no agent that joined from elsewhere
+    /// (`Orchestrator::join`) and was not lost with its process (another
+    /// is expected in its place). The task's timeout still applies.
+    pub fn share_roles(&mut self, local: Vec<String>, remote: Vec<String>) {
+        self.local_roles = Some(local);
+        self.remote_roles = remote;
+    }
+
+    /// True when every role of [`share_roles`](Self::share_roles)'s
+    /// `remote` has an agent that joined and was not lost; `false` when the
+    /// store cannot tell.
+    async fn remote_roles_served(&self) -> bool {
+        if self.remote_roles.is_empty() {
+            return true;
+        }
+        let (store, id) = (&self.coord.store, &self.coord.task.id);
+        let (Ok(agents), Ok(hosts)) = (store.agent_list(id).await, store.host_list(id).await)
+        else {
+            return false;
+        };
+        let now = now_ms();
+        let alive: Vec<&str> = hosts
+            .iter()
+            .filter(|h| self.coord.presence.is_alive(h, now))
+            .map(|h| h.id.as_str())
+            .collect();
+        // An agent that completed served its role; one that failed for its
+        // lost process, or whose process went silent, did not.
+        let serves = |a: &crate::store::AgentRecord| match a.phase.parse::<AgentPhase>() {
+            Ok(AgentPhase::Complete) => true,
+            Ok(AgentPhase::Failed) => !a.error.as_deref().is_some_and(|e| e.starts_with("lost:")),
+            _ => alive.contains(&a.host.as_str()),
+        };
+        self.remote_roles
+            .iter()
+            .all(|role| agents.iter().any(|a| &a.role == role && serves(a)))
     }
 
     /// [`run`](Self::run) without the journal's and the trace's start and end.
@@ -367,6 +418,9 @@ impl Orchestrator {
         }
         if self.stopping || self.leaving || !self.lead {
             return true;
+        }
+        if !self.remote_roles_served().await {
+            return false;
         }
         self.refresh_shared().await;
         !self.shared

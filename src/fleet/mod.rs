@@ -22,6 +22,7 @@
 //! | `fleet:bundle:{hash}` | the task's scripts and stdlib (see [`bundle`]) |
 //! | `fleet:claim:{id}` | the worker running the task (expires after the lease) |
 //! | `fleet:workers`, `fleet:worker:{id}` | the workers and their health (expires after the lease) |
+//! | `fleet:joins:{role}` | Stream of requests for an agent of `role` in a task (group `workers`) |
 
 pub mod bundle;
 mod claims;
@@ -36,6 +37,7 @@ use redis::aio::MultiplexedConnection;
 
 use crate::error::{Error, Result};
 pub use bundle::Bundle;
+pub use queue::joins;
 pub use tasks::{FleetTask, TaskEnd};
 pub use workers::WorkerHealth;
 
@@ -60,7 +62,7 @@ impl Fleet {
     /// sure the submission Stream and its group exist.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Fleet> {
         let mut fleet = Fleet::open(url, timeout).await?;
-        fleet.ensure_group().await?;
+        fleet.ensure_group(SUBMITTED).await?;
         Ok(fleet)
     }
 
@@ -92,10 +94,11 @@ impl Fleet {
         &self.url
     }
 
-    async fn ensure_group(&mut self) -> Result<()> {
+    /// Makes the Stream `stream` and its group of workers, unless they exist.
+    pub async fn ensure_group(&mut self, stream: &str) -> Result<()> {
         let made: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(SUBMITTED)
+            .arg(stream)
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")

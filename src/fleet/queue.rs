@@ -1,20 +1,22 @@
-//! The Stream of submitted tasks, `fleet:submitted`, read by the workers
-//! through the consumer group `workers`: each entry goes to one worker,
+//! The Streams the workers read through the consumer group `workers`: the
+//! submitted tasks, `fleet:submitted`, and the requests to join a task with
+//! an agent of a role, `fleet:joins:{role}`. Each entry goes to one worker,
 //! which re-claims it at every beat; an entry idle for a lease is a dead
-//! worker's, for another to take.
+//! worker's, for another to take. An entry holds a task id (`id`).
 
 use std::time::Duration;
 
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 
-use super::{Fleet, GROUP, SUBMITTED, store_error};
+use super::{Fleet, GROUP, store_error};
 use crate::error::Result;
 
 impl Fleet {
-    /// New entries for `worker`, at most `count`, waiting up to `block`
-    /// (not at all when zero; a wait holds this connection).
+    /// New entries of `stream` for `worker`, at most `count`, waiting up to
+    /// `block` (not at all when zero; a wait holds this connection).
     pub async fn take_new(
         &mut self,
+        stream: &str,
         worker: &str,
         count: usize,
         block: Duration,
@@ -31,7 +33,7 @@ impl Fleet {
         }
         let reply: Option<StreamReadReply> = cmd
             .arg("STREAMS")
-            .arg(SUBMITTED)
+            .arg(stream)
             .arg(">")
             .query_async(&mut self.conn)
             .await
@@ -47,16 +49,17 @@ impl Fleet {
             .collect())
     }
 
-    /// Entries whose worker has not re-claimed them for `idle` (it is gone),
-    /// now `worker`'s, at most `count`.
+    /// Entries of `stream` whose worker has not re-claimed them for `idle`
+    /// (it is gone), now `worker`'s, at most `count`.
     pub async fn take_abandoned(
         &mut self,
+        stream: &str,
         worker: &str,
         idle: Duration,
         count: usize,
     ) -> Result<Vec<(String, String)>> {
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(SUBMITTED)
+            .arg(stream)
             .arg(GROUP)
             .arg(worker)
             .arg(idle.as_millis() as u64)
@@ -76,11 +79,12 @@ impl Fleet {
             .collect())
     }
 
-    /// Re-claims `entries` to `worker`, resetting their idle time (`idle`
-    /// zero: still mine), or making them look abandoned at once (`idle`
-    /// large: a hand-over).
+    /// Re-claims `entries` of `stream` to `worker`, resetting their idle
+    /// time (`idle` zero: still mine), or making them look abandoned at once
+    /// (`idle` large: a hand-over).
     pub async fn touch_entries(
         &mut self,
+        stream: &str,
         worker: &str,
         entries: &[String],
         idle: u64,
@@ -89,7 +93,7 @@ impl Fleet {
             return Ok(());
         }
         let mut cmd = redis::cmd("XCLAIM");
-        cmd.arg(SUBMITTED).arg(GROUP).arg(worker).arg(0);
+        cmd.arg(stream).arg(GROUP).arg(worker).arg(0);
         for e in entries {
             cmd.arg(e);
         }
@@ -99,4 +103,38 @@ impl Fleet {
             .map_err(store_error)?;
         Ok(())
     }
+
+    /// Asks workers serving `role` for `count` agents of it in task `id`
+    /// (one entry each on `fleet:joins:{role}`).
+    pub async fn ask_join(&mut self, id: &str, role: &str, count: usize) -> Result<()> {
+        let stream = joins(role);
+        self.ensure_group(&stream).await?;
+        let mut pipe = redis::pipe();
+        for _ in 0..count {
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("id")
+                .arg(id)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Acknowledges and deletes `entry` of `stream`: its work is done.
+    pub async fn done_entry(&mut self, stream: &str, entry: &str) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK").arg(stream).arg(GROUP).arg(entry).ignore();
+        pipe.cmd("XDEL").arg(stream).arg(entry).ignore();
+        pipe.query_async::<()>(&mut self.conn)
+            .await
+            .map_err(store_error)
+    }
+}
+
+/// The Stream of requests for agents of `role`.
+pub fn joins(role: &str) -> String {
+    format!("fleet:joins:{role}")
 }

@@ -25,6 +25,9 @@ impl Orchestrator {
     /// when the rest holds and none is running. With other processes, their
     /// activity must also stay the same for a few store round trips.
     pub(super) async fn is_quiet(&mut self) -> bool {
+        if !self.remote_roles_served().await {
+            return false;
+        }
         let activity = &self.coord.activity;
         let local = activity.busy_count() == 0 && self.spawn_rx.is_empty();
         let remote = match local {

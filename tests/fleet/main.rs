@@ -13,5 +13,6 @@ mod limits;
 mod metrics;
 mod records;
 mod reload;
+mod spread;
 mod survive;
 mod util;

@@ -6,10 +6,17 @@
 //! asked for is stopped. A task taken over from a dead worker is continued
 //! with `Orchestrator::resume`.
 //!
-//! Draining (SIGTERM): no more tasks are taken; running tasks go on to
-//! their end for up to the drain time; those still running then are handed
-//! over (their entries marked abandoned, their claims dropped) and the
-//! worker exits, so another worker resumes them.
+//! A worker with `--roles` that takes a new task needing other roles too
+//! runs the ones it serves and asks for the others on `fleet:joins:{role}`;
+//! workers serving those join the task with an agent each (a *join*, run
+//! beside their tasks and counted with them).
+//!
+//! Draining (SIGTERM): no more tasks are taken; each running task is left
+//! at its agents' callback boundaries (see `Stopper::leave`) and handed
+//! over (its entry marked abandoned, its claim dropped) so another worker
+//! resumes it; a join is left the same way and its request handed over, so
+//! another worker joins in its place. Callbacks still running after the
+//! drain time are cut off.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,7 +26,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
-use super::{Fleet, TaskEnd, WorkerHealth};
+use super::{Fleet, SUBMITTED, TaskEnd, WorkerHealth, joins};
 use crate::config::Config;
 use crate::coordination::{Coordination, now_ms};
 use crate::error::Result;
@@ -31,7 +38,7 @@ mod task;
 
 pub use limits::resident_memory;
 use limits::{full, live_agents};
-use task::run_task;
+use task::{run_join, run_task};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -82,8 +89,15 @@ pub fn worker_id() -> String {
     )
 }
 
+/// A task or a join the worker runs, under its run key (the task id, or
+/// `join:{role}:{entry}`).
 struct Running {
+    /// The task's id.
+    task: String,
+    /// Its Stream entry.
     entry: String,
+    /// For a join, the role its agent plays.
+    role: Option<String>,
     orders: watch::Sender<Orders>,
     /// The task's primitives once its orchestrator exists (its live agents).
     coord: Arc<Mutex<Option<Arc<Coordination>>>>,
@@ -108,6 +122,18 @@ enum Outcome {
     /// The worker drains: the task goes on elsewhere (its agents left at a
     /// callback boundary, or it had not started here).
     HandedOver,
+    /// A join's agent ended with the task (or the task had ended).
+    Joined,
+}
+
+impl Running {
+    /// The Stream its entry is on.
+    fn stream(&self) -> String {
+        match &self.role {
+            Some(role) => joins(role),
+            None => SUBMITTED.to_string(),
+        }
+    }
 }
 
 /// Runs the worker until `drain` turns true and its tasks are finished or
@@ -119,10 +145,12 @@ pub async fn run(
     mut drain: watch::Receiver<bool>,
 ) -> Result<WorkerSummary> {
     let opts = Arc::new(opts);
-    let retention = Duration::from_secs(opts.config.retention);
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut summary = WorkerSummary::default();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, String, Outcome)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Outcome)>();
+    for role in &opts.roles {
+        fleet.ensure_group(&joins(role)).await?;
+    }
     let mut beat = tokio::time::interval(opts.lease / 3);
     let mut poll = tokio::time::interval(Duration::from_millis(20));
     let mut draining = *drain.borrow();
@@ -136,36 +164,9 @@ pub async fn run(
                     tracing::warn!("worker {} could not beat: {e}", opts.id);
                 }
             }
-            Some((id, entry, outcome)) = done_rx.recv() => {
-                running.remove(&id);
-                match outcome {
-                    Outcome::Ended(end) => {
-                        summary.finished += 1;
-                        if let Some(g) = &opts.gauges {
-                            g.finished.inc();
-                        }
-                        if let Err(e) = fleet.finished(&id, &entry, &opts.id, &end, retention).await {
-                            // Its entry goes idle; the worker that takes it
-                            // finds the task's own record ended.
-                            tracing::warn!("worker {}: the end of task {id} not recorded: {e}", opts.id);
-                        }
-                    }
-                    Outcome::Retry(why) => {
-                        tracing::warn!("task {id} left for later: {why}");
-                        if let Err(e) = fleet.release(&id, &opts.id).await {
-                            tracing::warn!("worker {}: claim of {id} not dropped: {e}", opts.id);
-                        }
-                    }
-                    Outcome::HandedOver => {
-                        summary.handed_over += 1;
-                        if let Some(g) = &opts.gauges {
-                            g.handed_over.inc();
-                        }
-                        if let Err(e) = hand_over(&mut fleet, &opts.id, &[(id.clone(), entry)]).await {
-                            // Its entry goes idle after a lease all the same.
-                            tracing::warn!("worker {}: task {id} not handed over at once: {e}", opts.id);
-                        }
-                    }
+            Some((key, outcome)) = done_rx.recv() => {
+                if let Some(run) = running.remove(&key) {
+                    settle(&mut fleet, &opts, run, outcome, &mut summary).await;
                 }
             }
             changed = drain.changed(), if !draining => {
@@ -197,12 +198,10 @@ pub async fn run(
                 // Tasks that never reached their agents (a resume waiting
                 // out a dead worker's heartbeats): handed over as a kill
                 // would leave them.
-                let rest: Vec<(String, String)> = running
-                    .iter()
-                    .map(|(id, r)| (id.clone(), r.entry.clone()))
-                    .collect();
-                summary.handed_over += rest.len() as u64;
-                hand_over(&mut fleet, &opts.id, &rest).await?;
+                summary.handed_over += running.len() as u64;
+                for run in running.values() {
+                    hand_over(&mut fleet, &opts.id, run).await?;
+                }
                 break;
             }
             _ = poll.tick(), if !draining && running.len() < opts.max_tasks => {
@@ -231,64 +230,168 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Gives `tasks` (id, Stream entry) to the other workers at once: their
-/// entries look abandoned, their claims are dropped.
-async fn hand_over(fleet: &mut Fleet, worker: &str, tasks: &[(String, String)]) -> Result<()> {
-    let entries: Vec<String> = tasks.iter().map(|(_, e)| e.clone()).collect();
-    fleet.touch_entries(worker, &entries, 1 << 40).await?;
-    for (id, _) in tasks {
-        fleet.release(id, worker).await?;
+/// Records how a task or join of the worker came out.
+async fn settle(
+    fleet: &mut Fleet,
+    opts: &WorkerOptions,
+    run: Running,
+    outcome: Outcome,
+    summary: &mut WorkerSummary,
+) {
+    let (id, me) = (&run.task, &opts.id);
+    let result = match outcome {
+        Outcome::Ended(end) => {
+            summary.finished += 1;
+            if let Some(g) = &opts.gauges {
+                g.finished.inc();
+            }
+            // Not recorded: its entry goes idle, and the worker that takes
+            // it finds the task's own record ended.
+            let retention = Duration::from_secs(opts.config.retention);
+            fleet.finished(id, &run.entry, me, &end, retention).await
+        }
+        Outcome::Joined => fleet.done_entry(&run.stream(), &run.entry).await,
+        Outcome::Retry(why) => {
+            tracing::warn!("task {id} left for later: {why}");
+            match run.role {
+                // Another worker serving the role may join in its place.
+                Some(_) => hand_over(fleet, me, &run).await,
+                None => fleet.release(id, me).await,
+            }
+        }
+        Outcome::HandedOver => {
+            summary.handed_over += 1;
+            if let Some(g) = &opts.gauges {
+                g.handed_over.inc();
+            }
+            hand_over(fleet, me, &run).await
+        }
+    };
+    if let Err(e) = result {
+        // Its entry goes idle after a lease all the same.
+        tracing::warn!("worker {me}: task {id} not settled: {e}");
+    }
+}
+
+/// Gives a task (or a join) to the other workers at once: its entry looks
+/// abandoned, its claim is dropped.
+async fn hand_over(fleet: &mut Fleet, worker: &str, run: &Running) -> Result<()> {
+    let entry = std::slice::from_ref(&run.entry);
+    fleet
+        .touch_entries(&run.stream(), worker, entry, 1 << 40)
+        .await?;
+    if run.role.is_none() {
+        fleet.release(&run.task, worker).await?;
     }
     Ok(())
 }
 
-/// Takes new and abandoned tasks up to the worker's room, and starts each
-/// whose claim it gets.
+/// Takes new and abandoned tasks, then requests to join, up to the
+/// worker's room, and starts each task whose claim it gets and each join.
 async fn take(
     fleet: &mut Fleet,
     store: &Arc<dyn Store>,
     opts: &Arc<WorkerOptions>,
     running: &mut HashMap<String, Running>,
-    done_tx: &mpsc::UnboundedSender<(String, String, Outcome)>,
+    done_tx: &mpsc::UnboundedSender<(String, Outcome)>,
 ) -> Result<()> {
     // Each new task counts one agent at least against the agent limit.
-    let free = (opts.max_tasks - running.len()).min(
+    let mut free = (opts.max_tasks - running.len()).min(
         opts.max_agents
             .map_or(usize::MAX, |m| m - live_agents(running)),
     );
-    let mut taken = fleet.take_abandoned(&opts.id, opts.lease, free).await?;
-    if taken.len() < free {
-        taken.extend(
-            fleet
-                .take_new(&opts.id, free - taken.len(), Duration::ZERO)
-                .await?,
-        );
-    }
-    for (entry, id) in taken {
+    let starter = Starter {
+        fleet: fleet.clone(),
+        store: store.clone(),
+        opts: opts.clone(),
+        done_tx: done_tx.clone(),
+    };
+    for (entry, id) in take_from(fleet, SUBMITTED, opts, free).await? {
         if running.contains_key(&id) {
             continue;
         }
         if !fleet.claim(&id, &opts.id, opts.lease).await? {
             continue; // a live worker runs it
         }
+        free = free.saturating_sub(1);
+        starter.start(running, id.clone(), id, entry, None);
+    }
+    for role in &opts.roles {
+        if free == 0 {
+            break;
+        }
+        let taken = take_from(fleet, &joins(role), opts, free).await?;
+        free -= taken.len();
+        for (entry, id) in taken {
+            let key = format!("join:{role}:{entry}");
+            starter.start(running, key, id, entry, Some(role.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Entries of `stream` for the worker, abandoned ones first, at most `count`.
+async fn take_from(
+    fleet: &mut Fleet,
+    stream: &str,
+    opts: &WorkerOptions,
+    count: usize,
+) -> Result<Vec<(String, String)>> {
+    let mut taken = fleet
+        .take_abandoned(stream, &opts.id, opts.lease, count)
+        .await?;
+    if taken.len() < count {
+        let more = count - taken.len();
+        taken.extend(
+            fleet
+                .take_new(stream, &opts.id, more, Duration::ZERO)
+                .await?,
+        );
+    }
+    Ok(taken)
+}
+
+/// What a task or a join run needs from the worker.
+struct Starter {
+    fleet: Fleet,
+    store: Arc<dyn Store>,
+    opts: Arc<WorkerOptions>,
+    done_tx: mpsc::UnboundedSender<(String, Outcome)>,
+}
+
+impl Starter {
+    /// Runs task `id` (or joins it with an agent of `role`) on a tokio task
+    /// of its own, under `key` in `running`.
+    fn start(
+        &self,
+        running: &mut HashMap<String, Running>,
+        key: String,
+        id: String,
+        entry: String,
+        role: Option<String>,
+    ) {
         let (orders, orders_rx) = watch::channel(Orders::default());
         let coord = Arc::new(Mutex::new(None));
         running.insert(
-            id.clone(),
+            key.clone(),
             Running {
-                entry: entry.clone(),
+                task: id.clone(),
+                entry,
+                role: role.clone(),
                 orders,
                 coord: coord.clone(),
             },
         );
-        let (fleet, store, opts, done) =
-            (fleet.clone(), store.clone(), opts.clone(), done_tx.clone());
+        let (fleet, store, opts) = (self.fleet.clone(), self.store.clone(), self.opts.clone());
+        let done = self.done_tx.clone();
         tokio::spawn(async move {
-            let outcome = run_task(fleet, store, &opts, &id, orders_rx, coord).await;
-            let _ = done.send((id, entry, outcome));
+            let outcome = match role {
+                Some(role) => run_join(fleet, store, &opts, &id, &role, orders_rx, coord).await,
+                None => run_task(fleet, store, &opts, &id, orders_rx, coord).await,
+            };
+            let _ = done.send((key, outcome));
         });
     }
-    Ok(())
 }
 
 /// One beat: the worker's health, its claims and entries kept, cancels passed on.
@@ -311,10 +414,19 @@ async fn keep(
         roles: opts.roles.join(","),
     };
     fleet.beat(&health, opts.lease).await?;
-    let entries: Vec<String> = running.values().map(|r| r.entry.clone()).collect();
-    fleet.touch_entries(&opts.id, &entries, 0).await?;
+    let mut streams: HashMap<String, Vec<String>> = HashMap::new();
+    for run in running.values() {
+        streams
+            .entry(run.stream())
+            .or_default()
+            .push(run.entry.clone());
+    }
+    for (stream, entries) in &streams {
+        fleet.touch_entries(stream, &opts.id, entries, 0).await?;
+    }
     let mut claims = 0;
-    for (id, run) in running {
+    for run in running.values().filter(|r| r.role.is_none()) {
+        let id = &run.task;
         if fleet.renew(id, &opts.id, opts.lease).await? {
             claims += 1;
         } else {

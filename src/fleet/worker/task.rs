@@ -39,19 +39,24 @@ pub(super) async fn run_task(
         })?;
         let config = code_of(&mut fleet, opts, &record).await?;
         let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
-        if !opts.roles.is_empty() {
-            let needs = task_roles(&task, &registry);
-            if let Some(role) = needs.iter().find(|r| !opts.roles.contains(r)) {
+        let previous = store.task_get(id).await?;
+        let share = match previous {
+            None => share(&task, &registry, &opts.roles),
+            Some(_) => resumable(&store, id, &opts.roles).await?,
+        };
+        let share = match share {
+            Ok(share) => share,
+            Err(role) => {
                 return Ok(Outcome::Retry(format!(
                     "this worker does not serve role {role}"
                 )));
             }
-        }
+        };
         if orders.borrow().leave > 0 {
             return Ok(Outcome::HandedOver);
         }
         fleet.started(id, &opts.id).await?;
-        let mut orchestrator = match store.task_get(id).await? {
+        let mut orchestrator = match previous {
             None => Orchestrator::new(task, config, store, registry)?,
             Some(r) if r.is_running() || r.status == RunStatus::Stopping => {
                 Orchestrator::resume(id, config, store, registry).await?
@@ -59,6 +64,16 @@ pub(super) async fn run_task(
             // Its last worker ran it to its end but died before recording it.
             Some(r) => return Ok(Outcome::Ended(stored_end(r.status))),
         };
+        if let Some(Share { local, remote }) = share {
+            let mut roles: Vec<String> = remote.clone();
+            roles.sort();
+            roles.dedup();
+            for role in &roles {
+                let count = remote.iter().filter(|r| *r == role).count();
+                fleet.ask_join(id, role, count).await?;
+            }
+            orchestrator.share_roles(local, roles);
+        }
         *coord.lock() = Some(orchestrator.coordination().clone());
         if opts.scripts.is_some() {
             // A developer's own worker: edits reach its running tasks.
@@ -163,6 +178,128 @@ async fn forward_orders(mut orders: watch::Receiver<Orders>, stopper: Stopper) {
             return;
         }
     }
+}
+
+/// Joins task `id` with an agent of `role` (a request on
+/// `fleet:joins:{role}`), until the task ends.
+pub(super) async fn run_join(
+    mut fleet: Fleet,
+    store: Arc<dyn Store>,
+    opts: &WorkerOptions,
+    id: &str,
+    role: &str,
+    orders: watch::Receiver<Orders>,
+    coord: Arc<Mutex<Option<Arc<Coordination>>>>,
+) -> Outcome {
+    let attempt = async {
+        let Some(record) = fleet.task(id).await? else {
+            return Ok(Outcome::Joined); // gone: nothing to join
+        };
+        if recorded_end(&record).is_some() {
+            return Ok(Outcome::Joined);
+        }
+        match store.task_get(id).await? {
+            // Its owner has not opened the run yet.
+            None => return Ok(Outcome::Retry(format!("task {id} has not started yet"))),
+            Some(r) if !r.is_running() => return Ok(Outcome::Joined),
+            Some(_) => {}
+        }
+        if orders.borrow().leave > 0 {
+            return Ok(Outcome::HandedOver);
+        }
+        let config = code_of(&mut fleet, opts, &record).await?;
+        let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
+        let roles = vec![role.to_string()];
+        let mut orchestrator =
+            Orchestrator::join(id, roles, config, store.clone(), registry).await?;
+        *coord.lock() = Some(orchestrator.coordination().clone());
+        if opts.scripts.is_some() {
+            orchestrator.reload_on_edit(crate::reload::ReloadOptions::default())?;
+        }
+        if let Some(metrics) = &opts.metrics {
+            metrics.attach(orchestrator.coordination());
+        }
+        let forward = tokio::spawn(forward_orders(orders, orchestrator.stopper()));
+        let report = orchestrator.run().await;
+        forward.abort();
+        // Left at a callback boundary: another worker serving the role
+        // joins in its place (its agent's record stays live, so the
+        // role's messages wait for the newcomer).
+        if report?.status == TaskStatus::HandedOver {
+            return Ok(Outcome::HandedOver);
+        }
+        Ok::<_, Error>(Outcome::Joined)
+    };
+    match attempt.await {
+        Ok(outcome) => outcome,
+        Err(e) if e.kind() == ErrorKind::BadInput || e.kind() == ErrorKind::Script => {
+            tracing::warn!("cannot join task {id} as {role}: {e}");
+            Outcome::Joined
+        }
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+/// How a worker serving `roles` (empty: any) shares a new run of a task:
+/// `Ok(None)` when it runs it whole; `Ok(Some(share))` when it starts the
+/// initial agents of `share.local` and asks others for those of
+/// `share.remote` (only when it serves every role the task's spawn
+/// conditions start and one initial role at least); `Err(role)` naming a
+/// role it cannot leave to others.
+fn share(
+    task: &Task,
+    registry: &ScriptRegistry,
+    roles: &[String],
+) -> std::result::Result<Option<Share>, String> {
+    let unserved = |r: &&String| !roles.is_empty() && !roles.contains(r);
+    let needs = task_roles(task, registry);
+    let Some(first) = needs.iter().find(unserved) else {
+        return Ok(None);
+    };
+    if let Some(spawned) = task.spawn.iter().map(|c| &c.agent).find(unserved) {
+        return Err(spawned.clone());
+    }
+    let initial = task.agents.clone().unwrap_or_else(|| {
+        registry
+            .roles()
+            .into_iter()
+            .filter(|r| !task.spawn.iter().any(|c| &c.agent == r))
+            .collect()
+    });
+    let (remote, local): (Vec<String>, Vec<String>) =
+        initial.into_iter().partition(|r| unserved(&r));
+    if local.is_empty() {
+        return Err(first.clone());
+    }
+    Ok(Some(Share { local, remote }))
+}
+
+/// Whether a worker serving `roles` (empty: any) can resume task `id`: it
+/// brings back every agent of the task that has not ended, so it must
+/// serve all their roles (`Err(role)` names one it does not).
+async fn resumable(
+    store: &Arc<dyn Store>,
+    id: &str,
+    roles: &[String],
+) -> Result<std::result::Result<Option<Share>, String>> {
+    let agents = store.agent_list(id).await?;
+    Ok(
+        match agents
+            .iter()
+            .filter(|a| crate::coordination::is_live(a))
+            .find(|a| !roles.is_empty() && !roles.contains(&a.role))
+        {
+            Some(a) => Err(a.role.clone()),
+            None => Ok(None),
+        },
+    )
+}
+
+/// A task shared with other workers: the initial roles this one starts,
+/// and those it asks others for (one entry per agent).
+struct Share {
+    local: Vec<String>,
+    remote: Vec<String>,
 }
 
 /// The roles a task starts: its `agents` (or every role of its code) and
