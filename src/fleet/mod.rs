@@ -23,6 +23,7 @@
 //! | `fleet:claim:{id}` | the worker running the task (expires after the lease) |
 //! | `fleet:workers`, `fleet:worker:{id}` | the workers and their health (expires after the lease) |
 //! | `fleet:joins:{role}` | Stream of requests for an agent of `role` in a task (group `workers`) |
+//! | `fleet:join_roles` | set of the roles asked for (read by workers serving any role) |
 
 pub mod bundle;
 mod claims;

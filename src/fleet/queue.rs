@@ -110,6 +110,7 @@ impl Fleet {
         let stream = joins(role);
         self.ensure_group(&stream).await?;
         let mut pipe = redis::pipe();
+        pipe.cmd("SADD").arg(JOIN_ROLES).arg(role).ignore();
         for _ in 0..count {
             pipe.cmd("XADD")
                 .arg(&stream)
@@ -129,6 +130,20 @@ impl Fleet {
         pipe.cmd("XACK").arg(stream).arg(GROUP).arg(entry).ignore();
         pipe.cmd("XDEL").arg(stream).arg(entry).ignore();
         pipe.query_async::<()>(&mut self.conn)
+            .await
+            .map_err(store_error)
+    }
+}
+
+/// Set of the roles agents were ever asked for (whose join Streams exist).
+const JOIN_ROLES: &str = "fleet:join_roles";
+
+impl Fleet {
+    /// The roles agents were asked for, for a worker serving any role.
+    pub async fn join_roles(&mut self) -> Result<Vec<String>> {
+        redis::cmd("SMEMBERS")
+            .arg(JOIN_ROLES)
+            .query_async(&mut self.conn)
             .await
             .map_err(store_error)
     }

@@ -1,7 +1,7 @@
 //! A task's agents spread over the workers serving its roles: the worker
 //! that takes it runs the roles it serves and asks for the others, which a
-//! worker serving them joins with an agent; when that worker dies, another
-//! serving the role joins in its place.
+//! worker serving them joins with an agent; when that worker dies or
+//! drains, another serving the role (here: any role) joins in its place.
 
 use redis::Commands;
 use serde_json::Value;
@@ -95,6 +95,17 @@ return M
 
 #[test]
 fn a_killed_joiner_is_replaced_by_another_worker_serving_its_role() {
+    replaced_after("-KILL");
+}
+
+#[test]
+fn a_drained_joiner_is_replaced_by_another_worker_serving_its_role() {
+    replaced_after("-TERM");
+}
+
+/// Runs the slow pipeline, sends `signal` to the consumers' worker
+/// mid-job, and checks that another worker's consumer finished the work.
+fn replaced_after(signal: &str) {
     let server = server();
     let scratch = Scratch::new(&[("producer.lua", PRODUCER), ("consumer.lua", SLOW_CONSUMER)]);
     scratch.write(
@@ -108,12 +119,13 @@ fn a_killed_joiner_is_replaced_by_another_worker_serving_its_role() {
     wait_running(scratch.path(), &server, producers.pid());
     let mut first = worker_with(scratch.path(), &server, &["--roles", "consumer"]);
     first.wait_for("handling job 2", PATIENCE);
-    let second = worker_with(scratch.path(), &server, &["--roles", "consumer"]);
-    let killed = Command::new("kill")
-        .args(["-KILL", &first.pid().to_string()])
+    // Serves any role, so every role asked for.
+    let second = worker_with(scratch.path(), &server, &[]);
+    let sent = Command::new("kill")
+        .args([signal, &first.pid().to_string()])
         .status()
         .unwrap();
-    assert!(killed.success());
+    assert!(sent.success());
     let task = wait_state(scratch.path(), &server, &id, "finished");
     assert_eq!(task["status"], "complete", "{task:#}");
     assert_eq!(task["outputs"]["handled"], 5, "{task:#}");

@@ -316,7 +316,12 @@ async fn take(
         free = free.saturating_sub(1);
         starter.start(running, id.clone(), id, entry, None);
     }
-    for role in &opts.roles {
+    // A worker serving any role serves every role asked for.
+    let roles = match opts.roles.is_empty() {
+        true if free > 0 => fleet.join_roles().await?,
+        _ => opts.roles.clone(),
+    };
+    for role in &roles {
         if free == 0 {
             break;
         }
