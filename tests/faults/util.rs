@@ -46,3 +46,52 @@ pub fn raw(server: &RedisServer) -> redis::Connection {
         .get_connection()
         .expect("the test's server answers")
 }
+
+/// A receiver's `on_message` lines that record each handling of message
+/// `payload.n` with its delivery count: `handled/{n}` is the list of the
+/// `attempts` it was handled with.
+pub const RECORD_HANDLING: &str = r#"
+  blackboard.update("handled/" .. msg.payload.n, function(a)
+    a = a or {}
+    a[#a + 1] = msg.attempts
+    return a
+  end)
+"#;
+
+/// What became of messages `1..=n`, from the `handled/{n}` lists
+/// [`RECORD_HANDLING`] keeps.
+#[derive(Debug, Default)]
+pub struct Handlings {
+    /// Handled exactly once.
+    pub once: u64,
+    /// Never handled.
+    pub lost: Vec<u64>,
+    /// First-delivered more than once: in the queue twice, sent twice.
+    pub sent_twice: Vec<u64>,
+    /// Handled more than once (delivered again after a handler was cut
+    /// off), with the delivery counts.
+    pub again: Vec<(u64, Vec<u64>)>,
+}
+
+impl Handlings {
+    /// Reads the lists of messages `1..=n` from `state` (`inspect --json`).
+    pub fn of(state: &Value, n: u64) -> Handlings {
+        let bb = state["blackboard"].as_object().expect("a blackboard");
+        let mut h = Handlings::default();
+        for i in 1..=n {
+            let Some(list) = bb.get(&format!("handled/{i}")).and_then(Value::as_array) else {
+                h.lost.push(i);
+                continue;
+            };
+            let attempts: Vec<u64> = list.iter().filter_map(Value::as_u64).collect();
+            if attempts.iter().filter(|a| **a == 1).count() > 1 {
+                h.sent_twice.push(i);
+            }
+            match attempts.len() {
+                1 => h.once += 1,
+                _ => h.again.push((i, attempts)),
+            }
+        }
+        h
+    }
+}

@@ -309,13 +309,26 @@ return n
 });
 
 /// Sends a message: XADD, and the first time this process sends to the
-/// queue also records the queue (ARGV[2] = '1'). KEYS: stream, queues,
-/// member. ARGV: envelope json, record, queue, member flag.
+/// queue also records the queue (ARGV[2] = '1'). Applied once: each process
+/// numbers its sends to a task (0, 1, 2...) and the script sets that bit of
+/// the process's bitmap; a bit already set means this send was applied
+/// before (a resend after its connection broke with the outcome unknown),
+/// and nothing is added: returns 0, else 1. Each number is checked on its
+/// own, so the order resends and later sends arrive in does not matter. An
+/// XADD refused clears the bit again, so a retry is not taken for done.
+/// KEYS: stream, queues, sent bitmap, member. ARGV: envelope json, record,
+/// queue, send number, member flag.
 pub(super) static SEND: LazyLock<ServerScript> = LazyLock::new(|| {
     ServerScript::fenced(
         r#"
+if redis.call('SETBIT', KEYS[3], ARGV[4], 1) == 1 then return 0 end
+local added = redis.pcall('XADD', KEYS[1], '*', 'm', ARGV[1])
+if type(added) == 'table' and added.err then
+  redis.call('SETBIT', KEYS[3], ARGV[4], 0)
+  return added
+end
 if ARGV[2] == '1' then redis.call('SADD', KEYS[2], ARGV[3]) end
-return redis.call('XADD', KEYS[1], '*', 'm', ARGV[1])
+return 1
 "#,
     )
 });
