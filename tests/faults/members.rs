@@ -80,14 +80,14 @@ fn flow_task(scratch: &Scratch, id: &str) -> String {
     file
 }
 
-fn epoch_ms() -> u64 {
+pub fn epoch_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
 }
 
-fn signal(pid: u32, sig: &str) {
+pub fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
         .status()
@@ -123,7 +123,7 @@ fn tally(state: &Value) -> Tally {
 }
 
 /// When the agents of the lost process were failed by the others: its fence.
-fn fenced_at(state: &Value, host_of: &str) -> BTreeMap<String, u64> {
+pub fn fenced_at(state: &Value, host_of: &str) -> BTreeMap<String, u64> {
     state["agents"]
         .as_array()
         .unwrap()
@@ -139,7 +139,7 @@ fn fenced_at(state: &Value, host_of: &str) -> BTreeMap<String, u64> {
 }
 
 /// The writes each agent stamped, by agent: (message, time).
-fn stamps(state: &Value) -> BTreeMap<String, Vec<(u64, f64)>> {
+pub fn stamps(state: &Value) -> BTreeMap<String, Vec<(u64, f64)>> {
     let mut out: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
     for (k, v) in state["blackboard"].as_object().unwrap() {
         if let Some(rest) = k.strip_prefix("at/") {
@@ -152,7 +152,7 @@ fn stamps(state: &Value) -> BTreeMap<String, Vec<(u64, f64)>> {
     out
 }
 
-fn host_of(state: &Value, agent: &str) -> String {
+pub fn host_of(state: &Value, agent: &str) -> String {
     state["agents"]
         .as_array()
         .unwrap()

@@ -53,7 +53,7 @@ pub fn raw(server: &RedisServer) -> redis::Connection {
 pub const RECORD_HANDLING: &str = r#"
   blackboard.update("handled/" .. msg.payload.n, function(a)
     a = a or {}
-    a[#a + 1] = msg.attempts
+    a[#a + 1] = msg.attempts .. " " .. agent.id
     return a
   end)
 "#;
@@ -69,8 +69,8 @@ pub struct Handlings {
     /// First-delivered more than once: in the queue twice, sent twice.
     pub sent_twice: Vec<u64>,
     /// Handled more than once (delivered again after a handler was cut
-    /// off), with the delivery counts.
-    pub again: Vec<(u64, Vec<u64>)>,
+    /// off), with the delivery count and agent of each handling.
+    pub again: Vec<(u64, Vec<(u64, String)>)>,
 }
 
 impl Handlings {
@@ -83,13 +83,20 @@ impl Handlings {
                 h.lost.push(i);
                 continue;
             };
-            let attempts: Vec<u64> = list.iter().filter_map(Value::as_u64).collect();
-            if attempts.iter().filter(|a| **a == 1).count() > 1 {
+            let handlings: Vec<(u64, String)> = list
+                .iter()
+                .filter_map(Value::as_str)
+                .filter_map(|e| {
+                    let (a, agent) = e.split_once(' ')?;
+                    Some((a.parse().ok()?, agent.to_string()))
+                })
+                .collect();
+            if handlings.iter().filter(|(a, _)| *a == 1).count() > 1 {
                 h.sent_twice.push(i);
             }
-            match attempts.len() {
+            match handlings.len() {
                 1 => h.once += 1,
-                _ => h.again.push((i, attempts)),
+                _ => h.again.push((i, handlings)),
             }
         }
         h

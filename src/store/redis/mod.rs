@@ -18,6 +18,7 @@
 //! them twice.
 
 mod blackboard;
+mod clock;
 mod conn;
 mod consumer;
 mod events;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use self::clock::ServerClock;
 use self::conn::{Connection, OpenError};
 use self::consumer::Consumers;
 use self::events::Events;
@@ -71,6 +73,9 @@ pub struct Server {
     sender: String,
     /// The number of the next send to each task, from 0 (a bit offset).
     sends: Mutex<HashMap<String, u64>>,
+    /// The server's clock as this process reads it: sends carry a deadline
+    /// in the server's time.
+    clock: ServerClock,
 }
 
 impl std::ops::Deref for RedisStore {
@@ -95,6 +100,7 @@ impl RedisStore {
                 },
                 OpenError::Unavailable(e) => e,
             })?;
+        let clock = ServerClock::read(&conn).await?;
         Ok(RedisStore(Arc::new(Server {
             conn: Arc::new(conn),
             events: Events::new(),
@@ -108,6 +114,7 @@ impl RedisStore {
             members: parking_lot::RwLock::default(),
             sender: format!("{:016x}", rand::random::<u64>()),
             sends: Mutex::default(),
+            clock,
         })))
     }
 }

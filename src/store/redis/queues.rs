@@ -58,6 +58,7 @@ impl Server {
             .arg(if first { "1" } else { "0" })
             .arg(queue)
             .arg(self.next_send(task))
+            .arg(self.clock.deadline(self.conn.patience))
             .arg(fenced);
         let request = Request::Cmd(send);
         let (epoch, answer) = self.conn.send(format!("bus send to '{queue}'"), request);

@@ -314,14 +314,23 @@ return n
 /// the process's bitmap; a bit already set means this send was applied
 /// before (a resend after its connection broke with the outcome unknown),
 /// and nothing is added: returns 0, else 1. Each number is checked on its
-/// own, so the order resends and later sends arrive in does not matter. An
-/// XADD refused clears the bit again, so a retry is not taken for done.
+/// own, so the order resends and later sends arrive in does not matter.
+/// Applied in time or not at all: a send that reaches the script after its
+/// deadline (server time, ms; the sender gives up only after it) is refused
+/// with `LATE`, so a send the sender reported failed is never delivered
+/// later (a command held by a paused server, or by a connection the sender
+/// left). A refusal clears the bit again, so a retry is not taken for done.
 /// KEYS: stream, queues, sent bitmap, member. ARGV: envelope json, record,
-/// queue, send number, member flag.
+/// queue, send number, deadline, member flag.
 pub(super) static SEND: LazyLock<ServerScript> = LazyLock::new(|| {
     ServerScript::fenced(
         r#"
 if redis.call('SETBIT', KEYS[3], ARGV[4], 1) == 1 then return 0 end
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[5]) then
+  redis.call('SETBIT', KEYS[3], ARGV[4], 0)
+  return redis.error_reply('LATE not delivered: the send reached the server after connect_timeout')
+end
 local added = redis.pcall('XADD', KEYS[1], '*', 'm', ARGV[1])
 if type(added) == 'table' and added.err then
   redis.call('SETBIT', KEYS[3], ARGV[4], 0)
