@@ -108,10 +108,7 @@ return M
 fn a_pause_longer_than_connect_timeout_raises_no_send_that_was_delivered() {
     let server = server_with(&[]);
     let receiver = receiver();
-    let scratch = Scratch::new(&[
-        ("sender.lua", SETTLING_SENDER),
-        ("receiver.lua", &receiver),
-    ]);
+    let scratch = Scratch::new(&[("sender.lua", SETTLING_SENDER), ("receiver.lua", &receiver)]);
     let file = task_file(&scratch, "longpause", &["receiver", "sender"]);
     let mut run = spawn_orrery(
         scratch.path(),
@@ -128,7 +125,11 @@ fn a_pause_longer_than_connect_timeout_raises_no_send_that_was_delivered() {
         .arg("SKIPME")
         .arg("yes")
         .ignore();
-    pipe.cmd("CLIENT").arg("PAUSE").arg(2500).arg("ALL").ignore();
+    pipe.cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2500)
+        .arg("ALL")
+        .ignore();
     let _: () = pipe.query(&mut conn).unwrap();
     let done = run.finish(PATIENCE);
     let state = inspect(&scratch, &server, "longpause");
@@ -180,7 +181,8 @@ fn a_pause_longer_than_connect_timeout_raises_no_send_that_was_delivered() {
         // An agent that could not reach the server within connect_timeout
         // failed the run: a Coordination error that says so.
         Some(5) => assert!(
-            done.stdout.contains("gave up after 1000 ms; setting connect_timeout"),
+            done.stdout
+                .contains("gave up after 1000 ms; setting connect_timeout"),
             "{}",
             done.show()
         ),

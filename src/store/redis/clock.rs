@@ -29,9 +29,7 @@ impl ServerClock {
     /// Reads the server's clock (one `TIME` round trip).
     pub async fn read(conn: &Connection) -> StoreResult<ServerClock> {
         let before = local_ms();
-        let (secs, micros): (i64, i64) = conn
-            .query("server time", || redis::cmd("TIME"))
-            .await?;
+        let (secs, micros): (i64, i64) = conn.query("server time", || redis::cmd("TIME")).await?;
         let after = local_ms();
         let server = secs * 1000 + micros / 1000;
         Ok(ServerClock {
