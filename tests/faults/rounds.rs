@@ -90,7 +90,6 @@ fn each_of_three_processes_killed_and_stopped_round_after_round_loses_nothing() 
     // Each fault: which process, and how.
     let mut taken: Vec<(String, &str)> = Vec::new();
     let mut fence_notice_ms = Vec::new();
-    let mut agents_seen = 0;
     for round in 0..ROUNDS {
         for slot in 0..live.len() {
             let victim = live.remove(slot);
@@ -116,7 +115,6 @@ fn each_of_three_processes_killed_and_stopped_round_after_round_loses_nothing() 
             }
             taken.push((label, fault));
             live.insert(slot, spawn_joiner("consumer"));
-            agents_seen += 1;
         }
     }
     let produced = producer.finish(PATIENCE);
@@ -184,7 +182,6 @@ fn each_of_three_processes_killed_and_stopped_round_after_round_loses_nothing() 
         h.again,
         lost_hosts.len(),
     );
-    assert_eq!(agents_seen, ROUNDS * 3);
     assert!(lost.is_empty(), "lost: {lost:?}");
     assert!(h.sent_twice.is_empty(), "sent twice: {:?}", h.sent_twice);
     assert!(
