@@ -98,8 +98,9 @@ end
 return M
 "#;
 
-/// The host's connections are killed and the server paused for 2.5 s, more
-/// than twice `connect_timeout` (1 s): a send the host gave up on is
+/// The server holds writes for 2.5 s, more than twice `connect_timeout`
+/// (1 s), and the host's connections are killed meanwhile: a send the host
+/// gave up on is
 /// reported with a clear error and never delivered later; every other
 /// message is handled once, or, when the receiver gave up on the server
 /// too (the run then fails naming `connect_timeout`), still in its queue;
@@ -117,20 +118,26 @@ fn a_pause_longer_than_connect_timeout_raises_no_send_that_was_delivered() {
     );
     run.wait_for("sent 50", PATIENCE);
     let mut conn = raw(&server);
-    let mut pipe = redis::pipe();
-    pipe.cmd("CLIENT")
+    // Writes are held (the sender's next send among them); reads and new
+    // connections go through. Then the held send's connection is killed:
+    // its retries go out on new connections, are held too, and the host
+    // gives up on them after connect_timeout; the server runs them when
+    // the pause ends.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2500)
+        .arg("WRITE")
+        .query(&mut conn)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _: redis::Value = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
         .arg("normal")
         .arg("SKIPME")
         .arg("yes")
-        .ignore();
-    pipe.cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(2500)
-        .arg("ALL")
-        .ignore();
-    let _: () = pipe.query(&mut conn).unwrap();
+        .query(&mut conn)
+        .unwrap();
     let done = run.finish(PATIENCE);
     let state = inspect(&scratch, &server, "longpause");
     let bb = &state["blackboard"];
@@ -159,7 +166,7 @@ fn a_pause_longer_than_connect_timeout_raises_no_send_that_was_delivered() {
         .filter(|n| !failed.contains(n) && !queued.contains(n))
         .collect();
     println!(
-        "connections killed, CLIENT PAUSE 2.5 s, connect_timeout 1 s: exit {:?}; handled once {}; \
+        "CLIENT PAUSE WRITE 2.5 s, connections killed, connect_timeout 1 s: exit {:?}; handled once {}; \
          reported failed {failed:?} ({}); raised but delivered {raised_but_delivered:?}; \
          still queued {}; lost {lost:?}; sent twice {:?}; handled again {:?}",
         done.code,

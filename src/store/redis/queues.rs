@@ -58,9 +58,12 @@ impl Server {
             .arg(if first { "1" } else { "0" })
             .arg(queue)
             .arg(self.next_send(task))
-            .arg(self.clock.deadline(self.conn.patience))
+            .arg(0)
             .arg(fenced);
-        let request = Request::Cmd(send);
+        let request = Request::Deadlined {
+            cmd: send,
+            deadline: self.clock.deadline(self.conn.patience),
+        };
         let (epoch, answer) = self.conn.send(format!("bus send to '{queue}'"), request);
         let me = self.registered.clone();
         Pending::sent(
