@@ -247,7 +247,11 @@ impl Orchestrator {
                 // without this process.
                 let fenced = self.coord.presence.fenced();
                 tracing::error!("{fenced}");
-                self.record("host", &fenced, true);
+                // First among the fatal errors, so the exit code is the
+                // fence's (an agent whose write was refused first failed
+                // with a Coordination error).
+                self.errors
+                    .insert(0, ReportedError::of("host", &fenced, true));
                 self.abort_all(|_| fenced.clone()).await;
                 break;
             }
