@@ -318,6 +318,13 @@ impl Orchestrator {
         if self.stopping || !self.lead {
             return true;
         }
+        if self
+            .quiet_not_before
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+        {
+            // Other processes may not have beaten again yet (see `shared`).
+            return false;
+        }
         self.refresh_shared().await;
         !self.shared
     }
