@@ -85,6 +85,9 @@ pub struct Orchestrator {
     /// Roles other processes were asked to run: the task neither goes quiet
     /// nor ends while one has no agent that joined and was not lost.
     remote_roles: Vec<String>,
+    /// After this process noticed that the server lost the task's data, the
+    /// end is not decided before this moment (see [`shared`]).
+    quiet_not_before: Option<tokio::time::Instant>,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -208,6 +211,7 @@ impl Orchestrator {
             watching: false,
             local_roles: None,
             remote_roles: Vec::new(),
+            quiet_not_before: None,
         })
     }
 
@@ -337,7 +341,11 @@ impl Orchestrator {
                 // without this process.
                 let fenced = self.coord.presence.fenced();
                 tracing::error!("{fenced}");
-                self.record("host", &fenced, true);
+                // First among the fatal errors, so the exit code is the
+                // fence's (an agent whose write was refused first failed
+                // with a Coordination error).
+                self.errors
+                    .insert(0, ReportedError::of("host", &fenced, true));
                 self.abort_all(|_| fenced.clone()).await;
                 break;
             }
@@ -359,7 +367,7 @@ impl Orchestrator {
                 }
                 _ = self.coord.activity.moved(), if !self.lead => self.beat().await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
-                _ = quiet_poll.tick(), if !watching && !self.held && self.shared && self.lead && !self.stopping && !self.leaving => {
+                _ = quiet_poll.tick(), if !watching && !self.held && (self.shared || self.quiet_not_before.is_some()) && self.lead && !self.stopping && !self.leaving => {
                     if self.is_quiet().await {
                         self.stop().await;
                     }
@@ -418,6 +426,13 @@ impl Orchestrator {
         }
         if self.stopping || self.leaving || !self.lead {
             return true;
+        }
+        if self
+            .quiet_not_before
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+        {
+            // Other processes may not have beaten again yet (see `shared`).
+            return false;
         }
         if !self.remote_roles_served().await {
             return false;

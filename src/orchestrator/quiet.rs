@@ -28,6 +28,14 @@ impl Orchestrator {
         if !self.remote_roles_served().await {
             return false;
         }
+        if let Some(not_before) = self.quiet_not_before {
+            // The server lost the task's data: the other processes' records
+            // (their busy agents) come back with their next heartbeats.
+            if tokio::time::Instant::now() < not_before {
+                return false;
+            }
+            self.quiet_not_before = None;
+        }
         let activity = &self.coord.activity;
         let local = activity.busy_count() == 0 && self.spawn_rx.is_empty();
         let remote = match local {
