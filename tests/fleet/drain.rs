@@ -1,6 +1,7 @@
-//! A drained worker lets its callbacks finish and hands the task over at
-//! their boundary; one still in a callback after `--drain` is cut off; either
-//! way another worker finishes the task. A running task is cancelled by its
+//! A drained worker lets its tasks run for `--drain`, then hands those
+//! still running over at their callbacks' boundaries (the callbacks
+//! finish); one still in a callback a third of a lease later is cut off;
+//! either way another worker finishes the task. A running task is cancelled by its
 //! worker.
 
 use std::process::Command;
@@ -52,10 +53,11 @@ fn a_drain_lets_every_callback_finish_and_the_task_completes_once_elsewhere() {
     let scratch = Scratch::new(&[("producer.lua", PRODUCER), ("handler.lua", HANDLER)]);
     scratch.write(
         "jobs.toml",
-        "id = \"jobs\"\ntype = \"test\"\ndescription = \"jobs\"\ntimeout = 60000\nagents = [\"producer\", \"handler\"]\n[inputs]\nn = 8\nms = 300\n",
+        "id = \"jobs\"\ntype = \"test\"\ndescription = \"jobs\"\ntimeout = 60000\nagents = [\"producer\", \"handler\"]\n[inputs]\nn = 20\nms = 100\n",
     );
     let id = submit(scratch.path(), &server, "jobs.toml");
-    let mut first = worker(scratch.path(), &server, 1);
+    // The task (2 s of jobs) outlasts the drain (300 ms): handed over.
+    let mut first = worker_draining(scratch.path(), &server, 1, 300);
     let first_pid = first.pid();
     // Mid-way: a job is being handled when the drain starts.
     first.wait_for("job 3 started", PATIENCE);
@@ -81,7 +83,7 @@ fn a_drain_lets_every_callback_finish_and_the_task_completes_once_elsewhere() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    let expected: Vec<String> = (1..=8)
+    let expected: Vec<String> = (1..=20)
         .flat_map(|n| [format!("s{n}"), format!("e{n}")])
         .collect();
     let mut pairs: Vec<String> = log.clone();

@@ -117,7 +117,8 @@ fn replaced_after(signal: &str) {
     let producers = worker_with(scratch.path(), &server, &["--roles", "producer"]);
     let id = submit(scratch.path(), &server, "pipe.toml");
     wait_running(scratch.path(), &server, producers.pid());
-    let mut first = worker_with(scratch.path(), &server, &["--roles", "consumer"]);
+    let flags = ["--roles", "consumer", "--drain", "200"];
+    let mut first = worker_with(scratch.path(), &server, &flags);
     first.wait_for("handling job 2", PATIENCE);
     // Serves any role, so every role asked for.
     let second = worker_with(scratch.path(), &server, &[]);

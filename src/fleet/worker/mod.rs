@@ -11,12 +11,13 @@
 //! workers serving those join the task with an agent each (a *join*, run
 //! beside their tasks and counted with them).
 //!
-//! Draining (SIGTERM): no more tasks are taken; each running task is left
-//! at its agents' callback boundaries (see `Stopper::leave`) and handed
-//! over (its entry marked abandoned, its claim dropped) so another worker
+//! Draining (SIGTERM): no more tasks are taken; running tasks go on to
+//! their end for up to the drain time; each still running then is left at
+//! its agents' callback boundaries (see `Stopper::leave`) and handed over
+//! (its entry marked abandoned, its claim dropped) so another worker
 //! resumes it; a join is left the same way and its request handed over, so
-//! another worker joins in its place. Callbacks still running after the
-//! drain time are cut off.
+//! another worker joins in its place. Callbacks still running a third of a
+//! lease later are cut off.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -155,9 +156,10 @@ pub async fn run(
     let mut beat = tokio::time::interval(opts.lease / 3);
     let mut poll = tokio::time::interval(Duration::from_millis(20));
     let mut draining = *drain.borrow();
-    // When the callbacks still running are cut off, and when the worker
+    // When a draining worker hands its tasks over at their callback
+    // boundaries, when it cuts off the callbacks still running, and when it
     // exits whatever still runs (as a kill would).
-    let (mut cut_at, mut exit_at) = (None, None);
+    let (mut leave_at, mut cut_at, mut exit_at) = (None, None, None);
     loop {
         tokio::select! {
             _ = beat.tick() => {
@@ -173,21 +175,27 @@ pub async fn run(
             changed = drain.changed(), if !draining => {
                 if changed.is_err() || *drain.borrow() {
                     draining = true;
+                    // Short tasks end here; long ones are handed over.
                     let now = tokio::time::Instant::now();
-                    cut_at = Some(now + opts.drain);
-                    exit_at = Some(now + opts.drain + opts.lease / 3);
-                    for run in running.values() {
-                        run.orders.send_modify(|o| o.leave += 1);
-                    }
+                    leave_at = Some(now + opts.drain);
+                    cut_at = Some(now + opts.drain + opts.lease / 3);
+                    exit_at = Some(now + opts.drain + opts.lease * 2 / 3);
                     if let Err(e) = keep(&mut fleet, &opts, &running, summary.finished, draining).await {
                         tracing::warn!("worker {} could not beat: {e}", opts.id);
                     }
                 }
             }
-            _ = sleep_until(cut_at), if cut_at.is_some() => {
+            _ = sleep_until(leave_at), if leave_at.is_some() => {
+                leave_at = None;
+                for run in running.values() {
+                    run.orders.send_modify(|o| o.leave += 1);
+                }
+            }
+            _ = sleep_until(cut_at), if cut_at.is_some() && leave_at.is_none() => {
                 cut_at = None;
                 tracing::warn!(
-                    "worker {}: callbacks still running after the drain ({} ms) are cut off",
+                    "worker {}: callbacks still running a third of a lease after the drain \
+                     ({} ms) are cut off",
                     opts.id,
                     opts.drain.as_millis()
                 );
