@@ -94,7 +94,7 @@ pub struct DeadLetter {
 /// What the task's queues hold (embedded store): messages per queue, bytes in all.
 #[derive(Default)]
 struct Queued {
-    depth: std::collections::HashMap<String, usize>,
+    depth: crate::fast_map::FastMap<String, usize>,
     bytes: usize,
 }
 
