@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{Id as TaskId, JoinSet};
 
-use crate::agent::AgentOutcome;
+use crate::agent::{AgentOutcome, Halt};
 use crate::config::Config;
-use crate::coordination::{Coordination, SpawnRequest, now_ms};
+use crate::coordination::{AgentPhase, Coordination, SpawnRequest, now_ms};
 use crate::error::{Error, ErrorKind, Result};
 use crate::llm::{BudgetSpent, LlmClient, TaskLlm};
 use crate::reload::{ReloadEvent, ReloadOptions, Reloader};
@@ -43,7 +43,7 @@ pub struct Orchestrator {
     spawn_rx: mpsc::UnboundedReceiver<SpawnRequest>,
     agents: JoinSet<AgentOutcome>,
     running: HashMap<TaskId, (String, String)>,
-    stop_tx: watch::Sender<bool>,
+    stop_tx: watch::Sender<Halt>,
     started: Vec<String>,
     errors: Vec<ReportedError>,
     next_index: HashMap<String, u32>,
@@ -52,7 +52,10 @@ pub struct Orchestrator {
     /// The refused LLM call that ended the task, once there is one.
     budget_error: Option<ReportedError>,
     reloader: Option<Reloader>,
-    stop_requests: (mpsc::UnboundedSender<()>, mpsc::UnboundedReceiver<()>),
+    stop_requests: (
+        mpsc::UnboundedSender<StopRequest>,
+        mpsc::UnboundedReceiver<StopRequest>,
+    ),
     mode: Mode,
     /// Other live processes take part in the task.
     shared: bool,
@@ -71,6 +74,17 @@ pub struct Orchestrator {
     resume: Vec<crate::store::AgentRecord>,
     /// Held open (see [`Orchestrator::hold_open`]).
     held: bool,
+    /// This process leaves the task to another (see [`Stopper::leave`]).
+    leaving: bool,
+    /// Its agents that left with their records as stored.
+    left: Vec<String>,
+    /// Watch mode (see [`Orchestrator::watch`]).
+    watching: bool,
+    /// The roles this owner starts, when not all (see [`Orchestrator::share_roles`]).
+    local_roles: Option<Vec<String>>,
+    /// Roles other processes were asked to run: the task neither goes quiet
+    /// nor ends while one has no agent that joined and was not lost.
+    remote_roles: Vec<String>,
     /// After this process noticed that the server lost the task's data, the
     /// end is not decided before this moment (see [`shared`]).
     quiet_not_before: Option<tokio::time::Instant>,
@@ -80,12 +94,32 @@ pub struct Orchestrator {
 /// [`stop`](Self::stop) lets every agent finish the callback it is in and run
 /// its `stop` callback; a second one aborts the agents still running.
 #[derive(Clone)]
-pub struct Stopper(mpsc::UnboundedSender<()>);
+pub struct Stopper(mpsc::UnboundedSender<StopRequest>);
+
+/// What a [`Stopper`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopRequest {
+    Stop,
+    Leave,
+}
 
 impl Stopper {
     /// Asks the run to stop (see [`Stopper`]); does nothing once it has ended.
     pub fn stop(&self) {
-        let _ = self.0.send(());
+        let _ = self.0.send(StopRequest::Stop);
+    }
+
+    /// Asks this process to leave the task to another without ending it (a
+    /// worker's hand-over): its agents take no new event, finish the
+    /// callback they are in and end without `stop` and without a final
+    /// phase; the messages they held are given back; the process records
+    /// itself `left` and gives up the task's lease, so a `resume` takes the
+    /// task over at once. The run then returns a report with the status
+    /// [`TaskStatus::HandedOver`]. A second call cuts off the callbacks still
+    /// running (their agents are resumed from their records all the same).
+    /// A task whose end was already decided ends as it would have.
+    pub fn leave(&self) {
+        let _ = self.0.send(StopRequest::Leave);
     }
 }
 
@@ -155,7 +189,7 @@ impl Orchestrator {
             spawn_rx,
             agents: JoinSet::new(),
             running: HashMap::new(),
-            stop_tx: watch::channel(false).0,
+            stop_tx: watch::channel(Halt::Go).0,
             started: Vec::new(),
             errors: Vec::new(),
             next_index: HashMap::new(),
@@ -172,6 +206,11 @@ impl Orchestrator {
             lead: false,
             resume: Vec::new(),
             held: false,
+            leaving: false,
+            left: Vec::new(),
+            watching: false,
+            local_roles: None,
+            remote_roles: Vec::new(),
             quiet_not_before: None,
         })
     }
@@ -185,12 +224,23 @@ impl Orchestrator {
     /// this run, and keeps the task running when it goes quiet. Fails when a
     /// directory cannot be watched.
     pub fn watch(&mut self, options: ReloadOptions) -> Result<()> {
+        self.reload_on_edit(options)?;
+        self.watching = true;
+        Ok(())
+    }
+
+    /// Hot reload of the scripts and stdlib directories for this run,
+    /// without watch mode: the task still ends when it goes quiet (a
+    /// worker running its developer's own `--scripts`). Fails when a
+    /// directory cannot be watched.
+    pub fn reload_on_edit(&mut self, options: ReloadOptions) -> Result<()> {
         let reloader = Reloader::start(self.registry.clone(), self.coord.clone(), options)?;
         self.reloader = Some(reloader);
         Ok(())
     }
 
-    /// Reloads from now on; `None` unless [`watch`](Self::watch) was called.
+    /// Reloads from now on; `None` unless [`watch`](Self::watch) or
+    /// [`reload_on_edit`](Self::reload_on_edit) was called.
     pub fn reload_events(&self) -> Option<tokio::sync::broadcast::Receiver<ReloadEvent>> {
         self.reloader.as_ref().map(Reloader::subscribe)
     }
@@ -211,6 +261,9 @@ impl Orchestrator {
         if let Mode::Joiner { roles, .. } = &self.mode {
             return roles.clone();
         }
+        if let Some(local) = &self.local_roles {
+            return local.clone();
+        }
         let task = &self.coord.task;
         task.agents.clone().unwrap_or_else(|| {
             self.registry
@@ -219,6 +272,47 @@ impl Orchestrator {
                 .filter(|r| !task.spawn.iter().any(|c| &c.agent == r))
                 .collect()
         })
+    }
+
+    /// Shares the task's initial roles with other processes (a fleet
+    /// worker serving some of them): this owner starts the agents of
+    /// `local` only, and the task neither goes quiet nor ends while a role
+    /// of `remote` has no agent that joined from elsewhere
+    /// (`Orchestrator::join`) and was not lost with its process (another
+    /// is expected in its place). The task's timeout still applies.
+    pub fn share_roles(&mut self, local: Vec<String>, remote: Vec<String>) {
+        self.local_roles = Some(local);
+        self.remote_roles = remote;
+    }
+
+    /// True when every role of [`share_roles`](Self::share_roles)'s
+    /// `remote` has an agent that joined and was not lost; `false` when the
+    /// store cannot tell.
+    async fn remote_roles_served(&self) -> bool {
+        if self.remote_roles.is_empty() {
+            return true;
+        }
+        let (store, id) = (&self.coord.store, &self.coord.task.id);
+        let (Ok(agents), Ok(hosts)) = (store.agent_list(id).await, store.host_list(id).await)
+        else {
+            return false;
+        };
+        let now = now_ms();
+        let alive: Vec<&str> = hosts
+            .iter()
+            .filter(|h| self.coord.presence.is_alive(h, now))
+            .map(|h| h.id.as_str())
+            .collect();
+        // An agent that completed served its role; one that failed for its
+        // lost process, or whose process went silent, did not.
+        let serves = |a: &crate::store::AgentRecord| match a.phase.parse::<AgentPhase>() {
+            Ok(AgentPhase::Complete) => true,
+            Ok(AgentPhase::Failed) => !a.error.as_deref().is_some_and(|e| e.starts_with("lost:")),
+            _ => alive.contains(&a.host.as_str()),
+        };
+        self.remote_roles
+            .iter()
+            .all(|role| agents.iter().any(|a| &a.role == role && serves(a)))
     }
 
     /// [`run`](Self::run) without the journal's and the trace's start and end.
@@ -240,7 +334,7 @@ impl Orchestrator {
         let mut heartbeat = tokio::time::interval(self.coord.presence.interval());
         let mut quiet_poll = tokio::time::interval(QUIET_POLL);
         let mut end = End::Finished;
-        let watching = self.reloader.is_some();
+        let watching = self.watching;
         while !self.is_over().await {
             if self.fenced {
                 // No stop callbacks: they would act on a task that went on
@@ -266,26 +360,41 @@ impl Orchestrator {
                         self.stop().await;
                     }
                 }
-                _ = self.coord.activity.changed(), if !watching && !self.held => {
+                _ = self.coord.activity.changed(), if !watching && !self.held && !self.leaving => {
                     if self.lead && self.is_quiet().await {
                         self.stop().await;
                     }
                 }
                 _ = self.coord.activity.moved(), if !self.lead => self.beat().await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
-                _ = quiet_poll.tick(), if !watching && !self.held && (self.shared || self.quiet_not_before.is_some()) && self.lead && !self.stopping => {
+                _ = quiet_poll.tick(), if !watching && !self.held && (self.shared || self.quiet_not_before.is_some()) && self.lead && !self.stopping && !self.leaving => {
                     if self.is_quiet().await {
                         self.stop().await;
                     }
                 }
-                Some(()) = self.stop_requests.1.recv() => {
-                    if end == End::Interrupted {
+                Some(request) = self.stop_requests.1.recv() => match request {
+                    StopRequest::Leave if self.leaving => {
+                        self.abandon_all().await;
+                        break;
+                    }
+                    // The end was decided: the task ends as it would have.
+                    StopRequest::Leave if self.stopping => {}
+                    StopRequest::Leave => {
+                        self.leaving = true;
+                        end = End::Left;
+                        let _ = self.stop_tx.send(Halt::Leave);
+                    }
+                    // Leaving: the process that resumes the task sees the cancel.
+                    StopRequest::Stop if self.leaving => {}
+                    StopRequest::Stop if end == End::Interrupted => {
                         self.abort_all(|id| Error::Interrupted { agent: id.to_string() }).await;
                         break;
                     }
-                    end = End::Interrupted;
-                    self.stop().await;
-                }
+                    StopRequest::Stop => {
+                        end = End::Interrupted;
+                        self.stop().await;
+                    }
+                },
                 _ = &mut deadline => {
                     end = End::TimedOut;
                     let limit_ms = self.coord.task.timeout;
@@ -309,13 +418,13 @@ impl Orchestrator {
     /// and, for the owner, no other process takes part any more (while one
     /// does, the owner waits for the whole task to go quiet).
     async fn is_over(&mut self) -> bool {
-        if self.held && !self.stopping {
+        if self.held && !self.stopping && !self.leaving {
             return false;
         }
         if !self.agents.is_empty() {
             return false;
         }
-        if self.stopping || !self.lead {
+        if self.stopping || self.leaving || !self.lead {
             return true;
         }
         if self
@@ -325,6 +434,9 @@ impl Orchestrator {
             // Other processes may not have beaten again yet (see `shared`).
             return false;
         }
+        if !self.remote_roles_served().await {
+            return false;
+        }
         self.refresh_shared().await;
         !self.shared
     }
@@ -332,7 +444,7 @@ impl Orchestrator {
     /// Stops every agent of this process (and, for the owner, records the end
     /// so joined processes stop theirs).
     async fn stop(&mut self) {
-        let _ = self.stop_tx.send(true);
+        let _ = self.stop_tx.send(Halt::Stop);
         if !self.stopping {
             self.stopping = true;
             if self.lead {
@@ -385,7 +497,11 @@ impl Orchestrator {
         // Read past the blackboard's counters: they were just flushed, and the
         // store's totals must equal the report's.
         let outputs = coord.blackboard.outputs_uncounted().await?;
-        for (queue, count) in coord.bus.undelivered().await? {
+        let undelivered = match end {
+            End::Left => Vec::new(),
+            _ => coord.bus.undelivered().await?,
+        };
+        for (queue, count) in undelivered {
             self.errors.push(ReportedError {
                 agent: "host".into(),
                 kind: ErrorKind::Undelivered,
@@ -398,6 +514,18 @@ impl Orchestrator {
                 allowed: false,
                 count: 1,
                 exit_code: crate::error::exit::OK,
+            });
+        }
+        if end == End::Left {
+            // What is undelivered or missing is the resuming process's to see.
+            return Ok(RunReport {
+                task_id: coord.task.id.clone(),
+                status: TaskStatus::HandedOver,
+                duration_ms: started_at.elapsed().as_millis() as u64,
+                agents_used: self.started.clone(),
+                outputs,
+                errors: crate::report::collapse(std::mem::take(&mut self.errors)),
+                metrics: coord.metrics.snapshot(&BTreeMap::new(), Some(now_ms())),
             });
         }
         self.report_dead_letters().await?;
@@ -423,7 +551,9 @@ impl Orchestrator {
         if let Some(spent) = self.budget_error.take() {
             self.errors.insert(0, spent);
         }
-        let status = if end == End::TimedOut {
+        let status = if end == End::Left {
+            TaskStatus::HandedOver
+        } else if end == End::TimedOut {
             TaskStatus::Timeout
         } else if end == End::Interrupted {
             TaskStatus::Interrupted
@@ -513,4 +643,6 @@ enum End {
     TimedOut,
     /// A [`Stopper`] (Ctrl-C) stopped it.
     Interrupted,
+    /// This process left the task to another ([`Stopper::leave`]).
+    Left,
 }

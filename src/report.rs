@@ -11,7 +11,7 @@ use crate::error::{ErrorKind, exit};
 
 /// How a task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     /// Every agent completed.
     Complete,
@@ -21,6 +21,9 @@ pub enum TaskStatus {
     Timeout,
     /// The run was stopped from outside (Ctrl-C).
     Interrupted,
+    /// This process left the task, still running, to another (a worker's
+    /// hand-over); the task's end is the other's to report.
+    HandedOver,
 }
 
 /// An error reported by the run.
@@ -78,7 +81,7 @@ impl ReportedError {
 pub struct RunReport {
     /// Task id.
     pub task_id: String,
-    /// `complete`, `failed`, `timeout` or `interrupted`.
+    /// `complete`, `failed`, `timeout`, `interrupted` or `handed_over`.
     pub status: TaskStatus,
     /// Wall time of the run.
     pub duration_ms: u64,
@@ -94,12 +97,12 @@ pub struct RunReport {
 
 impl RunReport {
     /// The exit code of the run: 0 when complete, 4 on timeout, 130 when
-    /// interrupted, else the code of the first fatal error.
+    /// interrupted or handed over, else the code of the first fatal error.
     pub fn exit_code(&self) -> i32 {
         match self.status {
             TaskStatus::Complete => exit::OK,
             TaskStatus::Timeout => exit::TIMEOUT,
-            TaskStatus::Interrupted => exit::INTERRUPTED,
+            TaskStatus::Interrupted | TaskStatus::HandedOver => exit::INTERRUPTED,
             TaskStatus::Failed => self
                 .errors
                 .iter()
@@ -116,6 +119,7 @@ impl RunReport {
             TaskStatus::Failed => "FAILED",
             TaskStatus::Timeout => "TIMEOUT",
             TaskStatus::Interrupted => "INTERRUPTED",
+            TaskStatus::HandedOver => "HANDED OVER",
         };
         let _ = writeln!(
             s,

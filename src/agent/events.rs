@@ -7,7 +7,7 @@ use std::time::Duration;
 use mlua::{Function, Table, Value};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use super::{Agent, CallbackFailure, HandlerError, errors};
+use super::{Agent, CallbackFailure, Halt, HandlerError, errors};
 use crate::error::{Error, Result};
 use crate::lua_api::{self, HANDLERS, TIMERS, WATCHES, pattern_matches};
 use crate::store::{BlackboardEvent, Delivery};
@@ -35,7 +35,10 @@ impl Agent {
                 Event::Message(d) => self.dispatch_message(d).await?,
                 Event::Change(ev) => self.dispatch_change(ev).await?,
                 Event::Timer(id) => self.dispatch_timer(id).await?,
-                Event::Stop => return Ok(()),
+                Event::Stop => {
+                    self.left = *self.stop.borrow() == Halt::Leave;
+                    return Ok(());
+                }
             }
             // A callback may have required a module lazily.
             self.publish_modules();
@@ -65,7 +68,7 @@ impl Agent {
         }
         // A stopped task takes no new work, even while messages keep coming
         // (when it stopped because it went quiet, none are queued anyway).
-        if *self.stop.borrow() {
+        if *self.stop.borrow() != Halt::Go {
             return Ok(Event::Stop);
         }
         let next_timer = ctx.local.lock().timers.next();

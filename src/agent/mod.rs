@@ -38,6 +38,23 @@ pub const NEW_CODE_WAITS: std::time::Duration = std::time::Duration::from_secs(3
 /// The callbacks a role module may define; anything else in it is the script's own.
 pub const CALLBACKS: &[&str] = &["start", "on_message", "on_reload", "on_resume", "stop"];
 
+/// What the orchestrator asks of its agents, through the watch each one holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Halt {
+    /// Keep handling events.
+    #[default]
+    Go,
+    /// The task ends: finish the callback in progress, run `stop`, end in
+    /// COMPLETE (or FAILED).
+    Stop,
+    /// This process leaves the task to another (a worker's hand-over): finish
+    /// the callback in progress, then end without `stop` and without a final
+    /// phase, so the agent's record stays as stored and the process that
+    /// resumes the task brings it back. An agent that has not run `start`
+    /// yet does not run it.
+    Leave,
+}
+
 /// How an agent ended.
 #[derive(Debug)]
 pub struct AgentOutcome {
@@ -49,6 +66,9 @@ pub struct AgentOutcome {
     pub fatal: Option<Error>,
     /// Errors of message handlers and watches (each message was given back).
     pub handler_errors: Vec<HandlerError>,
+    /// It left at a callback boundary ([`Halt::Leave`]): its record is as
+    /// stored, for the process that resumes the task.
+    pub left: bool,
 }
 
 /// An error raised by a message handler or a watch; the agent went on.
@@ -75,7 +95,9 @@ pub struct Agent {
     seen_version: u64,
     /// [`modules::ModuleGraph::generation`] last reported to the registry's users.
     published_modules: u64,
-    stop: watch::Receiver<bool>,
+    stop: watch::Receiver<Halt>,
+    /// It stopped at a callback boundary for [`Halt::Leave`].
+    left: bool,
     /// Quiescence probes of the orchestrator (see `coordination::Activity`).
     probe: watch::Receiver<u64>,
     handler_errors: Vec<HandlerError>,
@@ -89,7 +111,7 @@ impl Agent {
     /// the file and line when the script does not compile, raises while loading,
     /// or does not return a table; with AgentTimeout when its top level runs
     /// past `callback_timeout`.
-    pub fn load(ctx: Arc<AgentContext>, stop: watch::Receiver<bool>) -> Result<Agent> {
+    pub fn load(ctx: Arc<AgentContext>, stop: watch::Receiver<Halt>) -> Result<Agent> {
         // Read before the script: a change registered in between is picked up at the first boundary.
         let seen_version = ctx.registry.version();
         let script = ctx.registry.role(&ctx.role)?;
@@ -105,6 +127,7 @@ impl Agent {
             seen_version,
             published_modules: 0,
             stop,
+            left: false,
             probe,
             handler_errors: Vec::new(),
             repeats: std::collections::HashMap::new(),
@@ -211,6 +234,17 @@ impl Agent {
         // Off the bus before the final phase is written, so an agent that sees
         // the phase cannot still send this one a message nobody would read.
         self.ctx.coord.bus.leave(&self.ctx.id);
+        if self.left && fatal.is_none() {
+            // Its record stays as stored: the process that resumes the task
+            // brings it back from there.
+            return AgentOutcome {
+                id: self.ctx.id.clone(),
+                role: self.ctx.role.clone(),
+                fatal: None,
+                handler_errors: std::mem::take(&mut self.handler_errors),
+                left: true,
+            };
+        }
         let states = &self.ctx.coord.states;
         match states.get(&self.ctx.id).await {
             Ok(Some(record)) => match record.phase.parse::<AgentPhase>() {
@@ -242,11 +276,18 @@ impl Agent {
             role: self.ctx.role.clone(),
             fatal,
             handler_errors: std::mem::take(&mut self.handler_errors),
+            left: false,
         }
     }
 
     async fn drive(&mut self) -> Result<()> {
         let ctx = self.ctx.clone();
+        if *self.stop.borrow() == Halt::Leave {
+            // Started while its process leaves: the one that resumes the
+            // task runs its `start`.
+            self.left = true;
+            return Ok(());
+        }
         let resumed = ctx.local.lock().resumed.clone();
         let phase = match resumed {
             Some(_) => ctx.coord.states.get(&ctx.id).await?.map(|r| r.phase),
@@ -293,6 +334,9 @@ impl Agent {
         }
         if self.wants_events()? {
             self.event_loop().await?;
+        }
+        if self.left {
+            return Ok(());
         }
         self.maybe_reload().await;
         if let Some(stop) = self.callback("stop")? {

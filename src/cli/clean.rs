@@ -1,5 +1,7 @@
 //! `orrery clean TASK_ID [--force]`: delete every key of a task from a shared
-//! store. A task whose owner is still running is kept unless `--force`.
+//! store, with its fleet records when it was submitted (`orrery submit`). A
+//! task whose owner is still running, or that a worker runs, is kept unless
+//! `--force`.
 
 use orrery::coordination::{LOST_AFTER_BEATS, now_ms};
 use orrery::error::exit;
@@ -27,6 +29,16 @@ pub fn execute(args: CleanArgs) -> anyhow::Result<i32> {
     let lost_after = config.heartbeat_interval * LOST_AFTER_BEATS;
     let (removed, url) = super::runtime()?.block_on(async {
         let store = super::open_store(&config).await?;
+        let timeout = std::time::Duration::from_millis(config.connect_timeout);
+        let mut fleet = orrery::fleet::Fleet::open(&config.store, timeout).await?;
+        if !args.force
+            && let Some(worker) = fleet.holder(id).await?
+        {
+            return Err(orrery::Error::Coordination(format!(
+                "task '{id}' is running on worker {worker}; wait for it to end, cancel it \
+                 (`orrery cancel {id}`), or pass --force"
+            )));
+        }
         if !args.force
             && let Some(record) = store.task_get(id).await?
             && record.is_running()
@@ -44,7 +56,8 @@ pub fn execute(args: CleanArgs) -> anyhow::Result<i32> {
                 )));
             }
         }
-        Ok::<_, orrery::Error>((store.clean(id).await?, store.describe()))
+        let removed = fleet.forget(id).await? + store.clean(id).await?;
+        Ok::<_, orrery::Error>((removed, store.describe()))
     })?;
     if removed == 0 {
         super::print_out(&format!(

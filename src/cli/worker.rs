@@ -32,6 +32,10 @@ pub struct WorkerArgs {
     /// Take no new task while this process's resident memory is above MB.
     #[arg(long, value_name = "MB")]
     pub max_memory: Option<u64>,
+    /// Serve Prometheus metrics of the worker (its load and health) and of
+    /// every task it runs at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     /// Where submitted code is written out (default: the system's temp dir).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -66,7 +70,7 @@ pub fn execute(args: WorkerArgs) -> anyhow::Result<i32> {
     }
     let scripts = config.origin("scripts").map(|_| config.scripts.clone());
     let id = worker::worker_id();
-    let opts = WorkerOptions {
+    let mut opts = WorkerOptions {
         id: id.clone(),
         max_tasks: args.max_tasks,
         roles: args.roles,
@@ -79,12 +83,21 @@ pub fn execute(args: WorkerArgs) -> anyhow::Result<i32> {
         max_agents: args.max_agents_total,
         max_memory: args.max_memory.map(|mb| mb << 20),
         config: config.clone(),
+        metrics: None,
+        gauges: None,
     };
     std::fs::create_dir_all(&opts.cache)?;
     super::runtime()?.block_on(async {
         let timeout = Duration::from_millis(config.connect_timeout);
         let fleet = Fleet::connect(&config.store, timeout).await?;
         let store = super::open_store(&config).await?;
+        if let Some(addr) = &args.metrics_addr {
+            let (exporter, bound) =
+                orrery::observe::prometheus::Exporter::serve(addr, "flag --metrics-addr").await?;
+            super::print_err(&format!("metrics: http://{bound}/metrics"));
+            opts.gauges = Some(exporter.worker(&id));
+            opts.metrics = Some(exporter);
+        }
         let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut term =

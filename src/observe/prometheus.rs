@@ -97,9 +97,11 @@ fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-/// Every series, and what the entries so far said about the agents.
+/// Every series of the runs, and what one run's entries so far said about
+/// its agents (each run's sink has its own copy of that; the series are
+/// shared).
+#[derive(Clone)]
 struct Metrics {
-    registry: Registry,
     runs: Family<RunLabels, Counter>,
     run_duration: Family<RunLabels, Histogram, fn() -> Histogram>,
     agents_started: Family<Who, Counter>,
@@ -128,9 +130,9 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("orrery");
-        let mut m = Metrics {
+    /// The series, registered in `r`.
+    fn new(r: &mut Registry) -> Metrics {
+        let m = Metrics {
             runs: Family::default(),
             run_duration: Family::new_with_constructor(seconds),
             agents_started: Family::default(),
@@ -156,9 +158,7 @@ impl Metrics {
             journal_dropped: Counter::default(),
             task_type: String::new(),
             roles: HashMap::new(),
-            registry: Registry::default(),
         };
-        let r = &mut registry;
         r.register(
             "runs",
             "Task runs this process ended, by status",
@@ -255,8 +255,16 @@ impl Metrics {
             "Message handlers and watches that failed, as they failed",
             m.handler_failures.clone(),
         );
-        m.registry = registry;
         m
+    }
+
+    /// The same series, for another run.
+    fn for_run(&self) -> Metrics {
+        Metrics {
+            task_type: String::new(),
+            roles: HashMap::new(),
+            ..self.clone()
+        }
     }
 
     fn who(&self, agent: Option<&str>) -> Who {
@@ -452,14 +460,149 @@ fn role_of(agent: &str) -> String {
     }
 }
 
-struct MetricsSink(Arc<Mutex<Metrics>>);
+struct MetricsSink(Metrics);
 
 #[async_trait]
 impl Sink for MetricsSink {
     async fn write(&mut self, batch: &Batch) {
-        let mut metrics = self.0.lock();
         for item in batch.items() {
-            metrics.take(item);
+            self.0.take(item);
+        }
+    }
+}
+
+/// A process's metrics endpoint: the series of every run attached to it
+/// (a worker runs many), and a worker's own gauges.
+#[derive(Clone)]
+pub struct Exporter {
+    registry: Arc<Mutex<Registry>>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").finish_non_exhaustive()
+    }
+}
+
+/// A fleet worker's health and load (`orrery worker --metrics-addr`), each
+/// a series labelled with the worker's id; the worker sets them at every
+/// beat.
+#[derive(Clone, Debug)]
+pub struct WorkerGauges {
+    /// `orrery_worker_tasks_running`: tasks it runs now.
+    pub tasks_running: Gauge,
+    /// `orrery_worker_max_tasks`: most tasks it runs at once (`--max-tasks`).
+    pub max_tasks: Gauge,
+    /// `orrery_worker_agents`: live agents of its running tasks.
+    pub agents: Gauge,
+    /// `orrery_worker_resident_memory_bytes`: the process's resident memory.
+    pub memory: Gauge,
+    /// `orrery_worker_claims`: task claims it holds (renewed at its last beat).
+    pub claims: Gauge,
+    /// `orrery_worker_draining`: 1 once it drains (SIGTERM).
+    pub draining: Gauge,
+    /// `orrery_worker_tasks_finished_total`: tasks it ran to their end.
+    pub finished: Counter,
+    /// `orrery_worker_tasks_handed_over_total`: tasks it left to others.
+    pub handed_over: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+}
+
+impl Exporter {
+    /// Serves the metrics at `http://ADDR/metrics` until the process ends;
+    /// returns the endpoint and its address. Fails with BadInput naming
+    /// `flag` when `addr` cannot be listened on.
+    pub async fn serve(addr: &str, flag: &str) -> Result<(Exporter, SocketAddr)> {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::bad_input(format!("{flag} {addr}"), format!("cannot listen: {e}"))
+        })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::Coordination(format!("metrics endpoint: {e}")))?;
+        let mut registry = Registry::with_prefix("orrery");
+        let metrics = Metrics::new(&mut registry);
+        let registry = Arc::new(Mutex::new(registry));
+        let shared = registry.clone();
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let registry = shared.clone();
+                async move { exposition(&registry.lock()) }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("metrics endpoint stopped: {e}");
+            }
+        });
+        Ok((Exporter { registry, metrics }, bound))
+    }
+
+    /// Counts the run of `coord` from its journal from now on.
+    pub fn attach(&self, coord: &Coordination) {
+        coord
+            .journal
+            .attach(Box::new(MetricsSink(self.metrics.for_run())));
+    }
+
+    /// Registers the gauges of worker `id` (once per process).
+    pub fn worker(&self, id: &str) -> WorkerGauges {
+        let mut registry = self.registry.lock();
+        let labels = WorkerLabels {
+            worker: id.to_string(),
+        };
+        let mut gauge = |name: &str, help: &str, unit: Option<Unit>| {
+            let family = Family::<WorkerLabels, Gauge>::default();
+            match unit {
+                Some(unit) => registry.register_with_unit(name, help, unit, family.clone()),
+                None => registry.register(name, help, family.clone()),
+            }
+            family.get_or_create(&labels).clone()
+        };
+        let tasks_running = gauge("worker_tasks_running", "Tasks the worker runs now", None);
+        let max_tasks = gauge(
+            "worker_max_tasks",
+            "Most tasks the worker runs at once",
+            None,
+        );
+        let agents = gauge(
+            "worker_agents",
+            "Live agents of the worker's running tasks",
+            None,
+        );
+        let memory = gauge(
+            "worker_resident_memory",
+            "The worker process's resident memory",
+            Some(Unit::Bytes),
+        );
+        let claims = gauge("worker_claims", "Task claims the worker holds", None);
+        let draining = gauge(
+            "worker_draining",
+            "1 once the worker drains (takes no more tasks)",
+            None,
+        );
+        let mut counter = |name: &str, help: &str| {
+            let family = Family::<WorkerLabels, Counter>::default();
+            registry.register(name, help, family.clone());
+            family.get_or_create(&labels).clone()
+        };
+        WorkerGauges {
+            tasks_running,
+            max_tasks,
+            agents,
+            memory,
+            claims,
+            draining,
+            finished: counter("worker_tasks_finished", "Tasks the worker ran to their end"),
+            handed_over: counter(
+                "worker_tasks_handed_over",
+                "Tasks the worker left to others when draining",
+            ),
         }
     }
 }
@@ -468,32 +611,14 @@ impl Sink for MetricsSink {
 /// the process ends; returns the address. Fails with BadInput naming `flag`
 /// when `addr` cannot be listened on.
 pub async fn serve(addr: &str, flag: &str, coord: &Coordination) -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::bad_input(format!("{flag} {addr}"), format!("cannot listen: {e}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::Coordination(format!("metrics endpoint: {e}")))?;
-    let metrics = Arc::new(Mutex::new(Metrics::new()));
-    coord.journal.attach(Box::new(MetricsSink(metrics.clone())));
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move { exposition(&metrics.lock()) }
-        }),
-    );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("metrics endpoint stopped: {e}");
-        }
-    });
+    let (exporter, bound) = Exporter::serve(addr, flag).await?;
+    exporter.attach(coord);
     Ok(bound)
 }
 
-fn exposition(metrics: &Metrics) -> impl IntoResponse + use<> {
+fn exposition(registry: &Registry) -> impl IntoResponse + use<> {
     let mut body = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &metrics.registry) {
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, registry) {
         body = format!("# cannot encode the metrics: {e}\n");
     }
     (

@@ -12,7 +12,7 @@ use tokio::task::Id as TaskId;
 use tracing::Instrument;
 
 use super::Orchestrator;
-use crate::agent::{Agent, AgentOutcome};
+use crate::agent::{Agent, AgentOutcome, Halt};
 use crate::coordination::AgentPhase;
 use crate::coordination::journal::{self, Event};
 use crate::error::{Error, Result};
@@ -153,6 +153,7 @@ impl Orchestrator {
                         "agent task ended abnormally: {e}"
                     ))),
                     handler_errors: Vec::new(),
+                    left: false,
                 }
             }
         };
@@ -160,8 +161,13 @@ impl Orchestrator {
         self.coord.spawner.release();
         self.coord.bus.leave(&outcome.id);
         self.registry.users().ended(&outcome.id);
+        // The messages it read ahead or kept aside go back to its queue (for
+        // the process that resumes it, when it left).
         if let Err(e) = self.coord.bus.release(&outcome.id).await {
             self.record(&outcome.id, &e, true);
+        }
+        if outcome.left {
+            self.left.push(outcome.id.clone());
         }
         let success = self.coord.task.success.clone();
         for h in &outcome.handler_errors {
@@ -201,7 +207,7 @@ impl Orchestrator {
 
     /// Aborts every agent still running; each gets the error `why(id)`.
     pub(super) async fn abort_all(&mut self, why: impl Fn(&str) -> Error) {
-        let _ = self.stop_tx.send(true);
+        let _ = self.stop_tx.send(Halt::Stop);
         self.agents.abort_all();
         while let Some(joined) = self.agents.join_next_with_id().await {
             let task_id = match &joined {
@@ -233,6 +239,32 @@ impl Orchestrator {
     }
 }
 
+impl Orchestrator {
+    /// Aborts every agent still running without a final phase: this process
+    /// leaves the task, and the one that resumes it brings them back from
+    /// their records (what their cut-off callbacks did is not undone, as
+    /// after a kill).
+    pub(super) async fn abandon_all(&mut self) {
+        self.agents.abort_all();
+        while let Some(joined) = self.agents.join_next_with_id().await {
+            if let Ok((task_id, outcome)) = joined {
+                self.finish_agent(Ok((task_id, outcome))).await;
+                continue;
+            }
+            let task_id = joined.err().map(|e| e.id());
+            let Some((id, _)) = task_id.and_then(|t| self.running.remove(&t)) else {
+                continue;
+            };
+            self.coord.bus.leave(&id);
+            self.coord.spawner.release();
+            self.registry.users().ended(&id);
+            let _ = self.coord.bus.release(&id).await;
+            tracing::warn!(agent = %id, "cut off mid-callback: this process leaves the task");
+            self.left.push(id);
+        }
+    }
+}
+
 /// An agent ready to run: registered, on the bus, not yet running.
 struct Prepared {
     ctx: Arc<AgentContext>,
@@ -240,7 +272,7 @@ struct Prepared {
 
 /// An agent's whole life on its task: load, run, and turn a panic in host code
 /// or a life longer than `agent_timeout` into a failure of this agent alone.
-async fn run_agent(ctx: Arc<AgentContext>, stop: watch::Receiver<bool>) -> AgentOutcome {
+async fn run_agent(ctx: Arc<AgentContext>, stop: watch::Receiver<Halt>) -> AgentOutcome {
     let life = async {
         match Agent::load(ctx.clone(), stop) {
             Ok(agent) => agent.run().await,
@@ -291,5 +323,6 @@ async fn fail_agent(ctx: &AgentContext, e: Error) -> AgentOutcome {
         role: ctx.role.clone(),
         fatal: Some(e),
         handler_errors: Vec::new(),
+        left: false,
     }
 }

@@ -25,6 +25,9 @@ impl Orchestrator {
     /// when the rest holds and none is running. With other processes, their
     /// activity must also stay the same for a few store round trips.
     pub(super) async fn is_quiet(&mut self) -> bool {
+        if !self.remote_roles_served().await {
+            return false;
+        }
         if let Some(not_before) = self.quiet_not_before {
             // The server lost the task's data: the other processes' records
             // (their busy agents) come back with their next heartbeats.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Orchestrator;
+use crate::agent::Halt;
 use crate::config::Config;
 use crate::coordination::now_ms;
 use crate::error::{Error, ErrorKind, Result, exit};
@@ -205,6 +206,10 @@ impl Orchestrator {
             if host.id == self.coord.presence.host() || host.state == HostState::Left {
                 continue;
             }
+            tracing::warn!(
+                "task '{id}': fencing its process {} (it did not leave: it may still write)",
+                host.id
+            );
             store.member_fence(&id, &host.id).await?;
             host.state = HostState::Lost;
             store.heartbeat(&id, &host, &[]).await?;
@@ -333,7 +338,7 @@ impl Orchestrator {
             Beat::Kept => {}
             Beat::Fenced => {
                 self.fenced = true;
-                let _ = self.stop_tx.send(true);
+                let _ = self.stop_tx.send(Halt::Stop);
             }
             Beat::DataLost => self.on_data_lost().await,
         }
@@ -498,7 +503,7 @@ impl Orchestrator {
         };
         if ended {
             self.stopping = true;
-            let _ = self.stop_tx.send(true);
+            let _ = self.stop_tx.send(Halt::Stop);
         }
     }
 
@@ -520,17 +525,50 @@ impl Orchestrator {
         if self.fenced {
             return;
         }
+        if report.is_some_and(|r| r.status == TaskStatus::HandedOver) {
+            self.hand_over().await;
+            return;
+        }
         if self.lead {
             let status = match report.map(|r| r.status) {
                 Some(TaskStatus::Complete) => RunStatus::Complete,
                 Some(TaskStatus::Timeout) => RunStatus::Timeout,
-                Some(TaskStatus::Interrupted) => RunStatus::Interrupted,
+                Some(TaskStatus::Interrupted | TaskStatus::HandedOver) => RunStatus::Interrupted,
                 Some(TaskStatus::Failed) | None => RunStatus::Failed,
             };
             self.record_status(status, Some(now_ms())).await;
         }
         self.beat_as(HostState::Left).await;
         self.retain().await;
+    }
+
+    /// Leaves the task running for another process: records this one
+    /// `left` (so a resume need not wait out its heartbeats, and does not
+    /// fence it) and gives up the lease at once (renewed for 1 ms), so the
+    /// resume takes it without waiting for it to expire. The task's record
+    /// and its keys stay as they are.
+    async fn hand_over(&self) {
+        let left = self.left.len();
+        tracing::info!(
+            "task '{}': this process leaves it to another ({} left at a callback boundary)",
+            self.coord.task.id,
+            crate::text::plural(left as u64, "agent", "agents")
+        );
+        self.beat_as(HostState::Left).await;
+        if self.lead {
+            let presence = &self.coord.presence;
+            let store = &self.coord.store;
+            let gone = store
+                .lease(
+                    &self.coord.task.id,
+                    presence.host(),
+                    Duration::from_millis(1),
+                )
+                .await;
+            if let Err(e) = gone {
+                tracing::warn!("cannot give up the task's lease: {e}");
+            }
+        }
     }
 
     /// Once the task has ended, gives every key of it the retention's expiry.

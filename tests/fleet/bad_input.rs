@@ -1,5 +1,6 @@
 //! Bad input: unknown task ids for `status` and `cancel`, a bad task file
-//! for `submit` (named with its line), the embedded store refused.
+//! for `submit` (named with its line), the embedded store refused, a
+//! metrics address that cannot be listened on.
 
 use crate::common::{Scratch, orrery, show};
 use crate::util::server;
@@ -69,4 +70,26 @@ fn a_queued_task_cancelled_never_starts() {
     let task: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(task["state"], "cancelled", "{task:#}");
     assert!(task["started_ms"].is_null(), "{task:#}");
+}
+
+#[test]
+fn a_metrics_address_that_cannot_be_listened_on_is_bad_input_naming_the_flag() {
+    let server = server();
+    let scratch = Scratch::new(&[("alpha.lua", "return {}")]);
+    let out = orrery(
+        scratch.path(),
+        &[
+            "worker",
+            "--store",
+            &server.url(),
+            "--metrics-addr",
+            "not-an-address",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("flag --metrics-addr not-an-address"),
+        "{}",
+        show(&out)
+    );
 }

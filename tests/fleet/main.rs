@@ -8,6 +8,11 @@ use orrery_test_support as common;
 
 mod bad_input;
 mod drain;
+mod leave;
 mod limits;
+mod metrics;
+mod records;
+mod reload;
+mod spread;
 mod survive;
 mod util;

@@ -49,6 +49,13 @@ pub fn worker_draining(dir: &Path, server: &RedisServer, max: usize, drain_ms: u
 /// A worker of the tests (a short lease, the scratch dir's script cache)
 /// with `extra` flags, once it serves.
 pub fn worker_with(dir: &Path, server: &RedisServer, extra: &[&str]) -> Running {
+    let mut w = spawn_worker(dir, server, extra);
+    w.wait_for("serving", PATIENCE);
+    w
+}
+
+/// [`worker_with`], without waiting for it to serve.
+pub fn spawn_worker(dir: &Path, server: &RedisServer, extra: &[&str]) -> Running {
     let cache = dir.join("cache");
     let url = server.url();
     let mut args = vec![
@@ -61,9 +68,7 @@ pub fn worker_with(dir: &Path, server: &RedisServer, extra: &[&str]) -> Running 
         cache.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let mut w = spawn_orrery(dir, &args, ENV);
-    w.wait_for("serving", PATIENCE);
-    w
+    spawn_orrery(dir, &args, ENV)
 }
 
 /// `orrery status --json` (every task, or the workers with `workers`).

@@ -1,11 +1,11 @@
 //! Reading journals, plain HTTP GETs, and the Chromium the browser test drives.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use orrery::coordination::journal::{Entry, Event};
+
+pub use crate::common::{addr_in, http_get};
 
 /// Long enough for a debug build on a busy machine; never reached when it works.
 pub const PATIENCE: Duration = Duration::from_secs(120);
@@ -45,32 +45,6 @@ pub fn phases(entries: &[Entry], id: &str) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-/// `GET http://addr/path` over a plain socket: status line and body.
-pub fn http_get(addr: &str, path: &str) -> (String, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.lines().next().unwrap_or_default().to_string();
-    (status, head.to_string(), body.to_string())
-}
-
-/// `host:port` of the URL an `orrery` line prints (`live view: http://127.0.0.1:4780/`).
-pub fn addr_in(line: &str) -> String {
-    let start = line.find("http://").expect("a URL on the line") + "http://".len();
-    line[start..]
-        .split(['/', ' '])
-        .next()
-        .expect("host:port after http://")
-        .to_string()
 }
 
 /// Debian's `chromium`, or a failure saying how to install it: the browser

@@ -10,15 +10,19 @@
 //! - [`run_in_process`]: a task run by the library on either [`Backend`];
 //! - [`RedisServer`]: a real `redis-server` that is checked to be the test's
 //!   own child before any test talks to it, and killed on drop;
-//! - [`closed_port`]: a port on which connections are refused.
+//! - [`closed_port`]: a port on which connections are refused;
+//! - [`http_get`] and [`addr_in`]: a plain GET of what `orrery` serves, at
+//!   the address it printed.
 #![warn(missing_docs)]
 
 mod binary;
+mod http;
 mod redis;
 mod scratch;
 
 pub use binary::{
     Finished, Running, orrery, orrery_bin, orrery_command, orrery_env, show, spawn_orrery,
 };
+pub use http::{addr_in, http_get};
 pub use redis::{RedisServer, closed_port};
 pub use scratch::{Backend, Scratch, repo, run_in_process, task};

@@ -1,0 +1,325 @@
+//! One task on a worker: its code (submitted, or the worker's own
+//! `--scripts`), a new run or the resume of one another worker left, the
+//! worker's orders (cancel, leave) passed on, and how it ended.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::{Orders, Outcome, WorkerOptions};
+use crate::config::Config;
+use crate::coordination::Coordination;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fleet::{Fleet, FleetTask, TaskEnd};
+use crate::orchestrator::{Orchestrator, Stopper};
+use crate::report::{RunReport, TaskStatus};
+use crate::scripts::ScriptRegistry;
+use crate::store::{RunStatus, Store};
+use crate::task::Task;
+
+/// Runs (or continues) task `id` to its end.
+pub(super) async fn run_task(
+    mut fleet: Fleet,
+    store: Arc<dyn Store>,
+    opts: &WorkerOptions,
+    id: &str,
+    orders: watch::Receiver<Orders>,
+    coord: Arc<Mutex<Option<Arc<Coordination>>>>,
+) -> Outcome {
+    let attempt = async {
+        let Some(record) = fleet.task(id).await? else {
+            return Ok(Outcome::Retry(format!("task {id} is not in the store")));
+        };
+        if let Some(end) = recorded_end(&record) {
+            return Ok(Outcome::Ended(end));
+        }
+        let task: Task = serde_json::from_str(&record.definition).map_err(|e| {
+            Error::bad_input(format!("task {id}"), format!("unreadable definition: {e}"))
+        })?;
+        let config = code_of(&mut fleet, opts, &record).await?;
+        let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
+        let previous = store.task_get(id).await?;
+        let share = match previous {
+            None => share(&task, &registry, &opts.roles),
+            Some(_) => resumable(&store, id, &opts.roles).await?,
+        };
+        let share = match share {
+            Ok(share) => share,
+            Err(role) => {
+                return Ok(Outcome::Retry(format!(
+                    "this worker does not serve role {role}"
+                )));
+            }
+        };
+        if orders.borrow().leave > 0 {
+            return Ok(Outcome::HandedOver);
+        }
+        fleet.started(id, &opts.id).await?;
+        let mut orchestrator = match previous {
+            None => Orchestrator::new(task, config, store, registry)?,
+            Some(r) if r.is_running() || r.status == RunStatus::Stopping => {
+                Orchestrator::resume(id, config, store, registry).await?
+            }
+            // Its last worker ran it to its end but died before recording it.
+            Some(r) => return Ok(Outcome::Ended(stored_end(r.status))),
+        };
+        if let Some(Share { local, remote }) = share {
+            let mut roles: Vec<String> = remote.clone();
+            roles.sort();
+            roles.dedup();
+            for role in &roles {
+                let count = remote.iter().filter(|r| *r == role).count();
+                fleet.ask_join(id, role, count).await?;
+            }
+            orchestrator.share_roles(local, roles);
+        }
+        *coord.lock() = Some(orchestrator.coordination().clone());
+        if opts.scripts.is_some() {
+            // A developer's own worker: edits reach its running tasks.
+            orchestrator.reload_on_edit(crate::reload::ReloadOptions::default())?;
+        }
+        if let Some(metrics) = &opts.metrics {
+            metrics.attach(orchestrator.coordination());
+        }
+        let forward = tokio::spawn(forward_orders(orders, orchestrator.stopper()));
+        let report = orchestrator.run().await;
+        forward.abort();
+        let report = report?;
+        if report.status == TaskStatus::HandedOver {
+            return Ok(Outcome::HandedOver);
+        }
+        let cancel = fleet.task(id).await?.is_some_and(|t| t.cancel);
+        Ok::<_, Error>(Outcome::Ended(ended(report, cancel)))
+    };
+    match attempt.await {
+        Ok(outcome) => outcome,
+        Err(e) if e.kind() == ErrorKind::BadInput || e.kind() == ErrorKind::Script => {
+            Outcome::Ended(TaskEnd {
+                state: "finished".into(),
+                status: format!("failed: {e}"),
+                exit_code: e.exit_code(),
+                outputs: serde_json::Value::Null,
+            })
+        }
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+/// The end a task's record already holds (a finished task whose entry came
+/// back, a cancelled one), if any.
+fn recorded_end(record: &FleetTask) -> Option<TaskEnd> {
+    let finished = record.state == "finished";
+    if !finished && record.state != "cancelled" && !record.cancel {
+        return None;
+    }
+    Some(TaskEnd {
+        state: if finished { "finished" } else { "cancelled" }.into(),
+        status: record
+            .status
+            .clone()
+            .unwrap_or_else(|| "interrupted".into()),
+        exit_code: record.exit_code.unwrap_or(crate::error::exit::INTERRUPTED),
+        outputs: record.outputs.clone().unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// The worker's settings with the task's code: the worker's own
+/// `--scripts`, or the submitted bundle written out under its cache.
+async fn code_of(fleet: &mut Fleet, opts: &WorkerOptions, record: &FleetTask) -> Result<Config> {
+    let mut config = opts.config.clone();
+    match &opts.scripts {
+        Some(dir) => config.scripts = dir.clone(),
+        None => {
+            let bundle = fleet.bundle(&record.bundle).await?;
+            let cache = opts.cache.clone();
+            let (scripts, stdlib) = tokio::task::spawn_blocking(move || bundle.materialize(&cache))
+                .await
+                .map_err(|e| Error::Coordination(e.to_string()))??;
+            config.scripts = scripts;
+            config.stdlib = stdlib;
+        }
+    }
+    Ok(config)
+}
+
+/// The end of a task its last worker ran to its end without recording it:
+/// the report and its errors died with that worker, so the code of the
+/// stored status alone.
+fn stored_end(status: RunStatus) -> TaskEnd {
+    TaskEnd {
+        state: "finished".into(),
+        status: status.to_string(),
+        exit_code: match status {
+            RunStatus::Complete => crate::error::exit::OK,
+            RunStatus::Timeout => crate::error::exit::TIMEOUT,
+            RunStatus::Interrupted => crate::error::exit::INTERRUPTED,
+            _ => crate::error::exit::TASK_FAILED,
+        },
+        outputs: serde_json::Value::Null,
+    }
+}
+
+/// Passes the worker's orders on to the run: a cancel stops it, each leave
+/// asks it to leave (see `Stopper::leave`).
+async fn forward_orders(mut orders: watch::Receiver<Orders>, stopper: Stopper) {
+    let (mut cancelled, mut left) = (false, 0);
+    loop {
+        let now = *orders.borrow_and_update();
+        if now.cancel && !cancelled {
+            cancelled = true;
+            stopper.stop();
+        }
+        while left < now.leave {
+            left += 1;
+            stopper.leave();
+        }
+        if orders.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Joins task `id` with an agent of `role` (a request on
+/// `fleet:joins:{role}`), until the task ends.
+pub(super) async fn run_join(
+    mut fleet: Fleet,
+    store: Arc<dyn Store>,
+    opts: &WorkerOptions,
+    id: &str,
+    role: &str,
+    orders: watch::Receiver<Orders>,
+    coord: Arc<Mutex<Option<Arc<Coordination>>>>,
+) -> Outcome {
+    let attempt = async {
+        let Some(record) = fleet.task(id).await? else {
+            return Ok(Outcome::Joined); // gone: nothing to join
+        };
+        if recorded_end(&record).is_some() {
+            return Ok(Outcome::Joined);
+        }
+        match store.task_get(id).await? {
+            // Its owner has not opened the run yet.
+            None => return Ok(Outcome::Retry(format!("task {id} has not started yet"))),
+            Some(r) if !r.is_running() => return Ok(Outcome::Joined),
+            Some(_) => {}
+        }
+        if orders.borrow().leave > 0 {
+            return Ok(Outcome::HandedOver);
+        }
+        let config = code_of(&mut fleet, opts, &record).await?;
+        let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
+        let roles = vec![role.to_string()];
+        let mut orchestrator =
+            Orchestrator::join(id, roles, config, store.clone(), registry).await?;
+        *coord.lock() = Some(orchestrator.coordination().clone());
+        if opts.scripts.is_some() {
+            orchestrator.reload_on_edit(crate::reload::ReloadOptions::default())?;
+        }
+        if let Some(metrics) = &opts.metrics {
+            metrics.attach(orchestrator.coordination());
+        }
+        let forward = tokio::spawn(forward_orders(orders, orchestrator.stopper()));
+        let report = orchestrator.run().await;
+        forward.abort();
+        // Left at a callback boundary: another worker serving the role
+        // joins in its place (its agent's record stays live, so the
+        // role's messages wait for the newcomer).
+        if report?.status == TaskStatus::HandedOver {
+            return Ok(Outcome::HandedOver);
+        }
+        Ok::<_, Error>(Outcome::Joined)
+    };
+    match attempt.await {
+        Ok(outcome) => outcome,
+        Err(e) if e.kind() == ErrorKind::BadInput || e.kind() == ErrorKind::Script => {
+            tracing::warn!("cannot join task {id} as {role}: {e}");
+            Outcome::Joined
+        }
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+/// How a worker serving `roles` (empty: any) shares a new run of a task:
+/// `Ok(None)` when it runs it whole; `Ok(Some(share))` when it starts the
+/// initial agents of `share.local` and asks others for those of
+/// `share.remote` (only when it serves every role the task's spawn
+/// conditions start and one initial role at least); `Err(role)` naming a
+/// role it cannot leave to others.
+fn share(
+    task: &Task,
+    registry: &ScriptRegistry,
+    roles: &[String],
+) -> std::result::Result<Option<Share>, String> {
+    let unserved = |r: &&String| !roles.is_empty() && !roles.contains(r);
+    let needs = task_roles(task, registry);
+    let Some(first) = needs.iter().find(unserved) else {
+        return Ok(None);
+    };
+    if let Some(spawned) = task.spawn.iter().map(|c| &c.agent).find(unserved) {
+        return Err(spawned.clone());
+    }
+    let initial = task.agents.clone().unwrap_or_else(|| {
+        registry
+            .roles()
+            .into_iter()
+            .filter(|r| !task.spawn.iter().any(|c| &c.agent == r))
+            .collect()
+    });
+    let (remote, local): (Vec<String>, Vec<String>) =
+        initial.into_iter().partition(|r| unserved(&r));
+    if local.is_empty() {
+        return Err(first.clone());
+    }
+    Ok(Some(Share { local, remote }))
+}
+
+/// Whether a worker serving `roles` (empty: any) can resume task `id`: it
+/// brings back every agent of the task that has not ended, so it must
+/// serve all their roles (`Err(role)` names one it does not).
+async fn resumable(
+    store: &Arc<dyn Store>,
+    id: &str,
+    roles: &[String],
+) -> Result<std::result::Result<Option<Share>, String>> {
+    let agents = store.agent_list(id).await?;
+    Ok(
+        match agents
+            .iter()
+            .filter(|a| crate::coordination::is_live(a))
+            .find(|a| !roles.is_empty() && !roles.contains(&a.role))
+        {
+            Some(a) => Err(a.role.clone()),
+            None => Ok(None),
+        },
+    )
+}
+
+/// A task shared with other workers: the initial roles this one starts,
+/// and those it asks others for (one entry per agent).
+struct Share {
+    local: Vec<String>,
+    remote: Vec<String>,
+}
+
+/// The roles a task starts: its `agents` (or every role of its code) and
+/// those its spawn conditions start.
+fn task_roles(task: &Task, registry: &ScriptRegistry) -> Vec<String> {
+    let mut roles = task.agents.clone().unwrap_or_else(|| registry.roles());
+    roles.extend(task.spawn.iter().map(|c| c.agent.clone()));
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+fn ended(report: RunReport, cancel: bool) -> TaskEnd {
+    TaskEnd {
+        state: if cancel { "cancelled" } else { "finished" }.into(),
+        status: serde_json::to_value(report.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        exit_code: report.exit_code(),
+        outputs: serde_json::to_value(&report.outputs).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,124 @@
+//! The fleet's records do not stay for ever: a finished task's record, its
+//! Stream entry and (once no task left to finish uses it) its code expire
+//! after `retention`; `status` stops listing it; `orrery clean ID` removes a
+//! submitted task's fleet records at once, and refuses while a worker runs it.
+
+use std::time::Instant;
+
+use redis::Commands;
+
+use crate::common::{Scratch, orrery, show};
+use crate::util::{PATIENCE, SLOW, server, status, submit, wait_running, wait_state, worker};
+
+/// Records an output and ends.
+const QUICK: &str = r#"
+local M = {}
+function M.start(self)
+  task.output("done", true)
+  agent.finish()
+end
+return M
+"#;
+
+fn quick_task(scratch: &Scratch) -> &'static str {
+    scratch.write(
+        "quick.toml",
+        "id = \"quick\"\ntype = \"test\"\ndescription = \"quick\"\ntimeout = 60000\nagents = [\"quick\"]\n",
+    );
+    "quick.toml"
+}
+
+fn conn(server: &crate::common::RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+#[test]
+fn a_finished_task_expires_with_its_entry_and_its_code_once_unused() {
+    let server = server();
+    let scratch = Scratch::new(&[("quick.lua", QUICK)]);
+    // Every command of the test runs in the scratch dir and reads this.
+    scratch.write("orrery.toml", "retention = 3\n");
+    let id = submit(scratch.path(), &server, quick_task(&scratch));
+    let w = worker(scratch.path(), &server, 1);
+    let task = wait_state(scratch.path(), &server, &id, "finished");
+    assert_eq!(task["status"], "complete", "{task:#}");
+    let w = w.interrupt(PATIENCE);
+    assert_eq!(w.code, Some(0), "{}", w.show());
+    let mut c = conn(&server);
+    let bundle = format!("fleet:bundle:{}", task["bundle"].as_str().unwrap());
+    for key in [format!("fleet:task:{id}"), bundle.clone()] {
+        let ttl: i64 = c.pttl(&key).unwrap();
+        assert!(ttl > 0 && ttl <= 3000, "{key} expires in {ttl} ms");
+    }
+    let entries: usize = c.xlen("fleet:submitted").unwrap();
+    assert_eq!(entries, 0, "the finished task's entry is deleted");
+    let claimed: bool = c.exists(format!("fleet:claim:{id}")).unwrap();
+    assert!(!claimed);
+
+    // The same code submitted again is kept while that task waits.
+    let queued = submit(scratch.path(), &server, "quick.toml");
+    let ttl: i64 = c.pttl(&bundle).unwrap();
+    assert_eq!(ttl, -1, "the code of a queued task does not expire");
+
+    // The finished one leaves `status` once its record expired.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let listed = status(scratch.path(), &server, false);
+        let ids: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        if !ids.contains(&id.as_str()) {
+            assert_eq!(ids, [queued.as_str()]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{id} still listed: {listed:#}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let kept: Vec<String> = c.zrange("fleet:tasks", 0, -1).unwrap();
+    assert_eq!(kept, [queued]);
+}
+
+#[test]
+fn clean_removes_a_submitted_task_and_refuses_one_a_worker_runs() {
+    let server = server();
+    let scratch = Scratch::new(&[("quick.lua", QUICK), ("slow.lua", SLOW)]);
+    let queued = submit(scratch.path(), &server, quick_task(&scratch));
+    let url = server.url();
+    let out = orrery(scratch.path(), &["clean", &queued, "--store", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed"),
+        "{}",
+        show(&out)
+    );
+    let out = orrery(scratch.path(), &["status", &queued, "--store", &url]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let mut c = conn(&server);
+    let entries: usize = c.xlen("fleet:submitted").unwrap();
+    assert_eq!(entries, 0, "the cleaned task's entry is deleted");
+
+    scratch.write(
+        "slow.toml",
+        "id = \"slow\"\ntype = \"test\"\ndescription = \"sleeps\"\ntimeout = 60000\nagents = [\"slow\"]\n[inputs]\nms = 1500\n",
+    );
+    let running = submit(scratch.path(), &server, "slow.toml");
+    let w = worker(scratch.path(), &server, 1);
+    wait_running(scratch.path(), &server, w.pid());
+    let out = orrery(scratch.path(), &["clean", &running, "--store", &url]);
+    assert_eq!(out.status.code(), Some(5), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is running on worker"),
+        "{}",
+        show(&out)
+    );
+    let task = wait_state(scratch.path(), &server, &running, "finished");
+    assert_eq!(task["status"], "complete", "{task:#}");
+    let w = w.interrupt(PATIENCE);
+    assert_eq!(w.code, Some(0), "{}", w.show());
+}

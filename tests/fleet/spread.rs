@@ -1,0 +1,143 @@
+//! A task's agents spread over the workers serving its roles: the worker
+//! that takes it runs the roles it serves and asks for the others, which a
+//! worker serving them joins with an agent; when that worker dies or
+//! drains, another serving the role (here: any role) joins in its place.
+
+use redis::Commands;
+use serde_json::Value;
+
+use std::process::Command;
+
+use crate::common::Scratch;
+use crate::util::{PATIENCE, server, submit, wait_running, wait_state, worker_with};
+
+/// Sends five jobs to the consumers, then ends.
+const PRODUCER: &str = r#"
+local M = {}
+function M.start(self)
+  for i = 1, 5 do bus.send("consumer", "job", { n = i }) end
+  agent.finish()
+end
+return M
+"#;
+
+/// Counts the jobs; after the fifth, records the count and ends.
+const CONSUMER: &str = r#"
+local M = {}
+function M.on_message(self, msg)
+  local n = blackboard.update("handled", function(c) return (c or 0) + 1 end)
+  if n == 5 then
+    task.output("handled", n)
+    agent.finish()
+  end
+end
+return M
+"#;
+
+/// The host (`hostname:pid-...`) agent `agent` of task `id` ran on.
+fn host_of(server: &crate::common::RedisServer, id: &str, agent: &str) -> String {
+    let mut c = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let record: String = c
+        .hget(format!("task:{id}:state:{agent}"), "record")
+        .unwrap();
+    let record: Value = serde_json::from_str(&record).unwrap();
+    record["host"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_task_runs_its_roles_on_the_workers_that_serve_them() {
+    let server = server();
+    let scratch = Scratch::new(&[("producer.lua", PRODUCER), ("consumer.lua", CONSUMER)]);
+    scratch.write(
+        "pipe.toml",
+        "id = \"pipe\"\ntype = \"test\"\ndescription = \"pipe\"\ntimeout = 60000\nagents = [\"producer\", \"consumer\"]\n",
+    );
+    let producers = worker_with(scratch.path(), &server, &["--roles", "producer"]);
+    let consumers = worker_with(scratch.path(), &server, &["--roles", "consumer"]);
+    let id = submit(scratch.path(), &server, "pipe.toml");
+    let task = wait_state(scratch.path(), &server, &id, "finished");
+    assert_eq!(task["status"], "complete", "{task:#}");
+    assert_eq!(task["outputs"]["handled"], 5, "{task:#}");
+    assert_eq!(task["ends"], 1, "{task:#}");
+    let producer = host_of(&server, &id, "producer-1");
+    let consumer = host_of(&server, &id, "consumer-1");
+    assert!(
+        producer.contains(&format!(":{}-", producers.pid())),
+        "producer-1 ran on {producer}"
+    );
+    assert!(
+        consumer.contains(&format!(":{}-", consumers.pid())),
+        "consumer-1 ran on {consumer}"
+    );
+    for w in [producers, consumers] {
+        let w = w.interrupt(PATIENCE);
+        assert_eq!(w.code, Some(0), "{}", w.show());
+    }
+}
+
+/// [`CONSUMER`], taking its time over each job.
+const SLOW_CONSUMER: &str = r#"
+local M = {}
+function M.on_message(self, msg)
+  log.info("handling job " .. msg.payload.n)
+  sleep(300)
+  local n = blackboard.update("handled", function(c) return (c or 0) + 1 end)
+  if n == 5 then
+    task.output("handled", n)
+    agent.finish()
+  end
+end
+return M
+"#;
+
+#[test]
+fn a_killed_joiner_is_replaced_by_another_worker_serving_its_role() {
+    replaced_after("-KILL");
+}
+
+#[test]
+fn a_drained_joiner_is_replaced_by_another_worker_serving_its_role() {
+    replaced_after("-TERM");
+}
+
+/// Runs the slow pipeline, sends `signal` to the consumers' worker
+/// mid-job, and checks that another worker's consumer finished the work.
+fn replaced_after(signal: &str) {
+    let server = server();
+    let scratch = Scratch::new(&[("producer.lua", PRODUCER), ("consumer.lua", SLOW_CONSUMER)]);
+    scratch.write(
+        "pipe.toml",
+        "id = \"pipe\"\ntype = \"test\"\ndescription = \"pipe\"\ntimeout = 60000\nagents = [\"producer\", \"consumer\"]\n",
+    );
+    // The producers' worker takes the task (it is the only one), so the
+    // consumers' worker only joins it.
+    let producers = worker_with(scratch.path(), &server, &["--roles", "producer"]);
+    let id = submit(scratch.path(), &server, "pipe.toml");
+    wait_running(scratch.path(), &server, producers.pid());
+    let flags = ["--roles", "consumer", "--drain", "200"];
+    let mut first = worker_with(scratch.path(), &server, &flags);
+    first.wait_for("handling job 2", PATIENCE);
+    // Serves any role, so every role asked for.
+    let second = worker_with(scratch.path(), &server, &[]);
+    let sent = Command::new("kill")
+        .args([signal, &first.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let task = wait_state(scratch.path(), &server, &id, "finished");
+    assert_eq!(task["status"], "complete", "{task:#}");
+    assert_eq!(task["outputs"]["handled"], 5, "{task:#}");
+    assert_eq!(task["ends"], 1, "{task:#}");
+    let replacement = host_of(&server, &id, "consumer-2");
+    assert!(
+        replacement.contains(&format!(":{}-", second.pid())),
+        "consumer-2 ran on {replacement}"
+    );
+    for w in [producers, second] {
+        let w = w.interrupt(PATIENCE);
+        assert_eq!(w.code, Some(0), "{}", w.show());
+    }
+}
