@@ -6,6 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
 use super::Event;
+use super::digits::{Counter, Micros};
 use super::event::Entry;
 use super::record::{FastBody, Val};
 
@@ -29,6 +30,9 @@ pub struct Batch {
     /// Where each line ends in `text` (past its newline).
     ends: Vec<usize>,
     items: OnceLock<Vec<Item>>,
+    /// The digits of the last line's sequence number and time.
+    seq: Counter,
+    at: Micros,
 }
 
 impl Batch {
@@ -37,29 +41,18 @@ impl Batch {
         Batch::default()
     }
 
-    /// Starts the line of an entry: everything before its `kind`.
-    fn start(
-        &mut self,
-        host_json: &str,
-        seq: u64,
-        at_us: u64,
-        agent_json: Option<&str>,
-    ) -> &mut Vec<u8> {
+    /// Starts the line of an entry: everything before its `kind`, `head`
+    /// being its host and agent (see [`head`]).
+    fn start(&mut self, head: &[u8], seq: u64, at_us: u64) -> &mut Vec<u8> {
         // SAFETY of the text: only JSON, which is UTF-8, goes in.
         let buf = unsafe { self.text.as_mut_vec() };
-        // itoa, not `write!`: formatting through core::fmt costs more than
-        // the rest of the line.
-        let mut digits = itoa::Buffer::new();
+        // Not `write!`: formatting through core::fmt costs more than the
+        // rest of the line (see `digits`).
         buf.extend_from_slice(b"{\"seq\":");
-        buf.extend_from_slice(digits.format(seq).as_bytes());
+        buf.extend_from_slice(self.seq.digits(seq));
         buf.extend_from_slice(b",\"at_us\":");
-        buf.extend_from_slice(digits.format(at_us).as_bytes());
-        buf.extend_from_slice(b",\"host\":");
-        buf.extend_from_slice(host_json.as_bytes());
-        if let Some(agent) = agent_json {
-            buf.extend_from_slice(b",\"agent\":");
-            buf.extend_from_slice(agent.as_bytes());
-        }
+        self.at.write(buf, at_us);
+        buf.extend_from_slice(head);
         buf
     }
 
@@ -68,17 +61,9 @@ impl Batch {
         self.ends.push(self.text.len());
     }
 
-    /// Adds an entry of the process whose JSON-quoted id is `host_json`,
-    /// about the agent whose JSON-quoted id is `agent_json`.
-    pub(super) fn push(
-        &mut self,
-        host_json: &str,
-        seq: u64,
-        at_us: u64,
-        agent_json: Option<&str>,
-        event: &Event,
-    ) {
-        let buf = self.start(host_json, seq, at_us, agent_json);
+    /// Adds an entry whose host and agent are `head` (see [`head`]).
+    pub(super) fn push(&mut self, head: &[u8], seq: u64, at_us: u64, event: &Event) {
+        let buf = self.start(head, seq, at_us);
         // The event is an object `{"kind":...}`: its opening brace becomes
         // the comma that joins its fields to the ones above.
         let start = buf.len();
@@ -94,15 +79,8 @@ impl Batch {
 
     /// Adds an entry of one of the frequent events, written field by field
     /// as serde would write its [`Event`].
-    pub(super) fn push_fast(
-        &mut self,
-        host_json: &str,
-        seq: u64,
-        at_us: u64,
-        agent_json: Option<&str>,
-        event: &FastBody<'_>,
-    ) {
-        let buf = self.start(host_json, seq, at_us, agent_json);
+    pub(super) fn push_fast(&mut self, head: &[u8], seq: u64, at_us: u64, event: &FastBody<'_>) {
+        let buf = self.start(head, seq, at_us);
         let mut digits = itoa::Buffer::new();
         match *event {
             FastBody::BlackboardWrite { key, bytes, value } => {
@@ -219,6 +197,20 @@ impl Batch {
     }
 }
 
+/// The fields of a line between its time and its `kind`: the host whose
+/// JSON-quoted id is `host_json` and the agent whose JSON-quoted id is
+/// `agent_json`. The writer keeps one per agent, so a line copies them once.
+pub(super) fn head(host_json: &str, agent_json: Option<&str>) -> Vec<u8> {
+    let mut head = Vec::with_capacity(20 + host_json.len() + agent_json.map_or(0, str::len));
+    head.extend_from_slice(b",\"host\":");
+    head.extend_from_slice(host_json.as_bytes());
+    if let Some(agent) = agent_json {
+        head.extend_from_slice(b",\"agent\":");
+        head.extend_from_slice(agent.as_bytes());
+    }
+    head
+}
+
 /// A decoded value as JSON, as serde_json writes it.
 fn json_value(buf: &mut Vec<u8>, v: Val<'_>) {
     let mut digits = itoa::Buffer::new();
@@ -257,24 +249,22 @@ pub(super) fn json_str(buf: &mut Vec<u8>, s: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Batch, Event, FastBody, Val};
+    use super::{Batch, Event, FastBody, Val, head};
     use crate::coordination::journal::Entry;
 
     #[test]
     fn lines_are_the_entries_as_json_with_the_event_flattened_in() {
         let mut b = Batch::new();
         b.push(
-            "\"h:1\"",
+            &head("\"h:1\"", None),
             1,
             10,
-            None,
             &Event::MessagesReleased { count: 2 },
         );
         b.push(
-            "\"h:1\"",
+            &head("\"h:1\"", Some(r#""a\"1""#)),
             2,
             11,
-            Some(r#""a\"1""#),
             &Event::BlackboardDelete {
                 key: "k\n".into(),
                 existed: true,
@@ -391,9 +381,10 @@ mod tests {
         }
         for (fast, event) in cases {
             let mut ours = Batch::new();
-            ours.push_fast("\"h\"", 4, 5, Some("\"a-1\""), &fast);
+            let head = head("\"h\"", Some("\"a-1\""));
+            ours.push_fast(&head, 4, 5, &fast);
             let mut serde = Batch::new();
-            serde.push("\"h\"", 4, 5, Some("\"a-1\""), &event);
+            serde.push(&head, 4, 5, &event);
             assert_eq!(ours.line(0), serde.line(0));
         }
     }
