@@ -71,6 +71,9 @@ pub struct Orchestrator {
     resume: Vec<crate::store::AgentRecord>,
     /// Held open (see [`Orchestrator::hold_open`]).
     held: bool,
+    /// After this process noticed that the server lost the task's data, the
+    /// end is not decided before this moment (see [`shared`]).
+    quiet_not_before: Option<tokio::time::Instant>,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -169,6 +172,7 @@ impl Orchestrator {
             lead: false,
             resume: Vec::new(),
             held: false,
+            quiet_not_before: None,
         })
     }
 
@@ -243,7 +247,11 @@ impl Orchestrator {
                 // without this process.
                 let fenced = self.coord.presence.fenced();
                 tracing::error!("{fenced}");
-                self.record("host", &fenced, true);
+                // First among the fatal errors, so the exit code is the
+                // fence's (an agent whose write was refused first failed
+                // with a Coordination error).
+                self.errors
+                    .insert(0, ReportedError::of("host", &fenced, true));
                 self.abort_all(|_| fenced.clone()).await;
                 break;
             }
@@ -265,7 +273,7 @@ impl Orchestrator {
                 }
                 _ = self.coord.activity.moved(), if !self.lead => self.beat().await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
-                _ = quiet_poll.tick(), if !watching && !self.held && self.shared && self.lead && !self.stopping => {
+                _ = quiet_poll.tick(), if !watching && !self.held && (self.shared || self.quiet_not_before.is_some()) && self.lead && !self.stopping => {
                     if self.is_quiet().await {
                         self.stop().await;
                     }
@@ -309,6 +317,13 @@ impl Orchestrator {
         }
         if self.stopping || !self.lead {
             return true;
+        }
+        if self
+            .quiet_not_before
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+        {
+            // Other processes may not have beaten again yet (see `shared`).
+            return false;
         }
         self.refresh_shared().await;
         !self.shared

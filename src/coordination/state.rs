@@ -120,6 +120,10 @@ pub struct AgentStateManager {
     host: String,
     changes: broadcast::Sender<PhaseChange>,
     journal: Journal,
+    /// The last record this process wrote for each of its agents still
+    /// running: when the server lost the task's data (a restart without
+    /// persistence), the next phase change starts from it and writes it back.
+    own: parking_lot::Mutex<std::collections::HashMap<String, AgentRecord>>,
 }
 
 impl AgentStateManager {
@@ -130,6 +134,21 @@ impl AgentStateManager {
             host: host.to_string(),
             changes: broadcast::channel(256).0,
             journal,
+            own: parking_lot::Mutex::default(),
+        }
+    }
+
+    /// Keeps `record` as this process's copy (dropped once the agent ended).
+    fn keep(&self, record: &AgentRecord) {
+        let mut own = self.own.lock();
+        let ended = matches!(
+            record.phase.parse::<AgentPhase>(),
+            Ok(AgentPhase::Complete | AgentPhase::Failed)
+        );
+        if ended {
+            own.remove(&record.id);
+        } else {
+            own.insert(record.id.clone(), record.clone());
         }
     }
 
@@ -154,6 +173,7 @@ impl AgentStateManager {
             error: None,
         };
         self.store.agent_put(&self.task, &record).await?;
+        self.keep(&record);
         self.journal.record_for(id, || Event::Phase {
             role: Some(role.to_string()),
             from: None,
@@ -174,9 +194,22 @@ impl AgentStateManager {
     /// store failure: a BadInput error naming the agent and both phases (a
     /// script that asks for one gets a script error at its line).
     pub async fn transition(&self, id: &str, to: AgentPhase, reason: Option<String>) -> Result<()> {
-        let mut record = self.store.agent_get(&self.task, id).await?.ok_or_else(|| {
-            Error::Coordination(format!("no agent '{id}' in task '{}'", self.task))
-        })?;
+        let stored = self.store.agent_get(&self.task, id).await?;
+        let mut record = match stored {
+            Some(record) => record,
+            None => {
+                let kept = self.own.lock().get(id).cloned();
+                let record = kept.ok_or_else(|| {
+                    Error::Coordination(format!("no agent '{id}' in task '{}'", self.task))
+                })?;
+                tracing::warn!(
+                    agent = %id,
+                    "the store no longer holds this agent's record (it lost the task's data): \
+                     written again from this process's copy"
+                );
+                record
+            }
+        };
         let from: AgentPhase = record.phase.parse()?;
         if !from.can_move_to(to) {
             return Err(Error::bad_input(
@@ -198,6 +231,7 @@ impl AgentStateManager {
             record.error = reason.clone();
         }
         self.store.agent_put(&self.task, &record).await?;
+        self.keep(&record);
         self.journal.record_for(id, || Event::Phase {
             role: None,
             from: Some(from.to_string()),
@@ -220,7 +254,9 @@ impl AgentStateManager {
         let mut record = record.clone();
         record.host = self.host.clone();
         record.heartbeat_ms = now_ms();
-        Ok(self.store.agent_put(&self.task, &record).await?)
+        self.store.agent_put(&self.task, &record).await?;
+        self.keep(&record);
+        Ok(())
     }
 
     /// Agent `id`'s record.

@@ -25,6 +25,14 @@ impl Orchestrator {
     /// when the rest holds and none is running. With other processes, their
     /// activity must also stay the same for a few store round trips.
     pub(super) async fn is_quiet(&mut self) -> bool {
+        if let Some(not_before) = self.quiet_not_before {
+            // The server lost the task's data: the other processes' records
+            // (their busy agents) come back with their next heartbeats.
+            if tokio::time::Instant::now() < not_before {
+                return false;
+            }
+            self.quiet_not_before = None;
+        }
         let activity = &self.coord.activity;
         let local = activity.busy_count() == 0 && self.spawn_rx.is_empty();
         let remote = match local {

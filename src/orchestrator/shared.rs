@@ -359,6 +359,11 @@ impl Orchestrator {
         ));
         tracing::error!("{e}");
         self.record("host", &e, true);
+        // The hosts' records went with the data, so a lease holder would
+        // see no other process and no busy agent, and an empty set of
+        // queues (the end decided while others' agents still run or have
+        // messages to send).
+        self.no_end_for_a_loss_limit();
         if let Err(e) = self.coord.presence.join().await {
             tracing::warn!("cannot join the task again: {e}");
         }
@@ -370,6 +375,17 @@ impl Orchestrator {
             };
             self.record_status(status, None).await;
         }
+    }
+
+    /// Decides no end within one loss limit from now: by then every live
+    /// process has beaten (written its record, with its busy agents) at
+    /// least once, so a lease holder that could not see them yet (after
+    /// the server lost the task's data, or on taking the lease over) does
+    /// not end the task under them.
+    fn no_end_for_a_loss_limit(&mut self) {
+        let loss_limit =
+            self.coord.presence.interval() * crate::coordination::LOST_AFTER_BEATS as u32;
+        self.quiet_not_before = Some(tokio::time::Instant::now() + loss_limit);
     }
 
     /// How the heartbeat went.
@@ -411,6 +427,7 @@ impl Orchestrator {
                         self.coord.task.id
                     );
                     self.lead = true;
+                    self.no_end_for_a_loss_limit();
                     self.record_status(RunStatus::Running, None).await;
                 }
                 self.lead = held || (self.lead && self.stopping);

@@ -8,6 +8,7 @@ use orrery_test_support as common;
 
 mod members;
 mod resume;
+mod rounds;
 mod sends;
 mod truths;
 mod util;

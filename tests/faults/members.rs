@@ -80,14 +80,14 @@ fn flow_task(scratch: &Scratch, id: &str) -> String {
     file
 }
 
-fn epoch_ms() -> u64 {
+pub fn epoch_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
 }
 
-fn signal(pid: u32, sig: &str) {
+pub fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
         .status()
@@ -123,7 +123,7 @@ fn tally(state: &Value) -> Tally {
 }
 
 /// When the agents of the lost process were failed by the others: its fence.
-fn fenced_at(state: &Value, host_of: &str) -> BTreeMap<String, u64> {
+pub fn fenced_at(state: &Value, host_of: &str) -> BTreeMap<String, u64> {
     state["agents"]
         .as_array()
         .unwrap()
@@ -139,7 +139,7 @@ fn fenced_at(state: &Value, host_of: &str) -> BTreeMap<String, u64> {
 }
 
 /// The writes each agent stamped, by agent: (message, time).
-fn stamps(state: &Value) -> BTreeMap<String, Vec<(u64, f64)>> {
+pub fn stamps(state: &Value) -> BTreeMap<String, Vec<(u64, f64)>> {
     let mut out: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
     for (k, v) in state["blackboard"].as_object().unwrap() {
         if let Some(rest) = k.strip_prefix("at/") {
@@ -152,7 +152,7 @@ fn stamps(state: &Value) -> BTreeMap<String, Vec<(u64, f64)>> {
     out
 }
 
-fn host_of(state: &Value, agent: &str) -> String {
+pub fn host_of(state: &Value, agent: &str) -> String {
     state["agents"]
         .as_array()
         .unwrap()
@@ -414,7 +414,9 @@ fn the_first_process_paused_comes_back_fenced_and_the_others_finish() {
 /// The server restarts without persistence mid-run: every process notices
 /// that the server lost the task's data (its membership is gone, though
 /// nobody fenced it), joins again and goes on; messages sent after the
-/// restart are all handled, and each report says what was lost (exit 5).
+/// restart are all handled (the lease holder, whose view of the other
+/// processes went with the data, waits a loss limit before deciding the
+/// end), and each report says what was lost (exit 5).
 #[test]
 fn a_server_that_lost_its_data_is_reported_and_the_task_goes_on() {
     let mut server = RedisServer::start();
@@ -430,26 +432,24 @@ fn a_server_that_lost_its_data_is_reported_and_the_task_goes_on() {
     let join = [
         "run", "--join", "amnesia", "--role", "consumer", "--store", &url,
     ];
-    let joiner = spawn_orrery(scratch.path(), &join, &env);
+    let mut joiner = spawn_orrery(scratch.path(), &join, &env);
+    // A member before the restart (one that joins after it lost nothing).
+    joiner.wait_for("-> INIT", PATIENCE);
     first.wait_for("sent 100", PATIENCE);
     server.restart();
     let joined = joiner.finish(PATIENCE);
     let owned = first.finish(PATIENCE);
-    // The first process holds the lease and reports the loss; the joiner
-    // reports it too when its heartbeat noticed before the end (not always:
-    // seen once in a few runs, to look into).
-    assert_eq!(owned.code, Some(5), "{}", owned.show());
-    assert!(
-        owned.stdout.contains("lost this task's data"),
-        "{}",
-        owned.show()
-    );
-    assert!(
-        joined.code == Some(5) && joined.stdout.contains("lost this task's data")
-            || joined.code == Some(0),
-        "{}",
-        joined.show()
-    );
+    // Both report the loss: each notices it at its first heartbeat after
+    // the restart, and whichever holds the lease decides no end within a
+    // loss limit of noticing it, so the other has beaten by then.
+    for (who, p) in [("first", &owned), ("joiner", &joined)] {
+        assert_eq!(p.code, Some(5), "{who}: {}", p.show());
+        assert!(
+            p.stdout.contains("lost this task's data"),
+            "{who}: {}",
+            p.show()
+        );
+    }
     let state = inspect(&scratch, &server, "amnesia");
     assert_eq!(state["task"]["status"], "failed", "{state:#}");
     let t = tally(&state);
@@ -467,7 +467,9 @@ fn a_server_that_lost_its_data_is_reported_and_the_task_goes_on() {
     let missing: Vec<u64> = t.lost.iter().copied().filter(|n| *n > 100).collect();
     assert!(
         missing.is_empty(),
-        "sent after the restart and lost: {missing:?}"
+        "sent after the restart and lost: {missing:?}\nfirst: {}\njoiner: {}",
+        owned.show(),
+        joined.show()
     );
     assert_eq!(state["pending"], serde_json::json!([]), "{state:#}");
 }

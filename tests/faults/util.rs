@@ -46,3 +46,59 @@ pub fn raw(server: &RedisServer) -> redis::Connection {
         .get_connection()
         .expect("the test's server answers")
 }
+
+/// A receiver's `on_message` lines that record each handling of message
+/// `payload.n` with its delivery count: `handled/{n}` is the list of the
+/// `attempts` it was handled with.
+pub const RECORD_HANDLING: &str = r#"
+  blackboard.update("handled/" .. msg.payload.n, function(a)
+    a = a or {}
+    a[#a + 1] = msg.attempts .. " " .. agent.id
+    return a
+  end)
+"#;
+
+/// What became of messages `1..=n`, from the `handled/{n}` lists
+/// [`RECORD_HANDLING`] keeps.
+#[derive(Debug, Default)]
+pub struct Handlings {
+    /// Handled exactly once.
+    pub once: u64,
+    /// Never handled.
+    pub lost: Vec<u64>,
+    /// First-delivered more than once: in the queue twice, sent twice.
+    pub sent_twice: Vec<u64>,
+    /// Handled more than once (delivered again after a handler was cut
+    /// off), with the delivery count and agent of each handling.
+    pub again: Vec<(u64, Vec<(u64, String)>)>,
+}
+
+impl Handlings {
+    /// Reads the lists of messages `1..=n` from `state` (`inspect --json`).
+    pub fn of(state: &Value, n: u64) -> Handlings {
+        let bb = state["blackboard"].as_object().expect("a blackboard");
+        let mut h = Handlings::default();
+        for i in 1..=n {
+            let Some(list) = bb.get(&format!("handled/{i}")).and_then(Value::as_array) else {
+                h.lost.push(i);
+                continue;
+            };
+            let handlings: Vec<(u64, String)> = list
+                .iter()
+                .filter_map(Value::as_str)
+                .filter_map(|e| {
+                    let (a, agent) = e.split_once(' ')?;
+                    Some((a.parse().ok()?, agent.to_string()))
+                })
+                .collect();
+            if handlings.iter().filter(|(a, _)| *a == 1).count() > 1 {
+                h.sent_twice.push(i);
+            }
+            match handlings.len() {
+                1 => h.once += 1,
+                _ => h.again.push((i, handlings)),
+            }
+        }
+        h
+    }
+}

@@ -339,7 +339,9 @@ impl Connection {
                     if is_no_script(&e) {
                         me.load_scripts().await;
                     }
-                    let request = &request;
+                    // A retry may be abandoned (each attempt has a time
+                    // limit) and still be applied later: it carries its deadline.
+                    let request = &request.for_retry();
                     let v = me
                         .run(&what, |mut c| async move { request.send(&mut c).await })
                         .await?;
@@ -422,13 +424,50 @@ impl Connection {
 pub(super) enum Request {
     /// One command.
     Cmd(Cmd),
+    /// A script call whose second-to-last argument is a deadline (server
+    /// time, ms) the script checks, `0` for none: sent first without one (a
+    /// first attempt is never abandoned: it waits for its answer as long as
+    /// its connection lives), retried with `deadline`.
+    Deadlined {
+        /// The call, with `0` as its deadline.
+        cmd: Cmd,
+        /// The deadline of its retries.
+        deadline: i64,
+    },
 }
 
 impl Request {
     /// Sends the request; a server error is the error.
     async fn send(&self, conn: &mut MultiplexedConnection) -> RedisResult<Value> {
         match self {
-            Request::Cmd(cmd) => conn.send_packed_command(cmd).await?.extract_error(),
+            Request::Cmd(cmd) | Request::Deadlined { cmd, .. } => {
+                conn.send_packed_command(cmd).await?.extract_error()
+            }
+        }
+    }
+
+    /// The request as its retries send it: with its deadline.
+    fn for_retry(&self) -> Request {
+        match self {
+            Request::Cmd(cmd) => Request::Cmd(cmd.clone()),
+            Request::Deadlined { cmd, deadline } => {
+                let args: Vec<&[u8]> = cmd
+                    .args_iter()
+                    .filter_map(|a| match a {
+                        redis::Arg::Simple(bytes) => Some(bytes),
+                        _ => None,
+                    })
+                    .collect();
+                let at = args.len().saturating_sub(2);
+                let mut retry = Cmd::new();
+                for (i, arg) in args.into_iter().enumerate() {
+                    match i == at {
+                        true => retry.arg(*deadline),
+                        false => retry.arg(arg),
+                    };
+                }
+                Request::Cmd(retry)
+            }
         }
     }
 }
@@ -535,4 +574,39 @@ pub(super) enum OpenError {
     BadUrl(String),
     /// The server could not be reached or refused us.
     Unavailable(StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+
+    fn args(cmd: &redis::Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .filter_map(|a| match a {
+                redis::Arg::Simple(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_retry_carries_the_deadline_a_first_attempt_does_not() {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg("sha").arg(1).arg("key").arg("json").arg(0).arg("1");
+        let first = Request::Deadlined {
+            cmd,
+            deadline: 1234,
+        };
+        let Request::Cmd(retry) = first.for_retry() else {
+            panic!("a retry is a plain command");
+        };
+        assert_eq!(
+            args(&retry),
+            ["EVALSHA", "sha", "1", "key", "json", "1234", "1"]
+        );
+        let Request::Deadlined { cmd, .. } = &first else {
+            unreachable!()
+        };
+        assert_eq!(args(cmd), ["EVALSHA", "sha", "1", "key", "json", "0", "1"]);
+    }
 }

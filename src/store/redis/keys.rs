@@ -19,7 +19,8 @@
 //! | `task:{id}:hosts` | hash | each process's heartbeat and activity |
 //! | `task:{id}:lease` | string | the member holding the task's lease (end of task, record, report, reaping), with its TTL |
 //! | `task:{id}:epoch` | string | the last member epoch handed out (INCR) |
-//! | `task:{id}:member:{host}` | string | a live member's epoch; deleted when it is declared lost (fenced) |
+//! | `task:{id}:member:{host}` | string | a live member's epoch; `fenced` once it is declared lost |
+//! | `task:{id}:sent:{sender}` | string (bitmap) | bit `n` set once the sender's `n`th send was applied, so a resend is applied once |
 //! | `task:{id}:once:{token}` | string | a retried operation's done-marker (60 s) |
 //! | `task:{id}:journal` | stream | the run journal, capped (`journal_max_len`) |
 //!
@@ -145,6 +146,11 @@ impl Keys {
     /// The key that exists while process `host` is a live member.
     pub fn member(&self, host: &str) -> String {
         format!("{}member:{host}", self.prefix)
+    }
+
+    /// The bitmap of the sends of `sender` (a process) applied.
+    pub fn sent(&self, sender: &str) -> String {
+        format!("{}sent:{sender}", self.prefix)
     }
 
     /// The done-marker of a retried operation.

@@ -18,6 +18,7 @@
 //! them twice.
 
 mod blackboard;
+mod clock;
 mod conn;
 mod consumer;
 mod events;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use self::clock::ServerClock;
 use self::conn::{Connection, OpenError};
 use self::consumer::Consumers;
 use self::events::Events;
@@ -66,6 +68,14 @@ pub struct Server {
     /// The member key of each task this process joined; its write scripts
     /// check it (see [`scripts`]).
     members: parking_lot::RwLock<HashMap<String, String>>,
+    /// This process as a sender (random, new for every store): its sends to
+    /// a task are marked applied in `task:{id}:sent:{sender}`.
+    sender: String,
+    /// The number of the next send to each task, from 0 (a bit offset).
+    sends: Mutex<HashMap<String, u64>>,
+    /// The server's clock as this process reads it: sends carry a deadline
+    /// in the server's time.
+    clock: ServerClock,
 }
 
 impl std::ops::Deref for RedisStore {
@@ -90,6 +100,7 @@ impl RedisStore {
                 },
                 OpenError::Unavailable(e) => e,
             })?;
+        let clock = ServerClock::read(&conn).await?;
         Ok(RedisStore(Arc::new(Server {
             conn: Arc::new(conn),
             events: Events::new(),
@@ -101,6 +112,9 @@ impl RedisStore {
             acks: Mutex::default(),
             index_raised: Mutex::default(),
             members: parking_lot::RwLock::default(),
+            sender: format!("{:016x}", rand::random::<u64>()),
+            sends: Mutex::default(),
+            clock,
         })))
     }
 }
@@ -113,6 +127,19 @@ impl Server {
             Some(key) => (key.clone(), "1"),
             None => (keys::Keys::new(task).member("-"), "0"),
         }
+    }
+
+    /// The number of this process's next send to `task`: sends are numbered
+    /// 0, 1, 2... per task, so their bitmap stays dense (see [`scripts::SEND`]).
+    fn next_send(&self, task: &str) -> u64 {
+        let mut sends = self.sends.lock();
+        let next = match sends.get_mut(task) {
+            Some(n) => n,
+            None => sends.entry(task.to_string()).or_insert(0),
+        };
+        let number = *next;
+        *next += 1;
+        number
     }
 }
 

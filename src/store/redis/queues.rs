@@ -1,8 +1,10 @@
 //! Message queues as Redis Streams read through one consumer group.
 //!
-//! A queue is the stream `task:{id}:bus:{queue}`. A send is one XADD (the
-//! first send of a process to a queue also records the queue in
-//! `task:{id}:queues`). Readers create the queue's consumer group, once per
+//! A queue is the stream `task:{id}:bus:{queue}`. A send is one script call:
+//! an XADD applied once however often the send is retried (the process's
+//! numbered bit in `task:{id}:sent:{sender}`; see [`SEND`]), and on the
+//! first send of a process to a queue the queue recorded in
+//! `task:{id}:queues`. Readers create the queue's consumer group, once per
 //! stream and process (again after NOGROUP: the server lost the stream).
 //! Taking reads into the taker's pending list (XREADGROUP); acknowledging
 //! removes the entry (XACK + XDEL, in batches), so a stream holds exactly the
@@ -49,12 +51,19 @@ impl Server {
         let json = serde_json::to_string(envelope).expect("an envelope always serializes");
         let first = self.registered.lock().insert(stream.clone());
         let (member, fenced) = self.fence(task);
-        let mut send = script_call(&SEND, &[&stream, &keys.queues(), &member]);
+        let sent = keys.sent(&self.sender);
+        let mut send = script_call(&SEND, &[&stream, &keys.queues(), &sent, &member]);
+        // Numbered once: a resend of this command carries the same number.
         send.arg(json)
             .arg(if first { "1" } else { "0" })
             .arg(queue)
+            .arg(self.next_send(task))
+            .arg(0)
             .arg(fenced);
-        let request = Request::Cmd(send);
+        let request = Request::Deadlined {
+            cmd: send,
+            deadline: self.clock.deadline(self.conn.patience),
+        };
         let (epoch, answer) = self.conn.send(format!("bus send to '{queue}'"), request);
         let me = self.registered.clone();
         Pending::sent(
@@ -87,7 +96,8 @@ impl Server {
         consumer: &str,
     ) -> RedisResult<Fetched> {
         for _ in 0..3 {
-            let mut pipe = self.take_acks();
+            let batch = self.take_ack_batch();
+            let mut pipe = self.ack_pipeline(&batch);
             let acks = pipe.len();
             let missing = self.missing_groups(streams);
             for stream in &missing {
@@ -124,7 +134,17 @@ impl Server {
                     .arg(stream)
                     .arg(">");
             }
-            let replies = self.conn.round_trip(&pipe).await?;
+            let replies = match self.conn.round_trip(&pipe).await {
+                Ok(replies) => replies,
+                Err(e) => {
+                    // Unknown whether they were applied: sent again with the
+                    // next look (acknowledging twice is harmless; dropped,
+                    // the messages would look taken by a lost reply and be
+                    // handled again).
+                    self.restore_acks(batch);
+                    return Err(e);
+                }
+            };
             let (ack_replies, rest) = replies.split_at(acks.min(replies.len()));
             if let Some(r) = ack_replies.iter().find(|r| error_code(r) == Some("FENCED")) {
                 return Err(server_error(r).expect("a server error"));
@@ -236,15 +256,26 @@ impl Server {
         }
     }
 
-    /// The acknowledgements waiting in this process, as XACK + XDEL per
-    /// stream (the batch is emptied).
-    fn take_acks(&self) -> Pipeline {
-        let batch = std::mem::take(&mut *self.acks.lock());
+    /// The acknowledgements waiting in this process (the batch is emptied).
+    fn take_ack_batch(&self) -> AckBatch {
+        std::mem::take(&mut *self.acks.lock())
+    }
+
+    /// Puts acknowledgements whose sending failed back in the batch.
+    fn restore_acks(&self, batch: AckBatch) {
+        let mut acks = self.acks.lock();
+        for (stream, ids) in batch {
+            acks.entry(stream).or_default().extend(ids);
+        }
+    }
+
+    /// `batch` as XACK + XDEL per stream.
+    fn ack_pipeline(&self, batch: &AckBatch) -> Pipeline {
         let mut pipe = redis::pipe();
         for (stream, ids) in batch {
-            let (member, fenced) = self.fence(task_of(&stream));
-            let mut ack = script_call(&ACK, &[&stream, &member]);
-            ack.arg(GROUP).arg(&ids).arg(fenced);
+            let (member, fenced) = self.fence(task_of(stream));
+            let mut ack = script_call(&ACK, &[stream, &member]);
+            ack.arg(GROUP).arg(ids).arg(fenced);
             pipe.add_command(ack);
         }
         pipe
@@ -252,13 +283,20 @@ impl Server {
 
     /// Sends the acknowledgements waiting in this process now.
     pub(super) async fn flush_acks(&self) -> StoreResult<()> {
-        let pipe = self.take_acks();
-        if pipe.is_empty() {
+        let batch = self.take_ack_batch();
+        if batch.is_empty() {
             return Ok(());
         }
+        let pipe = self.ack_pipeline(&batch);
         // Refusals (NOGROUP: the stream is gone) leave nothing to
         // acknowledge; a fenced process may acknowledge nothing.
-        let replies = self.conn.replies("bus ack", || pipe.clone()).await?;
+        let replies = match self.conn.replies("bus ack", || pipe.clone()).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                self.restore_acks(batch);
+                return Err(e);
+            }
+        };
         match replies.iter().find(|r| error_code(r) == Some("FENCED")) {
             Some(r) => Err(command_error(
                 "bus ack",
@@ -327,6 +365,7 @@ impl Server {
         self.acks.lock().retain(|s, _| !s.starts_with(&prefix));
         self.waits.forget(&prefix);
         self.index_raised.lock().remove(task);
+        self.sends.lock().remove(task);
     }
 
     fn forget_groups(&self, streams: &[String]) {

@@ -309,13 +309,39 @@ return n
 });
 
 /// Sends a message: XADD, and the first time this process sends to the
-/// queue also records the queue (ARGV[2] = '1'). KEYS: stream, queues,
-/// member. ARGV: envelope json, record, queue, member flag.
+/// queue also records the queue (ARGV[2] = '1'). Applied once: each process
+/// numbers its sends to a task (0, 1, 2...) and the script sets that bit of
+/// the process's bitmap; a bit already set means this send was applied
+/// before (a resend after its connection broke with the outcome unknown),
+/// and nothing is added: returns 0, else 1. Each number is checked on its
+/// own, so the order resends and later sends arrive in does not matter.
+/// Applied in time or not at all: a retried send carries a deadline
+/// (server time, ms; the sender gives up only after it; `0` on a first
+/// attempt, which is never abandoned) and one that reaches the script later
+/// is refused with `LATE`, so a send the sender reported failed is never
+/// delivered later (a command held by a paused server, or by a connection
+/// the sender left). A refusal clears the bit again, so a retry is not
+/// taken for done.
+/// KEYS: stream, queues, sent bitmap, member. ARGV: envelope json, record,
+/// queue, send number, deadline, member flag.
 pub(super) static SEND: LazyLock<ServerScript> = LazyLock::new(|| {
     ServerScript::fenced(
         r#"
+if redis.call('SETBIT', KEYS[3], ARGV[4], 1) == 1 then return 0 end
+if ARGV[5] ~= '0' then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[5]) then
+    redis.call('SETBIT', KEYS[3], ARGV[4], 0)
+    return redis.error_reply('LATE not delivered: the send reached the server after connect_timeout')
+  end
+end
+local added = redis.pcall('XADD', KEYS[1], '*', 'm', ARGV[1])
+if type(added) == 'table' and added.err then
+  redis.call('SETBIT', KEYS[3], ARGV[4], 0)
+  return added
+end
 if ARGV[2] == '1' then redis.call('SADD', KEYS[2], ARGV[3]) end
-return redis.call('XADD', KEYS[1], '*', 'm', ARGV[1])
+return 1
 "#,
     )
 });
@@ -412,3 +438,69 @@ return 1
 "#,
     )
 });
+
+#[cfg(test)]
+mod tests {
+    //! The send script's contract on a real server: a number applied once
+    //! in any order, a late retry refused and not taken for done.
+
+    use orrery_test_support::RedisServer;
+    use redis::{Commands, Value};
+
+    use super::SEND;
+
+    /// Runs SEND for send `number` with `deadline` (0: none).
+    fn send(c: &mut redis::Connection, number: u64, deadline: i64) -> redis::RedisResult<Value> {
+        redis::cmd("EVAL")
+            .arg(SEND.source())
+            .arg(4)
+            .arg(
+                &[
+                    "task:t:bus:q",
+                    "task:t:queues",
+                    "task:t:sent:s",
+                    "task:t:member:m",
+                ][..],
+            )
+            .arg(format!("{{\"n\":{number}}}"))
+            .arg("0")
+            .arg("q")
+            .arg(number)
+            .arg(deadline)
+            .arg("1")
+            .query(c)
+    }
+
+    fn server_ms(c: &mut redis::Connection) -> i64 {
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query(c).unwrap();
+        secs * 1000 + micros / 1000
+    }
+
+    #[test]
+    fn a_send_is_applied_once_whatever_the_order_and_a_late_one_not_at_all() {
+        let server = RedisServer::start();
+        let mut c = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let len = |c: &mut redis::Connection| -> u64 { c.xlen("task:t:bus:q").unwrap() };
+        assert_eq!(send(&mut c, 5, 0).unwrap(), Value::Int(1));
+        // A resend of 5 is not added again; 3, arriving after 5, is.
+        assert_eq!(send(&mut c, 5, 0).unwrap(), Value::Int(0));
+        assert_eq!(send(&mut c, 3, 0).unwrap(), Value::Int(1));
+        assert_eq!(len(&mut c), 2);
+        // A retry that reaches the server after its deadline is refused...
+        let past = server_ms(&mut c) - 1;
+        let late = send(&mut c, 7, past).unwrap_err();
+        assert_eq!(late.code(), Some("LATE"), "{late}");
+        assert!(late.to_string().contains("not delivered"), "{late}");
+        assert_eq!(len(&mut c), 2);
+        // ...and not taken for done: one in time is applied.
+        let future = server_ms(&mut c) + 60_000;
+        assert_eq!(send(&mut c, 7, future).unwrap(), Value::Int(1));
+        assert_eq!(len(&mut c), 3);
+        // A number already applied is done even when its retry is late.
+        assert_eq!(send(&mut c, 7, past).unwrap(), Value::Int(0));
+        assert_eq!(len(&mut c), 3);
+    }
+}
