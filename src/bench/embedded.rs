@@ -110,6 +110,8 @@ pub struct EmbeddedReport {
     pub spawn_p50_spread: Spread,
     /// 99th percentile of the same (µs; median of the rounds).
     pub spawn_p99_us: f64,
+    /// CPU time of the process per spawn (µs; median of the rounds).
+    pub spawn_cpu_us: f64,
     /// Thread sleeps of the process per spawn (median of the rounds).
     pub spawn_sleeps: f64,
     /// The spawn figures on one thread of their own (see
@@ -156,6 +158,10 @@ pub struct SpawnFigures {
     pub p50: Spread,
     /// p99 (µs; median of the rounds).
     pub p99: f64,
+    /// Process CPU per spawn (µs; median of the rounds): the new VM, the
+    /// bookkeeping, and the probe's run and end. Unlike the times, it
+    /// hardly moves with the machine's load.
+    pub cpu_us: f64,
     /// Thread sleeps per spawn (median of the rounds).
     pub sleeps: f64,
 }
@@ -184,7 +190,8 @@ async fn message_rounds(sizes: Sizes, threads: Threads) -> Result<MessageFigures
 
 /// The spawn figures over the rounds (as [`message_rounds`]).
 async fn spawn_rounds(sizes: Sizes, threads: Threads) -> Result<SpawnFigures> {
-    let (mut p50s, mut p99s, mut sleeps) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut p50s, mut p99s, mut cpu, mut sleeps) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let spawns = (sizes.spawns + sizes.warmup_spawns).max(1) as f64;
     for round in 0..sizes.rounds.max(1) + warm_up(sizes) {
         let started = Usage::now();
@@ -195,12 +202,14 @@ async fn spawn_rounds(sizes: Sizes, threads: Threads) -> Result<SpawnFigures> {
         if round >= warm_up(sizes) {
             p50s.push(p50);
             p99s.push(p99);
+            cpu.push(used.cpu_seconds * 1e6 / spawns);
             sleeps.push(used.sleeps as f64 / spawns);
         }
     }
     Ok(SpawnFigures {
         p50: Spread::of(p50s),
         p99: Spread::of(p99s).median,
+        cpu_us: Spread::of(cpu).median,
         sleeps: Spread::of(sleeps).median,
     })
 }
@@ -230,6 +239,7 @@ pub async fn run(sizes: Sizes) -> Result<EmbeddedReport> {
         spawn_p50_us: spawn.p50.median,
         spawn_p50_spread: spawn.p50,
         spawn_p99_us: spawn.p99,
+        spawn_cpu_us: spawn.cpu_us,
         spawn_sleeps: spawn.sleeps,
         spawn_one_thread: spawn_one,
         idle_agent_bytes,
@@ -534,9 +544,10 @@ pub fn table(r: &EmbeddedReport) -> String {
         (
             "spawn p50 / p99 (spawn.agent -> start)",
             format!(
-                "{} / {:.0} us ({:.1} sleeps)",
+                "{} / {:.0} us ({:.0} us CPU, {:.1} sleeps)",
                 spread(&r.spawn_p50_spread),
                 r.spawn_p99_us,
+                r.spawn_cpu_us,
                 r.spawn_sleeps
             ),
             "p50 <= 300 us",
@@ -545,9 +556,10 @@ pub fn table(r: &EmbeddedReport) -> String {
         (
             "spawn p50 / p99 on one thread",
             format!(
-                "{} / {:.0} us ({:.1} sleeps)",
+                "{} / {:.0} us ({:.0} us CPU, {:.1} sleeps)",
                 spread(&r.spawn_one_thread.p50),
                 r.spawn_one_thread.p99,
+                r.spawn_one_thread.cpu_us,
                 r.spawn_one_thread.sleeps
             ),
             "p50 <= 300 us",

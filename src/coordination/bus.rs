@@ -94,7 +94,7 @@ pub struct DeadLetter {
 /// What the task's queues hold (embedded store): messages per queue, bytes in all.
 #[derive(Default)]
 struct Queued {
-    depth: std::collections::HashMap<String, usize>,
+    depth: crate::fast_map::FastMap<String, usize>,
     bytes: usize,
 }
 
@@ -811,24 +811,15 @@ fn settled(delivery: &Delivery, how: Settled) -> Fast<'_> {
     }
 }
 
-/// `origin-n`, written by hand: `format!` costs more than the rest of
+/// `origin-n`, written with `itoa`: `format!` costs more than the rest of
 /// building a message.
 fn message_id(origin: &str, n: u64) -> String {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    let mut rest = n;
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let mut id = String::with_capacity(origin.len() + 1 + digits.len() - start);
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n);
+    let mut id = String::with_capacity(origin.len() + 1 + digits.len());
     id.push_str(origin);
     id.push('-');
-    id.extend(digits[start..].iter().map(|&d| char::from(d)));
+    id.push_str(digits);
     id
 }
 

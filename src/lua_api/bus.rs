@@ -59,16 +59,14 @@ end
 "#;
 
 /// `receive` takes a message the store holds here (queued in the embedded
-/// store, read ahead from a server) with the plain function `receive_now`,
+/// store, read ahead from a server) with the plain function `receive_now`
+/// (which checks the timeout too: a call of `type` here cost more than it),
 /// then asks the store without waiting, and only then waits: a waiting
 /// message costs no coroutine yield.
 const RECEIVE: &str = r#"
 local receive_now, try_receive, wait_receive, pack, default_timeout = ...
 return function(timeout)
-  if timeout ~= nil and type(timeout) ~= "number" then
-    error("bus.receive: argument #1 'timeout_ms' must be a number of milliseconds, got " .. type(timeout), 2)
-  end
-  local msg = pack(receive_now())
+  local msg = pack(receive_now(timeout))
   if msg ~= nil then return msg end
   msg = pack(try_receive())
   if msg ~= nil then return msg end
@@ -493,7 +491,19 @@ async fn receive(lua: &Lua, c: &AgentContext, wait: Duration) -> mlua::Result<Me
 /// no write to settle and a message was kept for it (set aside while it
 /// waited for replies) or read ahead. No message (all nil) otherwise, and
 /// the caller asks the store.
-fn receive_now(lua: &Lua, c: &Arc<AgentContext>, (): ()) -> mlua::Result<MessageFields> {
+fn receive_now(lua: &Lua, c: &Arc<AgentContext>, timeout: LuaValue) -> mlua::Result<MessageFields> {
+    if !matches!(
+        timeout,
+        LuaValue::Nil | LuaValue::Integer(_) | LuaValue::Number(_)
+    ) {
+        return Err(arg_err(
+            "bus.receive",
+            format!(
+                "argument #1 'timeout_ms' must be a number of milliseconds, got {}",
+                timeout.type_name()
+            ),
+        ));
+    }
     let mut local = c.local.lock();
     if !local.writes.is_empty() {
         return Ok(Default::default());

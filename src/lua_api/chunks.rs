@@ -65,6 +65,12 @@ pub fn compile(lua: &Lua, name: &str, source: &Arc<str>) -> mlua::Result<Functio
 
 /// [`compile`] for one of the host's own chunks, given as a static string.
 pub(crate) fn host(lua: &Lua, label: &'static str, source: &'static str) -> mlua::Result<Function> {
+    named(lua, &format!("=[orrery] {label}"), source)
+}
+
+/// [`host`] under a chunk name of its own (`=llm.chat`), which the
+/// script's tracebacks show.
+pub(crate) fn named(lua: &Lua, name: &str, source: &'static str) -> mlua::Result<Function> {
     static SOURCES: Mutex<Vec<(usize, Arc<str>)>> = Mutex::new(Vec::new());
     let shared = {
         let mut sources = SOURCES.lock();
@@ -78,5 +84,5 @@ pub(crate) fn host(lua: &Lua, label: &'static str, source: &'static str) -> mlua
             }
         }
     };
-    compile(lua, &format!("=[orrery] {label}"), &shared)
+    compile(lua, name, &shared)
 }

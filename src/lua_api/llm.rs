@@ -17,7 +17,7 @@ use mlua::{Function, Lua, Table, Value as LuaValue};
 
 use super::module::Module;
 use super::options::{self, FromOptions, OptionError, Options};
-use super::{AgentContext, to_lua};
+use super::{AgentContext, chunks, to_lua};
 use crate::llm::{BudgetSpent, ChatMessage, ChatRequest, ChatResponse, LlmError};
 
 /// Raises what the host function hands back: argument errors as strings,
@@ -45,11 +45,9 @@ return {
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
     let m = Module::new(lua, ctx)?;
     let call = m.wait_fn(ctx.clone(), call)?;
-    let error_mt: Table = lua.load(ERROR_MT).set_name("=llm.error").call(())?;
-    let chat: Function = lua
-        .load(CHAT)
-        .set_name("=llm.chat")
-        .call((call, error_mt))?;
+    // From bytecode compiled once per process, as the other host chunks.
+    let error_mt: Table = chunks::named(lua, "=llm.error", ERROR_MT)?.call(())?;
+    let chat: Function = chunks::named(lua, "=llm.chat", CHAT)?.call((call, error_mt))?;
     m.set("chat", chat)?;
     m.sync("mode", mode)?;
     m.sync("available", available)?;

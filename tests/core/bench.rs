@@ -31,6 +31,15 @@ fn bench_quick_prints_the_four_figures_as_json() {
         let median = figures[key][figure]["median"].as_f64();
         assert!(median.is_some_and(|v| v > 0.0), "{key}: {figures:#}");
     }
+    // CPU per message and per spawn, the figures a busy machine leaves comparable.
+    for (key, figure) in [
+        ("messages_one_thread", "cpu_us"),
+        ("spawn_one_thread", "cpu_us"),
+    ] {
+        let cpu = figures[key][figure].as_f64();
+        assert!(cpu.is_some_and(|v| v > 0.0), "{key}.{figure}: {figures:#}");
+    }
+    assert!(figures["spawn_cpu_us"].as_f64() > Some(0.0), "{figures:#}");
     assert!(report["load"]["cores"].as_u64() >= Some(1), "{report:#}");
     // Resident memory is known on Linux, where the suite runs in CI.
     if cfg!(target_os = "linux") {

@@ -23,11 +23,14 @@ struct InFlight {
     envelope: Arc<Envelope>,
 }
 
+/// The messages, each shared (`Arc`) from its send to its end: taking one
+/// hands the consumer the same allocation, and a long queue moves pointers,
+/// not envelopes, when it grows.
 #[derive(Default)]
 struct Lists {
-    waiting: FastMap<String, VecDeque<Envelope>>,
+    waiting: FastMap<String, VecDeque<Arc<Envelope>>>,
     in_flight: FastMap<u64, InFlight>,
-    dead: Vec<(String, Envelope)>,
+    dead: Vec<(String, Arc<Envelope>)>,
 }
 
 /// Every queue of one task.
@@ -66,6 +69,7 @@ impl Queues {
 
     /// Appends `envelope` to `queue`.
     pub(super) fn push(&self, queue: &str, envelope: Envelope) {
+        let envelope = Arc::new(envelope);
         {
             let mut lists = self.lists.lock();
             match lists.waiting.get_mut(queue) {
@@ -136,8 +140,9 @@ impl Queues {
             else {
                 continue;
             };
-            envelope.attempts += 1;
-            let envelope = Arc::new(envelope);
+            // A copy only when an earlier consumer still holds this message
+            // (given back while its handler's copy lives on).
+            Arc::make_mut(&mut envelope).attempts += 1;
             let receipt = self.next_receipt.fetch_add(1, Ordering::Relaxed);
             let in_flight = InFlight {
                 queue: name.clone(),
@@ -148,7 +153,7 @@ impl Queues {
             return Some(Delivery {
                 queue: name.clone(),
                 envelope,
-                receipt: receipt.to_string(),
+                receipt: itoa::Buffer::new().format(receipt).to_string(),
             });
         }
         None
@@ -174,14 +179,14 @@ impl Queues {
                 return false;
             };
             if f.envelope.attempts >= max_attempts {
-                lists.dead.push((f.queue, owned(f.envelope)));
+                lists.dead.push((f.queue, f.envelope));
                 true
             } else {
                 lists
                     .waiting
                     .entry(f.queue)
                     .or_default()
-                    .push_front(owned(f.envelope));
+                    .push_front(f.envelope);
                 false
             }
         };
@@ -205,7 +210,7 @@ impl Queues {
                         .waiting
                         .entry(f.queue)
                         .or_default()
-                        .push_front(owned(f.envelope));
+                        .push_front(f.envelope);
                 }
             }
             receipts.len()
@@ -224,11 +229,12 @@ impl Queues {
                 .partition(|(q, _)| q == queue);
             lists.dead = dead;
             let list = lists.waiting.entry(queue.to_string()).or_default();
-            for (_, mut envelope) in back.iter().cloned() {
-                envelope.attempts = 0;
+            let count = back.len();
+            for (_, mut envelope) in back {
+                Arc::make_mut(&mut envelope).attempts = 0;
                 list.push_back(envelope);
             }
-            back.len()
+            count
         };
         if revived > 0 {
             self.wake();
@@ -242,7 +248,7 @@ impl Queues {
         let waiting = lists.waiting.iter().flat_map(|(name, msgs)| {
             msgs.iter().map(move |m| QueuedMessage {
                 queue: name.clone(),
-                envelope: m.clone(),
+                envelope: (**m).clone(),
                 state: MessageState::Pending,
             })
         });
@@ -253,15 +259,9 @@ impl Queues {
         });
         let dead = lists.dead.iter().map(|(name, m)| QueuedMessage {
             queue: name.clone(),
-            envelope: m.clone(),
+            envelope: (**m).clone(),
             state: MessageState::Dead,
         });
         waiting.chain(in_flight).chain(dead).collect()
     }
-}
-
-/// The envelope of a message back in the store's hands: the consumer's copy
-/// is usually gone by then, so this takes it without copying.
-fn owned(envelope: Arc<Envelope>) -> Envelope {
-    Arc::unwrap_or_clone(envelope)
 }
