@@ -1,8 +1,8 @@
 //! What the run journal costs: the embedded store's blackboard, message and
 //! spawn figures with the journal written to a file (every event built,
 //! numbered, serialized and written), beside the same figures with it off,
-//! taken in turns over several rounds so a change in the machine's load
-//! hits both alike. The aim is a drop of at most 10%.
+//! taken in turns over several rounds (off-on, then on-off) so a change in
+//! the machine's load hits both alike. The aim is a drop of at most 10%.
 //!
 //! Beside the rates, the CPU time of the whole process per operation (the
 //! agents', the journal writer's and the kernel's for the file): on a
@@ -14,11 +14,14 @@ use serde::Serialize;
 use super::embedded::{Sizes, blackboard_ops_journaled, messages_journaled, spawn_times_journaled};
 use crate::error::{Error, Result};
 
+/// Rounds of a full run: the drops are of medians, so an odd count.
+pub const ROUNDS: usize = 5;
+
 /// The figures with the journal off and on, per round, and the drops of
 /// their medians.
 #[derive(Debug, Clone, Serialize)]
 pub struct JournalCost {
-    /// Rounds taken (each: off, then on).
+    /// Rounds taken (each: off then on, or on then off, in turns).
     pub rounds: usize,
     /// `blackboard.set` + `get` per second, journal off, per round.
     pub blackboard_off: Vec<f64>,
@@ -82,8 +85,8 @@ async fn measure(sizes: Sizes, rounds: usize, file: &std::path::Path) -> Result<
         blackboard_cpu_growth_pct: 0.0,
         messages_cpu_growth_pct: 0.0,
     };
-    for _ in 0..rounds {
-        for (journal, bb, msgs, spawn, bb_cpu, msgs_cpu) in [
+    for round in 0..rounds {
+        let mut sides = [
             (
                 None,
                 &mut c.blackboard_off,
@@ -100,7 +103,13 @@ async fn measure(sizes: Sizes, rounds: usize, file: &std::path::Path) -> Result<
                 &mut c.blackboard_cpu_us_on,
                 &mut c.messages_cpu_us_on,
             ),
-        ] {
+        ];
+        // Off then on, then on then off: a load that grows or shrinks over
+        // the run (another build starting) weighs on both sides alike.
+        if round % 2 == 1 {
+            sides.reverse();
+        }
+        for (journal, bb, msgs, spawn, bb_cpu, msgs_cpu) in sides {
             let started = super::cpu_seconds();
             bb.push(blackboard_ops_journaled(sizes.blackboard_loops, journal).await?);
             let ops = (2 * sizes.blackboard_loops).max(1) as f64;

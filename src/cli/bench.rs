@@ -21,7 +21,7 @@ pub struct BenchArgs {
     /// With --redis: measure only the Redis store.
     #[arg(long, requires = "redis")]
     pub redis_only: bool,
-    /// Measure only the journal's cost (its rounds: 3, or 1 with --quick).
+    /// Measure only the journal's cost (its rounds: 5, or 1 with --quick).
     #[arg(long, conflicts_with = "redis")]
     pub journal_only: bool,
     /// Rounds of each Redis figure (medians are taken over them).
@@ -56,11 +56,13 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
         let (embedded, journal, reload) = if args.redis_only {
             (None, None, None)
         } else if args.journal_only {
-            let journal = journal::journal_cost(sizes, if args.quick { 1 } else { 3 }).await?;
+            let journal =
+                journal::journal_cost(sizes, if args.quick { 1 } else { journal::ROUNDS }).await?;
             (None, Some(journal), None)
         } else {
             let embedded = embedded::run(sizes).await?;
-            let journal = journal::journal_cost(sizes, if args.quick { 1 } else { 3 }).await?;
+            let journal =
+                journal::journal_cost(sizes, if args.quick { 1 } else { journal::ROUNDS }).await?;
             let reload = reload::reload_latency(edits).await?;
             (Some(embedded), Some(journal), Some(reload))
         };

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
 use super::Event;
+use super::digits::{Counter, Micros};
 use super::event::Entry;
 use super::record::{FastBody, Val};
 
@@ -29,6 +30,9 @@ pub struct Batch {
     /// Where each line ends in `text` (past its newline).
     ends: Vec<usize>,
     items: OnceLock<Vec<Item>>,
+    /// The digits of the last line's sequence number and time.
+    seq: Counter,
+    at: Micros,
 }
 
 impl Batch {
@@ -37,29 +41,18 @@ impl Batch {
         Batch::default()
     }
 
-    /// Starts the line of an entry: everything before its `kind`.
-    fn start(
-        &mut self,
-        host_json: &str,
-        seq: u64,
-        at_us: u64,
-        agent_json: Option<&str>,
-    ) -> &mut Vec<u8> {
+    /// Starts the line of an entry: everything before its `kind`, `head`
+    /// being its host and agent (see [`head`]).
+    fn start(&mut self, head: &[u8], seq: u64, at_us: u64) -> &mut Vec<u8> {
         // SAFETY of the text: only JSON, which is UTF-8, goes in.
         let buf = unsafe { self.text.as_mut_vec() };
-        // itoa, not `write!`: formatting through core::fmt costs more than
-        // the rest of the line.
-        let mut digits = itoa::Buffer::new();
+        // Not `write!`: formatting through core::fmt costs more than the
+        // rest of the line (see `digits`).
         buf.extend_from_slice(b"{\"seq\":");
-        buf.extend_from_slice(digits.format(seq).as_bytes());
+        buf.extend_from_slice(self.seq.digits(seq));
         buf.extend_from_slice(b",\"at_us\":");
-        buf.extend_from_slice(digits.format(at_us).as_bytes());
-        buf.extend_from_slice(b",\"host\":");
-        buf.extend_from_slice(host_json.as_bytes());
-        if let Some(agent) = agent_json {
-            buf.extend_from_slice(b",\"agent\":");
-            buf.extend_from_slice(agent.as_bytes());
-        }
+        self.at.write(buf, at_us);
+        buf.extend_from_slice(head);
         buf
     }
 
@@ -68,17 +61,9 @@ impl Batch {
         self.ends.push(self.text.len());
     }
 
-    /// Adds an entry of the process whose JSON-quoted id is `host_json`,
-    /// about the agent whose JSON-quoted id is `agent_json`.
-    pub(super) fn push(
-        &mut self,
-        host_json: &str,
-        seq: u64,
-        at_us: u64,
-        agent_json: Option<&str>,
-        event: &Event,
-    ) {
-        let buf = self.start(host_json, seq, at_us, agent_json);
+    /// Adds an entry whose host and agent are `head` (see [`head`]).
+    pub(super) fn push(&mut self, head: &[u8], seq: u64, at_us: u64, event: &Event) {
+        let buf = self.start(head, seq, at_us);
         // The event is an object `{"kind":...}`: its opening brace becomes
         // the comma that joins its fields to the ones above.
         let start = buf.len();
@@ -94,15 +79,8 @@ impl Batch {
 
     /// Adds an entry of one of the frequent events, written field by field
     /// as serde would write its [`Event`].
-    pub(super) fn push_fast(
-        &mut self,
-        host_json: &str,
-        seq: u64,
-        at_us: u64,
-        agent_json: Option<&str>,
-        event: &FastBody<'_>,
-    ) {
-        let buf = self.start(host_json, seq, at_us, agent_json);
+    pub(super) fn push_fast(&mut self, head: &[u8], seq: u64, at_us: u64, event: &FastBody<'_>) {
+        let buf = self.start(head, seq, at_us);
         let mut digits = itoa::Buffer::new();
         match *event {
             FastBody::BlackboardWrite { key, bytes, value } => {
@@ -219,6 +197,20 @@ impl Batch {
     }
 }
 
+/// The fields of a line between its time and its `kind`: the host whose
+/// JSON-quoted id is `host_json` and the agent whose JSON-quoted id is
+/// `agent_json`. The writer keeps one per agent, so a line copies them once.
+pub(super) fn head(host_json: &str, agent_json: Option<&str>) -> Vec<u8> {
+    let mut head = Vec::with_capacity(20 + host_json.len() + agent_json.map_or(0, str::len));
+    head.extend_from_slice(b",\"host\":");
+    head.extend_from_slice(host_json.as_bytes());
+    if let Some(agent) = agent_json {
+        head.extend_from_slice(b",\"agent\":");
+        head.extend_from_slice(agent.as_bytes());
+    }
+    head
+}
+
 /// A decoded value as JSON, as serde_json writes it.
 fn json_value(buf: &mut Vec<u8>, v: Val<'_>) {
     let mut digits = itoa::Buffer::new();
@@ -241,11 +233,7 @@ fn json_value(buf: &mut Vec<u8>, v: Val<'_>) {
 /// `s` (UTF-8: it was a `&str`) as a JSON string: copied as it is when
 /// nothing in it needs escaping, the common case.
 pub(super) fn json_str(buf: &mut Vec<u8>, s: &[u8]) {
-    // Without an early exit, so the check runs over many bytes at once.
-    let escapes = s.iter().fold(false, |any, &b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !escapes {
+    if !needs_escape(s) {
         buf.push(b'"');
         buf.extend_from_slice(s);
         buf.push(b'"');
@@ -255,26 +243,66 @@ pub(super) fn json_str(buf: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
+/// True when a byte of `s` must be escaped in a JSON string: a control
+/// character, `"` or `\`. Eight bytes at a time with the classic bit
+/// tricks (the expressions below set a high bit when some byte is below
+/// `n`, or equal to `c`, and none otherwise), as a byte at a time was most
+/// of the writer's cost of a key.
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = ONES << 7;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS;
+    let equal = |x: u64, c: u8| below(x ^ (ONES * u64::from(c)), 1);
+    let mut chunks = s.chunks_exact(8);
+    let mut found = 0;
+    for chunk in &mut chunks {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(eight);
+        found |= below(x, 0x20) | equal(x, b'"') | equal(x, b'\\');
+    }
+    found != 0
+        || chunks
+            .remainder()
+            .iter()
+            .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Batch, Event, FastBody, Val};
+    use super::{Batch, Event, FastBody, Val, head, needs_escape};
+
+    /// Every byte that needs escaping is found wherever it stands, and no
+    /// other byte is taken for one.
+    #[test]
+    fn needs_escape_finds_exactly_the_bytes_json_escapes() {
+        for len in [1, 7, 8, 9, 17] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    let escaped = b < 0x20 || b == b'"' || b == b'\\';
+                    assert_eq!(needs_escape(&s), escaped, "byte {b:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(!needs_escape("é…\u{7f}\u{10ffff}".as_bytes()));
+    }
     use crate::coordination::journal::Entry;
 
     #[test]
     fn lines_are_the_entries_as_json_with_the_event_flattened_in() {
         let mut b = Batch::new();
         b.push(
-            "\"h:1\"",
+            &head("\"h:1\"", None),
             1,
             10,
-            None,
             &Event::MessagesReleased { count: 2 },
         );
         b.push(
-            "\"h:1\"",
+            &head("\"h:1\"", Some(r#""a\"1""#)),
             2,
             11,
-            Some(r#""a\"1""#),
             &Event::BlackboardDelete {
                 key: "k\n".into(),
                 existed: true,
@@ -391,9 +419,10 @@ mod tests {
         }
         for (fast, event) in cases {
             let mut ours = Batch::new();
-            ours.push_fast("\"h\"", 4, 5, Some("\"a-1\""), &fast);
+            let head = head("\"h\"", Some("\"a-1\""));
+            ours.push_fast(&head, 4, 5, &fast);
             let mut serde = Batch::new();
-            serde.push("\"h\"", 4, 5, Some("\"a-1\""), &event);
+            serde.push(&head, 4, 5, &event);
             assert_eq!(ours.line(0), serde.line(0));
         }
     }

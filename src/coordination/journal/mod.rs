@@ -11,10 +11,11 @@
 //! (no allocation: its strings are copied into a reused buffer) and
 //! appended, stamped, to the journal's byte buffer under a short lock; a
 //! rare one is kept as it is beside it. A writer task takes the buffer every
-//! [`FLUSH_EVERY`] (or sooner when it fills), numbers the records in order,
-//! writes each once as a JSON line, and hands the batch to every sink in
-//! order. So the agents pay for copying a few strings, a clock read and the
-//! push, never for JSON or I/O.
+//! [`FLUSH_EVERY`] (nothing wakes it sooner: see [`write_loop`]), numbers
+//! the records in order, writes each once as a JSON line, and hands the
+//! lines to every sink in order, in batches of about [`BATCH_BYTES`]. So
+//! the agents pay for copying a few strings, a clock read and the push,
+//! never for JSON or I/O.
 //!
 //! A journal never loses an entry silently: when the sinks fall so far
 //! behind that [`MAX_PENDING_BYTES`] wait, new entries are dropped and
@@ -28,11 +29,13 @@
 //! write deep in the store layer knows its writer without passing it down.
 
 mod batch;
+mod digits;
 mod event;
 mod llm;
 mod names;
 mod record;
 mod sinks;
+mod spin;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,7 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 pub use batch::{Batch, Item};
 pub use event::{Entry, Event};
@@ -55,8 +58,9 @@ pub const SMALL_VALUE_BYTES: usize = 1024;
 /// How often the writer hands what was recorded to the sinks.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
-/// Bytes of records waiting for the writer that wake it before its next tick.
-const WAKE_AT: usize = 1 << 20;
+/// Bytes of JSON text past which the writer hands a batch to the sinks
+/// and starts the next one, within a round.
+const BATCH_BYTES: usize = 256 << 10;
 
 /// Bytes of records waiting for the writer past which new entries are
 /// dropped (and counted) rather than growing the buffer without bound
@@ -109,8 +113,7 @@ struct Inner {
     on: AtomicBool,
     prompts: AtomicBool,
     host: Arc<str>,
-    buffer: Mutex<Buffer>,
-    wake: Notify,
+    buffer: spin::SpinLock<Buffer>,
     writer: Mutex<Option<Writer>>,
     dropped: AtomicU64,
     max_pending: usize,
@@ -128,6 +131,21 @@ struct Buffer {
     /// Entries dropped since the last record kept: the writer reports them
     /// after it.
     dropped: u64,
+    /// The time of the last record (carried over to the buffer the writer
+    /// hands back).
+    last_at: u64,
+}
+
+impl Buffer {
+    /// The time of a record read from the clock as `now` before the lock
+    /// was taken: never before the record ahead of it, so times follow the
+    /// records' order (a thread that read the clock and then waited for
+    /// the lock gets the time of the one it waited for).
+    #[inline]
+    fn stamp(&mut self, now: u64) -> u64 {
+        self.last_at = self.last_at.max(now);
+        self.last_at
+    }
 }
 
 /// The running writer task: new sinks go to it over `sinks`.
@@ -150,8 +168,7 @@ impl Journal {
             on: AtomicBool::new(false),
             prompts: AtomicBool::new(false),
             host: Arc::from(host),
-            buffer: Mutex::new(Buffer::default()),
-            wake: Notify::new(),
+            buffer: spin::SpinLock::default(),
             writer: Mutex::new(None),
             dropped: AtomicU64::new(0),
             max_pending,
@@ -221,28 +238,31 @@ impl Journal {
 
     fn push_fast(&self, agent: Option<names::Name>, event: &Fast<'_>) {
         record::with_value_json(event, |value_json| {
+            // The clock is read before the lock, so the lock is held for
+            // copies only (the sender and the receiver of a message take
+            // it in turns).
+            let now = now_us();
             let mut buffer = self.0.buffer.lock();
+            let at_us = buffer.stamp(now);
             let at = buffer.bytes.len();
-            // Stamped under the lock, so times follow the records' order.
-            record::encode(&mut buffer.bytes, agent, now_us(), event, value_json);
+            record::encode(&mut buffer.bytes, agent, at_us, event, value_json);
             let size = buffer.bytes.len() - at;
             if !self.admit(&mut buffer, size) {
                 buffer.bytes.truncate(at);
-                return;
             }
-            self.filled(&buffer, size);
         });
     }
 
     fn push(&self, agent: Option<names::Name>, event: Event) {
+        let now = now_us();
         let mut buffer = self.0.buffer.lock();
         if !self.admit(&mut buffer, COLD_BYTES) {
             return;
         }
+        let at_us = buffer.stamp(now);
         let index = buffer.cold.len() as u32;
         buffer.cold.push(event);
-        record::cold(&mut buffer.bytes, agent, now_us(), index);
-        self.filled(&buffer, COLD_BYTES);
+        record::cold(&mut buffer.bytes, agent, at_us, index);
     }
 
     /// Counts `size` more bytes waiting, or counts a drop when that passes
@@ -256,15 +276,6 @@ impl Journal {
         }
         buffer.held += size;
         true
-    }
-
-    /// Wakes the writer when the `size` bytes just added filled the buffer
-    /// past [`WAKE_AT`].
-    #[inline]
-    fn filled(&self, buffer: &Buffer, size: usize) {
-        if buffer.held >= WAKE_AT && buffer.held - size < WAKE_AT {
-            self.0.wake.notify_one();
-        }
     }
 
     /// Journals the prompt text and answers of LLM calls from now on (off by
@@ -323,9 +334,15 @@ impl Writer {
     }
 }
 
-/// Every [`FLUSH_EVERY`], or when woken: takes what was recorded, turns it
-/// into lines, and hands the batch to each sink; on stop, a last round and
-/// the sinks' close.
+/// Every [`FLUSH_EVERY`]: takes what was recorded, turns it into lines, and
+/// hands them to each sink in batches; on stop, a last round and the sinks'
+/// close.
+///
+/// The agents never wake it sooner. A task woken from a tokio worker waits
+/// in that worker's slot for its next task, which no other worker takes
+/// from: woken by an agent that never yields (a Lua loop of blackboard
+/// writes on the embedded store), the writer did not run until the loop
+/// ended. The tick is driven by an idle worker, which runs it.
 async fn write_loop(
     inner: Arc<Inner>,
     mut new_sinks: mpsc::UnboundedReceiver<Box<dyn Sink>>,
@@ -334,27 +351,34 @@ async fn write_loop(
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let mut taken = Buffer::default();
     let mut batch = Batch::new();
-    let mut lines = Lines {
-        host_json: serde_json::to_string(&*inner.host).unwrap_or_else(|_| "\"?\"".into()),
-        next_seq: 1,
-        agents: Vec::new(),
-    };
+    let mut lines = Lines::new(&inner.host);
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,
-            _ = inner.wake.notified() => false,
             _ = stopped.changed() => true,
         };
         while let Ok(sink) = new_sinks.try_recv() {
             sinks.push(sink);
         }
         // Swapped, not taken, so both buffers keep their capacity.
-        std::mem::swap(&mut *inner.buffer.lock(), &mut taken);
-        if !taken.bytes.is_empty() || taken.dropped > 0 {
+        {
+            let mut buffer = inner.buffer.lock();
+            std::mem::swap(&mut *buffer, &mut taken);
+            buffer.last_at = taken.last_at;
+        }
+        // In batches of about BATCH_BYTES of text: the text stays in the
+        // cache between its lines and the sinks' copies (the kernel's, for
+        // a file), and its buffer does not grow with a busy round.
+        let mut records = record::Reader::new(&taken.bytes);
+        let mut done = taken.bytes.is_empty() && taken.dropped == 0;
+        while !done {
             batch.clear();
-            lines.write(&mut taken, &mut batch);
+            done = lines.write(&mut records, &taken.cold, &mut batch);
+            if done && taken.dropped > 0 {
+                lines.dropped(taken.dropped, &mut batch);
+            }
             for sink in &mut sinks {
                 sink.write(&batch).await;
             }
@@ -376,67 +400,90 @@ async fn write_loop(
 struct Lines {
     host_json: String,
     next_seq: u64,
-    /// Agent ids as JSON strings, by number (filled as numbers show up).
-    agents: Vec<String>,
+    /// The head (see [`batch::head`]) of the host's own lines.
+    host_head: Vec<u8>,
+    /// The heads of the agents' lines, by agent number (filled as numbers
+    /// show up).
+    heads: Vec<Vec<u8>>,
+    /// The time of the last entry written.
+    last_at: Option<u64>,
 }
 
 impl Lines {
-    /// Appends the lines of what `taken` holds to `batch`, numbered on from
-    /// the last round, and a `journal_dropped` entry after them when
-    /// entries were dropped.
-    fn write(&mut self, taken: &mut Buffer, batch: &mut Batch) {
-        let mut last_at = None;
-        for rec in record::Reader::new(&taken.bytes) {
-            last_at = Some(rec.at_us);
+    fn new(host: &str) -> Lines {
+        let host_json = serde_json::to_string(host).unwrap_or_else(|_| "\"?\"".into());
+        Lines {
+            host_head: batch::head(&host_json, None),
+            host_json,
+            next_seq: 1,
+            heads: Vec::new(),
+            last_at: None,
+        }
+    }
+
+    /// Appends the lines of the next records of `records` to `batch`,
+    /// numbered on from the last ones, until the batch holds
+    /// [`BATCH_BYTES`] of text; `cold` holds the round's rare events. True
+    /// when no record is left.
+    fn write(
+        &mut self,
+        records: &mut record::Reader<'_>,
+        cold: &[Event],
+        batch: &mut Batch,
+    ) -> bool {
+        while batch.text().len() < BATCH_BYTES {
+            let Some(rec) = records.next() else {
+                return true;
+            };
+            self.last_at = Some(rec.at_us);
             let seq = self.next_seq;
             self.next_seq += 1;
-            if let Some(n) = rec.agent {
-                self.learn(n);
-            }
-            let agent = rec
-                .agent
-                .and_then(|n| self.agents.get(n as usize))
-                .map(String::as_str);
+            let head = match rec.agent {
+                Some(n) => self.head(n),
+                None => &self.host_head,
+            };
             match rec.body {
-                record::Body::Fast(f) => {
-                    batch.push_fast(&self.host_json, seq, rec.at_us, agent, &f)
-                }
-                record::Body::Cold(i) => match taken.cold.get(i as usize) {
-                    Some(e) => batch.push(&self.host_json, seq, rec.at_us, agent, e),
+                record::Body::Fast(f) => batch.push_fast(head, seq, rec.at_us, &f),
+                record::Body::Cold(i) => match cold.get(i as usize) {
+                    Some(e) => batch.push(head, seq, rec.at_us, e),
                     None => self.next_seq -= 1,
                 },
             }
         }
-        if taken.dropped > 0 {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let event = Event::JournalDropped {
-                count: taken.dropped,
-            };
-            // Stamped as the last entry kept: the drops came right after it
-            // (and entries recorded since the swap may be older than now).
-            let at_us = last_at.unwrap_or_else(now_us);
-            batch.push(&self.host_json, seq, at_us, None, &event);
-        }
+        false
     }
 
-    /// Makes sure the JSON string of agent number `n` is known.
-    fn learn(&mut self, n: names::Name) {
-        if n as usize >= self.agents.len() {
-            for id in names::ids().iter().skip(self.agents.len()) {
+    /// Appends a `journal_dropped` entry for `count` entries dropped after
+    /// the last one written.
+    fn dropped(&mut self, count: u64, batch: &mut Batch) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let event = Event::JournalDropped { count };
+        // Stamped as the last entry kept: the drops came right after it
+        // (and entries recorded since the swap may be older than now).
+        let at_us = self.last_at.unwrap_or_else(now_us);
+        batch.push(&self.host_head, seq, at_us, &event);
+    }
+
+    /// The head of the lines of agent number `n` (the host's alone for a
+    /// number not in the table, which cannot be).
+    fn head(&mut self, n: names::Name) -> &[u8] {
+        if n as usize >= self.heads.len() {
+            for id in names::ids_from(self.heads.len()) {
                 let mut quoted = Vec::with_capacity(id.len() + 2);
                 batch::json_str(&mut quoted, id.as_bytes());
-                self.agents
-                    .push(String::from_utf8(quoted).unwrap_or_else(|_| "\"?\"".into()));
+                let quoted = String::from_utf8(quoted).unwrap_or_else(|_| "\"?\"".into());
+                self.heads.push(batch::head(&self.host_json, Some(&quoted)));
             }
         }
+        self.heads.get(n as usize).unwrap_or(&self.host_head)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use async_trait::async_trait;
     use parking_lot::Mutex;
@@ -460,6 +507,92 @@ mod tests {
             .iter()
             .map(|l| Entry::parse(l).unwrap())
             .collect()
+    }
+
+    /// Keeps the size of every batch it is handed.
+    struct Sizes(Arc<Mutex<Vec<usize>>>);
+
+    #[async_trait]
+    impl Sink for Sizes {
+        async fn write(&mut self, batch: &Batch) {
+            self.0.lock().push(batch.text().len());
+        }
+    }
+
+    /// A round of more text than a batch holds comes in several batches,
+    /// in order and numbered on, each about as large as a batch holds.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_round_is_handed_out_in_batches() {
+        let journal = Journal::new("h");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        journal.attach(Box::new(Keep(lines.clone())));
+        journal.attach(Box::new(Sizes(sizes.clone())));
+        let value = json!("x".repeat(500));
+        // No await: all of it is one round.
+        for i in 0..2000 {
+            let key = format!("k{i}");
+            journal.note(|| Fast::BlackboardWrite {
+                key: &key,
+                bytes: 502,
+                value: &value,
+            });
+        }
+        journal.close().await;
+        let sizes = sizes.lock().clone();
+        assert!(sizes.len() >= 4, "{sizes:?}");
+        let last = sizes.len() - 1;
+        assert!(
+            sizes[..last]
+                .iter()
+                .all(|&n| (super::BATCH_BYTES..super::BATCH_BYTES + 1024).contains(&n)),
+            "{sizes:?}"
+        );
+        let entries = entries(&lines);
+        assert_eq!(entries.len(), 2000);
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.seq, i as u64 + 1);
+            assert!(
+                matches!(&e.event, Event::BlackboardWrite { key, .. } if *key == format!("k{i}"))
+            );
+        }
+    }
+
+    /// An agent that records without ever yielding (a Lua loop of
+    /// blackboard writes on the embedded store) does not hold the writer
+    /// back: its entries reach the sinks while it runs. Woken from the
+    /// agent's thread, the writer used to wait in that tokio worker's slot
+    /// for its next task, which no other worker takes from, until the loop
+    /// ended (its records piling up meanwhile).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_runs_while_an_agent_never_yields() {
+        let journal = Journal::new("h");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        journal.attach(Box::new(Keep(lines.clone())));
+        let (agent_journal, seen) = (journal.clone(), lines.clone());
+        let recorded = tokio::spawn(async move {
+            let value = json!(1);
+            // Only so that a failure ends: the loop never awaits.
+            let give_up = Instant::now() + Duration::from_secs(30);
+            let mut n = 0u64;
+            while seen.lock().is_empty() && Instant::now() < give_up {
+                agent_journal.note(|| Fast::BlackboardWrite {
+                    key: "k",
+                    bytes: 1,
+                    value: &value,
+                });
+                n += 1;
+            }
+            n
+        })
+        .await
+        .unwrap();
+        let written = lines.lock().len();
+        journal.close().await;
+        assert!(
+            written > 0,
+            "no entry reached the sink while the agent ran ({recorded} recorded)"
+        );
     }
 
     /// Past the limit entries are dropped, counted, and a `journal_dropped`

@@ -44,8 +44,9 @@ pub fn id(n: Name) -> Option<Arc<str>> {
     NAMES.read().ids.get(n as usize).cloned()
 }
 
-/// Every id so far, indexed by number (a copy: the table stays free while
-/// the writer turns a batch's numbers into ids).
-pub fn ids() -> Vec<Arc<str>> {
-    NAMES.read().ids.clone()
+/// The ids numbered `from` and up, in order (a copy: the table stays free
+/// while the writer turns a batch's numbers into ids; only the new ones, so
+/// a run that starts agent after agent does not copy the table each time).
+pub fn ids_from(from: usize) -> Vec<Arc<str>> {
+    NAMES.read().ids.get(from..).unwrap_or_default().to_vec()
 }
