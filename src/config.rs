@@ -56,8 +56,8 @@ pub struct Config {
     /// process silent for 5 periods is lost, and its agents' messages go back
     /// to their queues.
     pub heartbeat_interval: u64,
-    /// Entries of the run journal a shared store keeps in the task's stream
-    /// (`task:{id}:journal`, for `orrery tail`); 0 keeps none.
+    /// Lines of the run journal a shared store keeps, about, in the task's
+    /// stream (`task:{id}:journal`, for `orrery tail`); 0 keeps none.
     pub journal_max_len: usize,
     /// How long every key of a task ended on a shared store is kept (s):
     /// each gets this expiry when the run ends (a key that expires sooner

@@ -50,7 +50,8 @@ impl Follower {
                 .store
                 .journal_read(&self.task, self.after.as_deref(), BATCH)
                 .await?;
-            let full = batch.len() == BATCH;
+            // `BATCH` entries hold at least as many lines: read on.
+            let full = batch.len() >= BATCH;
             for (position, line) in batch {
                 self.after = Some(position);
                 let entry = match Entry::parse(&line) {

@@ -505,8 +505,9 @@ pub trait RecordStore: Send + Sync {
     ) -> StoreResult<()> {
         Ok(())
     }
-    /// Up to `count` journal lines stored after the position `after` (`None`:
-    /// from the oldest kept), oldest first, each with its position.
+    /// The journal lines of up to `count` stored entries after the position
+    /// `after` (`None`: from the oldest kept), oldest first, each with its
+    /// position (an entry may hold several lines: they share it).
     async fn journal_read(
         &self,
         _task: &str,

@@ -248,3 +248,34 @@ async fn clean_removes_a_task() {
         assert!(!s.claim("keep", "c").await.unwrap());
     }
 }
+
+/// The journal's lines are stored several to a stream entry: all of them
+/// come back in order, a read from a position goes on after its entry, and
+/// the stream is trimmed to about `max_len` lines, not entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_lines_are_packed_and_read_back_in_order() {
+    let s = open(Backend::Redis).await;
+    let lines: Vec<String> = (0..200).map(|i| format!(r#"{{"seq":{i}}}"#)).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    s.journal_append("t", &refs, 10_000).await.unwrap();
+    let read = s.journal_read("t", None, 1000).await.unwrap();
+    let texts: Vec<&str> = read.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(texts, refs, "every line, in order");
+    let positions: std::collections::BTreeSet<&str> =
+        read.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(positions.len(), 4, "200 lines in entries of at most 64");
+    // From the position of the first entry: the lines of the other three.
+    let after = s.journal_read("t", Some(&read[0].0), 1000).await.unwrap();
+    assert_eq!(after.len(), 200 - 64);
+    assert_eq!(after[0].1, refs[64]);
+    // Counted in entries: one entry asked for, its 64 lines given.
+    assert_eq!(s.journal_read("t", None, 1).await.unwrap().len(), 64);
+    // Trimmed to about max_len lines: at least the last max_len of 100
+    // appends of 200, and not all 20,000 (as max_len entries would keep).
+    // `MAXLEN ~` trims whole nodes of 100 entries, ~5,000 lines here.
+    for _ in 0..100 {
+        s.journal_append("u", &refs, 1_000).await.unwrap();
+    }
+    let kept = s.journal_read("u", None, 100_000).await.unwrap().len();
+    assert!((1_000..10_000).contains(&kept), "{kept} lines kept");
+}
