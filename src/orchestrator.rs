@@ -335,7 +335,9 @@ impl Orchestrator {
         let mut quiet_poll = tokio::time::interval(QUIET_POLL);
         let mut end = End::Finished;
         let watching = self.watching;
-        while !self.is_over().await {
+        loop {
+            // The fence first: an agent's refused write confirmed by a beat
+            // can also have ended this process's last agent.
             if self.fenced {
                 // No stop callbacks: they would act on a task that went on
                 // without this process.
@@ -347,6 +349,9 @@ impl Orchestrator {
                 self.errors
                     .insert(0, ReportedError::of("host", &fenced, true));
                 self.abort_all(|_| fenced.clone()).await;
+                break;
+            }
+            if self.is_over().await {
                 break;
             }
             tokio::select! {
