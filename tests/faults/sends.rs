@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use crate::common::{Scratch, spawn_orrery};
-use crate::util::{Handlings, PATIENCE, RECORD_HANDLING, inspect, raw, server_with, task_file};
+use crate::util::{
+    Handlings, PATIENCE, RECORD_HANDLING, inspect, kill_other_clients, pause_clients, raw,
+    server_with, task_file,
+};
 
 const SENDER: &str = r#"
 local M = {}
@@ -41,22 +44,10 @@ fn sends_through_a_pause_and_killed_connections_lose_nothing() {
     );
     run.wait_for("sent 50", PATIENCE);
     let mut conn = raw(&server);
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(3000)
-        .arg("ALL")
-        .query(&mut conn)
-        .unwrap();
+    pause_clients(&mut conn, 3000, "ALL");
     std::thread::sleep(Duration::from_millis(3000));
     for _ in 0..20 {
-        let _: redis::Value = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .arg("SKIPME")
-            .arg("yes")
-            .query(&mut conn)
-            .unwrap();
+        kill_other_clients(&mut conn);
         std::thread::sleep(Duration::from_millis(30));
     }
     let done = run.finish(PATIENCE);
@@ -123,21 +114,9 @@ fn a_pause_longer_than_connect_timeout_raises_no_send_that_was_delivered() {
     // its retries go out on new connections, are held too, and the host
     // gives up on them after connect_timeout; the server runs them when
     // the pause ends.
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(2500)
-        .arg("WRITE")
-        .query(&mut conn)
-        .unwrap();
+    pause_clients(&mut conn, 2500, "WRITE");
     std::thread::sleep(Duration::from_millis(300));
-    let _: redis::Value = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query(&mut conn)
-        .unwrap();
+    kill_other_clients(&mut conn);
     let done = run.finish(PATIENCE);
     let state = inspect(&scratch, &server, "longpause");
     let bb = &state["blackboard"];

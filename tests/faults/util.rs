@@ -47,6 +47,28 @@ pub fn raw(server: &RedisServer) -> redis::Connection {
         .expect("the test's server answers")
 }
 
+/// `CLIENT PAUSE ms mode` (`ALL` or `WRITE`) on `conn`.
+pub fn pause_clients(conn: &mut redis::Connection, ms: u64, mode: &str) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg(mode)
+        .query(conn)
+        .expect("CLIENT PAUSE");
+}
+
+/// Kills every ordinary client connection but `conn`'s own.
+pub fn kill_other_clients(conn: &mut redis::Connection) {
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(conn)
+        .expect("CLIENT KILL");
+}
+
 /// A receiver's `on_message` lines that record each handling of message
 /// `payload.n` with its delivery count: `handled/{n}` is the list of the
 /// `attempts` it was handled with.

@@ -18,6 +18,28 @@ use crate::scripts::ScriptRegistry;
 use crate::store::{RunStatus, Store};
 use crate::task::Task;
 
+/// Runs a task's or a join's orchestrator as the worker's: its coordination
+/// shown to the worker's beat, edits of a developer's own `--scripts`
+/// reloaded into it, its metrics served, and the worker's orders passed on.
+async fn run_on_worker(
+    mut orchestrator: Orchestrator,
+    opts: &WorkerOptions,
+    orders: watch::Receiver<Orders>,
+    coord: &Mutex<Option<Arc<Coordination>>>,
+) -> Result<RunReport> {
+    *coord.lock() = Some(orchestrator.coordination().clone());
+    if opts.scripts.is_some() {
+        orchestrator.reload_on_edit(crate::reload::ReloadOptions::default())?;
+    }
+    if let Some(metrics) = &opts.metrics {
+        metrics.attach(orchestrator.coordination());
+    }
+    let forward = tokio::spawn(forward_orders(orders, orchestrator.stopper()));
+    let report = orchestrator.run().await;
+    forward.abort();
+    report
+}
+
 /// Runs (or continues) task `id` to its end.
 pub(super) async fn run_task(
     mut fleet: Fleet,
@@ -74,18 +96,7 @@ pub(super) async fn run_task(
             }
             orchestrator.share_roles(local, roles);
         }
-        *coord.lock() = Some(orchestrator.coordination().clone());
-        if opts.scripts.is_some() {
-            // A developer's own worker: edits reach its running tasks.
-            orchestrator.reload_on_edit(crate::reload::ReloadOptions::default())?;
-        }
-        if let Some(metrics) = &opts.metrics {
-            metrics.attach(orchestrator.coordination());
-        }
-        let forward = tokio::spawn(forward_orders(orders, orchestrator.stopper()));
-        let report = orchestrator.run().await;
-        forward.abort();
-        let report = report?;
+        let report = run_on_worker(orchestrator, opts, orders, &coord).await?;
         if report.status == TaskStatus::HandedOver {
             return Ok(Outcome::HandedOver);
         }
@@ -210,22 +221,12 @@ pub(super) async fn run_join(
         let config = code_of(&mut fleet, opts, &record).await?;
         let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
         let roles = vec![role.to_string()];
-        let mut orchestrator =
-            Orchestrator::join(id, roles, config, store.clone(), registry).await?;
-        *coord.lock() = Some(orchestrator.coordination().clone());
-        if opts.scripts.is_some() {
-            orchestrator.reload_on_edit(crate::reload::ReloadOptions::default())?;
-        }
-        if let Some(metrics) = &opts.metrics {
-            metrics.attach(orchestrator.coordination());
-        }
-        let forward = tokio::spawn(forward_orders(orders, orchestrator.stopper()));
-        let report = orchestrator.run().await;
-        forward.abort();
+        let orchestrator = Orchestrator::join(id, roles, config, store.clone(), registry).await?;
+        let report = run_on_worker(orchestrator, opts, orders, &coord).await?;
         // Left at a callback boundary: another worker serving the role
         // joins in its place (its agent's record stays live, so the
         // role's messages wait for the newcomer).
-        if report?.status == TaskStatus::HandedOver {
+        if report.status == TaskStatus::HandedOver {
             return Ok(Outcome::HandedOver);
         }
         Ok::<_, Error>(Outcome::Joined)
