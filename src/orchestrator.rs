@@ -10,6 +10,7 @@
 //! and decides its end; others join it with agents of given roles (see
 //! [`shared`]).
 
+mod adopt;
 mod agents;
 mod observed;
 mod quiet;
@@ -33,6 +34,7 @@ use crate::scripts::ScriptRegistry;
 use crate::store::Store;
 use crate::task::Task;
 
+pub use adopt::orphans;
 use quiet::QUIET_POLL;
 pub use shared::Mode;
 
@@ -88,6 +90,13 @@ pub struct Orchestrator {
     /// After this process noticed that the server lost the task's data, the
     /// end is not decided before this moment (see [`shared`]).
     quiet_not_before: Option<tokio::time::Instant>,
+    /// Agents lost with their process wait for another to adopt them
+    /// instead of failing (see [`Orchestrator::keep_lost_agents`]).
+    keep_lost: bool,
+    /// A joiner that stays until the task ends (see [`Orchestrator::stay_to_end`]).
+    stay: bool,
+    /// The process whose agents this one adopts (see [`Orchestrator::adopt`]).
+    adopt_from: Option<String>,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -212,6 +221,9 @@ impl Orchestrator {
             local_roles: None,
             remote_roles: Vec::new(),
             quiet_not_before: None,
+            keep_lost: false,
+            stay: false,
+            adopt_from: None,
         })
     }
 
@@ -286,10 +298,11 @@ impl Orchestrator {
     }
 
     /// True when every role of [`share_roles`](Self::share_roles)'s
-    /// `remote` has an agent that joined and was not lost; `false` when the
-    /// store cannot tell.
+    /// `remote` has an agent that joined and was not lost, and (with
+    /// [`keep_lost_agents`](Self::keep_lost_agents)) no agent lost with its
+    /// process waits for adoption; `false` when the store cannot tell.
     async fn remote_roles_served(&self) -> bool {
-        if self.remote_roles.is_empty() {
+        if self.remote_roles.is_empty() && !self.keep_lost {
             return true;
         }
         let (store, id) = (&self.coord.store, &self.coord.task.id);
@@ -310,6 +323,13 @@ impl Orchestrator {
             Ok(AgentPhase::Failed) => !a.error.as_deref().is_some_and(|e| e.starts_with("lost:")),
             _ => alive.contains(&a.host.as_str()),
         };
+        // An agent waiting for adoption (its process gone) is not done.
+        let orphaned = |a: &crate::store::AgentRecord| {
+            crate::coordination::is_live(a) && !alive.contains(&a.host.as_str())
+        };
+        if self.keep_lost && agents.iter().any(orphaned) {
+            return false;
+        }
         self.remote_roles
             .iter()
             .all(|role| agents.iter().any(|a| &a.role == role && serves(a)))
@@ -429,8 +449,13 @@ impl Orchestrator {
         if !self.agents.is_empty() {
             return false;
         }
-        if self.stopping || self.leaving || !self.lead {
+        if self.stopping || self.leaving {
             return true;
+        }
+        if !self.lead {
+            // One that stays waits for the lease holder's end (or for the
+            // lease, when that holder goes).
+            return !self.stay;
         }
         if self
             .quiet_not_before

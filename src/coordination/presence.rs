@@ -139,10 +139,16 @@ impl Presence {
     /// key), marks them lost, fails their running agents and gives back the
     /// messages those agents held. Messages a fenced process took after its
     /// fence (it read before it noticed) are given back at every later look.
+    ///
+    /// With `keep`, the running agents are not failed: their records stay
+    /// as they were (phase, queue, checkpoint) for another process to
+    /// adopt (a fleet's worker, see `Orchestrator::adopt`); they are
+    /// returned all the same.
     pub async fn reap(
         &self,
         states: &AgentStateManager,
         bus: &MessageBus,
+        keep: bool,
     ) -> Result<Vec<LostAgent>> {
         let now = now_ms();
         let silent: Vec<HostRecord> = self
@@ -176,9 +182,11 @@ impl Presence {
                     "lost: its process {} stopped heartbeating ({silence} ms without a beat)",
                     host.id
                 );
-                states
-                    .transition(&agent.id, AgentPhase::Failed, Some(reason))
-                    .await?;
+                if !keep {
+                    states
+                        .transition(&agent.id, AgentPhase::Failed, Some(reason))
+                        .await?;
+                }
                 let released = bus.release(&agent.id).await?;
                 lost.push(LostAgent {
                     id: agent.id,

@@ -195,6 +195,24 @@ impl Fleet {
             .map_err(store_error)
     }
 
+    /// Records that the run of `entry` (of `stream`) in task `id` is the
+    /// task's process `host`: a worker that takes the entry over adopts
+    /// that process's agents (see `Orchestrator::adopt`).
+    pub async fn ran_as(&mut self, id: &str, stream: &str, entry: &str, host: &str) -> Result<()> {
+        self.conn
+            .hset::<_, _, _, ()>(task_key(id), format!("host:{stream}:{entry}"), host)
+            .await
+            .map_err(store_error)
+    }
+
+    /// The task's process that last ran `entry` (of `stream`) of task `id`, if one did.
+    pub async fn ran_by(&mut self, id: &str, stream: &str, entry: &str) -> Result<Option<String>> {
+        self.conn
+            .hget(task_key(id), format!("host:{stream}:{entry}"))
+            .await
+            .map_err(store_error)
+    }
+
     /// Records the end of task `id`, acknowledges and deletes its Stream
     /// entry, in one script, then drops the claim. At its first end the
     /// record (and its list of workers) expires after `retention`, and its

@@ -48,6 +48,10 @@ impl Orchestrator {
         for record in std::mem::take(&mut self.resume) {
             let (id, role) = (record.id.clone(), record.role.clone());
             self.registry.role(&role)?;
+            if !self.claim_adoption(&record).await? {
+                tracing::info!(agent = %id, "already brought back by another process");
+                continue;
+            }
             self.coord.spawner.reserve(&role)?;
             self.coord.states.adopt(&record).await?;
             let released = self.coord.bus.release(&id).await?;

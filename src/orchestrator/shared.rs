@@ -235,7 +235,11 @@ impl Orchestrator {
             Mode::Joiner { started_ms, .. } => {
                 let started_ms = *started_ms;
                 self.join_members().await?;
-                if !self.resume.is_empty() {
+                if let Some(host) = self.adopt_from.clone() {
+                    // Others go on with the task: fence only the process
+                    // whose agents come here; the lease stays where it is.
+                    self.fence_adopted_host(&host).await?;
+                } else if !self.resume.is_empty() {
                     self.take_over().await?;
                 }
                 let elapsed = Duration::from_millis(now_ms().saturating_sub(started_ms));
@@ -442,7 +446,16 @@ impl Orchestrator {
         match self.lead {
             true => {
                 let coord = self.coord.clone();
-                match coord.presence.reap(&coord.states, &coord.bus).await {
+                match coord
+                    .presence
+                    .reap(&coord.states, &coord.bus, self.keep_lost)
+                    .await
+                {
+                    Ok(lost) if self.keep_lost => {
+                        for agent in lost {
+                            tracing::warn!(agent = %agent.id, host = %agent.host, released = agent.released, "agent lost with its process; it waits for another to adopt it");
+                        }
+                    }
                     Ok(lost) => {
                         for agent in lost {
                             tracing::warn!(agent = %agent.id, host = %agent.host, "agent lost with its process; {} went back to {} queue", crate::text::plural(agent.released as u64, "message", "messages"), if agent.released == 1 { "its" } else { "their" });

@@ -6,6 +6,7 @@
 
 use orrery_test_support as common;
 
+mod adopt;
 mod bad_input;
 mod drain;
 mod leave;

@@ -126,6 +126,9 @@ enum Outcome {
     HandedOver,
     /// A join's agent ended with the task (or the task had ended).
     Joined,
+    /// Its process was fenced (this worker was paused or cut off past its
+    /// lease, and another took its work over): nothing is recorded.
+    Fenced,
 }
 
 impl Running {
@@ -260,13 +263,15 @@ async fn settle(
             fleet.finished(id, &run.entry, me, &end, retention).await
         }
         Outcome::Joined => fleet.done_entry(&run.stream(), &run.entry).await,
+        Outcome::Fenced => {
+            tracing::warn!("worker {me}: task {id} went on without it (fenced)");
+            Ok(())
+        }
         Outcome::Retry(why) => {
+            // Another worker (serving the roles it needs) may take it now;
+            // this one looks again at its next beat.
             tracing::warn!("task {id} left for later: {why}");
-            match run.role {
-                // Another worker serving the role may join in its place.
-                Some(_) => hand_over(fleet, me, &run).await,
-                None => fleet.release(id, me).await,
-            }
+            hand_over(fleet, me, &run).await
         }
         Outcome::HandedOver => {
             summary.handed_over += 1;

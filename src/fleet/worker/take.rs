@@ -112,7 +112,7 @@ impl Starter {
             key.clone(),
             Running {
                 task: id.clone(),
-                entry,
+                entry: entry.clone(),
                 role: role.clone(),
                 orders,
                 coord: coord.clone(),
@@ -121,9 +121,10 @@ impl Starter {
         let (fleet, store, opts) = (self.fleet.clone(), self.store.clone(), self.opts.clone());
         let done = self.done_tx.clone();
         tokio::spawn(async move {
+            let run = (id.as_str(), entry.as_str());
             let outcome = match role {
-                Some(role) => run_join(fleet, store, &opts, &id, &role, orders_rx, coord).await,
-                None => run_task(fleet, store, &opts, &id, orders_rx, coord).await,
+                Some(role) => run_join(fleet, store, &opts, run, &role, orders_rx, coord).await,
+                None => run_task(fleet, store, &opts, run, orders_rx, coord).await,
             };
             let _ = done.send((key, outcome));
         });

@@ -11,11 +11,11 @@ use super::{Orders, Outcome, WorkerOptions};
 use crate::config::Config;
 use crate::coordination::Coordination;
 use crate::error::{Error, ErrorKind, Result};
-use crate::fleet::{Fleet, FleetTask, TaskEnd};
-use crate::orchestrator::{Orchestrator, Stopper};
+use crate::fleet::{Fleet, FleetTask, SUBMITTED, TaskEnd, joins};
+use crate::orchestrator::{Orchestrator, Stopper, orphans};
 use crate::report::{RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
-use crate::store::{RunStatus, Store};
+use crate::store::{HostState, RunStatus, Store};
 use crate::task::Task;
 
 /// Runs a task's or a join's orchestrator as the worker's: its coordination
@@ -27,6 +27,8 @@ async fn run_on_worker(
     orders: watch::Receiver<Orders>,
     coord: &Mutex<Option<Arc<Coordination>>>,
 ) -> Result<RunReport> {
+    // A dead worker's agents wait for another to adopt them.
+    orchestrator.keep_lost_agents();
     *coord.lock() = Some(orchestrator.coordination().clone());
     if opts.scripts.is_some() {
         orchestrator.reload_on_edit(crate::reload::ReloadOptions::default())?;
@@ -40,12 +42,12 @@ async fn run_on_worker(
     report
 }
 
-/// Runs (or continues) task `id` to its end.
+/// Runs (or continues) task `id`, of Stream entry `entry`, to its end.
 pub(super) async fn run_task(
     mut fleet: Fleet,
     store: Arc<dyn Store>,
     opts: &WorkerOptions,
-    id: &str,
+    (id, entry): (&str, &str),
     orders: watch::Receiver<Orders>,
     coord: Arc<Mutex<Option<Arc<Coordination>>>>,
 ) -> Outcome {
@@ -62,9 +64,19 @@ pub(super) async fn run_task(
         let config = code_of(&mut fleet, opts, &record).await?;
         let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
         let previous = store.task_get(id).await?;
-        let share = match previous {
-            None => share(&task, &registry, &opts.roles),
-            Some(_) => resumable(&store, id, &opts.roles).await?,
+        // The process that ran this entry before, when others go on with
+        // the task: its agents are adopted here, the others stay where they run.
+        let adopted = match &previous {
+            Some(r) if r.is_running() => {
+                let before = fleet.ran_by(id, SUBMITTED, entry).await?;
+                others_go_on(&store, &config, id, before).await?
+            }
+            _ => None,
+        };
+        let share = match (&previous, &adopted) {
+            (None, _) => share(&task, &registry, &opts.roles),
+            (Some(_), Some(host)) => adoptable(&store, id, host, &opts.roles).await?,
+            (Some(_), None) => resumable(&store, id, &opts.roles).await?,
         };
         let share = match share {
             Ok(share) => share,
@@ -78,14 +90,21 @@ pub(super) async fn run_task(
             return Ok(Outcome::HandedOver);
         }
         fleet.started(id, &opts.id).await?;
-        let mut orchestrator = match previous {
-            None => Orchestrator::new(task, config, store, registry)?,
-            Some(r) if r.is_running() || r.status == RunStatus::Stopping => {
+        let mut orchestrator = match (previous, adopted) {
+            (None, _) => Orchestrator::new(task, config, store, registry)?,
+            (Some(_), Some(host)) => {
+                Orchestrator::adopt(id, &host, config, store, registry).await?
+            }
+            (Some(r), None) if r.is_running() || r.status == RunStatus::Stopping => {
                 Orchestrator::resume(id, config, store, registry).await?
             }
             // Its last worker ran it to its end but died before recording it.
-            Some(r) => return Ok(Outcome::Ended(stored_end(r.status))),
+            (Some(r), None) => return Ok(Outcome::Ended(stored_end(r.status))),
         };
+        // Stays to the end, whoever holds the lease, to record the outputs.
+        orchestrator.stay_to_end();
+        let host = orchestrator.coordination().presence.host().to_string();
+        fleet.ran_as(id, SUBMITTED, entry, &host).await?;
         if let Some(Share { local, remote }) = share {
             let mut roles: Vec<String> = remote.clone();
             roles.sort();
@@ -99,6 +118,9 @@ pub(super) async fn run_task(
         let report = run_on_worker(orchestrator, opts, orders, &coord).await?;
         if report.status == TaskStatus::HandedOver {
             return Ok(Outcome::HandedOver);
+        }
+        if report.exit_code() == crate::error::exit::FENCED {
+            return Ok(Outcome::Fenced);
         }
         let cancel = fleet.task(id).await?.is_some_and(|t| t.cancel);
         Ok::<_, Error>(Outcome::Ended(ended(report, cancel)))
@@ -191,13 +213,15 @@ async fn forward_orders(mut orders: watch::Receiver<Orders>, stopper: Stopper) {
     }
 }
 
-/// Joins task `id` with an agent of `role` (a request on
-/// `fleet:joins:{role}`), until the task ends.
+/// Joins task `id` with an agent of `role` (Stream entry `entry` of
+/// `fleet:joins:{role}`), until the task ends. An entry another worker ran
+/// before is taken over: the agents that worker's process left are
+/// adopted here, under their ids (see `Orchestrator::adopt`).
 pub(super) async fn run_join(
     mut fleet: Fleet,
     store: Arc<dyn Store>,
     opts: &WorkerOptions,
-    id: &str,
+    (id, entry): (&str, &str),
     role: &str,
     orders: watch::Receiver<Orders>,
     coord: Arc<Mutex<Option<Arc<Coordination>>>>,
@@ -209,25 +233,51 @@ pub(super) async fn run_join(
         if recorded_end(&record).is_some() {
             return Ok(Outcome::Joined);
         }
-        match store.task_get(id).await? {
+        match opened(&store, id, opts.lease).await? {
             // Its owner has not opened the run yet.
             None => return Ok(Outcome::Retry(format!("task {id} has not started yet"))),
             Some(r) if !r.is_running() => return Ok(Outcome::Joined),
             Some(_) => {}
+        }
+        let stream = joins(role);
+        let before = fleet.ran_by(id, &stream, entry).await?;
+        if let Some(host) = &before {
+            match adoptable(&store, id, host, &opts.roles).await? {
+                Err(role) => {
+                    return Ok(Outcome::Retry(format!(
+                        "this worker does not serve role {role}"
+                    )));
+                }
+                // Its agents ended, or another worker adopted them.
+                Ok(_) if orphans(store.as_ref(), id, host).await?.is_empty() => {
+                    return Ok(Outcome::Joined);
+                }
+                Ok(_) => {}
+            }
         }
         if orders.borrow().leave > 0 {
             return Ok(Outcome::HandedOver);
         }
         let config = code_of(&mut fleet, opts, &record).await?;
         let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
-        let roles = vec![role.to_string()];
-        let orchestrator = Orchestrator::join(id, roles, config, store.clone(), registry).await?;
+        let orchestrator = match &before {
+            Some(host) => Orchestrator::adopt(id, host, config, store.clone(), registry).await?,
+            None => {
+                let roles = vec![role.to_string()];
+                Orchestrator::join(id, roles, config, store.clone(), registry).await?
+            }
+        };
+        let host = orchestrator.coordination().presence.host().to_string();
+        fleet.ran_as(id, &stream, entry, &host).await?;
         let report = run_on_worker(orchestrator, opts, orders, &coord).await?;
         // Left at a callback boundary: another worker serving the role
-        // joins in its place (its agent's record stays live, so the
-        // role's messages wait for the newcomer).
+        // takes the entry over and adopts the agent (its record stays
+        // live, so the task waits for it).
         if report.status == TaskStatus::HandedOver {
             return Ok(Outcome::HandedOver);
+        }
+        if report.exit_code() == crate::error::exit::FENCED {
+            return Ok(Outcome::Fenced);
         }
         Ok::<_, Error>(Outcome::Joined)
     };
@@ -294,6 +344,66 @@ async fn resumable(
             None => Ok(None),
         },
     )
+}
+
+/// The process `before` that ran a task's entry, when other processes of
+/// the task are alive (they go on with it, and the agents of `before` are
+/// to be adopted); `None` when none is (the task is resumed whole).
+async fn others_go_on(
+    store: &Arc<dyn Store>,
+    config: &Config,
+    id: &str,
+    before: Option<String>,
+) -> Result<Option<String>> {
+    let Some(before) = before else {
+        return Ok(None);
+    };
+    let lost_after = config.heartbeat_interval * crate::coordination::LOST_AFTER_BEATS;
+    let now = crate::coordination::now_ms();
+    let others = store.host_list(id).await?.into_iter().any(|h| {
+        h.id != before
+            && h.state == HostState::Alive
+            && now.saturating_sub(h.heartbeat_ms) <= lost_after
+    });
+    Ok(others.then_some(before))
+}
+
+/// Whether a worker serving `roles` (empty: any) can adopt the agents
+/// process `host` left in task `id`: it must serve all their roles
+/// (`Err(role)` names one it does not).
+async fn adoptable(
+    store: &Arc<dyn Store>,
+    id: &str,
+    host: &str,
+    roles: &[String],
+) -> Result<std::result::Result<Option<Share>, String>> {
+    let agents = orphans(store.as_ref(), id, host).await?;
+    Ok(
+        match agents
+            .iter()
+            .find(|a| !roles.is_empty() && !roles.contains(&a.role))
+        {
+            Some(a) => Err(a.role.clone()),
+            None => Ok(None),
+        },
+    )
+}
+
+/// The task's record once its owner opened the run, waiting up to `wait`
+/// for it (a join asked for just before).
+async fn opened(
+    store: &Arc<dyn Store>,
+    id: &str,
+    wait: std::time::Duration,
+) -> Result<Option<crate::store::TaskRecord>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let record = store.task_get(id).await?;
+        if record.is_some() || tokio::time::Instant::now() >= deadline {
+            return Ok(record);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// A task shared with other workers: the initial roles this one starts,
