@@ -142,8 +142,8 @@ impl Presence {
     ///
     /// With `keep`, the running agents are not failed: their records stay
     /// as they were (phase, queue, checkpoint) for another process to
-    /// adopt (a fleet's worker, see `Orchestrator::adopt`); they are
-    /// returned all the same.
+    /// adopt (a fleet's worker, see `Orchestrator::adopt`); the messages
+    /// they held are given back all the same, for the adopter.
     pub async fn reap(
         &self,
         states: &AgentStateManager,

@@ -3,13 +3,15 @@
 //!
 //! A fleet's worker runs every task with [`Orchestrator::keep_lost_agents`]:
 //! the lease holder that finds a process gone fences it and gives back the
-//! messages its agents held, but leaves their records as they were (phase,
-//! queue, checkpoint), and the task neither goes quiet nor ends while such
-//! an *orphan* waits. The worker that takes over the dead process's work
+//! messages its agents held, but leaves their records as they were
+//! (phase, queue, checkpoint), and the task neither goes quiet nor ends
+//! while such an *orphan* waits. The worker that takes over the dead process's work
 //! (its Stream entry) runs [`Orchestrator::adopt`]: it fences that process
 //! (if no one did yet) and brings its orphans back as `orrery resume`
 //! does, each with its id (so its own queue and the messages addressed to
-//! it), its stored phase and `on_resume(self, checkpoint)`. Each orphan is
+//! it), its stored phase and `on_resume(self, checkpoint)`; the messages it
+//! held, given back by whichever process, are delivered to it again
+//! (`Store::queue_adopt`). Each orphan is
 //! adopted once: the adopter claims `adopt:{agent}:{dead process}` first.
 
 use std::sync::Arc;

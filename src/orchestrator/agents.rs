@@ -40,10 +40,12 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Brings back the agents `orrery resume` found: each keeps its id, its
-    /// stored phase and its queue (the messages it held are given back, so
-    /// they are delivered again), and runs `on_resume(self, checkpoint)`
-    /// if its script has one (`start` otherwise).
+    /// Brings back the agents `orrery resume` (or an adoption, see
+    /// `adopt`) found: each keeps its id, its stored phase and its queue
+    /// (the messages it held are given back, so they are delivered again),
+    /// and runs `on_resume(self, checkpoint)` if its script has one
+    /// (`start` otherwise). One another process brought back from the same
+    /// process first is skipped.
     pub(super) async fn start_resumed(&mut self) -> Result<()> {
         for record in std::mem::take(&mut self.resume) {
             let (id, role) = (record.id.clone(), record.role.clone());
@@ -54,6 +56,9 @@ impl Orchestrator {
             }
             self.coord.spawner.reserve(&role)?;
             self.coord.states.adopt(&record).await?;
+            // What it held, or what the process it left gave back on its
+            // own queue, is delivered here.
+            self.coord.store.queue_adopt(&self.coord.task.id, &id);
             let released = self.coord.bus.release(&id).await?;
             let checkpoint = self
                 .coord

@@ -311,6 +311,15 @@ pub trait Store:
     fn epoch(&self) -> u64 {
         0
     }
+
+    /// This process now reads the own queue of agent `agent`, which ran in
+    /// another process (it is resumed or adopted here): messages given
+    /// back there by any process are delivered here too. (A process
+    /// otherwise looks for messages given back on an agent's own queue
+    /// only when it gave them back itself.)
+    fn queue_adopt(&self, task: &str, agent: &str) {
+        let _ = (task, agent);
+    }
 }
 
 /// The blackboard: shared key/value state of a task, and its change events.

@@ -1,13 +1,12 @@
 //! A task's agents spread over the workers serving its roles: the worker
 //! that takes it runs the roles it serves and asks for the others, which a
 //! worker serving them joins with an agent; when that worker dies or
-//! drains, another serving the role (here: any role) joins in its place.
-
-use redis::Commands;
-use serde_json::Value;
+//! drains, another serving the role (here: any role) adopts its agent, id
+//! and queue included.
 
 use std::process::Command;
 
+use crate::adopt::{self, host_of};
 use crate::common::Scratch;
 use crate::util::{PATIENCE, server, submit, wait_running, wait_state, worker_with};
 
@@ -33,19 +32,6 @@ function M.on_message(self, msg)
 end
 return M
 "#;
-
-/// The host (`hostname:pid-...`) agent `agent` of task `id` ran on.
-fn host_of(server: &crate::common::RedisServer, id: &str, agent: &str) -> String {
-    let mut c = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let record: String = c
-        .hget(format!("task:{id}:state:{agent}"), "record")
-        .unwrap();
-    let record: Value = serde_json::from_str(&record).unwrap();
-    record["host"].as_str().unwrap().to_string()
-}
 
 #[test]
 fn a_task_runs_its_roles_on_the_workers_that_serve_them() {
@@ -78,21 +64,6 @@ fn a_task_runs_its_roles_on_the_workers_that_serve_them() {
     }
 }
 
-/// [`CONSUMER`], taking its time over each job.
-const SLOW_CONSUMER: &str = r#"
-local M = {}
-function M.on_message(self, msg)
-  log.info("handling job " .. msg.payload.n)
-  sleep(300)
-  local n = blackboard.update("handled", function(c) return (c or 0) + 1 end)
-  if n == 5 then
-    task.output("handled", n)
-    agent.finish()
-  end
-end
-return M
-"#;
-
 #[test]
 fn a_killed_joiner_is_replaced_by_another_worker_serving_its_role() {
     replaced_after("-KILL");
@@ -103,19 +74,23 @@ fn a_drained_joiner_is_replaced_by_another_worker_serving_its_role() {
     replaced_after("-TERM");
 }
 
-/// Runs the slow pipeline, sends `signal` to the consumers' worker
-/// mid-job, and checks that another worker's consumer finished the work.
+/// Runs the pipeline whose producer sends every job at once to the
+/// consumer's own id and whose consumer takes its time over each, sends
+/// `signal` to the consumers' worker mid-job, and checks that another
+/// worker adopted the consumer (its id, so the jobs still queued for it)
+/// and finished the work as an undisturbed run does.
 fn replaced_after(signal: &str) {
     let server = server();
-    let scratch = Scratch::new(&[("producer.lua", PRODUCER), ("consumer.lua", SLOW_CONSUMER)]);
-    scratch.write(
-        "pipe.toml",
-        "id = \"pipe\"\ntype = \"test\"\ndescription = \"pipe\"\ntimeout = 60000\nagents = [\"producer\", \"consumer\"]\n",
-    );
+    let scratch = Scratch::new(&[
+        ("producer.lua", adopt::PRODUCER),
+        ("consumer.lua", adopt::CONSUMER),
+    ]);
+    let file = adopt::pipeline(&scratch, 0, 300);
+    let expected = adopt::reference(&scratch, file);
     // The producers' worker takes the task (it is the only one), so the
     // consumers' worker only joins it.
     let producers = worker_with(scratch.path(), &server, &["--roles", "producer"]);
-    let id = submit(scratch.path(), &server, "pipe.toml");
+    let id = submit(scratch.path(), &server, file);
     wait_running(scratch.path(), &server, producers.pid());
     let flags = ["--roles", "consumer", "--drain", "200"];
     let mut first = worker_with(scratch.path(), &server, &flags);
@@ -129,12 +104,17 @@ fn replaced_after(signal: &str) {
     assert!(sent.success());
     let task = wait_state(scratch.path(), &server, &id, "finished");
     assert_eq!(task["status"], "complete", "{task:#}");
-    assert_eq!(task["outputs"]["handled"], 5, "{task:#}");
+    assert_eq!(task["outputs"], expected, "{task:#}");
     assert_eq!(task["ends"], 1, "{task:#}");
-    let replacement = host_of(&server, &id, "consumer-2");
+    assert_eq!(
+        adopt::agents_of(&server, &id),
+        ["consumer-1", "producer-1"],
+        "the consumer was replaced by a new agent"
+    );
+    let adopter = host_of(&server, &id, "consumer-1");
     assert!(
-        replacement.contains(&format!(":{}-", second.pid())),
-        "consumer-2 ran on {replacement}"
+        adopter.contains(&format!(":{}-", second.pid())),
+        "consumer-1 ended on {adopter}"
     );
     for w in [producers, second] {
         let w = w.interrupt(PATIENCE);

@@ -151,6 +151,11 @@ impl Store for RedisStore {
     fn epoch(&self) -> u64 {
         self.conn.epoch()
     }
+
+    fn queue_adopt(&self, task: &str, agent: &str) {
+        // Looked at by the next reads, and forgotten once nothing is left there.
+        self.parked.lock().insert(keys::Keys::new(task).bus(agent));
+    }
 }
 
 /// `url` with its password replaced by `***`, for messages and logs.
