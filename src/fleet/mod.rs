@@ -24,11 +24,13 @@
 //! | `fleet:workers`, `fleet:worker:{id}` | the workers and their health (expires after the lease) |
 //! | `fleet:joins:{role}` | Stream of requests for an agent of `role` in a task (group `workers`) |
 //! | `fleet:join_roles` | set of the roles asked for (read by workers serving any role) |
+//! | `fleet:wake` | Stream of wake-ups every worker blocks on (see [`wake`]) |
 
 pub mod bundle;
 mod claims;
 mod queue;
 mod tasks;
+mod wake;
 pub mod worker;
 mod workers;
 
@@ -40,6 +42,7 @@ use crate::error::{Error, Result};
 pub use bundle::Bundle;
 pub use queue::joins;
 pub use tasks::{FleetTask, TaskEnd};
+pub use wake::{WAKE, WakeCursor};
 pub use workers::WorkerHealth;
 
 /// The Stream of submitted tasks.
@@ -52,6 +55,8 @@ pub const GROUP: &str = "workers";
 pub struct Fleet {
     conn: MultiplexedConnection,
     url: String,
+    client: redis::Client,
+    timeout: Duration,
 }
 
 fn store_error(e: redis::RedisError) -> Error {
@@ -80,14 +85,22 @@ impl Fleet {
         let shown = crate::store::redact_url(url);
         let client = redis::Client::open(url)
             .map_err(|e| Error::bad_input("flag --store", e.to_string()))?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(None);
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| Error::Coordination(format!("store {shown} unreachable: {e}")))?;
-        Ok(Fleet { conn, url: shown })
+        let conn = connection(&client, timeout, &shown).await?;
+        Ok(Fleet {
+            conn,
+            url: shown,
+            client,
+            timeout,
+        })
+    }
+
+    /// The same server over a connection of its own (for a blocking wait).
+    pub async fn another(&self) -> Result<Fleet> {
+        let conn = connection(&self.client, self.timeout, &self.url).await?;
+        Ok(Fleet {
+            conn,
+            ..self.clone()
+        })
     }
 
     /// The server, as shown in messages (password hidden).
@@ -110,6 +123,21 @@ impl Fleet {
             other => other.map_err(store_error),
         }
     }
+}
+
+/// A new connection to `client`'s server (`shown` in messages).
+async fn connection(
+    client: &redis::Client,
+    timeout: Duration,
+    shown: &str,
+) -> Result<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(None);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| Error::Coordination(format!("store {shown} unreachable: {e}")))
 }
 
 fn task_key(id: &str) -> String {

@@ -119,6 +119,10 @@ impl Fleet {
                 .arg(id)
                 .ignore();
         }
+        // After the requests: a worker woken finds them.
+        let mut wake = redis::cmd("XADD");
+        super::wake::add_wake(&mut wake, &format!("join {role}"));
+        pipe.add_command(wake).ignore();
         pipe.query_async::<()>(&mut self.conn)
             .await
             .map_err(store_error)

@@ -157,7 +157,10 @@ fn owner_lost(sig: &str) {
     signal(sig, owner.pid());
 
     let task = wait_state(scratch.path(), &server, &id, "finished");
-    assert_eq!(task["status"], "complete", "{task:#}");
+    if task["status"] != "complete" {
+        let (s, c) = (spare.interrupt(PATIENCE), consumers.interrupt(PATIENCE));
+        panic!("{task:#}\nspare: {}\nconsumers: {}", s.show(), c.show());
+    }
     assert_eq!(task["exit_code"], 0, "{task:#}");
     assert_eq!(task["ends"], 1, "{task:#}");
     assert_eq!(task["outputs"], expected, "{task:#}");

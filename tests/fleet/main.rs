@@ -17,3 +17,4 @@ mod reload;
 mod spread;
 mod survive;
 mod util;
+mod wake;

@@ -4,7 +4,15 @@
 //! of the lease) it renews its claims, re-claims its Stream entries (so they
 //! never look abandoned) and records its health; a task whose cancel was
 //! asked for is stopped. A task taken over from a dead worker is continued
-//! with `Orchestrator::resume`.
+//! with `Orchestrator::resume` when none of its processes is left, and
+//! otherwise the dead worker's agents are adopted (`Orchestrator::adopt`):
+//! a worker takes over an entry (a task's or a join's) only when it serves
+//! the roles of every agent it would bring back.
+//!
+//! It looks at its Streams when it starts, when woken (it blocks on a
+//! connection of its own in `XREAD` over `fleet:submitted` and
+//! `fleet:wake`, see `fleet::wake`; no polling), at every beat (entries
+//! abandoned by a dead worker) and when one of its runs ends.
 //!
 //! A worker with `--roles` that takes a new task needing other roles too
 //! runs the ones it serves and asks for the others on `fleet:joins:{role}`;
@@ -14,9 +22,9 @@
 //! Draining (SIGTERM): no more tasks are taken; running tasks go on to
 //! their end for up to the drain time; each still running then is left at
 //! its agents' callback boundaries (see `Stopper::leave`) and handed over
-//! (its entry marked abandoned, its claim dropped) so another worker
-//! resumes it; a join is left the same way and its request handed over, so
-//! another worker joins in its place. Callbacks still running a third of a
+//! (its entry marked abandoned, its claim dropped, the others woken) so
+//! another worker resumes it; a join is left the same way and its request
+//! handed over, so another worker adopts its agent. Callbacks still running a third of a
 //! lease later are cut off.
 
 use std::collections::HashMap;
@@ -25,9 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
-use super::{Fleet, SUBMITTED, TaskEnd, WorkerHealth, joins};
+use super::{Fleet, SUBMITTED, TaskEnd, WakeCursor, WorkerHealth, joins};
 use crate::config::Config;
 use crate::coordination::{Coordination, now_ms};
 use crate::error::Result;
@@ -157,20 +165,44 @@ pub async fn run(
         fleet.ensure_group(&joins(role)).await?;
     }
     let mut beat = tokio::time::interval(opts.lease / 3);
-    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    // Blocks on a connection of its own until there may be work (see
+    // `fleet::wake`); the worker then looks at its Streams.
+    let work = Arc::new(Notify::new());
+    let waiter = tokio::spawn(wait_for_work(fleet.another().await?, work.clone()));
+    let _waiter = AbortOnDrop(waiter);
+    // Looks at once when it starts, then when woken, at every beat (for
+    // entries abandoned by a dead worker) and when a task ends (room).
+    let mut look = true;
     let mut draining = *drain.borrow();
     // When a draining worker hands its tasks over at their callback
     // boundaries, when it cuts off the callbacks still running, and when it
     // exits whatever still runs (as a kill would).
     let (mut leave_at, mut cut_at, mut exit_at) = (None, None, None);
     loop {
+        if look && !draining && running.len() < opts.max_tasks {
+            look = false;
+            match full(&opts, &running) {
+                Some(why) => tracing::debug!("worker {} takes no task: it runs {why}", opts.id),
+                None => {
+                    if let Err(e) = take(&mut fleet, &store, &opts, &mut running, &done_tx).await {
+                        tracing::warn!("worker {} could not take tasks: {e}", opts.id);
+                    }
+                }
+            }
+        }
         tokio::select! {
             _ = beat.tick() => {
+                look = true;
                 if let Err(e) = keep(&mut fleet, &opts, &running, summary.finished, draining).await {
                     tracing::warn!("worker {} could not beat: {e}", opts.id);
                 }
             }
+            _ = work.notified() => look = true,
             Some((key, outcome)) = done_rx.recv() => {
+                // Room again; but what was left for later waits for the
+                // next beat (or a wake-up), or this worker would take it
+                // straight back.
+                look |= !matches!(outcome, Outcome::Retry(_));
                 if let Some(run) = running.remove(&key) {
                     settle(&mut fleet, &opts, run, outcome, &mut summary).await;
                 }
@@ -214,16 +246,10 @@ pub async fn run(
                 for run in running.values() {
                     hand_over(&mut fleet, &opts.id, run).await?;
                 }
+                if !running.is_empty() {
+                    fleet.wake("handed over").await?;
+                }
                 break;
-            }
-            _ = poll.tick(), if !draining && running.len() < opts.max_tasks => {
-                if let Some(why) = full(&opts, &running) {
-                    tracing::debug!("worker {} takes no task: it runs {why}", opts.id);
-                    continue;
-                }
-                if let Err(e) = take(&mut fleet, &store, &opts, &mut running, &done_tx).await {
-                    tracing::warn!("worker {} could not take tasks: {e}", opts.id);
-                }
             }
         }
         if draining && running.is_empty() {
@@ -232,6 +258,37 @@ pub async fn run(
     }
     fleet.leave(&opts.id).await?;
     Ok(summary)
+}
+
+/// Wakes the worker (`work`) whenever a task is submitted or work is
+/// offered to every worker (see `fleet::wake`), waiting on `fleet`'s own
+/// connection.
+async fn wait_for_work(mut fleet: Fleet, work: Arc<Notify>) {
+    let mut cursor = WakeCursor::default();
+    loop {
+        match fleet.wait_for_work(&mut cursor, WAIT).await {
+            Ok(true) => work.notify_one(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!("worker cannot wait for work: {e}");
+                work.notify_one();
+                tokio::time::sleep(WAIT / 10).await;
+            }
+        }
+    }
+}
+
+/// The longest single blocking wait for work (a wait with nothing to show
+/// ends and starts again).
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Aborts a tokio task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Sleeps until `at`; never returns for `None`.
@@ -278,7 +335,11 @@ async fn settle(
             if let Some(g) = &opts.gauges {
                 g.handed_over.inc();
             }
-            hand_over(fleet, me, &run).await
+            match hand_over(fleet, me, &run).await {
+                // The others take it at once.
+                Ok(()) => fleet.wake(&format!("handed over {id}")).await,
+                e => e,
+            }
         }
     };
     if let Err(e) = result {

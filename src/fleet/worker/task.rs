@@ -119,7 +119,7 @@ pub(super) async fn run_task(
         if report.status == TaskStatus::HandedOver {
             return Ok(Outcome::HandedOver);
         }
-        if report.exit_code() == crate::error::exit::FENCED {
+        if taken_over(&mut fleet, &report, (id, SUBMITTED, entry), &host).await? {
             return Ok(Outcome::Fenced);
         }
         let cancel = fleet.task(id).await?.is_some_and(|t| t.cancel);
@@ -137,6 +137,27 @@ pub(super) async fn run_task(
         }
         Err(e) => Outcome::Retry(e.to_string()),
     }
+}
+
+/// True when the run of `host` was fenced, or another worker took its
+/// entry over meanwhile (this one was paused past its lease): its end is
+/// not this worker's to record.
+async fn taken_over(
+    fleet: &mut Fleet,
+    report: &RunReport,
+    (id, stream, entry): (&str, &str, &str),
+    host: &str,
+) -> Result<bool> {
+    let fenced = |e: &crate::report::ReportedError| {
+        e.kind == ErrorKind::Fenced || e.message.contains("fenced:")
+    };
+    if report.errors.iter().any(fenced) {
+        return Ok(true);
+    }
+    Ok(fleet
+        .ran_by(id, stream, entry)
+        .await?
+        .is_some_and(|h| h != host))
 }
 
 /// The end a task's record already holds (a finished task whose entry came
@@ -233,7 +254,7 @@ pub(super) async fn run_join(
         if recorded_end(&record).is_some() {
             return Ok(Outcome::Joined);
         }
-        match opened(&store, id, opts.lease).await? {
+        match store.task_get(id).await? {
             // Its owner has not opened the run yet.
             None => return Ok(Outcome::Retry(format!("task {id} has not started yet"))),
             Some(r) if !r.is_running() => return Ok(Outcome::Joined),
@@ -276,7 +297,7 @@ pub(super) async fn run_join(
         if report.status == TaskStatus::HandedOver {
             return Ok(Outcome::HandedOver);
         }
-        if report.exit_code() == crate::error::exit::FENCED {
+        if taken_over(&mut fleet, &report, (id, &stream, entry), &host).await? {
             return Ok(Outcome::Fenced);
         }
         Ok::<_, Error>(Outcome::Joined)
@@ -387,23 +408,6 @@ async fn adoptable(
             None => Ok(None),
         },
     )
-}
-
-/// The task's record once its owner opened the run, waiting up to `wait`
-/// for it (a join asked for just before).
-async fn opened(
-    store: &Arc<dyn Store>,
-    id: &str,
-    wait: std::time::Duration,
-) -> Result<Option<crate::store::TaskRecord>> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let record = store.task_get(id).await?;
-        if record.is_some() || tokio::time::Instant::now() >= deadline {
-            return Ok(record);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// A task shared with other workers: the initial roles this one starts,
