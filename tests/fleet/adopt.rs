@@ -195,3 +195,52 @@ fn owner_lost(sig: &str) {
         assert_eq!(w.code, Some(0), "{}", w.show());
     }
 }
+
+#[test]
+fn a_task_is_resumed_only_by_a_worker_serving_all_its_unended_roles() {
+    let server = server();
+    let scratch = Scratch::new(&[("producer.lua", PRODUCER), ("consumer.lua", CONSUMER)]);
+    let file = pipeline(&scratch, 300, 0);
+    let expected = reference(&scratch, file);
+    let both = ["--roles", "producer,consumer"];
+    let mut first = worker_with(scratch.path(), &server, &both);
+    let id = submit(scratch.path(), &server, file);
+    first.wait_for("sent job 2", PATIENCE);
+    // Serves the producer only: it must leave the task (whose consumer has
+    // not ended) to a worker serving both.
+    let mut partial = worker_with(scratch.path(), &server, &["--roles", "producer"]);
+    let first_pid = first.pid();
+    first.kill();
+    // Gives the partial worker a lease and a beat or two to look at it first.
+    partial.wait_for("does not serve role consumer", PATIENCE);
+    let full = worker_with(scratch.path(), &server, &both);
+
+    let task = wait_state(scratch.path(), &server, &id, "finished");
+    assert_eq!(task["status"], "complete", "{task:#}");
+    assert_eq!(task["ends"], 1, "{task:#}");
+    assert_eq!(task["outputs"], expected, "{task:#}");
+    let workers: Vec<&str> = task["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    // Started by the first worker, then by the full one only.
+    assert_eq!(workers.len(), 2, "{task:#}");
+    assert!(workers[0].ends_with(&format!(":{first_pid}")), "{task:#}");
+    assert!(
+        workers[1].ends_with(&format!(":{}", full.pid())),
+        "{task:#}"
+    );
+    for agent in ["consumer-1", "producer-1"] {
+        let host = host_of(&server, &id, agent);
+        assert!(
+            host.contains(&format!(":{}-", full.pid())),
+            "{agent} ended on {host}"
+        );
+    }
+    for w in [partial, full] {
+        let w = w.interrupt(PATIENCE);
+        assert_eq!(w.code, Some(0), "{}", w.show());
+    }
+}
