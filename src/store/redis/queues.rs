@@ -8,10 +8,10 @@
 //! stream and process (again after NOGROUP: the server lost the stream).
 //! Taking reads into the taker's pending list (XREADGROUP); acknowledging
 //! removes the entry (XACK + XDEL, in batches: see [`super::acks`]), so a
-//! stream holds exactly the messages waiting or in flight. A message given back is parked on the
-//! `~returned` consumer with its entry id, hence its place in the queue, and
-//! the delivery count the server keeps; takers look there first. Dead letters
-//! go to `task:{id}:deadletter`.
+//! stream holds exactly the messages waiting or in flight. A message given
+//! back is parked on the `~returned` consumer with its entry id, hence its
+//! place in the queue, and the delivery count the server keeps; takers look
+//! there first. Dead letters go to `task:{id}:deadletter`.
 
 use std::time::Duration;
 
