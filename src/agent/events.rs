@@ -97,6 +97,10 @@ impl Agent {
             activity.idle();
         }
         let wait = Duration::from_millis(ctx.coord.config.message_timeout);
+        // One take across the turns of the loop: a probe answered does not
+        // abandon a look on its way (its messages would have to be recovered).
+        let take = ctx.coord.bus.take(&ctx.queues, &ctx.id, wait);
+        tokio::pin!(take);
         let event = loop {
             let changed = async {
                 match watch_rx.as_mut() {
@@ -123,9 +127,9 @@ impl Agent {
                     Err(RecvError::Closed) => *watch_rx = None,
                 },
                 id = timer => break Ok(Event::Timer(id)),
-                taken = ctx.coord.bus.take(&ctx.queues, &ctx.id, wait) => match taken {
+                taken = &mut take => match taken {
                     Ok(Some(d)) => break Ok(Event::Message(d)),
-                    Ok(None) => continue,
+                    Ok(None) => take.set(ctx.coord.bus.take(&ctx.queues, &ctx.id, wait)),
                     Err(e) => break Err(e),
                 },
                 _ = self.stop.changed() => break Ok(Event::Stop),

@@ -263,3 +263,20 @@ async fn changes_are_published() {
         );
     }
 }
+
+/// A write sent without waiting is applied even when its outcome is never
+/// awaited (the agent that made it was stopped): the connection must not
+/// drop it unwritten. One thread, so the write is queued but not yet written
+/// when its outcome is dropped.
+#[tokio::test(flavor = "current_thread")]
+async fn a_write_is_applied_when_nobody_waits_for_it() {
+    for backend in Backend::all() {
+        let s = open(backend).await;
+        drop(s.bb_set_nowait("t1", "orphan", &json!(1), TTL));
+        assert_eq!(
+            s.bb_get("t1", "orphan").await.unwrap(),
+            Some(json!(1)),
+            "{backend:?}"
+        );
+    }
+}

@@ -237,6 +237,36 @@ async fn a_cancelled_take_loses_nothing() {
     }
 }
 
+/// Acknowledgements travel with the next look at the queues, whoever looks.
+/// A look abandoned on its way (its take cancelled: an agent woken by a
+/// watch, a timer or a quiescence probe) must not take them with it: the
+/// message would stay in flight for ever, and the task never go quiet (or be
+/// recovered as an orphan and handled twice). One thread, so the look is
+/// queued but not yet written when its take is dropped.
+#[tokio::test(flavor = "current_thread")]
+async fn an_acknowledgement_outlives_the_cancelled_take_that_carried_it() {
+    for backend in Backend::all() {
+        let s = open(backend).await;
+        s.queue_push("t", "worker-1", &envelope("m1", "job"))
+            .await
+            .unwrap();
+        let got = take(&s, "worker-1", "worker").await.expect("m1");
+        s.queue_ack_nowait("t", &got).settle().await.unwrap();
+        let other = queues("worker-2", "worker");
+        let mut look = Box::pin(s.queue_take("t", &other, "worker-2", Duration::from_secs(20)));
+        assert!(
+            futures::poll!(look.as_mut()).is_pending(),
+            "{backend:?}: nothing to take"
+        );
+        drop(look);
+        assert!(
+            s.queue_is_drained("t").await.unwrap(),
+            "{backend:?}: still in flight: {:?}",
+            s.queue_list("t").await.unwrap()
+        );
+    }
+}
+
 /// Queues of different tasks are separate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_do_not_share_queues() {

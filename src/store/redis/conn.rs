@@ -9,8 +9,14 @@
 //! multiplexed connection taking a command into its queue on the first poll
 //! of its future, which holds while the queue has room: it is sized far
 //! beyond what the agents can have in flight (see [`QUEUE_ROOM`]).
+//!
+//! The connection also drops, unwritten, a queued command whose caller
+//! stopped waiting for its answer. A command that must not vanish so (a
+//! write, an acknowledgement) is awaited through [`Finish`], which hands the
+//! wait to the runtime when its caller goes away.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -33,7 +39,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Longest one attempt of an ordinary (non-blocking) command may wait for its
 /// answer before it is tried again (retries are safe: see [`Connection::run`]).
-const ATTEMPT_LIMIT: Duration = Duration::from_secs(2);
+pub(super) const ATTEMPT_LIMIT: Duration = Duration::from_secs(2);
 
 /// Commands the shared connection's queue holds before a sender has to wait.
 /// Each agent keeps at most [`crate::store::writes::MAX_UNSETTLED`] writes in
@@ -85,7 +91,7 @@ fn is_broken(e: &RedisError) -> bool {
 }
 
 /// True when the server had flushed its scripts (a restart, SCRIPT FLUSH).
-fn is_no_script(e: &RedisError) -> bool {
+pub(super) fn is_no_script(e: &RedisError) -> bool {
     e.code() == Some("NOSCRIPT")
 }
 
@@ -167,6 +173,14 @@ impl Connection {
 
     fn current(&self) -> Current {
         self.current.read().clone()
+    }
+
+    /// After `e` on the shared connection of `epoch`: replaces it if `e`
+    /// says it is broken (and no one did yet).
+    pub async fn repair(&self, epoch: u64, e: &RedisError) {
+        if is_broken(e) {
+            let _ = self.replace(epoch).await;
+        }
     }
 
     /// Replaces the shared connection of `epoch` (if no one did yet), loading
@@ -315,13 +329,15 @@ impl Connection {
         let me = self.clone();
         // From now until the answer is taken: the wait of whoever settles it.
         let span = crate::trace::store_call(&what);
-        let mut first = Box::pin(tokio::task::unconstrained(async move {
+        // Finished even if the answer is dropped unawaited: the promise is
+        // that a write sent is applied, whoever waits for it.
+        let mut first = Finish::new(tokio::task::unconstrained(async move {
             let reply = request.send(&mut conn).await;
             (reply, request)
         }));
         // The first poll puts the request in the connection's queue.
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        let early = match first.as_mut().poll(&mut cx) {
+        let early = match Pin::new(&mut first).poll(&mut cx) {
             Poll::Ready(done) => Some(done),
             Poll::Pending => None,
         };
@@ -351,6 +367,17 @@ impl Connection {
             }
         };
         (epoch, answer.instrument(span).boxed())
+    }
+
+    /// Sends `pipe` once on the shared connection and returns each command's
+    /// reply as it came, server errors included, like
+    /// [`round_trip`](Self::round_trip) but leaving a broken connection to be
+    /// replaced by the next command. For a future polled before it is awaited
+    /// (see [`Finish`]): replacing takes a lock, and a future holding it
+    /// unpolled would stall every other command.
+    pub async fn round_trip_only(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+        let mut conn = self.current().conn;
+        conn.send_packed_commands(pipe, 0, pipe.len()).await
     }
 
     /// Sends `pipe` once on the shared connection and returns each command's
@@ -386,7 +413,7 @@ impl Connection {
 
     /// Loads every script on the shared connection (after a restart the
     /// server has none). Failures are left to the commands that follow.
-    async fn load_scripts(&self) {
+    pub async fn load_scripts(&self) {
         let mut pipe = redis::pipe();
         for script in scripts::all() {
             pipe.add_command(script_load(script)).ignore();
@@ -416,6 +443,76 @@ impl Connection {
         self.client
             .get_multiplexed_async_connection_with_config(&config)
             .await
+    }
+}
+
+/// A future that, dropped before it is done, is finished on the runtime
+/// instead. The multiplexed connection drops a queued command unwritten when
+/// its answer's receiver is gone: wrapped in this, a command once queued is
+/// written and answered, and what follows its answer in the future runs.
+pub(super) struct Finish<F: Future + Send + 'static>
+where
+    F::Output: Send + 'static,
+{
+    running: Option<Pin<Box<F>>>,
+    /// The output, when it came before the first await.
+    ready: Option<F::Output>,
+}
+
+impl<F: Future + Send + 'static> Finish<F>
+where
+    F::Output: Send + 'static,
+{
+    pub fn new(future: F) -> Finish<F> {
+        Finish {
+            running: Some(Box::pin(future)),
+            ready: None,
+        }
+    }
+
+    /// A future already done, with its output.
+    pub fn done(output: F::Output) -> Finish<F> {
+        Finish {
+            running: None,
+            ready: Some(output),
+        }
+    }
+}
+
+// The future is boxed and the output never pinned.
+impl<F: Future + Send + 'static> Unpin for Finish<F> where F::Output: Send + 'static {}
+
+impl<F: Future + Send + 'static> Future for Finish<F>
+where
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let me = self.get_mut();
+        if let Some(out) = me.ready.take() {
+            return Poll::Ready(out);
+        }
+        let running = me
+            .running
+            .as_mut()
+            .expect("a Finish is not polled after it is done");
+        let out = std::task::ready!(running.as_mut().poll(cx));
+        me.running = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Finish<F>
+where
+    F::Output: Send + 'static,
+{
+    fn drop(&mut self) {
+        if let Some(rest) = self.running.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(rest);
+        }
     }
 }
 

@@ -342,13 +342,14 @@ impl Server {
         Ok(orphans)
     }
 
-    /// Receipts of the messages of `streams` acknowledged but not yet sent.
+    /// Receipts of the messages of `streams` acknowledged but not known to
+    /// be applied yet.
     fn acks_waiting(&self, keys: &Keys, task: &str, streams: &[String]) -> Vec<String> {
         let acks = self.acks.lock();
         let mut out = Vec::new();
         for stream in streams {
             let queue = keys.queue_of(stream);
-            for id in acks.get(stream).into_iter().flatten() {
+            for id in acks.ids(stream) {
                 out.push(format!("{task}\0{queue}\0{id}"));
             }
         }

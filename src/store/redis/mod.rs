@@ -17,6 +17,7 @@
 //! operations that are not idempotent carry a token so a retry cannot apply
 //! them twice.
 
+mod acks;
 mod blackboard;
 mod clock;
 mod conn;
@@ -36,11 +37,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use self::acks::AckBook;
 use self::clock::ServerClock;
 use self::conn::{Connection, OpenError};
 use self::consumer::Consumers;
 use self::events::Events;
-use self::queues::AckBatch;
 use self::waits::Waits;
 use super::{Store, StoreError, StoreResult};
 
@@ -61,8 +62,8 @@ pub struct Server {
     /// Streams on which this process gave a message back that no look has
     /// claimed since.
     parked: Mutex<HashSet<String>>,
-    /// Acknowledgements not sent yet, by stream.
-    acks: Mutex<AckBatch>,
+    /// Acknowledgements not applied yet (see [`acks`]).
+    acks: Arc<Mutex<AckBook>>,
     /// Until when this process made each task's blackboard index live.
     index_raised: Mutex<HashMap<String, Instant>>,
     /// The member key of each task this process joined; its write scripts
@@ -109,7 +110,7 @@ impl RedisStore {
             groups: Mutex::default(),
             registered: Arc::default(),
             parked: Mutex::default(),
-            acks: Mutex::default(),
+            acks: Arc::default(),
             index_raised: Mutex::default(),
             members: parking_lot::RwLock::default(),
             sender: format!("{:016x}", rand::random::<u64>()),

@@ -7,26 +7,24 @@
 //! `task:{id}:queues`. Readers create the queue's consumer group, once per
 //! stream and process (again after NOGROUP: the server lost the stream).
 //! Taking reads into the taker's pending list (XREADGROUP); acknowledging
-//! removes the entry (XACK + XDEL, in batches), so a stream holds exactly the
-//! messages waiting or in flight. A message given back is parked on the
-//! `~returned` consumer with its entry id, hence its place in the queue, and
-//! the delivery count the server keeps; takers look there first. Dead letters
-//! go to `task:{id}:deadletter`.
+//! removes the entry (XACK + XDEL, in batches: see [`super::acks`]), so a
+//! stream holds exactly the messages waiting or in flight. A message given
+//! back is parked on the `~returned` consumer with its entry id, hence its
+//! place in the queue, and the delivery count the server keeps; takers look
+//! there first. Dead letters go to `task:{id}:deadletter`.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::FutureExt;
-use redis::{Pipeline, RedisResult, Value as RedisValue};
+use redis::{RedisResult, Value as RedisValue};
 
 use super::blackboard::decode;
 use super::conn::{Request, command_error, error_code, script_call};
-use super::keys::task_of;
 use super::keys::{GROUP, Keys, RETURNED};
 use super::reply::{
     array, entry_delivery, field, id_text, pending_counts, read_reply, unexpected, usize_of,
 };
-use super::scripts::{ACK, CLAIM_RETURNED, NACK, RELEASE, REVIVE, SEND};
+use super::scripts::{CLAIM_RETURNED, NACK, RELEASE, REVIVE, SEND};
 use super::{RedisStore, Server};
 use crate::store::{
     Delivery, Envelope, MessageState, Pending, QueueStore, QueuedMessage, StoreError, StoreResult,
@@ -96,9 +94,9 @@ impl Server {
         consumer: &str,
     ) -> RedisResult<Fetched> {
         for _ in 0..3 {
-            let batch = self.take_ack_batch();
-            let mut pipe = self.ack_pipeline(&batch);
-            let acks = pipe.len();
+            // Sent first, so the server applies them before the reads.
+            let acks = self.send_acks();
+            let mut pipe = redis::pipe();
             let missing = self.missing_groups(streams);
             for stream in &missing {
                 pipe.add_command(create_group(stream));
@@ -134,27 +132,17 @@ impl Server {
                     .arg(stream)
                     .arg(">");
             }
-            let replies = match self.conn.round_trip(&pipe).await {
-                Ok(replies) => replies,
-                Err(e) => {
-                    // Unknown whether they were applied: sent again with the
-                    // next look (acknowledging twice is harmless; dropped,
-                    // the messages would look taken by a lost reply and be
-                    // handled again).
-                    self.restore_acks(batch);
-                    return Err(e);
-                }
-            };
-            let (ack_replies, rest) = replies.split_at(acks.min(replies.len()));
-            if let Some(r) = ack_replies.iter().find(|r| error_code(r) == Some("FENCED")) {
-                return Err(server_error(r).expect("a server error"));
+            let replies = self.conn.round_trip(&pipe).await;
+            // A batch that failed waits for the next look; a fenced process
+            // may take nothing more.
+            if let Some(acks) = acks
+                && let Err(e) = acks.await
+                && e.code() == Some("FENCED")
+            {
+                return Err(e);
             }
-            for r in ack_replies {
-                if let Some(code) = error_code(r) {
-                    // The entry went with its stream: nothing left to acknowledge.
-                    tracing::debug!("acknowledgement refused: {code}");
-                }
-            }
+            let replies = replies?;
+            let rest = &replies[..];
             let (created, rest) = rest.split_at(missing.len().min(rest.len()));
             for (stream, r) in missing.iter().zip(created) {
                 match error_code(r) {
@@ -256,56 +244,6 @@ impl Server {
         }
     }
 
-    /// The acknowledgements waiting in this process (the batch is emptied).
-    fn take_ack_batch(&self) -> AckBatch {
-        std::mem::take(&mut *self.acks.lock())
-    }
-
-    /// Puts acknowledgements whose sending failed back in the batch.
-    fn restore_acks(&self, batch: AckBatch) {
-        let mut acks = self.acks.lock();
-        for (stream, ids) in batch {
-            acks.entry(stream).or_default().extend(ids);
-        }
-    }
-
-    /// `batch` as XACK + XDEL per stream.
-    fn ack_pipeline(&self, batch: &AckBatch) -> Pipeline {
-        let mut pipe = redis::pipe();
-        for (stream, ids) in batch {
-            let (member, fenced) = self.fence(task_of(stream));
-            let mut ack = script_call(&ACK, &[stream, &member]);
-            ack.arg(GROUP).arg(ids).arg(fenced);
-            pipe.add_command(ack);
-        }
-        pipe
-    }
-
-    /// Sends the acknowledgements waiting in this process now.
-    pub(super) async fn flush_acks(&self) -> StoreResult<()> {
-        let batch = self.take_ack_batch();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let pipe = self.ack_pipeline(&batch);
-        // Refusals (NOGROUP: the stream is gone) leave nothing to
-        // acknowledge; a fenced process may acknowledge nothing.
-        let replies = match self.conn.replies("bus ack", || pipe.clone()).await {
-            Ok(replies) => replies,
-            Err(e) => {
-                self.restore_acks(batch);
-                return Err(e);
-            }
-        };
-        match replies.iter().find(|r| error_code(r) == Some("FENCED")) {
-            Some(r) => Err(command_error(
-                "bus ack",
-                &server_error(r).expect("a server error"),
-            )),
-            None => Ok(()),
-        }
-    }
-
     /// Parks every message `consumer` holds on `queues`; returns how many.
     async fn release_on(
         &self,
@@ -362,7 +300,7 @@ impl Server {
         self.groups.lock().retain(|s| !s.starts_with(&prefix));
         self.registered.lock().retain(|s| !s.starts_with(&prefix));
         self.parked.lock().retain(|s| !s.starts_with(&prefix));
-        self.acks.lock().retain(|s, _| !s.starts_with(&prefix));
+        self.acks.lock().forget(&prefix);
         self.waits.forget(&prefix);
         self.index_raised.lock().remove(task);
         self.sends.lock().remove(task);
@@ -373,16 +311,6 @@ impl Server {
         for s in streams {
             known.remove(s);
         }
-    }
-
-    /// Queues an acknowledgement for the next batch.
-    fn ack_later(&self, task: &str, delivery: &Delivery) {
-        let stream = Keys::new(task).bus(&delivery.queue);
-        self.acks
-            .lock()
-            .entry(stream)
-            .or_default()
-            .push(delivery.receipt.clone());
     }
 }
 
@@ -442,7 +370,10 @@ impl QueueStore for RedisStore {
 
     fn queue_ack_nowait(&self, task: &str, delivery: &Delivery) -> Pending {
         self.consumers.settled(task, delivery);
-        self.ack_later(task, delivery);
+        self.ack_later(
+            Keys::new(task).bus(&delivery.queue),
+            delivery.receipt.clone(),
+        );
         Pending::done(Ok(()))
     }
 
@@ -609,6 +540,3 @@ impl QueueStore for RedisStore {
 pub(super) fn fetch_error(e: &redis::RedisError) -> StoreError {
     command_error("bus take", e)
 }
-
-/// The acknowledgement batch: ids per stream.
-pub(super) type AckBatch = HashMap<String, Vec<String>>;
