@@ -14,6 +14,14 @@
 //! catch it, so the hook then fires before every instruction of that thread
 //! and raises again, until the callback has unwound to the host.
 //!
+//! Within budget the hook is counted the cheap way of orrery's Lua patch
+//! ([`MASK_BUDGET`], vendor/lua-src/PATCHES.md): the VM charges the count
+//! at loop back-edges and function entries only, by an upper bound of the
+//! instructions run since the last charge, so the hook still comes at
+//! least every [`CHECK_EVERY`] instructions. A plain count hook, whatever
+//! its interval, makes the VM call into the debug interface before every
+//! instruction (a tenth of a message's cost).
+//!
 //! The hook is a plain C function, not an mlua hook: when an mlua hook
 //! callback returns an error, mlua resets the stack top of the interrupted
 //! function's frame (`lua_settop` in `callback_error_ext`), which runs that
@@ -37,8 +45,14 @@ use parking_lot::Mutex;
 
 use crate::error::Error;
 
-/// VM instructions between two looks at the clock while within budget.
+/// VM instructions between two looks at the clock while within budget
+/// (at most: the count is charged by an upper bound).
 const CHECK_EVERY: c_int = 10_000;
+
+/// The hook mask of the patched Lua's budget count (`LUA_MASKBUDGET` in
+/// vendor/lua-src/lua-5.4.9/lua.h): used with a count hook's function and
+/// count, charged at back-edges and function entries only.
+const MASK_BUDGET: c_int = 1 << 6;
 
 /// Registry key (by address) of the light userdata pointing at the meter.
 static METER_KEY: u8 = 0;
@@ -199,8 +213,8 @@ unsafe fn judge(meter: &Mutex<Meter>, state: *mut ffi::lua_State, ar: *mut ffi::
     }));
     let raise = verdict.unwrap_or(true);
     // SAFETY: setting the hook of the running thread from inside its hook is allowed.
-    if !raise && unsafe { ffi::lua_gethookcount(state) } != CHECK_EVERY {
-        unsafe { ffi::lua_sethook(state, Some(hook), ffi::LUA_MASKCOUNT, CHECK_EVERY) };
+    if !raise && unsafe { ffi::lua_gethookmask(state) } != MASK_BUDGET {
+        unsafe { ffi::lua_sethook(state, Some(hook), MASK_BUDGET, CHECK_EVERY) };
     }
     raise
 }
@@ -233,7 +247,7 @@ impl Budget {
             lua.exec_raw::<()>((), |state| {
                 ffi::lua_pushlightuserdata(state, pointer);
                 ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, &METER_KEY as *const u8 as _);
-                ffi::lua_sethook(state, Some(hook), ffi::LUA_MASKCOUNT, CHECK_EVERY);
+                ffi::lua_sethook(state, Some(hook), MASK_BUDGET, CHECK_EVERY);
             })?;
         }
         let budget = Budget { meter };

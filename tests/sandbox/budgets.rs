@@ -39,6 +39,29 @@ async fn an_infinite_loop_fails_its_agent_and_names_the_line() {
     );
 }
 
+/// The patched Lua charges the budget at loop back-edges and function
+/// entries only: every way to run for ever goes through one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shape_of_endless_loop_is_interrupted() {
+    let shapes = [
+        // A tail call jumps back without a loop instruction.
+        "  local function f(n) return f(n + 1) end\n  f(0)",
+        "  local function f(...) return f(...) end\n  f(1, 2, 3)",
+        "  local b\n  local function a(n) return b(n) end\n  b = function(n) return a(n + 1) end\n  a(0)",
+        // goto, a numeric for loop over floats, a generic for, repeat.
+        "  ::again:: do local x = 1 end\n  goto again",
+        "  for i = 1.0, math.huge, 0.5 do end",
+        "  for _ in function() return 1 end do end",
+        "  repeat local x = 1 until false",
+        // Recursion that never gets deep: each call returns before the next.
+        "  local function f() end\n  local t = setmetatable({}, {__index = function() f() return 1 end})\n  while t.x do end",
+    ];
+    for body in shapes {
+        eprintln!("shape: {body}");
+        assert_start_times_out(body).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pcall_cannot_swallow_the_interruption() {
     assert_start_times_out("  while true do pcall(function() while true do end end) end").await;

@@ -140,7 +140,7 @@ LUA_API void lua_sethook (lua_State *L, lua_Hook func, int mask, int count) {
   L->basehookcount = count;
   resethookcount(L);
   L->hookmask = cast_byte(mask);
-  if (mask)
+  if (mask & ~LUA_MASKBUDGET)  /* orrery patch: the budget needs no trap */
     settraps(L->ci);  /* to trace inside 'luaV_execute' */
 }
 
@@ -925,6 +925,27 @@ int luaG_tracecall (lua_State *L) {
 ** This function is not "Protected" when called, so it should correct
 ** 'L->top.p' before calling anything that can run the GC.
 */
+/*
+** orrery patch: runs the count hook for the budget (LUA_MASKBUDGET) of
+** 'L', whose count is spent. Called by the VM at a loop's back-edge with
+** 'savedpc' saved (past the jumping instruction), or at the entry of a
+** function ('entry', 'savedpc' at its first instruction: hooks assume it
+** is already incremented, as 'luaD_hookcall' does).
+*/
+void luaG_budgethook (lua_State *L, CallInfo *ci, int entry) {
+  resethookcount(L);
+  if (!(L->hookmask & LUA_MASKBUDGET) || !L->allowhook)
+    return;
+  if (entry)  /* 'luaD_hook' keeps the frame and what is above it */
+    ci->u.l.savedpc++;
+  else  /* at a back-edge: the next instruction uses no top */
+    L->top.p = ci->top.p;
+  luaD_hook(L, LUA_HOOKCOUNT, -1, 0, 0);
+  if (entry)
+    ci->u.l.savedpc--;
+}
+
+
 int luaG_traceexec (lua_State *L, const Instruction *pc) {
   CallInfo *ci = L->ci;
   lu_byte mask = L->hookmask;

@@ -20,6 +20,14 @@
 
 #define resethookcount(L)	(L->hookcount = L->basehookcount)
 
+/* orrery patch: the hooks that need 'trap' (every hook but the budget) */
+#define tracemask(L)	((L)->hookmask & ~LUA_MASKBUDGET)
+
+/* orrery patch: charges 'n' instructions to the budget count of 'L',
+   running the hook when it is spent; true when the hook ran */
+#define budgetspent(L,n)  \
+  (l_unlikely((L)->hookmask & LUA_MASKBUDGET) && ((L)->hookcount -= (n)) <= 0)
+
 /*
 ** mark for entries in 'lineinfo' array that has absolute information in
 ** 'abslineinfo' array
@@ -58,6 +66,7 @@ LUAI_FUNC const char *luaG_addinfo (lua_State *L, const char *msg,
                                                   TString *src, int line);
 LUAI_FUNC l_noret luaG_errormsg (lua_State *L);
 LUAI_FUNC int luaG_traceexec (lua_State *L, const Instruction *pc);
+LUAI_FUNC void luaG_budgethook (lua_State *L, CallInfo *ci, int entry);
 LUAI_FUNC int luaG_tracecall (lua_State *L);
 
 

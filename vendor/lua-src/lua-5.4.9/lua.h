@@ -452,6 +452,12 @@ LUA_API void (lua_closeslot) (lua_State *L, int idx);
 #define LUA_MASKRET	(1 << LUA_HOOKRET)
 #define LUA_MASKLINE	(1 << LUA_HOOKLINE)
 #define LUA_MASKCOUNT	(1 << LUA_HOOKCOUNT)
+/* orrery patch: a count hook charged at loop back-edges and function
+   entries only, by an upper bound of the instructions run since the last
+   charge, so that it costs nothing on the other instructions (a plain
+   count hook makes the VM call into the debug interface before every
+   instruction). Used with LUA_MASKCOUNT's hook and count. */
+#define LUA_MASKBUDGET	(1 << 6)
 
 
 LUA_API int (lua_getstack) (lua_State *L, int level, lua_Debug *ar);

@@ -1095,9 +1095,20 @@ void luaV_finishOp (lua_State *L) {
 */
 #define dojump(ci,i,e)	{ pc += GETARG_sJ(i) + e; updatetrap(ci); }
 
+/*
+** orrery patch: charges 'n' instructions to the budget before a jump
+** back (a loop's back-edge), running its hook when it is spent. The hook
+** may move the stack: nothing may use 'ra' after it.
+*/
+#define budgetback(n)  \
+	{ if (budgetspent(L, n)) { savepc(L); luaG_budgethook(L, ci, 0); \
+	  updatetrap(ci); updatebase(ci); } }
 
-/* for test instructions, execute the jump instruction that follows it */
-#define donextjump(ci)	{ Instruction ni = *pc; dojump(ci, ni, 1); }
+
+/* for test instructions, execute the jump instruction that follows it
+   (orrery patch: charging the budget when it jumps back) */
+#define donextjump(ci)	{ Instruction ni = *pc; \
+	if (GETARG_sJ(ni) < 0) budgetback(-GETARG_sJ(ni)); dojump(ci, ni, 1); }
 
 /*
 ** do a conditional jump: skip next instruction if 'cond' is not what
@@ -1166,7 +1177,12 @@ void luaV_execute (lua_State *L, CallInfo *ci) {
 #include "ljumptab.h"
 #endif
  startfunc:
-  trap = L->hookmask;
+  /* orrery patch: a function's entry charges the budget for its whole
+     code (the most it runs before a back-edge); a vararg function runs
+     the hook at its OP_VARARGPREP, once its arguments are in place */
+  if (budgetspent(L, ci_func(ci)->p->sizecode) && !ci_func(ci)->p->is_vararg)
+    luaG_budgethook(L, ci, 1);
+  trap = tracemask(L);  /* orrery patch: the budget needs no trap */
  returning:  /* trap already set */
   cl = ci_func(ci);
   k = cl->p->k;
@@ -1605,6 +1621,8 @@ void luaV_execute (lua_State *L, CallInfo *ci) {
         vmbreak;
       }
       vmcase(OP_JMP) {
+        if (GETARG_sJ(i) < 0)  /* orrery patch: a loop's back-edge */
+          budgetback(-GETARG_sJ(i));
         dojump(ci, i, 0);
         vmbreak;
       }
@@ -1744,7 +1762,7 @@ void luaV_execute (lua_State *L, CallInfo *ci) {
         goto ret;
       }
       vmcase(OP_RETURN0) {
-        if (l_unlikely(L->hookmask)) {
+        if (l_unlikely(tracemask(L))) {
           StkId ra = RA(i);
           L->top.p = ra;
           savepc(ci);
@@ -1761,7 +1779,7 @@ void luaV_execute (lua_State *L, CallInfo *ci) {
         goto ret;
       }
       vmcase(OP_RETURN1) {
-        if (l_unlikely(L->hookmask)) {
+        if (l_unlikely(tracemask(L))) {
           StkId ra = RA(i);
           L->top.p = ra + 1;
           savepc(ci);
@@ -1800,11 +1818,14 @@ void luaV_execute (lua_State *L, CallInfo *ci) {
             idx = intop(+, idx, step);  /* add step to index */
             chgivalue(s2v(ra), idx);  /* update internal index */
             setivalue(s2v(ra + 3), idx);  /* and control variable */
+            budgetback(GETARG_Bx(i));  /* orrery patch */
             pc -= GETARG_Bx(i);  /* jump back */
           }
         }
-        else if (floatforloop(ra))  /* float loop */
+        else if (floatforloop(ra)) {  /* float loop */
+          budgetback(GETARG_Bx(i));  /* orrery patch */
           pc -= GETARG_Bx(i);  /* jump back */
+        }
         updatetrap(ci);  /* allows a signal to break the loop */
         vmbreak;
       }
@@ -1846,6 +1867,7 @@ void luaV_execute (lua_State *L, CallInfo *ci) {
         StkId ra = RA(i);
         if (!ttisnil(s2v(ra + 4))) {  /* continue loop? */
           setobjs2s(L, ra + 2, ra + 4);  /* save control variable */
+          budgetback(GETARG_Bx(i));  /* orrery patch */
           pc -= GETARG_Bx(i);  /* jump back */
         }
         vmbreak;
@@ -1894,6 +1916,13 @@ void luaV_execute (lua_State *L, CallInfo *ci) {
           L->oldpc = 1;  /* next opcode will be seen as a "new" line */
         }
         updatebase(ci);  /* function has new base after adjustment */
+        if (L->hookcount <= 0 && (L->hookmask & LUA_MASKBUDGET)) {
+          /* orrery patch: charged at entry; the hook runs now */
+          savepc(L);
+          luaG_budgethook(L, ci, 0);
+          updatetrap(ci);
+          updatebase(ci);
+        }
         vmbreak;
       }
       vmcase(OP_EXTRAARG) {
