@@ -16,13 +16,12 @@
 
 use std::sync::Arc;
 
-use super::{Mode, Orchestrator};
+use super::Orchestrator;
 use crate::config::Config;
 use crate::coordination::is_live;
 use crate::error::{Error, Result};
 use crate::scripts::ScriptRegistry;
 use crate::store::{AgentRecord, HostState, Store};
-use crate::task::Task;
 
 /// The agents of process `host` in task `task_id` that have not ended:
 /// those [`Orchestrator::adopt`] brings back.
@@ -83,22 +82,7 @@ impl Orchestrator {
         for a in &agents {
             registry.role(&a.role)?;
         }
-        let task: Task = serde_json::from_value(record.definition.clone()).map_err(|e| {
-            Error::Coordination(format!(
-                "task '{task_id}' in {} has an unreadable definition: {e}",
-                store.describe()
-            ))
-        })?;
-        let mode = Mode::Joiner {
-            roles: Vec::new(),
-            owner: record.owner,
-            owner_roles: record.roles,
-            started_ms: record.started_ms,
-        };
-        let client = crate::llm::LlmClient::new(config.llm.clone())
-            .map_err(|e| Error::bad_llm_settings("LLM settings", e))?;
-        let mut me = Self::with_mode(task, config, store, registry, client, mode)?;
-        me.resume = agents;
+        let mut me = Self::resuming(task_id, record, agents, config, store, registry)?;
         me.adopt_from = Some(host.to_string());
         Ok(me)
     }

@@ -21,7 +21,7 @@ use crate::coordination::now_ms;
 use crate::error::{Error, ErrorKind, Result, exit};
 use crate::report::{ReportedError, RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
-use crate::store::{HostRole, HostState, RunStatus, Store, TaskRecord};
+use crate::store::{AgentRecord, HostRole, HostState, RunStatus, Store, TaskRecord};
 use crate::task::Task;
 
 /// Whether this process runs the task or joins another process's run.
@@ -161,6 +161,19 @@ impl Orchestrator {
         for a in &agents {
             registry.role(&a.role)?;
         }
+        Self::resuming(task_id, record, agents, config, store, registry)
+    }
+
+    /// An orchestrator that brings `agents` of the task of `record` back
+    /// in this process (as a joiner: the lease decides who leads).
+    pub(super) fn resuming(
+        task_id: &str,
+        record: TaskRecord,
+        agents: Vec<AgentRecord>,
+        config: Config,
+        store: Arc<dyn Store>,
+        registry: Arc<ScriptRegistry>,
+    ) -> Result<Self> {
         let task: Task = serde_json::from_value(record.definition.clone()).map_err(|e| {
             Error::Coordination(format!(
                 "task '{task_id}' in {} has an unreadable definition: {e}",
