@@ -133,6 +133,7 @@ pub(super) async fn run_task(
                 status: format!("failed: {e}"),
                 exit_code: e.exit_code(),
                 outputs: serde_json::Value::Null,
+                error: Some(e.to_string()),
             })
         }
         Err(e) => Outcome::Retry(e.to_string()),
@@ -175,6 +176,7 @@ fn recorded_end(record: &FleetTask) -> Option<TaskEnd> {
             .unwrap_or_else(|| "interrupted".into()),
         exit_code: record.exit_code.unwrap_or(crate::error::exit::INTERRUPTED),
         outputs: record.outputs.clone().unwrap_or(serde_json::Value::Null),
+        error: record.error.clone(),
     })
 }
 
@@ -211,6 +213,7 @@ fn stored_end(status: RunStatus) -> TaskEnd {
             _ => crate::error::exit::TASK_FAILED,
         },
         outputs: serde_json::Value::Null,
+        error: None,
     }
 }
 
@@ -436,5 +439,9 @@ fn ended(report: RunReport, cancel: bool) -> TaskEnd {
             .unwrap_or_default(),
         exit_code: report.exit_code(),
         outputs: serde_json::to_value(&report.outputs).unwrap_or_default(),
+        error: (report.status == TaskStatus::Failed)
+            .then(|| report.errors.iter().find(|e| e.fatal))
+            .flatten()
+            .map(|e| format!("{}: {}", e.agent, e.message)),
     }
 }
