@@ -219,13 +219,7 @@ async fn code_of(fleet: &mut Fleet, opts: &WorkerOptions, record: &FleetTask) ->
 /// stored status alone, and the outputs the agents stored (they were
 /// recorded as `null`: a complete task whose outputs were lost).
 async fn stored_end(store: &dyn Store, id: &str, status: RunStatus) -> Result<TaskEnd> {
-    let prefix = crate::coordination::OUTPUT_PREFIX;
-    let mut outputs = serde_json::Map::new();
-    for key in store.bb_keys(id, prefix).await? {
-        if let Some(v) = store.bb_get(id, &key).await? {
-            outputs.insert(key[prefix.len()..].to_string(), v);
-        }
-    }
+    let outputs = crate::coordination::stored_outputs(store, id).await?;
     Ok(TaskEnd {
         state: "finished".into(),
         status: status.to_string(),
@@ -235,7 +229,7 @@ async fn stored_end(store: &dyn Store, id: &str, status: RunStatus) -> Result<Ta
             RunStatus::Interrupted => crate::error::exit::INTERRUPTED,
             _ => crate::error::exit::TASK_FAILED,
         },
-        outputs: serde_json::Value::Object(outputs),
+        outputs: serde_json::to_value(outputs).unwrap_or_default(),
         error: None,
     })
 }
