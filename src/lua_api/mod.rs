@@ -13,6 +13,7 @@ mod exec;
 mod fs;
 mod http;
 mod json;
+mod lazy;
 mod llm;
 mod lock;
 pub(crate) mod log;
