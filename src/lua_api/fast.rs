@@ -51,8 +51,27 @@ pub(super) fn receive(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Functi
 /// point at it.
 struct Kept(#[allow(dead_code)] Arc<AgentContext>);
 
-/// A C closure over `f` with two upvalues: the agent's context (a light
-/// userdata) and the array metatable of mlua's serde conversions.
+/// The message table's keys, upvalues 3 and on of each closure: set with
+/// `lua_rawset`, where `lua_setfield` looks each name up by its C string.
+const KEYS: [&std::ffi::CStr; 7] = [
+    c"id",
+    c"from",
+    c"to",
+    c"type",
+    c"payload",
+    c"attempts",
+    c"reply_to",
+];
+const ID: c_int = 3;
+const FROM: c_int = 4;
+const TO: c_int = 5;
+const TYPE: c_int = 6;
+const PAYLOAD: c_int = 7;
+const ATTEMPTS: c_int = 8;
+const REPLY_TO: c_int = 9;
+
+/// A C closure over `f` with the upvalues: the agent's context (a light
+/// userdata), the array metatable of mlua's serde conversions, and [`KEYS`].
 fn closure(lua: &Lua, ctx: &Arc<AgentContext>, f: ffi::lua_CFunction) -> mlua::Result<Function> {
     if lua.app_data_ref::<Kept>().is_none() {
         lua.set_app_data(Kept(ctx.clone()));
@@ -65,7 +84,10 @@ fn closure(lua: &Lua, ctx: &Arc<AgentContext>, f: ffi::lua_CFunction) -> mlua::R
         lua.exec_raw::<Function>(arrays, |state| {
             ffi::lua_pushlightuserdata(state, context);
             ffi::lua_insert(state, -2);
-            ffi::lua_pushcclosure(state, f, 2);
+            for key in KEYS {
+                ffi::lua_pushstring(state, key.as_ptr());
+            }
+            ffi::lua_pushcclosure(state, f, 2 + KEYS.len() as c_int);
         })
     }
 }
@@ -175,24 +197,31 @@ unsafe extern "C-unwind" fn receive_c(state: *mut ffi::lua_State) -> c_int {
             }
             Err(_) => return 0,
         };
-        ffi::lua_createtable(state, 0, 7);
+        ffi::lua_createtable(state, 0, KEYS.len() as c_int);
+        key(state, ID);
         push_str(state, &envelope.id);
-        ffi::lua_setfield(state, -2, c"id".as_ptr());
+        ffi::lua_rawset(state, -3);
+        key(state, FROM);
         push_str(state, &envelope.from);
-        ffi::lua_setfield(state, -2, c"from".as_ptr());
+        ffi::lua_rawset(state, -3);
+        key(state, TO);
         push_str(state, &envelope.to);
-        ffi::lua_setfield(state, -2, c"to".as_ptr());
+        ffi::lua_rawset(state, -3);
+        key(state, TYPE);
         push_str(state, &envelope.kind);
-        ffi::lua_setfield(state, -2, c"type".as_ptr());
+        ffi::lua_rawset(state, -3);
         if !envelope.payload.is_null() {
+            key(state, PAYLOAD);
             push_json(state, &envelope.payload, 0);
-            ffi::lua_setfield(state, -2, c"payload".as_ptr());
+            ffi::lua_rawset(state, -3);
         }
+        key(state, ATTEMPTS);
         ffi::lua_pushinteger(state, envelope.attempts.into());
-        ffi::lua_setfield(state, -2, c"attempts".as_ptr());
+        ffi::lua_rawset(state, -3);
         if let Some(reply_to) = &envelope.reply_to {
+            key(state, REPLY_TO);
             push_str(state, reply_to);
-            ffi::lua_setfield(state, -2, c"reply_to".as_ptr());
+            ffi::lua_rawset(state, -3);
         }
         1
     }
@@ -219,6 +248,13 @@ fn take_now(c: &AgentContext) -> Option<*const Envelope> {
     held.push(delivery);
     local.held = held;
     Some(envelope)
+}
+
+/// Pushes the key string kept in upvalue `n`.
+unsafe fn key(state: *mut ffi::lua_State, n: c_int) {
+    unsafe {
+        ffi::lua_pushvalue(state, ffi::lua_upvalueindex(n));
+    }
 }
 
 unsafe fn push_str(state: *mut ffi::lua_State, s: &str) {
