@@ -49,7 +49,11 @@ pub fn clean_traceback(traceback: &str) -> String {
             out.push(line.to_string());
         } else if let Some(name) = frame
             .strip_prefix("__mlua_async_poll:")
-            .or_else(|| frame.strip_prefix(super::lazy::STUB_CHUNK)?.strip_prefix(':'))
+            .or_else(|| {
+                frame
+                    .strip_prefix(super::lazy::STUB_CHUNK)?
+                    .strip_prefix(':')
+            })
             .and_then(|rest| rest.split("in function '").nth(1))
         {
             // An async host function: shown as the C function it stands for.

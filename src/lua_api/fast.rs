@@ -119,15 +119,13 @@ unsafe fn scalar_at(state: *mut ffi::lua_State, idx: c_int) -> Option<Value> {
         match ffi::lua_type(state, idx) {
             ffi::LUA_TNONE | ffi::LUA_TNIL => Some(Value::Null),
             ffi::LUA_TBOOLEAN => Some(Value::Bool(ffi::lua_toboolean(state, idx) != 0)),
-            ffi::LUA_TNUMBER if ffi::lua_isinteger(state, idx) != 0 => {
-                Some(Value::from(ffi::lua_tointegerx(state, idx, std::ptr::null_mut())))
+            ffi::LUA_TNUMBER if ffi::lua_isinteger(state, idx) != 0 => Some(Value::from(
+                ffi::lua_tointegerx(state, idx, std::ptr::null_mut()),
+            )),
+            ffi::LUA_TNUMBER => {
+                serde_json::Number::from_f64(ffi::lua_tonumberx(state, idx, std::ptr::null_mut()))
+                    .map(Value::Number)
             }
-            ffi::LUA_TNUMBER => serde_json::Number::from_f64(ffi::lua_tonumberx(
-                state,
-                idx,
-                std::ptr::null_mut(),
-            ))
-            .map(Value::Number),
             ffi::LUA_TSTRING => string_at(state, idx).map(|s| Value::String(s.to_string())),
             ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(state, idx).is_null() => {
                 Some(Value::Null)

@@ -376,9 +376,18 @@ const ALLOWED: &[(&str, &str)] = &[
         "_G.bus.receive<upvalue wait_receive><upvalue f><upvalue get_future>",
         ASYNC,
     ),
-    ("_G.bus.receive<upvalue wait_receive><upvalue f><upvalue poll>", ASYNC),
-    ("_G.bus.send<upvalue settle><upvalue f><upvalue get_future>", ASYNC),
-    ("_G.bus.send<upvalue settle><upvalue f><upvalue poll>", ASYNC),
+    (
+        "_G.bus.receive<upvalue wait_receive><upvalue f><upvalue poll>",
+        ASYNC,
+    ),
+    (
+        "_G.bus.send<upvalue settle><upvalue f><upvalue get_future>",
+        ASYNC,
+    ),
+    (
+        "_G.bus.send<upvalue settle><upvalue f><upvalue poll>",
+        ASYNC,
+    ),
     ("_G.exec.run<upvalue f><upvalue get_future>", ASYNC),
     ("_G.exec.run<upvalue f><upvalue poll>", ASYNC),
     ("_G.fs.list<upvalue f><upvalue get_future>", ASYNC),
@@ -389,7 +398,10 @@ const ALLOWED: &[(&str, &str)] = &[
     ("_G.http.get<upvalue f><upvalue poll>", ASYNC),
     ("_G.http.post<upvalue f><upvalue get_future>", ASYNC),
     ("_G.http.post<upvalue f><upvalue poll>", ASYNC),
-    ("_G.llm.chat<upvalue call><upvalue f><upvalue get_future>", ASYNC),
+    (
+        "_G.llm.chat<upvalue call><upvalue f><upvalue get_future>",
+        ASYNC,
+    ),
     ("_G.llm.chat<upvalue call><upvalue f><upvalue poll>", ASYNC),
     ("_G.lock.acquire<upvalue f><upvalue get_future>", ASYNC),
     ("_G.lock.acquire<upvalue f><upvalue poll>", ASYNC),
