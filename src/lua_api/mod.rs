@@ -95,6 +95,10 @@ pub struct AgentLocal {
     /// The id of the message `bus.send` sent last on its fast path, where
     /// it stays while Lua copies it (see `fast`).
     pub sent_id: String,
+    /// The phase a resumed agent had reached before its process went: until
+    /// it moves past it, `state.set` to it or to an earlier phase does
+    /// nothing, so a `start` run again replays its phase changes.
+    pub replay_until: Option<crate::coordination::AgentPhase>,
 }
 
 impl AgentContext {
