@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::coordination::{AgentPhase, Coordination};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fleet::{Fleet, FleetTask, SUBMITTED, TaskEnd, joins};
-use crate::orchestrator::{HandOver, Orchestrator, Stopper, orphans};
+use crate::orchestrator::{HandOver, Orchestrator, Stopper, never_started, orphans};
 use crate::report::{RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
 use crate::store::{HostState, RunStatus, Store};
@@ -87,7 +87,7 @@ pub(super) async fn run_task(
         let share = match (&previous, &adopted) {
             (None, _) => share(&task, &registry, &opts.roles),
             (Some(_), Some(host)) => adoptable(&store, id, host, &opts.roles).await?,
-            (Some(_), None) => resumable(&store, id, &opts.roles).await?,
+            (Some(_), None) => resumable(&store, (id, &task, &registry), &opts.roles).await?,
         };
         let share = match share {
             Ok(share) => share,
@@ -385,21 +385,23 @@ fn share(
 }
 
 /// Whether a worker serving `roles` (empty: any) can resume task `id`: it
-/// brings back every agent of the task that has not ended, so it must
-/// serve all their roles (`Err(role)` names one it does not).
+/// brings back every agent of the task that has not ended, and starts the
+/// initial ones its last worker died before recording, so it must serve
+/// all their roles (`Err(role)` names one it does not).
 async fn resumable(
     store: &Arc<dyn Store>,
-    id: &str,
+    (id, task, registry): (&str, &Task, &ScriptRegistry),
     roles: &[String],
 ) -> Result<std::result::Result<Option<Share>, String>> {
     let agents = store.agent_list(id).await?;
+    let live = agents
+        .iter()
+        .filter(|a| crate::coordination::is_live(a))
+        .map(|a| a.role.clone());
+    let mut needed = live.chain(never_started(task, registry, &agents));
     Ok(
-        match agents
-            .iter()
-            .filter(|a| crate::coordination::is_live(a))
-            .find(|a| !roles.is_empty() && !roles.contains(&a.role))
-        {
-            Some(a) => Err(a.role.clone()),
+        match needed.find(|r| !roles.is_empty() && !roles.contains(r)) {
+            Some(role) => Err(role),
             None => Ok(None),
         },
     )
