@@ -43,13 +43,16 @@ return function(id, from, to, kind, payload, attempts, reply_to)
 end
 "#;
 
-/// `send`: sent without waiting (`send_now`, a plain function call) when
-/// the recipient is known here and no older write must be settled first;
-/// otherwise the waiting `send_wait`.
+/// `send`: sent without waiting when the recipient is known here and no
+/// older write must be settled first — by `send_fast` (a C function, see
+/// `fast`) for a payload that needs no walk on the embedded store, else by
+/// `send_now` (a plain function call); otherwise the waiting `send_wait`.
 const SEND: &str = r#"
-local send_now, settle, send_wait = ...
+local send_fast, send_now, settle, send_wait = ...
 return function(to, kind, payload)
-  local id = send_now(to, kind, payload)
+  local id = send_fast(to, kind, payload)
+  if id ~= nil then return id end
+  id = send_now(to, kind, payload)
   if id ~= nil then return id end
   settle()
   -- Not a tail call: an error names bus.send, the frame a tail call drops.
@@ -59,15 +62,20 @@ end
 "#;
 
 /// `receive` takes a message the store holds here (queued in the embedded
-/// store, read ahead from a server) with the plain function `receive_now`
-/// (which checks the timeout too: a call of `type` here cost more than it),
+/// store, read ahead from a server) with the C function `receive_fast`
+/// (see `fast`; false: none here; nil: the timeout is not a number, and
+/// the plain function `receive_now` raises the error),
 /// then asks the store without waiting, and only then waits: a waiting
 /// message costs no coroutine yield.
 const RECEIVE: &str = r#"
-local receive_now, try_receive, wait_receive, pack, default_timeout = ...
+local receive_fast, receive_now, try_receive, wait_receive, pack, default_timeout = ...
 return function(timeout)
-  local msg = pack(receive_now(timeout))
-  if msg ~= nil then return msg end
+  local msg = receive_fast(timeout)
+  if msg then return msg end
+  if msg == nil then
+    msg = pack(receive_now(timeout))
+    if msg ~= nil then return msg end
+  end
   msg = pack(try_receive())
   if msg ~= nil then return msg end
   timeout = timeout or default_timeout
@@ -79,6 +87,7 @@ end
 pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table> {
     let m = Module::new(lua, ctx)?;
     let send: Function = chunks::host(lua, "bus.send", SEND)?.call((
+        super::fast::send(lua, ctx)?,
         m.sync_fn(ctx.clone(), send_now)?,
         m.wait_fn(ctx.clone(), settle)?,
         m.store_fn(send_wait)?,
@@ -92,6 +101,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let pack: Function = chunks::host(lua, "bus.message", PACK)?.call(())?;
     lua.set_named_registry_value(MESSAGE, &pack)?;
     let receive: Function = chunks::host(lua, "bus.receive", RECEIVE)?.call((
+        super::fast::receive(lua, ctx)?,
         m.sync_fn(ctx.clone(), receive_now)?,
         m.store_fn(try_receive)?,
         m.wait_fn(ctx.clone(), wait_receive)?,

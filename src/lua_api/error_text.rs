@@ -34,7 +34,7 @@ pub fn script_location(traceback: &str) -> Option<String> {
 }
 
 /// `traceback` without the frames of the host's machinery: mlua's async
-/// poller, the sandbox's Lua wrappers (`pcall`), the host's own chunks
+/// poller and the stub that makes it (see `lazy`), the sandbox's Lua wrappers (`pcall`), the host's own chunks
 /// (`[orrery] ...`), and unnamed C frames. Script frames and named host
 /// functions stay.
 pub fn clean_traceback(traceback: &str) -> String {
@@ -49,6 +49,11 @@ pub fn clean_traceback(traceback: &str) -> String {
             out.push(line.to_string());
         } else if let Some(name) = frame
             .strip_prefix("__mlua_async_poll:")
+            .or_else(|| {
+                frame
+                    .strip_prefix(super::lazy::STUB_CHUNK)?
+                    .strip_prefix(':')
+            })
             .and_then(|rest| rest.split("in function '").nth(1))
         {
             // An async host function: shown as the C function it stands for.
@@ -183,5 +188,15 @@ mod tests {
             clean_traceback(tb),
             "stack traceback:\n\t[C]: in function 'spawn.agent'\n\tscripts/e.lua:3: in upvalue 'try'\n\tscripts/e.lua:7: in function <scripts/e.lua:6>"
         );
+    }
+
+    #[test]
+    fn an_async_function_made_on_its_first_call_reads_as_the_host_function() {
+        let tb = "stack traceback:\n\t[C]: in upvalue 'get_future'\n\t__mlua_async_poll:5: in upvalue 'f'\n\t[orrery] async:7: in function 'bus.request'\n\tscripts/e.lua:3: in function <scripts/e.lua:2>";
+        assert_eq!(
+            clean_traceback(tb),
+            "stack traceback:\n\t[C]: in function 'bus.request'\n\tscripts/e.lua:3: in function <scripts/e.lua:2>"
+        );
+        assert_eq!(super::function_of(tb).as_deref(), Some("bus.request"));
     }
 }

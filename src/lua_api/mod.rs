@@ -10,9 +10,11 @@ pub mod chunks;
 mod convert;
 pub mod error_text;
 mod exec;
+mod fast;
 mod fs;
 mod http;
 mod json;
+mod lazy;
 mod llm;
 mod lock;
 pub(crate) mod log;
@@ -90,6 +92,9 @@ pub struct AgentLocal {
     /// Set for an agent brought back by `orrery resume`: its last checkpoint
     /// (`None` when it kept none). It then runs `on_resume` instead of `start`.
     pub resumed: Option<Option<serde_json::Value>>,
+    /// The id of the message `bus.send` sent last on its fast path, where
+    /// it stays while Lua copies it (see `fast`).
+    pub sent_id: String,
     /// The phase a resumed agent had reached before its process went: until
     /// it moves past it, `state.set` to it or to an earlier phase does
     /// nothing, so a `start` run again replays its phase changes.

@@ -60,7 +60,7 @@ impl<'a> Module<'a> {
     where
         A: FromLuaMulti + 'static,
         R: IntoLuaMulti + 'static,
-        F: Fn(Lua, Arc<AgentContext>, A) -> Fut + Send + 'static,
+        F: Fn(Lua, Arc<AgentContext>, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = mlua::Result<R>> + Send + 'static,
     {
         self.named(name, self.store_fn(f))
@@ -71,7 +71,7 @@ impl<'a> Module<'a> {
     where
         A: FromLuaMulti + 'static,
         R: IntoLuaMulti + 'static,
-        F: Fn(Lua, Arc<AgentContext>, A) -> Fut + Send + 'static,
+        F: Fn(Lua, Arc<AgentContext>, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = mlua::Result<R>> + Send + 'static,
     {
         self.named(name, self.wait_fn(self.ctx.clone(), f))
@@ -108,7 +108,7 @@ impl<'a> Module<'a> {
     where
         A: FromLuaMulti + 'static,
         R: IntoLuaMulti + 'static,
-        F: Fn(Lua, Arc<AgentContext>, A) -> Fut + Send + 'static,
+        F: Fn(Lua, Arc<AgentContext>, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = mlua::Result<R>> + Send + 'static,
     {
         let ctx = self.ctx.clone();
@@ -123,7 +123,7 @@ impl<'a> Module<'a> {
                     })
             })
         } else {
-            self.lua.create_async_function(move |lua, args: A| {
+            super::lazy::async_function(self.lua, move |lua, args: A| {
                 let op = f(lua, ctx.clone(), args);
                 let ctx = ctx.clone();
                 async move {
@@ -138,14 +138,13 @@ impl<'a> Module<'a> {
     /// [`Module::sync_fn`]).
     pub fn wait_fn<S, A, R, F, Fut>(&self, state: S, f: F) -> mlua::Result<Function>
     where
-        S: Clone + Send + 'static,
+        S: Clone + Send + Sync + 'static,
         A: FromLuaMulti + 'static,
         R: IntoLuaMulti + 'static,
-        F: Fn(Lua, S, A) -> Fut + Send + 'static,
+        F: Fn(Lua, S, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = mlua::Result<R>> + Send + 'static,
     {
-        self.lua
-            .create_async_function(move |lua, args| f(lua, state.clone(), args))
+        super::lazy::async_function(self.lua, move |lua, args| f(lua, state.clone(), args))
     }
 
     /// The table, done.

@@ -363,3 +363,52 @@ async fn sending_to_an_agent_that_ended_is_an_error_naming_it() {
         );
     }
 }
+
+/// Payloads of every shape JSON has, sent to itself twice: taken by
+/// `bus.receive` (built in place from the envelope) and handed to
+/// `on_message` (built through mlua), the two message tables must not differ.
+const SHAPES: &str = r#"
+local M = {}
+local P = { 7, -3, 2.5, "text", true, false, json.null, 1e300, math.maxinteger, "",
+  { 1, json.null, "x", { a = { true, false } }, {}, { [1] = 1, [3] = 3 } },
+  { x = {}, y = { n = 1, list = { "a", { deep = { 1.5 } } } } } }
+local N = #P + 1 -- and a message with no payload
+local function same(a, b, path)
+  if type(a) ~= type(b) then return path .. ": " .. type(a) .. " vs " .. type(b) end
+  if type(a) ~= "table" then
+    if a == b and math.type(a) == math.type(b) then return nil end
+    return path .. ": " .. tostring(a) .. " vs " .. tostring(b)
+  end
+  if getmetatable(a) ~= getmetatable(b) then return path .. ": metatables differ" end
+  for k, v in pairs(a) do
+    local d = same(v, b[k], path .. "." .. tostring(k))
+    if d then return d end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return path .. "." .. tostring(k) .. ": missing" end
+  end
+end
+function M.start(self)
+  self.taken, self.n, self.diffs = {}, 0, {}
+  for i = 1, N do bus.send(agent.id, "m", P[i]) end
+  for i = 1, N do self.taken[i] = assert(bus.receive(0)) end
+  for i = 1, N do bus.send(agent.id, "m", P[i]) end
+end
+function M.on_message(self, msg)
+  self.n = self.n + 1
+  local taken = self.taken[self.n]
+  assert(type(taken.id) == "string" and taken.id ~= msg.id, "ids")
+  taken.id, msg.id = nil, nil
+  self.diffs[#self.diffs + 1] = same(taken, msg, "message " .. self.n)
+  if self.n == N then task.output("diffs", self.diffs) end
+end
+return M
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_reads_the_same_taken_by_receive_or_handed_to_a_handler() {
+    for backend in Backend::all() {
+        let report = run_clean(backend, &[("shapes.lua", SHAPES)], task("bus-shapes", "")).await;
+        assert_eq!(output(&report, "diffs"), &json!([]), "{backend:?}");
+    }
+}

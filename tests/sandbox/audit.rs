@@ -36,6 +36,7 @@ use crate::util::config;
 const WALK: &str = r#"
 local debug, roots, modules = ...
 local getmetatable, getupvalue, getinfo = debug.getmetatable, debug.getupvalue, debug.getinfo
+local setupvalue = debug.setupvalue
 _G.debug = nil
 package.loaded.debug = nil
 local seen, found, queue = {}, {}, {}
@@ -70,6 +71,17 @@ while queue[i] do
     if getinfo(v, "S").what == "C" then
       found[#found + 1] = path
     else
+      -- The stub of an async host function, made on its first call (see
+      -- src/lua_api/lazy.rs): made here, so the walk sees what it calls.
+      local ups = {}
+      for n = 1, 255 do
+        local name, up = getupvalue(v, n)
+        if name == nil then break end
+        ups[name] = { n, up }
+      end
+      if ups.make and ups.i and ups.f and ups.f[2] == nil then
+        setupvalue(v, ups.f[1], ups.make[2](ups.i[2]))
+      end
       for n = 1, 255 do
         local name, up = getupvalue(v, n)
         if name == nil then break end
@@ -361,42 +373,66 @@ const ALLOWED: &[(&str, &str)] = &[
     ("_G.utf8.offset", "linear in the string"),
     // mlua's async machinery: upvalues of the Lua wrapper of every async host function.
     (
-        "_G.bus.receive<upvalue wait_receive><upvalue get_future>",
+        "_G.bus.receive<upvalue wait_receive><upvalue f><upvalue get_future>",
         ASYNC,
     ),
-    ("_G.bus.receive<upvalue wait_receive><upvalue poll>", ASYNC),
-    ("_G.bus.send<upvalue settle><upvalue get_future>", ASYNC),
-    ("_G.bus.send<upvalue settle><upvalue poll>", ASYNC),
-    ("_G.exec.run<upvalue get_future>", ASYNC),
-    ("_G.exec.run<upvalue poll>", ASYNC),
-    ("_G.fs.list<upvalue get_future>", ASYNC),
-    ("_G.fs.list<upvalue poll>", ASYNC),
-    ("_G.fs.read<upvalue get_future>", ASYNC),
-    ("_G.fs.read<upvalue poll>", ASYNC),
-    ("_G.http.get<upvalue get_future>", ASYNC),
-    ("_G.http.get<upvalue poll>", ASYNC),
-    ("_G.http.post<upvalue get_future>", ASYNC),
-    ("_G.http.post<upvalue poll>", ASYNC),
-    ("_G.llm.chat<upvalue call><upvalue get_future>", ASYNC),
-    ("_G.llm.chat<upvalue call><upvalue poll>", ASYNC),
-    ("_G.lock.acquire<upvalue get_future>", ASYNC),
-    ("_G.lock.acquire<upvalue poll>", ASYNC),
-    ("_G.sleep<upvalue get_future>", ASYNC),
-    ("_G.sleep<upvalue poll>", ASYNC),
     (
-        "_G.sleep<upvalue unpack>",
-        "stock table.unpack captured by mlua's async wrapper (see _G.table.unpack)",
+        "_G.bus.receive<upvalue wait_receive><upvalue f><upvalue poll>",
+        ASYNC,
     ),
-    ("_G.spawn.agent<upvalue get_future>", ASYNC),
-    ("_G.spawn.agent<upvalue poll>", ASYNC),
-    ("_G.spawn.signal<upvalue get_future>", ASYNC),
-    ("_G.spawn.signal<upvalue poll>", ASYNC),
-    ("_G.spawn.wait<upvalue get_future>", ASYNC),
-    ("_G.spawn.wait<upvalue poll>", ASYNC),
-    ("_G.bus.request<upvalue get_future>", ASYNC),
-    ("_G.bus.request<upvalue poll>", ASYNC),
-    ("_G.bus.replies<upvalue get_future>", ASYNC),
-    ("_G.bus.replies<upvalue poll>", ASYNC),
+    (
+        "_G.bus.send<upvalue settle><upvalue f><upvalue get_future>",
+        ASYNC,
+    ),
+    (
+        "_G.bus.send<upvalue settle><upvalue f><upvalue poll>",
+        ASYNC,
+    ),
+    ("_G.exec.run<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.exec.run<upvalue f><upvalue poll>", ASYNC),
+    ("_G.fs.list<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.fs.list<upvalue f><upvalue poll>", ASYNC),
+    ("_G.fs.read<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.fs.read<upvalue f><upvalue poll>", ASYNC),
+    ("_G.http.get<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.http.get<upvalue f><upvalue poll>", ASYNC),
+    ("_G.http.post<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.http.post<upvalue f><upvalue poll>", ASYNC),
+    (
+        "_G.llm.chat<upvalue call><upvalue f><upvalue get_future>",
+        ASYNC,
+    ),
+    ("_G.llm.chat<upvalue call><upvalue f><upvalue poll>", ASYNC),
+    ("_G.lock.acquire<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.lock.acquire<upvalue f><upvalue poll>", ASYNC),
+    ("_G.sleep<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.sleep<upvalue f><upvalue poll>", ASYNC),
+    (
+        "_G.sleep<upvalue f><upvalue unpack>",
+        "mlua's C unpack of a future's results, captured by its async wrapper: linear in the results the host function returns",
+    ),
+    (
+        "_G.sleep<upvalue make>",
+        "host: makes the async host function a stub stands for (mlua's machinery, see the <upvalue f> entries), once per function, with the stock coroutine.yield",
+    ),
+    (
+        "_G.bus.send<upvalue send_fast>",
+        "host C function: one message to a recipient known here, as bus.send; a payload that needs a walk, or anything refused, goes to the mlua functions",
+    ),
+    (
+        "_G.bus.receive<upvalue receive_fast>",
+        "host C function: takes one message ready here and builds its table; linear in the payload, which max_value_bytes bounds",
+    ),
+    ("_G.spawn.agent<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.spawn.agent<upvalue f><upvalue poll>", ASYNC),
+    ("_G.spawn.signal<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.spawn.signal<upvalue f><upvalue poll>", ASYNC),
+    ("_G.spawn.wait<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.spawn.wait<upvalue f><upvalue poll>", ASYNC),
+    ("_G.bus.request<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.bus.request<upvalue f><upvalue poll>", ASYNC),
+    ("_G.bus.replies<upvalue f><upvalue get_future>", ASYNC),
+    ("_G.bus.replies<upvalue f><upvalue poll>", ASYNC),
     // The host API (src/lua_api): Rust, every input bounded by the limits and quotas.
     ("_G.agent.finish", "host: sets a flag"),
     (

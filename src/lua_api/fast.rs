@@ -1,0 +1,317 @@
+//! `bus.send` and `bus.receive` of a message the process can hand over at
+//! once, as plain C functions on the Lua stack.
+//!
+//! Through mlua a message paid for its conversions more than for its
+//! delivery: the argument strings, a protected call for every string made
+//! in Rust (the message id on both sides: once a VM has a heap limit, mlua
+//! wraps each allocation it makes from Rust in `lua_pcall`), each value
+//! moved through mlua's reference thread, and the message table built from
+//! seven returned values by a Lua function. Here the strings are pushed
+//! with `lua_pushlstring` and the table is built in place, from the
+//! envelope the store handed out.
+//!
+//! These functions take the fast path only: anything else — a payload
+//! table, a value JSON cannot hold, a name or size the bus refuses, a write
+//! to settle first, a recipient not known here, a bad timeout — returns
+//! `nil`, and the Lua wrapper goes on to the mlua functions, which do it
+//! or raise the error with its kind and the argument named.
+//!
+//! Safety. A Lua error (out of heap memory, the only one the API calls here
+//! can raise) unwinds with `longjmp`, which must not cross a Rust frame
+//! that owns something to drop. So each function does its Rust work in a
+//! function of its own that has returned before Lua is called, leaving the
+//! strings it pushes where the agent's context keeps them (the message in
+//! `held`, the id in `sent_id`) and only raw pointers to them on the C
+//! side. Panics are caught before they reach Lua: the slow path then runs
+//! and reports them as mlua does.
+
+use std::os::raw::{c_char, c_int};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use mlua::{Function, Lua, LuaSerdeExt, ffi};
+use serde_json::Value;
+
+use super::{AgentContext, must_settle};
+use crate::store::Envelope;
+
+/// `send_fast(to, type, payload)`: the message id, or nil (see the module).
+pub(super) fn send(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Function> {
+    closure(lua, ctx, send_c)
+}
+
+/// `receive_fast(timeout)`: the message table; false when no message is
+/// ready here; nil when the timeout is not a number (see the module).
+pub(super) fn receive(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Function> {
+    closure(lua, ctx, receive_c)
+}
+
+/// The agent's context, kept alive as long as the VM whose C closures
+/// point at it.
+struct Kept(#[allow(dead_code)] Arc<AgentContext>);
+
+/// The message table's keys, upvalues 3 and on of each closure: set with
+/// `lua_rawset`, where `lua_setfield` looks each name up by its C string.
+const KEYS: [&std::ffi::CStr; 7] = [
+    c"id",
+    c"from",
+    c"to",
+    c"type",
+    c"payload",
+    c"attempts",
+    c"reply_to",
+];
+const ID: c_int = 3;
+const FROM: c_int = 4;
+const TO: c_int = 5;
+const TYPE: c_int = 6;
+const PAYLOAD: c_int = 7;
+const ATTEMPTS: c_int = 8;
+const REPLY_TO: c_int = 9;
+
+/// A C closure over `f` with the upvalues: the agent's context (a light
+/// userdata), the array metatable of mlua's serde conversions, and [`KEYS`].
+fn closure(lua: &Lua, ctx: &Arc<AgentContext>, f: ffi::lua_CFunction) -> mlua::Result<Function> {
+    if lua.app_data_ref::<Kept>().is_none() {
+        lua.set_app_data(Kept(ctx.clone()));
+    }
+    let context = Arc::as_ptr(ctx) as *mut std::ffi::c_void;
+    let arrays = lua.array_metatable();
+    // SAFETY: pushes two values and a closure over them; the stack holds
+    // the table argument `exec_raw` pushed, which the closure consumes.
+    unsafe {
+        lua.exec_raw::<Function>(arrays, |state| {
+            ffi::lua_pushlightuserdata(state, context);
+            ffi::lua_insert(state, -2);
+            for key in KEYS {
+                ffi::lua_pushstring(state, key.as_ptr());
+            }
+            ffi::lua_pushcclosure(state, f, 2 + KEYS.len() as c_int);
+        })
+    }
+}
+
+/// The context of the running closure.
+///
+/// # Safety
+/// Only inside a closure made by [`closure`].
+unsafe fn context<'a>(state: *mut ffi::lua_State) -> &'a AgentContext {
+    unsafe { &*(ffi::lua_touserdata(state, ffi::lua_upvalueindex(1)) as *const AgentContext) }
+}
+
+/// The string at `idx`, when it is a string (never a number converted in place).
+unsafe fn string_at<'a>(state: *mut ffi::lua_State, idx: c_int) -> Option<&'a str> {
+    unsafe {
+        if ffi::lua_type(state, idx) != ffi::LUA_TSTRING {
+            return None;
+        }
+        let mut len = 0usize;
+        let p = ffi::lua_tolstring(state, idx, &mut len);
+        std::str::from_utf8(std::slice::from_raw_parts(p as *const u8, len)).ok()
+    }
+}
+
+/// The payload at `idx` as `to_json` would make it, for the values that
+/// need no walk: nil, booleans, finite numbers, UTF-8 strings, `json.null`.
+unsafe fn scalar_at(state: *mut ffi::lua_State, idx: c_int) -> Option<Value> {
+    unsafe {
+        match ffi::lua_type(state, idx) {
+            ffi::LUA_TNONE | ffi::LUA_TNIL => Some(Value::Null),
+            ffi::LUA_TBOOLEAN => Some(Value::Bool(ffi::lua_toboolean(state, idx) != 0)),
+            ffi::LUA_TNUMBER if ffi::lua_isinteger(state, idx) != 0 => Some(Value::from(
+                ffi::lua_tointegerx(state, idx, std::ptr::null_mut()),
+            )),
+            ffi::LUA_TNUMBER => {
+                serde_json::Number::from_f64(ffi::lua_tonumberx(state, idx, std::ptr::null_mut()))
+                    .map(Value::Number)
+            }
+            ffi::LUA_TSTRING => string_at(state, idx).map(|s| Value::String(s.to_string())),
+            ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(state, idx).is_null() => {
+                Some(Value::Null)
+            }
+            _ => None,
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn send_c(state: *mut ffi::lua_State) -> c_int {
+    // SAFETY: reads the arguments and upvalues of this closure; Rust work
+    // is done (and its values dropped) before `lua_pushlstring`.
+    unsafe {
+        let c = context(state);
+        let (Some(to), Some(kind), Some(payload)) = (
+            string_at(state, 1),
+            string_at(state, 2),
+            scalar_at(state, 3),
+        ) else {
+            return 0;
+        };
+        let sent = catch_unwind(AssertUnwindSafe(|| send_now(c, to, kind, payload)));
+        let Ok(Some((id, len))) = sent else {
+            return 0;
+        };
+        ffi::lua_pushlstring(state, id as *const c_char, len);
+        1
+    }
+}
+
+/// Sends without waiting, as `bus::send_now`; the id, kept in the
+/// context's `sent_id`, as a pointer and a length. None for the slow path.
+fn send_now(c: &AgentContext, to: &str, kind: &str, payload: Value) -> Option<(*const u8, usize)> {
+    if !c.embedded() || must_settle(c) {
+        return None;
+    }
+    let sent = c
+        .coord
+        .bus
+        .send_now(&c.id, to.to_string(), kind.to_string(), payload);
+    let Ok(Some((id, pending))) = sent else {
+        return None;
+    };
+    c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+    let mut local = c.local.lock();
+    local.writes.push(pending);
+    local.sent_id = id;
+    Some((local.sent_id.as_ptr(), local.sent_id.len()))
+}
+
+unsafe extern "C-unwind" fn receive_c(state: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `send_c`; the envelope is kept alive by the agent's
+    // `held` list until its next receive or the end of the callback, and
+    // neither can come while this function runs.
+    unsafe {
+        match ffi::lua_type(state, 1) {
+            ffi::LUA_TNONE | ffi::LUA_TNIL | ffi::LUA_TNUMBER => {}
+            _ => return 0,
+        }
+        let c = context(state);
+        let taken = catch_unwind(AssertUnwindSafe(|| take_now(c)));
+        let envelope = match taken {
+            Ok(Some(e)) => &*e,
+            Ok(None) => {
+                ffi::lua_pushboolean(state, 0);
+                return 1;
+            }
+            Err(_) => return 0,
+        };
+        ffi::lua_createtable(state, 0, KEYS.len() as c_int);
+        key(state, ID);
+        push_str(state, &envelope.id);
+        ffi::lua_rawset(state, -3);
+        key(state, FROM);
+        push_str(state, &envelope.from);
+        ffi::lua_rawset(state, -3);
+        key(state, TO);
+        push_str(state, &envelope.to);
+        ffi::lua_rawset(state, -3);
+        key(state, TYPE);
+        push_str(state, &envelope.kind);
+        ffi::lua_rawset(state, -3);
+        if !envelope.payload.is_null() {
+            key(state, PAYLOAD);
+            push_json(state, &envelope.payload, 0);
+            ffi::lua_rawset(state, -3);
+        }
+        key(state, ATTEMPTS);
+        ffi::lua_pushinteger(state, envelope.attempts.into());
+        ffi::lua_rawset(state, -3);
+        if let Some(reply_to) = &envelope.reply_to {
+            key(state, REPLY_TO);
+            push_str(state, reply_to);
+            ffi::lua_rawset(state, -3);
+        }
+        1
+    }
+}
+
+/// Takes a message ready here, as `bus::receive_now`: the message, held
+/// by the agent (its earlier ones acknowledged). None when there is none,
+/// or a write must be settled first.
+fn take_now(c: &AgentContext) -> Option<*const Envelope> {
+    let mut local = c.local.lock();
+    if !local.writes.is_empty() {
+        return None;
+    }
+    let kept = local.stash.pop_front();
+    let delivery = kept.or_else(|| c.coord.bus.take_ready(&c.queues, &c.id))?;
+    // Taking a message observes the store (see `OwnWrites`).
+    local.own_writes.forget();
+    let mut held = std::mem::take(&mut local.held);
+    for d in held.drain(..) {
+        local.writes.push(c.coord.bus.ack_nowait(&d));
+    }
+    c.counters.messages_received.fetch_add(1, Ordering::Relaxed);
+    let envelope = Arc::as_ptr(&delivery.envelope);
+    held.push(delivery);
+    local.held = held;
+    Some(envelope)
+}
+
+/// Pushes the key string kept in upvalue `n`.
+unsafe fn key(state: *mut ffi::lua_State, n: c_int) {
+    unsafe {
+        ffi::lua_pushvalue(state, ffi::lua_upvalueindex(n));
+    }
+}
+
+unsafe fn push_str(state: *mut ffi::lua_State, s: &str) {
+    unsafe {
+        ffi::lua_pushlstring(state, s.as_ptr() as *const c_char, s.len());
+    }
+}
+
+/// Deepest nesting converted (as mlua's serde conversion).
+const MAX_DEPTH: usize = 128;
+
+/// Pushes `value` as `convert::to_lua` makes it (mlua's serde conversion):
+/// arrays with mlua's array metatable (upvalue 2), null inside them as
+/// `json.null`, integers that fit as integers.
+unsafe fn push_json(state: *mut ffi::lua_State, value: &Value, depth: usize) {
+    unsafe {
+        ffi::luaL_checkstack(state, 4, c"message payload nested too deeply".as_ptr());
+        match value {
+            Value::Null => ffi::lua_pushlightuserdata(state, std::ptr::null_mut()),
+            Value::Bool(b) => ffi::lua_pushboolean(state, *b as c_int),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => ffi::lua_pushinteger(state, i),
+                (None, Some(f)) => ffi::lua_pushnumber(state, f),
+                (None, None) => ffi::lua_pushnil(state),
+            },
+            Value::String(s) => push_str(state, s),
+            Value::Array(items) => {
+                if depth >= MAX_DEPTH {
+                    too_deep(state);
+                }
+                ffi::lua_createtable(state, items.len().min(c_int::MAX as usize) as c_int, 0);
+                for (i, item) in items.iter().enumerate() {
+                    push_json(state, item, depth + 1);
+                    ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
+                }
+                ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+                ffi::lua_setmetatable(state, -2);
+            }
+            Value::Object(map) => {
+                if depth >= MAX_DEPTH {
+                    too_deep(state);
+                }
+                ffi::lua_createtable(state, 0, map.len().min(c_int::MAX as usize) as c_int);
+                for (k, v) in map {
+                    push_str(state, k);
+                    push_json(state, v, depth + 1);
+                    ffi::lua_rawset(state, -3);
+                }
+            }
+        }
+    }
+}
+
+unsafe fn too_deep(state: *mut ffi::lua_State) -> ! {
+    unsafe {
+        ffi::lua_pushstring(
+            state,
+            c"bus.receive: message payload nested too deeply".as_ptr(),
+        );
+        ffi::lua_error(state)
+    }
+}
