@@ -244,16 +244,18 @@ impl Batcher {
     /// [`IN_FLIGHT`] are on the wire of the current connection, or when `q`
     /// is a read (its agent waits for it).
     pub fn push(&self, conn: &Arc<Connection>, q: Queued) {
-        let current = conn.current();
         let flight = {
             let mut st = self.state.lock();
             let urgent = q.is_read();
+            let epoch = q.epoch;
             st.queued.push(q);
-            let flying = st.in_flight.iter().filter(|e| **e == current.epoch).count();
+            // A batch of an older connection does not hold this one back:
+            // it may never be answered.
+            let flying = st.in_flight.iter().filter(|e| **e >= epoch).count();
             if flying >= IN_FLIGHT && !urgent {
                 return;
             }
-            st.take(current)
+            st.take(conn.current())
         };
         if let Some(flight) = flight {
             tokio::spawn(fly(conn.clone(), flight));
