@@ -187,10 +187,7 @@ pub(super) struct Queued {
 
 impl Queued {
     /// A write made on the connection of `epoch`, and its reply's receiver.
-    pub fn write(
-        epoch: u64,
-        write: Arc<Write>,
-    ) -> (Queued, oneshot::Receiver<RedisResult<Value>>) {
+    pub fn write(epoch: u64, write: Arc<Write>) -> (Queued, oneshot::Receiver<RedisResult<Value>>) {
         Self::new(epoch, Item::Write(write))
     }
 
@@ -220,6 +217,8 @@ struct State {
     queued: Vec<Queued>,
     /// The epochs of the batches on the wire.
     in_flight: Vec<u64>,
+    /// Writes sent alone whose answer was not taken yet.
+    alone: usize,
 }
 
 /// Where the replies of a batch's pipeline go, command by command.
@@ -260,6 +259,46 @@ impl Batcher {
         if let Some(flight) = flight {
             tokio::spawn(fly(conn.clone(), flight));
         }
+    }
+}
+
+impl Batcher {
+    /// Runs `send` (which puts one command in the connection's queue) when
+    /// the command may go alone, past the batches: nothing waits for a batch
+    /// (so it comes after everything made before it), and for a write, no
+    /// batch and no other write sent alone is on the wire. Alone, a command
+    /// is answered to the one who waits for it, with no task between: an
+    /// agent working by itself pays no batch. The guard of a write counts
+    /// it until its answer is taken (or dropped): until then the next write
+    /// goes in a batch.
+    pub fn alone<R>(
+        self: &Arc<Self>,
+        epoch: u64,
+        write: bool,
+        send: impl FnOnce() -> R,
+    ) -> Option<(R, Option<Alone>)> {
+        let mut st = self.state.lock();
+        if !st.queued.is_empty() {
+            return None;
+        }
+        if !write {
+            return Some((send(), None));
+        }
+        if st.alone > 0 || st.in_flight.iter().any(|e| *e >= epoch) {
+            return None;
+        }
+        st.alone += 1;
+        Some((send(), Some(Alone(self.clone()))))
+    }
+}
+
+/// A write sent alone, until its answer is taken.
+pub(super) struct Alone(Arc<Batcher>);
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        st.alone = st.alone.saturating_sub(1);
     }
 }
 
@@ -327,7 +366,10 @@ type Sender = oneshot::Sender<RedisResult<Value>>;
 
 /// `EVALSHA` of [`BATCH`] over `writes` of `member`.
 fn batch_call(member: &str, flag: &str, writes: &[(Arc<Write>, Sender)]) -> Cmd {
-    let keys = 1 + writes.iter().map(|(w, _)| w.kind.key_count()).sum::<usize>();
+    let keys = 1 + writes
+        .iter()
+        .map(|(w, _)| w.kind.key_count())
+        .sum::<usize>();
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(BATCH.hash()).arg(keys).arg(member);
     for (w, _) in writes {

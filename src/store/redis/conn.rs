@@ -51,7 +51,7 @@ const QUEUE_ROOM: usize = 1 << 20;
 pub(super) struct Connection {
     client: Client,
     /// Writes and reads sent without waiting, for the next batch.
-    pub(super) batcher: Batcher,
+    pub(super) batcher: Arc<Batcher>,
     current: RwLock<Current>,
     /// Held while the shared connection is being replaced.
     replacing: tokio::sync::Mutex<()>,
@@ -158,7 +158,7 @@ impl Connection {
         };
         Ok(Connection {
             client,
-            batcher: Batcher::default(),
+            batcher: Arc::default(),
             current: RwLock::new(Current { epoch: 1, conn }),
             replacing: tokio::sync::Mutex::new(()),
             url: redacted,
@@ -362,9 +362,24 @@ impl Connection {
     /// write and read sent before and before every one sent after. When
     /// its outcome is unknown it is sent again on its own when the answer
     /// is awaited.
-    pub fn write(self: &Arc<Self>, what: String, write: Write) -> (u64, StoreFuture<(Value, bool)>) {
-        let write = Arc::new(write);
+    pub fn write(
+        self: &Arc<Self>,
+        what: String,
+        write: Write,
+    ) -> (u64, StoreFuture<(Value, bool)>) {
         let epoch = self.epoch();
+        if let Some(((epoch, answer), guard)) = self
+            .batcher
+            .alone(epoch, true, || self.send(what.clone(), write.alone()))
+        {
+            let answer = async move {
+                let outcome = answer.await;
+                drop(guard);
+                outcome
+            };
+            return (epoch, answer.boxed());
+        }
+        let write = Arc::new(write);
         let (queued, reply) = Queued::write(epoch, write.clone());
         self.batcher.push(self, queued);
         self.answer(epoch, what, reply, move || write.alone())
@@ -374,6 +389,11 @@ impl Connection {
     /// it sees every write sent before it.
     pub fn read(self: &Arc<Self>, what: String, cmd: Cmd) -> (u64, StoreFuture<(Value, bool)>) {
         let epoch = self.epoch();
+        if let Some((sent, _)) = self.batcher.alone(epoch, false, || {
+            self.send(what.clone(), Request::Cmd(cmd.clone()))
+        }) {
+            return sent;
+        }
         let (queued, reply) = Queued::read(epoch, cmd.clone());
         self.batcher.push(self, queued);
         self.answer(epoch, what, reply, move || Request::Cmd(cmd))

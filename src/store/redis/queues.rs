@@ -18,8 +18,8 @@ use std::time::Duration;
 use futures::FutureExt;
 use redis::{RedisResult, Value as RedisValue};
 
-use super::blackboard::decode;
 use super::batch::{Write, WriteKind};
+use super::blackboard::decode;
 use super::conn::{command_error, error_code, script_call};
 use super::keys::{GROUP, Keys, RETURNED};
 use super::reply::{
