@@ -58,29 +58,52 @@ function M.start(self)
   log.info(("planned %d steps for %s (%s)"):format(#p.steps, task.id, origin.source))
 
   state.set("EXECUTING")
-  self.remaining = #p.steps
-  self.failed = {}
   for i, step in ipairs(p.steps) do
     bus.send("beta", "step_ready", { step = step, index = i, total = #p.steps })
   end
   bus.send("beta", "plan_complete", { total = #p.steps })
+  -- What a resume needs: the plan is out, and which steps were reported.
+  self.steps, self.reported = p.steps, {}
+  agent.checkpoint({ reported = self.reported })
+end
+
+-- Ends once every step of the plan was reported, failing if any failed.
+local function finish_when_reported(self)
+  local failed = {}
+  for _, step in ipairs(self.steps) do
+    local report = self.reported[step.id]
+    if report == nil then return end
+    if report ~= true then failed[#failed + 1] = step.id .. ": " .. report end
+  end
+  state.set("VALIDATING")
+  if #failed > 0 then
+    state.set("FAILED", "steps failed: " .. table.concat(failed, "; "))
+  end
+  agent.finish()
 end
 
 function M.on_message(self, msg)
+  local step = msg.payload.step
+  if msg.type ~= "step_done" and msg.type ~= "step_failed" then return end
+  -- A report delivered again (after a process was lost) changes nothing.
+  if self.reported[step] ~= nil then return end
   if msg.type == "step_done" then
-    self.remaining = self.remaining - 1
+    self.reported[step] = true
     metrics.incr("steps_reported")
-  elseif msg.type == "step_failed" then
-    self.remaining = self.remaining - 1
-    self.failed[#self.failed + 1] = msg.payload.step .. ": " .. msg.payload.error
+  else
+    self.reported[step] = msg.payload.error
   end
-  if self.remaining == 0 then
-    state.set("VALIDATING")
-    if #self.failed > 0 then
-      state.set("FAILED", "steps failed: " .. table.concat(self.failed, "; "))
-    end
-    agent.finish()
-  end
+  agent.checkpoint({ reported = self.reported })
+  finish_when_reported(self)
+end
+
+-- Brought back after its process was lost: with the plan out, it goes on
+-- counting reports from its checkpoint; cut off before, it plans again.
+function M.on_resume(self, checkpoint)
+  local p = blackboard.get("plan")
+  if not (checkpoint and p) then return M.start(self) end
+  self.steps, self.reported = p.steps, checkpoint.reported or {}
+  finish_when_reported(self)
 end
 
 return M

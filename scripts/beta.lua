@@ -106,7 +106,20 @@ end
 function M.start(self)
   -- Planning, for an executor, is getting ready to take steps: nothing done yet.
   state.set("PLANNING")
-  self.done, self.failed = 0, 0
+end
+
+-- How many of the steps this agent carried out went well and how many
+-- failed, from their artifacts: exact however often a step's message was
+-- delivered, and across a resume (the blackboard outlives the process).
+local function counts()
+  local done, failed = 0, 0
+  for _, key in ipairs(blackboard.keys("artifacts/")) do
+    local artifact = blackboard.get(key)
+    if artifact and artifact.produced_by == agent.id then
+      if artifact.status == "ok" then done = done + 1 else failed = failed + 1 end
+    end
+  end
+  return done, failed
 end
 
 local function run_step(self, msg)
@@ -132,10 +145,8 @@ local function run_step(self, msg)
   }
   blackboard.set("artifacts/" .. step.id, artifact)
   if ok then
-    self.done = self.done + 1
     bus.send(msg.from, "step_done", { step = step.id })
   else
-    self.failed = self.failed + 1
     log.warn("step " .. step.id .. " failed: " .. tostring(output))
     bus.send(msg.from, "step_failed", { step = step.id, error = tostring(output) })
   end
@@ -147,8 +158,9 @@ function M.on_message(self, msg)
   elseif msg.type == "plan_complete" then
     state.set("VALIDATING")
     local total = msg.payload.total
-    local confidence = total > 0 and self.done / total or 0
-    task.output("execution", { steps = total, done = self.done, failed = self.failed })
+    local done, failed = counts()
+    local confidence = total > 0 and done / total or 0
+    task.output("execution", { steps = total, done = done, failed = failed })
     spawn.signal("VALIDATION_NEEDED", confidence)
     agent.finish()
   end

@@ -59,6 +59,37 @@ describe("alpha", function()
       assert.equals(5, metrics.get("steps_reported"))
     end)
 
+    it("counts a report delivered twice once", function()
+      local id = spawn.agent("alpha")
+      local steps = blackboard.get("plan").steps
+      for i = 1, 4 do
+        bus.send(id, "step_done", { step = steps[i].id })
+        bus.send(id, "step_done", { step = steps[i].id })
+      end
+      test.advance(100)
+      assert.equals("EXECUTING", state.get(id))
+      bus.send(id, "step_done", { step = steps[5].id })
+      assert.equals("COMPLETE", spawn.wait(id, 1000))
+      assert.equals(5, metrics.get("steps_reported"))
+    end)
+
+    it("resumed with its plan out, goes on from its checkpoint without planning again", function()
+      local alpha = test.role("alpha")
+      alpha.start({})
+      local send = spy.on(bus, "send")
+      local self = {}
+      alpha.on_resume(self, { reported = { ["step-1"] = true, ["step-2"] = "broke" } })
+      assert.equals(0, #send.calls)
+      assert.same({ ["step-1"] = true, ["step-2"] = "broke" }, self.reported)
+    end)
+
+    it("resumed before its plan was out, plans and hands it over again", function()
+      local alpha = test.role("alpha")
+      local send = spy.on(bus, "send")
+      alpha.on_resume({}, nil)
+      assert.equals(6, #send.calls)
+    end)
+
     it("fails naming the steps Beta could not carry out", function()
       local id = spawn.agent("alpha")
       report_steps(id, { ["step-4"] = "constraint sandbox-only forbids deploying to 'prod'" })

@@ -95,7 +95,11 @@ describe("beta", function()
     local signal = spy.on(spawn, "signal")
     local self = {}
     beta.start(self)
-    self.done, self.failed = 3, 1
+    -- Counted from the artifacts this agent produced (exact across redeliveries).
+    for i, status in ipairs({ "ok", "failed", "ok", "ok" }) do
+      blackboard.set("artifacts/s" .. i, { status = status, produced_by = agent.id })
+    end
+    blackboard.set("artifacts/other", { status = "ok", produced_by = "beta-9" })
     beta.on_message(self, { type = "plan_complete", payload = { total = 4 }, from = "alpha-1" })
     assert.spy(signal).was_called_with("VALIDATION_NEEDED", 0.75)
     assert.same({ steps = 4, done = 3, failed = 1 }, task.outputs().execution)

@@ -12,6 +12,7 @@
 
 mod adopt;
 mod agents;
+mod hand_over;
 mod observed;
 mod quiet;
 mod shared;
@@ -35,6 +36,7 @@ use crate::store::Store;
 use crate::task::Task;
 
 pub use adopt::orphans;
+pub use hand_over::HandOver;
 use quiet::QUIET_POLL;
 pub use shared::Mode;
 
@@ -97,6 +99,14 @@ pub struct Orchestrator {
     stay: bool,
     /// The process whose agents this one adopts (see [`Orchestrator::adopt`]).
     adopt_from: Option<String>,
+    /// The roles this process starts, and how it hands over a spawn of
+    /// another (see [`Orchestrator::serve_only`]); `None`: every role.
+    served: Option<(Vec<String>, HandOver)>,
+    /// Spawns handed over and not started elsewhere yet (each counted busy).
+    handed: Vec<String>,
+    /// The handed-over agent this process starts (see
+    /// [`Orchestrator::join_spawned`]).
+    spawned_in: Option<crate::store::AgentRecord>,
 }
 
 /// Stops a running task from outside, as Ctrl-C does: the first
@@ -224,6 +234,9 @@ impl Orchestrator {
             keep_lost: false,
             stay: false,
             adopt_from: None,
+            served: None,
+            handed: Vec::new(),
+            spawned_in: None,
         })
     }
 
@@ -347,6 +360,7 @@ impl Orchestrator {
         };
         self.start_agents(&roles).await?;
         self.start_resumed().await?;
+        self.start_spawned_in().await?;
         self.beat().await;
         let flusher = self.spawn_metrics_flusher();
         let deadline = tokio::time::sleep_until(deadline);
@@ -376,7 +390,11 @@ impl Orchestrator {
             }
             tokio::select! {
                 Some(request) = self.spawn_rx.recv() => {
-                    let result = self.start_agent(&request.role, request.parent.as_deref()).await;
+                    let (role, parent) = (&request.role, request.parent.as_deref());
+                    let result = match self.serves(role) {
+                        true => self.start_agent(role, parent).await,
+                        false => self.hand_over_spawn(role, parent).await,
+                    };
                     let _ = request.reply.send(result);
                 }
                 Some(joined) = self.agents.join_next_with_id() => self.finish_agent(joined).await,
@@ -451,6 +469,10 @@ impl Orchestrator {
         }
         if self.stopping || self.leaving {
             return true;
+        }
+        if !self.handed.is_empty() {
+            // Not started elsewhere yet: counted busy here until it is.
+            return false;
         }
         if !self.lead {
             // One that stays waits for the lease holder's end (or for the

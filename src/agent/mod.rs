@@ -293,7 +293,10 @@ impl Agent {
             Some(_) => ctx.coord.states.get(&ctx.id).await?.map(|r| r.phase),
             None => None,
         };
-        // A resumed agent keeps its stored phase (from INIT it moves on).
+        // A resumed agent keeps its stored phase (from INIT it moves on),
+        // and its callback replays the phase changes it had made.
+        let reached = phase.as_deref().and_then(|p| p.parse::<AgentPhase>().ok());
+        ctx.local.lock().replay_until = reached.filter(|p| !p.is_terminal());
         if phase
             .as_deref()
             .is_none_or(|p| p == AgentPhase::Init.as_str())

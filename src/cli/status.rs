@@ -110,6 +110,9 @@ pub fn execute(args: StatusArgs) -> anyhow::Result<i32> {
                 t.worker.as_deref().unwrap_or("-"),
                 age(t.submitted_ms, now)
             );
+            if let Some(error) = &t.error {
+                out += &format!("  {error}\n");
+            }
         }
         if let Some(id) = &args.task_id {
             // The task's agents and their phases, from its own keys.

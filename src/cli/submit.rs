@@ -68,6 +68,9 @@ pub fn execute(args: SubmitArgs) -> anyhow::Result<i32> {
                         t.status.as_deref().unwrap_or("-"),
                         t.worker.as_deref().unwrap_or("-")
                     ));
+                    if let Some(error) = &t.error {
+                        super::print_err(error);
+                    }
                 }
                 return Ok(t.exit_code.unwrap_or(exit::INTERRUPTED));
             }

@@ -40,7 +40,7 @@ use redis::aio::MultiplexedConnection;
 
 use crate::error::{Error, Result};
 pub use bundle::Bundle;
-pub use queue::joins;
+pub use queue::{Taken, joins};
 pub use tasks::{FleetTask, TaskEnd};
 pub use wake::{WAKE, WakeCursor};
 pub use workers::WorkerHealth;

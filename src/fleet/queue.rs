@@ -2,7 +2,9 @@
 //! submitted tasks, `fleet:submitted`, and the requests to join a task with
 //! an agent of a role, `fleet:joins:{role}`. Each entry goes to one worker,
 //! which re-claims it at every beat; an entry idle for a lease is a dead
-//! worker's, for another to take. An entry holds a task id (`id`).
+//! worker's, for another to take. An entry holds a task id (`id`), and a
+//! request to join may name the agent to start (`agent`: a spawn handed
+//! over by a worker that does not serve its role).
 
 use std::time::Duration;
 
@@ -10,6 +12,29 @@ use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 
 use super::{Fleet, GROUP, store_error};
 use crate::error::Result;
+
+/// An entry of a worker's Stream, taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// The Stream entry's id.
+    pub entry: String,
+    /// The task it is about.
+    pub task: String,
+    /// For a request to join: the agent to start under its recorded id.
+    pub agent: Option<String>,
+}
+
+impl Taken {
+    fn of(e: redis::streams::StreamId) -> Option<Taken> {
+        let task: String = e.get("id")?;
+        let agent: Option<String> = e.get("agent");
+        Some(Taken {
+            entry: e.id,
+            task,
+            agent,
+        })
+    }
+}
 
 impl Fleet {
     /// New entries of `stream` for `worker`, at most `count`, waiting up to
@@ -20,7 +45,7 @@ impl Fleet {
         worker: &str,
         count: usize,
         block: Duration,
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<Vec<Taken>> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(GROUP)
@@ -42,10 +67,7 @@ impl Fleet {
             .into_iter()
             .flat_map(|r| r.keys)
             .flat_map(|k| k.ids)
-            .filter_map(|e| {
-                let id: Option<String> = e.get("id");
-                id.map(|id| (e.id, id))
-            })
+            .filter_map(Taken::of)
             .collect())
     }
 
@@ -57,7 +79,7 @@ impl Fleet {
         worker: &str,
         idle: Duration,
         count: usize,
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<Vec<Taken>> {
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(stream)
             .arg(GROUP)
@@ -69,14 +91,7 @@ impl Fleet {
             .query_async(&mut self.conn)
             .await
             .map_err(store_error)?;
-        Ok(reply
-            .claimed
-            .into_iter()
-            .filter_map(|e| {
-                let id: Option<String> = e.get("id");
-                id.map(|id| (e.id, id))
-            })
-            .collect())
+        Ok(reply.claimed.into_iter().filter_map(Taken::of).collect())
     }
 
     /// Re-claims `entries` of `stream` to `worker`, resetting their idle
@@ -120,6 +135,29 @@ impl Fleet {
                 .ignore();
         }
         // After the requests: a worker woken finds them.
+        let mut wake = redis::cmd("XADD");
+        super::wake::add_wake(&mut wake, &format!("join {role}"));
+        pipe.add_command(wake).ignore();
+        pipe.query_async::<()>(&mut self.conn)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Asks a worker serving `role` to start agent `agent` of task `id`,
+    /// already recorded (in INIT) by the process that could not start it.
+    pub async fn ask_join_agent(&mut self, id: &str, role: &str, agent: &str) -> Result<()> {
+        let stream = joins(role);
+        self.ensure_group(&stream).await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD").arg(JOIN_ROLES).arg(role).ignore();
+        pipe.cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("id")
+            .arg(id)
+            .arg("agent")
+            .arg(agent)
+            .ignore();
         let mut wake = redis::cmd("XADD");
         super::wake::add_wake(&mut wake, &format!("join {role}"));
         pipe.add_command(wake).ignore();

@@ -35,6 +35,10 @@ pub struct FleetTask {
     /// The run's exit code once finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Why it failed, once finished so: the first fatal error of the run
+    /// (`agent: message`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// The worker running (or that ran) it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
@@ -73,6 +77,8 @@ pub struct TaskEnd {
     pub exit_code: i32,
     /// The run's outputs.
     pub outputs: serde_json::Value,
+    /// Why it failed (the first fatal error), if it did.
+    pub error: Option<String>,
 }
 
 impl Fleet {
@@ -230,6 +236,7 @@ impl Fleet {
         let script = redis::Script::new(
             "redis.call('HSET', KEYS[1], 'state', ARGV[1], 'status', ARGV[2], \
                         'exit_code', ARGV[3], 'finished_ms', ARGV[4], 'outputs', ARGV[5]) \
+             if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[10]) end \
              local ends = redis.call('HINCRBY', KEYS[1], 'ends', 1) \
              redis.call('XACK', KEYS[3], ARGV[6], ARGV[7]) \
              redis.call('XDEL', KEYS[3], ARGV[7]) \
@@ -259,6 +266,7 @@ impl Fleet {
             .arg(entry)
             .arg(retention.as_millis() as u64)
             .arg(&hash)
+            .arg(end.error.as_deref().unwrap_or(""))
             .invoke_async::<i64>(&mut self.conn)
             .await
             .map_err(store_error)?;
@@ -317,6 +325,7 @@ fn parse_task(id: &str, map: HashMap<String, String>) -> FleetTask {
         state: map.get("state").cloned().unwrap_or_default(),
         status: map.get("status").cloned(),
         exit_code: map.get("exit_code").and_then(|v| v.parse().ok()),
+        error: map.get("error").cloned(),
         worker: map.get("worker").cloned(),
         workers: Vec::new(),
         bundle: map.get("bundle").cloned().unwrap_or_default(),

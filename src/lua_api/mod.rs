@@ -90,6 +90,10 @@ pub struct AgentLocal {
     /// Set for an agent brought back by `orrery resume`: its last checkpoint
     /// (`None` when it kept none). It then runs `on_resume` instead of `start`.
     pub resumed: Option<Option<serde_json::Value>>,
+    /// The phase a resumed agent had reached before its process went: until
+    /// it moves past it, `state.set` to it or to an earlier phase does
+    /// nothing, so a `start` run again replays its phase changes.
+    pub replay_until: Option<crate::coordination::AgentPhase>,
 }
 
 impl AgentContext {

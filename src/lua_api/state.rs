@@ -29,6 +29,15 @@ async fn set(
     // Shown in the host's phase lines: one line, bounded.
     let reason = reason.map(|r| super::log::one_line(&r));
     let phase: AgentPhase = phase.parse().into_lua_err()?;
+    {
+        let mut local = c.local.lock();
+        if let Some(reached) = local.replay_until {
+            if !phase.is_terminal() && phase <= reached {
+                return Ok(());
+            }
+            local.replay_until = None;
+        }
+    }
     c.coord
         .states
         .transition(&c.id, phase, reason)

@@ -102,21 +102,26 @@ impl Orchestrator {
         if let Some(parent) = parent {
             tracing::info!(agent = %id, parent = %parent, "spawned");
         }
+        Ok(self.prepared(&id, role))
+    }
+
+    /// A recorded agent on the bus, counted busy, about to run.
+    pub(super) fn prepared(&self, id: &str, role: &str) -> Prepared {
         let ctx = AgentContext::new(
-            &id,
+            id,
             role,
             self.coord.clone(),
             self.registry.clone(),
             self.llm.clone(),
         );
-        self.coord.bus.join(&id, role);
+        self.coord.bus.join(id, role);
         self.coord.activity.busy();
-        self.registry.users().started(&id, role);
-        Ok(Prepared { ctx })
+        self.registry.users().started(id, role);
+        Prepared { ctx }
     }
 
     /// Runs a prepared agent on a task of its own; returns its id.
-    fn launch(&mut self, prepared: Prepared) -> String {
+    pub(super) fn launch(&mut self, prepared: Prepared) -> String {
         let Prepared { ctx } = prepared;
         let (id, role) = (ctx.id.clone(), ctx.role.clone());
         let stop = self.stop_tx.subscribe();
@@ -128,7 +133,7 @@ impl Orchestrator {
     }
 
     /// `role-N` with the first N no host of the task has used.
-    async fn allocate_id(&mut self, role: &str) -> Result<String> {
+    pub(super) async fn allocate_id(&mut self, role: &str) -> Result<String> {
         let n = self.next_index.entry(role.to_string()).or_insert(0);
         loop {
             *n += 1;
@@ -275,7 +280,7 @@ impl Orchestrator {
 }
 
 /// An agent ready to run: registered, on the bus, not yet running.
-struct Prepared {
+pub(super) struct Prepared {
     ctx: Arc<AgentContext>,
 }
 

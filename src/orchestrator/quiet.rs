@@ -80,8 +80,15 @@ impl Orchestrator {
     }
 
     /// Busy count and epoch of every other live process; `None` when the
-    /// store could not tell (then the task is not considered quiet).
-    async fn remote_activity(&self) -> Option<RemoteActivity> {
+    /// store could not tell (then the task is not considered quiet). A
+    /// process that looked alone looks again: one may have joined since
+    /// (a worker's producer joining a spread task, or adopting a lost
+    /// worker's agent, had the task end under it before its first send
+    /// while the flag waited for the next heartbeat).
+    async fn remote_activity(&mut self) -> Option<RemoteActivity> {
+        if !self.shared {
+            self.refresh_shared().await;
+        }
         if !self.shared {
             return Some(Vec::new());
         }

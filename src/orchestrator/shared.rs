@@ -70,6 +70,18 @@ impl Orchestrator {
         for role in &roles {
             registry.role(role)?;
         }
+        Self::joining(task_id, roles, config, store, registry).await
+    }
+
+    /// [`join`](Self::join) once its roles are checked (none: the agents
+    /// come from elsewhere, see `join_spawned`).
+    pub(super) async fn joining(
+        task_id: &str,
+        roles: Vec<String>,
+        config: Config,
+        store: Arc<dyn Store>,
+        registry: Arc<ScriptRegistry>,
+    ) -> Result<Self> {
         let record = store.task_get(task_id).await?.ok_or_else(|| {
             Error::bad_input(
                 format!("flag --join {task_id}"),
@@ -441,6 +453,7 @@ impl Orchestrator {
         if self.fenced {
             return;
         }
+        self.check_handed().await;
         match self.hold_lease().await {
             Ok(held) => {
                 if held && !self.lead && !self.stopping {

@@ -22,7 +22,9 @@ state = {}
 --- Moves this agent to `phase` (names are case-insensitive). Moving to FAILED
 --- fails the task (exit code 7), with `reason` in the report. Raises on an
 --- unknown phase name, or on an illegal move (backwards, to the same phase, or
---- out of COMPLETE/FAILED), naming both phases.
+--- out of COMPLETE/FAILED), naming both phases. An agent resumed after its
+--- process was lost replays: until it moves past the phase it was resumed in,
+--- setting that phase or an earlier one does nothing.
 ---@param phase orrery.Phase
 ---@param reason? string
 function state.set(phase, reason) end

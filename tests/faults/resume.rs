@@ -150,3 +150,62 @@ fn a_task_of_two_processes_both_killed_resumes_to_the_same_outputs() {
         took.as_millis()
     );
 }
+
+/// No `on_resume`: resumed, its `start` runs again from the top and sets
+/// the phases it had already reached; the second time it does not stop.
+const STEPPER: &str = r#"
+local M = {}
+function M.start(self)
+  state.set("PLANNING")
+  state.set("EXECUTING")
+  if not blackboard.get("started") then
+    blackboard.set("started", true)
+    sleep(1) -- settles the write before the test is told to kill
+    log.info("working")
+    sleep(60000)
+  end
+  state.set("VALIDATING")
+  task.output("done", true)
+  agent.finish()
+end
+return M
+"#;
+
+/// An agent resumed in EXECUTING whose `start` runs again replays
+/// `state.set("PLANNING")` and `"EXECUTING"` (nothing changes) instead of
+/// failing with an illegal transition — the default agents and the
+/// word-count dispatcher set phases in `start`, and failed so after a
+/// worker's death (`fleet survive`, about one run in four under load).
+#[test]
+fn a_resumed_agent_s_start_replays_the_phases_it_had_reached() {
+    let server = server_with(&[]);
+    let scratch = Scratch::new(&[("stepper.lua", STEPPER)]);
+    let url = server.url();
+    let file = task_file(&scratch, "steps", &["stepper"]);
+    let mut run = spawn_orrery(scratch.path(), &["run", &file, "--store", &url], &FAST);
+    run.wait_for("working", PATIENCE);
+    run.kill();
+    let resumed = spawn_orrery(scratch.path(), &["resume", "steps", "--store", &url], &FAST);
+    let done = resumed.finish(PATIENCE);
+    assert_eq!(done.code, Some(0), "{}", done.show());
+    let state = inspect(&scratch, &server, "steps");
+    assert_eq!(state["task"]["status"], "complete", "{state:#}");
+    let phases: Vec<&str> = state["agents"][0]["history"]
+        .as_array()
+        .unwrap_or_else(|| panic!("history: {state:#}"))
+        .iter()
+        .filter_map(|h| h["phase"].as_str())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "INIT",
+            "READY",
+            "PLANNING",
+            "EXECUTING",
+            "VALIDATING",
+            "COMPLETE"
+        ],
+        "{state:#}"
+    );
+}

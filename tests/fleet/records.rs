@@ -122,3 +122,35 @@ fn clean_removes_a_submitted_task_and_refuses_one_a_worker_runs() {
     let w = w.interrupt(PATIENCE);
     assert_eq!(w.code, Some(0), "{}", w.show());
 }
+
+/// Fails at its third line.
+const BROKEN: &str =
+    "local M = {}\nfunction M.start(self)\n  error(\"the disk is full\")\nend\nreturn M\n";
+
+#[test]
+fn a_failed_task_s_status_says_why_naming_the_script_line() {
+    let server = server();
+    let scratch = Scratch::new(&[("broken.lua", BROKEN)]);
+    scratch.write(
+        "broken.toml",
+        "id = \"broken\"\ntype = \"test\"\ndescription = \"fails\"\ntimeout = 60000\nagents = [\"broken\"]\n",
+    );
+    let w = worker(scratch.path(), &server, 1);
+    let id = submit(scratch.path(), &server, "broken.toml");
+    let task = wait_state(scratch.path(), &server, &id, "finished");
+    assert_eq!(task["status"], "failed", "{task:#}");
+    assert_eq!(task["exit_code"], 3, "{task:#}");
+    let error = task["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("broken-1: ")
+            && error.contains("broken.lua:3")
+            && error.contains("the disk is full"),
+        "{task:#}"
+    );
+    // The table names it too, under the task's line.
+    let out = orrery(scratch.path(), &["status", &id, "--store", &server.url()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("the disk is full"), "{}", show(&out));
+    let w = w.interrupt(PATIENCE);
+    assert_eq!(w.code, Some(0), "{}", w.show());
+}

@@ -121,3 +121,57 @@ fn replaced_after(signal: &str) {
         assert_eq!(w.code, Some(0), "{}", w.show());
     }
 }
+
+/// Spawns a helper and waits for it.
+const STARTER: &str = r#"
+local M = {}
+function M.start(self)
+  local id = spawn.agent("helper")
+  task.output("spawned", id)
+  task.output("helper_ended", spawn.wait(id, 30000))
+  agent.finish()
+end
+return M
+"#;
+
+/// Records that it ran.
+const HELPER: &str = r#"
+local M = {}
+function M.start(self)
+  task.output("helped", agent.id)
+  agent.finish()
+end
+return M
+"#;
+
+/// A spawn by an agent whose worker does not serve the new agent's role is
+/// handed over: recorded under its id where it was asked for, started by a
+/// worker serving the role, waited for by the spawner as a local one.
+#[test]
+fn a_spawn_of_a_role_its_worker_does_not_serve_starts_on_one_that_does() {
+    let server = server();
+    let scratch = Scratch::new(&[("starter.lua", STARTER), ("helper.lua", HELPER)]);
+    scratch.write(
+        "spawns.toml",
+        "id = \"spawns\"\ntype = \"test\"\ndescription = \"spawns\"\ntimeout = 60000\nagents = [\"starter\"]\n",
+    );
+    let starters = worker_with(scratch.path(), &server, &["--roles", "starter"]);
+    let helpers = worker_with(scratch.path(), &server, &["--roles", "helper"]);
+    let id = submit(scratch.path(), &server, "spawns.toml");
+    let task = wait_state(scratch.path(), &server, &id, "finished");
+    assert_eq!(task["status"], "complete", "{task:#}");
+    assert_eq!(
+        task["outputs"],
+        serde_json::json!({"spawned": "helper-1", "helper_ended": "COMPLETE", "helped": "helper-1"}),
+        "{task:#}"
+    );
+    let helper = host_of(&server, &id, "helper-1");
+    assert!(
+        helper.contains(&format!(":{}-", helpers.pid())),
+        "helper-1 ran on {helper}"
+    );
+    for w in [starters, helpers] {
+        let w = w.interrupt(PATIENCE);
+        assert_eq!(w.code, Some(0), "{}", w.show());
+    }
+}

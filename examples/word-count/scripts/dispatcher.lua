@@ -5,7 +5,6 @@ local M = {}
 function M.start(self)
   state.set("PLANNING")
   local docs = task.inputs.documents
-  self.pending = #docs
   state.set("EXECUTING")
   for i, text in ipairs(docs) do
     bus.send("worker", "count", { doc = i, text = text })
@@ -16,8 +15,9 @@ function M.on_message(self, msg)
   if msg.type ~= "counted" then return end
   blackboard.set("counts/" .. msg.payload.doc, msg.payload.words)
   blackboard.update("handled_by/" .. msg.payload.by, function(n) return (n or 0) + 1 end)
-  self.pending = self.pending - 1
-  if self.pending > 0 then return end
+  -- Done when every document has a count: exact even when a count arrives
+  -- twice (a message delivered again after a process was lost).
+  if #blackboard.keys("counts/") < #task.inputs.documents then return end
 
   local total = 0
   for _, key in ipairs(blackboard.keys("counts/")) do

@@ -14,7 +14,7 @@ use super::limits::live_agents;
 use super::task::{run_join, run_task};
 use super::{Orders, Outcome, Running, WorkerOptions};
 use crate::error::Result;
-use crate::fleet::{Fleet, SUBMITTED, joins};
+use crate::fleet::{Fleet, SUBMITTED, Taken, joins};
 use crate::store::Store;
 
 /// Takes new and abandoned tasks, then requests to join, up to the
@@ -37,7 +37,10 @@ pub(super) async fn take(
         opts: opts.clone(),
         done_tx: done_tx.clone(),
     };
-    for (entry, id) in take_from(fleet, SUBMITTED, opts, free).await? {
+    for Taken {
+        entry, task: id, ..
+    } in take_from(fleet, SUBMITTED, opts, free).await?
+    {
         if running.contains_key(&id) {
             continue;
         }
@@ -58,9 +61,13 @@ pub(super) async fn take(
         }
         let taken = take_from(fleet, &joins(role), opts, free).await?;
         free -= taken.len();
-        for (entry, id) in taken {
+        for Taken { entry, task, agent } in taken {
             let key = format!("join:{role}:{entry}");
-            starter.start(running, key, id, entry, Some(role.clone()));
+            let join = Join {
+                role: role.clone(),
+                agent,
+            };
+            starter.start(running, key, task, entry, Some(join));
         }
     }
     Ok(())
@@ -72,7 +79,7 @@ async fn take_from(
     stream: &str,
     opts: &WorkerOptions,
     count: usize,
-) -> Result<Vec<(String, String)>> {
+) -> Result<Vec<Taken>> {
     let mut taken = fleet
         .take_abandoned(stream, &opts.id, opts.lease, count)
         .await?;
@@ -85,6 +92,13 @@ async fn take_from(
         );
     }
     Ok(taken)
+}
+
+/// A request to join a task: with an agent of `role`, or with `agent`, a
+/// spawn another worker handed over.
+pub(super) struct Join {
+    pub role: String,
+    pub agent: Option<String>,
 }
 
 /// What a task or a join run needs from the worker.
@@ -104,7 +118,7 @@ impl Starter {
         key: String,
         id: String,
         entry: String,
-        role: Option<String>,
+        join: Option<Join>,
     ) {
         let (orders, orders_rx) = watch::channel(Orders::default());
         let coord = Arc::new(Mutex::new(None));
@@ -113,7 +127,7 @@ impl Starter {
             Running {
                 task: id.clone(),
                 entry: entry.clone(),
-                role: role.clone(),
+                role: join.as_ref().map(|j| j.role.clone()),
                 orders,
                 coord: coord.clone(),
             },
@@ -122,8 +136,8 @@ impl Starter {
         let done = self.done_tx.clone();
         tokio::spawn(async move {
             let run = (id.as_str(), entry.as_str());
-            let outcome = match role {
-                Some(role) => run_join(fleet, store, &opts, run, &role, orders_rx, coord).await,
+            let outcome = match join {
+                Some(join) => run_join(fleet, store, &opts, run, &join, orders_rx, coord).await,
                 None => run_task(fleet, store, &opts, run, orders_rx, coord).await,
             };
             let _ = done.send((key, outcome));

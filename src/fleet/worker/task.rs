@@ -7,28 +7,39 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::take::Join;
 use super::{Orders, Outcome, WorkerOptions};
 use crate::config::Config;
-use crate::coordination::Coordination;
+use crate::coordination::{AgentPhase, Coordination};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fleet::{Fleet, FleetTask, SUBMITTED, TaskEnd, joins};
-use crate::orchestrator::{Orchestrator, Stopper, orphans};
+use crate::orchestrator::{HandOver, Orchestrator, Stopper, orphans};
 use crate::report::{RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
 use crate::store::{HostState, RunStatus, Store};
 use crate::task::Task;
 
 /// Runs a task's or a join's orchestrator as the worker's: its coordination
-/// shown to the worker's beat, edits of a developer's own `--scripts`
+/// shown to the worker's beat, spawns of roles it does not serve handed
+/// over to workers that do, edits of a developer's own `--scripts`
 /// reloaded into it, its metrics served, and the worker's orders passed on.
 async fn run_on_worker(
     mut orchestrator: Orchestrator,
+    fleet: &Fleet,
     opts: &WorkerOptions,
     orders: watch::Receiver<Orders>,
     coord: &Mutex<Option<Arc<Coordination>>>,
 ) -> Result<RunReport> {
     // A dead worker's agents wait for another to adopt them.
     orchestrator.keep_lost_agents();
+    if !opts.roles.is_empty() {
+        let fleet = fleet.clone();
+        let ask: HandOver = Arc::new(move |task, role, agent| {
+            let mut fleet = fleet.clone();
+            Box::pin(async move { fleet.ask_join_agent(&task, &role, &agent).await })
+        });
+        orchestrator.serve_only(opts.roles.clone(), ask);
+    }
     *coord.lock() = Some(orchestrator.coordination().clone());
     if opts.scripts.is_some() {
         orchestrator.reload_on_edit(crate::reload::ReloadOptions::default())?;
@@ -99,7 +110,11 @@ pub(super) async fn run_task(
                 Orchestrator::resume(id, config, store, registry).await?
             }
             // Its last worker ran it to its end but died before recording it.
-            (Some(r), None) => return Ok(Outcome::Ended(stored_end(r.status))),
+            (Some(r), None) => {
+                return Ok(Outcome::Ended(
+                    stored_end(store.as_ref(), id, r.status).await?,
+                ));
+            }
         };
         // Stays to the end, whoever holds the lease, to record the outputs.
         orchestrator.stay_to_end();
@@ -115,7 +130,7 @@ pub(super) async fn run_task(
             }
             orchestrator.share_roles(local, roles);
         }
-        let report = run_on_worker(orchestrator, opts, orders, &coord).await?;
+        let report = run_on_worker(orchestrator, &fleet, opts, orders, &coord).await?;
         if report.status == TaskStatus::HandedOver {
             return Ok(Outcome::HandedOver);
         }
@@ -133,6 +148,7 @@ pub(super) async fn run_task(
                 status: format!("failed: {e}"),
                 exit_code: e.exit_code(),
                 outputs: serde_json::Value::Null,
+                error: Some(e.to_string()),
             })
         }
         Err(e) => Outcome::Retry(e.to_string()),
@@ -175,6 +191,7 @@ fn recorded_end(record: &FleetTask) -> Option<TaskEnd> {
             .unwrap_or_else(|| "interrupted".into()),
         exit_code: record.exit_code.unwrap_or(crate::error::exit::INTERRUPTED),
         outputs: record.outputs.clone().unwrap_or(serde_json::Value::Null),
+        error: record.error.clone(),
     })
 }
 
@@ -199,9 +216,17 @@ async fn code_of(fleet: &mut Fleet, opts: &WorkerOptions, record: &FleetTask) ->
 
 /// The end of a task its last worker ran to its end without recording it:
 /// the report and its errors died with that worker, so the code of the
-/// stored status alone.
-fn stored_end(status: RunStatus) -> TaskEnd {
-    TaskEnd {
+/// stored status alone, and the outputs the agents stored (they were
+/// recorded as `null`: a complete task whose outputs were lost).
+async fn stored_end(store: &dyn Store, id: &str, status: RunStatus) -> Result<TaskEnd> {
+    let prefix = crate::coordination::OUTPUT_PREFIX;
+    let mut outputs = serde_json::Map::new();
+    for key in store.bb_keys(id, prefix).await? {
+        if let Some(v) = store.bb_get(id, &key).await? {
+            outputs.insert(key[prefix.len()..].to_string(), v);
+        }
+    }
+    Ok(TaskEnd {
         state: "finished".into(),
         status: status.to_string(),
         exit_code: match status {
@@ -210,8 +235,9 @@ fn stored_end(status: RunStatus) -> TaskEnd {
             RunStatus::Interrupted => crate::error::exit::INTERRUPTED,
             _ => crate::error::exit::TASK_FAILED,
         },
-        outputs: serde_json::Value::Null,
-    }
+        outputs: serde_json::Value::Object(outputs),
+        error: None,
+    })
 }
 
 /// Passes the worker's orders on to the run: a cancel stops it, each leave
@@ -234,19 +260,21 @@ async fn forward_orders(mut orders: watch::Receiver<Orders>, stopper: Stopper) {
     }
 }
 
-/// Joins task `id` with an agent of `role` (Stream entry `entry` of
-/// `fleet:joins:{role}`), until the task ends. An entry another worker ran
-/// before is taken over: the agents that worker's process left are
-/// adopted here, under their ids (see `Orchestrator::adopt`).
+/// Joins task `id` with an agent of `join.role` (Stream entry `entry` of
+/// `fleet:joins:{role}`), or with the spawn `join.agent` another worker
+/// handed over, until the task ends. An entry another worker ran before is
+/// taken over: the agents that worker's process left are adopted here,
+/// under their ids (see `Orchestrator::adopt`).
 pub(super) async fn run_join(
     mut fleet: Fleet,
     store: Arc<dyn Store>,
     opts: &WorkerOptions,
     (id, entry): (&str, &str),
-    role: &str,
+    join: &Join,
     orders: watch::Receiver<Orders>,
     coord: Arc<Mutex<Option<Arc<Coordination>>>>,
 ) -> Outcome {
+    let role = join.role.as_str();
     let attempt = async {
         let Some(record) = fleet.task(id).await? else {
             return Ok(Outcome::Joined); // gone: nothing to join
@@ -261,7 +289,7 @@ pub(super) async fn run_join(
             Some(_) => {}
         }
         let stream = joins(role);
-        let before = fleet.ran_by(id, &stream, entry).await?;
+        let mut before = fleet.ran_by(id, &stream, entry).await?;
         if let Some(host) = &before {
             match adoptable(&store, id, host, &opts.roles).await? {
                 Err(role) => {
@@ -269,11 +297,22 @@ pub(super) async fn run_join(
                         "this worker does not serve role {role}"
                     )));
                 }
-                // Its agents ended, or another worker adopted them.
+                // A handed-over spawn the worker that took it died before
+                // starting: started here as if first asked.
                 Ok(_) if orphans(store.as_ref(), id, host).await?.is_empty() => {
-                    return Ok(Outcome::Joined);
+                    match &join.agent {
+                        Some(_) => before = None,
+                        // Its agents ended, or another worker adopted them.
+                        None => return Ok(Outcome::Joined),
+                    }
                 }
                 Ok(_) => {}
+            }
+        }
+        if let (None, Some(agent)) = (&before, &join.agent) {
+            let waiting = store.agent_get(id, agent).await?;
+            if waiting.is_none_or(|r| r.phase != AgentPhase::Init.as_str()) {
+                return Ok(Outcome::Joined); // started elsewhere already, or gone
             }
         }
         if orders.borrow().leave > 0 {
@@ -283,14 +322,19 @@ pub(super) async fn run_join(
         let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
         let orchestrator = match &before {
             Some(host) => Orchestrator::adopt(id, host, config, store.clone(), registry).await?,
-            None => {
-                let roles = vec![role.to_string()];
-                Orchestrator::join(id, roles, config, store.clone(), registry).await?
-            }
+            None => match &join.agent {
+                Some(agent) => {
+                    Orchestrator::join_spawned(id, agent, config, store.clone(), registry).await?
+                }
+                None => {
+                    let roles = vec![role.to_string()];
+                    Orchestrator::join(id, roles, config, store.clone(), registry).await?
+                }
+            },
         };
         let host = orchestrator.coordination().presence.host().to_string();
         fleet.ran_as(id, &stream, entry, &host).await?;
-        let report = run_on_worker(orchestrator, opts, orders, &coord).await?;
+        let report = run_on_worker(orchestrator, &fleet, opts, orders, &coord).await?;
         // Left at a callback boundary: another worker serving the role
         // takes the entry over and adopts the agent (its record stays
         // live, so the task waits for it).
@@ -436,5 +480,9 @@ fn ended(report: RunReport, cancel: bool) -> TaskEnd {
             .unwrap_or_default(),
         exit_code: report.exit_code(),
         outputs: serde_json::to_value(&report.outputs).unwrap_or_default(),
+        error: (report.status == TaskStatus::Failed)
+            .then(|| report.errors.iter().find(|e| e.fatal))
+            .flatten()
+            .map(|e| format!("{}: {}", e.agent, e.message)),
     }
 }
