@@ -46,6 +46,10 @@ use super::scripts::{BATCH, BB_SET, SEND};
 /// meanwhile make the next batch, so its size follows the load.
 const IN_FLIGHT: usize = 1;
 
+/// Writes queued that make a batch go at once, whatever is on the wire: the
+/// server is not left idle while many agents write faster than a round trip.
+const FULL: usize = 64;
+
 /// Most writes in one script call: a call holds the server for its length.
 const PER_CALL: usize = 256;
 
@@ -240,8 +244,8 @@ struct Flight {
 
 impl Batcher {
     /// Queues `q` for the next batch, and sends a batch now when fewer than
-    /// [`IN_FLIGHT`] are on the wire of the current connection, or when `q`
-    /// is a read (its agent waits for it).
+    /// [`IN_FLIGHT`] are on the wire of the current connection, when `q` is
+    /// a read (its agent waits for it), or when [`FULL`] wait.
     pub fn push(&self, conn: &Arc<Connection>, q: Queued) {
         let flight = {
             let mut st = self.state.lock();
@@ -251,7 +255,7 @@ impl Batcher {
             // A batch of an older connection does not hold this one back:
             // it may never be answered.
             let flying = st.in_flight.iter().filter(|e| **e >= epoch).count();
-            if flying >= IN_FLIGHT && !urgent {
+            if flying >= IN_FLIGHT && !urgent && st.queued.len() < FULL {
                 return;
             }
             st.take(conn.current())
