@@ -96,12 +96,22 @@ async fn a_write_the_server_refuses_in_a_batch_fails_alone() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    // Task c's blackboard index is a string: its sets fail inside the
+    // script (an error raised, where the send's is a reply).
+    let () = redis::cmd("SET")
+        .arg("task:c:bbindex")
+        .arg("not a sorted set")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     reset_stats(&mut conn).await;
     let way = hold_the_way(&store);
     let a = store.bb_set_nowait("b", "a", &json!(1), TTL);
     let broken = store.queue_push_nowait("b", "broken", envelope("m1", "x"));
+    let bad = store.bb_set_nowait("c", "bad", &json!(1), TTL);
     let b = store.bb_set_nowait("b", "b", &json!(2), TTL);
     let sent = store.queue_push_nowait("b", "ok", envelope("m2", "x"));
+    let after_bad = store.queue_push_nowait("c", "ok", envelope("m4", "x"));
     settle_all(way).await;
     a.settle().await.unwrap();
     let refused = broken.settle().await.unwrap_err();
@@ -110,10 +120,17 @@ async fn a_write_the_server_refuses_in_a_batch_fails_alone() {
         text.contains("bus send to 'broken'") && text.contains("WRONGTYPE"),
         "{text}"
     );
+    let raised = bad.settle().await.unwrap_err().to_string();
+    assert!(
+        raised.contains("blackboard set 'bad'") && raised.contains("WRONGTYPE"),
+        "{raised}"
+    );
     b.settle().await.unwrap();
     sent.settle().await.unwrap();
-    // The batch of the four writes is one script call.
-    assert_eq!(script_calls(&mut conn).await, 2 + 1);
+    after_bad.settle().await.unwrap();
+    // The batch is one script call per task.
+    assert_eq!(script_calls(&mut conn).await, 2 + 2);
+    assert_eq!(queued_ids(&mut conn, "c", "ok").await, ["m4"]);
     assert_eq!(store.bb_get("b", "a").await.unwrap(), Some(json!(1)));
     assert_eq!(store.bb_get("b", "b").await.unwrap(), Some(json!(2)));
     assert_eq!(queued_ids(&mut conn, "b", "ok").await, ["m2"]);

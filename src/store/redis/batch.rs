@@ -312,7 +312,7 @@ impl State {
     /// Nothing to send (all of it made on an older connection): `None`.
     fn take(&mut self, current: Current) -> Option<Flight> {
         let Current { epoch, mut conn } = current;
-        let mut groups: Vec<(String, &'static str, Vec<(Arc<Write>, Sender)>)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         let mut reads = Vec::new();
         for q in self.queued.drain(..) {
             if q.epoch != epoch {
@@ -367,6 +367,9 @@ impl State {
 }
 
 type Sender = oneshot::Sender<RedisResult<Value>>;
+
+/// The writes of one member in a batch: its key, its flag, the writes.
+type Group = (String, &'static str, Vec<(Arc<Write>, Sender)>);
 
 /// `EVALSHA` of [`BATCH`] over `writes` of `member`.
 fn batch_call(member: &str, flag: &str, writes: &[(Arc<Write>, Sender)]) -> Cmd {
