@@ -109,6 +109,38 @@ pub struct Orchestrator {
     spawned_in: Option<crate::store::AgentRecord>,
 }
 
+/// The roles `task` starts up front: its `agents`, or every role of
+/// `registry` that no spawn condition starts.
+pub fn task_initial_roles(task: &Task, registry: &ScriptRegistry) -> Vec<String> {
+    task.agents.clone().unwrap_or_else(|| {
+        registry
+            .roles()
+            .into_iter()
+            .filter(|r| !task.spawn.iter().any(|c| &c.agent == r))
+            .collect()
+    })
+}
+
+/// The initial roles of `task` that have no agent among `recorded` (one
+/// per occurrence): a run cut off while it recorded its first agents.
+pub fn never_started(
+    task: &Task,
+    registry: &ScriptRegistry,
+    recorded: &[crate::store::AgentRecord],
+) -> Vec<String> {
+    let mut have: Vec<&str> = recorded.iter().map(|a| a.role.as_str()).collect();
+    let mut missing = Vec::new();
+    for role in task_initial_roles(task, registry) {
+        match have.iter().position(|r| *r == role) {
+            Some(i) => {
+                have.swap_remove(i);
+            }
+            None => missing.push(role),
+        }
+    }
+    missing
+}
+
 /// Stops a running task from outside, as Ctrl-C does: the first
 /// [`stop`](Self::stop) lets every agent finish the callback it is in and run
 /// its `stop` callback; a second one aborts the agents still running.
@@ -289,14 +321,7 @@ impl Orchestrator {
         if let Some(local) = &self.local_roles {
             return local.clone();
         }
-        let task = &self.coord.task;
-        task.agents.clone().unwrap_or_else(|| {
-            self.registry
-                .roles()
-                .into_iter()
-                .filter(|r| !task.spawn.iter().any(|c| &c.agent == r))
-                .collect()
-        })
+        task_initial_roles(&self.coord.task, &self.registry)
     }
 
     /// Shares the task's initial roles with other processes (a fleet

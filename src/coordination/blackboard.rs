@@ -320,13 +320,7 @@ impl Blackboard {
     /// Every output of the run by name, read past the counters: for the
     /// run's report, made after the counters were flushed to the store.
     pub async fn outputs_uncounted(&self) -> Result<BTreeMap<String, Value>> {
-        let mut outputs = BTreeMap::new();
-        for key in self.store.bb_keys(&self.task, OUTPUT_PREFIX).await? {
-            if let Some(v) = self.store.bb_get(&self.task, &key).await? {
-                outputs.insert(key[OUTPUT_PREFIX.len()..].to_string(), v);
-            }
-        }
-        Ok(outputs)
+        stored_outputs(self.store.as_ref(), &self.task).await
     }
 
     /// Every change from now on.
@@ -406,4 +400,15 @@ pub(crate) fn json_size(v: &Value, limit: usize) -> usize {
             n
         }
     }
+}
+
+/// Every output task `task` stored, by name, read from `store` directly.
+pub async fn stored_outputs(store: &dyn Store, task: &str) -> Result<BTreeMap<String, Value>> {
+    let mut outputs = BTreeMap::new();
+    for key in store.bb_keys(task, OUTPUT_PREFIX).await? {
+        if let Some(v) = store.bb_get(task, &key).await? {
+            outputs.insert(key[OUTPUT_PREFIX.len()..].to_string(), v);
+        }
+    }
+    Ok(outputs)
 }

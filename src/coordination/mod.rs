@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use activity::Activity;
-pub use blackboard::{Blackboard, OUTPUT_PREFIX};
+pub use blackboard::{Blackboard, OUTPUT_PREFIX, stored_outputs};
 pub use bus::{BROADCAST, DeadLetter, MessageBus};
 pub use journal::Journal;
 pub use locks::{LockGrant, LockManager};

@@ -157,8 +157,10 @@ impl AgentStateManager {
         self.changes.subscribe()
     }
 
-    /// Records a new agent in INIT.
-    pub async fn register(&self, id: &str, role: &str) -> Result<()> {
+    /// Records a new agent in INIT, unless `max_live` agents of the task
+    /// have not ended, in this process or any other sharing the store
+    /// (SpawnLimit).
+    pub async fn register(&self, id: &str, role: &str, max_live: usize) -> Result<()> {
         let now = now_ms();
         let record = AgentRecord {
             id: id.to_string(),
@@ -172,7 +174,17 @@ impl AgentStateManager {
             host: self.host.clone(),
             error: None,
         };
-        self.store.agent_put(&self.task, &record).await?;
+        if !self
+            .store
+            .agent_register(&self.task, &record, max_live)
+            .await?
+        {
+            return Err(Error::SpawnLimit {
+                role: role.to_string(),
+                live: max_live,
+                max: max_live,
+            });
+        }
         self.keep(&record);
         self.journal.record_for(id, || Event::Phase {
             role: Some(role.to_string()),

@@ -94,7 +94,11 @@ impl Orchestrator {
                 return Err(e);
             }
         };
-        self.coord.states.register(&id, role).await?;
+        let max = self.coord.config.max_agents;
+        if let Err(e) = self.coord.states.register(&id, role, max).await {
+            self.coord.spawner.release();
+            return Err(e);
+        }
         self.coord.journal.record_for(&id, || Event::Spawned {
             role: role.to_string(),
             parent: parent.map(str::to_string),

@@ -50,7 +50,8 @@ impl Orchestrator {
         };
         self.registry.role(role)?;
         let id = self.allocate_id(role).await?;
-        self.coord.states.register(&id, role).await?;
+        let max = self.coord.config.max_agents;
+        self.coord.states.register(&id, role, max).await?;
         self.coord.journal.record_for(&id, || Event::Spawned {
             role: role.to_string(),
             parent: parent.map(str::to_string),

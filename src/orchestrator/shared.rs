@@ -164,16 +164,31 @@ impl Orchestrator {
                 alive.join(", ")
             )));
         }
-        let agents: Vec<_> = store
-            .agent_list(task_id)
-            .await?
-            .into_iter()
-            .filter(crate::coordination::is_live)
+        let recorded = store.agent_list(task_id).await?;
+        let agents: Vec<_> = recorded
+            .iter()
+            .filter(|a| crate::coordination::is_live(a))
+            .cloned()
             .collect();
         for a in &agents {
             registry.role(&a.role)?;
         }
-        Self::resuming(task_id, record, agents, config, store, registry)
+        let mut me = Self::resuming(task_id, record, agents, config, store, registry)?;
+        // Cut off before it recorded its first agents: those start now.
+        let missing = super::never_started(&me.coord.task, &me.registry, &recorded);
+        if !missing.is_empty() {
+            for role in &missing {
+                me.registry.role(role)?;
+            }
+            tracing::warn!(
+                "task '{task_id}': its run stopped before it started {}; starting them now",
+                missing.join(", ")
+            );
+            if let Mode::Joiner { roles, .. } = &mut me.mode {
+                *roles = missing;
+            }
+        }
+        Ok(me)
     }
 
     /// An orchestrator that brings `agents` of the task of `record` back

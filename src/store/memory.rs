@@ -381,6 +381,26 @@ impl RecordStore for MemoryStore {
         Ok(())
     }
 
+    async fn agent_register(
+        &self,
+        task: &str,
+        record: &AgentRecord,
+        max_live: usize,
+    ) -> StoreResult<bool> {
+        Ok(self.with_task(task, |t| {
+            let mut agents = t.agents.lock();
+            let live = agents
+                .values()
+                .filter(|a| a.id != record.id && crate::coordination::is_live(a))
+                .count();
+            if live >= max_live {
+                return false;
+            }
+            agents.insert(record.id.clone(), record.clone());
+            true
+        }))
+    }
+
     async fn agent_get(&self, task: &str, agent: &str) -> StoreResult<Option<AgentRecord>> {
         Ok(self.with_task(task, |t| t.agents.lock().get(agent).cloned()))
     }

@@ -451,6 +451,26 @@ pub trait QueueStore: Send + Sync {
 pub trait RecordStore: Send + Sync {
     /// Writes an agent's record.
     async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()>;
+    /// Writes the record of a new agent unless `max_live` agents of the
+    /// task, in any process, have not ended; false when refused.
+    async fn agent_register(
+        &self,
+        task: &str,
+        record: &AgentRecord,
+        max_live: usize,
+    ) -> StoreResult<bool> {
+        let live = self
+            .agent_list(task)
+            .await?
+            .iter()
+            .filter(|a| a.id != record.id && crate::coordination::is_live(a))
+            .count();
+        if live >= max_live {
+            return Ok(false);
+        }
+        self.agent_put(task, record).await?;
+        Ok(true)
+    }
     /// Reads an agent's record.
     async fn agent_get(&self, task: &str, agent: &str) -> StoreResult<Option<AgentRecord>>;
     /// Every agent record of the task, sorted by id.

@@ -149,7 +149,10 @@ impl World {
         let run = tokio::spawn(orchestrator.run());
         // The run claims the task first; then the spec joins it.
         tokio::task::yield_now().await;
-        coord.states.register(SPEC_AGENT, SPEC_ROLE).await?;
+        coord
+            .states
+            .register(SPEC_AGENT, SPEC_ROLE, usize::MAX)
+            .await?;
         coord.bus.join(SPEC_AGENT, SPEC_ROLE);
         Ok(World {
             coord,

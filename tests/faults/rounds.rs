@@ -22,7 +22,13 @@ const N: u64 = 600;
 const ROUNDS: usize = 2;
 
 /// Heartbeats every 100 ms: a process silent for 500 ms is lost.
-const FAST: [(&str, &str); 1] = [("ORRERY_HEARTBEAT_INTERVAL", "100")];
+/// Fast heartbeats; room for the replacements: `max_agents` counts the
+/// task's agents across processes, and a killed one's agent counts until
+/// its process is declared lost.
+const FAST: [(&str, &str); 2] = [
+    ("ORRERY_HEARTBEAT_INTERVAL", "100"),
+    ("ORRERY_MAX_AGENTS", "16"),
+];
 
 const PRODUCER: &str = r#"
 local M = {}

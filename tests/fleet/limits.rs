@@ -83,3 +83,68 @@ fn a_task_goes_to_a_worker_serving_its_roles() {
         assert_eq!(end.code, Some(0), "{}", end.show());
     }
 }
+
+/// Once `other` is up, tries to start a third agent.
+const LEAD: &str = r#"
+local M = {}
+function M.start(self)
+  while not blackboard.get("other_up") do sleep(20) end
+  local ok, err = pcall(spawn.agent, "extra")
+  task.output("third", ok and "started" or tostring(err))
+  blackboard.set("done", true)
+  agent.finish()
+end
+return M
+"#;
+
+/// Stays until the lead is done.
+const OTHER: &str = r#"
+local M = {}
+function M.start(self)
+  blackboard.set("other_up", true)
+  while not blackboard.get("done") do sleep(20) end
+  agent.finish()
+end
+return M
+"#;
+
+const EXTRA: &str = "local M = {}\nfunction M.start(self) agent.finish() end\nreturn M\n";
+
+/// `max_agents` bounds a task's live agents across the workers it is
+/// spread over, not each worker's share: with one agent on each of two
+/// workers and a limit of 2, a third is refused on either.
+#[test]
+fn max_agents_counts_a_spread_task_s_agents_on_every_worker() {
+    let server = server();
+    let scratch = Scratch::new(&[
+        ("lead.lua", LEAD),
+        ("other.lua", OTHER),
+        ("extra.lua", EXTRA),
+    ]);
+    scratch.write(
+        "two.toml",
+        "id = \"two\"\ntype = \"test\"\ndescription = \"two\"\ntimeout = 60000\nagents = [\"lead\", \"other\"]\n",
+    );
+    let leads = worker_with(
+        scratch.path(),
+        &server,
+        &["--roles", "lead,extra", "--max-agents", "2"],
+    );
+    let others = worker_with(
+        scratch.path(),
+        &server,
+        &["--roles", "other", "--max-agents", "2"],
+    );
+    let id = submit(scratch.path(), &server, "two.toml");
+    let task = wait_state(scratch.path(), &server, &id, "finished");
+    assert_eq!(task["status"], "complete", "{task:#}");
+    let third = task["outputs"]["third"].as_str().unwrap_or_default();
+    assert!(
+        third.contains("spawn limit") && third.contains("max_agents is 2"),
+        "{task:#}"
+    );
+    for w in [leads, others] {
+        let w = w.interrupt(PATIENCE);
+        assert_eq!(w.code, Some(0), "{}", w.show());
+    }
+}

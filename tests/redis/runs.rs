@@ -246,3 +246,54 @@ async fn failing_handlers_dead_letter_alike() {
         );
     }
 }
+
+/// Records that it ran, under its own id.
+const ONE: &str = r#"
+local M = {}
+function M.start(self)
+  task.output("ran_" .. agent.id, true)
+  agent.finish()
+end
+return M
+"#;
+
+/// A run cut off after it recorded the task but before it recorded its
+/// first agents (its process killed then): `resume` starts the initial
+/// roles, instead of bringing back nothing and ending at once, complete
+/// with no outputs (a fleet worker killed at a task's start did that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_starts_the_agents_a_run_cut_off_at_its_start_never_recorded() {
+    let opened = open(Backend::Redis).await;
+    let scratch = Scratch::new(&[("one.lua", ONE)]);
+    let mut t = task("cut-at-start", 30_000);
+    t.agents = Some(vec!["one".into(), "one".into()]);
+    let store = opened.store.clone();
+    let record = orrery::store::TaskRecord {
+        definition: serde_json::to_value(&t).unwrap(),
+        status: orrery::store::RunStatus::Running,
+        owner: "gone:1-dead".into(),
+        roles: vec!["one".into()],
+        started_ms: orrery::coordination::now_ms(),
+        ended_ms: None,
+    };
+    store.task_put(&t.id, &record).await.unwrap();
+    let config = Config {
+        scripts: scratch.scripts(),
+        store: opened.server.as_ref().unwrap().url(),
+        heartbeat_interval: 100,
+        ..Config::default()
+    };
+    let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib).unwrap());
+    let report = Orchestrator::resume(&t.id, config, store, registry)
+        .await
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.status, TaskStatus::Complete, "{report:#?}");
+    assert_eq!(
+        serde_json::to_value(&report.outputs).unwrap(),
+        json!({"ran_one-1": true, "ran_one-2": true}),
+        "{report:#?}"
+    );
+}

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::coordination::{AgentPhase, Coordination};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fleet::{Fleet, FleetTask, SUBMITTED, TaskEnd, joins};
-use crate::orchestrator::{HandOver, Orchestrator, Stopper, orphans};
+use crate::orchestrator::{HandOver, Orchestrator, Stopper, never_started, orphans};
 use crate::report::{RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
 use crate::store::{HostState, RunStatus, Store};
@@ -87,7 +87,7 @@ pub(super) async fn run_task(
         let share = match (&previous, &adopted) {
             (None, _) => share(&task, &registry, &opts.roles),
             (Some(_), Some(host)) => adoptable(&store, id, host, &opts.roles).await?,
-            (Some(_), None) => resumable(&store, id, &opts.roles).await?,
+            (Some(_), None) => resumable(&store, (id, &task, &registry), &opts.roles).await?,
         };
         let share = match share {
             Ok(share) => share,
@@ -219,13 +219,7 @@ async fn code_of(fleet: &mut Fleet, opts: &WorkerOptions, record: &FleetTask) ->
 /// stored status alone, and the outputs the agents stored (they were
 /// recorded as `null`: a complete task whose outputs were lost).
 async fn stored_end(store: &dyn Store, id: &str, status: RunStatus) -> Result<TaskEnd> {
-    let prefix = crate::coordination::OUTPUT_PREFIX;
-    let mut outputs = serde_json::Map::new();
-    for key in store.bb_keys(id, prefix).await? {
-        if let Some(v) = store.bb_get(id, &key).await? {
-            outputs.insert(key[prefix.len()..].to_string(), v);
-        }
-    }
+    let outputs = crate::coordination::stored_outputs(store, id).await?;
     Ok(TaskEnd {
         state: "finished".into(),
         status: status.to_string(),
@@ -235,7 +229,7 @@ async fn stored_end(store: &dyn Store, id: &str, status: RunStatus) -> Result<Ta
             RunStatus::Interrupted => crate::error::exit::INTERRUPTED,
             _ => crate::error::exit::TASK_FAILED,
         },
-        outputs: serde_json::Value::Object(outputs),
+        outputs: serde_json::to_value(outputs).unwrap_or_default(),
         error: None,
     })
 }
@@ -391,21 +385,23 @@ fn share(
 }
 
 /// Whether a worker serving `roles` (empty: any) can resume task `id`: it
-/// brings back every agent of the task that has not ended, so it must
-/// serve all their roles (`Err(role)` names one it does not).
+/// brings back every agent of the task that has not ended, and starts the
+/// initial ones its last worker died before recording, so it must serve
+/// all their roles (`Err(role)` names one it does not).
 async fn resumable(
     store: &Arc<dyn Store>,
-    id: &str,
+    (id, task, registry): (&str, &Task, &ScriptRegistry),
     roles: &[String],
 ) -> Result<std::result::Result<Option<Share>, String>> {
     let agents = store.agent_list(id).await?;
+    let live = agents
+        .iter()
+        .filter(|a| crate::coordination::is_live(a))
+        .map(|a| a.role.clone());
+    let mut needed = live.chain(never_started(task, registry, &agents));
     Ok(
-        match agents
-            .iter()
-            .filter(|a| crate::coordination::is_live(a))
-            .find(|a| !roles.is_empty() && !roles.contains(&a.role))
-        {
-            Some(a) => Err(a.role.clone()),
+        match needed.find(|r| !roles.is_empty() && !roles.contains(r)) {
+            Some(role) => Err(role),
             None => Ok(None),
         },
     )

@@ -75,6 +75,11 @@ impl Keys {
         self.key("agents")
     }
 
+    /// Set of the agents not ended (`max_agents` across processes).
+    pub fn live(&self) -> String {
+        self.key("live")
+    }
+
     /// `task:{id}:bus:{queue}`.
     pub fn bus(&self, queue: &str) -> String {
         format!("{}bus:{queue}", self.prefix)

@@ -19,19 +19,16 @@ const CLEAN_BATCH: usize = 500;
 #[async_trait::async_trait]
 impl RecordStore for RedisStore {
     async fn agent_put(&self, task: &str, record: &AgentRecord) -> StoreResult<()> {
-        let keys = Keys::new(task);
-        let (state, agents) = (keys.state(&record.id), keys.agents());
-        let json = serde_json::to_string(record).expect("a record always serializes");
-        let (member, fenced) = self.fence(task);
-        self.conn
-            .eval::<i64>("agent put", &AGENT_PUT, &[&state, &agents, &member], |c| {
-                c.arg(&json)
-                    .arg(record.heartbeat_ms)
-                    .arg(&record.id)
-                    .arg(fenced);
-            })
-            .await?;
-        Ok(())
+        self.put_agent(task, record, 0).await.map(|_| ())
+    }
+
+    async fn agent_register(
+        &self,
+        task: &str,
+        record: &AgentRecord,
+        max_live: usize,
+    ) -> StoreResult<bool> {
+        self.put_agent(task, record, max_live.max(1)).await
     }
 
     async fn agent_get(&self, task: &str, agent: &str) -> StoreResult<Option<AgentRecord>> {
@@ -390,4 +387,33 @@ fn record_from(
         record.heartbeat_ms = record.heartbeat_ms.max(beat);
     }
     Ok(Some(record))
+}
+
+impl RedisStore {
+    /// [`AGENT_PUT`]: the record written, unless `limit` (0: none) agents
+    /// not ended are recorded already and this one is not among them.
+    async fn put_agent(&self, task: &str, record: &AgentRecord, limit: usize) -> StoreResult<bool> {
+        let keys = Keys::new(task);
+        let (state, agents, live) = (keys.state(&record.id), keys.agents(), keys.live());
+        let json = serde_json::to_string(record).expect("a record always serializes");
+        let (member, fenced) = self.fence(task);
+        let alive = crate::coordination::is_live(record);
+        let written = self
+            .conn
+            .eval::<i64>(
+                "agent put",
+                &AGENT_PUT,
+                &[&state, &agents, &live, &member],
+                |c| {
+                    c.arg(&json)
+                        .arg(record.heartbeat_ms)
+                        .arg(&record.id)
+                        .arg(if alive { "1" } else { "0" })
+                        .arg(limit)
+                        .arg(fenced);
+                },
+            )
+            .await?;
+        Ok(written == 1)
+    }
 }

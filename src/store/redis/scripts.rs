@@ -430,13 +430,27 @@ return 1
     )
 });
 
-/// Writes an agent's record. KEYS: state, agents, member. ARGV: record
-/// json, heartbeat ms, agent id, member flag.
+/// Writes an agent's record and keeps the set of the task's agents not
+/// ended (whichever process runs them). With a limit (ARGV[5] > 0) an agent
+/// not in that set yet is refused (0) when the set has that many already:
+/// `max_agents` across every process of the task. KEYS: state, agents,
+/// live, member. ARGV: record json, heartbeat ms, agent id, live flag,
+/// limit, member flag.
 pub(super) static AGENT_PUT: LazyLock<ServerScript> = LazyLock::new(|| {
     ServerScript::fenced(
         r#"
+local limit = tonumber(ARGV[5])
+if limit > 0 and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0
+    and redis.call('SCARD', KEYS[3]) >= limit then
+  return 0
+end
 redis.call('HSET', KEYS[1], 'record', ARGV[1], 'heartbeat', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[3], ARGV[3])
+else
+  redis.call('SREM', KEYS[3], ARGV[3])
+end
 return 1
 "#,
     )
