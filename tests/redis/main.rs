@@ -8,6 +8,7 @@
 
 use orrery_test_support as common;
 
+mod batches;
 mod bench;
 mod connections;
 mod contract_blackboard;

@@ -9,9 +9,9 @@ use redis::Value as RedisValue;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use super::conn::{Request, script_call};
+use super::batch::{Write, WriteKind};
 use super::keys::{Keys, token};
-use super::scripts::{BB_CAS, BB_DELETE, BB_SET};
+use super::scripts::{BB_CAS, BB_DELETE};
 use super::{RedisStore, Server};
 use crate::store::{BlackboardEvent, BlackboardStore, Pending, Sent, StoreError, StoreResult};
 
@@ -19,19 +19,23 @@ impl Server {
     fn set_nowait(&self, task: &str, key: &str, value: &Value, ttl: Duration) -> Pending {
         let keys = Keys::new(task);
         let ttl_ms = millis(ttl);
-        let (member, fenced) = self.fence(task);
-        let mut cmd = script_call(&BB_SET, &[&keys.blackboard(key), &keys.bb_index(), &member]);
-        cmd.arg(encode(value))
-            .arg(ttl_ms)
-            .arg(key)
-            .arg(keys.events())
-            .arg(self.events.set_prefix(key))
-            .arg(self.index_ttl(task, ttl_ms))
-            .arg(fenced);
+        let (member, flag) = self.fence(task);
+        let write = Write {
+            member,
+            flag,
+            kind: WriteKind::Set {
+                value_key: keys.blackboard(key),
+                index: keys.bb_index(),
+                json: encode(value),
+                ttl_ms,
+                key: key.to_string(),
+                channel: keys.events(),
+                event_prefix: self.events.set_prefix(key),
+                index_ttl: self.index_ttl(task, ttl_ms),
+            },
+        };
         let sent = self.events.publishing(task);
-        let (epoch, answer) = self
-            .conn
-            .send(format!("blackboard set '{key}'"), Request::Cmd(cmd));
+        let (epoch, answer) = self.conn.write(format!("blackboard set '{key}'"), write);
         Pending::sent(
             epoch,
             async move {
@@ -92,9 +96,7 @@ impl BlackboardStore for RedisStore {
         let value_key = Keys::new(task).blackboard(key);
         let mut cmd = redis::cmd("GET");
         cmd.arg(&value_key);
-        let (_, answer) = self
-            .conn
-            .send(format!("blackboard get '{key}'"), Request::Cmd(cmd));
+        let (_, answer) = self.conn.read(format!("blackboard get '{key}'"), cmd);
         Sent::waiting(
             async move {
                 match answer.await?.0 {

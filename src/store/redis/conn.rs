@@ -31,6 +31,7 @@ use redis::{
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::batch::{self, Batcher, Queued, Write};
 use super::scripts::{self, ServerScript};
 use crate::store::{StoreError, StoreFuture, StoreResult};
 
@@ -49,6 +50,8 @@ const QUEUE_ROOM: usize = 1 << 20;
 /// The server behind a store URL.
 pub(super) struct Connection {
     client: Client,
+    /// Writes and reads sent without waiting, for the next batch.
+    pub(super) batcher: Arc<Batcher>,
     current: RwLock<Current>,
     /// Held while the shared connection is being replaced.
     replacing: tokio::sync::Mutex<()>,
@@ -58,10 +61,11 @@ pub(super) struct Connection {
     pub patience: Duration,
 }
 
+/// The shared connection and its epoch.
 #[derive(Clone)]
-struct Current {
-    epoch: u64,
-    conn: MultiplexedConnection,
+pub(super) struct Current {
+    pub epoch: u64,
+    pub conn: MultiplexedConnection,
 }
 
 /// True for failures that a reconnect can cure: the server is restarting,
@@ -154,6 +158,7 @@ impl Connection {
         };
         Ok(Connection {
             client,
+            batcher: Arc::default(),
             current: RwLock::new(Current { epoch: 1, conn }),
             replacing: tokio::sync::Mutex::new(()),
             url: redacted,
@@ -171,7 +176,8 @@ impl Connection {
         self.current.read().epoch
     }
 
-    fn current(&self) -> Current {
+    /// The shared connection now.
+    pub(super) fn current(&self) -> Current {
         self.current.read().clone()
     }
 
@@ -346,27 +352,101 @@ impl Connection {
                 Some(done) => done,
                 None => first.await,
             };
-            match reply {
-                Ok(v) => Ok((v, false)),
-                Err(e) if is_transient(&e) || is_no_script(&e) => {
-                    if is_broken(&e) {
-                        let _ = me.replace(epoch).await;
-                    }
-                    if is_no_script(&e) {
-                        me.load_scripts().await;
-                    }
-                    // A retry may be abandoned (each attempt has a time
-                    // limit) and still be applied later: it carries its deadline.
-                    let request = &request.for_retry();
-                    let v = me
-                        .run(&what, |mut c| async move { request.send(&mut c).await })
-                        .await?;
-                    Ok((v, true))
-                }
-                Err(e) => Err(command_error(&what, &e)),
-            }
+            me.outcome(epoch, &what, reply, || request).await
         };
         (epoch, answer.instrument(span).boxed())
+    }
+
+    /// Sends `write` with the next batch (see [`batch`]) and returns its
+    /// answer later, like [`send`](Self::send): it is applied after every
+    /// write and read sent before and before every one sent after. When
+    /// its outcome is unknown it is sent again on its own when the answer
+    /// is awaited.
+    pub fn write(
+        self: &Arc<Self>,
+        what: String,
+        write: Write,
+    ) -> (u64, StoreFuture<(Value, bool)>) {
+        let epoch = self.epoch();
+        if let Some(((epoch, answer), guard)) = self
+            .batcher
+            .alone(epoch, true, || self.send(what.clone(), write.alone()))
+        {
+            let answer = async move {
+                let outcome = answer.await;
+                drop(guard);
+                outcome
+            };
+            return (epoch, answer.boxed());
+        }
+        let write = Arc::new(write);
+        let (queued, reply) = Queued::write(epoch, write.clone());
+        self.batcher.push(self, queued);
+        self.answer(epoch, what, reply, move || write.alone())
+    }
+
+    /// Sends the read `cmd` with the next batch, at once (see [`batch`]):
+    /// it sees every write sent before it.
+    pub fn read(self: &Arc<Self>, what: String, cmd: Cmd) -> (u64, StoreFuture<(Value, bool)>) {
+        let epoch = self.epoch();
+        if let Some((sent, _)) = self.batcher.alone(epoch, false, || {
+            self.send(what.clone(), Request::Cmd(cmd.clone()))
+        }) {
+            return sent;
+        }
+        let (queued, reply) = Queued::read(epoch, cmd.clone());
+        self.batcher.push(self, queued);
+        self.answer(epoch, what, reply, move || Request::Cmd(cmd))
+    }
+
+    /// The answer of a request queued in a batch: its reply, or after a
+    /// transient failure the reply of `request` sent again.
+    fn answer(
+        self: &Arc<Self>,
+        epoch: u64,
+        what: String,
+        reply: tokio::sync::oneshot::Receiver<RedisResult<Value>>,
+        request: impl FnOnce() -> Request + Send + 'static,
+    ) -> (u64, StoreFuture<(Value, bool)>) {
+        let me = self.clone();
+        let span = crate::trace::store_call(&what);
+        let answer = async move {
+            let reply = reply.await.unwrap_or_else(|_| Err(batch::lost()));
+            me.outcome(epoch, &what, reply, request).await
+        };
+        (epoch, answer.instrument(span).boxed())
+    }
+
+    /// The outcome of a request sent without waiting on the connection of
+    /// `epoch`, from its `reply`: after a transient failure it is sent again
+    /// (with [`run`](Self::run)'s retries, and its deadline), and the
+    /// outcome says so.
+    async fn outcome(
+        &self,
+        epoch: u64,
+        what: &str,
+        reply: RedisResult<Value>,
+        request: impl FnOnce() -> Request,
+    ) -> StoreResult<(Value, bool)> {
+        match reply {
+            Ok(v) => Ok((v, false)),
+            Err(e) if is_transient(&e) || is_no_script(&e) => {
+                if is_broken(&e) {
+                    let _ = self.replace(epoch).await;
+                }
+                if is_no_script(&e) {
+                    self.load_scripts().await;
+                }
+                // A retry may be abandoned (each attempt has a time
+                // limit) and still be applied later: it carries its deadline.
+                let request = &request().for_retry();
+                let v = self
+                    .run(what, |mut c| async move { request.send(&mut c).await })
+                    .await?;
+                Ok((v, true))
+            }
+            Err(e) => Err(command_error(what, &e)),
+        }
     }
 
     /// Sends `pipe` once on the shared connection and returns each command's

@@ -18,6 +18,7 @@
 //! them twice.
 
 mod acks;
+mod batch;
 mod blackboard;
 mod clock;
 mod conn;

@@ -18,13 +18,14 @@ use std::time::Duration;
 use futures::FutureExt;
 use redis::{RedisResult, Value as RedisValue};
 
+use super::batch::{Write, WriteKind};
 use super::blackboard::decode;
-use super::conn::{Request, command_error, error_code, script_call};
+use super::conn::{command_error, error_code, script_call};
 use super::keys::{GROUP, Keys, RETURNED};
 use super::reply::{
     array, entry_delivery, field, id_text, pending_counts, read_reply, unexpected, usize_of,
 };
-use super::scripts::{CLAIM_RETURNED, NACK, RELEASE, REVIVE, SEND};
+use super::scripts::{CLAIM_RETURNED, NACK, RELEASE, REVIVE};
 use super::{RedisStore, Server};
 use crate::store::{
     Delivery, Envelope, MessageState, Pending, QueueStore, QueuedMessage, StoreError, StoreResult,
@@ -48,21 +49,23 @@ impl Server {
         let stream = keys.bus(queue);
         let json = serde_json::to_string(envelope).expect("an envelope always serializes");
         let first = self.registered.lock().insert(stream.clone());
-        let (member, fenced) = self.fence(task);
-        let sent = keys.sent(&self.sender);
-        let mut send = script_call(&SEND, &[&stream, &keys.queues(), &sent, &member]);
-        // Numbered once: a resend of this command carries the same number.
-        send.arg(json)
-            .arg(if first { "1" } else { "0" })
-            .arg(queue)
-            .arg(self.next_send(task))
-            .arg(0)
-            .arg(fenced);
-        let request = Request::Deadlined {
-            cmd: send,
-            deadline: self.clock.deadline(self.conn.patience),
+        let (member, flag) = self.fence(task);
+        let write = Write {
+            member,
+            flag,
+            kind: WriteKind::Send {
+                stream: stream.clone(),
+                queues: keys.queues(),
+                sent: keys.sent(&self.sender),
+                json,
+                record: first,
+                queue: queue.to_string(),
+                // Numbered once: a resend of this write carries the same number.
+                number: self.next_send(task),
+                deadline: self.clock.deadline(self.conn.patience),
+            },
         };
-        let (epoch, answer) = self.conn.send(format!("bus send to '{queue}'"), request);
+        let (epoch, answer) = self.conn.write(format!("bus send to '{queue}'"), write);
         let me = self.registered.clone();
         Pending::sent(
             epoch,

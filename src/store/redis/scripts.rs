@@ -19,11 +19,15 @@ pub(super) struct ServerScript {
 /// member key that is missing altogether means the server lost the task's
 /// data (a restart without persistence): the write goes on, and the
 /// heartbeat reports it (see [`HEARTBEAT`]).
-const FENCE_CHECK: &str = r#"
-if ARGV[#ARGV] == '1' and redis.call('GET', KEYS[#KEYS]) == 'fenced' then
-  return redis.error_reply('FENCED this process was declared lost: the task goes on without it')
-end
-"#;
+fn fence_check() -> String {
+    format!(
+        "\nif ARGV[#ARGV] == '1' and redis.call('GET', KEYS[#KEYS]) == 'fenced' then\n  \
+         return redis.error_reply('{FENCED_REPLY}')\nend\n"
+    )
+}
+
+/// The refusal of a fenced member's write (its first word the error code).
+const FENCED_REPLY: &str = "FENCED this process was declared lost: the task goes on without it";
 
 impl ServerScript {
     fn new(source: &'static str) -> ServerScript {
@@ -33,10 +37,17 @@ impl ServerScript {
         }
     }
 
-    /// A write script refused to fenced members: [`FENCE_CHECK`] first, so
+    /// A write script refused to fenced members: [`fence_check`] first, so
     /// the caller adds the member key last to KEYS and the flag last to ARGV.
     fn fenced(body: &'static str) -> ServerScript {
-        let source: &'static str = Box::leak(format!("{FENCE_CHECK}{body}").into_boxed_str());
+        Self::fenced_with("", body)
+    }
+
+    /// A write script refused to fenced members whose body uses the Lua
+    /// functions `functions` defines.
+    fn fenced_with(functions: &str, body: &str) -> ServerScript {
+        let source: &'static str =
+            Box::leak(format!("{functions}{}{body}", fence_check()).into_boxed_str());
         Self::new(source)
     }
 
@@ -52,8 +63,9 @@ impl ServerScript {
 }
 
 /// Every script, to load on a new connection.
-pub(super) fn all() -> [&'static ServerScript; 21] {
+pub(super) fn all() -> [&'static ServerScript; 22] {
     [
+        &BATCH,
         &BB_SET,
         &BB_DELETE,
         &BB_CAS,
@@ -78,24 +90,29 @@ pub(super) fn all() -> [&'static ServerScript; 21] {
     ]
 }
 
-/// Sets a blackboard key, indexes it, and publishes the change. The index
-/// lives at least as long as its entries: with ARGV[6] > 0 its TTL is raised
-/// to that many ms (the process asks once in a while, not every write).
+/// A blackboard set as a Lua function of the offsets of its keys (`k`) and
+/// arguments (`a`) in KEYS and ARGV, shared by [`BB_SET`] and [`BATCH`]:
+/// sets the key, indexes it, and publishes the change. The index lives at
+/// least as long as its entries: with an index ttl > 0 its TTL is raised to
+/// that many ms (the process asks once in a while, not every write).
 /// KEYS: value, index. ARGV: json, ttl ms, key, channel, event prefix, index ttl ms.
-pub(super) static BB_SET: LazyLock<ServerScript> = LazyLock::new(|| {
-    ServerScript::fenced(
-        r#"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[2], 0, ARGV[3])
-local index_ttl = tonumber(ARGV[6])
-if index_ttl > 0 and redis.call('PTTL', KEYS[2]) < index_ttl then
-  redis.call('PEXPIRE', KEYS[2], index_ttl)
+const SET_OP: &str = r#"
+local function bb_set(k, a)
+  redis.call('SET', KEYS[k], ARGV[a], 'PX', ARGV[a + 1])
+  redis.call('ZADD', KEYS[k + 1], 0, ARGV[a + 2])
+  local index_ttl = tonumber(ARGV[a + 5])
+  if index_ttl > 0 and redis.call('PTTL', KEYS[k + 1]) < index_ttl then
+    redis.call('PEXPIRE', KEYS[k + 1], index_ttl)
+  end
+  redis.call('PUBLISH', ARGV[a + 3], ARGV[a + 4] .. ARGV[a] .. '}')
+  return 1
 end
-redis.call('PUBLISH', ARGV[4], ARGV[5] .. ARGV[1] .. '}')
-return 1
-"#,
-    )
-});
+"#;
+
+/// Sets a blackboard key (see [`SET_OP`]) in a script call of its own.
+/// KEYS: value, index, member. ARGV: as [`SET_OP`], member flag.
+pub(super) static BB_SET: LazyLock<ServerScript> =
+    LazyLock::new(|| ServerScript::fenced_with(SET_OP, "return bb_set(1, 1)"));
 
 /// Deletes a blackboard key and publishes the change if it existed.
 /// KEYS: value, index. ARGV: key, channel, event.
@@ -308,42 +325,80 @@ return n
     )
 });
 
-/// Sends a message: XADD, and the first time this process sends to the
-/// queue also records the queue (ARGV[2] = '1'). Applied once: each process
-/// numbers its sends to a task (0, 1, 2...) and the script sets that bit of
-/// the process's bitmap; a bit already set means this send was applied
-/// before (a resend after its connection broke with the outcome unknown),
-/// and nothing is added: returns 0, else 1. Each number is checked on its
-/// own, so the order resends and later sends arrive in does not matter.
-/// Applied in time or not at all: a retried send carries a deadline
-/// (server time, ms; the sender gives up only after it; `0` on a first
-/// attempt, which is never abandoned) and one that reaches the script later
-/// is refused with `LATE`, so a send the sender reported failed is never
-/// delivered later (a command held by a paused server, or by a connection
-/// the sender left). A refusal clears the bit again, so a retry is not
-/// taken for done.
+/// A send as a Lua function of the offsets of its keys (`k`) and arguments
+/// (`a`), and its deadline, shared by [`SEND`] and [`BATCH`]: XADD, and the
+/// first time this process sends to the queue also records the queue (record
+/// = '1'). Applied once: each process numbers its sends to a task (0, 1,
+/// 2...) and the script sets that bit of the process's bitmap; a bit already
+/// set means this send was applied before (a resend after its connection
+/// broke with the outcome unknown), and nothing is added: returns 0, else 1.
+/// Each number is checked on its own, so the order resends and later sends
+/// arrive in does not matter. Applied in time or not at all: a retried send
+/// carries a deadline (server time, ms; the sender gives up only after it;
+/// `0` on a first attempt, which is never abandoned) and one that reaches the
+/// script later is refused with `LATE`, so a send the sender reported failed
+/// is never delivered later (a command held by a paused server, or by a
+/// connection the sender left). A refusal clears the bit again, so a retry is
+/// not taken for done.
+/// KEYS: stream, queues, sent bitmap. ARGV: envelope json, record, queue,
+/// send number.
+const SEND_OP: &str = r#"
+local function send(k, a, deadline)
+  if redis.call('SETBIT', KEYS[k + 2], ARGV[a + 3], 1) == 1 then return 0 end
+  if deadline ~= '0' then
+    local now = redis.call('TIME')
+    if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(deadline) then
+      redis.call('SETBIT', KEYS[k + 2], ARGV[a + 3], 0)
+      return redis.error_reply('LATE not delivered: the send reached the server after connect_timeout')
+    end
+  end
+  local added = redis.pcall('XADD', KEYS[k], '*', 'm', ARGV[a])
+  if type(added) == 'table' and added.err then
+    redis.call('SETBIT', KEYS[k + 2], ARGV[a + 3], 0)
+    return added
+  end
+  if ARGV[a + 1] == '1' then redis.call('SADD', KEYS[k + 1], ARGV[a + 2]) end
+  return 1
+end
+"#;
+
+/// Sends a message (see [`SEND_OP`]) in a script call of its own.
 /// KEYS: stream, queues, sent bitmap, member. ARGV: envelope json, record,
 /// queue, send number, deadline, member flag.
-pub(super) static SEND: LazyLock<ServerScript> = LazyLock::new(|| {
-    ServerScript::fenced(
-        r#"
-if redis.call('SETBIT', KEYS[3], ARGV[4], 1) == 1 then return 0 end
-if ARGV[5] ~= '0' then
-  local now = redis.call('TIME')
-  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[5]) then
-    redis.call('SETBIT', KEYS[3], ARGV[4], 0)
-    return redis.error_reply('LATE not delivered: the send reached the server after connect_timeout')
+pub(super) static SEND: LazyLock<ServerScript> =
+    LazyLock::new(|| ServerScript::fenced_with(SEND_OP, "return send(1, 1, ARGV[5])"));
+
+/// Writes of one member in one call (see [`super::batch`]): the membership
+/// check once, then each write as its own script call would apply it, in
+/// order. A write that fails is that write's error (in the reply's place),
+/// and the writes after it are applied all the same, as separate calls
+/// would be; a fenced member's batch is refused whole. Returns one reply per
+/// write. KEYS: member, then the keys of each write. ARGV: member flag, then
+/// each write: `s` and the arguments of [`SET_OP`], or `m` and those of
+/// [`SEND_OP`] (a first attempt: no deadline).
+pub(super) static BATCH: LazyLock<ServerScript> = LazyLock::new(|| {
+    let source = format!(
+        r#"{SET_OP}{SEND_OP}
+if ARGV[1] == '1' and redis.call('GET', KEYS[1]) == 'fenced' then
+  return redis.error_reply('{FENCED_REPLY}')
+end
+local out, k, a = {{}}, 2, 2
+while a <= #ARGV do
+  local ok, r
+  if ARGV[a] == 's' then
+    ok, r = pcall(bb_set, k, a + 1)
+    k, a = k + 2, a + 7
+  else
+    ok, r = pcall(send, k, a + 1, '0')
+    k, a = k + 3, a + 5
   end
+  if not ok and type(r) ~= 'table' then r = {{err = 'ERR ' .. tostring(r)}} end
+  out[#out + 1] = r
 end
-local added = redis.pcall('XADD', KEYS[1], '*', 'm', ARGV[1])
-if type(added) == 'table' and added.err then
-  redis.call('SETBIT', KEYS[3], ARGV[4], 0)
-  return added
-end
-if ARGV[2] == '1' then redis.call('SADD', KEYS[2], ARGV[3]) end
-return 1
-"#,
-    )
+return out
+"#
+    );
+    ServerScript::new(Box::leak(source.into_boxed_str()))
 });
 
 /// Acknowledges and removes entries of one stream. KEYS: stream, member.
