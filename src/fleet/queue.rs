@@ -122,42 +122,30 @@ impl Fleet {
     /// Asks workers serving `role` for `count` agents of it in task `id`
     /// (one entry each on `fleet:joins:{role}`).
     pub async fn ask_join(&mut self, id: &str, role: &str, count: usize) -> Result<()> {
-        let stream = joins(role);
-        self.ensure_group(&stream).await?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SADD").arg(JOIN_ROLES).arg(role).ignore();
-        for _ in 0..count {
-            pipe.cmd("XADD")
-                .arg(&stream)
-                .arg("*")
-                .arg("id")
-                .arg(id)
-                .ignore();
-        }
-        // After the requests: a worker woken finds them.
-        let mut wake = redis::cmd("XADD");
-        super::wake::add_wake(&mut wake, &format!("join {role}"));
-        pipe.add_command(wake).ignore();
-        pipe.query_async::<()>(&mut self.conn)
-            .await
-            .map_err(store_error)
+        self.add_joins(id, role, &vec![None; count]).await
     }
 
     /// Asks a worker serving `role` to start agent `agent` of task `id`,
     /// already recorded (in INIT) by the process that could not start it.
     pub async fn ask_join_agent(&mut self, id: &str, role: &str, agent: &str) -> Result<()> {
+        self.add_joins(id, role, &[Some(agent)]).await
+    }
+
+    /// One request on `fleet:joins:{role}` per entry of `agents` (naming
+    /// the agent to start, or any new one), then a wake-up.
+    async fn add_joins(&mut self, id: &str, role: &str, agents: &[Option<&str>]) -> Result<()> {
         let stream = joins(role);
         self.ensure_group(&stream).await?;
         let mut pipe = redis::pipe();
         pipe.cmd("SADD").arg(JOIN_ROLES).arg(role).ignore();
-        pipe.cmd("XADD")
-            .arg(&stream)
-            .arg("*")
-            .arg("id")
-            .arg(id)
-            .arg("agent")
-            .arg(agent)
-            .ignore();
+        for agent in agents {
+            let add = pipe.cmd("XADD").arg(&stream).arg("*").arg("id").arg(id);
+            if let Some(agent) = agent {
+                add.arg("agent").arg(*agent);
+            }
+            add.ignore();
+        }
+        // After the requests: a worker woken finds them.
         let mut wake = redis::cmd("XADD");
         super::wake::add_wake(&mut wake, &format!("join {role}"));
         pipe.add_command(wake).ignore();
