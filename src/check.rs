@@ -88,12 +88,10 @@ fn scratch_coordination(config: &Config) -> Arc<Coordination> {
         "orrery check",
     )
     .expect("the check task parses");
-    let (launcher, _) = tokio::sync::mpsc::unbounded_channel();
     Coordination::new(
         Arc::new(task),
         Arc::new(config.clone()),
         Arc::new(MemoryStore::new()),
-        launcher,
     )
 }
 

@@ -11,22 +11,22 @@
 //! [`shared`]).
 
 mod adopt;
+mod agent_set;
 mod agents;
 mod hand_over;
 mod observed;
 mod quiet;
 mod shared;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::{Id as TaskId, JoinSet};
 
-use crate::agent::{AgentOutcome, Halt};
+use crate::agent::Halt;
 use crate::config::Config;
-use crate::coordination::{AgentPhase, Coordination, SpawnRequest, now_ms};
+use crate::coordination::{AgentPhase, Coordination, now_ms};
 use crate::error::{Error, ErrorKind, Result};
 use crate::llm::{BudgetSpent, LlmClient, TaskLlm};
 use crate::reload::{ReloadEvent, ReloadOptions, Reloader};
@@ -36,6 +36,7 @@ use crate::store::Store;
 use crate::task::Task;
 
 pub use adopt::orphans;
+use agent_set::AgentSet;
 pub use hand_over::HandOver;
 use quiet::QUIET_POLL;
 pub use shared::Mode;
@@ -44,13 +45,10 @@ pub use shared::Mode;
 pub struct Orchestrator {
     coord: Arc<Coordination>,
     registry: Arc<ScriptRegistry>,
-    spawn_rx: mpsc::UnboundedReceiver<SpawnRequest>,
-    agents: JoinSet<AgentOutcome>,
-    running: HashMap<TaskId, (String, String)>,
+    /// This process's agents, and the starting of spawned ones.
+    agents: Arc<AgentSet>,
     stop_tx: watch::Sender<Halt>,
-    started: Vec<String>,
     errors: Vec<ReportedError>,
-    next_index: HashMap<String, u32>,
     llm: TaskLlm,
     budget_rx: mpsc::UnboundedReceiver<BudgetSpent>,
     /// The refused LLM call that ended the task, once there is one.
@@ -99,11 +97,6 @@ pub struct Orchestrator {
     stay: bool,
     /// The process whose agents this one adopts (see [`Orchestrator::adopt`]).
     adopt_from: Option<String>,
-    /// The roles this process starts, and how it hands over a spawn of
-    /// another (see [`Orchestrator::serve_only`]); `None`: every role.
-    served: Option<(Vec<String>, HandOver)>,
-    /// Spawns handed over and not started elsewhere yet (each counted busy).
-    handed: Vec<String>,
     /// The handed-over agent this process starts (see
     /// [`Orchestrator::join_spawned`]).
     spawned_in: Option<crate::store::AgentRecord>,
@@ -228,8 +221,17 @@ impl Orchestrator {
             registry.role(role).map(|_| ())
         })?;
         let (llm, budget_rx) = TaskLlm::new(client);
-        let (launcher, spawn_rx) = mpsc::unbounded_channel();
-        let coord = Coordination::new(Arc::new(task), Arc::new(config), store, launcher);
+        let coord = Coordination::new(Arc::new(task), Arc::new(config), store);
+        let stop_tx = watch::channel(Halt::Go).0;
+        let agents = AgentSet::new(
+            coord.clone(),
+            registry.clone(),
+            llm.clone(),
+            stop_tx.clone(),
+        );
+        // Taken out when this run is dropped (see `Drop`), which also
+        // breaks the cycle through the coordination.
+        coord.spawner.install(Some(agents.clone()));
         coord.bus.set_known_roles(registry.roles());
         if let Mode::Joiner { owner_roles, .. } = &mode {
             coord.bus.set_remote_roles(owner_roles.clone());
@@ -237,13 +239,9 @@ impl Orchestrator {
         Ok(Orchestrator {
             coord,
             registry,
-            spawn_rx,
-            agents: JoinSet::new(),
-            running: HashMap::new(),
-            stop_tx: watch::channel(Halt::Go).0,
-            started: Vec::new(),
+            agents,
+            stop_tx,
             errors: Vec::new(),
-            next_index: HashMap::new(),
             llm,
             budget_rx,
             budget_error: None,
@@ -266,8 +264,6 @@ impl Orchestrator {
             keep_lost: false,
             stay: false,
             adopt_from: None,
-            served: None,
-            handed: Vec::new(),
             spawned_in: None,
         })
     }
@@ -394,6 +390,7 @@ impl Orchestrator {
         let mut quiet_poll = tokio::time::interval(QUIET_POLL);
         let mut end = End::Finished;
         let watching = self.watching;
+        self.agents.open();
         loop {
             // The fence first: an agent's refused write confirmed by a beat
             // can also have ended this process's last agent.
@@ -414,15 +411,7 @@ impl Orchestrator {
                 break;
             }
             tokio::select! {
-                Some(request) = self.spawn_rx.recv() => {
-                    let (role, parent) = (&request.role, request.parent.as_deref());
-                    let result = match self.serves(role) {
-                        true => self.start_agent(role, parent).await,
-                        false => self.hand_over_spawn(role, parent).await,
-                    };
-                    let _ = request.reply.send(result);
-                }
-                Some(joined) = self.agents.join_next_with_id() => self.finish_agent(joined).await,
+                joined = self.agents.next_ended() => self.finish_agent(joined).await,
                 Some(spent) = self.budget_rx.recv() => {
                     if self.stop_on_budget(spent) {
                         self.stop().await;
@@ -475,6 +464,7 @@ impl Orchestrator {
                 }
             }
         }
+        self.agents.close();
         self.reloader = None;
         flusher.abort();
         let report = self.report(started_at, end).await;
@@ -495,7 +485,7 @@ impl Orchestrator {
         if self.stopping || self.leaving {
             return true;
         }
-        if !self.handed.is_empty() {
+        if self.agents.has_handed() {
             // Not started elsewhere yet: counted busy here until it is.
             return false;
         }
@@ -599,7 +589,7 @@ impl Orchestrator {
                 task_id: coord.task.id.clone(),
                 status: TaskStatus::HandedOver,
                 duration_ms: started_at.elapsed().as_millis() as u64,
-                agents_used: self.started.clone(),
+                agents_used: self.agents.started(),
                 outputs,
                 errors: crate::report::collapse(std::mem::take(&mut self.errors)),
                 metrics: coord.metrics.snapshot(&BTreeMap::new(), Some(now_ms())),
@@ -643,7 +633,7 @@ impl Orchestrator {
             task_id: coord.task.id.clone(),
             status,
             duration_ms: started_at.elapsed().as_millis() as u64,
-            agents_used: self.started.clone(),
+            agents_used: self.agents.started(),
             outputs,
             errors: crate::report::collapse(std::mem::take(&mut self.errors)),
             metrics: coord.metrics.snapshot(&phases, Some(now_ms())),
@@ -708,6 +698,16 @@ impl Orchestrator {
                 exit_code: crate::error::exit::INCOMPLETE,
             });
         }
+    }
+}
+
+impl Drop for Orchestrator {
+    /// Spawns fail from now on, and agents still running are aborted (a
+    /// run cut off, or never run).
+    fn drop(&mut self) {
+        self.coord.spawner.install(None);
+        self.agents.close();
+        self.agents.abort_all();
     }
 }
 

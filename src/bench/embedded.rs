@@ -248,6 +248,27 @@ pub async fn run(sizes: Sizes) -> Result<EmbeddedReport> {
     })
 }
 
+/// Only the spawn figures: on the command's runtime, then on one thread.
+pub async fn spawns_only(sizes: Sizes) -> Result<[SpawnFigures; 2]> {
+    let shared = spawn_rounds(sizes, Threads::Shared).await?;
+    let one = spawn_rounds(sizes, Threads::One).await?;
+    Ok([shared, one])
+}
+
+/// The figures of [`spawns_only`] as text.
+pub fn spawn_table([shared, one]: &[SpawnFigures; 2]) -> String {
+    let row = |what: &str, f: &SpawnFigures| {
+        format!(
+            "{what:<40} p50 {} / p99 {:.0} us ({:.0} us CPU, {:.2} sleeps)\n",
+            spread(&f.p50),
+            f.p99,
+            f.cpu_us,
+            f.sleeps
+        )
+    };
+    row("spawn (spawn.agent -> start)", shared) + &row("spawn on one thread", one)
+}
+
 /// The median and range of `rounds` runs of `measure`, after one more that
 /// warms up and is not counted (none for a single round: a smoke run).
 async fn rounds<F, Fut>(rounds: usize, measure: F) -> Result<Spread>

@@ -27,6 +27,11 @@ pub struct BenchArgs {
     /// Rounds of each Redis figure (medians are taken over them).
     #[arg(long, value_name = "N", requires = "redis")]
     pub rounds: Option<usize>,
+    /// Measure only the spawn figures, with N timed spawns, and print them
+    /// as text (for profiling: the difference of two runs is the cost of
+    /// the spawns between them).
+    #[arg(long, value_name = "N", hide = true, conflicts_with_all = ["redis", "journal_only", "json"])]
+    pub spawns_only: Option<u64>,
 }
 
 pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
@@ -46,8 +51,14 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
     if let Some(rounds) = args.rounds {
         redis_options.rounds = rounds;
     }
-    let load = orrery::bench::Load::started();
     let runtime = super::runtime()?;
+    if let Some(spawns) = args.spawns_only {
+        let sizes = embedded::Sizes { spawns, ..sizes };
+        let figures = runtime.block_on(embedded::spawns_only(sizes))?;
+        super::print_out(&embedded::spawn_table(&figures));
+        return Ok(exit::OK);
+    }
+    let load = orrery::bench::Load::started();
     let mut report = runtime.block_on(async {
         let redis = match &args.redis {
             Some(url) => Some(redis::run(url, &redis_options).await?),

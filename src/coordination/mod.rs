@@ -29,7 +29,7 @@ pub use metrics::{
     AgentCounters, AgentMetrics, CoordinationMetrics, HostCounters, MetricsCollector,
 };
 pub use presence::{LOST_AFTER_BEATS, LostAgent, Presence};
-pub use spawn::{SpawnController, SpawnRequest};
+pub use spawn::{Launcher, SpawnController};
 pub use state::{AgentPhase, AgentStateManager, PhaseChange, is_live};
 
 use crate::config::Config;
@@ -67,13 +67,9 @@ pub struct Coordination {
 }
 
 impl Coordination {
-    /// Builds the primitives of `task` over `store`. Spawn requests go to `launcher`.
-    pub fn new(
-        task: Arc<Task>,
-        config: Arc<Config>,
-        store: Arc<dyn Store>,
-        launcher: tokio::sync::mpsc::UnboundedSender<SpawnRequest>,
-    ) -> Arc<Coordination> {
+    /// Builds the primitives of `task` over `store`. Spawns fail until a
+    /// run installs its launcher (see [`SpawnController::install`]).
+    pub fn new(task: Arc<Task>, config: Arc<Config>, store: Arc<dyn Store>) -> Arc<Coordination> {
         let metrics = Arc::new(MetricsCollector::new(&task.id));
         let ttl = Duration::from_secs(config.blackboard_ttl);
         let presence = Presence::new(
@@ -112,7 +108,6 @@ impl Coordination {
                 &config,
                 store.clone(),
                 metrics.clone(),
-                launcher,
                 journal.clone(),
             ),
             locks: LockManager::new(

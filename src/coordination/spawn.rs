@@ -2,15 +2,17 @@
 //!
 //! An agent reports `signal(trigger, value)`; every registered condition on that
 //! trigger whose threshold the value reaches starts its role (once, unless the
-//! condition repeats). The orchestrator does the starting: the controller sends
-//! it a [`SpawnRequest`] and waits at most `spawn_timeout` for the answer.
+//! condition repeats). The orchestrator does the starting through the
+//! [`Launcher`] it installs, on the task of whoever asks (no request to its
+//! own task and back: each would be a thread wake-up); the controller waits
+//! at most `spawn_timeout` for it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
 
 use super::MetricsCollector;
 use super::journal::{Event, Journal};
@@ -20,14 +22,17 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::task::{SpawnCondition, Task};
 
-/// A request to the orchestrator to start an agent of `role`.
-pub struct SpawnRequest {
-    /// Role to start.
-    pub role: String,
-    /// Agent that asked (for the record).
-    pub parent: Option<String>,
-    /// The new agent's id, or why it could not start.
-    pub reply: oneshot::Sender<Result<String>>,
+/// Starts agents for the [`SpawnController`]: the orchestrator's side of a
+/// spawn, run on the task of the caller.
+pub trait Launcher: Send + Sync {
+    /// Starts an agent of `role`, asked for by `parent` (for the record);
+    /// its id. Once it has begun, the start is done (or undone) even when
+    /// the returned future is dropped.
+    fn launch(
+        self: Arc<Self>,
+        role: &str,
+        parent: Option<&str>,
+    ) -> BoxFuture<'static, Result<String>>;
 }
 
 /// Starts agents on signals and on request, within `max_agents`.
@@ -36,7 +41,8 @@ pub struct SpawnController {
     store: Arc<dyn Store>,
     metrics: Arc<MetricsCollector>,
     conditions: Mutex<Vec<SpawnCondition>>,
-    launcher: mpsc::UnboundedSender<SpawnRequest>,
+    /// Who starts the agents; none before a run installs one and after it ended.
+    launcher: Mutex<Option<Arc<dyn Launcher>>>,
     live: AtomicUsize,
     max_agents: usize,
     /// Agents started over the task's run, and the quota on them.
@@ -53,7 +59,6 @@ impl SpawnController {
         config: &Config,
         store: Arc<dyn Store>,
         metrics: Arc<MetricsCollector>,
-        launcher: mpsc::UnboundedSender<SpawnRequest>,
         journal: Journal,
     ) -> Self {
         SpawnController {
@@ -61,7 +66,7 @@ impl SpawnController {
             store,
             metrics,
             conditions: Mutex::new(task.spawn.clone()),
-            launcher,
+            launcher: Mutex::new(None),
             live: AtomicUsize::new(0),
             max_agents: config.max_agents,
             started: AtomicUsize::new(0),
@@ -70,6 +75,12 @@ impl SpawnController {
             spawn_timeout: Duration::from_millis(config.spawn_timeout),
             journal,
         }
+    }
+
+    /// From now on agents are started by `launcher` (none: spawns fail,
+    /// the task is shutting down).
+    pub fn install(&self, launcher: Option<Arc<dyn Launcher>>) {
+        *self.launcher.lock() = launcher;
     }
 
     /// Adds a condition; fails on a bad trigger name, or when the task has
@@ -167,23 +178,15 @@ impl SpawnController {
 
     /// Starts an agent of `role` now; returns its id.
     pub async fn spawn(&self, role: &str, parent: Option<&str>) -> Result<String> {
-        let (reply, answer) = oneshot::channel();
-        self.launcher
-            .send(SpawnRequest {
-                role: role.to_string(),
-                parent: parent.map(str::to_string),
-                reply,
-            })
-            .map_err(|_| {
-                Error::Coordination(format!("cannot spawn '{role}': the task is shutting down"))
-            })?;
-        let id = match tokio::time::timeout(self.spawn_timeout, answer).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => {
-                return Err(Error::Coordination(format!(
-                    "cannot spawn '{role}': the task is shutting down"
-                )));
-            }
+        let launcher = self.launcher.lock().clone();
+        let Some(launcher) = launcher else {
+            return Err(Error::Coordination(format!(
+                "cannot spawn '{role}': the task is shutting down"
+            )));
+        };
+        let launched = launcher.launch(role, parent);
+        let id = match tokio::time::timeout(self.spawn_timeout, launched).await {
+            Ok(result) => result?,
             Err(_) => {
                 return Err(Error::AgentTimeout {
                     what: format!("spawn of '{role}'"),

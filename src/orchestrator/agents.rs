@@ -1,6 +1,7 @@
-//! The orchestrator's side of an agent's life: starting one (an id no host of
-//! the task has used, a context, a tokio task), taking in how it ended, and
-//! aborting the ones still running when the task must end now.
+//! The orchestrator's side of an agent's life: starting its own (the
+//! initial roles, the resumed ones), taking in how each ended, and aborting
+//! the ones still running when the task must end now. The set of agents and
+//! the starting of a spawned one are in [`super::agent_set`].
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -8,23 +9,16 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::sync::watch;
-use tokio::task::Id as TaskId;
-use tracing::Instrument;
 
 use super::Orchestrator;
+use super::agent_set::{Joined, Prepared};
 use crate::agent::{Agent, AgentOutcome, Halt};
 use crate::coordination::AgentPhase;
-use crate::coordination::journal::{self, Event};
 use crate::error::{Error, Result};
 use crate::lua_api::AgentContext;
 use crate::report::ReportedError;
 
 impl Orchestrator {
-    pub(super) async fn start_agent(&mut self, role: &str, parent: Option<&str>) -> Result<String> {
-        let ready = self.prepare_agent(role, parent).await?;
-        Ok(self.launch(ready))
-    }
-
     /// Starts the agents of `roles` together: every one of them is on the bus
     /// (and in its role's line, see `coordination::turns`) before the first
     /// one's `start` runs, so work a starting agent sends to a pool goes to
@@ -32,10 +26,10 @@ impl Orchestrator {
     pub(super) async fn start_agents(&mut self, roles: &[String]) -> Result<()> {
         let mut ready = Vec::with_capacity(roles.len());
         for role in roles {
-            ready.push(self.prepare_agent(role, None).await?);
+            ready.push(self.agents.prepare(role, None).await?);
         }
         for agent in ready {
-            self.launch(agent);
+            self.agents.launch(agent);
         }
         Ok(())
     }
@@ -78,92 +72,21 @@ impl Orchestrator {
             self.coord.bus.join(&id, &role);
             self.coord.activity.busy();
             self.registry.users().started(&id, &role);
-            self.launch(Prepared { ctx });
+            self.agents.launch(Prepared { ctx });
         }
         Ok(())
     }
 
-    /// Everything but running it: an id, a record, a place on the bus.
-    async fn prepare_agent(&mut self, role: &str, parent: Option<&str>) -> Result<Prepared> {
-        self.registry.role(role)?;
-        self.coord.spawner.reserve(role)?;
-        let id = match self.allocate_id(role).await {
-            Ok(id) => id,
-            Err(e) => {
-                self.coord.spawner.release();
-                return Err(e);
-            }
-        };
-        let max = self.coord.config.max_agents;
-        if let Err(e) = self.coord.states.register(&id, role, max).await {
-            self.coord.spawner.release();
-            return Err(e);
-        }
-        self.coord.journal.record_for(&id, || Event::Spawned {
-            role: role.to_string(),
-            parent: parent.map(str::to_string),
-        });
-        if let Some(parent) = parent {
-            tracing::info!(agent = %id, parent = %parent, "spawned");
-        }
-        Ok(self.prepared(&id, role))
-    }
-
-    /// A recorded agent on the bus, counted busy, about to run.
-    pub(super) fn prepared(&self, id: &str, role: &str) -> Prepared {
-        let ctx = AgentContext::new(
-            id,
-            role,
-            self.coord.clone(),
-            self.registry.clone(),
-            self.llm.clone(),
-        );
-        self.coord.bus.join(id, role);
-        self.coord.activity.busy();
-        self.registry.users().started(id, role);
-        Prepared { ctx }
-    }
-
-    /// Runs a prepared agent on a task of its own; returns its id.
-    pub(super) fn launch(&mut self, prepared: Prepared) -> String {
-        let Prepared { ctx } = prepared;
-        let (id, role) = (ctx.id.clone(), ctx.role.clone());
-        let stop = self.stop_tx.subscribe();
-        let life = run_agent(ctx, stop).instrument(crate::trace::agent(&id, &role));
-        let handle = self.agents.spawn(journal::scope(&id, life));
-        self.running.insert(handle.id(), (id.clone(), role));
-        self.started.push(id.clone());
-        id
-    }
-
-    /// `role-N` with the first N no host of the task has used.
-    pub(super) async fn allocate_id(&mut self, role: &str) -> Result<String> {
-        let n = self.next_index.entry(role.to_string()).or_insert(0);
-        loop {
-            *n += 1;
-            let id = format!("{role}-{n}");
-            if self
-                .coord
-                .store
-                .claim(&self.coord.task.id, &format!("agent-id:{id}"))
-                .await?
-            {
-                return Ok(id);
-            }
-        }
-    }
-
-    pub(super) async fn finish_agent(
-        &mut self,
-        joined: std::result::Result<(TaskId, AgentOutcome), tokio::task::JoinError>,
-    ) {
+    /// Takes in how an agent ended: frees its place, gives back what it
+    /// held, and records its errors.
+    pub(super) async fn finish_agent(&mut self, joined: Joined) {
         let outcome = match joined {
             Ok((task_id, outcome)) => {
-                self.running.remove(&task_id);
+                self.agents.ended(task_id);
                 outcome
             }
             Err(e) => {
-                let (id, role) = self.running.remove(&e.id()).unwrap_or_default();
+                let (id, role) = self.agents.ended(e.id()).unwrap_or_default();
                 AgentOutcome {
                     id,
                     role,
@@ -226,13 +149,14 @@ impl Orchestrator {
     /// Aborts every agent still running; each gets the error `why(id)`.
     pub(super) async fn abort_all(&mut self, why: impl Fn(&str) -> Error) {
         let _ = self.stop_tx.send(Halt::Stop);
+        self.agents.close();
         self.agents.abort_all();
-        while let Some(joined) = self.agents.join_next_with_id().await {
+        while let Some(joined) = self.agents.join_next().await {
             let task_id = match &joined {
                 Ok((id, _)) => *id,
                 Err(e) => e.id(),
             };
-            let Some((id, _)) = self.running.get(&task_id).cloned() else {
+            let Some((id, _)) = self.agents.agent_of(task_id) else {
                 continue;
             };
             if let Ok((_, outcome)) = joined {
@@ -240,7 +164,7 @@ impl Orchestrator {
                 self.finish_agent(Ok((task_id, outcome))).await;
                 continue;
             }
-            self.running.remove(&task_id);
+            self.agents.ended(task_id);
             let e = why(&id);
             // Off the bus before the final phase: whoever sees it can no longer send to it.
             self.coord.bus.leave(&id);
@@ -263,14 +187,15 @@ impl Orchestrator {
     /// their records (what their cut-off callbacks did is not undone, as
     /// after a kill).
     pub(super) async fn abandon_all(&mut self) {
+        self.agents.close();
         self.agents.abort_all();
-        while let Some(joined) = self.agents.join_next_with_id().await {
+        while let Some(joined) = self.agents.join_next().await {
             if let Ok((task_id, outcome)) = joined {
                 self.finish_agent(Ok((task_id, outcome))).await;
                 continue;
             }
             let task_id = joined.err().map(|e| e.id());
-            let Some((id, _)) = task_id.and_then(|t| self.running.remove(&t)) else {
+            let Some((id, _)) = task_id.and_then(|t| self.agents.ended(t)) else {
                 continue;
             };
             self.coord.bus.leave(&id);
@@ -283,14 +208,9 @@ impl Orchestrator {
     }
 }
 
-/// An agent ready to run: registered, on the bus, not yet running.
-pub(super) struct Prepared {
-    ctx: Arc<AgentContext>,
-}
-
 /// An agent's whole life on its task: load, run, and turn a panic in host code
 /// or a life longer than `agent_timeout` into a failure of this agent alone.
-async fn run_agent(ctx: Arc<AgentContext>, stop: watch::Receiver<Halt>) -> AgentOutcome {
+pub(super) async fn run_agent(ctx: Arc<AgentContext>, stop: watch::Receiver<Halt>) -> AgentOutcome {
     let life = async {
         match Agent::load(ctx.clone(), stop) {
             Ok(agent) => agent.run().await,

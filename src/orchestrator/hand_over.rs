@@ -10,9 +10,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::Orchestrator;
+use super::agent_set::AgentSet;
 use crate::config::Config;
 use crate::coordination::AgentPhase;
-use crate::coordination::journal::Event;
 use crate::error::{Error, Result};
 use crate::scripts::ScriptRegistry;
 use crate::store::Store;
@@ -26,54 +26,19 @@ impl Orchestrator {
     /// This process starts agents of `roles` only; a spawn of another role
     /// is recorded here and handed over through `hand_over`.
     pub fn serve_only(&mut self, roles: Vec<String>, hand_over: HandOver) {
-        self.served = Some((roles, hand_over));
-    }
-
-    /// True when this process may start an agent of `role`.
-    pub(super) fn serves(&self, role: &str) -> bool {
-        self.served
-            .as_ref()
-            .is_none_or(|(roles, _)| roles.iter().any(|r| r == role))
-    }
-
-    /// Records a new agent of `role` and asks a process serving the role to
-    /// start it; returns its id.
-    pub(super) async fn hand_over_spawn(
-        &mut self,
-        role: &str,
-        parent: Option<&str>,
-    ) -> Result<String> {
-        let Some((_, ask)) = self.served.clone() else {
-            return Err(Error::Coordination(format!(
-                "cannot spawn '{role}': nothing to hand it over to"
-            )));
-        };
-        self.registry.role(role)?;
-        let id = self.allocate_id(role).await?;
-        let max = self.coord.config.max_agents;
-        self.coord.states.register(&id, role, max).await?;
-        self.coord.journal.record_for(&id, || Event::Spawned {
-            role: role.to_string(),
-            parent: parent.map(str::to_string),
-        });
-        let task = self.coord.task.id.clone();
-        ask(task, role.to_string(), id.clone()).await?;
-        tracing::info!(agent = %id, "this worker does not serve role {role}: handed over to one that does");
-        self.coord.activity.busy();
-        self.handed.push(id.clone());
-        Ok(id)
+        self.agents.serve_only(roles, hand_over);
     }
 
     /// Stops counting busy the handed-over agents another process started
     /// (their record moved on from INIT or to another host), or that are
     /// gone.
     pub(super) async fn check_handed(&mut self) {
-        if self.handed.is_empty() {
+        let handed = self.agents.take_handed();
+        if handed.is_empty() {
             return;
         }
         let me = self.coord.presence.host().to_string();
-        let mut waiting = Vec::new();
-        for id in std::mem::take(&mut self.handed) {
+        for id in handed {
             let started = match self.coord.store.agent_get(&self.coord.task.id, &id).await {
                 Ok(Some(r)) => r.host != me || r.phase != AgentPhase::Init.as_str(),
                 Ok(None) => true,
@@ -81,10 +46,9 @@ impl Orchestrator {
             };
             match started {
                 true => self.coord.activity.idle(),
-                false => waiting.push(id),
+                false => self.agents.add_handed(id),
             }
         }
-        self.handed = waiting;
     }
 
     /// Prepares to start agent `agent` of task `task_id`, which a process
@@ -120,8 +84,32 @@ impl Orchestrator {
         let role = record.role.clone();
         self.coord.spawner.reserve(&role)?;
         self.coord.states.adopt(&record).await?;
-        let prepared = self.prepared(&record.id, &role);
-        self.launch(prepared);
+        let prepared = self.agents.prepared(&record.id, &role);
+        self.agents.launch(prepared);
         Ok(())
+    }
+}
+
+impl AgentSet {
+    /// Records a new agent of `role` and asks a process serving the role to
+    /// start it; returns its id.
+    pub(super) async fn hand_over_spawn(&self, role: &str, parent: Option<&str>) -> Result<String> {
+        let Some((_, ask)) = self.served() else {
+            return Err(Error::Coordination(format!(
+                "cannot spawn '{role}': nothing to hand it over to"
+            )));
+        };
+        let coord = &self.coord;
+        self.registry.role(role)?;
+        let id = self.allocate_id(role).await?;
+        let max = coord.config.max_agents;
+        coord.states.register(&id, role, max).await?;
+        self.journal_spawned(&id, role, parent);
+        let task = coord.task.id.clone();
+        ask(task, role.to_string(), id.clone()).await?;
+        tracing::info!(agent = %id, "this worker does not serve role {role}: handed over to one that does");
+        coord.activity.busy();
+        self.add_handed(id.clone());
+        Ok(id)
     }
 }

@@ -37,7 +37,7 @@ impl Orchestrator {
             self.quiet_not_before = None;
         }
         let activity = &self.coord.activity;
-        let local = activity.busy_count() == 0 && self.spawn_rx.is_empty();
+        let local = activity.busy_count() == 0 && self.agents.pending() == 0;
         let remote = match local {
             true => self.remote_activity().await,
             false => None,

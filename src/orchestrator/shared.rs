@@ -444,7 +444,7 @@ impl Orchestrator {
         } else {
             HostRole::Joiner
         };
-        let agents: Vec<String> = self.running.values().map(|(id, _)| id.clone()).collect();
+        let agents = self.agents.running_ids();
         let presence = &self.coord.presence;
         match presence
             .beat(role, state, &self.coord.activity, &agents)

@@ -28,12 +28,10 @@ pub fn check(
     script: &Script,
 ) -> Result<(), String> {
     let config = coord.config.clone();
-    let (launcher, _) = tokio::sync::mpsc::unbounded_channel();
     let scratch = Coordination::new(
         coord.task.clone(),
         config.clone(),
         Arc::new(MemoryStore::new()),
-        launcher,
     );
     // Messages the chunk sends at load go to the scratch bus: let them find their roles.
     let mut roles = registry.roles();

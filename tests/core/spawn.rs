@@ -180,3 +180,80 @@ fn spawn_limit_exits_with_its_own_code_through_the_binary() {
         show(&out)
     );
 }
+
+const PARENT: &str = r#"
+local M = {}
+function M.start(self)
+  local id = spawn.agent("child")
+  task.output("seen", { child = id, said = blackboard.get("hello") or "nothing yet" })
+end
+return M
+"#;
+
+const CHILD: &str = r#"
+local M = {}
+function M.start(self) blackboard.set("hello", agent.id) end
+return M
+"#;
+
+/// On one thread, `spawn.agent` returns after the new agent's first turn
+/// (its `start` up to its first wait), as when the orchestrator's task
+/// started it: specs rely on it. The spawn itself is done on the parent's
+/// task now, which would otherwise go on first.
+#[tokio::test(flavor = "current_thread")]
+async fn a_spawned_agent_takes_its_first_turn_before_its_parent_goes_on() {
+    let report = run_clean(
+        Backend::Memory,
+        &[("parent.lua", PARENT), ("child.lua", CHILD)],
+        task("spawn-first-turn", r#"agents = ["parent"]"#),
+    )
+    .await;
+    assert_eq!(
+        output(&report, "seen"),
+        &json!({ "child": "child-1", "said": "child-1" })
+    );
+}
+
+const FANOUT: &str = r#"
+local M = {}
+function M.start(self)
+  local ids = {}
+  for i = 1, 4 do ids[i] = spawn.agent("helper") end
+  task.output(agent.id, ids)
+end
+return M
+"#;
+
+/// Spawns are done on the tasks of the agents that ask, several at once:
+/// each gets an id of its own, and each is counted and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_spawning_at_once_get_ids_of_their_own() {
+    for backend in Backend::all() {
+        let report = run(
+            backend,
+            &[("fanout.lua", FANOUT), ("helper.lua", HELPER)],
+            task(
+                "spawn-at-once",
+                r#"agents = ["fanout", "fanout", "fanout"]"#,
+            ),
+            config(|c| c.max_agents = 15),
+        )
+        .await;
+        crate::util::assert_clean(backend, &report);
+        let mut helpers: Vec<String> = ["fanout-1", "fanout-2", "fanout-3"]
+            .iter()
+            .flat_map(|id| output(&report, id).as_array().unwrap().clone())
+            .map(|id| id.as_str().unwrap().to_string())
+            .collect();
+        helpers.sort();
+        let mut expected: Vec<String> = (1..=12).map(|n| format!("helper-{n}")).collect();
+        expected.sort();
+        assert_eq!(helpers, expected);
+        assert_eq!(report.agents_used.len(), 15);
+        assert_eq!(report.metrics.spawn_events, 12);
+        for id in &expected {
+            assert_eq!(output(&report, id), "helper");
+            assert_eq!(phases(&report, id), ["INIT", "READY", "COMPLETE"]);
+        }
+    }
+}

@@ -113,12 +113,10 @@ fn agent_vm(scratch: &Scratch, granted: bool) -> Lua {
             .insert("probe".into(), RoleConfig { capabilities: caps });
     }
     let registry = Arc::new(ScriptRegistry::load(&cfg.scripts, &cfg.stdlib).unwrap());
-    let (launcher, _) = tokio::sync::mpsc::unbounded_channel();
     let coord = Coordination::new(
         Arc::new(task("audit", 1000)),
         Arc::new(cfg),
         Arc::new(MemoryStore::new()),
-        launcher,
     );
     let ctx = AgentContext::new("probe-1", "probe", coord, registry, TaskLlm::offline());
     let (lua, _budget) = sandbox::agent_vm(&ctx).unwrap();

@@ -90,12 +90,10 @@ fn vm() -> Vm {
     };
     let registry = Arc::new(ScriptRegistry::load(&cfg.scripts, &cfg.stdlib).unwrap());
     let store = Arc::new(MemoryStore::new());
-    let (launcher, _) = tokio::sync::mpsc::unbounded_channel();
     let coord = Coordination::new(
         Arc::new(task("props", 1000)),
         Arc::new(cfg.clone()),
         store.clone(),
-        launcher,
     );
     let ctx = AgentContext::new(
         "probe-1",
