@@ -141,6 +141,51 @@ pub fn never_started(
     missing
 }
 
+/// The claim on the task's `n`-th initial agent of `role` (0, 1...) that
+/// the process starting it late takes first: a worker answering the
+/// owner's request for it, or a resume of a run cut off before it
+/// recorded it. So it starts once.
+pub fn initial_claim(role: &str, n: usize) -> String {
+    format!("initial:{role}:{n}")
+}
+
+/// Of `missing` (see [`never_started`]), those this resume may start: the
+/// places of their roles among the task's initial agents that it could
+/// claim (see [`initial_claim`]); a place a worker's join holds is started
+/// there.
+async fn claim_never_started(
+    store: &dyn Store,
+    task: &Task,
+    registry: &ScriptRegistry,
+    missing: Vec<String>,
+) -> Result<Vec<String>> {
+    let initial = task_initial_roles(task, registry);
+    let mut mine = Vec::new();
+    let mut roles = missing.clone();
+    roles.sort();
+    roles.dedup();
+    for role in roles {
+        let mut wanted = missing.iter().filter(|r| **r == role).count();
+        let places = initial.iter().filter(|r| **r == role).count();
+        for n in 0..places {
+            if wanted == 0 {
+                break;
+            }
+            if store
+                .claim_as(&task.id, &initial_claim(&role, n), RESUMER)
+                .await?
+            {
+                mine.push(role.clone());
+                wanted -= 1;
+            }
+        }
+    }
+    Ok(mine)
+}
+
+/// Who holds the claims of a resume: any resume (they are one at a time).
+const RESUMER: &str = "resume";
+
 /// Stops a running task from outside, as Ctrl-C does: the first
 /// [`stop`](Self::stop) lets every agent finish the callback it is in and run
 /// its `stop` callback; a second one aborts the agents still running.
