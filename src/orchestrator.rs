@@ -32,7 +32,7 @@ use crate::llm::{BudgetSpent, LlmClient, TaskLlm};
 use crate::reload::{ReloadEvent, ReloadOptions, Reloader};
 use crate::report::{ReportedError, RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
-use crate::store::Store;
+use crate::store::{AgentRecord, HostRecord, Store};
 use crate::task::Task;
 
 pub use adopt::orphans;
@@ -133,6 +133,51 @@ pub fn never_started(
     }
     missing
 }
+
+/// The claim on the task's `n`-th initial agent of `role` (0, 1...) that
+/// the process starting it late takes first: a worker answering the
+/// owner's request for it, or a resume of a run cut off before it
+/// recorded it. So it starts once.
+pub fn initial_claim(role: &str, n: usize) -> String {
+    format!("initial:{role}:{n}")
+}
+
+/// Of `missing` (see [`never_started`]), those this resume may start: the
+/// places of their roles among the task's initial agents that it could
+/// claim (see [`initial_claim`]); a place a worker's join holds is started
+/// there.
+async fn claim_never_started(
+    store: &dyn Store,
+    task: &Task,
+    registry: &ScriptRegistry,
+    missing: Vec<String>,
+) -> Result<Vec<String>> {
+    let initial = task_initial_roles(task, registry);
+    let mut mine = Vec::new();
+    let mut roles = missing.clone();
+    roles.sort();
+    roles.dedup();
+    for role in roles {
+        let mut wanted = missing.iter().filter(|r| **r == role).count();
+        let places = initial.iter().filter(|r| **r == role).count();
+        for n in 0..places {
+            if wanted == 0 {
+                break;
+            }
+            if store
+                .claim_as(&task.id, &initial_claim(&role, n), RESUMER)
+                .await?
+            {
+                mine.push(role.clone());
+                wanted -= 1;
+            }
+        }
+    }
+    Ok(mine)
+}
+
+/// Who holds the claims of a resume: any resume (they are one at a time).
+const RESUMER: &str = "resume";
 
 /// Stops a running task from outside, as Ctrl-C does: the first
 /// [`stop`](Self::stop) lets every agent finish the callback it is in and run
@@ -336,15 +381,32 @@ impl Orchestrator {
     /// [`keep_lost_agents`](Self::keep_lost_agents)) no agent lost with its
     /// process waits for adoption; `false` when the store cannot tell.
     async fn remote_roles_served(&self) -> bool {
-        if self.remote_roles.is_empty() && !self.keep_lost {
+        if !self.needs_members() {
             return true;
         }
+        self.members()
+            .await
+            .is_some_and(|(hosts, agents)| self.roles_served(&hosts, &agents, now_ms()))
+    }
+
+    /// True when telling whether the task may end takes the store's
+    /// records of every member (see [`remote_roles_served`](Self::remote_roles_served)).
+    fn needs_members(&self) -> bool {
+        !self.remote_roles.is_empty() || self.keep_lost
+    }
+
+    /// The task's processes, then its agents, as the store has them now;
+    /// `None` when it cannot tell.
+    async fn members(&self) -> Option<(Vec<HostRecord>, Vec<AgentRecord>)> {
         let (store, id) = (&self.coord.store, &self.coord.task.id);
-        let (Ok(agents), Ok(hosts)) = (store.agent_list(id).await, store.host_list(id).await)
-        else {
-            return false;
-        };
-        let now = now_ms();
+        let hosts = store.host_list(id).await.ok()?;
+        let agents = store.agent_list(id).await.ok()?;
+        Some((hosts, agents))
+    }
+
+    /// [`remote_roles_served`](Self::remote_roles_served) on records read
+    /// at `now`.
+    fn roles_served(&self, hosts: &[HostRecord], agents: &[AgentRecord], now: u64) -> bool {
         let alive: Vec<&str> = hosts
             .iter()
             .filter(|h| self.coord.presence.is_alive(h, now))
@@ -352,15 +414,14 @@ impl Orchestrator {
             .collect();
         // An agent that completed served its role; one that failed for its
         // lost process, or whose process went silent, did not.
-        let serves = |a: &crate::store::AgentRecord| match a.phase.parse::<AgentPhase>() {
+        let serves = |a: &AgentRecord| match a.phase.parse::<AgentPhase>() {
             Ok(AgentPhase::Complete) => true,
             Ok(AgentPhase::Failed) => !a.error.as_deref().is_some_and(|e| e.starts_with("lost:")),
             _ => alive.contains(&a.host.as_str()),
         };
         // An agent waiting for adoption (its process gone) is not done.
-        let orphaned = |a: &crate::store::AgentRecord| {
-            crate::coordination::is_live(a) && !alive.contains(&a.host.as_str())
-        };
+        let orphaned =
+            |a: &AgentRecord| crate::coordination::is_live(a) && !alive.contains(&a.host.as_str());
         if self.keep_lost && agents.iter().any(orphaned) {
             return false;
         }
@@ -501,11 +562,23 @@ impl Orchestrator {
             // Other processes may not have beaten again yet (see `shared`).
             return false;
         }
-        if !self.remote_roles_served().await {
-            return false;
+        if !self.needs_members() {
+            self.refresh_shared().await;
+            return !self.shared;
         }
-        self.refresh_shared().await;
-        !self.shared
+        // Both questions from one reading: asked apart, a process leaving
+        // the task between them (its agents waiting for another to adopt
+        // them) looked alive to the first and gone to the second, and the
+        // task ended without its agents.
+        let Some((hosts, agents)) = self.members().await else {
+            return false;
+        };
+        let now = now_ms();
+        let presence = &self.coord.presence;
+        self.shared = hosts
+            .iter()
+            .any(|h| h.id != presence.host() && presence.is_alive(h, now));
+        !self.shared && self.roles_served(&hosts, &agents, now)
     }
 
     /// Stops every agent of this process (and, for the owner, records the end

@@ -55,6 +55,23 @@ pub struct JournalCost {
     pub messages_cpu_growth_pct: f64,
 }
 
+/// One run of the message figure alone, with the journal off or written to
+/// a scratch file: messages per second and the process's CPU per message
+/// (µs), start-up included. For profiling the journal's cost (hidden
+/// `orrery bench --messages-only N [--journal-on]`): run it under callgrind
+/// or `perf` at two sizes, and the difference is the cost of the messages.
+pub async fn messages_once(count: u64, journaled: bool) -> Result<(f64, f64)> {
+    let dir = std::env::temp_dir().join(format!("orrery-bench-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Coordination(format!("benchmark journal {}: {e}", dir.display())))?;
+    let file = dir.join("journal.jsonl");
+    let started = super::cpu_seconds();
+    let rate = messages_journaled(count, journaled.then_some(file.as_path())).await;
+    let cpu_us = (super::cpu_seconds() - started) * 1e6 / count.max(1) as f64;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((rate?, cpu_us))
+}
+
 /// Measures `rounds` rounds of the three figures, journal off then on.
 pub async fn journal_cost(sizes: Sizes, rounds: usize) -> Result<JournalCost> {
     let dir = std::env::temp_dir().join(format!("orrery-bench-{:08x}", rand::random::<u32>()));
@@ -110,14 +127,24 @@ async fn measure(sizes: Sizes, rounds: usize, file: &std::path::Path) -> Result<
             sides.reverse();
         }
         for (journal, bb, msgs, spawn, bb_cpu, msgs_cpu) in sides {
+            // Each figure writes a new journal: the last one is removed
+            // here, outside the timed window (creating the file over it
+            // would drop its hundreds of MB of page cache in the next
+            // figure's CPU time).
+            let fresh = || {
+                let _ = std::fs::remove_file(file);
+            };
+            fresh();
             let started = super::cpu_seconds();
             bb.push(blackboard_ops_journaled(sizes.blackboard_loops, journal).await?);
             let ops = (2 * sizes.blackboard_loops).max(1) as f64;
             bb_cpu.push((super::cpu_seconds() - started) * 1e6 / ops);
+            fresh();
             let started = super::cpu_seconds();
             msgs.push(messages_journaled(sizes.messages, journal).await?);
             let count = sizes.messages.max(1) as f64;
             msgs_cpu.push((super::cpu_seconds() - started) * 1e6 / count);
+            fresh();
             let (p50, _) =
                 spawn_times_journaled(sizes.spawns, sizes.warmup_spawns, journal).await?;
             spawn.push(p50);

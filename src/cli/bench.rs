@@ -24,13 +24,19 @@ pub struct BenchArgs {
     /// Measure only the journal's cost (its rounds: 5, or 1 with --quick).
     #[arg(long, conflicts_with = "redis")]
     pub journal_only: bool,
+    /// Only one run of the message figure, of N messages (for profiling).
+    #[arg(long, hide = true, value_name = "N", conflicts_with_all = ["redis", "journal_only"])]
+    pub messages_only: Option<u64>,
+    /// With --messages-only: the journal on, written to a scratch file.
+    #[arg(long, hide = true, requires = "messages_only")]
+    pub journal_on: bool,
     /// Rounds of each Redis figure (medians are taken over them).
     #[arg(long, value_name = "N", requires = "redis")]
     pub rounds: Option<usize>,
     /// Measure only the spawn figures, with N timed spawns, and print them
     /// as text (for profiling: the difference of two runs is the cost of
     /// the spawns between them).
-    #[arg(long, value_name = "N", hide = true, conflicts_with_all = ["redis", "journal_only", "json"])]
+    #[arg(long, value_name = "N", hide = true, conflicts_with_all = ["redis", "journal_only", "messages_only", "json"])]
     pub spawns_only: Option<u64>,
 }
 
@@ -56,6 +62,14 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
         let sizes = embedded::Sizes { spawns, ..sizes };
         let figures = runtime.block_on(embedded::spawns_only(sizes))?;
         super::print_out(&embedded::spawn_table(&figures));
+        return Ok(exit::OK);
+    }
+    if let Some(count) = args.messages_only {
+        let (rate, cpu_us) = runtime.block_on(journal::messages_once(count, args.journal_on))?;
+        super::print_out(&format!(
+            "{count} messages, journal {}: {rate:.0}/s, {cpu_us:.3} us CPU each (start-up included)\n",
+            if args.journal_on { "on" } else { "off" }
+        ));
         return Ok(exit::OK);
     }
     let load = orrery::bench::Load::started();

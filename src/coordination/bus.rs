@@ -579,9 +579,25 @@ impl MessageBus {
         }
     }
 
-    /// Acknowledges `delivery` without waiting for the store; the write to settle.
+    /// Acknowledges `delivery` without waiting for the store; the write to
+    /// settle. It is journaled as handled once acknowledged: at once on the
+    /// embedded store, where an acknowledgement cannot fail; when the write
+    /// is settled on a server.
     pub fn ack_nowait(&self, delivery: &Delivery) -> Pending {
-        let pending = self.store.queue_ack_nowait(&self.task, delivery);
+        let mut pending = self.store.queue_ack_nowait(&self.task, delivery);
+        if self.journal.is_on() {
+            if self.store.is_embedded() {
+                self.journal.note(|| settled(delivery, Settled::Handled));
+            } else {
+                let e = &delivery.envelope;
+                pending = pending.on_success(self.journal.deferred(Event::MessageHandled {
+                    id: e.id.clone(),
+                    from: e.from.clone(),
+                    message_type: e.kind.clone(),
+                    attempt: e.attempts,
+                }));
+            }
+        }
         if self.queued.is_some() {
             self.count(
                 &delivery.queue,

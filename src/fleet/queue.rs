@@ -3,8 +3,11 @@
 //! an agent of a role, `fleet:joins:{role}`. Each entry goes to one worker,
 //! which re-claims it at every beat; an entry idle for a lease is a dead
 //! worker's, for another to take. An entry holds a task id (`id`), and a
-//! request to join may name the agent to start (`agent`: a spawn handed
-//! over by a worker that does not serve its role).
+//! request to join names the agent to start (`agent`: a spawn handed over
+//! by a worker that does not serve its role) or which of the task's
+//! initial agents of the role it is for (`n`: 0, 1...; the worker that
+//! starts it claims `initial:{role}:{n}` first, as a resume does, so it
+//! starts once).
 
 use std::time::Duration;
 
@@ -22,18 +25,32 @@ pub struct Taken {
     pub task: String,
     /// For a request to join: the agent to start under its recorded id.
     pub agent: Option<String>,
+    /// For a request to join with one of the task's initial agents of the
+    /// role: which of them.
+    pub initial: Option<usize>,
 }
 
 impl Taken {
     fn of(e: redis::streams::StreamId) -> Option<Taken> {
         let task: String = e.get("id")?;
         let agent: Option<String> = e.get("agent");
+        let initial: Option<usize> = e.get("n");
         Some(Taken {
             entry: e.id,
             task,
             agent,
+            initial,
         })
     }
+}
+
+/// What a request to join asks for.
+#[derive(Debug, Clone, Copy)]
+enum Ask<'a> {
+    /// The task's initial agent of the role of this place (0, 1...).
+    Initial(usize),
+    /// The agent of this id, recorded by the process that asks.
+    Agent(&'a str),
 }
 
 impl Fleet {
@@ -119,30 +136,31 @@ impl Fleet {
         Ok(())
     }
 
-    /// Asks workers serving `role` for `count` agents of it in task `id`
-    /// (one entry each on `fleet:joins:{role}`).
+    /// Asks workers serving `role` for the `count` initial agents of it in
+    /// task `id` (one entry each on `fleet:joins:{role}`).
     pub async fn ask_join(&mut self, id: &str, role: &str, count: usize) -> Result<()> {
-        self.add_joins(id, role, &vec![None; count]).await
+        let asks: Vec<Ask> = (0..count).map(Ask::Initial).collect();
+        self.add_joins(id, role, &asks).await
     }
 
     /// Asks a worker serving `role` to start agent `agent` of task `id`,
     /// already recorded (in INIT) by the process that could not start it.
     pub async fn ask_join_agent(&mut self, id: &str, role: &str, agent: &str) -> Result<()> {
-        self.add_joins(id, role, &[Some(agent)]).await
+        self.add_joins(id, role, &[Ask::Agent(agent)]).await
     }
 
-    /// One request on `fleet:joins:{role}` per entry of `agents` (naming
-    /// the agent to start, or any new one), then a wake-up.
-    async fn add_joins(&mut self, id: &str, role: &str, agents: &[Option<&str>]) -> Result<()> {
+    /// One request on `fleet:joins:{role}` per entry of `asks`, then a wake-up.
+    async fn add_joins(&mut self, id: &str, role: &str, asks: &[Ask<'_>]) -> Result<()> {
         let stream = joins(role);
         self.ensure_group(&stream).await?;
         let mut pipe = redis::pipe();
         pipe.cmd("SADD").arg(JOIN_ROLES).arg(role).ignore();
-        for agent in agents {
+        for ask in asks {
             let add = pipe.cmd("XADD").arg(&stream).arg("*").arg("id").arg(id);
-            if let Some(agent) = agent {
-                add.arg("agent").arg(*agent);
-            }
+            match ask {
+                Ask::Initial(n) => add.arg("n").arg(*n),
+                Ask::Agent(agent) => add.arg("agent").arg(*agent),
+            };
             add.ignore();
         }
         // After the requests: a worker woken finds them.

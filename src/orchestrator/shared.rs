@@ -176,6 +176,9 @@ impl Orchestrator {
         let mut me = Self::resuming(task_id, record, agents, config, store, registry)?;
         // Cut off before it recorded its first agents: those start now.
         let missing = super::never_started(&me.coord.task, &me.registry, &recorded);
+        let store = me.coord.store.as_ref();
+        let missing =
+            super::claim_never_started(store, &me.coord.task, &me.registry, missing).await?;
         if !missing.is_empty() {
             for role in &missing {
                 me.registry.role(role)?;

@@ -4,7 +4,7 @@
 //! which parks until a push), so the Lua API can call it synchronously.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, hash_map};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -91,7 +91,8 @@ struct TaskData {
     locks: Mutex<HashMap<String, LockEntry>>,
     fences: Mutex<HashMap<String, u64>>,
     metrics: Mutex<BTreeMap<String, i64>>,
-    claims: Mutex<HashSet<String>>,
+    /// Claimed names and who holds each.
+    claims: Mutex<HashMap<String, String>>,
     record: Mutex<Option<TaskRecord>>,
     hosts: Mutex<BTreeMap<String, HostRecord>>,
 }
@@ -434,7 +435,25 @@ impl RecordStore for MemoryStore {
     }
 
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
-        Ok(self.with_task(task, |t| t.claims.lock().insert(name.to_string())))
+        let claims = |t: &TaskData| match t.claims.lock().entry(name.to_string()) {
+            hash_map::Entry::Occupied(_) => false,
+            hash_map::Entry::Vacant(v) => {
+                v.insert(String::new());
+                true
+            }
+        };
+        Ok(self.with_task(task, claims))
+    }
+
+    async fn claim_as(&self, task: &str, name: &str, holder: &str) -> StoreResult<bool> {
+        let claims = |t: &TaskData| match t.claims.lock().entry(name.to_string()) {
+            hash_map::Entry::Occupied(o) => !holder.is_empty() && o.get() == holder,
+            hash_map::Entry::Vacant(v) => {
+                v.insert(holder.to_string());
+                true
+            }
+        };
+        Ok(self.with_task(task, claims))
     }
 
     async fn clean(&self, task: &str) -> StoreResult<usize> {

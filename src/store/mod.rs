@@ -493,6 +493,10 @@ pub trait RecordStore: Send + Sync {
     /// Claims `name` for the task once: true for the first caller only. Used so a
     /// spawn condition fires once even when several hosts see the signal.
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool>;
+    /// Claims `name` for the task for `holder`: true when it was free (it
+    /// is `holder`'s now) or `holder` holds it already, so a holder that
+    /// died half-way and comes back (a request taken again) goes on.
+    async fn claim_as(&self, task: &str, name: &str, holder: &str) -> StoreResult<bool>;
     /// Deletes every key of the task; returns how many were removed.
     async fn clean(&self, task: &str) -> StoreResult<usize>;
     /// Makes process `host` a new member of the task under the next epoch

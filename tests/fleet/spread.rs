@@ -122,6 +122,60 @@ fn replaced_after(signal: &str) {
     }
 }
 
+/// A task whose owner died while its request for an agent of a role it does
+/// not serve still waited: the worker that resumes the task starts that
+/// agent, and the request, taken later, starts no second one.
+#[test]
+fn an_agent_asked_for_and_started_by_a_resume_starts_once() {
+    let server = server();
+    let scratch = Scratch::new(&[("producer.lua", PRODUCER), ("consumer.lua", CONSUMER)]);
+    scratch.write(
+        "pipe.toml",
+        "id = \"pipe\"\ntype = \"test\"\ndescription = \"pipe\"\ntimeout = 60000\nagents = [\"producer\", \"consumer\"]\n",
+    );
+    let mut owner = worker_with(scratch.path(), &server, &["--roles", "producer"]);
+    let id = submit(scratch.path(), &server, "pipe.toml");
+    wait_running(scratch.path(), &server, owner.pid());
+    // The owner asked for a consumer, which no worker serves yet.
+    let mut c = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while redis::cmd("XLEN")
+        .arg("fleet:joins:consumer")
+        .query::<usize>(&mut c)
+        .unwrap()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request for a consumer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    owner.kill();
+    // Past the owner's lease: the task is there to resume, with the request.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Serves every role: it resumes the task and may also take the request.
+    let any = worker_with(scratch.path(), &server, &[]);
+    let task = wait_state(scratch.path(), &server, &id, "finished");
+    assert_eq!(task["status"], "complete", "{task:#}");
+    assert_eq!(task["outputs"]["handled"], 5, "{task:#}");
+    // A worker serving the role, started late, finds the request answered.
+    let consumers = worker_with(scratch.path(), &server, &["--roles", "consumer"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        adopt::agents_of(&server, &id),
+        ["consumer-1", "producer-1"],
+        "one consumer, started once"
+    );
+    for w in [any, consumers] {
+        let w = w.interrupt(PATIENCE);
+        assert_eq!(w.code, Some(0), "{}", w.show());
+    }
+}
+
 /// Spawns a helper and waits for it.
 const STARTER: &str = r#"
 local M = {}

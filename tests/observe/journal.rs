@@ -345,6 +345,55 @@ fn on_redis_a_message_given_back_with_a_backoff_is_counted_once_when_its_agent_e
     backoff_run(&server.url());
 }
 
+const PUSHER: &str = r#"
+local M = {}
+function M.start(self)
+  assert(bus.receive(60000), "the puller never got ready")
+  for i = 1, 50 do bus.send("puller", "m", i) end
+end
+return M
+"#;
+
+const PULLER: &str = r#"
+local M = {}
+function M.start(self)
+  bus.send("pusher", "ready", {})
+  for i = 1, 50 do assert(bus.receive(60000), "message " .. i .. " never came") end
+end
+return M
+"#;
+
+/// Messages taken with `bus.receive` (the pull path, which on the embedded
+/// store acknowledges without waiting) are journaled as handled, each once:
+/// the fast path used to acknowledge them unjournaled.
+fn pull_run(store: &str) {
+    let scratch = Scratch::new(&[("pusher.lua", PUSHER), ("puller.lua", PULLER)]);
+    scratch.write(
+        "task.toml",
+        "id = \"pull\"\ntype = \"test\"\ndescription = \"d\"\ntimeout = 60000\nagents = [\"puller\", \"pusher\"]\n",
+    );
+    let env = [("ORRERY_STORE", store)];
+    let (report, entries) = run_with_journal(scratch.path(), &["task.toml"], &env);
+    assert_eq!(report["status"], "complete", "{report:#}");
+    assert_journal_matches_report(&report, &entries);
+    let handled = count(&entries, |e| {
+        of(e, "puller-1")
+            && matches!(&e.event, Event::MessageHandled { message_type, .. } if message_type == "m")
+    });
+    assert_eq!(handled, 50, "{entries:#?}");
+}
+
+#[test]
+fn messages_taken_with_receive_are_journaled_as_handled() {
+    pull_run("memory");
+}
+
+#[test]
+fn on_redis_messages_taken_with_receive_are_journaled_as_handled() {
+    let server = RedisServer::start();
+    pull_run(&server.url());
+}
+
 const SELF_SENDER: &str = r#"
 local M = {}
 function M.start(self)

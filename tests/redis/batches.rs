@@ -227,3 +227,46 @@ async fn the_writes_of_many_agents_share_calls_and_keep_each_agents_order() {
         "{calls} script calls for {writes} writes"
     );
 }
+
+/// A member declared lost (paused, then woken) may take no message: a read
+/// would move it into a consumer's pending list that no live agent reads,
+/// and the message would be lost. Neither a new message of its role's queue
+/// nor one given back there is taken; both stay for another agent.
+#[tokio::test]
+async fn a_fenced_member_takes_no_message_and_leaves_them_to_others() {
+    let server = RedisServer::start();
+    let store = connect(&server.url()).await;
+    let other = connect(&server.url()).await;
+    let queues = |agent: &str| vec![agent.to_string(), "c".to_string()];
+    store.member_join("f", "host-a").await.unwrap();
+    // A message taken and given back (parked for redelivery), and a new one.
+    other
+        .queue_push("f", "c", &envelope("m1", "job"))
+        .await
+        .unwrap();
+    let mine = queues("c-1");
+    let taken = store.queue_take("f", &mine, "c-1", Duration::ZERO);
+    let taken = taken.await.unwrap().expect("m1 is there");
+    store.queue_nack("f", &taken, 5).await.unwrap();
+    other
+        .queue_push("f", "c", &envelope("m2", "job"))
+        .await
+        .unwrap();
+    assert!(other.member_fence("f", "host-a").await.unwrap());
+    for _ in 0..2 {
+        match store.queue_take("f", &mine, "c-1", Duration::ZERO).await {
+            Err(StoreError::Fenced { .. }) => {}
+            got => panic!("expected a fenced refusal, got {got:?}"),
+        }
+    }
+    let mut left = Vec::new();
+    while let Some(d) = other
+        .queue_take("f", &queues("c-2"), "c-2", Duration::ZERO)
+        .await
+        .unwrap()
+    {
+        left.push(d.envelope.id.clone());
+        other.queue_ack("f", &d).await.unwrap();
+    }
+    assert_eq!(left, ["m1", "m2"]);
+}

@@ -126,6 +126,23 @@ async fn metrics_add_up_and_claims_are_won_once() {
             other.claim("u", "spawn:x:0:gamma").await.unwrap(),
             "{backend:?}"
         );
+
+        // A claim held for someone: theirs again, no one else's.
+        let name = "initial:c:0";
+        assert!(
+            s.claim_as("t", name, "entry-1").await.unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            other.claim_as("t", name, "entry-1").await.unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            !s.claim_as("t", name, "resume").await.unwrap(),
+            "{backend:?}"
+        );
+        assert!(!s.claim_as("t", name, "").await.unwrap(), "{backend:?}");
+        assert!(!s.claim("t", "initial:c:0").await.unwrap(), "{backend:?}");
     }
 }
 

@@ -146,6 +146,9 @@ impl RecordStore for PanickingStore {
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
         self.0.claim(task, name).await
     }
+    async fn claim_as(&self, task: &str, name: &str, holder: &str) -> StoreResult<bool> {
+        self.0.claim_as(task, name, holder).await
+    }
     async fn retain(&self, task: &str, retention: Duration) -> StoreResult<usize> {
         self.0.retain(task, retention).await
     }

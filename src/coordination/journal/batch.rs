@@ -6,6 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
 use super::Event;
+use super::bytes::{needs_escape, put, put_quoted};
 use super::digits::{Counter, Micros};
 use super::event::Entry;
 use super::record::{FastBody, Val};
@@ -43,16 +44,17 @@ impl Batch {
 
     /// Starts the line of an entry: everything before its `kind`, `head`
     /// being its host and agent (see [`head`]).
+    #[inline(always)]
     fn start(&mut self, head: &[u8], seq: u64, at_us: u64) -> &mut Vec<u8> {
         // SAFETY of the text: only JSON, which is UTF-8, goes in.
         let buf = unsafe { self.text.as_mut_vec() };
         // Not `write!`: formatting through core::fmt costs more than the
         // rest of the line (see `digits`).
         buf.extend_from_slice(b"{\"seq\":");
-        buf.extend_from_slice(self.seq.digits(seq));
+        put(buf, self.seq.digits(seq));
         buf.extend_from_slice(b",\"at_us\":");
         self.at.write(buf, at_us);
-        buf.extend_from_slice(head);
+        put(buf, head);
         buf
     }
 
@@ -78,16 +80,25 @@ impl Batch {
     }
 
     /// Adds an entry of one of the frequent events, written field by field
-    /// as serde would write its [`Event`].
-    pub(super) fn push_fast(&mut self, head: &[u8], seq: u64, at_us: u64, event: &FastBody<'_>) {
+    /// as serde would write its [`Event`]; `plain` when none of the event's
+    /// own strings needs escaping (they are copied as they are then).
+    pub(super) fn push_fast(
+        &mut self,
+        head: &[u8],
+        seq: u64,
+        at_us: u64,
+        event: &FastBody<'_>,
+        plain: bool,
+    ) {
         let buf = self.start(head, seq, at_us);
         let mut digits = itoa::Buffer::new();
+        let json_str = |buf: &mut Vec<u8>, s: &[u8]| string(buf, s, plain);
         match *event {
             FastBody::BlackboardWrite { key, bytes, value } => {
                 buf.extend_from_slice(b",\"kind\":\"blackboard_write\",\"key\":");
                 json_str(buf, key);
                 buf.extend_from_slice(b",\"bytes\":");
-                buf.extend_from_slice(digits.format(bytes).as_bytes());
+                put(buf, digits.format(bytes).as_bytes());
                 if let Some(v) = value {
                     buf.extend_from_slice(b",\"value\":");
                     json_value(buf, v);
@@ -116,36 +127,32 @@ impl Batch {
                 buf.extend_from_slice(b",\"type\":");
                 json_str(buf, message_type);
                 buf.extend_from_slice(b",\"bytes\":");
-                buf.extend_from_slice(digits.format(bytes).as_bytes());
+                put(buf, digits.format(bytes).as_bytes());
                 if let Some(v) = payload {
                     buf.extend_from_slice(b",\"payload\":");
                     json_value(buf, v);
                 }
             }
             FastBody::Settled {
-                kind,
-                attempt_field,
+                kind_and_id,
+                attempt_key,
                 id,
                 from,
                 message_type,
                 attempt,
             } => {
-                buf.extend_from_slice(b",\"kind\":\"");
-                buf.extend_from_slice(kind.as_bytes());
-                buf.extend_from_slice(b"\",\"id\":");
+                put(buf, kind_and_id);
                 json_str(buf, id);
                 buf.extend_from_slice(b",\"from\":");
                 json_str(buf, from);
                 buf.extend_from_slice(b",\"type\":");
                 json_str(buf, message_type);
-                buf.extend_from_slice(b",\"");
-                buf.extend_from_slice(attempt_field.as_bytes());
-                buf.extend_from_slice(b"\":");
-                buf.extend_from_slice(digits.format(attempt).as_bytes());
+                put(buf, attempt_key);
+                put(buf, digits.format(attempt).as_bytes());
             }
         }
-        buf.push(b'}');
-        self.end();
+        buf.extend_from_slice(b"}\n");
+        self.ends.push(self.text.len());
     }
 
     /// True when it holds no entry.
@@ -218,8 +225,8 @@ fn json_value(buf: &mut Vec<u8>, v: Val<'_>) {
         Val::Null => buf.extend_from_slice(b"null"),
         Val::Bool(true) => buf.extend_from_slice(b"true"),
         Val::Bool(false) => buf.extend_from_slice(b"false"),
-        Val::U64(u) => buf.extend_from_slice(digits.format(u).as_bytes()),
-        Val::I64(i) => buf.extend_from_slice(digits.format(i).as_bytes()),
+        Val::U64(u) => put(buf, digits.format(u).as_bytes()),
+        Val::I64(i) => put(buf, digits.format(i).as_bytes()),
         Val::F64(f) => {
             if serde_json::to_writer(&mut *buf, &f).is_err() {
                 buf.extend_from_slice(b"null");
@@ -230,64 +237,38 @@ fn json_value(buf: &mut Vec<u8>, v: Val<'_>) {
     }
 }
 
-/// `s` (UTF-8: it was a `&str`) as a JSON string: copied as it is when
-/// nothing in it needs escaping, the common case.
-pub(super) fn json_str(buf: &mut Vec<u8>, s: &[u8]) {
-    if !needs_escape(s) {
-        buf.push(b'"');
-        buf.extend_from_slice(s);
-        buf.push(b'"');
+/// `s` (UTF-8: it was a `&str`) as a JSON string, known to need no
+/// escaping when `plain`.
+#[inline(always)]
+fn string(buf: &mut Vec<u8>, s: &[u8], plain: bool) {
+    if plain {
+        put_quoted(buf, s);
     } else {
-        let s = String::from_utf8_lossy(s);
-        let _ = serde_json::to_writer(&mut *buf, &*s);
+        json_str(buf, s);
     }
 }
 
-/// True when a byte of `s` must be escaped in a JSON string: a control
-/// character, `"` or `\`. Eight bytes at a time with the classic bit
-/// tricks (the expressions below set a high bit when some byte is below
-/// `n`, or equal to `c`, and none otherwise), as a byte at a time was most
-/// of the writer's cost of a key.
-fn needs_escape(s: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGHS: u64 = ONES << 7;
-    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS;
-    let equal = |x: u64, c: u8| below(x ^ (ONES * u64::from(c)), 1);
-    let mut chunks = s.chunks_exact(8);
-    let mut found = 0;
-    for chunk in &mut chunks {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(eight);
-        found |= below(x, 0x20) | equal(x, b'"') | equal(x, b'\\');
+/// `s` (UTF-8: it was a `&str`) as a JSON string: copied as it is when
+/// nothing in it needs escaping, the common case.
+#[inline]
+pub(super) fn json_str(buf: &mut Vec<u8>, s: &[u8]) {
+    if needs_escape(s) {
+        json_str_escaped(buf, s);
+    } else {
+        put_quoted(buf, s);
     }
-    found != 0
-        || chunks
-            .remainder()
-            .iter()
-            .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+#[cold]
+fn json_str_escaped(buf: &mut Vec<u8>, s: &[u8]) {
+    let s = String::from_utf8_lossy(s);
+    let _ = serde_json::to_writer(&mut *buf, &*s);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Batch, Event, FastBody, Val, head, needs_escape};
+    use super::{Batch, Event, FastBody, Val, head};
 
-    /// Every byte that needs escaping is found wherever it stands, and no
-    /// other byte is taken for one.
-    #[test]
-    fn needs_escape_finds_exactly_the_bytes_json_escapes() {
-        for len in [1, 7, 8, 9, 17] {
-            for at in 0..len {
-                for b in 0..=255u8 {
-                    let mut s = vec![b'a'; len];
-                    s[at] = b;
-                    let escaped = b < 0x20 || b == b'"' || b == b'\\';
-                    assert_eq!(needs_escape(&s), escaped, "byte {b:#x} at {at} of {len}");
-                }
-            }
-        }
-        assert!(!needs_escape("é…\u{7f}\u{10ffff}".as_bytes()));
-    }
     use crate::coordination::journal::Entry;
 
     #[test]
@@ -380,8 +361,8 @@ mod tests {
             ),
             (
                 FastBody::Settled {
-                    kind: "message_dead_lettered",
-                    attempt_field: "attempts",
+                    kind_and_id: b",\"kind\":\"message_dead_lettered\",\"id\":",
+                    attempt_key: b",\"attempts\":",
                     id: b"o-2",
                     from: b"alpha-1",
                     message_type: b"t",
@@ -420,7 +401,7 @@ mod tests {
         for (fast, event) in cases {
             let mut ours = Batch::new();
             let head = head("\"h\"", Some("\"a-1\""));
-            ours.push_fast(&head, 4, 5, &fast);
+            ours.push_fast(&head, 4, 5, &fast, false);
             let mut serde = Batch::new();
             serde.push(&head, 4, 5, &event);
             assert_eq!(ours.line(0), serde.line(0));

@@ -6,6 +6,8 @@
 //! `itoa` for both was the writer's largest single cost in a profile of a
 //! blackboard loop with the journal on.
 
+use super::bytes::put;
+
 /// Two-digit pairs `00` to `99`.
 const PAIRS: &[u8; 200] = b"\
 0001020304050607080910111213141516171819\
@@ -15,29 +17,53 @@ const PAIRS: &[u8; 200] = b"\
 8081828384858687888990919293949596979899";
 
 /// The digits of a number that usually grows by one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Counter {
-    /// The number `digits[start..]` spells (none yet: `start` is 20).
-    value: Option<u64>,
+    /// The number `digits[start..]` spells.
+    value: u64,
     digits: [u8; 20],
     start: usize,
 }
 
+impl Default for Counter {
+    fn default() -> Counter {
+        // "0"
+        Counter {
+            value: 0,
+            digits: [b'0'; 20],
+            start: 19,
+        }
+    }
+}
+
 impl Counter {
     /// The digits of `n`.
+    #[inline(always)]
     pub(super) fn digits(&mut self, n: u64) -> &[u8] {
-        match self.value {
-            Some(v) if v.checked_add(1) == Some(n) => self.count_up(),
-            Some(v) if v == n => {}
-            _ => {
-                let mut buf = itoa::Buffer::new();
-                let s = buf.format(n).as_bytes();
-                self.start = 20 - s.len();
-                self.digits[self.start..].copy_from_slice(s);
+        if n != self.value {
+            // The usual step: one more, without a carry.
+            if n.checked_sub(self.value) == Some(1) && self.digits[19] != b'9' {
+                self.digits[19] += 1;
+                self.value = n;
+            } else {
+                self.renew(n);
             }
         }
-        self.value = Some(n);
         &self.digits[self.start..]
+    }
+
+    /// Spells `n`: one more with a carry, or any other number.
+    #[cold]
+    fn renew(&mut self, n: u64) {
+        if self.value.checked_add(1) == Some(n) {
+            self.count_up();
+        } else {
+            let mut buf = itoa::Buffer::new();
+            let s = buf.format(n).as_bytes();
+            self.start = 20 - s.len();
+            self.digits[self.start..].copy_from_slice(s);
+        }
+        self.value = n;
     }
 
     /// Adds one to the digits: nines at the end become zeros and carry.
@@ -67,19 +93,19 @@ pub(super) struct Micros {
 
 impl Micros {
     /// Appends the digits of `us` to `out`.
+    #[inline(always)]
     pub(super) fn write(&mut self, out: &mut Vec<u8>, us: u64) {
         let (seconds, micros) = (us / 1_000_000, (us % 1_000_000) as usize);
         if seconds == 0 {
-            out.extend_from_slice(itoa::Buffer::new().format(micros).as_bytes());
+            put(out, itoa::Buffer::new().format(micros).as_bytes());
             return;
         }
-        let pair = |n: usize| &PAIRS[2 * n..2 * n + 2];
-        let mut six = [0u8; 6];
-        six[..2].copy_from_slice(pair(micros / 10_000));
-        six[2..4].copy_from_slice(pair(micros / 100 % 100));
-        six[4..].copy_from_slice(pair(micros % 100));
-        out.extend_from_slice(self.seconds.digits(seconds));
-        out.extend_from_slice(&six);
+        let pair = |n: usize| [PAIRS[2 * n], PAIRS[2 * n + 1]];
+        let [a, b] = pair(micros / 10_000);
+        let [c, d] = pair(micros / 100 % 100);
+        let [e, f] = pair(micros % 100);
+        put(out, self.seconds.digits(seconds));
+        out.extend_from_slice(&[a, b, c, d, e, f]);
     }
 }
 

@@ -29,6 +29,7 @@
 //! write deep in the store layer knows its writer without passing it down.
 
 mod batch;
+mod bytes;
 mod digits;
 mod event;
 mod llm;
@@ -443,7 +444,9 @@ impl Lines {
                 None => &self.host_head,
             };
             match rec.body {
-                record::Body::Fast(f) => batch.push_fast(head, seq, rec.at_us, &f),
+                record::Body::Fast { event, plain } => {
+                    batch.push_fast(head, seq, rec.at_us, &event, plain)
+                }
                 record::Body::Cold(i) => match cold.get(i as usize) {
                     Some(e) => batch.push(head, seq, rec.at_us, e),
                     None => self.next_seq -= 1,
@@ -637,6 +640,49 @@ mod tests {
             entries[kept + 1].event,
             Event::MessagesReleased { count: 1 }
         );
+    }
+
+    /// The strings of a frequent event are escaped when one of them needs
+    /// it, wherever it stands, and copied as they are when none does.
+    #[tokio::test(flavor = "current_thread")]
+    async fn frequent_entries_escape_exactly_the_strings_that_need_it() {
+        let journal = Journal::new("h");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        journal.attach(Box::new(Keep(lines.clone())));
+        let cases = [
+            ("o-1", "w-1", "t"),
+            ("o\"2", "w-1", "t"),
+            ("o-3", "w\\1", "t"),
+            ("o-4", "w-1", "t\n"),
+            ("o-5", "wé-1", "ü\u{1}"),
+            (
+                "o-6",
+                "a-much-longer-sender-name-7",
+                "a type of forty bytes, more or less",
+            ),
+        ];
+        for (id, from, message_type) in cases {
+            journal.note_for("x-1", || Fast::MessageHandled {
+                id,
+                from,
+                message_type,
+                attempt: 2,
+            });
+        }
+        journal.close().await;
+        let entries = entries(&lines);
+        assert_eq!(entries.len(), cases.len());
+        for (e, (id, from, message_type)) in entries.iter().zip(cases) {
+            assert_eq!(
+                e.event,
+                Event::MessageHandled {
+                    id: id.into(),
+                    from: from.into(),
+                    message_type: message_type.into(),
+                    attempt: 2,
+                }
+            );
+        }
     }
 
     /// The frequent events come out as the events of the same name, their

@@ -20,6 +20,7 @@ use std::cell::RefCell;
 use serde_json::Value;
 
 use super::SMALL_VALUE_BYTES;
+use super::bytes::{copy_short, needs_escape};
 use super::names::Name;
 
 /// One of the frequent events, borrowed from the caller (see
@@ -142,6 +143,7 @@ impl Fixed {
     /// `extend_from_slice` a field re-reads and updates the buffer's length
     /// each time (its bytes may alias it), which took more instructions
     /// than the copies.
+    #[inline(always)]
     fn push(&self, out: &mut Vec<u8>, strings: &[&[u8]]) {
         let total = FIXED + strings.iter().map(|s| s.len()).sum::<usize>();
         out.reserve(total);
@@ -157,10 +159,8 @@ impl Fixed {
                 p = p.add(8);
             }
             for s in strings {
-                if !s.is_empty() {
-                    std::ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
-                    p = p.add(s.len());
-                }
+                copy_short(s, p);
+                p = p.add(s.len());
             }
             out.set_len(len + total);
         }
@@ -385,7 +385,13 @@ pub(super) enum Body<'a> {
     Cold(u32),
     /// A frequent event, its strings as bytes (UTF-8, taken from `&str`)
     /// and its value as JSON.
-    Fast(FastBody<'a>),
+    Fast {
+        event: FastBody<'a>,
+        /// True when none of the event's own strings (its key, or its id,
+        /// recipient or sender and type) needs escaping in JSON: checked at
+        /// once over them all, as they lie one after the other.
+        plain: bool,
+    },
 }
 
 /// A frequent event as decoded.
@@ -406,9 +412,12 @@ pub(super) enum FastBody<'a> {
         bytes: u64,
         payload: Option<Val<'a>>,
     },
+    /// Handled, given back or dead-lettered.
     Settled {
-        kind: &'static str,
-        attempt_field: &'static str,
+        /// The line's `kind` and the key of the id that follows it.
+        kind_and_id: &'static [u8],
+        /// The key of the attempt number.
+        attempt_key: &'static [u8],
         id: &'a [u8],
         from: &'a [u8],
         message_type: &'a [u8],
@@ -459,6 +468,7 @@ fn value(kind: u8, bits: u64, tail: &[u8]) -> Option<Val<'_>> {
 impl<'a> Iterator for Reader<'a> {
     type Item = Decoded<'a>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Decoded<'a>> {
         let rest = self.bytes.get(self.at..)?;
         // Only this module writes records: a short or unknown one cannot be.
@@ -477,9 +487,9 @@ impl<'a> Iterator for Reader<'a> {
             return None;
         };
         self.at += total;
-        let (s0, strings) = strings.split_at(lengths[0]);
-        let (s1, strings) = strings.split_at(lengths[1]);
-        let (s2, tail) = strings.split_at(lengths[2]);
+        let (own, tail) = strings.split_at(lengths[0] + lengths[1] + lengths[2]);
+        let (s0, own_rest) = own.split_at(lengths[0]);
+        let (s1, s2) = own_rest.split_at(lengths[1]);
         let agent = match (w[0] >> 32) as u32 {
             NO_AGENT => None,
             n => Some(n),
@@ -488,44 +498,55 @@ impl<'a> Iterator for Reader<'a> {
         let at_us = w[1];
         let number = w[2];
         let bits = w[3];
-        let body = match tag {
-            COLD => Body::Cold(number as u32),
-            BB_WRITE => Body::Fast(FastBody::BlackboardWrite {
+        let event = match tag {
+            COLD => {
+                let body = Body::Cold(number as u32);
+                return Some(Decoded { agent, at_us, body });
+            }
+            BB_WRITE => FastBody::BlackboardWrite {
                 key: s0,
                 bytes: number,
                 value: value(kind, bits, tail),
-            }),
-            BB_DELETE => Body::Fast(FastBody::BlackboardDelete {
+            },
+            BB_DELETE => FastBody::BlackboardDelete {
                 key: s0,
                 existed: flag != 0,
-            }),
-            MSG_SENT => Body::Fast(FastBody::MessageSent {
+            },
+            MSG_SENT => FastBody::MessageSent {
                 id: s0,
                 to: s1,
                 message_type: s2,
                 bytes: number,
                 payload: value(kind, bits, tail),
-            }),
+            },
             tag @ (MSG_HANDLED | MSG_GIVEN_BACK | MSG_DEAD) => {
-                let (kind, attempt_field) = match tag {
-                    MSG_HANDLED => ("message_handled", "attempt"),
-                    MSG_GIVEN_BACK => ("message_given_back", "attempt"),
-                    _ => ("message_dead_lettered", "attempts"),
+                let (kind_and_id, attempt_key): (&[u8], &[u8]) = match tag {
+                    MSG_HANDLED => (b",\"kind\":\"message_handled\",\"id\":", b",\"attempt\":"),
+                    MSG_GIVEN_BACK => (
+                        b",\"kind\":\"message_given_back\",\"id\":",
+                        b",\"attempt\":",
+                    ),
+                    _ => (
+                        b",\"kind\":\"message_dead_lettered\",\"id\":",
+                        b",\"attempts\":",
+                    ),
                 };
-                Body::Fast(FastBody::Settled {
-                    kind,
-                    attempt_field,
+                FastBody::Settled {
+                    kind_and_id,
+                    attempt_key,
                     id: s0,
                     from: s1,
                     message_type: s2,
                     attempt: number as u32,
-                })
+                }
             }
             _ => {
                 self.at = self.bytes.len();
                 return None;
             }
         };
+        let plain = !needs_escape(own);
+        let body = Body::Fast { event, plain };
         Some(Decoded { agent, at_us, body })
     }
 }

@@ -4,7 +4,7 @@
 //! of their own (`crate::observe`).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,11 +25,13 @@ pub trait Sink: Send {
     async fn close(&mut self) {}
 }
 
-/// Writes the journal as JSON Lines to a file, flushed after every batch
-/// (so `tail -f` follows it within [`FLUSH_EVERY`](super::FLUSH_EVERY)).
+/// Writes the journal as JSON Lines to a file, a batch at a time (so
+/// `tail -f` follows it within [`FLUSH_EVERY`](super::FLUSH_EVERY)). No
+/// buffer of its own: a batch is already one text, and copying it into one
+/// before the kernel copies it was a copy too many.
 pub struct FileSink {
     path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<File>,
 }
 
 impl FileSink {
@@ -44,7 +46,7 @@ impl FileSink {
         })?;
         Ok(FileSink {
             path: path.to_path_buf(),
-            out: Some(BufWriter::with_capacity(256 * 1024, file)),
+            out: Some(file),
         })
     }
 
@@ -61,21 +63,13 @@ impl FileSink {
 impl Sink for FileSink {
     async fn write(&mut self, batch: &Batch) {
         let Some(out) = self.out.as_mut() else { return };
-        let written = out
-            .write_all(batch.text().as_bytes())
-            .and_then(|()| out.flush());
-        if let Err(e) = written {
+        if let Err(e) = out.write_all(batch.text().as_bytes()) {
             self.fail(e);
         }
     }
 
     async fn close(&mut self) {
-        if let Some(mut out) = self.out.take()
-            && let Err(e) = out.flush()
-        {
-            self.out = Some(out);
-            self.fail(e);
-        }
+        self.out = None;
     }
 }
 

@@ -61,11 +61,18 @@ pub(super) async fn take(
         }
         let taken = take_from(fleet, &joins(role), opts, free).await?;
         free -= taken.len();
-        for Taken { entry, task, agent } in taken {
+        for Taken {
+            entry,
+            task,
+            agent,
+            initial,
+        } in taken
+        {
             let key = format!("join:{role}:{entry}");
             let join = Join {
                 role: role.clone(),
                 agent,
+                initial,
             };
             starter.start(running, key, task, entry, Some(join));
         }
@@ -94,11 +101,13 @@ async fn take_from(
     Ok(taken)
 }
 
-/// A request to join a task: with an agent of `role`, or with `agent`, a
-/// spawn another worker handed over.
+/// A request to join a task: with an agent of `role` (the task's
+/// `initial`-th initial one of it, when the request says), or with `agent`,
+/// a spawn another worker handed over.
 pub(super) struct Join {
     pub role: String,
     pub agent: Option<String>,
+    pub initial: Option<usize>,
 }
 
 /// What a task or a join run needs from the worker.

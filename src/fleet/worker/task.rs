@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::coordination::{AgentPhase, Coordination};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fleet::{Fleet, FleetTask, SUBMITTED, TaskEnd, joins};
-use crate::orchestrator::{HandOver, Orchestrator, Stopper, never_started, orphans};
+use crate::orchestrator::{HandOver, Orchestrator, Stopper, initial_claim, never_started, orphans};
 use crate::report::{RunReport, TaskStatus};
 use crate::scripts::ScriptRegistry;
 use crate::store::{HostState, RunStatus, Store};
@@ -307,6 +307,14 @@ pub(super) async fn run_join(
             let waiting = store.agent_get(id, agent).await?;
             if waiting.is_none_or(|r| r.phase != AgentPhase::Init.as_str()) {
                 return Ok(Outcome::Joined); // started elsewhere already, or gone
+            }
+        }
+        if let (None, None, Some(n)) = (&before, &join.agent, join.initial) {
+            // The entry holds the claim, so a worker taking it over after
+            // this one died goes on; a resume that started the agent holds
+            // it otherwise.
+            if !store.claim_as(id, &initial_claim(role, n), entry).await? {
+                return Ok(Outcome::Joined);
             }
         }
         if orders.borrow().leave > 0 {

@@ -284,7 +284,7 @@ impl Server {
                         st.stash.push_front(d);
                     }
                 }
-                self.fetch(keys, streams, &slot.name).await
+                self.fetch(task, keys, streams, &slot.name).await
             }
             .await;
             match outcome {

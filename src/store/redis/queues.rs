@@ -6,7 +6,8 @@
 //! first send of a process to a queue the queue recorded in
 //! `task:{id}:queues`. Readers create the queue's consumer group, once per
 //! stream and process (again after NOGROUP: the server lost the stream).
-//! Taking reads into the taker's pending list (XREADGROUP); acknowledging
+//! Taking reads into the taker's pending list (XREADGROUP, in the [`FETCH`]
+//! script that refuses a fenced member, on servers that allow it); acknowledging
 //! removes the entry (XACK + XDEL, in batches: see [`super::acks`]), so a
 //! stream holds exactly the messages waiting or in flight. A message given
 //! back is parked on the `~returned` consumer with its entry id, hence its
@@ -25,7 +26,7 @@ use super::keys::{GROUP, Keys, RETURNED};
 use super::reply::{
     array, entry_delivery, field, id_text, pending_counts, read_reply, unexpected, usize_of,
 };
-use super::scripts::{CLAIM_RETURNED, NACK, RELEASE, REVIVE};
+use super::scripts::{CLAIM_RETURNED, FETCH, NACK, RELEASE, REVIVE};
 use super::{RedisStore, Server};
 use crate::store::{
     Delivery, Envelope, MessageState, Pending, QueueStore, QueuedMessage, StoreError, StoreResult,
@@ -92,10 +93,12 @@ impl Server {
     /// One attempt: the caller decides about retries.
     pub(super) async fn fetch(
         &self,
+        task: &str,
         keys: &Keys,
         streams: &[String],
         consumer: &str,
     ) -> RedisResult<Fetched> {
+        let (member, flag) = self.fence(task);
         for _ in 0..3 {
             // Sent first, so the server applies them before the reads.
             let acks = self.send_acks();
@@ -119,21 +122,33 @@ impl Server {
                     .arg(1)
                     .arg(RETURNED);
             }
-            for stream in streams {
-                let count = if is_own(keys, stream, consumer) {
-                    READ_AHEAD
-                } else {
-                    1
-                };
-                pipe.cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(GROUP)
-                    .arg(consumer)
-                    .arg("COUNT")
-                    .arg(count)
-                    .arg("STREAMS")
-                    .arg(stream)
-                    .arg(">");
+            let count = |stream: &String| match is_own(keys, stream, consumer) {
+                true => READ_AHEAD,
+                false => 1,
+            };
+            let in_script = self.conn.reads_in_scripts;
+            if in_script {
+                // The reads, refused whole to a fenced member.
+                let mut names: Vec<&str> = streams.iter().map(String::as_str).collect();
+                names.push(&member);
+                let read = pipe.add_command(script_call(&FETCH, &names));
+                read.arg(GROUP).arg(consumer);
+                for stream in streams {
+                    read.arg(count(stream));
+                }
+                read.arg(flag);
+            } else {
+                for stream in streams {
+                    pipe.cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg(GROUP)
+                        .arg(consumer)
+                        .arg("COUNT")
+                        .arg(count(stream))
+                        .arg("STREAMS")
+                        .arg(stream)
+                        .arg(">");
+                }
             }
             let replies = self.conn.round_trip(&pipe).await;
             // A batch that failed waits for the next look; a fenced process
@@ -156,6 +171,17 @@ impl Server {
                 }
             }
             let (pending, reads) = rest.split_at(look.len().min(rest.len()));
+            let reads = match reads.first() {
+                _ if !in_script => reads,
+                Some(RedisValue::Array(reads)) => reads.as_slice(),
+                Some(r) if error_code(r) == Some("NOSCRIPT") => {
+                    // The server restarted: load the scripts and look again.
+                    self.conn.load_scripts().await;
+                    continue;
+                }
+                Some(r) => return Err(server_error(r).unwrap_or_else(|| unexpected("FETCH"))),
+                None => return Err(unexpected("FETCH")),
+            };
             if pending
                 .iter()
                 .chain(reads)
@@ -187,7 +213,7 @@ impl Server {
             if !parked.is_empty() {
                 fetched
                     .returned
-                    .extend(self.claim_returned(keys, &parked, consumer).await?);
+                    .extend(self.claim_returned(task, keys, &parked, consumer).await?);
             }
             return Ok(fetched);
         }
@@ -201,13 +227,16 @@ impl Server {
     /// still has one (another consumer may have been quicker).
     async fn claim_returned(
         &self,
+        task: &str,
         keys: &Keys,
         streams: &[&String],
         consumer: &str,
     ) -> RedisResult<Option<Delivery>> {
-        let names: Vec<&str> = streams.iter().map(|s| s.as_str()).collect();
+        let (member, flag) = self.fence(task);
+        let mut names: Vec<&str> = streams.iter().map(|s| s.as_str()).collect();
+        names.push(&member);
         let mut cmd = script_call(&CLAIM_RETURNED, &names);
-        cmd.arg(GROUP).arg(consumer).arg(RETURNED);
+        cmd.arg(GROUP).arg(consumer).arg(RETURNED).arg(flag);
         let reply = self.conn.round_trip_cmd(&cmd).await?;
         let RedisValue::Array(parts) = reply else {
             return Ok(None);

@@ -215,11 +215,14 @@ impl RecordStore for RedisStore {
     }
 
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
+        self.claim_as(task, name, &token()).await
+    }
+
+    async fn claim_as(&self, task: &str, name: &str, holder: &str) -> StoreResult<bool> {
         let claims = Keys::new(task).claims();
-        let mine = token();
         self.conn
             .eval("claim", &CLAIM, &[&claims], |c| {
-                c.arg(name).arg(&mine);
+                c.arg(name).arg(holder);
             })
             .await
     }

@@ -63,9 +63,10 @@ impl ServerScript {
 }
 
 /// Every script, to load on a new connection.
-pub(super) fn all() -> [&'static ServerScript; 22] {
+pub(super) fn all() -> [&'static ServerScript; 23] {
     [
         &BATCH,
+        &FETCH,
         &BB_SET,
         &BB_DELETE,
         &BB_CAS,
@@ -159,13 +160,33 @@ return 1
     )
 });
 
-/// Claims the oldest message given back (parked on the `~returned` consumer)
-/// of the first stream that has one. Returns {stream index, entry id, fields,
-/// deliveries} or false. KEYS: streams. ARGV: group, consumer, returned-consumer.
-pub(super) static CLAIM_RETURNED: LazyLock<ServerScript> = LazyLock::new(|| {
-    ServerScript::new(
+/// Reads new messages of each stream for a consumer (XREADGROUP `>`), refused
+/// to a fenced member: a member declared lost while paused and woken must
+/// not move messages into a pending list its agents' adopter never reads.
+/// Returns one reply per stream, as XREADGROUP gives it (an error, such as
+/// NOGROUP, in its place). KEYS: streams, member. ARGV: group, consumer,
+/// one count per stream, member flag.
+pub(super) static FETCH: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::fenced(
         r#"
-for i = 1, #KEYS do
+local out = {}
+for i = 1, #KEYS - 1 do
+  out[i] = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[2 + i],
+    'STREAMS', KEYS[i], '>')
+end
+return out
+"#,
+    )
+});
+
+/// Claims the oldest message given back (parked on the `~returned` consumer)
+/// of the first stream that has one, refused to a fenced member (see
+/// [`FETCH`]). Returns {stream index, entry id, fields, deliveries} or false.
+/// KEYS: streams, member. ARGV: group, consumer, returned-consumer, member flag.
+pub(super) static CLAIM_RETURNED: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::fenced(
+        r#"
+for i = 1, #KEYS - 1 do
   local parked = redis.call('XPENDING', KEYS[i], ARGV[1], '-', '+', 1, ARGV[3])
   if #parked > 0 then
     local id = parked[1][1]
