@@ -77,6 +77,9 @@ struct Inner {
     /// The orchestrator, waiting for an agent to end while there was none.
     waiting: Option<Waker>,
     closed: bool,
+    /// The run's span (current at [`AgentSet::open`]): each agent's span is
+    /// its child, also when a spawn starts it inside the spawner's host call.
+    span: tracing::Span,
 }
 
 /// An agent ready to run: registered, on the bus, not yet running.
@@ -108,12 +111,14 @@ impl AgentSet {
                 handed: Vec::new(),
                 waiting: None,
                 closed: false,
+                span: tracing::Span::none(),
             }),
         })
     }
 
     /// Spawns are served from now on.
     pub(super) fn open(&self) {
+        self.inner.lock().span = tracing::Span::current();
         self.gate.send_if_modified(|gate| {
             let waiting = *gate == Gate::Waiting;
             if waiting {
@@ -283,7 +288,8 @@ impl AgentSet {
         let Prepared { ctx } = prepared;
         let (id, role) = (ctx.id.clone(), ctx.role.clone());
         let stop = self.stop.subscribe();
-        let life = super::agents::run_agent(ctx, stop).instrument(crate::trace::agent(&id, &role));
+        let span = inner.span.in_scope(|| crate::trace::agent(&id, &role));
+        let life = super::agents::run_agent(ctx, stop).instrument(span);
         let handle = inner.tasks.spawn(journal::scope(&id, life));
         inner.running.insert(handle.id(), (id.clone(), role));
         inner.started.push(id.clone());
