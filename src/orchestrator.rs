@@ -575,9 +575,7 @@ impl Orchestrator {
         };
         let now = now_ms();
         let presence = &self.coord.presence;
-        self.shared = hosts
-            .iter()
-            .any(|h| h.id != presence.host() && presence.is_alive(h, now));
+        self.shared = hosts.iter().any(|h| presence.is_other_alive(h, now));
         !self.shared && self.roles_served(&hosts, &agents, now)
     }
 

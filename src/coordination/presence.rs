@@ -117,8 +117,13 @@ impl Presence {
             .host_list(&self.task)
             .await?
             .into_iter()
-            .filter(|h| h.id != self.host && self.is_alive(h, now))
+            .filter(|h| self.is_other_alive(h, now))
             .collect())
+    }
+
+    /// True when `host` is another process than this one, alive at `now_ms`.
+    pub fn is_other_alive(&self, host: &HostRecord, now_ms: u64) -> bool {
+        host.id != self.host && self.is_alive(host, now_ms)
     }
 
     /// True when an agent of another live process has not ended yet.

@@ -435,14 +435,8 @@ impl RecordStore for MemoryStore {
     }
 
     async fn claim(&self, task: &str, name: &str) -> StoreResult<bool> {
-        let claims = |t: &TaskData| match t.claims.lock().entry(name.to_string()) {
-            hash_map::Entry::Occupied(_) => false,
-            hash_map::Entry::Vacant(v) => {
-                v.insert(String::new());
-                true
-            }
-        };
-        Ok(self.with_task(task, claims))
+        // No holder: no one takes it again.
+        self.claim_as(task, name, "").await
     }
 
     async fn claim_as(&self, task: &str, name: &str, holder: &str) -> StoreResult<bool> {
