@@ -231,7 +231,8 @@ async fn the_writes_of_many_agents_share_calls_and_keep_each_agents_order() {
 /// A member declared lost (paused, then woken) may take no message: a read
 /// would move it into a consumer's pending list that no live agent reads,
 /// and the message would be lost. Neither a new message of its role's queue
-/// nor one given back there is taken; both stay for another agent.
+/// nor one given back there is taken (its read goes back to the queue); both
+/// stay for another agent.
 #[tokio::test]
 async fn a_fenced_member_takes_no_message_and_leaves_them_to_others() {
     let server = RedisServer::start();
@@ -269,4 +270,47 @@ async fn a_fenced_member_takes_no_message_and_leaves_them_to_others() {
         other.queue_ack("f", &d).await.unwrap();
     }
     assert_eq!(left, ["m1", "m2"]);
+}
+
+/// An agent's own queue read by a member that was fenced meanwhile: its
+/// agent's adopter, reading under the same consumer name in another
+/// process, gets every message, in order, woken as by a send.
+#[tokio::test]
+async fn a_fenced_members_read_of_its_own_queue_goes_to_the_adopter() {
+    let server = RedisServer::start();
+    let store = connect(&server.url()).await;
+    let adopter = connect(&server.url()).await;
+    let queues = vec!["a-1".to_string(), "a".to_string()];
+    store.member_join("f", "host-a").await.unwrap();
+    // The consumer's group exists before the fence, as in a run.
+    let none = store.queue_take("f", &queues, "a-1", Duration::ZERO);
+    assert!(none.await.unwrap().is_none());
+    for id in ["m1", "m2", "m3"] {
+        adopter
+            .queue_push("f", "a-1", &envelope(id, "job"))
+            .await
+            .unwrap();
+    }
+    assert!(adopter.member_fence("f", "host-a").await.unwrap());
+    match store.queue_take("f", &queues, "a-1", Duration::ZERO).await {
+        Err(StoreError::Fenced { .. }) => {}
+        got => panic!("expected a fenced refusal, got {got:?}"),
+    }
+    adopter.member_join("f", "host-b").await.unwrap();
+    adopter.queue_adopt("f", "a-1");
+    let mut got = Vec::new();
+    while let Some(d) = adopter
+        .queue_take("f", &queues, "a-1", Duration::from_millis(200))
+        .await
+        .unwrap()
+    {
+        got.push(d.envelope.id.clone());
+        assert_eq!(
+            d.envelope.attempts, 1,
+            "{}: never handed out before",
+            d.envelope.id
+        );
+        adopter.queue_ack("f", &d).await.unwrap();
+    }
+    assert_eq!(got, ["m1", "m2", "m3"]);
 }
