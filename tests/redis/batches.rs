@@ -23,14 +23,29 @@ async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 
 /// Script calls the server ran since its counters were reset.
 async fn script_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    command_stat(conn, "evalsha", "calls").await
+}
+
+/// A counter of `INFO commandstats` (`calls`, `failed_calls`...) for one
+/// command since the counters were reset (0 when it never ran).
+async fn command_stat(
+    conn: &mut redis::aio::MultiplexedConnection,
+    command: &str,
+    counter: &str,
+) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
         .await
         .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
+    let Some(line) = info
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
+    else {
+        return 0;
+    };
+    line.split(',')
+        .find_map(|kv| kv.strip_prefix(&format!("{counter}=")))
         .map_or(0, |n| n.parse().unwrap())
 }
 
@@ -313,4 +328,37 @@ async fn a_fenced_members_read_of_its_own_queue_goes_to_the_adopter() {
         adopter.queue_ack("f", &d).await.unwrap();
     }
     assert_eq!(got, ["m1", "m2", "m3"]);
+}
+
+/// Agents of one process reading a new queue at once create its consumer
+/// group once: no `XGROUP CREATE` fails with BUSYGROUP (a failed command
+/// an operator would see in the server's statistics).
+#[tokio::test]
+async fn agents_reading_a_new_queue_at_once_create_its_group_once() {
+    let server = RedisServer::start();
+    let store = connect(&server.url()).await;
+    let mut conn = raw(&server.url()).await;
+    reset_stats(&mut conn).await;
+    let takes = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let queues = vec![format!("w-{i}"), "w".to_string()];
+            store
+                .queue_take("t", &queues, &format!("w-{i}"), Duration::ZERO)
+                .await
+                .unwrap()
+        })
+    });
+    for take in takes.collect::<Vec<_>>() {
+        assert!(take.await.unwrap().is_none());
+    }
+    assert_eq!(
+        command_stat(&mut conn, "xgroup|create", "failed_calls").await,
+        0
+    );
+    // The shared queue's group once, and each agent's own queue's.
+    assert_eq!(
+        command_stat(&mut conn, "xgroup|create", "calls").await,
+        8 + 1
+    );
 }

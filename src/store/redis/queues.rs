@@ -154,15 +154,12 @@ impl Server {
             {
                 return Err(e);
             }
-            let replies = replies?;
+            let replies = replies.inspect_err(|_| self.forget_groups(&missing))?;
             let rest = &replies[..];
             let (created, rest) = rest.split_at(missing.len().min(rest.len()));
             for (stream, r) in missing.iter().zip(created) {
-                match error_code(r) {
-                    None | Some("BUSYGROUP") => {
-                        self.groups.lock().insert(stream.clone());
-                    }
-                    Some(_) => {}
+                if !matches!(error_code(r), None | Some("BUSYGROUP")) {
+                    self.groups.lock().remove(stream);
                 }
             }
             let (pending, rest) = rest.split_at(look.len().min(rest.len()));
@@ -335,12 +332,16 @@ impl Server {
         Ok(names)
     }
 
-    /// Streams among `streams` whose group this process has not made sure of.
+    /// Streams among `streams` whose group this process has not made sure
+    /// of, marked known from now on: the caller creates them, and another
+    /// look meanwhile does not again (a `BUSYGROUP` for nothing; should its
+    /// reads reach the server first, they find no group and it looks again).
+    /// A creation that fails, or whose pipeline fails, unmarks its stream.
     fn missing_groups(&self, streams: &[String]) -> Vec<String> {
-        let known = self.groups.lock();
+        let mut known = self.groups.lock();
         streams
             .iter()
-            .filter(|s| !known.contains(*s))
+            .filter(|s| known.insert((*s).clone()))
             .cloned()
             .collect()
     }
