@@ -86,7 +86,7 @@ pub struct HandlerError {
 /// A live agent's VM and code.
 pub struct Agent {
     ctx: Arc<AgentContext>,
-    lua: Lua,
+    lua: sandbox::Vm,
     module: Table,
     /// The agent's own state, passed as `self` to every callback; kept across reloads.
     state: Table,

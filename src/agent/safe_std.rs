@@ -28,6 +28,9 @@ use super::budget::Budget;
 use crate::lua_api::chunks;
 use crate::lua_api::log::{self, Level};
 
+/// The host chunks of this file, loaded with the others (see [`chunks::HostChunks`]).
+pub(super) const CHUNKS: &[(&str, &str)] = &[("coroutine", COROUTINES), ("xpcall", XPCALL)];
+
 /// `collectgarbage` options an agent may use.
 const GC_OPTIONS: &[&str] = &["collect", "count", "step", "isrunning"];
 

@@ -16,6 +16,10 @@
 
 use mlua::{Lua, Table};
 
+/// The host chunk of this file, loaded with the others (see
+/// [`crate::lua_api::chunks::HostChunks`]).
+pub(super) const CHUNKS: &[(&str, &str)] = &[("table", TABLE)];
+
 const TABLE: &str = r##"
 -- Captured now: a script that replaces a global or the string methods later
 -- does not change these functions.

@@ -17,6 +17,7 @@
 //! `pcall` or `coroutine.resume`: it reaches the agent's runner, which fails
 //! the agent.
 
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
 
 use super::budget::Budget;
 use super::modules::{self, Loader, ModuleGraph};
+use crate::lua_api::chunks::HostChunks;
 use crate::lua_api::{self, AgentContext};
 use crate::scripts::{Script, ScriptRegistry};
 
@@ -38,9 +40,48 @@ const REMOVED_GLOBALS: &[&str] = &["dofile", "loadfile", "warn"];
 /// tables): each the very table its global names.
 const LIBRARIES: &[&str] = &["_G", "coroutine", "table", "string", "utf8", "math", "os"];
 
+/// The host's chunks every VM runs, loaded as one (see [`HostChunks`]).
+static HOST_CHUNKS: HostChunks = HostChunks::new(&[
+    super::safe_std::CHUNKS,
+    super::safe_table::CHUNKS,
+    lua_api::HOST_CHUNKS,
+]);
+
+/// An agent's VM, used as the [`Lua`] it derefs to.
+///
+/// mlua's `Lua` runs a full collection when the one made by `Lua::new_with`
+/// is dropped (a clone does not), a twentieth of what a spawn costs, just
+/// before `lua_close` frees everything anyway. Its point: garbage holding a
+/// clone of the `Lua` (a coroutine abandoned in an async host call keeps
+/// the call's future, which holds one) would keep the state alive for
+/// ever. So the VM keeps a clone (the original is dropped while its heap is
+/// near empty), and on drop collects only when something still holds the
+/// state once its clone is gone: then as mlua would, so that garbage lets
+/// go of the state and the last holder closes it.
+pub struct Vm(ManuallyDrop<Lua>);
+
+impl std::ops::Deref for Vm {
+    type Target = Lua;
+
+    fn deref(&self) -> &Lua {
+        &self.0
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let weak = self.0.weak();
+        // SAFETY: the field is taken once, here, and never used again.
+        drop(unsafe { ManuallyDrop::take(&mut self.0) });
+        if let Some(held) = weak.try_upgrade() {
+            let _ = held.gc_collect();
+        }
+    }
+}
+
 /// A VM for the agent `ctx`: the sandbox, the host API acting for `ctx`,
 /// `memory_limit` bytes of heap and a `callback_timeout` budget.
-pub fn agent_vm(ctx: &Arc<AgentContext>) -> mlua::Result<(Lua, Budget)> {
+pub fn agent_vm(ctx: &Arc<AgentContext>) -> mlua::Result<(Vm, Budget)> {
     let config = &ctx.coord.config;
     let lua = new_vm(ctx.registry.clone(), config.memory_limit)?;
     // The API is host code with a bounded footprint: registered before the
@@ -54,6 +95,7 @@ pub fn agent_vm(ctx: &Arc<AgentContext>) -> mlua::Result<(Lua, Budget)> {
         }
     }
     seal_loaded(&lua)?;
+    HostChunks::unload(&lua);
     lua.set_memory_limit(config.memory_limit)?;
     let limit = Duration::from_millis(config.callback_timeout);
     let budget = Budget::install(&lua, &ctx.id, limit)?;
@@ -136,14 +178,19 @@ fn follow_test_clock(lua: &Lua) -> mlua::Result<()> {
 }
 
 /// A fresh VM with only the safe libraries, before the host API.
-fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Result<Lua> {
+fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Result<Vm> {
     let libs = StdLib::COROUTINE
         | StdLib::TABLE
         | StdLib::STRING
         | StdLib::UTF8
         | StdLib::MATH
         | StdLib::OS;
-    let lua = Lua::new_with(libs, LuaOptions::default())?;
+    // Only the clone is kept (see `Vm`): the original's collection on drop
+    // runs here, on a heap of the base library alone.
+    let lua = Vm(ManuallyDrop::new(
+        Lua::new_with(StdLib::NONE, LuaOptions::default())?.clone(),
+    ));
+    lua.load_std_libs(libs)?;
     let globals = lua.globals();
 
     for name in REMOVED_GLOBALS {
@@ -177,6 +224,7 @@ fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Result<Lu
     )?;
 
     lua.set_app_data(ModuleGraph::default());
+    HOST_CHUNKS.load(&lua)?;
     super::safe_std::install(&lua, memory_limit)?;
     install_require(&lua, registry)?;
     lua.set_named_registry_value(crate::lua_api::WATCHES, lua.create_table()?)?;
@@ -184,27 +232,26 @@ fn new_vm(registry: Arc<ScriptRegistry>, memory_limit: usize) -> mlua::Result<Lu
     Ok(lua)
 }
 
-/// Empties `package.loaded` of everything but [`LIBRARIES`] and the host
-/// API's tables, and makes each entry the table its global holds: `Lua::new_with`
-/// registered the stock libraries there, which `require` would hand out.
+/// Replaces `package.loaded` (the registry's `_LOADED`, which `require`
+/// reads) with a table of [`LIBRARIES`] and the host API's tables only, each
+/// the table its global holds: `Lua::new_with` registered the stock
+/// libraries in the old one, which `require` would hand out. A new table
+/// rather than the old one emptied: walking it costs more.
 fn seal_loaded(lua: &Lua) -> mlua::Result<()> {
-    let loaded: Table = lua.named_registry_value("_LOADED")?;
     let globals = lua.globals();
-    let names: Vec<Value> = loaded
-        .pairs::<Value, Value>()
-        .map(|p| p.map(|(k, _)| k))
-        .collect::<mlua::Result<_>>()?;
+    let names = LIBRARIES.iter().chain(lua_api::TABLES);
+    let loaded = lua.create_table_with_capacity(0, names.clone().count())?;
     for name in names {
-        loaded.raw_set(name, Value::Nil)?;
-    }
-    for name in LIBRARIES.iter().chain(lua_api::TABLES) {
         let value: Value = match *name {
             "_G" => Value::Table(globals.clone()),
             _ => globals.raw_get(*name)?,
         };
         loaded.raw_set(*name, value)?;
     }
-    Ok(())
+    lua.set_named_registry_value("_LOADED", &loaded)?;
+    globals
+        .raw_get::<Table>("package")?
+        .raw_set("loaded", loaded)
 }
 
 /// `require(name)` finds modules in the script registry only: the scripts

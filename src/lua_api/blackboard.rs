@@ -21,7 +21,7 @@ pub const WATCHES: &str = "orrery.watches";
 /// (`set_now`), unless older writes must be settled first (it returns false)
 /// or the quota ledger must look at the store (nil: the waiting `set_wait`
 /// does it). `set(key, nil)` deletes, and waits.
-const SET: &str = r#"
+pub(super) const SET: &str = r#"
 local set_now, settle, delete, set_wait = ...
 return function(key, value)
   if value == nil then
@@ -43,7 +43,7 @@ end
 /// `get` on a server store: a value the agent wrote since it last observed
 /// the store, once its writes are acknowledged, is read back without asking
 /// (`cached`); anything else is fetched.
-const GET: &str = r#"
+pub(super) const GET: &str = r#"
 local cached, fetch = ...
 return function(key)
   local value = cached(key)
@@ -97,7 +97,7 @@ impl OwnWrites {
 /// a Rust callback could not let it do, and may change the table it is given
 /// in place (the natural Lua idiom), since the compare is against the value
 /// as read, not against that table.
-const UPDATE: &str = r#"
+pub(super) const UPDATE: &str = r#"
 local read, swap = ...
 return function(key, fn)
   if type(fn) ~= "function" then

@@ -35,7 +35,7 @@ const MESSAGE: &str = "orrery.message";
 /// Builds a message table from its fields. A table constructor in Lua is far
 /// cheaper than six `Table::set` calls from Rust, each a protected call once
 /// the VM has a memory limit.
-const PACK: &str = r#"
+pub(super) const PACK: &str = r#"
 return function(id, from, to, kind, payload, attempts, reply_to)
   if id == nil then return nil end
   return { id = id, from = from, to = to, type = kind, payload = payload, attempts = attempts,
@@ -47,7 +47,7 @@ end
 /// older write must be settled first — by `send_fast` (a C function, see
 /// `fast`) for a payload that needs no walk on the embedded store, else by
 /// `send_now` (a plain function call); otherwise the waiting `send_wait`.
-const SEND: &str = r#"
+pub(super) const SEND: &str = r#"
 local send_fast, send_now, settle, send_wait = ...
 return function(to, kind, payload)
   local id = send_fast(to, kind, payload)
@@ -67,7 +67,7 @@ end
 /// the plain function `receive_now` raises the error),
 /// then asks the store without waiting, and only then waits: a waiting
 /// message costs no coroutine yield.
-const RECEIVE: &str = r#"
+pub(super) const RECEIVE: &str = r#"
 local receive_fast, receive_now, try_receive, wait_receive, pack, default_timeout = ...
 return function(timeout)
   local msg = receive_fast(timeout)

@@ -7,9 +7,10 @@
 //! only `load` text.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::fmt::Write;
+use std::sync::{Arc, OnceLock};
 
-use mlua::{Function, Lua, chunk::ChunkMode};
+use mlua::{Function, Lua, Table, chunk::ChunkMode};
 use parking_lot::Mutex;
 
 /// Most chunks kept; past it the cache starts over (a long session of hot
@@ -63,9 +64,90 @@ pub fn compile(lua: &Lua, name: &str, source: &Arc<str>) -> mlua::Result<Functio
     Ok(function)
 }
 
-/// [`compile`] for one of the host's own chunks, given as a static string.
+/// [`compile`] for one of the host's own chunks, given as a static string:
+/// taken from the VM's [`HostChunks`] when they hold it, else loaded alone.
 pub(crate) fn host(lua: &Lua, label: &'static str, source: &'static str) -> mlua::Result<Function> {
-    named(lua, &format!("=[orrery] {label}"), source)
+    let loaded = lua.app_data_ref::<Loaded>().and_then(|l| {
+        let i = sources(l.parts).position(|(_, s)| *s == source)?;
+        Some(l.chunks.raw_get::<Function>(i + 1))
+    });
+    match loaded {
+        Some(function) => function,
+        None => named(lua, &format!("=[orrery] {label}"), source),
+    }
+}
+
+/// The host's chunks loaded together, as one chunk of bytecode: a chunk
+/// costs its VM about 8 k instructions beyond its text (the lookup in the
+/// cache, mlua's load, the undump's header, the call of its main function),
+/// and a VM loads a dozen of them. Named `=[orrery] host` in tracebacks
+/// (which leave out every `=[orrery]` frame) and `error` positions; every
+/// host chunk raises its errors at the caller's level or at none, so none
+/// of them shows that name. A chunk whose name matters stays on its own.
+pub(crate) struct HostChunks {
+    /// Lists of (label, source).
+    parts: Parts,
+    /// The text of the one chunk, made on first use.
+    text: OnceLock<Arc<str>>,
+}
+
+/// Lists of (label, source).
+type Parts = &'static [&'static [(&'static str, &'static str)]];
+
+/// Every (label, source) of `parts`, in order.
+fn sources(parts: Parts) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    parts.iter().flat_map(|p| p.iter())
+}
+
+/// A VM's [`HostChunks`]: the table of the functions that run their texts,
+/// in the order of `parts`. One reference to the table rather than one per
+/// function: each is a slot of mlua's reference stack, which grows in the
+/// VM's heap.
+struct Loaded {
+    parts: Parts,
+    chunks: Table,
+}
+
+impl HostChunks {
+    /// The chunks of `parts`, loaded together.
+    pub(crate) const fn new(parts: Parts) -> Self {
+        HostChunks {
+            parts,
+            text: OnceLock::new(),
+        }
+    }
+
+    /// Loads the chunks into `lua`: from then on, [`host`] of one of them
+    /// is a function of this load, whose call runs that chunk's text then,
+    /// as the call of the chunk loaded alone did.
+    pub(crate) fn load(&self, lua: &Lua) -> mlua::Result<()> {
+        let text = self.text.get_or_init(|| {
+            let mut text = String::from("local chunks = {}\n");
+            for (i, (label, source)) in sources(self.parts).enumerate() {
+                let _ = write!(
+                    text,
+                    "-- {label}\nchunks[{}] = function(...)\n{source}\nend\n",
+                    i + 1
+                );
+            }
+            text.push_str("return chunks\n");
+            Arc::from(text)
+        });
+        let chunks: Table = compile(lua, "=[orrery] host", text)?.call(())?;
+        lua.set_app_data(Loaded {
+            parts: self.parts,
+            chunks,
+        });
+        Ok(())
+    }
+
+    /// Lets go of the chunks loaded in `lua` once its VM is built: what was
+    /// made from them stays, the rest becomes garbage, so an idle VM keeps
+    /// no more of them than when each chunk was loaded alone. A later
+    /// [`host`] loads its chunk alone.
+    pub(crate) fn unload(lua: &Lua) {
+        lua.remove_app_data::<Loaded>();
+    }
 }
 
 /// [`host`] under a chunk name of its own (`=llm.chat`), which the

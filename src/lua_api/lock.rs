@@ -19,7 +19,7 @@ use crate::coordination::LockGrant;
 /// Default TTL of a lock (ms).
 const DEFAULT_TTL_MS: u64 = 30_000;
 
-const WITH: &str = r#"
+pub(super) const WITH: &str = r#"
 local acquire, release = ...
 return function(name, fn, opts)
   if type(fn) ~= "function" then

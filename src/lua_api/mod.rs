@@ -152,6 +152,20 @@ const API: [(&str, Register); 15] = [
     ("http", http::register),
 ];
 
+/// The API's host chunks, loaded with the sandbox's as one (see
+/// [`chunks::HostChunks`]): every chunk [`chunks::host`] loads at each
+/// spawn but the lazy functions' stub, whose chunk name tracebacks read.
+pub(crate) const HOST_CHUNKS: &[(&str, &str)] = &[
+    ("lock.with", lock::WITH),
+    ("blackboard.get", blackboard::GET),
+    ("blackboard.set", blackboard::SET),
+    ("blackboard.update", blackboard::UPDATE),
+    ("bus.send", bus::SEND),
+    ("bus.message", bus::PACK),
+    ("bus.receive", bus::RECEIVE),
+    ("task", task::FREEZE),
+];
+
 /// The name of every table [`register_all`] makes a global (and puts in
 /// `package.loaded`), in [`API`]'s order.
 pub const TABLES: &[&str] = &names(&API);

@@ -13,7 +13,7 @@ use super::{AgentContext, FROZEN, chunks, to_json_or_nil, to_lua};
 /// Wraps the task's tables in read-only proxies. Each proxy's metatable keeps
 /// the table it shows under the [`FROZEN`] key, so storing a part of the task
 /// (`blackboard.set("c", task.constraints)`) stores its contents.
-const FREEZE: &str = r#"
+pub(super) const FREEZE: &str = r#"
 local data, frozen = ...
 local function freeze(t, path)
   for k, v in pairs(t) do

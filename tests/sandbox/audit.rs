@@ -98,7 +98,7 @@ return found
 "#;
 
 /// A VM built as an agent's, for a role granted everything (`granted`) or nothing.
-fn agent_vm(scratch: &Scratch, granted: bool) -> Lua {
+pub(crate) fn agent_vm(scratch: &Scratch, granted: bool) -> sandbox::Vm {
     let mut cfg = Config {
         scripts: scratch.scripts(),
         ..config()

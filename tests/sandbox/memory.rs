@@ -64,3 +64,27 @@ return M
 "#;
     assert_out_of_memory(script, "message 'grow' from bomb-1").await;
 }
+
+/// A VM is freed when it is dropped with garbage that holds it: a
+/// coroutine the script dropped while an async host call inside it was
+/// pending keeps the call's future, which holds the VM (see
+/// `sandbox::Vm`, which skips mlua's full collection on drop otherwise).
+#[tokio::test]
+async fn a_vm_is_freed_with_a_dropped_coroutine_waiting_in_a_host_call() {
+    let scratch = crate::common::Scratch::new(&[("probe.lua", "return {}")]);
+    let lua = crate::audit::agent_vm(&scratch, false);
+    let weak = lua.weak();
+    lua.load(
+        "local co = coroutine.create(function() sleep(60000) end)\n\
+         coroutine.resume(co)\n\
+         assert(coroutine.status(co) == 'suspended')",
+    )
+    .exec_async()
+    .await
+    .unwrap();
+    drop(lua);
+    assert!(
+        weak.try_upgrade().is_none(),
+        "the VM outlived its last holder"
+    );
+}

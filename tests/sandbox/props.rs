@@ -76,7 +76,7 @@ fn an_error_inside_a_multibyte_character_names_the_file() {
 
 /// A VM set up as an agent's, on its own embedded store.
 struct Vm {
-    lua: Lua,
+    lua: sandbox::Vm,
     store: Arc<MemoryStore>,
     _scratch: Scratch,
 }
