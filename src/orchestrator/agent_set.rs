@@ -289,7 +289,13 @@ impl AgentSet {
         let (id, role) = (ctx.id.clone(), ctx.role.clone());
         let stop = self.stop.subscribe();
         let span = inner.span.in_scope(|| crate::trace::agent(&id, &role));
-        let life = super::agents::run_agent(ctx, stop).instrument(span);
+        let place = Place(self.coord.clone());
+        let life = super::agents::run_agent(ctx, stop);
+        let life = async move {
+            let _place = place;
+            life.await
+        }
+        .instrument(span);
         let handle = inner.tasks.spawn(journal::scope(&id, life));
         inner.running.insert(handle.id(), (id.clone(), role));
         inner.started.push(id.clone());
@@ -412,6 +418,19 @@ async fn finish_detached(mut work: BoxFuture<'static, Result<String>>) -> Result
 
 fn shutting_down(role: &str) -> Error {
     Error::Coordination(format!("cannot spawn '{role}': the task is shutting down"))
+}
+
+/// An agent's place under `max_agents`, given back when its task ends,
+/// however it ends (returns, is aborted, panics): then, not when the
+/// orchestrator's task gets round to joining it, so a script that starts
+/// short-lived agents one after another never finds the places of those
+/// that ended still taken, however far behind the orchestrator is.
+struct Place(Arc<Coordination>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.spawner.release();
+    }
 }
 
 /// Counts a spawn pending while it lives.

@@ -99,7 +99,6 @@ impl Orchestrator {
             }
         };
         self.coord.activity.idle();
-        self.coord.spawner.release();
         self.coord.bus.leave(&outcome.id);
         self.registry.users().ended(&outcome.id);
         // The messages it read ahead or kept aside go back to its queue (for
@@ -173,7 +172,6 @@ impl Orchestrator {
                 .states
                 .transition(&id, AgentPhase::Failed, Some(e.to_string()))
                 .await;
-            self.coord.spawner.release();
             self.registry.users().ended(&id);
             let _ = self.coord.bus.release(&id).await;
             self.record_failed_agent(&id, &e);
@@ -199,7 +197,6 @@ impl Orchestrator {
                 continue;
             };
             self.coord.bus.leave(&id);
-            self.coord.spawner.release();
             self.registry.users().ended(&id);
             let _ = self.coord.bus.release(&id).await;
             tracing::warn!(agent = %id, "cut off mid-callback: this process leaves the task");

@@ -1,7 +1,12 @@
 //! `spawn`: conditions below, at and above their threshold (once, or every
 //! time with `repeat`), spawning a role added as a file, and `max_agents`.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use orrery::orchestrator::Orchestrator;
 use orrery::report::TaskStatus;
+use orrery::scripts::ScriptRegistry;
 use serde_json::{Value, json};
 
 use crate::common::{Backend, Scratch, orrery, show};
@@ -256,4 +261,74 @@ async fn agents_spawning_at_once_get_ids_of_their_own() {
             assert_eq!(phases(&report, id), ["INIT", "READY", "COMPLETE"]);
         }
     }
+}
+
+const ONE_AT_A_TIME: &str = r#"
+local M = {}
+function M.start(self)
+  blackboard.set("started", true)
+  for i = 1, 30 do
+    local ok, id = pcall(spawn.agent, "helper")
+    if not ok then
+      blackboard.set("result", tostring(id))
+      return
+    end
+    assert(spawn.wait(id) == "COMPLETE", id)
+  end
+  blackboard.set("result", "ok")
+end
+return M
+"#;
+
+/// An agent that ended gives its place under `max_agents` back as it
+/// ends, not when the orchestrator's task gets round to joining it: a
+/// script starting short-lived agents one after another, each waited for,
+/// never hits the limit, however far behind the orchestrator is. Here it
+/// is not polled at all while they run (`orrery bench`'s spawn figure hit
+/// the limit, 64 places deep, on a loaded machine).
+#[tokio::test(flavor = "current_thread")]
+async fn agents_started_one_after_another_never_find_an_ended_ones_place_taken() {
+    let scratch = Scratch::new(&[("serial.lua", ONE_AT_A_TIME), ("helper.lua", HELPER)]);
+    let mut config = config(|c| {
+        c.max_agents = 2;
+        c.quotas.max_spawns = 40;
+    });
+    config.scripts = scratch.scripts();
+    let registry = ScriptRegistry::load(&config.scripts, &config.stdlib).unwrap();
+    let store = orrery::store::open(&config.store, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let task = task("spawn-serial", r#"agents = ["serial"]"#);
+    let orchestrator = Orchestrator::new(task, config, store, Arc::new(registry)).unwrap();
+    let coord = orchestrator.coordination().clone();
+    let key = |key: &'static str| {
+        let coord = coord.clone();
+        async move {
+            loop {
+                if let Some(v) = coord.blackboard.get(key).await.unwrap() {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let run = orchestrator.run();
+    tokio::pin!(run);
+    tokio::select! {
+        _ = &mut run => panic!("the run ended before its agent started"),
+        _ = key("started") => {}
+    }
+    // From here on the orchestrator's task is not polled: it joins no agent.
+    let result = tokio::time::timeout(Duration::from_secs(30), key("result"))
+        .await
+        .expect("the serial agent went on");
+    assert_eq!(result, "ok");
+    let report = run.await.unwrap();
+    assert_eq!(
+        report.status,
+        TaskStatus::Complete,
+        "{}",
+        show_report(&report)
+    );
+    assert_eq!(report.agents_used.len(), 31);
 }

@@ -23,14 +23,29 @@ async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 
 /// Script calls the server ran since its counters were reset.
 async fn script_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    command_stat(conn, "evalsha", "calls").await
+}
+
+/// A counter of `INFO commandstats` (`calls`, `failed_calls`...) for one
+/// command since the counters were reset (0 when it never ran).
+async fn command_stat(
+    conn: &mut redis::aio::MultiplexedConnection,
+    command: &str,
+    counter: &str,
+) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
         .await
         .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
+    let Some(line) = info
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
+    else {
+        return 0;
+    };
+    line.split(',')
+        .find_map(|kv| kv.strip_prefix(&format!("{counter}=")))
         .map_or(0, |n| n.parse().unwrap())
 }
 
@@ -231,7 +246,8 @@ async fn the_writes_of_many_agents_share_calls_and_keep_each_agents_order() {
 /// A member declared lost (paused, then woken) may take no message: a read
 /// would move it into a consumer's pending list that no live agent reads,
 /// and the message would be lost. Neither a new message of its role's queue
-/// nor one given back there is taken; both stay for another agent.
+/// nor one given back there is taken (its read goes back to the queue); both
+/// stay for another agent.
 #[tokio::test]
 async fn a_fenced_member_takes_no_message_and_leaves_them_to_others() {
     let server = RedisServer::start();
@@ -269,4 +285,80 @@ async fn a_fenced_member_takes_no_message_and_leaves_them_to_others() {
         other.queue_ack("f", &d).await.unwrap();
     }
     assert_eq!(left, ["m1", "m2"]);
+}
+
+/// An agent's own queue read by a member that was fenced meanwhile: its
+/// agent's adopter, reading under the same consumer name in another
+/// process, gets every message, in order, woken as by a send.
+#[tokio::test]
+async fn a_fenced_members_read_of_its_own_queue_goes_to_the_adopter() {
+    let server = RedisServer::start();
+    let store = connect(&server.url()).await;
+    let adopter = connect(&server.url()).await;
+    let queues = vec!["a-1".to_string(), "a".to_string()];
+    store.member_join("f", "host-a").await.unwrap();
+    // The consumer's group exists before the fence, as in a run.
+    let none = store.queue_take("f", &queues, "a-1", Duration::ZERO);
+    assert!(none.await.unwrap().is_none());
+    for id in ["m1", "m2", "m3"] {
+        adopter
+            .queue_push("f", "a-1", &envelope(id, "job"))
+            .await
+            .unwrap();
+    }
+    assert!(adopter.member_fence("f", "host-a").await.unwrap());
+    match store.queue_take("f", &queues, "a-1", Duration::ZERO).await {
+        Err(StoreError::Fenced { .. }) => {}
+        got => panic!("expected a fenced refusal, got {got:?}"),
+    }
+    adopter.member_join("f", "host-b").await.unwrap();
+    adopter.queue_adopt("f", "a-1");
+    let mut got = Vec::new();
+    while let Some(d) = adopter
+        .queue_take("f", &queues, "a-1", Duration::from_millis(200))
+        .await
+        .unwrap()
+    {
+        got.push(d.envelope.id.clone());
+        assert_eq!(
+            d.envelope.attempts, 1,
+            "{}: never handed out before",
+            d.envelope.id
+        );
+        adopter.queue_ack("f", &d).await.unwrap();
+    }
+    assert_eq!(got, ["m1", "m2", "m3"]);
+}
+
+/// Agents of one process reading a new queue at once create its consumer
+/// group once: no `XGROUP CREATE` fails with BUSYGROUP (a failed command
+/// an operator would see in the server's statistics).
+#[tokio::test]
+async fn agents_reading_a_new_queue_at_once_create_its_group_once() {
+    let server = RedisServer::start();
+    let store = connect(&server.url()).await;
+    let mut conn = raw(&server.url()).await;
+    reset_stats(&mut conn).await;
+    let takes = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let queues = vec![format!("w-{i}"), "w".to_string()];
+            store
+                .queue_take("t", &queues, &format!("w-{i}"), Duration::ZERO)
+                .await
+                .unwrap()
+        })
+    });
+    for take in takes.collect::<Vec<_>>() {
+        assert!(take.await.unwrap().is_none());
+    }
+    assert_eq!(
+        command_stat(&mut conn, "xgroup|create", "failed_calls").await,
+        0
+    );
+    // The shared queue's group once, and each agent's own queue's.
+    assert_eq!(
+        command_stat(&mut conn, "xgroup|create", "calls").await,
+        8 + 1
+    );
 }

@@ -59,11 +59,6 @@ pub(super) struct Connection {
     pub url: String,
     /// How long to keep trying to reach the server before failing.
     pub patience: Duration,
-    /// The server runs stream reads inside scripts safely (Redis does;
-    /// Dragonfly releases before September 2026 abort on an XREADGROUP in a
-    /// script that finds nothing, dragonflydb/dragonfly#8228): see
-    /// [`scripts::FETCH`].
-    pub reads_in_scripts: bool,
 }
 
 /// The shared connection and its epoch.
@@ -111,12 +106,6 @@ pub(super) fn error_code(reply: &Value) -> Option<&str> {
         Value::ServerError(e) => Some(e.code()),
         _ => None,
     }
-}
-
-/// True when the server says it is DragonflyDB (false when it will not say).
-async fn is_dragonfly(conn: &mut MultiplexedConnection) -> bool {
-    let info: RedisResult<String> = redis::cmd("INFO").arg("server").query_async(conn).await;
-    info.is_ok_and(|i| i.contains("dragonfly_version"))
 }
 
 impl Connection {
@@ -167,7 +156,6 @@ impl Connection {
                 }
             }
         };
-        let reads_in_scripts = !is_dragonfly(&mut conn.clone()).await;
         Ok(Connection {
             client,
             batcher: Arc::default(),
@@ -175,7 +163,6 @@ impl Connection {
             replacing: tokio::sync::Mutex::new(()),
             url: redacted,
             patience,
-            reads_in_scripts,
         })
     }
 

@@ -6,8 +6,8 @@
 //! first send of a process to a queue the queue recorded in
 //! `task:{id}:queues`. Readers create the queue's consumer group, once per
 //! stream and process (again after NOGROUP: the server lost the stream).
-//! Taking reads into the taker's pending list (XREADGROUP, in the [`FETCH`]
-//! script that refuses a fenced member, on servers that allow it); acknowledging
+//! Taking reads into the taker's pending list (XREADGROUP, then a look at the
+//! member's key: a fenced member gives back what it read); acknowledging
 //! removes the entry (XACK + XDEL, in batches: see [`super::acks`]), so a
 //! stream holds exactly the messages waiting or in flight. A message given
 //! back is parked on the `~returned` consumer with its entry id, hence its
@@ -24,9 +24,10 @@ use super::blackboard::decode;
 use super::conn::{command_error, error_code, script_call};
 use super::keys::{GROUP, Keys, RETURNED};
 use super::reply::{
-    array, entry_delivery, field, id_text, pending_counts, read_reply, unexpected, usize_of,
+    array, entry_delivery, entry_ids, field, id_text, is_fence_mark, pending_counts, read_reply,
+    unexpected, usize_of,
 };
-use super::scripts::{CLAIM_RETURNED, FETCH, NACK, RELEASE, REVIVE};
+use super::scripts::{CLAIM_RETURNED, GIVE_BACK, NACK, RELEASE, REVIVE, fenced_error};
 use super::{RedisStore, Server};
 use crate::store::{
     Delivery, Envelope, MessageState, Pending, QueueStore, QueuedMessage, StoreError, StoreResult,
@@ -126,29 +127,23 @@ impl Server {
                 true => READ_AHEAD,
                 false => 1,
             };
-            let in_script = self.conn.reads_in_scripts;
-            if in_script {
-                // The reads, refused whole to a fenced member.
-                let mut names: Vec<&str> = streams.iter().map(String::as_str).collect();
-                names.push(&member);
-                let read = pipe.add_command(script_call(&FETCH, &names));
-                read.arg(GROUP).arg(consumer);
-                for stream in streams {
-                    read.arg(count(stream));
-                }
-                read.arg(flag);
-            } else {
-                for stream in streams {
-                    pipe.cmd("XREADGROUP")
-                        .arg("GROUP")
-                        .arg(GROUP)
-                        .arg(consumer)
-                        .arg("COUNT")
-                        .arg(count(stream))
-                        .arg("STREAMS")
-                        .arg(stream)
-                        .arg(">");
-                }
+            for stream in streams {
+                pipe.cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(count(stream))
+                    .arg("STREAMS")
+                    .arg(stream)
+                    .arg(">");
+            }
+            // Then the member's key: a member not fenced when the server
+            // reads it was not fenced when it applied the reads (a fence is
+            // for good), so what they took is this process's to hand out.
+            let member_of_task = flag == "1";
+            if member_of_task {
+                pipe.cmd("GET").arg(&member);
             }
             let replies = self.conn.round_trip(&pipe).await;
             // A batch that failed waits for the next look; a fenced process
@@ -159,29 +154,22 @@ impl Server {
             {
                 return Err(e);
             }
-            let replies = replies?;
+            let replies = replies.inspect_err(|_| self.forget_groups(&missing))?;
             let rest = &replies[..];
             let (created, rest) = rest.split_at(missing.len().min(rest.len()));
             for (stream, r) in missing.iter().zip(created) {
-                match error_code(r) {
-                    None | Some("BUSYGROUP") => {
-                        self.groups.lock().insert(stream.clone());
-                    }
-                    Some(_) => {}
+                if !matches!(error_code(r), None | Some("BUSYGROUP")) {
+                    self.groups.lock().remove(stream);
                 }
             }
-            let (pending, reads) = rest.split_at(look.len().min(rest.len()));
-            let reads = match reads.first() {
-                _ if !in_script => reads,
-                Some(RedisValue::Array(reads)) => reads.as_slice(),
-                Some(r) if error_code(r) == Some("NOSCRIPT") => {
-                    // The server restarted: load the scripts and look again.
-                    self.conn.load_scripts().await;
-                    continue;
-                }
-                Some(r) => return Err(server_error(r).unwrap_or_else(|| unexpected("FETCH"))),
-                None => return Err(unexpected("FETCH")),
-            };
+            let (pending, rest) = rest.split_at(look.len().min(rest.len()));
+            let (reads, member_state) = rest.split_at(streams.len().min(rest.len()));
+            if member_of_task && member_state.first().is_some_and(is_fence_mark) {
+                // Fenced, maybe before the reads: what they took goes back
+                // to the queues for the agents' adopter (or whoever reads next).
+                self.give_back_reads(streams, reads, consumer).await;
+                return Err(fenced_error());
+            }
             if pending
                 .iter()
                 .chain(reads)
@@ -208,7 +196,7 @@ impl Server {
                 new: Vec::new(),
             };
             for reply in reads {
-                fetched.new.extend(read_reply(keys, reply.clone(), 1)?);
+                fetched.new.extend(read_reply(keys, reply, 1)?);
             }
             if !parked.is_empty() {
                 fetched
@@ -252,6 +240,34 @@ impl Server {
         Ok(Some(entry_delivery(queue, id, fields, deliveries)?))
     }
 
+    /// Puts what `reads` (replies to XREADGROUP on `streams`) moved into
+    /// `consumer`'s pending list back in the queues, as new messages: once
+    /// this process is fenced no one would look for them there (its agents'
+    /// adopter reads under the same names, only new messages). Best effort:
+    /// the process is going away, a failure is only logged.
+    async fn give_back_reads(&self, streams: &[String], reads: &[RedisValue], consumer: &str) {
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for (stream, reply) in streams.iter().zip(reads) {
+            let ids = entry_ids(reply);
+            if ids.is_empty() {
+                continue;
+            }
+            any = true;
+            let cmd = pipe.add_command(script_call(&GIVE_BACK, &[stream]));
+            cmd.arg(GROUP).arg(consumer).arg(ids);
+        }
+        if !any {
+            return;
+        }
+        if let Err(e) = self.conn.round_trip(&pipe).await {
+            tracing::warn!(
+                consumer,
+                "fenced: could not give back the messages of its last read: {e}"
+            );
+        }
+    }
+
     /// The messages `consumer` holds on `streams` according to the server
     /// (XREADGROUP from id 0 reads the consumer's own pending list).
     pub(super) async fn held_by(
@@ -270,7 +286,7 @@ impl Server {
             cmd.arg("0");
         }
         match self.conn.round_trip_cmd(&cmd).await {
-            Ok(reply) => read_reply(keys, reply, 1),
+            Ok(reply) => read_reply(keys, &reply, 1),
             Err(e) if e.code() == Some("NOGROUP") => Ok(Vec::new()),
             Err(e) => Err(e),
         }
@@ -316,12 +332,16 @@ impl Server {
         Ok(names)
     }
 
-    /// Streams among `streams` whose group this process has not made sure of.
+    /// Streams among `streams` whose group this process has not made sure
+    /// of, marked known from now on: the caller creates them, and another
+    /// look meanwhile does not again (a `BUSYGROUP` for nothing; should its
+    /// reads reach the server first, they find no group and it looks again).
+    /// A creation that fails, or whose pipeline fails, unmarks its stream.
     fn missing_groups(&self, streams: &[String]) -> Vec<String> {
-        let known = self.groups.lock();
+        let mut known = self.groups.lock();
         streams
             .iter()
-            .filter(|s| !known.contains(*s))
+            .filter(|s| known.insert((*s).clone()))
             .cloned()
             .collect()
     }

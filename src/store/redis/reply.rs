@@ -9,11 +9,11 @@ use crate::store::{Delivery, Envelope};
 /// Parses an XREADGROUP reply into deliveries.
 pub(super) fn read_reply(
     keys: &Keys,
-    reply: RedisValue,
+    reply: &RedisValue,
     deliveries: u32,
 ) -> RedisResult<Vec<Delivery>> {
     let mut out = Vec::new();
-    for stream in array(&reply) {
+    for stream in array(reply) {
         let [name, entries] = array(stream) else {
             return Err(unexpected("XREADGROUP"));
         };
@@ -31,6 +31,25 @@ pub(super) fn read_reply(
         }
     }
     Ok(out)
+}
+
+/// The entry ids in an XREADGROUP reply (also those a parse would refuse).
+pub(super) fn entry_ids(reply: &RedisValue) -> Vec<String> {
+    array(reply)
+        .iter()
+        .filter_map(|stream| array(stream).get(1))
+        .flat_map(array)
+        .filter_map(|entry| array(entry).first().and_then(id_text))
+        .collect()
+}
+
+/// True when a member key's value (a GET reply) says the member was fenced.
+pub(super) fn is_fence_mark(v: &RedisValue) -> bool {
+    match v {
+        RedisValue::BulkString(b) => b == b"fenced",
+        RedisValue::SimpleString(s) => s == "fenced",
+        _ => false,
+    }
 }
 
 /// A delivery from a stream entry whose field `m` holds the envelope.

@@ -29,6 +29,15 @@ fn fence_check() -> String {
 /// The refusal of a fenced member's write (its first word the error code).
 const FENCED_REPLY: &str = "FENCED this process was declared lost: the task goes on without it";
 
+/// The refusal a script gives a fenced member, for a refusal found without
+/// one (a look that finds its member key says `fenced`).
+pub(super) fn fenced_error() -> redis::RedisError {
+    match redis::parse_redis_value(format!("-{FENCED_REPLY}\r\n").as_bytes()) {
+        Ok(redis::Value::ServerError(e)) => e.into(),
+        _ => unreachable!("an error line parses as a server error"),
+    }
+}
+
 impl ServerScript {
     fn new(source: &'static str) -> ServerScript {
         ServerScript {
@@ -66,7 +75,7 @@ impl ServerScript {
 pub(super) fn all() -> [&'static ServerScript; 23] {
     [
         &BATCH,
-        &FETCH,
+        &GIVE_BACK,
         &BB_SET,
         &BB_DELETE,
         &BB_CAS,
@@ -160,28 +169,32 @@ return 1
     )
 });
 
-/// Reads new messages of each stream for a consumer (XREADGROUP `>`), refused
-/// to a fenced member: a member declared lost while paused and woken must
-/// not move messages into a pending list its agents' adopter never reads.
-/// Returns one reply per stream, as XREADGROUP gives it (an error, such as
-/// NOGROUP, in its place). KEYS: streams, member. ARGV: group, consumer,
-/// one count per stream, member flag.
-pub(super) static FETCH: LazyLock<ServerScript> = LazyLock::new(|| {
-    ServerScript::fenced(
+/// Puts the entries given that a consumer still holds back in their
+/// stream as new entries (a fenced member's last read, see `Server::fetch`:
+/// never handed out, they go to whoever reads the queue next, woken as by
+/// a send); returns how many. KEYS: stream. ARGV: group, consumer, entry ids.
+pub(super) static GIVE_BACK: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::new(
         r#"
-local out = {}
-for i = 1, #KEYS - 1 do
-  out[i] = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[2 + i],
-    'STREAMS', KEYS[i], '>')
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p > 0 and p[1][2] == ARGV[2] then
+    local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    if e[1] then redis.call('XADD', KEYS[1], '*', (table.unpack or unpack)(e[1][2])) end
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    n = n + 1
+  end
 end
-return out
+return n
 "#,
     )
 });
 
 /// Claims the oldest message given back (parked on the `~returned` consumer)
-/// of the first stream that has one, refused to a fenced member (see
-/// [`FETCH`]). Returns {stream index, entry id, fields, deliveries} or false.
+/// of the first stream that has one, refused to a fenced member (it would
+/// take the message into a pending list its agents' adopter never reads). Returns {stream index, entry id, fields, deliveries} or false.
 /// KEYS: streams, member. ARGV: group, consumer, returned-consumer, member flag.
 pub(super) static CLAIM_RETURNED: LazyLock<ServerScript> = LazyLock::new(|| {
     ServerScript::fenced(
