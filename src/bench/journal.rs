@@ -72,6 +72,22 @@ pub async fn messages_once(count: u64, journaled: bool) -> Result<(f64, f64)> {
     Ok((rate?, cpu_us))
 }
 
+/// One run of the blackboard figure alone (`loops` set-get pairs), as
+/// [`messages_once`] (hidden `orrery bench --blackboard-only N
+/// [--journal-on]`): operations per second and the process's CPU per
+/// operation (µs), start-up included.
+pub async fn blackboard_once(loops: u64, journaled: bool) -> Result<(f64, f64)> {
+    let dir = std::env::temp_dir().join(format!("orrery-bench-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Coordination(format!("benchmark journal {}: {e}", dir.display())))?;
+    let file = dir.join("journal.jsonl");
+    let started = super::cpu_seconds();
+    let rate = blackboard_ops_journaled(loops, journaled.then_some(file.as_path())).await;
+    let cpu_us = (super::cpu_seconds() - started) * 1e6 / (2 * loops).max(1) as f64;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((rate?, cpu_us))
+}
+
 /// Measures `rounds` rounds of the three figures, journal off then on.
 pub async fn journal_cost(sizes: Sizes, rounds: usize) -> Result<JournalCost> {
     let dir = std::env::temp_dir().join(format!("orrery-bench-{:08x}", rand::random::<u32>()));

@@ -27,8 +27,12 @@ pub struct BenchArgs {
     /// Only one run of the message figure, of N messages (for profiling).
     #[arg(long, hide = true, value_name = "N", conflicts_with_all = ["redis", "journal_only"])]
     pub messages_only: Option<u64>,
-    /// With --messages-only: the journal on, written to a scratch file.
-    #[arg(long, hide = true, requires = "messages_only")]
+    /// Only one run of the blackboard figure, of N set-get pairs (for profiling).
+    #[arg(long, hide = true, value_name = "N", conflicts_with_all = ["redis", "journal_only", "messages_only"])]
+    pub blackboard_only: Option<u64>,
+    /// With --messages-only or --blackboard-only: the journal on, written
+    /// to a scratch file.
+    #[arg(long, hide = true)]
     pub journal_on: bool,
     /// Rounds of each Redis figure (medians are taken over them).
     #[arg(long, value_name = "N", requires = "redis")]
@@ -68,6 +72,14 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
         let (rate, cpu_us) = runtime.block_on(journal::messages_once(count, args.journal_on))?;
         super::print_out(&format!(
             "{count} messages, journal {}: {rate:.0}/s, {cpu_us:.3} us CPU each (start-up included)\n",
+            if args.journal_on { "on" } else { "off" }
+        ));
+        return Ok(exit::OK);
+    }
+    if let Some(loops) = args.blackboard_only {
+        let (rate, cpu_us) = runtime.block_on(journal::blackboard_once(loops, args.journal_on))?;
+        super::print_out(&format!(
+            "{loops} set-get pairs, journal {}: {rate:.0} ops/s, {cpu_us:.3} us CPU each (start-up included)\n",
             if args.journal_on { "on" } else { "off" }
         ));
         return Ok(exit::OK);

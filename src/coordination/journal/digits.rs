@@ -95,17 +95,25 @@ impl Micros {
     /// Appends the digits of `us` to `out`.
     #[inline(always)]
     pub(super) fn write(&mut self, out: &mut Vec<u8>, us: u64) {
-        let (seconds, micros) = (us / 1_000_000, (us % 1_000_000) as usize);
-        if seconds == 0 {
-            put(out, itoa::Buffer::new().format(micros).as_bytes());
+        if us < 1_000_000 {
+            put(out, itoa::Buffer::new().format(us).as_bytes());
             return;
         }
+        let (seconds, micros) = self.split(us);
+        put(out, seconds);
+        out.extend_from_slice(&micros);
+    }
+
+    /// The digits of `us`, at least a second: those of its seconds, then
+    /// the six of its microseconds.
+    #[inline(always)]
+    pub(super) fn split(&mut self, us: u64) -> (&[u8], [u8; 6]) {
+        let (seconds, micros) = (us / 1_000_000, (us % 1_000_000) as usize);
         let pair = |n: usize| [PAIRS[2 * n], PAIRS[2 * n + 1]];
         let [a, b] = pair(micros / 10_000);
         let [c, d] = pair(micros / 100 % 100);
         let [e, f] = pair(micros % 100);
-        put(out, self.seconds.digits(seconds));
-        out.extend_from_slice(&[a, b, c, d, e, f]);
+        (self.seconds.digits(seconds), [a, b, c, d, e, f])
     }
 }
 
