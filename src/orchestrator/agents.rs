@@ -77,8 +77,9 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Takes in how an agent ended: frees its place, gives back what it
-    /// held, and records its errors.
+    /// Takes in how an agent ended: gives back what it held and records its
+    /// errors (its place under `max_agents` it gave back itself, see
+    /// `agent_set::Place`).
     pub(super) async fn finish_agent(&mut self, joined: Joined) {
         let outcome = match joined {
             Ok((task_id, outcome)) => {

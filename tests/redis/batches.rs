@@ -246,8 +246,9 @@ async fn the_writes_of_many_agents_share_calls_and_keep_each_agents_order() {
 /// A member declared lost (paused, then woken) may take no message: a read
 /// would move it into a consumer's pending list that no live agent reads,
 /// and the message would be lost. Neither a new message of its role's queue
-/// nor one given back there is taken (its read goes back to the queue); both
-/// stay for another agent.
+/// nor one given back there is taken (its read goes back to the queue), also
+/// when the look's acknowledgements are refused first; both stay for another
+/// agent.
 #[tokio::test]
 async fn a_fenced_member_takes_no_message_and_leaves_them_to_others() {
     let server = RedisServer::start();
@@ -255,15 +256,24 @@ async fn a_fenced_member_takes_no_message_and_leaves_them_to_others() {
     let other = connect(&server.url()).await;
     let queues = |agent: &str| vec![agent.to_string(), "c".to_string()];
     store.member_join("f", "host-a").await.unwrap();
-    // A message taken and given back (parked for redelivery), and a new one.
-    other
-        .queue_push("f", "c", &envelope("m1", "job"))
-        .await
-        .unwrap();
+    // A message taken and given back (parked for redelivery), one taken
+    // and acknowledged (the acknowledgement waits for the next look, which
+    // the fence makes refuse it, the reads beside it too), and a new one.
+    for id in ["m1", "m0"] {
+        other
+            .queue_push("f", "c", &envelope(id, "job"))
+            .await
+            .unwrap();
+    }
     let mine = queues("c-1");
-    let taken = store.queue_take("f", &mine, "c-1", Duration::ZERO);
-    let taken = taken.await.unwrap().expect("m1 is there");
-    store.queue_nack("f", &taken, 5).await.unwrap();
+    let mut taken = Vec::new();
+    for _ in 0..2 {
+        let d = store.queue_take("f", &mine, "c-1", Duration::ZERO);
+        taken.push(d.await.unwrap().expect("m1 and m0 are there"));
+    }
+    assert_eq!(taken[0].envelope.id, "m1");
+    store.queue_nack("f", &taken[0], 5).await.unwrap();
+    store.queue_ack("f", &taken[1]).await.unwrap();
     other
         .queue_push("f", "c", &envelope("m2", "job"))
         .await

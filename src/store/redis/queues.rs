@@ -146,15 +146,19 @@ impl Server {
                 pipe.cmd("GET").arg(&member);
             }
             let replies = self.conn.round_trip(&pipe).await;
-            // A batch that failed waits for the next look; a fenced process
-            // may take nothing more.
-            if let Some(acks) = acks
-                && let Err(e) = acks.await
-                && e.code() == Some("FENCED")
-            {
-                return Err(e);
-            }
-            let replies = replies.inspect_err(|_| self.forget_groups(&missing))?;
+            // A batch that failed waits for the next look; one refused to a
+            // fenced member ends the take, once what the reads took is back.
+            let refused = match acks {
+                Some(acks) => acks.await.err().filter(|e| e.code() == Some("FENCED")),
+                None => None,
+            };
+            let replies = match replies {
+                Ok(replies) => replies,
+                Err(e) => {
+                    self.forget_groups(&missing);
+                    return Err(refused.unwrap_or(e));
+                }
+            };
             let rest = &replies[..];
             let (created, rest) = rest.split_at(missing.len().min(rest.len()));
             for (stream, r) in missing.iter().zip(created) {
@@ -168,7 +172,10 @@ impl Server {
                 // Fenced, maybe before the reads: what they took goes back
                 // to the queues for the agents' adopter (or whoever reads next).
                 self.give_back_reads(streams, reads, consumer).await;
-                return Err(fenced_error());
+                return Err(refused.unwrap_or_else(fenced_error));
+            }
+            if let Some(refused) = refused {
+                return Err(refused);
             }
             if pending
                 .iter()
