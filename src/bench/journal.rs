@@ -9,6 +9,8 @@
 //! machine whose cores are shared with other work, the rates move with the
 //! load from run to run, while the CPU an operation costs hardly does.
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use super::embedded::{Sizes, blackboard_ops_journaled, messages_journaled, spawn_times_journaled};
@@ -61,15 +63,10 @@ pub struct JournalCost {
 /// `orrery bench --messages-only N [--journal-on]`): run it under callgrind
 /// or `perf` at two sizes, and the difference is the cost of the messages.
 pub async fn messages_once(count: u64, journaled: bool) -> Result<(f64, f64)> {
-    let dir = std::env::temp_dir().join(format!("orrery-bench-{:08x}", rand::random::<u32>()));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::Coordination(format!("benchmark journal {}: {e}", dir.display())))?;
-    let file = dir.join("journal.jsonl");
-    let started = super::cpu_seconds();
-    let rate = messages_journaled(count, journaled.then_some(file.as_path())).await;
-    let cpu_us = (super::cpu_seconds() - started) * 1e6 / count.max(1) as f64;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok((rate?, cpu_us))
+    once(count, journaled, |file| async move {
+        messages_journaled(count, file.as_deref()).await
+    })
+    .await
 }
 
 /// One run of the blackboard figure alone (`loops` set-get pairs), as
@@ -77,13 +74,29 @@ pub async fn messages_once(count: u64, journaled: bool) -> Result<(f64, f64)> {
 /// [--journal-on]`): operations per second and the process's CPU per
 /// operation (µs), start-up included.
 pub async fn blackboard_once(loops: u64, journaled: bool) -> Result<(f64, f64)> {
+    once(2 * loops, journaled, |file| async move {
+        blackboard_ops_journaled(loops, file.as_deref()).await
+    })
+    .await
+}
+
+/// Runs `figure` once, with the journal written to a scratch file when
+/// `journaled`: its rate and the process's CPU per one of its `ops` (µs).
+async fn once<F>(
+    ops: u64,
+    journaled: bool,
+    figure: impl FnOnce(Option<PathBuf>) -> F,
+) -> Result<(f64, f64)>
+where
+    F: std::future::Future<Output = Result<f64>>,
+{
     let dir = std::env::temp_dir().join(format!("orrery-bench-{:08x}", rand::random::<u32>()));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::Coordination(format!("benchmark journal {}: {e}", dir.display())))?;
     let file = dir.join("journal.jsonl");
     let started = super::cpu_seconds();
-    let rate = blackboard_ops_journaled(loops, journaled.then_some(file.as_path())).await;
-    let cpu_us = (super::cpu_seconds() - started) * 1e6 / (2 * loops).max(1) as f64;
+    let rate = figure(journaled.then(|| file.clone())).await;
+    let cpu_us = (super::cpu_seconds() - started) * 1e6 / ops.max(1) as f64;
     let _ = std::fs::remove_dir_all(&dir);
     Ok((rate?, cpu_us))
 }

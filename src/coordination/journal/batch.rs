@@ -126,64 +126,7 @@ impl Batch {
             w.bytes(seconds);
             w.lit(&micros);
             w.bytes(head);
-            match *event {
-                FastBody::BlackboardWrite { key, bytes, value } => {
-                    w.lit(b",\"kind\":\"blackboard_write\",\"key\":");
-                    w.quoted(key);
-                    w.lit(b",\"bytes\":");
-                    w.number(bytes);
-                    if let Some(v) = value {
-                        w.lit(b",\"value\":");
-                        w.value(v);
-                    }
-                }
-                FastBody::BlackboardDelete { key, existed } => {
-                    w.lit(b",\"kind\":\"blackboard_delete\",\"key\":");
-                    w.quoted(key);
-                    if existed {
-                        w.lit(b",\"existed\":true");
-                    } else {
-                        w.lit(b",\"existed\":false");
-                    }
-                }
-                FastBody::MessageSent {
-                    id,
-                    to,
-                    message_type,
-                    bytes,
-                    payload,
-                } => {
-                    w.lit(b",\"kind\":\"message_sent\",\"id\":");
-                    w.quoted(id);
-                    w.lit(b",\"to\":");
-                    w.quoted(to);
-                    w.lit(b",\"type\":");
-                    w.quoted(message_type);
-                    w.lit(b",\"bytes\":");
-                    w.number(bytes);
-                    if let Some(v) = payload {
-                        w.lit(b",\"payload\":");
-                        w.value(v);
-                    }
-                }
-                FastBody::Settled {
-                    kind_and_id,
-                    attempt_key,
-                    id,
-                    from,
-                    message_type,
-                    attempt,
-                } => {
-                    w.bytes(kind_and_id);
-                    w.quoted(id);
-                    w.lit(b",\"from\":");
-                    w.quoted(from);
-                    w.lit(b",\"type\":");
-                    w.quoted(message_type);
-                    w.bytes(attempt_key);
-                    w.number(u64::from(attempt));
-                }
-            }
+            body(&mut w, event);
             w.lit(b"}\n");
             let end = w.0.offset_from(buf.as_ptr()) as usize;
             debug_assert!(end - start <= room);
@@ -197,65 +140,8 @@ impl Batch {
     #[cold]
     fn push_escaped(&mut self, head: &[u8], seq: u64, at_us: u64, event: &FastBody<'_>) {
         let buf = self.start(head, seq, at_us);
-        let mut digits = itoa::Buffer::new();
-        match *event {
-            FastBody::BlackboardWrite { key, bytes, value } => {
-                buf.extend_from_slice(b",\"kind\":\"blackboard_write\",\"key\":");
-                json_str(buf, key);
-                buf.extend_from_slice(b",\"bytes\":");
-                put(buf, digits.format(bytes).as_bytes());
-                if let Some(v) = value {
-                    buf.extend_from_slice(b",\"value\":");
-                    json_value(buf, v);
-                }
-            }
-            FastBody::BlackboardDelete { key, existed } => {
-                buf.extend_from_slice(b",\"kind\":\"blackboard_delete\",\"key\":");
-                json_str(buf, key);
-                buf.extend_from_slice(if existed {
-                    b",\"existed\":true"
-                } else {
-                    b",\"existed\":false"
-                });
-            }
-            FastBody::MessageSent {
-                id,
-                to,
-                message_type,
-                bytes,
-                payload,
-            } => {
-                buf.extend_from_slice(b",\"kind\":\"message_sent\",\"id\":");
-                json_str(buf, id);
-                buf.extend_from_slice(b",\"to\":");
-                json_str(buf, to);
-                buf.extend_from_slice(b",\"type\":");
-                json_str(buf, message_type);
-                buf.extend_from_slice(b",\"bytes\":");
-                put(buf, digits.format(bytes).as_bytes());
-                if let Some(v) = payload {
-                    buf.extend_from_slice(b",\"payload\":");
-                    json_value(buf, v);
-                }
-            }
-            FastBody::Settled {
-                kind_and_id,
-                attempt_key,
-                id,
-                from,
-                message_type,
-                attempt,
-            } => {
-                put(buf, kind_and_id);
-                json_str(buf, id);
-                buf.extend_from_slice(b",\"from\":");
-                json_str(buf, from);
-                buf.extend_from_slice(b",\"type\":");
-                json_str(buf, message_type);
-                put(buf, attempt_key);
-                put(buf, digits.format(attempt).as_bytes());
-            }
-        }
+        // SAFETY: a `Vec` grows for what it is given.
+        unsafe { body(buf, event) };
         buf.extend_from_slice(b"}\n");
         self.ends.push(self.text.len());
     }
@@ -363,6 +249,123 @@ fn plain_room(event: &FastBody<'_>) -> Option<usize> {
     Some(PLAIN_LINE_BYTES + strings + value)
 }
 
+/// What a line of a frequent event is written into: room reserved for it
+/// all ([`Cursor`], nothing to escape) or a `Vec` (strings escaped as they
+/// need), so [`body`] says the fields of each event once.
+///
+/// # Safety
+///
+/// A [`Cursor`] must have room for what each method writes.
+trait Line {
+    /// A literal.
+    unsafe fn lit<const N: usize>(&mut self, s: &[u8; N]);
+    /// Bytes that are JSON already.
+    unsafe fn bytes(&mut self, s: &[u8]);
+    /// A string, as JSON.
+    unsafe fn string(&mut self, s: &[u8]);
+    /// A number's digits.
+    unsafe fn number(&mut self, n: u64);
+    /// A value, as serde_json writes it.
+    unsafe fn value(&mut self, v: Val<'_>);
+}
+
+/// The fields of `event` from its `kind` on, as serde writes its [`Event`].
+///
+/// # Safety
+///
+/// As [`Line`]'s: `w` has room for them.
+#[inline(always)]
+unsafe fn body(w: &mut impl Line, event: &FastBody<'_>) {
+    // SAFETY: the caller's.
+    unsafe {
+        match *event {
+            FastBody::BlackboardWrite { key, bytes, value } => {
+                w.lit(b",\"kind\":\"blackboard_write\",\"key\":");
+                w.string(key);
+                w.lit(b",\"bytes\":");
+                w.number(bytes);
+                if let Some(v) = value {
+                    w.lit(b",\"value\":");
+                    w.value(v);
+                }
+            }
+            FastBody::BlackboardDelete { key, existed } => {
+                w.lit(b",\"kind\":\"blackboard_delete\",\"key\":");
+                w.string(key);
+                if existed {
+                    w.lit(b",\"existed\":true");
+                } else {
+                    w.lit(b",\"existed\":false");
+                }
+            }
+            FastBody::MessageSent {
+                id,
+                to,
+                message_type,
+                bytes,
+                payload,
+            } => {
+                w.lit(b",\"kind\":\"message_sent\",\"id\":");
+                w.string(id);
+                w.lit(b",\"to\":");
+                w.string(to);
+                w.lit(b",\"type\":");
+                w.string(message_type);
+                w.lit(b",\"bytes\":");
+                w.number(bytes);
+                if let Some(v) = payload {
+                    w.lit(b",\"payload\":");
+                    w.value(v);
+                }
+            }
+            FastBody::Settled {
+                kind_and_id,
+                attempt_key,
+                id,
+                from,
+                message_type,
+                attempt,
+            } => {
+                w.bytes(kind_and_id);
+                w.string(id);
+                w.lit(b",\"from\":");
+                w.string(from);
+                w.lit(b",\"type\":");
+                w.string(message_type);
+                w.bytes(attempt_key);
+                w.number(u64::from(attempt));
+            }
+        }
+    }
+}
+
+impl Line for Vec<u8> {
+    #[inline(always)]
+    unsafe fn lit<const N: usize>(&mut self, s: &[u8; N]) {
+        self.extend_from_slice(s);
+    }
+
+    #[inline(always)]
+    unsafe fn bytes(&mut self, s: &[u8]) {
+        put(self, s);
+    }
+
+    #[inline(always)]
+    unsafe fn string(&mut self, s: &[u8]) {
+        json_str(self, s);
+    }
+
+    #[inline(always)]
+    unsafe fn number(&mut self, n: u64) {
+        put(self, itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    #[inline(always)]
+    unsafe fn value(&mut self, v: Val<'_>) {
+        json_value(self, v);
+    }
+}
+
 /// Where the next byte of a line goes, in room reserved for all of the
 /// line (see [`Batch::push_plain`]). Every method writes at the pointer and
 /// moves it past what it wrote.
@@ -372,7 +375,7 @@ fn plain_room(event: &FastBody<'_>) -> Option<usize> {
 /// Each method must have room for what it writes: the caller reserves it.
 struct Cursor(*mut u8);
 
-impl Cursor {
+impl Line for Cursor {
     /// A literal: its length is known, so the copy is a few moves.
     #[inline(always)]
     unsafe fn lit<const N: usize>(&mut self, s: &[u8; N]) {
@@ -395,7 +398,7 @@ impl Cursor {
 
     /// A string that needs no escaping, as JSON.
     #[inline(always)]
-    unsafe fn quoted(&mut self, s: &[u8]) {
+    unsafe fn string(&mut self, s: &[u8]) {
         // SAFETY: the caller made room for `s` and its quotes.
         unsafe {
             self.lit(b"\"");
@@ -447,7 +450,7 @@ impl Cursor {
                         Err(_) => self.lit(b"null"),
                     }
                 }
-                Val::Str(s) => self.quoted(s),
+                Val::Str(s) => self.string(s),
                 Val::Json(j) => self.bytes(j),
             }
         }
