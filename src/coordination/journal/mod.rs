@@ -9,13 +9,15 @@
 //! a Redis store) that is one relaxed atomic load, and the closure never
 //! runs. Attached, a frequent event is encoded as a compact binary record
 //! (no allocation: its strings are copied into a reused buffer) and
-//! appended, stamped, to the journal's byte buffer under a short lock; a
-//! rare one is kept as it is beside it. A writer task takes the buffer every
-//! [`FLUSH_EVERY`] (nothing wakes it sooner: see [`write_loop`]), numbers
-//! the records in order, writes each once as a JSON line, and hands the
-//! lines to every sink in order, in batches of about [`BATCH_BYTES`]. So
-//! the agents pay for copying a few strings, a clock read and the push,
-//! never for JSON or I/O.
+//! appended, stamped, to the byte buffer of the recording thread's own
+//! shard of the journal ([`Shard`]: no other thread records there, so no
+//! cache line goes back and forth between the agents' cores); a rare one
+//! is kept as it is beside it. A writer task takes every shard's buffer
+//! every [`FLUSH_EVERY`] (nothing wakes it sooner: see [`write_loop`]),
+//! merges the records by time ([`Merge`]), numbers them in that order,
+//! writes each once as a JSON line, and hands the lines to every sink in
+//! order, in batches of about [`BATCH_BYTES`]. So the agents pay for
+//! copying a few strings, a clock read and the push, never for JSON or I/O.
 //!
 //! A journal never loses an entry silently: when the sinks fall so far
 //! behind that [`MAX_PENDING_BYTES`] wait, new entries are dropped and
@@ -38,6 +40,8 @@ mod record;
 mod sinks;
 mod spin;
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,10 +67,11 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// and starts the next one, within a round.
 const BATCH_BYTES: usize = 256 << 10;
 
-/// Bytes of records waiting for the writer past which new entries are
-/// dropped (and counted) rather than growing the buffer without bound
-/// behind a stuck sink. A record takes 30 to 100 bytes (1 KB more with a
-/// value), so this is about a million entries.
+/// Bytes of records waiting for the writer in one thread's shard past
+/// which that thread's new entries are dropped (and counted) rather than
+/// growing the buffer without bound behind a stuck sink. A record takes 30
+/// to 100 bytes (1 KB more with a value), so this is about a million
+/// entries per recording thread.
 pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
 /// What a rare entry (kept as an [`Event`]) counts for against
@@ -111,41 +116,113 @@ pub fn now_us() -> u64 {
 pub struct Journal(Arc<Inner>);
 
 struct Inner {
+    /// This journal's key in the threads' shard caches ([`SHARDS`]): unique
+    /// in the process, unlike the address of a journal dropped since.
+    key: u64,
     on: AtomicBool,
     prompts: AtomicBool,
     host: Arc<str>,
-    buffer: spin::SpinLock<Buffer>,
+    epoch: Epoch,
+    /// The shards made since the writer's last round, for it to take in.
+    new_shards: Mutex<Vec<Arc<Shard>>>,
+    /// The shard of a thread whose cache is gone (it is exiting) or busy.
+    spare: Arc<Shard>,
     writer: Mutex<Option<Writer>>,
     dropped: AtomicU64,
     max_pending: usize,
 }
 
-/// What was recorded since the writer's last round, in order.
+/// What one thread recorded since the writer's last round, in order.
+///
+/// Each recording thread has a shard of its own, so the agents' threads
+/// never share a cache line while they record: with one buffer for all,
+/// the sender and the receiver of a message took its lock, its length and
+/// its last bytes from each other's core on every record, and the
+/// benchmark's messages lost 34-45% with the journal on. The writer merges
+/// the shards by their records' times (see [`Merge`]).
+///
+/// Aligned so that two shards never share a cache line.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard {
+    buffer: spin::SpinLock<Buffer>,
+}
+
+/// A shard's records.
 #[derive(Default)]
 struct Buffer {
-    /// Binary records (see [`record`]).
+    /// Binary records (see [`record`]), their times on the monotonic clock.
     bytes: Vec<u8>,
-    /// The rare events, which records of tag `COLD` point at.
+    /// The rare events, in the order of the records of tag `COLD` that
+    /// stand for them.
     cold: Vec<Event>,
     /// Bytes counted against the limit (records, and rare events at [`COLD_BYTES`]).
     held: usize,
-    /// Entries dropped since the last record kept: the writer reports them
-    /// after it.
+    /// Entries dropped since the writer's last round: it reports them
+    /// after the entries of that round.
     dropped: u64,
-    /// The time of the last record (carried over to the buffer the writer
-    /// hands back).
+    /// The time of the last record.
     last_at: u64,
 }
 
 impl Buffer {
-    /// The time of a record read from the clock as `now` before the lock
-    /// was taken: never before the record ahead of it, so times follow the
-    /// records' order (a thread that read the clock and then waited for
-    /// the lock gets the time of the one it waited for).
+    /// The time of a record read from the clock as `now` under the
+    /// shard's lock: never before the record ahead of it.
     #[inline]
     fn stamp(&mut self, now: u64) -> u64 {
         self.last_at = self.last_at.max(now);
         self.last_at
+    }
+}
+
+/// How many journals' shards a thread keeps at hand: one task runs in a
+/// process, several only in tests. A thread that records into more gets a
+/// new shard for the one it dropped (the writer merges it all the same).
+const CACHED_SHARDS: usize = 4;
+
+thread_local! {
+    /// This thread's shard of each journal it recorded into lately, by
+    /// journal key, the last used first.
+    static SHARDS: RefCell<Vec<(u64, Arc<Shard>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The keys of journals.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// Nanoseconds on the monotonic clock.
+#[inline]
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the struct it is given, and
+    // CLOCK_MONOTONIC exists on every system tokio runs on.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// The wall-clock time of a journal's start beside the monotonic one, which
+/// records carry: the shards are merged by it (it never steps back, on any
+/// core), and the lines show the wall-clock time it stands for. A change of
+/// the system's clock during a run does not show in its entries.
+struct Epoch {
+    monotonic_ns: u64,
+    wall_us: u64,
+}
+
+impl Epoch {
+    fn now() -> Epoch {
+        Epoch {
+            monotonic_ns: monotonic_ns(),
+            wall_us: now_us(),
+        }
+    }
+
+    /// Microseconds since the Unix epoch at monotonic time `ns`.
+    #[inline]
+    fn wall_us(&self, ns: u64) -> u64 {
+        self.wall_us + ns.saturating_sub(self.monotonic_ns) / 1_000
     }
 }
 
@@ -165,11 +242,15 @@ impl Journal {
     /// A journal that drops entries past `max_pending` bytes waiting for
     /// the writer (see [`MAX_PENDING_BYTES`]).
     pub fn with_limit(host: &str, max_pending: usize) -> Journal {
+        let spare = Arc::new(Shard::default());
         Journal(Arc::new(Inner {
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             on: AtomicBool::new(false),
             prompts: AtomicBool::new(false),
             host: Arc::from(host),
-            buffer: spin::SpinLock::default(),
+            epoch: Epoch::now(),
+            new_shards: Mutex::new(vec![spare.clone()]),
+            spare,
             writer: Mutex::new(None),
             dropped: AtomicU64::new(0),
             max_pending,
@@ -239,31 +320,68 @@ impl Journal {
 
     fn push_fast(&self, agent: Option<names::Name>, event: &Fast<'_>) {
         record::with_value_json(event, |value_json| {
-            // The clock is read before the lock, so the lock is held for
-            // copies only (the sender and the receiver of a message take
-            // it in turns).
-            let now = now_us();
-            let mut buffer = self.0.buffer.lock();
-            let at_us = buffer.stamp(now);
-            let at = buffer.bytes.len();
-            record::encode(&mut buffer.bytes, agent, at_us, event, value_json);
-            let size = buffer.bytes.len() - at;
-            if !self.admit(&mut buffer, size) {
-                buffer.bytes.truncate(at);
-            }
+            self.with_buffer(|buffer| {
+                let at = buffer.bytes.len();
+                let now = buffer.stamp(monotonic_ns());
+                record::encode(&mut buffer.bytes, agent, now, event, value_json);
+                let size = buffer.bytes.len() - at;
+                if !self.admit(buffer, size) {
+                    buffer.bytes.truncate(at);
+                }
+            })
         });
     }
 
     fn push(&self, agent: Option<names::Name>, event: Event) {
-        let now = now_us();
-        let mut buffer = self.0.buffer.lock();
-        if !self.admit(&mut buffer, COLD_BYTES) {
-            return;
+        self.with_buffer(|buffer| {
+            if !self.admit(buffer, COLD_BYTES) {
+                return;
+            }
+            let now = buffer.stamp(monotonic_ns());
+            buffer.cold.push(event);
+            record::cold(&mut buffer.bytes, agent, now);
+        })
+    }
+
+    /// Runs `f` with this thread's shard's buffer, locked. The clock is
+    /// read under the lock: the writer, which reads the clock before it
+    /// takes the shards in turn, then finds in a shard every record timed
+    /// before its reading (see [`Merge`]).
+    #[inline]
+    fn with_buffer<R>(&self, f: impl FnOnce(&mut Buffer) -> R) -> R {
+        let key = self.0.key;
+        let mut f = Some(f);
+        let done = SHARDS.try_with(|cache| {
+            let mut cache = cache.try_borrow_mut().ok()?;
+            if cache.first().is_none_or(|(k, _)| *k != key) {
+                self.adopt_shard(&mut cache);
+            }
+            let f = f.take()?;
+            Some(f(&mut cache[0].1.buffer.lock()))
+        });
+        match (done, f) {
+            (Ok(Some(r)), _) => r,
+            (_, Some(f)) => f(&mut self.0.spare.buffer.lock()),
+            // `f` ran but gave nothing back: cannot be, it returns an `R`.
+            (_, None) => unreachable!("the journal's shard ran without a result"),
         }
-        let at_us = buffer.stamp(now);
-        let index = buffer.cold.len() as u32;
-        buffer.cold.push(event);
-        record::cold(&mut buffer.bytes, agent, at_us, index);
+    }
+
+    /// Puts this journal's shard first in this thread's `cache`: the one it
+    /// holds, or a new one, which the writer takes in on its next round.
+    #[cold]
+    fn adopt_shard(&self, cache: &mut Vec<(u64, Arc<Shard>)>) {
+        let key = self.0.key;
+        let shard = match cache.iter().position(|(k, _)| *k == key) {
+            Some(i) => cache.remove(i).1,
+            None => {
+                let shard = Arc::new(Shard::default());
+                self.0.new_shards.lock().push(shard.clone());
+                cache.truncate(CACHED_SHARDS - 1);
+                shard
+            }
+        };
+        cache.insert(0, (key, shard));
     }
 
     /// Counts `size` more bytes waiting, or counts a drop when that passes
@@ -350,9 +468,7 @@ async fn write_loop(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    let mut taken = Buffer::default();
-    let mut batch = Batch::new();
-    let mut lines = Lines::new(&inner.host);
+    let mut rounds = Rounds::new(&inner.host);
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -363,37 +479,179 @@ async fn write_loop(
         while let Ok(sink) = new_sinks.try_recv() {
             sinks.push(sink);
         }
-        // Swapped, not taken, so both buffers keep their capacity.
-        {
-            let mut buffer = inner.buffer.lock();
-            std::mem::swap(&mut *buffer, &mut taken);
-            buffer.last_at = taken.last_at;
-        }
-        // In batches of about BATCH_BYTES of text: the text stays in the
-        // cache between its lines and the sinks' copies (the kernel's, for
-        // a file), and its buffer does not grow with a busy round.
-        let mut records = record::Reader::new(&taken.bytes);
-        let mut done = taken.bytes.is_empty() && taken.dropped == 0;
-        while !done {
-            batch.clear();
-            done = lines.write(&mut records, &taken.cold, &mut batch);
-            if done && taken.dropped > 0 {
-                lines.dropped(taken.dropped, &mut batch);
-            }
-            for sink in &mut sinks {
-                sink.write(&batch).await;
-            }
-        }
-        taken.bytes.clear();
-        taken.cold.clear();
-        taken.held = 0;
-        taken.dropped = 0;
+        // Every record timed up to `cut` is in its shard once the shard's
+        // lock is taken after reading it; later ones wait for the next round.
+        let cut = if stopping { u64::MAX } else { monotonic_ns() };
+        rounds.adopt(&inner);
+        let dropped = rounds.taken.iter_mut().map(Taken::take).sum();
+        rounds.write(cut, dropped, &inner.epoch, &mut sinks).await;
         if stopping {
             for sink in &mut sinks {
                 sink.close().await;
             }
             return;
         }
+    }
+}
+
+/// The writer's state between rounds.
+struct Rounds {
+    /// What was taken from each shard and not written yet.
+    taken: Vec<Taken>,
+    lines: Lines,
+    batch: Batch,
+}
+
+impl Rounds {
+    fn new(host: &str) -> Rounds {
+        Rounds {
+            taken: Vec::new(),
+            lines: Lines::new(host),
+            batch: Batch::new(),
+        }
+    }
+
+    /// Takes in the shards made since the last round.
+    fn adopt(&mut self, inner: &Inner) {
+        let new = inner.new_shards.lock().drain(..).collect::<Vec<_>>();
+        self.taken.extend(new.into_iter().map(|shard| Taken {
+            shard,
+            bytes: Vec::new(),
+            cold: VecDeque::new(),
+            orphan: false,
+        }));
+    }
+
+    /// Writes the records taken and timed up to `cut` to `sinks`, then a
+    /// `journal_dropped` entry when `dropped` entries were dropped.
+    async fn write(&mut self, cut: u64, dropped: u64, epoch: &Epoch, sinks: &mut [Box<dyn Sink>]) {
+        // In batches of about BATCH_BYTES of text: the text stays in the
+        // cache between its lines and the sinks' copies (the kernel's, for
+        // a file), and its buffer does not grow with a busy round.
+        let mut merge = Merge::new(&mut self.taken, cut, epoch);
+        let mut done = merge.is_empty() && dropped == 0;
+        while !done {
+            self.batch.clear();
+            done = self.lines.write(&mut merge, &mut self.batch);
+            if done && dropped > 0 {
+                self.lines.dropped(dropped, &mut self.batch);
+            }
+            for sink in sinks.iter_mut() {
+                sink.write(&self.batch).await;
+            }
+        }
+        let read = merge.read();
+        for (t, read) in self.taken.iter_mut().zip(read) {
+            t.bytes.drain(..read);
+        }
+        // A shard no thread held any more at its take (its thread ended,
+        // or dropped it from its cache) goes once its last record is out.
+        self.taken.retain(|t| !(t.orphan && t.bytes.is_empty()));
+    }
+}
+
+/// What the writer took from one shard and has not written yet.
+struct Taken {
+    shard: Arc<Shard>,
+    /// Records, in time order; those timed after the last round's cut first.
+    bytes: Vec<u8>,
+    /// The rare events of the records of tag `COLD` in `bytes`, in order.
+    cold: VecDeque<Event>,
+    /// True once no thread held the shard when it was taken: nothing can
+    /// be recorded into it any more, and that take had its last records.
+    orphan: bool,
+}
+
+impl Taken {
+    /// Takes the shard's records after those left from the last round, and
+    /// returns the count of entries it dropped since.
+    fn take(&mut self) -> u64 {
+        if Arc::strong_count(&self.shard) == 1 {
+            // What its last holder recorded before letting it go is seen
+            // below (the count's decrement is a release).
+            std::sync::atomic::fence(Ordering::Acquire);
+            self.orphan = true;
+        }
+        let mut buffer = self.shard.buffer.lock();
+        if self.bytes.is_empty() {
+            // Swapped, not copied, so both keep their capacity.
+            std::mem::swap(&mut buffer.bytes, &mut self.bytes);
+        } else {
+            self.bytes.extend_from_slice(&buffer.bytes);
+            buffer.bytes.clear();
+        }
+        self.cold.extend(buffer.cold.drain(..));
+        buffer.held = 0;
+        std::mem::take(&mut buffer.dropped)
+    }
+}
+
+/// The records of a round from every shard, in time order: each shard's are
+/// in order already (their times are read under its lock), so the next is
+/// the earliest at the head of one. Records timed after the round's cut
+/// stay for the next round: a thread may have read the clock just before
+/// the cut and pushed into a shard the writer had taken already; everything
+/// timed before the cut was in its shard when the writer took it.
+///
+/// Equal times (nanoseconds) go in the order of the shards: a message's
+/// `sent` is timed before it is queued, its `handled` after it is taken, so
+/// two records that follow each other are never timed alike.
+struct Merge<'a> {
+    heads: Vec<Head<'a>>,
+    cut: u64,
+    epoch: &'a Epoch,
+}
+
+/// The records of one shard not merged yet.
+struct Head<'a> {
+    records: record::Reader<'a>,
+    cold: &'a mut VecDeque<Event>,
+}
+
+impl<'a> Merge<'a> {
+    fn new(taken: &'a mut [Taken], cut: u64, epoch: &'a Epoch) -> Merge<'a> {
+        let heads = taken
+            .iter_mut()
+            .map(|t| Head {
+                records: record::Reader::new(&t.bytes),
+                cold: &mut t.cold,
+            })
+            .collect();
+        Merge { heads, cut, epoch }
+    }
+
+    /// True when no record is due this round.
+    fn is_empty(&self) -> bool {
+        self.heads
+            .iter()
+            .all(|h| h.records.next_at().is_none_or(|at| at > self.cut))
+    }
+
+    /// The next record, its time on the wall clock, with its rare event
+    /// when it stands for one.
+    fn next(&mut self) -> Option<(record::Decoded<'a>, u64, Option<Event>)> {
+        let mut first: Option<(usize, u64)> = None;
+        for (i, head) in self.heads.iter().enumerate() {
+            if let Some(at) = head.records.next_at()
+                && at <= self.cut
+                && first.is_none_or(|(_, earliest)| at < earliest)
+            {
+                first = Some((i, at));
+            }
+        }
+        let head = &mut self.heads[first?.0];
+        let rec = head.records.next()?;
+        let cold = match rec.body {
+            record::Body::Cold => head.cold.pop_front(),
+            record::Body::Fast { .. } => None,
+        };
+        let at_us = self.epoch.wall_us(rec.at);
+        Some((rec, at_us, cold))
+    }
+
+    /// How many bytes of each shard's records were merged.
+    fn read(self) -> Vec<usize> {
+        self.heads.iter().map(|h| h.records.position()).collect()
     }
 }
 
@@ -424,33 +682,27 @@ impl Lines {
 
     /// Appends the lines of the next records of `records` to `batch`,
     /// numbered on from the last ones, until the batch holds
-    /// [`BATCH_BYTES`] of text; `cold` holds the round's rare events. True
+    /// [`BATCH_BYTES`] of text. True
     /// when no record is left.
-    fn write(
-        &mut self,
-        records: &mut record::Reader<'_>,
-        cold: &[Event],
-        batch: &mut Batch,
-    ) -> bool {
+    fn write(&mut self, records: &mut Merge<'_>, batch: &mut Batch) -> bool {
         while batch.text().len() < BATCH_BYTES {
-            let Some(rec) = records.next() else {
+            let Some((rec, at_us, cold)) = records.next() else {
                 return true;
             };
-            self.last_at = Some(rec.at_us);
+            self.last_at = Some(at_us);
             let seq = self.next_seq;
             self.next_seq += 1;
             let head = match rec.agent {
                 Some(n) => self.head(n),
                 None => &self.host_head,
             };
-            match rec.body {
-                record::Body::Fast { event, plain } => {
-                    batch.push_fast(head, seq, rec.at_us, &event, plain)
+            match (rec.body, cold) {
+                (record::Body::Fast { event, plain }, _) => {
+                    batch.push_fast(head, seq, at_us, &event, plain)
                 }
-                record::Body::Cold(i) => match cold.get(i as usize) {
-                    Some(e) => batch.push(head, seq, rec.at_us, e),
-                    None => self.next_seq -= 1,
-                },
+                (record::Body::Cold, Some(e)) => batch.push(head, seq, at_us, &e),
+                // Only if a shard's rare events and records disagreed.
+                (record::Body::Cold, None) => self.next_seq -= 1,
             }
         }
         false
@@ -492,7 +744,9 @@ mod tests {
     use parking_lot::Mutex;
     use serde_json::json;
 
-    use super::{Batch, Entry, Event, Fast, Journal, Sink};
+    use std::sync::atomic::Ordering;
+
+    use super::{Batch, Entry, Event, Fast, Journal, Rounds, Sink, monotonic_ns};
 
     /// Keeps every line it is handed.
     struct Keep(Arc<Mutex<Vec<String>>>);
@@ -596,6 +850,247 @@ mod tests {
             written > 0,
             "no entry reached the sink while the agent ran ({recorded} recorded)"
         );
+    }
+
+    /// Two threads taking turns (one records a message sent, then the
+    /// other its handling, a thousand times over many of the writer's
+    /// rounds) come out in the order they recorded, numbered and timed in
+    /// that order: each thread records into a shard of its own, and the
+    /// writer merges them by time, leaving for the next round what was
+    /// timed after it read the clock (else a round that took the first
+    /// thread's shard before its `sent` and the second's after its
+    /// `handled` would put the handling first).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn threads_taking_turns_come_out_in_the_order_they_recorded() {
+        let journal = Journal::new("h");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        journal.attach(Box::new(Keep(lines.clone())));
+        const TURNS: usize = 1000;
+        let (to_b, from_a) = std::sync::mpsc::channel::<usize>();
+        let (to_a, from_b) = std::sync::mpsc::channel::<usize>();
+        let a = {
+            let journal = journal.clone();
+            std::thread::spawn(move || {
+                for i in 0..TURNS {
+                    let id = i.to_string();
+                    journal.note_for("a-1", || Fast::MessageSent {
+                        id: &id,
+                        to: "b-1",
+                        message_type: "t",
+                        bytes: 1,
+                        payload: &serde_json::Value::Null,
+                    });
+                    to_b.send(i).unwrap();
+                    from_b.recv().unwrap();
+                    if i % 100 == 0 {
+                        // Across the writer's rounds.
+                        std::thread::sleep(Duration::from_millis(3));
+                    }
+                }
+            })
+        };
+        let b = {
+            let journal = journal.clone();
+            std::thread::spawn(move || {
+                for i in from_a.iter().take(TURNS) {
+                    let id = i.to_string();
+                    journal.note_for("b-1", || Fast::MessageHandled {
+                        id: &id,
+                        from: "a-1",
+                        message_type: "t",
+                        attempt: 1,
+                    });
+                    to_a.send(i).unwrap();
+                }
+            })
+        };
+        tokio::task::spawn_blocking(move || {
+            a.join().unwrap();
+            b.join().unwrap();
+        })
+        .await
+        .unwrap();
+        journal.close().await;
+        let entries = entries(&lines);
+        assert_eq!(entries.len(), 2 * TURNS);
+        for (n, e) in entries.iter().enumerate() {
+            assert_eq!(e.seq, n as u64 + 1);
+            let id = (n / 2).to_string();
+            match &e.event {
+                Event::MessageSent { id: got, .. } if n % 2 == 0 => assert_eq!(*got, id),
+                Event::MessageHandled { id: got, .. } if n % 2 == 1 => assert_eq!(*got, id),
+                other => panic!("entry {n}: {other:?}"),
+            }
+        }
+        assert!(entries.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+    }
+
+    /// A closure for a [`Thread`], and where to say it ran.
+    type Job = (Box<dyn FnOnce() + Send>, std::sync::mpsc::Sender<()>);
+
+    /// Runs closures on a thread of its own, one at a time, in order.
+    struct Thread(std::sync::mpsc::Sender<Job>);
+
+    impl Thread {
+        fn new() -> Thread {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            std::thread::spawn(move || {
+                for (f, done) in rx {
+                    f();
+                    let _ = done.send(());
+                }
+            });
+            Thread(tx)
+        }
+
+        fn run(&self, f: impl FnOnce() + Send + 'static) {
+            let (done, wait) = std::sync::mpsc::channel();
+            self.0.send((Box::new(f), done)).unwrap();
+            wait.recv().unwrap();
+        }
+    }
+
+    fn send(journal: &Journal, id: &'static str) -> impl FnOnce() + Send + 'static {
+        let journal = journal.clone();
+        move || {
+            journal.note_for("a-1", || Fast::MessageSent {
+                id,
+                to: "b-1",
+                message_type: "t",
+                bytes: 4,
+                payload: &serde_json::Value::Null,
+            })
+        }
+    }
+
+    fn handle(journal: &Journal, id: &'static str) -> impl FnOnce() + Send + 'static {
+        let journal = journal.clone();
+        move || {
+            journal.note_for("b-1", || Fast::MessageHandled {
+                id,
+                from: "a-1",
+                message_type: "t",
+                attempt: 1,
+            })
+        }
+    }
+
+    /// The writer reads the clock, then takes the shards one after the
+    /// other. A message sent from one thread after its shard was taken and
+    /// handled on another before that one's was (the second is in this
+    /// round's records, the first is not) comes out after it was sent: its
+    /// handling was timed after the round's cut and waits for the next.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_record_timed_after_the_writers_cut_waits_for_the_next_round() {
+        let journal = Journal::new("h");
+        journal.0.on.store(true, Ordering::Relaxed);
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(Keep(lines.clone()))];
+        let mut rounds = Rounds::new("h");
+        let (a, b) = (Thread::new(), Thread::new());
+        a.run(send(&journal, "m0"));
+        b.run(handle(&journal, "m0"));
+        // The spare shard, a's, b's.
+        rounds.adopt(&journal.0);
+        assert_eq!(rounds.taken.len(), 3);
+
+        let cut = monotonic_ns();
+        rounds.taken[0].take();
+        rounds.taken[1].take();
+        a.run(send(&journal, "m1"));
+        b.run(handle(&journal, "m1"));
+        rounds.taken[2].take();
+        rounds.write(cut, 0, &journal.0.epoch, &mut sinks).await;
+        let first_round = lines.lock().len();
+
+        let cut = monotonic_ns();
+        for t in &mut rounds.taken {
+            t.take();
+        }
+        rounds.write(cut, 0, &journal.0.epoch, &mut sinks).await;
+
+        let order: Vec<(String, u64)> = entries(&lines)
+            .into_iter()
+            .map(|e| match e.event {
+                Event::MessageSent { id, .. } => (format!("sent {id}"), e.seq),
+                Event::MessageHandled { id, .. } => (format!("handled {id}"), e.seq),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let expected = [
+            ("sent m0", 1),
+            ("handled m0", 2),
+            ("sent m1", 3),
+            ("handled m1", 4),
+        ]
+        .map(|(s, n)| (s.to_string(), n));
+        assert_eq!(order, expected);
+        assert_eq!(first_round, 2);
+    }
+
+    /// A shard whose thread ended is written out to its last record, then
+    /// let go.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_shard_of_an_ended_thread_is_written_out_then_let_go() {
+        let journal = Journal::new("h");
+        journal.0.on.store(true, Ordering::Relaxed);
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(Keep(lines.clone()))];
+        let mut rounds = Rounds::new("h");
+        let record = send(&journal, "m0");
+        std::thread::spawn(record).join().unwrap();
+        rounds.adopt(&journal.0);
+        assert_eq!(rounds.taken.len(), 2);
+        for _ in 0..2 {
+            let cut = monotonic_ns();
+            for t in &mut rounds.taken {
+                t.take();
+            }
+            rounds.write(cut, 0, &journal.0.epoch, &mut sinks).await;
+        }
+        assert_eq!(entries(&lines).len(), 1);
+        // The spare shard stays: the journal holds it.
+        assert_eq!(rounds.taken.len(), 1);
+    }
+
+    /// A thread that records into more journals than it keeps shards of at
+    /// hand (and a thread that ends) loses none of their entries.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_thread_recording_into_many_journals_loses_nothing() {
+        let journals: Vec<(Journal, Arc<Mutex<Vec<String>>>)> = (0..super::CACHED_SHARDS * 2 + 1)
+            .map(|_| {
+                let journal = Journal::new("h");
+                let lines = Arc::new(Mutex::new(Vec::new()));
+                journal.attach(Box::new(Keep(lines.clone())));
+                (journal, lines)
+            })
+            .collect();
+        let recording = journals.iter().map(|(j, _)| j.clone()).collect::<Vec<_>>();
+        std::thread::spawn(move || {
+            for round in 0..10 {
+                for (n, journal) in recording.iter().enumerate() {
+                    let key = format!("k{n}-{round}");
+                    journal.note(|| Fast::BlackboardDelete {
+                        key: &key,
+                        existed: true,
+                    });
+                }
+            }
+        })
+        .join()
+        .unwrap();
+        for (n, (journal, lines)) in journals.iter().enumerate() {
+            journal.close().await;
+            let keys: Vec<String> = entries(lines)
+                .into_iter()
+                .map(|e| match e.event {
+                    Event::BlackboardDelete { key, .. } => key,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            let expected: Vec<String> = (0..10).map(|round| format!("k{n}-{round}")).collect();
+            assert_eq!(keys, expected, "journal {n}");
+        }
     }
 
     /// Past the limit entries are dropped, counted, and a `journal_dropped`

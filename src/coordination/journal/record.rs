@@ -96,7 +96,8 @@ const V_STR: u8 = 7;
 const V_JSON: u8 = 8;
 
 /// Bytes of a record's fixed part: six native-endian words,
-/// `tag u8 | value kind u8 | flag u8 | 0 u8 | agent u32`, `at_us`, a number,
+/// `tag u8 | value kind u8 | flag u8 | 0 u8 | agent u32`, the time (`at`,
+/// nanoseconds on the monotonic clock), a number,
 /// a scalar value's bits, and the lengths of four strings as `u32` pairs.
 pub(super) const FIXED: usize = 48;
 
@@ -112,10 +113,10 @@ struct Fixed {
 }
 
 impl Fixed {
-    fn new(tag: u8, agent: Option<Name>, at_us: u64) -> Fixed {
+    fn new(tag: u8, agent: Option<Name>, at: u64) -> Fixed {
         let agent = u64::from(agent.unwrap_or(NO_AGENT));
         Fixed {
-            words: [u64::from(tag) | agent << 32, at_us, 0, 0, 0, 0],
+            words: [u64::from(tag) | agent << 32, at, 0, 0, 0, 0],
         }
     }
 
@@ -205,12 +206,10 @@ pub(super) fn with_value_json<R>(event: &Fast<'_>, place: impl FnOnce(Option<&[u
     })
 }
 
-/// Appends a cold record: the event is number `index` of the round's
+/// Appends a cold record: it stands for the next of its shard's
 /// [`Event`](super::Event)s.
-pub(super) fn cold(out: &mut Vec<u8>, agent: Option<Name>, at_us: u64, index: u32) {
-    let mut f = Fixed::new(COLD, agent, at_us);
-    f.number(u64::from(index));
-    f.push(out, &[]);
+pub(super) fn cold(out: &mut Vec<u8>, agent: Option<Name>, at: u64) {
+    Fixed::new(COLD, agent, at).push(out, &[]);
 }
 
 /// Appends the record of `event`; `value_json` is its value serialized
@@ -218,20 +217,20 @@ pub(super) fn cold(out: &mut Vec<u8>, agent: Option<Name>, at_us: u64, index: u3
 pub(super) fn encode(
     out: &mut Vec<u8>,
     agent: Option<Name>,
-    at_us: u64,
+    at: u64,
     event: &Fast<'_>,
     value_json: Option<&[u8]>,
 ) {
     match *event {
         Fast::BlackboardWrite { key, bytes, value } => {
-            let mut f = Fixed::new(BB_WRITE, agent, at_us);
+            let mut f = Fixed::new(BB_WRITE, agent, at);
             f.number(bytes as u64);
             f.len(0, key.len());
             let value = small_value(&mut f, bytes, value, value_json);
             f.push(out, &[key.as_bytes(), &value]);
         }
         Fast::BlackboardDelete { key, existed } => {
-            let mut f = Fixed::new(BB_DELETE, agent, at_us);
+            let mut f = Fixed::new(BB_DELETE, agent, at);
             f.flag(existed);
             f.len(0, key.len());
             f.push(out, &[key.as_bytes()]);
@@ -243,7 +242,7 @@ pub(super) fn encode(
             bytes,
             payload,
         } => {
-            let mut f = Fixed::new(MSG_SENT, agent, at_us);
+            let mut f = Fixed::new(MSG_SENT, agent, at);
             f.number(bytes as u64);
             f.len(0, id.len());
             f.len(1, to.len());
@@ -268,7 +267,7 @@ pub(super) fn encode(
             out,
             MSG_HANDLED,
             agent,
-            at_us,
+            at,
             [id, from, message_type],
             attempt,
         ),
@@ -281,7 +280,7 @@ pub(super) fn encode(
             out,
             MSG_GIVEN_BACK,
             agent,
-            at_us,
+            at,
             [id, from, message_type],
             attempt,
         ),
@@ -290,14 +289,7 @@ pub(super) fn encode(
             from,
             message_type,
             attempts,
-        } => settled(
-            out,
-            MSG_DEAD,
-            agent,
-            at_us,
-            [id, from, message_type],
-            attempts,
-        ),
+        } => settled(out, MSG_DEAD, agent, at, [id, from, message_type], attempts),
     }
 }
 
@@ -305,11 +297,11 @@ fn settled(
     out: &mut Vec<u8>,
     tag: u8,
     agent: Option<Name>,
-    at_us: u64,
+    at: u64,
     [id, from, message_type]: [&str; 3],
     attempt: u32,
 ) {
-    let mut f = Fixed::new(tag, agent, at_us);
+    let mut f = Fixed::new(tag, agent, at);
     f.number(u64::from(attempt));
     f.len(0, id.len());
     f.len(1, from.len());
@@ -375,14 +367,14 @@ pub(super) enum Val<'a> {
 /// A record read back by the writer.
 pub(super) struct Decoded<'a> {
     pub agent: Option<Name>,
-    pub at_us: u64,
+    pub at: u64,
     pub body: Body<'a>,
 }
 
 /// The fields of a decoded record.
 pub(super) enum Body<'a> {
-    /// Number `index` of the round's cold events.
-    Cold(u32),
+    /// The next of the shard's rare events.
+    Cold,
     /// A frequent event, its strings as bytes (UTF-8, taken from `&str`)
     /// and its value as JSON.
     Fast {
@@ -428,12 +420,24 @@ pub(super) enum FastBody<'a> {
 /// Reads the records of a buffer in order.
 pub(super) struct Reader<'a> {
     bytes: &'a [u8],
-    at: usize,
+    pos: usize,
 }
 
 impl<'a> Reader<'a> {
     pub(super) fn new(bytes: &'a [u8]) -> Reader<'a> {
-        Reader { bytes, at: 0 }
+        Reader { bytes, pos: 0 }
+    }
+
+    /// The time of the next record, if there is one.
+    #[inline]
+    pub(super) fn next_at(&self) -> Option<u64> {
+        let word = self.bytes.get(self.pos + 8..self.pos + 16)?;
+        Some(u64::from_ne_bytes(word.try_into().ok()?))
+    }
+
+    /// How many bytes of records were read.
+    pub(super) fn position(&self) -> usize {
+        self.pos
     }
 }
 
@@ -470,23 +474,23 @@ impl<'a> Iterator for Reader<'a> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Decoded<'a>> {
-        let rest = self.bytes.get(self.at..)?;
+        let rest = self.bytes.get(self.pos..)?;
         // Only this module writes records: a short or unknown one cannot be.
         let Some(f) = rest
             .get(..FIXED)
             .and_then(|f| <&[u8; FIXED]>::try_from(f).ok())
         else {
-            self.at = self.bytes.len();
+            self.pos = self.bytes.len();
             return None;
         };
         let w = words(f);
         let lengths = [w[4], w[4] >> 32, w[5], w[5] >> 32].map(|n| n as u32 as usize);
         let total = FIXED + lengths.iter().sum::<usize>();
         let Some(strings) = rest.get(FIXED..total) else {
-            self.at = self.bytes.len();
+            self.pos = self.bytes.len();
             return None;
         };
-        self.at += total;
+        self.pos += total;
         let (own, tail) = strings.split_at(lengths[0] + lengths[1] + lengths[2]);
         let (s0, own_rest) = own.split_at(lengths[0]);
         let (s1, s2) = own_rest.split_at(lengths[1]);
@@ -495,13 +499,13 @@ impl<'a> Iterator for Reader<'a> {
             n => Some(n),
         };
         let (tag, kind, flag) = (w[0] as u8, (w[0] >> 8) as u8, (w[0] >> 16) as u8);
-        let at_us = w[1];
+        let at = w[1];
         let number = w[2];
         let bits = w[3];
         let event = match tag {
             COLD => {
-                let body = Body::Cold(number as u32);
-                return Some(Decoded { agent, at_us, body });
+                let body = Body::Cold;
+                return Some(Decoded { agent, at, body });
             }
             BB_WRITE => FastBody::BlackboardWrite {
                 key: s0,
@@ -541,12 +545,12 @@ impl<'a> Iterator for Reader<'a> {
                 }
             }
             _ => {
-                self.at = self.bytes.len();
+                self.pos = self.bytes.len();
                 return None;
             }
         };
         let plain = !needs_escape(own);
         let body = Body::Fast { event, plain };
-        Some(Decoded { agent, at_us, body })
+        Some(Decoded { agent, at, body })
     }
 }

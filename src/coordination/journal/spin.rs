@@ -1,8 +1,8 @@
-//! The lock of the journal's buffer: a spin lock whose release is a plain
-//! store.
+//! The lock of a journal shard's buffer: a spin lock whose release is a
+//! plain store.
 //!
-//! The buffer is held for a copy of some 60 bytes, by the agents' threads
-//! and, every [`FLUSH_EVERY`](super::FLUSH_EVERY), by the writer for a swap.
+//! The buffer is held for a copy of some 60 bytes, by its thread and,
+//! every [`FLUSH_EVERY`](super::FLUSH_EVERY), by the writer for a swap.
 //! A `parking_lot::Mutex` releases with an atomic read-modify-write (it must
 //! see whether a thread is parked), and on x86 such an instruction waits
 //! for every store before it, here the record just copied, to reach the
