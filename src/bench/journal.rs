@@ -16,8 +16,23 @@ use serde::Serialize;
 use super::embedded::{Sizes, blackboard_ops_journaled, messages_journaled, spawn_times_journaled};
 use crate::error::{Error, Result};
 
-/// Rounds of a full run: the drops are of medians, so an odd count.
-pub const ROUNDS: usize = 5;
+/// Rounds of a full run: the drops are of medians, so an odd count. Many
+/// short rounds rather than a few long ones: on the shared 2-core VM a
+/// round's figures move by tens of percent, independently from round to
+/// round (a message figure of one process went 575k, 1,171k, 822k/s in
+/// turns), and the median of fifteen moves far less than the median of five.
+pub const ROUNDS: usize = 15;
+
+/// The sizes of a full run's rounds: a third of the embedded figures' full
+/// sizes, so fifteen rounds take about as long as five full ones did.
+pub fn round_sizes(full: Sizes) -> Sizes {
+    Sizes {
+        blackboard_loops: full.blackboard_loops / 3,
+        messages: full.messages / 3,
+        spawns: full.spawns / 3,
+        ..full
+    }
+}
 
 /// The figures with the journal off and on, per round, and the drops of
 /// their medians.

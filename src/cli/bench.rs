@@ -93,13 +93,11 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
         let (embedded, journal, reload) = if args.redis_only {
             (None, None, None)
         } else if args.journal_only {
-            let journal =
-                journal::journal_cost(sizes, if args.quick { 1 } else { journal::ROUNDS }).await?;
+            let journal = journal_cost(sizes, args.quick).await?;
             (None, Some(journal), None)
         } else {
             let embedded = embedded::run(sizes).await?;
-            let journal =
-                journal::journal_cost(sizes, if args.quick { 1 } else { journal::ROUNDS }).await?;
+            let journal = journal_cost(sizes, args.quick).await?;
             let reload = reload::reload_latency(edits).await?;
             (Some(embedded), Some(journal), Some(reload))
         };
@@ -120,6 +118,16 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
         super::print_out(&table(&report));
     }
     Ok(exit::OK)
+}
+
+/// The journal's cost: one round of the quick sizes, or the full run's
+/// rounds (see [`journal::ROUNDS`]).
+async fn journal_cost(sizes: embedded::Sizes, quick: bool) -> orrery::Result<journal::JournalCost> {
+    if quick {
+        journal::journal_cost(sizes, 1).await
+    } else {
+        journal::journal_cost(journal::round_sizes(sizes), journal::ROUNDS).await
+    }
 }
 
 fn table(report: &BenchReport) -> String {

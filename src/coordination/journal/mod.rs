@@ -32,6 +32,7 @@
 
 mod batch;
 mod bytes;
+mod clock;
 mod digits;
 mod event;
 mod llm;
@@ -96,19 +97,12 @@ pub fn current_agent() -> Option<Arc<str>> {
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
-    // clock_gettime itself: `SystemTime::now().duration_since(UNIX_EPOCH)`
-    // costs a quarter more, on every event.
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the struct it is given.
-    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut t) } != 0 {
-        return SystemTime::now()
+    match clock::now_us() {
+        0 => SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+            .map_or(0, |d| d.as_micros() as u64),
+        us => us,
     }
-    (t.tv_sec as u64) * 1_000_000 + (t.tv_nsec as u64) / 1_000
 }
 
 /// The journal of one task in this process. Cheap to clone (shared inside).
@@ -122,7 +116,7 @@ struct Inner {
     on: AtomicBool,
     prompts: AtomicBool,
     host: Arc<str>,
-    epoch: Epoch,
+    epoch: clock::Epoch,
     /// The shards made since the writer's last round, for it to take in.
     new_shards: Mutex<Vec<Arc<Shard>>>,
     /// The shard of a thread whose cache is gone (it is exiting) or busy.
@@ -189,43 +183,6 @@ thread_local! {
 /// The keys of journals.
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
-/// Nanoseconds on the monotonic clock.
-#[inline]
-fn monotonic_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the struct it is given, and
-    // CLOCK_MONOTONIC exists on every system tokio runs on.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
-}
-
-/// The wall-clock time of a journal's start beside the monotonic one, which
-/// records carry: the shards are merged by it (it never steps back, on any
-/// core), and the lines show the wall-clock time it stands for. A change of
-/// the system's clock during a run does not show in its entries.
-struct Epoch {
-    monotonic_ns: u64,
-    wall_us: u64,
-}
-
-impl Epoch {
-    fn now() -> Epoch {
-        Epoch {
-            monotonic_ns: monotonic_ns(),
-            wall_us: now_us(),
-        }
-    }
-
-    /// Microseconds since the Unix epoch at monotonic time `ns`.
-    #[inline]
-    fn wall_us(&self, ns: u64) -> u64 {
-        self.wall_us + ns.saturating_sub(self.monotonic_ns) / 1_000
-    }
-}
-
 /// The running writer task: new sinks go to it over `sinks`.
 struct Writer {
     sinks: mpsc::UnboundedSender<Box<dyn Sink>>,
@@ -248,7 +205,7 @@ impl Journal {
             on: AtomicBool::new(false),
             prompts: AtomicBool::new(false),
             host: Arc::from(host),
-            epoch: Epoch::now(),
+            epoch: clock::Epoch::now(),
             new_shards: Mutex::new(vec![spare.clone()]),
             spare,
             writer: Mutex::new(None),
@@ -322,7 +279,7 @@ impl Journal {
         record::with_value_json(event, |value_json| {
             self.with_buffer(|buffer| {
                 let at = buffer.bytes.len();
-                let now = buffer.stamp(monotonic_ns());
+                let now = buffer.stamp(clock::ticks());
                 record::encode(&mut buffer.bytes, agent, now, event, value_json);
                 let size = buffer.bytes.len() - at;
                 if !self.admit(buffer, size) {
@@ -337,7 +294,7 @@ impl Journal {
             if !self.admit(buffer, COLD_BYTES) {
                 return;
             }
-            let now = buffer.stamp(monotonic_ns());
+            let now = buffer.stamp(clock::ticks());
             buffer.cold.push(event);
             record::cold(&mut buffer.bytes, agent, now);
         })
@@ -481,10 +438,12 @@ async fn write_loop(
         }
         // Every record timed up to `cut` is in its shard once the shard's
         // lock is taken after reading it; later ones wait for the next round.
-        let cut = if stopping { u64::MAX } else { monotonic_ns() };
+        let cut = if stopping { u64::MAX } else { clock::ticks() };
         rounds.adopt(&inner);
         let dropped = rounds.taken.iter_mut().map(Taken::take).sum();
-        rounds.write(cut, dropped, &inner.epoch, &mut sinks).await;
+        rounds
+            .write(cut, dropped, inner.epoch.scale(), &mut sinks)
+            .await;
         if stopping {
             for sink in &mut sinks {
                 sink.close().await;
@@ -524,11 +483,17 @@ impl Rounds {
 
     /// Writes the records taken and timed up to `cut` to `sinks`, then a
     /// `journal_dropped` entry when `dropped` entries were dropped.
-    async fn write(&mut self, cut: u64, dropped: u64, epoch: &Epoch, sinks: &mut [Box<dyn Sink>]) {
+    async fn write(
+        &mut self,
+        cut: u64,
+        dropped: u64,
+        scale: clock::Scale,
+        sinks: &mut [Box<dyn Sink>],
+    ) {
         // In batches of about BATCH_BYTES of text: the text stays in the
         // cache between its lines and the sinks' copies (the kernel's, for
         // a file), and its buffer does not grow with a busy round.
-        let mut merge = Merge::new(&mut self.taken, cut, epoch);
+        let mut merge = Merge::new(&mut self.taken, cut, scale);
         let mut done = merge.is_empty() && dropped == 0;
         while !done {
             self.batch.clear();
@@ -599,7 +564,7 @@ impl Taken {
 struct Merge<'a> {
     heads: Vec<Head<'a>>,
     cut: u64,
-    epoch: &'a Epoch,
+    scale: clock::Scale,
 }
 
 /// The records of one shard not merged yet.
@@ -609,7 +574,7 @@ struct Head<'a> {
 }
 
 impl<'a> Merge<'a> {
-    fn new(taken: &'a mut [Taken], cut: u64, epoch: &'a Epoch) -> Merge<'a> {
+    fn new(taken: &'a mut [Taken], cut: u64, scale: clock::Scale) -> Merge<'a> {
         let heads = taken
             .iter_mut()
             .map(|t| Head {
@@ -617,7 +582,7 @@ impl<'a> Merge<'a> {
                 cold: &mut t.cold,
             })
             .collect();
-        Merge { heads, cut, epoch }
+        Merge { heads, cut, scale }
     }
 
     /// True when no record is due this round.
@@ -645,7 +610,7 @@ impl<'a> Merge<'a> {
             record::Body::Cold => head.cold.pop_front(),
             record::Body::Fast { .. } => None,
         };
-        let at_us = self.epoch.wall_us(rec.at);
+        let at_us = self.scale.wall_us(rec.at);
         Some((rec, at_us, cold))
     }
 
@@ -689,6 +654,9 @@ impl Lines {
             let Some((rec, at_us, cold)) = records.next() else {
                 return true;
             };
+            // Times follow the order even where two rounds' scales
+            // disagree by a few nanoseconds.
+            let at_us = self.last_at.map_or(at_us, |last| last.max(at_us));
             self.last_at = Some(at_us);
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -746,7 +714,8 @@ mod tests {
 
     use std::sync::atomic::Ordering;
 
-    use super::{Batch, Entry, Event, Fast, Journal, Rounds, Sink, monotonic_ns};
+    use super::clock::ticks;
+    use super::{Batch, Entry, Event, Fast, Journal, Rounds, Sink};
 
     /// Keeps every line it is handed.
     struct Keep(Arc<Mutex<Vec<String>>>);
@@ -994,20 +963,24 @@ mod tests {
         rounds.adopt(&journal.0);
         assert_eq!(rounds.taken.len(), 3);
 
-        let cut = monotonic_ns();
+        let cut = ticks();
         rounds.taken[0].take();
         rounds.taken[1].take();
         a.run(send(&journal, "m1"));
         b.run(handle(&journal, "m1"));
         rounds.taken[2].take();
-        rounds.write(cut, 0, &journal.0.epoch, &mut sinks).await;
+        rounds
+            .write(cut, 0, journal.0.epoch.scale(), &mut sinks)
+            .await;
         let first_round = lines.lock().len();
 
-        let cut = monotonic_ns();
+        let cut = ticks();
         for t in &mut rounds.taken {
             t.take();
         }
-        rounds.write(cut, 0, &journal.0.epoch, &mut sinks).await;
+        rounds
+            .write(cut, 0, journal.0.epoch.scale(), &mut sinks)
+            .await;
 
         let order: Vec<(String, u64)> = entries(&lines)
             .into_iter()
@@ -1042,11 +1015,13 @@ mod tests {
         rounds.adopt(&journal.0);
         assert_eq!(rounds.taken.len(), 2);
         for _ in 0..2 {
-            let cut = monotonic_ns();
+            let cut = ticks();
             for t in &mut rounds.taken {
                 t.take();
             }
-            rounds.write(cut, 0, &journal.0.epoch, &mut sinks).await;
+            rounds
+                .write(cut, 0, journal.0.epoch.scale(), &mut sinks)
+                .await;
         }
         assert_eq!(entries(&lines).len(), 1);
         // The spare shard stays: the journal holds it.

@@ -97,7 +97,7 @@ const V_JSON: u8 = 8;
 
 /// Bytes of a record's fixed part: six native-endian words,
 /// `tag u8 | value kind u8 | flag u8 | 0 u8 | agent u32`, the time (`at`,
-/// nanoseconds on the monotonic clock), a number,
+/// in the journal clock's ticks), a number,
 /// a scalar value's bits, and the lengths of four strings as `u32` pairs.
 pub(super) const FIXED: usize = 48;
 
