@@ -198,7 +198,7 @@ impl Agent {
             .collect::<mlua::Result<_>>()?;
         for entry in entries {
             let kind: Option<String> = entry.get("type")?;
-            if kind.is_none_or(|k| k == delivery.envelope.kind) {
+            if kind.is_none_or(|k| *k == *delivery.envelope.kind) {
                 handled = true;
                 entry
                     .get::<Function>("fn")?

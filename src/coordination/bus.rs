@@ -204,15 +204,15 @@ impl MessageBus {
     pub async fn send(
         &self,
         from: &str,
-        to: impl Into<String>,
-        kind: impl Into<String>,
+        to: impl Into<Arc<str>>,
+        kind: impl Into<Arc<str>>,
         payload: Value,
     ) -> Result<String> {
         let (id, _, pending) = self
             .send_as(from, to.into(), kind.into(), payload, None)
             .await?;
         pending.settle().await?;
-        Ok(id)
+        Ok(id.to_string())
     }
 
     /// Sends a message without waiting for the store's answer; returns its id
@@ -221,14 +221,14 @@ impl MessageBus {
     pub async fn send_nowait(
         &self,
         from: &str,
-        to: impl Into<String>,
-        kind: impl Into<String>,
+        to: impl Into<Arc<str>>,
+        kind: impl Into<Arc<str>>,
         payload: Value,
     ) -> Result<(String, Pending)> {
         let (id, _, pending) = self
             .send_as(from, to.into(), kind.into(), payload, None)
             .await?;
-        Ok((id, pending))
+        Ok((id.to_string(), pending))
     }
 
     /// Sends a reply to the message `reply_to` (see [`Envelope::reply_to`]);
@@ -242,10 +242,10 @@ impl MessageBus {
         reply_to: String,
     ) -> Result<String> {
         let (id, _, pending) = self
-            .send_as(from, to, kind, payload, Some(reply_to))
+            .send_as(from, to.into(), kind.into(), payload, Some(reply_to))
             .await?;
         pending.settle().await?;
-        Ok(id)
+        Ok(id.to_string())
     }
 
     /// Sends a copy to every other live agent, or to every live agent of
@@ -261,9 +261,11 @@ impl MessageBus {
             Some(role) => format!("{BROADCAST}{role}"),
             None => BROADCAST.to_string(),
         };
-        let (id, reached, pending) = self.send_as(from, to, kind, payload, None).await?;
+        let (id, reached, pending) = self
+            .send_as(from, to.into(), kind.into(), payload, None)
+            .await?;
         pending.settle().await?;
-        Ok((id, reached))
+        Ok((id.to_string(), reached))
     }
 
     /// Sends to `to` (an agent id, a role, `*`, or `*<role>` for every agent of
@@ -272,11 +274,11 @@ impl MessageBus {
     async fn send_as(
         &self,
         from: &str,
-        to: String,
-        kind: String,
+        to: Arc<str>,
+        kind: Arc<str>,
         payload: Value,
         reply_to: Option<String>,
-    ) -> Result<(String, usize, Pending)> {
+    ) -> Result<(Arc<str>, usize, Pending)> {
         check_name("message type", &kind)?;
         check_name("bus recipient", &to)?;
         let bytes = check_size(&payload, self.max_value_bytes, || {
@@ -289,7 +291,7 @@ impl MessageBus {
         let id = message_id(&self.origin, self.next_id.fetch_add(1, Ordering::Relaxed));
         let envelope = Envelope {
             id: id.clone(),
-            from: from.to_string(),
+            from: from.into(),
             to,
             kind,
             payload,
@@ -322,13 +324,15 @@ impl MessageBus {
     /// first: `to` is a live agent of this process or a known role. Returns
     /// the id and the write to settle, or `None` when [`send_nowait`](Self::send_nowait)
     /// must do it (a broadcast, or a recipient only the store can vouch for).
+    /// The names are taken as given: a sender that keeps them shared
+    /// (`Arc<str>`) sends without copying them.
     pub fn send_now(
         &self,
-        from: &str,
-        to: String,
-        kind: String,
+        from: impl Into<Arc<str>>,
+        to: Arc<str>,
+        kind: Arc<str>,
         payload: Value,
-    ) -> Result<Option<(String, Pending)>> {
+    ) -> Result<Option<(Arc<str>, Pending)>> {
         if to.starts_with(BROADCAST) || !self.is_known_locally(&to) {
             return Ok(None);
         }
@@ -340,7 +344,7 @@ impl MessageBus {
         let id = message_id(&self.origin, self.next_id.fetch_add(1, Ordering::Relaxed));
         let envelope = Envelope {
             id: id.clone(),
-            from: from.to_string(),
+            from: from.into(),
             to,
             kind,
             payload,
@@ -358,7 +362,7 @@ impl MessageBus {
     /// fail; when the write is settled on a server, which may refuse it.
     fn push_one(&self, envelope: Envelope, size: usize, bytes: usize) -> Result<Pending> {
         let queue = envelope.to.clone();
-        self.admit(&envelope.kind, [queue.as_str()], size)?;
+        self.admit(&envelope.kind, [&*queue], size)?;
         let journaled = if !self.journal.is_on() {
             None
         } else if self.store.is_embedded() {
@@ -395,34 +399,64 @@ impl MessageBus {
             return Ok(());
         };
         let mut q = queued.lock();
+        let q = &mut *q;
+        let mut names = queues.clone().into_iter();
+        if let (Some(queue), None) = (names.next(), names.next()) {
+            // One queue, as every send but a broadcast: one look-up.
+            let depth = q.depth.get_mut(queue);
+            let held = depth.as_deref().copied().unwrap_or(0);
+            self.check_room(kind, queue, held, q.bytes, q.bytes + size)?;
+            match depth {
+                Some(d) => *d += 1,
+                None => {
+                    q.depth.insert(queue.to_string(), 1);
+                }
+            }
+            q.bytes += size;
+            return Ok(());
+        }
         let mut bytes = q.bytes;
         for queue in queues.clone() {
-            let subject = || format!("bus message '{kind}' to '{queue}'");
-            let depth = q.depth.get(queue).copied().unwrap_or(0);
-            if depth >= self.quotas.max_queue_depth {
-                return Err(exceeded(
-                    subject(),
-                    "max_queue_depth",
-                    self.quotas.max_queue_depth,
-                    "messages",
-                    &format!(
-                        "queue '{queue}' holds {depth} messages waiting, in flight or dead-lettered"
-                    ),
-                ));
-            }
+            let held = q.depth.get(queue).copied().unwrap_or(0);
             bytes += size;
-            if bytes > self.quotas.max_queued_bytes {
-                return Err(exceeded(
-                    subject(),
-                    "max_queued_bytes",
-                    self.quotas.max_queued_bytes,
-                    "bytes",
-                    &format!("the task's queues hold {} bytes of messages", q.bytes),
-                ));
-            }
+            self.check_room(kind, queue, held, q.bytes, bytes)?;
         }
         for queue in queues {
-            count(&mut q, queue, size as isize);
+            count(q, queue, size as isize);
+        }
+        Ok(())
+    }
+
+    /// Fails when `queue`, holding `depth` messages, is full, or when the
+    /// task's queues, holding `held` bytes, would hold `bytes` (too many).
+    fn check_room(
+        &self,
+        kind: &str,
+        queue: &str,
+        depth: usize,
+        held: usize,
+        bytes: usize,
+    ) -> Result<()> {
+        let subject = || format!("bus message '{kind}' to '{queue}'");
+        if depth >= self.quotas.max_queue_depth {
+            return Err(exceeded(
+                subject(),
+                "max_queue_depth",
+                self.quotas.max_queue_depth,
+                "messages",
+                &format!(
+                    "queue '{queue}' holds {depth} messages waiting, in flight or dead-lettered"
+                ),
+            ));
+        }
+        if bytes > self.quotas.max_queued_bytes {
+            return Err(exceeded(
+                subject(),
+                "max_queued_bytes",
+                self.quotas.max_queued_bytes,
+                "bytes",
+                &format!("the task's queues hold {held} bytes of messages"),
+            ));
         }
         Ok(())
     }
@@ -591,9 +625,9 @@ impl MessageBus {
             } else {
                 let e = &delivery.envelope;
                 pending = pending.on_success(self.journal.deferred(Event::MessageHandled {
-                    id: e.id.clone(),
-                    from: e.from.clone(),
-                    message_type: e.kind.clone(),
+                    id: e.id.to_string(),
+                    from: e.from.to_string(),
+                    message_type: e.kind.to_string(),
                     attempt: e.attempts,
                 }));
             }
@@ -619,7 +653,7 @@ impl MessageBus {
         }
         if self.any_failures.load(Ordering::Relaxed) {
             let mut failures = self.failures.lock();
-            failures.remove(&delivery.envelope.id);
+            failures.remove(&*delivery.envelope.id);
             self.any_failures
                 .store(!failures.is_empty(), Ordering::Relaxed);
         }
@@ -639,7 +673,7 @@ impl MessageBus {
         {
             let mut failures = self.failures.lock();
             failures.insert(
-                delivery.envelope.id.clone(),
+                delivery.envelope.id.to_string(),
                 (agent.to_string(), cause.clone()),
             );
             self.any_failures.store(true, Ordering::Relaxed);
@@ -654,7 +688,7 @@ impl MessageBus {
                 .note(|| settled(delivery, Settled::GivenBack { dead }));
             return Ok(dead);
         }
-        let id = delivery.envelope.id.clone();
+        let id = delivery.envelope.id.to_string();
         self.backing_off
             .lock()
             .await
@@ -698,7 +732,7 @@ impl MessageBus {
             .into_iter()
             .filter(|m| m.state == MessageState::Dead)
             .map(|m| DeadLetter {
-                last_failure: failures.get(&m.envelope.id).cloned(),
+                last_failure: failures.get(&*m.envelope.id).cloned(),
                 queue: m.queue,
                 envelope: m.envelope,
             })
@@ -787,9 +821,9 @@ fn sent(envelope: &Envelope, bytes: usize) -> Fast<'_> {
 /// The same, owned, to journal once the write is settled.
 fn sent_event(envelope: &Envelope, bytes: usize) -> Event {
     Event::MessageSent {
-        id: envelope.id.clone(),
-        to: envelope.to.clone(),
-        message_type: envelope.kind.clone(),
+        id: envelope.id.to_string(),
+        to: envelope.to.to_string(),
+        message_type: envelope.kind.to_string(),
         bytes,
         payload: (bytes <= SMALL_VALUE_BYTES).then(|| envelope.payload.clone()),
     }
@@ -804,7 +838,7 @@ enum Settled {
 /// The journal event of a delivery that ended `how`.
 fn settled(delivery: &Delivery, how: Settled) -> Fast<'_> {
     let e = &delivery.envelope;
-    let (id, from, message_type) = (e.id.as_str(), e.from.as_str(), e.kind.as_str());
+    let (id, from, message_type) = (&*e.id, &*e.from, &*e.kind);
     match how {
         Settled::Handled => Fast::MessageHandled {
             id,
@@ -827,24 +861,36 @@ fn settled(delivery: &Delivery, how: Settled) -> Fast<'_> {
     }
 }
 
-/// `origin-n`, written with `itoa`: `format!` costs more than the rest of
+/// `origin-n`, written with `itoa` on the stack and allocated once, shared
+/// by the envelope and the sender: `format!` costs more than the rest of
 /// building a message.
-fn message_id(origin: &str, n: u64) -> String {
+fn message_id(origin: &str, n: u64) -> Arc<str> {
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(n);
-    let mut id = String::with_capacity(origin.len() + 1 + digits.len());
-    id.push_str(origin);
-    id.push('-');
-    id.push_str(digits);
-    id
+    let mut id = [0u8; 64];
+    let len = origin.len() + 1 + digits.len();
+    if len > id.len() {
+        return format!("{origin}-{digits}").into();
+    }
+    id[..origin.len()].copy_from_slice(origin.as_bytes());
+    id[origin.len()] = b'-';
+    id[origin.len() + 1..len].copy_from_slice(digits.as_bytes());
+    // SAFETY: two `str`s and an ASCII dash between them are UTF-8 (checking
+    // it again was a tenth of this function).
+    unsafe { std::str::from_utf8_unchecked(&id[..len]) }.into()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn message_ids_are_origin_dash_number() {
-        assert_eq!(super::message_id("ab12", 0), "ab12-0");
-        assert_eq!(super::message_id("ab12", 907), "ab12-907");
-        assert_eq!(super::message_id("x", u64::MAX), format!("x-{}", u64::MAX));
+        assert_eq!(&*super::message_id("ab12", 0), "ab12-0");
+        assert_eq!(&*super::message_id("ab12", 907), "ab12-907");
+        assert_eq!(
+            &*super::message_id("x", u64::MAX),
+            format!("x-{}", u64::MAX)
+        );
+        let long = "o".repeat(60);
+        assert_eq!(&*super::message_id(&long, 7), format!("{long}-7"));
     }
 }

@@ -125,7 +125,10 @@ fn send_now(
         return Ok(None);
     }
     let payload = to_json(lua, payload, || format!("bus.send('{to}', '{kind}')"))?;
-    let sent = c.coord.bus.send_now(&c.id, to, kind, payload);
+    let sent = c
+        .coord
+        .bus
+        .send_now(c.id.as_str(), to.into(), kind.into(), payload);
     let Some((id, mut pending)) = sent.into_lua_err()? else {
         return Ok(None);
     };
@@ -140,7 +143,7 @@ fn send_now(
         });
     }
     c.local.lock().writes.push(pending);
-    Ok(Some(id))
+    Ok(Some(id.to_string()))
 }
 
 /// `bus.send(to, type, payload)`, waiting for the store: the message id.
@@ -538,7 +541,7 @@ fn receive_now(lua: &Lua, c: &Arc<AgentContext>, timeout: LuaValue) -> mlua::Res
 fn message_fields(lua: &Lua, e: &Envelope) -> mlua::Result<MessageFields> {
     let (from, to, kind) = interned3(lua, [&e.from, &e.to, &e.kind])?;
     Ok((
-        LuaValue::String(lua.create_string(&e.id)?),
+        LuaValue::String(lua.create_string(&*e.id)?),
         from,
         to,
         kind,

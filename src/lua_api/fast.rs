@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 use mlua::{Function, Lua, LuaSerdeExt, ffi};
 use serde_json::Value;
 
-use super::{AgentContext, must_settle};
+use super::AgentContext;
 use crate::store::Envelope;
 
 /// `send_fast(to, type, payload)`: the message id, or nil (see the module).
@@ -70,8 +70,18 @@ const PAYLOAD: c_int = 7;
 const ATTEMPTS: c_int = 8;
 const REPLY_TO: c_int = 9;
 
+/// Upvalues after the keys: the strings `receive` last pushed as `from`,
+/// `to` and `type` (the empty string at first). A receiver gets the same
+/// names message after message; pushing the kept string again saves Lua
+/// hashing the bytes and looking the string up (see [`push_name`]).
+const LAST_FROM: c_int = 10;
+const LAST_TO: c_int = 11;
+const LAST_TYPE: c_int = 12;
+const LAST_NAMES: c_int = 3;
+
 /// A C closure over `f` with the upvalues: the agent's context (a light
-/// userdata), the array metatable of mlua's serde conversions, and [`KEYS`].
+/// userdata), the array metatable of mlua's serde conversions, [`KEYS`]
+/// and the last names (see [`LAST_FROM`]).
 fn closure(lua: &Lua, ctx: &Arc<AgentContext>, f: ffi::lua_CFunction) -> mlua::Result<Function> {
     if lua.app_data_ref::<Kept>().is_none() {
         lua.set_app_data(Kept(ctx.clone()));
@@ -87,7 +97,10 @@ fn closure(lua: &Lua, ctx: &Arc<AgentContext>, f: ffi::lua_CFunction) -> mlua::R
             for key in KEYS {
                 ffi::lua_pushstring(state, key.as_ptr());
             }
-            ffi::lua_pushcclosure(state, f, 2 + KEYS.len() as c_int);
+            for _ in 0..LAST_NAMES {
+                ffi::lua_pushstring(state, c"".as_ptr());
+            }
+            ffi::lua_pushcclosure(state, f, 2 + KEYS.len() as c_int + LAST_NAMES);
         })
     }
 }
@@ -100,16 +113,22 @@ unsafe fn context<'a>(state: *mut ffi::lua_State) -> &'a AgentContext {
     unsafe { &*(ffi::lua_touserdata(state, ffi::lua_upvalueindex(1)) as *const AgentContext) }
 }
 
-/// The string at `idx`, when it is a string (never a number converted in place).
-unsafe fn string_at<'a>(state: *mut ffi::lua_State, idx: c_int) -> Option<&'a str> {
+/// The bytes of the string at `idx`, when it is a string (never a number
+/// converted in place).
+unsafe fn bytes_at<'a>(state: *mut ffi::lua_State, idx: c_int) -> Option<&'a [u8]> {
     unsafe {
         if ffi::lua_type(state, idx) != ffi::LUA_TSTRING {
             return None;
         }
         let mut len = 0usize;
         let p = ffi::lua_tolstring(state, idx, &mut len);
-        std::str::from_utf8(std::slice::from_raw_parts(p as *const u8, len)).ok()
+        Some(std::slice::from_raw_parts(p as *const u8, len))
     }
+}
+
+/// The string at `idx`, when it is a UTF-8 string.
+unsafe fn string_at<'a>(state: *mut ffi::lua_State, idx: c_int) -> Option<&'a str> {
+    unsafe { std::str::from_utf8(bytes_at(state, idx)?).ok() }
 }
 
 /// The payload at `idx` as `to_json` would make it, for the values that
@@ -140,11 +159,9 @@ unsafe extern "C-unwind" fn send_c(state: *mut ffi::lua_State) -> c_int {
     // is done (and its values dropped) before `lua_pushlstring`.
     unsafe {
         let c = context(state);
-        let (Some(to), Some(kind), Some(payload)) = (
-            string_at(state, 1),
-            string_at(state, 2),
-            scalar_at(state, 3),
-        ) else {
+        let (Some(to), Some(kind), Some(payload)) =
+            (bytes_at(state, 1), bytes_at(state, 2), scalar_at(state, 3))
+        else {
             return 0;
         };
         let sent = catch_unwind(AssertUnwindSafe(|| send_now(c, to, kind, payload)));
@@ -158,22 +175,57 @@ unsafe extern "C-unwind" fn send_c(state: *mut ffi::lua_State) -> c_int {
 
 /// Sends without waiting, as `bus::send_now`; the id, kept in the
 /// context's `sent_id`, as a pointer and a length. None for the slow path.
-fn send_now(c: &AgentContext, to: &str, kind: &str, payload: Value) -> Option<(*const u8, usize)> {
-    if !c.embedded() || must_settle(c) {
+fn send_now(
+    c: &AgentContext,
+    to: &[u8],
+    kind: &[u8],
+    payload: Value,
+) -> Option<(*const u8, usize)> {
+    if !c.embedded() {
         return None;
     }
-    let sent = c
-        .coord
-        .bus
-        .send_now(&c.id, to.to_string(), kind.to_string(), payload);
+    let (from, to, kind) = {
+        let epoch = c.coord.store.epoch();
+        let mut local = c.local.lock();
+        if local.writes.must_settle_before_write(epoch) {
+            return None;
+        }
+        let names = &mut local.sent_names;
+        (
+            shared(&mut names.from, c.id.as_bytes())?,
+            shared(&mut names.to, to)?,
+            shared(&mut names.kind, kind)?,
+        )
+    };
+    let sent = c.coord.bus.send_now(from, to, kind, payload);
     let Ok(Some((id, pending))) = sent else {
         return None;
     };
     c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
     let mut local = c.local.lock();
     local.writes.push(pending);
-    local.sent_id = id;
-    Some((local.sent_id.as_ptr(), local.sent_id.len()))
+    let sent = (id.as_ptr(), id.len());
+    local.sent_id = Some(id);
+    Some(sent)
+}
+
+/// The names `bus.send`'s fast path sent with last, shared with the
+/// envelopes it made: a sender sending to the same recipient with the same
+/// type again allocates none of them.
+#[derive(Default)]
+pub struct SentNames {
+    from: Option<Arc<str>>,
+    to: Option<Arc<str>>,
+    kind: Option<Arc<str>>,
+}
+
+/// `name` shared: the one in `last` when it has the same bytes (already
+/// known to be UTF-8), else a new one kept there; None when it is not UTF-8.
+fn shared(last: &mut Option<Arc<str>>, name: &[u8]) -> Option<Arc<str>> {
+    match last {
+        Some(kept) if kept.as_bytes() == name => Some(kept.clone()),
+        _ => Some(last.insert(std::str::from_utf8(name).ok()?.into()).clone()),
+    }
 }
 
 unsafe extern "C-unwind" fn receive_c(state: *mut ffi::lua_State) -> c_int {
@@ -200,13 +252,13 @@ unsafe extern "C-unwind" fn receive_c(state: *mut ffi::lua_State) -> c_int {
         push_str(state, &envelope.id);
         ffi::lua_rawset(state, -3);
         key(state, FROM);
-        push_str(state, &envelope.from);
+        push_name(state, LAST_FROM, &envelope.from);
         ffi::lua_rawset(state, -3);
         key(state, TO);
-        push_str(state, &envelope.to);
+        push_name(state, LAST_TO, &envelope.to);
         ffi::lua_rawset(state, -3);
         key(state, TYPE);
-        push_str(state, &envelope.kind);
+        push_name(state, LAST_TYPE, &envelope.kind);
         ffi::lua_rawset(state, -3);
         if !envelope.payload.is_null() {
             key(state, PAYLOAD);
@@ -252,6 +304,22 @@ fn take_now(c: &AgentContext) -> Option<*const Envelope> {
 unsafe fn key(state: *mut ffi::lua_State, n: c_int) {
     unsafe {
         ffi::lua_pushvalue(state, ffi::lua_upvalueindex(n));
+    }
+}
+
+/// Pushes `name`: the string kept in upvalue `n` when it has the same
+/// bytes, else a new one, then kept there.
+unsafe fn push_name(state: *mut ffi::lua_State, n: c_int, name: &str) {
+    unsafe {
+        let mut len = 0usize;
+        let kept = ffi::lua_tolstring(state, ffi::lua_upvalueindex(n), &mut len);
+        if std::slice::from_raw_parts(kept as *const u8, len) == name.as_bytes() {
+            ffi::lua_pushvalue(state, ffi::lua_upvalueindex(n));
+        } else {
+            push_str(state, name);
+            ffi::lua_pushvalue(state, -1);
+            ffi::lua_replace(state, ffi::lua_upvalueindex(n));
+        }
     }
 }
 

@@ -94,7 +94,9 @@ pub struct AgentLocal {
     pub resumed: Option<Option<serde_json::Value>>,
     /// The id of the message `bus.send` sent last on its fast path, where
     /// it stays while Lua copies it (see `fast`).
-    pub sent_id: String,
+    pub sent_id: Option<Arc<str>>,
+    /// The names that fast path sent with last, shared by its messages.
+    pub sent_names: fast::SentNames,
     /// The phase a resumed agent had reached before its process went: until
     /// it moves past it, `state.set` to it or to an earlier phase does
     /// nothing, so a `start` run again replays its phase changes.

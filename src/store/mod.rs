@@ -110,17 +110,22 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A message on the bus, as stored in a queue.
+///
+/// The names are shared (`Arc<str>`): a sender sends to the same recipient
+/// with the same type again and again, and the embedded store hands the
+/// envelope out as it was pushed, so a message allocates its id and not
+/// its names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Unique within the task.
-    pub id: String,
+    pub id: Arc<str>,
     /// Sender agent id.
-    pub from: String,
+    pub from: Arc<str>,
     /// Recipient as written by the sender: an agent id, a role or `*`.
-    pub to: String,
+    pub to: Arc<str>,
     /// Message type, chosen by the scripts.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Arc<str>,
     /// Any JSON value.
     pub payload: Value,
     /// How many times it has been handed out before this delivery.
@@ -135,12 +140,33 @@ pub struct Envelope {
 #[derive(Debug, Clone)]
 pub struct Delivery {
     /// The queue it came from.
-    pub queue: String,
+    pub queue: Arc<str>,
     /// The message, with `attempts` counting this delivery (shared with the
     /// store's record of the message in flight, so handing it out copies nothing).
     pub envelope: Arc<Envelope>,
     /// Backend-specific handle used by ack/nack.
-    pub receipt: String,
+    pub receipt: Receipt,
+}
+
+/// How the store that handed out a [`Delivery`] finds it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Receipt {
+    /// The embedded store's: the number of the delivery (a number, not
+    /// text, so a message pays no formatting, parsing or allocation for it).
+    Number(u64),
+    /// A server's: the id of the stream entry.
+    Entry(String),
+}
+
+impl Receipt {
+    /// The stream entry's id; empty for a receipt of the embedded store,
+    /// which no server knows.
+    pub fn entry(&self) -> &str {
+        match self {
+            Receipt::Entry(id) => id,
+            Receipt::Number(_) => "",
+        }
+    }
 }
 
 /// A change on the blackboard, published atomically with the write.

@@ -412,3 +412,71 @@ async fn a_message_reads_the_same_taken_by_receive_or_handed_to_a_handler() {
         assert_eq!(output(&report, "diffs"), &json!([]), "{backend:?}");
     }
 }
+
+/// Sends whose recipient and type change from one message to the next, from
+/// two senders: the sender side shares the names it sent with last, the
+/// receiving side pushes the strings it pushed last again when the bytes
+/// match (`lua_api::fast`); neither may hand out a stale name.
+const MIXER: &str = r#"
+local M = {}
+local SENDS = {
+  { "mixer-1", "a" }, { "mixer", "a" }, { "mixer-1", "b" }, { "mixer", "b" },
+  { "mixer-1", "a" }, { "mixer-1", "a" }, { "mixer", "c" }, { "mixer-1", "ab" },
+}
+function M.start(self)
+  for i, s in ipairs(SENDS) do bus.send(s[1], s[2], i) end
+  bus.send("echo", "go", #SENDS)
+  local got = {}
+  for _ = 1, 2 * #SENDS do
+    local m = assert(bus.receive(20000), "a message never came")
+    got[#got + 1] = string.format("%s>%s:%s:%d", m.from, m.to, m.type, m.payload)
+  end
+  table.sort(got)
+  task.output("got", got)
+end
+return M
+"#;
+
+const ECHO: &str = r#"
+local M = {}
+function M.on_message(self, msg)
+  for i = 1, msg.payload do
+    bus.send(i % 2 == 0 and "mixer" or "mixer-1", i % 3 == 0 and "x" or "y", i)
+  end
+end
+return M
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_read_right_when_recipients_types_and_senders_change() {
+    let mut want = Vec::new();
+    for (i, (to, kind)) in [
+        ("mixer-1", "a"),
+        ("mixer", "a"),
+        ("mixer-1", "b"),
+        ("mixer", "b"),
+        ("mixer-1", "a"),
+        ("mixer-1", "a"),
+        ("mixer", "c"),
+        ("mixer-1", "ab"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let i = i + 1;
+        want.push(format!("mixer-1>{to}:{kind}:{i}"));
+        let to = if i % 2 == 0 { "mixer" } else { "mixer-1" };
+        let kind = if i % 3 == 0 { "x" } else { "y" };
+        want.push(format!("echo-1>{to}:{kind}:{i}"));
+    }
+    want.sort();
+    for backend in Backend::all() {
+        let report = run_clean(
+            backend,
+            &[("mixer.lua", MIXER), ("echo.lua", ECHO)],
+            task("bus-names", r#"agents = ["mixer", "echo"]"#),
+        )
+        .await;
+        assert_eq!(output(&report, "got"), &json!(want), "{backend:?}");
+    }
+}

@@ -90,5 +90,5 @@ async fn a_waiting_take_gets_a_message_pushed_before_its_wait_ends() {
     };
     store.queue_push("t", "worker-1", &envelope).await.unwrap();
     let delivery = taker.await.unwrap().unwrap().expect("the message");
-    assert_eq!(delivery.envelope.id, "m1");
+    assert_eq!(&*delivery.envelope.id, "m1");
 }

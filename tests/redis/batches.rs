@@ -271,7 +271,7 @@ async fn a_fenced_member_takes_no_message_and_leaves_them_to_others() {
         let d = store.queue_take("f", &mine, "c-1", Duration::ZERO);
         taken.push(d.await.unwrap().expect("m1 and m0 are there"));
     }
-    assert_eq!(taken[0].envelope.id, "m1");
+    assert_eq!(&*taken[0].envelope.id, "m1");
     store.queue_nack("f", &taken[0], 5).await.unwrap();
     store.queue_ack("f", &taken[1]).await.unwrap();
     other
@@ -291,7 +291,7 @@ async fn a_fenced_member_takes_no_message_and_leaves_them_to_others() {
         .await
         .unwrap()
     {
-        left.push(d.envelope.id.clone());
+        left.push(d.envelope.id.to_string());
         other.queue_ack("f", &d).await.unwrap();
     }
     assert_eq!(left, ["m1", "m2"]);
@@ -329,7 +329,7 @@ async fn a_fenced_members_read_of_its_own_queue_goes_to_the_adopter() {
         .await
         .unwrap()
     {
-        got.push(d.envelope.id.clone());
+        got.push(d.envelope.id.to_string());
         assert_eq!(
             d.envelope.attempts, 1,
             "{}: never handed out before",

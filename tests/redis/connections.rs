@@ -99,7 +99,7 @@ async fn three_processes_of_six_waiting_agents_hold_three_connections_each() {
     let store = connect(&url).await;
     for n in 0..18 {
         let go = Envelope {
-            id: format!("go-{n}"),
+            id: format!("go-{n}").into(),
             from: "test".into(),
             to: "waiter".into(),
             kind: "go".into(),

@@ -17,7 +17,7 @@ async fn take(s: &Arc<dyn Store>, agent: &str, role: &str) -> Option<Delivery> {
 }
 
 fn ids(d: &[Delivery]) -> Vec<String> {
-    d.iter().map(|d| d.envelope.id.clone()).collect()
+    d.iter().map(|d| d.envelope.id.to_string()).collect()
 }
 
 /// First in, first out; an agent's own queue before its role's.
@@ -42,7 +42,7 @@ async fn queues_are_fifo_own_queue_first() {
             got.push(d);
         }
         assert_eq!(ids(&got), ["o1", "o2", "r1", "r2"], "{backend:?}");
-        assert_eq!(got[2].queue, "worker", "{backend:?}");
+        assert_eq!(&*got[2].queue, "worker", "{backend:?}");
         assert!(s.queue_is_drained("t").await.unwrap(), "{backend:?}");
         assert!(s.queue_list("t").await.unwrap().is_empty(), "{backend:?}");
     }
@@ -63,7 +63,7 @@ async fn nack_redelivers_then_dead_letters() {
         assert!(!s.queue_nack("t", &first, 3).await.unwrap(), "{backend:?}");
         let again = take(&s, "worker-1", "worker").await.unwrap();
         assert_eq!(
-            (again.envelope.id.as_str(), again.envelope.attempts),
+            (&*again.envelope.id, again.envelope.attempts),
             ("m1", 2),
             "{backend:?}"
         );
@@ -71,7 +71,7 @@ async fn nack_redelivers_then_dead_letters() {
         // Another agent of the role gets it next.
         let third = take(&s, "worker-2", "worker").await.unwrap();
         assert_eq!(
-            (third.envelope.id.as_str(), third.envelope.attempts),
+            (&*third.envelope.id, third.envelope.attempts),
             ("m1", 3),
             "{backend:?}"
         );
@@ -80,19 +80,19 @@ async fn nack_redelivers_then_dead_letters() {
             "{backend:?}: dead after 3"
         );
         let next = take(&s, "worker-1", "worker").await.unwrap();
-        assert_eq!(next.envelope.id, "m2", "{backend:?}");
+        assert_eq!(&*next.envelope.id, "m2", "{backend:?}");
         let list = s.queue_list("t").await.unwrap();
         let dead: Vec<_> = list.iter().filter(|m| m.state == "dead").collect();
         assert_eq!(dead.len(), 1, "{backend:?}: {list:?}");
         assert_eq!(
-            (dead[0].envelope.id.as_str(), dead[0].envelope.attempts),
+            (&*dead[0].envelope.id, dead[0].envelope.attempts),
             ("m1", 3)
         );
         assert_eq!(dead[0].queue, "worker");
         // m2 is in flight: pending, not drained.
         assert!(
             list.iter()
-                .any(|m| m.state == "pending" && m.envelope.id == "m2")
+                .any(|m| m.state == "pending" && &*m.envelope.id == "m2")
         );
         assert!(!s.queue_is_drained("t").await.unwrap(), "{backend:?}");
         s.queue_ack("t", &next).await.unwrap();
@@ -116,7 +116,7 @@ async fn release_consumer_gives_back_what_it_held() {
         let a = take(&s, "worker-1", "worker").await.unwrap();
         let b = take(&s, "worker-1", "worker").await.unwrap();
         s.queue_ack("t", &a).await.unwrap();
-        assert_eq!(b.envelope.id, "m2");
+        assert_eq!(&*b.envelope.id, "m2");
         assert_eq!(
             s.queue_release_consumer("t", "worker-1").await.unwrap(),
             1,
@@ -129,13 +129,13 @@ async fn release_consumer_gives_back_what_it_held() {
         );
         let c = take(&s, "worker-2", "worker").await.unwrap();
         assert_eq!(
-            (c.envelope.id.as_str(), c.envelope.attempts),
+            (&*c.envelope.id, c.envelope.attempts),
             ("m2", 2),
             "{backend:?}"
         );
         let d = take(&s, "worker-2", "worker").await.unwrap();
         assert_eq!(
-            (d.envelope.id.as_str(), d.envelope.attempts),
+            (&*d.envelope.id, d.envelope.attempts),
             ("m3", 1),
             "{backend:?}"
         );
@@ -170,7 +170,7 @@ async fn take_waits_for_a_push() {
             .await
             .unwrap()
             .expect("the waiting take gets the message");
-        assert_eq!(got.envelope.id, "late", "{backend:?}");
+        assert_eq!(&*got.envelope.id, "late", "{backend:?}");
         // Nothing there: a bounded wait ends empty.
         let none = s
             .queue_take(
@@ -207,7 +207,7 @@ async fn a_cancelled_take_loses_nothing() {
             .await
             .unwrap()
             .expect("the next take gets it");
-        assert_eq!(got.envelope.id, "m1", "{backend:?}");
+        assert_eq!(&*got.envelope.id, "m1", "{backend:?}");
         s.queue_ack("t", &got).await.unwrap();
 
         // Cancelled again, then released before taking: another consumer gets it.
@@ -231,7 +231,7 @@ async fn a_cancelled_take_loses_nothing() {
             .await
             .unwrap()
             .expect("another consumer gets it");
-        assert_eq!(other.envelope.id, "m2", "{backend:?}");
+        assert_eq!(&*other.envelope.id, "m2", "{backend:?}");
         s.queue_ack("t", &other).await.unwrap();
         assert!(s.queue_is_drained("t").await.unwrap(), "{backend:?}");
     }
@@ -301,14 +301,14 @@ async fn a_role_message_read_ahead_with_an_own_one_is_reached_once() {
             .await
             .unwrap();
         let own = take(&s, "worker-1", "worker").await.unwrap();
-        assert_eq!(own.envelope.id, "o1", "{backend:?}");
+        assert_eq!(&*own.envelope.id, "o1", "{backend:?}");
         // worker-1 is no longer in turn: it asks only for what it holds.
         let held = s.queue_take_held("t", &["worker".to_string()], "worker-1");
         let other = take(&s, "worker-2", "worker").await;
         let reached: Vec<String> = held
             .iter()
             .chain(other.iter())
-            .map(|d| d.envelope.id.clone())
+            .map(|d| d.envelope.id.to_string())
             .collect();
         assert_eq!(reached, ["r1"], "{backend:?}");
     }

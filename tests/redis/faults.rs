@@ -245,7 +245,7 @@ async fn a_waiting_consumer_survives_a_restart_that_lost_its_group() {
         .queue_take("t", &q, "worker-1", Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(before.unwrap().envelope.id, "before");
+    assert_eq!(&*before.unwrap().envelope.id, "before");
     let waiting = tokio::spawn({
         let store = store.clone();
         let q = q.clone();
@@ -265,5 +265,5 @@ async fn a_waiting_consumer_survives_a_restart_that_lost_its_group() {
         .await
         .unwrap()
         .expect("the take rides out the restart");
-    assert_eq!(got.expect("a message").envelope.id, "after");
+    assert_eq!(&*got.expect("a message").envelope.id, "after");
 }

@@ -64,10 +64,10 @@ pub async fn connect(url: &str) -> Arc<dyn Store> {
 /// A message with the given id and type.
 pub fn envelope(id: &str, kind: &str) -> Envelope {
     Envelope {
-        id: id.to_string(),
+        id: id.into(),
         from: "tester-1".into(),
         to: "worker".into(),
-        kind: kind.to_string(),
+        kind: kind.into(),
         payload: serde_json::json!({ "id": id }),
         attempts: 0,
         reply_to: None,

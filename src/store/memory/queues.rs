@@ -12,15 +12,24 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::fast_map::FastMap;
-use crate::store::{Delivery, Envelope, MessageState, QueuedMessage};
+use crate::store::{Delivery, Envelope, MessageState, QueuedMessage, Receipt};
 
 /// How long a taker looks again before it parks (see [`Queues::take`]).
 const SPIN: Duration = Duration::from_micros(50);
 
+/// A message handed out and not yet acknowledged. The names are shared
+/// with the queue's list and the consumer set: a take allocates nothing
+/// for them.
 struct InFlight {
-    queue: String,
-    consumer: String,
+    queue: Arc<str>,
+    consumer: Arc<str>,
     envelope: Arc<Envelope>,
+}
+
+/// One queue's waiting messages, with its name to hand out.
+struct Waiting {
+    name: Arc<str>,
+    messages: VecDeque<Arc<Envelope>>,
 }
 
 /// The messages, each shared (`Arc`) from its send to its end: taking one
@@ -28,9 +37,41 @@ struct InFlight {
 /// not envelopes, when it grows.
 #[derive(Default)]
 struct Lists {
-    waiting: FastMap<String, VecDeque<Arc<Envelope>>>,
+    waiting: FastMap<Arc<str>, Waiting>,
     in_flight: FastMap<u64, InFlight>,
-    dead: Vec<(String, Arc<Envelope>)>,
+    dead: Vec<(Arc<str>, Arc<Envelope>)>,
+    /// The names of the consumers holding messages (or that did since
+    /// they were last released), shared by their in-flight records.
+    consumers: FastMap<Arc<str>, ()>,
+}
+
+impl Lists {
+    /// The waiting messages of `queue`, made empty on first use.
+    fn waiting(&mut self, queue: &str) -> &mut VecDeque<Arc<Envelope>> {
+        if !self.waiting.contains_key(queue) {
+            let name: Arc<str> = queue.into();
+            let list = Waiting {
+                name: name.clone(),
+                messages: VecDeque::new(),
+            };
+            self.waiting.insert(name, list);
+        }
+        &mut self
+            .waiting
+            .get_mut(queue)
+            .expect("inserted above")
+            .messages
+    }
+
+    /// The shared name of `consumer`.
+    fn consumer(&mut self, consumer: &str) -> Arc<str> {
+        if let Some((name, ())) = self.consumers.get_key_value(consumer) {
+            return name.clone();
+        }
+        let name: Arc<str> = consumer.into();
+        self.consumers.insert(name.clone(), ());
+        name
+    }
 }
 
 /// Every queue of one task.
@@ -72,13 +113,10 @@ impl Queues {
         let envelope = Arc::new(envelope);
         {
             let mut lists = self.lists.lock();
+            // One look-up when the queue exists (`waiting` takes two).
             match lists.waiting.get_mut(queue) {
-                Some(list) => list.push_back(envelope),
-                None => {
-                    lists
-                        .waiting
-                        .insert(queue.to_string(), VecDeque::from([envelope]));
-                }
+                Some(list) => list.messages.push_back(envelope),
+                None => lists.waiting(queue).push_back(envelope),
             }
         }
         self.wake();
@@ -136,24 +174,27 @@ impl Queues {
     pub(super) fn take_now(&self, queues: &[String], consumer: &str) -> Option<Delivery> {
         let mut lists = self.lists.lock();
         for name in queues {
-            let Some(mut envelope) = lists.waiting.get_mut(name).and_then(VecDeque::pop_front)
-            else {
+            let Some(list) = lists.waiting.get_mut(name.as_str()) else {
                 continue;
             };
+            let Some(mut envelope) = list.messages.pop_front() else {
+                continue;
+            };
+            let queue = list.name.clone();
             // A copy only when an earlier consumer still holds this message
             // (given back while its handler's copy lives on).
             Arc::make_mut(&mut envelope).attempts += 1;
             let receipt = self.next_receipt.fetch_add(1, Ordering::Relaxed);
             let in_flight = InFlight {
-                queue: name.clone(),
-                consumer: consumer.to_string(),
+                queue: queue.clone(),
+                consumer: lists.consumer(consumer),
                 envelope: envelope.clone(),
             };
             lists.in_flight.insert(receipt, in_flight);
             return Some(Delivery {
-                queue: name.clone(),
+                queue,
                 envelope,
-                receipt: itoa::Buffer::new().format(receipt).to_string(),
+                receipt: Receipt::Number(receipt),
             });
         }
         None
@@ -161,7 +202,7 @@ impl Queues {
 
     /// Forgets a delivered message.
     pub(super) fn ack(&self, delivery: &Delivery) {
-        if let Ok(receipt) = delivery.receipt.parse::<u64>() {
+        if let Receipt::Number(receipt) = delivery.receipt {
             let finished = self.lists.lock().in_flight.remove(&receipt);
             drop(finished); // freed outside the lock
         }
@@ -170,7 +211,7 @@ impl Queues {
     /// Puts a delivered message back in front of its queue, or among the dead
     /// letters once it has been delivered `max_attempts` times. True when dead.
     pub(super) fn nack(&self, delivery: &Delivery, max_attempts: u32) -> bool {
-        let Ok(receipt) = delivery.receipt.parse::<u64>() else {
+        let Receipt::Number(receipt) = delivery.receipt else {
             return false;
         };
         let dead = {
@@ -182,11 +223,7 @@ impl Queues {
                 lists.dead.push((f.queue, f.envelope));
                 true
             } else {
-                lists
-                    .waiting
-                    .entry(f.queue)
-                    .or_default()
-                    .push_front(f.envelope);
+                lists.waiting(&f.queue).push_front(f.envelope);
                 false
             }
         };
@@ -201,18 +238,16 @@ impl Queues {
             let receipts: Vec<u64> = lists
                 .in_flight
                 .iter()
-                .filter(|(_, f)| f.consumer == consumer)
+                .filter(|(_, f)| &*f.consumer == consumer)
                 .map(|(r, _)| *r)
                 .collect();
             for r in &receipts {
                 if let Some(f) = lists.in_flight.remove(r) {
-                    lists
-                        .waiting
-                        .entry(f.queue)
-                        .or_default()
-                        .push_front(f.envelope);
+                    lists.waiting(&f.queue).push_front(f.envelope);
                 }
             }
+            // It holds nothing now; a later take shares its name again.
+            lists.consumers.remove(consumer);
             receipts.len()
         };
         self.wake();
@@ -226,9 +261,9 @@ impl Queues {
             let mut lists = self.lists.lock();
             let (back, dead): (Vec<_>, Vec<_>) = std::mem::take(&mut lists.dead)
                 .into_iter()
-                .partition(|(q, _)| q == queue);
+                .partition(|(q, _)| &**q == queue);
             lists.dead = dead;
-            let list = lists.waiting.entry(queue.to_string()).or_default();
+            let list = lists.waiting(queue);
             let count = back.len();
             for (_, mut envelope) in back {
                 Arc::make_mut(&mut envelope).attempts = 0;
@@ -245,23 +280,60 @@ impl Queues {
     /// Every message, waiting, in flight or dead.
     pub(super) fn list(&self) -> Vec<QueuedMessage> {
         let lists = self.lists.lock();
-        let waiting = lists.waiting.iter().flat_map(|(name, msgs)| {
-            msgs.iter().map(move |m| QueuedMessage {
-                queue: name.clone(),
+        let waiting = lists.waiting.values().flat_map(|list| {
+            list.messages.iter().map(move |m| QueuedMessage {
+                queue: list.name.to_string(),
                 envelope: (**m).clone(),
                 state: MessageState::Pending,
             })
         });
         let in_flight = lists.in_flight.values().map(|f| QueuedMessage {
-            queue: f.queue.clone(),
+            queue: f.queue.to_string(),
             envelope: (*f.envelope).clone(),
             state: MessageState::Pending,
         });
         let dead = lists.dead.iter().map(|(name, m)| QueuedMessage {
-            queue: name.clone(),
+            queue: name.to_string(),
             envelope: (**m).clone(),
             state: MessageState::Dead,
         });
         waiting.chain(in_flight).chain(dead).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(id: &str) -> Envelope {
+        Envelope {
+            id: id.into(),
+            from: "a-1".into(),
+            to: "b".into(),
+            kind: "m".into(),
+            payload: serde_json::Value::Null,
+            attempts: 0,
+            reply_to: None,
+        }
+    }
+
+    #[test]
+    fn a_stale_receipt_acknowledges_nothing_and_released_consumers_are_forgotten() {
+        let q = Queues::default();
+        let queues = ["b-1".to_string(), "b".to_string()];
+        q.push("b", envelope("m1"));
+        let first = q.take_now(&queues, "b-1").expect("m1");
+        assert_eq!((&*first.queue, first.envelope.attempts), ("b", 1));
+        assert_eq!(q.lists.lock().consumers.len(), 1);
+        assert_eq!(q.release_consumer("b-1"), 1);
+        assert!(q.lists.lock().consumers.is_empty(), "the name is let go");
+        let again = q.take_now(&queues, "b-1").expect("m1 again");
+        assert_eq!(again.envelope.attempts, 2);
+        assert_ne!(first.receipt, again.receipt);
+        // The first delivery's receipt no longer names the message.
+        q.ack(&first);
+        assert_eq!(q.list().len(), 1, "still in flight");
+        q.ack(&again);
+        assert!(q.list().is_empty());
     }
 }

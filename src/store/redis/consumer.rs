@@ -55,12 +55,13 @@ struct SlotState {
 }
 
 fn receipt(task: &str, d: &Delivery) -> String {
-    let mut key = String::with_capacity(task.len() + d.queue.len() + d.receipt.len() + 2);
+    let entry = d.receipt.entry();
+    let mut key = String::with_capacity(task.len() + d.queue.len() + entry.len() + 2);
     key.push_str(task);
     key.push('\0');
     key.push_str(&d.queue);
     key.push('\0');
-    key.push_str(&d.receipt);
+    key.push_str(entry);
     key
 }
 
@@ -247,7 +248,10 @@ impl Server {
             if queues == &slot.queues[..] {
                 st.stash.pop_front()?
             } else {
-                let at = st.stash.iter().position(|d| queues.contains(&d.queue))?;
+                let at = st
+                    .stash
+                    .iter()
+                    .position(|d| queues.iter().any(|q| *q == *d.queue))?;
                 st.stash.remove(at)?
             }
         };

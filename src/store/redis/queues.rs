@@ -431,7 +431,7 @@ impl QueueStore for RedisStore {
         self.consumers.settled(task, delivery);
         self.ack_later(
             Keys::new(task).bus(&delivery.queue),
-            delivery.receipt.clone(),
+            delivery.receipt.entry().to_string(),
         );
         Pending::done(Ok(()))
     }
@@ -460,11 +460,11 @@ impl QueueStore for RedisStore {
             .conn
             .eval("bus nack", &NACK, &[&stream, &dead, &member], |c| {
                 c.arg(GROUP)
-                    .arg(&delivery.receipt)
+                    .arg(delivery.receipt.entry())
                     .arg(&holder)
                     .arg(RETURNED)
                     .arg(max_attempts)
-                    .arg(&delivery.queue)
+                    .arg(&*delivery.queue)
                     .arg(&json)
                     .arg(fenced);
             })

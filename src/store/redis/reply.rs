@@ -70,9 +70,9 @@ pub(super) fn entry_delivery(
     })?;
     envelope.attempts = deliveries;
     Ok(Delivery {
-        queue: queue.to_string(),
+        queue: queue.into(),
         envelope: std::sync::Arc::new(envelope),
-        receipt: id,
+        receipt: crate::store::Receipt::Entry(id),
     })
 }
 
