@@ -61,22 +61,31 @@ pub struct Load {
     pub after: Option<f64>,
     /// Cores this process may run on.
     pub cores: usize,
+    /// The machine's speed when the run started: nanoseconds per turn of a
+    /// fixed Lua loop (see [`reference_ns`]); lower is faster.
+    pub reference_ns_before: Option<f64>,
+    /// The same when it ended.
+    pub reference_ns_after: Option<f64>,
 }
 
 impl Load {
     /// The load now, as `before` (and `after` until [`Load::ended`]).
     pub fn started() -> Load {
         let now = load_average();
+        let reference = reference_ns();
         Load {
             before: now,
             after: now,
             cores: std::thread::available_parallelism().map_or(1, usize::from),
+            reference_ns_before: reference,
+            reference_ns_after: reference,
         }
     }
 
-    /// Notes the load at the end of the run.
+    /// Notes the load and the machine's speed at the end of the run.
     pub fn ended(&mut self) {
         self.after = load_average();
+        self.reference_ns_after = reference_ns();
     }
 
     /// True when other work kept the cores busy for part of the run (a
@@ -99,6 +108,11 @@ impl Load {
             show(self.before),
             show(self.after)
         );
+        if let (Some(before), Some(after)) = (self.reference_ns_before, self.reference_ns_after) {
+            s.push_str(&format!(
+                "; reference Lua loop {before:.1} ns a turn at the start, {after:.1} at the end"
+            ));
+        }
         if self.busy() {
             s.push_str(
                 " (busy: wall-clock figures are below a quiet machine's; \
@@ -108,6 +122,53 @@ impl Load {
         s.push('\n');
         s
     }
+}
+
+/// Turns of the reference loop in one measurement.
+const REFERENCE_TURNS: i64 = 400_000;
+
+/// What the reference loop does: what a message costs Lua (a table of four
+/// fields made and stored, a function called, an integer turned into a
+/// string now and then), with nothing of orrery's around it.
+const REFERENCE_LOOP: &str = r#"
+local turns = ...
+local ring, kept = {}, 0
+local function make(i, s)
+  return { from = "sender-1", to = "receiver-1", type = "m", payload = s or i }
+end
+for i = 1, turns do
+  ring[(i & 1023) + 1] = make(i, (i & 63) == 0 and tostring(i) or nil)
+  kept = kept + 1
+end
+return kept
+"#;
+
+/// The machine's speed: nanoseconds per turn of a fixed Lua loop in a bare
+/// VM (the median of five runs of [`REFERENCE_TURNS`]), `None` if it could
+/// not run.
+///
+/// The same binary's figures moved by about two times between days on the
+/// same kind of shared VM at rest (messages 573k and 1.07M/s, spawn p50 288
+/// and 161 µs), with the same instructions, and a fixed C loop moves by
+/// ±16% from run to run there. This figure, taken at the start and end of
+/// every run, says how fast the machine was: compare runs, commits and
+/// machines by figures over it, or only between runs whose reference
+/// agrees.
+pub fn reference_ns() -> Option<f64> {
+    let lua = mlua::Lua::new();
+    let chunk = lua.load(REFERENCE_LOOP).into_function().ok()?;
+    chunk.call::<i64>(REFERENCE_TURNS / 10).ok()?;
+    let mut runs = Vec::with_capacity(5);
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let kept = chunk.call::<i64>(REFERENCE_TURNS).ok()?;
+        if kept != REFERENCE_TURNS {
+            return None;
+        }
+        runs.push(started.elapsed().as_nanos() as f64 / REFERENCE_TURNS as f64);
+    }
+    runs.sort_by(f64::total_cmp);
+    Some(runs[2])
 }
 
 /// The 1-minute load average (Linux `/proc/loadavg`).

@@ -41,6 +41,11 @@ fn bench_quick_prints_the_four_figures_as_json() {
     }
     assert!(figures["spawn_cpu_us"].as_f64() > Some(0.0), "{figures:#}");
     assert!(report["load"]["cores"].as_u64() >= Some(1), "{report:#}");
+    // The machine's speed at both ends of the run, to compare runs by.
+    for key in ["reference_ns_before", "reference_ns_after"] {
+        let ns = report["load"][key].as_f64();
+        assert!(ns.is_some_and(|v| v > 0.0), "{key}: {report:#}");
+    }
     // Resident memory is known on Linux, where the suite runs in CI.
     if cfg!(target_os = "linux") {
         assert!(figures["idle_agent_bytes"].is_u64(), "{figures:#}");
