@@ -145,7 +145,8 @@ struct Shard {
 /// A shard's records.
 #[derive(Default)]
 struct Buffer {
-    /// Binary records (see [`record`]), their times on the monotonic clock.
+    /// Binary records (see [`record`]), timed in the journal clock's ticks
+    /// (see [`clock`]).
     bytes: Vec<u8>,
     /// The rare events, in the order of the records of tag `COLD` that
     /// stand for them.
@@ -438,6 +439,8 @@ async fn write_loop(
         }
         // Every record timed up to `cut` is in its shard once the shard's
         // lock is taken after reading it; later ones wait for the next round.
+        // Read before the new shards are taken in: a shard made after that
+        // holds only records timed after it.
         let cut = if stopping { u64::MAX } else { clock::ticks() };
         rounds.adopt(&inner);
         let dropped = rounds.taken.iter_mut().map(Taken::take).sum();
