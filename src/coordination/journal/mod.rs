@@ -1031,6 +1031,52 @@ mod tests {
         assert_eq!(rounds.taken.len(), 1);
     }
 
+    /// Eight threads recording at once, each its own numbered keys, while
+    /// the writer takes rounds: every entry comes out once, each thread's
+    /// in the order it recorded them, numbered without a gap and timed in
+    /// order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_threads_at_once_lose_nothing_and_keep_their_order() {
+        const THREADS: usize = 8;
+        const EACH: usize = 20_000;
+        let journal = Journal::new("h");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        journal.attach(Box::new(Keep(lines.clone())));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let journal = journal.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let key = format!("{t}/{i}");
+                        journal.note(|| Fast::BlackboardDelete {
+                            key: &key,
+                            existed: false,
+                        });
+                    }
+                })
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| t.join().unwrap()))
+            .await
+            .unwrap();
+        journal.close().await;
+        let entries = entries(&lines);
+        assert_eq!(entries.len(), THREADS * EACH);
+        let mut next = [0usize; THREADS];
+        for (n, e) in entries.iter().enumerate() {
+            assert_eq!(e.seq, n as u64 + 1);
+            let Event::BlackboardDelete { key, .. } = &e.event else {
+                panic!("{:?}", e.event)
+            };
+            let (t, i) = key.split_once('/').unwrap();
+            let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[t], "thread {t}'s entries out of order");
+            next[t] += 1;
+        }
+        assert!(entries.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+        assert_eq!(journal.dropped(), 0);
+    }
+
     /// A thread that records into more journals than it keeps shards of at
     /// hand (and a thread that ends) loses none of their entries.
     #[tokio::test(flavor = "current_thread")]
