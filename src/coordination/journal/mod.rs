@@ -448,6 +448,7 @@ async fn write_loop(
             .write(cut, dropped, inner.epoch.scale(), &mut sinks)
             .await;
         if stopping {
+            rounds.release();
             for sink in &mut sinks {
                 sink.close().await;
             }
@@ -470,6 +471,15 @@ impl Rounds {
             taken: Vec::new(),
             lines: Lines::new(host),
             batch: Batch::new(),
+        }
+    }
+
+    /// Gives back the memory of every shard's buffer, once the journal is
+    /// closed: threads keep their shards of a few journals at hand (see
+    /// [`CACHED_SHARDS`]), and a busy run grows each buffer to megabytes.
+    fn release(&mut self) {
+        for t in self.taken.drain(..) {
+            *t.shard.buffer.lock() = Buffer::default();
         }
     }
 
@@ -1075,6 +1085,30 @@ mod tests {
         }
         assert!(entries.windows(2).all(|w| w[0].at_us <= w[1].at_us));
         assert_eq!(journal.dropped(), 0);
+    }
+
+    /// A closed journal's shards hold no memory, though the threads that
+    /// recorded keep them at hand.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_closed_journal_gives_its_shards_memory_back() {
+        let journal = Journal::new("h");
+        journal.attach(Box::new(Keep(Arc::new(Mutex::new(Vec::new())))));
+        // Over several of the writer's rounds, which hand the shard back
+        // a buffer that held a round's records.
+        for _ in 0..3 {
+            for i in 0..10_000 {
+                let key = format!("k{i}");
+                journal.note(|| Fast::BlackboardDelete {
+                    key: &key,
+                    existed: true,
+                });
+            }
+            tokio::time::sleep(super::FLUSH_EVERY * 3).await;
+        }
+        journal.close().await;
+        let shard = super::SHARDS.with(|cache| cache.borrow()[0].1.clone());
+        let buffer = shard.buffer.lock();
+        assert_eq!(buffer.bytes.capacity(), 0);
     }
 
     /// A thread that records into more journals than it keeps shards of at
