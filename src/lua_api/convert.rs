@@ -268,7 +268,13 @@ fn list_length(entries: &[(LuaValue, LuaValue)]) -> Option<usize> {
             _ => return None,
         }
     }
-    (max <= MAX_SPARSENESS * entries.len().max(1) || max <= 8).then_some(max)
+    is_list(max, entries.len()).then_some(max)
+}
+
+/// Whether a table of `count` entries, all positive integer keys up to
+/// `max`, is stored as a list (not too sparse).
+pub(super) fn is_list(max: usize, count: usize) -> bool {
+    max <= MAX_SPARSENESS * count.max(1) || max <= 8
 }
 
 fn is_name(key: &str) -> bool {
