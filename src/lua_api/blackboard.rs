@@ -215,7 +215,6 @@ async fn fetch(lua: Lua, c: Arc<AgentContext>, key: String) -> mlua::Result<LuaV
     }
 }
 
-
 /// `blackboard.delete(key)`: true when the key was there.
 async fn delete(_: Lua, c: Arc<AgentContext>, key: String) -> mlua::Result<bool> {
     c.coord.blackboard.delete(&key).await.into_lua_err()

@@ -141,7 +141,8 @@ unsafe extern "C-unwind" fn send_c(state: *mut ffi::lua_State) -> c_int {
         let c = context(state);
         let limit = c.coord.config.max_value_bytes;
         let payload = value_at(state, 3, ffi::lua_upvalueindex(2), limit);
-        let (Some(to), Some(kind), Some(payload)) = (bytes_at(state, 1), bytes_at(state, 2), payload)
+        let (Some(to), Some(kind), Some(payload)) =
+            (bytes_at(state, 1), bytes_at(state, 2), payload)
         else {
             return 0;
         };
@@ -280,7 +281,10 @@ unsafe extern "C-unwind" fn set_c(state: *mut ffi::lua_State) -> c_int {
         };
         let sent = catch_unwind(AssertUnwindSafe(|| {
             !super::must_settle(c)
-                && matches!(super::blackboard::send_set(c, key.to_owned(), value), Ok(true))
+                && matches!(
+                    super::blackboard::send_set(c, key.to_owned(), value),
+                    Ok(true)
+                )
         }));
         if !matches!(sent, Ok(true)) {
             // Nothing was sent: the slow path does it or raises the error.

@@ -218,3 +218,97 @@ fn list_length(entries: &[(Key, Value)]) -> Option<usize> {
     }
     super::convert::is_list(max, entries.len()).then_some(max)
 }
+
+#[cfg(test)]
+mod tests {
+    use mlua::{Lua, LuaSerdeExt, Value as LuaValue};
+    use serde_json::json;
+
+    use super::*;
+
+    /// `value_at` of `value`, with mlua's array metatable as the arrays' one.
+    fn fast(lua: &Lua, value: &LuaValue, limit: usize) -> Option<Value> {
+        let mut out = None;
+        // SAFETY: the two arguments are on the stack; nothing is left on it.
+        unsafe {
+            lua.exec_raw::<()>((value, lua.array_metatable()), |state| {
+                let top = ffi::lua_gettop(state);
+                out = value_at(state, top - 1, top, limit);
+                ffi::lua_settop(state, top - 2);
+            })
+            .expect("the raw call runs");
+        }
+        out
+    }
+
+    fn lua() -> Lua {
+        let lua = Lua::new();
+        lua.globals().set("null", LuaValue::NULL).expect("set");
+        lua
+    }
+
+    #[test]
+    fn what_it_takes_it_converts_as_to_json_does() {
+        let lua = lua();
+        let sources = [
+            r#"{step = 1, status = "done", by = "peer-1"}"#,
+            "{1, 2, 3}",
+            "{}",
+            "{[1] = 1, [3] = 3}",
+            "{[1] = 1, [100] = 2}",
+            "{1, 2, x = 3}",
+            "{[0] = 1, [-1] = 2}",
+            "{a = {b = {c = {1.5, true, false, null}}}}",
+            r#"{s = "x\0y", ["k\n"] = "é"}"#,
+            "{n = 2^53, m = 1e300, i = math.mininteger}",
+            "{{}, {{}}, {x = {}}}",
+            "42",
+            r#""text""#,
+            "null",
+        ];
+        for src in sources {
+            let value: LuaValue = lua.load(src).eval().expect(src);
+            let slow = crate::lua_api::to_json(&lua, value.clone(), || src.into()).expect(src);
+            assert_eq!(fast(&lua, &value, usize::MAX), Some(slow), "{src}");
+        }
+        // Tables made from JSON carry the array metatable: taken too.
+        let made = lua
+            .to_value(&json!({"list": [1, [2, 3]], "o": {"e": []}}))
+            .expect("to_value");
+        let slow = crate::lua_api::to_json(&lua, made.clone(), || "made".into()).expect("made");
+        assert_eq!(fast(&lua, &made, usize::MAX), Some(slow));
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_slow_path() {
+        let lua = lua();
+        let sources = [
+            "{f = function() end}",
+            "{n = 0/0}",
+            "{[1.5] = 1}",
+            "{[true] = 1}",
+            "setmetatable({}, {})",
+            "{x = setmetatable({}, {})}",
+            "(function() local t = {} t.t = t return t end)()",
+            r#"{s = "\xff"}"#,
+            r#"{["\xff"] = 1}"#,
+            "coroutine.create(print)",
+        ];
+        for src in sources {
+            let value: LuaValue = lua.load(src).eval().expect(src);
+            assert_eq!(fast(&lua, &value, usize::MAX), None, "{src}");
+        }
+        // Past the limit by `check_shape`'s count (and deeper than taken here).
+        let long: LuaValue = lua
+            .load(r#"{s = string.rep("x", 100)}"#)
+            .eval()
+            .expect("long");
+        assert_eq!(fast(&lua, &long, 50), None);
+        assert!(fast(&lua, &long, 200).is_some());
+        let deep: LuaValue = lua
+            .load("local t = {} for _ = 1, 40 do t = {t} end return t")
+            .eval()
+            .expect("deep");
+        assert_eq!(fast(&lua, &deep, usize::MAX), None);
+    }
+}
