@@ -45,7 +45,7 @@ end
 
 /// `get` on a server store: a value the agent wrote since it last observed
 /// the store, once its writes are acknowledged, is read back without asking
-/// (`cached`); anything else is fetched.
+/// (`cached`, a C function: see `fast`); anything else is fetched.
 pub(super) const GET: &str = r#"
 local cached, fetch = ...
 return function(key)
