@@ -83,6 +83,9 @@ impl Hasher for Fast {
 /// A `HashMap` with [`Fast`] hashing.
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fast>>;
 
+/// A `HashSet` hashed with [`Fast`].
+pub type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<Fast>>;
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

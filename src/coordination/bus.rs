@@ -624,10 +624,11 @@ impl MessageBus {
                 self.journal.note(|| settled(delivery, Settled::Handled));
             } else {
                 let e = &delivery.envelope;
+                // `String::from`: `to_string` would go through `Display`.
                 pending = pending.on_success(self.journal.deferred(Event::MessageHandled {
-                    id: e.id.to_string(),
-                    from: e.from.to_string(),
-                    message_type: e.kind.to_string(),
+                    id: String::from(&*e.id),
+                    from: String::from(&*e.from),
+                    message_type: String::from(&*e.kind),
                     attempt: e.attempts,
                 }));
             }
@@ -821,9 +822,10 @@ fn sent(envelope: &Envelope, bytes: usize) -> Fast<'_> {
 /// The same, owned, to journal once the write is settled.
 fn sent_event(envelope: &Envelope, bytes: usize) -> Event {
     Event::MessageSent {
-        id: envelope.id.to_string(),
-        to: envelope.to.to_string(),
-        message_type: envelope.kind.to_string(),
+        // `String::from`: `to_string` would go through `Display`.
+        id: String::from(&*envelope.id),
+        to: String::from(&*envelope.to),
+        message_type: String::from(&*envelope.kind),
         bytes,
         payload: (bytes <= SMALL_VALUE_BYTES).then(|| envelope.payload.clone()),
     }

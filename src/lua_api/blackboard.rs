@@ -17,13 +17,16 @@ use super::{
 /// Name of the registry table holding this agent's watches: `{pattern, fn}` pairs.
 pub const WATCHES: &str = "orrery.watches";
 
-/// `set` on a server store: the write is sent without waiting
-/// (`set_now`), unless older writes must be settled first (it returns false)
+/// `set` on a server store: the write is sent without waiting — by
+/// `set_fast` (a C function, see `fast`) for a value that converts plainly
+/// (see `stack_json`) when nothing is to be settled first, else by
+/// `set_now` — unless older writes must be settled first (it returns false)
 /// or the quota ledger must look at the store (nil: the waiting `set_wait`
 /// does it). `set(key, nil)` deletes, and waits.
 pub(super) const SET: &str = r#"
-local set_now, settle, delete, set_wait = ...
+local set_fast, set_now, settle, delete, set_wait = ...
 return function(key, value)
+  if set_fast(key, value) then return end
   if value == nil then
     delete(key)
     return
@@ -42,7 +45,7 @@ end
 
 /// `get` on a server store: a value the agent wrote since it last observed
 /// the store, once its writes are acknowledged, is read back without asking
-/// (`cached`); anything else is fetched.
+/// (`cached`, a C function: see `fast`); anything else is fetched.
 pub(super) const GET: &str = r#"
 local cached, fetch = ...
 return function(key)
@@ -65,7 +68,9 @@ const MAX_OWN_WRITES: usize = 4096;
 /// read from one made before their writes.
 #[derive(Default)]
 pub struct OwnWrites {
-    values: std::collections::HashMap<String, (serde_json::Value, Instant)>,
+    /// Hashed with [`Fast`](crate::fast_map::Fast): looked up on every
+    /// `get` and written on every `set`, where SipHash showed in profiles.
+    values: crate::fast_map::FastMap<String, (serde_json::Value, Instant)>,
 }
 
 impl OwnWrites {
@@ -77,7 +82,7 @@ impl OwnWrites {
     }
 
     /// The value written under `key`, if it has not expired.
-    fn get(&self, key: &str) -> Option<&serde_json::Value> {
+    pub(super) fn get(&self, key: &str) -> Option<&serde_json::Value> {
         self.values
             .get(key)
             .filter(|(_, expires)| *expires > Instant::now())
@@ -124,7 +129,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     if ctx.embedded() {
         m.store("get", get)?;
     } else {
-        let cached = m.sync_fn(ctx.clone(), cached)?;
+        let cached = super::fast::cached(lua, ctx)?;
         let get: Function = chunks::host(lua, "blackboard.get", GET)?
             .call((cached, m.wait_fn(ctx.clone(), fetch)?))?;
         m.set("get", get)?;
@@ -132,6 +137,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let delete = m.store("delete", delete)?;
     if !ctx.embedded() {
         let set: Function = chunks::host(lua, "blackboard.set", SET)?.call((
+            super::fast::set(lua, ctx)?,
             m.sync_fn(ctx.clone(), set_now)?,
             m.wait_fn(ctx.clone(), settle)?,
             delete,
@@ -171,15 +177,26 @@ fn set_now(
         return Ok(Some(false));
     }
     let json = to_json(lua, value, || format!("blackboard.set('{key}')"))?;
-    let sent = c.coord.blackboard.set_nowait(&key, &json);
-    let Some(pending) = sent.into_lua_err()? else {
-        return Ok(None);
+    let sent = send_set(c, key, json).into_lua_err()?;
+    Ok(sent.then_some(true))
+}
+
+/// Sends the set of `json` under `key` without waiting and keeps it for
+/// reading back; false when the quota ledger must look at the store first
+/// (nothing is sent then). Also `blackboard.set`'s C fast path (`fast`).
+pub(super) fn send_set(
+    c: &AgentContext,
+    key: String,
+    json: serde_json::Value,
+) -> crate::error::Result<bool> {
+    let Some(pending) = c.coord.blackboard.set_nowait(&key, &json)? else {
+        return Ok(false);
     };
     let ttl = Duration::from_secs(c.coord.config.blackboard_ttl);
     let mut local = c.local.lock();
     local.writes.push(pending);
     local.own_writes.keep(key, json, Instant::now() + ttl);
-    Ok(Some(true))
+    Ok(true)
 }
 
 /// `blackboard.get(key)` on the embedded store.
@@ -194,22 +211,6 @@ async fn get(lua: Lua, c: Arc<AgentContext>, key: String) -> mlua::Result<LuaVal
 async fn fetch(lua: Lua, c: Arc<AgentContext>, key: String) -> mlua::Result<LuaValue> {
     match get_after_writes(&c, &key).await.into_lua_err()? {
         Some(v) => to_lua(&lua, &v),
-        None => Ok(LuaValue::Nil),
-    }
-}
-
-/// The value the agent wrote under `key` since it last observed the store,
-/// once its writes are acknowledged (a read sees them so); nil otherwise.
-fn cached(lua: &Lua, c: &Arc<AgentContext>, key: LuaValue) -> mlua::Result<LuaValue> {
-    let LuaValue::String(key) = key else {
-        return Ok(LuaValue::Nil);
-    };
-    let local = c.local.lock();
-    if !local.writes.is_empty() {
-        return Ok(LuaValue::Nil);
-    }
-    match local.own_writes.get(&key.to_str()?) {
-        Some(v) => to_lua(lua, v),
         None => Ok(LuaValue::Nil),
     }
 }

@@ -45,7 +45,7 @@ end
 
 /// `send`: sent without waiting when the recipient is known here and no
 /// older write must be settled first — by `send_fast` (a C function, see
-/// `fast`) for a payload that needs no walk on the embedded store, else by
+/// `fast`) for a payload that converts plainly (see `stack_json`), else by
 /// `send_now` (a plain function call); otherwise the waiting `send_wait`.
 pub(super) const SEND: &str = r#"
 local send_fast, send_now, settle, send_wait = ...

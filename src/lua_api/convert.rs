@@ -73,13 +73,15 @@ pub(crate) struct MaxValueBytes(pub(crate) usize);
 fn check_shape(root: &Table, limit: usize) -> Result<(), String> {
     let mut stack = vec![(root.clone(), 1usize)];
     let mut size = 0usize;
+    let mut too_large = false;
     while let Some((t, depth)) = stack.pop() {
         if depth > MAX_DEPTH + 1 {
             // Too deep or a cycle: the walk that follows names it better.
             continue;
         }
-        for pair in t.pairs::<mlua::Value, mlua::Value>() {
-            let (k, v) = pair.map_err(|e| e.to_string())?;
+        // `for_each`, not `pairs`: one protected call per table instead of
+        // one per entry, a visible share of every `blackboard.set`.
+        let walked = t.for_each::<mlua::Value, mlua::Value>(|k, v| {
             for x in [k, v] {
                 size += match x {
                     mlua::Value::String(s) => s.as_bytes().len() + 2,
@@ -91,11 +93,18 @@ fn check_shape(root: &Table, limit: usize) -> Result<(), String> {
                 };
             }
             if size > limit {
-                return Err(format!(
-                    "value is larger than max_value_bytes ({limit} bytes)"
-                ));
+                too_large = true;
+                // Stops the iteration; the error said is the one below.
+                return Err(mlua::Error::runtime("too large"));
             }
+            Ok(())
+        });
+        if too_large {
+            return Err(format!(
+                "value is larger than max_value_bytes ({limit} bytes)"
+            ));
         }
+        walked.map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -137,7 +146,8 @@ impl Walk {
                 }
             },
             LuaValue::String(s) => match s.to_str() {
-                Ok(text) => Value::String(text.to_string()),
+                // `str::to_owned`: `to_string` would go through `Display`.
+                Ok(text) => Value::String(str::to_owned(&text)),
                 Err(_) => return Err(self.refuse("a string that is not valid UTF-8", STORABLE)),
             },
             LuaValue::Table(t) => self.table(t)?,
@@ -164,9 +174,12 @@ impl Walk {
             ));
         }
         let mut entries = Vec::new();
-        for pair in t.pairs::<LuaValue, LuaValue>() {
-            entries.push(pair.map_err(|e| self.refuse("a table", &e.to_string()))?);
-        }
+        // One protected call for the whole table (see `check_shape`).
+        t.for_each::<LuaValue, LuaValue>(|k, v| {
+            entries.push((k, v));
+            Ok(())
+        })
+        .map_err(|e| self.refuse("a table", &e.to_string()))?;
         self.open.push(id);
         let result = match list_length(&entries) {
             Some(len) => self.list(entries, len),
@@ -193,7 +206,7 @@ impl Walk {
             let key = match &k {
                 LuaValue::String(s) => s
                     .to_str()
-                    .map(|s| s.to_string())
+                    .map(|s| str::to_owned(&s))
                     .map_err(|_| self.refuse("a key that is not valid UTF-8", STORABLE))?,
                 LuaValue::Integer(i) => i.to_string(),
                 LuaValue::Number(n) => n.to_string(),
@@ -205,9 +218,13 @@ impl Walk {
                     ));
                 }
             };
-            self.path.push(Step::Key(key.clone()));
+            // The key goes on the path (for an error's place) and comes back
+            // off it, not copied for every entry.
+            self.path.push(Step::Key(key));
             let value = self.value(&v)?;
-            self.path.pop();
+            let Some(Step::Key(key)) = self.path.pop() else {
+                unreachable!("the path ends with the key pushed above")
+            };
             map.insert(key, value);
         }
         Ok(Value::Object(map))
@@ -251,7 +268,13 @@ fn list_length(entries: &[(LuaValue, LuaValue)]) -> Option<usize> {
             _ => return None,
         }
     }
-    (max <= MAX_SPARSENESS * entries.len().max(1) || max <= 8).then_some(max)
+    is_list(max, entries.len()).then_some(max)
+}
+
+/// Whether a table of `count` entries, all positive integer keys up to
+/// `max`, is stored as a list (not too sparse).
+pub(super) fn is_list(max: usize, count: usize) -> bool {
+    max <= MAX_SPARSENESS * count.max(1) || max <= 8
 }
 
 fn is_name(key: &str) -> bool {

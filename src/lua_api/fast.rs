@@ -1,5 +1,6 @@
 //! `bus.send` and `bus.receive` of a message the process can hand over at
-//! once, as plain C functions on the Lua stack.
+//! once, `blackboard.set` sent without waiting and `blackboard.get` of the
+//! agent's own write, as plain C functions on the Lua stack.
 //!
 //! Through mlua a message paid for its conversions more than for its
 //! delivery: the argument strings, a protected call for every string made
@@ -8,10 +9,14 @@
 //! moved through mlua's reference thread, and the message table built from
 //! seven returned values by a Lua function. Here the strings are pushed
 //! with `lua_pushlstring` and the table is built in place, from the
-//! envelope the store handed out.
+//! envelope the store handed out. The same held for a blackboard value:
+//! converted by mlua's serde, a small table read back cost a protected
+//! call per string and per table; written, a walk of the table through
+//! mlua twice (see `stack_json`).
 //!
-//! These functions take the fast path only: anything else — a payload
-//! table, a value JSON cannot hold, a name or size the bus refuses, a write
+//! These functions take the fast path only: anything else — a value that
+//! does not convert plainly (see `stack_json`), a value JSON cannot hold,
+//! a name, key or size refused, a write
 //! to settle first, a recipient not known here, a bad timeout — returns
 //! `nil`, and the Lua wrapper goes on to the mlua functions, which do it
 //! or raise the error with its kind and the argument named.
@@ -34,6 +39,7 @@ use mlua::{Function, Lua, LuaSerdeExt, ffi};
 use serde_json::Value;
 
 use super::AgentContext;
+use super::stack_json::{bytes_at, string_at, value_at};
 use crate::store::Envelope;
 
 /// `send_fast(to, type, payload)`: the message id, or nil (see the module).
@@ -45,6 +51,21 @@ pub(super) fn send(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Function>
 /// ready here; nil when the timeout is not a number (see the module).
 pub(super) fn receive(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Function> {
     closure(lua, ctx, receive_c)
+}
+
+/// `set_fast(key, value)`: true when the set was sent without waiting;
+/// nil for the slow path (`blackboard.set`'s wrapper: a delete, a value
+/// that does not convert plainly, a write to settle first, a bad key or
+/// size, the quota ledger to look at the store).
+pub(super) fn set(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Function> {
+    closure(lua, ctx, set_c)
+}
+
+/// `cached(key)`: the value the agent wrote under `key` since it last
+/// observed the store, once its writes are acknowledged (a read sees them
+/// so); nil otherwise, and `blackboard.get` asks the store.
+pub(super) fn cached(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Function> {
+    closure(lua, ctx, cached_c)
 }
 
 /// The agent's context, kept alive as long as the VM whose C closures
@@ -113,54 +134,15 @@ unsafe fn context<'a>(state: *mut ffi::lua_State) -> &'a AgentContext {
     unsafe { &*(ffi::lua_touserdata(state, ffi::lua_upvalueindex(1)) as *const AgentContext) }
 }
 
-/// The bytes of the string at `idx`, when it is a string (never a number
-/// converted in place).
-unsafe fn bytes_at<'a>(state: *mut ffi::lua_State, idx: c_int) -> Option<&'a [u8]> {
-    unsafe {
-        if ffi::lua_type(state, idx) != ffi::LUA_TSTRING {
-            return None;
-        }
-        let mut len = 0usize;
-        let p = ffi::lua_tolstring(state, idx, &mut len);
-        Some(std::slice::from_raw_parts(p as *const u8, len))
-    }
-}
-
-/// The string at `idx`, when it is a UTF-8 string.
-unsafe fn string_at<'a>(state: *mut ffi::lua_State, idx: c_int) -> Option<&'a str> {
-    unsafe { std::str::from_utf8(bytes_at(state, idx)?).ok() }
-}
-
-/// The payload at `idx` as `to_json` would make it, for the values that
-/// need no walk: nil, booleans, finite numbers, UTF-8 strings, `json.null`.
-unsafe fn scalar_at(state: *mut ffi::lua_State, idx: c_int) -> Option<Value> {
-    unsafe {
-        match ffi::lua_type(state, idx) {
-            ffi::LUA_TNONE | ffi::LUA_TNIL => Some(Value::Null),
-            ffi::LUA_TBOOLEAN => Some(Value::Bool(ffi::lua_toboolean(state, idx) != 0)),
-            ffi::LUA_TNUMBER if ffi::lua_isinteger(state, idx) != 0 => Some(Value::from(
-                ffi::lua_tointegerx(state, idx, std::ptr::null_mut()),
-            )),
-            ffi::LUA_TNUMBER => {
-                serde_json::Number::from_f64(ffi::lua_tonumberx(state, idx, std::ptr::null_mut()))
-                    .map(Value::Number)
-            }
-            ffi::LUA_TSTRING => string_at(state, idx).map(|s| Value::String(s.to_string())),
-            ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(state, idx).is_null() => {
-                Some(Value::Null)
-            }
-            _ => None,
-        }
-    }
-}
-
 unsafe extern "C-unwind" fn send_c(state: *mut ffi::lua_State) -> c_int {
     // SAFETY: reads the arguments and upvalues of this closure; Rust work
     // is done (and its values dropped) before `lua_pushlstring`.
     unsafe {
         let c = context(state);
+        let limit = c.coord.config.max_value_bytes;
+        let payload = value_at(state, 3, ffi::lua_upvalueindex(2), limit);
         let (Some(to), Some(kind), Some(payload)) =
-            (bytes_at(state, 1), bytes_at(state, 2), scalar_at(state, 3))
+            (bytes_at(state, 1), bytes_at(state, 2), payload)
         else {
             return 0;
         };
@@ -181,9 +163,6 @@ fn send_now(
     kind: &[u8],
     payload: Value,
 ) -> Option<(*const u8, usize)> {
-    if !c.embedded() {
-        return None;
-    }
     let (from, to, kind) = {
         let epoch = c.coord.store.epoch();
         let mut local = c.local.lock();
@@ -198,10 +177,19 @@ fn send_now(
         )
     };
     let sent = c.coord.bus.send_now(from, to, kind, payload);
-    let Ok(Some((id, pending))) = sent else {
+    let Ok(Some((id, mut pending))) = sent else {
         return None;
     };
-    c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+    // Counted as `bus::send_now` does: at once on the embedded store, when
+    // settled on a server (which may refuse it).
+    if c.embedded() {
+        c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+    } else {
+        let counters = c.counters.clone();
+        pending = pending.on_success(move || {
+            counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+        });
+    }
     let mut local = c.local.lock();
     local.writes.push(pending);
     let sent = (id.as_ptr(), id.len());
@@ -275,6 +263,64 @@ unsafe extern "C-unwind" fn receive_c(state: *mut ffi::lua_State) -> c_int {
         }
         1
     }
+}
+
+unsafe extern "C-unwind" fn set_c(state: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `send_c`; nothing is pushed before the Rust work is done.
+    unsafe {
+        let c = context(state);
+        if ffi::lua_type(state, 2) <= ffi::LUA_TNIL {
+            return 0;
+        }
+        let limit = c.coord.config.max_value_bytes;
+        let (Some(key), Some(value)) = (
+            string_at(state, 1),
+            value_at(state, 2, ffi::lua_upvalueindex(2), limit),
+        ) else {
+            return 0;
+        };
+        let sent = catch_unwind(AssertUnwindSafe(|| {
+            !super::must_settle(c)
+                && matches!(
+                    super::blackboard::send_set(c, key.to_owned(), value),
+                    Ok(true)
+                )
+        }));
+        if !matches!(sent, Ok(true)) {
+            // Nothing was sent: the slow path does it or raises the error.
+            return 0;
+        }
+        ffi::lua_pushboolean(state, 1);
+        1
+    }
+}
+
+unsafe extern "C-unwind" fn cached_c(state: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `receive_c`; the value stays in the agent's own writes,
+    // which only the agent's own calls change, and none can come while this
+    // function runs (no finalizer either: `setmetatable` refuses `__gc`).
+    unsafe {
+        let Some(key) = string_at(state, 1) else {
+            return 0;
+        };
+        let c = context(state);
+        let Ok(Some(value)) = catch_unwind(AssertUnwindSafe(|| own_value(c, key))) else {
+            return 0;
+        };
+        push_json(state, &*value, 0);
+        1
+    }
+}
+
+/// The value the agent wrote under `key`, when its writes are
+/// acknowledged; none for a null (read as nil, as the store's).
+fn own_value(c: &AgentContext, key: &str) -> Option<*const Value> {
+    let local = c.local.lock();
+    if !local.writes.is_empty() {
+        return None;
+    }
+    let value = local.own_writes.get(key).filter(|v| !v.is_null())?;
+    Some(value as *const Value)
 }
 
 /// Takes a message ready here, as `bus::receive_now`: the message, held

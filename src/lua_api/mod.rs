@@ -23,6 +23,7 @@ mod metrics;
 mod module;
 mod options;
 mod spawn;
+mod stack_json;
 mod state;
 mod task;
 pub mod time;

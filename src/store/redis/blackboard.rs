@@ -35,7 +35,9 @@ impl Server {
             },
         };
         let sent = self.events.publishing(task);
-        let (epoch, answer) = self.conn.write(format!("blackboard set '{key}'"), write);
+        let (epoch, answer) = self
+            .conn
+            .write(["blackboard set '", key, "'"].concat(), write);
         Pending::sent(
             epoch,
             async move {
@@ -248,8 +250,11 @@ impl BlackboardStore for RedisStore {
 
 /// JSON text of a value. Objects serialize with sorted keys (serde_json's map
 /// is ordered), so equal values have equal text: compare-and-set compares text.
+///
+/// `serde_json::to_string`, not `Value`'s `Display` (the same text): that
+/// goes through `fmt`'s machinery piece by piece, a visible share of a set.
 pub(super) fn encode(value: &Value) -> String {
-    value.to_string()
+    serde_json::to_string(value).expect("a JSON value always serializes")
 }
 
 /// Parses a stored value, naming the key when it is not JSON.

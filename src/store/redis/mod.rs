@@ -32,11 +32,12 @@ mod reply;
 mod scripts;
 mod waits;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use crate::fast_map::{FastMap, FastSet};
 
 use self::acks::AckBook;
 use self::clock::ServerClock;
@@ -57,24 +58,24 @@ pub struct Server {
     consumers: Consumers,
     waits: Waits,
     /// Streams whose consumer group this process knows exists.
-    groups: Mutex<HashSet<String>>,
+    groups: Mutex<FastSet<String>>,
     /// Streams this process recorded in their task's set of queues.
-    registered: Arc<Mutex<HashSet<String>>>,
+    registered: Arc<Mutex<FastSet<String>>>,
     /// Streams on which this process gave a message back that no look has
     /// claimed since.
-    parked: Mutex<HashSet<String>>,
+    parked: Mutex<FastSet<String>>,
     /// Acknowledgements not applied yet (see [`acks`]).
     acks: Arc<Mutex<AckBook>>,
     /// Until when this process made each task's blackboard index live.
-    index_raised: Mutex<HashMap<String, Instant>>,
+    index_raised: Mutex<FastMap<String, Instant>>,
     /// The member key of each task this process joined; its write scripts
     /// check it (see [`scripts`]).
-    members: parking_lot::RwLock<HashMap<String, String>>,
+    members: parking_lot::RwLock<FastMap<String, String>>,
     /// This process as a sender (random, new for every store): its sends to
     /// a task are marked applied in `task:{id}:sent:{sender}`.
     sender: String,
     /// The number of the next send to each task, from 0 (a bit offset).
-    sends: Mutex<HashMap<String, u64>>,
+    sends: Mutex<FastMap<String, u64>>,
     /// The server's clock as this process reads it: sends carry a deadline
     /// in the server's time.
     clock: ServerClock,

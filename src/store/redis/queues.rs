@@ -50,7 +50,12 @@ impl Server {
         let keys = Keys::new(task);
         let stream = keys.bus(queue);
         let json = serde_json::to_string(envelope).expect("an envelope always serializes");
-        let first = self.registered.lock().insert(stream.clone());
+        let first = {
+            // Looked up before inserting: the stream is known on every send
+            // but the first, and `insert` would need a copy of its name.
+            let mut registered = self.registered.lock();
+            !registered.contains(&stream) && registered.insert(stream.clone())
+        };
         let (member, flag) = self.fence(task);
         let write = Write {
             member,
@@ -67,7 +72,9 @@ impl Server {
                 deadline: self.clock.deadline(self.conn.patience),
             },
         };
-        let (epoch, answer) = self.conn.write(format!("bus send to '{queue}'"), write);
+        let (epoch, answer) = self
+            .conn
+            .write(["bus send to '", queue, "'"].concat(), write);
         let me = self.registered.clone();
         Pending::sent(
             epoch,

@@ -60,8 +60,9 @@ pub(super) fn entry_delivery(
     deliveries: u32,
 ) -> RedisResult<Delivery> {
     let id = id_text(id).ok_or_else(|| unexpected("stream entry id"))?;
-    let m = field(array(fields), "m").ok_or_else(|| unexpected("stream entry without 'm'"))?;
-    let mut envelope: Envelope = serde_json::from_str(&m).map_err(|e| {
+    // Parsed where the reply holds it: no copy of the envelope's text.
+    let m = field_str(array(fields), "m").ok_or_else(|| unexpected("stream entry without 'm'"))?;
+    let mut envelope: Envelope = serde_json::from_str(m).map_err(|e| {
         redis::RedisError::from((
             redis::ErrorKind::Parse,
             "corrupt message",
@@ -95,11 +96,7 @@ pub(super) fn array(v: &RedisValue) -> &[RedisValue] {
 }
 
 pub(super) fn id_text(v: &RedisValue) -> Option<String> {
-    match v {
-        RedisValue::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        RedisValue::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
+    text_of(v).map(str::to_owned)
 }
 
 pub(super) fn usize_of(v: &RedisValue) -> Option<usize> {
@@ -111,11 +108,26 @@ pub(super) fn usize_of(v: &RedisValue) -> Option<usize> {
 
 /// The value of `name` in a flat `[field, value, ...]` list.
 pub(super) fn field(fields: &[RedisValue], name: &str) -> Option<String> {
+    field_str(fields, name).map(str::to_owned)
+}
+
+/// [`field`], borrowed from the reply: read for every message received,
+/// where a copy of each name compared and of the value showed.
+fn field_str<'a>(fields: &'a [RedisValue], name: &str) -> Option<&'a str> {
     fields
         .chunks(2)
-        .find(|kv| id_text(&kv[0]).as_deref() == Some(name))
+        .find(|kv| text_of(&kv[0]) == Some(name))
         .and_then(|kv| kv.get(1))
-        .and_then(id_text)
+        .and_then(text_of)
+}
+
+/// The text of a string reply, borrowed.
+fn text_of(v: &RedisValue) -> Option<&str> {
+    match v {
+        RedisValue::BulkString(b) => std::str::from_utf8(b).ok(),
+        RedisValue::SimpleString(s) => Some(s),
+        _ => None,
+    }
 }
 
 pub(super) fn unexpected(what: &str) -> redis::RedisError {
