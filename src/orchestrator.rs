@@ -517,10 +517,12 @@ impl Orchestrator {
                     end = End::TimedOut;
                     let limit_ms = self.coord.task.timeout;
                     let task = self.coord.task.id.clone();
+                    let before = self.errors.len();
                     self.abort_all(|id| Error::AgentTimeout {
                         what: format!("task '{task}' (agent {id} still running)"),
                         limit_ms,
                     }).await;
+                    self.put_timeout_first(before, &task, limit_ms);
                     break;
                 }
             }
@@ -608,6 +610,30 @@ impl Orchestrator {
 
     fn record(&mut self, agent: &str, e: &Error, fatal: bool) {
         self.errors.push(ReportedError::of(agent, e, fatal));
+    }
+
+    /// After the task's timeout cut off the agents (their errors from
+    /// `from` on): the first fatal error is a timeout, so it says why the
+    /// run exits 4. There may be none among the agents' — none ran here any
+    /// more (an owner whose joined processes do the work), each stopped
+    /// cleanly as the stop reached it before the abort, or `[success]`
+    /// allows failed agents — and the task's own timeout is reported then.
+    fn put_timeout_first(&mut self, from: usize, task: &str, limit_ms: u64) {
+        let cut_off = self.errors[from..]
+            .iter()
+            .position(|e| e.fatal && e.kind == ErrorKind::Timeout);
+        let first = match cut_off {
+            Some(i) => self.errors.remove(from + i),
+            None => {
+                let e = Error::AgentTimeout {
+                    what: format!("task '{task}'"),
+                    limit_ms,
+                };
+                tracing::error!("{e}");
+                ReportedError::of("host", &e, true)
+            }
+        };
+        self.errors.insert(0, first);
     }
 
     fn spawn_metrics_flusher(&self) -> tokio::task::JoinHandle<()> {

@@ -143,6 +143,19 @@ impl ConfigArgs {
     }
 }
 
+/// clap's message for a `--json` error object: its first paragraph on one
+/// line, without the usage and tips after it. The first line alone leaves
+/// out what it is about (`the following required arguments were not
+/// provided:` names them on the next lines).
+fn parse_error_message(text: &str) -> String {
+    let first: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    first.join(" ").trim_start_matches("error: ").to_string()
+}
+
 impl Cli {
     /// Parses the process arguments; on bad flags prints clap's message and
     /// returns the bad-input exit code (help and version exit 0).
@@ -156,8 +169,7 @@ impl Cli {
                 let object = serde_json::json!({
                     "error": {
                         "kind": "bad_input",
-                        "message": e.to_string().lines().next().unwrap_or_default()
-                            .trim_start_matches("error: "),
+                        "message": parse_error_message(&e.to_string()),
                         "exit_code": exit::BAD_INPUT,
                     }
                 });

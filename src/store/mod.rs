@@ -50,7 +50,19 @@ pub fn check_url(store: &str) -> std::result::Result<(), String> {
     }
     let shown = redact_url(store);
     match ::redis::parse_redis_url(store) {
-        Some(url) if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        // What the client refuses only when it connects (a database that
+        // is not a number) is refused here too, naming where it was set.
+        Some(url) if url.host_str().is_some_and(|h| !h.is_empty()) => {
+            ::redis::IntoConnectionInfo::into_connection_info(store)
+                .map(|_| ())
+                .map_err(|e| {
+                    // "Invalid database number - InvalidClientConfig": the
+                    // reason without the client's kind.
+                    let text = e.to_string();
+                    let reason = text.split_once(" - ").map_or(text.as_str(), |(r, _)| r);
+                    format!("'{shown}': {reason} (expected redis://HOST[:PORT][/DB])")
+                })
+        }
         Some(_) => Err(format!(
             "'{shown}' names no host (expected redis://HOST[:PORT][/DB])"
         )),

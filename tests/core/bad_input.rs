@@ -326,3 +326,25 @@ fn json_reports_bad_input_as_an_error_object() {
         "{message}"
     );
 }
+
+/// With `--json`, a parse error's object names what is wrong, as the text
+/// does: a missing argument, and the values a flag takes.
+#[test]
+fn json_parse_errors_name_the_missing_argument_and_the_values_allowed() {
+    let s = scratch();
+    for (args, named) in [
+        (&["run", "--json"][..], "not provided: <TASK>"),
+        (
+            &["run", "task.toml", "--json", "--log-format", "xml"],
+            "[possible values: text, json]",
+        ),
+    ] {
+        let out = orrery(s.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}\n{}", show(&out));
+        let object: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON on stdout ({e})\n{}", show(&out)));
+        let message = object["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{args:?}: {message}");
+        assert!(!message.contains("Usage:"), "{args:?}: {message}");
+    }
+}

@@ -92,3 +92,65 @@ fn timeout_exits_with_its_own_code_and_prints_the_partial_report() {
     );
     assert_eq!(report["errors"][0]["kind"], "timeout");
 }
+
+/// The exit code is that of the first fatal error the report lists: when
+/// time ran out, that is a timeout, whatever an agent raised before it, and
+/// even when `[success]` allows the agents it cut off to fail (the task's
+/// own timeout is listed then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_run_lists_a_timeout_as_its_first_fatal_error() {
+    for backend in Backend::all() {
+        let broken_first = run(
+            backend,
+            &[("broken.lua", "error('boom')"), ("slow.lua", SLOW)],
+            task_with_timeout("timeout-first", 300, ""),
+            Config::default(),
+        )
+        .await;
+        let allowed = run(
+            backend,
+            &[("slow.lua", SLOW)],
+            task_with_timeout(
+                "timeout-allowed",
+                300,
+                "[success]\nallow_failed_agents = true\n",
+            ),
+            Config::default(),
+        )
+        .await;
+        for report in [&broken_first, &allowed] {
+            assert_eq!(
+                report.status,
+                TaskStatus::Timeout,
+                "{}",
+                show_report(report)
+            );
+            let first = report
+                .errors
+                .iter()
+                .find(|e| e.fatal)
+                .unwrap_or_else(|| panic!("no fatal error: {}", show_report(report)));
+            assert_eq!(first.kind, "timeout", "{}", show_report(report));
+            assert_eq!(first.exit_code, report.exit_code());
+            assert!(
+                first.message.contains("exceeded 300 ms"),
+                "{}",
+                first.message
+            );
+        }
+        assert!(
+            broken_first
+                .errors
+                .iter()
+                .any(|e| e.kind == "script" && e.message.contains("boom")),
+            "{}",
+            show_report(&broken_first)
+        );
+        let cut_off = allowed.errors.iter().find(|e| e.agent == "slow-1");
+        assert!(
+            cut_off.is_some_and(|e| e.allowed && !e.fatal),
+            "{}",
+            show_report(&allowed)
+        );
+    }
+}

@@ -230,3 +230,66 @@ fn a_running_task_cannot_be_started_twice() {
     );
     first.kill();
 }
+
+const QUICK: &str = r#"
+-- Ends as soon as the other process's agent is there: the owner then runs
+-- no agent of its own.
+local M = {}
+function M.start(self)
+  local hello = bus.receive(60000)
+  assert(hello and hello.type == "joined", "the other process never joined")
+end
+return M
+"#;
+
+const TICKER: &str = r#"
+local M = {}
+function M.start(self)
+  bus.send("quick-1", "joined", {})
+  every(100, "tick")
+end
+function M.tick(self) blackboard.set("ticked", now()) end
+return M
+"#;
+
+/// The owner decides the task's end: when the timeout reaches it with no
+/// agent of its own left (a joined process does the work), its report still
+/// lists the timeout, as the error its exit code 4 stands for.
+#[test]
+fn an_owner_without_agents_reports_the_timeout_it_ends_the_task_with() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new(&[("quick.lua", QUICK), ("ticker.lua", TICKER)]);
+    scratch.write(
+        "late.toml",
+        "id = \"late\"\ntype = \"test\"\ndescription = \"d\"\ntimeout = 3000\nagents = [\"quick\"]\n",
+    );
+    let url = server.url();
+    let mut owner = spawn_orrery(
+        scratch.path(),
+        &["run", "late.toml", "--store", &url, "--json"],
+        &[],
+    );
+    owner.wait_for("quick-1    - -> INIT", PATIENCE);
+    let joiner = spawn_orrery(
+        scratch.path(),
+        &["run", "--join", "late", "--role", "ticker", "--store", &url],
+        &[],
+    );
+    let owned = owner.finish(PATIENCE);
+    let joined = joiner.finish(PATIENCE);
+    assert_eq!(owned.code, Some(4), "owner: {}", owned.show());
+    assert_eq!(joined.code, Some(4), "joiner: {}", joined.show());
+    let report: Value = serde_json::from_str(&owned.stdout).expect("a JSON report");
+    assert_eq!(report["status"], "timeout", "{report:#}");
+    let first = report["errors"]
+        .as_array()
+        .and_then(|errors| errors.iter().find(|e| e["fatal"] == true))
+        .unwrap_or_else(|| panic!("no fatal error: {report:#}"));
+    assert_eq!(first["kind"], "timeout", "{report:#}");
+    assert!(
+        first["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("task 'late'") && m.contains("exceeded 3000 ms")),
+        "{report:#}"
+    );
+}

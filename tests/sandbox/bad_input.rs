@@ -156,6 +156,17 @@ fn unknown_flags_and_bad_store_urls_name_the_flag() {
         2,
         &["flag --store"],
     );
+    // A URL the client refuses only when it connects is refused up front,
+    // naming the flag like the others.
+    assert_refused(
+        &run(&["--store", "redis://127.0.0.1:6379/zero"]),
+        2,
+        &[
+            "flag --store",
+            "'redis://127.0.0.1:6379/zero'",
+            "database number",
+        ],
+    );
 
     let out = orrery_env(
         s.path(),
