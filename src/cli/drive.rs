@@ -1,5 +1,5 @@
 //! Driving a run to its end, shared by `orrery run` and `orrery run --join`:
-//! phase changes shown live, Ctrl-C forwarded to the orchestrator, and the
+//! phase changes shown live, Ctrl-C and SIGTERM forwarded to the orchestrator, and the
 //! report printed with the exit code it maps to.
 
 use orrery::coordination::PhaseChange;
@@ -41,11 +41,41 @@ pub(super) fn print_report(report: &RunReport, json: bool) -> anyhow::Result<i32
 /// by a second Ctrl-C: an agent looping in `start` never finishes on its own.
 const ABORT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Ctrl-C: the first stops the run gracefully, the next (or [`ABORT_AFTER`])
-/// aborts it. Nothing here can panic on a closed stderr, so Ctrl-C keeps
-/// working whatever became of the terminal's pipes.
+/// Requests to stop: Ctrl-C (SIGINT), or SIGTERM, which is what `systemctl
+/// stop`, `docker stop` and Kubernetes send. Without it a stopped service
+/// died at once, with no report, no `run_ended` in the journal and, on a
+/// shared store, its task left `running` with no expiry.
+struct Interrupts {
+    /// None where SIGTERM cannot be watched (Ctrl-C still is).
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn new() -> Interrupts {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        Interrupts { term }
+    }
+
+    /// The next request; false once none can come any more.
+    async fn next(&mut self) -> bool {
+        match self.term.as_mut() {
+            Some(term) => tokio::select! {
+                c = tokio::signal::ctrl_c() => c.is_ok(),
+                t = term.recv() => t.is_some(),
+            },
+            None => tokio::signal::ctrl_c().await.is_ok(),
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM: the first stops the run gracefully, the next (or
+/// [`ABORT_AFTER`]) aborts it, and one more quits at once, report or not:
+/// the way out when the run cannot end (a store that stopped answering
+/// holds its last writes). Nothing here can panic on a closed stderr, so
+/// Ctrl-C keeps working whatever became of the terminal's pipes.
 async fn forward_interrupts(stopper: Stopper) {
-    if tokio::signal::ctrl_c().await.is_err() {
+    let mut interrupts = Interrupts::new();
+    if !interrupts.next().await {
         return;
     }
     super::print_err(&format!(
@@ -54,22 +84,24 @@ async fn forward_interrupts(stopper: Stopper) {
     ));
     stopper.stop();
     tokio::select! {
-        again = tokio::signal::ctrl_c() => {
-            if again.is_err() {
+        again = interrupts.next() => {
+            if !again {
                 return;
             }
-            super::print_err("aborting the agents still running");
+            super::print_err("aborting the agents still running (Ctrl-C again to quit at once)");
         }
         _ = tokio::time::sleep(ABORT_AFTER) => {
             super::print_err(&format!(
-                "agents still running {} s after Ctrl-C: aborting them",
+                "agents still running {} s after Ctrl-C: aborting them (Ctrl-C again to quit at once)",
                 ABORT_AFTER.as_secs()
             ));
         }
     }
     stopper.stop();
-    // Later Ctrl-Cs change nothing: the run is ending.
-    while tokio::signal::ctrl_c().await.is_ok() {}
+    if interrupts.next().await {
+        super::print_err("quitting at once: what the run had not stored yet is lost");
+        std::process::exit(orrery::error::exit::INTERRUPTED);
+    }
 }
 
 fn format_change(c: &PhaseChange, start_ms: u64) -> String {

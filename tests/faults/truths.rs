@@ -94,6 +94,41 @@ fn an_interrupted_run_is_stored_as_interrupted() {
     assert_eq!(state["task"]["status"], "interrupted", "{state:#}");
 }
 
+/// SIGTERM (what `systemctl stop`, `docker stop` and Kubernetes send) ends
+/// the run as Ctrl-C does: the report, exit 130, the task stored as
+/// interrupted, and the journal's `run_ended` written. It used to kill the
+/// process at once, leaving the task `running` with no expiry.
+#[test]
+fn a_terminated_run_is_stored_as_interrupted() {
+    let server = server_with(&[]);
+    let scratch = Scratch::new(&[("ticker.lua", TICKER)]);
+    let file = task_file(&scratch, "term", &["ticker"]);
+    let journal = scratch.path().join("journal.jsonl");
+    let mut run = spawn_orrery(
+        scratch.path(),
+        &[
+            "run",
+            &file,
+            "--store",
+            &server.url(),
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+        &[],
+    );
+    run.wait_for("ticking", PATIENCE);
+    run.signal("TERM");
+    let done = run.finish(PATIENCE);
+    assert_eq!(done.code, Some(130), "{}", done.show());
+    assert!(done.stderr.contains("stopping"), "{}", done.show());
+    let state = inspect(&scratch, &server, "term");
+    assert_eq!(state["task"]["status"], "interrupted", "{state:#}");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "run_ended", "{text}");
+    assert_eq!(last["status"], "interrupted", "{text}");
+}
+
 const WRITER: &str = r#"
 local M = {}
 function M.start(self)

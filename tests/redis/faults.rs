@@ -181,6 +181,40 @@ fn a_paused_server_ends_the_run_within_its_patience() {
     );
 }
 
+/// However the run is stuck (here on a paused server, which it waits for:
+/// see the test above), a third Ctrl-C quits at once with exit 130: the
+/// first stops the agents, the second aborts them, the third leaves.
+#[test]
+fn a_third_interrupt_quits_a_run_that_cannot_end() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new(&[("ticker.lua", TICKER)]);
+    let file = task_file(&scratch, "stuck", &["ticker"]);
+    let mut run = spawn_orrery(
+        scratch.path(),
+        &["run", &file, "--store", &server.url()],
+        &[],
+    );
+    run.wait_for("ticking", PATIENCE);
+    let pid = server.pid().expect("the server runs").to_string();
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("the kill command runs");
+        assert!(sent.success(), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    run.signal("INT");
+    run.wait_for("stopping", PATIENCE);
+    run.signal("INT");
+    run.wait_for("aborting", PATIENCE);
+    run.signal("INT");
+    let done = run.finish(Duration::from_secs(10));
+    signal("-CONT");
+    assert_eq!(done.code, Some(130), "{}", done.show());
+    assert!(done.stderr.contains("quitting at once"), "{}", done.show());
+}
+
 const BOSS: &str = r#"
 -- Hands one job to the worker role and records who finished it.
 local M = {}

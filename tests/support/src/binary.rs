@@ -194,12 +194,17 @@ impl Running {
 
     /// Sends SIGINT, as Ctrl-C does, then waits for the end like [`Running::finish`].
     pub fn interrupt(self, within: Duration) -> Finished {
+        self.signal("INT");
+        self.finish(within)
+    }
+
+    /// Sends the signal `name` (`INT`, `TERM`, ...) without waiting.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-INT", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .expect("the kill command runs");
-        assert!(status.success(), "kill -INT {} failed", self.pid());
-        self.finish(within)
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
     }
 
     /// Waits for the process to end (at most `within`, then kills it and
