@@ -1,6 +1,6 @@
 //! Driving a run to its end, shared by `orrery run` and `orrery run --join`:
-//! phase changes shown live, Ctrl-C and SIGTERM forwarded to the orchestrator, and the
-//! report printed with the exit code it maps to.
+//! phase changes shown live, Ctrl-C and SIGTERM forwarded to the
+//! orchestrator, and the report printed with the exit code it maps to.
 
 use orrery::coordination::PhaseChange;
 use orrery::orchestrator::{Orchestrator, Stopper};
