@@ -169,6 +169,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         config.scripts.display().to_string()
     };
     let runtime = super::runtime()?;
+    let id = task.id.clone();
     runtime.block_on(async {
         let store = super::open_store(&config).await?;
         let llm_line = describe_llm(&config.llm);
@@ -181,9 +182,11 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
             orchestrator.watch(ReloadOptions::default())?;
             super::print_err(&format!("watching {watched} for changes (Ctrl-C to stop)"));
         }
+        // Started or not, a run that fails this way leaves no report
+        // (a store lost mid-run too: "did not run" would be wrong then).
         let report = drive(orchestrator, args.quiet)
             .await
-            .context("task did not run")?;
+            .with_context(|| format!("task '{id}' ended without a report"))?;
         let code = print_report(&report, args.json)?;
         observers
             .finish(report.status == TaskStatus::Interrupted)

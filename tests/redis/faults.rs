@@ -129,6 +129,12 @@ fn a_server_gone_for_good_ends_the_run() {
     let done = run.finish(Duration::from_secs(60));
     assert_eq!(done.code, Some(5), "{}", done.show());
     assert!(done.stderr.contains("unreachable"), "{}", done.show());
+    // It ran halfway: not "did not run".
+    assert!(
+        done.stderr.contains("task 'gone' ended without a report"),
+        "{}",
+        done.show()
+    );
 }
 
 const TICKER: &str = r#"
