@@ -64,6 +64,35 @@ fn a_server_out_of_memory_is_reported_with_its_own_reason() {
     );
 }
 
+/// A write the server refused is not counted as one: the report's
+/// blackboard writes are the keys the server holds (it used to count all
+/// 200 the agent tried). The journal lists each write as it was sent.
+#[test]
+fn writes_a_full_server_refused_are_not_counted_as_writes() {
+    let server = server_with(&["--maxmemory", "2mb"]);
+    let scratch = Scratch::new(&[("hoarder.lua", HOARDER)]);
+    let file = task_file(&scratch, "refused", &["hoarder"]);
+    let out = orrery_env(
+        scratch.path(),
+        &["run", &file, "--store", &server.url(), "--json"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut conn = raw(&server);
+    let stored: Vec<String> = redis::cmd("KEYS")
+        .arg("task:refused:blackboard:k*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(!stored.is_empty() && stored.len() < 200, "{stored:?}");
+    assert_eq!(
+        report["metrics"]["blackboard_writes"],
+        serde_json::json!(stored.len()),
+        "{}",
+        show(&out)
+    );
+}
+
 const TICKER: &str = r#"
 local M = {}
 function M.start(self)
