@@ -24,7 +24,7 @@ use super::{
     to_lua,
 };
 use crate::error::Error;
-use crate::store::{Delivery, Envelope};
+use crate::store::{Delivery, Envelope, Pending};
 
 /// Name of the registry table holding `{type, fn}` subscriptions.
 pub const HANDLERS: &str = "orrery.handlers";
@@ -129,21 +129,25 @@ fn send_now(
         .coord
         .bus
         .send_now(c.id.as_str(), to.into(), kind.into(), payload);
-    let Some((id, mut pending)) = sent.into_lua_err()? else {
+    let Some((id, pending)) = sent.into_lua_err()? else {
         return Ok(None);
     };
-    // Counted once in the queue, as the journal does: at once on the
-    // embedded store, when settled on a server (which may refuse it).
+    c.local.lock().writes.push(counted(c, pending));
+    Ok(Some(id.to_string()))
+}
+
+/// `pending`, a send of the agent of `c`, counted once it is in its queue:
+/// at once on the embedded store, when settled on a server (which may
+/// refuse it). Also the count of `bus.send`'s C fast path (`fast`).
+pub(super) fn counted(c: &AgentContext, pending: Pending) -> Pending {
     if c.embedded() {
         c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
-    } else {
-        let counters = c.counters.clone();
-        pending = pending.on_success(move || {
-            counters.messages_sent.fetch_add(1, Ordering::Relaxed);
-        });
+        return pending;
     }
-    c.local.lock().writes.push(pending);
-    Ok(Some(id.to_string()))
+    let counters = c.counters.clone();
+    pending.on_success(move || {
+        counters.messages_sent.fetch_add(1, Ordering::Relaxed);
+    })
 }
 
 /// `bus.send(to, type, payload)`, waiting for the store: the message id.

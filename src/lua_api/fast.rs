@@ -177,19 +177,10 @@ fn send_now(
         )
     };
     let sent = c.coord.bus.send_now(from, to, kind, payload);
-    let Ok(Some((id, mut pending))) = sent else {
+    let Ok(Some((id, pending))) = sent else {
         return None;
     };
-    // Counted as `bus::send_now` does: at once on the embedded store, when
-    // settled on a server (which may refuse it).
-    if c.embedded() {
-        c.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
-    } else {
-        let counters = c.counters.clone();
-        pending = pending.on_success(move || {
-            counters.messages_sent.fetch_add(1, Ordering::Relaxed);
-        });
-    }
+    let pending = super::bus::counted(c, pending);
     let mut local = c.local.lock();
     local.writes.push(pending);
     let sent = (id.as_ptr(), id.len());
