@@ -152,7 +152,6 @@ return M
 /// Coordination error within a few `connect_timeout`s, as when the server
 /// is gone, instead of after the task's timeout or later.
 #[test]
-#[ignore = "a paused server is waited for without bound: the first attempt of a write sent without waiting (Connection::send), a connection being replaced (its SCRIPT LOADs) and the one-shot round trips have no response timeout, so the agent settling its writes never fails; the run ends minutes later, after the task's timeout. Bounding the first attempt needs it to carry the retries' deadline, or a bus.send that raised could still be delivered"]
 fn a_paused_server_ends_the_run_within_its_patience() {
     let server = RedisServer::start();
     let scratch = Scratch::new(&[("ticker.lua", TICKER)]);
@@ -187,9 +186,10 @@ fn a_paused_server_ends_the_run_within_its_patience() {
     );
 }
 
-/// However the run is stuck (here on a paused server, which it waits for:
-/// see the test above), a third Ctrl-C quits at once with exit 130: the
-/// first stops the agents, the second aborts them, the third leaves.
+/// However the run is stuck (here on a paused server with a patience of
+/// a minute, which it waits for: see the test above), a third Ctrl-C quits
+/// at once with exit 130: the first stops the agents, the second aborts
+/// them, the third leaves.
 #[test]
 fn a_third_interrupt_quits_a_run_that_cannot_end() {
     let server = RedisServer::start();
@@ -198,7 +198,7 @@ fn a_third_interrupt_quits_a_run_that_cannot_end() {
     let mut run = spawn_orrery(
         scratch.path(),
         &["run", &file, "--store", &server.url()],
-        &[],
+        &[("ORRERY_CONNECT_TIMEOUT", "60000")],
     );
     run.wait_for("ticking", PATIENCE);
     let pid = server.pid().expect("the server runs").to_string();

@@ -28,7 +28,9 @@
 //!
 //! A batch taken is always sent and answered: its round trip runs on a task
 //! of its own (redis-rs drops a queued command unwritten once nobody waits
-//! for its answer), which then takes the next batch.
+//! for its answer), which then takes the next batch. That task waits
+//! `connect_timeout` at most: by then its writes are past their deadline,
+//! so a server that answers no more (paused) applies none of them later.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,7 +41,7 @@ use parking_lot::Mutex;
 use redis::{Cmd, RedisError, RedisResult, Value};
 use tokio::sync::oneshot;
 
-use super::conn::{Connection, Current, Request, script_call};
+use super::conn::{Connection, Current, no_answer, script_call};
 use super::scripts::{BATCH, BB_SET, SEND};
 
 /// Batches on the wire at once on one connection. One: the writes made
@@ -75,6 +77,9 @@ pub(super) enum WriteKind {
         channel: String,
         event_prefix: String,
         index_ttl: u64,
+        /// When the server must refuse it (server time, ms: see
+        /// [`super::clock`]).
+        deadline: i64,
     },
     /// A send (see `SEND_OP` in [`super::scripts`]).
     Send {
@@ -85,7 +90,8 @@ pub(super) enum WriteKind {
         record: bool,
         queue: String,
         number: u64,
-        /// The deadline of its retries (server time, ms).
+        /// When the server must refuse it (server time, ms: see
+        /// [`super::clock`]).
         deadline: i64,
     },
 }
@@ -121,6 +127,7 @@ impl WriteKind {
                 channel,
                 event_prefix,
                 index_ttl,
+                deadline,
                 ..
             } => cmd
                 .arg(json)
@@ -128,50 +135,43 @@ impl WriteKind {
                 .arg(key)
                 .arg(channel)
                 .arg(event_prefix)
-                .arg(index_ttl),
+                .arg(index_ttl)
+                .arg(deadline),
             WriteKind::Send {
                 json,
                 record,
                 queue,
                 number,
+                deadline,
                 ..
             } => cmd
                 .arg(json)
                 .arg(if *record { "1" } else { "0" })
                 .arg(queue)
-                .arg(number),
+                .arg(number)
+                .arg(deadline),
         };
     }
 }
 
 impl Write {
-    /// The write as a script call of its own: how it is sent again.
-    pub fn alone(&self) -> Request {
-        match &self.kind {
+    /// The write as a script call of its own, with its deadline: how it is
+    /// sent alone, and again.
+    pub fn alone(&self) -> Cmd {
+        let mut cmd = match &self.kind {
             WriteKind::Set {
                 value_key, index, ..
-            } => {
-                let mut cmd = script_call(&BB_SET, &[value_key, index, &self.member]);
-                self.kind.args(&mut cmd);
-                cmd.arg(self.flag);
-                Request::Cmd(cmd)
-            }
+            } => script_call(&BB_SET, &[value_key, index, &self.member]),
             WriteKind::Send {
                 stream,
                 queues,
                 sent,
-                deadline,
                 ..
-            } => {
-                let mut cmd = script_call(&SEND, &[stream, queues, sent, &self.member]);
-                self.kind.args(&mut cmd);
-                cmd.arg(0).arg(self.flag);
-                Request::Deadlined {
-                    cmd,
-                    deadline: *deadline,
-                }
-            }
-        }
+            } => script_call(&SEND, &[stream, queues, sent, &self.member]),
+        };
+        self.kind.args(&mut cmd);
+        cmd.arg(self.flag);
+        cmd
     }
 }
 
@@ -397,7 +397,15 @@ fn batch_call(member: &str, flag: &str, writes: &[(Arc<Write>, Sender)]) -> Cmd 
 /// queued meanwhile, until nothing is.
 async fn fly(conn: Arc<Connection>, mut flight: Flight) {
     loop {
-        let replies = flight.replies.await;
+        // Bounded: a server that stopped answering (paused, cut off) would
+        // hold this batch, and every batch of the connection after it, for
+        // ever. Its writes' waits end by then (see `Connection::write`),
+        // and their deadlines have passed: the server refuses them if they
+        // reach it later.
+        let replies = match tokio::time::timeout(conn.patience, flight.replies).await {
+            Ok(replies) => replies,
+            Err(_) => Err(no_answer()),
+        };
         hand_out(flight.slots, replies);
         let current = conn.current();
         let mut st = conn.batcher.state.lock();

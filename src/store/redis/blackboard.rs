@@ -32,6 +32,7 @@ impl Server {
                 channel: keys.events(),
                 event_prefix: self.events.set_prefix(key),
                 index_ttl: self.index_ttl(task, ttl_ms),
+                deadline: self.clock.deadline(self.conn.patience),
             },
         };
         let sent = self.events.publishing(task);

@@ -14,10 +14,24 @@
 //! stopped waiting for its answer. A command that must not vanish so (a
 //! write, an acknowledgement) is awaited through [`Finish`], which hands the
 //! wait to the runtime when its caller goes away.
+//!
+//! Every wait for the server is bounded by `connect_timeout` (the store's
+//! patience): a server that keeps its connections open but answers nothing
+//! (paused, a hung machine, a network dropping packets) fails the command
+//! as one that cannot be reached. A write may then be neither applied nor
+//! refused yet: each carries a deadline in the server's time (see
+//! [`super::clock`]) past which the server refuses it, and its wait ends
+//! only once that deadline has passed, so a write reported failed is never
+//! applied later. Once a command gave up, the server is *lost*: commands
+//! that retry fail at once unless a new connection can be made, tried at
+//! most once per `connect_timeout` (see [`Connection::replace`]), so a run
+//! that lost its server ends within a few `connect_timeout`s instead of
+//! waiting out each of its last commands in turn.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -53,8 +67,12 @@ pub(super) struct Connection {
     /// Writes and reads sent without waiting, for the next batch.
     pub(super) batcher: Arc<Batcher>,
     current: RwLock<Current>,
-    /// Held while the shared connection is being replaced.
-    replacing: tokio::sync::Mutex<()>,
+    /// Held while the shared connection is being replaced, with the last
+    /// replacement that failed: when it ended, and why.
+    replacing: tokio::sync::Mutex<Option<(Instant, RedisError)>>,
+    /// A command gave up on the server, and no connection was made since
+    /// (see the module docs).
+    lost: AtomicBool,
     /// The URL with its password hidden, for messages.
     pub url: String,
     /// How long to keep trying to reach the server before failing.
@@ -160,7 +178,8 @@ impl Connection {
             client,
             batcher: Arc::default(),
             current: RwLock::new(Current { epoch: 1, conn }),
-            replacing: tokio::sync::Mutex::new(()),
+            replacing: tokio::sync::Mutex::new(None),
+            lost: AtomicBool::new(false),
             url: redacted,
             patience,
         })
@@ -190,18 +209,44 @@ impl Connection {
     }
 
     /// Replaces the shared connection of `epoch` (if no one did yet), loading
-    /// the scripts on the new one. One attempt; the caller retries.
+    /// the scripts on the new one. One attempt, within `connect_timeout`;
+    /// the caller retries. An attempt that failed while this call waited
+    /// for its turn is this call's answer too, and so is one that failed
+    /// less than `connect_timeout` ago once the server is lost: on a server
+    /// that accepts connections and answers nothing, each attempt takes
+    /// the whole `connect_timeout`, and callers must not wait them out one
+    /// after another.
     async fn replace(&self, epoch: u64) -> RedisResult<()> {
-        let _one_at_a_time = self.replacing.lock().await;
+        let asked = Instant::now();
+        let mut failed = self.replacing.lock().await;
         if self.epoch() != epoch {
             return Ok(());
         }
-        let conn = connect_shared(&self.client, self.patience).await?;
+        if let Some((ended, e)) = &*failed
+            && (*ended >= asked || (self.is_lost() && ended.elapsed() < self.patience))
+        {
+            return Err(e.clone());
+        }
+        let conn = match connect_shared(&self.client, self.patience).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                *failed = Some((Instant::now(), e.clone()));
+                return Err(e);
+            }
+        };
+        *failed = None;
         let mut current = self.current.write();
         current.epoch += 1;
         current.conn = conn;
+        self.lost.store(false, Ordering::Relaxed);
         tracing::debug!(epoch = current.epoch, "store connection replaced");
         Ok(())
+    }
+
+    /// True once a command gave up on the server, until a new connection
+    /// is made.
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// Runs `op` on the shared connection. A transient failure is retried with
@@ -222,42 +267,58 @@ impl Connection {
             .await
     }
 
-    async fn run_untraced<T, F, Fut>(&self, what: &str, mut op: F) -> StoreResult<T>
+    async fn run_untraced<T, F, Fut>(&self, what: &str, op: F) -> StoreResult<T>
     where
         F: FnMut(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let deadline = Instant::now() + self.patience;
+        self.run_until(what, Instant::now() + self.patience, op)
+            .await
+    }
+
+    /// [`run`](Self::run), giving up at `deadline`. Once the server is lost
+    /// (see the module docs), only a new connection is tried.
+    async fn run_until<T, F, Fut>(&self, what: &str, deadline: Instant, mut op: F) -> StoreResult<T>
+    where
+        F: FnMut(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
         let mut pause = Duration::from_millis(10);
         let mut reloaded = false;
         loop {
             let Current { epoch, conn } = self.current();
+            if self.is_lost() {
+                match self.replace(epoch).await {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        return Err(self.gave_up(&format!("no new connection: {}", describe(&e))));
+                    }
+                }
+            }
             // One attempt may not take all the patience: a command written to a
             // connection that died under it can wait for an answer that never
             // comes, while a fresh attempt would go through a new connection.
             let attempt_deadline = deadline.min(Instant::now() + ATTEMPT_LIMIT);
-            let failure = match tokio::time::timeout_at(attempt_deadline, op(conn)).await {
+            let (failure, broken) = match tokio::time::timeout_at(attempt_deadline, op(conn)).await
+            {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) if is_no_script(&e) && !reloaded => {
                     reloaded = true;
                     self.load_scripts().await;
                     continue;
                 }
-                Ok(Err(e)) if is_transient(&e) => {
-                    if is_broken(&e) {
-                        let _ = self.replace(epoch).await;
-                    }
-                    describe(&e)
-                }
+                Ok(Err(e)) if is_transient(&e) => (describe(&e), is_broken(&e)),
                 Ok(Err(e)) => return Err(command_error(what, &e)),
-                Err(_) => {
-                    let _ = self.replace(epoch).await;
-                    "no connection or no answer".to_string()
-                }
+                Err(_) => (NO_ANSWER.to_string(), true),
             };
             if Instant::now() + pause >= deadline {
                 let failure = server_reason(&self.client).await.unwrap_or(failure);
                 return Err(self.gave_up(&failure));
+            }
+            if broken {
+                // Within what is left: a server that accepts connections
+                // and answers nothing holds an attempt for its whole time.
+                let _ = tokio::time::timeout_at(deadline, self.replace(epoch)).await;
             }
             tracing::debug!(command = what, "store unavailable, retrying: {failure}");
             tokio::time::sleep(pause).await;
@@ -321,25 +382,31 @@ impl Connection {
         .await
     }
 
-    /// Sends `request` now and returns its answer later. The request is in
-    /// the connection's queue when this returns (see the module docs), so
-    /// it is applied after everything sent before and before everything sent
+    /// Sends `cmd` now and returns its answer later. The command is in the
+    /// connection's queue when this returns (see the module docs), so it
+    /// is applied after everything sent before and before everything sent
     /// after. A transient failure sends it again (with [`run`](Self::run)'s
     /// retries) when the answer is awaited; the answer then says so.
+    ///
+    /// The answer is awaited until `expires` for a write (the moment its
+    /// deadline passes: see [`outcome`](Self::outcome)), `connect_timeout`
+    /// for anything else.
     pub fn send(
         self: &Arc<Self>,
         what: String,
-        request: Request,
+        cmd: Cmd,
+        expires: Option<Instant>,
     ) -> (u64, StoreFuture<(Value, bool)>) {
         let Current { epoch, mut conn } = self.current();
+        let limit = expires.unwrap_or_else(|| Instant::now() + self.patience);
         let me = self.clone();
         // From now until the answer is taken: the wait of whoever settles it.
         let span = crate::trace::store_call(&what);
         // Finished even if the answer is dropped unawaited: the promise is
         // that a write sent is applied, whoever waits for it.
         let mut first = Finish::new(tokio::task::unconstrained(async move {
-            let reply = request.send(&mut conn).await;
-            (reply, request)
+            let reply = conn.send_packed_command(&cmd).await;
+            (reply.and_then(Value::extract_error), cmd)
         }));
         // The first poll puts the request in the connection's queue.
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
@@ -348,11 +415,17 @@ impl Connection {
             Poll::Pending => None,
         };
         let answer = async move {
-            let (reply, request) = match early {
+            let (reply, cmd) = match early {
                 Some(done) => done,
-                None => first.await,
+                None => match within(limit, &mut first).await {
+                    Some(done) => done,
+                    None => {
+                        first.abandon();
+                        return Err(me.unanswered(expires.is_some()));
+                    }
+                },
             };
-            me.outcome(epoch, &what, reply, || request).await
+            me.outcome(epoch, &what, reply, || cmd, expires).await
         };
         (epoch, answer.instrument(span).boxed())
     }
@@ -361,17 +434,19 @@ impl Connection {
     /// answer later, like [`send`](Self::send): it is applied after every
     /// write and read sent before and before every one sent after. When
     /// its outcome is unknown it is sent again on its own when the answer
-    /// is awaited.
+    /// is awaited. Its answer is awaited until its deadline has passed on
+    /// the server (`connect_timeout` after it is made), no longer.
     pub fn write(
         self: &Arc<Self>,
         what: String,
         write: Write,
     ) -> (u64, StoreFuture<(Value, bool)>) {
         let epoch = self.epoch();
-        if let Some(((epoch, answer), guard)) = self
-            .batcher
-            .alone(epoch, true, || self.send(what.clone(), write.alone()))
-        {
+        // Its deadline was taken before: this is later.
+        let expires = Some(Instant::now() + self.patience);
+        if let Some(((epoch, answer), guard)) = self.batcher.alone(epoch, true, || {
+            self.send(what.clone(), write.alone(), expires)
+        }) {
             let answer = async move {
                 let outcome = answer.await;
                 drop(guard);
@@ -382,68 +457,103 @@ impl Connection {
         let write = Arc::new(write);
         let (queued, reply) = Queued::write(epoch, write.clone());
         self.batcher.push(self, queued);
-        self.answer(epoch, what, reply, move || write.alone())
+        self.answer(epoch, what, reply, move || write.alone(), expires)
     }
 
     /// Sends the read `cmd` with the next batch, at once (see [`batch`]):
     /// it sees every write sent before it.
     pub fn read(self: &Arc<Self>, what: String, cmd: Cmd) -> (u64, StoreFuture<(Value, bool)>) {
         let epoch = self.epoch();
-        if let Some((sent, _)) = self.batcher.alone(epoch, false, || {
-            self.send(what.clone(), Request::Cmd(cmd.clone()))
-        }) {
+        if let Some((sent, _)) = self
+            .batcher
+            .alone(epoch, false, || self.send(what.clone(), cmd.clone(), None))
+        {
             return sent;
         }
         let (queued, reply) = Queued::read(epoch, cmd.clone());
         self.batcher.push(self, queued);
-        self.answer(epoch, what, reply, move || Request::Cmd(cmd))
+        self.answer(epoch, what, reply, move || cmd, None)
     }
 
     /// The answer of a request queued in a batch: its reply, or after a
-    /// transient failure the reply of `request` sent again.
+    /// transient failure the reply of `request` sent again. Awaited until
+    /// `expires` for a write, `connect_timeout` for a read.
     fn answer(
         self: &Arc<Self>,
         epoch: u64,
         what: String,
         reply: tokio::sync::oneshot::Receiver<RedisResult<Value>>,
-        request: impl FnOnce() -> Request + Send + 'static,
+        request: impl FnOnce() -> Cmd + Send + 'static,
+        expires: Option<Instant>,
     ) -> (u64, StoreFuture<(Value, bool)>) {
         let me = self.clone();
+        let limit = expires.unwrap_or_else(|| Instant::now() + self.patience);
         let span = crate::trace::store_call(&what);
         let answer = async move {
-            let reply = reply.await.unwrap_or_else(|_| Err(batch::lost()));
-            me.outcome(epoch, &what, reply, request).await
+            let reply = match within(limit, reply).await {
+                Some(reply) => reply.unwrap_or_else(|_| Err(batch::lost())),
+                None => return Err(me.unanswered(expires.is_some())),
+            };
+            me.outcome(epoch, &what, reply, request, expires).await
         };
         (epoch, answer.instrument(span).boxed())
     }
 
+    /// The failure of a command sent without waiting that got no answer
+    /// within `connect_timeout` (for a `write`, until its deadline passed):
+    /// not tried again, as its time is up.
+    fn unanswered(&self, write: bool) -> StoreError {
+        self.gave_up(match write {
+            true => "the server did not answer; the write is refused if it reaches it later",
+            false => NO_ANSWER,
+        })
+    }
+
     /// The outcome of a request sent without waiting on the connection of
     /// `epoch`, from its `reply`: after a transient failure it is sent again
-    /// (with [`run`](Self::run)'s retries, and its deadline), and the
-    /// outcome says so.
+    /// (with [`run`](Self::run)'s retries, and for a write its deadline),
+    /// and the outcome says so.
+    ///
+    /// A write `expires` when its deadline has passed on the server: no
+    /// attempt of it can be applied any more, so it is not tried again, and
+    /// its failure is reported no earlier (a failed attempt may still be on
+    /// its way to the server until then).
     async fn outcome(
         &self,
         epoch: u64,
         what: &str,
         reply: RedisResult<Value>,
-        request: impl FnOnce() -> Request,
+        request: impl FnOnce() -> Cmd,
+        expires: Option<Instant>,
     ) -> StoreResult<(Value, bool)> {
         match reply {
             Ok(v) => Ok((v, false)),
             Err(e) if is_transient(&e) || is_no_script(&e) => {
+                if expires.is_some_and(|t| Instant::now() >= t) {
+                    return Err(self.unanswered(true));
+                }
+                let limit = expires.unwrap_or_else(|| Instant::now() + self.patience);
                 if is_broken(&e) {
-                    let _ = self.replace(epoch).await;
+                    let _ = tokio::time::timeout_at(limit, self.replace(epoch)).await;
                 }
                 if is_no_script(&e) {
                     self.load_scripts().await;
                 }
-                // A retry may be abandoned (each attempt has a time
-                // limit) and still be applied later: it carries its deadline.
-                let request = &request().for_retry();
-                let v = self
-                    .run(what, |mut c| async move { request.send(&mut c).await })
-                    .await?;
-                Ok((v, true))
+                let cmd = &request();
+                let sent = self
+                    .run_until(what, limit, |mut c| async move {
+                        c.send_packed_command(cmd).await?.extract_error()
+                    })
+                    .await;
+                match sent {
+                    Ok(v) => Ok((v, true)),
+                    Err(e) => {
+                        if let Some(expires) = expires {
+                            tokio::time::sleep_until(expires).await;
+                        }
+                        Err(e)
+                    }
+                }
             }
             Err(e) => Err(command_error(what, &e)),
         }
@@ -457,15 +567,19 @@ impl Connection {
     /// unpolled would stall every other command.
     pub async fn round_trip_only(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
         let mut conn = self.current().conn;
-        conn.send_packed_commands(pipe, 0, pipe.len()).await
+        self.bounded(conn.send_packed_commands(pipe, 0, pipe.len()))
+            .await
     }
 
     /// Sends `pipe` once on the shared connection and returns each command's
-    /// reply as it came, server errors included. One attempt: a broken
-    /// connection is replaced, and the caller decides about retrying.
+    /// reply as it came, server errors included. One attempt, answered
+    /// within `connect_timeout`: a broken connection (or one that did not
+    /// answer) is replaced, and the caller decides about retrying.
     pub async fn round_trip(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
         let Current { epoch, mut conn } = self.current();
-        let replies = conn.send_packed_commands(pipe, 0, pipe.len()).await;
+        let replies = self
+            .bounded(conn.send_packed_commands(pipe, 0, pipe.len()))
+            .await;
         if let Err(e) = &replies
             && is_broken(e)
         {
@@ -477,8 +591,8 @@ impl Connection {
     /// Sends `cmd` once on the shared connection, like [`round_trip`](Self::round_trip).
     pub async fn round_trip_cmd(&self, cmd: &Cmd) -> RedisResult<Value> {
         let Current { epoch, mut conn } = self.current();
-        let reply = conn
-            .send_packed_command(cmd)
+        let reply = self
+            .bounded(conn.send_packed_command(cmd))
             .await
             .and_then(Value::extract_error);
         match &reply {
@@ -499,13 +613,22 @@ impl Connection {
             pipe.add_command(script_load(script)).ignore();
         }
         let mut conn = self.current().conn;
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        if let Err(e) = self.bounded(pipe.query_async::<()>(&mut conn)).await {
             tracing::debug!("cannot load the store's scripts: {e}");
         }
     }
 
-    /// The error for a server that stayed away longer than `patience`.
+    /// `reply`, or [`no_answer`] once `connect_timeout` has passed.
+    pub async fn bounded<T>(&self, reply: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
+        tokio::time::timeout(self.patience, reply)
+            .await
+            .unwrap_or_else(|_| Err(no_answer()))
+    }
+
+    /// The error for a server that stayed away longer than `patience`; the
+    /// server is lost from then on (see the module docs).
     pub fn gave_up(&self, reason: &str) -> StoreError {
+        self.lost.store(true, Ordering::Relaxed);
         StoreError::Unavailable {
             url: self.url.clone(),
             reason: format!(
@@ -548,6 +671,12 @@ where
             running: Some(Box::pin(future)),
             ready: None,
         }
+    }
+
+    /// Stops waiting: the future is dropped, not finished on the runtime
+    /// (for a wait given up on, whose outcome no longer matters).
+    pub fn abandon(mut self) {
+        self.running = None;
     }
 
     /// A future already done, with its output.
@@ -596,75 +725,48 @@ where
     }
 }
 
-/// A request sent without waiting: one command (a script call, when it
-/// needs several steps applied together).
-pub(super) enum Request {
-    /// One command.
-    Cmd(Cmd),
-    /// A script call whose second-to-last argument is a deadline (server
-    /// time, ms) the script checks, `0` for none: sent first without one (a
-    /// first attempt is never abandoned: it waits for its answer as long as
-    /// its connection lives), retried with `deadline`.
-    Deadlined {
-        /// The call, with `0` as its deadline.
-        cmd: Cmd,
-        /// The deadline of its retries.
-        deadline: i64,
-    },
+/// What a command that got no answer within `connect_timeout` failed with.
+const NO_ANSWER: &str = "the server did not answer";
+
+/// The failure of a command whose answer did not come in time: as unknown
+/// as a broken connection's (a transient failure, the connection suspect).
+pub(super) fn no_answer() -> RedisError {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, NO_ANSWER).into()
 }
 
-impl Request {
-    /// Sends the request; a server error is the error.
-    async fn send(&self, conn: &mut MultiplexedConnection) -> RedisResult<Value> {
-        match self {
-            Request::Cmd(cmd) | Request::Deadlined { cmd, .. } => {
-                conn.send_packed_command(cmd).await?.extract_error()
-            }
-        }
+/// `answer`'s output, or `None` once `limit` has passed. The timer is made
+/// only when the answer is not there at once (most are, by the time they
+/// are awaited).
+async fn within<F: Future + Unpin>(limit: Instant, mut answer: F) -> Option<F::Output> {
+    if let Poll::Ready(out) = futures::poll!(&mut answer) {
+        return Some(out);
     }
-
-    /// The request as its retries send it: with its deadline.
-    fn for_retry(&self) -> Request {
-        match self {
-            Request::Cmd(cmd) => Request::Cmd(cmd.clone()),
-            Request::Deadlined { cmd, deadline } => {
-                let args: Vec<&[u8]> = cmd
-                    .args_iter()
-                    .filter_map(|a| match a {
-                        redis::Arg::Simple(bytes) => Some(bytes),
-                        _ => None,
-                    })
-                    .collect();
-                let at = args.len().saturating_sub(2);
-                let mut retry = Cmd::new();
-                for (i, arg) in args.into_iter().enumerate() {
-                    match i == at {
-                        true => retry.arg(*deadline),
-                        false => retry.arg(arg),
-                    };
-                }
-                Request::Cmd(retry)
-            }
-        }
-    }
+    tokio::time::timeout_at(limit, answer).await.ok()
 }
 
 /// The shared connection: no response timeout (every command bounds its own
-/// wait), a queue that never makes a sender wait, and the scripts loaded.
+/// wait), a queue that never makes a sender wait, and the scripts loaded,
+/// all within `patience` (a paused server accepts the connection and
+/// answers nothing).
 async fn connect_shared(client: &Client, patience: Duration) -> RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(patience))
         .set_response_timeout(None)
         .set_pipeline_buffer_size(QUEUE_ROOM);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let mut pipe = redis::pipe();
-    for script in scripts::all() {
-        pipe.add_command(script_load(script)).ignore();
-    }
-    pipe.query_async::<()>(&mut conn).await?;
-    Ok(conn)
+    let connect = async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let mut pipe = redis::pipe();
+        for script in scripts::all() {
+            pipe.add_command(script_load(script)).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(conn)
+    };
+    tokio::time::timeout(patience, connect)
+        .await
+        .unwrap_or_else(|_| Err(no_answer()))
 }
 
 fn script_load(script: &ServerScript) -> Cmd {
@@ -751,39 +853,4 @@ pub(super) enum OpenError {
     BadUrl(String),
     /// The server could not be reached or refused us.
     Unavailable(StoreError),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Request;
-
-    fn args(cmd: &redis::Cmd) -> Vec<String> {
-        cmd.args_iter()
-            .filter_map(|a| match a {
-                redis::Arg::Simple(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_retry_carries_the_deadline_a_first_attempt_does_not() {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg("sha").arg(1).arg("key").arg("json").arg(0).arg("1");
-        let first = Request::Deadlined {
-            cmd,
-            deadline: 1234,
-        };
-        let Request::Cmd(retry) = first.for_retry() else {
-            panic!("a retry is a plain command");
-        };
-        assert_eq!(
-            args(&retry),
-            ["EVALSHA", "sha", "1", "key", "json", "1234", "1"]
-        );
-        let Request::Deadlined { cmd, .. } = &first else {
-            unreachable!()
-        };
-        assert_eq!(args(cmd), ["EVALSHA", "sha", "1", "key", "json", "0", "1"]);
-    }
 }

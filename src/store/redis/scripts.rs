@@ -100,14 +100,38 @@ pub(super) fn all() -> [&'static ServerScript; 23] {
     ]
 }
 
+/// Whether a write's deadline (server time, ms; `0`: none) has passed,
+/// shared by the write scripts: the server's clock is read once per call
+/// (`TIME`), however many writes the call holds. A write carries the moment
+/// its sender stops waiting for it (see [`super::clock`]), so one that
+/// reaches the server later (held by a paused server, or on a connection
+/// the sender left) is refused (`LATE`) rather than applied after the
+/// sender reported it failed.
+const LATE_OP: &str = r#"
+local clock
+local function late(deadline)
+  if deadline == '0' then return false end
+  if not clock then
+    local now = redis.call('TIME')
+    clock = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  end
+  return clock > tonumber(deadline)
+end
+"#;
+
 /// A blackboard set as a Lua function of the offsets of its keys (`k`) and
 /// arguments (`a`) in KEYS and ARGV, shared by [`BB_SET`] and [`BATCH`]:
-/// sets the key, indexes it, and publishes the change. The index lives at
+/// sets the key, indexes it, and publishes the change; refused (`LATE`,
+/// nothing written) past its deadline (see [`LATE_OP`]). The index lives at
 /// least as long as its entries: with an index ttl > 0 its TTL is raised to
 /// that many ms (the process asks once in a while, not every write).
-/// KEYS: value, index. ARGV: json, ttl ms, key, channel, event prefix, index ttl ms.
+/// KEYS: value, index. ARGV: json, ttl ms, key, channel, event prefix,
+/// index ttl ms, deadline.
 const SET_OP: &str = r#"
 local function bb_set(k, a)
+  if late(ARGV[a + 6]) then
+    return redis.error_reply('LATE not applied: the write reached the server after connect_timeout')
+  end
   redis.call('SET', KEYS[k], ARGV[a], 'PX', ARGV[a + 1])
   redis.call('ZADD', KEYS[k + 1], 0, ARGV[a + 2])
   local index_ttl = tonumber(ARGV[a + 5])
@@ -122,7 +146,7 @@ end
 /// Sets a blackboard key (see [`SET_OP`]) in a script call of its own.
 /// KEYS: value, index, member. ARGV: as [`SET_OP`], member flag.
 pub(super) static BB_SET: LazyLock<ServerScript> =
-    LazyLock::new(|| ServerScript::fenced_with(SET_OP, "return bb_set(1, 1)"));
+    LazyLock::new(|| ServerScript::fenced_with(&[LATE_OP, SET_OP].concat(), "return bb_set(1, 1)"));
 
 /// Deletes a blackboard key and publishes the change if it existed.
 /// KEYS: value, index. ARGV: key, channel, event.
@@ -367,24 +391,19 @@ return n
 /// set means this send was applied before (a resend after its connection
 /// broke with the outcome unknown), and nothing is added: returns 0, else 1.
 /// Each number is checked on its own, so the order resends and later sends
-/// arrive in does not matter. Applied in time or not at all: a retried send
-/// carries a deadline (server time, ms; the sender gives up only after it;
-/// `0` on a first attempt, which is never abandoned) and one that reaches the
+/// arrive in does not matter. Applied in time or not at all: every attempt
+/// of a send carries its deadline (see [`LATE_OP`]) and one that reaches the
 /// script later is refused with `LATE`, so a send the sender reported failed
-/// is never delivered later (a command held by a paused server, or by a
-/// connection the sender left). A refusal clears the bit again, so a retry is
+/// is never delivered later. A refusal clears the bit again, so a retry is
 /// not taken for done.
 /// KEYS: stream, queues, sent bitmap. ARGV: envelope json, record, queue,
 /// send number.
 const SEND_OP: &str = r#"
 local function send(k, a, deadline)
   if redis.call('SETBIT', KEYS[k + 2], ARGV[a + 3], 1) == 1 then return 0 end
-  if deadline ~= '0' then
-    local now = redis.call('TIME')
-    if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(deadline) then
-      redis.call('SETBIT', KEYS[k + 2], ARGV[a + 3], 0)
-      return redis.error_reply('LATE not delivered: the send reached the server after connect_timeout')
-    end
+  if late(deadline) then
+    redis.call('SETBIT', KEYS[k + 2], ARGV[a + 3], 0)
+    return redis.error_reply('LATE not delivered: the send reached the server after connect_timeout')
   end
   local added = redis.pcall('XADD', KEYS[k], '*', 'm', ARGV[a])
   if type(added) == 'table' and added.err then
@@ -399,8 +418,9 @@ end
 /// Sends a message (see [`SEND_OP`]) in a script call of its own.
 /// KEYS: stream, queues, sent bitmap, member. ARGV: envelope json, record,
 /// queue, send number, deadline, member flag.
-pub(super) static SEND: LazyLock<ServerScript> =
-    LazyLock::new(|| ServerScript::fenced_with(SEND_OP, "return send(1, 1, ARGV[5])"));
+pub(super) static SEND: LazyLock<ServerScript> = LazyLock::new(|| {
+    ServerScript::fenced_with(&[LATE_OP, SEND_OP].concat(), "return send(1, 1, ARGV[5])")
+});
 
 /// Writes of one member in one call (see [`super::batch`]): the membership
 /// check once, then each write as its own script call would apply it, in
@@ -409,10 +429,10 @@ pub(super) static SEND: LazyLock<ServerScript> =
 /// would be; a fenced member's batch is refused whole. Returns one reply per
 /// write. KEYS: member, then the keys of each write. ARGV: member flag, then
 /// each write: `s` and the arguments of [`SET_OP`], or `m` and those of
-/// [`SEND_OP`] (a first attempt: no deadline).
+/// [`SEND_OP`] and its deadline. The server's clock is read once per call.
 pub(super) static BATCH: LazyLock<ServerScript> = LazyLock::new(|| {
     let source = format!(
-        r#"{SET_OP}{SEND_OP}
+        r#"{LATE_OP}{SET_OP}{SEND_OP}
 if ARGV[1] == '1' and redis.call('GET', KEYS[1]) == 'fenced' then
   return redis.error_reply('{FENCED_REPLY}')
 end
@@ -421,10 +441,10 @@ while a <= #ARGV do
   local ok, r
   if ARGV[a] == 's' then
     ok, r = pcall(bb_set, k, a + 1)
-    k, a = k + 2, a + 7
+    k, a = k + 2, a + 8
   else
-    ok, r = pcall(send, k, a + 1, '0')
-    k, a = k + 3, a + 5
+    ok, r = pcall(send, k, a + 1, ARGV[a + 5])
+    k, a = k + 3, a + 6
   end
   if not ok and type(r) ~= 'table' then r = {{err = 'ERR ' .. tostring(r)}} end
   out[#out + 1] = r

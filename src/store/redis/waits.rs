@@ -26,7 +26,6 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::Notify;
 
 use super::Server;
-use super::conn::Request;
 use super::reply::{array, id_text};
 
 /// Longest single blocking read when the reader can be woken.
@@ -160,7 +159,7 @@ async fn unblock(server: Weak<Server>, id: i64, read: u64) {
         let Some(me) = server.upgrade() else { return };
         let mut cmd = redis::cmd("CLIENT");
         cmd.arg("UNBLOCK").arg(id);
-        let (_, reply) = me.conn.send("wake the reader".into(), Request::Cmd(cmd));
+        let (_, reply) = me.conn.send("wake the reader".into(), cmd, None);
         let woke = matches!(reply.await, Ok((Value::Int(1), _)));
         {
             let st = me.waits.state.lock();
@@ -287,9 +286,9 @@ impl Server {
         &self,
     ) -> redis::RedisResult<(MultiplexedConnection, Option<i64>, bool)> {
         let mut c = self.conn.dedicated().await?;
-        let id: Option<i64> = redis::cmd("CLIENT")
-            .arg("ID")
-            .query_async(&mut c)
+        let id: Option<i64> = self
+            .conn
+            .bounded(redis::cmd("CLIENT").arg("ID").query_async(&mut c))
             .await
             .ok();
         let can_unblock = match id {
