@@ -17,6 +17,7 @@ mod contract_records;
 mod faults;
 mod inspect;
 mod multiprocess;
+mod paused;
 mod runs;
 mod tls;
 mod util;
