@@ -564,13 +564,79 @@ return 1
 
 #[cfg(test)]
 mod tests {
-    //! The send script's contract on a real server: a number applied once
-    //! in any order, a late retry refused and not taken for done.
+    //! The write scripts' contract on a real server: a send's number
+    //! applied once in any order, a late attempt refused and not taken for
+    //! done; a late set refused, alone and in a batch, the others applied.
 
     use orrery_test_support::RedisServer;
     use redis::{Commands, Value};
 
-    use super::SEND;
+    use super::{BATCH, BB_SET, SEND};
+
+    /// The arguments of a set of `task:t:blackboard:k` to `json` (see
+    /// `SET_OP`), with `deadline`.
+    fn set_args(cmd: &mut redis::Cmd, json: &str, deadline: i64) {
+        cmd.arg(json)
+            .arg(60_000)
+            .arg("k")
+            .arg("task:t:events")
+            .arg("{\"set\":")
+            .arg(0)
+            .arg(deadline);
+    }
+
+    /// Runs BB_SET of `json` with `deadline`.
+    fn set(c: &mut redis::Connection, json: &str, deadline: i64) -> redis::RedisResult<Value> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(BB_SET.source())
+            .arg(3)
+            .arg(&["task:t:blackboard:k", "task:t:bbindex", "task:t:member:m"][..]);
+        set_args(&mut cmd, json, deadline);
+        cmd.arg("1").query(c)
+    }
+
+    #[test]
+    fn a_late_set_is_refused_alone_and_in_a_batch() {
+        let server = RedisServer::start();
+        let mut c = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let value =
+            |c: &mut redis::Connection| -> Option<String> { c.get("task:t:blackboard:k").unwrap() };
+        let past = server_ms(&mut c) - 1;
+        let future = server_ms(&mut c) + 60_000;
+        let late = set(&mut c, "1", past).unwrap_err();
+        assert_eq!(late.code(), Some("LATE"), "{late}");
+        assert_eq!(value(&mut c), None);
+        assert_eq!(set(&mut c, "2", future).unwrap(), Value::Int(1));
+        assert_eq!(value(&mut c).as_deref(), Some("2"));
+        // In a batch: the late write fails alone, in its place.
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(BATCH.source()).arg(5).arg(
+            &[
+                "task:t:member:m",
+                "task:t:blackboard:k",
+                "task:t:bbindex",
+                "task:t:blackboard:k",
+                "task:t:bbindex",
+            ][..],
+        );
+        cmd.arg("1").arg("s");
+        set_args(&mut cmd, "3", future);
+        cmd.arg("s");
+        set_args(&mut cmd, "4", past);
+        let Value::Array(replies) = redis::ConnectionLike::req_command(&mut c, &cmd).unwrap()
+        else {
+            panic!("the batch answers one reply per write");
+        };
+        assert_eq!(replies[0], Value::Int(1));
+        assert!(
+            matches!(&replies[1], Value::ServerError(e) if e.code() == "LATE"),
+            "{replies:?}"
+        );
+        assert_eq!(value(&mut c).as_deref(), Some("3"));
+    }
 
     /// Runs SEND for send `number` with `deadline` (0: none).
     fn send(c: &mut redis::Connection, number: u64, deadline: i64) -> redis::RedisResult<Value> {
