@@ -22,11 +22,13 @@
 //! refused yet: each carries a deadline in the server's time (see
 //! [`super::clock`]) past which the server refuses it, and its wait ends
 //! only once that deadline has passed, so a write reported failed is never
-//! applied later. Once a command gave up, the server is *lost*: commands
-//! that retry fail at once unless a new connection can be made, tried at
-//! most once per `connect_timeout` (see [`Connection::replace`]), so a run
-//! that lost its server ends within a few `connect_timeout`s instead of
-//! waiting out each of its last commands in turn.
+//! applied later. Once a command gave up, the server is *lost* until a new
+//! connection is made: one task tries new connections, one after another,
+//! and commands that retry wait for the attempt under way during the next
+//! `connect_timeout`, then fail at once. So a run that lost its server ends
+//! within a few `connect_timeout`s instead of waiting out each of its last
+//! commands in turn, and a server that comes back is used again as soon as
+//! that task reaches it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,6 +65,8 @@ const QUEUE_ROOM: usize = 1 << 20;
 
 /// The server behind a store URL.
 pub(super) struct Connection {
+    /// Itself, for the reconnecting task a lost server starts.
+    me: std::sync::Weak<Connection>,
     client: Client,
     /// Writes and reads sent without waiting, for the next batch.
     pub(super) batcher: Arc<Batcher>,
@@ -73,6 +77,8 @@ pub(super) struct Connection {
     /// A command gave up on the server, and no connection was made since
     /// (see the module docs).
     lost: AtomicBool,
+    /// Since when, and why (for the commands failed meanwhile).
+    lost_at: parking_lot::Mutex<(Instant, String)>,
     /// The URL with its password hidden, for messages.
     pub url: String,
     /// How long to keep trying to reach the server before failing.
@@ -128,7 +134,7 @@ pub(super) fn error_code(reply: &Value) -> Option<&str> {
 
 impl Connection {
     /// Connects to `url`, failing with `Unavailable` after `patience`.
-    pub async fn open(url: &str, patience: Duration) -> Result<Connection, OpenError> {
+    pub async fn open(url: &str, patience: Duration) -> Result<Arc<Connection>, OpenError> {
         let redacted = super::redact_url(url);
         if url.starts_with("rediss://") {
             // rustls needs a process-wide crypto provider; the HTTP client
@@ -174,15 +180,17 @@ impl Connection {
                 }
             }
         };
-        Ok(Connection {
+        Ok(Arc::new_cyclic(|me| Connection {
+            me: me.clone(),
             client,
             batcher: Arc::default(),
             current: RwLock::new(Current { epoch: 1, conn }),
             replacing: tokio::sync::Mutex::new(None),
             lost: AtomicBool::new(false),
+            lost_at: parking_lot::Mutex::new((Instant::now(), String::new())),
             url: redacted,
             patience,
-        })
+        }))
     }
 
     /// The client, for connections of other kinds (pub/sub, blocking reads).
@@ -211,11 +219,10 @@ impl Connection {
     /// Replaces the shared connection of `epoch` (if no one did yet), loading
     /// the scripts on the new one. One attempt, within `connect_timeout`;
     /// the caller retries. An attempt that failed while this call waited
-    /// for its turn is this call's answer too, and so is one that failed
-    /// less than `connect_timeout` ago once the server is lost: on a server
-    /// that accepts connections and answers nothing, each attempt takes
-    /// the whole `connect_timeout`, and callers must not wait them out one
-    /// after another.
+    /// for its turn is this call's answer too: on a server that accepts
+    /// connections and answers nothing, each attempt takes the whole
+    /// `connect_timeout`, and callers must not wait them out one after
+    /// another.
     async fn replace(&self, epoch: u64) -> RedisResult<()> {
         let asked = Instant::now();
         let mut failed = self.replacing.lock().await;
@@ -223,7 +230,7 @@ impl Connection {
             return Ok(());
         }
         if let Some((ended, e)) = &*failed
-            && (*ended >= asked || (self.is_lost() && ended.elapsed() < self.patience))
+            && *ended >= asked
         {
             return Err(e.clone());
         }
@@ -247,6 +254,41 @@ impl Connection {
     /// is made.
     fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    /// The server is lost (a command gave up on it because of `reason`):
+    /// one task tries new connections, with backoff, until one is made.
+    fn lose(&self, reason: &str) {
+        // Without a runtime to reconnect on, nothing would end it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut at = self.lost_at.lock();
+            if self.lost.swap(true, Ordering::Relaxed) {
+                return;
+            }
+            *at = (Instant::now(), reason.to_string());
+        }
+        let me = self.me.clone();
+        runtime.spawn(async move {
+            let mut pause = Duration::from_millis(20);
+            loop {
+                let Some(conn) = me.upgrade() else { return };
+                if !conn.is_lost() {
+                    return;
+                }
+                let started = Instant::now();
+                if let Err(e) = conn.replace(conn.epoch()).await {
+                    tracing::debug!("store still unreachable: {}", describe(&e));
+                }
+                drop(conn);
+                // Attempts that waited out their time follow one another:
+                // a paused server that resumes finds one under way.
+                tokio::time::sleep(pause.saturating_sub(started.elapsed())).await;
+                pause = (pause * 2).min(MAX_BACKOFF);
+            }
+        });
     }
 
     /// Runs `op` on the shared connection. A transient failure is retried with
@@ -286,15 +328,20 @@ impl Connection {
         let mut pause = Duration::from_millis(10);
         let mut reloaded = false;
         loop {
-            let Current { epoch, conn } = self.current();
             if self.is_lost() {
-                match self.replace(epoch).await {
-                    Ok(()) => continue,
-                    Err(e) => {
-                        return Err(self.gave_up(&format!("no new connection: {}", describe(&e))));
-                    }
+                let (since, reason) = self.lost_at.lock().clone();
+                // Within `connect_timeout` of losing the server, a command
+                // waits for the reconnecting attempt under way (a server
+                // that resumes is used at once); later, it fails at once.
+                if since.elapsed() < self.patience {
+                    drop(self.replacing.lock().await);
                 }
+                if self.is_lost() {
+                    return Err(self.gave_up(&reason));
+                }
+                continue;
             }
+            let Current { epoch, conn } = self.current();
             // One attempt may not take all the patience: a command written to a
             // connection that died under it can wait for an answer that never
             // comes, while a fresh attempt would go through a new connection.
@@ -628,7 +675,7 @@ impl Connection {
     /// The error for a server that stayed away longer than `patience`; the
     /// server is lost from then on (see the module docs).
     pub fn gave_up(&self, reason: &str) -> StoreError {
-        self.lost.store(true, Ordering::Relaxed);
+        self.lose(reason);
         StoreError::Unavailable {
             url: self.url.clone(),
             reason: format!(

@@ -105,7 +105,7 @@ impl RedisStore {
             })?;
         let clock = ServerClock::read(&conn).await?;
         Ok(RedisStore(Arc::new(Server {
-            conn: Arc::new(conn),
+            conn,
             events: Events::new(),
             consumers: Consumers::default(),
             waits: Waits::default(),
