@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 pub use memory::{EVENT_BUFFER, MemoryStore};
 pub use redis::{RedisStore, redact_url};
-pub use writes::{Pending, Sent, Writes};
+pub use writes::{Outcome, Pending, Sent, Writes};
 
 /// Opens the store `url` names: `memory`, or a Redis-protocol server
 /// (`redis://` or `rediss://`, with user, password and database in it). A
