@@ -191,30 +191,33 @@ fn bad_config_files_name_the_file_line_and_setting() {
         ),
         (
             "agent_timeout = 0\n",
-            &["setting agent_timeout", "greater than 0"],
+            &["orrery.toml:1: setting agent_timeout", "greater than 0"],
         ),
         (
-            "store = \"mysql://x\"\n",
-            &["orrery.toml: store", "'mysql://x'"],
+            "max_agents = 3\nstore = \"mysql://x\"\n",
+            &["orrery.toml:2: setting store", "'mysql://x'"],
         ),
         (
-            "[roles.worker.capabilities]\nhttp = [\"http://example.com/x\"]\n",
+            // Another role's grant first, and an array over lines: the
+            // line is the faulty entry's, not the first `http =`.
+            "[roles.other.capabilities]\nhttp = [\"a.example\"]\n\n\
+             [roles.worker.capabilities]\nhttp = [\n  \"a.example\",\n  \"http://example.com/x\",\n]\n",
             &[
-                "setting roles.worker.capabilities.http[0]",
+                "orrery.toml:7: setting roles.worker.capabilities.http[1]",
                 "no scheme, no path",
             ],
         ),
         (
             "[roles.worker.capabilities]\nread_files = \"no-such-dir\"\n",
             &[
-                "setting roles.worker.capabilities.read_files",
+                "orrery.toml:2: setting roles.worker.capabilities.read_files",
                 "is not a directory",
             ],
         ),
         (
-            "[roles.worker.capabilities]\ncommands = [\"rm -rf /\"]\n",
+            "roles.worker.capabilities.commands = [\"rm -rf /\"]\n",
             &[
-                "setting roles.worker.capabilities.commands[0]",
+                "orrery.toml:1: setting roles.worker.capabilities.commands[0]",
                 "without spaces or arguments",
             ],
         ),
