@@ -473,6 +473,32 @@ impl Config {
             .unwrap_or_default()
     }
 
+    /// One warning for each `[roles.<role>]` table that names no role of
+    /// `roles` (those of the scripts directory `dir`): `orrery.toml:3:
+    /// setting roles.nobody: no role 'nobody' in scripts (roles: alpha,
+    /// beta), ...`. A warning, not an error: one config file may serve
+    /// tasks whose scripts directories hold different roles, and a role may
+    /// be added while a task runs.
+    pub fn grants_to_unknown_roles(&self, dir: &Path, roles: &[String]) -> Vec<String> {
+        self.roles
+            .keys()
+            .filter(|role| !roles.contains(role))
+            .map(|role| {
+                let name = format!("roles.{role}");
+                let at = self
+                    .origin(&name)
+                    .map(|at| format!("{at}: "))
+                    .unwrap_or_default();
+                format!(
+                    "{at}setting {name}: no role '{role}' in {} (roles: {}), \
+                     so its capabilities are granted to no agent",
+                    dir.display(),
+                    roles.join(", ")
+                )
+            })
+            .collect()
+    }
+
     fn validate(&self) -> Result<()> {
         let positive = [
             ("max_agents", self.max_agents as u64),

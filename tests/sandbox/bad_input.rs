@@ -232,6 +232,33 @@ fn bad_config_files_name_the_file_line_and_setting() {
     }
 }
 
+/// A grant to a role the scripts do not define is a warning naming the line,
+/// the role and the roles there are, not an error: one config file may serve
+/// tasks whose scripts directories hold different roles.
+#[test]
+fn a_grant_to_a_role_no_script_defines_is_a_warning_naming_the_line() {
+    let s = Scratch::new(&[OK_AGENT]);
+    s.write("task.toml", TASK);
+    s.write(
+        "orrery.toml",
+        "max_agents = 3\n\n[roles.nobody.capabilities]\ncommands = [\"echo\"]\n",
+    );
+    let warning = "warning: orrery.toml:3: setting roles.nobody: no role 'nobody' in scripts \
+                   (roles: worker), so its capabilities are granted to no agent";
+    for args in [&["run", "task.toml"][..], &["check"][..]] {
+        let out = orrery(s.path(), args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}\n{}", show(&out));
+        assert!(stderr(&out).contains(warning), "{args:?}\n{}", show(&out));
+    }
+    s.write(
+        "orrery.toml",
+        "[roles.worker.capabilities]\ncommands = [\"echo\"]\n",
+    );
+    let out = orrery(s.path(), &["run", "task.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(!stderr(&out).contains("warning:"), "{}", show(&out));
+}
+
 #[test]
 fn a_script_that_does_not_return_a_table_fails_with_its_path() {
     let s = Scratch::new(&[("loner.lua", "return 42"), OK_AGENT]);
