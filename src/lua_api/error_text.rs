@@ -136,7 +136,9 @@ fn article(lua_type: &str) -> String {
 /// object as `table: 0x55d0…`, a new address each time, so the same
 /// `error({ code = 1 })` raised twice would read as two different errors and
 /// never fold into one counted entry of the report. A `__tostring` result
-/// is kept: it is the object's own text. Other messages pass unchanged.
+/// is kept: it is the object's own text. Other messages pass unchanged (a
+/// string raised with a level names its place first, so it never reads as
+/// `kind: 0x…` alone).
 pub fn object_text(message: &str) -> Cow<'_, str> {
     let (head, rest) = match message.find('\n') {
         Some(i) => message.split_at(i),
@@ -146,9 +148,11 @@ pub fn object_text(message: &str) -> Cow<'_, str> {
         a.strip_prefix("0x")
             .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
     };
+    // The kind is the value's type, or its metatable's `__name`.
+    let kind = |k: &str| !k.is_empty() && !k.contains(char::is_whitespace) && !k.contains(':');
     match head.split_once(": ") {
-        Some((kind @ ("table" | "function" | "thread" | "userdata"), a)) if address(a) => {
-            Cow::Owned(format!("(error object is a {kind} value){rest}"))
+        Some((k, a)) if kind(k) && address(a) => {
+            Cow::Owned(format!("(error object is a {k} value){rest}"))
         }
         _ => Cow::Borrowed(message),
     }
@@ -211,7 +215,16 @@ mod tests {
         let text = super::object_text("table: 0x200004d4b40\nstack traceback:");
         assert_eq!(text, "(error object is a table value)\nstack traceback:");
         assert_eq!(super::object_text("table: 0xzz"), "table: 0xzz");
-        assert_eq!(super::object_text("boom: 0x1"), "boom: 0x1");
+        assert_eq!(
+            super::object_text("Point: 0x5581"),
+            "(error object is a Point value)",
+            "a metatable's __name"
+        );
+        assert_eq!(
+            super::object_text("a.lua:3: boom: 0x1"),
+            "a.lua:3: boom: 0x1"
+        );
+        assert_eq!(super::object_text("boom"), "boom");
     }
 
     #[test]
