@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-
 /// The settings of one role.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,35 +49,41 @@ impl Capabilities {
         }
     }
 
-    /// Checks the grants of `role`; errors name the setting.
-    pub fn validate(&self, role: &str) -> Result<()> {
-        let setting = |field: &str| format!("setting roles.{role}.capabilities.{field}");
+    /// The names of the settings this grants, for `role`
+    /// (`roles.beta.capabilities.http[1]`), as errors name them.
+    pub fn settings(&self, role: &str) -> Vec<String> {
+        let name = |field: String| format!("roles.{role}.capabilities.{field}");
+        let read = self.read_files.iter().map(|_| "read_files".to_string());
+        let commands = (0..self.commands.len()).map(|i| format!("commands[{i}]"));
+        let http = (0..self.http.len()).map(|i| format!("http[{i}]"));
+        read.chain(commands).chain(http).map(name).collect()
+    }
+
+    /// Checks the grants; a refused one is `Err((field, why))`, the field
+    /// as [`Capabilities::settings`] names it after the role's prefix
+    /// (`http[1]`), for the caller to say where it was written.
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
         if let Some(root) = &self.read_files {
             if !root.is_dir() {
-                return Err(Error::bad_input(
-                    setting("read_files"),
+                return Err((
+                    "read_files".into(),
                     format!("'{}' is not a directory", root.display()),
                 ));
             }
             let real = root.canonicalize().unwrap_or_else(|_| root.clone());
-            if let Err(why) = crate::secrets::refuse_file(&real, None) {
-                return Err(Error::bad_input(setting("read_files"), why));
-            }
+            crate::secrets::refuse_file(&real, None).map_err(|why| ("read_files".into(), why))?;
         }
         for (i, cmd) in self.commands.iter().enumerate() {
             if cmd.trim().is_empty() || cmd.chars().any(char::is_whitespace) {
-                return Err(Error::bad_input(
-                    setting(&format!("commands[{i}]")),
+                return Err((
+                    format!("commands[{i}]"),
                     format!("'{cmd}' must be a program name or path, without spaces or arguments"),
                 ));
             }
         }
         for (i, entry) in self.http.iter().enumerate() {
             if let Err(why) = parse_host(entry) {
-                return Err(Error::bad_input(
-                    setting(&format!("http[{i}]")),
-                    format!("'{entry}': {why}"),
-                ));
+                return Err((format!("http[{i}]"), format!("'{entry}': {why}")));
             }
         }
         Ok(())

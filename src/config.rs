@@ -237,26 +237,44 @@ impl LayerOrigin {
                 "environment variable ORRERY_{}",
                 name.replace('.', "_").to_ascii_uppercase()
             ),
-            LayerOrigin::File { path, text } => {
-                let key = name.rsplit('.').next().unwrap_or(name);
-                match line_of_key(text, key) {
-                    Some(line) => format!("{path}:{line}"),
-                    None => path.clone(),
-                }
-            }
+            LayerOrigin::File { path, text } => match line_of_setting(text, name) {
+                Some(line) => format!("{path}:{line}"),
+                None => path.clone(),
+            },
         }
     }
 }
 
-/// The 1-based line of the first `key = ...` in TOML `text`.
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            l.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+/// The 1-based line where setting `name` (`max_agents`, `llm.timeout_ms`,
+/// `roles.beta.capabilities.http[1]`) is written in TOML `text`, from the
+/// parser's spans: the value's line for a value, the key's for a table (a
+/// `[roles.beta.capabilities]` header), whatever form the file gives it
+/// (dotted keys, inline tables, an array over several lines).
+fn line_of_setting(text: &str, name: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut parts = name.split('.').peekable();
+    let at = loop {
+        let part = parts.next()?;
+        let (key, index) = match part.split_once('[') {
+            Some((key, i)) => (key, Some(i.strip_suffix(']')?.parse::<usize>().ok()?)),
+            None => (part, None),
+        };
+        let (key, value) = table.get_key_value(key)?;
+        let value = match (index, value.get_ref()) {
+            (Some(i), DeValue::Array(items)) => items.get(i)?,
+            (Some(_), _) => return None,
+            (None, _) => value,
+        };
+        match value.get_ref() {
+            DeValue::Table(inner) if parts.peek().is_some() => table = inner,
+            DeValue::Table(_) if index.is_none() => break key.span().start,
+            _ if parts.peek().is_none() => break value.span().start,
+            _ => return None,
+        }
+    };
+    Some(1 + text[..at.min(text.len())].matches('\n').count())
 }
 
 /// Calls `$mac!($args, <every setting that is one value>)`: the one list of
@@ -363,14 +381,15 @@ impl ConfigLayer {
             }
             toml_error(&origin, &text, &e)
         })?;
-        if let Some(store) = &layer.store {
-            crate::store::check_url(store)
-                .map_err(|m| Error::bad_input(format!("{origin}: store"), m))?;
-        }
         layer.origin = LayerOrigin::File {
             path: origin.clone(),
             text: text.clone(),
         };
+        if let Some(store) = &layer.store {
+            crate::store::check_url(store).map_err(|m| {
+                Error::bad_input(format!("{}: setting store", layer.origin.of("store")), m)
+            })?;
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         for role in layer.roles.iter_mut().flat_map(|r| r.values_mut()) {
             role.capabilities.resolve_paths(base);
@@ -406,6 +425,14 @@ impl Config {
             with_quotas!(overlay!(cfg.quotas, cfg.origins, layer));
             if let Some(roles) = &layer.roles {
                 cfg.roles = roles.clone();
+                for (role, settings) in roles {
+                    let names = std::iter::once(format!("roles.{role}"))
+                        .chain(settings.capabilities.settings(role));
+                    for name in names {
+                        let at = layer.origin.of(&name);
+                        cfg.origins.insert(name, at);
+                    }
+                }
             }
             if let Some(llm) = &layer.llm {
                 llm.apply_to(&mut cfg.llm);
@@ -444,6 +471,32 @@ impl Config {
             .get(role)
             .map(|r| r.capabilities.clone())
             .unwrap_or_default()
+    }
+
+    /// One warning for each `[roles.<role>]` table that names no role of
+    /// `roles` (those of the scripts directory `dir`): `orrery.toml:3:
+    /// setting roles.nobody: no role 'nobody' in scripts (roles: alpha,
+    /// beta), ...`. A warning, not an error: one config file may serve
+    /// tasks whose scripts directories hold different roles, and a role may
+    /// be added while a task runs.
+    pub fn grants_to_unknown_roles(&self, dir: &Path, roles: &[String]) -> Vec<String> {
+        self.roles
+            .keys()
+            .filter(|role| !roles.contains(role))
+            .map(|role| {
+                let name = format!("roles.{role}");
+                let at = self
+                    .origin(&name)
+                    .map(|at| format!("{at}: "))
+                    .unwrap_or_default();
+                format!(
+                    "{at}setting {name}: no role '{role}' in {} (roles: {}), \
+                     so its capabilities are granted to no agent",
+                    dir.display(),
+                    roles.join(", ")
+                )
+            })
+            .collect()
     }
 
     fn validate(&self) -> Result<()> {
@@ -512,12 +565,14 @@ impl Config {
         crate::store::check_url(&self.store).map_err(|m| self.bad_setting("store", m))?;
         for (role, settings) in &self.roles {
             if !crate::task::is_role_name(role) {
-                return Err(Error::bad_input(
-                    format!("setting roles.{role}"),
+                return Err(self.bad_setting(
+                    &format!("roles.{role}"),
                     "a role name is letters, digits and '_'",
                 ));
             }
-            settings.capabilities.validate(role)?;
+            if let Err((field, why)) = settings.capabilities.validate() {
+                return Err(self.bad_setting(&format!("roles.{role}.capabilities.{field}"), why));
+            }
         }
         Ok(())
     }
@@ -534,5 +589,25 @@ fn what_it_takes(field: &str) -> &'static str {
         _ => {
             "a whole number of milliseconds (or seconds, for blackboard_ttl and retention) of 0 or more"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_of_setting;
+
+    #[test]
+    fn a_setting_is_found_by_its_path_not_by_its_last_key() {
+        let text = "timeout_ms = 1\n[llm]\ntimeout_ms = 2\n\
+                    [roles.a.capabilities]\nhttp = [\"x\"]\n\
+                    [roles.b.capabilities]\nhttp = [\n  \"x\",\n  \"y\",\n]\n";
+        assert_eq!(line_of_setting(text, "llm.timeout_ms"), Some(3));
+        assert_eq!(
+            line_of_setting(text, "roles.b.capabilities.http[1]"),
+            Some(9)
+        );
+        assert_eq!(line_of_setting(text, "roles.b"), Some(6));
+        assert_eq!(line_of_setting(text, "roles.c"), None);
+        assert_eq!(line_of_setting(text, "roles.b.capabilities.http[7]"), None);
     }
 }

@@ -72,14 +72,18 @@ pub fn describe(e: &mlua::Error) -> String {
             with_location(&message, &error_text::clean_traceback(traceback))
         }
         mlua::Error::SyntaxError { message, .. } => one_line(message),
-        // An error raised by Lua code: the message already holds its traceback.
-        mlua::Error::RuntimeError(message) => match message.find("\nstack traceback:") {
-            Some(i) => with_location(
-                &message[..i],
-                &error_text::clean_traceback(&message[i + 1..]),
-            ),
-            None => one_line(message),
-        },
+        // An error raised by Lua code: the message already holds its traceback
+        // (and names a non-string error object by its address: see object_text).
+        mlua::Error::RuntimeError(message) => {
+            let message = error_text::object_text(message);
+            match message.find("\nstack traceback:") {
+                Some(i) => with_location(
+                    &message[..i],
+                    &error_text::clean_traceback(&message[i + 1..]),
+                ),
+                None => one_line(&message),
+            }
+        }
         mlua::Error::MemoryError(message) => format!("memory: {}", one_line(message)),
         other => one_line(&other.to_string()),
     }

@@ -25,6 +25,9 @@ pub fn execute(args: CheckArgs) -> anyhow::Result<i32> {
     let config = args.config.resolve()?;
     let dir = args.dir.clone().unwrap_or(config.scripts.clone());
     let registry = Arc::new(ScriptRegistry::load(&dir, &config.stdlib)?);
+    for warning in config.grants_to_unknown_roles(&dir, &registry.roles()) {
+        super::print_err(&format!("warning: {warning}"));
+    }
     // Role scripts load in a VM like an agent's, whose host calls need a runtime.
     let runtime = super::runtime()?;
     let report = runtime.block_on(async { orrery::check::check(&registry, &config) })?;

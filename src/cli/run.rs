@@ -159,6 +159,11 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     task.check_roles(&path.display().to_string(), |role| {
         registry.role(role).map(|_| ())
     })?;
+    if !args.quiet {
+        for warning in config.grants_to_unknown_roles(&config.scripts, &registry.roles()) {
+            super::print_err(&format!("warning: {warning}"));
+        }
+    }
     let watched = if config.stdlib.is_dir() {
         format!(
             "{} and {}",

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use orrery::coordination::journal::Entry;
 use orrery::error::exit;
 use orrery::observe::tail::Follower;
+use orrery::store::HostState;
 
 use super::ConfigArgs;
 
@@ -43,15 +44,27 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
         let id = &args.task_id;
         let mut follower = Follower::new(store.clone(), id);
         let first = follower.next().await?;
-        if first.is_empty() && store.task_get(id).await?.is_none() {
-            return Err(orrery::Error::bad_input(
-                format!("TASK_ID '{id}'"),
-                format!(
-                    "the store {} holds no run of this task (start it with `orrery run TASK_FILE --store URL`)",
-                    store.describe()
-                ),
-            )
-            .into());
+        if first.is_empty() {
+            let refused = |why: String| orrery::Error::bad_input(format!("TASK_ID '{id}'"), why);
+            match store.task_get(id).await? {
+                None => {
+                    return Err(refused(format!(
+                        "the store {} holds no run of this task (start it with `orrery run TASK_FILE --store URL`)",
+                        store.describe()
+                    ))
+                    .into());
+                }
+                Some(record) if !record.journal => {
+                    return Err(refused(format!(
+                        "its run keeps no journal in the store {} (its owner {} runs with \
+                         journal_max_len = 0; set it above 0 to follow a run with `orrery tail`)",
+                        store.describe(),
+                        record.owner
+                    ))
+                    .into());
+                }
+                Some(_) => {}
+            }
         }
         let start = first.first().map(|(e, _)| e.at_us);
         let mut printer = Printer { json: args.json, start };
@@ -75,16 +88,61 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
                 printer.print(&entries);
                 quiet_since = Instant::now();
             } else if quiet_since.elapsed() > SILENT_END {
-                // No owner's end entry: stop once the run's record says it is over.
-                let running = store.task_get(id).await?.is_some_and(|r| r.is_running());
-                if !running {
+                // No owner's end entry: stop once the run's record says it
+                // is over, or once none of its processes is alive.
+                let Some(record) = store.task_get(id).await?.filter(|r| r.is_running()) else {
                     break;
+                };
+                // The run's own interval (this command's, for an older record).
+                let beat = match record.heartbeat_interval {
+                    0 => config.heartbeat_interval,
+                    ms => ms,
+                };
+                if let Some(lost) = lost_run(store.as_ref(), id, beat).await? {
+                    return Err(lost.into());
                 }
                 quiet_since = Instant::now();
             }
         }
         Ok(exit::OK)
     })
+}
+
+/// The error of a run stored as running whose processes all stopped
+/// heartbeating (killed, say): nothing more will come. `None` while one of
+/// them is alive, or when none ever recorded itself.
+async fn lost_run(
+    store: &dyn orrery::store::Store,
+    id: &str,
+    heartbeat_interval: u64,
+) -> orrery::Result<Option<orrery::Error>> {
+    let hosts = store.host_list(id).await?;
+    let lost_after = heartbeat_interval * orrery::coordination::LOST_AFTER_BEATS;
+    let now = orrery::coordination::now_ms();
+    let silent = |h: &orrery::store::HostRecord| {
+        h.state != HostState::Alive || now.saturating_sub(h.heartbeat_ms) > lost_after
+    };
+    if hosts.is_empty() || !hosts.iter().all(silent) {
+        return Ok(None);
+    }
+    let last = hosts
+        .iter()
+        .map(|h| {
+            let ago = now.saturating_sub(h.heartbeat_ms) as f64 / 1000.0;
+            let state = if h.state == HostState::Alive {
+                String::new()
+            } else {
+                format!(", {}", h.state)
+            };
+            format!("{} {}{state}, last heard {ago:.1} s ago", h.role, h.id)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok(Some(orrery::Error::Coordination(format!(
+        "task '{id}' is stored as running, but none of its processes has sent a heartbeat \
+         for {lost_after} ms or more ({last}): its run stopped without recording an end (killed?). \
+         `orrery resume {id}` takes it up"
+    ))))
 }
 
 struct Printer {

@@ -16,12 +16,12 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use super::journal::Fast;
+use super::journal::{Event, Fast};
 use super::quotas::exceeded;
 use super::{Journal, MetricsCollector};
 use crate::config::Quotas;
 use crate::error::{Error, Result};
-use crate::store::{BlackboardEvent, Pending, Sent, Store};
+use crate::store::{BlackboardEvent, Outcome, Pending, Sent, Store};
 
 /// Longest key accepted (bytes).
 pub const MAX_KEY_BYTES: usize = 512;
@@ -136,12 +136,28 @@ impl Blackboard {
             // not one of the report's writes (all 200 of a full server's
             // were).
             let metrics = self.metrics.clone();
-            pending = pending.on_success(move || metrics.blackboard_write());
+            pending = if self.journal.is_on() {
+                // Journaled as it is sent (deferring the line to the
+                // server's answer would copy the value out of the fast
+                // record: about 1,000 more instructions per operation of
+                // the Redis benchmark), and its failure after it, so the
+                // journal's writes less its failed ones are the report's.
+                let (later, key) = (self.journal.later(), key.to_owned());
+                pending.on_settled(move |outcome| {
+                    let error = match outcome {
+                        Outcome::Applied => return metrics.blackboard_write(),
+                        Outcome::Failed(e) => e.to_string(),
+                        Outcome::Unknown => "not known whether it was applied: its agent \
+                                             stopped waiting for the answer (an earlier write \
+                                             failed, or the agent was stopped)"
+                            .to_string(),
+                    };
+                    later.record(Event::BlackboardWriteFailed { key, error });
+                })
+            } else {
+                pending.on_success(move || metrics.blackboard_write())
+            };
         }
-        // Journaled as it is sent, as a send is: deferring it to the
-        // server's answer would copy the value out of the fast record
-        // (about 1,000 more instructions per operation of the Redis
-        // benchmark); a refused write's error is the run's.
         self.journal.note(|| written(key, size, value));
         Ok(Some(pending))
     }

@@ -5,6 +5,8 @@
 //! traceback without the host's own frames (`__mlua_async_poll`, the
 //! sandbox's `pcall` wrapper, the host's Lua chunks).
 
+use std::borrow::Cow;
+
 use mlua::{Error, Lua, Value};
 
 use super::meta;
@@ -82,7 +84,7 @@ fn plain(e: &Error, func: Option<&str>) -> String {
         Error::CallbackError { cause, .. } => plain(cause, func),
         Error::WithContext { context, cause } => format!("{context}: {}", plain(cause, func)),
         Error::ExternalError(inner) => inner.to_string(),
-        Error::RuntimeError(m) => m.clone(),
+        Error::RuntimeError(m) => object_text(m).into_owned(),
         Error::BadArgument { pos, cause, .. } => {
             let param = func
                 .and_then(|f| meta::api().params(f))
@@ -126,6 +128,33 @@ fn article(lua_type: &str) -> String {
     match lua_type.chars().next() {
         Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {lua_type}"),
         _ => format!("a {lua_type}"),
+    }
+}
+
+/// The message of an error whose object was not a string, as Lua's own
+/// `lua.c` says it: `(error object is a table value)`. mlua writes such an
+/// object as `table: 0x55d0…`, a new address each time, so the same
+/// `error({ code = 1 })` raised twice would read as two different errors and
+/// never fold into one counted entry of the report. A `__tostring` result
+/// is kept: it is the object's own text. Other messages pass unchanged (a
+/// string raised with a level names its place first, so it never reads as
+/// `kind: 0x…` alone).
+pub fn object_text(message: &str) -> Cow<'_, str> {
+    let (head, rest) = match message.find('\n') {
+        Some(i) => message.split_at(i),
+        None => (message, ""),
+    };
+    let address = |a: &str| {
+        a.strip_prefix("0x")
+            .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    // The kind is the value's type, or its metatable's `__name`.
+    let kind = |k: &str| !k.is_empty() && !k.contains(char::is_whitespace) && !k.contains(':');
+    match head.split_once(": ") {
+        Some((k, a)) if kind(k) && address(a) => {
+            Cow::Owned(format!("(error object is a {k} value){rest}"))
+        }
+        _ => Cow::Borrowed(message),
     }
 }
 
@@ -180,6 +209,23 @@ pub fn install_tostring(lua: &Lua) -> mlua::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::clean_traceback;
+
+    #[test]
+    fn an_error_object_reads_by_its_type_not_its_address() {
+        let text = super::object_text("table: 0x200004d4b40\nstack traceback:");
+        assert_eq!(text, "(error object is a table value)\nstack traceback:");
+        assert_eq!(super::object_text("table: 0xzz"), "table: 0xzz");
+        assert_eq!(
+            super::object_text("Point: 0x5581"),
+            "(error object is a Point value)",
+            "a metatable's __name"
+        );
+        assert_eq!(
+            super::object_text("a.lua:3: boom: 0x1"),
+            "a.lua:3: boom: 0x1"
+        );
+        assert_eq!(super::object_text("boom"), "boom");
+    }
 
     #[test]
     fn the_host_machinery_leaves_the_traceback() {

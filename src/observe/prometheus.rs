@@ -114,6 +114,7 @@ struct Metrics {
     dead_lettered: Family<Who, Counter>,
     bb_writes: Family<Who, Counter>,
     bb_bytes: Family<Who, Counter>,
+    bb_failed: Family<Who, Counter>,
     locks: Family<Who, Counter>,
     lock_wait: Seconds,
     lock_timeouts: Family<Who, Counter>,
@@ -145,6 +146,7 @@ impl Metrics {
             dead_lettered: Family::default(),
             bb_writes: Family::default(),
             bb_bytes: Family::default(),
+            bb_failed: Family::default(),
             locks: Family::default(),
             lock_wait: Family::new_with_constructor(seconds),
             lock_timeouts: Family::default(),
@@ -205,6 +207,11 @@ impl Metrics {
             "Bytes written to the blackboard (JSON, approximate)",
             Unit::Bytes,
             m.bb_bytes.clone(),
+        );
+        r.register(
+            "blackboard_write_failures",
+            "Blackboard writes counted above that a server refused or whose outcome stayed unknown",
+            m.bb_failed.clone(),
         );
         r.register("lock_acquisitions", "Locks taken", m.locks.clone());
         r.register_with_unit(
@@ -337,6 +344,9 @@ impl Metrics {
                 let who = self.who(agent);
                 self.bb_writes.get_or_create(&who).inc();
                 self.bb_bytes.get_or_create(&who).inc_by(*bytes as u64);
+            }
+            Event::BlackboardWriteFailed { .. } => {
+                self.bb_failed.get_or_create(&self.who(agent)).inc();
             }
             Event::BlackboardDelete { .. } => {
                 self.bb_writes.get_or_create(&self.who(agent)).inc();

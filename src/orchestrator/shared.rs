@@ -376,6 +376,8 @@ impl Orchestrator {
             roles,
             started_ms,
             ended_ms,
+            journal: self.coord.config.journal_max_len > 0,
+            heartbeat_interval: self.coord.config.heartbeat_interval,
         }
     }
 

@@ -17,7 +17,8 @@ pub const MAX_ENTRIES: usize = 10_000;
 /// Reads the script at `path`: a regular file (symbolic links followed) of
 /// at most [`MAX_SCRIPT_BYTES`] of UTF-8. A FIFO, device or socket is
 /// refused without being opened for reading, so it can neither block nor
-/// feed endless bytes. Errors name the path.
+/// feed endless bytes. Errors name the path; text that is not UTF-8 is a
+/// Script error naming the line of its first invalid byte.
 pub fn read_script(path: &Path) -> Result<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -53,7 +54,31 @@ pub fn read_script(path: &Path) -> Result<String> {
             "larger than {MAX_SCRIPT_BYTES} bytes: not read"
         )));
     }
-    String::from_utf8(bytes).map_err(|e| fail(format!("cannot read script: {e}")))
+    String::from_utf8(bytes).map_err(|e| not_utf8(&origin, e.as_bytes(), e.utf8_error()))
+}
+
+/// A script that is not UTF-8 is a bad script, like one that does not
+/// compile (exit 3, not bad input): named at the line, column and byte
+/// offset of its first invalid byte, for an editor to go to.
+fn not_utf8(origin: &str, bytes: &[u8], e: std::str::Utf8Error) -> Error {
+    let at = e.valid_up_to();
+    let before = &bytes[..at];
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    // Columns count characters: the bytes before `at` are valid UTF-8.
+    let column = 1 + String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count();
+    Error::Script {
+        message: format!(
+            "{origin}:{line}: not UTF-8 text: byte {:#04x} at offset {at} \
+             (line {line}, column {column}) is not valid UTF-8",
+            bytes[at]
+        ),
+    }
 }
 
 /// What a file that is not regular is, for messages.

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 pub use memory::{EVENT_BUFFER, MemoryStore};
 pub use redis::{RedisStore, redact_url};
-pub use writes::{Pending, Sent, Writes};
+pub use writes::{Outcome, Pending, Sent, Writes};
 
 /// Opens the store `url` names: `memory`, or a Redis-protocol server
 /// (`redis://` or `rediss://`, with user, password and database in it). A
@@ -259,6 +259,20 @@ pub struct TaskRecord {
     /// When it ended (ms since the epoch), once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_ms: Option<u64>,
+    /// False when the owner keeps no journal stream (`journal_max_len = 0`),
+    /// so `orrery tail` says there is nothing to follow. Records written
+    /// before the field existed read as true.
+    #[serde(default = "journal_kept")]
+    pub journal: bool,
+    /// The owner's `heartbeat_interval` (ms): its processes are lost once
+    /// silent for [`LOST_AFTER_BEATS`](crate::coordination::LOST_AFTER_BEATS)
+    /// of them. 0 in records written before the field existed.
+    #[serde(default)]
+    pub heartbeat_interval: u64,
+}
+
+fn journal_kept() -> bool {
+    true
 }
 
 text_enum! {

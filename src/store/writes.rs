@@ -78,12 +78,73 @@ impl Pending {
         }
     }
 
+    /// The same write, running `f` with its outcome once it is known: now
+    /// for a write already done, when settled for one on its way, and as
+    /// [`Outcome::Unknown`] when dropped unsettled (its agent's settle
+    /// stopped at an earlier failure, or the agent was stopped).
+    pub fn on_settled(self, f: impl FnOnce(Outcome<'_>) + Send + 'static) -> Pending {
+        let hook = Hook(Some(f));
+        match self.state {
+            PendingState::Done(outcome) => {
+                hook.run(Outcome::of(&outcome));
+                Pending::done(outcome)
+            }
+            PendingState::Sent { epoch, outcome } => Pending::sent(
+                epoch,
+                Box::pin(async move {
+                    let outcome = outcome.await;
+                    hook.run(Outcome::of(&outcome));
+                    outcome
+                }),
+            ),
+        }
+    }
+
     /// Waits for the outcome; true when the write had to be sent again (it
     /// may then have been applied after writes made after it).
     pub async fn settle(self) -> StoreResult<bool> {
         match self.state {
             PendingState::Done(outcome) => outcome.map(|()| false),
             PendingState::Sent { outcome, .. } => outcome.await,
+        }
+    }
+}
+
+/// How a write ended, as [`Pending::on_settled`] tells it.
+pub enum Outcome<'a> {
+    /// The store applied it.
+    Applied,
+    /// The store refused it, or it could not be sent.
+    Failed(&'a super::StoreError),
+    /// Dropped before its answer came: it may still be applied.
+    Unknown,
+}
+
+impl<'a> Outcome<'a> {
+    fn of<T>(outcome: &'a StoreResult<T>) -> Outcome<'a> {
+        match outcome {
+            Ok(_) => Outcome::Applied,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+}
+
+/// Runs its function once: with the outcome it is given, or with
+/// [`Outcome::Unknown`] when dropped first.
+struct Hook<F: FnOnce(Outcome<'_>)>(Option<F>);
+
+impl<F: FnOnce(Outcome<'_>)> Hook<F> {
+    fn run(mut self, outcome: Outcome<'_>) {
+        if let Some(f) = self.0.take() {
+            f(outcome);
+        }
+    }
+}
+
+impl<F: FnOnce(Outcome<'_>)> Drop for Hook<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Outcome::Unknown);
         }
     }
 }
@@ -195,5 +256,59 @@ impl Writes {
             Some(e) => Err(e),
             None => Ok(resent),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::{Outcome, Pending};
+    use crate::store::StoreError;
+
+    fn seen() -> (
+        Arc<Mutex<Vec<String>>>,
+        impl FnOnce(Outcome<'_>) + Send + 'static,
+    ) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let out = log.clone();
+        let f = move |o: Outcome<'_>| {
+            out.lock().unwrap().push(match o {
+                Outcome::Applied => "applied".to_string(),
+                Outcome::Failed(e) => format!("failed: {e}"),
+                Outcome::Unknown => "unknown".to_string(),
+            })
+        };
+        (log, f)
+    }
+
+    /// A write's hook runs once: with its outcome when settled, as unknown
+    /// when the write is dropped before its answer (an agent's settle stops
+    /// waiting at its first failure).
+    #[tokio::test]
+    async fn a_write_tells_its_outcome_once_even_when_dropped_unsettled() {
+        let (log, f) = seen();
+        let done = Pending::done(Ok(())).on_settled(f);
+        assert_eq!(*log.lock().unwrap(), ["applied"]);
+        done.settle().await.unwrap();
+        assert_eq!(log.lock().unwrap().len(), 1);
+
+        let (log, f) = seen();
+        let refused = Err(StoreError::Command {
+            command: "SET".into(),
+            reason: "OOM".into(),
+        });
+        let sent = Pending::sent(1, Box::pin(async move { refused })).on_settled(f);
+        assert!(log.lock().unwrap().is_empty(), "not before it is settled");
+        assert!(sent.settle().await.is_err());
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["failed: store command SET failed: OOM"]
+        );
+
+        let (log, f) = seen();
+        let dropped = Pending::sent(1, Box::pin(std::future::pending())).on_settled(f);
+        drop(dropped);
+        assert_eq!(*log.lock().unwrap(), ["unknown"]);
     }
 }

@@ -13,6 +13,7 @@ use mlua::{Function, Lua, Table};
 use crate::agent::sandbox;
 use crate::coordination::clock;
 use crate::error::{Error, Result};
+use crate::lua_api::error_text;
 
 use super::answers;
 use super::fixtures::{self, FileState};
@@ -365,17 +366,22 @@ async fn within_task_timeout<T>(
 }
 
 /// The text of a Lua error for the reader: the message with its
-/// `file:line`, without mlua's wrapping or the traceback.
+/// `file:line`, without mlua's wrapping or the traceback. A message without
+/// a place (a table raised as the error, `error(msg, 0)`) gets the first
+/// script frame of the traceback in front.
 pub fn lua_text(e: &mlua::Error) -> String {
     let text = match e {
         mlua::Error::SyntaxError { message, .. } => message.clone(),
-        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::RuntimeError(m) => error_text::object_text(m).into_owned(),
         mlua::Error::CallbackError { cause, .. } => return lua_text(cause),
         mlua::Error::WithContext { cause, .. } => return lua_text(cause),
         other => other.to_string(),
     };
     match text.split_once("\nstack traceback:") {
-        Some((head, _)) => head.to_string(),
+        Some((head, traceback)) => match error_text::script_location(traceback) {
+            Some(at) if error_text::script_location(head).is_none() => format!("{at}: {head}"),
+            _ => head.to_string(),
+        },
         None => text,
     }
 }

@@ -306,3 +306,47 @@ fn a_thousand_identical_errors_are_summarised_with_a_count() {
         "{summary}"
     );
 }
+
+const RAISES_TABLE: &str = r#"
+local M = {}
+function M.on_message(self, msg) error({ code = 1 }) end
+return M
+"#;
+
+/// A table raised as the error is shown and folded the same each time,
+/// whatever its address: one counted entry with the raising line.
+#[test]
+fn identical_table_errors_fold_into_one_counted_entry() {
+    let s = Scratch::new(&[("flood.lua", FLOOD), ("broken.lua", RAISES_TABLE)]);
+    s.write(
+        "task.toml",
+        "id = \"flood\"\ntype = \"test\"\ndescription = \"d\"\nagents = [\"broken\", \"flood\"]\n",
+    );
+    let env = [
+        ("ORRERY_REDELIVERY_BACKOFF", "0"),
+        ("ORRERY_MAX_ATTEMPTS", "2"),
+    ];
+    let out = crate::common::orrery_env(s.path(), &["run", "task.toml", "--json"], &env);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = report["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{report:#}");
+    let handled = errors.iter().find(|e| e["fatal"] == false).unwrap();
+    assert_eq!(
+        handled["count"], 600,
+        "300 messages x 2 attempts: {report:#}"
+    );
+    let message = handled["message"].as_str().unwrap();
+    assert!(
+        message.contains("scripts/broken.lua:3: (error object is a table value)\n"),
+        "{message}"
+    );
+    let dead = errors.iter().find(|e| e["fatal"] == true).unwrap();
+    assert_eq!(dead["count"], 300, "{report:#}");
+    assert!(!report.to_string().contains("table: 0x"), "{report:#}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("table: 0x"),
+        "{}",
+        show(&out)
+    );
+}

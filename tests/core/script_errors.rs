@@ -237,6 +237,30 @@ fn check_reports_each_syntax_error_as_path_line_message_and_fails() {
     assert!(stdout.contains("2 of "), "{}", show(&out));
 }
 
+/// A script that is not UTF-8 is a bad script (exit 3), named with the line,
+/// column and byte offset of its first invalid byte, by `check` and `run`.
+#[test]
+fn a_script_that_is_not_utf8_is_a_script_error_naming_its_first_bad_byte() {
+    let scratch = Scratch::new(&[("fine.lua", "return {}\n")]);
+    write_task(&scratch);
+    std::fs::write(
+        scratch.path().join("scripts/latin1.lua"),
+        b"-- ok\nlocal s = \"caf\xe9\"\nreturn {}\n",
+    )
+    .unwrap();
+    let expected = "scripts/latin1.lua:2: not UTF-8 text: byte 0xe9 at offset 20 \
+                    (line 2, column 15) is not valid UTF-8";
+    for args in [&["check", "scripts"][..], &["run", "task.toml"][..]] {
+        let out = orrery(scratch.path(), args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}\n{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expected),
+            "{args:?}\n{}",
+            show(&out)
+        );
+    }
+}
+
 #[test]
 fn check_passes_on_the_default_scripts() {
     let out = orrery(&crate::common::repo(), &["check"]);

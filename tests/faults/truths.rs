@@ -66,15 +66,26 @@ fn a_server_out_of_memory_is_reported_with_its_own_reason() {
 
 /// A write the server refused is not counted as one: the report's
 /// blackboard writes are the keys the server holds (it used to count all
-/// 200 the agent tried). The journal lists each write as it was sent.
+/// 200 the agent tried). The journal lists each write as it was sent and
+/// each refused one again as failed, so its writes less its failures are
+/// the report's (it used to list the refused ones as writes only).
 #[test]
 fn writes_a_full_server_refused_are_not_counted_as_writes() {
     let server = server_with(&["--maxmemory", "2mb"]);
     let scratch = Scratch::new(&[("hoarder.lua", HOARDER)]);
     let file = task_file(&scratch, "refused", &["hoarder"]);
+    let journal = scratch.path().join("run.jsonl");
     let out = orrery_env(
         scratch.path(),
-        &["run", &file, "--store", &server.url(), "--json"],
+        &[
+            "run",
+            &file,
+            "--store",
+            &server.url(),
+            "--json",
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(out.status.code(), Some(5), "{}", show(&out));
@@ -90,6 +101,25 @@ fn writes_a_full_server_refused_are_not_counted_as_writes() {
         serde_json::json!(stored.len()),
         "{}",
         show(&out)
+    );
+    let lines = std::fs::read_to_string(&journal).unwrap();
+    let count = |kind: &str| {
+        lines
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["kind"] == kind && e["key"].as_str().is_some_and(|k| k.starts_with('k')))
+            .count()
+    };
+    let (written, failed) = (count("blackboard_write"), count("blackboard_write_failed"));
+    assert!(failed > 0, "{lines}");
+    assert_eq!(
+        written - failed,
+        stored.len(),
+        "{written} written, {failed} failed: {lines}"
+    );
+    assert!(
+        lines.contains("OOM"),
+        "the failures carry the server's reason: {lines}"
     );
 }
 

@@ -143,3 +143,79 @@ fn tail_of_a_task_the_store_never_saw_is_bad_input_and_the_text_form_reads_as_li
     assert!(text.contains("solo-1     set k"), "{text}");
     assert!(text.contains("task solo ended complete"), "{text}");
 }
+
+/// A run whose only process was killed (SIGKILL: no end recorded) is not
+/// followed for ever in silence: once none of its processes has sent a
+/// heartbeat for the lost time, `tail` ends with a coordination error saying so and
+/// how to take the run up. It used to follow it in silence until stopped.
+#[test]
+fn tail_of_a_run_whose_processes_were_killed_ends_saying_so() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let scratch = Scratch::new(&[("waiter.lua", WAITER)]);
+    scratch.write(
+        "task.toml",
+        "id = \"killed\"\ntype = \"test\"\ndescription = \"tail\"\ntimeout = 120000\nagents = [\"waiter\"]\n",
+    );
+    let beat = [("ORRERY_HEARTBEAT_INTERVAL", "100")];
+    let mut owner = spawn_orrery(
+        scratch.path(),
+        &["run", "task.toml", "--store", &url],
+        &beat,
+    );
+    owner.wait_for("waiting for go", PATIENCE);
+    // The run's interval is the one that counts: `tail` runs with its default.
+    let tail = spawn_orrery(scratch.path(), &["tail", "killed", "--store", &url], &[]);
+    // The journal reaches the store every 20 ms or so.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    owner.kill();
+    let tail = tail.finish(PATIENCE);
+    assert_eq!(tail.code, Some(exit::COORDINATION), "{}", tail.show());
+    assert!(tail.stdout.contains("set before"), "{}", tail.show());
+    assert!(
+        tail.stderr
+            .contains("task 'killed' is stored as running, but none of its processes")
+            && tail.stderr.contains("orrery resume killed"),
+        "{}",
+        tail.show()
+    );
+}
+
+/// A run whose owner keeps no journal stream (`journal_max_len = 0`) has
+/// nothing to follow: `tail` says so (bad input, naming the setting)
+/// instead of printing nothing and exiting 0.
+#[test]
+fn tail_of_a_run_that_keeps_no_journal_says_so() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new(&[(
+        "solo.lua",
+        "return { start = function() blackboard.set('k', 1) end }",
+    )]);
+    scratch.write(
+        "t.toml",
+        "id = \"unjournaled\"\ntype = \"test\"\ndescription = \"d\"\ntimeout = 60000\nagents = [\"solo\"]\n",
+    );
+    let run = crate::common::orrery_env(
+        scratch.path(),
+        &["run", "t.toml", "--store", &server.url()],
+        &[("ORRERY_JOURNAL_MAX_LEN", "0")],
+    );
+    assert_eq!(run.status.code(), Some(exit::OK), "{}", show(&run));
+    let out = orrery(
+        scratch.path(),
+        &[
+            "tail",
+            "unjournaled",
+            "--store",
+            &server.url(),
+            "--no-follow",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TASK_ID 'unjournaled'") && stderr.contains("journal_max_len = 0"),
+        "{}",
+        show(&out)
+    );
+}

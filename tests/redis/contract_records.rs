@@ -223,6 +223,8 @@ async fn records_of_agents_hosts_and_the_task() {
             roles: vec!["alpha".into()],
             started_ms: 5,
             ended_ms: None,
+            journal: true,
+            heartbeat_interval: 1000,
         };
         s.task_put("t", &record).await.unwrap();
         assert_eq!(s.task_get("t").await.unwrap(), Some(record), "{backend:?}");

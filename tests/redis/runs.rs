@@ -275,6 +275,8 @@ async fn a_resume_starts_the_agents_a_run_cut_off_at_its_start_never_recorded() 
         roles: vec!["one".into()],
         started_ms: orrery::coordination::now_ms(),
         ended_ms: None,
+        journal: true,
+        heartbeat_interval: 1000,
     };
     store.task_put(&t.id, &record).await.unwrap();
     let config = Config {

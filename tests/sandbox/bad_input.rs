@@ -191,30 +191,33 @@ fn bad_config_files_name_the_file_line_and_setting() {
         ),
         (
             "agent_timeout = 0\n",
-            &["setting agent_timeout", "greater than 0"],
+            &["orrery.toml:1: setting agent_timeout", "greater than 0"],
         ),
         (
-            "store = \"mysql://x\"\n",
-            &["orrery.toml: store", "'mysql://x'"],
+            "max_agents = 3\nstore = \"mysql://x\"\n",
+            &["orrery.toml:2: setting store", "'mysql://x'"],
         ),
         (
-            "[roles.worker.capabilities]\nhttp = [\"http://example.com/x\"]\n",
+            // Another role's grant first, and an array over lines: the
+            // line is the faulty entry's, not the first `http =`.
+            "[roles.other.capabilities]\nhttp = [\"a.example\"]\n\n\
+             [roles.worker.capabilities]\nhttp = [\n  \"a.example\",\n  \"http://example.com/x\",\n]\n",
             &[
-                "setting roles.worker.capabilities.http[0]",
+                "orrery.toml:7: setting roles.worker.capabilities.http[1]",
                 "no scheme, no path",
             ],
         ),
         (
             "[roles.worker.capabilities]\nread_files = \"no-such-dir\"\n",
             &[
-                "setting roles.worker.capabilities.read_files",
+                "orrery.toml:2: setting roles.worker.capabilities.read_files",
                 "is not a directory",
             ],
         ),
         (
-            "[roles.worker.capabilities]\ncommands = [\"rm -rf /\"]\n",
+            "roles.worker.capabilities.commands = [\"rm -rf /\"]\n",
             &[
-                "setting roles.worker.capabilities.commands[0]",
+                "orrery.toml:1: setting roles.worker.capabilities.commands[0]",
                 "without spaces or arguments",
             ],
         ),
@@ -227,6 +230,33 @@ fn bad_config_files_name_the_file_line_and_setting() {
         s.write("orrery.toml", config);
         assert_refused(&orrery(s.path(), &["run", "task.toml"]), 2, needles);
     }
+}
+
+/// A grant to a role the scripts do not define is a warning naming the line,
+/// the role and the roles there are, not an error: one config file may serve
+/// tasks whose scripts directories hold different roles.
+#[test]
+fn a_grant_to_a_role_no_script_defines_is_a_warning_naming_the_line() {
+    let s = Scratch::new(&[OK_AGENT]);
+    s.write("task.toml", TASK);
+    s.write(
+        "orrery.toml",
+        "max_agents = 3\n\n[roles.nobody.capabilities]\ncommands = [\"echo\"]\n",
+    );
+    let warning = "warning: orrery.toml:3: setting roles.nobody: no role 'nobody' in scripts \
+                   (roles: worker), so its capabilities are granted to no agent";
+    for args in [&["run", "task.toml"][..], &["check"][..]] {
+        let out = orrery(s.path(), args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}\n{}", show(&out));
+        assert!(stderr(&out).contains(warning), "{args:?}\n{}", show(&out));
+    }
+    s.write(
+        "orrery.toml",
+        "[roles.worker.capabilities]\ncommands = [\"echo\"]\n",
+    );
+    let out = orrery(s.path(), &["run", "task.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(!stderr(&out).contains("warning:"), "{}", show(&out));
 }
 
 #[test]

@@ -68,6 +68,20 @@ fn a_spec_raising_at_its_top_level_names_its_line() {
 }
 
 #[test]
+fn a_spec_raising_a_table_at_its_top_level_names_its_line() {
+    let scratch = Scratch::new(&[("noop.lua", "return {}\n")]);
+    scratch.write("spec/top_spec.lua", "local x = 1\nerror({ code = x })\n");
+    let out = orrery(scratch.path(), &["test"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ERROR spec/top_spec.lua:2: (error object is a table value)"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
 fn tests_declared_inside_a_test_and_bad_setups_are_errors_of_that_test() {
     let scratch = Scratch::new(&[("noop.lua", "return {}\n")]);
     scratch.write(

@@ -143,6 +143,17 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value: Option<Value>,
     },
+    /// A blackboard write of the entry's agent, journaled as it was sent,
+    /// was not applied: a server refused it (out of memory, say) or its
+    /// outcome stayed unknown (the connection broke and it could not be
+    /// sent again). The run's errors say the same; its report does not
+    /// count it as a write.
+    BlackboardWriteFailed {
+        /// The key.
+        key: String,
+        /// Why.
+        error: String,
+    },
     /// The entry's agent deleted a blackboard key.
     BlackboardDelete {
         /// The key.
@@ -264,6 +275,7 @@ impl Event {
             Event::MessageDeadLettered { .. } => "message_dead_lettered",
             Event::MessagesReleased { .. } => "messages_released",
             Event::BlackboardWrite { .. } => "blackboard_write",
+            Event::BlackboardWriteFailed { .. } => "blackboard_write_failed",
             Event::BlackboardDelete { .. } => "blackboard_delete",
             Event::LockAcquired { .. } => "lock_acquired",
             Event::LockTimedOut { .. } => "lock_timed_out",
@@ -368,6 +380,7 @@ impl Entry {
             } => format!("dead-lettered {message_type} ({id}) after {attempts} attempts"),
             Event::MessagesReleased { count } => format!("released {count} message(s)"),
             Event::BlackboardWrite { key, bytes, .. } => format!("set {key} ({bytes} B)"),
+            Event::BlackboardWriteFailed { key, error } => format!("set {key} failed: {error}"),
             Event::BlackboardDelete { key, .. } => format!("deleted {key}"),
             Event::LockAcquired {
                 name,

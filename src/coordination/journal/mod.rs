@@ -276,6 +276,16 @@ impl Journal {
         }
     }
 
+    /// Records, when [`Later::record`] is called, an event as the current
+    /// agent's (see [`scope`]): for an event whose fields are known only
+    /// once a write is settled.
+    pub fn later(&self) -> Later {
+        Later {
+            journal: self.clone(),
+            agent: AGENT.try_with(|n| *n).ok(),
+        }
+    }
+
     fn push_fast(&self, agent: Option<names::Name>, event: &Fast<'_>) {
         record::with_value_json(event, |value_json| {
             self.with_buffer(|buffer| {
@@ -713,6 +723,22 @@ impl Lines {
             }
         }
         self.heads.get(n as usize).unwrap_or(&self.host_head)
+    }
+}
+
+/// An event to record later as the agent's that made this (see
+/// [`Journal::later`]).
+pub struct Later {
+    journal: Journal,
+    agent: Option<names::Name>,
+}
+
+impl Later {
+    /// Records `event`, when the journal is on.
+    pub fn record(self, event: Event) {
+        if self.journal.is_on() {
+            self.journal.push(self.agent, event);
+        }
     }
 }
 

@@ -91,6 +91,15 @@ function ingest(e) {
       if (agent) agent.writes++;
       break;
     }
+    case "blackboard_write_failed": {
+      // The write it stands for was journaled as sent: mark it, so the key
+      // shows the last write that was applied.
+      const h = run.blackboard.get(e.key) || [];
+      const w = h.findLast((w) => w.agent === (e.agent || "host") && !w.deleted && !w.failed);
+      if (w) Object.assign(w, { failed: true, error: e.error });
+      run.failures.push({ at: t, agent: e.agent || "host", kind: "store", message: `blackboard write of '${e.key}': ${e.error}` });
+      break;
+    }
     case "llm_call":
       run.llm.push({ agent: e.agent || "host", at: t, model: e.model, source: e.source, latency: e.latency_ms,
                      input: e.input_tokens, output: e.output_tokens, error: e.error_kind });
@@ -298,13 +307,14 @@ function drawBlackboard() {
   ["key", "value", "bytes", "by", "writes"].forEach((h, i) => head.appendChild(el("th", i >= 2 && i !== 3 ? { class: "num" } : {}, h)));
   t.appendChild(head);
   for (const k of keys) {
-    const h = run.blackboard.get(k), last = h[h.length - 1];
+    const h = run.blackboard.get(k), last = h.findLast((w) => !w.failed);
+    if (!last) continue;
     const row = el("tr", { class: "key" + (run.selectedKey === k ? " selected" : ""), "data-key": k });
     row.appendChild(el("td", { class: "mono" }, k));
     row.appendChild(el("td", { class: "val" }, last.deleted ? "(deleted)" : last.hasValue ? preview(last.value) : `(${last.bytes} B, too large to journal)`));
     row.appendChild(el("td", { class: "num" }, last.bytes));
     row.appendChild(el("td", {}, last.agent));
-    row.appendChild(el("td", { class: "num" }, h.length));
+    row.appendChild(el("td", { class: "num" }, h.filter((w) => !w.failed).length));
     row.addEventListener("click", () => { run.selectedKey = k; drawBlackboard(); });
     t.appendChild(row);
   }
@@ -318,7 +328,7 @@ function drawHistory() {
   const k = run.selectedKey;
   if (k === null || !run.blackboard.has(k)) return;
   host.appendChild(el("h2", {}, `History of ${k}`));
-  const rows = run.blackboard.get(k).map((w) => ["+" + ms(w.at - run.t0), w.agent, w.deleted ? "(deleted)" : w.hasValue ? preview(w.value) : `(${w.bytes} B)`]);
+  const rows = run.blackboard.get(k).map((w) => ["+" + ms(w.at - run.t0), w.agent, (w.failed ? `(failed: ${w.error}) ` : "") + (w.deleted ? "(deleted)" : w.hasValue ? preview(w.value) : `(${w.bytes} B)`)]);
   const t = table(["at", "by", "value"], rows);
   t.id = "history-table";
   host.appendChild(t);

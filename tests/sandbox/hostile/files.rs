@@ -1,6 +1,7 @@
 //! Hostile files in the scripts directory: FIFOs, devices, symbolic link
-//! loops, oversized and non-text scripts are refused at start-up with an
-//! error naming the file (exit 2), and nothing blocks; a FIFO saved while a
+//! loops and oversized scripts are refused at start-up with an error naming
+//! the file (exit 2), non-text scripts as bad scripts (exit 3), and nothing
+//! blocks; a FIFO saved while a
 //! watched task runs is refused too, and the task goes on.
 
 use std::os::unix::fs::symlink;
@@ -26,6 +27,11 @@ fn once_started(dir: &Path) {
 /// Runs a case whose scripts directory is broken by `prepare`; expects exit 2
 /// and `text` in the error.
 async fn refused_at_start(prepare: fn(&Path), text: &str) -> Outcome {
+    refused_at_start_with(2, prepare, text).await
+}
+
+/// As [`refused_at_start`], with exit `code`.
+async fn refused_at_start_with(code: i32, prepare: fn(&Path), text: &str) -> Outcome {
     let outcome = run(Case {
         hostile: &start(""),
         prepare: Some(prepare),
@@ -33,7 +39,7 @@ async fn refused_at_start(prepare: fn(&Path), text: &str) -> Outcome {
         ..Case::default()
     })
     .await;
-    assert_eq!(outcome.code, 2, "{}", outcome.show());
+    assert_eq!(outcome.code, code, "{}", outcome.show());
     assert!(outcome.stderr.contains(text), "{}", outcome.show());
     outcome
 }
@@ -107,9 +113,11 @@ async fn an_oversized_script() {
 
 #[tokio::test]
 async fn a_script_that_is_not_text() {
-    refused_at_start(
+    // A bad script (exit 3), as one that does not compile.
+    refused_at_start_with(
+        3,
         |dir| std::fs::write(dir.join("scripts/binary.lua"), [0xff, 0xfe, 0x00, 0x80]).unwrap(),
-        "scripts/binary.lua: cannot read script",
+        "scripts/binary.lua:1: not UTF-8 text: byte 0xff at offset 0",
     )
     .await;
 }
