@@ -257,7 +257,8 @@ impl Connection {
     }
 
     /// The server is lost (a command gave up on it because of `reason`):
-    /// one task tries new connections, with backoff, until one is made.
+    /// one task tries new connections until one is made, back to back when
+    /// each waits out its time, with backoff when refused at once.
     fn lose(&self, reason: &str) {
         // Without a runtime to reconnect on, nothing would end it.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -319,7 +320,9 @@ impl Connection {
     }
 
     /// [`run`](Self::run), giving up at `deadline`. Once the server is lost
-    /// (see the module docs), only a new connection is tried.
+    /// (see the module docs), nothing is sent: the command waits for the
+    /// reconnecting attempt under way (during the first `connect_timeout`
+    /// of the loss) and fails unless it made a new connection.
     async fn run_until<T, F, Fut>(&self, what: &str, deadline: Instant, mut op: F) -> StoreResult<T>
     where
         F: FnMut(MultiplexedConnection) -> Fut,
