@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use orrery::coordination::journal::Entry;
 use orrery::error::exit;
 use orrery::observe::tail::Follower;
-use orrery::store::HostState;
+use orrery::store::{HostRecord, HostState, RunStatus, TaskRecord};
 
 use super::ConfigArgs;
 
@@ -71,6 +71,7 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
         printer.print(&first);
         let mut quiet_since = Instant::now();
         let mut owner_ended: Option<Instant> = None;
+        let mut beats = Beats::default();
         while !args.no_follow && !follower.all_ended() {
             if follower.run_ended() {
                 // Joined processes store their end just after the owner's.
@@ -90,7 +91,9 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
             } else if quiet_since.elapsed() > SILENT_END {
                 // No owner's end entry: stop once the run's record says it
                 // is over, or once none of its processes is alive.
-                let Some(record) = store.task_get(id).await?.filter(|r| r.is_running()) else {
+                let Some(record) = store.task_get(id).await?.filter(|r| {
+                    matches!(r.status, RunStatus::Running | RunStatus::Stopping)
+                }) else {
                     break;
                 };
                 // The run's own interval (this command's, for an older record).
@@ -98,7 +101,8 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
                     0 => config.heartbeat_interval,
                     ms => ms,
                 };
-                if let Some(lost) = lost_run(store.as_ref(), id, beat).await? {
+                let hosts = store.host_list(id).await?;
+                if let Some(lost) = beats.lost(id, &record, &hosts, beat) {
                     return Err(lost.into());
                 }
                 quiet_since = Instant::now();
@@ -108,41 +112,69 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
     })
 }
 
-/// The error of a run stored as running whose processes all stopped
-/// heartbeating (killed, say): nothing more will come. `None` while one of
-/// them is alive, or when none ever recorded itself.
-async fn lost_run(
-    store: &dyn orrery::store::Store,
-    id: &str,
-    heartbeat_interval: u64,
-) -> orrery::Result<Option<orrery::Error>> {
-    let hosts = store.host_list(id).await?;
-    let lost_after = heartbeat_interval * orrery::coordination::LOST_AFTER_BEATS;
-    let now = orrery::coordination::now_ms();
-    let silent = |h: &orrery::store::HostRecord| {
-        h.state != HostState::Alive || now.saturating_sub(h.heartbeat_ms) > lost_after
-    };
-    if hosts.is_empty() || !hosts.iter().all(silent) {
-        return Ok(None);
+/// Whether a run's processes still heartbeat, judged by this command's own
+/// clock: the heartbeats are another machine's wall-clock times, which may
+/// be seconds off this one's, so a run is lost only when none of its live
+/// processes' heartbeats moved for the lost time as this command counts it.
+#[derive(Default)]
+struct Beats {
+    /// The live processes' last heartbeats, and since when they stand still.
+    seen: Option<(Vec<(String, u64)>, Instant)>,
+}
+
+impl Beats {
+    /// The error of a run stored as running (or stopping) whose processes
+    /// all stopped heartbeating (killed, say): nothing more will come.
+    /// `None` while one of them beats, or when none ever recorded itself.
+    fn lost(
+        &mut self,
+        id: &str,
+        record: &TaskRecord,
+        hosts: &[HostRecord],
+        interval: u64,
+    ) -> Option<orrery::Error> {
+        if hosts.is_empty() {
+            return None;
+        }
+        let mut live: Vec<(String, u64)> = hosts
+            .iter()
+            .filter(|h| h.state == HostState::Alive)
+            .map(|h| (h.id.clone(), h.heartbeat_ms))
+            .collect();
+        live.sort();
+        let lost_after = Duration::from_millis(interval * orrery::coordination::LOST_AFTER_BEATS);
+        let since = match &self.seen {
+            Some((before, since)) if *before == live => *since,
+            _ => {
+                self.seen = Some((live, Instant::now()));
+                return None;
+            }
+        };
+        if since.elapsed() < lost_after {
+            return None;
+        }
+        let now = orrery::coordination::now_ms();
+        let last = hosts
+            .iter()
+            .map(|h| {
+                let ago = now.saturating_sub(h.heartbeat_ms) as f64 / 1000.0;
+                let state = if h.state == HostState::Alive {
+                    String::new()
+                } else {
+                    format!(", {}", h.state)
+                };
+                format!("{} {}{state}, last heard {ago:.1} s ago", h.role, h.id)
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(orrery::Error::Coordination(format!(
+            "task '{id}' is stored as {}, but none of its processes has sent a heartbeat for \
+             {:.1} s ({last}): its run stopped without recording an end (killed?). \
+             `orrery resume {id}` takes it up",
+            record.status,
+            since.elapsed().as_secs_f64()
+        )))
     }
-    let last = hosts
-        .iter()
-        .map(|h| {
-            let ago = now.saturating_sub(h.heartbeat_ms) as f64 / 1000.0;
-            let state = if h.state == HostState::Alive {
-                String::new()
-            } else {
-                format!(", {}", h.state)
-            };
-            format!("{} {}{state}, last heard {ago:.1} s ago", h.role, h.id)
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    Ok(Some(orrery::Error::Coordination(format!(
-        "task '{id}' is stored as running, but none of its processes has sent a heartbeat \
-         for {lost_after} ms or more ({last}): its run stopped without recording an end (killed?). \
-         `orrery resume {id}` takes it up"
-    ))))
 }
 
 struct Printer {

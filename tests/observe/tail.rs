@@ -219,3 +219,44 @@ fn tail_of_a_run_that_keeps_no_journal_says_so() {
         show(&out)
     );
 }
+
+/// The same for a run killed while it was stopping (after a Ctrl-C, its
+/// agents finishing their callbacks): `orrery resume` takes such a run
+/// up too, so `tail` must not take it for ended. It used to exit 0.
+#[test]
+fn tail_of_a_run_killed_while_stopping_ends_saying_so() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let scratch = Scratch::new(&[(
+        "sleeper.lua",
+        "return { start = function() log.info('sleeping'); sleep(100000) end }",
+    )]);
+    scratch.write(
+        "task.toml",
+        "id = \"stopk\"\ntype = \"test\"\ndescription = \"tail\"\ntimeout = 120000\nagents = [\"sleeper\"]\n",
+    );
+    let beat = [("ORRERY_HEARTBEAT_INTERVAL", "100")];
+    let mut owner = spawn_orrery(
+        scratch.path(),
+        &["run", "task.toml", "--store", &url],
+        &beat,
+    );
+    owner.wait_for("sleeping", PATIENCE);
+    owner.signal("INT");
+    owner.wait_for("stopping", PATIENCE);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    owner.kill();
+    let tail = orrery(scratch.path(), &["tail", "stopk", "--store", &url]);
+    assert_eq!(
+        tail.status.code(),
+        Some(exit::COORDINATION),
+        "{}",
+        show(&tail)
+    );
+    let stderr = String::from_utf8_lossy(&tail.stderr);
+    assert!(
+        stderr.contains("task 'stopk' is stored as stopping, but none of its processes"),
+        "{}",
+        show(&tail)
+    );
+}
