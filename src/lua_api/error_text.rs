@@ -144,9 +144,11 @@ pub fn object_text(message: &str) -> Cow<'_, str> {
         Some(i) => message.split_at(i),
         None => (message, ""),
     };
+    // Lua's `%p` of a heap address: 0x and at least 8 hex digits (12 on
+    // x86-64), so a short `timeout: 0x1F` of a script's own is left alone.
     let address = |a: &str| {
         a.strip_prefix("0x")
-            .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .is_some_and(|h| h.len() >= 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
     };
     // The kind is the value's type, or its metatable's `__name`.
     let kind = |k: &str| !k.is_empty() && !k.contains(char::is_whitespace) && !k.contains(':');
@@ -216,7 +218,12 @@ mod tests {
         assert_eq!(text, "(error object is a table value)\nstack traceback:");
         assert_eq!(super::object_text("table: 0xzz"), "table: 0xzz");
         assert_eq!(
-            super::object_text("Point: 0x5581"),
+            super::object_text("timeout: 0x1F"),
+            "timeout: 0x1F",
+            "a script's own text"
+        );
+        assert_eq!(
+            super::object_text("Point: 0x55812345cafe"),
             "(error object is a Point value)",
             "a metatable's __name"
         );

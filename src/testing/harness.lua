@@ -399,7 +399,12 @@ end
 
 local function text_of(err)
   if type(err) == "table" and err.message then return tostring(err.message) end
-  return tostring(err)
+  local text = tostring(err)
+  if type(err) ~= "string" then
+    -- Not by its address, a new one each run: as Lua's own `lua.c` says it.
+    text = text:gsub("^([^%s:]+): 0x%x%x%x%x%x%x%x%x+$", "(error object is a %1 value)")
+  end
+  return text
 end
 
 --- Runs test `i`: the before_each functions (outer blocks first), the test,

@@ -118,3 +118,22 @@ fn an_unknown_flag_is_bad_input() {
         show(&out)
     );
 }
+
+/// A test that raises a table fails with the same text every run, not
+/// with the table's address (a new one each time).
+#[test]
+fn a_test_raising_a_table_fails_by_its_type_not_its_address() {
+    let scratch = Scratch::new(&[("noop.lua", "return {}\n")]);
+    scratch.write(
+        "spec/t_spec.lua",
+        "describe('t', function()\n  it('raises', function() error({ code = 1 }) end)\nend)\n",
+    );
+    let out = orrery(scratch.path(), &["test"]);
+    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("(error object is a table value)") && !stdout.contains("0x"),
+        "{}",
+        show(&out)
+    );
+}
