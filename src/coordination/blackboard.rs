@@ -127,6 +127,8 @@ impl Blackboard {
             return Ok(None);
         }
         let mut pending = self.store.bb_set_nowait(&self.task, key, value, self.ttl);
+        // Journaled first: a write refused at once has its failure after it.
+        self.journal.note(|| written(key, size, value));
         if self.store.is_embedded() {
             // Applied already: the embedded store cannot refuse it now.
             self.metrics.blackboard_write();
@@ -158,7 +160,6 @@ impl Blackboard {
                 pending.on_success(move || metrics.blackboard_write())
             };
         }
-        self.journal.note(|| written(key, size, value));
         Ok(Some(pending))
     }
 

@@ -97,7 +97,17 @@ function ingest(e) {
       const h = run.blackboard.get(e.key) || [];
       const w = h.findLast((w) => w.agent === (e.agent || "host") && !w.deleted && !w.failed);
       if (w) Object.assign(w, { failed: true, error: e.error });
-      run.failures.push({ at: t, agent: e.agent || "host", kind: "store", message: `blackboard write of '${e.key}': ${e.error}` });
+      if (w && agent) agent.writes--;
+      const who = e.agent || "host";
+      if (e.error.startsWith("not known whether")) {
+        // Writes dropped after an earlier failure: one line per agent, counted.
+        let f = run.failures.find((f) => f.unknownWrites && f.agent === who);
+        if (!f) { f = { at: t, agent: who, kind: "store", unknownWrites: 0 }; run.failures.push(f); }
+        f.unknownWrites++;
+        f.text = `${who}: ${f.unknownWrites} blackboard write(s) whose outcome is not known (${e.error})`;
+      } else {
+        run.failures.push({ at: t, agent: who, kind: "store", text: `${who}: blackboard write of '${e.key}' failed: ${e.error}` });
+      }
       break;
     }
     case "llm_call":
@@ -239,7 +249,7 @@ function drawTimeline() {
   for (const e of [...run.failures, ...run.errors.filter((e) => e.fatal)]) {
     const y = laneY.has(e.agent) ? laneY.get(e.agent) : AXIS_H;
     const ex = x(e.at);
-    root.appendChild(titled(svg("path", { class: "err-mark", d: `M${ex},${y + 1} l5,9 l-10,0 z` }), `${e.fatal ? "fatal " : ""}${e.kind}: ${e.message}`));
+    root.appendChild(titled(svg("path", { class: "err-mark", d: `M${ex},${y + 1} l5,9 l-10,0 z` }), `${e.fatal ? "fatal " : ""}${e.kind}: ${e.text || e.message}`));
   }
   for (const r of run.reloads) {
     const rx = x(r.at);
@@ -300,7 +310,8 @@ function drawLlm() {
 function drawBlackboard() {
   const host = document.getElementById("blackboard");
   host.textContent = "";
-  const keys = [...run.blackboard.keys()].sort();
+  // A key whose writes all failed holds nothing.
+  const keys = [...run.blackboard.keys()].filter((k) => run.blackboard.get(k).some((w) => !w.failed)).sort();
   if (!keys.length) { host.appendChild(el("div", { class: "empty" }, "empty")); return; }
   const t = el("table", { id: "blackboard-table" });
   const head = el("tr");
@@ -308,7 +319,6 @@ function drawBlackboard() {
   t.appendChild(head);
   for (const k of keys) {
     const h = run.blackboard.get(k), last = h.findLast((w) => !w.failed);
-    if (!last) continue;
     const row = el("tr", { class: "key" + (run.selectedKey === k ? " selected" : ""), "data-key": k });
     row.appendChild(el("td", { class: "mono" }, k));
     row.appendChild(el("td", { class: "val" }, last.deleted ? "(deleted)" : last.hasValue ? preview(last.value) : `(${last.bytes} B, too large to journal)`));
@@ -339,7 +349,7 @@ function drawProblems() {
   host.textContent = "";
   if (!run.errors.length && !run.failures.length && !run.reloads.length) { host.appendChild(el("div", { class: "empty" }, "none")); return; }
   const items = [
-    ...run.failures.map((e) => ({ at: e.at, cls: "problem", text: `${e.agent} failed handling ${e.message}` })),
+    ...run.failures.map((e) => ({ at: e.at, cls: "problem", text: e.text || `${e.agent} failed handling ${e.message}` })),
     ...run.errors.map((e) => ({ at: e.at, cls: "problem" + (e.fatal ? " fatal" : ""), text: `reported: ${e.agent}: [${e.kind}] ${e.message}` })),
     ...run.reloads.map((r) => ({ at: r.at, cls: "problem reload", text: r.refused ? `reload of ${r.path} refused${r.agent ? " by " + r.agent : ""}: ${r.error}` : `reload ${r.path}: ${r.change}` })),
   ].sort((a, b) => a.at - b.at);
