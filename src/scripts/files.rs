@@ -54,7 +54,13 @@ pub fn read_script(path: &Path) -> Result<String> {
             "larger than {MAX_SCRIPT_BYTES} bytes: not read"
         )));
     }
-    String::from_utf8(bytes).map_err(|e| not_utf8(&origin, e.as_bytes(), e.utf8_error()))
+    let text =
+        String::from_utf8(bytes).map_err(|e| not_utf8(&origin, e.as_bytes(), e.utf8_error()))?;
+    // A byte-order mark some editors write: Lua's own `lua` skips it too.
+    Ok(match text.strip_prefix('\u{FEFF}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
 }
 
 /// A script that is not UTF-8 is a bad script, like one that does not

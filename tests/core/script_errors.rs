@@ -261,6 +261,31 @@ fn a_script_that_is_not_utf8_is_a_script_error_naming_its_first_bad_byte() {
     }
 }
 
+/// A script saved with a UTF-8 byte-order mark (some Windows editors do)
+/// runs, as Lua's own `lua` runs it; its lines keep their numbers.
+#[test]
+fn a_script_with_a_byte_order_mark_runs_and_keeps_its_line_numbers() {
+    let scratch = Scratch::new(&[("fine.lua", "return {}\n")]);
+    scratch.write(
+        "task.toml",
+        "id = \"bom\"\ntype = \"test\"\ndescription = \"d\"\nagents = [\"marked\"]\n",
+    );
+    std::fs::write(
+        scratch.path().join("scripts/marked.lua"),
+        "\u{FEFF}-- saved with a BOM\nreturn { start = function() error('boom') end }\n",
+    )
+    .unwrap();
+    let out = orrery(scratch.path(), &["check", "scripts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = orrery(scratch.path(), &["run", "task.toml"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("scripts/marked.lua:2: boom"),
+        "{}",
+        show(&out)
+    );
+}
+
 #[test]
 fn check_passes_on_the_default_scripts() {
     let out = orrery(&crate::common::repo(), &["check"]);
