@@ -237,11 +237,37 @@ impl LayerOrigin {
                 "environment variable ORRERY_{}",
                 name.replace('.', "_").to_ascii_uppercase()
             ),
-            LayerOrigin::File { path, text } => match line_of_setting(text, name) {
-                Some(line) => format!("{path}:{line}"),
-                None => path.clone(),
-            },
+            LayerOrigin::File { .. } => self.of_all([name.to_string()]).remove(0).1,
         }
+    }
+
+    /// [`of`](Self::of) of each of `names`, with its name: a file's text
+    /// parsed once for all of them (once per setting, a config of thousands
+    /// of grants took seconds).
+    pub fn of_all(&self, names: impl IntoIterator<Item = String>) -> Vec<(String, String)> {
+        let LayerOrigin::File { path, text } = self else {
+            return names
+                .into_iter()
+                .map(|name| {
+                    let at = self.of(&name);
+                    (name, at)
+                })
+                .collect();
+        };
+        let root = toml::de::DeTable::parse(text).ok();
+        names
+            .into_iter()
+            .map(|name| {
+                let line = root
+                    .as_ref()
+                    .and_then(|r| line_of_setting(r.get_ref(), text, &name));
+                let at = match line {
+                    Some(line) => format!("{path}:{line}"),
+                    None => path.clone(),
+                };
+                (name, at)
+            })
+            .collect()
     }
 }
 
@@ -250,10 +276,9 @@ impl LayerOrigin {
 /// parser's spans: the value's line for a value, the key's for a table (a
 /// `[roles.beta.capabilities]` header), whatever form the file gives it
 /// (dotted keys, inline tables, an array over several lines).
-fn line_of_setting(text: &str, name: &str) -> Option<usize> {
-    use toml::de::{DeTable, DeValue};
-    let root = DeTable::parse(text).ok()?;
-    let mut table = root.get_ref();
+fn line_of_setting(root: &toml::de::DeTable<'_>, text: &str, name: &str) -> Option<usize> {
+    use toml::de::DeValue;
+    let mut table = root;
     let mut parts = name.split('.').peekable();
     let at = loop {
         let part = parts.next()?;
@@ -331,8 +356,7 @@ macro_rules! overlay {
         $(
             if let Some(v) = $layer.$field.clone() {
                 $cfg.$field = v;
-                let name = stringify!($field);
-                $origins.insert(name.to_string(), $layer.origin.of(name));
+                $origins.push(stringify!($field).to_string());
             }
         )*
     };
@@ -421,30 +445,29 @@ impl Config {
     pub fn resolve(layers: &[ConfigLayer]) -> Result<Config> {
         let mut cfg = Config::default();
         for layer in layers {
-            with_scalar_settings!(overlay!(cfg, cfg.origins, layer));
-            with_quotas!(overlay!(cfg.quotas, cfg.origins, layer));
+            // The names of the settings this layer sets, located at its end.
+            let mut set: Vec<String> = Vec::new();
+            with_scalar_settings!(overlay!(cfg, set, layer));
+            with_quotas!(overlay!(cfg.quotas, set, layer));
             if let Some(roles) = &layer.roles {
                 cfg.roles = roles.clone();
                 for (role, settings) in roles {
-                    let names = std::iter::once(format!("roles.{role}"))
-                        .chain(settings.capabilities.settings(role));
-                    for name in names {
-                        let at = layer.origin.of(&name);
-                        cfg.origins.insert(name, at);
-                    }
+                    set.push(format!("roles.{role}"));
+                    set.extend(settings.capabilities.settings(role));
                 }
             }
             if let Some(llm) = &layer.llm {
                 llm.apply_to(&mut cfg.llm);
-                let set = [
+                let llm_set = [
                     ("llm.timeout_ms", llm.timeout_ms.is_some()),
                     ("llm.max_concurrent", llm.max_concurrent.is_some()),
                     ("llm.token_budget", llm.token_budget.is_some()),
                 ];
-                for (name, _) in set.iter().filter(|(_, set)| *set) {
-                    cfg.origins.insert(name.to_string(), layer.origin.of(name));
+                for (name, _) in llm_set.iter().filter(|(_, set)| *set) {
+                    set.push(name.to_string());
                 }
             }
+            cfg.origins.extend(layer.origin.of_all(set));
         }
         cfg.validate()?;
         Ok(cfg)
@@ -594,20 +617,33 @@ fn what_it_takes(field: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::line_of_setting;
+    use super::LayerOrigin;
 
     #[test]
     fn a_setting_is_found_by_its_path_not_by_its_last_key() {
         let text = "timeout_ms = 1\n[llm]\ntimeout_ms = 2\n\
                     [roles.a.capabilities]\nhttp = [\"x\"]\n\
                     [roles.b.capabilities]\nhttp = [\n  \"x\",\n  \"y\",\n]\n";
-        assert_eq!(line_of_setting(text, "llm.timeout_ms"), Some(3));
+        let origin = LayerOrigin::File {
+            path: "o.toml".into(),
+            text: text.into(),
+        };
+        let names = [
+            "llm.timeout_ms",
+            "roles.b.capabilities.http[1]",
+            "roles.b",
+            "roles.c",
+            "roles.b.capabilities.http[7]",
+        ];
+        let found: Vec<String> = origin
+            .of_all(names.map(String::from))
+            .into_iter()
+            .map(|(_, at)| at)
+            .collect();
         assert_eq!(
-            line_of_setting(text, "roles.b.capabilities.http[1]"),
-            Some(9)
+            found,
+            ["o.toml:3", "o.toml:9", "o.toml:6", "o.toml", "o.toml"]
         );
-        assert_eq!(line_of_setting(text, "roles.b"), Some(6));
-        assert_eq!(line_of_setting(text, "roles.c"), None);
-        assert_eq!(line_of_setting(text, "roles.b.capabilities.http[7]"), None);
+        assert_eq!(origin.of("roles.b"), "o.toml:6");
     }
 }
