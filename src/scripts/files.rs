@@ -69,11 +69,7 @@ pub fn read_script(path: &Path) -> Result<String> {
 fn not_utf8(origin: &str, bytes: &[u8], e: std::str::Utf8Error) -> Error {
     let at = e.valid_up_to();
     let before = &bytes[..at];
-    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
+    let (line, line_start) = line_and_start(before);
     // Columns count characters: the bytes before `at` are valid UTF-8.
     let column = 1 + String::from_utf8_lossy(&before[line_start..])
         .chars()
@@ -85,6 +81,27 @@ fn not_utf8(origin: &str, bytes: &[u8], e: std::str::Utf8Error) -> Error {
             bytes[at]
         ),
     }
+}
+
+/// The 1-based line at the end of `text` and the offset where it starts,
+/// counting line breaks as Lua's lexer does (`\n`, `\r`, `\r\n` and
+/// `\n\r` each one break), so the line is the one Lua's errors would name.
+fn line_and_start(text: &[u8]) -> (usize, usize) {
+    let (mut line, mut start, mut i) = (1, 0, 0);
+    while i < text.len() {
+        let b = text[i];
+        if b == b'\n' || b == b'\r' {
+            let pair = text
+                .get(i + 1)
+                .is_some_and(|&c| (c == b'\n' || c == b'\r') && c != b);
+            i += if pair { 2 } else { 1 };
+            line += 1;
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    (line, start)
 }
 
 /// What a file that is not regular is, for messages.
@@ -180,4 +197,24 @@ fn walk(
     }
     ancestors.pop();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_and_start;
+
+    /// Lines are counted as Lua counts them, whatever the line ends.
+    #[test]
+    fn lines_end_as_lua_ends_them() {
+        assert_eq!(line_and_start(b"a"), (1, 0));
+        assert_eq!(line_and_start(b"a\nb\nc"), (3, 4));
+        assert_eq!(line_and_start(b"a\r\nb\r\nc"), (3, 6));
+        assert_eq!(
+            line_and_start(b"a\rb\rc"),
+            (3, 4),
+            "CR alone, old Mac style"
+        );
+        assert_eq!(line_and_start(b"a\n\rb"), (2, 3));
+        assert_eq!(line_and_start(b"a\n\nb"), (3, 3), "two LFs are two lines");
+    }
 }
