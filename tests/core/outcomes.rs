@@ -266,22 +266,30 @@ return M
 
 /// A thousand identical errors are one line with a count in the report, and
 /// a handful of lines on stderr, not a thousand tracebacks.
-#[test]
-fn a_thousand_identical_errors_are_summarised_with_a_count() {
-    let s = Scratch::new(&[("flood.lua", FLOOD), ("broken.lua", BROKEN)]);
+/// Runs FLOOD's 300 messages against the handler `broken`, each tried
+/// `attempts` times: the scratch directory, the run's output and its JSON
+/// report, which lists two errors (the handled one and the dead letters).
+fn flood(broken: &str, attempts: &str) -> (Scratch, std::process::Output, Value) {
+    let s = Scratch::new(&[("flood.lua", FLOOD), ("broken.lua", broken)]);
     s.write(
         "task.toml",
         "id = \"flood\"\ntype = \"test\"\ndescription = \"d\"\nagents = [\"broken\", \"flood\"]\n",
     );
     let env = [
         ("ORRERY_REDELIVERY_BACKOFF", "0"),
-        ("ORRERY_MAX_ATTEMPTS", "4"),
+        ("ORRERY_MAX_ATTEMPTS", attempts),
     ];
     let out = crate::common::orrery_env(s.path(), &["run", "task.toml", "--json"], &env);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"].as_array().unwrap().len(), 2, "{report:#}");
+    (s, out, report)
+}
+
+#[test]
+fn a_thousand_identical_errors_are_summarised_with_a_count() {
+    let (s, out, report) = flood(BROKEN, "4");
     let errors = report["errors"].as_array().unwrap();
-    assert_eq!(errors.len(), 2, "{report:#}");
     let handled = errors.iter().find(|e| e["fatal"] == false).unwrap();
     assert_eq!(
         handled["count"], 1200,
@@ -299,6 +307,10 @@ fn a_thousand_identical_errors_are_summarised_with_a_count() {
     );
     assert_eq!(stderr.matches("stack traceback").count(), 1, "{stderr}");
 
+    let env = [
+        ("ORRERY_REDELIVERY_BACKOFF", "0"),
+        ("ORRERY_MAX_ATTEMPTS", "4"),
+    ];
     let text = crate::common::orrery_env(s.path(), &["run", "task.toml"], &env);
     let summary = String::from_utf8_lossy(&text.stdout);
     assert!(
@@ -317,20 +329,8 @@ return M
 /// whatever its address: one counted entry with the raising line.
 #[test]
 fn identical_table_errors_fold_into_one_counted_entry() {
-    let s = Scratch::new(&[("flood.lua", FLOOD), ("broken.lua", RAISES_TABLE)]);
-    s.write(
-        "task.toml",
-        "id = \"flood\"\ntype = \"test\"\ndescription = \"d\"\nagents = [\"broken\", \"flood\"]\n",
-    );
-    let env = [
-        ("ORRERY_REDELIVERY_BACKOFF", "0"),
-        ("ORRERY_MAX_ATTEMPTS", "2"),
-    ];
-    let out = crate::common::orrery_env(s.path(), &["run", "task.toml", "--json"], &env);
-    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_s, out, report) = flood(RAISES_TABLE, "2");
     let errors = report["errors"].as_array().unwrap();
-    assert_eq!(errors.len(), 2, "{report:#}");
     let handled = errors.iter().find(|e| e["fatal"] == false).unwrap();
     assert_eq!(
         handled["count"], 600,
