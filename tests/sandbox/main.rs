@@ -13,6 +13,7 @@ mod audit;
 mod bad_input;
 mod budgets;
 mod capabilities;
+mod coroutines;
 mod escapes;
 mod hostile;
 mod keys;
