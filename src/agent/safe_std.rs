@@ -205,7 +205,7 @@ return function(f, msgh, ...)
     error("bad argument #2 to 'xpcall' (function expected, got " .. type(msgh) .. ")", 2)
   end
   local r = pack(pcall(f, ...))
-  if r[1] then return unpack(r, 2, r.n) end
+  if r[1] then return unpack(r, 1, r.n) end
   local _, handled = pcall(msgh, r[2])
   return false, handled
 end

@@ -677,6 +677,9 @@ local shapes = {
   pcall_inside = function()
     return coroutine.resume(coroutine.create(function() return pcall(sleep, 5) end))
   end,
+  xpcall_inside = function()
+    return coroutine.resume(coroutine.create(function() return xpcall(sleep, tostring, 5) end))
+  end,
   yield_then_wait = function()
     local co = coroutine.wrap(function() coroutine.yield("mine") sleep(5) return "done" end)
     return co(), co()
@@ -728,6 +731,7 @@ async fn no_shape_of_a_waiting_call_in_a_coroutine_hands_the_script_a_userdata()
             "resume: boolean string",
             "resume_again: boolean string",
             "wrap: nil",
+            "xpcall_inside: boolean boolean",
             "yield_then_wait: string string",
         ]
     );

@@ -189,3 +189,21 @@ async fn store_calls_inside_coroutines_wait_on_redis() {
         &json!("boolean:true boolean:true string:k string:READY")
     );
 }
+
+#[tokio::test]
+async fn xpcall_returns_its_status_first_as_the_stock_one_does() {
+    let body = format!(
+        r#"{SHOW}
+  task.output("ok", show(xpcall(function(a) return a, 2 end, tostring, 1)))
+  task.output("err", show(xpcall(function() error("boom", 0) end, function(e) return "handled " .. e end)))"#
+    );
+    let report = run_role(Backend::Memory, &start(&body), &[]).await;
+    assert_eq!(
+        output(&report, "ok"),
+        &json!("boolean:true number:1 number:2")
+    );
+    assert_eq!(
+        output(&report, "err"),
+        &json!("boolean:false string:handled boom")
+    );
+}
