@@ -23,4 +23,5 @@ mod patterns;
 mod props;
 mod rss;
 mod sizes;
+mod top_level;
 mod util;
