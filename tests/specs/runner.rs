@@ -166,6 +166,27 @@ end)
     assert!(stdout.contains("1 passed, 1 failed"), "{}", show(&out));
 }
 
+/// A cleanup that fails after a failure is reported too, after the first
+/// error: it was dropped, so a broken after_each hid behind any failure.
+#[test]
+fn an_after_each_that_fails_after_a_failure_is_reported_too() {
+    let spec = r#"
+before_each(function() error("setup broke") end)
+after_each(function() error("cleanup broke") end)
+it("runs", function() end)
+"#;
+    let scratch = project(&[("cleanup_spec.lua", spec)]);
+    let out = orrery(scratch.path(), &["test"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+    assert!(
+        stdout.contains("in before_each: spec/cleanup_spec.lua:2: setup broke")
+            && stdout.contains("also in after_each: spec/cleanup_spec.lua:3: cleanup broke"),
+        "{}",
+        show(&out)
+    );
+}
+
 #[test]
 fn an_unscripted_llm_call_fails_the_test_quoting_the_prompt_even_when_the_agent_caught_it() {
     // Alpha catches the failed call and falls back to its rules: the run
