@@ -301,10 +301,10 @@ pub fn print_out(text: &str) {
 pub fn write_out(text: &str) -> bool {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
-        _ => true,
-    }
+    !matches!(
+        out.write_all(text.as_bytes()).and_then(|()| out.flush()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe
+    )
 }
 
 /// Writes one line to stderr. A reader that went away (`2>&1 | tee log`

@@ -323,3 +323,35 @@ end)
     let out = orrery(scratch.path(), &["test"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 }
+
+/// An agent that fails where the test did not wait for it fails the test,
+/// naming the agent's error; one the test waited for (`spawn.wait` returns
+/// FAILED) is a failure the test expected.
+#[test]
+fn an_agent_failing_unseen_fails_the_test_and_one_waited_for_does_not() {
+    let spec = r#"
+it("does not look", function()
+  spawn.agent("crash")
+end)
+it("expects it", function()
+  local id = spawn.agent("crash")
+  assert.equals("FAILED", spawn.wait(id, 1000))
+end)
+"#;
+    let scratch = project(&[("crash_spec.lua", spec)]);
+    scratch.write(
+        "scripts/crash.lua",
+        "local M = {}\nfunction M.start(self)\n  error('crashed on purpose')\nend\nreturn M\n",
+    );
+    let out = orrery(scratch.path(), &["test"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+    assert!(
+        stdout.contains("1 passed, 1 failed")
+            && stdout
+                .contains("an agent failed while the test ran, and the test did not wait for it")
+            && stdout.contains("crash-1: scripts/crash.lua:3: crashed on purpose"),
+        "{}",
+        show(&out)
+    );
+}
