@@ -207,7 +207,8 @@ fn a_write_that_raised_on_a_paused_server_is_not_applied_when_it_wakes() {
     assert_eq!(done.code, Some(5), "{}", done.show());
     assert!(
         raised.contains(&format!("store {url} unreachable"))
-            && raised.contains("the write is refused if it reaches it later"),
+            && raised.contains("whether it applied the write is not known")
+            && raised.contains("if the write reaches it after the deadline, it is refused"),
         "{raised}"
     );
     let (step, n) = {
