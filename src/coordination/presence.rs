@@ -67,7 +67,9 @@ impl Presence {
     /// The error of this process once it is fenced, naming the loss limit
     /// of the process that fenced it as that one recorded it in this
     /// process's record (this process's own limit may differ: each process
-    /// has its own `heartbeat_interval`).
+    /// has its own `heartbeat_interval`). The fencer writes the record just
+    /// after the fence, so a process that looks in between finds no limit
+    /// and its error names none: no number rather than a wrong one.
     pub async fn fenced(&self) -> Error {
         let lost_after_ms = match self.store.host_list(&self.task).await {
             Ok(hosts) => hosts
