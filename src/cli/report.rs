@@ -53,10 +53,10 @@ pub fn execute(args: ReportArgs) -> anyhow::Result<i32> {
             format!("cannot write the page: {e}"),
         )
     })?;
-    eprintln!(
+    super::print_err(&format!(
         "wrote {} ({} journal entries)",
         output.display(),
         lines.len()
-    );
+    ));
     Ok(exit::OK)
 }

@@ -402,7 +402,13 @@ local function text_of(err)
   local text = tostring(err)
   if type(err) ~= "string" then
     -- Not by its address, a new one each run: as Lua's own `lua.c` says it.
-    text = text:gsub("^([^%s:]+): 0x%x%x%x%x%x%x%x%x+$", "(error object is a %1 value)")
+    local kind = text:match("^(.-): 0x%x%x%x%x%x%x%x%x+$")
+    if kind then
+      -- A `__name` that is not one plain word (a line feed in it, say) is
+      -- named by the value's type.
+      if not kind:match("^[^%s:%c]+$") then kind = type(err) end
+      text = "(error object is a " .. kind .. " value)"
+    end
   end
   return text
 end

@@ -115,6 +115,30 @@ fn the_filter_runs_only_the_tests_whose_name_matches() {
     );
 }
 
+/// A filter that leaves no test to run is bad input, not a green run of
+/// nothing; a malformed pattern matches as plain text only (`(` matched
+/// every test) and the error says why.
+#[test]
+fn a_filter_that_matches_no_test_is_bad_input_naming_the_flag() {
+    let scratch = project(&[("mixed_spec.lua", MIXED)]);
+    for (filter, says) in [
+        ("no such test", "as plain text or as a Lua pattern"),
+        ("[", "malformed (malformed pattern (missing ']')"),
+        ("(", "malformed (unfinished capture"),
+    ] {
+        let out = orrery(scratch.path(), &["test", "--filter", filter]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{filter}: {}", show(&out));
+        assert!(
+            stderr.contains(&format!(
+                "flag --filter: '{filter}' matches no test of 1 spec file(s)"
+            )) && stderr.contains(says),
+            "{filter}: {}",
+            show(&out)
+        );
+    }
+}
+
 #[test]
 fn hooks_run_around_each_test_outer_first_and_after_each_also_after_a_failure() {
     let spec = r#"
