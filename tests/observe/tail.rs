@@ -286,6 +286,8 @@ fn tail_ends_when_the_reader_of_its_output_goes_away() {
         "id = \"ticking\"\ntype = \"test\"\ndescription = \"tail\"\ntimeout = 120000\nagents = [\"ticker\"]\n",
     );
     let mut owner = spawn_orrery(scratch.path(), &["run", "task.toml", "--store", &url], &[]);
+    // The run is stored before tail looks for it.
+    owner.wait_for("-> INIT", PATIENCE);
     let mut tail =
         crate::common::orrery_command(scratch.path(), &["tail", "ticking", "--store", &url])
             .stdout(std::process::Stdio::piped())
