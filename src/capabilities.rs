@@ -52,7 +52,8 @@ impl Capabilities {
     /// The names of the settings this grants, for `role`
     /// (`roles.beta.capabilities.http[1]`), as errors name them.
     pub fn settings(&self, role: &str) -> Vec<String> {
-        let name = |field: String| format!("roles.{role}.capabilities.{field}");
+        let table = crate::config::role_setting(role);
+        let name = |field: String| format!("{table}.capabilities.{field}");
         let read = self.read_files.iter().map(|_| "read_files".to_string());
         let commands = (0..self.commands.len()).map(|i| format!("commands[{i}]"));
         let http = (0..self.http.len()).map(|i| format!("http[{i}]"));

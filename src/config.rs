@@ -271,22 +271,77 @@ impl LayerOrigin {
     }
 }
 
+/// The name of role `role`'s settings table: `roles.beta`, or with the
+/// role quoted as TOML quotes a key that is not bare, `roles."a.b"`, so
+/// the name reads as the file wrote it and its path splits back into the
+/// same keys (see [`setting_path`]).
+pub fn role_setting(role: &str) -> String {
+    let bare = !role.is_empty()
+        && role
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        return format!("roles.{role}");
+    }
+    let mut name = String::from("roles.\"");
+    for c in role.chars() {
+        if c == '"' || c == '\\' {
+            name.push('\\');
+        }
+        name.push(c);
+    }
+    name.push('"');
+    name
+}
+
+/// The keys of setting `name` (`roles."a.b".capabilities.http[1]`), each
+/// with its array index: split on the dots outside quotes, a quoted key
+/// (as [`role_setting`] writes it) unquoted. None for a name that is not
+/// such a path.
+fn setting_path(name: &str) -> Option<Vec<(String, Option<usize>)>> {
+    let mut keys = Vec::new();
+    let mut chars = name.chars().peekable();
+    loop {
+        let mut key = String::new();
+        let quoted = chars.next_if_eq(&'"').is_some();
+        if quoted {
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => key.push(chars.next()?),
+                    c => key.push(c),
+                }
+            }
+        }
+        let rest: String = std::iter::from_fn(|| chars.next_if(|c| *c != '.')).collect();
+        let (bare, index) = match rest.split_once('[') {
+            Some((bare, i)) => (bare, Some(i.strip_suffix(']')?.parse::<usize>().ok()?)),
+            None => (rest.as_str(), None),
+        };
+        if quoted && !bare.is_empty() {
+            return None;
+        }
+        key.push_str(bare);
+        keys.push((key, index));
+        if chars.next().is_none() {
+            return Some(keys);
+        }
+    }
+}
+
 /// The 1-based line where setting `name` (`max_agents`, `llm.timeout_ms`,
-/// `roles.beta.capabilities.http[1]`) is written in TOML `text`, from the
-/// parser's spans: the value's line for a value, the key's for a table (a
-/// `[roles.beta.capabilities]` header), whatever form the file gives it
-/// (dotted keys, inline tables, an array over several lines).
+/// `roles.beta.capabilities.http[1]`, `roles."a.b"`) is written in TOML
+/// `text`, from the parser's spans: the value's line for a value, the
+/// key's for a table (a `[roles.beta.capabilities]` header), whatever form
+/// the file gives it (dotted keys, inline tables, an array over several
+/// lines).
 fn line_of_setting(root: &toml::de::DeTable<'_>, text: &str, name: &str) -> Option<usize> {
     use toml::de::DeValue;
     let mut table = root;
-    let mut parts = name.split('.').peekable();
+    let mut parts = setting_path(name)?.into_iter().peekable();
     let at = loop {
-        let part = parts.next()?;
-        let (key, index) = match part.split_once('[') {
-            Some((key, i)) => (key, Some(i.strip_suffix(']')?.parse::<usize>().ok()?)),
-            None => (part, None),
-        };
-        let (key, value) = table.get_key_value(key)?;
+        let (key, index) = parts.next()?;
+        let (key, value) = table.get_key_value(key.as_str())?;
         let value = match (index, value.get_ref()) {
             (Some(i), DeValue::Array(items)) => items.get(i)?,
             (Some(_), _) => return None,
@@ -452,7 +507,7 @@ impl Config {
             if let Some(roles) = &layer.roles {
                 cfg.roles = roles.clone();
                 for (role, settings) in roles {
-                    set.push(format!("roles.{role}"));
+                    set.push(role_setting(role));
                     set.extend(settings.capabilities.settings(role));
                 }
             }
@@ -507,7 +562,7 @@ impl Config {
             .keys()
             .filter(|role| !roles.contains(role))
             .map(|role| {
-                let name = format!("roles.{role}");
+                let name = role_setting(role);
                 let at = self
                     .origin(&name)
                     .map(|at| format!("{at}: "))
@@ -589,12 +644,13 @@ impl Config {
         for (role, settings) in &self.roles {
             if !crate::task::is_role_name(role) {
                 return Err(self.bad_setting(
-                    &format!("roles.{role}"),
+                    &role_setting(role),
                     "a role name is letters, digits and '_'",
                 ));
             }
             if let Err((field, why)) = settings.capabilities.validate() {
-                return Err(self.bad_setting(&format!("roles.{role}.capabilities.{field}"), why));
+                let name = format!("{}.capabilities.{field}", role_setting(role));
+                return Err(self.bad_setting(&name, why));
             }
         }
         Ok(())
@@ -617,7 +673,7 @@ fn what_it_takes(field: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::LayerOrigin;
+    use super::{Config, ConfigLayer, LayerOrigin, role_setting};
 
     #[test]
     fn a_setting_is_found_by_its_path_not_by_its_last_key() {
@@ -645,5 +701,33 @@ mod tests {
             ["o.toml:3", "o.toml:9", "o.toml:6", "o.toml", "o.toml"]
         );
         assert_eq!(origin.of("roles.b"), "o.toml:6");
+    }
+
+    /// A role named with a dot is one key of the path, not two: an error
+    /// about it names its line.
+    #[test]
+    fn a_quoted_role_name_is_one_key_of_its_settings_path() {
+        let text = "max_agents = 2\n\n[roles.\"a.b\".capabilities]\nhttp = [\"x\"]\n\
+                    [roles.a]\n[roles.'q\"\\']\n";
+        let dir = std::env::temp_dir().join(format!("orrery-config-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("o.toml");
+        std::fs::write(&path, text).unwrap();
+        let layer = ConfigLayer::from_file(&path).unwrap();
+        let at = |name: String| layer.origin.of(&name);
+        assert_eq!(role_setting("a.b"), "roles.\"a.b\"");
+        assert_eq!(at(role_setting("a.b")), format!("{}:3", path.display()));
+        assert_eq!(
+            at(format!("{}.capabilities.http[0]", role_setting("a.b"))),
+            format!("{}:4", path.display())
+        );
+        assert_eq!(at(role_setting("a")), format!("{}:5", path.display()));
+        assert_eq!(at(role_setting("q\"\\")), format!("{}:6", path.display()));
+        let e = Config::resolve(&[layer]).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            e.contains(&format!("{}:3: setting roles.\"a.b\":", path.display())),
+            "{e}"
+        );
     }
 }

@@ -132,17 +132,20 @@ pub enum Error {
     },
     /// This process was declared lost and fenced out of a shared task.
     #[error(
-        "fenced: this process ({host}) was declared lost by the others sharing task '{task}' \
-         (silent for {lost_after_ms} ms or more) and may no longer write to it; its agents were \
-         stopped and their messages go to the others. Run it again to rejoin as a new member"
+        "fenced: this process ({host}) was declared lost by the others sharing task '{task}'{} \
+         and may no longer write to it; its agents were stopped and their messages go to the \
+         others. Run it again to rejoin as a new member",
+        fenced_after(*lost_after_ms)
     )]
     Fenced {
         /// The task.
         task: String,
         /// This process's member id.
         host: String,
-        /// The silence after which a process is lost (5 heartbeat intervals).
-        lost_after_ms: u64,
+        /// The silence after which the process that fenced it declared it
+        /// lost (5 of that process's heartbeat intervals, not necessarily
+        /// this one's), when it recorded it.
+        lost_after_ms: Option<u64>,
     },
     /// An agent moved itself to FAILED with a reason.
     #[error("agent {agent} failed: {reason}")]
@@ -152,6 +155,18 @@ pub enum Error {
         /// The reason it gave.
         reason: String,
     },
+}
+
+/// The words of [`Error::Fenced`] on the silence it was fenced after: the
+/// fencing process's loss limit when it recorded one, nothing otherwise (a
+/// number of this process's own would be a guess).
+fn fenced_after(lost_after_ms: Option<u64>) -> String {
+    match lost_after_ms {
+        Some(ms) => {
+            format!(" (silent for {ms} ms or more, the loss limit of the process that fenced it)")
+        }
+        None => String::new(),
+    }
 }
 
 impl Error {

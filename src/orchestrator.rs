@@ -458,7 +458,7 @@ impl Orchestrator {
             if self.fenced {
                 // No stop callbacks: they would act on a task that went on
                 // without this process.
-                let fenced = self.coord.presence.fenced();
+                let fenced = self.coord.presence.fenced().await;
                 tracing::error!("{fenced}");
                 // First among the fatal errors, so the exit code is the
                 // fence's (an agent whose write was refused first failed

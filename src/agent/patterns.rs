@@ -60,6 +60,95 @@ pub fn is_plain(p: &[u8]) -> bool {
     !p.iter().any(|c| SPECIALS.contains(c))
 }
 
+/// Whether `pat` (without a leading `^`) is a well-formed Lua pattern,
+/// checked whole and at once: Lua finds a malformed part only when a match
+/// reaches it, so a pattern given once for many matches (`orrery test
+/// --filter`) is checked here first. The error is Lua's own words.
+pub fn check(pat: &[u8]) -> Result<(), String> {
+    let mut open: Vec<bool> = Vec::new(); // each capture: closed yet?
+    let mut p = 0;
+    while p < pat.len() {
+        match pat[p] {
+            b'(' => {
+                if open.len() >= MAX_CAPTURES {
+                    return Err("too many captures".into());
+                }
+                // `()` is a position capture, closed at once.
+                let position = pat.get(p + 1) == Some(&b')');
+                open.push(position);
+                p += if position { 2 } else { 1 };
+                continue;
+            }
+            b')' => {
+                let Some(l) = open.iter().rposition(|closed| !closed) else {
+                    return Err("invalid pattern capture".into());
+                };
+                open[l] = true;
+                p += 1;
+                continue;
+            }
+            b'%' => match pat.get(p + 1) {
+                None => return Err("malformed pattern (ends with '%')".into()),
+                Some(b'b') => {
+                    if pat.len() < p + 4 {
+                        return Err("missing arguments to '%b'".into());
+                    }
+                    p += 4;
+                    continue;
+                }
+                Some(b'f') => {
+                    if pat.get(p + 2) != Some(&b'[') {
+                        return Err("missing '[' after '%f' in pattern".into());
+                    }
+                    p = set_end(pat, p + 2)?;
+                    continue;
+                }
+                Some(d @ b'0'..=b'9') => {
+                    let l = (*d as usize).wrapping_sub(b'1' as usize);
+                    if l >= open.len() || !open[l] {
+                        return Err(format!(
+                            "invalid capture index %{}",
+                            l.wrapping_add(1) as isize
+                        ));
+                    }
+                    p += 2;
+                }
+                Some(_) => p += 2,
+            },
+            b'[' => p = set_end(pat, p)?,
+            _ => p += 1,
+        }
+        // A single-character class may take one quantifier.
+        if matches!(pat.get(p), Some(b'?' | b'*' | b'+' | b'-')) {
+            p += 1;
+        }
+    }
+    if open.iter().any(|closed| !closed) {
+        return Err("unfinished capture".into());
+    }
+    Ok(())
+}
+
+/// The end of the set `[...]` that starts at `p` (`classEnd` of `lstrlib.c`).
+fn set_end(pat: &[u8], p: usize) -> Result<usize, String> {
+    let missing = || "malformed pattern (missing ']')".to_string();
+    let mut p = p + 1;
+    if pat.get(p) == Some(&b'^') {
+        p += 1;
+    }
+    loop {
+        let c = *pat.get(p).ok_or_else(missing)?;
+        p += 1;
+        if c == b'%' {
+            pat.get(p).ok_or_else(missing)?;
+            p += 1;
+        }
+        if pat.get(p) == Some(&b']') {
+            return Ok(p + 1);
+        }
+    }
+}
+
 /// `posrelatI` of `lstrlib.c`: a 1-based start position from Lua's `init`.
 pub fn start_index(init: i64, len: usize) -> usize {
     if init > 0 {
@@ -490,5 +579,30 @@ mod tests {
         };
         let mut m = Matcher::new(subject.as_bytes(), pattern.as_bytes(), &spent);
         assert!(matches!(m.match_at(0), Err(PatternError::Budget(_))));
+    }
+
+    #[test]
+    fn malformed_patterns_are_found_whole_in_lua_words() {
+        for ok in [
+            "", "a", "a.b", "[%]]", "[]]", "[^]x]", "%d+", "(a)(b)%2", "()", "%bxy", "%f[%w]",
+            "x$", "a-?",
+        ] {
+            assert_eq!(super::check(ok.as_bytes()), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("(", "unfinished capture"),
+            ("a(b", "unfinished capture"),
+            (")", "invalid pattern capture"),
+            ("[", "malformed pattern (missing ']')"),
+            ("a[", "malformed pattern (missing ']')"),
+            ("[%", "malformed pattern (missing ']')"),
+            ("%", "malformed pattern (ends with '%')"),
+            ("%b", "missing arguments to '%b'"),
+            ("%fx", "missing '[' after '%f' in pattern"),
+            ("%1", "invalid capture index %1"),
+            ("(a%1)", "invalid capture index %1"),
+        ] {
+            assert_eq!(super::check(bad.as_bytes()), Err(why.to_string()), "{bad}");
+        }
     }
 }

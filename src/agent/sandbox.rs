@@ -276,11 +276,19 @@ fn install_require(lua: &Lua, registry: Arc<ScriptRegistry>) -> mlua::Result<()>
             return Ok(cached);
         }
         let script = registry.module(&name).ok_or_else(|| {
-            mlua::Error::runtime(format!(
-                "module '{name}' not found: no {}/{}.lua and no stdlib module of that name",
-                registry.scripts_dir().display(),
-                name.replace('.', "/")
-            ))
+            let dir = registry.scripts_dir().display();
+            mlua::Error::runtime(match registry.role(&name) {
+                // The file is there, as a role: say why it is not a module.
+                Ok(_) => format!(
+                    "module '{name}' not found: {dir}/{name}.lua is a role script (the files at \
+                     the top of {dir} are roles, spawned with spawn.agent('{name}')); a module \
+                     lives in a subdirectory, e.g. {dir}/lib/{name}.lua, required as 'lib.{name}'"
+                ),
+                Err(_) => format!(
+                    "module '{name}' not found: no {dir}/{}.lua and no stdlib module of that name",
+                    name.replace('.', "/")
+                ),
+            })
         })?;
         let value: Value = modules::loading(lua, Loader::Module(name.clone()), || {
             compile(lua, &script)?.call(name.as_str())

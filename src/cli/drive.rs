@@ -14,7 +14,11 @@ pub(super) async fn drive(orchestrator: Orchestrator, quiet: bool) -> orrery::Re
         let start = orchestrator.coordination().metrics.start_time();
         tokio::spawn(async move {
             while let Ok(change) = changes.recv().await {
-                super::print_err(&format_change(&change, start));
+                super::print_err_at(
+                    "INFO",
+                    &format_change(&change, start),
+                    change_fields(&change, start),
+                );
             }
         })
     });
@@ -102,6 +106,19 @@ async fn forward_interrupts(stopper: Stopper) {
         super::print_err("quitting at once: what the run had not stored yet is lost");
         std::process::exit(orrery::error::exit::INTERRUPTED);
     }
+}
+
+/// A phase change's parts, for its line under `--log-format json`.
+fn change_fields(c: &PhaseChange, start_ms: u64) -> serde_json::Map<String, serde_json::Value> {
+    let mut f = serde_json::Map::new();
+    f.insert("at_ms".into(), c.at_ms.saturating_sub(start_ms).into());
+    f.insert("agent".into(), c.agent.to_string().into());
+    f.insert("from".into(), c.from.map(|p| p.to_string()).into());
+    f.insert("to".into(), c.to.to_string().into());
+    if let Some(reason) = &c.reason {
+        f.insert("reason".into(), reason.to_string().into());
+    }
+    f
 }
 
 fn format_change(c: &PhaseChange, start_ms: u64) -> String {

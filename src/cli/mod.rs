@@ -293,16 +293,39 @@ pub fn require_shared_store(config: &Config, what: &str) -> Result<(), Error> {
 /// Writes a command's result to stdout. A reader that went away (`| head`)
 /// is not an error of the command: the rest is dropped, not a panic.
 pub fn print_out(text: &str) {
+    let _ = write_out(text);
+}
+
+/// [`print_out`] for a command that follows something until its reader
+/// goes away (`orrery tail … | head -1`): false once the reader is gone.
+pub fn write_out(text: &str) -> bool {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    !matches!(
+        out.write_all(text.as_bytes()).and_then(|()| out.flush()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe
+    )
 }
 
 /// Writes one line to stderr. A reader that went away (`2>&1 | tee log`
 /// when Ctrl-C ended `tee`) is not an error: the line is dropped, never a
-/// panic, so the run still ends with its report and exit code.
+/// panic, so the run still ends with its report and exit code. Under
+/// `--log-format json` the line is a log object like the others (see
+/// [`json_line`]).
 pub fn print_err(line: &str) {
+    print_err_at("INFO", line, serde_json::Map::new());
+}
+
+/// [`print_err`] at `level`, with `fields` beside the message in JSON.
+pub fn print_err_at(level: &str, line: &str, fields: serde_json::Map<String, serde_json::Value>) {
     use std::io::Write;
+    let json;
+    let line = if observe::json_stderr() {
+        json = json_line(level, line, fields);
+        &json
+    } else {
+        line
+    };
     let mut err = std::io::stderr().lock();
     let _ = err
         .write_all(line.as_bytes())
@@ -310,9 +333,30 @@ pub fn print_err(line: &str) {
         .and_then(|()| err.flush());
 }
 
+/// One line of the host's own (a phase change, `stopping: …`, the final
+/// error) as the object `--log-format json` makes of a log line:
+/// `timestamp`, `level`, `fields` (`message` and the rest), `target`.
+fn json_line(
+    level: &str,
+    message: &str,
+    mut fields: serde_json::Map<String, serde_json::Value>,
+) -> String {
+    use tracing_subscriber::fmt::{format::Writer, time::FormatTime};
+    let mut timestamp = String::new();
+    let _ = tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut timestamp));
+    fields.insert("message".into(), message.into());
+    serde_json::json!({
+        "timestamp": timestamp,
+        "level": level,
+        "fields": fields,
+        "target": "orrery",
+    })
+    .to_string()
+}
+
 /// Prints an error for the user and returns its exit code.
 pub fn report_error(e: &anyhow::Error) -> i32 {
-    print_err(&format!("error: {e:#}"));
+    print_err_at("ERROR", &format!("error: {e:#}"), serde_json::Map::new());
     e.chain()
         .find_map(|c| c.downcast_ref::<Error>())
         .map_or(exit::INTERNAL, Error::exit_code)

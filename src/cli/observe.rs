@@ -59,13 +59,13 @@ impl ObserveArgs {
             journal.attach(feed.sink());
             let addr = live::serve(listener, feed)?;
             let shown = format!("http://{addr}/");
-            eprintln!("live view: {shown}");
+            super::print_err(&format!("live view: {shown}"));
             url = Some(shown);
         }
         if let Some(addr) = &self.metrics_addr {
             let addr =
                 orrery::observe::prometheus::serve(addr, "flag --metrics-addr", coord).await?;
-            eprintln!("metrics: http://{addr}/metrics");
+            super::print_err(&format!("metrics: http://{addr}/metrics"));
         }
         Ok(Observers { ui: url })
     }
@@ -79,7 +79,9 @@ impl Observers {
         if interrupted {
             return;
         }
-        eprintln!("the task ended; the live view stays at {url} until Ctrl-C");
+        super::print_err(&format!(
+            "the task ended; the live view stays at {url} until Ctrl-C"
+        ));
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -93,6 +95,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Set once `--log-format json` is in force: the host's own lines on
+/// stderr are JSON objects too (`print_err`).
+static JSON_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stderr takes JSON objects only (`--log-format json`).
+pub fn json_stderr() -> bool {
+    JSON_STDERR.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Logs to stderr at `filter` (see `Cli::log_filter`) in `format`, in colour
 /// only on a terminal and when `NO_COLOR` is unset or empty (no-color.org).
 /// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the run's
@@ -102,6 +113,10 @@ pub fn init_tracing(
     filter: &str,
     format: LogFormat,
 ) -> orrery::Result<Option<orrery::observe::otel::Telemetry>> {
+    JSON_STDERR.store(
+        format == LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !no_color;
     // The run's spans are for trace export: log lines never carry them.

@@ -17,13 +17,18 @@ pub struct ReportArgs {
     pub output: Option<PathBuf>,
 }
 
+/// Longest journal line read: far above any entry (a value the host
+/// takes is at most `max_value_bytes`, escaped), so a file that is no
+/// journal (`/dev/zero`) is refused before it fills the memory.
+const MAX_LINE: u64 = 256 << 20;
+
 pub fn execute(args: ReportArgs) -> anyhow::Result<i32> {
     let shown = args.journal.display().to_string();
-    let text = std::fs::read_to_string(&args.journal)
-        .map_err(|e| orrery::Error::bad_input(&shown, format!("cannot read the journal: {e}")))?;
+    let read = read_lines(&args.journal, &shown)?;
     let mut lines = Vec::new();
     let mut title = None;
-    for (n, line) in text.lines().enumerate() {
+    for (n, line) in read.iter().enumerate() {
+        let line = line.as_str();
         if line.trim().is_empty() {
             continue;
         }
@@ -53,10 +58,43 @@ pub fn execute(args: ReportArgs) -> anyhow::Result<i32> {
             format!("cannot write the page: {e}"),
         )
     })?;
-    eprintln!(
+    super::print_err(&format!(
         "wrote {} ({} journal entries)",
         output.display(),
         lines.len()
-    );
+    ));
     Ok(exit::OK)
+}
+
+/// The lines of the journal at `path`, each at most [`MAX_LINE`] bytes.
+fn read_lines(path: &std::path::Path, shown: &str) -> orrery::Result<Vec<String>> {
+    use std::io::{BufRead, Read};
+    let cannot = |e: std::io::Error| {
+        orrery::Error::bad_input(shown, format!("cannot read the journal: {e}"))
+    };
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(cannot)?);
+    let mut lines = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let read = (&mut reader)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(cannot)?;
+        if read == 0 {
+            return Ok(lines);
+        }
+        let at = format!("{shown}:{}", lines.len() + 1);
+        if line.len() as u64 > MAX_LINE {
+            return Err(orrery::Error::bad_input(
+                at,
+                format!(
+                    "not a journal entry: a line longer than {} MiB",
+                    MAX_LINE >> 20
+                ),
+            ));
+        }
+        let text = String::from_utf8(line)
+            .map_err(|e| orrery::Error::bad_input(&at, format!("not a journal entry: {e}")))?;
+        lines.push(text.trim_end_matches(['\n', '\r']).to_string());
+    }
 }

@@ -36,7 +36,13 @@ pub fn execute(args: SubmitArgs) -> anyhow::Result<i32> {
     task.check_roles(&args.task.display().to_string(), |role| {
         registry.role(role).map(|_| ())
     })?;
-    let bundle = Bundle::read(&config.scripts, &config.stdlib)?;
+    let (bundle, left_out) = Bundle::read(&config.scripts, &config.stdlib)?;
+    for file in left_out {
+        super::print_err(&format!(
+            "warning: {}: not sent to the workers (not a .lua file: workers run only Lua code)",
+            file.display()
+        ));
+    }
     // Each submission is its own run: the file's id with a unique suffix.
     task.id = format!("{}-{:010x}", task.id, rand::random::<u64>() >> 24);
     let runtime = super::runtime()?;

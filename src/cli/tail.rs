@@ -68,7 +68,9 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
         }
         let start = first.first().map(|(e, _)| e.at_us);
         let mut printer = Printer { json: args.json, start };
-        printer.print(&first);
+        if !printer.print(&first) {
+            return Ok(exit::OK);
+        }
         let mut quiet_since = Instant::now();
         let mut owner_ended: Option<Instant> = None;
         let mut beats = Beats::default();
@@ -86,7 +88,10 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
             }
             let entries = follower.next().await?;
             if !entries.is_empty() {
-                printer.print(&entries);
+                // The reader went away (`| head -1`): nobody is following.
+                if !printer.print(&entries) {
+                    return Ok(exit::OK);
+                }
                 quiet_since = Instant::now();
             } else if quiet_since.elapsed() > SILENT_END {
                 // No owner's end entry: stop once the run's record says it
@@ -163,14 +168,17 @@ impl Beats {
                 } else {
                     format!(", {}", h.state)
                 };
-                format!("{} {}{state}, last heard {ago:.1} s ago", h.role, h.id)
+                format!(
+                    "{} {}{state}, its last heartbeat {ago:.1} s old by this machine's clock",
+                    h.role, h.id
+                )
             })
             .collect::<Vec<_>>()
             .join("; ");
         Some(orrery::Error::Coordination(format!(
-            "task '{id}' is stored as {}, but none of its processes has sent a heartbeat for \
-             {:.1} s ({last}): its run stopped without recording an end (killed?). \
-             `orrery resume {id}` takes it up",
+            "task '{id}' is stored as {}, but none of its processes has sent a heartbeat in the \
+             {:.1} s this command watched ({last}): its run stopped without recording an end \
+             (killed?). `orrery resume {id}` takes it up",
             record.status,
             since.elapsed().as_secs_f64()
         )))
@@ -183,7 +191,8 @@ struct Printer {
 }
 
 impl Printer {
-    fn print(&mut self, entries: &[(Entry, String)]) {
+    /// Prints `entries`; false once the reader of stdout went away.
+    fn print(&mut self, entries: &[(Entry, String)]) -> bool {
         let mut out = String::new();
         for (entry, line) in entries {
             if self.json {
@@ -195,6 +204,6 @@ impl Printer {
             }
             out.push('\n');
         }
-        super::print_out(&out);
+        out.is_empty() || super::write_out(&out)
     }
 }

@@ -48,7 +48,32 @@ pub fn execute(args: TestArgs) -> anyhow::Result<i32> {
     let registry = Arc::new(ScriptRegistry::load(&config.scripts, &config.stdlib)?);
     let base = Arc::new(Base { config, registry });
     let results = run_all(&base, &files, &options);
-    report(&args, &results)
+    let code = report(&args, &results)?;
+    let totals = testing::totals(&results);
+    match &args.filter {
+        // A filter that leaves no test to run is a mistake (a typo, a
+        // renamed test), not a pass: CI would go green running nothing.
+        Some(filter) if code == exit::OK && totals.passed + totals.failed + totals.pending == 0 => {
+            let pattern = filter.strip_prefix('^').unwrap_or(filter);
+            let how = match orrery::agent::patterns::check(pattern.as_bytes()) {
+                Ok(()) => "as plain text or as a Lua pattern".to_string(),
+                Err(why) => format!(
+                    "as plain text only: as a Lua pattern it is malformed ({why}; escape a magic \
+                     character with %, as in %( or %[)"
+                ),
+            };
+            Err(orrery::Error::bad_input(
+                "flag --filter",
+                format!(
+                    "'{filter}' matches no test of {} spec file(s) (matched against each test's \
+                     full name, `describe > it`, {how})",
+                    files.len()
+                ),
+            )
+            .into())
+        }
+        _ => Ok(code),
+    }
 }
 
 /// Runs `files` one after the other.

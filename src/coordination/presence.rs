@@ -64,12 +64,24 @@ impl Presence {
         Ok(self.store.member_join(&self.task, &self.host).await?)
     }
 
-    /// The error of this process once it is fenced.
-    pub fn fenced(&self) -> Error {
+    /// The error of this process once it is fenced, naming the loss limit
+    /// of the process that fenced it as that one recorded it in this
+    /// process's record (this process's own limit may differ: each process
+    /// has its own `heartbeat_interval`). The fencer writes the record just
+    /// after the fence, so a process that looks in between finds no limit
+    /// and its error names none: no number rather than a wrong one.
+    pub async fn fenced(&self) -> Error {
+        let lost_after_ms = match self.store.host_list(&self.task).await {
+            Ok(hosts) => hosts
+                .into_iter()
+                .find(|h| h.id == self.host && h.state == HostState::Lost)
+                .and_then(|h| h.lost_after_ms),
+            Err(_) => None,
+        };
         Error::Fenced {
             task: self.task.clone(),
             host: self.host.clone(),
-            lost_after_ms: self.lost_after_ms(),
+            lost_after_ms,
         }
     }
 
@@ -91,10 +103,11 @@ impl Presence {
             heartbeat_ms: now_ms(),
             busy: activity.busy_count(),
             epoch: activity.epoch(),
+            lost_after_ms: None,
         };
         match self.store.heartbeat(&self.task, &record, agents).await {
             Ok(kept) => Ok(kept),
-            Err(StoreError::Fenced { .. }) => Err(self.fenced()),
+            Err(StoreError::Fenced { .. }) => Err(self.fenced().await),
             Err(e) => Err(e.into()),
         }
     }
@@ -178,6 +191,7 @@ impl Presence {
             }
             let silence = now.saturating_sub(host.heartbeat_ms);
             host.state = HostState::Lost;
+            host.lost_after_ms = Some(self.lost_after_ms());
             self.store.heartbeat(&self.task, &host, &[]).await?;
             for agent in states.list().await? {
                 if agent.host != host.id || !is_live(&agent) {

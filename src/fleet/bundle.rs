@@ -1,7 +1,10 @@
-//! The code a submitted task runs with: every file of its scripts directory
-//! and of its stdlib directory, named by the SHA-1 of their contents, stored
-//! once under `fleet:bundle:{hash}` and written out by each worker into a
-//! cache directory of its own, so workers on other hosts run the same code.
+//! The code a submitted task runs with: every `.lua` file of its scripts
+//! directory and of its stdlib directory, named by the SHA-1 of their
+//! contents, stored once under `fleet:bundle:{hash}` and written out by each
+//! worker into a cache directory of its own, so workers on other hosts run
+//! the same code. Other files are left out: a worker reads nothing else
+//! there (roles and modules are `.lua` files), and the bundle holds text
+//! while such a file may be anything (an image, an editor's index).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,17 +24,19 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Reads every file below `scripts_dir` and `stdlib_dir` (when it
-    /// exists). Errors name the file that could not be read.
-    pub fn read(scripts_dir: &Path, stdlib_dir: &Path) -> Result<Bundle> {
+    /// Reads every `.lua` file below `scripts_dir` and `stdlib_dir` (when
+    /// it exists); returns the bundle and the other files, left out, for
+    /// the caller to name. Errors name the file that could not be read.
+    pub fn read(scripts_dir: &Path, stdlib_dir: &Path) -> Result<(Bundle, Vec<PathBuf>)> {
+        let mut left_out = Vec::new();
         let mut bundle = Bundle {
-            scripts: read_dir(scripts_dir)?,
+            scripts: read_dir(scripts_dir, &mut left_out)?,
             stdlib: BTreeMap::new(),
         };
         if stdlib_dir.is_dir() {
-            bundle.stdlib = read_dir(stdlib_dir)?;
+            bundle.stdlib = read_dir(stdlib_dir, &mut left_out)?;
         }
-        Ok(bundle)
+        Ok((bundle, left_out))
     }
 
     /// The bundle as stored: JSON with sorted keys, so equal code gives equal bytes.
@@ -84,10 +89,15 @@ impl Bundle {
     }
 }
 
-/// Every file below `dir`, by its `/`-separated path relative to `dir`.
-fn read_dir(dir: &Path) -> Result<BTreeMap<String, String>> {
+/// Every `.lua` file below `dir`, by its `/`-separated path relative to
+/// `dir`; the other files are added to `left_out`.
+fn read_dir(dir: &Path, left_out: &mut Vec<PathBuf>) -> Result<BTreeMap<String, String>> {
     let mut files = BTreeMap::new();
     for path in files_below(dir)? {
+        if path.extension().is_none_or(|e| e != "lua") {
+            left_out.push(path);
+            continue;
+        }
         let rel = path
             .strip_prefix(dir)
             .unwrap_or(&path)
@@ -114,7 +124,29 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("orrery-bundle-{}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         let (scripts, _) = a.materialize(&dir).unwrap();
-        assert_eq!(Bundle::read(&scripts, &dir.join("none")).unwrap(), a);
+        let (read, left_out) = Bundle::read(&scripts, &dir.join("none")).unwrap();
+        assert_eq!(read, a);
+        assert!(left_out.is_empty(), "{left_out:?}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A file that is not Lua (an image, not UTF-8) is left out and named,
+    /// not refused as a script that is not UTF-8.
+    #[test]
+    fn a_file_that_is_not_lua_is_left_out_and_named() {
+        let dir = std::env::temp_dir().join(format!("orrery-bundle-{}", rand::random::<u32>()));
+        let scripts = dir.join("scripts");
+        std::fs::create_dir_all(scripts.join("img")).unwrap();
+        std::fs::write(scripts.join("alpha.lua"), "return {}").unwrap();
+        std::fs::write(scripts.join("img/logo.png"), b"\x89PNG\r\n\x1a\n\xff\xfe").unwrap();
+        std::fs::write(scripts.join("notes.md"), "# notes").unwrap();
+        let read = Bundle::read(&scripts, &dir.join("none"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (bundle, left_out) = read.unwrap();
+        assert_eq!(bundle.scripts.keys().collect::<Vec<_>>(), ["alpha.lua"]);
+        assert_eq!(
+            left_out,
+            [scripts.join("img/logo.png"), scripts.join("notes.md")]
+        );
     }
 }

@@ -115,7 +115,9 @@ fn expected(rust: &str) -> &'static str {
         "Table" => "a table",
         "Function" => "a function",
         "AnyUserData" | "UserData" => "a value the host handed out",
-        r if r.starts_with('i') || r.starts_with('u') || r.starts_with('f') => "a number",
+        // A number that is not whole (`0.5`) fails the conversion to an integer.
+        r if r.starts_with('i') || r.starts_with('u') => "an integer",
+        r if r.starts_with('f') => "a number",
         _ => "a value of another kind",
     }
 }
@@ -140,7 +142,9 @@ fn article(lua_type: &str) -> String {
 /// string raised with a level names its place first, so it never reads as
 /// `kind: 0x…` alone).
 pub fn object_text(message: &str) -> Cow<'_, str> {
-    let (head, rest) = match message.find('\n') {
+    // The object's text runs to the traceback: a metatable's `__name` may
+    // hold line feeds of its own.
+    let (head, rest) = match message.find("\nstack traceback:") {
         Some(i) => message.split_at(i),
         None => (message, ""),
     };
@@ -152,9 +156,15 @@ pub fn object_text(message: &str) -> Cow<'_, str> {
     };
     // The kind is the value's type, or its metatable's `__name`.
     let kind = |k: &str| !k.is_empty() && !k.contains(char::is_whitespace) && !k.contains(':');
-    match head.split_once(": ") {
+    match head.rsplit_once(": ") {
         Some((k, a)) if kind(k) && address(a) => {
             Cow::Owned(format!("(error object is a {k} value){rest}"))
+        }
+        // A `__name` with control characters (a line feed, an escape) is
+        // a script's table dressed up as host text: named by its type, as
+        // `lua.c` names every object, so it folds like any other.
+        Some((k, a)) if k.contains(char::is_control) && address(a) => {
+            Cow::Owned(format!("(error object is a table value){rest}"))
         }
         _ => Cow::Borrowed(message),
     }
@@ -232,6 +242,18 @@ mod tests {
             "a.lua:3: boom: 0x1"
         );
         assert_eq!(super::object_text("boom"), "boom");
+        assert_eq!(
+            super::object_text(
+                "X\nERROR forged\x1b[31m: 0x3c43d964dc0\nstack traceback:\n\t[C]: in ?"
+            ),
+            "(error object is a table value)\nstack traceback:\n\t[C]: in ?",
+            "a __name with a line feed and an escape of its own"
+        );
+        assert_eq!(
+            super::object_text("failed to connect: 0x3c43d964dc0"),
+            "failed to connect: 0x3c43d964dc0",
+            "a script's own words"
+        );
     }
 
     #[test]

@@ -102,6 +102,10 @@ pub struct AgentLocal {
     /// it moves past it, `state.set` to it or to an earlier phase does
     /// nothing, so a `start` run again replays its phase changes.
     pub replay_until: Option<crate::coordination::AgentPhase>,
+    /// The agents whose end this one saw with `spawn.wait`, kept on the
+    /// test clock only (`orrery test`: a spec that waited for an agent's
+    /// failure expected it; one that did not is failed by it).
+    pub waited: Vec<String>,
 }
 
 impl AgentContext {

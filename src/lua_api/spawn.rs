@@ -108,6 +108,9 @@ async fn wait(
         };
         phases.push(record.phase);
     }
+    if crate::coordination::clock::is_test_clock() {
+        c.local.lock().waited.extend(ids);
+    }
     if single {
         return Ok(LuaValue::String(lua.create_string(&phases[0])?));
     }

@@ -15,7 +15,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use parking_lot::Mutex;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -26,68 +26,105 @@ use crate::coordination::Coordination;
 use crate::coordination::journal::{Batch, Event, Item, Sink};
 use crate::error::{Error, Result};
 
+/// A label value as the text exposition format writes it: a backslash, a
+/// double quote and a line feed escaped. prometheus-client writes label
+/// values as they are, so a task type (which a task file, or a fleet
+/// submitter, chooses) holding `"} 1` and a line feed would add series of
+/// its own to the endpoint.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+struct Label(String);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        let mut rest = self.0.as_str();
+        while let Some(at) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..at])?;
+            encoder.write_str(match rest.as_bytes()[at] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[at + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
+impl From<&str> for Label {
+    fn from(s: &str) -> Label {
+        Label(s.to_string())
+    }
+}
+
+impl From<String> for Label {
+    fn from(s: String) -> Label {
+        Label(s)
+    }
+}
+
 /// Role and task type: the labels of every per-agent series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Who {
-    role: String,
-    task_type: String,
+    role: Label,
+    task_type: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
-    role: String,
-    task_type: String,
-    phase: String,
+    role: Label,
+    task_type: Label,
+    phase: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LlmLabels {
-    role: String,
-    task_type: String,
-    model: String,
-    outcome: String,
+    role: Label,
+    task_type: Label,
+    model: Label,
+    outcome: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
-    role: String,
-    task_type: String,
-    model: String,
-    r#type: String,
+    role: Label,
+    task_type: Label,
+    model: Label,
+    r#type: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
-    role: String,
-    task_type: String,
-    model: String,
+    role: Label,
+    task_type: Label,
+    model: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
-    role: String,
-    task_type: String,
-    kind: String,
-    fatal: String,
+    role: Label,
+    task_type: Label,
+    kind: Label,
+    fatal: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
-    role: String,
-    task_type: String,
-    kind: String,
+    role: Label,
+    task_type: Label,
+    kind: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunLabels {
-    task_type: String,
-    status: String,
+    task_type: Label,
+    status: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
-    task_type: String,
-    outcome: String,
+    task_type: Label,
+    outcome: Label,
 }
 
 type Seconds = Family<Who, Histogram, fn() -> Histogram>;
@@ -126,8 +163,8 @@ struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     handler_failures: Family<KindLabels, Counter>,
     journal_dropped: Counter,
-    task_type: String,
-    roles: HashMap<String, String>,
+    task_type: Label,
+    roles: HashMap<String, Label>,
 }
 
 impl Metrics {
@@ -158,7 +195,7 @@ impl Metrics {
             errors: Family::default(),
             handler_failures: Family::default(),
             journal_dropped: Counter::default(),
-            task_type: String::new(),
+            task_type: Label::default(),
             roles: HashMap::new(),
         };
         r.register(
@@ -268,7 +305,7 @@ impl Metrics {
     /// The same series, for another run.
     fn for_run(&self) -> Metrics {
         Metrics {
-            task_type: String::new(),
+            task_type: Label::default(),
             roles: HashMap::new(),
             ..self.clone()
         }
@@ -276,7 +313,12 @@ impl Metrics {
 
     fn who(&self, agent: Option<&str>) -> Who {
         let role = agent
-            .map(|a| self.roles.get(a).cloned().unwrap_or_else(|| role_of(a)))
+            .map(|a| {
+                self.roles
+                    .get(a)
+                    .cloned()
+                    .unwrap_or_else(|| role_of(a).into())
+            })
             .unwrap_or_else(|| "host".into());
         Who {
             role,
@@ -287,7 +329,7 @@ impl Metrics {
     fn take(&mut self, e: &Item) {
         let agent = e.agent.as_deref();
         match &e.event {
-            Event::RunStarted { task_type, .. } => self.task_type = task_type.clone(),
+            Event::RunStarted { task_type, .. } => self.task_type = task_type.as_str().into(),
             Event::RunEnded {
                 status,
                 duration_ms,
@@ -295,7 +337,7 @@ impl Metrics {
             } => {
                 let labels = RunLabels {
                     task_type: self.task_type.clone(),
-                    status: status.clone(),
+                    status: status.as_str().into(),
                 };
                 self.runs.get_or_create(&labels).inc();
                 self.run_duration
@@ -304,7 +346,7 @@ impl Metrics {
             }
             Event::Phase { role, to, .. } => {
                 if let (Some(agent), Some(role)) = (agent, role) {
-                    self.roles.insert(agent.to_string(), role.clone());
+                    self.roles.insert(agent.to_string(), role.as_str().into());
                 }
                 let who = self.who(agent);
                 if to == "COMPLETE" || to == "FAILED" {
@@ -314,13 +356,13 @@ impl Metrics {
                     .get_or_create(&PhaseLabels {
                         role: who.role,
                         task_type: who.task_type,
-                        phase: to.clone(),
+                        phase: to.as_str().into(),
                     })
                     .inc();
             }
             Event::Spawned { role, .. } => {
                 if let Some(agent) = agent {
-                    self.roles.insert(agent.to_string(), role.clone());
+                    self.roles.insert(agent.to_string(), role.as_str().into());
                 }
                 let who = self.who(agent);
                 self.agents_started.get_or_create(&who).inc();
@@ -394,8 +436,8 @@ impl Metrics {
                     .get_or_create(&ErrorLabels {
                         role: who.role,
                         task_type: who.task_type,
-                        kind: error_kind.clone(),
-                        fatal: fatal.to_string(),
+                        kind: error_kind.as_str().into(),
+                        fatal: fatal.to_string().into(),
                     })
                     .inc();
             }
@@ -405,7 +447,7 @@ impl Metrics {
                     .get_or_create(&KindLabels {
                         role: who.role,
                         task_type: who.task_type,
-                        kind: error_kind.clone(),
+                        kind: error_kind.as_str().into(),
                     })
                     .inc();
             }
@@ -429,8 +471,8 @@ impl Metrics {
         let labels = |outcome: &str| LlmLabels {
             role: who.role.clone(),
             task_type: who.task_type.clone(),
-            model: model.to_string(),
-            outcome: outcome.to_string(),
+            model: model.into(),
+            outcome: outcome.into(),
         };
         self.llm_calls.get_or_create(&labels(&outcome)).inc();
         for (kind, n) in [("input", input), ("output", output)] {
@@ -438,8 +480,8 @@ impl Metrics {
                 .get_or_create(&TokenLabels {
                     role: who.role.clone(),
                     task_type: who.task_type.clone(),
-                    model: model.to_string(),
-                    r#type: kind.to_string(),
+                    model: model.into(),
+                    r#type: kind.into(),
                 })
                 .inc_by(n);
         }
@@ -447,7 +489,7 @@ impl Metrics {
             .get_or_create(&ModelLabels {
                 role: who.role.clone(),
                 task_type: who.task_type.clone(),
-                model: model.to_string(),
+                model: model.into(),
             })
             .observe(latency_ms / 1e3);
     }
@@ -456,7 +498,7 @@ impl Metrics {
         self.reloads
             .get_or_create(&ReloadLabels {
                 task_type: self.task_type.clone(),
-                outcome: outcome.to_string(),
+                outcome: outcome.into(),
             })
             .inc();
     }
@@ -520,7 +562,7 @@ pub struct WorkerGauges {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabels {
-    worker: String,
+    worker: Label,
 }
 
 impl Exporter {
@@ -563,9 +605,7 @@ impl Exporter {
     /// Registers the gauges of worker `id` (once per process).
     pub fn worker(&self, id: &str) -> WorkerGauges {
         let mut registry = self.registry.lock();
-        let labels = WorkerLabels {
-            worker: id.to_string(),
-        };
+        let labels = WorkerLabels { worker: id.into() };
         let mut gauge = |name: &str, help: &str, unit: Option<Unit>| {
             let family = Family::<WorkerLabels, Gauge>::default();
             match unit {
@@ -642,6 +682,36 @@ fn exposition(registry: &Registry) -> impl IntoResponse + use<> {
 
 #[cfg(test)]
 mod tests {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::registry::Registry;
+
+    use super::{Label, Who};
+
+    #[test]
+    fn label_values_are_escaped_so_no_value_adds_a_series() {
+        let mut registry = Registry::default();
+        let family = Family::<Who, Counter>::default();
+        registry.register("orrery_runs", "runs", family.clone());
+        let hostile = "pipe\"} 1\nevil_metric{a=\"b\"} 666\n# x\\";
+        family
+            .get_or_create(&Who {
+                role: Label::from("worker"),
+                task_type: Label::from(hostile),
+            })
+            .inc();
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &registry).unwrap();
+        let series: Vec<&str> = body.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            series,
+            [
+                r#"orrery_runs_total{role="worker",task_type="pipe\"} 1\nevil_metric{a=\"b\"} 666\n# x\\"} 1"#
+            ],
+            "{body}"
+        );
+    }
+
     #[test]
     fn a_role_is_the_agent_id_without_its_number() {
         assert_eq!(super::role_of("beta-12"), "beta");

@@ -254,6 +254,13 @@ impl Orchestrator {
                 host.id
             );
             store.member_fence(&id, &host.id).await?;
+            if host.state != HostState::Lost {
+                // Silent for this process's loss limit at least: `resume`
+                // waited that long for the task's processes.
+                host.lost_after_ms = Some(
+                    self.coord.config.heartbeat_interval * crate::coordination::LOST_AFTER_BEATS,
+                );
+            }
             host.state = HostState::Lost;
             store.heartbeat(&id, &host, &[]).await?;
         }

@@ -315,6 +315,12 @@ pub struct HostRecord {
     pub busy: usize,
     /// Moves whenever one of its agents goes busy or idle.
     pub epoch: u64,
+    /// Once it is lost: the silence after which the process that declared
+    /// it lost did so (that process's loss limit, ms), for the fenced
+    /// process to name; none when it was fenced for another reason (its
+    /// agents adopted by a fleet's worker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_after_ms: Option<u64>,
 }
 
 text_enum! {

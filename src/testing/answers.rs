@@ -129,7 +129,8 @@ impl Answerer for ScriptedLlm {
 }
 
 /// True when `prompt` contains `piece` as plain text or matches it as a Lua
-/// pattern (a malformed pattern matches nothing).
+/// pattern (a malformed pattern, checked whole first, matches as plain text
+/// only: `(` would otherwise match everything).
 pub(crate) fn matches(prompt: &str, piece: &str) -> bool {
     if prompt.contains(piece) {
         return true;
@@ -138,6 +139,9 @@ pub(crate) fn matches(prompt: &str, piece: &str) -> bool {
         Some(rest) => (true, rest),
         None => (false, piece),
     };
+    if crate::agent::patterns::check(pat.as_bytes()).is_err() {
+        return false;
+    }
     let no_budget = || Ok(());
     let mut m = Matcher::new(prompt.as_bytes(), pat.as_bytes(), &no_budget);
     let last = if anchored { 0 } else { prompt.len() };

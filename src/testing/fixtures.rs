@@ -72,24 +72,27 @@ impl FileState {
     }
 
     /// Ends the current world; returns what its agents failed with, one
-    /// line each (`beta-1: scripts/beta.lua:12: ...`).
-    pub async fn end_world(&self) -> Vec<String> {
+    /// line each (`beta-1: scripts/beta.lua:12: ...`), and whether the spec
+    /// saw each failure coming (it waited for that agent with `spawn.wait`).
+    pub async fn end_world(&self) -> Vec<(String, bool)> {
         let old = self.world.lock().take();
         let Some(old) = old else { return Vec::new() };
+        let waited = std::mem::take(&mut old.spec.local.lock().waited);
         match old.finish().await {
             Ok(report) => report
                 .errors
                 .iter()
                 .filter(|e| e.fatal)
                 .map(|e| {
-                    format!(
+                    let line = format!(
                         "{}: {}",
                         e.agent,
                         e.message.lines().next().unwrap_or_default()
-                    )
+                    );
+                    (line, waited.contains(&e.agent))
                 })
                 .collect(),
-            Err(e) => vec![e.to_string()],
+            Err(e) => vec![(e.to_string(), false)],
         }
     }
 }

@@ -402,14 +402,21 @@ local function text_of(err)
   local text = tostring(err)
   if type(err) ~= "string" then
     -- Not by its address, a new one each run: as Lua's own `lua.c` says it.
-    text = text:gsub("^([^%s:]+): 0x%x%x%x%x%x%x%x%x+$", "(error object is a %1 value)")
+    local kind = text:match("^(.-): 0x%x%x%x%x%x%x%x%x+$")
+    if kind then
+      -- A `__name` that is not one plain word (a line feed in it, say) is
+      -- named by the value's type.
+      if not kind:match("^[^%s:%c]+$") then kind = type(err) end
+      text = "(error object is a " .. kind .. " value)"
+    end
   end
   return text
 end
 
 --- Runs test `i`: the before_each functions (outer blocks first), the test,
 --- then the after_each functions (inner first, also after a failure); every
---- spy is reverted. Returns true, or false and the first error's text.
+--- spy is reverted. Returns true, or false and the first error's text, with
+--- an after_each's own error after it (a cleanup that fails too is news).
 function H.run(i)
   local t = tests[i]
   running = true
@@ -430,7 +437,13 @@ function H.run(i)
   for b = #t.blocks, 1, -1 do
     for _, fn in ipairs(t.blocks[b].afters) do
       local done, err = pcall(fn)
-      if not done and ok then ok, failure = false, "in after_each: " .. text_of(err) end
+      if not done then
+        if ok then
+          ok, failure = false, "in after_each: " .. text_of(err)
+        else
+          failure = failure .. "\nalso in after_each: " .. text_of(err)
+        end
+      end
     end
   end
   for j = #spies, 1, -1 do

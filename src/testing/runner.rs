@@ -330,12 +330,29 @@ async fn run_one(
     }
     let failed_agents = state.end_world().await;
     crate::agent::sandbox::spy_on_host_calls(None);
+    // An agent that failed where the test did not wait for it (a failure
+    // it expects, it sees with spawn.wait) fails the test: a crash of the
+    // role under test is never a pass.
+    let unexpected: Vec<&str> = failed_agents
+        .iter()
+        .filter(|(_, waited)| !waited)
+        .map(|(line, _)| line.as_str())
+        .collect();
+    if matches!(outcome, Outcome::Passed)
+        && let Some(first) = unexpected.first()
+    {
+        outcome = Outcome::Failed(format!(
+            "{}: an agent failed while the test ran, and the test did not wait for it \
+             (`spawn.wait(id)` returns FAILED for a failure the test expects): {first}",
+            test.at
+        ));
+    }
     // What went wrong in the agents is often why the assertion failed.
     if let Outcome::Failed(m) = &mut outcome
         && !failed_agents.is_empty()
     {
         m.push_str("\nagents that failed meanwhile:");
-        for line in failed_agents.iter().take(5) {
+        for (line, _) in failed_agents.iter().take(5) {
             m.push_str("\n  ");
             m.push_str(line);
         }

@@ -350,3 +350,27 @@ fn identical_table_errors_fold_into_one_counted_entry() {
         show(&out)
     );
 }
+
+const RAISES_NAMED_TABLE: &str = r#"
+local M = {}
+function M.on_message(self, msg)
+  error(setmetatable({}, { __name = "X\nERROR forged host line\27[31m" }))
+end
+return M
+"#;
+
+/// A table whose `__name` holds a line feed and an escape (a script
+/// dressing its error up as the host's text) still folds, named by its type.
+#[test]
+fn a_table_error_with_a_forged_name_folds_by_its_type() {
+    let (_s, _out, report) = flood(RAISES_NAMED_TABLE, "2");
+    let errors = report["errors"].as_array().unwrap();
+    let handled = errors.iter().find(|e| e["fatal"] == false).unwrap();
+    assert_eq!(handled["count"], 600, "{report:#}");
+    let message = handled["message"].as_str().unwrap();
+    assert!(
+        message.contains("scripts/broken.lua:4: (error object is a table value)\n"),
+        "{message}"
+    );
+    assert!(!report.to_string().contains(": 0x"), "{report:#}");
+}

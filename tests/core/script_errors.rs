@@ -93,6 +93,11 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
         "blackboard.update: argument #2 'fn' must be a function, got string",
     ),
     (
+        "local M = {}\nfunction M.start(self)\n  metrics.incr('x', 0.5)\nend\nreturn M\n",
+        "metrics.incr",
+        "metrics.incr: argument #2 'n' must be an integer, got a number",
+    ),
+    (
         "local M = {}\nfunction M.start(self)\n  lock.acquire('L', { ttl = 'long' })\nend\nreturn M\n",
         "lock.acquire",
         "lock.acquire: option 'ttl' must be a number of milliseconds >= 0, got long",

@@ -254,6 +254,43 @@ fn a_paused_joiner_of_three_processes_comes_back_fenced() {
     a_paused_joiner_comes_back_fenced(2);
 }
 
+/// Busy for 6 s, so the task runs while a slow joiner is fenced.
+const SLEEPER: &str = r#"
+local M = {}
+function M.start(self) sleep(6000) end
+return M
+"#;
+
+/// A joiner beating every 3 s, fenced by an owner that declares a process
+/// lost after 500 ms of silence (5 of its 100 ms beats): the joiner's
+/// fence names the owner's limit, the one it was fenced after, not its
+/// own (15,000 ms, a silence that never happened).
+#[test]
+fn a_joiner_fenced_by_a_faster_owner_names_the_owners_loss_limit() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new(&[("sleeper.lua", SLEEPER), ("consumer.lua", CONSUMER)]);
+    let file = task_file(&scratch, "slowjoin", &["sleeper"]);
+    let url = server.url();
+    let mut owner = spawn_orrery(scratch.path(), &["run", &file, "--store", &url], &FAST);
+    owner.wait_for("sleeper-1  INIT -> READY", PATIENCE);
+    let join = [
+        "run", "--join", "slowjoin", "--role", "consumer", "--store", &url,
+    ];
+    let slow = [("ORRERY_HEARTBEAT_INTERVAL", "3000")];
+    let joiner = spawn_orrery(scratch.path(), &join, &slow).finish(PATIENCE);
+    assert_eq!(joiner.code, Some(11), "the joiner: {}", joiner.show());
+    assert!(
+        joiner
+            .stderr
+            .contains("(silent for 500 ms or more, the loss limit of the process that fenced it)"),
+        "{}",
+        joiner.show()
+    );
+    assert!(!joiner.stderr.contains("15000"), "{}", joiner.show());
+    let owned = owner.finish(PATIENCE);
+    assert_eq!(owned.code, Some(0), "owner: {}", owned.show());
+}
+
 /// Joined consumers killed one after another (SIGKILL) are each declared
 /// lost, their messages go to the next, and none is lost.
 #[test]

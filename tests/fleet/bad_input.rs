@@ -1,6 +1,7 @@
 //! Bad input: unknown task ids for `status` and `cancel`, a bad task file
-//! for `submit` (named with its line), the embedded store refused, a
-//! metrics address that cannot be listened on.
+//! for `submit` (named with its line), a file that is not Lua in the
+//! scripts directory (left out, with a warning), the embedded store
+//! refused, a metrics address that cannot be listened on.
 
 use crate::common::{Scratch, orrery, show};
 use crate::util::server;
@@ -38,6 +39,30 @@ fn a_bad_task_file_is_named_with_its_line() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:4"), "{err}");
+}
+
+/// A file of the scripts directory that is not Lua (an image, not UTF-8)
+/// is left out of the bundle with a warning naming it; the submit goes on.
+#[test]
+fn a_file_that_is_not_lua_is_left_out_of_the_bundle_with_a_warning() {
+    let server = server();
+    let scratch = Scratch::new(&[("alpha.lua", "return {}")]);
+    std::fs::write(
+        scratch.path().join("scripts/logo.png"),
+        b"\x89PNG\r\n\x1a\n\xff\xfe",
+    )
+    .unwrap();
+    scratch.write("t.toml", "id = \"t\"\ntype = \"t\"\ndescription = \"d\"\n");
+    let out = orrery(
+        scratch.path(),
+        &["submit", "t.toml", "--store", &server.url()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: ") && err.contains("scripts/logo.png: not sent to the workers"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -498,6 +498,15 @@ fn bad_journals_and_journal_paths_are_bad_input_naming_the_place() {
     let out = orrery(dir.path(), &["report", "missing.jsonl"]);
     assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.jsonl"));
+    // No line ends: refused at its cap, not read until the memory is gone.
+    let out = orrery(dir.path(), &["report", "/dev/zero", "-o", "zero.html"]);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/dev/zero:1: not a journal entry: a line longer than 256 MiB"),
+        "{}",
+        show(&out)
+    );
 
     let target = dir.path().to_str().unwrap().to_string();
     let out = orrery(

@@ -13,17 +13,19 @@ fn json_logs_are_one_object_per_line_with_level_and_message() {
     );
     assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // Log lines are JSON; the phase changes shown live stay as they are.
-    let (logs, live): (Vec<&str>, Vec<&str>) = stderr.lines().partition(|l| l.starts_with('{'));
-    assert!(
-        live.iter()
-            .all(|l| l.starts_with('[') && l.contains(" ms] ")),
-        "{stderr}"
-    );
-    let lines: Vec<Value> = logs
-        .iter()
+    // Every line is JSON: the log lines and the host's own (the phase
+    // changes shown live).
+    let lines: Vec<Value> = stderr
+        .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO"
+            && l["fields"]["agent"] == "alpha-1"
+            && l["fields"]["to"] == "COMPLETE"
+            && l["timestamp"].as_str().is_some_and(|t| t.starts_with("20"))),
+        "{stderr}"
+    );
     assert!(
         lines.iter().any(|l| l["level"] == "INFO"
             && l["fields"]["message"]
@@ -37,4 +39,25 @@ fn json_logs_are_one_object_per_line_with_level_and_message() {
         &["run", "examples/deploy.toml", "--log-format", "yaml"],
     );
     assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+}
+
+/// A run that fails under `--log-format json` ends with its error as a
+/// JSON object too.
+#[test]
+fn the_final_error_is_a_json_object_too() {
+    let out = orrery(
+        &repo(),
+        &["run", "examples/no-such-task.toml", "--log-format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last: Value = serde_json::from_str(stderr.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"));
+    assert_eq!(last["level"], "ERROR", "{stderr}");
+    assert!(
+        last["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("error: ") && m.contains("no-such-task.toml")),
+        "{stderr}"
+    );
 }

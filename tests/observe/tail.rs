@@ -260,3 +260,59 @@ fn tail_of_a_run_killed_while_stopping_ends_saying_so() {
         show(&tail)
     );
 }
+
+const TICKER: &str = r#"
+local M = {}
+function M.start(self)
+  for i = 1, 100000 do
+    blackboard.set("tick", i)
+    sleep(20)
+  end
+end
+return M
+"#;
+
+/// `orrery tail ID | head -1`: once the reader of its output is gone,
+/// `tail` ends (exit 0, as `run` does), instead of following the run to its
+/// end with nobody reading.
+#[test]
+fn tail_ends_when_the_reader_of_its_output_goes_away() {
+    use std::io::BufRead;
+    let server = RedisServer::start();
+    let url = server.url();
+    let scratch = Scratch::new(&[("ticker.lua", TICKER)]);
+    scratch.write(
+        "task.toml",
+        "id = \"ticking\"\ntype = \"test\"\ndescription = \"tail\"\ntimeout = 120000\nagents = [\"ticker\"]\n",
+    );
+    let mut owner = spawn_orrery(scratch.path(), &["run", "task.toml", "--store", &url], &[]);
+    let mut tail =
+        crate::common::orrery_command(scratch.path(), &["tail", "ticking", "--store", &url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(tail.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty(), "tail printed nothing");
+    // The reader is gone (the pipe's only read end dropped above); the run
+    // goes on writing a tick every 20 ms, for longer than this waits.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = tail.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tail still runs with nobody reading it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(exit::OK));
+    // Not the run's end: its owner still runs.
+    let owner_alive = std::path::Path::new(&format!("/proc/{}", owner.pid())).exists();
+    owner.kill();
+    assert!(owner_alive, "the run ended before tail did");
+}

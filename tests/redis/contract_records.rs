@@ -198,6 +198,7 @@ async fn records_of_agents_hosts_and_the_task() {
             heartbeat_ms: 1000,
             busy: 2,
             epoch: 9,
+            lost_after_ms: None,
         };
         s.heartbeat("t", &host, &["beta-1".to_string()])
             .await

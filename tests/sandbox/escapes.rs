@@ -74,9 +74,16 @@ async fn require_reaches_only_the_scripts_directory_and_the_stdlib() {
         ("traversal", "require('../../../etc/passwd')"),
         ("absolute", "require('/etc/passwd')"),
         ("c module", "require('socket.core')"),
+        ("a role", "require('probe')"),
     ])
     .await;
     assert_eq!(value(&results, "stdlib"), &json!("table"));
+    // A role's file is there: the error says why it is not a module.
+    assert!(
+        err(&results, "a role").contains("probe.lua is a role script"),
+        "{:?}",
+        results["a role"]
+    );
     for name in ["io", "debug", "traversal", "absolute", "c module"] {
         assert!(
             err(&results, name).contains("not found"),

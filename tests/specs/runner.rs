@@ -115,6 +115,30 @@ fn the_filter_runs_only_the_tests_whose_name_matches() {
     );
 }
 
+/// A filter that leaves no test to run is bad input, not a green run of
+/// nothing; a malformed pattern matches as plain text only (`(` matched
+/// every test) and the error says why.
+#[test]
+fn a_filter_that_matches_no_test_is_bad_input_naming_the_flag() {
+    let scratch = project(&[("mixed_spec.lua", MIXED)]);
+    for (filter, says) in [
+        ("no such test", "as plain text or as a Lua pattern"),
+        ("[", "malformed (malformed pattern (missing ']')"),
+        ("(", "malformed (unfinished capture"),
+    ] {
+        let out = orrery(scratch.path(), &["test", "--filter", filter]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{filter}: {}", show(&out));
+        assert!(
+            stderr.contains(&format!(
+                "flag --filter: '{filter}' matches no test of 1 spec file(s)"
+            )) && stderr.contains(says),
+            "{filter}: {}",
+            show(&out)
+        );
+    }
+}
+
 #[test]
 fn hooks_run_around_each_test_outer_first_and_after_each_also_after_a_failure() {
     let spec = r#"
@@ -140,6 +164,27 @@ end)
         show(&out)
     );
     assert!(stdout.contains("1 passed, 1 failed"), "{}", show(&out));
+}
+
+/// A cleanup that fails after a failure is reported too, after the first
+/// error: it was dropped, so a broken after_each hid behind any failure.
+#[test]
+fn an_after_each_that_fails_after_a_failure_is_reported_too() {
+    let spec = r#"
+before_each(function() error("setup broke") end)
+after_each(function() error("cleanup broke") end)
+it("runs", function() end)
+"#;
+    let scratch = project(&[("cleanup_spec.lua", spec)]);
+    let out = orrery(scratch.path(), &["test"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+    assert!(
+        stdout.contains("in before_each: spec/cleanup_spec.lua:2: setup broke")
+            && stdout.contains("also in after_each: spec/cleanup_spec.lua:3: cleanup broke"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
@@ -277,4 +322,36 @@ end)
     let scratch = project(&[("settings_spec.lua", spec)]);
     let out = orrery(scratch.path(), &["test"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+/// An agent that fails where the test did not wait for it fails the test,
+/// naming the agent's error; one the test waited for (`spawn.wait` returns
+/// FAILED) is a failure the test expected.
+#[test]
+fn an_agent_failing_unseen_fails_the_test_and_one_waited_for_does_not() {
+    let spec = r#"
+it("does not look", function()
+  spawn.agent("crash")
+end)
+it("expects it", function()
+  local id = spawn.agent("crash")
+  assert.equals("FAILED", spawn.wait(id, 1000))
+end)
+"#;
+    let scratch = project(&[("crash_spec.lua", spec)]);
+    scratch.write(
+        "scripts/crash.lua",
+        "local M = {}\nfunction M.start(self)\n  error('crashed on purpose')\nend\nreturn M\n",
+    );
+    let out = orrery(scratch.path(), &["test"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+    assert!(
+        stdout.contains("1 passed, 1 failed")
+            && stdout
+                .contains("an agent failed while the test ran, and the test did not wait for it")
+            && stdout.contains("crash-1: scripts/crash.lua:3: crashed on purpose"),
+        "{}",
+        show(&out)
+    );
 }

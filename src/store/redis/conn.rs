@@ -578,10 +578,15 @@ impl Connection {
 
     /// The failure of a command sent without waiting that got no answer
     /// within `connect_timeout` (for a `write`, until its deadline passed):
-    /// not tried again, as its time is up.
+    /// not tried again, as its time is up. A write's outcome is not known:
+    /// the server may have applied it with its answer lost on the way.
     fn unanswered(&self, write: bool) -> StoreError {
         self.gave_up(match write {
-            true => "the server did not answer; the write is refused if it reaches it later",
+            true => {
+                "the server did not answer by the write's deadline: whether it applied the \
+                 write is not known (it may have; if the write reaches it after the deadline, \
+                 it is refused)"
+            }
             false => NO_ANSWER,
         })
     }

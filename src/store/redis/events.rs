@@ -152,8 +152,12 @@ impl Events {
         };
         if started {
             let listener = tokio::spawn(listen(
-                client.clone(),
-                Keys::new(task).events(),
+                Subscription {
+                    client: client.clone(),
+                    url: url.to_string(),
+                    patience,
+                    channel: Keys::new(task).events(),
+                },
                 events.clone(),
                 self.origin.clone(),
             ));
@@ -166,7 +170,8 @@ impl Events {
             .map_err(|_| StoreError::Unavailable {
                 url: url.to_string(),
                 reason: format!(
-                    "no subscription to blackboard events within {} ms (setting connect_timeout)",
+                    "the server did not confirm the subscription to blackboard events \
+                     (gave up after {} ms; setting connect_timeout)",
                     patience.as_millis()
                 ),
             })?
@@ -186,24 +191,54 @@ impl Drop for Events {
     }
 }
 
-/// Keeps one subscription alive: reconnects with backoff when it drops.
-async fn listen(client: Client, channel: String, events: Arc<TaskEvents>, origin: String) {
+/// Where a task's events are subscribed to, and how long an answer is waited for.
+struct Subscription {
+    client: Client,
+    /// The server's URL, for messages.
+    url: String,
+    /// `connect_timeout`.
+    patience: Duration,
+    channel: String,
+}
+
+impl Subscription {
+    /// A new pub/sub connection subscribed to the channel. Bounded by
+    /// `connect_timeout` as every other wait on the server: a server that
+    /// accepts the connection and never answers (paused, a hung machine, a
+    /// connection the network dropped) is given up on, for a new
+    /// connection, instead of holding the subscription for good.
+    async fn open(&self) -> Result<redis::aio::PubSub, String> {
+        let open = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&self.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(self.patience, open).await {
+            Ok(Ok(pubsub)) => Ok(pubsub),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "the server did not answer (gave up after {} ms; setting connect_timeout)",
+                self.patience.as_millis()
+            )),
+        }
+    }
+}
+
+/// Keeps one subscription alive: reconnects with backoff when it drops or
+/// cannot be made.
+async fn listen(at: Subscription, events: Arc<TaskEvents>, origin: String) {
+    let Subscription { url, channel, .. } = &at;
     let mut pause = Duration::from_millis(20);
     loop {
-        let mut pubsub = match client.get_async_pubsub().await {
+        let pubsub = match at.open().await {
             Ok(p) => p,
             Err(e) => {
-                tracing::debug!("event subscription: cannot connect: {e}");
+                tracing::debug!("blackboard event subscription on {url} ({channel}): {e}");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(500));
                 continue;
             }
         };
-        if let Err(e) = pubsub.subscribe(&channel).await {
-            tracing::debug!("event subscription: cannot subscribe: {e}");
-            tokio::time::sleep(pause).await;
-            continue;
-        }
         pause = Duration::from_millis(20);
         events.subscribed.send_replace(true);
         let mut messages = pubsub.into_on_message();
