@@ -49,9 +49,9 @@ impl LostWrites {
             agent: "host".into(),
             kind: ErrorKind::Coordination,
             message: format!(
-                "coordination: {} not applied by the store (refused, or no answer before \
-                 the host gave up), whatever the scripts did with the errors; the first: \
-                 {what}: {why}",
+                "coordination: {} not applied by the store, or not known to be (refused, \
+                 or no answer before the host gave up), whatever the scripts did with the \
+                 errors; the first: {what}: {why}",
                 crate::text::plural(count, "write was", "writes were"),
             ),
             fatal: true,
