@@ -65,7 +65,7 @@ pub fn host_error(e: &mlua::Error) -> Option<&Error> {
 /// of the traceback after its header starts with a tab: logged, nothing in it
 /// can pass for a line of the host's own.
 pub fn describe(e: &mlua::Error) -> String {
-    match e {
+    match error_text::innermost(e) {
         mlua::Error::CallbackError { traceback, cause } => {
             let func = error_text::function_of(traceback);
             let message = error_text::host_message(cause, func.as_deref());

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mlua::Lua;
 
+use crate::lua_api::top_level;
 use crate::scripts::ScriptRegistry;
 
 /// The chunk that is loading: the agent's role script or a module.
@@ -121,13 +122,14 @@ impl ModuleGraph {
     }
 }
 
-/// Runs `load` with `loader` recorded as the chunk loading (for the VM's
-/// [`ModuleGraph`], when it has one).
+/// Runs `load`, a script's top level, with `loader` recorded as the chunk
+/// loading (for the VM's [`ModuleGraph`], when it has one); the VM's
+/// waiting host functions refuse meanwhile (see [`top_level`]).
 pub fn loading<T>(lua: &Lua, loader: Loader, load: impl FnOnce() -> T) -> T {
     if let Some(mut graph) = lua.app_data_mut::<ModuleGraph>() {
         graph.loading.push(loader);
     }
-    let result = load();
+    let result = top_level::running(lua, load);
     if let Some(mut graph) = lua.app_data_mut::<ModuleGraph>() {
         graph.loading.pop();
     }

@@ -17,6 +17,10 @@
 //!   run anything once the callback's budget is spent: a coroutine created
 //!   then would start with a fresh hook count, and coroutines creating
 //!   coroutines could multiply the work done before each notices.
+//! - `coroutine.resume` and the functions `coroutine.wrap` returns wait with
+//!   a coroutine that waits in an async host call (`sleep` inside
+//!   `coroutine.wrap`), instead of handing the script mlua's "pending"
+//!   marker (see [`COROUTINES`]).
 //! - `xpcall` calls its message handler after unwinding, like `pcall` and then
 //!   the handler: Lua would run it inside the hook's error, with hooks off.
 //! - `collectgarbage` offers only `collect`, `count`, `step` and `isrunning`.
@@ -116,7 +120,8 @@ fn install_rep(lua: &Lua) -> mlua::Result<()> {
 }
 
 /// `pcall`, `coroutine.resume`, `coroutine.wrap` and `coroutine.close` over
-/// the stock ones: panics surface, and nothing resumes once the budget is spent.
+/// the stock ones: panics surface, nothing resumes once the budget is spent,
+/// and a coroutine waiting in a host call makes its resumer wait with it.
 fn install_coroutines(lua: &Lua) -> mlua::Result<()> {
     let globals = lua.globals();
     let coroutine: Table = globals.get("coroutine")?;
@@ -133,6 +138,8 @@ fn install_coroutines(lua: &Lua) -> mlua::Result<()> {
             coroutine.get::<Function>("resume")?,
             coroutine.get::<Function>("status")?,
             coroutine.get::<Function>("close")?,
+            coroutine.get::<Function>("yield")?,
+            Value::LightUserData(Lua::poll_pending()),
             surface,
             spent,
         ))?;
@@ -145,9 +152,27 @@ fn install_coroutines(lua: &Lua) -> mlua::Result<()> {
 /// `pcall`, `coroutine.resume`, `coroutine.wrap` and `coroutine.close`.
 /// `wrap` behaves as Lua 5.4's: on an error it closes the coroutine and
 /// raises the error, with the caller's position in front of a string.
-const COROUTINES: &str = r#"
-local pcall, create, resume, status, close, surface, spent = ...
+///
+/// An async host function (`sleep`, `bus.receive`, a store call on Redis)
+/// waits by yielding mlua's "pending" marker up to the thread the host
+/// polls, and expects to be resumed when its future can make progress.
+/// Inside a script's own coroutine that yield ends at the script's
+/// `resume`, which would hand the marker (a host address) to the script as
+/// if the coroutine had yielded it, and leave the call suspended for ever.
+/// So `waited` passes the marker on: the resumer yields it in turn (up to
+/// the host, through any number of nested coroutines), and when the host
+/// resumes it, it resumes the coroutine, until that yields something else,
+/// returns or fails. Only the host's functions yield the marker: no path
+/// hands it to a script.
+const COROUTINES: &str = r##"
+local pcall, create, resume, status, close, yield, pending, surface, spent = ...
 local type, error, select = type, error, select
+local function waited(co, ok, ...)
+  if ok and select("#", ...) == 1 and (...) == pending then
+    return waited(co, surface(resume(co, yield(pending))))
+  end
+  return ok, ...
+end
 local function wrapped(co, ok, ...)
   if ok then return ... end
   local err = ...
@@ -160,17 +185,17 @@ end
 return function(f, ...) return surface(pcall(f, ...)) end,
   function(co, ...)
     spent()
-    return surface(resume(co, ...))
+    return waited(co, surface(resume(co, ...)))
   end,
   function(f)
     local co = create(f)
     return function(...)
       spent()
-      return wrapped(co, surface(resume(co, ...)))
+      return wrapped(co, waited(co, surface(resume(co, ...))))
     end
   end,
   function(co) return surface(close(co)) end
-"#;
+"##;
 
 /// `xpcall(f, msgh, ...)` over `pcall`, with the handler run after unwinding.
 const XPCALL: &str = r#"
@@ -180,7 +205,7 @@ return function(f, msgh, ...)
     error("bad argument #2 to 'xpcall' (function expected, got " .. type(msgh) .. ")", 2)
   end
   local r = pack(pcall(f, ...))
-  if r[1] then return unpack(r, 2, r.n) end
+  if r[1] then return unpack(r, 1, r.n) end
   local _, handled = pcall(msgh, r[2])
   return false, handled
 end

@@ -138,7 +138,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     if !ctx.embedded() {
         let set: Function = chunks::host(lua, "blackboard.set", SET)?.call((
             super::fast::set(lua, ctx)?,
-            m.sync_fn(ctx.clone(), set_now)?,
+            m.store_now_fn(set_now)?,
             m.wait_fn(ctx.clone(), settle)?,
             delete,
             set_wait,

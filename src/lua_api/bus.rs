@@ -88,7 +88,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     let m = Module::new(lua, ctx)?;
     let send: Function = chunks::host(lua, "bus.send", SEND)?.call((
         super::fast::send(lua, ctx)?,
-        m.sync_fn(ctx.clone(), send_now)?,
+        m.store_now_fn(send_now)?,
         m.wait_fn(ctx.clone(), settle)?,
         m.store_fn(send_wait)?,
     ))?;
@@ -102,7 +102,7 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
     lua.set_named_registry_value(MESSAGE, &pack)?;
     let receive: Function = chunks::host(lua, "bus.receive", RECEIVE)?.call((
         super::fast::receive(lua, ctx)?,
-        m.sync_fn(ctx.clone(), receive_now)?,
+        m.store_now_fn(receive_now)?,
         m.store_fn(try_receive)?,
         m.wait_fn(ctx.clone(), wait_receive)?,
         pack,

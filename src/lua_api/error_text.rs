@@ -170,10 +170,24 @@ pub fn object_text(message: &str) -> Cow<'_, str> {
     }
 }
 
+/// The innermost host function error of `e`: a host function that runs
+/// Lua (`require` running a module's top level) wraps the error of a host
+/// function called there in its own, whose traceback names `require` and
+/// the line calling it; the inner one names the function that failed and
+/// the script line that called it.
+pub fn innermost(e: &Error) -> &Error {
+    match e {
+        Error::CallbackError { cause, .. } if matches!(**cause, Error::CallbackError { .. }) => {
+            innermost(cause)
+        }
+        other => other,
+    }
+}
+
 /// `path:line: message` for an error a script caught, without traceback:
 /// what `tostring(err)` gives.
 pub fn short(e: &Error) -> String {
-    match e {
+    match innermost(e) {
         Error::CallbackError { traceback, cause } => {
             let func = function_of(traceback);
             let message = host_message(cause, func.as_deref());

@@ -14,7 +14,8 @@
 //! call per string and per table; written, a walk of the table through
 //! mlua twice (see `stack_json`).
 //!
-//! These functions take the fast path only: anything else — a value that
+//! These functions take the fast path only: anything else — a script's
+//! top level running (see `top_level`), a value that
 //! does not convert plainly (see `stack_json`), a value JSON cannot hold,
 //! a name, key or size refused, a write
 //! to settle first, a recipient not known here, a bad timeout — returns
@@ -139,6 +140,9 @@ unsafe extern "C-unwind" fn send_c(state: *mut ffi::lua_State) -> c_int {
     // is done (and its values dropped) before `lua_pushlstring`.
     unsafe {
         let c = context(state);
+        if c.top_level.active() {
+            return 0;
+        }
         let limit = c.coord.config.max_value_bytes;
         let payload = value_at(state, 3, ffi::lua_upvalueindex(2), limit);
         let (Some(to), Some(kind), Some(payload)) =
@@ -217,6 +221,9 @@ unsafe extern "C-unwind" fn receive_c(state: *mut ffi::lua_State) -> c_int {
             _ => return 0,
         }
         let c = context(state);
+        if c.top_level.active() {
+            return 0;
+        }
         let taken = catch_unwind(AssertUnwindSafe(|| take_now(c)));
         let envelope = match taken {
             Ok(Some(e)) => &*e,
@@ -260,7 +267,7 @@ unsafe extern "C-unwind" fn set_c(state: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `send_c`; nothing is pushed before the Rust work is done.
     unsafe {
         let c = context(state);
-        if ffi::lua_type(state, 2) <= ffi::LUA_TNIL {
+        if ffi::lua_type(state, 2) <= ffi::LUA_TNIL || c.top_level.active() {
             return 0;
         }
         let limit = c.coord.config.max_value_bytes;
@@ -295,6 +302,9 @@ unsafe extern "C-unwind" fn cached_c(state: *mut ffi::lua_State) -> c_int {
             return 0;
         };
         let c = context(state);
+        if c.top_level.active() {
+            return 0;
+        }
         let Ok(Some(value)) = catch_unwind(AssertUnwindSafe(|| own_value(c, key))) else {
             return 0;
         };

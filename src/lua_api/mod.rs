@@ -27,6 +27,7 @@ mod stack_json;
 mod state;
 mod task;
 pub mod time;
+pub mod top_level;
 
 use std::sync::Arc;
 
@@ -64,6 +65,9 @@ pub struct AgentContext {
     pub local: Mutex<AgentLocal>,
     /// The task's LLM client, shared by its agents.
     pub llm: TaskLlm,
+    /// Whether a script's top level runs in the agent's VM (its waiting
+    /// host functions then refuse).
+    pub top_level: Arc<top_level::TopLevel>,
 }
 
 /// Host-side state of one agent.
@@ -126,6 +130,7 @@ impl AgentContext {
             registry,
             local: Mutex::new(AgentLocal::default()),
             llm,
+            top_level: Arc::default(),
         })
     }
 
@@ -192,6 +197,7 @@ pub fn register_all(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<()> {
     error_text::install_tostring(lua)?;
     lua.set_app_data(MaxValueBytes(ctx.coord.config.max_value_bytes));
     lua.set_app_data(Interned::default());
+    top_level::install(lua, ctx.top_level.clone());
     let globals = lua.globals();
     let loaded: Table = lua.named_registry_value("_LOADED")?;
     for (name, register) in API {

@@ -11,6 +11,10 @@
 //!   [`Module::store_fn`]);
 //! - [`Module::wait`]: may wait on anything (`bus.receive`, `llm.chat`), so
 //!   always async: the script's coroutine yields until it is done.
+//!
+//! The last two refuse while a script's top level runs, on every store
+//! (see [`super::top_level`]), and so does [`Module::store_now_fn`], the
+//! part of such a function that acts without waiting.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -97,6 +101,22 @@ impl<'a> Module<'a> {
             .create_function(move |lua, args| f(lua, &state, args))
     }
 
+    /// [`Module::sync_fn`] over the agent's context, for the part of a
+    /// waiting host function's Lua wrapper that acts without waiting
+    /// (`bus.send` of a message the process can hand over at once): it
+    /// refuses at a script's top level as the whole function does.
+    pub fn store_now_fn<A, R, F>(&self, f: F) -> mlua::Result<Function>
+    where
+        A: FromLuaMulti + 'static,
+        R: IntoLuaMulti + 'static,
+        F: Fn(&Lua, &Arc<AgentContext>, A) -> mlua::Result<R> + Send + 'static,
+    {
+        self.sync_fn(self.ctx.clone(), move |lua, c: &Arc<AgentContext>, args| {
+            c.top_level.refuse()?;
+            f(lua, c, args)
+        })
+    }
+
     /// [`Module::store`] without a name: for the host's Lua wrappers.
     ///
     /// Synchronous when the store is embedded (its futures are ready on
@@ -114,6 +134,7 @@ impl<'a> Module<'a> {
         let ctx = self.ctx.clone();
         if self.ctx.embedded() {
             self.lua.create_function(move |lua, args: A| {
+                ctx.top_level.refuse()?;
                 f(lua.clone(), ctx.clone(), args)
                     .now_or_never()
                     .unwrap_or_else(|| {
@@ -124,9 +145,10 @@ impl<'a> Module<'a> {
             })
         } else {
             super::lazy::async_function(self.lua, move |lua, args: A| {
-                let op = f(lua, ctx.clone(), args);
+                let op = ctx.top_level.refuse().map(|()| f(lua, ctx.clone(), args));
                 let ctx = ctx.clone();
                 async move {
+                    let op = op?;
                     settle_writes(&ctx).await.into_lua_err()?;
                     op.await
                 }
@@ -144,7 +166,12 @@ impl<'a> Module<'a> {
         F: Fn(Lua, S, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = mlua::Result<R>> + Send + 'static,
     {
-        super::lazy::async_function(self.lua, move |lua, args| f(lua, state.clone(), args))
+        let top_level = self.ctx.top_level.clone();
+        super::lazy::async_function(self.lua, move |lua, args| {
+            // Refused before `f` runs: it may act before its future is polled.
+            let op = top_level.refuse().map(|()| f(lua, state.clone(), args));
+            async move { op?.await }
+        })
     }
 
     /// The table, done.

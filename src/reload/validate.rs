@@ -53,13 +53,14 @@ pub fn check(
         ScriptKind::Role => load_module(&lua, script)
             .map(|_| ())
             .map_err(|e| e.to_string()),
-        ScriptKind::Module => lua
-            .load(&*script.source)
-            .set_name(script.chunk_name())
-            .set_mode(ChunkMode::Text)
-            .call::<Value>(script.name.as_str())
-            .map(|_| ())
-            .map_err(|e| errors::describe(&e)),
+        ScriptKind::Module => crate::lua_api::top_level::running(&lua, || {
+            lua.load(&*script.source)
+                .set_name(script.chunk_name())
+                .set_mode(ChunkMode::Text)
+                .call::<Value>(script.name.as_str())
+        })
+        .map(|_| ())
+        .map_err(|e| errors::describe(&e)),
     });
     if budget.exceeded().is_some() {
         return Err(format!(

@@ -235,7 +235,8 @@ pub fn register(lua: &Lua, state: Arc<FileState>) -> mlua::Result<()> {
         lua.create_function(move |lua, name: String| {
             let script = s.base.registry.role(&name).map_err(host_err)?;
             let chunk = crate::agent::sandbox::compile(lua, &script)?;
-            chunk.call::<Value>(name.as_str())
+            // A role's top level, as when an agent loads it.
+            crate::lua_api::top_level::running(lua, || chunk.call::<Value>(name.as_str()))
         })?,
     )?;
     lua.globals().set("test", t)

@@ -652,3 +652,87 @@ fn the_walk_sees_a_library_left_in_package_loaded() {
         "{found:#?}"
     );
 }
+
+/// Every way a script can wrap a waiting host call in coroutines, run in
+/// an agent's VM: what each hands the script, as `type` names, one line per
+/// shape. mlua suspends an async call by yielding a "pending" marker (a
+/// light userdata holding a host address); that must never be among them.
+const WAITING_SHAPES: &str = r#"
+local shapes = {
+  resume = function()
+    local co = coroutine.create(function() sleep(5) return "slept" end)
+    return coroutine.resume(co)
+  end,
+  resume_again = function()
+    local co = coroutine.create(function() sleep(5) return "slept" end)
+    coroutine.resume(co)
+    return coroutine.resume(co)
+  end,
+  wrap = function() return coroutine.wrap(function() return bus.receive(5) end)() end,
+  nested = function()
+    return coroutine.wrap(function()
+      return coroutine.resume(coroutine.create(function() sleep(5) return 1 end))
+    end)()
+  end,
+  pcall_inside = function()
+    return coroutine.resume(coroutine.create(function() return pcall(sleep, 5) end))
+  end,
+  xpcall_inside = function()
+    return coroutine.resume(coroutine.create(function() return xpcall(sleep, tostring, 5) end))
+  end,
+  yield_then_wait = function()
+    local co = coroutine.wrap(function() coroutine.yield("mine") sleep(5) return "done" end)
+    return co(), co()
+  end,
+  close_after = function()
+    local co = coroutine.create(function() sleep(5) end)
+    local a, b = coroutine.resume(co)
+    return a, b, coroutine.status(co), coroutine.close(co)
+  end,
+  host_wrapper = function()
+    return coroutine.wrap(function()
+      return blackboard.update("k", function(v) sleep(5) return (v or 0) + 1 end)
+    end)()
+  end,
+}
+local names = {}
+for name in pairs(shapes) do names[#names + 1] = name end
+table.sort(names)
+local out = {}
+for _, name in ipairs(names) do
+  local got = table.pack(shapes[name]())
+  local types = {}
+  for i = 1, got.n do types[i] = type(got[i]) end
+  out[#out + 1] = name .. ": " .. table.concat(types, " ")
+end
+return out
+"#;
+
+#[tokio::test]
+async fn no_shape_of_a_waiting_call_in_a_coroutine_hands_the_script_a_userdata() {
+    let scratch = Scratch::new(&[("probe.lua", "return {}")]);
+    let lua = agent_vm(&scratch, true);
+    let got: Vec<String> = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        lua.load(WAITING_SHAPES)
+            .set_name("=shapes")
+            .call_async::<Vec<String>>(()),
+    )
+    .await
+    .expect("every shape returns")
+    .unwrap();
+    assert_eq!(
+        got,
+        [
+            "close_after: boolean nil string boolean",
+            "host_wrapper: number",
+            "nested: boolean number",
+            "pcall_inside: boolean boolean",
+            "resume: boolean string",
+            "resume_again: boolean string",
+            "wrap: nil",
+            "xpcall_inside: boolean boolean",
+            "yield_then_wait: string string",
+        ]
+    );
+}

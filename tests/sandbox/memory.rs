@@ -66,22 +66,24 @@ return M
 }
 
 /// A VM is freed when it is dropped with garbage that holds it: a
-/// coroutine the script dropped while an async host call inside it was
-/// pending keeps the call's future, which holds the VM (see
-/// `sandbox::Vm`, which skips mlua's full collection on drop otherwise).
+/// coroutine of the script waiting in an async host call, abandoned with
+/// the callback that resumed it (the agent stopped meanwhile), keeps the
+/// call's future, which holds the VM (see `sandbox::Vm`, which skips
+/// mlua's full collection on drop otherwise).
 #[tokio::test]
 async fn a_vm_is_freed_with_a_dropped_coroutine_waiting_in_a_host_call() {
     let scratch = crate::common::Scratch::new(&[("probe.lua", "return {}")]);
     let lua = crate::audit::agent_vm(&scratch, false);
     let weak = lua.weak();
-    lua.load(
-        "local co = coroutine.create(function() sleep(60000) end)\n\
-         coroutine.resume(co)\n\
-         assert(coroutine.status(co) == 'suspended')",
-    )
-    .exec_async()
-    .await
-    .unwrap();
+    let callback = lua
+        .load(
+            "local co = coroutine.create(function() sleep(60000) end)\n\
+             coroutine.resume(co)\n\
+             error('the resume returned before the sleep ended')",
+        )
+        .exec_async();
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(50), callback).await;
+    assert!(waited.is_err(), "the callback did not wait: {waited:?}");
     drop(lua);
     assert!(
         weak.try_upgrade().is_none(),
