@@ -101,9 +101,8 @@ impl LockManager {
         self.admit(name)?;
         let token = format!("{:032x}", rand::random::<u128>());
         // Kept as held from before the first attempt: the agent may stop
-        // waiting for the answer (a script's coroutine left suspended in
-        // the call) while the server grants it. Releasing a lock not
-        // granted changes nothing.
+        // waiting for the answer (stopped or aborted mid-call) while the
+        // server grants it. Releasing a lock not granted changes nothing.
         let maybe = LockGrant {
             name: name.to_string(),
             token: token.clone(),
