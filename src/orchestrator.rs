@@ -658,6 +658,12 @@ impl Orchestrator {
         } else if let Err(e) = coord.metrics.flush(coord.store.as_ref()).await {
             self.record("host", &e, false);
         }
+        // Writes the store did not apply are lost work, even when the
+        // scripts caught their errors: the run is not complete.
+        if let Some(lost) = coord.metrics.lost.reported() {
+            tracing::error!("{}", lost.message);
+            self.errors.push(lost);
+        }
         // Read past the blackboard's counters: they were just flushed, and the
         // store's totals must equal the report's.
         let outputs = coord.blackboard.outputs_uncounted().await?;

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::journal::{Event, Fast};
+use super::lost::UNKNOWN;
 use super::quotas::exceeded;
 use super::{Journal, MetricsCollector};
 use crate::config::Quotas;
@@ -106,6 +107,10 @@ impl Blackboard {
         let before = self.admit(key, size).await?;
         if let Err(e) = self.store.bb_set(&self.task, key, value, self.ttl).await {
             self.ledger.lock().put(key, before);
+            // Lost work even if the script catches the error.
+            self.metrics
+                .lost
+                .record(|| format!("blackboard key '{key}'"), &e.to_string());
             return Err(e.into());
         }
         self.metrics.blackboard_write();
@@ -136,29 +141,29 @@ impl Blackboard {
             // Counted once the server applied it, as a send is: a write it
             // refuses (out of memory) is the error of the agent's next call,
             // not one of the report's writes (all 200 of a full server's
-            // were).
+            // were). A write not applied is lost work whatever the script
+            // does with that error: the run counts it (see `LostWrites`).
             let metrics = self.metrics.clone();
-            pending = if self.journal.is_on() {
-                // Journaled as it is sent (deferring the line to the
-                // server's answer would copy the value out of the fast
-                // record: about 1,000 more instructions per operation of
-                // the Redis benchmark), and its failure after it, so the
-                // journal's writes less its failed ones are the report's.
-                let (later, key) = (self.journal.later(), key.to_owned());
-                pending.on_settled(move |outcome| {
-                    let error = match outcome {
-                        Outcome::Applied => return metrics.blackboard_write(),
-                        Outcome::Failed(e) => e.to_string(),
-                        Outcome::Unknown => "not known whether it was applied: its agent \
-                                             stopped waiting for the answer (an earlier write \
-                                             failed, or the agent was stopped)"
-                            .to_string(),
-                    };
+            // Journaled as it is sent (deferring the line to the server's
+            // answer would copy the value out of the fast record: about
+            // 1,000 more instructions per operation of the Redis
+            // benchmark), and its failure after it, so the journal's
+            // writes less its failed ones are the report's.
+            let later = self.journal.is_on().then(|| self.journal.later());
+            let key = key.to_owned();
+            pending = pending.on_settled(move |outcome| {
+                let error = match outcome {
+                    Outcome::Applied => return metrics.blackboard_write(),
+                    Outcome::Failed(e) => e.to_string(),
+                    Outcome::Unknown => UNKNOWN.to_string(),
+                };
+                metrics
+                    .lost
+                    .record(|| format!("blackboard key '{key}'"), &error);
+                if let Some(later) = later {
                     later.record(Event::BlackboardWriteFailed { key, error });
-                })
-            } else {
-                pending.on_success(move || metrics.blackboard_write())
-            };
+                }
+            });
         }
         Ok(Some(pending))
     }

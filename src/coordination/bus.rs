@@ -23,12 +23,13 @@ use serde_json::Value;
 use super::AgentPhase;
 use super::blackboard::{check_size, json_size};
 use super::journal::{Event, Fast, Journal, SMALL_VALUE_BYTES};
+use super::lost::{LostWrites, UNKNOWN};
 use super::quotas::{check_name, exceeded};
 use super::state::is_live;
 use super::turns::Turns;
 use crate::config::Quotas;
 use crate::error::{Error, Result};
-use crate::store::{Delivery, Envelope, MessageState, Pending, Store};
+use crate::store::{Delivery, Envelope, MessageState, Outcome, Pending, Store};
 
 /// How often an agent waiting for its turn looks at its own queue for
 /// messages no send announced (given back after a failure, or sent by
@@ -78,6 +79,8 @@ pub struct MessageBus {
     /// when it ends first) gives the message back, and the journal counts it
     /// once. A lock held across the store call, so the two never interleave.
     backing_off: Arc<tokio::sync::Mutex<HashMap<String, String>>>,
+    /// Sends the store did not apply (see [`LostWrites`]).
+    lost: Arc<LostWrites>,
 }
 
 /// A message given up on after `max_attempts` deliveries, with why.
@@ -136,6 +139,7 @@ impl MessageBus {
     ) -> Self {
         let queued = store.is_embedded().then(parking_lot::Mutex::default);
         MessageBus {
+            lost: Arc::default(),
             quotas,
             queued,
             store,
@@ -160,6 +164,13 @@ impl MessageBus {
             backing_off: Arc::default(),
             turns: Turns::default(),
         }
+    }
+
+    /// The same bus, counting the sends the store did not apply in `lost`
+    /// (the run's, shared with the blackboard).
+    pub(super) fn counting_lost(mut self, lost: Arc<LostWrites>) -> Self {
+        self.lost = lost;
+        self
     }
 
     /// Records a live agent, so it can be addressed and receives broadcasts.
@@ -305,6 +316,9 @@ impl MessageBus {
             self.admit(&envelope.kind, targets.iter().map(String::as_str), size)?;
             for target in &targets {
                 if let Err(e) = self.store.queue_push(&self.task, target, &envelope).await {
+                    // Lost work even if the script catches the error.
+                    let what = || format!("message '{}' to '{target}'", envelope.kind);
+                    self.lost.record(what, &e.to_string());
                     // Those not pushed yet were counted too.
                     for t in targets.iter().skip_while(|t| *t != target) {
                         self.count(t, -(size as isize));
@@ -371,9 +385,23 @@ impl MessageBus {
         } else {
             Some(self.journal.deferred(sent_event(&envelope, bytes)))
         };
+        let kind = envelope.kind.clone();
         let mut pending = self.store.queue_push_nowait(&self.task, &queue, envelope);
         if let Some(record) = journaled {
             pending = pending.on_success(record);
+        }
+        if !self.store.is_embedded() {
+            // A send not applied is lost work whatever the script does
+            // with the error its settling raises.
+            let (lost, to) = (self.lost.clone(), queue.clone());
+            pending = pending.on_settled(move |outcome| {
+                let error = match outcome {
+                    Outcome::Applied => return,
+                    Outcome::Failed(e) => e.to_string(),
+                    Outcome::Unknown => UNKNOWN.to_string(),
+                };
+                lost.record(|| format!("message '{kind}' to '{to}'"), &error);
+            });
         }
         self.turns.mail(&queue);
         Ok(pending)

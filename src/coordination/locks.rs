@@ -3,8 +3,13 @@
 //! Every lock name keeps a fencing number for the rest of the task, so the
 //! names one task may use are bounded by the quota `max_locks` (counted per
 //! process: the names this process's agents used).
+//!
+//! The grants each agent of this process holds are kept, so that the host
+//! releases them when the agent ends ([`LockManager::release_held`]): a
+//! script can leave `lock.with`'s function suspended in a coroutine that
+//! never resumes, and its release would never run.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +42,8 @@ pub struct LockManager {
     journal: Journal,
     max_locks: usize,
     names: Mutex<HashSet<String>>,
+    /// The grants this process's agents hold, by token, with their agent.
+    held: Mutex<HashMap<String, (String, LockGrant)>>,
 }
 
 /// Longest pause between two tries while waiting.
@@ -57,6 +64,7 @@ impl LockManager {
             journal,
             max_locks,
             names: Mutex::default(),
+            held: Mutex::default(),
         }
     }
 
@@ -80,10 +88,11 @@ impl LockManager {
         Ok(())
     }
 
-    /// Takes `name` for `ttl`, waiting up to `wait` for it to be free. `None` when
-    /// the wait ran out.
+    /// Takes `name` for `ttl` for the agent `owner`, waiting up to `wait`
+    /// for it to be free. `None` when the wait ran out.
     pub async fn acquire(
         &self,
+        owner: &str,
         name: &str,
         ttl: Duration,
         wait: Duration,
@@ -91,6 +100,17 @@ impl LockManager {
         check_name(name)?;
         self.admit(name)?;
         let token = format!("{:032x}", rand::random::<u128>());
+        // Kept as held from before the first attempt: the agent may stop
+        // waiting for the answer (stopped or aborted mid-call) while the
+        // server grants it. Releasing a lock not granted changes nothing.
+        let maybe = LockGrant {
+            name: name.to_string(),
+            token: token.clone(),
+            fence: 0,
+        };
+        self.held
+            .lock()
+            .insert(token.clone(), (owner.to_string(), maybe));
         let started = Instant::now();
         let deadline = started + wait;
         let mut pause = Duration::from_micros(200);
@@ -108,7 +128,11 @@ impl LockManager {
                     fence,
                     waited_ms,
                 });
-                return Ok(Some(LockGrant { name, token, fence }));
+                let grant = LockGrant { name, token, fence };
+                if let Some((_, held)) = self.held.lock().get_mut(&grant.token) {
+                    held.fence = fence;
+                }
+                return Ok(Some(grant));
             }
             if !waited {
                 waited = true;
@@ -124,6 +148,7 @@ impl LockManager {
                     name: name.to_string(),
                     waited_ms,
                 });
+                self.held.lock().remove(&token);
                 return Ok(None);
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
@@ -133,6 +158,7 @@ impl LockManager {
 
     /// Releases a grant; false when it had already expired or been taken over.
     pub async fn release(&self, grant: &LockGrant) -> Result<bool> {
+        self.forget(grant);
         let released = self
             .store
             .lock_release(&self.task, &grant.name, &grant.token)
@@ -148,9 +174,44 @@ impl LockManager {
             .lock_extend(&self.task, &grant.name, &grant.token, ttl)
             .await?;
         if !extended {
+            self.forget(grant);
             self.journal.record(|| ended(grant, false));
         }
         Ok(extended)
+    }
+
+    /// Releases every lock the agent `owner` still holds: it ended
+    /// (finished, failed or stopped), and no one else can release them.
+    /// Returns how many were still held; a grant that expired or was taken
+    /// over meanwhile is left alone (the release is compare-and-delete).
+    pub async fn release_held(&self, owner: &str) -> Result<usize> {
+        let mut grants = Vec::new();
+        self.held.lock().retain(|_, (agent, grant)| {
+            let mine = agent == owner;
+            if mine {
+                grants.push(grant.clone());
+            }
+            !mine
+        });
+        let mut released = 0;
+        for grant in &grants {
+            let still = self
+                .store
+                .lock_release(&self.task, &grant.name, &grant.token)
+                .await?;
+            // A grant whose answer its agent never took (fence 0) was
+            // perhaps never granted: journaled only when it was.
+            if still {
+                self.journal.record(|| ended(grant, true));
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
+    /// No longer keeps `grant` among the held ones.
+    fn forget(&self, grant: &LockGrant) {
+        self.held.lock().remove(&grant.token);
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::lost::LostWrites;
 use crate::error::Result;
 use crate::llm::{Usage, UsageReport};
 use crate::store::Store;
@@ -53,6 +54,18 @@ pub struct MetricsCollector {
     llm: Mutex<LlmMetrics>,
     custom: Mutex<BTreeMap<String, i64>>,
     flushed: Mutex<BTreeMap<String, i64>>,
+    /// The flush under way, or one whose outcome is unknown (it failed or
+    /// was cancelled): held across a flush, so two never overlap.
+    unconfirmed: tokio::sync::Mutex<Option<Flush>>,
+    /// Writes the store did not apply (shared with the bus).
+    pub lost: Arc<LostWrites>,
+}
+
+/// Deltas sent to the store under a token: sent again with the same token
+/// until the store confirms them, so the server adds them once.
+struct Flush {
+    token: String,
+    deltas: Vec<(String, i64)>,
 }
 
 /// One agent's figures in the report.
@@ -118,6 +131,8 @@ impl MetricsCollector {
             llm: Mutex::default(),
             custom: Mutex::default(),
             flushed: Mutex::default(),
+            unconfirmed: tokio::sync::Mutex::default(),
+            lost: Arc::default(),
         }
     }
 
@@ -266,26 +281,57 @@ impl MetricsCollector {
     }
 
     /// Adds what changed since the last flush to the store's counters.
+    ///
+    /// A flush whose outcome is unknown (it failed after `connect_timeout`,
+    /// its answer lost, or it was cancelled) may still have been applied: a
+    /// paused server applies what it held when it resumes. It is sent again
+    /// first, with the same token, which the server applies once (within
+    /// the minute it remembers a token); only then are newer changes sent
+    /// under a new one. Counting them again under a new token added a
+    /// pause's changes twice.
     pub async fn flush(&self, store: &dyn Store) -> Result<()> {
-        let now = self.flat();
-        let deltas: Vec<(String, i64)> = {
-            let flushed = self.flushed.lock();
-            now.iter()
-                .filter_map(|(k, v)| {
-                    let d = v - flushed.get(k).copied().unwrap_or(0);
-                    (d != 0).then(|| (k.clone(), d))
-                })
-                .collect()
-        };
+        let mut unconfirmed = self.unconfirmed.lock().await;
+        if let Some(earlier) = unconfirmed.as_ref() {
+            store
+                .metrics_add(&self.task_id, &earlier.token, &earlier.deltas)
+                .await?;
+            let earlier = unconfirmed.take().expect("checked above");
+            self.confirm(earlier.deltas);
+        }
+        let deltas = self.deltas();
         if deltas.is_empty() {
             return Ok(());
         }
-        store.metrics_add(&self.task_id, &deltas).await?;
+        let flush = unconfirmed.insert(Flush {
+            token: format!("{:032x}", rand::random::<u128>()),
+            deltas,
+        });
+        store
+            .metrics_add(&self.task_id, &flush.token, &flush.deltas)
+            .await?;
+        let flush = unconfirmed.take().expect("inserted above");
+        self.confirm(flush.deltas);
+        Ok(())
+    }
+
+    /// What changed since the last confirmed flush.
+    fn deltas(&self) -> Vec<(String, i64)> {
+        let now = self.flat();
+        let flushed = self.flushed.lock();
+        now.into_iter()
+            .filter_map(|(k, v)| {
+                let d = v - flushed.get(&k).copied().unwrap_or(0);
+                (d != 0).then_some((k, d))
+            })
+            .collect()
+    }
+
+    /// Counts `deltas` as in the store.
+    fn confirm(&self, deltas: Vec<(String, i64)>) {
         let mut flushed = self.flushed.lock();
         for (k, d) in deltas {
             *flushed.entry(k).or_insert(0) += d;
         }
-        Ok(())
     }
 
     /// The report, with each agent's phases supplied by the caller.

@@ -10,6 +10,7 @@ mod bus;
 pub mod clock;
 pub mod journal;
 mod locks;
+mod lost;
 mod metrics;
 pub(crate) mod presence;
 pub mod quotas;
@@ -25,6 +26,7 @@ pub use blackboard::{Blackboard, OUTPUT_PREFIX, stored_outputs};
 pub use bus::{BROADCAST, DeadLetter, MessageBus};
 pub use journal::Journal;
 pub use locks::{LockGrant, LockManager};
+pub use lost::LostWrites;
 pub use metrics::{
     AgentCounters, AgentMetrics, CoordinationMetrics, HostCounters, MetricsCollector,
 };
@@ -96,7 +98,8 @@ impl Coordination {
                 Duration::from_millis(config.redelivery_backoff),
                 config.quotas,
                 journal.clone(),
-            ),
+            )
+            .counting_lost(metrics.lost.clone()),
             states: AgentStateManager::new(
                 store.clone(),
                 &task.id,

@@ -96,7 +96,7 @@ async fn acquire(
     let grant = c
         .coord
         .locks
-        .acquire(&name, opts.ttl, wait)
+        .acquire(&c.id, &name, opts.ttl, wait)
         .instrument(crate::trace::host_call("lock.acquire"))
         .await
         .into_lua_err()?;

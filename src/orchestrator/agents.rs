@@ -77,8 +77,9 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Takes in how an agent ended: gives back what it held and records its
-    /// errors (its place under `max_agents` it gave back itself, see
+    /// Takes in how an agent ended: gives back what it held (the messages
+    /// it read ahead, the locks it still holds unless it left the task to
+    /// another process) and records its errors (its place under `max_agents` it gave back itself, see
     /// `agent_set::Place`).
     pub(super) async fn finish_agent(&mut self, joined: Joined) {
         let outcome = match joined {
@@ -109,6 +110,9 @@ impl Orchestrator {
         }
         if outcome.left {
             self.left.push(outcome.id.clone());
+        } else if let Err(e) = self.coord.locks.release_held(&outcome.id).await {
+            // Not lost work: the lock's TTL frees it.
+            self.record(&outcome.id, &e, false);
         }
         let success = self.coord.task.success.clone();
         for h in &outcome.handler_errors {
@@ -175,6 +179,8 @@ impl Orchestrator {
                 .await;
             self.registry.users().ended(&id);
             let _ = self.coord.bus.release(&id).await;
+            // A failure is left to the locks' TTLs: the run fails anyway.
+            let _ = self.coord.locks.release_held(&id).await;
             self.record_failed_agent(&id, &e);
         }
     }

@@ -420,7 +420,13 @@ impl RecordStore for MemoryStore {
         Ok(self.task(task).hosts.lock().values().cloned().collect())
     }
 
-    async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()> {
+    /// Applied at once, never in doubt: the token is not needed.
+    async fn metrics_add(
+        &self,
+        task: &str,
+        _token: &str,
+        deltas: &[(String, i64)],
+    ) -> StoreResult<()> {
         self.with_task(task, |t| {
             let mut m = t.metrics.lock();
             for (name, delta) in deltas {

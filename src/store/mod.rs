@@ -544,8 +544,17 @@ pub trait RecordStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Every process that took part in the task, sorted by id.
     async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>>;
-    /// Adds each delta to the task's metric counters.
-    async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()>;
+    /// Adds each delta to the task's metric counters, once per `token`: on
+    /// a server, a call again with a token already applied (within a
+    /// minute) changes nothing, so a flush whose outcome is unknown can be
+    /// sent again. (The embedded store applies a call at once: never in
+    /// doubt, it ignores the token.)
+    async fn metrics_add(
+        &self,
+        task: &str,
+        token: &str,
+        deltas: &[(String, i64)],
+    ) -> StoreResult<()>;
     /// The task's metric counters.
     async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>>;
     /// Claims `name` for the task once: true for the first caller only. Used so a

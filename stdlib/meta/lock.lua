@@ -34,6 +34,8 @@ function lock.extend(grant, ttl_ms) end
 --- Runs `fn(grant)` holding lock `name` and returns what it returns. The lock
 --- is released when `fn` returns and when it raises (the error is raised
 --- again). Raises when the lock could not be taken within `opts.wait`.
+--- Whatever happens to `fn` (left suspended in a coroutine, say), the host
+--- releases every lock an agent still holds when the agent ends.
 ---@generic R
 ---@param name string
 ---@param fn fun(grant: orrery.LockGrant): R

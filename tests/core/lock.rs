@@ -149,3 +149,49 @@ async fn with_releases_on_error_fences_grow_and_a_wait_can_run_out() {
         );
     }
 }
+
+/// Takes a lock with `lock.with` in a coroutine it leaves suspended inside
+/// the function, so `lock.with` never reaches its release, and ends.
+const SUSPENDER: &str = r#"
+local M = {}
+function M.start(self)
+  local co = coroutine.create(function()
+    lock.with("L", function() coroutine.yield() end, { ttl = 600000 })
+  end)
+  assert(coroutine.resume(co))
+  assert(coroutine.status(co) == "suspended")
+  bus.send("taker", "held", {})
+end
+return M
+"#;
+
+const TAKER: &str = r#"
+local M = {}
+function M.start(self)
+  assert(bus.receive(30000), "the suspender never held the lock")
+  local grant = lock.acquire("L", { wait = 10000 })
+  task.output("got", grant ~= nil)
+end
+return M
+"#;
+
+/// The locks an agent still holds when it ends are released by the host,
+/// even one whose `lock.with` never returned (its TTL, ten minutes, would
+/// otherwise keep every other agent out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_an_agent_holds_when_it_ends_is_released() {
+    for backend in Backend::all() {
+        let report = run_clean(
+            backend,
+            &[("suspender.lua", SUSPENDER), ("taker.lua", TAKER)],
+            task("lock-left", r#"agents = ["suspender", "taker"]"#),
+        )
+        .await;
+        assert_eq!(
+            output(&report, "got"),
+            &json!(true),
+            "{backend:?}: the lock stayed held: {:?}",
+            report.errors
+        );
+    }
+}

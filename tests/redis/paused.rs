@@ -144,6 +144,31 @@ fn a_server_paused_before_the_run_fails_it_within_its_patience() {
     assert_ended_unreachable(&done, took, &url);
 }
 
+/// The review's writer: 8,000 sets, settled by a `sleep` every 50, each
+/// failure caught and ignored.
+const SWALLOWER: &str = r#"
+local M = {}
+function M.start(self)
+  log.info("ready")
+  for i = 1, 8000 do
+    pcall(blackboard.set, "k" .. i, i)
+    if i % 50 == 0 then pcall(sleep, 20) end
+  end
+end
+return M
+"#;
+
+/// A script that catches its writes' failures and goes on writing: once
+/// the server has been lost for a whole `connect_timeout`, a write sent
+/// without waiting fails at once instead of waiting out a
+/// `connect_timeout` of its own on the dead connection (one per `sleep`:
+/// 160 of them here), so the run still ends within a few.
+#[test]
+fn writes_made_long_after_the_server_was_lost_fail_at_once() {
+    let (done, took, url) = run_paused("swallower", SWALLOWER);
+    assert_ended_unreachable(&done, took, &url);
+}
+
 /// Sends and sets, each settled on its own (by `sleep`), so the one that
 /// raised is known: `raised at send N` or `raised at set N`.
 const WRITER: &str = r#"
@@ -354,4 +379,83 @@ fn a_watch_made_on_a_paused_server_fails_within_its_patience_and_works_once_it_i
     assert!(second.contains("second watch: true"), "{}", done.show());
     assert_eq!(done.code, Some(0), "{}", done.show());
     assert!(done.stderr.contains("saw k=1"), "{}", done.show());
+}
+
+/// Writes sent without waiting whose failure the script catches (`pcall`
+/// around the `sleep` that settles them), then, once the server answers
+/// again, more writes and a normal end.
+const CATCHER: &str = r#"
+local M = {}
+function M.start(self)
+  log.info("ready")
+  local i = 0
+  while true do
+    i = i + 1
+    blackboard.set("k" .. i, i)
+    local ok, err = pcall(sleep, 10)
+    if not ok then
+      log.info("caught at " .. i .. ": " .. tostring(err))
+      break
+    end
+  end
+  while not pcall(blackboard.get, "nobody-wrote-it") do pcall(sleep, 100) end
+  blackboard.set("after", i)
+end
+return M
+"#;
+
+/// A write the paused server never applied is lost work even when the
+/// script caught its error and went on: the run, which reaches the server
+/// again and reports, is `failed` with exit 5 and an entry naming how many
+/// writes were lost and the first one; and the server's metric totals,
+/// flushed while it was paused and again after, equal the report's.
+#[test]
+fn a_lost_write_the_script_caught_fails_the_run_and_metrics_are_counted_once() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new(&[("catcher.lua", CATCHER)]);
+    let file = task_file(&scratch, "caught", &["catcher"]);
+    let url = server.url();
+    let mut run = spawn_orrery(
+        scratch.path(),
+        &["run", &file, "--store", &url, "--json"],
+        &[
+            ("ORRERY_CONNECT_TIMEOUT", "1000"),
+            // A flush is on its way whenever the server pauses.
+            ("ORRERY_METRICS_INTERVAL", "50"),
+        ],
+    );
+    run.wait_for("ready", PATIENCE);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&server, "-STOP");
+    let caught = run.wait_for("caught at", ENDS_WITHIN);
+    // Held a while longer: the flushes that gave up stay unanswered.
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&server, "-CONT");
+    let done = run.finish(PATIENCE);
+    assert_eq!(done.code, Some(5), "{caught}\n{}", done.show());
+    let report: Value = serde_json::from_str(&done.stdout).expect("a JSON report");
+    assert_eq!(report["status"], "failed", "{report:#}");
+    let lost = report["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not applied by the store"))
+        })
+        .unwrap_or_else(|| panic!("no entry for the lost writes: {report:#}"));
+    assert_eq!(lost["kind"], "coordination", "{lost:#}");
+    let message = lost["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the first: blackboard key 'k")
+            && message.contains(&format!("store {url} unreachable")),
+        "{message}"
+    );
+    let state = inspect(&scratch, &server, "caught");
+    assert_eq!(
+        state["metrics"]["blackboard_writes"], report["metrics"]["blackboard_writes"],
+        "the server's total against the report's: {:#}",
+        state["metrics"]
+    );
 }

@@ -137,8 +137,13 @@ impl RecordStore for PanickingStore {
     async fn host_list(&self, task: &str) -> StoreResult<Vec<HostRecord>> {
         self.0.host_list(task).await
     }
-    async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()> {
-        self.0.metrics_add(task, deltas).await
+    async fn metrics_add(
+        &self,
+        task: &str,
+        token: &str,
+        deltas: &[(String, i64)],
+    ) -> StoreResult<()> {
+        self.0.metrics_add(task, token, deltas).await
     }
     async fn metrics_get(&self, task: &str) -> StoreResult<BTreeMap<String, i64>> {
         self.0.metrics_get(task).await

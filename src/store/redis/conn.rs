@@ -25,7 +25,8 @@
 //! applied later. Once a command gave up, the server is *lost* until a new
 //! connection is made: one task tries new connections, one after another,
 //! and commands that retry wait for the attempt under way during the next
-//! `connect_timeout`, then fail at once. So a run that lost its server ends
+//! `connect_timeout`, then fail at once (commands sent without waiting are
+//! then not sent: they fail at once too). So a run that lost its server ends
 //! within a few `connect_timeout`s instead of waiting out each of its last
 //! commands in turn, and a server that comes back is used again as soon as
 //! that task reaches it.
@@ -447,6 +448,9 @@ impl Connection {
         cmd: Cmd,
         expires: Option<Instant>,
     ) -> (u64, StoreFuture<(Value, bool)>) {
+        if let Some(failed) = self.lost_for_good() {
+            return failed;
+        }
         let Current { epoch, mut conn } = self.current();
         let limit = expires.unwrap_or_else(|| Instant::now() + self.patience);
         let me = self.clone();
@@ -491,6 +495,9 @@ impl Connection {
         what: String,
         write: Write,
     ) -> (u64, StoreFuture<(Value, bool)>) {
+        if let Some(failed) = self.lost_for_good() {
+            return failed;
+        }
         let epoch = self.epoch();
         // Its deadline was taken before: this is later.
         let expires = Some(Instant::now() + self.patience);
@@ -513,6 +520,9 @@ impl Connection {
     /// Sends the read `cmd` with the next batch, at once (see [`batch`]):
     /// it sees every write sent before it.
     pub fn read(self: &Arc<Self>, what: String, cmd: Cmd) -> (u64, StoreFuture<(Value, bool)>) {
+        if let Some(failed) = self.lost_for_good() {
+            return failed;
+        }
         let epoch = self.epoch();
         if let Some((sent, _)) = self
             .batcher
@@ -547,6 +557,23 @@ impl Connection {
             me.outcome(epoch, &what, reply, request, expires).await
         };
         (epoch, answer.instrument(span).boxed())
+    }
+
+    /// A command sent without waiting, made once the server has been lost
+    /// for a whole `connect_timeout`: not sent, it fails at once, as
+    /// [`run_until`](Self::run_until) does. Sent on the dead connection, it
+    /// would wait out its own `connect_timeout`, and a run's end, made of
+    /// such commands one after another, took one each.
+    fn lost_for_good(&self) -> Option<(u64, StoreFuture<(Value, bool)>)> {
+        if !self.is_lost() {
+            return None;
+        }
+        let (since, reason) = self.lost_at.lock().clone();
+        if since.elapsed() < self.patience {
+            return None;
+        }
+        let failed = Err(self.gave_up(&reason));
+        Some((self.epoch(), futures::future::ready(failed).boxed()))
     }
 
     /// The failure of a command sent without waiting that got no answer

@@ -135,12 +135,17 @@ impl RecordStore for RedisStore {
         all.values().map(|json| decode(&hosts, json)).collect()
     }
 
-    async fn metrics_add(&self, task: &str, deltas: &[(String, i64)]) -> StoreResult<()> {
+    async fn metrics_add(
+        &self,
+        task: &str,
+        token: &str,
+        deltas: &[(String, i64)],
+    ) -> StoreResult<()> {
         if deltas.is_empty() {
             return Ok(());
         }
         let keys = Keys::new(task);
-        let (metrics, once) = (keys.metrics(), keys.once(&token()));
+        let (metrics, once) = (keys.metrics(), keys.once(token));
         self.conn
             .eval::<i64>("metrics flush", &METRICS_ADD, &[&metrics, &once], |c| {
                 for (name, delta) in deltas {

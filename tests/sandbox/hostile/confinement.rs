@@ -12,14 +12,15 @@ use serde_json::json;
 use super::{Case, run, start};
 use crate::common::{RedisServer, Scratch, orrery, task};
 
-/// Writes state of task `victim`: a key, an output, a lock and a counter.
+/// Writes state of task `victim`: a key, an output and a counter. (Its lock
+/// is taken by the test: the locks an agent holds are released when it
+/// ends.)
 const VICTIM: &str = r#"
 local M = {}
 function M.start(self)
   blackboard.set("v", "intact")
   task.output("victim", "intact")
   metrics.incr("count", 7)
-  lock.acquire("l", { ttl = 60000 })
 end
 return M
 "#;
@@ -79,6 +80,11 @@ async fn a_task_cannot_reach_another_tasks_keys_on_redis() {
 async fn a_task_cannot_reach_another_tasks_keys_on_the_embedded_store() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let cfg = crate::util::config();
+    let held = store
+        .lock_try_acquire("victim", "l", "victim", std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(held.is_some());
     for (id, script) in [("victim", VICTIM.to_string()), ("hostile", start(AIMS))] {
         let scratch = Scratch::new(&[("agent.lua", &script), ("witness.lua", "return {}")]);
         let mut cfg = cfg.clone();
