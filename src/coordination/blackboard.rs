@@ -17,12 +17,11 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::journal::{Event, Fast};
-use super::lost::UNKNOWN;
 use super::quotas::exceeded;
 use super::{Journal, MetricsCollector};
 use crate::config::Quotas;
 use crate::error::{Error, Result};
-use crate::store::{BlackboardEvent, Outcome, Pending, Sent, Store};
+use crate::store::{BlackboardEvent, Pending, Sent, Store};
 
 /// Longest key accepted (bytes).
 pub const MAX_KEY_BYTES: usize = 512;
@@ -152,10 +151,8 @@ impl Blackboard {
             let later = self.journal.is_on().then(|| self.journal.later());
             let key = key.to_owned();
             pending = pending.on_settled(move |outcome| {
-                let error = match outcome {
-                    Outcome::Applied => return metrics.blackboard_write(),
-                    Outcome::Failed(e) => e.to_string(),
-                    Outcome::Unknown => UNKNOWN.to_string(),
+                let Some(error) = super::lost::why(outcome) else {
+                    return metrics.blackboard_write();
                 };
                 metrics
                     .lost

@@ -23,13 +23,13 @@ use serde_json::Value;
 use super::AgentPhase;
 use super::blackboard::{check_size, json_size};
 use super::journal::{Event, Fast, Journal, SMALL_VALUE_BYTES};
-use super::lost::{LostWrites, UNKNOWN};
+use super::lost::LostWrites;
 use super::quotas::{check_name, exceeded};
 use super::state::is_live;
 use super::turns::Turns;
 use crate::config::Quotas;
 use crate::error::{Error, Result};
-use crate::store::{Delivery, Envelope, MessageState, Outcome, Pending, Store};
+use crate::store::{Delivery, Envelope, MessageState, Pending, Store};
 
 /// How often an agent waiting for its turn looks at its own queue for
 /// messages no send announced (given back after a failure, or sent by
@@ -385,22 +385,20 @@ impl MessageBus {
         } else {
             Some(self.journal.deferred(sent_event(&envelope, bytes)))
         };
-        let kind = envelope.kind.clone();
+        // The embedded store applies a send at once: nothing to count later.
+        let kind = (!self.store.is_embedded()).then(|| envelope.kind.clone());
         let mut pending = self.store.queue_push_nowait(&self.task, &queue, envelope);
         if let Some(record) = journaled {
             pending = pending.on_success(record);
         }
-        if !self.store.is_embedded() {
+        if let Some(kind) = kind {
             // A send not applied is lost work whatever the script does
             // with the error its settling raises.
             let (lost, to) = (self.lost.clone(), queue.clone());
             pending = pending.on_settled(move |outcome| {
-                let error = match outcome {
-                    Outcome::Applied => return,
-                    Outcome::Failed(e) => e.to_string(),
-                    Outcome::Unknown => UNKNOWN.to_string(),
-                };
-                lost.record(|| format!("message '{kind}' to '{to}'"), &error);
+                if let Some(error) = super::lost::why(outcome) {
+                    lost.record(|| format!("message '{kind}' to '{to}'"), &error);
+                }
             });
         }
         self.turns.mail(&queue);

@@ -13,10 +13,21 @@ use parking_lot::Mutex;
 
 use crate::error::{ErrorKind, exit};
 use crate::report::ReportedError;
+use crate::store::Outcome;
 
 /// Why a write whose agent stopped waiting for its answer counts as lost.
 pub const UNKNOWN: &str = "not known whether it was applied: its agent stopped waiting for the \
                            answer (an earlier write failed, or the agent was stopped)";
+
+/// Why a settled write is lost work: the store's error, or [`UNKNOWN`];
+/// `None` when the store applied it.
+pub fn why(outcome: Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Applied => None,
+        Outcome::Failed(e) => Some(e.to_string()),
+        Outcome::Unknown => Some(UNKNOWN.to_string()),
+    }
+}
 
 /// The writes of a run the store refused, or whose outcome is unknown.
 #[derive(Default)]
