@@ -73,7 +73,7 @@ impl Orchestrator {
         });
         coord.journal.close().await;
         // The journal's last lines land after the run's own retention pass:
-        // a second pass covers a journal stream made or grown since.
+        // a second pass covers the journal stream, made or grown since.
         if let Ok(r) = &report
             && !coord.store.is_embedded()
             && !r
@@ -83,7 +83,7 @@ impl Orchestrator {
             && matches!(coord.store.task_get(&coord.task.id).await, Ok(Some(t)) if !t.is_running())
         {
             let retention = std::time::Duration::from_secs(coord.config.retention);
-            if let Err(e) = coord.store.retain(&coord.task.id, retention).await {
+            if let Err(e) = coord.store.retain_journal(&coord.task.id, retention).await {
                 tracing::warn!("cannot set the retention of the task's journal: {e}");
             }
         }

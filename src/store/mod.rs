@@ -586,6 +586,13 @@ pub trait RecordStore: Send + Sync {
     /// latest (a key that expires sooner keeps its own expiry); returns how
     /// many keys were given one. The embedded store ends with its process.
     async fn retain(&self, task: &str, retention: Duration) -> StoreResult<usize>;
+    /// [`retain`](Store::retain) for the task's journal stream alone: its
+    /// last lines land after the run's own pass over every key, and a second
+    /// pass over the whole keyspace would cost the server a `SCAN` and a
+    /// `PTTL` per key again. True when the stream was given an expiry.
+    async fn retain_journal(&self, task: &str, retention: Duration) -> StoreResult<bool> {
+        Ok(self.retain(task, retention).await? > 0)
+    }
 
     /// Appends journal lines to the task's journal stream, keeping about the
     /// last `max_len`. A store that no other process reads (the embedded

@@ -241,3 +241,53 @@ fn every_key_of_an_ended_task_expires_after_the_retention() {
     let state = inspect(&scratch, &server, "kept");
     assert_eq!(state["task"]["status"], "complete", "{state:#}");
 }
+
+const MANY_KEYS: &str = r#"
+local M = {}
+function M.start(self)
+  for i = 1, 40 do blackboard.set("k" .. i, {i = i}) end
+end
+return M
+"#;
+
+/// The end of a run reads each key's expiry once: the pass over every key,
+/// then the journal stream alone (its last lines land after that pass).
+/// Two passes over the keyspace doubled the server's work at the end of a
+/// task (a `SCAN` of the whole keyspace and a `PTTL` per key).
+#[test]
+fn the_end_of_a_run_reads_each_keys_expiry_once() {
+    let server = server_with(&[]);
+    let scratch = Scratch::new(&[("many.lua", MANY_KEYS)]);
+    let file = task_file(&scratch, "once", &["many"]);
+    let mut conn = raw(&server);
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .unwrap();
+    let out = orrery_env(
+        scratch.path(),
+        &["run", &file, "--store", &server.url()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    let calls = |command: &str| -> usize {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    // One `PTTL` per key of the pass, one for the journal, and the index's
+    // occasional look while the keys were set.
+    assert!(
+        calls("pttl") <= keys.len() + 4,
+        "{} PTTL calls for {} keys:\n{stats}",
+        calls("pttl"),
+        keys.len()
+    );
+}

@@ -287,6 +287,17 @@ impl RecordStore for RedisStore {
         Ok(given)
     }
 
+    async fn retain_journal(&self, task: &str, retention: Duration) -> StoreResult<bool> {
+        let key = Keys::new(task).journal();
+        let n: usize = self
+            .conn
+            .eval("retain", &RETAIN, &[key.as_str()], |c| {
+                c.arg(millis(retention));
+            })
+            .await?;
+        Ok(n > 0)
+    }
+
     async fn journal_append(&self, task: &str, lines: &[&str], max_len: usize) -> StoreResult<()> {
         self.0.journal_append(task, lines, max_len).await
     }
