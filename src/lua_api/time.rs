@@ -190,7 +190,13 @@ fn cancel(lua: &Lua, c: &AgentContext, id: Value) -> mlua::Result<bool> {
 fn number_arg(func: &str, index: usize, name: &str, value: &Value) -> mlua::Result<f64> {
     match value {
         Value::Integer(n) => Ok(*n as f64),
-        Value::Number(n) => Ok(*n),
+        Value::Number(n) if !n.is_nan() => Ok(*n),
+        // NaN compares false with everything: `every(0/0, f)` passed the
+        // period check and fired without pause.
+        Value::Number(_) => Err(arg_err(
+            func,
+            format!("argument #{index} '{name}' must be a number of milliseconds, got nan"),
+        )),
         other => Err(arg_err(
             func,
             format!(

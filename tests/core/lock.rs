@@ -75,6 +75,10 @@ function M.start(self)
   r.released_again = lock.release(g1)
   local g2 = lock.acquire("F", { wait = 0, ttl = 5000 })
   r.extended = lock.extend(g2, 10000)
+  -- Not a length of time: refused, and the lock keeps its expiry.
+  r.extend_nan = tostring(select(2, pcall(lock.extend, g2, 0/0)))
+  r.extend_negative = tostring(select(2, pcall(lock.extend, g2, -1)))
+  r.held_after_bad_extends = lock.acquire("F", { wait = 0 }) == nil
   lock.release(g2)
   r.fences = { g1.fence, g2.fence }
   r.with_returns = { lock.with("R", function() return "value", 2 end) }
@@ -129,6 +133,16 @@ async fn with_releases_on_error_fences_grow_and_a_wait_can_run_out() {
         assert_eq!(h["released"], true);
         assert_eq!(h["released_again"], false);
         assert_eq!(h["extended"], true);
+        for case in ["extend_nan", "extend_negative"] {
+            let text = h[case].as_str().unwrap_or_default();
+            assert!(
+                text.contains(
+                    "lock.extend: argument #2 'ttl_ms' must be a number of milliseconds >= 0"
+                ),
+                "{case}: {h:#}"
+            );
+        }
+        assert_eq!(h["held_after_bad_extends"], true, "{h:#}");
         let fences = h["fences"].as_array().unwrap();
         assert!(fences[1].as_u64() > fences[0].as_u64(), "{h:#}");
         assert_eq!(h["with_returns"], json!(["value", 2]));

@@ -184,6 +184,9 @@ function M.start(self)
   task.output("errors", {
     too_many = too_many,
     zero = try(every, 0, function() end),
+    nan_every = try(every, 0/0, function() end),
+    nan_after = try(after, 0/0, function() end),
+    nan_sleep = try(sleep, 0/0),
     text = try(every, "soon", function() end),
     target = try(after, 10, 5),
     cancel = try(time.cancel, "x"),
@@ -205,6 +208,19 @@ async fn bad_timer_arguments_say_which_and_what_was_expected() {
     let errors = output(&report, "errors");
     for (case, fragment) in [
         ("zero", "time.every: argument #1 'ms' must be at least 1"),
+        // Not a number of milliseconds: `every` would fire without pause.
+        (
+            "nan_every",
+            "time.every: argument #1 'ms' must be a number of milliseconds, got nan",
+        ),
+        (
+            "nan_after",
+            "time.after: argument #1 'ms' must be a number of milliseconds, got nan",
+        ),
+        (
+            "nan_sleep",
+            "sleep: argument #1 'ms' must be a number of milliseconds, got nan",
+        ),
         (
             "text",
             "time.every: argument #1 'ms' must be a number of milliseconds, got string",
