@@ -119,8 +119,8 @@ async fn release(_: Lua, c: Arc<AgentContext>, grant: Table) -> mlua::Result<boo
 /// `lock.extend(grant, ttl_ms)`: the lock lives `ttl_ms` from now.
 async fn extend(_: Lua, c: Arc<AgentContext>, (grant, ttl): (Table, f64)) -> mlua::Result<bool> {
     let grant = grant_from("lock.extend", &grant)?;
-    // `!(>=)` catches NaN, which would have made the lock expire at once.
-    if !(ttl >= 0.0) {
+    // NaN would have made the lock expire at once.
+    if ttl.is_nan() || ttl < 0.0 {
         return Err(arg_err(
             "lock.extend",
             format!("argument #2 'ttl_ms' must be a number of milliseconds >= 0, got {ttl}"),
