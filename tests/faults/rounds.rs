@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{Scratch, spawn_orrery};
+use crate::common::{RedisServer, Scratch, spawn_orrery};
 use crate::members::{fenced_at, host_of, signal, stamps};
 use crate::util::{Handlings, PATIENCE, RECORD_HANDLING, inspect, server_with, task_file};
 
@@ -112,6 +112,10 @@ fn each_of_three_processes_killed_and_stopped_round_after_round_loses_nothing() 
             } else {
                 signal(pid, "STOP");
                 std::thread::sleep(Duration::from_millis(900));
+                // Stopped until the others have declared it lost (500 ms of
+                // silence): on a loaded machine their look can come after
+                // the 900 ms, and a process woken before it is not fenced.
+                wait_until_lost(&scratch, &server, pid, &label);
                 signal(pid, "CONT");
                 let back = std::time::Instant::now();
                 let done = victim.finish(PATIENCE);
@@ -197,4 +201,25 @@ fn each_of_three_processes_killed_and_stopped_round_after_round_loses_nothing() 
     assert!(late.is_empty(), "written after the fence: {late:?}");
     assert_eq!(lost_hosts.len(), ROUNDS * 3, "{state:#}");
     assert_eq!(state["pending"], Value::Array(vec![]), "{state:#}");
+}
+
+/// Waits (up to `PATIENCE`) until the store shows the process `pid` lost.
+fn wait_until_lost(scratch: &Scratch, server: &RedisServer, pid: u32, label: &str) {
+    let mark = format!(":{pid}-");
+    let started = std::time::Instant::now();
+    loop {
+        let state = inspect(scratch, server, "rounds");
+        let lost =
+            state["hosts"].as_array().into_iter().flatten().any(|h| {
+                h["state"] == "lost" && h["id"].as_str().is_some_and(|id| id.contains(&mark))
+            });
+        if lost {
+            return;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{label}: never declared lost while stopped: {state:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
