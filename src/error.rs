@@ -244,6 +244,10 @@ text_enum! {
         DeadLetter = "dead_letter",
         /// An output the task's `[success]` requires was not recorded (a report entry).
         Incomplete = "incomplete",
+        /// A journal sink could not take entries: a full disk, a store gone (a report entry).
+        Journal = "journal",
+        /// Answers `--llm-record` could not write (a report entry).
+        LlmRecord = "llm_record",
     }
 }
 

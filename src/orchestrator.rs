@@ -664,6 +664,22 @@ impl Orchestrator {
             tracing::error!("{}", lost.message);
             self.errors.push(lost);
         }
+        // A recording asked for and not made is found out at replay time
+        // otherwise: said in the report (not fatal: the calls succeeded).
+        if let Some((count, why)) = self.llm.client.unrecorded() {
+            self.errors.push(ReportedError {
+                agent: "host".into(),
+                kind: ErrorKind::LlmRecord,
+                message: format!(
+                    "{why}: {} not recorded",
+                    crate::text::plural(count, "answer", "answers")
+                ),
+                fatal: false,
+                allowed: false,
+                count: 1,
+                exit_code: crate::error::exit::OK,
+            });
+        }
         // Read past the blackboard's counters: they were just flushed, and the
         // store's totals must equal the report's.
         let outputs = coord.blackboard.outputs_uncounted().await?;

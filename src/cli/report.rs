@@ -24,7 +24,7 @@ const MAX_LINE: u64 = 256 << 20;
 
 pub fn execute(args: ReportArgs) -> anyhow::Result<i32> {
     let shown = args.journal.display().to_string();
-    let read = read_lines(&args.journal, &shown)?;
+    let (read, cut_off) = read_lines(&args.journal, &shown)?;
     let mut lines = Vec::new();
     let mut title = None;
     for (n, line) in read.iter().enumerate() {
@@ -32,12 +32,25 @@ pub fn execute(args: ReportArgs) -> anyhow::Result<i32> {
         if line.trim().is_empty() {
             continue;
         }
-        let entry = Entry::parse(line).map_err(|e| {
-            orrery::Error::bad_input(
-                format!("{shown}:{}", n + 1),
-                format!("not a journal entry: {e}"),
-            )
-        })?;
+        let entry = match Entry::parse(line) {
+            Ok(entry) => entry,
+            // The journal ends every line it writes: a last line without its
+            // end was cut off (the run killed while writing it, a full disk).
+            Err(e) if cut_off && n + 1 == read.len() => {
+                super::print_err(&format!(
+                    "warning: {shown}:{}: the last line is cut off ({e}); left out",
+                    n + 1
+                ));
+                continue;
+            }
+            Err(e) => {
+                return Err(orrery::Error::bad_input(
+                    format!("{shown}:{}", n + 1),
+                    format!("not a journal entry: {e}"),
+                )
+                .into());
+            }
+        };
         if let Event::RunStarted { task, owner, .. } = &entry.event
             && (*owner || title.is_none())
         {
@@ -66,8 +79,9 @@ pub fn execute(args: ReportArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-/// The lines of the journal at `path`, each at most [`MAX_LINE`] bytes.
-fn read_lines(path: &std::path::Path, shown: &str) -> orrery::Result<Vec<String>> {
+/// The lines of the journal at `path`, each at most [`MAX_LINE`] bytes,
+/// and whether the last one has no end of line.
+fn read_lines(path: &std::path::Path, shown: &str) -> orrery::Result<(Vec<String>, bool)> {
     use std::io::{BufRead, Read};
     let cannot = |e: std::io::Error| {
         orrery::Error::bad_input(shown, format!("cannot read the journal: {e}"))
@@ -81,7 +95,7 @@ fn read_lines(path: &std::path::Path, shown: &str) -> orrery::Result<Vec<String>
             .read_until(b'\n', &mut line)
             .map_err(cannot)?;
         if read == 0 {
-            return Ok(lines);
+            return Ok((lines, false));
         }
         let at = format!("{shown}:{}", lines.len() + 1);
         if line.len() as u64 > MAX_LINE {
@@ -93,8 +107,21 @@ fn read_lines(path: &std::path::Path, shown: &str) -> orrery::Result<Vec<String>
                 ),
             ));
         }
-        let text = String::from_utf8(line)
-            .map_err(|e| orrery::Error::bad_input(&at, format!("not a journal entry: {e}")))?;
+        let ended = line.ends_with(b"\n");
+        // A cut-off line may end inside a character.
+        let text = match String::from_utf8(line) {
+            Ok(text) => text,
+            Err(e) if !ended => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            Err(e) => {
+                return Err(orrery::Error::bad_input(
+                    &at,
+                    format!("not a journal entry: {e}"),
+                ));
+            }
+        };
         lines.push(text.trim_end_matches(['\n', '\r']).to_string());
+        if !ended {
+            return Ok((lines, true));
+        }
     }
 }

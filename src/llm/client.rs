@@ -217,6 +217,12 @@ impl LlmClient {
         self.ledger.report()
     }
 
+    /// The answers `--llm-record` could not write (a full disk), and why;
+    /// counted since the client was made (shared with its task handles).
+    pub fn unrecorded(&self) -> Option<(u64, String)> {
+        self.shared.recorder.as_ref().and_then(|r| r.unrecorded())
+    }
+
     /// `text` with every occurrence of the API key replaced by `***`
     /// (unchanged when there is no key). The client already applies it to
     /// every error message and log line it produces.

@@ -178,6 +178,8 @@ pub fn record_line(req: &ChatRequest, resp: &ChatResponse) -> String {
 pub(crate) struct Recorder {
     path: PathBuf,
     file: Mutex<std::fs::File>,
+    /// Answers not recorded, and the first failure.
+    unrecorded: Mutex<Option<(u64, String)>>,
 }
 
 impl Recorder {
@@ -197,11 +199,22 @@ impl Recorder {
         Ok(Recorder {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            unrecorded: Mutex::new(None),
         })
     }
 
-    /// Appends one [`record_line`]. A failed write is logged, not returned:
-    /// the call itself succeeded, and losing a recording must not fail a run.
+    /// The answers that could not be recorded, and why (the first failure).
+    pub(crate) fn unrecorded(&self) -> Option<(u64, String)> {
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Appends one [`record_line`]. A failed write is logged and counted
+    /// ([`unrecorded`](Self::unrecorded), which the run's report shows), not
+    /// returned: the call itself succeeded, and losing a recording must not
+    /// fail a run.
     pub(crate) fn write(&self, req: &ChatRequest, resp: &ChatResponse) {
         let mut line = record_line(req, resp);
         line.push('\n');
@@ -209,10 +222,13 @@ impl Recorder {
         // several agents answer at once.
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = file.write_all(line.as_bytes()) {
-            tracing::warn!(
+            let why = format!(
                 "cannot append to the LLM record file {}: {e}",
                 self.path.display()
             );
+            tracing::warn!("{why}");
+            let mut unrecorded = self.unrecorded.lock().unwrap_or_else(|e| e.into_inner());
+            unrecorded.get_or_insert((0, why)).0 += 1;
         }
     }
 }

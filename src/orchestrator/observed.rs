@@ -9,8 +9,8 @@ use tracing::Instrument;
 
 use super::Orchestrator;
 use crate::coordination::Coordination;
-use crate::coordination::journal::{Event, StoreSink};
-use crate::error::Result;
+use crate::coordination::journal::{Event, SinkLoss, StoreSink};
+use crate::error::{ErrorKind, Result};
 use crate::report::{ReportedError, RunReport};
 
 impl Orchestrator {
@@ -72,6 +72,9 @@ impl Orchestrator {
             metrics,
         });
         coord.journal.close().await;
+        if let Ok(r) = &mut report {
+            add_journal_losses(r, &coord.journal.losses());
+        }
         // The journal's last lines land after the run's own retention pass:
         // a second pass covers the journal stream, made or grown since.
         if let Ok(r) = &report
@@ -128,5 +131,31 @@ impl JournalError for Coordination {
         } else {
             self.journal.record_for(&e.agent, event);
         }
+    }
+}
+
+/// Entries a journal sink could not take (a full disk under `--journal`)
+/// are missing from it as surely as dropped ones: counted in the report's
+/// `journal_dropped`, and each sink's failure is an error of the report
+/// (not fatal: the task's own work is done and stored).
+fn add_journal_losses(report: &mut RunReport, losses: &[SinkLoss]) {
+    for loss in losses {
+        *report
+            .metrics
+            .host
+            .entry("journal_dropped".into())
+            .or_insert(0) += loss.entries;
+        report.errors.push(ReportedError {
+            agent: "host".into(),
+            kind: ErrorKind::Journal,
+            message: format!(
+                "{}: {} journal entries missing from it",
+                loss.why, loss.entries
+            ),
+            fatal: false,
+            allowed: false,
+            count: 1,
+            exit_code: crate::error::exit::OK,
+        });
     }
 }

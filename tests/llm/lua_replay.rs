@@ -138,3 +138,51 @@ async fn a_request_the_file_has_no_answer_for_is_a_replay_error() {
         "{opinion}"
     );
 }
+
+/// A recording the disk cannot take is said in the report (the calls
+/// themselves succeeded, so the run does not fail): otherwise it is found
+/// out only when the replay has no answers.
+#[tokio::test]
+async fn a_recording_the_disk_cannot_take_is_reported() {
+    let plan = json!({"steps": [
+        {"id": "s1", "action": "analyze", "description": "Collect the changes"},
+        {"id": "s2", "action": "write_notes", "description": "Write the notes"}
+    ]});
+    let review = json!({"agree": true, "concerns": []});
+    let server = agents_server(plan_answer(plan), "the notes", review).await;
+    let scratch = Scratch::new(&[]);
+    let task = repo().join("examples/deploy.toml");
+    let scripts = default_scripts();
+    let url = format!("{}/v1", server.uri());
+    let out = orrery_env(
+        scratch.path(),
+        &[
+            "run",
+            task.to_str().unwrap(),
+            "--json",
+            "-q",
+            "--scripts",
+            scripts.to_str().unwrap(),
+            "--llm-url",
+            &url,
+            "--llm-record",
+            "/dev/full",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report = json_report(&out);
+    let errors = report["errors"].as_array().unwrap();
+    let record: Vec<&serde_json::Value> = errors
+        .iter()
+        .filter(|e| e["kind"] == "llm_record")
+        .collect();
+    assert_eq!(record.len(), 1, "{report:#}");
+    let message = record[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot append to the LLM record file /dev/full")
+            && message.contains("3 answers not recorded"),
+        "{message}"
+    );
+    assert_eq!(record[0]["fatal"], false);
+}

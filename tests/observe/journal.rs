@@ -520,3 +520,67 @@ fn bad_journals_and_journal_paths_are_bad_input_naming_the_place() {
         show(&out)
     );
 }
+
+/// A journal file the disk cannot take loses entries as surely as a journal
+/// whose sinks fell behind: the report counts them in `journal_dropped` and
+/// says why, without failing the task (its work is done).
+#[test]
+fn a_journal_the_disk_cannot_take_is_counted_and_reported() {
+    let out = orrery(
+        &repo(),
+        &[
+            "run",
+            "examples/deploy.toml",
+            "--journal",
+            "/dev/full",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report["status"], "complete", "{report:#}");
+    let dropped = report["metrics"]["host"]["journal_dropped"]
+        .as_u64()
+        .unwrap();
+    assert!(dropped > 10, "every entry is missing: {report:#}");
+    let errors = report["errors"].as_array().unwrap();
+    let journal: Vec<&Value> = errors.iter().filter(|e| e["kind"] == "journal").collect();
+    assert_eq!(journal.len(), 1, "{report:#}");
+    let message = journal[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("journal file /dev/full: cannot write")
+            && message.contains(&format!("{dropped} journal entries missing")),
+        "{message}"
+    );
+    assert_eq!(journal[0]["fatal"], false);
+}
+
+/// A journal whose last line was cut off (a run killed while writing it, a
+/// full disk) still makes a page, of the whole lines, with a warning.
+#[test]
+fn orrery_report_leaves_out_a_cut_off_last_line_and_says_so() {
+    let (_, entries) = run_with_journal(&repo(), &["examples/deploy.toml"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut text: String = entries
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap() + "\n")
+        .collect();
+    let last = serde_json::to_string(entries.last().unwrap()).unwrap();
+    text.push_str(&last[..last.len() / 2]);
+    std::fs::write(dir.path().join("cut.jsonl"), text).unwrap();
+    let out = orrery(dir.path(), &["report", "cut.jsonl"]);
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cut.jsonl:{}: the last line is cut off",
+            entries.len() + 1
+        )) && stderr.contains(&format!("({} journal entries)", entries.len())),
+        "{}",
+        show(&out)
+    );
+    // A bad line that ends is still refused, also the last one.
+    std::fs::write(dir.path().join("bad.jsonl"), "not json\n").unwrap();
+    let out = orrery(dir.path(), &["report", "bad.jsonl"]);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+}

@@ -55,7 +55,7 @@ pub use batch::{Batch, Item};
 pub use event::{Entry, Event};
 pub use llm::LlmCall;
 pub use record::Fast;
-pub use sinks::{FileSink, Sink, StoreSink};
+pub use sinks::{FileSink, Sink, SinkLoss, StoreSink};
 
 /// Values (blackboard values, message payloads) up to this many bytes of
 /// JSON are journaled with their event; larger ones only by size.
@@ -123,6 +123,8 @@ struct Inner {
     spare: Arc<Shard>,
     writer: Mutex<Option<Writer>>,
     dropped: AtomicU64,
+    /// What each sink could not take, collected when the journal closes.
+    losses: Mutex<Vec<SinkLoss>>,
     max_pending: usize,
 }
 
@@ -211,6 +213,7 @@ impl Journal {
             spare,
             writer: Mutex::new(None),
             dropped: AtomicU64::new(0),
+            losses: Mutex::new(Vec::new()),
             max_pending,
         }))
     }
@@ -386,6 +389,12 @@ impl Journal {
         self.0.dropped.load(Ordering::Relaxed)
     }
 
+    /// What the sinks could not take (a full disk, a store gone), known
+    /// once the journal is closed ([`close`](Self::close)).
+    pub fn losses(&self) -> Vec<SinkLoss> {
+        self.0.losses.lock().clone()
+    }
+
     /// Adds a sink and turns the journal on. Sinks see the entries recorded
     /// from now on (and those not yet handed out). Must be called inside a
     /// tokio runtime: the first sink starts the writer task.
@@ -462,6 +471,7 @@ async fn write_loop(
             for sink in &mut sinks {
                 sink.close().await;
             }
+            *inner.losses.lock() = sinks.iter().filter_map(|s| s.loss()).collect();
             return;
         }
     }

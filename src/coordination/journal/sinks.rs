@@ -23,6 +23,35 @@ pub trait Sink: Send {
     async fn write(&mut self, batch: &Batch);
     /// The journal closes: flush and let go of what is held.
     async fn close(&mut self) {}
+    /// The entries this sink could not take, and why (its first failure),
+    /// for the run's report; `None` when it took every one.
+    fn loss(&self) -> Option<SinkLoss> {
+        None
+    }
+}
+
+/// Entries a sink could not take (a full disk, a store gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkLoss {
+    /// How many.
+    pub entries: u64,
+    /// The sink and its first failure (`journal file run.jsonl: cannot
+    /// write (No space left on device)`).
+    pub why: String,
+}
+
+impl SinkLoss {
+    fn add(loss: &mut Option<SinkLoss>, entries: usize, why: impl FnOnce() -> String) {
+        match loss {
+            Some(l) => l.entries += entries as u64,
+            None => {
+                *loss = Some(SinkLoss {
+                    entries: entries as u64,
+                    why: why(),
+                })
+            }
+        }
+    }
 }
 
 /// Writes the journal as JSON Lines to a file, a batch at a time (so
@@ -32,6 +61,9 @@ pub trait Sink: Send {
 pub struct FileSink {
     path: PathBuf,
     out: Option<File>,
+    /// Bytes written: where the last whole line ends.
+    written: u64,
+    loss: Option<SinkLoss>,
 }
 
 impl FileSink {
@@ -47,29 +79,47 @@ impl FileSink {
         Ok(FileSink {
             path: path.to_path_buf(),
             out: Some(file),
+            written: 0,
+            loss: None,
         })
     }
 
-    fn fail(&mut self, e: std::io::Error) {
-        tracing::error!(
-            "journal {}: cannot write ({e}); no more entries go to it",
-            self.path.display()
-        );
-        self.out = None;
+    /// The file cannot take `batch` (`e`): it is cut back to its last whole
+    /// line, so what it holds stays readable (`orrery report`), and takes
+    /// nothing more; the entries it misses are counted for the report.
+    fn fail(&mut self, e: std::io::Error, batch: &Batch) {
+        let why = format!("journal file {}: cannot write ({e})", self.path.display());
+        tracing::error!("{why}; no more entries go to it");
+        if let Some(out) = self.out.take() {
+            // Best effort: cutting a file frees room, even on a full disk.
+            let _ = out.set_len(self.written);
+        }
+        SinkLoss::add(&mut self.loss, batch.len(), || why);
     }
 }
 
 #[async_trait]
 impl Sink for FileSink {
     async fn write(&mut self, batch: &Batch) {
-        let Some(out) = self.out.as_mut() else { return };
-        if let Err(e) = out.write_all(batch.text().as_bytes()) {
-            self.fail(e);
+        let Some(out) = self.out.as_mut() else {
+            let path = &self.path;
+            SinkLoss::add(&mut self.loss, batch.len(), || {
+                format!("journal file {}: closed", path.display())
+            });
+            return;
+        };
+        match out.write_all(batch.text().as_bytes()) {
+            Ok(()) => self.written += batch.text().len() as u64,
+            Err(e) => self.fail(e, batch),
         }
     }
 
     async fn close(&mut self) {
         self.out = None;
+    }
+
+    fn loss(&self) -> Option<SinkLoss> {
+        self.loss.clone()
     }
 }
 
@@ -80,6 +130,7 @@ pub struct StoreSink {
     task: String,
     max_len: usize,
     failing: bool,
+    loss: Option<SinkLoss>,
 }
 
 impl StoreSink {
@@ -90,6 +141,7 @@ impl StoreSink {
             task: task.to_string(),
             max_len,
             failing: false,
+            loss: None,
         }
     }
 }
@@ -104,12 +156,20 @@ impl Sink for StoreSink {
             .await
         {
             Ok(()) => self.failing = false,
-            // Said once per failing stretch: the run goes on without it.
-            Err(e) if !self.failing => {
-                self.failing = true;
-                tracing::warn!("journal: {} entries not stored: {e}", lines.len());
+            Err(e) => {
+                // Said once per failing stretch: the run goes on without it.
+                if !self.failing {
+                    self.failing = true;
+                    tracing::warn!("journal: {} entries not stored: {e}", lines.len());
+                }
+                SinkLoss::add(&mut self.loss, lines.len(), || {
+                    format!("journal stream of task '{}': not stored ({e})", self.task)
+                });
             }
-            Err(_) => {}
         }
+    }
+
+    fn loss(&self) -> Option<SinkLoss> {
+        self.loss.clone()
     }
 }
