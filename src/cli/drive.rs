@@ -49,34 +49,39 @@ const ABORT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 /// stop`, `docker stop` and Kubernetes send. Without it a stopped service
 /// died at once, with no report, no `run_ended` in the journal and, on a
 /// shared store, its task left `running` with no expiry.
-struct Interrupts {
+///
+/// Both are listened to from `new` on: a signal that comes after it and
+/// before `next` is polled is not missed.
+pub(super) struct Interrupts {
     /// None where SIGTERM cannot be watched (Ctrl-C still is).
     term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
 }
 
 impl Interrupts {
-    fn new() -> Interrupts {
-        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        Interrupts { term }
+    pub(super) fn new() -> Interrupts {
+        use tokio::signal::unix::{SignalKind, signal};
+        Interrupts {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
     }
 
     /// The next request; false once none can come any more.
-    async fn next(&mut self) -> bool {
-        match self.term.as_mut() {
-            Some(term) => tokio::select! {
+    pub(super) async fn next(&mut self) -> bool {
+        match (self.int.as_mut(), self.term.as_mut()) {
+            (Some(int), Some(term)) => tokio::select! {
+                i = int.recv() => i.is_some(),
+                t = term.recv() => t.is_some(),
+            },
+            (Some(int), None) => int.recv().await.is_some(),
+            (None, Some(term)) => tokio::select! {
                 c = tokio::signal::ctrl_c() => c.is_ok(),
                 t = term.recv() => t.is_some(),
             },
-            None => tokio::signal::ctrl_c().await.is_ok(),
+            (None, None) => tokio::signal::ctrl_c().await.is_ok(),
         }
     }
-}
-
-/// Waits for Ctrl-C or SIGTERM. What waits after a run must ask for both:
-/// once the run has watched SIGTERM, its default action (ending the
-/// process) is gone for good, and a wait for Ctrl-C alone ignored it.
-pub(super) async fn stop_requested() {
-    Interrupts::new().next().await;
 }
 
 /// Ctrl-C or SIGTERM: the first stops the run gracefully, the next (or

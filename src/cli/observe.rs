@@ -79,10 +79,14 @@ impl Observers {
         if interrupted {
             return;
         }
+        // Listening before saying so: a stop sent on reading the line counts.
+        // Both Ctrl-C and SIGTERM: the run took SIGTERM's default action
+        // away for good, and a wait for Ctrl-C alone ignored it.
+        let mut stop = super::drive::Interrupts::new();
         super::print_err(&format!(
             "the task ended; the live view stays at {url} until Ctrl-C"
         ));
-        super::drive::stop_requested().await;
+        stop.next().await;
     }
 }
 
