@@ -156,9 +156,21 @@ async fn spawning_past_max_agents_fails_with_spawn_limit() {
         assert_eq!(fatal.len(), 1, "{}", show_report(&report));
         assert_eq!(fatal[0].kind, "spawn_limit");
         assert_eq!(fatal[0].agent, "spawner-1");
-        assert_eq!(
-            fatal[0].message,
-            "spawn limit: cannot start 'idle', 2 agents live and max_agents is 2"
+        // As the script would have caught it: its line, the function, the
+        // traceback.
+        let (first, traceback) = fatal[0].message.split_once('\n').unwrap_or_default();
+        let line = crate::util::line_of(SPAWNER, "spawn.agent") + 1;
+        assert!(
+            first.ends_with(&format!(
+                "spawner.lua:{line}: spawn.agent: spawn limit: cannot start 'idle', 2 agents live and max_agents is 2"
+            )),
+            "{}",
+            show_report(&report)
+        );
+        assert!(
+            traceback.starts_with("stack traceback:") && traceback.contains("spawner.lua:"),
+            "{}",
+            show_report(&report)
         );
         assert_eq!(report.agents_used, ["spawner-1", "idle-1"]);
     }
@@ -180,7 +192,8 @@ fn spawn_limit_exits_with_its_own_code_through_the_binary() {
     assert_eq!(report["status"], "failed");
     let message = report["errors"][0]["message"].as_str().unwrap();
     assert!(
-        message.contains("cannot start 'idle'") && message.contains("max_agents is 2"),
+        message.starts_with("scripts/spawner.lua:5: spawn.agent: spawn limit: cannot start 'idle'")
+            && message.contains("max_agents is 2"),
         "{}",
         show(&out)
     );
