@@ -5,7 +5,7 @@
 //! any name the struct does not declare (a typo such as `temperture` is an
 //! error, not a silently ignored option). Every error names the function and
 //! the option: `lock.acquire: option 'ttl' must be a number of milliseconds
-//! >= 0, got long`.
+//! > 0, got long`.
 
 use std::fmt;
 use std::time::Duration;

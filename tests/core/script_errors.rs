@@ -100,7 +100,7 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
     (
         "local M = {}\nfunction M.start(self)\n  lock.acquire('L', { ttl = 'long' })\nend\nreturn M\n",
         "lock.acquire",
-        "lock.acquire: option 'ttl' must be a number of milliseconds >= 0, got long",
+        "lock.acquire: option 'ttl' must be a number of milliseconds > 0, got long",
     ),
     (
         "local M = {}\nfunction M.start(self)\n  lock.acquire('L', { ttl = 100, timeout = 5 })\nend\nreturn M\n",
