@@ -68,11 +68,18 @@ pub fn clean_traceback(traceback: &str) -> String {
 /// The message of `cause`, an error a host function raised, said for the
 /// person who called it: argument conversions in words, the function's name
 /// in front (`func`, from the traceback) when the message does not start
-/// with it.
+/// with it, nor with the table-qualified name of the same function (the
+/// global `every` is `time.every`: not `every: time.every: ...`).
 pub fn host_message(cause: &Error, func: Option<&str>) -> String {
     let text = plain(cause, func);
+    let named = |f: &str| {
+        text.starts_with(f)
+            || text
+                .split_once(": ")
+                .is_some_and(|(head, _)| head.strip_suffix(f).is_some_and(|t| t.ends_with('.')))
+    };
     match func {
-        Some(f) if !text.starts_with(f) => format!("{f}: {text}"),
+        Some(f) if !named(f) => format!("{f}: {text}"),
         _ => text,
     }
 }
