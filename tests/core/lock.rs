@@ -154,9 +154,7 @@ async fn with_releases_on_error_fences_grow_and_a_wait_can_run_out() {
             let text = h[case].as_str().unwrap_or_default();
             assert!(
                 text.contains(".lua:")
-                    && text.ends_with(
-                        ": option 'ttl' must be a number of milliseconds > 0, got 0"
-                    ),
+                    && text.ends_with(": option 'ttl' must be a number of milliseconds > 0, got 0"),
                 "{case}: {h:#}"
             );
         }

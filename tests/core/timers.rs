@@ -92,7 +92,10 @@ return M
 /// code (unless `[success] allow_dead_letters`), and the next round runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_of_every_that_raises_is_lost_work_and_the_next_one_runs() {
-    for (extra, allowed) in [("", false), ("[success]\nallow_dead_letters = true\n", true)] {
+    for (extra, allowed) in [
+        ("", false),
+        ("[success]\nallow_dead_letters = true\n", true),
+    ] {
         let report = run(
             Backend::Memory,
             &[("failing.lua", FAILING)],
@@ -115,7 +118,12 @@ async fn a_round_of_every_that_raises_is_lost_work_and_the_next_one_runs() {
             "{errors:#?}"
         );
         assert_eq!(report.errors[0].fatal, !allowed, "{}", show_report(&report));
-        assert_eq!(report.errors[0].allowed, allowed, "{}", show_report(&report));
+        assert_eq!(
+            report.errors[0].allowed,
+            allowed,
+            "{}",
+            show_report(&report)
+        );
     }
 }
 
@@ -289,7 +297,11 @@ async fn a_timer_naming_a_missing_function_fails_at_the_call() {
     )
     .await;
     assert_eq!(report.exit_code(), orrery::error::exit::SCRIPT);
-    let first = error_messages(&report)[0].lines().next().unwrap().to_string();
+    let first = error_messages(&report)[0]
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     let line = crate::util::line_of(TYPO, "every(");
     assert!(
         first.ends_with(&format!(
