@@ -154,3 +154,43 @@ async fn a_timed_out_run_lists_a_timeout_as_its_first_fatal_error() {
         );
     }
 }
+
+const SPINNER: &str = r#"
+local M = {}
+function M.start(self)
+  task.output("spinning", true)
+  local x = 0
+  while true do x = x + 1 end
+end
+return M
+"#;
+
+/// An agent busy in Lua stops when the task's time is up, not when its own
+/// callback budget (here a minute) runs out: the abort reached only agents
+/// waiting on the host, and Ctrl-C or SIGTERM waited out `callback_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_timeout_stops_an_agent_busy_in_lua() {
+    let config = Config {
+        callback_timeout: 60_000,
+        ..Config::default()
+    };
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        run(
+            Backend::Memory,
+            &[("spinner.lua", SPINNER)],
+            task_with_timeout("spin-timeout", 300, ""),
+            config,
+        ),
+    )
+    .await
+    .expect("the run ends at the task's timeout, not at callback_timeout");
+    assert_eq!(
+        report.status,
+        TaskStatus::Timeout,
+        "{}",
+        show_report(&report)
+    );
+    assert_eq!(output(&report, "spinning"), true);
+    assert_eq!(phases(&report, "spinner-1").last().unwrap(), "FAILED");
+}
