@@ -112,6 +112,17 @@ pub enum Error {
         /// The configured bound.
         max: usize,
     },
+    /// A host error (SpawnLimit, SpawnQuota) a script's call raised and the
+    /// script did not catch: it keeps the kind and exit code of `error`, and
+    /// reads as the script would have caught it — `path:line: func: ` in
+    /// front of `error`'s message, the Lua traceback behind.
+    #[error("{message}")]
+    Raised {
+        /// `path:line: func: message`, then the traceback.
+        message: String,
+        /// The host's error.
+        error: Box<Error>,
+    },
     /// An agent asked the LLM for more once the task's token budget was spent.
     #[error(
         "LLM token budget exhausted: {agent} asked for more after {used} of {budget} tokens were used"
@@ -188,6 +199,7 @@ impl Error {
             Error::AgentTimeout { .. } => exit::TIMEOUT,
             Error::Coordination(_) => exit::COORDINATION,
             Error::SpawnLimit { .. } | Error::SpawnQuota { .. } => exit::SPAWN_LIMIT,
+            Error::Raised { error, .. } => error.exit_code(),
             Error::AgentFailed { .. } => exit::TASK_FAILED,
             Error::LlmBudget { .. } => exit::LLM_BUDGET,
             Error::Interrupted { .. } => exit::INTERRUPTED,
@@ -205,6 +217,7 @@ impl Error {
             Error::AgentTimeout { .. } => ErrorKind::Timeout,
             Error::Coordination(_) => ErrorKind::Coordination,
             Error::SpawnLimit { .. } | Error::SpawnQuota { .. } => ErrorKind::SpawnLimit,
+            Error::Raised { error, .. } => error.kind(),
             Error::AgentFailed { .. } => ErrorKind::Failed,
             Error::LlmBudget { .. } => ErrorKind::LlmBudget,
             Error::Interrupted { .. } => ErrorKind::Interrupted,

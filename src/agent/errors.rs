@@ -8,13 +8,19 @@ use crate::lua_api::log::one_line;
 /// Classifies `e`: host errors that mean more than "the script failed"
 /// (SpawnLimit, AgentTimeout, Coordination) keep their kind; everything else
 /// becomes a Script error whose message starts with the script's `path:line`.
+/// A spawn refused by a limit reads as the script would have caught it
+/// (`scripts/boss.lua:4: spawn.agent: spawn limit: ...` and the traceback):
+/// it is the script's call that went past the limit.
 pub fn from_lua(e: &mlua::Error) -> Error {
     if let Some(host) = host_error(e) {
         match host {
-            Error::SpawnLimit { .. }
-            | Error::SpawnQuota { .. }
-            | Error::AgentTimeout { .. }
-            | Error::Coordination(_) => {
+            Error::SpawnLimit { .. } | Error::SpawnQuota { .. } => {
+                return Error::Raised {
+                    message: describe(e),
+                    error: Box::new(host.clone()),
+                };
+            }
+            Error::AgentTimeout { .. } | Error::Coordination(_) => {
                 return host.clone();
             }
             _ => {}

@@ -268,9 +268,12 @@ impl Agent {
         match error {
             None => Ok(()),
             Some(e) if fatal => Err(e),
-            // A round of `every` that raised is followed by the next; `after` is lost.
+            // Lost work, as a watch callback that raised: the round is not
+            // run again (an `every`'s next round is a round of its own, as
+            // a watch's next change is), so it fails the run unless
+            // `[success] allow_dead_letters`. The next round still runs.
             Some(e) => {
-                self.record_handler_error(label, e, timer.every.is_none());
+                self.record_handler_error(label, e, true);
                 Ok(())
             }
         }

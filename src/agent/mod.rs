@@ -71,15 +71,16 @@ pub struct AgentOutcome {
     pub left: bool,
 }
 
-/// An error raised by a message handler or a watch; the agent went on.
+/// An error raised by a message handler, a watch or a timer; the agent went on.
 #[derive(Debug)]
 pub struct HandlerError {
     /// What was being handled: `message 'job' from alpha-1`, `watch of 'cfg'`.
     pub during: String,
     /// The error.
     pub error: Error,
-    /// The event is lost: a blackboard change is not delivered again (a
-    /// message was given back, and its redeliveries decide its fate).
+    /// The event is lost: a blackboard change is not delivered again, nor
+    /// a timer round run again (a message was given back, and its
+    /// redeliveries decide its fate).
     pub lost: bool,
 }
 
@@ -139,7 +140,8 @@ impl Agent {
         let value = agent
             .judge("load", loaded)
             .map_err(CallbackFailure::into_error)?;
-        agent.module = module_of(&agent.script, value)?;
+        let module = module_of(&agent.script, value)?;
+        agent.set_module(module)?;
         agent.publish_modules();
         Ok(agent)
     }
@@ -363,6 +365,16 @@ impl Agent {
                 || !local.timers.is_empty()
                 || self.callback("on_message")?.is_some(),
         )
+    }
+
+    /// Makes `module` the role's, for the host and (in the registry, see
+    /// [`lua_api::ROLE_MODULE`]) for the host functions that check a name
+    /// against it. Returns the module it replaces.
+    fn set_module(&mut self, module: Table) -> Result<Table> {
+        self.lua
+            .set_named_registry_value(lua_api::ROLE_MODULE, &module)
+            .map_err(|e| errors::from_lua(&e))?;
+        Ok(std::mem::replace(&mut self.module, module))
     }
 
     /// The module's function `name`, if it defines one.

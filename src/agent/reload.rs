@@ -179,7 +179,9 @@ impl Agent {
     }
 
     fn undo(&mut self, undo: Undo) {
-        self.module = undo.module;
+        if let Err(e) = self.set_module(undo.module) {
+            tracing::error!(target: LOG_TARGET, agent = %self.ctx.id, "could not restore the previous module: {e}");
+        }
         self.script = undo.script;
         self.state = undo.state;
         if let Some(graph) = undo.graph {
@@ -203,7 +205,7 @@ impl Agent {
         let module = self
             .budget
             .metered_sync("load", || load_module(&self.lua, &script))?;
-        let old = std::mem::replace(&mut self.module, module);
+        let old = self.set_module(module)?;
         self.script = script;
         let Some(hook) = self.callback("on_reload")? else {
             return Ok(());

@@ -83,11 +83,18 @@ impl SpawnController {
         *self.launcher.lock() = launcher;
     }
 
-    /// Adds a condition; fails on a bad trigger name, or when the task has
+    /// Adds a condition and returns true, or returns false when an identical
+    /// one (same trigger, threshold, role and repeat flag) is registered
+    /// already: a role's top level runs at every spawn and reload, so
+    /// registering there must not add a condition each time (nor count
+    /// against the quota). Fails on a bad trigger name, or when the task has
     /// `max_spawn_conditions` already.
-    pub fn register(&self, condition: SpawnCondition) -> Result<()> {
+    pub fn register(&self, condition: SpawnCondition) -> Result<bool> {
         check_name("spawn trigger", &condition.trigger)?;
         let mut conditions = self.conditions.lock();
+        if conditions.contains(&condition) {
+            return Ok(false);
+        }
         if conditions.len() >= self.max_conditions {
             return Err(exceeded(
                 format!("spawn condition on '{}'", condition.trigger),
@@ -98,7 +105,7 @@ impl SpawnController {
             ));
         }
         conditions.push(condition);
-        Ok(())
+        Ok(true)
     }
 
     /// The registered conditions.

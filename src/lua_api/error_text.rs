@@ -68,11 +68,18 @@ pub fn clean_traceback(traceback: &str) -> String {
 /// The message of `cause`, an error a host function raised, said for the
 /// person who called it: argument conversions in words, the function's name
 /// in front (`func`, from the traceback) when the message does not start
-/// with it.
+/// with it, nor with the table-qualified name of the same function (the
+/// global `every` is `time.every`: not `every: time.every: ...`).
 pub fn host_message(cause: &Error, func: Option<&str>) -> String {
     let text = plain(cause, func);
+    let named = |f: &str| {
+        text.starts_with(f)
+            || text
+                .split_once(": ")
+                .is_some_and(|(head, _)| head.strip_suffix(f).is_some_and(|t| t.ends_with('.')))
+    };
     match func {
-        Some(f) if !text.starts_with(f) => format!("{f}: {text}"),
+        Some(f) if !named(f) => format!("{f}: {text}"),
         _ => text,
     }
 }
@@ -92,25 +99,42 @@ fn plain(e: &Error, func: Option<&str>) -> String {
                 .map(|p| format!(" '{p}'"))
                 .unwrap_or_default();
             match &**cause {
-                Error::FromLuaConversionError { from, to, .. } => format!(
-                    "argument #{pos}{param} must be {}, got {}",
-                    expected(to),
-                    article(from)
-                ),
+                conversion @ Error::FromLuaConversionError { .. } => {
+                    format!("argument #{pos}{param} {}", must_be(conversion))
+                }
                 other => format!("argument #{pos}{param}: {}", plain(other, None)),
             }
         }
-        Error::FromLuaConversionError { from, to, .. } => {
-            format!("expected {}, got {}", expected(to), article(from))
-        }
+        Error::FromLuaConversionError { .. } => must_be(e),
         other => other.to_string(),
+    }
+}
+
+/// A failed conversion of an argument in words: `must be a string, got a
+/// table`. A Lua string where text is needed (a key, a name) is refused
+/// when it is not UTF-8: `must be UTF-8 text, got a string that is not
+/// (invalid at byte offset 1)`, not "must be a string, got a string".
+pub(crate) fn must_be(e: &Error) -> String {
+    let Error::FromLuaConversionError { from, to, message } = e else {
+        return e.to_string();
+    };
+    let utf8 = message.as_deref().filter(|m| m.contains("utf-8"));
+    match utf8 {
+        Some(m) if *from == "string" => {
+            let offset = m
+                .rsplit_once("from index ")
+                .map(|(_, i)| format!(" (invalid at byte offset {i})"))
+                .unwrap_or_default();
+            format!("must be UTF-8 text, got a string that is not{offset}")
+        }
+        _ => format!("must be {}, got {}", expected(to), article(from)),
     }
 }
 
 /// A Rust type mlua converts to, as the Lua value it takes.
 fn expected(rust: &str) -> &'static str {
     match rust {
-        "String" | "str" | "BString" | "LuaString" => "a string",
+        "String" | "str" | "&str" | "BString" | "LuaString" => "a string",
         "bool" => "a boolean",
         "Table" => "a table",
         "Function" => "a function",

@@ -50,7 +50,7 @@ impl FromOptions for AcquireOptions {
     fn from_options(o: &Options) -> Result<Self, OptionError> {
         Ok(AcquireOptions {
             ttl: o
-                .ms("ttl")?
+                .positive_ms("ttl")?
                 .unwrap_or(Duration::from_millis(DEFAULT_TTL_MS)),
             wait: o.ms("wait")?,
         })
@@ -119,11 +119,12 @@ async fn release(_: Lua, c: Arc<AgentContext>, grant: Table) -> mlua::Result<boo
 /// `lock.extend(grant, ttl_ms)`: the lock lives `ttl_ms` from now.
 async fn extend(_: Lua, c: Arc<AgentContext>, (grant, ttl): (Table, f64)) -> mlua::Result<bool> {
     let grant = grant_from("lock.extend", &grant)?;
-    // NaN would have made the lock expire at once.
-    if ttl.is_nan() || ttl < 0.0 {
+    // NaN and 0 would have made the lock expire at once: held by nobody
+    // while its holder goes on.
+    if ttl.is_nan() || ttl <= 0.0 {
         return Err(arg_err(
             "lock.extend",
-            format!("argument #2 'ttl_ms' must be a number of milliseconds >= 0, got {ttl}"),
+            format!("argument #2 'ttl_ms' must be a number of milliseconds > 0, got {ttl}"),
         ));
     }
     c.coord

@@ -45,7 +45,7 @@ pub use blackboard::{WATCHES, pattern_matches};
 pub use bus::{HANDLERS, message_table, settle_held};
 pub use convert::to_lua;
 pub(crate) use convert::{FROZEN, MaxValueBytes, to_json, to_json_or_nil};
-pub use time::TIMERS;
+pub use time::{ROLE_MODULE, TIMERS};
 
 /// What the host functions of one agent's VM act on.
 pub struct AgentContext {

@@ -5,7 +5,7 @@
 //! any name the struct does not declare (a typo such as `temperture` is an
 //! error, not a silently ignored option). Every error names the function and
 //! the option: `lock.acquire: option 'ttl' must be a number of milliseconds
-//! >= 0, got long`.
+//! > 0, got long`.
 
 use std::fmt;
 use std::time::Duration;
@@ -175,16 +175,35 @@ impl Options<'_> {
     /// Option `name` as milliseconds (`math.huge`: as long as a script may
     /// ask for).
     pub fn ms(&self, name: &str) -> Result<Option<Duration>, OptionError> {
-        match self.value(name)? {
-            Value::Nil => Ok(None),
-            Value::Integer(n) if n >= 0 => Ok(Some(millis(n as f64))),
-            Value::Number(n) if n >= 0.0 => Ok(Some(millis(n))),
-            other => Err(self.error(format!(
-                "option '{name}' must be a number of milliseconds >= 0, got {}",
-                other
-                    .to_string()
-                    .unwrap_or_else(|_| other.type_name().into())
-            ))),
+        self.ms_from(name, false)
+    }
+
+    /// [`Options::ms`] of a length that 0 would defeat (a lock's TTL: a
+    /// lock that expires as it is granted is held by nobody).
+    pub fn positive_ms(&self, name: &str) -> Result<Option<Duration>, OptionError> {
+        self.ms_from(name, true)
+    }
+
+    fn ms_from(&self, name: &str, positive: bool) -> Result<Option<Duration>, OptionError> {
+        let n = match self.value(name)? {
+            Value::Nil => return Ok(None),
+            Value::Integer(n) => Some(n as f64),
+            Value::Number(n) => Some(n),
+            _ => None,
+        };
+        // NaN fails both comparisons.
+        match n {
+            Some(n) if n > 0.0 || (!positive && n >= 0.0) => Ok(Some(millis(n))),
+            _ => {
+                let other = self.value(name)?;
+                Err(self.error(format!(
+                    "option '{name}' must be a number of milliseconds {} 0, got {}",
+                    if positive { ">" } else { ">=" },
+                    other
+                        .to_string()
+                        .unwrap_or_else(|_| other.type_name().into())
+                )))
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `spawn`: `when{trigger, threshold, agent [, repeat]}` registers a condition,
+//! `spawn`: `when{trigger, threshold, agent [, repeat]}` registers a condition
+//! (once: an identical registration keeps the one there and returns false),
 //! `signal(trigger, value)` reports a value (returns the ids it started),
 //! `agent(role)` starts an agent now (returns its id), `wait(id or ids [,
 //! timeout_ms])` waits until agents have ended (returns their final phases).
@@ -23,8 +24,9 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
 }
 
 /// `spawn.when{trigger, threshold, agent [, repeat]}`: registers a spawn
-/// condition, as a task file's `[[spawn]]` table does.
-fn when(_: &Lua, c: &AgentContext, spec: Table) -> mlua::Result<()> {
+/// condition, as a task file's `[[spawn]]` table does; true when it added
+/// one, false when an identical condition was there already (it is kept).
+fn when(_: &Lua, c: &AgentContext, spec: Table) -> mlua::Result<bool> {
     let condition: SpawnCondition = decode("spawn.when", Some(spec))?;
     c.registry.role(&condition.agent).into_lua_err()?;
     c.coord.spawner.register(condition).into_lua_err()

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use mlua::{Function, Lua, LuaSerdeExt, Table, Value as LuaValue};
+use mlua::{FromLua, Function, Lua, LuaSerdeExt, Table, Value as LuaValue};
 
 use super::module::{IntoLuaErr, Module};
-use super::{AgentContext, FROZEN, chunks, to_json_or_nil, to_lua};
+use super::{AgentContext, FROZEN, arg_err, chunks, error_text, to_json_or_nil, to_lua};
 
 /// Wraps the task's tables in read-only proxies. Each proxy's metatable keeps
 /// the table it shows under the [`FROZEN`] key, so storing a part of the task
@@ -55,8 +55,16 @@ pub(super) fn register(lua: &Lua, ctx: &Arc<AgentContext>) -> mlua::Result<Table
 async fn output(
     lua: Lua,
     c: Arc<AgentContext>,
-    (name, value): (String, LuaValue),
+    (name, value): (LuaValue, LuaValue),
 ) -> mlua::Result<()> {
+    // Converted here: reached through the read-only `task` proxy, the
+    // function has no name in a traceback to put in front of mlua's error.
+    let name = String::from_lua(name, &lua).map_err(|e| {
+        arg_err(
+            "task.output",
+            format!("argument #1 'name' {}", error_text::must_be(&e)),
+        )
+    })?;
     let json = to_json_or_nil(&lua, value, || format!("task.output('{name}')"))?;
     c.coord
         .blackboard

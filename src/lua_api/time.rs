@@ -26,6 +26,11 @@ use super::{AgentContext, arg_err, millis, settle_writes};
 /// Name of the registry table holding each timer's function or function name, by id.
 pub const TIMERS: &str = "orrery.timers";
 
+/// Name of the registry value holding the role's module table, once its
+/// script has loaded (the agent keeps it current across reloads): what a
+/// timer's function name is checked against when it is set.
+pub const ROLE_MODULE: &str = "orrery.role_module";
+
 /// Most timers one agent may have set at once: each is host memory the
 /// script controls.
 pub const MAX_TIMERS: usize = 1_000;
@@ -150,6 +155,9 @@ fn set_timer(
             ),
         ));
     }
+    if let Value::String(name) = &callback {
+        check_module_function(lua, c, func, name)?;
+    }
     let period = millis(ms);
     let id = {
         let mut local = c.local.lock();
@@ -168,6 +176,37 @@ fn set_timer(
     let timers: Table = lua.named_registry_value(TIMERS)?;
     timers.raw_set(id, callback)?;
     Ok(id)
+}
+
+/// Refuses a timer naming a function the role's module does not define,
+/// at the call rather than at each round. Only once the module is known: a
+/// top level runs before its script returned the module (and, at a
+/// reload, next to the old one, which may lack a function the new code
+/// adds), so there the name is checked at each round only.
+fn check_module_function(
+    lua: &Lua,
+    c: &AgentContext,
+    func: &str,
+    name: &mlua::LuaString,
+) -> mlua::Result<()> {
+    if c.top_level.active() {
+        return Ok(());
+    }
+    let Value::Table(module) = lua.named_registry_value::<Value>(ROLE_MODULE)? else {
+        return Ok(());
+    };
+    match module.get::<Value>(name.clone())? {
+        Value::Function(_) => Ok(()),
+        other => Err(arg_err(
+            func,
+            format!(
+                "argument #2 'fn' names '{}', which the role's module does not define \
+                 as a function (found {})",
+                name.to_string_lossy(),
+                other.type_name()
+            ),
+        )),
+    }
 }
 
 /// `cancel(id)`: true when the timer was still set.

@@ -117,9 +117,11 @@ impl Orchestrator {
         let success = self.coord.task.success.clone();
         for h in &outcome.handler_errors {
             // A message's fate is decided by its redeliveries (see the dead
-            // letters in the report); a watch's change is lost for good.
+            // letters in the report); a watch's change or a timer's round is
+            // lost for good.
             let fatal = h.lost && !success.allow_dead_letters;
             let mut reported = ReportedError::of(&outcome.id, &h.error, fatal);
+            reported.allowed = h.lost && success.allow_dead_letters;
             reported.message = format!("{}: {}", h.during, reported.message);
             self.errors.push(reported);
         }

@@ -7,7 +7,7 @@
 ---@field fence integer Grows with every grant of this lock, so a resource can refuse a holder whose lock expired.
 
 ---@class orrery.LockOptions
----@field ttl? number How long the lock is held unless released or extended (ms, default 30000).
+---@field ttl? number How long the lock is held unless released or extended (ms, more than 0, default 30000).
 ---@field wait? number How long to wait for the lock (ms, default: the `message_timeout` setting; 0 tries once).
 
 lock = {}
@@ -25,7 +25,8 @@ function lock.acquire(name, opts) end
 ---@return boolean released
 function lock.release(grant) end
 
---- Extends a grant to `ttl_ms` from now; false when it is no longer held.
+--- Extends a grant to `ttl_ms` (more than 0) from now; false when it is no
+--- longer held. Raises on a `ttl_ms` of 0, below 0 or NaN.
 ---@param grant orrery.LockGrant
 ---@param ttl_ms number
 ---@return boolean extended

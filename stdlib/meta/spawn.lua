@@ -12,9 +12,14 @@
 
 spawn = {}
 
---- Registers a condition, as the task file's `[[spawn]]` tables do. Raises on
---- a malformed table, a role with no script, or past `max_spawn_conditions`.
+--- Registers a condition, as the task file's `[[spawn]]` tables do. Returns
+--- true when it added it, false when an identical condition (same trigger,
+--- threshold, agent and repeat) was registered already: that one is kept, so
+--- registering at a role's top level (run at every spawn and reload) adds it
+--- once. Raises on a malformed table, a role with no script, or past
+--- `max_spawn_conditions`.
 ---@param condition orrery.SpawnCondition
+---@return boolean added
 function spawn.when(condition) end
 
 --- Reports `value` for `trigger`: every condition on that trigger whose

@@ -20,8 +20,12 @@ function time.now() end
 --- new code taken before each round (hot reload). Given the name of a
 --- function of the role's module (`every(1000, "tick")`), each round calls
 --- `M.tick(self)` of the current code; a function given here is kept as it
---- is (the code that made it). A round that raises is reported and the next
---- one runs. An agent with a timer keeps running (and the task does not go
+--- is (the code that made it). A name the module does not define as a
+--- function raises at the call (at a top level, where the module is not
+--- returned yet, it is checked at each round). A round that raises is lost
+--- work, as a watch callback that raised: it fails the run unless the task's
+--- `[success]` table has `allow_dead_letters = true`, and the next round still
+--- runs. An agent with a timer keeps running (and the task does not go
 --- quiet) until the timer is cancelled or the agent finishes. Returns the
 --- timer's id.
 ---@param ms number
@@ -30,7 +34,8 @@ function time.now() end
 function time.every(ms, fn) end
 
 --- Calls `fn` once, `ms` milliseconds from now, as a callback of its own
---- (see `time.every`). Returns the timer's id.
+--- (see `time.every`: a name is checked the same way, and a raise is lost
+--- work). Returns the timer's id.
 ---@param ms number
 ---@param fn fun()|string
 ---@return integer id

@@ -23,7 +23,9 @@ fn max_agents_seen(s: &Scratch, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = orrery_env(s.path(), &full, env);
     assert_eq!(out.status.code(), Some(6), "{}", show(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let message = report["errors"][0]["message"].as_str().unwrap().to_string();
+    // The first line: the traceback follows.
+    let message = report["errors"][0]["message"].as_str().unwrap();
+    let message = message.lines().next().unwrap_or_default().to_string();
     message
         .rsplit("max_agents is ")
         .next()

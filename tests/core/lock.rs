@@ -78,6 +78,10 @@ function M.start(self)
   -- Not a length of time: refused, and the lock keeps its expiry.
   r.extend_nan = tostring(select(2, pcall(lock.extend, g2, 0/0)))
   r.extend_negative = tostring(select(2, pcall(lock.extend, g2, -1)))
+  -- 0 would leave the lock free at once, its holder going on.
+  r.extend_zero = tostring(select(2, pcall(lock.extend, g2, 0)))
+  r.acquire_zero = tostring(select(2, pcall(lock.acquire, "Z", { wait = 0, ttl = 0 })))
+  r.with_zero = tostring(select(2, pcall(lock.with, "Z", function() end, { ttl = 0 })))
   r.held_after_bad_extends = lock.acquire("F", { wait = 0 }) == nil
   lock.release(g2)
   r.fences = { g1.fence, g2.fence }
@@ -133,15 +137,34 @@ async fn with_releases_on_error_fences_grow_and_a_wait_can_run_out() {
         assert_eq!(h["released"], true);
         assert_eq!(h["released_again"], false);
         assert_eq!(h["extended"], true);
-        for case in ["extend_nan", "extend_negative"] {
+        for case in ["extend_nan", "extend_negative", "extend_zero"] {
             let text = h[case].as_str().unwrap_or_default();
             assert!(
                 text.contains(
-                    "lock.extend: argument #2 'ttl_ms' must be a number of milliseconds >= 0"
+                    "lock.extend: argument #2 'ttl_ms' must be a number of milliseconds > 0, got "
                 ),
                 "{case}: {h:#}"
             );
         }
+        assert!(
+            h["extend_zero"].as_str().unwrap().ends_with("got 0"),
+            "{h:#}"
+        );
+        for case in ["acquire_zero", "with_zero"] {
+            let text = h[case].as_str().unwrap_or_default();
+            assert!(
+                text.contains(".lua:")
+                    && text.ends_with(": option 'ttl' must be a number of milliseconds > 0, got 0"),
+                "{case}: {h:#}"
+            );
+        }
+        assert!(
+            h["acquire_zero"]
+                .as_str()
+                .unwrap()
+                .contains("lock.acquire: option 'ttl'"),
+            "{h:#}"
+        );
         assert_eq!(h["held_after_bad_extends"], true, "{h:#}");
         let fences = h["fences"].as_array().unwrap();
         assert!(fences[1].as_u64() > fences[0].as_u64(), "{h:#}");

@@ -100,7 +100,7 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
     (
         "local M = {}\nfunction M.start(self)\n  lock.acquire('L', { ttl = 'long' })\nend\nreturn M\n",
         "lock.acquire",
-        "lock.acquire: option 'ttl' must be a number of milliseconds >= 0, got long",
+        "lock.acquire: option 'ttl' must be a number of milliseconds > 0, got long",
     ),
     (
         "local M = {}\nfunction M.start(self)\n  lock.acquire('L', { ttl = 100, timeout = 5 })\nend\nreturn M\n",
@@ -121,6 +121,28 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
         "local M = {}\nfunction M.start(self)\n  local held = lock.acquire('L')\n  lock.with('L', function() end, { wait = 0 })\nend\nreturn M\n",
         "lock.with(",
         "lock.with: timed out waiting for lock 'L'",
+    ),
+    // A Lua string that is not UTF-8 where the host needs text (a key, a
+    // name): said so, not "must be a string, got a string".
+    (
+        "local M = {}\nfunction M.start(self)\n  blackboard.set('a\\255b', 1)\nend\nreturn M\n",
+        "blackboard.set",
+        "blackboard.set: argument #1 'key' must be UTF-8 text, got a string that is not (invalid at byte offset 1)",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  bus.send('caller', 't\\255', {})\nend\nreturn M\n",
+        "bus.send",
+        "bus.send: argument #2 'type' must be UTF-8 text, got a string that is not (invalid at byte offset 1)",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  lock.acquire('l\\255')\nend\nreturn M\n",
+        "lock.acquire",
+        "lock.acquire: argument #1 'name' must be UTF-8 text, got a string that is not (invalid at byte offset 1)",
+    ),
+    (
+        "local M = {}\nfunction M.start(self)\n  task.output('o\\255', 1)\nend\nreturn M\n",
+        "task.output",
+        "task.output: argument #1 'name' must be UTF-8 text, got a string that is not (invalid at byte offset 1)",
     ),
     (
         "local M = {}\nfunction M.start(self)\n  task.id = 'mine'\nend\nreturn M\n",

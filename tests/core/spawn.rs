@@ -156,9 +156,21 @@ async fn spawning_past_max_agents_fails_with_spawn_limit() {
         assert_eq!(fatal.len(), 1, "{}", show_report(&report));
         assert_eq!(fatal[0].kind, "spawn_limit");
         assert_eq!(fatal[0].agent, "spawner-1");
-        assert_eq!(
-            fatal[0].message,
-            "spawn limit: cannot start 'idle', 2 agents live and max_agents is 2"
+        // As the script would have caught it: its line, the function, the
+        // traceback.
+        let (first, traceback) = fatal[0].message.split_once('\n').unwrap_or_default();
+        let line = crate::util::line_of(SPAWNER, "spawn.agent") + 1;
+        assert!(
+            first.ends_with(&format!(
+                "spawner.lua:{line}: spawn.agent: spawn limit: cannot start 'idle', 2 agents live and max_agents is 2"
+            )),
+            "{}",
+            show_report(&report)
+        );
+        assert!(
+            traceback.starts_with("stack traceback:") && traceback.contains("spawner.lua:"),
+            "{}",
+            show_report(&report)
         );
         assert_eq!(report.agents_used, ["spawner-1", "idle-1"]);
     }
@@ -180,7 +192,8 @@ fn spawn_limit_exits_with_its_own_code_through_the_binary() {
     assert_eq!(report["status"], "failed");
     let message = report["errors"][0]["message"].as_str().unwrap();
     assert!(
-        message.contains("cannot start 'idle'") && message.contains("max_agents is 2"),
+        message.starts_with("scripts/spawner.lua:5: spawn.agent: spawn limit: cannot start 'idle'")
+            && message.contains("max_agents is 2"),
         "{}",
         show(&out)
     );
@@ -331,4 +344,49 @@ async fn agents_started_one_after_another_never_find_an_ended_ones_place_taken()
         show_report(&report)
     );
     assert_eq!(report.agents_used.len(), 31);
+}
+
+/// Registers its condition at the top level, which runs for each of the
+/// three agents of the role (and again at each reload).
+const TOP_LEVEL_WHEN: &str = r#"
+spawn.when({ trigger = "T", threshold = 1, agent = "helper" })
+local M = {}
+function M.start(self)
+  if agent.id ~= "top-1" then
+    bus.send("top-1", "ready", {})
+    return
+  end
+  -- The others' top levels have run: they are in start.
+  assert(bus.receive(20000), "no ready")
+  assert(bus.receive(20000), "no ready")
+  local again = spawn.when({ trigger = "T", threshold = 1, agent = "helper" })
+  local other = spawn.when({ trigger = "T", threshold = 2, agent = "helper" })
+  local started = spawn.signal("T", 1)
+  -- Past max_spawn_conditions (256) identical registrations: no quota error.
+  for i = 1, 300 do spawn.when({ trigger = "T", threshold = 1, agent = "helper" }) end
+  task.output("when", { again = again, other = other, started = started })
+end
+return M
+"#;
+
+/// A condition identical to one registered (same trigger, threshold, role
+/// and repeat flag) keeps that one and returns false, so a role's top level
+/// registers it once however many agents load it; a different one is added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_an_identical_condition_again_keeps_the_one_there() {
+    for backend in Backend::all() {
+        let report = run(
+            backend,
+            &[("top.lua", TOP_LEVEL_WHEN), ("helper.lua", HELPER)],
+            task("spawn-when-again", r#"agents = ["top", "top", "top"]"#),
+            config(|c| c.max_agents = 10),
+        )
+        .await;
+        crate::util::assert_clean(backend, &report);
+        let when = output(&report, "when");
+        assert_eq!(when["again"], false, "{when}");
+        assert_eq!(when["other"], true, "{when}");
+        assert_eq!(when["started"], json!(["helper-1"]), "{when}");
+        assert_eq!(report.metrics.spawn_events, 1);
+    }
 }

@@ -87,33 +87,50 @@ end
 return M
 "#;
 
+/// A round of `every` that raised is lost work, as a watch callback that
+/// raised and a one-shot timer that raised: the run fails with the error's
+/// code (unless `[success] allow_dead_letters`), and the next round runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_round_of_every_that_raises_is_reported_and_the_next_one_runs() {
-    let report = run(
-        Backend::Memory,
-        &[("failing.lua", FAILING)],
-        task("timers-fail", ""),
-        Config::default(),
-    )
-    .await;
-    assert_eq!(
-        report.status,
-        TaskStatus::Complete,
-        "{}",
-        show_report(&report)
-    );
-    assert_eq!(output(&report, "rounds"), &json!(5));
-    let errors = error_messages(&report);
-    assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert!(
-        errors[0].starts_with("timer 1: ") && errors[0].contains("round three broke"),
-        "{errors:#?}"
-    );
+async fn a_round_of_every_that_raises_is_lost_work_and_the_next_one_runs() {
+    for (extra, allowed) in [
+        ("", false),
+        ("[success]\nallow_dead_letters = true\n", true),
+    ] {
+        let report = run(
+            Backend::Memory,
+            &[("failing.lua", FAILING)],
+            task("timers-fail", extra),
+            Config::default(),
+        )
+        .await;
+        let (status, code) = if allowed {
+            (TaskStatus::Complete, 0)
+        } else {
+            (TaskStatus::Failed, orrery::error::exit::SCRIPT)
+        };
+        assert_eq!(report.status, status, "{}", show_report(&report));
+        assert_eq!(report.exit_code(), code, "{}", show_report(&report));
+        assert_eq!(output(&report, "rounds"), &json!(5));
+        let errors = error_messages(&report);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("timer 1: ") && errors[0].contains("round three broke"),
+            "{errors:#?}"
+        );
+        assert_eq!(report.errors[0].fatal, !allowed, "{}", show_report(&report));
+        assert_eq!(
+            report.errors[0].allowed,
+            allowed,
+            "{}",
+            show_report(&report)
+        );
+    }
 }
 
 const AFTER_FAILS: &str = r#"
 local M = {}
-function M.start(self) after(1, "missing") end
+function M.start(self) after(1, "boom") end
+function M.boom(self) error("late boom") end
 return M
 "#;
 
@@ -135,7 +152,7 @@ async fn a_one_shot_timer_that_raises_is_lost_work() {
     assert_eq!(report.exit_code(), orrery::error::exit::SCRIPT);
     let errors = error_messages(&report);
     assert!(
-        errors[0].contains("timer 'missing'") && errors[0].contains("has no function 'missing'"),
+        errors[0].starts_with("timer 'boom': ") && errors[0].contains("late boom"),
         "{errors:#?}"
     );
 }
@@ -169,7 +186,9 @@ async fn a_timer_callback_runs_under_the_callback_budget() {
 }
 
 const BAD_ARGS: &str = r#"
-local M = {}
+local M = { limit = 3 }
+-- At the top level the module is not returned yet: checked at each round.
+time.cancel(every(60000, "tick"))
 local function try(f, ...)
   local ok, err = pcall(f, ...)
   return ok and "no error" or tostring(err)
@@ -177,7 +196,7 @@ end
 function M.start(self)
   local ids, too_many = {}, "no error"
   for i = 1, 1001 do
-    local ok, id = pcall(after, 60000, "nothing")
+    local ok, id = pcall(after, 60000, "nothing")   -- M.nothing
     if ok then ids[#ids + 1] = id else too_many = tostring(id) end
   end
   for _, id in ipairs(ids) do time.cancel(id) end
@@ -190,8 +209,11 @@ function M.start(self)
     text = try(every, "soon", function() end),
     target = try(after, 10, 5),
     cancel = try(time.cancel, "x"),
+    unknown = try(every, 100, "tik"),
+    not_function = try(after, 100, "limit"),
   })
 end
+function M.nothing(self) end
 return M
 "#;
 
@@ -230,6 +252,17 @@ async fn bad_timer_arguments_say_which_and_what_was_expected() {
             "time.after: argument #2 'fn' must be a function or the name of a function",
         ),
         ("cancel", "time.cancel: argument #1 'id' must be a timer id"),
+        // A name the module does not define: at the call, not at each round.
+        (
+            "unknown",
+            "time.every: argument #2 'fn' names 'tik', which the role's module does not \
+             define as a function (found nil)",
+        ),
+        (
+            "not_function",
+            "time.after: argument #2 'fn' names 'limit', which the role's module does not \
+             define as a function (found integer)",
+        ),
         (
             "too_many",
             "time.after: agent bad-1 already has 1000 timers set; cancel some",
@@ -241,4 +274,41 @@ async fn bad_timer_arguments_say_which_and_what_was_expected() {
             "{case}: expected '{fragment}' in '{message}'"
         );
     }
+}
+
+const TYPO: &str = r#"
+local M = {}
+function M.start(self)
+  every(100, "tik")
+end
+function M.tick(self) end
+return M
+"#;
+
+/// A timer naming a function the module lacks fails where it is set, with
+/// the script's line, not at its first round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_naming_a_missing_function_fails_at_the_call() {
+    let report = run(
+        Backend::Memory,
+        &[("typo.lua", TYPO)],
+        task("timers-typo", ""),
+        Config::default(),
+    )
+    .await;
+    assert_eq!(report.exit_code(), orrery::error::exit::SCRIPT);
+    let first = error_messages(&report)[0]
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let line = crate::util::line_of(TYPO, "every(");
+    assert!(
+        first.ends_with(&format!(
+            "typo.lua:{line}: time.every: argument #2 'fn' names 'tik', which the role's \
+             module does not define as a function (found nil)"
+        )),
+        "{}",
+        show_report(&report)
+    );
 }
