@@ -94,18 +94,30 @@ fn read_key_file(path: &Path) -> Result<(ApiKey, Option<(u64, u64)>), Error> {
     use std::os::unix::fs::MetadataExt;
     let origin = format!("environment variable {KEY_FILE_VAR}");
     let fail = |why: String| Error::bad_input(&origin, format!("{}: {why}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Not blocking: opening a named pipe waits for a writer, and one that
+    // never comes (fed once, by an earlier command) held every command for ever.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
     let meta = file
         .metadata()
         .map_err(|e| fail(format!("cannot read: {e}")))?;
     let kind = meta.file_type();
-    if !kind.is_file() && !std::os::unix::fs::FileTypeExt::is_fifo(&kind) {
+    let pipe = std::os::unix::fs::FileTypeExt::is_fifo(&kind);
+    if !kind.is_file() && !pipe {
         return Err(fail("not a regular file or a pipe".into()));
     }
     let mut text = String::new();
-    file.take(MAX_KEY_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if pipe {
+        text = read_pipe(file, PIPE_WAIT).map_err(fail)?;
+    } else {
+        file.take(MAX_KEY_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| fail(format!("cannot read: {e}")))?;
+    }
     if text.len() as u64 > MAX_KEY_FILE_BYTES {
         return Err(fail(format!(
             "longer than {MAX_KEY_FILE_BYTES} bytes: not a key"
@@ -117,6 +129,46 @@ fn read_key_file(path: &Path) -> Result<(ApiKey, Option<(u64, u64)>), Error> {
     }
     let identity = kind.is_file().then(|| (meta.dev(), meta.ino()));
     Ok((ApiKey::new(key), identity))
+}
+
+/// How long a key pipe may stay without a writer, or without its key.
+const PIPE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The text written into the pipe `file` (opened without blocking) until
+/// its writer closes it, at most [`MAX_KEY_FILE_BYTES`] + 1 bytes; an error
+/// when no writer has written anything within `wait`.
+fn read_pipe(mut file: std::fs::File, wait: std::time::Duration) -> Result<String, String> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + wait;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk) {
+            // The writer closed the pipe after writing: that is the key.
+            Ok(0) if !bytes.is_empty() => break,
+            Ok(n) if n > 0 => {
+                bytes.extend_from_slice(&chunk[..n]);
+                if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+                    break;
+                }
+                continue;
+            }
+            // No writer yet (end of file), or one that has not written yet.
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot read: {e}")),
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "a pipe no program wrote a key into within {} s (a pipe is read once: \
+                 was it fed for an earlier command?)",
+                wait.as_secs()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text: not a key".to_string())
 }
 
 /// Overwrites the value of `name` in the environment block with zero bytes,

@@ -72,6 +72,13 @@ impl Interrupts {
     }
 }
 
+/// Waits for Ctrl-C or SIGTERM. What waits after a run must ask for both:
+/// once the run has watched SIGTERM, its default action (ending the
+/// process) is gone for good, and a wait for Ctrl-C alone ignored it.
+pub(super) async fn stop_requested() {
+    Interrupts::new().next().await;
+}
+
 /// Ctrl-C or SIGTERM: the first stops the run gracefully, the next (or
 /// [`ABORT_AFTER`]) aborts it, and one more quits at once, report or not:
 /// the way out when the run cannot end (a store that stopped answering

@@ -72,8 +72,8 @@ impl ObserveArgs {
 }
 
 impl Observers {
-    /// After the run: a live view keeps serving until Ctrl-C, unless the run
-    /// itself was stopped by one (`interrupted`).
+    /// After the run: a live view keeps serving until Ctrl-C or SIGTERM,
+    /// unless the run itself was stopped by one (`interrupted`).
     pub async fn finish(self, interrupted: bool) {
         let Some(url) = self.ui else { return };
         if interrupted {
@@ -82,7 +82,7 @@ impl Observers {
         super::print_err(&format!(
             "the task ended; the live view stays at {url} until Ctrl-C"
         ));
-        let _ = tokio::signal::ctrl_c().await;
+        super::drive::stop_requested().await;
     }
 }
 

@@ -30,6 +30,12 @@ pub const MAX_KEY_BYTES: usize = 512;
 /// under this prefix, so every agent and every host of the task sees them.
 pub const OUTPUT_PREFIX: &str = "outputs/";
 
+/// How long a run's output lives in the store at least: outputs are the
+/// run's result, so `blackboard_ttl` (an hour by default, set shorter for a
+/// scratchpad) must not take them before the report reads them. The end of
+/// the run gives them the retention, as every other key of the task.
+const OUTPUT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Shared key/value state of a task; keys are confined to the task.
 pub struct Blackboard {
     store: Arc<dyn Store>,
@@ -96,6 +102,16 @@ impl Blackboard {
         }
     }
 
+    /// The expiry of a write of `key`: `blackboard_ttl`, or at least
+    /// [`OUTPUT_TTL`] for an output.
+    fn ttl_of(&self, key: &str) -> Duration {
+        if key.starts_with(OUTPUT_PREFIX) {
+            self.ttl.max(OUTPUT_TTL)
+        } else {
+            self.ttl
+        }
+    }
+
     /// Stores `value` under `key`. Fails on a bad key, a value over the size
     /// limit, a quota reached, or a store failure.
     pub async fn set(&self, key: &str, value: &Value) -> Result<()> {
@@ -104,7 +120,11 @@ impl Blackboard {
             format!("blackboard key '{key}'")
         })?;
         let before = self.admit(key, size).await?;
-        if let Err(e) = self.store.bb_set(&self.task, key, value, self.ttl).await {
+        if let Err(e) = self
+            .store
+            .bb_set(&self.task, key, value, self.ttl_of(key))
+            .await
+        {
             self.ledger.lock().put(key, before);
             // Lost work even if the script catches the error.
             self.metrics
@@ -130,7 +150,9 @@ impl Blackboard {
         if self.try_admit(key, key.len() + size).is_none() {
             return Ok(None);
         }
-        let mut pending = self.store.bb_set_nowait(&self.task, key, value, self.ttl);
+        let mut pending = self
+            .store
+            .bb_set_nowait(&self.task, key, value, self.ttl_of(key));
         // Journaled first: a write refused at once has its failure after it.
         self.journal.note(|| written(key, size, value));
         if self.store.is_embedded() {
@@ -309,7 +331,7 @@ impl Blackboard {
         };
         let swapped = self
             .store
-            .bb_compare_and_set(&self.task, key, expected, new, self.ttl)
+            .bb_compare_and_set(&self.task, key, expected, new, self.ttl_of(key))
             .await;
         let mut ledger = self.ledger.lock();
         match (&swapped, before) {

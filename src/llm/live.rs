@@ -141,6 +141,32 @@ struct WireMessage {
     content: Option<String>,
 }
 
+/// Refuses an LLM URL that does not parse (saying why: a port out of
+/// range, no host) or is not http(s), and one carrying credentials
+/// (`http://user:password@host`): reqwest would send them as Basic auth,
+/// and a URL is shown in logs, errors and the report, where the API key
+/// never is. Credentials go in the key's variables or file, as the key does.
+fn check_url(url: &str, redact: &dyn Fn(&str) -> String) -> Result<(), LlmError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| LlmError::config(format!("LLM url {:?} is not a URL: {e}", redact(url))))?;
+    if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
+        return Err(LlmError::config(format!(
+            "LLM url {:?} is not an http:// or https:// URL",
+            redact(url)
+        )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let mut shown = parsed.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        return Err(LlmError::config(format!(
+            "LLM url {shown} carries credentials (user:password@): they would show in \
+             logs and errors; give the key with ORRERY_LLM_KEY or ORRERY_LLM_KEY_FILE"
+        )));
+    }
+    Ok(())
+}
+
 impl LiveEndpoint {
     /// An endpoint for `url` with `cfg`'s key and policy. Fails with
     /// [`LlmError::Config`] when the URL is not an absolute http(s) URL or
@@ -148,6 +174,7 @@ impl LiveEndpoint {
     pub(crate) fn new(url: &str, cfg: &LlmConfig) -> Result<LiveEndpoint, LlmError> {
         let key = cfg.api_key.clone();
         let redact = |t: &str| key.as_ref().map_or_else(|| t.to_string(), |k| k.redact(t));
+        check_url(url, &redact)?;
         let joined = format!("{}/chat/completions", url.trim_end_matches('/'));
         let endpoint = reqwest::Url::parse(&joined)
             .ok()

@@ -186,9 +186,14 @@ impl Recorder {
     /// Opens `path` for appending, creating it when missing. Fails with
     /// [`LlmError::Config`] naming the file.
     pub(crate) fn open(path: &Path) -> Result<Recorder, LlmError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not blocking: a pipe whose reader stops reading must not hold the
+        // agent's call (and with it a thread of the runtime) for ever; a
+        // line it cannot take now is counted as not recorded.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| {
                 LlmError::config(format!(

@@ -1,5 +1,6 @@
-//! The live view: a journal sink that keeps every line and passes new ones
-//! on ([`LiveFeed`]), and the HTTP server that serves the page and streams
+//! The live view: a journal sink that keeps the run's lines (its first
+//! thousand, and the last 64 MiB after them) and passes new ones on
+//! ([`LiveFeed`]), and the HTTP server that serves the page and streams
 //! the journal to it with server-sent events ([`serve`]).
 //!
 //! Routes: `/` the page; `/events` the journal as server-sent events (a
@@ -24,7 +25,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
-use crate::coordination::journal::{Batch, Sink};
+use crate::coordination::journal::{Batch, Entry, Event, Sink};
 use crate::error::{Error, Result};
 
 /// Lines a slow browser may fall behind before it is made to start over.
@@ -41,10 +42,85 @@ struct Feed {
     clients: AtomicUsize,
 }
 
-#[derive(Default)]
+/// Lines at the start of a run the view always keeps: the run's start and
+/// its first agents, which the page needs to show anything.
+const HEAD_LINES: usize = 1_000;
+
+/// Text of the lines kept after the head: a view open for days (`orrery
+/// dev` on a busy task) would otherwise hold the whole journal in memory.
+/// Past it the oldest lines after the head go, counted; the journal file
+/// (`--journal`) keeps everything.
+const MAX_TAIL_BYTES: usize = 64 << 20;
+
 struct FeedState {
-    history: Vec<Arc<str>>,
+    head: Vec<Arc<str>>,
+    tail: std::collections::VecDeque<Arc<str>>,
+    tail_bytes: usize,
+    max_tail_bytes: usize,
+    /// Lines let go between the head and the tail.
+    trimmed: u64,
     ended: bool,
+}
+
+impl Default for FeedState {
+    fn default() -> Self {
+        FeedState::with_limit(MAX_TAIL_BYTES)
+    }
+}
+
+impl FeedState {
+    fn with_limit(max_tail_bytes: usize) -> FeedState {
+        FeedState {
+            head: Vec::new(),
+            tail: std::collections::VecDeque::new(),
+            tail_bytes: 0,
+            max_tail_bytes,
+            trimmed: 0,
+            ended: false,
+        }
+    }
+
+    fn push(&mut self, line: Arc<str>) {
+        if self.head.len() < HEAD_LINES {
+            self.head.push(line);
+            return;
+        }
+        self.tail_bytes += line.len();
+        self.tail.push_back(line);
+        while self.tail_bytes > self.max_tail_bytes
+            && let Some(old) = self.tail.pop_front()
+        {
+            self.tail_bytes -= old.len();
+            self.trimmed += 1;
+        }
+    }
+
+    /// The lines kept, with a `journal_dropped` entry where lines were let go.
+    fn history(&self) -> Vec<Arc<str>> {
+        let mut lines = Vec::with_capacity(self.head.len() + self.tail.len() + 1);
+        lines.extend(self.head.iter().cloned());
+        if self.trimmed > 0 {
+            lines.push(self.trimmed_entry().into());
+        }
+        lines.extend(self.tail.iter().cloned());
+        lines
+    }
+
+    /// A journal entry saying how many lines the view let go, timed as the
+    /// first line it kept after them.
+    fn trimmed_entry(&self) -> String {
+        let next = self.tail.front().and_then(|l| Entry::parse(l).ok());
+        let entry = Entry {
+            seq: 0,
+            at_us: next.as_ref().map_or(0, |e| e.at_us),
+            host: next.map_or_else(|| "live view".to_string(), |e| e.host),
+            agent: None,
+            event: Event::JournalDropped {
+                count: self.trimmed,
+            },
+        };
+        serde_json::to_string(&entry).expect("an entry serializes")
+    }
 }
 
 #[derive(Clone)]
@@ -78,7 +154,7 @@ impl LiveFeed {
     /// or repeated between the two), and whether the journal has closed.
     fn follow(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Update>, bool) {
         let state = self.0.state.lock();
-        (state.history.clone(), self.0.lines.subscribe(), state.ended)
+        (state.history(), self.0.lines.subscribe(), state.ended)
     }
 }
 
@@ -91,7 +167,7 @@ impl Sink for FeedSink {
         let mut state = feed.state.lock();
         for line in batch.lines() {
             let line: Arc<str> = Arc::from(line);
-            state.history.push(line.clone());
+            state.push(line.clone());
             let _ = feed.lines.send(Update::Line(line));
         }
     }
@@ -228,5 +304,50 @@ async fn step(mut f: Follow) -> Option<(std::result::Result<SseEvent, Infallible
             f.done = true;
             Some((Ok(SseEvent::default().event("end").data("end")), f))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64) -> Arc<str> {
+        format!(
+            r#"{{"seq":{seq},"at_us":{},"host":"h","kind":"blackboard_write","agent":"a-1","key":"k","bytes":1,"value":{seq}}}"#,
+            1000 + seq
+        )
+        .into()
+    }
+
+    /// Past its limit the view lets the oldest lines after the head go and
+    /// says how many where they were; the head and the newest stay.
+    #[test]
+    fn the_history_keeps_its_head_and_the_newest_lines_within_its_limit() {
+        let limit = 10 * line(HEAD_LINES as u64).len();
+        let mut state = FeedState::with_limit(limit);
+        let total = HEAD_LINES as u64 + 500;
+        for seq in 0..total {
+            state.push(line(seq));
+        }
+        assert!(state.tail_bytes <= limit);
+        let history = state.history();
+        assert_eq!(&history[0], &line(0));
+        assert_eq!(&history[HEAD_LINES - 1], &line(HEAD_LINES as u64 - 1));
+        let notice = Entry::parse(&history[HEAD_LINES]).expect("a journal entry");
+        let kept = history.len() - HEAD_LINES - 1;
+        assert_eq!(
+            notice.event,
+            Event::JournalDropped {
+                count: total - HEAD_LINES as u64 - kept as u64
+            }
+        );
+        assert_eq!(notice.at_us, 1000 + total - kept as u64);
+        assert_eq!(history.last().unwrap(), &line(total - 1));
+        // Within the limit nothing is let go and no notice is made.
+        let mut state = FeedState::default();
+        for seq in 0..total {
+            state.push(line(seq));
+        }
+        assert_eq!(state.history().len(), total as usize);
     }
 }

@@ -6,7 +6,7 @@ use orrery::report::TaskStatus;
 use serde_json::json;
 
 use crate::common::Backend;
-use crate::util::{error_messages, output, run_clean, show_report, task};
+use crate::util::{assert_clean, error_messages, output, run, run_clean, show_report, task};
 
 const SEMANTICS: &str = r#"
 local t = require("testing")
@@ -335,5 +335,40 @@ async fn an_uncaught_unstorable_value_fails_the_agent_at_the_line_of_the_call() 
         let errors = error_messages(&report);
         assert!(errors[0].starts_with(&expected), "{errors:#?}");
         assert_eq!(report.exit_code(), orrery::error::exit::SCRIPT);
+    }
+}
+
+const OUTPUT_THEN_WAIT: &str = r#"
+local M = {}
+function M.start(self)
+  task.output("result", 42)
+  blackboard.set("scratch", 1)
+  sleep(1600)
+  task.output("scratch_seen", blackboard.get("scratch") ~= nil)
+end
+return M
+"#;
+
+/// `blackboard_ttl` expires scratch keys, never the run's outputs: an
+/// output recorded longer than that before the end was missing from a
+/// report that said `complete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_outlive_the_blackboard_ttl() {
+    for backend in Backend::all() {
+        let config = Config {
+            blackboard_ttl: 1,
+            ..Config::default()
+        };
+        let report = run(
+            backend,
+            &[("keeper.lua", OUTPUT_THEN_WAIT)],
+            task("outputs-ttl", ""),
+            config,
+        )
+        .await;
+        assert_clean(backend, &report);
+        assert_eq!(output(&report, "result"), 42, "{backend:?}");
+        // The scratch key did expire: the TTL is in force.
+        assert_eq!(output(&report, "scratch_seen"), false, "{backend:?}");
     }
 }

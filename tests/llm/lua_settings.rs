@@ -114,11 +114,28 @@ fn unusable_llm_settings_are_bad_input_naming_the_culprit() {
     );
     scripts.write("key.toml", "[llm]\napi_key = \"sk-in-a-file\"\n");
     scripts.write("typo.toml", "[llm]\nmodle = \"x\"\n");
-    let cases: [Case; 9] = [
+    let cases: [Case; 12] = [
         (
             &["--llm-url", "ftp://example.com"],
             &[],
             "LLM settings: LLM url \"ftp://example.com\" is not an http:// or https:// URL",
+        ),
+        // Credentials in a URL would be shown wherever the URL is: refused,
+        // and not repeated in the refusal.
+        (
+            &["--llm-url", "http://user:s3cret@127.0.0.1:1/v1"],
+            &[],
+            "LLM settings: LLM url http://127.0.0.1:1/v1 carries credentials (user:password@)",
+        ),
+        (
+            &["--llm-url", "http://127.0.0.1:99999/v1"],
+            &[],
+            "LLM settings: LLM url \"http://127.0.0.1:99999/v1\" is not a URL: invalid port number",
+        ),
+        (
+            &["--llm-url", "http://"],
+            &[],
+            "LLM settings: LLM url \"http://\" is not a URL: empty host",
         ),
         (
             &["--llm-replay", "missing.jsonl"],
@@ -175,5 +192,6 @@ fn unusable_llm_settings_are_bad_input_naming_the_culprit() {
             "{args:?}: {expected:?} not in\n{stderr}"
         );
         assert!(!stderr.contains("sk-in-a-file"), "{stderr}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
     }
 }

@@ -584,3 +584,54 @@ fn orrery_report_leaves_out_a_cut_off_last_line_and_says_so() {
     let out = orrery(dir.path(), &["report", "bad.jsonl"]);
     assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
 }
+
+const MANY_WRITES: &str = r#"
+local M = {}
+function M.start(self)
+  for i = 1, 3000 do blackboard.set("k" .. (i % 50), string.rep("x", 200)) end
+end
+return M
+"#;
+
+/// A journal pipe whose reader stops reading is given up after a while,
+/// counted and reported: the writer was stuck in a blocking write, and the
+/// run could not end (nor be stopped) until the reader went away.
+#[test]
+fn a_journal_pipe_nobody_reads_does_not_hold_the_run() {
+    use std::time::Duration;
+
+    let scratch = Scratch::new(&[("w.lua", MANY_WRITES)]);
+    scratch.write(
+        "task.toml",
+        "id = \"stuck\"\ntype = \"t\"\ndescription = \"d\"\nagents = [\"w\"]\n",
+    );
+    let fifo = scratch.path().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A reader that opens the pipe and never reads, for longer than the test may take.
+    let mut reader = std::process::Command::new("sh")
+        .args(["-c", "exec 3<pipe; sleep 120"])
+        .current_dir(scratch.path())
+        .spawn()
+        .unwrap();
+    let run = crate::common::spawn_orrery(
+        scratch.path(),
+        &["run", "task.toml", "--journal", "pipe", "--json"],
+        &[],
+    );
+    let done = run.finish(Duration::from_secs(60));
+    let _ = reader.kill();
+    let _ = reader.wait();
+    assert_eq!(done.code, Some(exit::OK), "{}", done.show());
+    assert!(
+        done.stderr
+            .contains("journal file pipe: cannot write (its reader took nothing for 5 s)"),
+        "{}",
+        done.show()
+    );
+}

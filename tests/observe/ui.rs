@@ -238,3 +238,25 @@ fn wait_output(mut child: std::process::Child, within: Duration) -> String {
     }
     reader.join().unwrap()
 }
+
+/// After the task, the live view stays until Ctrl-C or SIGTERM: the run had
+/// taken SIGTERM's default action away, and the wait that followed heard
+/// Ctrl-C only, so `kill`, `systemctl stop` or `docker stop` never ended it.
+#[test]
+fn sigterm_ends_a_live_view_that_outlived_its_task() {
+    let mut run = spawn_orrery(
+        &repo(),
+        &[
+            "run",
+            "examples/deploy.toml",
+            "--ui",
+            "--ui-addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    run.wait_for("the task ended; the live view stays at", PATIENCE);
+    run.signal("TERM");
+    let done = run.finish(PATIENCE);
+    assert_eq!(done.code, Some(exit::OK), "{}", done.show());
+}

@@ -70,12 +70,26 @@ impl FileSink {
     /// Creates (or truncates) `path`; `flag` names where the path came from
     /// for the error (`flag --journal`), a BadInput naming the file.
     pub fn create(path: &Path, flag: &str) -> Result<FileSink> {
-        let file = File::create(path).map_err(|e| {
-            Error::bad_input(
-                format!("{flag} {}", path.display()),
-                format!("cannot create the journal file: {e}"),
-            )
-        })?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not blocking: a pipe (`--journal /dev/stdout | reader`, a FIFO)
+        // whose reader stops reading must not hold the run (see `write`).
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| {
+                let why = if e.raw_os_error() == Some(libc::ENXIO) {
+                    "a pipe no program reads".to_string()
+                } else {
+                    e.to_string()
+                };
+                Error::bad_input(
+                    format!("{flag} {}", path.display()),
+                    format!("cannot create the journal file: {why}"),
+                )
+            })?;
         Ok(FileSink {
             path: path.to_path_buf(),
             out: Some(file),
@@ -108,7 +122,7 @@ impl Sink for FileSink {
             });
             return;
         };
-        match out.write_all(batch.text().as_bytes()) {
+        match write_patiently(out, batch.text().as_bytes()).await {
             Ok(()) => self.written += batch.text().len() as u64,
             Err(e) => self.fail(e, batch),
         }
@@ -121,6 +135,40 @@ impl Sink for FileSink {
     fn loss(&self) -> Option<SinkLoss> {
         self.loss.clone()
     }
+}
+
+/// How long a journal pipe may take nothing before it is given up.
+const STALL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Writes `bytes` to `out` (opened without blocking), waiting without
+/// holding a thread while a pipe is full; fails once its reader has taken
+/// nothing for [`STALL`] (a reader that stopped: the journal writer was
+/// stuck in a blocking write, and the run could not end, nor be stopped).
+async fn write_patiently(out: &mut File, mut bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    let mut stalled_since = None;
+    while !bytes.is_empty() {
+        match out.write(bytes) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                bytes = &bytes[n..];
+                stalled_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= STALL {
+                    return Err(std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        format!("its reader took nothing for {} s", STALL.as_secs()),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Appends the journal to the task's capped stream in a shared store

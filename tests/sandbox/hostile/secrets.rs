@@ -265,3 +265,44 @@ async fn a_key_file_replaces_the_environment_variable() {
         outcome.show()
     );
 }
+
+/// A key pipe no program writes into (fed once, for an earlier command) is
+/// refused after a short wait, naming the variable; it held every command,
+/// even `orrery check`, for ever. A pipe written a moment later is read.
+#[test]
+fn a_key_pipe_without_a_writer_is_refused_and_one_fed_late_is_read() {
+    use std::time::Duration;
+
+    use crate::common::{Scratch, spawn_orrery};
+
+    let scratch = Scratch::new(&[("a.lua", "return { start = function() end }")]);
+    let fifo = scratch.path().join("keypipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let env = [("ORRERY_LLM_KEY_FILE", "keypipe"), ("ORRERY_LLM_KEY", "")];
+    let done =
+        spawn_orrery(scratch.path(), &["check", "scripts"], &env).finish(Duration::from_secs(60));
+    assert_eq!(done.code, Some(2), "{}", done.show());
+    assert!(
+        done.stderr.contains(
+            "environment variable ORRERY_LLM_KEY_FILE: keypipe: a pipe no program wrote a key into"
+        ),
+        "{}",
+        done.show()
+    );
+
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            std::fs::write(&fifo, "sk-through-a-pipe-0123456789\n").unwrap();
+        })
+    };
+    let done =
+        spawn_orrery(scratch.path(), &["check", "scripts"], &env).finish(Duration::from_secs(60));
+    writer.join().unwrap();
+    assert_eq!(done.code, Some(0), "{}", done.show());
+}
