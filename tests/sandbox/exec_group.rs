@@ -223,6 +223,6 @@ async fn a_call_cut_off_with_its_agent_kills_the_group() {
     };
     let report = case.run(Some(stop)).await;
     assert_ne!(report.status, TaskStatus::Complete, "{report:#?}");
-    assert!(report.outputs.get("returned").is_none(), "{report:#?}");
+    assert!(!report.outputs.contains_key("returned"), "{report:#?}");
     assert_gone(&case.written_pids(), "agent cut off");
 }
