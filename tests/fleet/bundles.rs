@@ -37,23 +37,26 @@ fn scratch() -> Scratch {
 /// bundle by `quick.lua` plus `extra` (path to text); returns the task id.
 /// A later submit of the same code keeps that bundle: it is stored once.
 fn submit_with_bundle(scratch: &Scratch, server: &RedisServer, extra: (&str, &str)) -> String {
+    let bundle = json!({
+        "scripts": { "quick.lua": QUICK, extra.0: extra.1 },
+        "stdlib": {},
+    });
+    submit_with_stored(scratch, server, &bundle.to_string())
+}
+
+/// Submits `quick.toml` and stores `text` as its bundle; returns the task id.
+fn submit_with_stored(scratch: &Scratch, server: &RedisServer, text: &str) -> String {
     let id = submit(scratch.path(), server, "quick.toml");
     let task = status(scratch.path(), server, false);
     let hash = task[0]["bundle"]
         .as_str()
         .expect("a bundle hash")
         .to_string();
-    let bundle = json!({
-        "scripts": { "quick.lua": QUICK, extra.0: extra.1 },
-        "stdlib": {},
-    });
     let mut c = redis::Client::open(server.url())
         .unwrap()
         .get_connection()
         .unwrap();
-    let _: () = c
-        .set(format!("fleet:bundle:{hash}"), bundle.to_string())
-        .unwrap();
+    let _: () = c.set(format!("fleet:bundle:{hash}"), text).unwrap();
     id
 }
 
@@ -112,4 +115,20 @@ fn a_bundle_the_disk_refuses_is_tried_again_leaving_nothing_in_the_cache() {
     assert_eq!(task[0]["state"], "queued", "{task:#}");
     let out = crate::common::orrery(scratch.path(), &["cancel", &id, "--store", &server.url()]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+#[test]
+fn a_stored_bundle_that_is_not_a_bundle_fails_its_task() {
+    let server = server();
+    let scratch = scratch();
+    let id = submit_with_stored(&scratch, &server, "{\"scripts\": 1}");
+    let _w = worker(scratch.path(), &server, 1);
+    let task = wait_state(scratch.path(), &server, &id, "finished");
+    assert_eq!(task["exit_code"], 2, "{task:#}");
+    let error = task["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("code bundle") && error.contains("unreadable"),
+        "{task:#}"
+    );
+    assert!(cache_entries(&scratch).is_empty());
 }
