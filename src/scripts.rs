@@ -9,7 +9,7 @@
 mod files;
 mod users;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +72,10 @@ pub struct ScriptRegistry {
     modules: RwLock<BTreeMap<String, Arc<Script>>>,
     /// Roles whose file was deleted while the task ran, with that file.
     deleted: RwLock<BTreeMap<String, PathBuf>>,
+    /// Modules whose entry is the built-in one compiled into the binary (no
+    /// file overrides it, or the file that did was deleted). Locked after
+    /// `modules` when both are.
+    built_in: RwLock<BTreeSet<String>>,
     /// Moves on every change; bumped while the changed map is write-locked, so
     /// a reader that saw the new version and then reads the map sees the change.
     version: AtomicU64,
@@ -170,10 +174,12 @@ impl ScriptRegistry {
             roles: RwLock::default(),
             modules: RwLock::default(),
             deleted: RwLock::default(),
+            built_in: RwLock::default(),
             version: AtomicU64::new(1),
             users: CodeUsers::default(),
         };
         for (name, source) in EMBEDDED_STDLIB {
+            registry.built_in.write().insert(name.to_string());
             registry.modules.write().insert(
                 name.to_string(),
                 Arc::new(Script {
@@ -271,6 +277,22 @@ impl ScriptRegistry {
         self.modules.read().get(name).cloned()
     }
 
+    /// True when the module `name` is the built-in one compiled into the
+    /// binary, not read from a file.
+    pub fn is_built_in(&self, name: &str) -> bool {
+        self.built_in.read().contains(name)
+    }
+
+    /// True when a VM that loaded module `name` at `version` should load it
+    /// again: the registry holds other code of it, read from a file. The
+    /// built-in module standing in for a deleted file is not new code for the
+    /// VMs that loaded the file: they keep their copy, as they do when no
+    /// module of that name is left.
+    pub fn module_changed(&self, name: &str, version: u64) -> bool {
+        let modules = self.modules.read();
+        modules.get(name).is_some_and(|s| s.version != version) && !self.is_built_in(name)
+    }
+
     /// Every module, sorted by name.
     pub fn modules(&self) -> Vec<Arc<Script>> {
         self.modules.read().values().cloned().collect()
@@ -293,8 +315,13 @@ impl ScriptRegistry {
             version,
         });
         map.insert(name.to_string(), script.clone());
-        if kind == ScriptKind::Role {
-            self.deleted.write().remove(name);
+        match kind {
+            ScriptKind::Role => {
+                self.deleted.write().remove(name);
+            }
+            ScriptKind::Module => {
+                self.built_in.write().remove(name);
+            }
         }
         script
     }
@@ -314,7 +341,8 @@ impl ScriptRegistry {
     }
 
     /// Removes the module loaded from `path`, whose file was deleted: agents
-    /// keep what they already required; a later `require` gets the built-in
+    /// keep what they already required (see [`module_changed`](Self::module_changed));
+    /// a later `require` gets the built-in
     /// stdlib module of that name, if there is one, or fails. Returns the entry
     /// that replaced it, if any. Does nothing when the module came from
     /// another file (a scripts module shadowing a stdlib one).
@@ -333,6 +361,7 @@ impl ScriptRegistry {
                     version,
                 });
                 modules.insert(name.to_string(), script.clone());
+                self.built_in.write().insert(name.to_string());
                 Some(script)
             }
             None => {
@@ -358,6 +387,9 @@ impl ScriptRegistry {
             version: 1,
         });
         self.map(kind).write().insert(name.to_string(), script);
+        if kind == ScriptKind::Module {
+            self.built_in.write().remove(name);
+        }
         Ok(())
     }
 }

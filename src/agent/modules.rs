@@ -66,17 +66,14 @@ impl ModuleGraph {
         self.generation
     }
 
-    /// Loaded modules whose registry entry has moved to another version. A
-    /// module whose file was deleted (and has no built-in fallback) is not
-    /// stale: the VM keeps the copy it has.
+    /// Loaded modules whose registry entry has moved to other code read from
+    /// a file. A module whose file was deleted is not stale, whether the
+    /// built-in module of that name stands in for it or none: the VM keeps
+    /// the copy it has.
     pub fn stale(&self, registry: &ScriptRegistry) -> BTreeSet<String> {
         self.versions
             .iter()
-            .filter(|(name, version)| {
-                registry
-                    .module(name)
-                    .is_some_and(|s| s.version != **version)
-            })
+            .filter(|(name, version)| registry.module_changed(name, **version))
             .map(|(name, _)| name.clone())
             .collect()
     }

@@ -297,7 +297,7 @@ impl MessageBus {
         })?;
         let everyone = to.strip_prefix(BROADCAST).map(str::to_string);
         if everyone.is_none() {
-            self.check_recipient(&to).await?;
+            self.check_recipient(&to, reply_to.is_some()).await?;
         }
         let id = message_id(&self.origin, self.next_id.fetch_add(1, Ordering::Relaxed));
         let envelope = Envelope {
@@ -516,11 +516,20 @@ impl MessageBus {
         Ok(targets)
     }
 
-    async fn check_recipient(&self, to: &str) -> Result<()> {
+    /// Fails a send to an agent that has ended (nobody would read it) or
+    /// never was. Not a `reply`: a requester that stopped waiting and ended
+    /// is the normal end of `bus.request`'s timeout, and failing the reply
+    /// gave the request back to be done again, `max_attempts` times, then
+    /// failed the run; the reply stays on the ended agent's queue, which the
+    /// report lists as `undelivered` (not fatal).
+    async fn check_recipient(&self, to: &str, reply: bool) -> Result<()> {
         if self.is_known_locally(to) {
             return Ok(());
         }
         let ended = |how: &str| {
+            if reply {
+                return Ok(());
+            }
             Err(Error::bad_input(
                 format!("recipient '{to}'"),
                 format!("the agent has ended{how}: nobody would read the message"),

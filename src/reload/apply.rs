@@ -12,39 +12,16 @@ use notify_debouncer_full::notify::EventKind;
 use notify_debouncer_full::notify::event::ModifyKind;
 use tokio::sync::broadcast;
 
+use super::roots::{FileWatcher, Root};
 use super::{Change, LOG_TARGET, ReloadEvent, validate};
 use crate::coordination::Coordination;
-use crate::error::{Error, Result};
 use crate::scripts::{Script, ScriptKind, ScriptRegistry};
-
-/// A watched directory: as the user wrote it (for messages and the registry)
-/// and canonical (as the watcher reports paths).
-#[derive(Debug, Clone)]
-pub(super) struct Root {
-    pub shown: PathBuf,
-    pub canonical: PathBuf,
-}
-
-impl Root {
-    pub fn new(shown: &Path) -> Result<Root> {
-        let canonical = shown.canonicalize().map_err(|e| {
-            Error::bad_input(
-                shown.display().to_string(),
-                format!("cannot watch for changes: {e}"),
-            )
-        })?;
-        Ok(Root {
-            shown: shown.to_path_buf(),
-            canonical,
-        })
-    }
-}
 
 /// Applies file changes to the registry; runs on the watcher's thread.
 pub(super) struct Applier {
     registry: Arc<ScriptRegistry>,
     coord: Arc<Coordination>,
-    /// Longest canonical path first, so a nested root wins.
+    /// Longest watched path first, so a nested root wins.
     roots: Vec<Root>,
     events: broadcast::Sender<ReloadEvent>,
     /// Roles the bus accepts messages for: only grows, since agents of a
@@ -59,46 +36,78 @@ impl Applier {
     pub fn new(
         registry: Arc<ScriptRegistry>,
         coord: Arc<Coordination>,
-        mut roots: Vec<Root>,
+        roots: Vec<Root>,
         events: broadcast::Sender<ReloadEvent>,
     ) -> Self {
-        roots.sort_by_key(|r| std::cmp::Reverse(r.canonical.as_os_str().len()));
         let known_roles = registry.roles().into_iter().collect();
-        Applier {
+        let mut applier = Applier {
             registry,
             coord,
             roots,
             events,
             known_roles,
             refused: BTreeSet::new(),
-        }
+        };
+        applier.sort_roots();
+        applier
     }
 
-    /// Handles one debounced batch.
-    pub fn handle(&mut self, result: DebounceEventResult) {
-        let events = match result {
-            Ok(events) => events,
-            Err(errors) => {
+    fn sort_roots(&mut self) {
+        self.roots.sort_by_key(|r| {
+            std::cmp::Reverse(r.watched.as_ref().map_or(0, |w| w.as_os_str().len()))
+        });
+    }
+
+    /// Handles one debounced batch (`None`: no events, a look at the
+    /// watched directories only). A watched directory that was deleted or
+    /// replaced at its path counts as a change of every file it held and
+    /// every file now there; the events reported under it before that are
+    /// dropped, since they may come from the old directory.
+    pub fn handle(&mut self, batch: Option<DebounceEventResult>, watcher: &mut FileWatcher) {
+        let moved: Vec<PathBuf> = self
+            .roots
+            .iter_mut()
+            .filter_map(|root| root.follow(watcher).then(|| root.shown.clone()))
+            .collect();
+        if !moved.is_empty() {
+            self.sort_roots();
+        }
+        // Each path once, with the time of its first event.
+        let mut touched: BTreeMap<PathBuf, Instant> = BTreeMap::new();
+        let mut rescan = false;
+        match batch {
+            None => {}
+            Some(Err(errors)) => {
                 for e in errors {
                     tracing::warn!(target: LOG_TARGET, "file watcher: {e}");
                 }
-                return;
             }
-        };
-        // Each path once, with the time of its first event.
-        let mut touched: BTreeMap<PathBuf, Instant> = BTreeMap::new();
-        let rescan = events.iter().any(|e| e.need_rescan());
-        for event in events.iter().filter(|e| changes_content(&e.kind)) {
-            for path in event.paths.iter().filter_map(|p| self.shown_path(p)) {
-                let first = touched.entry(path).or_insert(event.time);
-                *first = (*first).min(event.time);
+            Some(Ok(events)) => {
+                rescan = events.iter().any(|e| e.need_rescan());
+                for event in events.iter().filter(|e| changes_content(&e.kind)) {
+                    for path in &event.paths {
+                        let Some((root, path)) = self.shown_path(path) else {
+                            continue;
+                        };
+                        if moved.contains(root) {
+                            continue;
+                        }
+                        let first = touched.entry(path).or_insert(event.time);
+                        *first = (*first).min(event.time);
+                    }
+                }
             }
         }
+        let now = Instant::now();
         if rescan {
             // The watcher lost events: look at every file it could have been about.
-            let now = Instant::now();
-            for path in self.every_known_path() {
+            for path in self.every_known_path(|_| true) {
                 touched.entry(path).or_insert(now);
+            }
+        }
+        if !moved.is_empty() {
+            for path in self.every_known_path(|root| moved.contains(&root.shown)) {
+                touched.insert(path, now);
             }
         }
         let mut files: Vec<(ScriptKind, String, PathBuf, Instant)> = Vec::new();
@@ -120,25 +129,33 @@ impl Applier {
         }
     }
 
-    /// `path` as the user would write it, when it is below a watched root.
-    fn shown_path(&self, path: &Path) -> Option<PathBuf> {
-        self.roots.iter().find_map(|root| {
-            let rel = path.strip_prefix(&root.canonical).ok()?;
-            Some(root.shown.join(rel))
-        })
+    /// `path` as the user would write it, with the root it is below.
+    fn shown_path(&self, path: &Path) -> Option<(&PathBuf, PathBuf)> {
+        self.roots
+            .iter()
+            .find_map(|root| Some((&root.shown, root.shown_path(path)?)))
     }
 
-    fn every_known_path(&self) -> Vec<PathBuf> {
-        let mut paths: Vec<PathBuf> = self
-            .registry
+    /// Every file the registry read below the roots `which` picks, and every
+    /// file now below them.
+    fn every_known_path(&self, which: impl Fn(&Root) -> bool) -> Vec<PathBuf> {
+        let roots: Vec<&Root> = self.roots.iter().filter(|r| which(r)).collect();
+        let registry = &self.registry;
+        // The built-in modules were read from no file: never "deleted".
+        let modules = registry
+            .modules()
+            .into_iter()
+            .filter(|s| !registry.is_built_in(&s.name));
+        let mut paths: Vec<PathBuf> = registry
             .role_scripts()
             .into_iter()
-            .chain(self.registry.modules())
+            .chain(modules)
             .map(|s| s.path.clone())
+            .filter(|p| roots.iter().any(|r| p.starts_with(&r.shown)))
             .collect();
-        for root in &self.roots {
+        for root in roots {
             // A loop or an oversized tree was reported at start-up; a rescan
-            // takes what it can.
+            // takes what it can (nothing, from a directory that is gone).
             paths.extend(crate::scripts::files_below(&root.shown).unwrap_or_default());
         }
         paths
@@ -317,9 +334,15 @@ impl Applier {
                 "{} deleted: role '{name}' can no longer be spawned{running}",
                 path.display()
             ),
+            // The built-in module stands in for new requires only.
+            ScriptKind::Module if self.registry.is_built_in(name) => tracing::warn!(
+                target: LOG_TARGET,
+                "{} deleted: a new require of module '{name}' gets the built-in one{running}",
+                path.display()
+            ),
             ScriptKind::Module => tracing::warn!(
                 target: LOG_TARGET,
-                "{} deleted: module '{name}' can no longer be required (unless built in){running}",
+                "{} deleted: module '{name}' can no longer be required{running}",
                 path.display()
             ),
         }

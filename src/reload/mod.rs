@@ -8,21 +8,24 @@
 //! backup and lock files are ignored ([`is_editor_artifact`]). Events are
 //! debounced, then each touched path is judged by what is on disk *now*: a
 //! file that exists is new code (checked by [`validate::check`] first, skipped
-//! when unchanged), a file that is gone was deleted.
+//! when unchanged), a file that is gone was deleted. A watched directory
+//! that is deleted, moved away or replaced at its path is noticed too
+//! (`roots`): its files count as deleted, or are looked at again in the
+//! directory now at the path, which is watched instead.
 //!
 //! Every outcome is logged under the `orrery::reload` target, counted in the
 //! task's `host.reloads` / `host.reload_errors`, and sent as a [`ReloadEvent`]
 //! to [`Reloader::subscribe`]rs.
 
 mod apply;
+mod roots;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use notify_debouncer_full::notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::broadcast;
 
 use crate::coordination::Coordination;
@@ -107,8 +110,17 @@ pub struct ReloadEvent {
 
 /// Watches the scripts and stdlib directories of a registry while it lives.
 pub struct Reloader {
-    _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
     events: broadcast::Sender<ReloadEvent>,
+    /// Tells the reloader's thread to stop (and drop the file watcher).
+    inbox: mpsc::Sender<Input>,
+}
+
+/// What the reloader's thread waits for.
+enum Input {
+    /// A debounced batch of file events.
+    Batch(DebounceEventResult),
+    /// The [`Reloader`] was dropped.
+    Stop,
 }
 
 impl Reloader {
@@ -125,36 +137,66 @@ impl Reloader {
         if registry.stdlib_dir().is_dir() {
             dirs.push(registry.stdlib_dir().to_path_buf());
         }
-        let roots: Vec<apply::Root> = dirs
-            .iter()
-            .map(|shown| apply::Root::new(shown))
-            .collect::<Result<_>>()?;
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let mut applier = apply::Applier::new(registry, coord, roots.clone(), events.clone());
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        let mut debouncer = new_debouncer(
+        let (inbox, input) = mpsc::channel();
+        let batches = inbox.clone();
+        let mut watcher = new_debouncer(
             options.debounce,
             None,
             move |result: DebounceEventResult| {
-                let _guard = runtime.as_ref().map(|r| r.enter());
-                applier.handle(result);
+                let _ = batches.send(Input::Batch(result));
             },
         )
         .map_err(|e| watch_error(&dirs[0], &e))?;
-        for root in &roots {
-            debouncer
-                .watch(&root.canonical, RecursiveMode::Recursive)
-                .map_err(|e| watch_error(&root.shown, &e))?;
-        }
-        Ok(Reloader {
-            _debouncer: debouncer,
-            events,
-        })
+        let roots: Vec<roots::Root> = dirs
+            .iter()
+            .map(|shown| roots::Root::watch(shown, &mut watcher))
+            .collect::<Result<_>>()?;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let applier = apply::Applier::new(registry, coord, roots, events.clone());
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        std::thread::Builder::new()
+            .name("orrery-reload".to_string())
+            .spawn(move || run(watcher, applier, input, runtime))
+            .map_err(|e| {
+                Error::bad_input(
+                    dirs[0].display().to_string(),
+                    format!("cannot watch for changes: no thread for the watcher: {e}"),
+                )
+            })?;
+        Ok(Reloader { events, inbox })
     }
 
     /// Every reload from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ReloadEvent> {
         self.events.subscribe()
+    }
+}
+
+impl Drop for Reloader {
+    fn drop(&mut self) {
+        // The thread ends after the batch it is on, dropping the watcher.
+        let _ = self.inbox.send(Input::Stop);
+    }
+}
+
+/// The reloader's thread: applies each batch of file events, and between
+/// batches checks that the watched paths still lead to the watched
+/// directories (a directory replaced at its path sends no event).
+fn run(
+    mut watcher: roots::FileWatcher,
+    mut applier: apply::Applier,
+    input: mpsc::Receiver<Input>,
+    runtime: Option<tokio::runtime::Handle>,
+) {
+    loop {
+        let batch = match input.recv_timeout(roots::CHECK_EVERY) {
+            Ok(Input::Batch(result)) => Some(result),
+            Ok(Input::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+        };
+        // Dead letters are given back on the task's runtime.
+        let _guard = runtime.as_ref().map(|r| r.enter());
+        applier.handle(batch, &mut watcher);
     }
 }
 

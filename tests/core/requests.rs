@@ -151,3 +151,55 @@ async fn spawn_wait_joins_spawned_agents() {
         );
     }
 }
+
+const IMPATIENT: &str = r#"
+local M = {}
+function M.start(self)
+  local ok = pcall(bus.request, "slow", "job", {}, 100)
+  task.output("client", ok and "answered" or "gave up")
+end
+return M
+"#;
+
+const SLOW: &str = r#"
+local M = {}
+function M.on_message(self, msg)
+  blackboard.update("jobs_done", function(n) return (n or 0) + 1 end)
+  task.output("jobs_done", blackboard.get("jobs_done"))
+  sleep(400)
+  bus.reply(msg, { a = 42 })
+end
+return M
+"#;
+
+/// A reply to a requester that stopped waiting and ended is not the
+/// worker's failure: it was, and the request was given back, done again
+/// `max_attempts` times, dead-lettered, and the run failed. The reply is
+/// left on the ended agent's queue, listed as undelivered (not fatal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reply_to_an_ended_requester_is_undelivered_not_a_failure() {
+    for backend in Backend::all() {
+        let report = run(
+            backend,
+            &[("impatient.lua", IMPATIENT), ("slow.lua", SLOW)],
+            task("late-reply", r#"agents = ["impatient", "slow"]"#),
+            Config::default(),
+        )
+        .await;
+        let shown = crate::util::show_report(&report);
+        assert_eq!(
+            report.status,
+            orrery::report::TaskStatus::Complete,
+            "{backend:?}: {shown}"
+        );
+        assert_eq!(output(&report, "client"), "gave up", "{shown}");
+        assert_eq!(output(&report, "jobs_done"), 1, "done once: {shown}");
+        assert!(
+            report
+                .errors
+                .iter()
+                .all(|e| !e.fatal && e.kind == orrery::error::ErrorKind::Undelivered),
+            "{backend:?}: {shown}"
+        );
+    }
+}

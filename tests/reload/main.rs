@@ -14,4 +14,5 @@ mod interrupts;
 mod long_running;
 mod modules;
 mod roles;
+mod roots;
 mod session;

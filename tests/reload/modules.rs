@@ -131,3 +131,67 @@ return M
     assert_eq!(s.ask("echo", "ping", json!({})).await["text"], "[2] hello");
     s.stop().await;
 }
+
+/// `r` captures `lib.helper`, which captures `pretty`, overridden in the
+/// stdlib directory; `lazy` requires `pretty` only when asked.
+const OVERRIDE: &[(&str, &str)] = &[
+    ("stdlib/pretty.lua", "return { VER = \"P1\" }\n"),
+    (
+        "scripts/lib/helper.lua",
+        r#"local pretty = require("pretty")
+return { v = function() return "H " .. tostring(pretty.VER) end }
+"#,
+    ),
+    (
+        "scripts/r.lua",
+        r#"local helper = require("lib.helper")
+return {
+  on_message = function(self, msg)
+    blackboard.set("reply/" .. msg.payload.seq, { text = helper.v() })
+  end,
+}
+"#,
+    ),
+    (
+        "scripts/lazy.lua",
+        r#"return {
+  on_message = function(self, msg)
+    local pretty = require("pretty")
+    local text = tostring(pretty.VER) .. " " .. type(pretty.format)
+    blackboard.set("reply/" .. msg.payload.seq, { text = text })
+  end,
+}
+"#,
+    ),
+];
+
+#[tokio::test]
+async fn a_deleted_stdlib_override_stays_loaded_and_new_requires_get_the_built_in() {
+    let mut s = Session::start(OVERRIDE, true).await;
+    assert_eq!(s.ask("r", "ping", json!({})).await["text"], "H P1");
+
+    std::fs::remove_file(s.file("stdlib/pretty.lua")).unwrap();
+    let event = s.reload_of("stdlib/pretty.lua").await;
+    assert!(
+        matches!(&event.change, Change::Removed { name, .. } if name == "pretty"),
+        "{event:?}"
+    );
+    assert_eq!(event.agents, ["r-1"]);
+    assert_eq!(
+        s.ask("r", "ping", json!({})).await["text"],
+        "H P1",
+        "r-1 keeps the module it required"
+    );
+    assert_eq!(
+        s.ask("lazy", "ping", json!({})).await["text"],
+        "nil function",
+        "a new require gets the built-in pretty"
+    );
+
+    // Put back, it is new code for everyone again.
+    s.save("stdlib/pretty.lua", "return { VER = \"P2\" }\n");
+    s.reloaded("stdlib/pretty.lua").await;
+    assert_eq!(s.ask("r", "ping", json!({})).await["text"], "H P2");
+    assert_eq!(s.ask("lazy", "ping", json!({})).await["text"], "P2 nil");
+    s.stop().await;
+}

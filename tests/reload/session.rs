@@ -62,11 +62,22 @@ impl Session {
     /// Writes `files` (paths relative to the scratch root: `scripts/echo.lua`,
     /// `stdlib/greet.lua`) and starts a task with every role, watching when `watch`.
     pub async fn start(files: &[(&str, &str)], watch: bool) -> Session {
+        Session::start_after(files, watch, |_| {}).await
+    }
+
+    /// As [`start`](Self::start), running `prepare` on the scratch root
+    /// (symbolic links, say) between writing the files and starting the task.
+    pub async fn start_after(
+        files: &[(&str, &str)],
+        watch: bool,
+        prepare: impl FnOnce(&Path),
+    ) -> Session {
         let scratch = Scratch::new(&[]);
         std::fs::create_dir_all(scratch.path().join("stdlib")).unwrap();
         for (rel, text) in files {
             scratch.write(rel, text);
         }
+        prepare(scratch.path());
         let mut session = Session::start_on(scratch.path(), watch).await;
         session._scratch = Some(scratch);
         session

@@ -178,7 +178,6 @@ pub struct StoreSink {
     task: String,
     max_len: usize,
     failing: bool,
-    loss: Option<SinkLoss>,
 }
 
 impl StoreSink {
@@ -189,7 +188,6 @@ impl StoreSink {
             task: task.to_string(),
             max_len,
             failing: false,
-            loss: None,
         }
     }
 }
@@ -204,20 +202,15 @@ impl Sink for StoreSink {
             .await
         {
             Ok(()) => self.failing = false,
+            // Said once per failing stretch: the run goes on without it. Not
+            // a loss of the report's: the store's failures are the run's
+            // errors already, and the stream is a copy for `orrery tail`.
             Err(e) => {
-                // Said once per failing stretch: the run goes on without it.
                 if !self.failing {
                     self.failing = true;
                     tracing::warn!("journal: {} entries not stored: {e}", lines.len());
                 }
-                SinkLoss::add(&mut self.loss, lines.len(), || {
-                    format!("journal stream of task '{}': not stored ({e})", self.task)
-                });
             }
         }
-    }
-
-    fn loss(&self) -> Option<SinkLoss> {
-        self.loss.clone()
     }
 }
