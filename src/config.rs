@@ -580,6 +580,7 @@ impl Config {
     fn validate(&self) -> Result<()> {
         let positive = [
             ("max_agents", self.max_agents as u64),
+            ("max_value_bytes", self.max_value_bytes as u64),
             ("spawn_timeout", self.spawn_timeout),
             ("metrics_interval", self.metrics_interval),
             ("blackboard_ttl", self.blackboard_ttl),

@@ -114,6 +114,35 @@ pub fn task_initial_roles(task: &Task, registry: &ScriptRegistry) -> Vec<String>
     })
 }
 
+/// Fails (bad input naming `origin`'s `agents`) when `task` starts more
+/// agents up front than `max_agents` lets live: known before anything
+/// runs, it started some, then ended with no report (and on a shared
+/// store, a task record left `running`).
+pub fn check_initial_agents(
+    task: &Task,
+    config: &Config,
+    registry: &ScriptRegistry,
+    origin: &str,
+) -> Result<()> {
+    let initial = task_initial_roles(task, registry).len();
+    if initial <= config.max_agents {
+        return Ok(());
+    }
+    let whence = if task.agents.is_some() {
+        "its agents list"
+    } else {
+        "every role of the scripts directory (no agents list)"
+    };
+    Err(Error::bad_input(
+        format!("{origin}: agents"),
+        format!(
+            "{initial} agents start up front ({whence}) but max_agents is {}: \
+             raise max_agents (--max-agents, ORRERY_MAX_AGENTS) or start fewer",
+            config.max_agents
+        ),
+    ))
+}
+
 /// The initial roles of `task` that have no agent among `recorded` (one
 /// per occurrence): a run cut off while it recorded its first agents.
 pub fn never_started(
@@ -265,6 +294,9 @@ impl Orchestrator {
         task.check_roles(&format!("task '{}'", task.id), |role| {
             registry.role(role).map(|_| ())
         })?;
+        if mode.is_owner() {
+            check_initial_agents(&task, &config, &registry, &format!("task '{}'", task.id))?;
+        }
         let (llm, budget_rx) = TaskLlm::new(client);
         let coord = Coordination::new(Arc::new(task), Arc::new(config), store);
         let stop_tx = watch::channel(Halt::Go).0;

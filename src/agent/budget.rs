@@ -38,6 +38,7 @@
 use std::ffi::{CStr, c_int};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mlua::{Lua, ffi};
@@ -86,6 +87,8 @@ struct Meter {
     stray_since: Option<Instant>,
     /// The last interruption the hook raised, for its text.
     last: Option<Error>,
+    /// The run is aborting its agents: stop now, whatever the budget.
+    aborting: Arc<AtomicBool>,
 }
 
 impl Meter {
@@ -111,6 +114,11 @@ impl Meter {
     fn verdict(&mut self, location: impl FnOnce() -> Option<String>) -> Option<Error> {
         if let Some(e) = &self.exceeded {
             return Some(e.clone());
+        }
+        if self.aborting.load(Ordering::Relaxed) {
+            return Some(Error::Interrupted {
+                agent: self.agent.clone(),
+            });
         }
         let now = Instant::now();
         if self.running_since.is_none() {
@@ -223,7 +231,13 @@ impl Budget {
     /// Installs the budget in `lua` (its hook, and app data so host functions
     /// find it with [`Budget::of`]). Called once per VM, before any thread or
     /// coroutine is created: those copy the hook of the thread creating them.
-    pub fn install(lua: &Lua, agent: &str, limit: Duration) -> mlua::Result<Budget> {
+    /// The hook also raises once `aborting` is set (the run aborts its agents).
+    pub fn install(
+        lua: &Lua,
+        agent: &str,
+        limit: Duration,
+        aborting: Arc<AtomicBool>,
+    ) -> mlua::Result<Budget> {
         let meter = Arc::new(Mutex::new(Meter {
             agent: agent.to_string(),
             limit,
@@ -233,6 +247,7 @@ impl Budget {
             exceeded: None,
             stray_since: None,
             last: None,
+            aborting,
         }));
         if lua.app_data_ref::<HookMeter>().is_some() {
             return Err(mlua::Error::runtime("a budget is already installed"));

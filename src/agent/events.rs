@@ -153,7 +153,7 @@ impl Agent {
     }
 
     /// Runs the handlers of one message; fails only when the agent cannot go on
-    /// (budget or heap spent), after giving the message back.
+    /// (heap spent, store gone), after giving the message back.
     async fn dispatch_message(&mut self, delivery: Delivery) -> Result<()> {
         let ctx = self.ctx.clone();
         ctx.counters
@@ -164,7 +164,14 @@ impl Agent {
         let result = self
             .run_callback(&label, self.handle_message(&delivery))
             .await;
-        let (error, fatal) = failure(result);
+        let (error, mut fatal) = failure(result);
+        // A handler past callback_timeout fails like one that raised: the
+        // message goes back (dead-lettered after max_attempts) and the agent
+        // goes on. Failing the agent let one message take down every agent
+        // of its role in turn, and the work queued behind it.
+        if matches!(error, Some(Error::AgentTimeout { .. })) {
+            fatal = false;
+        }
         lua_api::settle_held(&ctx, error.as_ref()).await?;
         let Some(error) = error else {
             ctx.coord.bus.ack(&delivery).await?;

@@ -98,7 +98,7 @@ pub fn agent_vm(ctx: &Arc<AgentContext>) -> mlua::Result<(Vm, Budget)> {
     HostChunks::unload(&lua);
     lua.set_memory_limit(config.memory_limit)?;
     let limit = Duration::from_millis(config.callback_timeout);
-    let budget = Budget::install(&lua, &ctx.id, limit)?;
+    let budget = Budget::install(&lua, &ctx.id, limit, ctx.coord.aborting.clone())?;
     Ok((lua, budget))
 }
 

@@ -159,6 +159,12 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     task.check_roles(&path.display().to_string(), |role| {
         registry.role(role).map(|_| ())
     })?;
+    orrery::orchestrator::check_initial_agents(
+        &task,
+        &config,
+        &registry,
+        &path.display().to_string(),
+    )?;
     if !args.quiet {
         for warning in config.grants_to_unknown_roles(&config.scripts, &registry.roles()) {
             super::print_err(&format!("warning: {warning}"));

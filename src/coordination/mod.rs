@@ -66,6 +66,10 @@ pub struct Coordination {
     pub presence: Presence,
     /// The run journal (off until a sink is attached).
     pub journal: Journal,
+    /// Set when the run aborts its agents (a second Ctrl-C, the task's
+    /// timeout, a fence): their time budgets' hooks then raise at once, so
+    /// an agent busy in Lua stops too, not only one waiting on the host.
+    pub aborting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Coordination {
@@ -123,6 +127,7 @@ impl Coordination {
             activity: Activity::default(),
             presence,
             journal,
+            aborting: Arc::default(),
             metrics,
             task,
             config,

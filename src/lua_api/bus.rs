@@ -343,16 +343,20 @@ fn wanted_replies(
                     "argument #2 'n' (how many replies) is missing",
                 )
             })?;
-            if n < 1.0 || n.fract() != 0.0 {
+            if n < 0.0 || n.fract() != 0.0 {
                 return Err(arg_err(
                     "bus.replies",
-                    format!("argument #2 'n' must be a whole number of 1 or more, got {n}"),
+                    format!("argument #2 'n' must be a whole number of 0 or more, got {n}"),
                 ));
             }
-            Ok((
-                vec![(id.to_str()?.to_string(), n as usize)],
-                number(b, "timeout_ms", 3)?,
-            ))
+            // None wanted (a broadcast that reached no agent): {} at once,
+            // as for an empty list of ids.
+            let wanted = if n == 0.0 {
+                Vec::new()
+            } else {
+                vec![(id.to_str()?.to_string(), n as usize)]
+            };
+            Ok((wanted, number(b, "timeout_ms", 3)?))
         }
         LuaValue::Table(ids) => {
             let mut wanted = Vec::new();

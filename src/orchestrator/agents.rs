@@ -153,6 +153,11 @@ impl Orchestrator {
     /// Aborts every agent still running; each gets the error `why(id)`.
     pub(super) async fn abort_all(&mut self, why: impl Fn(&str) -> Error) {
         let _ = self.stop_tx.send(Halt::Stop);
+        // An agent busy in Lua is not waiting where an abort reaches it:
+        // its budget's hook raises now (see `Coordination::aborting`).
+        self.coord
+            .aborting
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.agents.close();
         self.agents.abort_all();
         while let Some(joined) = self.agents.join_next().await {
@@ -192,6 +197,9 @@ impl Orchestrator {
     /// their records (what their cut-off callbacks did is not undone, as
     /// after a kill).
     pub(super) async fn abandon_all(&mut self) {
+        self.coord
+            .aborting
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.agents.close();
         self.agents.abort_all();
         while let Some(joined) = self.agents.join_next().await {

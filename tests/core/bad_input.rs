@@ -348,3 +348,28 @@ fn json_parse_errors_name_the_missing_argument_and_the_values_allowed() {
         assert!(!message.contains("Usage:"), "{args:?}: {message}");
     }
 }
+
+/// More agents up front than `max_agents` lets live is known before anything
+/// runs: bad input naming the task file's `agents` (it started some, then
+/// ended with no report). `max_value_bytes = 0` is refused like every other
+/// size (every write then failed as a script error).
+#[test]
+fn settings_that_cannot_work_are_refused_before_anything_runs() {
+    let s = scratch();
+    s.write(
+        "six.toml",
+        "id = \"six\"\ntype = \"t\"\ndescription = \"d\"\nagents = [\"solo\", \"solo\", \"solo\"]\n",
+    );
+    assert_bad_input(
+        &s,
+        &["run", "six.toml", "--max-agents", "2"],
+        &[],
+        &["six.toml: agents: 3 agents start up front (its agents list) but max_agents is 2"],
+    );
+    assert_bad_input(
+        &s,
+        &["run", "task.toml"],
+        &[("ORRERY_MAX_VALUE_BYTES", "0")],
+        &["max_value_bytes: must be greater than 0"],
+    );
+}

@@ -203,3 +203,46 @@ async fn a_late_reply_to_an_ended_requester_is_undelivered_not_a_failure() {
         );
     }
 }
+
+const POLLER: &str = r#"
+local M = {}
+function M.start(self)
+  -- The README's way to poll a role, with no agent of it live.
+  local id, n = bus.broadcast("status", {}, "idle_worker")
+  local replies = bus.replies(id, n)
+  task.output("polled", n)
+  task.output("replies", #replies)
+  task.output("negative", tostring(select(2, pcall(bus.replies, id, -1))))
+end
+return M
+"#;
+
+const IDLE_WORKER: &str = r#"
+local M = {}
+function M.on_message(self, msg) bus.reply(msg, { busy = false }) end
+return M
+"#;
+
+/// Broadcast-then-collect with an empty role: a broadcast that reached no
+/// agent waits for no reply (it raised: `n` had to be 1 or more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collecting_the_replies_of_a_broadcast_that_reached_nobody_is_empty() {
+    let report = run(
+        Backend::Memory,
+        &[("poller.lua", POLLER), ("idle_worker.lua", IDLE_WORKER)],
+        task("poll-empty", r#"agents = ["poller"]"#),
+        Config::default(),
+    )
+    .await;
+    assert_clean(Backend::Memory, &report);
+    assert_eq!(output(&report, "polled"), 0);
+    assert_eq!(output(&report, "replies"), 0);
+    assert!(
+        output(&report, "negative")
+            .as_str()
+            .unwrap()
+            .contains("bus.replies: argument #2 'n' must be a whole number of 0 or more, got -1"),
+        "{:?}",
+        output(&report, "negative")
+    );
+}

@@ -154,3 +154,102 @@ async fn a_timed_out_run_lists_a_timeout_as_its_first_fatal_error() {
         );
     }
 }
+
+const SPINNER: &str = r#"
+local M = {}
+function M.start(self)
+  task.output("spinning", true)
+  local x = 0
+  while true do x = x + 1 end
+end
+return M
+"#;
+
+/// An agent busy in Lua stops when the task's time is up, not when its own
+/// callback budget (here a minute) runs out: the abort reached only agents
+/// waiting on the host, and Ctrl-C or SIGTERM waited out `callback_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_timeout_stops_an_agent_busy_in_lua() {
+    let config = Config {
+        callback_timeout: 60_000,
+        ..Config::default()
+    };
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        run(
+            Backend::Memory,
+            &[("spinner.lua", SPINNER)],
+            task_with_timeout("spin-timeout", 300, ""),
+            config,
+        ),
+    )
+    .await
+    .expect("the run ends at the task's timeout, not at callback_timeout");
+    assert_eq!(
+        report.status,
+        TaskStatus::Timeout,
+        "{}",
+        show_report(&report)
+    );
+    assert_eq!(output(&report, "spinning"), true);
+    assert_eq!(phases(&report, "spinner-1").last().unwrap(), "FAILED");
+}
+
+const PRODUCER: &str = r#"
+local M = {}
+function M.start(self)
+  bus.send("w", "spin", {})
+  bus.send("w", "ok", { n = 1 })
+  sleep(1500)
+  bus.send("w", "ok", { n = 2 })
+end
+return M
+"#;
+
+const POOL_WORKER: &str = r#"
+local M = {}
+function M.on_message(self, msg)
+  if msg.type == "spin" then while true do end end
+  task.output("ok" .. msg.payload.n, agent.id)
+end
+return M
+"#;
+
+/// A message whose handler runs past `callback_timeout` fails like one whose
+/// handler raises: given back, dead-lettered after `max_attempts`, and the
+/// agents go on. It failed each agent that took it, so one message took
+/// down the role's whole pool and the work queued behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_past_its_callback_timeout_fails_the_message_not_the_agent() {
+    let config = Config {
+        callback_timeout: 200,
+        max_attempts: 2,
+        redelivery_backoff: 10,
+        ..Config::default()
+    };
+    let report = run(
+        Backend::Memory,
+        &[("p.lua", PRODUCER), ("w.lua", POOL_WORKER)],
+        task_with_timeout("poison", 20_000, r#"agents = ["p", "w", "w"]"#),
+        config,
+    )
+    .await;
+    let shown = show_report(&report);
+    assert!(report.outputs.contains_key("ok1"), "{shown}");
+    assert!(
+        report.outputs.contains_key("ok2"),
+        "the pool lives on: {shown}"
+    );
+    for id in ["w-1", "w-2"] {
+        assert_ne!(phases(&report, id).last().unwrap(), "FAILED", "{shown}");
+    }
+    // The message itself is a dead letter: the run lost work.
+    assert_eq!(report.status, TaskStatus::Failed, "{shown}");
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.kind == "dead_letter" || e.message.contains("dead-lettered")),
+        "{shown}"
+    );
+}

@@ -315,8 +315,19 @@ fn each_failure_kind_has_its_own_exit_code() {
         let out = orrery(s.path(), &[&["run", "task.toml"], *extra].concat());
         assert_eq!(out.status.code(), Some(*code), "{file}: {}", show(&out));
     }
-    let s = Scratch::new(&[("a.lua", "return {}"), ("b.lua", "return {}")]);
-    s.write("task.toml", TASK);
+    // A spawn past max_agents (more agents up front than it is bad input,
+    // exit 2, before anything runs).
+    let s = Scratch::new(&[
+        (
+            "a.lua",
+            "return { start = function() spawn.agent('b') end }",
+        ),
+        ("b.lua", "return { start = function() sleep(1000) end }"),
+    ]);
+    s.write(
+        "task.toml",
+        "id = \"limit\"\ntype = \"t\"\ndescription = \"d\"\nagents = [\"a\"]\n",
+    );
     let out = orrery(s.path(), &["run", "task.toml", "--max-agents", "1"]);
     assert_eq!(out.status.code(), Some(6), "{}", show(&out));
     assert!(stderr(&out).contains("spawn limit"), "{}", show(&out));
