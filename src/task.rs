@@ -123,7 +123,14 @@ impl Task {
 
     /// Parses TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Task> {
-        toml::from_str(text).map_err(|e| toml_error(origin, text, &e))
+        let mut task: Task = toml::from_str(text).map_err(|e| toml_error(origin, text, &e))?;
+        // Read again as TOML values: through serde, a date reached scripts as
+        // `{"$__toml_private_datetime": ...}` and inf or nan as null.
+        let table: toml::Table = toml::from_str(text).map_err(|e| toml_error(origin, text, &e))?;
+        if let Some(inputs) = table.get("inputs") {
+            task.inputs = toml_input(inputs, "inputs", origin)?;
+        }
+        Ok(task)
     }
 
     /// Parses JSON text; `origin` names it in errors.
@@ -192,6 +199,37 @@ impl Task {
     }
 }
 
+/// An input of a task file as JSON: a date or time as its TOML text
+/// (`1979-05-27T07:32:00Z`); inf and nan refused (JSON has no such number).
+fn toml_input(value: &toml::Value, at: &str, origin: &str) -> Result<Value> {
+    Ok(match value {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(n) => Value::from(*n),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or_else(|| {
+                Error::bad_input(
+                    format!("{origin}: {at}"),
+                    format!("{f} cannot reach a script: a value is JSON, which has no inf or nan"),
+                )
+            })?,
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| toml_input(v, &format!("{at}[{i}]"), origin))
+                .collect::<Result<_>>()?,
+        ),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| Ok((k.clone(), toml_input(v, &format!("{at}.{k}"), origin)?)))
+                .collect::<Result<_>>()?,
+        ),
+    })
+}
+
 /// Checks a task id (it names every store key of the task, so it may hold
 /// only letters, digits, `-`, `_` and `.`); `origin` names where it came from.
 pub fn check_id(id: &str, origin: &str) -> Result<()> {
@@ -206,4 +244,40 @@ pub fn check_id(id: &str, origin: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Task;
+    use serde_json::json;
+
+    const HEAD: &str = "id = \"t\"\ntype = \"x\"\ndescription = \"d\"\n";
+
+    /// Dates reach scripts as their TOML text, not as serde's private marker;
+    /// inf and nan, which JSON cannot hold, are refused naming the input
+    /// (they became null).
+    #[test]
+    fn inputs_keep_dates_as_text_and_refuse_what_json_cannot_hold() {
+        let text = format!(
+            "{HEAD}[inputs]\nwhen = 1979-05-27T07:32:00Z\nday = 2026-12-03\n\
+             nested = {{ times = [07:32:00, 1.5] }}\n"
+        );
+        let task = Task::from_toml(&text, "task.toml").unwrap();
+        assert_eq!(
+            task.inputs,
+            json!({
+                "when": "1979-05-27T07:32:00Z",
+                "day": "2026-12-03",
+                "nested": { "times": ["07:32:00", 1.5] }
+            })
+        );
+        for bad in ["inf", "nan", "-inf"] {
+            let text = format!("{HEAD}[inputs]\nlimits = {{ top = [1, {bad}] }}\n");
+            let e = Task::from_toml(&text, "task.toml").unwrap_err().to_string();
+            assert!(
+                e.contains("task.toml: inputs.limits.top[1]") && e.contains("no inf or nan"),
+                "{e}"
+            );
+        }
+    }
 }

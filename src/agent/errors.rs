@@ -47,6 +47,17 @@ pub fn out_of_memory(agent: &str, callback: &str, limit: usize) -> Error {
     }
 }
 
+/// The error of a script whose top level (a role's or a module's, checked
+/// or loaded) reached `memory_limit`: Lua's own "not enough memory" names
+/// neither the file nor the setting.
+pub fn top_level_out_of_memory(path: &str) -> Error {
+    Error::Script {
+        message: format!(
+            "memory: {path}: its top level ran out of Lua heap (setting memory_limit)"
+        ),
+    }
+}
+
 /// The host error carried inside `e`, if any.
 pub fn host_error(e: &mlua::Error) -> Option<&Error> {
     match e {

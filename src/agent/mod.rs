@@ -404,7 +404,10 @@ impl CallbackFailure {
 /// [`CALLBACKS`] are functions where present. What the chunk requires is
 /// recorded in the VM's [`modules::ModuleGraph`] as the role's.
 pub fn load_module(lua: &Lua, script: &Script) -> Result<Table> {
-    let value = run_role_chunk(lua, script).map_err(|e| errors::from_lua(&e))?;
+    let value = run_role_chunk(lua, script).map_err(|e| match errors::is_memory(&e) {
+        true => errors::top_level_out_of_memory(&script.path.display().to_string()),
+        false => errors::from_lua(&e),
+    })?;
     module_of(script, value)
 }
 

@@ -43,7 +43,32 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
         let store = super::open_store(&config).await?;
         let id = &args.task_id;
         let mut follower = Follower::new(store.clone(), id);
-        let first = follower.next().await?;
+        let mut first = follower.next().await?;
+        if first.is_empty() && store.task_get(id).await?.is_none() && !args.no_follow {
+            // A submitted task no worker has started yet: followed from its start.
+            let timeout = Duration::from_millis(config.connect_timeout);
+            let mut said = false;
+            loop {
+                let mut fleet = orrery::fleet::Fleet::open(&config.store, timeout).await?;
+                let Some(submitted) = fleet.task(id).await? else {
+                    break;
+                };
+                if submitted.state != "queued" || store.task_get(id).await?.is_some() {
+                    break;
+                }
+                if !said {
+                    super::print_err(&format!(
+                        "task {id} is queued: waiting for a worker to start it (Ctrl-C to stop)"
+                    ));
+                    said = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(exit::INTERRUPTED),
+                }
+            }
+            first = follower.next().await?;
+        }
         if first.is_empty() {
             let refused = |why: String| orrery::Error::bad_input(format!("TASK_ID '{id}'"), why);
             match store.task_get(id).await? {

@@ -140,24 +140,46 @@ async fn request(
         ));
     }
     let opts: RequestOptions = decode(&format!("http.{method}"), opts)?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(given) = opts.headers {
+        for pair in given.pairs::<String, String>() {
+            let (k, v) = pair?;
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                arg_err(
+                    &func,
+                    format!("header name {k:?} is not a valid header name"),
+                )
+            })?;
+            let value = reqwest::header::HeaderValue::from_str(&v).map_err(|_| {
+                arg_err(
+                    &func,
+                    format!(
+                        "header '{k}': its value holds a character no header may \
+                         (a line break or another control character)"
+                    ),
+                )
+            })?;
+            headers.append(name, value);
+        }
+    }
     let mut req = match &body {
         None => g.client.get(parsed),
         Some(_) => g.client.post(parsed),
     }
     .timeout(opts.timeout);
     if let Some((bytes, content_type)) = body {
-        req = req.header("content-type", content_type).body(bytes);
-    }
-    if let Some(headers) = opts.headers {
-        for pair in headers.pairs::<String, String>() {
-            let (k, v) = pair?;
-            req = req.header(k, v);
+        // The caller's own content-type wins over the one the body's kind implies.
+        if !headers.contains_key(reqwest::header::CONTENT_TYPE) {
+            req = req.header(reqwest::header::CONTENT_TYPE, content_type);
         }
+        req = req.body(bytes);
     }
+    req = req.headers(headers);
     let max_bytes = g.max_bytes;
-    let mut resp = req.send().await.map_err(|e| arg_err(&func, e))?;
+    let failed = |e: reqwest::Error| arg_err(&func, transport_error(&e, opts.timeout));
+    let mut resp = req.send().await.map_err(failed)?;
     let mut bytes = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| arg_err(&func, e))? {
+    while let Some(chunk) = resp.chunk().await.map_err(failed)? {
         bytes.extend_from_slice(&chunk);
         if bytes.len() > max_bytes {
             return Err(arg_err(
@@ -178,4 +200,27 @@ async fn request(
     }
     out.set("headers", headers)?;
     Ok(out)
+}
+
+/// What went wrong with a request, in words: its timeout, or the cause
+/// further down the chain ("Connection refused", "dns error"), which
+/// reqwest's own "error sending request for url (...)" leaves out.
+fn transport_error(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!(
+            "timed out after {} ms (option 'timeout')",
+            timeout.as_millis()
+        );
+    }
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    }
 }

@@ -60,7 +60,10 @@ pub fn check(
                 .call::<Value>(script.name.as_str())
         })
         .map(|_| ())
-        .map_err(|e| errors::describe(&e)),
+        .map_err(|e| match errors::is_memory(&e) {
+            true => errors::top_level_out_of_memory(&script.path.display().to_string()).to_string(),
+            false => errors::describe(&e),
+        }),
     });
     if budget.exceeded().is_some() {
         return Err(format!(

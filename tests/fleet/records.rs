@@ -154,3 +154,32 @@ fn a_failed_task_s_status_says_why_naming_the_script_line() {
     let w = w.interrupt(PATIENCE);
     assert_eq!(w.code, Some(0), "{}", w.show());
 }
+
+/// A submission no worker has started yet is followed and shown, not
+/// refused as unknown with advice to `orrery run` it: `tail` waits for its
+/// start and follows it to its end; `inspect` says it is queued.
+#[test]
+fn tail_and_inspect_of_a_queued_submission_wait_for_it_and_show_it() {
+    let server = server();
+    let scratch = Scratch::new(&[("quick.lua", QUICK)]);
+    let id = submit(scratch.path(), &server, quick_task(&scratch));
+    let out = orrery(scratch.path(), &["inspect", &id, "--store", &server.url()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("task {id}: submitted, queued")),
+        "{text}"
+    );
+
+    let mut tail = crate::common::spawn_orrery(
+        scratch.path(),
+        &["tail", &id, "--store", &server.url()],
+        &[],
+    );
+    tail.wait_for("is queued: waiting for a worker to start it", PATIENCE);
+    let w = worker(scratch.path(), &server, 1);
+    let followed = tail.finish(PATIENCE);
+    assert_eq!(followed.code, Some(0), "{}", followed.show());
+    let w = w.interrupt(PATIENCE);
+    assert_eq!(w.code, Some(0), "{}", w.show());
+}

@@ -346,3 +346,25 @@ fn print_goes_to_the_log_not_to_stdout() {
         .expect("stdout is only the JSON report");
     assert!(stderr(&out).contains("hello\t42"), "{}", show(&out));
 }
+
+/// A top level that runs out of Lua heap names its file and the setting in
+/// `orrery check` (Lua's own "not enough memory" named neither).
+#[test]
+fn a_top_level_out_of_heap_names_its_file_and_the_setting() {
+    let s = Scratch::new(&[(
+        "hog.lua",
+        "local t = {} for i = 1, 1e8 do t[i] = i end\nreturn { start = function() end }",
+    )]);
+    s.write("orrery.toml", "memory_limit = 4194304\n");
+    let out = orrery(s.path(), &["check", "scripts"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(
+        stderr(&out)
+            .contains("scripts/hog.lua: its top level ran out of Lua heap (setting memory_limit)")
+            || String::from_utf8_lossy(&out.stdout).contains(
+                "scripts/hog.lua: its top level ran out of Lua heap (setting memory_limit)"
+            ),
+        "{}",
+        show(&out)
+    );
+}

@@ -183,6 +183,25 @@ async fn http_reaches_only_the_granted_hosts() {
         })
         .mount(&server)
         .await;
+    Mock::given(method("GET"))
+        .and(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/ctype"))
+        .respond_with(|req: &wiremock::Request| {
+            let ctype = req
+                .headers
+                .get_all("content-type")
+                .iter()
+                .map(|v| v.to_str().unwrap_or("?").to_string())
+                .collect::<Vec<_>>()
+                .join(" | ");
+            ResponseTemplate::new(200).set_body_string(ctype)
+        })
+        .mount(&server)
+        .await;
     let refused_port = closed_port();
     Mock::given(method("GET"))
         .and(path("/away"))
@@ -207,7 +226,10 @@ async fn http_reaches_only_the_granted_hosts() {
   out.other_port = try[[http.get("http://127.0.0.1:{refused_port}/")]]
   out.other_name = try[[http.get("http://localhost:{port}/hello")]]
   out.scheme = try[[http.get("file:///etc/passwd")]]
-  out.unknown_option = try[[http.get(base .. "/hello", {{ header = {{}} }})]]"#
+  out.unknown_option = try[[http.get(base .. "/hello", {{ header = {{}} }})]]
+  out.slow = try[[http.get(base .. "/slow", {{ timeout = 100 }})]]
+  out.crlf = try[[http.get(base .. "/hello", {{ headers = {{ ["x-a"] = "b\r\nHost: evil" }} }})]]
+  out.ctype = try[[http.post(base .. "/ctype", {{ n = 1 }}, {{ headers = {{ ["Content-Type"] = "application/vnd.x+json" }} }}).body]]"#
     );
     let out = run_with(caps, &body, None).await;
     let user = &out["user"];
@@ -235,5 +257,16 @@ async fn http_reaches_only_the_granted_hosts() {
     assert!(
         text(&out["other"]["get"]).contains("http.get: capability not granted to role 'other'")
     );
-    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+    // A request that timed out says so (not "error sending request").
+    assert!(
+        text(&user["slow"]).contains("timed out after 100 ms (option 'timeout')"),
+        "{user}"
+    );
+    assert!(
+        text(&user["crlf"]).contains("header 'x-a': its value holds a character no header may"),
+        "{user}"
+    );
+    // The caller's content-type is the one sent, alone.
+    assert_eq!(user["ctype"], json!("application/vnd.x+json"), "{user}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 5);
 }
