@@ -145,14 +145,17 @@ impl Fleet {
         Ok(out)
     }
 
-    /// The code stored under `hash`.
+    /// The code stored under `hash`. One that is not a bundle is a
+    /// bad-input error (its task fails); a missing one a coordination error.
     pub async fn bundle(&mut self, hash: &str) -> Result<Bundle> {
         let text: Option<String> = self.conn.get(bundle_key(hash)).await.map_err(store_error)?;
         let text = text.ok_or_else(|| {
             Error::Coordination(format!("the code bundle {hash} is missing from the store"))
         })?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Coordination(format!("the code bundle {hash} is unreadable: {e}")))
+        // No other try reads it better: the task fails on it.
+        serde_json::from_str(&text).map_err(|e| {
+            Error::bad_input(format!("code bundle {hash}"), format!("unreadable: {e}"))
+        })
     }
 
     /// Asks for task `id` to be cancelled: a queued task never starts, a

@@ -15,7 +15,9 @@ exec = {}
 
 --- Runs a granted program directly (no shell), with an empty environment but
 --- PATH. Raises for a program not granted, on its timeout, or when its output
---- passes max_value_bytes.
+--- passes max_value_bytes. The program runs in a process group of its own,
+--- killed whole when the call ends (the program's exit included): nothing it
+--- started in the background outlives the call.
 ---@param cmd string
 ---@param args? string[]
 ---@param opts? orrery.ExecOptions

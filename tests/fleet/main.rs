@@ -8,6 +8,7 @@ use orrery_test_support as common;
 
 mod adopt;
 mod bad_input;
+mod bundles;
 mod drain;
 mod leave;
 mod limits;

@@ -15,6 +15,7 @@ mod budgets;
 mod capabilities;
 mod coroutines;
 mod escapes;
+mod exec_group;
 mod hostile;
 mod keys;
 mod memory;
