@@ -642,6 +642,15 @@ impl Config {
             return Err(self.bad_setting("memory_limit", "must be at least 1048576 bytes (1 MiB)"));
         }
         crate::store::check_url(&self.store).map_err(|m| self.bad_setting("store", m))?;
+        // The default stdlib directory may be missing (only the built-in
+        // modules then); one asked for by name must be there, or its
+        // modules would be silently the built-in ones.
+        if self.origin("stdlib").is_some() && !self.stdlib.is_dir() {
+            return Err(self.bad_setting(
+                "stdlib",
+                format!("{} is not a directory", self.stdlib.display()),
+            ));
+        }
         for (role, settings) in &self.roles {
             if !crate::task::is_role_name(role) {
                 return Err(self.bad_setting(

@@ -294,9 +294,6 @@ impl Orchestrator {
         task.check_roles(&format!("task '{}'", task.id), |role| {
             registry.role(role).map(|_| ())
         })?;
-        if mode.is_owner() {
-            check_initial_agents(&task, &config, &registry, &format!("task '{}'", task.id))?;
-        }
         let (llm, budget_rx) = TaskLlm::new(client);
         let coord = Coordination::new(Arc::new(task), Arc::new(config), store);
         let stop_tx = watch::channel(Halt::Go).0;
@@ -465,6 +462,12 @@ impl Orchestrator {
     /// [`run`](Self::run) without the journal's and the trace's start and end.
     async fn run_to_end(mut self) -> Result<RunReport> {
         let started_at = Instant::now();
+        // Before the task is claimed in the store: nothing has run yet.
+        if !self.held && self.mode.is_owner() {
+            let task = &self.coord.task;
+            let origin = format!("task '{}'", task.id);
+            check_initial_agents(task, &self.coord.config, &self.registry, &origin)?;
+        }
         let deadline = self.open().await?;
         self.journal_started();
         let roles = if self.held {

@@ -65,6 +65,13 @@ async fn output(
             format!("argument #1 'name' {}", error_text::must_be(&e)),
         )
     })?;
+    // `[success] outputs` names them, and the report lists them by name.
+    if name.is_empty() {
+        return Err(arg_err(
+            "task.output",
+            "argument #1 'name' must not be empty",
+        ));
+    }
     let json = to_json_or_nil(&lua, value, || format!("task.output('{name}')"))?;
     c.coord
         .blackboard

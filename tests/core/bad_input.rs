@@ -372,4 +372,11 @@ fn settings_that_cannot_work_are_refused_before_anything_runs() {
         &[("ORRERY_MAX_VALUE_BYTES", "0")],
         &["max_value_bytes: must be greater than 0"],
     );
+    // A stdlib directory asked for by name must exist (the default may not).
+    assert_bad_input(
+        &s,
+        &["run", "task.toml", "--stdlib", "nowhere"],
+        &[],
+        &["flag --stdlib: setting stdlib: nowhere is not a directory"],
+    );
 }

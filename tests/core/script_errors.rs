@@ -145,6 +145,11 @@ const HOST_CALL_CASES: &[(&str, &str, &str)] = &[
         "task.output: argument #1 'name' must be UTF-8 text, got a string that is not (invalid at byte offset 1)",
     ),
     (
+        "local M = {}\nfunction M.start(self)\n  task.output('', 1)\nend\nreturn M\n",
+        "task.output",
+        "task.output: argument #1 'name' must not be empty",
+    ),
+    (
         "local M = {}\nfunction M.start(self)\n  task.id = 'mine'\nend\nreturn M\n",
         "task.id",
         "task is read-only (tried to set 'id')",
