@@ -279,9 +279,11 @@ impl Fleet {
     /// Removes every fleet record of task `id` at once (`orrery clean`): its
     /// record and list of workers, its claim, its Stream entry and its
     /// place in the list; its code's count of users drops if it had not
-    /// finished. Returns how many keys or entries went.
+    /// finished, and its code goes once nothing uses it. Returns how many
+    /// keys or entries went.
     pub async fn forget(&mut self, id: &str) -> Result<usize> {
         let key = task_key(id);
+        let hash: Option<String> = self.conn.hget(&key, "bundle").await.map_err(store_error)?;
         let script = redis::Script::new(
             "local entry = redis.call('HGET', KEYS[1], 'entry') \
              local hash = redis.call('HGET', KEYS[1], 'bundle') \
@@ -294,9 +296,14 @@ impl Fleet {
              end \
              if hash and ends == 0 and redis.call('HINCRBY', KEYS[6], hash, -1) <= 0 then \
                redis.call('HDEL', KEYS[6], hash) \
+               if hash == ARGV[3] then n = n + redis.call('DEL', KEYS[7]) end \
              end \
              return n",
         );
+        // The last task using its code gone before it finished: the code goes
+        // too (it had no expiry while the task was to run, and nothing would
+        // ever give it one).
+        let hash = hash.unwrap_or_default();
         let removed: i64 = script
             .key(&key)
             .key(format!("{key}:workers"))
@@ -304,8 +311,10 @@ impl Fleet {
             .key(TASKS)
             .key(SUBMITTED)
             .key(BUNDLE_REFS)
+            .key(bundle_key(&hash))
             .arg(id)
             .arg(GROUP)
+            .arg(&hash)
             .invoke_async(&mut self.conn)
             .await
             .map_err(store_error)?;

@@ -11,17 +11,7 @@ use redis::Commands;
 use serde_json::json;
 
 use crate::common::{RedisServer, Scratch, show, spawn_orrery};
-use crate::util::{ENV, PATIENCE, server, spawn_worker, status, submit, wait_state, worker};
-
-/// Records an output and ends.
-const QUICK: &str = r#"
-local M = {}
-function M.start(self)
-  task.output("done", true)
-  agent.finish()
-end
-return M
-"#;
+use crate::util::{ENV, PATIENCE, QUICK, server, spawn_worker, status, submit, wait_state, worker};
 
 /// A scratch dir with the `quick` role and its task file `quick.toml`.
 fn scratch() -> Scratch {

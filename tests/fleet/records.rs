@@ -8,17 +8,9 @@ use std::time::Instant;
 use redis::Commands;
 
 use crate::common::{Scratch, orrery, show};
-use crate::util::{PATIENCE, SLOW, server, status, submit, wait_running, wait_state, worker};
-
-/// Records an output and ends.
-const QUICK: &str = r#"
-local M = {}
-function M.start(self)
-  task.output("done", true)
-  agent.finish()
-end
-return M
-"#;
+use crate::util::{
+    PATIENCE, QUICK, SLOW, server, status, submit, wait_running, wait_state, worker,
+};
 
 fn quick_task(scratch: &Scratch) -> &'static str {
     scratch.write(
@@ -90,6 +82,11 @@ fn clean_removes_a_submitted_task_and_refuses_one_a_worker_runs() {
     let scratch = Scratch::new(&[("quick.lua", QUICK), ("slow.lua", SLOW)]);
     let queued = submit(scratch.path(), &server, quick_task(&scratch));
     let url = server.url();
+    let bundle = {
+        let mut c = conn(&server);
+        let hash: String = c.hget(format!("fleet:task:{queued}"), "bundle").unwrap();
+        format!("fleet:bundle:{hash}")
+    };
     let out = orrery(scratch.path(), &["clean", &queued, "--store", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(
@@ -102,6 +99,10 @@ fn clean_removes_a_submitted_task_and_refuses_one_a_worker_runs() {
     let mut c = conn(&server);
     let entries: usize = c.xlen("fleet:submitted").unwrap();
     assert_eq!(entries, 0, "the cleaned task's entry is deleted");
+    // Its code too, which nothing else uses: it had no expiry, and nothing
+    // would ever have given it one.
+    let kept: bool = c.exists(&bundle).unwrap();
+    assert!(!kept, "{bundle} is left behind");
 
     scratch.write(
         "slow.toml",
