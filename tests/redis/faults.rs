@@ -37,6 +37,23 @@ fn an_unreachable_server_fails_within_connect_timeout() {
     assert_eq!(inspect.status.code(), Some(5), "{}", show(&inspect));
 }
 
+/// A database the server does not have is a wrong setting (exit 2, naming
+/// the store setting), not a server away (exit 5).
+#[test]
+fn a_database_the_server_does_not_have_is_bad_input() {
+    let server = RedisServer::start();
+    let url = format!("redis://127.0.0.1:{}/99", server.port);
+    let out = orrery(&repo(), &["run", "examples/deploy.toml", "--store", &url]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "setting store '{url}': the server has no database of that number"
+        )),
+        "{stderr}"
+    );
+}
+
 const PRODUCER: &str = r#"
 local M = {}
 function M.start(self)

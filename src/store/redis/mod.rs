@@ -101,6 +101,18 @@ impl RedisStore {
                     url: redact_url(url),
                     reason,
                 },
+                // The URL names a database the server does not have: the
+                // setting is wrong, not the server away.
+                OpenError::Unavailable(StoreError::Unavailable { reason, .. })
+                    if reason.contains("DB index is out of range") =>
+                {
+                    StoreError::BadUrl {
+                        url: redact_url(url),
+                        reason: "the server has no database of that number \
+                                 (DB index is out of range)"
+                            .to_string(),
+                    }
+                }
                 OpenError::Unavailable(e) => e,
             })?;
         let clock = ServerClock::read(&conn).await?;
