@@ -425,10 +425,13 @@ macro_rules! from_env {
             let var = concat!("ORRERY_", stringify!($field)).to_ascii_uppercase();
             if let Some(raw) = $get(&var) {
                 $layer.$field = Some(raw.parse().map_err(|_| {
-                    Error::bad_input(
-                        format!("environment variable {var}"),
-                        format!("'{raw}' is not {}", what_it_takes(stringify!($field))),
-                    )
+                    // A whole number past the setting's range is too large,
+                    // not "not a whole number".
+                    let why = match raw.parse::<u128>() {
+                        Ok(_) => format!("'{raw}' is too large"),
+                        Err(_) => format!("'{raw}' is not {}", what_it_takes(stringify!($field))),
+                    };
+                    Error::bad_input(format!("environment variable {var}"), why)
                 })?);
             }
         )*

@@ -176,6 +176,14 @@ impl Task {
         if !self.inputs.is_object() {
             return bad("inputs", "must be a table".into());
         }
+        if self.agents.as_ref().is_some_and(Vec::is_empty) {
+            return bad(
+                "agents",
+                "an empty list starts no agent, so nothing would run (leave `agents` out to \
+                 start every role of the scripts directory)"
+                    .into(),
+            );
+        }
         for (i, c) in self.spawn.iter().enumerate() {
             if !c.threshold.is_finite() {
                 return bad(

@@ -372,6 +372,22 @@ fn settings_that_cannot_work_are_refused_before_anything_runs() {
         &[("ORRERY_MAX_VALUE_BYTES", "0")],
         &["max_value_bytes: must be greater than 0"],
     );
+    s.write(
+        "empty.toml",
+        "id = \"empty\"\ntype = \"t\"\ndescription = \"d\"\nagents = []\n",
+    );
+    assert_bad_input(
+        &s,
+        &["run", "empty.toml"],
+        &[],
+        &["empty.toml: agents: an empty list starts no agent"],
+    );
+    assert_bad_input(
+        &s,
+        &["run", "task.toml"],
+        &[("ORRERY_MAX_ATTEMPTS", "18446744073709551615")],
+        &["environment variable ORRERY_MAX_ATTEMPTS: '18446744073709551615' is too large"],
+    );
     // A stdlib directory asked for by name must exist (the default may not).
     assert_bad_input(
         &s,
