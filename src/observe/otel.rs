@@ -178,6 +178,34 @@ impl HttpClient for Exporter {
             *response.headers_mut() = headers;
             Ok::<_, reqwest::Error>(response)
         });
-        Ok(sent.await??)
+        let answer = sent.await?;
+        warn_once(&answer);
+        Ok(answer?)
+    }
+}
+
+/// Says once per process that spans did not go out (a refused connection,
+/// an endpoint answering an error): the exporter itself drops them without
+/// a word, and only a timeout at the end was reported.
+fn warn_once(answer: &std::result::Result<Response<Bytes>, reqwest::Error>) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let why = match answer {
+        Ok(r) if r.status().is_success() => return,
+        Ok(r) => format!("the endpoint answered {}", r.status()),
+        Err(e) => {
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                why = format!("{why}: {cause}");
+                source = cause.source();
+            }
+            why
+        }
+    };
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        // Not a tracing event: it would be exported in turn.
+        eprintln!(
+            "warning: OpenTelemetry: spans were not sent ({why}); later failures are not repeated"
+        );
     }
 }

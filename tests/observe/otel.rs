@@ -277,3 +277,26 @@ fn an_otlp_protocol_other_than_http_json_is_bad_input_naming_the_variable() {
         "{stderr}"
     );
 }
+
+/// An endpoint that refuses the connection or answers an error is said once
+/// on stderr (the exporter dropped the spans without a word), and the run
+/// itself is not failed by it.
+#[test]
+fn spans_an_endpoint_refuses_are_reported_once() {
+    let port = crate::common::closed_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let out = orrery_env(
+        &repo(),
+        &["run", "examples/deploy.toml"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("warning: OpenTelemetry: spans were not sent")
+            .count(),
+        1,
+        "{stderr}"
+    );
+}
