@@ -47,9 +47,9 @@ pub fn execute(args: TailArgs) -> anyhow::Result<i32> {
         if first.is_empty() && store.task_get(id).await?.is_none() && !args.no_follow {
             // A submitted task no worker has started yet: followed from its start.
             let timeout = Duration::from_millis(config.connect_timeout);
+            let mut fleet = orrery::fleet::Fleet::open(&config.store, timeout).await?;
             let mut said = false;
             loop {
-                let mut fleet = orrery::fleet::Fleet::open(&config.store, timeout).await?;
                 let Some(submitted) = fleet.task(id).await? else {
                     break;
                 };

@@ -329,19 +329,7 @@ impl LiveEndpoint {
     }
 
     fn transport_failure(&self, err: &reqwest::Error) -> Failure {
-        // reqwest's own message only says "error sending request for url
-        // (...)", repeating the URL; the cause ("Connection refused", "dns
-        // error") is further down the chain, so report the chain instead.
-        let mut causes = Vec::new();
-        let mut source = std::error::Error::source(err);
-        while let Some(cause) = source {
-            causes.push(cause.to_string());
-            source = cause.source();
-        }
-        let detail = match causes.is_empty() {
-            true => self.redact(&err.to_string()),
-            false => self.redact(&causes.join(": ")),
-        };
+        let detail = self.redact(&crate::http_client::failure_text(err));
         if err.is_builder() {
             return Failure::Unusable {
                 message: format!("cannot call {}: {detail}", self.shown_url),

@@ -202,9 +202,8 @@ async fn request(
     Ok(out)
 }
 
-/// What went wrong with a request, in words: its timeout, or the cause
-/// further down the chain ("Connection refused", "dns error"), which
-/// reqwest's own "error sending request for url (...)" leaves out.
+/// What went wrong with a request, in words: its timeout, or its cause
+/// (see [`failure_text`](crate::http_client::failure_text)).
 fn transport_error(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!(
@@ -212,15 +211,5 @@ fn transport_error(e: &reqwest::Error, timeout: Duration) -> String {
             timeout.as_millis()
         );
     }
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
-    if causes.is_empty() {
-        e.to_string()
-    } else {
-        causes.join(": ")
-    }
+    crate::http_client::failure_text(e)
 }

@@ -192,15 +192,7 @@ fn warn_once(answer: &std::result::Result<Response<Bytes>, reqwest::Error>) {
     let why = match answer {
         Ok(r) if r.status().is_success() => return,
         Ok(r) => format!("the endpoint answered {}", r.status()),
-        Err(e) => {
-            let mut why = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(cause) = source {
-                why = format!("{why}: {cause}");
-                source = cause.source();
-            }
-            why
-        }
+        Err(e) => crate::http_client::failure_text(e),
     };
     if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         // Not a tracing event: it would be exported in turn.

@@ -494,10 +494,6 @@ impl RecordStore for MemoryStore {
     async fn retain(&self, _task: &str, _retention: Duration) -> StoreResult<usize> {
         Ok(0)
     }
-
-    async fn retain_journal(&self, _task: &str, _retention: Duration) -> StoreResult<bool> {
-        Ok(false)
-    }
 }
 
 #[async_trait]

@@ -40,20 +40,6 @@ pub struct SinkLoss {
     pub why: String,
 }
 
-impl SinkLoss {
-    fn add(loss: &mut Option<SinkLoss>, entries: usize, why: impl FnOnce() -> String) {
-        match loss {
-            Some(l) => l.entries += entries as u64,
-            None => {
-                *loss = Some(SinkLoss {
-                    entries: entries as u64,
-                    why: why(),
-                })
-            }
-        }
-    }
-}
-
 /// Writes the journal as JSON Lines to a file, a batch at a time (so
 /// `tail -f` follows it within [`FLUSH_EVERY`](super::FLUSH_EVERY)). No
 /// buffer of its own: a batch is already one text, and copying it into one
@@ -108,7 +94,11 @@ impl FileSink {
             // Best effort: cutting a file frees room, even on a full disk.
             let _ = out.set_len(self.written);
         }
-        SinkLoss::add(&mut self.loss, batch.len(), || why);
+        // Called once: nothing more is written after it.
+        self.loss = Some(SinkLoss {
+            entries: batch.len() as u64,
+            why,
+        });
     }
 }
 
@@ -116,10 +106,10 @@ impl FileSink {
 impl Sink for FileSink {
     async fn write(&mut self, batch: &Batch) {
         let Some(out) = self.out.as_mut() else {
-            let path = &self.path;
-            SinkLoss::add(&mut self.loss, batch.len(), || {
-                format!("journal file {}: closed", path.display())
-            });
+            // Given up after a failure (closed, nothing more is written).
+            if let Some(loss) = &mut self.loss {
+                loss.entries += batch.len() as u64;
+            }
             return;
         };
         match write_patiently(out, batch.text().as_bytes()).await {
